@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: set up (with test extras), check the stubs are fresh, run pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ONSHI_EXTRAS=${ONSHI_EXTRAS:-test} scripts/setup.sh
+# A stale generated stub fails here, not in production.
+before=$(cat src/v1/*.py src/v1/*.pyi | sha1sum)
+PY=.venv/bin/python scripts/proto.sh
+after=$(cat src/v1/*.py src/v1/*.pyi | sha1sum)
+if [ "$before" != "$after" ]; then
+  echo "src/v1 was stale: regenerated from proto/ (commit the result)" >&2
+  [ "${CI:-}" = "true" ] && exit 1
+fi
+exec .venv/bin/python -m pytest -q "$@"

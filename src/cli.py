@@ -1,0 +1,43 @@
+"""`onshi` command line. Each subsystem registers its own subcommands through a
+`register(subparsers)` function listed in COMMAND_MODULES, so this file stays a
+table of contents rather than a pile of handlers."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# module -> it defines register(subparsers); each subparser sets func=callable(args) -> int
+COMMAND_MODULES = (
+    "onshi.core.gen",          # onshi gen
+    "onshi.server.cli",        # onshi serve, onshi check
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onshi", description="Online insurance-qualification checks (オンライン資格確認).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            if exc.name != name:  # a real import error inside the module: show it
+                raise
+            continue  # subsystem not installed in this build
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Store, identifiers and lookup engines: everything below the network."""

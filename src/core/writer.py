@@ -1,0 +1,205 @@
+"""The one writer code path. The bulk loader (`onshi gen`) and the ingest service
+both write through `Writer`, so index rules and record encoding live here only.
+
+Every change to one person happens inside one LMDB write transaction, so a reader
+sees a person either wholly before or wholly after the change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import lmdb
+
+from onshi.core import history, identifiers
+from onshi.core.store import DB_NAMES, link_id_of, link_key, open_env
+from onshi.v1 import qualification_pb2
+
+T = TypeVar("T")
+Person = qualification_pb2.Person
+Qualification = qualification_pb2.Qualification
+
+
+class NumberConflict(ValueError):
+    """An insured number already belongs to another person."""
+
+    def __init__(self, key: bytes, owner: int):
+        super().__init__(f"number {key.decode().replace(chr(31), '/')} belongs to link {owner}")
+        self.key = key
+        self.owner = owner
+
+
+class StoreFull(RuntimeError):
+    """The disk has no room for the store to grow; nothing was written."""
+
+
+class Writer:
+    def __init__(self, path: str | os.PathLike, *, map_size: int = 1 << 30, max_map_size: int = 1 << 40):
+        self.path = os.fspath(path)
+        self.env = open_env(self.path, readonly=False, map_size=map_size)
+        self.max_map_size = max_map_size
+        with self.env.begin(write=True) as txn:
+            self.dbs = {name.decode(): self.env.open_db(name, txn=txn) for name in DB_NAMES}
+
+    def open_db(self, name: bytes, **kwargs) -> lmdb._Database:
+        """A further named database for a service built on the writer (ingest, audit...)."""
+        db = self.env.open_db(name, **kwargs)
+        self.dbs[name.decode()] = db
+        return db
+
+    def close(self) -> None:
+        self.env.close()
+
+    def apply(self, change: Callable[["WriteTxn"], T]) -> T:
+        """Run `change` in one write transaction, committed durably before returning.
+
+        The map grows on demand: on MDB_MAP_FULL the transaction is aborted, the map
+        doubled and `change` run again from the start (so it must not have effects
+        outside the transaction). If the disk itself is full, StoreFull is raised
+        and nothing is written.
+        """
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return change(WriteTxn(txn, self.dbs))
+            except lmdb.MapFullError:
+                self._grow()
+            except lmdb.DiskError as exc:  # ENOSPC on commit: LMDB leaves the old state
+                raise StoreFull(str(exc)) from exc
+
+    def _grow(self) -> None:
+        size = self.env.info()["map_size"]
+        if size * 2 > self.max_map_size:
+            raise StoreFull(f"store map size would exceed {self.max_map_size} bytes")
+        self.env.set_mapsize(size * 2)
+
+    def bulk_load(self, persons: Iterable[tuple[int, Person, list[Qualification], bytes | None]]) -> int:
+        """Load an empty store from persons sorted by link ID, using append mode.
+
+        Random-order inserts collapse past tens of millions of keys; here history
+        is appended in link order and both indexes are sorted then appended.
+        Uses the same encoding as `WriteTxn.put_history`.
+        """
+        with self.env.begin() as txn:
+            if txn.stat(self.dbs["history"])["entries"]:
+                raise ValueError("bulk_load needs an empty store")
+        numbers: list[tuple[bytes, bytes]] = []
+        cards: list[tuple[bytes, bytes]] = []
+        batch: list[tuple[bytes, bytes]] = []
+        last = 0
+        count = 0
+
+        def flush() -> None:
+            self._put_sorted("history", batch)
+            batch.clear()
+
+        for link_id, person, quals, serial_key in persons:
+            if link_id <= last:
+                raise ValueError("bulk_load needs persons in increasing link ID order")
+            last = link_id
+            lk = link_key(link_id)
+            value, keys = history.compile_history(person, quals)
+            batch.append((lk, value))
+            numbers.extend((k, lk) for k in keys)
+            if serial_key is not None:
+                cards.append((serial_key, lk))
+            count += 1
+            if len(batch) >= 50_000:
+                flush()
+        flush()
+        numbers.sort()
+        for (a, owner_a), (b, owner_b) in zip(numbers, numbers[1:]):
+            if a == b and owner_a != owner_b:
+                raise NumberConflict(b, link_id_of(owner_a))
+        cards.sort()
+        self._put_sorted("number", numbers)
+        self._put_sorted("card", cards)
+        self._put_sorted("card_of", sorted((lk, s) for s, lk in cards))
+        self.apply(lambda t: t.reserve_link_ids(last))
+        self.env.sync(True)
+        return count
+
+    def _put_sorted(self, db: str, items: list[tuple[bytes, bytes]], chunk: int = 200_000) -> None:
+        for i in range(0, len(items), chunk):
+            part = items[i:i + chunk]
+            self.apply(lambda t: t.txn.cursor(db=self.dbs[db]).putmulti(part, dupdata=False, overwrite=True, append=True))
+
+
+class WriteTxn:
+    """One write transaction; every method keeps the indexes consistent."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict):
+        self.txn = txn
+        self.dbs = dbs
+
+    # -- link IDs ---------------------------------------------------------
+    def new_link_id(self) -> int:
+        raw = self.txn.get(b"next_link_id", db=self.dbs["meta"])
+        link_id = int.from_bytes(raw, "big") if raw else 1
+        self.txn.put(b"next_link_id", (link_id + 1).to_bytes(8, "big"), db=self.dbs["meta"])
+        return link_id
+
+    def reserve_link_ids(self, highest: int) -> None:
+        raw = self.txn.get(b"next_link_id", db=self.dbs["meta"])
+        current = int.from_bytes(raw, "big") if raw else 1
+        if highest + 1 > current:
+            self.txn.put(b"next_link_id", (highest + 1).to_bytes(8, "big"), db=self.dbs["meta"])
+
+    # -- reads ------------------------------------------------------------
+    def history(self, link_id: int) -> tuple[Person | None, list[Qualification]]:
+        value = self.txn.get(link_key(link_id), db=self.dbs["history"])
+        return history.decode(value) if value else (None, [])
+
+    def link_of_number(self, key: bytes) -> int | None:
+        raw = self.txn.get(key, db=self.dbs["number"])
+        return link_id_of(raw) if raw else None
+
+    def link_of_card(self, serial_key: bytes) -> int | None:
+        raw = self.txn.get(serial_key, db=self.dbs["card"])
+        return link_id_of(raw) if raw else None
+
+    def card_of_link(self, link_id: int) -> bytes | None:
+        return self.txn.get(link_key(link_id), db=self.dbs["card_of"])
+
+    # -- writes -----------------------------------------------------------
+    def put_history(self, link_id: int, person: Person, quals: list[Qualification]) -> None:
+        """Replace a person's whole history, re-indexing their numbers."""
+        lk = link_key(link_id)
+        old = self.txn.get(lk, db=self.dbs["history"])
+        old_keys = set()
+        if old:
+            _, old_quals = history.decode(old)
+            old_keys = {history.qualification_number_key(q) for q in old_quals}
+        if not quals:
+            self.txn.delete(lk, db=self.dbs["history"])
+            new_keys: set[bytes] = set()
+        else:
+            value, keys = history.compile_history(person, quals)
+            new_keys = set(keys)
+            for key in new_keys - old_keys:
+                owner = self.link_of_number(key)
+                if owner is not None and owner != link_id:
+                    raise NumberConflict(key, owner)
+            self.txn.put(lk, value, db=self.dbs["history"])
+        for key in old_keys - new_keys:
+            self.txn.delete(key, db=self.dbs["number"])
+        for key in new_keys - old_keys:
+            self.txn.put(key, lk, db=self.dbs["number"])
+
+    def link_card(self, serial_key: bytes, link_id: int) -> bytes | None:
+        """Link a card serial to a person; a re-issued card replaces the old serial,
+        which then answers NO_RECORD. Returns the replaced serial, if any."""
+        if len(serial_key) != identifiers.SERIAL_KEY_LEN:
+            raise ValueError("serial key must be 20 bytes")
+        lk = link_key(link_id)
+        owner = self.txn.get(serial_key, db=self.dbs["card"])
+        if owner is not None and owner != lk:
+            raise ValueError("card serial already linked to another person")
+        old = self.txn.get(lk, db=self.dbs["card_of"])
+        if old is not None and old != serial_key:
+            self.txn.delete(old, db=self.dbs["card"])
+        self.txn.put(serial_key, lk, db=self.dbs["card"])
+        self.txn.put(lk, serial_key, db=self.dbs["card_of"])
+        return old if old != serial_key else None

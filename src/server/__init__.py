@@ -1,0 +1,1 @@
+"""gRPC services: EligibilityService for clinics, and the secondary services."""

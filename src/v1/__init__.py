@@ -1,0 +1,1 @@
+"""Generated from proto/onshi/v1 by scripts/proto.sh; do not edit."""
