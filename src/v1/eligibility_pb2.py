@@ -26,25 +26,27 @@ from google.type import date_pb2 as google_dot_type_dot_date__pb2
 from onshi.v1 import qualification_pb2 as onshi_dot_v1_dot_qualification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aonshi/v1/eligibility.proto\x12\x08onshi.v1\x1a\x16google/type/date.proto\x1a\x1conshi/v1/qualification.proto\"K\n\x12\x43heckByCardRequest\x12\x13\n\x0b\x63\x61rd_serial\x18\x01 \x01(\t\x12 \n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x11.google.type.Date\"\xa7\x01\n\x14\x43heckByNumberRequest\x12\x16\n\x0einsurer_number\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x04 \x01(\t\x12%\n\nbirth_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12 \n\x05\x61s_of\x18\x06 \x01(\x0b\x32\x11.google.type.Date\"?\n\x07Warning\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.onshi.v1.WarningCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8b\x01\n\rCheckResponse\x12$\n\x08validity\x18\x01 \x01(\x0e\x32\x12.onshi.v1.Validity\x12/\n\x0equalifications\x18\x02 \x03(\x0b\x32\x17.onshi.v1.Qualification\x12#\n\x08warnings\x18\x03 \x03(\x0b\x32\x11.onshi.v1.Warning*\xa0\x01\n\x08Validity\x12\x18\n\x14VALIDITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eVALIDITY_VALID\x10\x01\x12\x14\n\x10VALIDITY_INVALID\x10\x02\x12!\n\x1dVALIDITY_INVALID_NEWER_EXISTS\x10\x03\x12\x16\n\x12VALIDITY_NO_RECORD\x10\x04\x12\x15\n\x11VALIDITY_MULTIPLE\x10\x05*\xad\x01\n\x0bWarningCode\x12\x1c\n\x18WARNING_CODE_UNSPECIFIED\x10\x00\x12*\n&WARNING_CODE_CARD_CERTIFICATE_EXPIRING\x10\x01\x12)\n%WARNING_CODE_CARD_CERTIFICATE_EXPIRED\x10\x02\x12)\n%WARNING_CODE_CARD_CERTIFICATE_REVOKED\x10\x03\x32\xa4\x01\n\x12\x45ligibilityService\x12\x44\n\x0b\x43heckByCard\x12\x1c.onshi.v1.CheckByCardRequest\x1a\x17.onshi.v1.CheckResponse\x12H\n\rCheckByNumber\x12\x1e.onshi.v1.CheckByNumberRequest\x1a\x17.onshi.v1.CheckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aonshi/v1/eligibility.proto\x12\x08onshi.v1\x1a\x16google/type/date.proto\x1a\x1conshi/v1/qualification.proto\"\xa9\x01\n\x12\x43heckByCardRequest\x12\x13\n\x0b\x63\x61rd_serial\x18\x01 \x01(\t\x12 \n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\x18\n\x10\x63\x61rd_certificate\x18\x03 \x01(\x0c\x12*\n\tchallenge\x18\x04 \x01(\x0b\x32\x17.onshi.v1.CardChallenge\x12\x16\n\x0e\x63\x61rd_signature\x18\x05 \x01(\x0c\"M\n\rCardChallenge\x12\x15\n\rfacility_code\x18\x01 \x01(\t\x12\x16\n\x0etimestamp_unix\x18\x02 \x01(\x03\x12\r\n\x05nonce\x18\x03 \x01(\x0c\"\xa7\x01\n\x14\x43heckByNumberRequest\x12\x16\n\x0einsurer_number\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x04 \x01(\t\x12%\n\nbirth_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12 \n\x05\x61s_of\x18\x06 \x01(\x0b\x32\x11.google.type.Date\"?\n\x07Warning\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.onshi.v1.WarningCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8b\x01\n\rCheckResponse\x12$\n\x08validity\x18\x01 \x01(\x0e\x32\x12.onshi.v1.Validity\x12/\n\x0equalifications\x18\x02 \x03(\x0b\x32\x17.onshi.v1.Qualification\x12#\n\x08warnings\x18\x03 \x03(\x0b\x32\x11.onshi.v1.Warning*\xa0\x01\n\x08Validity\x12\x18\n\x14VALIDITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eVALIDITY_VALID\x10\x01\x12\x14\n\x10VALIDITY_INVALID\x10\x02\x12!\n\x1dVALIDITY_INVALID_NEWER_EXISTS\x10\x03\x12\x16\n\x12VALIDITY_NO_RECORD\x10\x04\x12\x15\n\x11VALIDITY_MULTIPLE\x10\x05*\xad\x01\n\x0bWarningCode\x12\x1c\n\x18WARNING_CODE_UNSPECIFIED\x10\x00\x12*\n&WARNING_CODE_CARD_CERTIFICATE_EXPIRING\x10\x01\x12)\n%WARNING_CODE_CARD_CERTIFICATE_EXPIRED\x10\x02\x12)\n%WARNING_CODE_CARD_CERTIFICATE_REVOKED\x10\x03\x32\xa4\x01\n\x12\x45ligibilityService\x12\x44\n\x0b\x43heckByCard\x12\x1c.onshi.v1.CheckByCardRequest\x1a\x17.onshi.v1.CheckResponse\x12H\n\rCheckByNumber\x12\x1e.onshi.v1.CheckByNumberRequest\x1a\x17.onshi.v1.CheckResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'onshi.v1.eligibility_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VALIDITY']._serialized_start=549
-  _globals['_VALIDITY']._serialized_end=709
-  _globals['_WARNINGCODE']._serialized_start=712
-  _globals['_WARNINGCODE']._serialized_end=885
-  _globals['_CHECKBYCARDREQUEST']._serialized_start=94
-  _globals['_CHECKBYCARDREQUEST']._serialized_end=169
-  _globals['_CHECKBYNUMBERREQUEST']._serialized_start=172
-  _globals['_CHECKBYNUMBERREQUEST']._serialized_end=339
-  _globals['_WARNING']._serialized_start=341
-  _globals['_WARNING']._serialized_end=404
-  _globals['_CHECKRESPONSE']._serialized_start=407
-  _globals['_CHECKRESPONSE']._serialized_end=546
-  _globals['_ELIGIBILITYSERVICE']._serialized_start=888
-  _globals['_ELIGIBILITYSERVICE']._serialized_end=1052
+  _globals['_VALIDITY']._serialized_start=723
+  _globals['_VALIDITY']._serialized_end=883
+  _globals['_WARNINGCODE']._serialized_start=886
+  _globals['_WARNINGCODE']._serialized_end=1059
+  _globals['_CHECKBYCARDREQUEST']._serialized_start=95
+  _globals['_CHECKBYCARDREQUEST']._serialized_end=264
+  _globals['_CARDCHALLENGE']._serialized_start=266
+  _globals['_CARDCHALLENGE']._serialized_end=343
+  _globals['_CHECKBYNUMBERREQUEST']._serialized_start=346
+  _globals['_CHECKBYNUMBERREQUEST']._serialized_end=513
+  _globals['_WARNING']._serialized_start=515
+  _globals['_WARNING']._serialized_end=578
+  _globals['_CHECKRESPONSE']._serialized_start=581
+  _globals['_CHECKRESPONSE']._serialized_end=720
+  _globals['_ELIGIBILITYSERVICE']._serialized_start=1062
+  _globals['_ELIGIBILITYSERVICE']._serialized_end=1226
 # @@protoc_insertion_point(module_scope)

@@ -36,12 +36,28 @@ WARNING_CODE_CARD_CERTIFICATE_EXPIRED: WarningCode
 WARNING_CODE_CARD_CERTIFICATE_REVOKED: WarningCode
 
 class CheckByCardRequest(_message.Message):
-    __slots__ = ("card_serial", "as_of")
+    __slots__ = ("card_serial", "as_of", "card_certificate", "challenge", "card_signature")
     CARD_SERIAL_FIELD_NUMBER: _ClassVar[int]
     AS_OF_FIELD_NUMBER: _ClassVar[int]
+    CARD_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    CARD_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     card_serial: str
     as_of: _date_pb2.Date
-    def __init__(self, card_serial: _Optional[str] = ..., as_of: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
+    card_certificate: bytes
+    challenge: CardChallenge
+    card_signature: bytes
+    def __init__(self, card_serial: _Optional[str] = ..., as_of: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., card_certificate: _Optional[bytes] = ..., challenge: _Optional[_Union[CardChallenge, _Mapping]] = ..., card_signature: _Optional[bytes] = ...) -> None: ...
+
+class CardChallenge(_message.Message):
+    __slots__ = ("facility_code", "timestamp_unix", "nonce")
+    FACILITY_CODE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_UNIX_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    facility_code: str
+    timestamp_unix: int
+    nonce: bytes
+    def __init__(self, facility_code: _Optional[str] = ..., timestamp_unix: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class CheckByNumberRequest(_message.Message):
     __slots__ = ("insurer_number", "symbol", "number", "branch", "birth_date", "as_of")
