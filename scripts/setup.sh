@@ -8,6 +8,7 @@ EXTRAS=${ONSHI_EXTRAS:-}
 
 APT_PACKAGES=(liblmdb-dev gcc python3-venv python3-dev)
 case ",$EXTRAS," in *,terminal,*) APT_PACKAGES+=(swig libpcsclite-dev pcscd vsmartcard-vpcd) ;; esac
+case ",$EXTRAS," in *,bench,*) APT_PACKAGES+=(redis-server) ;; esac  # bench/peers.py starts its own
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
