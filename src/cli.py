@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES = (
     "onshi.core.gen",          # onshi gen
     "onshi.server.cli",        # onshi serve, onshi check
+    "onshi.core.pki",          # onshi pki init (test PKI, issue 5)
 )
 
 
