@@ -1,0 +1,357 @@
+"""Server assembly and the worker processes behind `onshi serve`.
+
+One process per worker, all bound to the same port with SO_REUSEPORT so the
+kernel spreads connections over them; gRPC Python holds the GIL for most of a
+call, so processes (not threads) are what use a second core. The parent
+(supervisor) never opens the store and never creates a gRPC object: each worker
+opens the LMDB environment read-only after fork (LMDB environments must not
+cross a fork) and builds its own server.
+
+The default stack is grpc's threaded server: on this 2-core machine it measured
+faster than grpc.aio on uvloop (bench/server.py, bench/RESULTS.md "Server").
+`create_aio_server` is kept for that comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from onshi.server import eligibility
+
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+SERVICE_NAMES = (eligibility.SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME)
+WORKER_PID_KEY = "onshi-worker-pid"
+# A check request is well under 1 KiB and a card proof a few KiB; anything much
+# larger is refused by gRPC itself (RESOURCE_EXHAUSTED) before it is parsed.
+MAX_REQUEST_BYTES = 64 * 1024
+DEFAULT_THREADS = 8
+SERVER_OPTIONS = (
+    ("grpc.so_reuseport", 1),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+)
+
+
+class WorkerHealth(health.HealthServicer):
+    """The standard health service; a Check also names the worker that answered
+    (trailing metadata onshi-worker-pid), so operators and tests can see how
+    connections spread over SO_REUSEPORT workers without touching the hot path."""
+
+    def Check(self, request, context):
+        context.set_trailing_metadata(((WORKER_PID_KEY, str(os.getpid())),))
+        return super().Check(request, context)
+
+
+@dataclass
+class Serving:
+    server: grpc.Server
+    health: health.HealthServicer
+    port: int
+
+
+def create_server(engine, *, address: str = "127.0.0.1:0",
+                  credentials: grpc.ServerCredentials | None = None,
+                  interceptors: Sequence[grpc.ServerInterceptor] = (),
+                  card_proof: eligibility.CardProof | None = None,
+                  audit: eligibility.Audit | None = None,
+                  threads: int = DEFAULT_THREADS,
+                  extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+                  extra_service_names: Sequence[str] = (),
+                  handler_wrap: Callable | None = None) -> Serving:
+    """A threaded gRPC server with EligibilityService, health and reflection,
+    bound but not started. Other services (ingest, claims, audit...) join
+    through extra_handlers + extra_service_names (for health and reflection)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onshi"),
+                         interceptors=list(interceptors), options=SERVER_OPTIONS)
+    server.add_generic_rpc_handlers((
+        eligibility.build_eligibility_handlers(engine, card_proof=card_proof, audit=audit,
+                                               wrap=handler_wrap),
+        *extra_handlers,
+    ))
+    health_servicer = WorkerHealth()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (*SERVICE_NAMES, *extra_service_names)
+    reflection.enable_server_reflection(names, server)
+    for name in (eligibility.SERVICE_NAME, *extra_service_names):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    if port == 0:
+        raise OSError(errno.EADDRINUSE, f"could not bind {address}")
+    return Serving(server, health_servicer, port)
+
+
+async def create_aio_server(engine, *, address: str = "127.0.0.1:0", empty_response: bytes | None = None):
+    """grpc.aio variant (bench only): same handlers, same options, health and reflection."""
+    from grpc_health.v1 import _async as health_async
+
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    if empty_response is not None:
+        server.add_generic_rpc_handlers((eligibility.build_empty_handlers(empty_response, asyncio=True),))
+    else:
+        server.add_generic_rpc_handlers((eligibility.build_eligibility_handlers(engine, asyncio=True),))
+    health_servicer = health_async.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(SERVICE_NAMES, server)
+    port = server.add_insecure_port(address)
+    return server, health_servicer, port
+
+
+# --- the port ----------------------------------------------------------------
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@contextlib.contextmanager
+def reserve_port(host: str, port: int) -> Iterator[int]:
+    """Bind (not listen) a SO_REUSEPORT socket: port 0 becomes a concrete free
+    port that every worker then binds, and it stays reserved while workers
+    restart. A bound, non-listening socket never receives connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+# --- a worker ------------------------------------------------------------------
+
+@dataclass
+class WorkerConfig:
+    data: str
+    engine: str | None
+    address: str
+    grace: float = 5.0
+    threads: int = DEFAULT_THREADS
+    handler_delay: float = 0.0  # test only: slow every check (graceful-shutdown test)
+
+
+def _die_with_parent() -> None:
+    # If the supervisor is SIGKILLed, its workers must not keep serving the port.
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _slow(delay: float):
+    def wrap(fn):
+        def handler(raw, context):
+            time.sleep(delay)
+            return fn(raw, context)
+        return handler
+    return wrap
+
+
+def stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def run_worker(config: WorkerConfig, ready: Callable[[str], None], stop: threading.Event | None = None) -> int:
+    """Open the store, serve until SIGTERM/SIGINT, then stop gracefully:
+    health NOT_SERVING first, then server.stop(grace) lets in-flight calls end."""
+    from onshi.core.engine import open_engine
+
+    stop = stop or stop_on_signals()
+    engine = open_engine(config.data, config.engine)
+    try:
+        serving = create_server(engine, address=config.address, threads=config.threads,
+                                handler_wrap=_slow(config.handler_delay) if config.handler_delay else None)
+        serving.server.start()
+        ready(engine.kind)
+        while not stop.wait(1.0):
+            pass
+        serving.health.enter_graceful_shutdown()
+        serving.server.stop(config.grace).wait()
+    finally:
+        engine.close()
+    return 0
+
+
+# --- the supervisor -------------------------------------------------------------
+
+@dataclass
+class _Workers:
+    config: WorkerConfig
+    ready_w: int
+    pids: dict[int, float] = field(default_factory=dict)  # pid -> start time
+    deaths: list[float] = field(default_factory=list)
+
+    def spawn(self) -> int:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            self.pids[pid] = time.monotonic()
+            return pid
+        code = 1
+        try:
+            # First thing after fork: a stop forwarded while starting is kept.
+            stop = stop_on_signals()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.set_wakeup_fd(-1)
+            _die_with_parent()
+            ready_w = self.ready_w
+            code = run_worker(self.config, lambda kind: os.write(ready_w, f"{os.getpid()} {kind}\n".encode()),
+                              stop)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+def serve(data: str, *, host: str = "127.0.0.1", port: int = 50051, workers: int = 1,
+          engine: str | None = None, grace: float = 5.0, threads: int = DEFAULT_THREADS,
+          port_file: str | None = None, handler_delay: float = 0.0,
+          startup_timeout: float = 60.0, max_restarts: int = 5) -> int:
+    """Run `workers` worker processes on host:port until SIGTERM/SIGINT; 0 on a clean stop."""
+    from onshi.core.store import DATA_FILE
+
+    if not os.path.exists(os.path.join(data, DATA_FILE)):
+        print(f"onshi: no store at {data} (run `onshi gen` first)", file=sys.stderr)
+        return 2
+    signals: list[int] = []
+    wake_r, wake_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    for fd in (wake_r, wake_w):
+        os.set_blocking(fd, False)
+    previous = {sig: signal.signal(sig, lambda s, _f: signals.append(s))
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
+    signal.set_wakeup_fd(wake_w)
+    try:
+        with reserve_port(host, port) as bound:
+            config = WorkerConfig(data, engine, format_address(host, bound), grace, threads, handler_delay)
+            pool = _Workers(config, ready_w)
+            return _supervise(pool, workers, bound, port_file, signals, wake_r, ready_r,
+                              startup_timeout, max_restarts)
+    except OSError as exc:
+        print(f"onshi: cannot serve on {format_address(host, port)}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.set_wakeup_fd(-1)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for fd in (wake_r, wake_w, ready_r, ready_w):
+            os.close(fd)
+
+
+def _supervise(pool: _Workers, count: int, port: int, port_file: str | None, signals: list[int],
+               wake_r: int, ready_r: int, startup_timeout: float, max_restarts: int) -> int:
+    for _ in range(count):
+        pool.spawn()
+    ready: dict[int, str] = {}
+    announced = False
+    stopping = False
+    stop_deadline = 0.0
+    exit_code = 0
+    started = time.monotonic()
+    buffer = b""
+    while pool.pids:
+        readable, _, _ = select.select([wake_r, ready_r], [], [], 0.5)
+        if wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(wake_r, 512):
+                    pass
+        if ready_r in readable:
+            buffer += os.read(ready_r, 4096)
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                pid, kind = line.decode().split()
+                ready[int(pid)] = kind
+        # Stop requests: forward to every worker, once; a second one escalates.
+        while signals:
+            sig = signals.pop(0)
+            if sig == signal.SIGCHLD:
+                continue
+            if not stopping:
+                stopping = True
+                stop_deadline = time.monotonic() + pool.config.grace + 10.0
+                for pid in pool.pids:
+                    _signal(pid, signal.SIGTERM)
+        # Reap.
+        while pool.pids:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pool.pids.clear()
+                break
+            if pid == 0:
+                break
+            pool.pids.pop(pid, None)
+            was_ready = ready.pop(pid, None) is not None
+            if stopping:
+                if status != 0:
+                    print(f"onshi: worker {pid} {_describe(status)} while stopping", file=sys.stderr)
+                    exit_code = 1
+                continue
+            print(f"onshi: worker {pid} {_describe(status)}", file=sys.stderr, flush=True)
+            now = time.monotonic()
+            pool.deaths = [t for t in pool.deaths if now - t < 60.0] + [now]
+            if not announced or not was_ready or len(pool.deaths) > max_restarts:
+                why = "before serving" if not was_ready else f"{len(pool.deaths)} times in 60 s"
+                print(f"onshi: giving up (worker died {why}); stopping", file=sys.stderr, flush=True)
+                signals.append(signal.SIGTERM)
+                exit_code = 1
+                continue
+            new = pool.spawn()
+            print(f"onshi: restarted worker as {new}", file=sys.stderr, flush=True)
+        if stopping and time.monotonic() > stop_deadline:
+            for pid in pool.pids:
+                print(f"onshi: worker {pid} did not stop in time; SIGKILL", file=sys.stderr)
+                _signal(pid, signal.SIGKILL)
+            exit_code = 1
+            stop_deadline = float("inf")
+        if not announced and not stopping and len(ready) == count and len(pool.pids) == count:
+            announced = True
+            kinds = ",".join(sorted(set(ready.values())))
+            line = (f"onshi: serving on {pool.config.address} workers={count} engine={kinds} "
+                    f"pids={','.join(str(p) for p in sorted(ready))}")
+            if port_file:
+                tmp = port_file + ".tmp"
+                with open(tmp, "w") as f:
+                    f.write(f"{port}\n")
+                os.replace(tmp, port_file)
+            print(line, flush=True)
+        if not announced and not stopping and time.monotonic() - started > startup_timeout:
+            print(f"onshi: workers not serving after {startup_timeout:.0f} s; stopping", file=sys.stderr)
+            signals.append(signal.SIGTERM)
+            exit_code = 1
+    return exit_code
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
