@@ -427,6 +427,11 @@ def test_onshi_check_cli(server):
     out = onshi("check", "--target", server.target, "--number", "06130018", "12", "3456", "00")
     assert out.returncode == 2
     assert "insurer_number" in out.stderr and "birth_date" in out.stderr
+    out = onshi("check", "--target", server.target, "--card", "zz", "--as-of", "2023-02-29")
+    assert out.returncode == 2
+    assert "card_serial" in out.stderr and "as_of.day" in out.stderr
+    out = onshi("check", "--target", server.target, "--card", "FFFF", "--as-of", "2023-02-28")
+    assert out.returncode == 10 + E.VALIDITY_NO_RECORD and "該当資格なし" in out.stdout
 
 
 # --- lifecycle (a server of their own) ---------------------------------------------

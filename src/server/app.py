@@ -73,15 +73,18 @@ def create_server(engine, *, address: str = "127.0.0.1:0",
                   threads: int = DEFAULT_THREADS,
                   extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
                   extra_service_names: Sequence[str] = (),
-                  handler_wrap: Callable | None = None) -> Serving:
+                  handler_wrap: Callable | None = None,
+                  eligibility_handler: grpc.GenericRpcHandler | None = None) -> Serving:
     """A threaded gRPC server with EligibilityService, health and reflection,
     bound but not started. Other services (ingest, claims, audit...) join
-    through extra_handlers + extra_service_names (for health and reflection)."""
+    through extra_handlers + extra_service_names (for health and reflection).
+    `eligibility_handler` replaces the service's handlers (bench: the empty
+    handler on the same stack)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onshi"),
                          interceptors=list(interceptors), options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((
-        eligibility.build_eligibility_handlers(engine, card_proof=card_proof, audit=audit,
-                                               wrap=handler_wrap),
+        eligibility_handler or eligibility.build_eligibility_handlers(
+            engine, card_proof=card_proof, audit=audit, wrap=handler_wrap),
         *extra_handlers,
     ))
     health_servicer = WorkerHealth()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import re
 import os
 import sys
 
-from onshi.v1 import eligibility_pb2, qualification_pb2
+from onshi.v1 import eligibility_pb2
 
 # Exit codes of `onshi check`: 0 valid; 10 + the validity code otherwise, so a
 # script can tell 無効 from 該当資格なし; 2 bad input; 1 no answer (server down...).
@@ -24,6 +24,8 @@ RELATIONSHIP_TEXT = {1: "本人 insured", 2: "家族 dependent"}
 SEX_TEXT = {1: "男 male", 2: "女 female"}
 LOSS_REASON_TEXT = {1: "01 死亡 death", 2: "02 生活保護 public assistance",
                     3: "03 他保険取得 other insurance", 99: "99 その他 other"}
+CARD_KIND_TEXT = {1: "被保険者証", 2: "船員保険", 3: "国民健康保険", 4: "後期高齢者医療", 5: "退職者医療",
+                  6: "短期被保険者証", 7: "修学中特例", 8: "住所地特例", 9: "日雇特例", 10: "資格証明書"}
 DISEASE_TEXT = {1: "人工透析 dialysis", 2: "血友病 haemophilia", 3: "HIV"}
 
 
@@ -72,14 +74,19 @@ def _serve(args) -> int:
                      handler_delay=args.test_handler_delay_ms / 1000.0)
 
 
-def _date_arg(text: str | None, name: str) -> dt.date | None:
+def _date_arg(text: str | None, name: str):
+    """YYYY-MM-DD as a google.type.Date, not checked here: an impossible date
+    (2023-02-29) goes to the server, which names the field at fault."""
+    from google.type import date_pb2
+
     if text is None:
         return None
-    try:
-        return dt.date.fromisoformat(text.strip())
-    except ValueError:
+    match = re.fullmatch(r"(\d{1,4})-(\d{1,2})-(\d{1,2})", text.strip())
+    if not match:
         print(f"onshi check: {name} must be YYYY-MM-DD, not {text!r}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT) from None
+        raise SystemExit(EXIT_BAD_INPUT)
+    year, month, day = map(int, match.groups())
+    return date_pb2.Date(year=year, month=month, day=day)
 
 
 def _check(args) -> int:
@@ -132,7 +139,7 @@ def format_response(response: eligibility_pb2.CheckResponse) -> str:
         lines.append(f"    保険者 insurer      {q.insurer_number} {q.insurer_name}")
         lines.append(f"    記号・番号・枝番    {q.symbol or '—'}・{q.number}・{q.branch or '—'}  "
                      f"{RELATIONSHIP_TEXT.get(q.relationship, '')}  "
-                     f"{qualification_pb2.CardKind.Name(q.card_kind) if q.card_kind else ''}")
+                     f"{CARD_KIND_TEXT.get(q.card_kind, '')}")
         lost = _d(q.loss_date) if q.HasField("loss_date") else "—"
         reason = f" ({LOSS_REASON_TEXT.get(q.loss_reason, q.loss_reason)})" if q.loss_reason else ""
         lines.append(f"    資格取得 acquired   {_d(q.acquisition_date)}   資格喪失 lost {lost}{reason}")

@@ -5,11 +5,19 @@ from __future__ import annotations
 import datetime as dt
 
 import grpc
+from google.type import date_pb2
 
 from onshi.core import dates
 from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+DateLike = dt.date | date_pb2.Date | None
+
+
+def _date(d: DateLike) -> date_pb2.Date | None:
+    # A google.type.Date passes as is, so a caller can send what a user typed
+    # (even 2023-02-29) and let the server name the field at fault.
+    return d if d is None or isinstance(d, date_pb2.Date) else dates.to_proto(d)
 
 
 class EligibilityClient:
@@ -29,13 +37,13 @@ class EligibilityClient:
     def close(self) -> None:
         self.channel.close()
 
-    def check_by_card(self, card_serial: str, as_of: dt.date | None = None) -> eligibility_pb2.CheckResponse:
-        request = eligibility_pb2.CheckByCardRequest(card_serial=card_serial, as_of=dates.to_proto(as_of))
+    def check_by_card(self, card_serial: str, as_of: DateLike = None) -> eligibility_pb2.CheckResponse:
+        request = eligibility_pb2.CheckByCardRequest(card_serial=card_serial, as_of=_date(as_of))
         return self.stub.CheckByCard(request, timeout=self.timeout)
 
     def check_by_number(self, insurer_number: str, symbol: str, number: str, branch: str,
-                        birth_date: dt.date | None, as_of: dt.date | None = None) -> eligibility_pb2.CheckResponse:
+                        birth_date: DateLike, as_of: DateLike = None) -> eligibility_pb2.CheckResponse:
         request = eligibility_pb2.CheckByNumberRequest(
             insurer_number=insurer_number, symbol=symbol, number=number, branch=branch,
-            birth_date=dates.to_proto(birth_date), as_of=dates.to_proto(as_of))
+            birth_date=_date(birth_date), as_of=_date(as_of))
         return self.stub.CheckByNumber(request, timeout=self.timeout)

@@ -116,7 +116,10 @@ class EligibilityAnswers:
             try:
                 serial_key = _card_serial_key(request.card_serial)
             except InvalidIdentifier as exc:
-                raise FieldErrors.of(exc) from None
+                errors = FieldErrors.of(exc)
+                if request.HasField("as_of"):  # report every fault at once
+                    date_day(request.as_of, "as_of", errors)
+                raise errors from None
         if request.HasField("as_of"):
             errors = FieldErrors()
             day = date_day(request.as_of, "as_of", errors)

@@ -1,0 +1,243 @@
+"""Server stacks compared: grpc's threaded server vs grpc.aio on uvloop, each
+with the real EligibilityService handlers and with an empty handler (the
+floor the gRPC stack itself sets), on the same engine and data.
+
+One server process (one worker) and one closed-loop client process (grpc.aio
+on uvloop, --concurrency calls outstanding, card checks on random existing
+serials); server CPU per check comes from the server process's own accounting
+(utime + stime of all its threads, /proc/PID/stat) over the client's measured
+window. Runs are interleaved and repeated (--rounds); medians are reported.
+
+    .venv/bin/python bench/server.py [--persons 50000] [--seconds 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+OUT = BENCH / "out"
+METHOD = "/onshi.v1.EligibilityService/CheckByCard"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- data -------------------------------------------------------------------
+
+def dataset(persons: int) -> Path:
+    """A simple population (one qualification each, every person with a card),
+    loaded through the writer; cached under bench/out/."""
+    path = OUT / f"server-{persons}"
+    if (path / ".complete").exists():
+        return path
+    import datetime as dt
+    import shutil
+
+    from onshi.core import dates, identifiers
+    from onshi.core.writer import Writer
+    from onshi.v1 import qualification_pb2 as Q
+
+    shutil.rmtree(path, ignore_errors=True)
+    rng = random.Random(2)
+    insurer = identifiers.with_check_digit("0613001")
+
+    def persons_iter():
+        for link in range(1, persons + 1):
+            birth = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(30000))
+            person = Q.Person(name="山田 花子", name_kana="ヤマダ ハナコ", sex=Q.SEX_FEMALE,
+                              birth_date=dates.to_proto(birth), address="東京都千代田区千代田1-1",
+                              postcode="100-0001")
+            qual = Q.Qualification(insurer_number=insurer, insurer_name="オンシ健康保険組合", symbol="12",
+                                   number=str(link), branch="00", relationship=Q.RELATIONSHIP_INSURED,
+                                   acquisition_date=dates.to_proto(dt.date(2020, 4, 1)),
+                                   burden_ratio_percent=30, card_kind=Q.CARD_KIND_EMPLOYEE)
+            yield link, person, [qual], identifiers.card_serial_key(format(link * 7919 + 1, "X"))
+
+    writer = Writer(path)
+    try:
+        writer.bulk_load(persons_iter())
+    finally:
+        writer.close()
+    (path / ".complete").touch()
+    return path
+
+
+def requests(persons: int, count: int = 4096) -> list[bytes]:
+    from onshi.v1 import eligibility_pb2
+
+    rng = random.Random(7)
+    return [eligibility_pb2.CheckByCardRequest(card_serial=format(rng.randrange(1, persons + 1) * 7919 + 1, "X"))
+            .SerializeToString() for _ in range(count)]
+
+
+# --- the server process ---------------------------------------------------------
+
+def serve(args) -> None:
+    from onshi.core import identifiers
+    from onshi.core.dates import today_jst
+    from onshi.core.engine import open_engine
+    from onshi.server import app, eligibility
+
+    engine = open_engine(args.data, args.engine)
+    # The empty handler answers what a real check answers, so both send the same bytes.
+    sample = engine.check_by_card(identifiers.card_serial_key(format(7919 + 1, "X")), today_jst())
+    empty = sample if args.handler == "empty" else None
+    if args.stack == "threaded":
+        handler = eligibility.build_empty_handlers(sample) if empty else None
+        serving = app.create_server(engine, address="127.0.0.1:0", threads=args.threads,
+                                    eligibility_handler=handler)
+        serving.server.start()
+        print(f"port {serving.port} engine={engine.kind}", flush=True)
+        sys.stdin.read()  # the bench closes stdin to stop us
+        serving.server.stop(0)
+    else:
+        import uvloop
+
+        async def main():
+            server, _, port = await app.create_aio_server(engine, address="127.0.0.1:0", empty_response=empty)
+            await server.start()
+            print(f"port {port} engine={engine.kind}", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+            await server.stop(0)
+
+        uvloop.install()
+        asyncio.run(main())
+
+
+# --- the client process ---------------------------------------------------------
+
+def client(args) -> None:
+    import grpc
+    import uvloop
+
+    bodies = requests(args.persons)
+
+    async def main():
+        async with grpc.aio.insecure_channel(args.target) as channel:
+            call = channel.unary_unary(METHOD, request_serializer=None, response_deserializer=None)
+            state = {"count": 0, "run": True}
+
+            async def loop(i):
+                j = i
+                while state["run"]:
+                    await call(bodies[j % len(bodies)], timeout=10)
+                    j += args.concurrency
+                    state["count"] += 1
+
+            tasks = [asyncio.create_task(loop(i)) for i in range(args.concurrency)]
+            await asyncio.sleep(args.warmup)
+            start_count, start = state["count"], time.perf_counter()
+            print("start", flush=True)
+            await asyncio.sleep(args.seconds)
+            count, elapsed = state["count"] - start_count, time.perf_counter() - start
+            print(json.dumps({"calls": count, "seconds": elapsed}), flush=True)
+            state["run"] = False
+            await asyncio.gather(*tasks)
+
+    uvloop.install()
+    asyncio.run(main())
+
+
+# --- the bench ------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
+
+
+def run_one(args, data: Path, stack: str, handler: str) -> dict:
+    me = [sys.executable, __file__]
+    server = subprocess.Popen([*me, "_serve", "--stack", stack, "--handler", handler, "--data", str(data),
+                               "--engine", args.engine, "--threads", str(args.threads)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port_line = server.stdout.readline().split()
+        port, kind = port_line[1], port_line[2].split("=")[1]
+        client_proc = subprocess.Popen([*me, "_client", "--target", f"127.0.0.1:{port}", "--persons",
+                                        str(args.persons), "--seconds", str(args.seconds), "--warmup",
+                                        str(args.warmup), "--concurrency", str(args.concurrency)],
+                                       stdout=subprocess.PIPE, text=True)
+        assert client_proc.stdout.readline().strip() == "start"
+        cpu0 = cpu_seconds(server.pid)
+        result = json.loads(client_proc.stdout.readline())
+        cpu1 = cpu_seconds(server.pid)
+        client_proc.wait(30)
+    finally:
+        server.stdin.close()
+        server.wait(30)
+    calls = result["calls"]
+    return {"stack": stack, "handler": handler, "engine": kind, "calls": calls,
+            "checks_per_s": calls / result["seconds"], "cpu_us_per_check": (cpu1 - cpu0) / calls * 1e6,
+            "server_cpu_util": (cpu1 - cpu0) / result["seconds"]}
+
+
+def bench(args) -> None:
+    data = dataset(args.persons)
+    stacks = args.stacks.split(",")
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for r in range(args.rounds):
+        for stack in stacks:
+            for handler in ("empty", "check"):
+                res = run_one(args, data, stack, handler)
+                runs.setdefault((stack, handler), []).append(res)
+                print(f"round {r + 1} {stack:8} {handler:5} {res['checks_per_s']:8.0f} checks/s "
+                      f"{res['cpu_us_per_check']:6.1f} µs CPU/check  server CPU {res['server_cpu_util']:.2f}",
+                      flush=True)
+    med = {k: {f: statistics.median(x[f] for x in v) for f in ("checks_per_s", "cpu_us_per_check")}
+           for k, v in runs.items()}
+    engine = runs[(stacks[0], "check")][0]["engine"]
+    print(f"\nmedian of {args.rounds} rounds, {args.persons:,} persons, engine={engine}, "
+          f"{args.seconds:g} s windows, concurrency {args.concurrency}, {args.threads} handler threads")
+    print("| stack | handler | checks/s | server CPU µs/check | CPU vs empty handler |")
+    print("|---|---|---:|---:|---:|")
+    for stack in stacks:
+        floor = med[(stack, "empty")]["cpu_us_per_check"]
+        for handler in ("empty", "check"):
+            m = med[(stack, handler)]
+            print(f"| {stack} | {handler} | {m['checks_per_s']:,.0f} | {m['cpu_us_per_check']:.1f} | "
+                  f"{m['cpu_us_per_check'] / floor:.2f}× |")
+    if len(stacks) == 2:
+        a, b = (med[(s, "check")] for s in stacks)
+        print(f"\n{stacks[0]} / {stacks[1]} (check): {a['checks_per_s'] / b['checks_per_s']:.2f}× checks/s, "
+              f"{a['cpu_us_per_check'] / b['cpu_us_per_check']:.2f}× CPU per check")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode")
+    s = sub.add_parser("_serve")
+    s.add_argument("--stack", choices=("threaded", "aio"))
+    s.add_argument("--handler", choices=("empty", "check"))
+    s.add_argument("--data")
+    s.add_argument("--engine")
+    s.add_argument("--threads", type=int)
+    c = sub.add_parser("_client")
+    for p in (parser, c):
+        p.add_argument("--persons", type=int, default=50_000)
+        p.add_argument("--seconds", type=float, default=5.0)
+        p.add_argument("--warmup", type=float, default=1.0)
+        p.add_argument("--concurrency", type=int, default=32)
+    c.add_argument("--target")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stacks", default="threaded,aio")
+    parser.add_argument("--engine", default=os.environ.get("ONSHI_ENGINE", "native"))
+    parser.add_argument("--threads", type=int, default=8, help="threaded server's handler threads")
+    args = parser.parse_args()
+    if args.mode == "_serve":
+        serve(args)
+    elif args.mode == "_client":
+        client(args)
+    else:
+        bench(args)
+
+
+if __name__ == "__main__":
+    main()
