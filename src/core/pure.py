@@ -23,8 +23,22 @@ class PureEngine:
         self._number = self.env.open_db(b"number", create=False)
         self._history = self.env.open_db(b"history", create=False)
 
+    @classmethod
+    def over_env(cls, env) -> "PureEngine":
+        """A pure engine reading through an environment already open in this
+        process (the writer's, in the secondary process): py-lmdb refuses to open
+        one path twice. close() then leaves the environment to its owner."""
+        self = cls.__new__(cls)
+        self.env = env
+        self._owns_env = False
+        self._card = env.open_db(b"card")
+        self._number = env.open_db(b"number")
+        self._history = env.open_db(b"history")
+        return self
+
     def close(self) -> None:
-        self.env.close()
+        if getattr(self, "_owns_env", True):
+            self.env.close()
 
     def check_by_card(self, serial_key: bytes, as_of_day: int) -> bytes:
         with self.env.begin(buffers=True) as txn:
@@ -41,6 +55,23 @@ class PureEngine:
     def check_by_number_batch(self, queries: list[tuple[bytes, int]], as_of_day: int) -> list[bytes]:
         with self.env.begin(buffers=True) as txn:
             return [self._by_number(txn, k, b, as_of_day) for k, b in queries]
+
+    def histories_by_number(self, number_keys: list[bytes]) -> list[bytes | None]:
+        """Raw history records of the persons holding these number keys, in input
+        order (None for an unknown number); one read transaction for the batch,
+        looked up in key order so the B-tree pages are visited once."""
+        out: list[bytes | None] = [None] * len(number_keys)
+        with self.env.begin(buffers=True) as txn:
+            for i in sorted(range(len(number_keys)), key=number_keys.__getitem__):
+                link = txn.get(number_keys[i], db=self._number)
+                if link is not None:
+                    value = txn.get(link, db=self._history)
+                    out[i] = bytes(value) if value is not None else None
+        return out
+
+    def history_by_link(self, link_id: int) -> bytes | None:
+        with self.env.begin() as txn:
+            return txn.get(link_id.to_bytes(8, "big"), db=self._history)
 
     def _by_card(self, txn, serial_key, day):
         link = txn.get(serial_key, db=self._card)

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import lmdb
 
-from onshi.core import history, identifiers
+from onshi.core import history, identifiers, unknown
 from onshi.core.store import DB_NAMES, link_id_of, link_key, open_env
 from onshi.v1 import qualification_pb2
 
@@ -42,6 +42,8 @@ class Writer:
         self.max_map_size = max_map_size
         with self.env.begin(write=True) as txn:
             self.dbs = {name.decode(): self.env.open_db(name, txn=txn) for name in DB_NAMES}
+            # 不詳 identification index (onshi.core.unknown), kept by put_history and bulk_load.
+            self.dbs["basic4"] = self.env.open_db(unknown.BASIC4_DB, txn=txn)
 
     def open_db(self, name: bytes, **kwargs) -> lmdb._Database:
         """A further named database for a service built on the writer (ingest, audit...)."""
@@ -87,6 +89,7 @@ class Writer:
                 raise ValueError("bulk_load needs an empty store")
         numbers: list[tuple[bytes, bytes]] = []
         cards: list[tuple[bytes, bytes]] = []
+        basic4: list[tuple[bytes, bytes]] = []
         batch: list[tuple[bytes, bytes]] = []
         last = 0
         count = 0
@@ -103,6 +106,9 @@ class Writer:
             value, keys = history.compile_history(person, quals)
             batch.append((lk, value))
             numbers.extend((k, lk) for k in keys)
+            row = unknown.basic4_entry(person, link_id)
+            if row is not None:
+                basic4.append(row)
             if serial_key is not None:
                 cards.append((serial_key, lk))
             count += 1
@@ -116,6 +122,8 @@ class Writer:
         cards.sort()
         self._put_sorted("number", numbers)
         self._put_sorted("card", cards)
+        basic4.sort()
+        self._put_sorted("basic4", basic4)
         self._put_sorted("card_of", sorted((lk, s) for s, lk in cards))
         self.apply(lambda t: t.reserve_link_ids(last))
         self.env.sync(True)
@@ -169,9 +177,11 @@ class WriteTxn:
         lk = link_key(link_id)
         old = self.txn.get(lk, db=self.dbs["history"])
         old_keys = set()
+        old_basic4 = None
         if old:
-            _, old_quals = history.decode(old)
+            old_person, old_quals = history.decode(old)
             old_keys = {history.qualification_number_key(q) for q in old_quals}
+            old_basic4 = unknown.basic4_entry(old_person, link_id)
         if not quals:
             self.txn.delete(lk, db=self.dbs["history"])
             new_keys: set[bytes] = set()
@@ -187,6 +197,11 @@ class WriteTxn:
             self.txn.delete(key, db=self.dbs["number"])
         for key in new_keys - old_keys:
             self.txn.put(key, lk, db=self.dbs["number"])
+        new_basic4 = unknown.basic4_entry(person, link_id) if quals else None
+        if old_basic4 is not None and (new_basic4 is None or old_basic4[0] != new_basic4[0]):
+            self.txn.delete(old_basic4[0], db=self.dbs["basic4"])
+        if new_basic4 is not None and new_basic4 != old_basic4:
+            self.txn.put(*new_basic4, db=self.dbs["basic4"])
 
     def link_card(self, serial_key: bytes, link_id: int) -> bytes | None:
         """Link a card serial to a person; a re-issued card replaces the old serial,

@@ -1,0 +1,483 @@
+"""Claim verdicts (DOMAIN.md §6): which qualification pays for each visit day.
+
+The rule, per visit day d of a claim (coverage: acquisition_day <= d < loss_day):
+  * the billed qualification (the claim's number, same person: birth date must
+    match) if it covers d — with dual enrollment any covering one may be billed;
+  * else the covering qualification acquired most recently (ties: the one lost
+    later, then the higher number hash, so the choice is deterministic);
+  * no covering qualification at all: the claim is returned.
+Runs of consecutive visit days with the same payer become segments: all billed
+-> OK, one other payer -> REROUTE, several -> SPLIT. A 不詳 claim has no billed
+qualification: once its person is identified (onshi.core.unknown) the same rule
+gives RESOLVED_UNKNOWN, else UNRESOLVED.
+
+Everything here is a pure function over `history.parse_history` entries (and the
+decoded payloads for certificates), so the server, the CLI and the tests share it.
+"""
+
+from __future__ import annotations
+
+import struct
+import unicodedata
+from dataclasses import dataclass, field
+
+from onshi.core import dates, history, identifiers, unknown
+from onshi.v1 import claims_pb2, qualification_pb2
+
+OK = claims_pb2.OUTCOME_OK
+REROUTE = claims_pb2.OUTCOME_REROUTE
+SPLIT = claims_pb2.OUTCOME_SPLIT
+RESOLVED_UNKNOWN = claims_pb2.OUTCOME_RESOLVED_UNKNOWN
+UNRESOLVED = claims_pb2.OUTCOME_UNRESOLVED
+RETURN = claims_pb2.OUTCOME_RETURN
+
+NUMBER_NOT_FOUND = claims_pb2.RETURN_REASON_NUMBER_NOT_FOUND
+BIRTH_DATE_MISMATCH = claims_pb2.RETURN_REASON_BIRTH_DATE_MISMATCH
+NO_QUALIFICATION = claims_pb2.RETURN_REASON_NO_QUALIFICATION
+INVALID_NUMBER = claims_pb2.RETURN_REASON_INVALID_NUMBER
+PUBLIC_EXPENSE = claims_pb2.RETURN_REASON_PUBLIC_EXPENSE
+HIGH_COST = claims_pb2.RETURN_REASON_HIGH_COST
+
+FLAG_LIMIT_AMOUNT = claims_pb2.CERTIFICATE_FLAG_LIMIT_AMOUNT
+FLAG_ELDERLY_RATIO = claims_pb2.CERTIFICATE_FLAG_ELDERLY_RATIO
+FLAG_SPECIFIC_DISEASE = claims_pb2.CERTIFICATE_FLAG_SPECIFIC_DISEASE
+FLAG_BURDEN_RATIO = claims_pb2.CERTIFICATE_FLAG_BURDEN_RATIO
+
+BILLED = -1  # payer key of a run paid by the billed qualification
+
+_HEADER = history.HEADER
+_ENTRY = history.ENTRY
+
+
+def billed_covers(value: bytes, number_hash: int | None, birth_day: int, first_day: int, last_day: int) -> bool:
+    """Hot path, headers only: does the billed qualification cover first..last?
+
+    `number_hash` may be None when the caller has not computed it: a person with a
+    single entry reached through the number index must hold that number there.
+    False means "look closer" (decide()), not a verdict.
+    """
+    version, count, person_birth = _HEADER.unpack_from(value, 0)
+    if person_birth != birth_day or version != history.VERSION:
+        return False
+    if count == 1:
+        acq, loss, nhash, _, _ = _ENTRY.unpack_from(value, _HEADER.size)
+        return acq <= first_day and last_day < loss and (number_hash is None or nhash == number_hash)
+    if number_hash is None:
+        return False
+    for acq, loss, nhash, _, _ in _ENTRY.iter_unpack(value[_HEADER.size:_HEADER.size + count * _ENTRY.size]):
+        if nhash == number_hash and acq <= first_day and last_day < loss:
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive visit days paid by one qualification (entry index, or BILLED)."""
+    payer: int
+    entry: int  # the entry whose numbers to bill (a billed entry when payer == BILLED)
+    first_day: int
+    last_day: int
+    days: int  # visit days in the run
+
+
+@dataclass(slots=True)
+class Decision:
+    outcome: int
+    runs: list[Run] = field(default_factory=list)
+    return_reason: int = 0
+    detail: str = ""
+    flags: list[int] = field(default_factory=list)
+    value: bytes | None = None  # the history the runs index into
+
+
+def payer_runs(entries: list[history.Entry], billed_hash: int | None,
+               visit_days: list[int]) -> tuple[list[Run], int | None]:
+    """Runs of payers over the (sorted) visit days; or ([], first uncovered day)."""
+    runs: list[Run] = []
+    for day in visit_days:
+        best = -1
+        best_key = None
+        billed = -1
+        for i, e in enumerate(entries):
+            if e.acquisition_day <= day < e.loss_day:
+                if billed_hash is not None and e.number_hash == billed_hash:
+                    if billed < 0:
+                        billed = i
+                key = (e.acquisition_day, e.loss_day, e.number_hash)
+                if best_key is None or key > best_key:
+                    best, best_key = i, key
+        if billed >= 0:
+            payer, entry = BILLED, billed
+        elif best >= 0:
+            payer, entry = best, best
+        else:
+            return [], day
+        if runs and runs[-1].payer == payer:
+            last = runs[-1]
+            runs[-1] = Run(payer, last.entry, last.first_day, day, last.days + 1)
+        else:
+            runs.append(Run(payer, entry, day, day, 1))
+    return runs, None
+
+
+def decide(value: bytes, billed_hash: int, claimed_birth_day: int, visit_days: list[int], *,
+           public_expense: bool = False, high_cost: bool = False) -> Decision:
+    """Verdict of a claim billed to a known number (value: its holder's history)."""
+    birth_day, entries = history.parse_history(value)
+    if birth_day != claimed_birth_day:
+        return Decision(RETURN, return_reason=BIRTH_DATE_MISMATCH,
+                        detail="the number's holder has another birth date")
+    runs, uncovered = payer_runs(entries, billed_hash, visit_days)
+    if uncovered is not None:
+        return Decision(RETURN, return_reason=NO_QUALIFICATION,
+                        detail=f"no qualification on {_iso(uncovered)}")
+    if all(r.payer == BILLED for r in runs):
+        return Decision(OK)
+    # Re-routing is impossible for 公費併用 and 高額療養費 claims (seed 004 §3(3)).
+    if public_expense:
+        return Decision(RETURN, return_reason=PUBLIC_EXPENSE,
+                        detail="公費併用 claim billed to the wrong insurer cannot be re-routed")
+    if high_cost:
+        return Decision(RETURN, return_reason=HIGH_COST,
+                        detail="高額療養費 claim billed to the wrong insurer cannot be re-routed")
+    outcome = REROUTE if len(runs) == 1 else SPLIT
+    billed_entry = _billed_entry(entries, billed_hash, visit_days[0])
+    flags = certificate_flags(entries, billed_entry, runs) if billed_entry is not None else []
+    return Decision(outcome, runs, flags=flags, value=value)
+
+
+def decide_identified(value: bytes, visit_days: list[int]) -> Decision:
+    """Verdict of a 不詳 claim whose person was identified (value: their history)."""
+    _, entries = history.parse_history(value)
+    runs, uncovered = payer_runs(entries, None, visit_days)
+    if uncovered is not None:
+        return Decision(UNRESOLVED, detail=f"identified person had no qualification on {_iso(uncovered)}")
+    return Decision(RESOLVED_UNKNOWN, runs, value=value)
+
+
+def _billed_entry(entries, billed_hash, first_day) -> int | None:
+    """The billed qualification to compare certificates with: the last one of the
+    billed number begun by the first visit day, else its first one."""
+    mine = [i for i, e in enumerate(entries) if e.number_hash == billed_hash]
+    if not mine:
+        return None
+    begun = [i for i in mine if entries[i].acquisition_day <= first_day]
+    return begun[-1] if begun else mine[0]
+
+
+# --- certificates -------------------------------------------------------------
+
+def _cert_valid(cert, day: int) -> bool:
+    if cert.HasField("valid_from") and dates.to_day(dates.from_proto(cert.valid_from)) > day:
+        return False
+    # valid_until is the last valid day (有効期限), inclusive.
+    if cert.HasField("valid_until") and dates.to_day(dates.from_proto(cert.valid_until)) < day:
+        return False
+    return True
+
+
+def certificate_view(q: qualification_pb2.Qualification, day: int) -> tuple:
+    """What a claim's amount depends on, as valid on `day`."""
+    limit = None
+    if q.HasField("limit_amount") and _cert_valid(q.limit_amount, day):
+        limit = (q.limit_amount.category, q.limit_amount.standard_burden_reduction)
+    elderly = None
+    if q.HasField("elderly_recipient") and _cert_valid(q.elderly_recipient, day):
+        elderly = q.elderly_recipient.burden_ratio_percent
+    diseases = frozenset(c.disease for c in q.specific_diseases if _cert_valid(c, day))
+    return limit, elderly, diseases, q.burden_ratio_percent
+
+
+def certificate_flags(entries: list[history.Entry], billed_entry: int, runs: list[Run]) -> list[int]:
+    billed_q = history.unframe(entries[billed_entry].payload)
+    flags: set[int] = set()
+    for run in runs:
+        if run.payer == BILLED:
+            continue
+        a = certificate_view(billed_q, run.first_day)
+        b = certificate_view(history.unframe(entries[run.entry].payload), run.first_day)
+        if a[0] != b[0]:
+            flags.add(FLAG_LIMIT_AMOUNT)
+        if a[1] != b[1]:
+            flags.add(FLAG_ELDERLY_RATIO)
+        if a[2] != b[2]:
+            flags.add(FLAG_SPECIFIC_DISEASE)
+        if a[3] != b[3]:
+            flags.add(FLAG_BURDEN_RATIO)
+    return sorted(flags)
+
+
+# --- amounts --------------------------------------------------------------------
+
+def largest_remainder(total: int, weights: list[int]) -> list[int]:
+    """Split `total` in proportion to `weights`; the parts sum exactly to `total`
+    (Hamilton's method: floor, then the largest remainders get one more; ties go
+    to the earlier weight, so the result is deterministic)."""
+    whole = sum(weights)
+    if whole <= 0:
+        raise ValueError("weights must have a positive sum")
+    parts = [total * w // whole for w in weights]
+    short = total - sum(parts)
+    order = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
+    for i in order[:short]:
+        parts[i] += 1
+    return parts
+
+
+def run_points(points: int, runs: list[Run]) -> list[int]:
+    """A claim's points shared among its segments by visit days."""
+    if len(runs) == 1:
+        return [points]
+    return largest_remainder(points, [r.days for r in runs])
+
+
+# --- the per-facility ledger of recorded verdicts (for apportionment) ------------
+#
+#   claim_record  facility \x1f claim_id -> month(u32) then, per payer,
+#                 insurer (utf-8) \x1f points (decimal) joined by \x1e;
+#                 insurer "" is the facility's UNRESOLVED bucket
+#   claim_totals  facility(10) \x1f month(u32 BE) insurer -> points(i64) claims(i64)
+
+RECORD_DB = b"claim_record"
+TOTALS_DB = b"claim_totals"
+UNRESOLVED_INSURER = ""
+_TOTAL = struct.Struct(">qq")
+_MONTH = struct.Struct(">I")
+
+
+def record_key(facility_code: str, claim_id: str) -> bytes:
+    return f"{facility_code}\x1f{claim_id}".encode()[:500]  # LMDB keys are at most 511 bytes
+
+
+def encode_record(month: int, payers: list[tuple[str, int]]) -> bytes:
+    body = "\x1e".join(f"{ins}\x1f{pts}" for ins, pts in payers)
+    return _MONTH.pack(month) + body.encode()
+
+
+def decode_record(value: bytes) -> tuple[int, list[tuple[str, int]]]:
+    (month,) = _MONTH.unpack_from(value, 0)
+    body = bytes(value[_MONTH.size:]).decode()
+    payers = []
+    for part in body.split("\x1e") if body else ():
+        ins, pts = part.split("\x1f")
+        payers.append((ins, int(pts)))
+    return month, payers
+
+
+def totals_key(facility_code: str, month: int, insurer: str) -> bytes:
+    return facility_code.encode() + b"\x1f" + _MONTH.pack(month) + insurer.encode()
+
+
+def totals_prefix(facility_code: str) -> bytes:
+    return facility_code.encode() + b"\x1f"
+
+
+def parse_totals_key(key: bytes, facility_code: str) -> tuple[int, str]:
+    start = len(totals_prefix(facility_code))
+    (month,) = _MONTH.unpack_from(key, start)
+    return month, bytes(key[start + _MONTH.size:]).decode()
+
+
+def pack_total(points: int, claims: int) -> bytes:
+    return _TOTAL.pack(points, claims)
+
+
+def unpack_total(value: bytes) -> tuple[int, int]:
+    return _TOTAL.unpack(value)
+
+
+def apportion(unresolved_points: int, paid: dict[str, int]) -> list[tuple[str, int, int]]:
+    """(insurer, paid, share) sorted by insurer; shares sum to unresolved_points."""
+    insurers = sorted(i for i, p in paid.items() if p > 0)
+    if not insurers:
+        return []
+    shares = largest_remainder(unresolved_points, [paid[i] for i in insurers])
+    return [(i, paid[i], s) for i, s in zip(insurers, shares)]
+
+
+def _iso(day: int) -> str:
+    return dates.from_day(day).isoformat()
+
+
+# --- the batch path ---------------------------------------------------------------
+
+class ClaimError(ValueError):
+    """A structurally malformed claim (the sender's bug, not the clinic's):
+    (field, description) pairs with fields like claims[3].first_visit_date."""
+
+    def __init__(self, violations: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{f}: {d}" for f, d in violations))
+        self.violations = violations
+
+
+MAX_BATCH = 10_000
+_INSURER_CACHE_MAX = 200_000
+
+
+class Verifier:
+    """Verdicts for batches of claims over one store.
+
+    engine: anything with histories_by_number(keys) and history_by_link(link_id)
+    (native or pure engine); basic4_env: an lmdb.Environment on the same store for
+    the 不詳 index (the writer's env in the secondary process, a read-only env in
+    the CLI). Number lookups for a whole batch are one engine call; only claims
+    the headers cannot settle as OK are decoded.
+    """
+
+    def __init__(self, engine, basic4_env):
+        self.engine = engine
+        self.env = basic4_env
+        try:
+            self.basic4_db = basic4_env.open_db(unknown_index_name(), create=False)
+        except Exception:  # lmdb.NotFoundError, or a read-only env without the DB
+            self.basic4_db = None  # a store built before the index: 不詳 stays UNRESOLVED
+        self._insurers: dict[str, tuple[str, bool] | identifiers.InvalidIdentifier] = {}
+        self._days: dict[int, int] = {}
+
+    # The outer loop is deliberately flat: it runs once per claim at 10^5/s.
+    def verify(self, claims) -> claims_pb2.VerifyClaimsResponse:
+        if len(claims) > MAX_BATCH:
+            raise ClaimError([("claims", f"at most {MAX_BATCH} claims per batch")])
+        n = len(claims)
+        errors: list[tuple[str, str]] = []
+        keys: list[bytes] = []
+        looked_up: list[tuple] = []  # (index, key, birth, first, last, days, claim)
+        settled: dict[int, Decision] = {}
+        unknown_claims: list[tuple] = []
+        day_of = self._day
+        number_key = self._number_key
+        for i in range(n):
+            c = claims[i]
+            try:
+                first, last, days = self._period(c, i)
+                birth = day_of(c.birth_date, f"claims[{i}].birth_date")
+            except ClaimError as exc:
+                errors.extend(exc.violations)
+                continue
+            insurer = c.insurer_number
+            if insurer in identifiers.UNKNOWN_INSURERS or _fold(insurer) in identifiers.UNKNOWN_INSURERS:
+                unknown_claims.append((i, birth, first, last, days, c))
+                continue
+            try:
+                key = number_key(insurer, c.symbol, c.number, c.branch)
+            except identifiers.InvalidIdentifier as exc:
+                settled[i] = Decision(RETURN, return_reason=INVALID_NUMBER, detail=f"{exc.field}: {exc.description}")
+                continue
+            keys.append(key)
+            looked_up.append((i, key, birth, first, last, days, c))
+        if errors:
+            raise ClaimError(errors)
+        values = self.engine.histories_by_number(keys) if keys else []
+        resp = claims_pb2.VerifyClaimsResponse()
+        for (i, birth, first, last, days, c) in unknown_claims:
+            settled[i] = self._identify(c, birth, first, last, days)
+        add = resp.verdicts.add
+        j = 0
+        covers = billed_covers
+        for j, (i, key, birth, first, last, days, c) in enumerate(looked_up):
+            value = values[j]
+            if value is None:
+                settled[i] = Decision(RETURN, return_reason=NUMBER_NOT_FOUND, detail="no person holds the billed number")
+            elif not covers(value, None, birth, first, last):
+                nhash = identifiers.number_hash(key)
+                if not covers(value, nhash, birth, first, last):
+                    settled[i] = decide(value, nhash, birth, _visit_days(first, last, days),
+                                        public_expense=bool(c.public_expense_numbers), high_cost=c.high_cost)
+        if not settled:  # the common case: every claim OK
+            for i in range(n):
+                add(claim_id=claims[i].claim_id, outcome=OK)
+            return resp
+        for i in range(n):
+            d = settled.get(i)
+            if d is None or d.outcome == OK:
+                add(claim_id=claims[i].claim_id, outcome=OK)
+                continue
+            v = add(claim_id=claims[i].claim_id, outcome=d.outcome, return_reason=d.return_reason,
+                    detail=d.detail, flags=d.flags)
+            if d.runs:
+                _, entries = history.parse_history(d.value)
+                points = run_points(claims[i].points, d.runs)
+                for run, pts in zip(d.runs, points):
+                    q = history.unframe(entries[run.entry].payload)
+                    v.segments.add(first_day=dates.to_proto(dates.from_day(run.first_day)),
+                                   last_day=dates.to_proto(dates.from_day(run.last_day)),
+                                   insurer_number=q.insurer_number, insurer_name=q.insurer_name,
+                                   symbol=q.symbol, number=q.number, branch=q.branch, points=pts)
+        return resp
+
+    def _identify(self, c, birth, first, last, days) -> Decision:
+        if not c.HasField("declaration") or not c.declaration.name_kana or not c.declaration.sex:
+            return Decision(UNRESOLVED, detail="不詳 claim without kana name and sex in its declaration")
+        if self.basic4_db is None:
+            return Decision(UNRESOLVED, detail="store has no basic4 index")
+        with self.env.begin() as txn:
+            link, value, why = unknown.identify(txn, self.basic4_db, self.engine.history_by_link,
+                                                birth, c.declaration, first, last)
+        if link is None:
+            return Decision(UNRESOLVED, detail=why)
+        return decide_identified(value, _visit_days(first, last, days))
+
+    def _number_key(self, insurer: str, symbol: str, number: str, branch: str) -> bytes:
+        info = self._insurers.get(insurer)
+        if info is None:
+            try:
+                norm = identifiers.normalize_insurer_number(insurer)
+                info = (norm, identifiers.is_late_elderly(norm))
+            except identifiers.InvalidIdentifier as exc:
+                info = exc
+            if len(self._insurers) > _INSURER_CACHE_MAX:
+                self._insurers.clear()
+            self._insurers[insurer] = info
+        if isinstance(info, identifiers.InvalidIdentifier):
+            raise info
+        # Plain ASCII letters/digits fold to themselves: skip NFKC (the common case).
+        text = symbol + number + branch
+        if (text.isascii() and text.isalnum() and number and len(symbol) <= identifiers.MAX_SYMBOL
+                and len(number) <= identifiers.MAX_NUMBER):
+            norm, late_elderly = info
+            if late_elderly:
+                return f"{norm}\x1f\x1f{number}\x1f".encode()
+            if branch.isdigit() and len(branch) <= 2:
+                return f"{norm}\x1f{symbol}\x1f{number}\x1f{branch.zfill(2)}".encode()
+        return identifiers.number_key(insurer, symbol, number, branch)
+
+    def _day(self, d, field: str) -> int:
+        packed = (d.year << 9) | (d.month << 5) | d.day
+        day = self._days.get(packed)
+        if day is None:
+            try:
+                day = dates.to_day(dates.from_proto(d))
+            except ValueError:
+                raise ClaimError([(field, "required: a real date (year, month, day)")]) from None
+            if len(self._days) > 100_000:
+                self._days.clear()
+            self._days[packed] = day
+        return day
+
+    def _period(self, c, i: int) -> tuple[int, int, tuple[int, ...]]:
+        a, b = c.first_visit_date, c.last_visit_date
+        first = self._day(a, f"claims[{i}].first_visit_date")
+        last = self._day(b, f"claims[{i}].last_visit_date")
+        if a.year != b.year or a.month != b.month:
+            raise ClaimError([(f"claims[{i}].last_visit_date", "the visit period must lie within one month")])
+        if last < first:
+            raise ClaimError([(f"claims[{i}].last_visit_date", "must not be before first_visit_date")])
+        days: tuple[int, ...] = ()
+        if c.visit_days:
+            if any(not a.day <= v <= b.day for v in c.visit_days):
+                raise ClaimError([(f"claims[{i}].visit_days", "days must lie within the visit period")])
+            # The first and last visit dates are visit days themselves.
+            days = tuple(sorted({first, last, *(first + v - a.day for v in c.visit_days)}))
+        return first, last, days
+
+
+def _visit_days(first: int, last: int, days: tuple[int, ...]) -> list[int]:
+    return list(days) if days else list(range(first, last + 1))
+
+
+def unknown_index_name() -> bytes:
+    return unknown.BASIC4_DB
+
+
+def _fold(text: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", text).split())

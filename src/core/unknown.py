@@ -1,0 +1,186 @@
+"""不詳 claims (DOMAIN.md §6, seed 004 §3(4)): find the person from the
+self-declaration (被保険者資格申立書) transcribed into the claim.
+
+The `basic4` index, maintained by the writer (put_history and bulk_load both call
+`basic4_entry`), maps the exact part of the basic 4 information to persons:
+
+    basic4  birth day (u32 BE, offset 2**31) sex(u8) normalised kana \\0 link key(8)
+            -> normalised address \\x1f postcode
+
+Kana name, birth date and sex must match exactly (after normalisation); the
+address (fuzzier: declared addresses omit buildings, write 丁目 as a hyphen)
+filters the candidates; insurer number / insurer name / employer hints only break
+ties between several candidates. Exactly one person left -> identified.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from onshi.core import dates, history
+from onshi.core.store import link_id_of, link_key
+from onshi.v1 import claims_pb2, qualification_pb2
+
+BASIC4_DB = b"basic4"
+_DAY_OFFSET = 1 << 31
+MAX_KANA_BYTES = 300  # keeps the key under LMDB's 511-byte limit
+
+_SMALL_KANA = str.maketrans("ァィゥェォッャュョヮヵヶ", "アイウエオツヤユヨワカケ")
+_HYPHENS = re.compile(r"[‐‑‒–—―−－ｰ]")
+_DIGIT_HYPHEN = re.compile(r"(?<=\d)ー(?=\d)")
+_BLOCK = re.compile(r"(?<=\d)(?:丁目|番地|番|号|の)(?=\d)")
+_BLOCK_END = re.compile(r"(?<=\d)(?:丁目|番地|番|号)$")
+
+
+def normalize_kana(text: str) -> str:
+    """Full/half width, hiragana/katakana, small/large kana and spacing all fold."""
+    folded = unicodedata.normalize("NFKC", text)
+    out = []
+    for ch in folded:
+        if ch.isspace() or ch in "・･.":
+            continue
+        code = ord(ch)
+        if 0x3041 <= code <= 0x3096:  # hiragana -> katakana
+            ch = chr(code + 0x60)
+        out.append(ch)
+    return "".join(out).translate(_SMALL_KANA)
+
+
+def normalize_address(text: str) -> str:
+    s = "".join(unicodedata.normalize("NFKC", text).split())
+    s = _HYPHENS.sub("-", s)
+    s = _DIGIT_HYPHEN.sub("-", s)
+    s = _BLOCK.sub("-", s)
+    return _BLOCK_END.sub("", s)
+
+
+def normalize_postcode(text: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text) if ch.isdigit())
+
+
+def basic4_prefix(birth_day: int, sex: int, name_kana: str) -> bytes | None:
+    kana = normalize_kana(name_kana).encode()
+    if not kana or not sex:
+        return None
+    return (birth_day + _DAY_OFFSET).to_bytes(4, "big") + bytes((sex,)) + kana[:MAX_KANA_BYTES] + b"\0"
+
+
+def basic4_entry(person: qualification_pb2.Person | None, link_id: int) -> tuple[bytes, bytes] | None:
+    """The index row for a person (None if the person has no kana or sex)."""
+    if person is None or not person.HasField("birth_date"):
+        return None
+    prefix = basic4_prefix(dates.to_day(dates.from_proto(person.birth_date)), person.sex, person.name_kana)
+    if prefix is None:
+        return None
+    value = normalize_address(person.address) + "\x1f" + normalize_postcode(person.postcode)
+    return prefix + link_key(link_id), value.encode()
+
+
+def address_matches(declared: str, registered: str) -> bool:
+    """Equal, or the declaration stops at a boundary of the registered address
+    (a building omitted) — "1-1" must not match "1-10"."""
+    if declared == registered:
+        return True
+    short, long_ = sorted((declared, registered), key=len)
+    if not short or not long_.startswith(short):
+        return False
+    return not long_[len(short)].isdigit()
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    link_id: int
+    address: str
+    postcode: str
+
+
+def candidates(txn, db, birth_day: int, declaration: claims_pb2.SelfDeclaration) -> list[Candidate]:
+    """Persons whose kana name, birth date and sex match, filtered by address."""
+    prefix = basic4_prefix(birth_day, declaration.sex, declaration.name_kana)
+    if prefix is None:
+        return []
+    found = []
+    cursor = txn.cursor(db=db)
+    if cursor.set_range(prefix):
+        for key, value in cursor:
+            if not bytes(key[:len(prefix)]) == prefix:
+                break
+            address, _, postcode = bytes(value).decode().partition("\x1f")
+            found.append(Candidate(link_id_of(bytes(key[len(prefix):])), address, postcode))
+    address = normalize_address(declaration.address)
+    postcode = normalize_postcode(declaration.postcode)
+    if address:
+        # An exact address outranks one that only agrees up to a building.
+        exact = [c for c in found if c.address == address]
+        return exact or [c for c in found if address_matches(address, c.address)]
+    if postcode:
+        return [c for c in found if c.postcode == postcode]
+    return found
+
+
+def _fold(text: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", text).split())
+
+
+def break_ties(histories: dict[int, bytes], declaration: claims_pb2.SelfDeclaration,
+               first_day: int, last_day: int) -> list[int]:
+    """Narrow several candidates with the insurer/employer hints, each applied
+    only if it leaves someone. The hints are compared with the qualifications
+    covering some day of the visit period."""
+    remaining = list(histories)
+    quals = {link: _covering(value, first_day, last_day) for link, value in histories.items()}
+    hints = []
+    if declaration.insurer_number:
+        want = _fold(declaration.insurer_number)
+        hints.append(lambda q: q.insurer_number == want)
+    if declaration.insurer_name:
+        want_name = _fold(declaration.insurer_name)
+        hints.append(lambda q: want_name in _fold(q.insurer_name) or _fold(q.insurer_name) in want_name)
+    if declaration.employer:
+        # No employer field on a qualification: a 健保組合's name carries it.
+        want_employer = _fold(declaration.employer)
+        hints.append(lambda q: want_employer in _fold(q.insurer_name))
+    for hint in hints:
+        narrowed = [link for link in remaining if any(hint(q) for q in quals[link])]
+        if narrowed:
+            remaining = narrowed
+        if len(remaining) == 1:
+            break
+    return remaining
+
+
+def _covering(value: bytes, first_day: int, last_day: int) -> list[qualification_pb2.Qualification]:
+    _, entries = history.parse_history(value)
+    return [history.unframe(e.payload) for e in entries
+            if e.acquisition_day <= last_day and first_day < e.loss_day]
+
+
+def identify(txn, basic4_db, history_by_link, birth_day: int, declaration: claims_pb2.SelfDeclaration,
+             first_day: int, last_day: int) -> tuple[int | None, bytes | None, str]:
+    """(link ID, history) of the one person the declaration names, else
+    (None, None, why)."""
+    found = candidates(txn, basic4_db, birth_day, declaration)
+    if not found:
+        return None, None, "no person matches the declaration"
+    histories = {}
+    for c in found:
+        value = history_by_link(c.link_id)
+        if value is not None:
+            histories[c.link_id] = value
+    if len(histories) > 1:
+        remaining = break_ties(histories, declaration, first_day, last_day)
+    else:
+        remaining = list(histories)
+    if not remaining:
+        return None, None, "no person matches the declaration"
+    if len(remaining) > 1:
+        return None, None, f"{len(remaining)} persons match the declaration"
+    return remaining[0], histories[remaining[0]], ""
+
+
+def iter_index_rows(rows: Iterable[tuple[bytes, bytes] | None]) -> list[tuple[bytes, bytes]]:
+    """Sorted rows for an append-mode bulk load (None = not indexed)."""
+    return sorted(r for r in rows if r is not None)
