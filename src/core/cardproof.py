@@ -1,0 +1,375 @@
+"""Card proof (DOMAIN.md §8): the My Number card signs a challenge after PIN entry
+with the private key of its JPKI user-authentication certificate; the server
+verifies the proof and derives the card serial itself, so a typed or replayed
+serial proves nothing.
+
+Checks, in order (each failure is a distinct `CardProofError.reason`):
+    malformed certificate / challenge fields     -> INVALID_ARGUMENT (field violations)
+    chain to a configured JPKI CA                -> CARD_CERTIFICATE_UNTRUSTED
+    validity period                              -> CARD_CERTIFICATE_NOT_YET_VALID / _EXPIRED
+    revocation list                              -> CARD_CERTIFICATE_REVOKED
+    challenge facility == caller's mTLS facility -> CARD_PROOF_FACILITY_MISMATCH
+    timestamp within +-FRESHNESS of server clock -> CARD_PROOF_STALE
+    PKCS#1 v1.5 SHA-256 signature                -> CARD_SIGNATURE_INVALID
+    nonce never seen before (within the window)  -> CARD_PROOF_REPLAYED
+
+The chain check (an RSA verify by the CA key plus parsing) is the costly part and
+is cached by SHA-256 of the DER; validity and revocation are re-checked on every
+call because time passes and lists change. The signature is verified every time:
+it is what proves the card is present.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from onshi.core import identifiers
+
+CHALLENGE_PREFIX = "onshi/v1/card-proof\n"
+FRESHNESS_SECONDS = 300
+NONCE_MIN, NONCE_MAX = 16, 32
+EXPIRING_MONTHS = 3
+CERT_CACHE_SIZE = 100_000
+WARNING_CODE_CARD_CERTIFICATE_EXPIRING = 1  # eligibility.proto WarningCode
+WARNING_CODE_CARD_CERTIFICATE_EXPIRED = 2
+WARNING_CODE_CARD_CERTIFICATE_REVOKED = 3
+
+# reason -> (grpc status name, what the clinic should do)
+REASONS = {
+    "CARD_CERTIFICATE_UNTRUSTED": ("UNAUTHENTICATED", "the card certificate was not issued by the JPKI CA; "
+                                   "do not accept this card, use the insurance card number"),
+    "CARD_CERTIFICATE_EXPIRED": ("FAILED_PRECONDITION", "the card's certificate has expired: the person must "
+                                 "renew it at the municipality; check by insurance card number or portal screen"),
+    "CARD_CERTIFICATE_NOT_YET_VALID": ("FAILED_PRECONDITION", "the card's certificate is not valid yet; "
+                                       "check by insurance card number"),
+    "CARD_CERTIFICATE_REVOKED": ("FAILED_PRECONDITION", "the card's certificate is revoked (lost, stolen or "
+                                 "re-issued); check by insurance card number or portal screen"),
+    "CARD_SIGNATURE_INVALID": ("UNAUTHENTICATED", "the card's signature does not verify; read the card again"),
+    "CARD_PROOF_STALE": ("UNAUTHENTICATED", "the challenge timestamp is too far from the server clock; "
+                         "check the terminal clock and read the card again"),
+    "CARD_PROOF_REPLAYED": ("UNAUTHENTICATED", "this challenge was already used; read the card again"),
+    "CARD_PROOF_FACILITY_MISMATCH": ("PERMISSION_DENIED", "the challenge names another facility code "
+                                     "than this terminal's certificate"),
+}
+# The eligibility.proto warning code that goes with a reason, for terminals that
+# show warnings rather than statuses.
+REASON_WARNING = {"CARD_CERTIFICATE_EXPIRED": WARNING_CODE_CARD_CERTIFICATE_EXPIRED,
+                  "CARD_CERTIFICATE_REVOKED": WARNING_CODE_CARD_CERTIFICATE_REVOKED}
+
+
+class CardProofError(Exception):
+    """The proof was refused; `reason` is one of REASONS, `code` a grpc.StatusCode name."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        self.code, self.advice = REASONS[reason]
+        super().__init__(f"{reason}: {self.advice}" + (f" ({detail})" if detail else ""))
+
+
+class MalformedProof(ValueError):
+    """A missing or malformed field; `violations` are (field, description) pairs."""
+
+    def __init__(self, violations: list[tuple[str, str]]):
+        self.violations = violations
+        super().__init__("; ".join(f"{f}: {d}" for f, d in violations))
+
+
+def challenge_bytes(facility_code: str, timestamp_unix: int, nonce: bytes) -> bytes:
+    """Exactly the bytes a card signs (eligibility.proto CardChallenge)."""
+    return (CHALLENGE_PREFIX + facility_code + "\n" + str(int(timestamp_unix)) + "\n" + nonce.hex()).encode()
+
+
+def sign_challenge(private_key: rsa.RSAPrivateKey, facility_code: str, timestamp_unix: int, nonce: bytes) -> bytes:
+    """What the card does after PIN entry (tests, demos and the terminal simulator)."""
+    return private_key.sign(challenge_bytes(facility_code, timestamp_unix, nonce), padding.PKCS1v15(), hashes.SHA256())
+
+
+def _minus_months(when: dt.datetime, months: int) -> dt.datetime:
+    month = when.month - months
+    year = when.year + (month - 1) // 12
+    month = (month - 1) % 12 + 1
+    for day in (when.day, 30, 29, 28):
+        try:
+            return when.replace(year=year, month=month, day=day)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def warning_bytes(code: int, message: str) -> bytes:
+    """A framed CheckResponse field 3 (Warning), to append to engine bytes."""
+    msg = message.encode()
+    body = b"\x08" + bytes((code,)) + b"\x12" + _varint(len(msg)) + msg
+    return b"\x1a" + _varint(len(body)) + body
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCard:
+    """A certificate whose chain verified; kept in the cache by DER hash."""
+    serial: int
+    serial_key: bytes
+    not_before: float
+    not_after: float
+    warn_from: float          # not_after minus 3 months
+    public_key: rsa.RSAPublicKey
+    expiring_warning: bytes   # framed CheckResponse.warnings entry
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """A verified proof: the serial to look up and bytes to append to the answer."""
+    card: VerifiedCard
+    nonce: bytes
+    warnings: bytes  # b"" or framed Warning(s)
+
+    @property
+    def serial_key(self) -> bytes:
+        return self.card.serial_key
+
+
+class RevocationList:
+    """Revoked card serials from a CRL signed by one of the JPKI CAs.
+
+    `from_file` watches the file: `check` reloads when its mtime changes (looked
+    at no more than once a second), so a list pushed through the ingest service
+    (which replaces the file atomically) takes effect without a restart.
+    """
+
+    def __init__(self, serials: frozenset[int] = frozenset(), path: str | None = None,
+                 ca_certs: list[x509.Certificate] | None = None):
+        self.serials = serials
+        self.path = path
+        self.ca_certs = ca_certs or []
+        self._mtime = None
+        self._looked = 0.0
+        if path:
+            self._reload()
+
+    @classmethod
+    def from_file(cls, path: str, ca_certs: list[x509.Certificate]) -> "RevocationList":
+        return cls(path=path, ca_certs=ca_certs)
+
+    @staticmethod
+    def parse(data: bytes, ca_certs: list[x509.Certificate]) -> frozenset[int]:
+        """Parse and verify a CRL (DER or PEM); raises ValueError if no CA signed it."""
+        crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
+               else x509.load_der_x509_crl(data))
+        if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in ca_certs):
+            raise ValueError("revocation list is not signed by a configured JPKI CA")
+        return frozenset(r.serial_number for r in crl)
+
+    def _reload(self) -> None:
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+        except FileNotFoundError:
+            return  # no list yet: nothing revoked (kept as it was)
+        if mtime != self._mtime:
+            with open(self.path, "rb") as f:
+                self.serials = self.parse(f.read(), self.ca_certs)
+            self._mtime = mtime
+
+    def is_revoked(self, serial: int, now: float) -> bool:
+        if self.path and now - self._looked >= 1.0:
+            self._looked = now
+            self._reload()
+        return serial in self.serials
+
+
+def install_revocation_list(path: str, data: bytes, ca_certs: list[x509.Certificate]) -> int:
+    """Verify a CRL and replace the file atomically (the ingest service's job).
+    Returns the number of revoked serials."""
+    serials = RevocationList.parse(data, ca_certs)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dirfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+    return len(serials)
+
+
+class ReplayCache:
+    """Nonces seen within the freshness window. A nonce older than the window
+    cannot come back: its timestamp would be stale. Per process; with several
+    server processes, put the facility code in the routing key or share it."""
+
+    def __init__(self, window: float):
+        self.window = window
+        self._seen: dict[bytes, float] = {}
+        self._order: deque[tuple[float, bytes]] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, nonce: bytes, now: float) -> bool:
+        """True if new (and now remembered), False on a replay."""
+        with self._lock:
+            order = self._order
+            while order and order[0][0] < now:
+                self._seen.pop(order.popleft()[1], None)
+            if nonce in self._seen:
+                return False
+            expires = now + 2 * self.window
+            self._seen[nonce] = expires
+            order.append((expires, nonce))
+            return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class CardVerifier:
+    def __init__(self, ca_certs: list[x509.Certificate], revocations: RevocationList | None = None, *,
+                 freshness: float = FRESHNESS_SECONDS, clock=time.time, cache_size: int = CERT_CACHE_SIZE):
+        if not ca_certs:
+            raise ValueError("at least one JPKI CA certificate is needed")
+        self.ca_certs = list(ca_certs)
+        self.revocations = revocations or RevocationList()
+        self.freshness = freshness
+        self.clock = clock
+        self.replays = ReplayCache(freshness)
+        self._cache: OrderedDict[bytes, VerifiedCard] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_files(cls, ca_paths: list[str], crl_path: str | None = None, **kwargs) -> "CardVerifier":
+        cas = []
+        for p in ca_paths:
+            with open(p, "rb") as f:
+                data = f.read()
+            cas.extend(x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
+                       else [x509.load_der_x509_certificate(data)])
+        revocations = RevocationList.from_file(crl_path, cas) if crl_path else None
+        return cls(cas, revocations, **kwargs)
+
+    # -- the chain, cached ----------------------------------------------------
+    def card(self, certificate_der: bytes) -> VerifiedCard:
+        """Parse and chain-check a card certificate (cached by DER hash)."""
+        digest = hashlib.sha256(certificate_der).digest()
+        cached = self._cache.get(digest)
+        if cached is not None:
+            return cached
+        verified = self._verify_chain(certificate_der)
+        with self._lock:
+            self._cache[digest] = verified
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return verified
+
+    def _verify_chain(self, der: bytes) -> VerifiedCard:
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError as exc:
+            raise MalformedProof([("card_certificate", f"not a DER X.509 certificate ({exc})")]) from None
+        issuer = None
+        for ca in self.ca_certs:
+            if cert.issuer != ca.subject:
+                continue
+            try:
+                cert.verify_directly_issued_by(ca)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            issuer = ca
+            break
+        if issuer is None:
+            raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", "no configured JPKI CA signed it")
+        key = cert.public_key()
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", "not an RSA key")
+        try:
+            bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+            if bc.ca:
+                raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", "a CA certificate is not a card")
+        except x509.ExtensionNotFound:
+            pass
+        serial = cert.serial_number
+        serial_hex = format(serial, "X")
+        if len(serial_hex) > identifiers.MAX_SERIAL_HEX or serial <= 0:
+            raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", "serial out of range")
+        not_after = cert.not_valid_after_utc
+        warn_from = _minus_months(not_after, EXPIRING_MONTHS)
+        jst = not_after.astimezone(dt.timezone(dt.timedelta(hours=9))).date().isoformat()
+        return VerifiedCard(
+            serial=serial,
+            serial_key=identifiers.card_serial_key(serial_hex),
+            not_before=cert.not_valid_before_utc.timestamp(),
+            not_after=not_after.timestamp(),
+            warn_from=warn_from.timestamp(),
+            public_key=key,
+            expiring_warning=warning_bytes(WARNING_CODE_CARD_CERTIFICATE_EXPIRING,
+                                           f"card certificate expires on {jst}: renew at the municipality"),
+        )
+
+    # -- one proof ----------------------------------------------------------
+    def verify(self, certificate_der: bytes, facility_code: str, timestamp_unix: int, nonce: bytes,
+               signature: bytes, caller_facility: str | None) -> Proof:
+        """Verify a card proof; raises MalformedProof or CardProofError.
+
+        caller_facility is the facility code of the mTLS caller; None only for
+        trusted callers that are not facilities (the person's own portal).
+        """
+        bad = []
+        if not certificate_der:
+            bad.append(("card_certificate", "required (DER of the JPKI user-authentication certificate)"))
+        if len(facility_code) != 10 or not facility_code.isdigit():
+            bad.append(("challenge.facility_code", "must be 10 digits"))
+        if not NONCE_MIN <= len(nonce) <= NONCE_MAX:
+            bad.append(("challenge.nonce", f"must be {NONCE_MIN}-{NONCE_MAX} bytes"))
+        if not signature:
+            bad.append(("card_signature", "required"))
+        if bad:
+            raise MalformedProof(bad)
+        card = self.card(certificate_der)
+        now = self.clock()
+        if now < card.not_before:
+            raise CardProofError("CARD_CERTIFICATE_NOT_YET_VALID")
+        if now >= card.not_after:
+            raise CardProofError("CARD_CERTIFICATE_EXPIRED")
+        if self.revocations.is_revoked(card.serial, now):
+            raise CardProofError("CARD_CERTIFICATE_REVOKED")
+        if caller_facility is not None and facility_code != caller_facility:
+            raise CardProofError("CARD_PROOF_FACILITY_MISMATCH")
+        if abs(now - timestamp_unix) > self.freshness:
+            raise CardProofError("CARD_PROOF_STALE", f"{int(timestamp_unix - now)} s from server clock")
+        try:
+            card.public_key.verify(signature, challenge_bytes(facility_code, timestamp_unix, nonce),
+                                   padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            raise CardProofError("CARD_SIGNATURE_INVALID") from None
+        # Only a correctly signed challenge consumes its nonce, so garbage cannot
+        # burn nonces a real card is about to use.
+        if not self.replays.add(nonce, now):
+            raise CardProofError("CARD_PROOF_REPLAYED")
+        return Proof(card, nonce, card.expiring_warning if now >= card.warn_from else b"")
+
+    def verify_request(self, request, caller_facility: str | None) -> Proof:
+        """Verify the proof fields of a CheckByCardRequest (or any message with
+        card_certificate, challenge, card_signature)."""
+        ch = request.challenge
+        return self.verify(request.card_certificate, ch.facility_code, ch.timestamp_unix, ch.nonce,
+                           request.card_signature, caller_facility)

@@ -1,0 +1,82 @@
+"""AuditService.ListMyAccess: a person reads who looked at their data.
+
+The person proves the card exactly as for a check (card certificate, challenge
+bound to the terminal's facility code, signature after PIN entry); the answer
+holds only records about the person that card is linked to — by link ID, or by
+the digests of the card serial and insured numbers the person holds now (see
+trust.PersonDirectory.subjects). The reading itself is logged (flag SELF) and
+left out of the listing.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from onshi.core import audit
+from onshi.core.cardproof import CardProofError, MalformedProof
+from onshi.server import auth, trust
+from onshi.v1 import audit_pb2, audit_pb2_grpc
+
+SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+ROLE_OF = {"facility": audit_pb2.ACCESSOR_ROLE_FACILITY, "insurer": audit_pb2.ACCESSOR_ROLE_INSURER,
+           "review": audit_pb2.ACCESSOR_ROLE_REVIEW_BODY, "operator": audit_pb2.ACCESSOR_ROLE_OPERATOR}
+
+
+def access_record(rec: audit.AuditRecord) -> audit_pb2.AccessRecord:
+    role, _, codes = rec.actor.partition(":")
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(rec.time_ns)
+    return audit_pb2.AccessRecord(
+        time=ts,
+        accessor_role=audit_pb2.ACCESSOR_ROLE_RELAY if rec.flags & audit.FLAG_RELAY and role == "insurer"
+        else ROLE_OF.get(role, audit_pb2.ACCESSOR_ROLE_UNSPECIFIED),
+        accessor_codes=[c for c in codes.split(",") if c],
+        action=rec.action, items=rec.items, purpose=rec.purpose, emergency=rec.emergency)
+
+
+def my_records(audit_dir: str, link_id: int, subjects: set[str], since_ns: int = 0) -> list[audit.AuditRecord]:
+    """This person's records, newest first, without their own readings."""
+    found = list(audit.read(audit_dir, lambda r: (r.link_id == link_id or r.subject in subjects)
+                            and not r.flags & audit.FLAG_SELF and r.time_ns >= since_ns))
+    found.sort(key=lambda r: r.time_ns, reverse=True)
+    return found
+
+
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
+    def __init__(self, ctx: trust.TrustContext, directory: trust.PersonDirectory):
+        self.ctx = ctx
+        self.directory = directory
+
+    async def ListMyAccess(self, request, context):
+        try:
+            caller = auth.caller_of(context)
+            if self.ctx.verifier is None:
+                raise auth.AuthError(grpc.StatusCode.FAILED_PRECONDITION, "card proof is not configured")
+            proof = self.ctx.verifier.verify_request(request, caller.facility_code)
+        except (CardProofError, MalformedProof, auth.AuthError) as exc:
+            await trust.abort_trust_async(context, exc)
+        page = request.page_size or DEFAULT_PAGE
+        if not 0 < page <= MAX_PAGE:
+            await trust.abort_trust_async(context, trust.FieldErrors([("page_size", f"must be 1-{MAX_PAGE}")]))
+        link_id = self.directory.link_of_card(proof.serial_key)
+        records: list[audit.AuditRecord] = []
+        if link_id is not None and self.ctx.audit_dir:
+            since = request.since.ToNanoseconds() if request.HasField("since") else 0
+            records = my_records(self.ctx.audit_dir, link_id, self.directory.subjects(link_id), since)
+        await trust.log_async(self.ctx.log, audit.AuditRecord(
+            actor=caller.label, action="ListMyAccess", subject=trust.card_subject(proof.serial_key),
+            link_id=link_id or 0, items=f"records={min(len(records), page)}", purpose="the person reads their log",
+            request_id=proof.nonce.hex(), flags=audit.FLAG_SELF))
+        return audit_pb2.ListMyAccessResponse(records=[access_record(r) for r in records[:page]],
+                                              truncated=len(records) > page)
+
+
+def add_to_server(server, group) -> list[str]:
+    ctx = trust.configured()
+    if ctx is None:
+        return []
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ctx, trust.PersonDirectory(group.env, group.dbs)), server)
+    return [SERVICE_NAME]

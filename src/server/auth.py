@@ -1,0 +1,437 @@
+"""mTLS for every caller: roles from client certificates (DOMAIN.md §8).
+
+Every caller presents a client certificate issued by the configured onshi CA
+(`onshi pki init` makes a test one). The TLS handshake itself rejects a missing
+certificate or one from another CA, because the server requires and verifies
+client certificates (grpc.ssl_server_credentials(require_client_auth=True)):
+such a client never reaches a handler and sees **UNAVAILABLE** (handshake
+failed), the only thing gRPC can tell it. Everything after the handshake is
+ours and answers with a real status:
+
+    a certificate without an onshi role            -> UNAUTHENTICATED
+    a role not allowed for the method              -> PERMISSION_DENIED
+    someone else's data (facility / insurer codes) -> PERMISSION_DENIED
+
+Certificates carry the role in subject OU and the codes as SAN URIs
+(`urn:onshi:facility:<code>`, `urn:onshi:insurer:<number>`), see onshi.core.pki
+and docs/TRUST.md. gRPC core negotiates TLS 1.3 when both ends support it (all
+current grpcio builds); TLS 1.2 remains possible for old clients.
+
+`--insecure-dev` (local demos only) serves without TLS on loopback; the caller
+then *declares* its role and codes in metadata (x-onshi-role, x-onshi-facility,
+x-onshi-insurer), which under mTLS are only allowed to narrow the certificate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import grpc
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from onshi.core.pki import ROLES, URN_PREFIX
+
+ROLE_KEY = "x-onshi-role"
+FACILITY_KEY = "x-onshi-facility"
+INSURER_KEY = "x-onshi-insurer"
+
+# Which roles may call what. Unknown onshi methods are denied (deny by default);
+# health and reflection are open to any authenticated caller.
+FACILITY, INSURER, REVIEW, OPERATOR = ROLES
+POLICY: dict[str, frozenset[str]] = {
+    # A bare card_serial is allowed only to the internal roles; eligibility.py's
+    # card_proof hook enforces that facilities present a card proof.
+    "/onshi.v1.EligibilityService/CheckByCard": frozenset({FACILITY, REVIEW, OPERATOR}),
+    "/onshi.v1.EligibilityService/CheckByNumber": frozenset({FACILITY, REVIEW, OPERATOR}),
+    "/onshi.v1.ClaimService/VerifyClaims": frozenset({FACILITY, REVIEW}),   # facility: own code only
+    "/onshi.v1.ClaimService/Apportion": frozenset({REVIEW}),
+    "/onshi.v1.EnrollmentService/StreamUpdates": frozenset({INSURER}),      # own insurer numbers only
+    "/onshi.v1.EnrollmentService/PutResidents": frozenset({OPERATOR}),      # the J-LIS stand-in
+    "/onshi.v1.EnrollmentService/ListQuarantine": frozenset({INSURER}),
+    "/onshi.v1.EnrollmentService/ResolveQuarantine": frozenset({INSURER}),
+    "/onshi.v1.EnrollmentService/ListNotices": frozenset({INSURER}),
+    "/onshi.v1.EnrollmentService/AcknowledgeNotices": frozenset({INSURER}),
+    "/onshi.v1.LinkService/LinkCard": frozenset({FACILITY, OPERATOR}),
+    "/onshi.v1.LinkService/ListLinkNotices": frozenset({FACILITY, OPERATOR}),
+    "/onshi.v1.AuditService/ListMyAccess": frozenset({FACILITY}),           # plus the person's card proof
+    "/onshi.v1.RelayService/FindInsurer": frozenset({INSURER}),
+    "/onshi.v1.TrustService/SetSystemFailureMode": frozenset({OPERATOR}),
+    "/onshi.v1.TrustService/GetSystemFailureMode": frozenset(ROLES),
+    "/onshi.v1.TrustService/LookupByBasicInfo": frozenset({FACILITY}),
+    "/onshi.v1.TrustService/PutRevocationList": frozenset({OPERATOR}),
+}
+OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    role: str
+    codes: frozenset[str]       # facility codes or insurer numbers, per role
+    subject: str
+    via_tls: bool = True
+
+    @property
+    def facility_code(self) -> str | None:
+        if self.role != FACILITY or not self.codes:
+            return None
+        return min(self.codes)
+
+    @property
+    def label(self) -> str:
+        """who, for the access log: role:code[,code]."""
+        return f"{self.role}:{','.join(sorted(self.codes))}" if self.codes else self.role
+
+
+class AuthError(Exception):
+    """Raised inside handlers; the interceptor turns it into a status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def unauthenticated(message: str) -> AuthError:
+    return AuthError(grpc.StatusCode.UNAUTHENTICATED, message)
+
+
+def denied(message: str) -> AuthError:
+    return AuthError(grpc.StatusCode.PERMISSION_DENIED, message)
+
+
+# --- certificates -> callers -------------------------------------------------
+
+def caller_from_certificate(cert: x509.Certificate) -> Caller:
+    """Role and codes from an onshi client certificate (already chain-verified by TLS)."""
+    try:
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+            .get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    roles = {u[len(URN_PREFIX) + 5:] for u in uris if u.startswith(URN_PREFIX + "role:")}
+    subject = cert.subject.rfc4514_string()
+    if len(roles) != 1 or next(iter(roles)) not in ROLES:
+        raise unauthenticated(f"client certificate {subject} carries no onshi role")
+    role = roles.pop()
+    ous = {a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)}
+    if ous and role not in ous:
+        raise unauthenticated(f"client certificate {subject}: OU does not match its role")
+    prefix = f"{URN_PREFIX}{role}:"
+    codes = frozenset(u[len(prefix):] for u in uris if u.startswith(prefix))
+    if role == FACILITY and (len(codes) != 1 or not all(len(c) == 10 and c.isdigit() for c in codes)):
+        raise unauthenticated(f"facility certificate {subject} must name exactly one 10-digit facility code")
+    if role == INSURER and not codes:
+        raise unauthenticated(f"insurer certificate {subject} names no insurer number")
+    return Caller(role, codes, subject)
+
+
+class _CertCache:
+    """PEM bytes -> Caller (or the AuthError it raises); parsing costs ~100 us,
+    a lookup a dict get. Bounded: cleared when full (client certs are few)."""
+
+    def __init__(self, limit: int = 10_000):
+        self.limit = limit
+        self.items: dict[bytes, Caller | AuthError] = {}
+        self.lock = threading.Lock()
+
+    def get(self, pem: bytes) -> Caller:
+        hit = self.items.get(pem)
+        if hit is None:
+            try:
+                hit = caller_from_certificate(x509.load_pem_x509_certificate(pem))
+            except AuthError as exc:
+                hit = exc
+            except ValueError:
+                hit = unauthenticated("client certificate does not parse")
+            with self.lock:
+                if len(self.items) >= self.limit:
+                    self.items.clear()
+                self.items[pem] = hit
+        if isinstance(hit, AuthError):
+            raise hit
+        return hit
+
+
+_certs = _CertCache()
+_insecure_dev = False
+
+
+def enable_insecure_dev() -> None:
+    """Trust metadata-declared roles on plaintext connections (demos only)."""
+    global _insecure_dev
+    _insecure_dev = True
+
+
+def insecure_dev_enabled() -> bool:
+    return _insecure_dev
+
+
+def _metadata(context) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+def _split(value: str | None) -> set[str]:
+    return {c.strip() for c in (value or "").split(",") if c.strip()}
+
+
+def caller_of(context) -> Caller:
+    """The authenticated caller of this RPC (raises AuthError UNAUTHENTICATED)."""
+    auth = context.auth_context()
+    pems = auth.get("x509_pem_cert")
+    if pems:
+        return _certs.get(pems[0])
+    if _insecure_dev:
+        md = _metadata(context)
+        role = md.get(ROLE_KEY, "")
+        if role not in ROLES:
+            raise unauthenticated(f"--insecure-dev: declare {ROLE_KEY} (one of {', '.join(ROLES)})")
+        codes = _split(md.get(FACILITY_KEY)) if role == FACILITY else \
+            _split(md.get(INSURER_KEY)) if role == INSURER else set()
+        return Caller(role, frozenset(codes), f"insecure-dev {role}", via_tls=False)
+    raise unauthenticated("no client certificate (mTLS required)")
+
+
+def caller_facility(context) -> str:
+    """The facility code of a facility caller; PERMISSION_DENIED for other roles,
+    and for a declared x-onshi-facility that is not the certificate's."""
+    caller = caller_of(context)
+    code = caller.facility_code
+    if code is None:
+        raise denied(f"{caller.label} is not a facility")
+    declared = _split(_metadata(context).get(FACILITY_KEY))
+    if declared and declared != {code}:
+        raise denied(f"{FACILITY_KEY} {','.join(sorted(declared))} is not this certificate's facility {code}")
+    return code
+
+
+def caller_insurers(context) -> frozenset[str]:
+    """The insurer numbers this caller may act for: the certificate's, narrowed to
+    the declared x-onshi-insurer if present; declaring another one is PERMISSION_DENIED."""
+    caller = caller_of(context)
+    if caller.role != INSURER:
+        raise denied(f"{caller.label} is not an insurer")
+    declared = _split(_metadata(context).get(INSURER_KEY))
+    if declared:
+        foreign = declared - caller.codes
+        if foreign:
+            raise denied(f"insurer number(s) {','.join(sorted(foreign))} not in this certificate")
+        return frozenset(declared)
+    return caller.codes
+
+
+def require_role(context, *roles: str) -> Caller:
+    caller = caller_of(context)
+    if caller.role not in roles:
+        raise denied(f"{caller.label} may not call this (needs {' or '.join(roles)})")
+    return caller
+
+
+def require_insurer(context, insurer_number: str) -> None:
+    if insurer_number not in caller_insurers(context):
+        raise denied(f"insurer number {insurer_number} is not the caller's")
+
+
+def require_facility(context, facility_code: str) -> None:
+    if caller_facility(context) != facility_code:
+        raise denied(f"facility code {facility_code} is not the caller's")
+
+
+# --- the interceptor -------------------------------------------------------------
+
+def _abort(context, exc: AuthError):
+    context.abort(exc.code, exc.message)
+
+
+def _guard(behavior, roles: frozenset[str] | None):
+    """Check the caller before the handler runs; turn AuthError raised inside
+    the handler (caller_insurers & co.) into its status."""
+
+    def guarded(request, context):
+        try:
+            caller = caller_of(context)
+            if roles is not None and caller.role not in roles:
+                raise denied(f"{caller.label} may not call this method (allowed: {', '.join(sorted(roles))})")
+            result = behavior(request, context)
+        except AuthError as exc:
+            _abort(context, exc)
+        if hasattr(result, "__next__"):  # response stream: errors surface while iterating
+            return _guard_stream(result, context)
+        return result
+
+    return guarded
+
+
+def _guard_stream(iterator, context):
+    try:
+        yield from iterator
+    except AuthError as exc:
+        _abort(context, exc)
+
+
+class RoleInterceptor(grpc.ServerInterceptor):
+    """Enforces POLICY on the threaded server (gRPC Python gives interceptors no
+    context, so the check wraps the method handler's behaviour)."""
+
+    def __init__(self, policy: dict[str, frozenset[str]] | None = None):
+        self.policy = dict(POLICY if policy is None else policy)
+        self._wrapped: dict[tuple[str, int], grpc.RpcMethodHandler] = {}
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        key = (method, id(handler))
+        wrapped = self._wrapped.get(key)
+        if wrapped is None:
+            wrapped = self._wrap(method, handler)
+            self._wrapped[key] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if method.startswith(OPEN_PREFIXES):
+            roles = None
+        else:
+            roles = self.policy.get(method, frozenset())  # unknown method: nobody
+        kind = ("unary_unary" if handler.unary_unary else "unary_stream" if handler.unary_stream
+                else "stream_unary" if handler.stream_unary else "stream_stream")
+        make = getattr(grpc, f"{kind}_rpc_method_handler")
+        return make(_guard(getattr(handler, kind), roles),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
+
+def _aio_guard(behavior, roles: frozenset[str] | None):
+    """The grpc.aio variant of _guard: coroutine, async-generator or sync behaviours."""
+    import inspect
+
+    async def check(context) -> None:
+        try:
+            caller = caller_of(context)
+            if roles is not None and caller.role not in roles:
+                raise denied(f"{caller.label} may not call this method (allowed: {', '.join(sorted(roles))})")
+        except AuthError as exc:
+            await context.abort(exc.code, exc.message)
+
+    if inspect.isasyncgenfunction(behavior):
+        async def guarded_gen(request, context):
+            await check(context)
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except AuthError as exc:
+                await context.abort(exc.code, exc.message)
+        return guarded_gen
+
+    if inspect.iscoroutinefunction(behavior):
+        async def guarded(request, context):
+            await check(context)
+            try:
+                return await behavior(request, context)
+            except AuthError as exc:
+                await context.abort(exc.code, exc.message)
+        return guarded
+
+    return _guard(behavior, roles)  # a sync handler on the migration thread pool
+
+
+class AioRoleInterceptor(grpc.aio.ServerInterceptor):
+    """POLICY on a grpc.aio server (`onshi ingest-serve`)."""
+
+    def __init__(self, policy: dict[str, frozenset[str]] | None = None):
+        self.policy = dict(POLICY if policy is None else policy)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        roles = None if method.startswith(OPEN_PREFIXES) else self.policy.get(method, frozenset())
+        kind = ("unary_unary" if handler.unary_unary else "unary_stream" if handler.unary_stream
+                else "stream_unary" if handler.stream_unary else "stream_stream")
+        make = getattr(grpc, f"{kind}_rpc_method_handler")
+        return make(_aio_guard(getattr(handler, kind), roles),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
+
+# --- credentials -------------------------------------------------------------
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def server_credentials(cert: str, key: str, client_ca: str) -> grpc.ServerCredentials:
+    """mTLS: present `cert`, require and verify a client certificate from `client_ca`."""
+    return grpc.ssl_server_credentials([(_read(key), _read(cert))], root_certificates=_read(client_ca),
+                                       require_client_auth=True)
+
+
+def channel_credentials(ca: str, cert: str | None = None, key: str | None = None) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(root_certificates=_read(ca),
+                                        private_key=_read(key) if key else None,
+                                        certificate_chain=_read(cert) if cert else None)
+
+
+def pki_paths(pki_dir: str, stem: str) -> tuple[str, str, str]:
+    """(ca, cert, key) of an `onshi pki init` client or server identity."""
+    import os
+
+    base = os.path.join(pki_dir, "onshi")
+    return os.path.join(base, "ca.pem"), os.path.join(base, stem + ".pem"), os.path.join(base, stem + ".key.pem")
+
+
+def check_insecure_bind(host: str) -> None:
+    """--insecure-dev binds loopback only, and says so loudly."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise SystemExit(f"onshi: --insecure-dev serves only on loopback (127.0.0.1 / ::1), not {host}")
+    banner = "!" * 72
+    print(f"{banner}\n!! INSECURE DEV MODE: no TLS, no client certificates; callers declare their\n"
+          f"!! role in metadata ({ROLE_KEY}). Local demos only. NEVER use with real data.\n{banner}",
+          file=sys.stderr, flush=True)
+
+
+def add_arguments(parser) -> None:
+    """The TLS options shared by `onshi serve` and `onshi ingest-serve`."""
+    g = parser.add_argument_group("trust (mTLS)")
+    g.add_argument("--tls-cert", help="server certificate (PEM)")
+    g.add_argument("--tls-key", help="server private key (PEM)")
+    g.add_argument("--client-ca", help="CA that issues caller certificates (PEM)")
+    g.add_argument("--pki", help="an `onshi pki init` directory: fills the three above")
+    g.add_argument("--insecure-dev", action="store_true",
+                   help="no TLS, roles declared in metadata; loopback only; demos only")
+
+
+def credentials_from_args(args, host: str) -> grpc.ServerCredentials | None:
+    """Server credentials from parsed arguments; None (after the warning) in insecure-dev."""
+    if getattr(args, "insecure_dev", False):
+        check_insecure_bind(host)
+        enable_insecure_dev()
+        return None
+    cert, key, ca = args.tls_cert, args.tls_key, args.client_ca
+    if args.pki:
+        ca_default, cert_default, key_default = pki_paths(args.pki, "server")
+        cert, key, ca = cert or cert_default, key or key_default, ca or ca_default
+    if not (cert and key and ca):
+        raise SystemExit("onshi: mTLS needs --tls-cert, --tls-key and --client-ca (or --pki DIR); "
+                         "--insecure-dev for a loopback-only demo")
+    return server_credentials(cert, key, ca)
+
+
+def interceptors(asyncio: bool = False) -> list:
+    return [AioRoleInterceptor()] if asyncio else [RoleInterceptor()]
+
+
+def codes(values: Iterable[str]) -> str:
+    return ",".join(sorted(values))

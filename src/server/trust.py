@@ -1,0 +1,341 @@
+"""The trust layer plugged into the servers: card-proof and audit hooks for
+EligibilityService (eligibility.py's `card_proof` / `audit`), statuses for
+refused proofs, the person directory the trust services read, and the set-up
+from command-line options shared by `onshi serve` and `onshi ingest-serve`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from onshi.core import audit, cardproof, history, identifiers
+from onshi.core.cardproof import CardProofError, CardVerifier, MalformedProof
+from onshi.server import auth
+from onshi.server.errors import FieldErrors, bad_request_status
+
+ERROR_DOMAIN = "onshi.v1"
+PURPOSE_KEY = "x-onshi-purpose"
+REQUEST_ID_KEY = "x-request-id"
+DEFAULT_PURPOSE = {
+    "CheckByCard": "qualification check at a visit",
+    "CheckByNumber": "qualification check at a visit",
+}
+
+
+def card_proof_status(exc: CardProofError) -> grpc.Status:
+    """A refused proof: its gRPC code, the advice as message, and ErrorInfo
+    (reason = CARD_CERTIFICATE_EXPIRED ..., metadata warning_code when the
+    eligibility.proto WarningCode names it) so a terminal can act on it."""
+    metadata = {"advice": exc.advice}
+    if exc.reason in cardproof.REASON_WARNING:
+        metadata["warning_code"] = str(cardproof.REASON_WARNING[exc.reason])
+    info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    code = getattr(code_pb2, exc.code)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=str(exc), details=[detail]))
+
+
+def error_reason(error: grpc.RpcError) -> str | None:
+    """Client side: the ErrorInfo reason of a refused card proof."""
+    status = rpc_status.from_call(error)
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return None
+
+
+def abort_trust(context, exc: Exception):
+    """Threaded-server abort for the trust exceptions (never returns)."""
+    if isinstance(exc, CardProofError):
+        context.abort_with_status(card_proof_status(exc))
+    if isinstance(exc, MalformedProof):
+        context.abort_with_status(bad_request_status(exc.violations))
+    if isinstance(exc, FieldErrors):
+        context.abort_with_status(bad_request_status(exc.violations))
+    if isinstance(exc, identifiers.InvalidIdentifier):
+        context.abort_with_status(bad_request_status([(exc.field, exc.description)]))
+    if isinstance(exc, auth.AuthError):
+        context.abort(exc.code, exc.message)
+    raise exc
+
+
+# --- subjects: whom a record is about ----------------------------------------------
+
+def _digest(key: bytes) -> str:
+    # The log names persons by a digest of what was presented, not the number itself.
+    return hashlib.blake2b(key, digest_size=12).hexdigest()
+
+
+def card_subject(serial_key: bytes) -> str:
+    return "card:" + _digest(serial_key)
+
+
+def number_subject(number_key: bytes) -> str:
+    return "number:" + _digest(number_key)
+
+
+def link_subject(link_id: int) -> str:
+    return f"link:{link_id}"
+
+
+def describe_response(response: bytes) -> str:
+    """What was returned, from CheckResponse bytes without parsing protobuf."""
+    validity = response[1] if len(response) >= 2 and response[0] == 0x08 else 0
+    quals = warnings = 0
+    i = 2 if validity else 0
+    n = len(response)
+    while i < n:
+        tag = response[i]
+        i += 1
+        length = 0
+        shift = 0
+        while True:
+            b = response[i]
+            i += 1
+            length |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        if tag == 0x12:
+            quals += 1
+        elif tag == 0x1A:
+            warnings += 1
+        i += length
+    text = f"validity={validity} qualifications={quals}"
+    return text + (f" warnings={warnings}" if warnings else "")
+
+
+def _metadata_value(context, key: str) -> str:
+    for k, v in context.invocation_metadata() or ():
+        if k == key and isinstance(v, str):
+            return v[:128]
+    return ""
+
+
+# --- EligibilityService hooks ---------------------------------------------------------
+
+class EligibilityTrust:
+    """card_proof and audit hooks for build_eligibility_handlers/create_server."""
+
+    TRUSTED_BARE_SERIAL = frozenset({auth.REVIEW, auth.OPERATOR})
+
+    def __init__(self, verifier: CardVerifier | None, log: audit.AuditLog | None):
+        self.verifier = verifier
+        self.log = log
+
+    def card_proof(self, request, context) -> tuple[bytes, bytes]:
+        try:
+            caller = auth.caller_of(context)
+            if request.card_certificate or request.card_signature or request.HasField("challenge"):
+                if self.verifier is None:
+                    raise auth.AuthError(grpc.StatusCode.FAILED_PRECONDITION,
+                                         "card proof verification is not configured on this server")
+                facility = caller.facility_code if caller.role == auth.FACILITY else None
+                if caller.role == auth.FACILITY and facility is None:
+                    raise auth.denied("facility caller without a facility code")
+                proof = self.verifier.verify_request(request, facility)
+                return proof.serial_key, proof.warnings
+            if caller.role not in self.TRUSTED_BARE_SERIAL:
+                raise auth.denied("a bare card_serial is accepted only from internal roles; "
+                                  "send the card proof (card_certificate, challenge, card_signature)")
+            return identifiers.card_serial_key(request.card_serial), b""
+        except (CardProofError, MalformedProof, auth.AuthError, identifiers.InvalidIdentifier) as exc:
+            abort_trust(context, exc)
+
+    def audit(self, context, method: str, request, response: bytes) -> None:
+        if self.log is None:
+            return
+        try:
+            caller = auth.caller_of(context)
+            actor = caller.label
+        except auth.AuthError:
+            actor = "unknown"
+        request_id = _metadata_value(context, REQUEST_ID_KEY)
+        if method == "CheckByCard":
+            if request.card_certificate and self.verifier is not None:
+                key = self.verifier.card(request.card_certificate).serial_key  # cached by now
+                request_id = request_id or request.challenge.nonce.hex()
+            else:
+                key = identifiers.card_serial_key(request.card_serial)
+            subject = card_subject(key)
+        else:
+            subject = number_subject(identifiers.number_key(
+                request.insurer_number, request.symbol, request.number, request.branch))
+        purpose = _metadata_value(context, PURPOSE_KEY) or DEFAULT_PURPOSE.get(method, method)
+        # Blocks until durable (group commit): the answer leaves only after its record.
+        self.log.append(audit.AuditRecord(actor=actor, action=method, subject=subject,
+                                          items=describe_response(response), purpose=purpose,
+                                          request_id=request_id))
+
+
+# --- the person directory (reads for the trust services) -----------------------------
+
+class PersonDirectory:
+    """Read-only lookups over a py-lmdb environment: card -> link, number -> link,
+    a person's history, and the subjects under which the log may name them."""
+
+    def __init__(self, env, dbs: dict | None = None):
+        """`dbs`: the writer's open handles (opening again in a writable env
+        would take a write transaction)."""
+        self.env = env
+        dbs = dbs or {}
+
+        def db(name: str):
+            if name in dbs:
+                return dbs[name]
+            try:
+                return env.open_db(name.encode(), create=False)
+            except Exception:  # lmdb.NotFoundError: an older store without it
+                return None
+
+        self.card = db("card")
+        self.card_of = db("card_of")
+        self.number = db("number")
+        self.history = db("history")
+        self.basic4 = db("basic4")
+
+    def link_of_card(self, serial_key: bytes) -> int | None:
+        with self.env.begin() as txn:
+            raw = txn.get(serial_key, db=self.card)
+        return int.from_bytes(raw, "big") if raw else None
+
+    def link_of_number(self, number_key: bytes) -> int | None:
+        with self.env.begin() as txn:
+            raw = txn.get(number_key, db=self.number)
+        return int.from_bytes(raw, "big") if raw else None
+
+    def history_value(self, link_id: int) -> bytes | None:
+        with self.env.begin() as txn:
+            return txn.get(link_id.to_bytes(8, "big"), db=self.history)
+
+    def qualifications(self, link_id: int):
+        value = self.history_value(link_id)
+        return history.decode(value) if value else (None, [])
+
+    def subjects(self, link_id: int) -> set[str]:
+        """Every subject under which records about this person were written."""
+        out = {link_subject(link_id)}
+        with self.env.begin() as txn:
+            serial = txn.get(link_id.to_bytes(8, "big"), db=self.card_of)
+            value = txn.get(link_id.to_bytes(8, "big"), db=self.history)
+        if serial:
+            out.add(card_subject(serial))
+        if value:
+            _, quals = history.decode(value)
+            for q in quals:
+                try:
+                    out.add(number_subject(history.qualification_number_key(q)))
+                except identifiers.InvalidIdentifier:
+                    continue
+        return out
+
+    def resolve(self, subjects: list[str]) -> list[int]:
+        """For AuditLog(resolve=...): subjects -> link IDs (0 when unknown).
+        Card and number subjects are digests, so only link subjects resolve here;
+        the others are matched by `subjects` at read time."""
+        return [int(s[5:]) if s.startswith("link:") else 0 for s in subjects]
+
+
+@dataclass
+class TrustSetup:
+    verifier: CardVerifier | None
+    log: audit.AuditLog | None
+    pki: str | None
+
+
+_stream_lock = threading.Lock()
+
+
+def add_arguments(parser) -> None:
+    auth.add_arguments(parser)
+    g = parser.add_argument_group("trust (card proof, access log)")
+    g.add_argument("--jpki-ca", action="append", default=[],
+                   help="JPKI CA certificate(s) for card proofs (default with --pki: PKI/jpki/ca.pem)")
+    g.add_argument("--crl", help="card revocation list file (default with --pki: PKI/jpki/crl.der)")
+    g.add_argument("--audit-dir", help="access log directory (each process writes its own stream)")
+    g.add_argument("--audit-no-sync", action="store_true", help=argparse_suppress())
+
+
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def setup_from_args(args, stream: str | None = None) -> TrustSetup:
+    """Card verifier and access log for one worker process (call after fork)."""
+    cas = list(args.jpki_ca or [])
+    crl = args.crl
+    if getattr(args, "pki", None):
+        cas = cas or [os.path.join(args.pki, "jpki", "ca.pem")]
+        crl = crl or os.path.join(args.pki, "jpki", "crl.der")
+    verifier = CardVerifier.from_files(cas, crl) if cas else None
+    log = None
+    if args.audit_dir:
+        log = audit.AuditLog(args.audit_dir, stream or f"pid{os.getpid()}",
+                             durable=not getattr(args, "audit_no_sync", False))
+    return TrustSetup(verifier, log, getattr(args, "pki", None))
+
+
+# --- what the trust services share in `onshi ingest-serve` -----------------------------
+
+@dataclass
+class TrustContext:
+    """Configured once per process (`configure`), read by the trust services."""
+    verifier: CardVerifier | None = None
+    log: audit.AuditLog | None = None       # this process's own stream
+    audit_dir: str | None = None            # every stream, read by ListMyAccess
+    sealer: object | None = None            # relay.TokenSealer
+    crl_path: str | None = None
+    failure_mode: bool = False
+    failure_reason: str = ""
+
+
+_context: TrustContext | None = None
+
+
+def configure(context: TrustContext | None) -> None:
+    global _context
+    _context = context
+
+
+def configured() -> TrustContext | None:
+    return _context
+
+
+async def log_async(log: audit.AuditLog | None, record: audit.AuditRecord) -> None:
+    """Durable append from a grpc.aio handler without blocking the event loop."""
+    if log is None:
+        return
+    import asyncio
+
+    batch = log.submit(record)
+    await asyncio.get_running_loop().run_in_executor(None, batch.done.wait)
+    if batch.error is not None:
+        raise batch.error
+
+
+async def abort_trust_async(context, exc: Exception):
+    if isinstance(exc, CardProofError):
+        status = card_proof_status(exc)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    if isinstance(exc, (MalformedProof, FieldErrors)):
+        status = bad_request_status(exc.violations)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    if isinstance(exc, identifiers.InvalidIdentifier):
+        status = bad_request_status([(exc.field, exc.description)])
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    if isinstance(exc, auth.AuthError):
+        await context.abort(exc.code, exc.message)
+    raise exc

@@ -1,0 +1,158 @@
+"""Card proof verification without a server: each refusal has its own reason,
+the challenge bytes are exactly the documented ones, the cache is used."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from onshi.core import cardproof, pki
+from onshi.core.cardproof import CardProofError, CardVerifier, MalformedProof
+from onshi.v1 import eligibility_pb2
+
+from tests.trust_helpers import FACILITY, OTHER_FACILITY, card_files, pki_dir, proof_fields, serial_of
+
+
+def verifier(**kw) -> CardVerifier:
+    base = os.path.join(pki_dir(), "jpki")
+    return CardVerifier.from_files([os.path.join(base, "ca.pem")], os.path.join(base, "crl.der"), **kw)
+
+
+def verify(v: CardVerifier, card: str, caller: str | None = FACILITY, **kw):
+    f = proof_fields(card, **kw)
+    ch = f["challenge"]
+    return v.verify(f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce, f["card_signature"],
+                    caller)
+
+
+def reason(v, card, **kw) -> str:
+    with pytest.raises(CardProofError) as info:
+        verify(v, card, **kw)
+    return info.value.reason
+
+
+def test_challenge_bytes_are_the_contract():
+    assert cardproof.challenge_bytes("1310000001", 1700000000, bytes.fromhex("00ff10")) == \
+        b"onshi/v1/card-proof\n1310000001\n1700000000\n00ff10"
+
+
+def test_a_valid_card_gives_its_serial_and_no_warning():
+    proof = verify(verifier(), "valid-1")
+    assert proof.card.serial == serial_of("valid-1")
+    assert proof.serial_key == serial_of("valid-1").to_bytes(20, "big")
+    assert proof.warnings == b""
+
+
+def test_expiring_within_three_months_warns_in_checkresponse_field_3():
+    proof = verify(verifier(), "expiring")
+    answer = eligibility_pb2.CheckResponse.FromString(b"\x08\x01" + proof.warnings)
+    assert [w.code for w in answer.warnings] == [eligibility_pb2.WARNING_CODE_CARD_CERTIFICATE_EXPIRING]
+    assert "expires on" in answer.warnings[0].message
+
+
+@pytest.mark.parametrize("card,expected", [
+    ("expired", "CARD_CERTIFICATE_EXPIRED"),
+    ("not-yet-valid", "CARD_CERTIFICATE_NOT_YET_VALID"),
+    ("revoked", "CARD_CERTIFICATE_REVOKED"),
+    ("forged", "CARD_CERTIFICATE_UNTRUSTED"),
+])
+def test_certificate_states_are_distinct(card, expected):
+    assert reason(verifier(), card) == expected
+
+
+def test_stale_and_future_timestamps():
+    v = verifier()
+    assert reason(v, "valid-1", timestamp=int(time.time()) - 600) == "CARD_PROOF_STALE"
+    assert reason(v, "valid-1", timestamp=int(time.time()) + 600) == "CARD_PROOF_STALE"
+    verify(v, "valid-1", timestamp=int(time.time()) - 120)  # within the window
+
+
+def test_replayed_nonce_is_refused_once_used():
+    v = verifier()
+    nonce = os.urandom(16)
+    f = proof_fields("valid-1", nonce=nonce)
+    ch = f["challenge"]
+    args = (f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce, f["card_signature"], FACILITY)
+    v.verify(*args)
+    with pytest.raises(CardProofError) as info:
+        v.verify(*args)
+    assert info.value.reason == "CARD_PROOF_REPLAYED"
+
+
+def test_bad_signature_does_not_burn_the_nonce():
+    v = verifier()
+    nonce = os.urandom(16)
+    # Signed for another facility: the signature does not cover this challenge.
+    assert reason(v, "valid-1", nonce=nonce, sign_facility=OTHER_FACILITY) == "CARD_SIGNATURE_INVALID"
+    verify(v, "valid-1", nonce=nonce)  # the real card can still use it
+
+
+def test_another_cards_key_cannot_sign():
+    v = verifier()
+    f = proof_fields("valid-1")
+    _, other_key = card_files("valid-2")
+    ch = f["challenge"]
+    sig = other_key.sign(cardproof.challenge_bytes(ch.facility_code, ch.timestamp_unix, ch.nonce),
+                         padding.PKCS1v15(), hashes.SHA256())
+    with pytest.raises(CardProofError) as info:
+        v.verify(f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce, sig, FACILITY)
+    assert info.value.reason == "CARD_SIGNATURE_INVALID"
+
+
+def test_challenge_for_another_facility_is_permission_denied():
+    with pytest.raises(CardProofError) as info:
+        verify(verifier(), "valid-1", facility=OTHER_FACILITY)
+    assert info.value.reason == "CARD_PROOF_FACILITY_MISMATCH"
+    assert info.value.code == "PERMISSION_DENIED"
+
+
+def test_malformed_fields_are_field_violations():
+    v = verifier()
+    with pytest.raises(MalformedProof) as info:
+        v.verify(b"", "13100", 0, b"short", b"", FACILITY)
+    fields = {f for f, _ in info.value.violations}
+    assert fields == {"card_certificate", "challenge.facility_code", "challenge.nonce", "card_signature"}
+    with pytest.raises(MalformedProof):
+        v.verify(b"not der", FACILITY, int(time.time()), os.urandom(16), b"x", FACILITY)
+
+
+def test_verified_certificates_are_cached():
+    v = verifier()
+    verify(v, "valid-2")
+    der, _ = card_files("valid-2")
+    assert v.card(der) is v.card(der)
+    assert len(v._cache) == 1
+
+
+def test_revocation_list_reload_and_signature(tmp_path):
+    jpki = pki.load_issued(os.path.join(pki_dir(), "jpki", "ca.pem"), os.path.join(pki_dir(), "jpki", "ca.key.pem"))
+    crl_path = str(tmp_path / "crl.der")
+    clock = [time.time()]
+    v = CardVerifier([jpki.cert], cardproof.RevocationList.from_file(crl_path, [jpki.cert]), clock=lambda: clock[0])
+    verify(v, "valid-3")  # no list yet: nothing revoked
+    from cryptography.hazmat.primitives import serialization
+    crl = pki.make_crl(jpki, [serial_of("valid-3")]).public_bytes(serialization.Encoding.DER)
+    assert cardproof.install_revocation_list(crl_path, crl, [jpki.cert]) == 1
+    clock[0] += 2  # the file is looked at no more than once a second
+    assert reason(v, "valid-3") == "CARD_CERTIFICATE_REVOKED"
+    rogue = pki.load_issued(os.path.join(pki_dir(), "rogue", "jpki-ca.pem"),
+                            os.path.join(pki_dir(), "rogue", "jpki-ca.key.pem"))
+    forged_crl = pki.make_crl(rogue, []).public_bytes(serialization.Encoding.DER)
+    with pytest.raises(ValueError):
+        cardproof.install_revocation_list(crl_path, forged_crl, [jpki.cert])
+
+
+def test_pki_layout_is_as_documented():
+    base = pki_dir()
+    for rel in ("jpki/ca.pem", "jpki/crl.der", "cards/valid-1.der", "cards/valid-1.key.pem", "cards/index.json",
+                "onshi/ca.pem", "onshi/server.pem", "onshi/facility-1310000001.pem", "onshi/insurer-a.pem",
+                "onshi/review.pem", "onshi/operator.pem", "relay/signing.key.pem", "rogue/ca.pem"):
+        assert os.path.exists(os.path.join(base, rel)), rel
+    with open(os.path.join(base, "cards", "expiring.pem"), "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    assert cert.serial_number == serial_of("expiring")
