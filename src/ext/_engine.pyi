@@ -18,6 +18,7 @@ class NativeEngine:
 
     kind: ClassVar[str]  # "native"
     path: str
+    remaps: int  # times the map was remapped after a writer grew it
     @property
     def closed(self) -> bool: ...
     def __init__(self, path: str | os.PathLike[str]) -> None: ...

@@ -306,6 +306,7 @@ cdef class NativeEngine:
     cdef int active        # slots handed out; changed only with the GIL held
     cdef bint resizing
     cdef bint closing
+    cdef readonly int remaps  # times the map was remapped after the writer grew it
     cdef readonly str path
 
     def __cinit__(self, path):
@@ -441,6 +442,10 @@ cdef class NativeEngine:
         else:
             free_slot(slot)
 
+    cdef void _discard(self, Slot *slot) noexcept:
+        self.active -= 1
+        free_slot(slot)
+
     cdef int _remap(self) except -1:
         """The writer grew the map: remap at the new size once no transaction of
         this engine is live (mdb_env_set_mapsize unmaps the old region)."""
@@ -456,6 +461,7 @@ cdef class NativeEngine:
             rc = mdb_env_set_mapsize(self.env, 0)
             if rc:
                 raise LmdbError("remapping the grown store", rc)
+            self.remaps += 1
         finally:
             self.resizing = False
         return 0
@@ -464,6 +470,7 @@ cdef class NativeEngine:
         """A renewed transaction seeing the newest committed data."""
         cdef Slot *slot
         cdef int rc
+        cdef int attempts = 0
         while True:
             slot = self._acquire()
             with nogil:
@@ -479,6 +486,13 @@ cdef class NativeEngine:
             if rc == MDB_MAP_RESIZED:
                 self._release(slot)
                 self._remap()
+                continue
+            if rc == MDB_BAD_RSLOT and attempts < 3:
+                # Another environment on the same store in this process (LMDB forbids
+                # it, yet a py-lmdb PureEngine opened beside us does it) re-initialised
+                # the reader table and took our slot: drop the slot, begin afresh.
+                attempts += 1
+                self._discard(slot)
                 continue
             if rc:
                 self._release(slot)

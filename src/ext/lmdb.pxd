@@ -20,7 +20,7 @@ cdef extern from "lmdb.h" nogil:
         MDB_SUCCESS
         MDB_NOTFOUND
         MDB_MAP_RESIZED
-        MDB_BAD_VALSIZE
+        MDB_BAD_RSLOT
         MDB_RDONLY
         MDB_NOTLS
         MDB_NORDAHEAD
