@@ -12,7 +12,11 @@ import sys
 COMMAND_MODULES = (
     "onshi.core.gen",          # onshi gen
     "onshi.server.cli",        # onshi serve, onshi check
+    "onshi.core.claims_file",  # onshi claims verify (issue 4)
+    "onshi.server.ingest_cli", # onshi ingest-serve, onshi ingest-file (issue 3)
     "onshi.core.pki",          # onshi pki init (test PKI, issue 5)
+    "onshi.terminal.cli",      # onshi terminal check|watch (clinic terminal, issue 6)
+    "onshi.server.bench_cli",  # onshi bench load|peers|scale|cost|plot (issue 7)
 )
 
 

@@ -1,0 +1,417 @@
+"""What every benchmark shares: the machine, the datasets under bench/out/, the
+servers it starts on loopback, process CPU accounting, query samples and the
+RESULTS.md writer. Runnable scripts live beside this file (load.py, peers.py,
+scale.py, cost.py, plot.py); they import it as `common`."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"  # gitignored: datasets, CSVs, SQLite files
+DATA = BENCH / "data"  # committed: machine-readable figures the plots are drawn from
+RESULTS = BENCH / "RESULTS.md"
+COMPLETE = ".complete"  # marker written after a dataset finished generating (as scripts/run.sh)
+
+SERVING = re.compile(r"serving on (\S+?):(\d+)")
+
+
+# --- the machine ------------------------------------------------------------
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()}× {model}, {_mem_gib()} GiB, Python {platform.python_version()}"
+
+
+def _mem_gib() -> int:
+    with contextlib.suppress(OSError):
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                return round(int(line.split()[1]) / 2**20)
+    return 0
+
+
+def now_utc() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def command_line() -> str:
+    """The exact command as a person would retype it from the repository root."""
+    argv = list(sys.argv)
+    if argv[0].startswith("onshi "):  # run through `onshi bench NAME`
+        return argv[0] + "".join(" " + shlex.quote(a) for a in argv[1:])
+    if argv[0].endswith(".py"):
+        with contextlib.suppress(ValueError):
+            argv[0] = os.path.relpath(argv[0], ROOT)
+        argv.insert(0, "python")
+    elif argv[0].endswith("onshi"):
+        argv[0] = "onshi"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+# --- onshi executables ------------------------------------------------------
+
+def onshi_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("onshi")
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-m", "onshi.cli"]
+
+
+def locust_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("locust")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("locust")
+    if not found:
+        raise SystemExit("locust is not installed: ONSHI_EXTRAS=test,bench scripts/setup.sh")
+    return [found]
+
+
+# --- datasets ---------------------------------------------------------------
+
+def dataset_dir(persons: int) -> Path:
+    return OUT / f"gen-{persons}"
+
+
+def dataset(persons: int, *, quiet: bool = False) -> Path:
+    """A generated store of `persons` persons, reused when already complete.
+
+    Generation time and size are recorded in gen.json beside the store so the
+    scale table can report them without regenerating."""
+    path = dataset_dir(persons)
+    if (path / COMPLETE).exists():
+        return path
+    if path.exists():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"bench: generating {persons:,} persons into {path} (reused next time)", flush=True)
+    started = time.perf_counter()
+    subprocess.run([*onshi_cmd(), "gen", "--persons", str(persons), "--out", str(path)], check=True)
+    seconds = time.perf_counter() - started
+    info = {"persons": persons, "seconds": round(seconds, 1), "bytes": store_bytes(path),
+            "date": now_utc(), "machine": machine()}
+    (path / "gen.json").write_text(json.dumps(info, indent=1))
+    (path / COMPLETE).touch()
+    return path
+
+
+def gen_info(path: Path) -> dict:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((path / "gen.json").read_text())
+    return {}
+
+
+def store_bytes(path: Path) -> int:
+    """Bytes LMDB really uses (pages in use), not the sparse map size."""
+    import lmdb
+
+    env = lmdb.open(str(path), readonly=True, max_dbs=32, lock=False)
+    try:
+        info, stat = env.info(), env.stat()
+        return (info["last_pgno"] + 1) * stat["psize"]
+    finally:
+        env.close()
+
+
+def copy_dataset(src: Path, dst: Path) -> Path:
+    """A private copy for scenarios that write (insurer updates), so the cached
+    dataset stays the same for every run."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for name in os.listdir(src):
+        if name.endswith(".mdb") or name == "gen.json":
+            subprocess.run(["cp", "--sparse=always", str(src / name), str(dst / name)], check=True)
+    return dst
+
+
+# --- query samples ------------------------------------------------------------
+
+def sample_queries(path: Path, count: int = 20_000, seed: int = 7) -> dict:
+    """Card serials and insured numbers that exist in the store, sampled uniformly
+    by seeking to random keys (no full scan, so it is quick at 10M persons).
+
+    Returns {"cards": [hex serial], "numbers": [[insurer, symbol, number, branch,
+    "YYYY-MM-DD" birth date]], "as_of": "YYYY-MM-DD"} and caches it per store."""
+    cache = path / f"queries-{count}-{seed}.json"
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(cache.read_text())
+    import lmdb
+
+    from onshi.core import dates, history, identifiers
+
+    rng = random.Random(seed)
+    env = lmdb.open(str(path), readonly=True, max_dbs=32, lock=False)
+    card_db = env.open_db(b"card", create=False)
+    number_db = env.open_db(b"number", create=False)
+    history_db = env.open_db(b"history", create=False)
+    cards: list[str] = []
+    numbers: list[list] = []
+    with env.begin() as txn:
+        # One pass over each index keeping every k-th key (k random around the
+        # stride): evenly spread over the key space, so lookups touch the whole
+        # B-tree as real traffic does. ~1 s per million keys, cached per store.
+        for key, _ in _spread(txn.cursor(card_db), txn.stat(card_db)["entries"], count, rng):
+            cards.append(identifiers.card_serial_text(key))
+        for key, link in _spread(txn.cursor(number_db), txn.stat(number_db)["entries"], count, rng):
+            value = txn.get(link, db=history_db)
+            if value is None:
+                continue
+            birth_day, _ = history.parse_history(value)
+            insurer, symbol, number, branch = key.decode().split("\x1f")
+            numbers.append([insurer, symbol, number, branch, dates.from_day(birth_day).isoformat()])
+    env.close()
+    out = {"cards": sorted(cards), "numbers": sorted(numbers),
+           "as_of": dates.from_day(dates.today_jst()).isoformat()}
+    random.Random(seed).shuffle(out["cards"])
+    random.Random(seed).shuffle(out["numbers"])
+    with contextlib.suppress(OSError):
+        cache.write_text(json.dumps(out))
+    return out
+
+
+def _spread(cursor, entries: int, count: int, rng: random.Random):
+    stride = max(1, entries // max(1, count))
+    take = rng.randrange(stride)
+    for i, (key, value) in enumerate(cursor.iternext(keys=True, values=True)):
+        if i % stride == take:
+            yield bytes(key), bytes(value)
+            take = rng.randrange(stride)
+
+
+def write_queries_file(path: Path, queries: dict, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(queries))
+    return dest
+
+
+# --- servers on loopback -------------------------------------------------------
+
+class Server:
+    """An onshi server subprocess that prints `serving on HOST:PORT` when ready."""
+
+    def __init__(self, argv: list[str], name: str, env: dict | None = None, ready_timeout: float = 60):
+        self.name = name
+        self.argv = argv
+        self.log_path = OUT / "logs" / f"{name}-{os.getpid()}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.log_path, "w+")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
+        self.address = self._wait_ready(ready_timeout)
+
+    def _wait_ready(self, timeout: float) -> str:
+        import selectors
+
+        deadline = time.monotonic() + timeout
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if sel.select(timeout=0.5):
+                line = self.proc.stdout.readline()
+                self.log.write(line)
+                m = SERVING.search(line)
+                if m:
+                    # Keep draining stdout so a chatty server never blocks on a full pipe.
+                    import threading
+
+                    threading.Thread(target=self._drain, daemon=True).start()
+                    return f"{m.group(1)}:{m.group(2)}"
+        self.stop()
+        self.log.flush()
+        self.log.seek(0)
+        raise RuntimeError(f"{self.name} did not start ({' '.join(self.argv)}):\n{self.log.read()[-3000:]}")
+
+    def _drain(self) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            for line in self.proc.stdout:
+                self.log.write(line)
+
+    def pids(self) -> list[int]:
+        """The server process and every process it forked (the workers)."""
+        return [self.proc.pid, *descendants(self.proc.pid)]
+
+    def worker_pids(self) -> list[int]:
+        kids = descendants(self.proc.pid)
+        return kids or [self.proc.pid]  # --workers 1 may serve in the parent itself
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stray workers of our own group only
+        self.log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def serve_eligibility(data: Path, workers: int, extra: list[str] | None = None, env: dict | None = None) -> Server:
+    argv = [*onshi_cmd(), "serve", "--data", str(data), "--port", "0", "--workers", str(workers)]
+    argv += insecure_flag("serve")
+    return Server(argv + list(extra or []), f"serve-w{workers}", env=env)
+
+
+def serve_secondary(data: Path, extra: list[str] | None = None, env: dict | None = None) -> Server:
+    argv = [*onshi_cmd(), "ingest-serve", "--data", str(data), "--port", "0"]
+    argv += insecure_flag("ingest-serve")
+    return Server(argv + list(extra or []), "ingest-serve", env=env)
+
+
+def insecure_flag(command: str) -> list[str]:
+    """Once mTLS lands, local demos need `--insecure-dev` (loopback only); the
+    benchmarks measure the bare service, so pass it when the command has it."""
+    try:
+        help_text = subprocess.run([*onshi_cmd(), command, "--help"], capture_output=True, text=True,
+                                   timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return ["--insecure-dev"] if "--insecure-dev" in help_text else []
+
+
+def has_command(command: str) -> bool:
+    try:
+        r = subprocess.run([*onshi_cmd(), command, "--help"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+# --- CPU accounting --------------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = open(f"/proc/{entry}/stat").read()
+                ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from the kernel's own accounting."""
+    stat = open(f"/proc/{pid}/stat").read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def total_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
+
+
+# --- statistics ------------------------------------------------------------------
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def fmt_ms(value: float) -> str:
+    return "—" if value != value else f"{value:.2f}"
+
+
+# --- RESULTS.md -------------------------------------------------------------------
+
+def append_results(section: str, intro: str, header: list[str], row: list[str]) -> None:
+    """Append a table row under `## {section}`; creates the section (with `intro`
+    and the table header) the first time. Other sections are left untouched."""
+    heading = f"## {section}"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    line = "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in row) + " |\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, l in enumerate(lines) if l.strip() == heading), None)
+    if start is None:
+        block = f"\n{heading}\n\n{intro.strip()}\n\n" if intro.strip() else f"\n{heading}\n\n"
+        block += "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + line
+        RESULTS.write_text(text.rstrip("\n") + "\n" + block)
+        return
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    # insert after the last table row of this section
+    last_row = max((i for i in range(start, end) if lines[i].startswith("|")), default=None)
+    if last_row is None:
+        block = ["\n", "| " + " | ".join(header) + " |\n", "|" + "---|" * len(header) + "\n", line]
+        lines[end:end] = block
+    else:
+        lines.insert(last_row + 1, line)
+    RESULTS.write_text("".join(lines))
+
+
+def append_note(section: str, note: str) -> None:
+    """A paragraph at the end of a section (e.g. a profile of a missed target)."""
+    heading = f"## {section}"
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, l in enumerate(lines) if l.strip() == heading), None)
+    if start is None:
+        RESULTS.write_text(text.rstrip("\n") + f"\n\n{heading}\n\n{note.strip()}\n")
+        return
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    lines[end:end] = ["\n" if lines[end - 1].strip() else "", note.strip() + "\n", "\n" if end < len(lines) else ""]
+    RESULTS.write_text("".join(lines))
+
+
+def record(name: str, entry: dict) -> None:
+    """Machine-readable figures (committed) that bench/plot.py draws from."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    with open(DATA / f"{name}.jsonl", "a") as f:
+        f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+def load_records(name: str) -> list[dict]:
+    path = DATA / f"{name}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("**pass**" if ok else "**FAIL**")

@@ -1,0 +1,285 @@
+"""Load benchmark: locust headless against servers this script starts itself on
+loopback, exact latency percentiles, pass/fail against the targets, one row in
+bench/RESULTS.md "## Load (issue 7)".
+
+    onshi bench load terminal --rate 1000 --duration 60
+    python bench/load.py mixed --rate 1000 --duration 60
+    python bench/load.py terminal --sweep 250,500,1000,1500 --duration 20   # for the plot
+
+Scenarios (bench/locust/): terminal (checks), review (claim batches), insurer
+(enrollment updates), mixed (all three). --rate is checks/s for terminal and
+mixed, claims/s for review, updates/s for insurer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+SCENARIOS = ("terminal", "review", "insurer", "mixed")
+CHECKS = ("CheckByCard", "CheckByNumber")
+TARGET_RATE = 1000  # checks/s: about the national weekday-morning peak
+TARGET_SECONDS = 60
+TARGET_P99_MS = 10.0
+SECTION = "Load (issue 7)"
+INTRO = """\
+`onshi bench load SCENARIO --rate R --duration S` (bench/load.py): servers started
+by the bench on loopback (`onshi serve --workers 2`, and `onshi ingest-serve` for
+review/insurer/mixed), locust headless on the same 2 cores (locust included, as
+the target says). Latencies are exact (each locust process records every call;
+locust's own CSV percentiles are whole milliseconds) and cover successful calls;
+p50/p95/p99/max in ms. Target: terminal (and mixed) at 1,000 checks/s for 60 s,
+p99 ≤ 10 ms, no failures; the target column says whether this run was at the
+target load and whether it holds. Plot: [load-terminal.png](load-terminal.png)."""
+HEADER = ["date (UTC)", "scenario", "command", "persons", "server", "offered/s", "achieved/s",
+          "p50", "p95", "p99", "max", "failures", "streams", "target", "machine"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="onshi bench load", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", choices=SCENARIOS)
+    p.add_argument("--rate", type=float, default=TARGET_RATE,
+                   help="checks/s (terminal, mixed), claims/s (review), updates/s (insurer); default 1000")
+    p.add_argument("--duration", type=float, default=TARGET_SECONDS, help="seconds of load (default 60)")
+    p.add_argument("--sweep", help="comma-separated rates: one run per rate on the same servers")
+    p.add_argument("--persons", type=int, default=1_000_000,
+                   help="dataset size, generated once under bench/out/ (default 1,000,000)")
+    p.add_argument("--data", type=Path, help="use this store instead of a generated one (not modified)")
+    p.add_argument("--workers", type=int, default=2, help="`onshi serve --workers` (default 2)")
+    p.add_argument("--terminals", type=int,
+                   help="terminal users; each paced at rate/terminals (default: rate/10, 1-200)")
+    p.add_argument("--locust-processes", type=int, default=1,
+                   help="locust --processes (default 1: one locust process, one core at most)")
+    p.add_argument("--claim-batch", type=int, default=1000, help="claims per VerifyClaims batch")
+    p.add_argument("--claims-per-s", type=float, default=2000, help="background claims/s in mixed")
+    p.add_argument("--update-batch", type=int, default=100, help="updates per StreamUpdates batch")
+    p.add_argument("--updates-per-s", type=float, default=500, help="background updates/s in mixed")
+    p.add_argument("--warmup", type=float, default=2.0,
+                   help="seconds after the first answer left out of percentiles and rate (default 2)")
+    p.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    p.add_argument("--out", type=Path, default=common.OUT / "load", help="CSV and raw latency directory")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rates = [float(r) for r in args.sweep.split(",")] if args.sweep else [args.rate]
+    with servers(args) as (eligibility, secondary, data):
+        ok = True
+        for rate in rates:
+            result = run_once(args, rate, eligibility, secondary, data)
+            print_result(result)
+            ok = ok and result["target_ok"] is not False
+            if not args.no_record:
+                record(args, result)
+    return 0 if ok else 1
+
+
+# --- servers -------------------------------------------------------------------
+
+@contextlib.contextmanager
+def servers(args):
+    data = args.data or common.dataset(args.persons)
+    needs_secondary = args.scenario in ("review", "insurer", "mixed")
+    writes = args.scenario in ("insurer", "mixed")
+    work = None
+    if writes:
+        # The insurer stream writes: serve a private copy so the cached dataset
+        # (and every later run on it) stays as generated.
+        work = common.copy_dataset(Path(data), args.out / f"store-{os.getpid()}")
+        data = work
+    stack = contextlib.ExitStack()
+    try:
+        if needs_secondary and not common.has_command("ingest-serve"):
+            raise SystemExit(f"{args.scenario}: `onshi ingest-serve` is not available in this build "
+                             "(the secondary server has not landed)")
+        secondary = stack.enter_context(common.serve_secondary(Path(data))) if needs_secondary else None
+        eligibility = stack.enter_context(common.serve_eligibility(Path(data), args.workers))
+        yield eligibility, secondary, Path(data)
+    finally:
+        stack.close()
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+# --- one run -------------------------------------------------------------------
+
+def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
+    run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{args.scenario}-{int(rate)}"
+    out = args.out / run_id
+    raw_dir = out / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    queries = common.sample_queries(common.dataset_dir(args.persons) if args.data is None else args.data)
+    queries_path = common.write_queries_file(data, queries, out / "queries.json")
+
+    env = {**os.environ, "ONSHI_BENCH_QUERIES": str(queries_path), "ONSHI_BENCH_RAW": str(raw_dir),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(common.BENCH / "locust"), os.environ.get("PYTHONPATH")]))}
+    users = 0
+    terminals = 0
+    if args.scenario in ("terminal", "mixed"):
+        terminals = args.terminals or int(min(200, max(1, rate // 10)))
+        users += terminals
+        env.update(ONSHI_BENCH_RATE=str(rate), ONSHI_BENCH_TERMINALS=str(terminals))
+    if args.scenario in ("review", "mixed"):
+        claims = rate if args.scenario == "review" else args.claims_per_s
+        env.update(ONSHI_BENCH_CLAIM_BATCH=str(args.claim_batch),
+                   ONSHI_BENCH_CLAIM_RATE=str(claims / args.claim_batch), ONSHI_BENCH_REVIEW_USERS="1")
+        users += 1
+    if args.scenario in ("insurer", "mixed"):
+        updates = rate if args.scenario == "insurer" else args.updates_per_s
+        env.update(ONSHI_BENCH_UPDATE_BATCH=str(args.update_batch),
+                   ONSHI_BENCH_UPDATE_RATE=str(updates / args.update_batch), ONSHI_BENCH_INSURER_USERS="1")
+        users += 1
+    if secondary is not None:
+        env["ONSHI_BENCH_SECONDARY"] = secondary.address
+
+    argv = [*common.locust_cmd(), "-f", str(common.BENCH / "locust" / f"{args.scenario}.py"),
+            "--headless", "-u", str(users), "-r", str(users), "--run-time", f"{int(args.duration)}s",
+            "--stop-timeout", "10", "--csv", str(out / "locust"), "--only-summary",
+            "--host", eligibility.address, "--loglevel", "WARNING"]
+    if args.locust_processes > 1:
+        argv += ["--processes", str(args.locust_processes)]
+    server_pids = eligibility.worker_pids() + (secondary.pids() if secondary else [])
+    cpu_before = {pid: common.total_cpu([pid]) for pid in server_pids}
+    print(f"bench: {args.scenario} at {rate:g}/s for {args.duration:g} s, {users} users, "
+          f"server {eligibility.address}" + (f", secondary {secondary.address}" if secondary else ""), flush=True)
+    started = time.monotonic()
+    with open(out / "locust.log", "w") as log:
+        try:
+            proc = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=args.duration + 120)
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
+            code = -1
+    wall = time.monotonic() - started
+    cpu_after = {pid: common.total_cpu([pid]) for pid in server_pids}
+    result = summarize(args, rate, out, raw_dir, code, wall)
+    result["eligibility_cpu_s"] = round(sum(cpu_after[p] - cpu_before[p] for p in eligibility.worker_pids()), 2)
+    result["engine"] = _engine_of(eligibility)
+    result["users"] = users
+    result["terminals"] = terminals
+    return result
+
+
+def _engine_of(server) -> str:
+    with contextlib.suppress(OSError):
+        for line in open(server.log_path):
+            if "engine=" in line:
+                return line.split("engine=", 1)[1].split()[0]
+    return "?"
+
+
+def summarize(args, rate: float, out: Path, raw_dir: Path, code: int, wall: float) -> dict:
+    timed: dict[str, list[tuple[float, float]]] = {}  # name -> (completion time, ms)
+    failures: dict[str, int] = {}
+    answers: dict[str, int] = {}
+    for path in raw_dir.glob("raw-*.json"):
+        raw = json.loads(path.read_text())
+        for name, values in raw["samples"].items():
+            timed.setdefault(name, []).extend(zip(raw["times"][name], values))
+        for what, n in raw["failures"].items():
+            failures[what] = failures.get(what, 0) + n
+        for what, n in raw["answers"].items():
+            answers[what] = answers.get(what, 0) + n
+    # The steady window: from `warmup` s after the first answer to the end of the
+    # run time; spawning users and the stop are outside it (failures count throughout).
+    first = min((t for pairs in timed.values() for t, _ in pairs), default=0.0)
+    window = (first + args.warmup, first + args.duration)
+    seconds = max(1e-9, window[1] - window[0])
+    samples = {name: [ms for t, ms in pairs if window[0] <= t <= window[1]] for name, pairs in timed.items()}
+    csv_failures = 0
+    with contextlib.suppress(OSError):
+        with open(f"{out / 'locust'}_stats.csv") as f:
+            for row in csv.DictReader(f):
+                if row["Name"] == "Aggregated":
+                    csv_failures = int(row["Failure Count"])
+    checks = sorted(v for name in CHECKS for v in samples.get(name, []))
+    failed_checks = sum(n for what, n in failures.items() if what.split(":")[0] in CHECKS)
+    n_failures = max(csv_failures, sum(failures.values()))
+    streams = {}
+    for name in samples:
+        if name not in CHECKS:
+            values = sorted(samples[name])
+            streams[name] = {"count": len(values), "p50": common.percentile(values, 50),
+                             "p99": common.percentile(values, 99), "max": values[-1] if values else float("nan")}
+    has_checks = args.scenario in ("terminal", "mixed")
+    primary = checks if has_checks else sorted(v for name in samples if name not in CHECKS for v in samples[name])
+    units = 1 if has_checks else (args.claim_batch if args.scenario == "review" else args.update_batch)
+    achieved = len(primary) * units / seconds
+    result = {
+        "date": common.now_utc(), "scenario": args.scenario, "command": common.command_line(),
+        "persons": args.persons if args.data is None else None, "data": str(args.data or ""),
+        "workers": args.workers, "offered": rate, "duration": args.duration, "warmup": args.warmup, "achieved": round(achieved, 1),
+        "count": len(primary), "p50": common.percentile(primary, 50), "p95": common.percentile(primary, 95),
+        "p99": common.percentile(primary, 99), "max": primary[-1] if primary else float("nan"),
+        "failures": n_failures, "failed_checks": failed_checks, "failure_kinds": failures,
+        "answers": answers, "streams": streams, "locust_exit": code, "wall_s": round(wall, 1),
+        "machine": common.machine(), "out": str(out),
+    }
+    result["target_ok"], result["target"] = judge(args, rate, result)
+    return result
+
+
+def judge(args, rate: float, r: dict) -> tuple[bool | None, str]:
+    if args.scenario not in ("terminal", "mixed"):
+        return None, "no latency target (throughput figure)"
+    at_target = rate >= TARGET_RATE and args.duration >= TARGET_SECONDS
+    holds = (r["achieved"] >= 0.97 * rate and r["p99"] <= TARGET_P99_MS and r["failures"] == 0
+             and r["count"] > 0)
+    why = []
+    if r["achieved"] < 0.97 * rate:
+        why.append(f"achieved {r['achieved']:.0f}/s < offered")
+    if not r["p99"] <= TARGET_P99_MS:
+        why.append(f"p99 {r['p99']:.1f} ms > {TARGET_P99_MS:g}")
+    if r["failures"]:
+        why.append(f"{r['failures']} failures")
+    text = "holds" if holds else "missed: " + ", ".join(why)
+    if not at_target:
+        return None, f"below target load ({text} at this load)"
+    return holds, ("**pass**" if holds else "**FAIL** (" + text.removeprefix("missed: ") + ")")
+
+
+def print_result(r: dict) -> None:
+    print(f"\n{r['scenario']}: offered {r['offered']:g}/s, achieved {r['achieved']:g}/s over "
+          f"{r['duration'] - r['warmup']:g} s steady ({r['count']} timed {'checks' if r['scenario'] in ('terminal', 'mixed') else 'batches'})")
+    print(f"  latency ms  p50 {common.fmt_ms(r['p50'])}  p95 {common.fmt_ms(r['p95'])}  "
+          f"p99 {common.fmt_ms(r['p99'])}  max {common.fmt_ms(r['max'])}")
+    for name, s in r["streams"].items():
+        print(f"  {name}: {s['count']} round trips, p50 {common.fmt_ms(s['p50'])} ms, "
+              f"p99 {common.fmt_ms(s['p99'])} ms, max {common.fmt_ms(s['max'])} ms")
+    print(f"  failures {r['failures']}" + "".join(f"\n    {n} × {what}" for what, n in
+                                                     sorted(r["failure_kinds"].items(), key=lambda x: -x[1])[:8]))
+    if r["answers"]:
+        print("  answers " + ", ".join(f"{k} {v}" for k, v in sorted(r["answers"].items())))
+    print(f"  eligibility server CPU {r['eligibility_cpu_s']} s "
+          f"({1e6 * r['eligibility_cpu_s'] / max(1, r['count']):.0f} µs per timed request)")
+    print(f"  target: {r['target']}")
+    print(f"  CSVs and raw latencies: {r['out']}")
+
+
+def record(args, r: dict) -> None:
+    streams = "; ".join(f"{n}: {s['count']}× p50 {s['p50']:.0f} ms p99 {s['p99']:.0f} ms"
+                        for n, s in r["streams"].items() if r["scenario"] == "mixed") or "—"
+    persons = f"{r['persons']:,}" if r["persons"] else r["data"]
+    row = [r["date"], r["scenario"], f"`{r['command']}`", persons,
+           f"{r['workers']} workers, {r['engine']}", f"{r['offered']:g}", f"{r['achieved']:g}",
+           common.fmt_ms(r["p50"]), common.fmt_ms(r["p95"]), common.fmt_ms(r["p99"]), common.fmt_ms(r["max"]),
+           str(r["failures"]), streams, r["target"], r["machine"]]
+    common.append_results(SECTION, INTRO, HEADER, row)
+    common.record("load", {k: v for k, v in r.items() if k != "out"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

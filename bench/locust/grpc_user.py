@@ -1,0 +1,204 @@
+"""gRPC under locust, as in locust's own gRPC example: sync stubs on gevent
+(`grpc.experimental.gevent.init_gevent()`) and a client interceptor that fires
+`events.request` for every unary call. Streaming scenarios fire one event per
+batch round trip themselves (see `fire`).
+
+Configuration comes from the environment, so `onshi bench load` (bench/load.py)
+and a person running locust by hand set the same things:
+
+    ONSHI_BENCH_QUERIES   JSON of card serials and numbers in the store (bench/common.py)
+    ONSHI_BENCH_SECONDARY host:port of `onshi ingest-serve` (review, insurer)
+    ONSHI_BENCH_RAW       directory: each locust process writes its exact latencies
+                          there at the end (locust's own percentiles are rounded to
+                          whole milliseconds, too coarse for a 10 ms target)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+
+import grpc
+import grpc.experimental.gevent as grpc_gevent
+from locust import User, events
+from locust.exception import LocustError
+
+# Patch grpc so its blocking calls yield to other greenlets instead of the OS.
+grpc_gevent.init_gevent()
+
+_samples: dict[str, list[float]] = {}  # name -> latencies (ms) of successful requests
+_times: dict[str, list[float]] = {}  # name -> completion times (unix s), parallel to _samples
+_failures: Counter = Counter()
+_answers: Counter = Counter()  # (name, validity or outcome) -> count, a sanity check on the mix
+_started = time.time()
+
+
+def fire(environment, name: str, started: float, *, length: int = 0, exception: BaseException | None = None):
+    environment.events.request.fire(
+        request_type="grpc", name=name, response_time=(time.perf_counter() - started) * 1000,
+        response_length=length, response=None, context={}, exception=exception)
+
+
+@events.request.add_listener
+def _keep(request_type, name, response_time, response_length, exception=None, **_kwargs):
+    if exception is None:
+        _samples.setdefault(name, []).append(response_time)
+        _times.setdefault(name, []).append(time.time())
+    else:
+        _failures[f"{name}: {type(exception).__name__}: {_describe(exception)}"] += 1
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        try:
+            return f"{exc.code().name} {exc.details()}"[:200]
+        except Exception:  # noqa: BLE001 - a broken call object must not end the run
+            pass
+    return str(exc)[:200]
+
+
+def note_answer(name: str, answer: str) -> None:
+    _answers[f"{name}={answer}"] += 1
+
+
+def _dump(**_kwargs) -> None:
+    where = os.environ.get("ONSHI_BENCH_RAW")
+    if not where:
+        return
+    os.makedirs(where, exist_ok=True)
+    out = {"pid": os.getpid(), "started": _started, "ended": time.time(), "samples": _samples, "times": _times,
+           "failures": dict(_failures), "answers": dict(_answers)}
+    tmp = os.path.join(where, f".raw-{os.getpid()}.json")
+    with open(tmp, "w") as f:
+        json.dump(out, f)
+    os.replace(tmp, os.path.join(where, f"raw-{os.getpid()}.json"))
+
+
+events.test_stop.add_listener(_dump)
+events.quitting.add_listener(_dump)
+
+
+class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
+    """Times each unary call from send to parsed answer and reports it to locust."""
+
+    def __init__(self, environment):
+        self.env = environment
+
+    def intercept_unary_unary(self, continuation, call_details, request):
+        started = time.perf_counter()
+        call = continuation(call_details, request)
+        name = call_details.method.rsplit("/", 1)[-1]
+        try:
+            length = call.result().ByteSize()
+        except grpc.RpcError as exc:
+            fire(self.env, name, started, exception=exc)
+        else:
+            fire(self.env, name, started, length=length)
+        return call
+
+
+_queries: dict | None = None
+
+
+def load_queries() -> dict:
+    """The sampled queries, parsed once per locust process (not once per user)."""
+    global _queries
+    if _queries is not None:
+        return _queries
+    path = os.environ.get("ONSHI_BENCH_QUERIES")
+    if not path:
+        raise LocustError("set ONSHI_BENCH_QUERIES (bench/load.py does) to a queries JSON")
+    with open(path) as f:
+        queries = json.load(f)
+    if not queries.get("cards") or not queries.get("numbers"):
+        raise LocustError(f"{path}: no card serials or numbers sampled from the store")
+    _queries = queries
+    return queries
+
+
+# ONSHI_BENCH_CHANNELS=N: users of a locust process share N connections round
+# robin (0: one connection per user). Every grpc channel under gevent costs the
+# client a poller of its own; see bench/README.md.
+CHANNELS = int(os.environ.get("ONSHI_BENCH_CHANNELS", "0"))
+_channels: dict[str, list] = {}
+_next_channel = 0
+
+
+def _shared_channel(address: str):
+    global _next_channel
+    pool = _channels.setdefault(address, [])
+    if len(pool) < CHANNELS:
+        # Distinct channel args keep grpc from sharing one subchannel (one TCP
+        # connection) between them, so SO_REUSEPORT can spread them over workers.
+        pool.append(grpc.insecure_channel(address, options=(("onshi.bench.channel", len(pool)),)))
+    _next_channel += 1
+    return pool[_next_channel % len(pool)]
+
+
+class GrpcUser(User):
+    """One caller with its own channel (its own connection, as a real terminal
+    has, so SO_REUSEPORT spreads callers over the server's workers)."""
+
+    abstract = True
+    stub_classes: tuple = ()
+    target: str | None = None  # None: --host
+
+    def __init__(self, environment):
+        super().__init__(environment)
+        address = self.target or self.host
+        if not address:
+            raise LocustError("no server address: pass --host HOST:PORT")
+        address = address.removeprefix("grpc://").removeprefix("http://")
+        channel = _shared_channel(address) if CHANNELS else grpc.insecure_channel(address)
+        self.channel = grpc.intercept_channel(channel, LocustInterceptor(environment))
+        self._raw_channel = channel
+        self._own_channel = not CHANNELS
+        self.stubs = [cls(self.channel) for cls in self.stub_classes]
+
+    def connect(self, timeout: float = 30.0) -> None:
+        """Open the connection before the first timed call, as a terminal that
+        has been switched on all morning has."""
+        grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)
+
+    def on_stop(self):
+        if self._own_channel:
+            self._raw_channel.close()
+
+
+class BatchStream:
+    """One long-lived bidi stream used batch by batch: `round_trip(request)`
+    sends one request message and waits for its one response message, so each
+    batch is timed from send to answer (the service answers in order)."""
+
+    _END = object()
+
+    def __init__(self, method, metadata=(), timeout: float = 60.0):
+        from gevent.queue import Queue
+
+        self._queue = Queue()
+        self._timeout = timeout
+        self._responses = method(self._requests(), metadata=tuple(metadata))
+
+    def _requests(self):
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            yield item
+
+    def round_trip(self, request):
+        import gevent
+
+        self._queue.put(request)
+        with gevent.Timeout(self._timeout, TimeoutError(f"no answer in {self._timeout:.0f} s")):
+            return next(self._responses)
+
+    def close(self) -> None:
+        self._queue.put(self._END)
+        try:
+            for _ in self._responses:  # let the server finish the stream cleanly
+                pass
+        except grpc.RpcError:
+            pass

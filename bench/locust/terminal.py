@@ -1,0 +1,73 @@
+"""`terminal`: clinic and pharmacy reception terminals checking patients.
+
+Most checks read the My Number card (card serial), some staff type the number
+from a paper card (insurer/symbol/number/branch + birth date), and a few
+present a card or number the service does not know (not yet registered by the
+insurer, or a typo) — those must answer NO_RECORD, never an error.
+
+Each user is one terminal with its own connection, paced at a constant rate;
+the total rate is ONSHI_BENCH_RATE checks/s spread over ONSHI_BENCH_TERMINALS
+users (bench/load.py sets both; -u must equal ONSHI_BENCH_TERMINALS here).
+
+    locust -f bench/locust/terminal.py --headless -u 100 -r 100 -t 60s --host 127.0.0.1:PORT
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+
+from google.type import date_pb2
+from locust import constant_throughput, task
+
+from grpc_user import GrpcUser, load_queries, note_answer
+from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc
+
+RATE = float(os.environ.get("ONSHI_BENCH_RATE", "100"))
+TERMINALS = max(1, int(os.environ.get("ONSHI_BENCH_TERMINALS", "10")))
+# The mix, in percent of checks: card, typed number, unknown card, unknown number.
+MIX = (85, 12, 2, 1)
+VALIDITY = {v.number: v.name.removeprefix("VALIDITY_") for v in eligibility_pb2.Validity.DESCRIPTOR.values}
+
+
+def _date(iso: str) -> date_pb2.Date:
+    y, m, d = (int(p) for p in iso.split("-"))
+    return date_pb2.Date(year=y, month=m, day=d)
+
+
+class Terminal(GrpcUser):
+    stub_classes = (eligibility_pb2_grpc.EligibilityServiceStub,)
+    wait_time = constant_throughput(RATE / TERMINALS)
+    weight = 1
+
+    def on_start(self):
+        self.queries = load_queries()
+        self.rng = random.Random(secrets.randbits(64))
+        (self.stub,) = self.stubs
+        self.connect()
+
+    @task
+    def check(self):
+        roll = self.rng.randrange(100)
+        if roll < MIX[0]:
+            self._by_card(self.rng.choice(self.queries["cards"]), "card")
+        elif roll < MIX[0] + MIX[1]:
+            self._by_number(self.rng.choice(self.queries["numbers"]), "number")
+        elif roll < MIX[0] + MIX[1] + MIX[2]:
+            # 30 hex digits: a valid serial far above the generated ones.
+            self._by_card("F" + secrets.token_hex(15)[1:], "unknown card")
+        else:
+            insurer, symbol, number, branch, birth = self.rng.choice(self.queries["numbers"])
+            self._by_number([insurer, symbol, "9" + number[-7:] + "9", branch, birth], "unknown number")
+
+    def _by_card(self, serial: str, kind: str):
+        answer = self.stub.CheckByCard(eligibility_pb2.CheckByCardRequest(card_serial=serial))
+        note_answer(kind, VALIDITY.get(answer.validity, str(answer.validity)))
+
+    def _by_number(self, fields: list, kind: str):
+        insurer, symbol, number, branch, birth = fields
+        answer = self.stub.CheckByNumber(eligibility_pb2.CheckByNumberRequest(
+            insurer_number=insurer, symbol=symbol, number=number, branch=branch,
+            birth_date=_date(birth)))
+        note_answer(kind, VALIDITY.get(answer.validity, str(answer.validity)))
