@@ -30,6 +30,12 @@ SERVICE_NAME = claims_pb2.DESCRIPTOR.services_by_name["ClaimService"].full_name
 FACILITY_KEY = "x-onshi-facility"
 
 
+def _abort_with_status(context, status: grpc.Status) -> None:
+    # grpc.aio's context for sync handlers (the secondary process) has no
+    # abort_with_status; abort() with the status's trailing metadata is the same.
+    context.abort(status.code, status.details, status.trailing_metadata)
+
+
 # --- who is calling ------------------------------------------------------------
 
 def caller_facility(context) -> str | None:
@@ -40,7 +46,7 @@ def caller_facility(context) -> str | None:
         if key == FACILITY_KEY:
             code = value.strip() if isinstance(value, str) else ""
             if len(code) != 10 or not code.isdigit():
-                context.abort_with_status(bad_request_status(
+                _abort_with_status(context, bad_request_status(
                     [(FACILITY_KEY, "must be a 10-digit facility code")]))
             return code
     return None
@@ -90,7 +96,7 @@ class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
             try:
                 response = self.verifier.verify(claims)
             except rules.ClaimError as exc:
-                context.abort_with_status(bad_request_status(exc.violations, "invalid claim batch"))
+                _abort_with_status(context, bad_request_status(exc.violations, "invalid claim batch"))
             if facility is None:
                 self._record(claims, response)
             self.batches_verified += 1
@@ -110,7 +116,7 @@ class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
         if not violations and months[0] > months[1]:
             violations.append(("last_month", "must not be before first_month"))
         if violations:
-            context.abort_with_status(bad_request_status(violations))
+            _abort_with_status(context, bad_request_status(violations))
         unresolved_points, unresolved_claims, paid = self.totals(code, months[0], months[1])
         if unresolved_points and not paid:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,

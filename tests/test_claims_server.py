@@ -1,0 +1,197 @@
+"""ClaimService through the real secondary process (`onshi ingest-serve`, killed
+at the end) on 127.0.0.1 port 0: verdict streams, recording and apportionment,
+pre-submission checks restricted to the facility, bad input as INVALID_ARGUMENT,
+and flow control against a slow reader."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from onshi.server.errors import field_violations
+from onshi.v1 import claims_pb2 as cpb
+from onshi.v1 import claims_pb2_grpc
+from onshi.v1 import qualification_pb2 as qpb
+
+from tests.claims_helpers import (FACILITY, KUMIAI, KYOKAI, NHI, OTHER_FACILITY, D, claim, person, qual,
+                                  unknown_claim, write_people)
+
+TARO = D(1960, 5, 1)
+HANAKO = D(1952, 2, 2)
+MONTH = cpb.ApportionRequest  # for brevity below
+
+
+class IngestServe:
+    """`onshi ingest-serve --port 0` as a child process."""
+
+    def __init__(self, data, tmp_path):
+        port_file = tmp_path / "port"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "onshi.cli", "ingest-serve", "--data", str(data), "--port", "0",
+             "--port-file", str(port_file), "--grace", "1"],
+            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"))
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError("ingest-serve did not start: " + (tmp_path / "serve.log").read_text())
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        grpc.channel_ready_future(self.channel).result(timeout=30)
+        self.stub = claims_pb2_grpc.ClaimServiceStub(self.channel)
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def serve(tmp_path):
+    data = tmp_path / "store"
+    write_people(data, [
+        (person("ヤマダ タロウ", TARO), [
+            qual(KYOKAI, "12", "345", "00", D(2020, 1, 1), D(2024, 4, 1)),
+            qual(KUMIAI, "A", "9", "00", D(2024, 4, 1)),
+        ]),
+        (person("スズキ ハナコ", HANAKO, sex=2), [
+            qual(KYOKAI, "12", "777", "00", D(2015, 1, 1), D(2024, 4, 15)),
+            qual(NHI, "国", "1-2", "00", D(2024, 4, 15)),
+        ]),
+    ])
+    server = IngestServe(data, tmp_path)
+    yield server
+    server.stop()
+
+
+def months(first=(2024, 4), last=(2024, 4)):
+    from google.type import date_pb2
+    return dict(first_month=date_pb2.Date(year=first[0], month=first[1]),
+                last_month=date_pb2.Date(year=last[0], month=last[1]))
+
+
+def verify(stub, batches, metadata=None):
+    return list(stub.VerifyClaims(iter([cpb.VerifyClaimsRequest(claims=b) for b in batches]),
+                                  metadata=metadata, timeout=30))
+
+
+def test_verdict_stream_records_and_apportions(serve):
+    stub = serve.stub
+    batch1 = [
+        claim("k1", KYOKAI, "12", "345", "00", TARO, D(2024, 4, 2), points=1000),           # -> 組合
+        claim("k2", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 1), D(2024, 4, 10), points=3000),  # OK
+        claim("k3", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 14), D(2024, 4, 15), points=2000),  # split
+    ]
+    batch2 = [
+        unknown_claim("u1", D(1999, 1, 1), D(2024, 4, 3), points=100, name_kana="ダレ", sex=qpb.SEX_MALE),
+        unknown_claim("u2", D(1999, 1, 1), D(2024, 4, 4), points=1, name_kana="ダレ", sex=qpb.SEX_MALE),
+        claim("k4", KYOKAI, "12", "999", "00", TARO, D(2024, 4, 2), points=500),            # return
+    ]
+    responses = verify(stub, [batch1, batch2])
+    assert [[v.claim_id for v in r.verdicts] for r in responses] == [["k1", "k2", "k3"], ["u1", "u2", "k4"]]
+    outcomes = [v.outcome for r in responses for v in r.verdicts]
+    assert outcomes == [cpb.OUTCOME_REROUTE, cpb.OUTCOME_OK, cpb.OUTCOME_SPLIT,
+                        cpb.OUTCOME_UNRESOLVED, cpb.OUTCOME_UNRESOLVED, cpb.OUTCOME_RETURN]
+
+    r = stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months()), timeout=10)
+    # paid: 組合 1000, 協会 3000 + 1000 (split half), 国保 1000; unresolved 101 points in 2 claims
+    assert (r.unresolved_points, r.unresolved_claims, r.paid_points) == (101, 2, 6000)
+    assert [(s.insurer_number, s.paid_points) for s in r.shares] == sorted(
+        [(KYOKAI, 4000), (KUMIAI, 1000), (NHI, 1000)])
+    assert sum(s.share_points for s in r.shares) == 101
+    assert {s.insurer_number: s.share_points for s in r.shares} == {KYOKAI: 68, KUMIAI: 17, NHI: 16} or \
+        {s.insurer_number: s.share_points for s in r.shares} == {KYOKAI: 67, KUMIAI: 17, NHI: 17}
+
+    # re-verifying the same claims replaces their records: totals do not double
+    verify(stub, [batch1, batch2])
+    again = stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months()), timeout=10)
+    assert again == r
+    # another month, another facility: nothing
+    empty = stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months((2024, 5), (2024, 6))))
+    assert (empty.unresolved_points, empty.paid_points, list(empty.shares)) == (0, 0, [])
+    assert stub.Apportion(cpb.ApportionRequest(facility_code=OTHER_FACILITY, **months())).paid_points == 0
+
+
+def test_unresolved_without_payments_is_failed_precondition(serve):
+    verify(serve.stub, [[unknown_claim("u", D(1999, 1, 1), D(2024, 4, 3), name_kana="ダレ", sex=1,
+                                       facility=OTHER_FACILITY)]])
+    with pytest.raises(grpc.RpcError) as err:
+        serve.stub.Apportion(cpb.ApportionRequest(facility_code=OTHER_FACILITY, **months()))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_pre_submission_check_is_own_facility_only_and_not_recorded(serve):
+    md = (("x-onshi-facility", FACILITY),)
+    (r,) = verify(serve.stub, [[claim("p1", KYOKAI, "12", "345", "00", TARO, D(2024, 4, 2), points=9)]], md)
+    assert r.verdicts[0].outcome == cpb.OUTCOME_REROUTE
+    assert serve.stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months())).paid_points == 0
+    with pytest.raises(grpc.RpcError) as err:
+        verify(serve.stub, [[claim("p2", KYOKAI, "12", "345", "00", TARO, D(2024, 4, 2),
+                                   facility=OTHER_FACILITY)]], md)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as err:
+        verify(serve.stub, [[]], (("x-onshi-facility", "12"),))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_bad_input_is_invalid_argument_with_fields(serve):
+    bad = claim("b", KYOKAI, "12", "345", "00", TARO, D(2024, 3, 30), D(2024, 4, 2))
+    good = claim("g", KYOKAI, "12", "345", "00", TARO, D(2024, 3, 2))
+    calls = serve.stub.VerifyClaims(iter([cpb.VerifyClaimsRequest(claims=[good]),
+                                          cpb.VerifyClaimsRequest(claims=[good, bad])]), timeout=10)
+    first = next(calls)
+    assert first.verdicts[0].outcome == cpb.OUTCOME_OK  # earlier batches are answered
+    with pytest.raises(grpc.RpcError) as err:
+        next(calls)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(err.value) == [("claims[1].last_visit_date", "the visit period must lie within one month")]
+    with pytest.raises(grpc.RpcError) as err:
+        serve.stub.Apportion(cpb.ApportionRequest(facility_code="x"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in field_violations(err.value)} == {"facility_code", "first_month", "last_month"}
+    # the service still answers
+    assert verify(serve.stub, [[good]])[0].verdicts[0].outcome == cpb.OUTCOME_OK
+
+
+def test_slow_reader_holds_the_server_back(serve):
+    """A client that stops reading stops the server: what it verified (and
+    recorded) beyond what the client consumed stays within the HTTP/2
+    flow-control windows (a few MiB), not the whole stream."""
+    batches, size = 400, 500
+    sent = []
+
+    def make(b):
+        return cpb.VerifyClaimsRequest(claims=[
+            claim(f"slow-{b}-{i}-" + "x" * 100, KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=1)
+            for i in range(size)])
+
+    def requests():
+        for b in range(batches):
+            sent.append(b)
+            yield make(b)
+
+    calls = serve.stub.VerifyClaims(requests(), timeout=120)
+    consumed = [next(calls) for _ in range(2)]
+    response_bytes = consumed[0].ByteSize()
+    time.sleep(2.0)  # the reader stalls; the server must stall too
+
+    def verified() -> int:
+        return serve.stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months()),
+                                    timeout=10).paid_points // size
+
+    ahead = verified()
+    time.sleep(1.0)
+    assert verified() == ahead, "server kept verifying while nobody read"
+    held = (ahead - len(consumed)) * response_bytes
+    assert held <= 16 << 20, f"{held} bytes of verdicts ran ahead of the reader"
+    assert ahead < batches * 3 // 4 and len(sent) < batches, (ahead, len(sent))
+    rest = list(calls)
+    assert len(consumed) + len(rest) == batches
+    assert verified() == batches
