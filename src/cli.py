@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "onshi.core.claims_file",  # onshi claims verify (issue 4)
     "onshi.server.ingest_cli", # onshi ingest-serve, onshi ingest-file (issue 3)
     "onshi.core.pki",          # onshi pki init (test PKI, issue 5)
+    "onshi.core.audit",        # onshi audit verify|compact|show (issue 5)
     "onshi.terminal.cli",      # onshi terminal check|watch (clinic terminal, issue 6)
     "onshi.server.bench_cli",  # onshi bench load|peers|scale|cost|plot (issue 7)
 )

@@ -167,6 +167,7 @@ class AuditLog:
         self._batch = _Batch()
         self._closing = False
         self._force_rotate = False
+        self._failed: BaseException | None = None
         self.batches = 0
         self.records = 0
         self._thread = threading.Thread(target=self._run, name=f"audit-{stream}", daemon=True)
@@ -231,8 +232,13 @@ class AuditLog:
                     return
                 self._batch = _Batch()
             try:
+                if self._failed is not None:
+                    raise self._failed
                 self._write(batch.records)
             except BaseException as exc:  # disk full, EIO: every waiter learns it
+                # Fail-stop: a partial write may be on disk, so nothing more is
+                # appended after it; answers stop until an operator restarts.
+                self._failed = exc
                 batch.error = exc
             batch.done.set()
 
@@ -293,9 +299,12 @@ class AuditLog:
             self._closing = True
             self._wake.notify()
         self._thread.join()
-        if self.durable:
-            os.fsync(self.fd)
-        os.close(self.fd)
+        try:
+            if self.durable and self._failed is None:
+                os.fsync(self.fd)
+            os.close(self.fd)
+        except OSError:
+            pass  # already failed: every waiter was told
         self._lockfile.close()
 
 

@@ -388,13 +388,16 @@ def pki_paths(pki_dir: str, stem: str) -> tuple[str, str, str]:
     return os.path.join(base, "ca.pem"), os.path.join(base, stem + ".pem"), os.path.join(base, stem + ".key.pem")
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def check_insecure_bind(host: str) -> None:
     """--insecure-dev binds loopback only, and says so loudly."""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
+    if not is_loopback(host):
         raise SystemExit(f"onshi: --insecure-dev serves only on loopback (127.0.0.1 / ::1), not {host}")
     banner = "!" * 72
     print(f"{banner}\n!! INSECURE DEV MODE: no TLS, no client certificates; callers declare their\n"

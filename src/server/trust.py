@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -339,3 +340,48 @@ async def abort_trust_async(context, exc: Exception):
     if isinstance(exc, auth.AuthError):
         await context.abort(exc.code, exc.message)
     raise exc
+
+
+# --- `onshi serve` with the trust layer -------------------------------------------
+
+def trust_requested(args) -> bool:
+    return bool(getattr(args, "pki", None) or getattr(args, "tls_cert", None) or getattr(args, "insecure_dev", False)
+                or getattr(args, "audit_dir", None) or getattr(args, "jpki_ca", None))
+
+
+def check_serve_args(args, host: str) -> None:
+    """In the parent, before fork: refuse bad combinations, print the dev warning.
+    Without any trust option the server stays as before (no TLS, no roles), and
+    then only on loopback."""
+    if getattr(args, "insecure_dev", False):
+        auth.check_insecure_bind(host)
+        return
+    if not trust_requested(args):
+        if not auth.is_loopback(host):
+            raise SystemExit(f"onshi: without mTLS (--pki or --tls-cert/--tls-key/--client-ca) the server "
+                             f"binds loopback only, not {host}")
+        print("onshi: WARNING no mTLS configured: plaintext, callers not authenticated, no access log "
+              "(loopback only; use --pki DIR for the trust layer)", file=sys.stderr, flush=True)
+        return
+    if not (args.pki or (args.tls_cert and args.tls_key and args.client_ca)):
+        raise SystemExit("onshi: mTLS needs --tls-cert, --tls-key and --client-ca (or --pki DIR); "
+                         "--insecure-dev for a loopback-only demo")
+
+
+def server_builder(args, host: str, threads: int):
+    """build_server(engine, address) for app.serve: runs in each worker after fork."""
+    def build(engine, address):
+        from onshi.server import app
+
+        insecure = getattr(args, "insecure_dev", False)
+        if insecure:
+            auth.enable_insecure_dev()
+            credentials = None
+        else:
+            credentials = auth.credentials_from_args(args, host)
+        setup = setup_from_args(args)
+        hooks = EligibilityTrust(setup.verifier, setup.log)
+        return app.create_server(engine, address=address, threads=threads, credentials=credentials,
+                                 interceptors=auth.interceptors(), card_proof=hooks.card_proof,
+                                 audit=hooks.audit if setup.log else None)
+    return build

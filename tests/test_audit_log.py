@@ -1,0 +1,193 @@
+"""The access log on disk: group commit, hash chain, `onshi audit verify`
+catching an edited byte, a removed or inserted record, a removed segment or
+tail; retention compaction that keeps the chain verifiable."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import time
+
+import pytest
+
+from onshi.cli import main as onshi
+from onshi.core import audit
+from onshi.core.audit import AuditLog, AuditRecord
+
+
+def rec(i: int, **kw) -> AuditRecord:
+    return AuditRecord(actor="facility:1310000001", action="CheckByCard", subject=f"card:{i:04x}",
+                       items="validity=1 qualifications=1", purpose="visit", request_id=f"r{i}", **kw)
+
+
+def write(directory, n=20, stream="s", **kw) -> AuditLog:
+    log = AuditLog(str(directory), stream, **kw)
+    for i in range(n):
+        log.append(rec(i))
+    return log
+
+
+def segment(directory, stream="s", seq=1) -> str:
+    return os.path.join(str(directory), stream, audit.segment_name(seq))
+
+
+def offsets(path) -> list[tuple[int, int]]:
+    """(start, end) of each record in a segment."""
+    with open(path, "rb") as f:
+        data = f.read()
+    out, pos = [], audit.HEADER.size
+    while pos < len(data):
+        (n,) = struct.unpack_from("<I", data, pos)
+        end = pos + 4 + n + 32
+        out.append((pos, end))
+        pos = end
+    return out
+
+
+def verify_exit(directory) -> int:
+    return onshi(["audit", "verify", "--dir", str(directory)])
+
+
+def test_records_round_trip_and_verify(tmp_path):
+    write(tmp_path).close()
+    got = list(audit.read(str(tmp_path)))
+    assert [r.request_id for r in got] == [f"r{i}" for i in range(20)]
+    assert got[3].actor == "facility:1310000001" and got[3].time_ns > 0
+    assert verify_exit(tmp_path) == 0
+
+
+def test_group_commit_batches_concurrent_appenders(tmp_path):
+    log = AuditLog(str(tmp_path), "s")
+    threads = [threading.Thread(target=lambda k=k: [log.append(rec(k * 1000 + i)) for i in range(50)])
+               for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert log.records == 400
+    assert log.batches < 400  # several appenders shared an fdatasync
+    log.close()
+    assert audit.verify(str(tmp_path)).records == 400
+
+
+def test_changed_byte_is_detected(tmp_path, capsys):
+    write(tmp_path).close()
+    path = segment(tmp_path)
+    start, end = offsets(path)[7]
+    with open(path, "r+b") as f:
+        f.seek(start + 20)
+        byte = f.read(1)
+        f.seek(start + 20)
+        f.write(bytes([byte[0] ^ 1]))
+    assert verify_exit(tmp_path) == 1
+    assert "record 7" in capsys.readouterr().out
+
+
+def test_removed_record_is_detected(tmp_path):
+    write(tmp_path).close()
+    path = segment(tmp_path)
+    start, end = offsets(path)[5]
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:start] + data[end:])
+    report = audit.verify(str(tmp_path))
+    assert not report.ok and "hash chain broken" in report.problems[0]
+
+
+def test_inserted_record_is_detected(tmp_path):
+    write(tmp_path).close()
+    path = segment(tmp_path)
+    start, end = offsets(path)[5]
+    with open(path, "rb") as f:
+        data = f.read()
+    # A well-formed record copied in (even with a correct-looking hash of its own).
+    forged_body = audit.encode(rec(999, time_ns=time.time_ns()))
+    forged = struct.pack("<I", len(forged_body)) + forged_body + audit.chain(b"\0" * 32, forged_body)
+    with open(path, "wb") as f:
+        f.write(data[:end] + forged + data[end:])
+    assert not audit.verify(str(tmp_path)).ok
+    assert verify_exit(tmp_path) == 1
+
+
+def test_removed_tail_and_segment_are_detected(tmp_path):
+    log = write(tmp_path, 10)
+    log.rotate()
+    for i in range(10):
+        log.append(rec(100 + i))
+    log.close()
+    assert audit.verify(str(tmp_path)).ok
+    # Removing the tail of the live segment: the head tripwire notices.
+    path2 = segment(tmp_path, seq=2)
+    start, _ = offsets(path2)[-2]
+    with open(path2, "r+b") as f:
+        f.truncate(start)
+    assert not audit.verify(str(tmp_path)).ok
+    # Removing a whole sealed segment breaks the link between segments.
+    write(tmp_path / "b", 5).close()
+    log = AuditLog(str(tmp_path / "b"), "s")
+    log.rotate()
+    log.append(rec(1))
+    log.rotate()
+    log.close()
+    os.unlink(segment(tmp_path / "b", seq=2))
+    report = audit.verify(str(tmp_path / "b"))
+    assert not report.ok and any("segment" in p for p in report.problems)
+
+
+def test_torn_tail_is_a_note_and_cut_on_reopen(tmp_path):
+    write(tmp_path, 5).close()
+    with open(segment(tmp_path), "ab") as f:
+        f.write(b"\x40\x00\x00\x00partial")  # a crash in the middle of write()
+    report = audit.verify(str(tmp_path))
+    assert report.ok and report.notes
+    log = AuditLog(str(tmp_path), "s")
+    log.append(rec(5))
+    log.close()
+    report = audit.verify(str(tmp_path))
+    assert report.ok and not report.notes and report.records == 6
+
+
+def test_compaction_drops_old_segments_and_keeps_the_chain(tmp_path):
+    clock = [time.time_ns() - 6 * 365 * 86400 * 10**9]  # six years ago
+    log = AuditLog(str(tmp_path), "s", clock=lambda: clock[0])
+    for i in range(5):
+        log.append(rec(i))
+    log.rotate()
+    clock[0] = time.time_ns()
+    for i in range(5):
+        log.append(rec(10 + i))
+    log.rotate()
+    assert log.compact() == 1  # default retention: 5 years
+    log.append(rec(20))
+    log.close()
+    report = audit.verify(str(tmp_path))
+    assert report.ok, report.problems
+    ids = [r.request_id for r in audit.read(str(tmp_path))]
+    assert "r0" not in ids and "r10" in ids and "r20" in ids
+    assert any(r.action == "AuditCompact" for r in audit.read(str(tmp_path)))
+    with open(os.path.join(str(tmp_path), "s", "anchor")) as f:
+        assert json.load(f)["seq"] == 1
+    # The anchor is part of what is verified: a forged one is caught.
+    with open(os.path.join(str(tmp_path), "s", "anchor"), "w") as f:
+        json.dump({"seq": 1, "records": 7, "hash": "00" * 32}, f)
+    assert not audit.verify(str(tmp_path)).ok
+
+
+def test_one_writer_per_stream(tmp_path):
+    log = AuditLog(str(tmp_path), "s")
+    with pytest.raises(RuntimeError):
+        AuditLog(str(tmp_path), "s")
+    log.close()
+
+
+def test_write_failure_reaches_every_waiter(tmp_path):
+    log = AuditLog(str(tmp_path), "s")
+    os.close(log.fd)  # the disk goes away under the writer
+    with pytest.raises(OSError):
+        log.append(rec(1))
+    with pytest.raises(OSError):  # fail-stop: nothing is appended after a failed write
+        log.append(rec(2))
+    log.close()
