@@ -7,6 +7,7 @@ the same number streamed by an insurer meet on the same key.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -65,6 +66,7 @@ def is_late_elderly(insurer_number: str) -> bool:
     return len(insurer_number) == 8 and insurer_number.startswith(LATE_ELDERLY_SCHEME)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the writer re-keys a person's numbers on every update
 def number_key(insurer_number: str, symbol: str, number: str, branch: str) -> bytes:
     """The individual insured number as an index key (raises InvalidIdentifier).
 

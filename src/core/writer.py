@@ -8,7 +8,7 @@ sees a person either wholly before or wholly after the change.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import lmdb
@@ -218,3 +218,31 @@ class WriteTxn:
         self.txn.put(serial_key, lk, db=self.dbs["card"])
         self.txn.put(lk, serial_key, db=self.dbs["card_of"])
         return old if old != serial_key else None
+
+    # -- databases of services built on the writer (opened with Writer.open_db) --
+    def get(self, db: str, key: bytes) -> bytes | None:
+        return self.txn.get(key, db=self.dbs[db])
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        self.txn.put(key, value, db=self.dbs[db])
+
+    def delete(self, db: str, key: bytes) -> bool:
+        return self.txn.delete(key, db=self.dbs[db])
+
+    def scan(self, db: str, prefix: bytes = b"", start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Items whose key starts with `prefix`, from `start` (inclusive) on, in key order."""
+        cursor = self.txn.cursor(db=self.dbs[db])
+        if not cursor.set_range(max(prefix, start)):
+            return
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    def next_sequence(self, counter: bytes) -> int:
+        """A durable counter in `meta` (quarantine IDs, notice IDs...): 1, 2, 3..."""
+        key = b"seq:" + counter
+        raw = self.txn.get(key, db=self.dbs["meta"])
+        value = int.from_bytes(raw, "big") + 1 if raw else 1
+        self.txn.put(key, value.to_bytes(8, "big"), db=self.dbs["meta"])
+        return value

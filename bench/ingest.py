@@ -1,0 +1,222 @@
+"""Ingest benchmark (issue 3): durable updates/s through `onshi ingest-serve`
+with group commit, and the visibility lag on a running `onshi serve`.
+
+    .venv/bin/python bench/ingest.py --residents 20000 --updates 100000 --streams 3 [--write]
+
+1. a fresh store; `onshi ingest-serve` on it; the registry loaded (PutResidents);
+2. `onshi serve` (1 worker) opened on the same store, read-only;
+3. one stream per insurer sends its share of the updates (acquisitions, burden
+   ratio changes, losses, insurer changes with notices), `--window` unacked at most;
+   updates/s = updates / (first send -> last ack). Every ack is ACCEPTED only
+   after its transaction's fsync'd commit (LMDB sync on), so this is durable
+   throughput. Commits are counted by the server (printed on its SIGTERM);
+4. visibility: every `--sample`-th acquisition, when its ACCEPTED ack arrives, a
+   checker thread asks the eligibility server CheckByNumber until VALID;
+   lag = seen - ack. Also reported: send -> ack latency of the same updates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import queue
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import grpc  # noqa: E402
+
+import ingest_support as s  # noqa: E402
+from onshi.server.ingest_cli import UpdateStreamer  # noqa: E402
+from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc  # noqa: E402
+from onshi.v1 import enrollment_pb2 as pb  # noqa: E402
+from onshi.v1 import enrollment_pb2_grpc  # noqa: E402
+
+SECTION = "## Ingest (issue 3)"
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+def load_registry(target: str, residents: int) -> float:
+    started = time.perf_counter()
+    with grpc.insecure_channel(target) as channel:
+        stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+        for i in range(0, residents, 5000):
+            page = [s.resident(j) for j in range(i, min(residents, i + 5000))]
+            stub.PutResidents(pb.PutResidentsRequest(residents=page), wait_for_ready=True, timeout=120)
+    return residents / (time.perf_counter() - started)
+
+
+def run(args) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="onshi-bench-ingest-", dir=args.dir))
+    data = tmp / "store"
+    ingest = s.start_ingest(data, tmp)
+    serve = None
+    try:
+        registry_rate = load_registry(ingest.target, args.residents)
+        serve = s.start_eligibility(data, tmp) if s.eligibility_server_available() else None
+        updates = s.script(args.residents, args.updates, seed=1)
+        by_insurer: dict[str, list] = {}
+        for u in updates:
+            by_insurer.setdefault(u.insurer_number, []).append(u)
+        streams = list(by_insurer.items())[: args.streams]
+        sent_count = sum(len(us) for _, us in streams)
+
+        sample_sent: dict[str, float] = {}
+        latencies: list[float] = []
+        lags: list[float] = []
+        misses = [0]
+        outcomes: dict[int, int] = {}
+        checks: queue.Queue = queue.Queue()
+        lock = threading.Lock()
+        last_ack = [0.0]
+
+        def sampled(u) -> bool:
+            return u.WhichOneof("change") == "acquisition" and int(u.update_id[1:]) % args.sample == 0
+
+        def feed(us):
+            for u in us:
+                if sampled(u):
+                    sample_sent[u.update_id] = time.perf_counter()
+                yield u
+
+        def on_ack(u, ack):
+            now = time.perf_counter()
+            with lock:
+                outcomes[ack.outcome] = outcomes.get(ack.outcome, 0) + 1
+                last_ack[0] = now
+                if u.update_id in sample_sent:
+                    latencies.append(now - sample_sent[u.update_id])
+                    q = u.acquisition.qualification
+                    checks.put((now, u.insurer_number, q.symbol, q.number, q.branch, u.person.birth_date))
+
+        def checker():
+            if serve is None:
+                return
+            with grpc.insecure_channel(serve.target) as channel:
+                stub = eligibility_pb2_grpc.EligibilityServiceStub(channel)
+                while True:
+                    item = checks.get()
+                    if item is None:
+                        return
+                    acked, insurer, symbol, number, branch, birth = item
+                    request = eligibility_pb2.CheckByNumberRequest(
+                        insurer_number=insurer, symbol=symbol, number=number, branch=branch, birth_date=birth,
+                        as_of=s.date("2030-01-01"))
+                    deadline = acked + 5.0
+                    while True:
+                        response = stub.CheckByNumber(request, timeout=5)
+                        if response.validity in (eligibility_pb2.VALIDITY_VALID, eligibility_pb2.VALIDITY_INVALID,
+                                                 eligibility_pb2.VALIDITY_INVALID_NEWER_EXISTS):
+                            lags.append(time.perf_counter() - acked)
+                            break
+                        if time.perf_counter() > deadline:
+                            misses[0] += 1
+                            break
+
+        checkers = [threading.Thread(target=checker, daemon=True) for _ in range(args.checkers)]
+        for t in checkers:
+            t.start()
+        started = time.perf_counter()
+        senders = []
+        for insurer, us in streams:
+            streamer = UpdateStreamer(ingest.target, [insurer], window=args.window, retries=0)
+            t = threading.Thread(target=streamer.run, args=(feed(us), on_ack), daemon=True)
+            t.start()
+            senders.append(t)
+        for t in senders:
+            t.join(timeout=args.timeout)
+        elapsed = last_ack[0] - started
+        for _ in checkers:
+            checks.put(None)
+        for t in checkers:
+            t.join(timeout=30)
+        acked = sum(outcomes.values())
+        ingest.stop()
+        stats = re.search(r"(\d+) writes in (\d+) commits", ingest.log.read_text())
+        writes, commits = (int(stats.group(1)), int(stats.group(2))) if stats else (0, 0)
+        return {
+            "registry_per_s": registry_rate,
+            "updates": sent_count, "acked": acked, "streams": len(streams),
+            "accepted": outcomes.get(pb.ENROLLMENT_OUTCOME_ACCEPTED, 0),
+            "seconds": elapsed, "per_s": acked / elapsed if elapsed > 0 else 0.0,
+            "commits": commits, "per_commit": writes / commits if commits else 0.0,
+            "latency_p50_ms": 1000 * pct(latencies, 50), "latency_p99_ms": 1000 * pct(latencies, 99),
+            "lag_p50_ms": 1000 * pct(lags, 50), "lag_p99_ms": 1000 * pct(lags, 99),
+            "lag_max_ms": 1000 * max(lags) if lags else float("nan"),
+            "lag_samples": len(lags), "lag_misses": misses[0], "checked_by": "onshi serve" if serve else "none",
+        }
+    finally:
+        ingest.kill()
+        if serve is not None:
+            serve.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(r: dict, command: str) -> str:
+    import common
+
+    return "\n".join([
+        f"- {common.now_utc()} on {common.machine()}",
+        f"  `{command}`",
+        f"  - durable updates/s (group commit, fsync per commit): **{r['per_s']:,.0f}/s** "
+        f"({r['acked']:,} acks, {r['accepted']:,} ACCEPTED, {r['streams']} streams, {r['seconds']:.2f} s; "
+        f"{r['commits']:,} commits, {r['per_commit']:.0f} writes/commit)",
+        f"  - send -> ACCEPTED ack latency p50 {r['latency_p50_ms']:.1f} ms, p99 {r['latency_p99_ms']:.1f} ms",
+        f"  - visibility lag (ack -> seen by CheckByNumber on {r['checked_by']}): p50 {r['lag_p50_ms']:.2f} ms, "
+        f"p99 {r['lag_p99_ms']:.2f} ms, max {r['lag_max_ms']:.2f} ms ({r['lag_samples']} samples, "
+        f"{r['lag_misses']} not seen within 5 s)",
+        f"  - registry load (PutResidents, 5,000 per call): {r['registry_per_s']:,.0f} records/s",
+    ])
+
+
+def write_results(text: str) -> None:
+    path = ROOT / "bench" / "RESULTS.md"
+    current = path.read_text() if path.exists() else "# Benchmark results\n"
+    if SECTION not in current:
+        current = current.rstrip("\n") + f"\n\n{SECTION}\n\n"
+    head, _, tail = current.partition(SECTION)
+    # Append this run at the end of our section (before the next "## " heading).
+    match = re.search(r"\n## ", tail)
+    body, rest = (tail[:match.start()], tail[match.start():]) if match else (tail, "")
+    path.write_text(head + SECTION + body.rstrip("\n") + "\n\n" + text + "\n" + rest)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--residents", type=int, default=20_000)
+    parser.add_argument("--updates", type=int, default=100_000)
+    parser.add_argument("--streams", type=int, default=3, help="one per insurer, at most 3")
+    parser.add_argument("--window", type=int, default=4096, help="unacked updates per stream")
+    parser.add_argument("--sample", type=int, default=50, help="check every Nth acquisition for visibility")
+    parser.add_argument("--checkers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--dir", default=None, help="where the temporary store goes (default: $TMPDIR)")
+    parser.add_argument("--write", action="store_true", help=f"append the figures to bench/RESULTS.md {SECTION}")
+    args = parser.parse_args()
+    result = run(args)
+    command = "python bench/ingest.py " + " ".join(sys.argv[1:])
+    text = report(result, command)
+    print(text)
+    if args.write:
+        write_results(text)
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

@@ -1,0 +1,596 @@
+"""Applying insurers' updates to people's histories, inside one WriteTxn.
+
+Every function here runs inside `Writer.apply` (usually many updates per
+transaction, see onshi.server.secondary): it reads and writes only through the
+WriteTxn, never has effects outside it, and may be re-run from scratch when the
+map grows. Checks come before writes, so an update either applies whole or
+leaves nothing but its outcome record.
+
+Order of the checks for one update (DOMAIN.md §4):
+  1. idempotency: (insurer, update_id) seen before -> DUPLICATE, same outcome;
+  2. the registry: resident known, basic information matches -> else QUARANTINED;
+  3. an earlier update of this resident from this insurer waits in quarantine ->
+     QUARANTINED (held behind it, so updates never apply out of order);
+  4. the change against the history (a loss needs an open qualification, a
+     number may not belong to another person...) -> REJECTED with violations;
+  5. applied -> ACCEPTED; notices to other insurers still showing the person insured.
+
+Databases (opened by `open_dbs`; keys use \\x1f between parts):
+  registry         resident ID -> Resident (onshi.core.registry)
+  resident_link    resident ID -> link key (one link ID per resident)
+  applied          insurer \\x1f update_id -> EnrollmentAck of the first outcome
+  quarantine       quarantine ID (8 bytes) -> QuarantinedUpdate (kept after resolution)
+  quarantine_open  insurer \\x1f quarantine ID -> resident ID   (open entries, by insurer)
+  quarantine_held  insurer \\x1f resident ID \\x1f quarantine ID -> b""  (order per resident)
+  quarantine_done  quarantine ID -> EnrollmentAck of the resolution
+  notice           notice ID -> InsurerNotice;  notice_open  insurer \\x1f notice ID -> b""
+  link_notice      resident ID \\x1f link notice ID -> LinkNotice
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from google.protobuf import timestamp_pb2
+
+from onshi.core import dates, identifiers, registry
+from onshi.core.identifiers import InvalidIdentifier
+from onshi.core.store import link_id_of, link_key
+from onshi.core.writer import WriteTxn
+from onshi.v1 import enrollment_pb2 as pb
+from onshi.v1 import qualification_pb2 as qpb
+
+DB_NAMES = (b"registry", b"resident_link", b"applied", b"quarantine", b"quarantine_open",
+            b"quarantine_held", b"quarantine_done", b"notice", b"notice_open", b"link_notice")
+
+ACCEPTED = pb.ENROLLMENT_OUTCOME_ACCEPTED
+DUPLICATE = pb.ENROLLMENT_OUTCOME_DUPLICATE
+REJECTED = pb.ENROLLMENT_OUTCOME_REJECTED
+QUARANTINED = pb.ENROLLMENT_OUTCOME_QUARANTINED
+DISCARDED = pb.ENROLLMENT_OUTCOME_DISCARDED
+HELD_BEHIND = pb.QUARANTINE_REASON_HELD_BEHIND
+
+MAX_UPDATE_ID = 64
+BURDEN_RATIOS = (10, 20, 30)
+SEP = b"\x1f"
+
+# change kinds that add a qualification / end one / amend one
+ADDING = ("acquisition", "dependent_addition")
+ENDING = ("loss", "dependent_removal")
+AMENDING = ("burden_ratio_change", "certificates_change", "subsidies_change")
+
+
+def open_dbs(writer) -> None:
+    for name in DB_NAMES:
+        writer.open_db(name)
+
+
+def _seq(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+# --- stateless validation ----------------------------------------------------
+
+@dataclass(slots=True)
+class Checked:
+    """An update that passed stateless validation, with its normalised keys."""
+    update: pb.EnrollmentUpdate
+    insurer_number: str
+    resident_id: str
+    kind: str
+    number_key: bytes
+    applied_key: bytes
+
+
+class Invalid(ValueError):
+    def __init__(self, violations: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{f}: {d}" for f, d in violations))
+        self.violations = violations
+
+
+def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Checked:
+    """Validate what can be validated without the store; raises Invalid."""
+    v: list[tuple[str, str]] = []
+    if not update.update_id or len(update.update_id) > MAX_UPDATE_ID:
+        v.append(("update_id", f"required, at most {MAX_UPDATE_ID} characters"))
+    insurer = ""
+    try:
+        insurer = identifiers.normalize_insurer_number(update.insurer_number)
+    except InvalidIdentifier as exc:
+        v.append((exc.field, exc.description))
+    else:
+        if insurer not in insurers:
+            v.append(("insurer_number", "this stream may not write members of this insurer "
+                                        "(declared insurers: x-onshi-insurer metadata)"))
+    resident_id = registry.normalize_resident_id(update.resident_id)
+    if resident_id is None:
+        v.append(("resident_id", f"must be {registry.RESIDENT_ID_LEN} digits"))
+    if not update.HasField("person"):
+        v.append(("person", "required (basic information for the registry check)"))
+    else:
+        v.extend(registry.person_violations(update.person, "person"))
+    kind = update.WhichOneof("change") or ""
+    number_key = b""
+    if not kind:
+        v.append(("change", "one of acquisition, loss, dependent_addition, dependent_removal, "
+                            "burden_ratio_change, certificates_change, subsidies_change, "
+                            "basic_information_change is required"))
+    elif kind in ADDING:
+        q = getattr(update, kind).qualification
+        prefix = f"{kind}.qualification"
+        if q.insurer_number:
+            try:
+                if identifiers.normalize_insurer_number(q.insurer_number) != insurer:
+                    v.append((f"{prefix}.insurer_number", "must be the update's insurer_number"))
+            except InvalidIdentifier as exc:
+                v.append((f"{prefix}.insurer_number", exc.description))
+        number_key = _number_key(insurer, q.symbol, q.number, q.branch, prefix, v)
+        _check_date(q.acquisition_date, f"{prefix}.acquisition_date", v, required=True)
+        if q.HasField("loss_date"):
+            v.append((f"{prefix}.loss_date", "an acquisition carries no loss; send a loss update"))
+        if kind == "dependent_addition" and q.relationship == qpb.RELATIONSHIP_INSURED:
+            v.append((f"{prefix}.relationship", "a dependent addition is RELATIONSHIP_DEPENDENT"))
+        if kind == "acquisition" and q.relationship == qpb.RELATIONSHIP_UNSPECIFIED:
+            v.append((f"{prefix}.relationship", "required (INSURED or DEPENDENT)"))
+        _check_ratio(q.burden_ratio_percent, q.card_kind, f"{prefix}.burden_ratio_percent", v)
+        _check_certificates(q.elderly_recipient if q.HasField("elderly_recipient") else None,
+                            q.limit_amount if q.HasField("limit_amount") else None,
+                            q.specific_diseases, prefix, v)
+        _check_subsidies(q.subsidies, f"{prefix}.subsidies", v)
+    elif kind != "basic_information_change":
+        change = getattr(update, kind)
+        n = change.insured_number
+        number_key = _number_key(insurer, n.symbol, n.number, n.branch, f"{kind}.insured_number", v)
+        if kind in ENDING:
+            _check_date(change.loss_date, f"{kind}.loss_date", v, required=True)
+            if change.loss_reason not in (qpb.LOSS_REASON_DEATH, qpb.LOSS_REASON_PUBLIC_ASSISTANCE,
+                                          qpb.LOSS_REASON_OTHER_INSURANCE, qpb.LOSS_REASON_OTHER):
+                v.append((f"{kind}.loss_reason", "required: DEATH, PUBLIC_ASSISTANCE, OTHER_INSURANCE or OTHER"))
+        elif kind == "burden_ratio_change":
+            if change.burden_ratio_percent not in BURDEN_RATIOS:
+                v.append((f"{kind}.burden_ratio_percent", "must be 10, 20 or 30"))
+        elif kind == "certificates_change":
+            _check_certificates(change.elderly_recipient if change.HasField("elderly_recipient") else None,
+                                change.limit_amount if change.HasField("limit_amount") else None,
+                                change.specific_diseases, kind, v)
+        elif kind == "subsidies_change":
+            _check_subsidies(change.subsidies, f"{kind}.subsidies", v)
+    if v:
+        raise Invalid(v)
+    return Checked(update, insurer, resident_id or "", kind, number_key,
+                   insurer.encode() + SEP + update.update_id.encode())
+
+
+def _number_key(insurer, symbol, number, branch, prefix, v) -> bytes:
+    if not insurer:
+        return b""
+    try:
+        return identifiers.number_key(insurer, symbol, number, branch)
+    except InvalidIdentifier as exc:
+        v.append((f"{prefix}.{exc.field}", exc.description))
+        return b""
+
+
+def _check_date(d, field, v, required=False) -> None:
+    if not required and (d.year, d.month, d.day) == (0, 0, 0):
+        return
+    try:
+        dates.from_proto(d)
+    except ValueError:
+        v.append((field, "required, a real calendar date" if required else "not a real calendar date"))
+
+
+def _check_period(cert, prefix, v) -> None:
+    _check_date(cert.valid_from, f"{prefix}.valid_from", v, required=True)
+    _check_date(cert.valid_until, f"{prefix}.valid_until", v)
+    if cert.HasField("valid_until") and (cert.valid_until.year, cert.valid_until.month, cert.valid_until.day) < (
+            cert.valid_from.year, cert.valid_from.month, cert.valid_from.day):
+        v.append((f"{prefix}.valid_until", "before valid_from"))
+
+
+def _check_ratio(ratio, card_kind, field, v) -> None:
+    # 資格証明書: the patient pays 100 % and claims back.
+    allowed = (100,) if card_kind == qpb.CARD_KIND_ELIGIBILITY_CERTIFICATE else BURDEN_RATIOS
+    if ratio not in allowed:
+        v.append((field, "must be 10, 20 or 30 (100 for an eligibility certificate)"))
+
+
+def _check_certificates(elderly, limit, diseases, prefix, v) -> None:
+    if elderly is not None:
+        if elderly.burden_ratio_percent not in (10, 20, 30):
+            v.append((f"{prefix}.elderly_recipient.burden_ratio_percent", "must be 10, 20 or 30"))
+        _check_period(elderly, f"{prefix}.elderly_recipient", v)
+    if limit is not None:
+        if not limit.category.strip():
+            v.append((f"{prefix}.limit_amount.category", "required"))
+        _check_period(limit, f"{prefix}.limit_amount", v)
+    for i, d in enumerate(diseases):
+        if d.disease == qpb.SPECIFIC_DISEASE_UNSPECIFIED:
+            v.append((f"{prefix}.specific_diseases[{i}].disease", "required"))
+        if d.monthly_cap_yen < 0:
+            v.append((f"{prefix}.specific_diseases[{i}].monthly_cap_yen", "must not be negative"))
+        _check_period(d, f"{prefix}.specific_diseases[{i}]", v)
+
+
+def _check_subsidies(subsidies, prefix, v) -> None:
+    for i, s in enumerate(subsidies):
+        f = f"{prefix}[{i}]"
+        payer = identifiers._fold(s.payer_number)
+        if len(payer) != 8 or not identifiers.has_valid_check_digit(payer):
+            v.append((f"{f}.payer_number", "must be 8 digits with a valid check digit"))
+        recipient = identifiers._fold(s.recipient_number)
+        if len(recipient) != 7 or not recipient.isdigit():
+            v.append((f"{f}.recipient_number", "must be 7 digits"))
+        if not 0 <= s.burden_ratio_percent <= 30:
+            v.append((f"{f}.burden_ratio_percent", "must be 0-30"))
+        if s.monthly_cap_yen < 0:
+            v.append((f"{f}.monthly_cap_yen", "must not be negative"))
+        _check_period(s, f, v)
+
+
+def rejected_ack(update_id: str, violations: list[tuple[str, str]]) -> pb.EnrollmentAck:
+    return pb.EnrollmentAck(update_id=update_id, outcome=REJECTED,
+                            field_violations=[pb.FieldViolation(field=f, description=d) for f, d in violations],
+                            message="; ".join(f"{f}: {d}" for f, d in violations))
+
+
+# --- applying one update -------------------------------------------------------
+
+def apply_update(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck:
+    """Steps 1-5 of the module docstring for one update; returns its ack."""
+    first = wtxn.get("applied", checked.applied_key)
+    if first is not None:
+        return duplicate_ack(first)
+    ack = _registry_gate(wtxn, checked, now)
+    if ack is None:
+        ack = apply_change(wtxn, checked, now)
+    wtxn.put("applied", checked.applied_key, ack.SerializeToString(deterministic=True))
+    return ack
+
+
+def duplicate_ack(stored: bytes) -> pb.EnrollmentAck:
+    ack = pb.EnrollmentAck.FromString(stored)
+    ack.first_outcome = ack.outcome
+    ack.outcome = DUPLICATE
+    return ack
+
+
+def _registry_gate(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck | None:
+    """QUARANTINED ack if the update may not apply yet, else None."""
+    held = next(wtxn.scan("quarantine_held", _held_prefix(checked)), None)
+    if held is not None:
+        blocker = int.from_bytes(held[0][-8:], "big")
+        return quarantine(wtxn, checked.update, checked, [HELD_BEHIND],
+                          f"waits behind quarantined update {blocker} of the same resident", now)
+    reasons, message = registry_reasons(wtxn, checked.resident_id, checked.update.person)
+    if reasons:
+        return quarantine(wtxn, checked.update, checked, reasons, message, now)
+    return None
+
+
+def registry_reasons(wtxn: WriteTxn, resident_id: str, person: qpb.Person) -> tuple[list[int], str]:
+    record = registry.get(wtxn, resident_id)
+    if record is None:
+        return [pb.QUARANTINE_REASON_RESIDENT_UNKNOWN], "resident ID not in the registry"
+    reasons = registry.mismatches(record, person)
+    names = [pb.QuarantineReason.Name(r).removeprefix("QUARANTINE_REASON_").removesuffix("_MISMATCH").lower() for r in reasons]
+    return reasons, ("basic information does not match the registry: " + ", ".join(names)) if reasons else ""
+
+
+def _held_prefix(checked: Checked) -> bytes:
+    return checked.insurer_number.encode() + SEP + checked.resident_id.encode() + SEP
+
+
+def _timestamp(now: float) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(now * 1e9))
+    return ts
+
+
+def quarantine(wtxn: WriteTxn, update: pb.EnrollmentUpdate, checked: Checked, reasons: list[int],
+               message: str, now: float) -> pb.EnrollmentAck:
+    qid = wtxn.next_sequence(b"quarantine")
+    entry = pb.QuarantinedUpdate(quarantine_id=qid, update=update, reasons=reasons, message=message,
+                                 received_time=_timestamp(now))
+    record = registry.get(wtxn, checked.resident_id)
+    if record is not None:
+        entry.registry_record.CopyFrom(record)
+    wtxn.put("quarantine", _seq(qid), entry.SerializeToString(deterministic=True))
+    wtxn.put("quarantine_open", checked.insurer_number.encode() + SEP + _seq(qid), checked.resident_id.encode())
+    wtxn.put("quarantine_held", _held_prefix(checked) + _seq(qid), b"")
+    return pb.EnrollmentAck(update_id=update.update_id, outcome=QUARANTINED, quarantine_id=qid,
+                            quarantine_reasons=reasons, message=message)
+
+
+def link_of_resident(wtxn: WriteTxn, resident_id: str) -> int | None:
+    raw = wtxn.get("resident_link", resident_id.encode())
+    return link_id_of(raw) if raw else None
+
+
+def _find(quals: list[qpb.Qualification], number_key: bytes, open_only: bool) -> int | None:
+    """Index of the latest qualification with this number (the open one if asked)."""
+    found = None
+    for i, q in enumerate(quals):
+        if _key(q) != number_key:
+            continue
+        if open_only and q.HasField("loss_date"):
+            continue
+        if found is None or _day(q.acquisition_date) >= _day(quals[found].acquisition_date):
+            found = i
+    return found
+
+
+def _key(q: qpb.Qualification) -> bytes:
+    return _number_key_cached(q.insurer_number, q.symbol, q.number, q.branch)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _number_key_cached(insurer: str, symbol: str, number: str, branch: str) -> bytes:
+    return identifiers.number_key(insurer, symbol, number, branch)
+
+
+def _day(d) -> int:
+    return dates.to_day(dates.from_proto(d))
+
+
+def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck:
+    """Step 4-5: the change against the person's history (registry already checked)."""
+    update, kind = checked.update, checked.kind
+    link_id = link_of_resident(wtxn, checked.resident_id)
+    quals = wtxn.history(link_id)[1] if link_id is not None else []
+    notices: list[pb.InsurerNotice] = []
+
+    def reject(field: str, description: str) -> pb.EnrollmentAck:
+        return rejected_ack(update.update_id, [(field, description)])
+
+    if kind in ADDING:
+        source = getattr(update, kind).qualification
+        prefix = f"{kind}.qualification"
+        owner = wtxn.link_of_number(checked.number_key)
+        if owner is not None and owner != link_id:
+            return reject(f"{prefix}.number", "this insured number belongs to another person")
+        new_acq = _day(source.acquisition_date)
+        for q in quals:
+            if _key(q) == checked.number_key and (not q.HasField("loss_date") or _day(q.loss_date) > new_acq):
+                return reject(f"{prefix}.acquisition_date",
+                              "this person already holds this insured number on that date")
+        if len(quals) >= 255:
+            return reject(prefix, "too many qualifications for one person")
+        q = qpb.Qualification()
+        q.CopyFrom(source)
+        q.ClearField("person")
+        q.insurer_number = checked.insurer_number
+        if kind == "dependent_addition":
+            q.relationship = qpb.RELATIONSHIP_DEPENDENT
+        # Seed 001: another insurer still showing the person insured is told, so
+        # it can stop billing premiums (dual enrolment is its call, not ours).
+        for other in quals:
+            if other.insurer_number != checked.insurer_number and not other.HasField("loss_date"):
+                notices.append(pb.InsurerNotice(
+                    insurer_number=other.insurer_number,
+                    insured_number=pb.InsuredNumber(symbol=other.symbol, number=other.number, branch=other.branch),
+                    new_insurer_number=checked.insurer_number,
+                    new_acquisition_date=source.acquisition_date,
+                    created_time=_timestamp(now)))
+        quals = quals + [q]
+    elif kind == "basic_information_change":
+        if not any(q.insurer_number == checked.insurer_number for q in quals):
+            return reject("resident_id", "this insurer holds no qualification of this resident")
+    else:
+        change = getattr(update, kind)
+        index = _find(quals, checked.number_key, open_only=kind in ENDING)
+        if index is None:
+            what = "no open qualification" if kind in ENDING else "no qualification"
+            return reject(f"{kind}.insured_number", f"{what} with this insured number for this resident")
+        q = quals[index]
+        if kind in ENDING:
+            if _day(change.loss_date) <= _day(q.acquisition_date):
+                return reject(f"{kind}.loss_date", "must be after the acquisition date")
+            if kind == "dependent_removal" and q.relationship != qpb.RELATIONSHIP_DEPENDENT:
+                return reject(f"{kind}.insured_number", "not a dependent's qualification (send a loss)")
+            q.loss_date.CopyFrom(change.loss_date)
+            q.loss_reason = change.loss_reason
+        elif kind == "burden_ratio_change":
+            q.burden_ratio_percent = change.burden_ratio_percent
+        elif kind == "certificates_change":
+            for name in ("elderly_recipient", "limit_amount"):
+                if change.HasField(name):
+                    getattr(q, name).CopyFrom(getattr(change, name))
+                else:
+                    q.ClearField(name)
+            del q.specific_diseases[:]
+            q.specific_diseases.extend(change.specific_diseases)
+        elif kind == "subsidies_change":
+            del q.subsidies[:]
+            q.subsidies.extend(change.subsidies)
+
+    # Accepted: every check passed; now write.
+    if link_id is None:
+        link_id = wtxn.new_link_id()
+        wtxn.put("resident_link", checked.resident_id.encode(), link_key(link_id))
+    wtxn.put_history(link_id, update.person, quals)
+    for notice in notices:
+        notice.notice_id = wtxn.next_sequence(b"notice")
+        wtxn.put("notice", _seq(notice.notice_id), notice.SerializeToString(deterministic=True))
+        wtxn.put("notice_open", notice.insurer_number.encode() + SEP + _seq(notice.notice_id), b"")
+    return pb.EnrollmentAck(update_id=update.update_id, outcome=ACCEPTED)
+
+
+# --- quarantine resolution ------------------------------------------------------
+
+class Refused(Exception):
+    """A request the store state refuses; `code` is the gRPC status code name."""
+
+    def __init__(self, code: str, message: str, violations: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.violations = violations or []
+
+
+def _checked_of(entry: pb.QuarantinedUpdate, update: pb.EnrollmentUpdate) -> Checked:
+    c = check_update(update, frozenset({identifiers.normalize_insurer_number(update.insurer_number)}))
+    return c
+
+
+def _close(wtxn: WriteTxn, entry: pb.QuarantinedUpdate, checked: Checked, ack: pb.EnrollmentAck) -> None:
+    qid = _seq(entry.quarantine_id)
+    wtxn.delete("quarantine_open", checked.insurer_number.encode() + SEP + qid)
+    wtxn.delete("quarantine_held", _held_prefix(checked) + qid)
+    wtxn.put("quarantine_done", qid, ack.SerializeToString(deterministic=True))
+    wtxn.put("applied", checked.applied_key, ack.SerializeToString(deterministic=True))
+
+
+def _try_apply(wtxn: WriteTxn, entry: pb.QuarantinedUpdate, update: pb.EnrollmentUpdate,
+               now: float) -> pb.EnrollmentAck:
+    """Re-run the registry check and the change for a quarantined update."""
+    checked = _checked_of(entry, update)
+    reasons, message = registry_reasons(wtxn, checked.resident_id, update.person)
+    if reasons:
+        entry.update.CopyFrom(update)
+        del entry.reasons[:]
+        entry.reasons.extend(reasons)
+        entry.message = message
+        record = registry.get(wtxn, checked.resident_id)
+        entry.ClearField("registry_record")
+        if record is not None:
+            entry.registry_record.CopyFrom(record)
+        wtxn.put("quarantine", _seq(entry.quarantine_id), entry.SerializeToString(deterministic=True))
+        return pb.EnrollmentAck(update_id=update.update_id, outcome=QUARANTINED, quarantine_id=entry.quarantine_id,
+                                quarantine_reasons=reasons, message=message)
+    ack = apply_change(wtxn, checked, now)
+    ack.quarantine_id = entry.quarantine_id
+    _close(wtxn, entry, checked, ack)
+    return ack
+
+
+def resolve(wtxn: WriteTxn, request: pb.ResolveQuarantineRequest, insurers: frozenset[str],
+            now: float) -> pb.ResolveQuarantineResponse:
+    raw = wtxn.get("quarantine", _seq(request.quarantine_id))
+    if raw is None:
+        raise Refused("NOT_FOUND", f"no quarantined update {request.quarantine_id}")
+    entry = pb.QuarantinedUpdate.FromString(raw)
+    checked = _checked_of(entry, entry.update)
+    if checked.insurer_number not in insurers:
+        raise Refused("PERMISSION_DENIED", "the quarantined update belongs to another insurer")
+    if wtxn.get("quarantine_done", _seq(entry.quarantine_id)) is not None:
+        raise Refused("FAILED_PRECONDITION", f"quarantined update {entry.quarantine_id} is already resolved")
+    first_held = next(wtxn.scan("quarantine_held", _held_prefix(checked)))
+    if int.from_bytes(first_held[0][-8:], "big") != entry.quarantine_id:
+        raise Refused("FAILED_PRECONDITION",
+                      f"resolve quarantined update {int.from_bytes(first_held[0][-8:], 'big')} of this resident first")
+    response = pb.ResolveQuarantineResponse()
+    if request.resolution == pb.RESOLUTION_DISCARD:
+        ack = pb.EnrollmentAck(update_id=entry.update.update_id, outcome=DISCARDED,
+                               quarantine_id=entry.quarantine_id, message=request.reason.strip())
+        _close(wtxn, entry, checked, ack)
+        response.ack.CopyFrom(ack)
+        return response
+    update = pb.EnrollmentUpdate()
+    update.CopyFrom(entry.update)
+    if request.HasField("corrected_person"):
+        update.person.CopyFrom(request.corrected_person)
+    ack = _try_apply(wtxn, entry, update, now)
+    response.ack.CopyFrom(ack)
+    if ack.outcome == QUARANTINED:
+        return response
+    # Release what waited behind it, in order, until one still does not match.
+    for key, _ in list(wtxn.scan("quarantine_held", _held_prefix(checked))):
+        waiting = pb.QuarantinedUpdate.FromString(wtxn.get("quarantine", key[-8:]))
+        released = _try_apply(wtxn, waiting, waiting.update, now)
+        if released.outcome == QUARANTINED:
+            break
+        response.released.append(released)
+    return response
+
+
+def list_quarantine(wtxn: WriteTxn, insurers: list[str], after: int, limit: int) -> list[pb.QuarantinedUpdate]:
+    out = []
+    for insurer in sorted(insurers):
+        prefix = insurer.encode() + SEP
+        for key, _ in wtxn.scan("quarantine_open", prefix, prefix + _seq(after + 1)):
+            out.append(pb.QuarantinedUpdate.FromString(wtxn.get("quarantine", key[-8:])))
+    out.sort(key=lambda e: e.quarantine_id)
+    return out[:limit]
+
+
+# --- notices to insurers ----------------------------------------------------------
+
+def list_notices(wtxn: WriteTxn, insurers: list[str], after: int, limit: int) -> list[pb.InsurerNotice]:
+    out = []
+    for insurer in sorted(insurers):
+        prefix = insurer.encode() + SEP
+        for key, _ in wtxn.scan("notice_open", prefix, prefix + _seq(after + 1)):
+            out.append(pb.InsurerNotice.FromString(wtxn.get("notice", key[-8:])))
+    out.sort(key=lambda n: n.notice_id)
+    return out[:limit]
+
+
+def acknowledge_notices(wtxn: WriteTxn, notice_ids: list[int], insurers: frozenset[str]) -> int:
+    """Close the caller's own notices; others' IDs are ignored (not even confirmed)."""
+    done = 0
+    for notice_id in notice_ids:
+        raw = wtxn.get("notice", _seq(notice_id))
+        if raw is None:
+            continue
+        notice = pb.InsurerNotice.FromString(raw)
+        if notice.insurer_number in insurers and wtxn.delete(
+                "notice_open", notice.insurer_number.encode() + SEP + _seq(notice_id)):
+            done += 1
+    return done
+
+
+# --- initial linking (初回紐づけ) ---------------------------------------------------
+
+def link_card(wtxn: WriteTxn, request: pb.LinkCardRequest, now: float) -> pb.LinkCardResponse:
+    """Link a card serial to the person holding the insured number. Raises Refused."""
+    v: list[tuple[str, str]] = []
+    resident_id = registry.normalize_resident_id(request.resident_id)
+    if resident_id is None:
+        v.append(("resident_id", f"must be {registry.RESIDENT_ID_LEN} digits"))
+    serial_key = b""
+    try:
+        serial_key = identifiers.card_serial_key(request.card_serial)
+    except InvalidIdentifier as exc:
+        v.append((exc.field, exc.description))
+    number_key = b""
+    n = request.insured_number
+    try:
+        number_key = identifiers.number_key(request.insurer_number, n.symbol, n.number, n.branch)
+    except InvalidIdentifier as exc:
+        field = exc.field if exc.field == "insurer_number" else f"insured_number.{exc.field}"
+        v.append((field, exc.description))
+    if not request.HasField("person"):
+        v.append(("person", "required"))
+    else:
+        v.extend(registry.person_violations(request.person, "person"))
+    if not request.consent:
+        v.append(("consent", "the person's consent is required"))
+    if v:
+        raise Refused("INVALID_ARGUMENT", "invalid link request", v)
+    reasons, message = registry_reasons(wtxn, resident_id, request.person)
+    if reasons:
+        raise Refused("FAILED_PRECONDITION", message)
+    link_id = link_of_resident(wtxn, resident_id)
+    if link_id is None or wtxn.link_of_number(number_key) != link_id:
+        # Same answer whether the number is unknown or someone else's: no probing.
+        raise Refused("FAILED_PRECONDITION", "this insured number is not registered for this resident")
+    owner = wtxn.link_of_card(serial_key)
+    if owner is not None and owner != link_id:
+        raise Refused("ALREADY_EXISTS", "this card serial is linked to another person")
+    replaced = wtxn.link_card(serial_key, link_id)
+    notice_id = wtxn.next_sequence(b"link_notice")
+    stamp = _timestamp(now)
+    notice = pb.LinkNotice(link_notice_id=notice_id, resident_id=resident_id,
+                           card_serial=identifiers.card_serial_text(serial_key),
+                           insurer_number=identifiers.normalize_insurer_number(request.insurer_number),
+                           insured_number=request.insured_number, linked_time=stamp, consent_time=stamp)
+    wtxn.put("link_notice", resident_id.encode() + SEP + _seq(notice_id), notice.SerializeToString(deterministic=True))
+    return pb.LinkCardResponse(link_notice_id=notice_id,
+                               replaced_card_serial=identifiers.card_serial_text(replaced) if replaced else "")
+
+
+def list_link_notices(wtxn: WriteTxn, resident_id: str) -> list[pb.LinkNotice]:
+    prefix = resident_id.encode() + SEP
+    return [pb.LinkNotice.FromString(v) for _, v in wtxn.scan("link_notice", prefix)]

@@ -1,0 +1,270 @@
+"""EnrollmentService and LinkService (grpc.aio) over the group-committing writer.
+
+A stream's updates are validated here, then queued as jobs for the committer
+(onshi.server.secondary.GroupWriter); each ack goes back only after the
+transaction holding its update committed, so an ACCEPTED ack is never ahead of
+the disk. Acks leave in request order (rejections wait their turn too), and
+the committer hands a stream all of its acks from one commit in one wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import grpc
+
+from onshi.core import enrollment, identifiers, registry
+from onshi.core.identifiers import InvalidIdentifier
+from onshi.core.writer import StoreFull
+from onshi.server.errors import bad_request_status
+from onshi.v1 import enrollment_pb2 as pb
+from onshi.v1 import enrollment_pb2_grpc as pb_grpc
+
+INSURER_METADATA = "x-onshi-insurer"
+WINDOW = 8192           # updates in flight per stream before we stop reading (backpressure)
+MAX_RESIDENTS_PER_CALL = 10_000
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+class CallerRefused(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def caller_insurers(context) -> frozenset[str]:
+    """The insurer number(s) this caller may write for.
+
+    Today: declared in metadata x-onshi-insurer (comma-separated). The trust
+    work replaces this one function with the identity of the mTLS client
+    certificate; nothing else here reads metadata.
+    """
+    values = [v for k, v in context.invocation_metadata() if k == INSURER_METADATA]
+    if not values:
+        raise CallerRefused(grpc.StatusCode.UNAUTHENTICATED,
+                            f"declare the insurer number(s) in metadata {INSURER_METADATA}")
+    out = set()
+    for part in ",".join(values).split(","):
+        try:
+            out.add(identifiers.normalize_insurer_number(part, INSURER_METADATA))
+        except InvalidIdentifier as exc:
+            raise CallerRefused(grpc.StatusCode.UNAUTHENTICATED, f"{exc.field}: {exc.description}") from exc
+    return frozenset(out)
+
+
+async def _refuse(context, exc: Exception) -> None:
+    if isinstance(exc, CallerRefused):
+        await context.abort(exc.code, exc.message)
+    if isinstance(exc, enrollment.Refused):
+        if exc.code == "INVALID_ARGUMENT":
+            await context.abort_with_status(bad_request_status(exc.violations, exc.message))
+        await context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
+    if isinstance(exc, enrollment.Invalid):
+        await context.abort_with_status(bad_request_status(exc.violations))
+    if isinstance(exc, StoreFull):
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"store full: {exc}")
+    raise exc
+
+
+class _AckSink:
+    """Acks from the committer thread to one stream's coroutine, one wake-up per commit."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.pending: list = []
+        self.scheduled = False
+        self.ready = asyncio.Event()
+
+    def put(self, item) -> None:  # committer thread (or the loop itself)
+        with self.lock:
+            self.pending.append(item)
+            if self.scheduled:
+                return
+            self.scheduled = True
+        self.loop.call_soon_threadsafe(self.ready.set)
+
+    async def take(self) -> list:
+        await self.ready.wait()
+        with self.lock:
+            items, self.pending = self.pending, []
+            self.scheduled = False
+            self.ready.clear()
+        return items
+
+
+_END = object()
+
+
+class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
+    def __init__(self, group):
+        self.group = group
+
+    async def StreamUpdates(self, request_iterator, context):
+        try:
+            insurers = caller_insurers(context)
+        except CallerRefused as exc:
+            await _refuse(context, exc)
+        loop = asyncio.get_running_loop()
+        sink = _AckSink(loop)
+        room = asyncio.Event()
+        state = {"submitted": 0, "sent": 0}
+
+        def job_for(checked):
+            def fn(wtxn):
+                return enrollment.apply_update(wtxn, checked, now)
+            now = time.time()
+            return fn
+
+        def done(result, exc):
+            sink.put(result if exc is None else exc)
+
+        def pass_through(ack):
+            return lambda wtxn: ack
+
+        async def read() -> None:
+            try:
+                async for update in request_iterator:
+                    while state["submitted"] - state["sent"] >= WINDOW:
+                        room.clear()
+                        await room.wait()
+                    try:
+                        checked = enrollment.check_update(update, insurers)
+                        fn = job_for(checked)
+                    except enrollment.Invalid as exc:
+                        fn = pass_through(enrollment.rejected_ack(update.update_id, exc.violations))
+                    state["submitted"] += 1
+                    self.group.submit(fn, done)
+            finally:
+                sink.put(_END)  # after every job of this stream was queued
+
+        reader = asyncio.ensure_future(read())
+        ended = False
+        try:
+            while not (ended and state["sent"] == state["submitted"]):
+                for item in await sink.take():
+                    if item is _END:
+                        ended = True
+                        continue
+                    if isinstance(item, BaseException):
+                        # The store is full (or broken): nothing of this batch was
+                        # written; the client re-sends what has no ack.
+                        await _refuse(context, item)
+                    state["sent"] += 1
+                    yield item
+                room.set()
+            await reader  # surfaces a read error (client cancel...)
+        finally:
+            reader.cancel()
+
+    async def PutResidents(self, request, context):
+        if len(request.residents) > MAX_RESIDENTS_PER_CALL:
+            await context.abort_with_status(bad_request_status(
+                [("residents", f"at most {MAX_RESIDENTS_PER_CALL} per call")]))
+        v = []
+        for i, r in enumerate(request.residents):
+            v.extend(registry.resident_violations(r, f"residents[{i}]"))
+        if v:
+            await context.abort_with_status(bad_request_status(v[:100]))
+        residents = list(request.residents)
+
+        def fn(wtxn):
+            for r in residents:
+                registry.put(wtxn, r)
+            return len(residents)
+
+        try:
+            stored = await self.group.apply_async(fn)
+        except Exception as exc:  # noqa: BLE001
+            await _refuse(context, exc)
+        return pb.PutResidentsResponse(stored=stored)
+
+    async def ListQuarantine(self, request, context):
+        insurers = await self._insurers(context, request.insurer_number)
+        limit = _page(request.page_size)
+        with self.group.read() as r:
+            entries = enrollment.list_quarantine(r, insurers, request.after_quarantine_id, limit)
+        return pb.ListQuarantineResponse(updates=entries)
+
+    async def ResolveQuarantine(self, request, context):
+        try:
+            insurers = caller_insurers(context)
+            v = []
+            if request.resolution == pb.RESOLUTION_UNSPECIFIED:
+                v.append(("resolution", "required: RESOLUTION_APPLY or RESOLUTION_DISCARD"))
+            if request.resolution == pb.RESOLUTION_DISCARD and not request.reason.strip():
+                v.append(("reason", "required when discarding"))
+            if request.HasField("corrected_person"):
+                v.extend(registry.person_violations(request.corrected_person, "corrected_person"))
+            if v:
+                raise enrollment.Invalid(v)
+            now = time.time()
+            return await self.group.apply_async(lambda wtxn: enrollment.resolve(wtxn, request, insurers, now))
+        except Exception as exc:  # noqa: BLE001
+            await _refuse(context, exc)
+
+    async def ListNotices(self, request, context):
+        insurers = await self._insurers(context, request.insurer_number)
+        with self.group.read() as r:
+            notices = enrollment.list_notices(r, insurers, request.after_notice_id, _page(request.page_size))
+        return pb.ListNoticesResponse(notices=notices)
+
+    async def AcknowledgeNotices(self, request, context):
+        try:
+            insurers = caller_insurers(context)
+            ids = list(request.notice_ids)
+            count = await self.group.apply_async(lambda wtxn: enrollment.acknowledge_notices(wtxn, ids, insurers))
+        except Exception as exc:  # noqa: BLE001
+            await _refuse(context, exc)
+        return pb.AcknowledgeNoticesResponse(acknowledged=count)
+
+    async def _insurers(self, context, wanted: str) -> list[str]:
+        try:
+            insurers = caller_insurers(context)
+            if not wanted:
+                return sorted(insurers)
+            insurer = identifiers.normalize_insurer_number(wanted)
+        except CallerRefused as exc:
+            await _refuse(context, exc)
+        except InvalidIdentifier as exc:
+            await context.abort_with_status(bad_request_status([(exc.field, exc.description)]))
+        if insurer not in insurers:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not one of the caller's insurers")
+        return [insurer]
+
+
+def _page(size: int) -> int:
+    return DEFAULT_PAGE if size <= 0 else min(size, MAX_PAGE)
+
+
+class LinkServicer(pb_grpc.LinkServiceServicer):
+    """Called by the government portal for the person (who consented there)."""
+
+    def __init__(self, group):
+        self.group = group
+
+    async def LinkCard(self, request, context):
+        now = time.time()
+        try:
+            return await self.group.apply_async(lambda wtxn: enrollment.link_card(wtxn, request, now))
+        except Exception as exc:  # noqa: BLE001
+            await _refuse(context, exc)
+
+    async def ListLinkNotices(self, request, context):
+        resident_id = registry.normalize_resident_id(request.resident_id)
+        if resident_id is None:
+            await context.abort_with_status(bad_request_status([("resident_id", "must be 11 digits")]))
+        with self.group.read() as r:
+            return pb.ListLinkNoticesResponse(notices=enrollment.list_link_notices(r, resident_id))
+
+
+def add_to_server(server, group) -> list[str]:
+    enrollment.open_dbs(group)
+    pb_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(group), server)
+    pb_grpc.add_LinkServiceServicer_to_server(LinkServicer(group), server)
+    return [pb.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
+            pb.DESCRIPTOR.services_by_name["LinkService"].full_name]

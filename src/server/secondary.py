@@ -1,0 +1,288 @@
+"""`onshi ingest-serve`: the secondary gRPC process, the store's single writer.
+
+Eligibility servers open the same LMDB read-only and see each commit as soon as
+it returns (LMDB MVCC: a new read transaction sees the latest committed state),
+so nothing here talks to them.
+
+Group commit: every write (an insurer's update, a card link, a registry load, a
+claims service's record...) is a job for one committer thread. The committer
+takes everything queued, runs all of it in ONE `Writer.apply` transaction (one
+fsync), and only after that commit returned tells each job's owner its result.
+Under load a batch is whatever arrived during the previous commit, so commits
+happen back to back, a few milliseconds apart, and nobody waits for a timer.
+
+A job that raises aborts the batch's transaction; the batch is re-run without it
+(its owner gets the exception), so one bad job never costs the others their
+writes and never leaves half of itself behind.
+
+Services are assembled from SERVICE_MODULES: each module exposes
+`add_to_server(server, writer) -> list[str]` (the service names, for health and
+reflection) and receives the GroupWriter, whose `apply(fn)` / `apply_async(fn)`
+have Writer.apply's meaning (fn(WriteTxn), durable on return, re-runnable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from onshi.core.writer import StoreFull, Writer, WriteTxn
+
+log = logging.getLogger("onshi.ingest")
+
+SERVICE_MODULES = ("onshi.server.enrollment", "onshi.server.claims")
+MAX_BATCH = 8192        # jobs per transaction; bounds one commit's latency
+MAX_REQUEST_BYTES = 4 * 1024 * 1024  # a PutResidents page of a few thousand records
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+Done = Callable[[Any, BaseException | None], None]
+
+
+class _JobFailed(Exception):
+    def __init__(self, index: int, exc: BaseException):
+        self.index = index
+        self.exc = exc
+
+
+class GroupWriter:
+    """Many writers' jobs, one committer thread, one transaction per batch."""
+
+    def __init__(self, writer: Writer, *, max_batch: int = MAX_BATCH):
+        self.writer = writer
+        self.max_batch = max_batch
+        self._queue: collections.deque[tuple[Callable[[WriteTxn], Any], Done]] = collections.deque()
+        self._cv = threading.Condition()
+        self._stopping = False
+        self.commits = 0
+        self.jobs = 0
+        self._thread = threading.Thread(target=self._run, name="onshi-committer", daemon=True)
+        self._thread.start()
+
+    # -- the Writer-like surface other services use ---------------------------
+    @property
+    def path(self) -> str:
+        return self.writer.path
+
+    @property
+    def env(self):
+        return self.writer.env
+
+    @property
+    def dbs(self) -> dict:
+        return self.writer.dbs
+
+    def open_db(self, name: bytes, **kwargs):
+        return self.writer.open_db(name, **kwargs)
+
+    def read(self):
+        """A read-only WriteTxn view (get/scan/history) of the latest commit: `with gw.read() as r:`."""
+        return _ReadView(self.writer)
+
+    def submit(self, fn: Callable[[WriteTxn], Any], done: Done) -> None:
+        """Queue fn; done(result, None) or done(None, exc) runs on the committer
+        thread after the batch's commit returned. done must be quick and not raise."""
+        with self._cv:
+            if self._stopping:
+                raise RuntimeError("writer is closed")
+            self._queue.append((fn, done))
+            self._cv.notify()
+
+    def apply(self, fn: Callable[[WriteTxn], Any]) -> Any:
+        """Blocking, from any thread but the committer: Writer.apply through the group."""
+        box: list = []
+        event = threading.Event()
+
+        def done(result, exc):
+            box.append((result, exc))
+            event.set()
+
+        self.submit(fn, done)
+        event.wait()
+        result, exc = box[0]
+        if exc is not None:
+            raise exc
+        return result
+
+    async def apply_async(self, fn: Callable[[WriteTxn], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def done(result, exc):
+            loop.call_soon_threadsafe(_settle, future, result, exc)
+
+        self.submit(fn, done)
+        return await future
+
+    def close(self) -> None:
+        """Commit what is queued, stop the committer (the Writer stays open)."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join()
+
+    # -- the committer -------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._stopping:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
+            self._commit(batch)
+
+    def _commit(self, batch: list) -> None:
+        failed: dict[int, BaseException] = {}
+        fns = [fn for fn, _ in batch]
+
+        def run_all(txn: WriteTxn) -> list:
+            out = []
+            for i, fn in enumerate(fns):
+                if i in failed:
+                    out.append(None)
+                    continue
+                try:
+                    out.append(fn(txn))
+                except Exception as exc:  # noqa: BLE001 - handed to the job's owner
+                    raise _JobFailed(i, exc) from exc
+            return out
+
+        results: list | None = None
+        error: BaseException | None = None
+        while True:
+            try:
+                results = self.writer.apply(run_all)
+                break
+            except _JobFailed as jf:
+                failed[jf.index] = jf.exc
+            except StoreFull as exc:
+                error = exc
+                break
+            except Exception as exc:  # noqa: BLE001 - an LMDB error: nobody's write happened
+                log.exception("commit failed")
+                error = exc
+                break
+        self.commits += 1
+        self.jobs += len(batch)
+        for i, (_, done) in enumerate(batch):
+            try:
+                if error is not None:
+                    done(None, error)
+                else:
+                    done(results[i], failed.get(i))
+            except Exception:  # noqa: BLE001 - a broken callback must not stop the committer
+                log.exception("job callback failed")
+
+
+def _settle(future: asyncio.Future, result, exc) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+class _ReadView:
+    def __init__(self, writer: Writer):
+        self._writer = writer
+
+    def __enter__(self) -> WriteTxn:
+        self._txn = self._writer.env.begin()
+        return WriteTxn(self._txn, self._writer.dbs)
+
+    def __exit__(self, *exc) -> None:
+        self._txn.abort()
+
+
+# --- assembly ----------------------------------------------------------------------
+
+def add_services(server, group: GroupWriter, modules=SERVICE_MODULES) -> list[str]:
+    names: list[str] = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            if exc.name != name:  # a real import error inside the module: show it
+                raise
+            continue  # that service is not built yet
+        names.extend(module.add_to_server(server, group))
+    return names
+
+
+class Secondary:
+    """The running process: writer, committer, aio server with health + reflection."""
+
+    def __init__(self, data: str, *, host: str = "127.0.0.1", port: int = 0,
+                 max_map_size: int | None = None, modules=SERVICE_MODULES):
+        kwargs = {"max_map_size": max_map_size} if max_map_size else {}
+        self.writer = Writer(data, **kwargs)
+        self.group = GroupWriter(self.writer)
+        # Sync handlers (other services may use them) run on this pool.
+        self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="onshi-ingest")
+        self.server = grpc.aio.server(migration_thread_pool=self._pool, options=(
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),))
+        self.service_names = add_services(self.server, self.group, modules)
+        self.health = health_async.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((*self.service_names, HEALTH_SERVICE, reflection.SERVICE_NAME),
+                                            self.server)
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"could not bind {host}:{port}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in ("", *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        """Health NOT_SERVING first, let calls finish, then commit what is queued."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        self.group.close()
+        self.writer.close()
+        self._pool.shutdown(wait=False)
+
+
+def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float = 5.0,
+          port_file: str | None = None, max_map_size: int | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="onshi ingest: %(message)s")
+
+    async def main() -> int:
+        secondary = Secondary(data, host=host, port=port, max_map_size=max_map_size)
+        await secondary.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"onshi ingest-serve: listening on {host}:{secondary.port} "
+              f"({', '.join(secondary.service_names)})", flush=True)
+        if port_file:
+            tmp = f"{port_file}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{secondary.port}\n")
+            os.replace(tmp, port_file)
+        await stop.wait()
+        started = time.monotonic()
+        await secondary.stop(grace)
+        print(f"onshi ingest-serve: stopped ({secondary.group.jobs} writes in {secondary.group.commits} "
+              f"commits; shutdown {time.monotonic() - started:.2f}s)", file=sys.stderr, flush=True)
+        return 0
+
+    return asyncio.run(main())
