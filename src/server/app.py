@@ -149,6 +149,11 @@ class WorkerConfig:
     grace: float = 5.0
     threads: int = DEFAULT_THREADS
     handler_delay: float = 0.0  # test only: slow every check (graceful-shutdown test)
+    # Called in the worker, after fork and after the engine is open, to build the
+    # bound (unstarted) server: where TLS credentials, interceptors, card-proof
+    # and audit hooks and further services come in (gRPC objects must not be
+    # created before fork). Default: create_server(engine, address=..., threads=...).
+    build_server: Callable[..., Serving] | None = None
 
 
 def _die_with_parent() -> None:
@@ -183,8 +188,11 @@ def run_worker(config: WorkerConfig, ready: Callable[[str], None], stop: threadi
     stop = stop or stop_on_signals()
     engine = open_engine(config.data, config.engine)
     try:
-        serving = create_server(engine, address=config.address, threads=config.threads,
-                                handler_wrap=_slow(config.handler_delay) if config.handler_delay else None)
+        if config.build_server is not None:
+            serving = config.build_server(engine, config.address)
+        else:
+            serving = create_server(engine, address=config.address, threads=config.threads,
+                                    handler_wrap=_slow(config.handler_delay) if config.handler_delay else None)
         serving.server.start()
         ready(engine.kind)
         while not stop.wait(1.0):
@@ -239,8 +247,12 @@ def _describe(status: int) -> str:
 def serve(data: str, *, host: str = "127.0.0.1", port: int = 50051, workers: int = 1,
           engine: str | None = None, grace: float = 5.0, threads: int = DEFAULT_THREADS,
           port_file: str | None = None, handler_delay: float = 0.0,
+          build_server: Callable[..., Serving] | None = None,
           startup_timeout: float = 60.0, max_restarts: int = 5) -> int:
-    """Run `workers` worker processes on host:port until SIGTERM/SIGINT; 0 on a clean stop."""
+    """Run `workers` worker processes on host:port until SIGTERM/SIGINT; 0 on a clean stop.
+
+    `build_server(engine, address) -> Serving` runs in each worker after fork
+    (see WorkerConfig.build_server)."""
     from onshi.core.store import DATA_FILE
 
     if not os.path.exists(os.path.join(data, DATA_FILE)):
@@ -256,7 +268,8 @@ def serve(data: str, *, host: str = "127.0.0.1", port: int = 50051, workers: int
     signal.set_wakeup_fd(wake_w)
     try:
         with reserve_port(host, port) as bound:
-            config = WorkerConfig(data, engine, format_address(host, bound), grace, threads, handler_delay)
+            config = WorkerConfig(data, engine, format_address(host, bound), grace, threads, handler_delay,
+                                  build_server)
             pool = _Workers(config, ready_w)
             return _supervise(pool, workers, bound, port_file, signals, wake_r, ready_r,
                               startup_timeout, max_restarts)
