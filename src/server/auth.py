@@ -197,6 +197,13 @@ def caller_of(context) -> Caller:
     raise unauthenticated("no client certificate (mTLS required)")
 
 
+def tls_identity(context) -> Caller | None:
+    """The caller proven by a client certificate, or None on a plaintext
+    connection (tests, --insecure-dev), where services keep their metadata rules."""
+    pems = context.auth_context().get("x509_pem_cert")
+    return _certs.get(pems[0]) if pems else None
+
+
 def caller_facility(context) -> str:
     """The facility code of a facility caller; PERMISSION_DENIED for other roles,
     and for a declared x-onshi-facility that is not the certificate's."""

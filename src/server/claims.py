@@ -42,6 +42,14 @@ def caller_facility(context) -> str | None:
     """The facility code of a facility caller (pre-submission check), or None for
     a review body. For now declared in metadata; issue 5 replaces this one
     function with the mTLS identity (onshi.server.auth)."""
+    from onshi.server import auth  # issue 5: under mTLS the certificate decides
+
+    try:
+        identity = auth.tls_identity(context)
+        if identity is not None:
+            return auth.caller_facility(context) if identity.role == auth.FACILITY else None
+    except auth.AuthError as exc:
+        context.abort(exc.code, exc.message)
     for key, value in context.invocation_metadata() or ():
         if key == FACILITY_KEY:
             code = value.strip() if isinstance(value, str) else ""

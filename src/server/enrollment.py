@@ -43,6 +43,13 @@ def caller_insurers(context) -> frozenset[str]:
     work replaces this one function with the identity of the mTLS client
     certificate; nothing else here reads metadata.
     """
+    from onshi.server import auth  # issue 5: under mTLS the certificate decides
+
+    try:
+        if auth.tls_identity(context) is not None:
+            return auth.caller_insurers(context)
+    except auth.AuthError as exc:
+        raise CallerRefused(exc.code, exc.message) from None
     values = [v for k, v in context.invocation_metadata() if k == INSURER_METADATA]
     if not values:
         raise CallerRefused(grpc.StatusCode.UNAUTHENTICATED,

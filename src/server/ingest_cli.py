@@ -51,6 +51,9 @@ def register(subparsers) -> None:
     serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight streams get on SIGTERM")
     serve.add_argument("--max-map-size", type=int, default=None,
                        help="largest map size in bytes the store may grow to (default 1 TiB)")
+    from onshi.server import trust  # issue 5: mTLS, access log, Trust/Audit/Relay services
+
+    trust.add_arguments(serve, relay=True)
     serve.set_defaults(func=_serve)
 
     ingest = subparsers.add_parser(
@@ -73,8 +76,12 @@ def register(subparsers) -> None:
 def _serve(args) -> int:
     from onshi.server import secondary
 
+    from onshi.server import trust
+
+    credentials, interceptors = trust.configure_secondary(args, args.host)
     return secondary.serve(args.data, host=args.host, port=args.port, grace=args.grace,
-                           port_file=args.port_file, max_map_size=args.max_map_size)
+                           port_file=args.port_file, max_map_size=args.max_map_size,
+                           credentials=credentials, interceptors=interceptors)
 
 
 # --- the client -----------------------------------------------------------------------

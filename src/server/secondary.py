@@ -45,7 +45,8 @@ from onshi.core.writer import StoreFull, Writer, WriteTxn
 
 log = logging.getLogger("onshi.ingest")
 
-SERVICE_MODULES = ("onshi.server.enrollment", "onshi.server.claims")
+SERVICE_MODULES = ("onshi.server.enrollment", "onshi.server.claims",
+                   "onshi.server.trust_service")  # issue 5: Trust/Audit/Relay, when configured
 MAX_BATCH = 8192        # jobs per transaction; bounds one commit's latency
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # a PutResidents page of a few thousand records
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -229,20 +230,23 @@ class Secondary:
     """The running process: writer, committer, aio server with health + reflection."""
 
     def __init__(self, data: str, *, host: str = "127.0.0.1", port: int = 0,
-                 max_map_size: int | None = None, modules=SERVICE_MODULES):
+                 max_map_size: int | None = None, modules=SERVICE_MODULES,
+                 credentials: grpc.ServerCredentials | None = None, interceptors=()):
         kwargs = {"max_map_size": max_map_size} if max_map_size else {}
         self.writer = Writer(data, **kwargs)
         self.group = GroupWriter(self.writer)
         # Sync handlers (other services may use them) run on this pool.
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="onshi-ingest")
-        self.server = grpc.aio.server(migration_thread_pool=self._pool, options=(
+        self.server = grpc.aio.server(migration_thread_pool=self._pool, interceptors=list(interceptors), options=(
             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),))
         self.service_names = add_services(self.server, self.group, modules)
         self.health = health_async.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection((*self.service_names, HEALTH_SERVICE, reflection.SERVICE_NAME),
                                             self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.port = (self.server.add_secure_port(address, credentials) if credentials is not None
+                     else self.server.add_insecure_port(address))
         if self.port == 0:
             raise OSError(f"could not bind {host}:{port}")
 
@@ -261,11 +265,13 @@ class Secondary:
 
 
 def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float = 5.0,
-          port_file: str | None = None, max_map_size: int | None = None) -> int:
+          port_file: str | None = None, max_map_size: int | None = None,
+          credentials: grpc.ServerCredentials | None = None, interceptors=()) -> int:
     logging.basicConfig(level=logging.INFO, format="onshi ingest: %(message)s")
 
     async def main() -> int:
-        secondary = Secondary(data, host=host, port=port, max_map_size=max_map_size)
+        secondary = Secondary(data, host=host, port=port, max_map_size=max_map_size,
+                              credentials=credentials, interceptors=interceptors)
         await secondary.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

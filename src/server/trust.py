@@ -258,9 +258,14 @@ class TrustSetup:
 _stream_lock = threading.Lock()
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser, relay: bool = False) -> None:
     auth.add_arguments(parser)
     g = parser.add_argument_group("trust (card proof, access log)")
+    if relay:
+        g.add_argument("--relay-key", help="relay Ed25519 signing key (default with --pki: PKI/relay/signing.key.pem)")
+        g.add_argument("--insurer-cert", action="append", default=[],
+                       help="insurer client certificate(s) whose keys relay tokens are sealed to "
+                            "(default with --pki: PKI/onshi/insurer-*.pem)")
     g.add_argument("--jpki-ca", action="append", default=[],
                    help="JPKI CA certificate(s) for card proofs (default with --pki: PKI/jpki/ca.pem)")
     g.add_argument("--crl", help="card revocation list file (default with --pki: PKI/jpki/crl.der)")
@@ -385,3 +390,30 @@ def server_builder(args, host: str, threads: int):
                                  interceptors=auth.interceptors(), card_proof=hooks.card_proof,
                                  audit=hooks.audit if setup.log else None)
     return build
+
+
+def configure_secondary(args, host: str):
+    """`onshi ingest-serve`: (credentials, interceptors) and the TrustContext for
+    TrustService, AuditService and RelayService. Without trust options: the
+    services are not hosted and nothing changes (loopback only)."""
+    from onshi.core import relay
+
+    check_serve_args(args, host)
+    if not trust_requested(args):
+        return None, ()
+    if args.insecure_dev:
+        auth.enable_insecure_dev()
+        credentials = None
+    else:
+        credentials = auth.credentials_from_args(args, host)
+    setup = setup_from_args(args, stream="ingest")
+    sealer = None
+    key_path = args.relay_key or (os.path.join(args.pki, "relay", "signing.key.pem") if args.pki else None)
+    if key_path:
+        keys = (relay.insurer_keys_from_certificates(args.insurer_cert) if args.insurer_cert
+                else relay.insurer_keys_from_pki(args.pki) if args.pki else {})
+        sealer = relay.TokenSealer(relay.load_signing_key(key_path), keys)
+    crl = args.crl or (os.path.join(args.pki, "jpki", "crl.der") if args.pki else None)
+    configure(TrustContext(verifier=setup.verifier, log=setup.log, audit_dir=args.audit_dir, sealer=sealer,
+                           crl_path=crl))
+    return credentials, auth.interceptors(asyncio=True)
