@@ -131,9 +131,10 @@ def store(tmp_path_factory):
 class ServerProcess:
     def __init__(self, data, engine, *extra, workers=2):
         env = dict(os.environ, ONSHI_ENGINE=engine, PYTHONUNBUFFERED="1")
+        self.port_file = os.path.join(data, f"port-{os.getpid()}-{time.time_ns()}")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "onshi.cli", "serve", "--data", data, "--port", "0",
-             "--workers", str(workers), "--engine", engine, *extra],
+             "--workers", str(workers), "--engine", engine, "--port-file", self.port_file, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.stderr: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()
@@ -217,6 +218,21 @@ def invalid_argument(channel, method, request: bytes) -> list[tuple[str, str]]:
 
 def test_engine_is_the_one_asked_for(server, engine_kind):
     assert server.engine == engine_kind
+
+
+def test_port_file_names_the_served_port(server):
+    with open(server.port_file) as f:
+        assert server.target == f"127.0.0.1:{int(f.read())}"
+
+
+def test_only_workers_open_the_store(server, store):
+    """LMDB environments must not cross a fork: the supervisor never opens one."""
+    def maps(pid):
+        with open(f"/proc/{pid}/maps") as f:
+            return os.path.join(store, "data.mdb") in f.read()
+
+    assert not maps(server.proc.pid)
+    assert all(maps(pid) for pid in server.pids)
 
 
 def test_card_answers_are_the_engines_bytes(channel, engine):
@@ -498,3 +514,16 @@ def _until_cancelled(stream):
         yield from stream
     except grpc.RpcError:
         return
+
+
+def test_serve_refuses_a_taken_port_and_a_missing_store(store, tmp_path):
+    import socket
+
+    with socket.socket() as taken:  # a listener without SO_REUSEPORT
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = onshi("serve", "--data", store, "--port", str(port), "--workers", "1")
+    assert out.returncode == 1 and "cannot serve" in out.stderr
+    out = onshi("serve", "--data", str(tmp_path / "nowhere"), "--port", "0", "--workers", "1")
+    assert out.returncode == 2 and "no store" in out.stderr
