@@ -74,11 +74,11 @@ PEOPLE = {
         [qual(INSURER_B, "B3", "700", "00", D(2016, 1, 1))], "revoked"),
     7: (person("渡辺五郎", "ワタナベゴロウ", D(1980, 12, 1)),
         [qual(INSURER_B, "B3", "800", "00", D(2016, 1, 1))], "not-yet-valid"),
-    # Same kana, sex and birth date as 8 but another address: the lookup by basic
-    # information must tell them apart by address.
+    # Same kana, sex and birth date, neighbouring addresses: the lookup by basic
+    # information must tell them apart by the full address or the kanji name.
     8: (person("中村六郎", "ナカムラロクロウ", D(1965, 2, 3), address="東京都港区芝公園4-2-8"),
         [qual(INSURER_C, "C2", "900", "00", D(2017, 1, 1))], None),
-    9: (person("中村六朗", "ナカムラロクロウ", D(1965, 2, 3), address="北海道札幌市中央区北1-1"),
+    9: (person("中村六朗", "ナカムラロクロウ", D(1965, 2, 3), address="東京都港区芝公園4-2-9"),
         [qual(INSURER_A, "A2", "910", "00", D(2017, 1, 1))], None),
 }
 

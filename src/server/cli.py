@@ -45,6 +45,9 @@ def register(subparsers) -> None:
     serve.add_argument("--port-file", help="write the bound port here once every worker serves")
     # Test only: every check sleeps this long, so the graceful-shutdown test has calls in flight.
     serve.add_argument("--test-handler-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
+    from onshi.server import trust  # issue 5: mTLS roles, card proof, access log
+
+    trust.add_arguments(serve)
     serve.set_defaults(func=_serve)
 
     check = subparsers.add_parser(
@@ -69,9 +72,14 @@ def _serve(args) -> int:
     if args.workers < 1:
         print("onshi: --workers must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from onshi.server import trust
+
+    trust.check_serve_args(args, args.host)
+    threads = args.threads or app.DEFAULT_THREADS
+    build = trust.server_builder(args, args.host, threads) if trust.trust_requested(args) else None
     return app.serve(args.data, host=args.host, port=args.port, workers=args.workers, engine=args.engine,
-                     grace=args.grace, threads=args.threads or app.DEFAULT_THREADS, port_file=args.port_file,
-                     handler_delay=args.test_handler_delay_ms / 1000.0)
+                     grace=args.grace, threads=threads, port_file=args.port_file,
+                     handler_delay=args.test_handler_delay_ms / 1000.0, build_server=build)
 
 
 def _date_arg(text: str | None, name: str):
