@@ -68,9 +68,9 @@ def claim(claim_id: str, insurer: str, symbol: str, number: str, branch: str, bi
 
 def unknown_claim(claim_id: str, birth: dt.date, first: dt.date, last: dt.date | None = None, *,
                   late_elderly: bool = False, points: int = 100, facility: str = FACILITY,
-                  **declared) -> cpb.Claim:
+                  days=(), **declared) -> cpb.Claim:
     return claim(claim_id, "77777777", "", "77777777" if late_elderly else "777777777", "",
-                 birth, first, last, points=points, facility=facility,
+                 birth, first, last, days=days, points=points, facility=facility,
                  declaration=cpb.SelfDeclaration(**declared))
 
 
