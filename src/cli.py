@@ -13,7 +13,6 @@ COMMAND_MODULES = (
     "onshi.core.gen",          # onshi gen
     "onshi.server.cli",        # onshi serve, onshi check
     "onshi.core.claims_file",  # onshi claims verify (issue 4)
-    "onshi.core.claims_file",  # onshi claims verify (issue 4)
     "onshi.server.ingest_cli", # onshi ingest-serve, onshi ingest-file (issue 3)
     "onshi.core.pki",          # onshi pki init (test PKI, issue 5)
     "onshi.core.audit",        # onshi audit verify|compact|show (issue 5)
