@@ -96,7 +96,7 @@ def dataset_dir(persons: int) -> Path:
 def dataset(persons: int, *, quiet: bool = False) -> Path:
     """A generated store of `persons` persons, reused when already complete.
 
-    Generation time and size are recorded in gen.json beside the store so the
+    Generation time and size are recorded in bench-gen.json beside the store so the
     scale table can report them without regenerating."""
     path = dataset_dir(persons)
     if (path / COMPLETE).exists():
@@ -111,14 +111,14 @@ def dataset(persons: int, *, quiet: bool = False) -> Path:
     seconds = time.perf_counter() - started
     info = {"persons": persons, "seconds": round(seconds, 1), "bytes": store_bytes(path),
             "date": now_utc(), "machine": machine()}
-    (path / "gen.json").write_text(json.dumps(info, indent=1))
+    (path / "bench-gen.json").write_text(json.dumps(info, indent=1))
     (path / COMPLETE).touch()
     return path
 
 
 def gen_info(path: Path) -> dict:
     with contextlib.suppress(OSError, ValueError):
-        return json.loads((path / "gen.json").read_text())
+        return json.loads((path / "bench-gen.json").read_text())
     return {}
 
 
@@ -141,7 +141,7 @@ def copy_dataset(src: Path, dst: Path) -> Path:
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
     for name in os.listdir(src):
-        if name.endswith(".mdb") or name == "gen.json":
+        if name.endswith(".mdb") or name.endswith(".json"):
             subprocess.run(["cp", "--sparse=always", str(src / name), str(dst / name)], check=True)
     return dst
 

@@ -99,6 +99,18 @@ class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
         return call
 
 
+# Servers run with --insecure-dev (no TLS, loopback): callers declare their role
+# in metadata. Checks use an internal role with bare card serials: a facility
+# must send a card proof (an RSA signature per check), whose cost the trust
+# benchmark measures (issue 5), not this one.
+ROLE_KEY = "x-onshi-role"
+CHECK_ROLE = os.environ.get("ONSHI_BENCH_CHECK_ROLE", "operator")
+
+
+def role(name: str, **codes: str) -> tuple[tuple[str, str], ...]:
+    return ((ROLE_KEY, name), *((f"x-onshi-{k}", v) for k, v in codes.items()))
+
+
 _queries: dict | None = None
 
 

@@ -25,7 +25,7 @@ import secrets
 from google.type import date_pb2
 from locust import constant_throughput, task
 
-from grpc_user import BatchStream, GrpcUser, fire, note_answer
+from grpc_user import BatchStream, GrpcUser, fire, note_answer, role
 from onshi.core import identifiers
 
 BATCH = int(os.environ.get("ONSHI_BENCH_UPDATE_BATCH", "100"))
@@ -69,7 +69,8 @@ class Insurer(GrpcUser):
                 birth_date=_date(birth), sex=1 + i % 2, address="東京都千代田区千代田１－１",
                 postcode="1000001"))
         for start in range(0, RESIDENTS, 500):
-            self.stub.PutResidents(enrollment_pb2.PutResidentsRequest(residents=self.residents[start:start + 500]))
+            self.stub.PutResidents(enrollment_pb2.PutResidentsRequest(residents=self.residents[start:start + 500]),
+                                  metadata=role("operator"))
         self.enrolled = 0
         self.stream = None
         self.outcomes = {v.number: v.name.removeprefix("ENROLLMENT_OUTCOME_")
@@ -146,7 +147,7 @@ class _UpdateStream(BatchStream):
     BATCH messages sent back to back, then BATCH acks read."""
 
     def __init__(self, method, insurer: str):
-        super().__init__(method, metadata=(("x-onshi-insurer", insurer),))
+        super().__init__(method, metadata=role("insurer", insurer=insurer))
 
     def send(self, updates) -> list:
         import gevent

@@ -22,7 +22,7 @@ import secrets
 from google.type import date_pb2
 from locust import constant_throughput, task
 
-from grpc_user import BatchStream, GrpcUser, fire, load_queries, note_answer
+from grpc_user import BatchStream, GrpcUser, fire, load_queries, note_answer, role
 
 BATCH = int(os.environ.get("ONSHI_BENCH_CLAIM_BATCH", "1000"))
 RATE = float(os.environ.get("ONSHI_BENCH_CLAIM_RATE", "2"))
@@ -99,7 +99,7 @@ class ReviewBody(GrpcUser):
         started = time.perf_counter()
         try:
             if self.stream is None:
-                self.stream = BatchStream(self.stub.VerifyClaims)
+                self.stream = BatchStream(self.stub.VerifyClaims, metadata=role("review"))
             answer = self.stream.round_trip(request)
         except Exception as exc:  # noqa: BLE001 - any failure is a failed request, then a new stream
             fire(self.environment, "VerifyClaims batch", started, exception=exc)

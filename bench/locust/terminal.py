@@ -21,7 +21,7 @@ import secrets
 from google.type import date_pb2
 from locust import constant_throughput, task
 
-from grpc_user import GrpcUser, load_queries, note_answer
+from grpc_user import CHECK_ROLE, GrpcUser, load_queries, note_answer, role
 from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc
 
 RATE = float(os.environ.get("ONSHI_BENCH_RATE", "100"))
@@ -45,6 +45,7 @@ class Terminal(GrpcUser):
         self.queries = load_queries()
         self.rng = random.Random(secrets.randbits(64))
         (self.stub,) = self.stubs
+        self.metadata = role(CHECK_ROLE)
         self.connect()
 
     @task
@@ -62,12 +63,13 @@ class Terminal(GrpcUser):
             self._by_number([insurer, symbol, "9" + number[-7:] + "9", branch, birth], "unknown number")
 
     def _by_card(self, serial: str, kind: str):
-        answer = self.stub.CheckByCard(eligibility_pb2.CheckByCardRequest(card_serial=serial))
+        answer = self.stub.CheckByCard(eligibility_pb2.CheckByCardRequest(card_serial=serial),
+                                         metadata=self.metadata)
         note_answer(kind, VALIDITY.get(answer.validity, str(answer.validity)))
 
     def _by_number(self, fields: list, kind: str):
         insurer, symbol, number, branch, birth = fields
         answer = self.stub.CheckByNumber(eligibility_pb2.CheckByNumberRequest(
             insurer_number=insurer, symbol=symbol, number=number, branch=branch,
-            birth_date=_date(birth)))
+            birth_date=_date(birth)), metadata=self.metadata)
         note_answer(kind, VALIDITY.get(answer.validity, str(answer.validity)))

@@ -1,0 +1,168 @@
+"""Scale curve: engine checks/s at 100k, 1M and 10M persons, with what each
+store costs to build and to keep, and the projection to 125 million.
+
+    python bench/scale.py                      (or: onshi bench scale)
+    python bench/scale.py --sizes 100000,1000000 --no-gen
+
+Stores come from `onshi gen` under bench/out/gen-N and are reused: the first
+run generates them (10M took the time recorded in bench/RESULTS.md "Scale";
+--no-gen skips sizes not generated yet, and the table says "not measured").
+Queries are card serials and numbers spread evenly over each store's key space,
+so lookups touch the whole B-tree as national traffic would; a first warm-up
+round (not kept) brings the store into the page cache, as a serving machine
+with enough memory has it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from peers import rate  # noqa: E402
+
+SECTION = "Scale (issue 7)"
+INTRO = """\
+`onshi bench scale` (bench/scale.py): native engine single-call card and number
+checks/s (and card batches of 1,000) on stores of each size made by `onshi gen`,
+queries spread over the whole key space, best of the rounds after a warm-up
+round, one core. "gen" is the `onshi gen` wall time on this shared machine.
+Target: 10M persons ≥ 70% of the 100k card checks/s."""
+HEADER = ["date (UTC)", "command", "persons", "card checks/s", "card batch/s", "number checks/s",
+          "÷ 100k", "bytes/person", "store", "gen", "target", "machine"]
+NATIONAL = 125_000_000
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="onshi bench scale", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100000,1000000,10000000", help="comma-separated persons")
+    p.add_argument("--no-gen", action="store_true", help="skip sizes whose store is not generated yet")
+    p.add_argument("--engine", default="native", choices=("native", "pure"))
+    p.add_argument("--queries", type=int, default=50_000)
+    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--no-record", action="store_true")
+    return p.parse_args(argv)
+
+
+def measure(store: Path, engine_kind: str, queries: int, seconds: float, rounds: int) -> dict:
+    from onshi.core import dates, identifiers
+    from onshi.core.engine import open_engine
+
+    q = common.sample_queries(store, queries)
+    cards = [identifiers.card_serial_key(s) for s in q["cards"]]
+    numbers = [(identifiers.number_key(i, s, n, b), dates.to_day(dates.parse_iso(birth)))
+               for i, s, n, b, birth in q["numbers"]]
+    batches = [cards[i:i + 1000] for i in range(0, len(cards) - 999, 1000)] or [cards]
+    day = dates.today_jst()
+    engine = open_engine(store, engine_kind)
+    try:
+        runs = {"card": (lambda k: engine.check_by_card(k, day), cards, 1),
+                "card batch": (lambda b: engine.check_by_card_batch(b, day), batches, len(batches[0])),
+                "number": (lambda kb: engine.check_by_number(kb[0], kb[1], day), numbers, 1)}
+        for fn, items, _ in runs.values():  # warm-up: every sampled key once
+            for item in items:
+                fn(item)
+        best = {}
+        for _ in range(rounds):
+            for name, (fn, items, per) in runs.items():
+                best[name] = max(best.get(name, 0.0), rate(fn, items, seconds, per))
+    finally:
+        engine.close()
+    return {k: round(v) for k, v in best.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    for persons in sizes:
+        path = common.dataset_dir(persons)
+        if not (path / common.COMPLETE).exists():
+            if args.no_gen:
+                rows.append({"persons": persons, "missing": "store not generated (run without --no-gen)"})
+                continue
+            started = time.perf_counter()
+            common.dataset(persons)
+            print(f"scale: generated {persons:,} persons in {time.perf_counter() - started:.0f} s", flush=True)
+        figures = measure(path, args.engine, args.queries, args.seconds, args.rounds)
+        info = common.gen_info(path)
+        size = common.store_bytes(path)
+        rows.append({"persons": persons, "checks_per_s": figures, "bytes": size,
+                     "bytes_per_person": round(size / persons, 1), "gen_s": info.get("seconds"),
+                     "gen_date": info.get("date")})
+        print(f"scale: {persons:,} persons: " + ", ".join(f"{k} {v:,}/s" for k, v in figures.items()) +
+              f"; {size / persons:,.0f} B/person", flush=True)
+    base = next((r for r in rows if r["persons"] == min(sizes) and "checks_per_s" in r), None)
+    top = next((r for r in rows if r["persons"] == max(sizes) and "checks_per_s" in r), None)
+    ok = None
+    if base and top and top is not base:
+        ok = top["checks_per_s"]["card"] >= 0.7 * base["checks_per_s"]["card"]
+    result = {"date": common.now_utc(), "command": common.command_line(), "engine": args.engine,
+              "rows": rows, "target_10m_over_100k": ok, "machine": common.machine(),
+              "loadavg": os.getloadavg()[0], "projection": projection(rows)}
+    report(result)
+    if not args.no_record:
+        write(result)
+    return 0 if ok is not False else 1
+
+
+def projection(rows: list[dict]) -> dict | None:
+    """Extrapolate bytes and build time to 125M persons from the largest store."""
+    measured = [r for r in rows if r.get("gen_s") and "bytes" in r]
+    if not measured:
+        return None
+    top = max(measured, key=lambda r: r["persons"])
+    factor = NATIONAL / top["persons"]
+    return {"from_persons": top["persons"], "bytes": round(top["bytes"] * factor),
+            "gen_s": round(top["gen_s"] * factor)}
+
+
+def report(r: dict) -> None:
+    for row in r["rows"]:
+        if "missing" in row:
+            print(f"  {row['persons']:>12,}  not measured: {row['missing']}")
+    if r["target_10m_over_100k"] is not None:
+        print(f"  largest ÷ smallest card checks/s ≥ 70%: {'pass' if r['target_10m_over_100k'] else 'FAIL'}")
+    if r["projection"]:
+        p = r["projection"]
+        print(f"  projected to 125M persons (from {p['from_persons']:,}): {p['bytes'] / 1e9:,.0f} GB, "
+              f"gen {p['gen_s'] / 3600:,.1f} h at the same rate")
+
+
+def write(r: dict) -> None:
+    base = next((row for row in r["rows"] if "checks_per_s" in row), None)
+    for row in r["rows"]:
+        if "missing" in row:
+            cells = [f"{row['persons']:,}", "not measured: " + row["missing"], "", "", "", "", "", "", "—"]
+        else:
+            c = row["checks_per_s"]
+            ratio = c["card"] / base["checks_per_s"]["card"] if base else float("nan")
+            target = "—"
+            if row["persons"] >= 10_000_000 and base and base["persons"] <= 100_000:
+                target = common.verdict(ratio >= 0.7)
+            gen = f"{row['gen_s']:,.0f} s" if row.get("gen_s") else "(reused; time not recorded)"
+            cells = [f"{row['persons']:,}", f"{c['card']:,}", f"{c['card batch']:,}", f"{c['number']:,}",
+                     f"{ratio:.0%}", f"{row['bytes_per_person']:,.0f}", f"{row['bytes'] / 1e9:.2f} GB", gen, target]
+        common.append_results(SECTION, INTRO, HEADER,
+                              [r["date"], f"`{r['command']}`", *cells,
+                               f"{r['machine']}, load avg {r['loadavg']:.1f}"])
+    if r["projection"]:
+        p = r["projection"]
+        common.append_note(SECTION, (
+            f"Projection ({r['date']}, from the {p['from_persons']:,}-person store, linear): 125 million "
+            f"persons ≈ {p['bytes'] / 1e9:,.0f} GB on disk and ≈ {p['gen_s'] / 3600:,.1f} h of `onshi gen` "
+            f"on this machine (sorted append loads keep the rate flat; the rate is the measured one, "
+            f"including other sessions' load). {p['bytes'] / 1e9:,.0f} GB is more than this machine's "
+            f"24 GiB of memory: at national scale lookups would read pages from disk unless the serving "
+            f"machine has the memory (LMDB serves from the page cache)."))
+    common.record("scale", r)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
