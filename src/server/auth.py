@@ -255,30 +255,34 @@ def _abort(context, exc: AuthError):
     context.abort(exc.code, exc.message)
 
 
-def _guard(behavior, roles: frozenset[str] | None):
+def _guard(behavior, roles: frozenset[str] | None, response_streaming: bool = False):
     """Check the caller before the handler runs; turn AuthError raised inside
     the handler (caller_insurers & co.) into its status."""
 
+    def check(context) -> None:
+        caller = caller_of(context)
+        if roles is not None and caller.role not in roles:
+            raise denied(f"{caller.label} may not call this method (allowed: {', '.join(sorted(roles))})")
+
+    if response_streaming:
+        # A generator, so the check and any abort happen while gRPC iterates
+        # the response, as in the handler itself.
+        def guarded_stream(request, context):
+            try:
+                check(context)
+                yield from behavior(request, context)
+            except AuthError as exc:
+                _abort(context, exc)
+        return guarded_stream
+
     def guarded(request, context):
         try:
-            caller = caller_of(context)
-            if roles is not None and caller.role not in roles:
-                raise denied(f"{caller.label} may not call this method (allowed: {', '.join(sorted(roles))})")
-            result = behavior(request, context)
+            check(context)
+            return behavior(request, context)
         except AuthError as exc:
             _abort(context, exc)
-        if hasattr(result, "__next__"):  # response stream: errors surface while iterating
-            return _guard_stream(result, context)
-        return result
 
     return guarded
-
-
-def _guard_stream(iterator, context):
-    try:
-        yield from iterator
-    except AuthError as exc:
-        _abort(context, exc)
 
 
 class RoleInterceptor(grpc.ServerInterceptor):
@@ -309,12 +313,12 @@ class RoleInterceptor(grpc.ServerInterceptor):
         kind = ("unary_unary" if handler.unary_unary else "unary_stream" if handler.unary_stream
                 else "stream_unary" if handler.stream_unary else "stream_stream")
         make = getattr(grpc, f"{kind}_rpc_method_handler")
-        return make(_guard(getattr(handler, kind), roles),
+        return make(_guard(getattr(handler, kind), roles, kind.endswith("_stream")),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer)
 
 
-def _aio_guard(behavior, roles: frozenset[str] | None):
+def _aio_guard(behavior, roles: frozenset[str] | None, streaming: bool = False):
     """The grpc.aio variant of _guard: coroutine, async-generator or sync behaviours."""
     import inspect
 
@@ -345,7 +349,7 @@ def _aio_guard(behavior, roles: frozenset[str] | None):
                 await context.abort(exc.code, exc.message)
         return guarded
 
-    return _guard(behavior, roles)  # a sync handler on the migration thread pool
+    return _guard(behavior, roles, streaming)  # a sync handler on the migration thread pool
 
 
 class AioRoleInterceptor(grpc.aio.ServerInterceptor):
@@ -363,7 +367,7 @@ class AioRoleInterceptor(grpc.aio.ServerInterceptor):
         kind = ("unary_unary" if handler.unary_unary else "unary_stream" if handler.unary_stream
                 else "stream_unary" if handler.stream_unary else "stream_stream")
         make = getattr(grpc, f"{kind}_rpc_method_handler")
-        return make(_aio_guard(getattr(handler, kind), roles),
+        return make(_aio_guard(getattr(handler, kind), roles, kind.endswith("_stream")),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer)
 
