@@ -312,6 +312,8 @@ class ClaimError(ValueError):
 
 MAX_BATCH = 10_000
 _INSURER_CACHE_MAX = 200_000
+_UNKNOWN = "不詳"  # insurer cache value of 77777777 / 77777779
+_HEAD_AND_FIRST = struct.Struct("<HHiii")  # history header + the first entry's days
 
 
 class Verifier:
@@ -331,68 +333,96 @@ class Verifier:
             self.basic4_db = basic4_env.open_db(unknown_index_name(), create=False)
         except Exception:  # lmdb.NotFoundError, or a read-only env without the DB
             self.basic4_db = None  # a store built before the index: 不詳 stays UNRESOLVED
-        self._insurers: dict[str, tuple[str, bool] | identifiers.InvalidIdentifier] = {}
+        self._insurers: dict[str, object] = {}
         self._days: dict[int, int] = {}
 
-    # The outer loop is deliberately flat: it runs once per claim at 10^5/s.
+    # The loops below are deliberately flat: they run once per claim at 10^5/s.
+    # The common claim (ASCII number of a known insurer, dates seen before, no
+    # visit_days) is prepared inline from caches; anything else goes through
+    # _prepare, which also fills the caches and reports malformed claims.
     def verify(self, claims) -> claims_pb2.VerifyClaimsResponse:
-        if len(claims) > MAX_BATCH:
-            raise ClaimError([("claims", f"at most {MAX_BATCH} claims per batch")])
         n = len(claims)
-        errors: list[tuple[str, str]] = []
+        if n > MAX_BATCH:
+            raise ClaimError([("claims", f"at most {MAX_BATCH} claims per batch")])
+        insurers = self._insurers
+        days_of = self._days
         keys: list[bytes] = []
-        looked_up: list[tuple] = []  # (index, key, birth, first, last, days, claim)
+        rows: list[tuple] = []  # (index, birth, first, last, days) per key
         settled: dict[int, Decision] = {}
         unknown_claims: list[tuple] = []
-        day_of = self._day
-        number_key = self._number_key
+        errors: list[tuple[str, str]] = []
+        ids: list[str] = []
         for i in range(n):
             c = claims[i]
-            try:
-                first, last, days = self._period(c, i)
-                birth = day_of(c.birth_date, f"claims[{i}].birth_date")
-            except ClaimError as exc:
-                errors.extend(exc.violations)
-                continue
-            insurer = c.insurer_number
-            if insurer in identifiers.UNKNOWN_INSURERS or _fold(insurer) in identifiers.UNKNOWN_INSURERS:
-                unknown_claims.append((i, birth, first, last, days, c))
-                continue
-            try:
-                key = number_key(insurer, c.symbol, c.number, c.branch)
-            except identifiers.InvalidIdentifier as exc:
-                settled[i] = Decision(RETURN, return_reason=INVALID_NUMBER, detail=f"{exc.field}: {exc.description}")
-                continue
-            keys.append(key)
-            looked_up.append((i, key, birth, first, last, days, c))
+            ids.append(c.claim_id)
+            a = c.first_visit_date
+            b = c.last_visit_date
+            bd = c.birth_date
+            pa = (a.year << 9) | (a.month << 5) | a.day
+            pb = (b.year << 9) | (b.month << 5) | b.day
+            first = days_of.get(pa)
+            last = days_of.get(pb)
+            birth = days_of.get((bd.year << 9) | (bd.month << 5) | bd.day)
+            info = insurers.get(c.insurer_number)
+            if (first is not None and last is not None and birth is not None and info.__class__ is tuple
+                    and pa >> 5 == pb >> 5 and first <= last and not c.visit_days):
+                symbol = c.symbol
+                number = c.number
+                branch = c.branch
+                text = symbol + number + branch
+                # ASCII letters/digits fold to themselves; total <= MAX_SYMBOL keeps
+                # each part within identifiers' limits (else number_key's errors).
+                if text.isascii() and text.isalnum() and number and len(text) <= identifiers.MAX_SYMBOL:
+                    if info[1]:
+                        keys.append(f"{info[0]}\x1f\x1f{number}\x1f".encode())
+                        rows.append((i, birth, first, last, ()))
+                        continue
+                    if branch.isdigit() and len(branch) <= 2:
+                        keys.append(f"{info[0]}\x1f{symbol}\x1f{number}\x1f{branch.zfill(2)}".encode())
+                        rows.append((i, birth, first, last, ()))
+                        continue
+            kind, *rest = self._prepare(c, i)
+            if kind == "lookup":
+                keys.append(rest[0])
+                rows.append((i, *rest[1:]))
+            elif kind == "unknown":
+                unknown_claims.append((i, *rest))
+            elif kind == "settled":
+                settled[i] = rest[0]
+            else:
+                errors.extend(rest[0])
         if errors:
             raise ClaimError(errors)
         values = self.engine.histories_by_number(keys) if keys else []
-        resp = claims_pb2.VerifyClaimsResponse()
-        for (i, birth, first, last, days, c) in unknown_claims:
-            settled[i] = self._identify(c, birth, first, last, days)
-        add = resp.verdicts.add
-        j = 0
-        covers = billed_covers
-        for j, (i, key, birth, first, last, days, c) in enumerate(looked_up):
+        head = _HEAD_AND_FIRST.unpack_from
+        for j in range(len(keys)):
             value = values[j]
-            if value is None:
-                settled[i] = Decision(RETURN, return_reason=NUMBER_NOT_FOUND, detail="no person holds the billed number")
-            elif not covers(value, None, birth, first, last):
-                nhash = identifiers.number_hash(key)
-                if not covers(value, nhash, birth, first, last):
-                    settled[i] = decide(value, nhash, birth, _visit_days(first, last, days),
-                                        public_expense=bool(c.public_expense_numbers), high_cost=c.high_cost)
-        if not settled:  # the common case: every claim OK
-            for i in range(n):
-                add(claim_id=claims[i].claim_id, outcome=OK)
+            i, birth, first, last, days = rows[j]
+            if value is not None:
+                try:
+                    version, count, person_birth, acq, loss = head(value)
+                except struct.error:  # a record with no entries
+                    count = 0
+                # one qualification, reached through the number index: it is the billed one
+                if count == 1 and person_birth == birth and acq <= first and last < loss and version == 1:
+                    continue
+            d = self._settle(value, keys[j], birth, first, last, days, claims[i])
+            if d is not None:
+                settled[i] = d
+        for i, birth, first, last, days, c in unknown_claims:
+            settled[i] = self._identify(c, birth, first, last, days)
+        resp = claims_pb2.VerifyClaimsResponse()
+        add = resp.verdicts.add
+        if not settled:  # the common batch: every claim OK
+            for claim_id in ids:
+                add(claim_id=claim_id, outcome=OK)
             return resp
         for i in range(n):
             d = settled.get(i)
             if d is None or d.outcome == OK:
-                add(claim_id=claims[i].claim_id, outcome=OK)
+                add(claim_id=ids[i], outcome=OK)
                 continue
-            v = add(claim_id=claims[i].claim_id, outcome=d.outcome, return_reason=d.return_reason,
+            v = add(claim_id=ids[i], outcome=d.outcome, return_reason=d.return_reason,
                     detail=d.detail, flags=d.flags)
             if d.runs:
                 _, entries = history.parse_history(d.value)
@@ -404,6 +434,40 @@ class Verifier:
                                    insurer_number=q.insurer_number, insurer_name=q.insurer_name,
                                    symbol=q.symbol, number=q.number, branch=q.branch, points=pts)
         return resp
+
+    def _prepare(self, c, i: int) -> tuple:
+        """The general preparation of one claim: ("lookup", key, birth, first,
+        last, days) | ("unknown", birth, first, last, days, claim) |
+        ("settled", Decision) | ("error", violations)."""
+        try:
+            first, last, days = self._period(c, i)
+            birth = self._day(c.birth_date, f"claims[{i}].birth_date")
+        except ClaimError as exc:
+            return ("error", exc.violations)
+        insurer = c.insurer_number
+        try:
+            info = self._insurer(insurer)
+        except identifiers.InvalidIdentifier as exc:
+            return ("settled", Decision(RETURN, return_reason=INVALID_NUMBER,
+                                        detail=f"{exc.field}: {exc.description}"))
+        if info is _UNKNOWN:
+            return ("unknown", birth, first, last, days, c)
+        try:
+            key = identifiers.number_key(insurer, c.symbol, c.number, c.branch)
+        except identifiers.InvalidIdentifier as exc:
+            return ("settled", Decision(RETURN, return_reason=INVALID_NUMBER,
+                                        detail=f"{exc.field}: {exc.description}"))
+        return ("lookup", key, birth, first, last, days)
+
+    def _settle(self, value, key, birth, first, last, days, c) -> Decision | None:
+        """Beyond the single-qualification fast path: None when OK."""
+        if value is None:
+            return Decision(RETURN, return_reason=NUMBER_NOT_FOUND, detail="no person holds the billed number")
+        nhash = identifiers.number_hash(key)
+        if billed_covers(value, nhash, birth, first, last):
+            return None
+        return decide(value, nhash, birth, _visit_days(first, last, days),
+                      public_expense=bool(c.public_expense_numbers), high_cost=c.high_cost)
 
     def _identify(self, c, birth, first, last, days) -> Decision:
         if not c.HasField("declaration") or not c.declaration.name_kana or not c.declaration.sex:
@@ -417,29 +481,25 @@ class Verifier:
             return Decision(UNRESOLVED, detail=why)
         return decide_identified(value, _visit_days(first, last, days))
 
-    def _number_key(self, insurer: str, symbol: str, number: str, branch: str) -> bytes:
+    def _insurer(self, insurer: str):
+        """(normalised number, late-elderly?) or _UNKNOWN for a 不詳 claim; raises
+        InvalidIdentifier. Cached by the text as sent (a few thousand insurers)."""
         info = self._insurers.get(insurer)
         if info is None:
-            try:
-                norm = identifiers.normalize_insurer_number(insurer)
-                info = (norm, identifiers.is_late_elderly(norm))
-            except identifiers.InvalidIdentifier as exc:
-                info = exc
+            if _fold(insurer) in identifiers.UNKNOWN_INSURERS:
+                info = _UNKNOWN
+            else:
+                try:
+                    norm = identifiers.normalize_insurer_number(insurer)
+                    info = (norm, identifiers.is_late_elderly(norm))
+                except identifiers.InvalidIdentifier as exc:
+                    info = exc
             if len(self._insurers) > _INSURER_CACHE_MAX:
                 self._insurers.clear()
             self._insurers[insurer] = info
         if isinstance(info, identifiers.InvalidIdentifier):
             raise info
-        # Plain ASCII letters/digits fold to themselves: skip NFKC (the common case).
-        text = symbol + number + branch
-        if (text.isascii() and text.isalnum() and number and len(symbol) <= identifiers.MAX_SYMBOL
-                and len(number) <= identifiers.MAX_NUMBER):
-            norm, late_elderly = info
-            if late_elderly:
-                return f"{norm}\x1f\x1f{number}\x1f".encode()
-            if branch.isdigit() and len(branch) <= 2:
-                return f"{norm}\x1f{symbol}\x1f{number}\x1f{branch.zfill(2)}".encode()
-        return identifiers.number_key(insurer, symbol, number, branch)
+        return info
 
     def _day(self, d, field: str) -> int:
         packed = (d.year << 9) | (d.month << 5) | d.day

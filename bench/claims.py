@@ -1,0 +1,275 @@
+"""Claims benchmark (issue 4, must-show 3): claims/s through ONE VerifyClaims
+stream of the real secondary process (`onshi ingest-serve`) over a 1M-person
+store, plus the same batches through Verifier.verify in-process (no gRPC) so the
+two can be compared in one run, and a cProfile of the in-process path.
+
+    .venv/bin/python bench/claims.py --persons 1000000 --claims 1000000
+
+The dataset is `onshi gen --persons N` under bench/out/claims-gen-N (built once;
+ingest-serve adds the claims ledger to it). Claims are drawn from the store:
+mostly billed to the qualification valid on the visit date, some to a lost one,
+some to numbers nobody holds, ~1% 不詳 with the person's declaration. Batches are
+serialized before the clock starts; the client sends raw bytes and counts
+verdict batches, so the figure is the server's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import io
+import os
+import pstats
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import grpc
+
+from onshi.core import dates, history
+from onshi.core.store import open_env
+from onshi.v1 import claims_pb2 as cpb
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"
+RESULTS = BENCH / "RESULTS.md"
+SECTION = "## Claims (issue 4)"
+FACILITIES = [f"13{n:08d}" for n in range(1, 201)]
+METHOD = "/onshi.v1.ClaimService/VerifyClaims"
+
+
+def onshi(*args: str) -> list[str]:
+    return [sys.executable, "-m", "onshi.cli", *args]
+
+
+def dataset(persons: int) -> Path:
+    path = OUT / f"claims-gen-{persons}"
+    if not (path / "gen.json").exists():
+        print(f"generating {persons} persons into {path} ...", flush=True)
+        subprocess.run(onshi("gen", "--persons", str(persons), "--out", str(path)), check=True)
+    return path
+
+
+def sample_claims(path: Path, count: int, visit_month: dt.date, seed: int = 4) -> list[cpb.Claim]:
+    """Claims for randomly chosen persons of the store, in a mix near real review."""
+    rng = random.Random(seed)
+    env = open_env(path, readonly=True)
+    hist = env.open_db(b"history", create=False)
+    first_day = dates.to_day(visit_month)
+    month_len = (visit_month.replace(month=visit_month.month % 12 + 1, year=visit_month.year + visit_month.month // 12)
+                 - visit_month).days
+    claims: list[cpb.Claim] = []
+    with env.begin() as txn:
+        total = txn.stat(hist)["entries"]
+        keep = min(1.0, count * 1.2 / total)
+        for key, value in txn.cursor(db=hist):
+            if rng.random() > keep:
+                continue
+            birth_day, entries = history.parse_history(value)
+            a = rng.randrange(month_len)
+            b = min(month_len - 1, a + rng.choice((0, 0, 0, 3, 7, 14)))
+            first = first_day + a
+            last = first_day + b
+            covering = [e for e in entries if e.acquisition_day <= first and last < e.loss_day]
+            lost = [e for e in entries if e.loss_day <= last]
+            roll = rng.random()
+            kind = "billed"
+            if roll < 0.04 and lost:
+                entry = rng.choice(lost)  # a lost card: re-route, split or return
+            elif covering:
+                entry = rng.choice(covering)
+            else:
+                entry = rng.choice(entries)
+            if 0.04 <= roll < 0.06:
+                kind = "stranger"
+            elif 0.06 <= roll < 0.07:
+                kind = "unknown"
+            q = history.unframe(entry.payload)
+            c = cpb.Claim(
+                claim_id=f"{int.from_bytes(key, 'big')}-{len(claims)}", facility_code=rng.choice(FACILITIES),
+                insurer_number=q.insurer_number, symbol=q.symbol, number=q.number, branch=q.branch,
+                birth_date=dates.to_proto(dates.from_day(birth_day)),
+                first_visit_date=dates.to_proto(dates.from_day(first)),
+                last_visit_date=dates.to_proto(dates.from_day(last)),
+                kind=cpb.CLAIM_KIND_MEDICAL, points=rng.randrange(100, 20_000))
+            if kind == "stranger":
+                c.number = "999" + c.number
+            elif kind == "unknown":
+                p = q.person
+                c.insurer_number, c.symbol, c.number, c.branch = "77777777", "", "777777777", ""
+                c.declaration.CopyFrom(cpb.SelfDeclaration(name=p.name, name_kana=p.name_kana, sex=p.sex,
+                                                           address=p.address))
+            claims.append(c)
+            if len(claims) >= count:
+                break
+    env.close()
+    rng.shuffle(claims)
+    return claims
+
+
+def batches_of(claims: list[cpb.Claim], size: int) -> list[bytes]:
+    return [cpb.VerifyClaimsRequest(claims=claims[i:i + size]).SerializeToString()
+            for i in range(0, len(claims), size)]
+
+
+def in_process(path: Path, raw_batches: list[bytes], profile: bool) -> tuple[float, Counter, str]:
+    """Verifier.verify over the parsed batches: the service minus gRPC and recording."""
+    from onshi.core.claims import Verifier
+    from onshi.core.engine import open_engine
+
+    engine = open_engine(path)
+    env = getattr(engine, "env", None) or open_env(path, readonly=True)
+    verifier = Verifier(engine, env)
+    counts: Counter = Counter()
+    started = time.perf_counter()
+    claims = 0
+    for raw in raw_batches:
+        request = cpb.VerifyClaimsRequest.FromString(raw)
+        response = verifier.verify(request.claims)
+        response.SerializeToString()
+        claims += len(request.claims)
+        for v in response.verdicts:
+            counts[cpb.Outcome.Name(v.outcome).removeprefix("OUTCOME_")] += 1
+    rate = claims / (time.perf_counter() - started)
+    report = ""
+    if profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        for raw in raw_batches[:max(1, len(raw_batches) // 5)]:
+            verifier.verify(cpb.VerifyClaimsRequest.FromString(raw).claims).SerializeToString()
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(12)
+        report = buf.getvalue()
+    if env is not getattr(engine, "env", None):
+        env.close()
+    engine.close()
+    return rate, counts, report
+
+
+def through_stream(port: int, raw_batches: list[bytes], facility: str | None) -> float:
+    """One VerifyClaims stream; requests and responses stay serialized bytes."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=(
+        ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)))
+    call = channel.stream_stream(METHOD, request_serializer=None, response_deserializer=None)
+    metadata = (("x-onshi-facility", facility),) if facility else None
+    per_batch = [len(cpb.VerifyClaimsRequest.FromString(r).claims) for r in raw_batches]
+    started = time.perf_counter()
+    received = 0
+    for _ in call(iter(raw_batches), metadata=metadata, timeout=600):
+        received += 1
+    elapsed = time.perf_counter() - started
+    channel.close()
+    assert received == len(raw_batches)
+    return sum(per_batch) / elapsed
+
+
+def start_server(path: Path) -> tuple[subprocess.Popen, int]:
+    port_file = OUT / f"claims-bench.port.{os.getpid()}"
+    port_file.unlink(missing_ok=True)
+    proc = subprocess.Popen(onshi("ingest-serve", "--data", str(path), "--port", "0", "--port-file",
+                                  str(port_file)), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit("ingest-serve did not start")
+        time.sleep(0.1)
+    port = int(port_file.read_text())
+    port_file.unlink()
+    return proc, port
+
+
+def only_facility(raw_batches: list[bytes], facility: str) -> list[bytes]:
+    out = []
+    for raw in raw_batches:
+        request = cpb.VerifyClaimsRequest.FromString(raw)
+        for c in request.claims:
+            c.facility_code = facility
+        out.append(request.SerializeToString())
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--persons", type=int, default=1_000_000)
+    parser.add_argument("--claims", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument("--month", default="2026-04", help="visit month (gen's reference month by default)")
+    parser.add_argument("--no-record", action="store_true", help="skip the review-body (recorded) stream")
+    parser.add_argument("--write", action="store_true", help=f"append the figures to {RESULTS.name}")
+    args = parser.parse_args()
+
+    path = dataset(args.persons)
+    t0 = time.perf_counter()
+    claims = sample_claims(path, args.claims, dates.parse_iso(args.month + "-01"))
+    raw = batches_of(claims, args.batch)
+    prep = time.perf_counter() - t0
+    print(f"{len(claims)} claims in {len(raw)} batches of {args.batch} (prepared in {prep:.1f}s)", flush=True)
+
+    rate_local, counts, profile = in_process(path, raw, profile=True)
+    print(f"in-process Verifier.verify: {rate_local:,.0f} claims/s  {dict(counts)}", flush=True)
+    print(profile)
+
+    proc, port = start_server(path)
+    try:
+        facility = FACILITIES[0]
+        rate_check = through_stream(port, only_facility(raw, facility), facility)
+        print(f"one stream, pre-submission check (not recorded): {rate_check:,.0f} claims/s", flush=True)
+        rate_review = None
+        if not args.no_record:
+            rate_review = through_stream(port, raw, None)
+            print(f"one stream, review body (recorded per claim): {rate_review:,.0f} claims/s", flush=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    if args.write:
+        write_results(args, len(claims), counts, rate_local, rate_check, rate_review, profile)
+    return 0
+
+
+def write_results(args, n, counts, rate_local, rate_check, rate_review, profile) -> None:
+    engine = os.environ.get("ONSHI_ENGINE") or "auto (native when built)"
+    mix = ", ".join(f"{k} {v / n:.1%}" for k, v in counts.most_common())
+    lines = [
+        "",
+        f"### {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC — `python bench/claims.py "
+        f"--persons {args.persons} --claims {args.claims} --batch {args.batch}`",
+        "",
+        f"{os.cpu_count()} cores shared with other engineers; engine {engine}; verdict mix: {mix}.",
+        "",
+        "| path | claims/s | vs target 200,000 |",
+        "|---|---:|---:|",
+        f"| Verifier.verify in-process (parse + verify + serialize, no gRPC) | {rate_local:,.0f} | "
+        f"{rate_local / 200_000:.2f}× |",
+        f"| one VerifyClaims stream, ingest-serve, pre-submission (not recorded) | {rate_check:,.0f} | "
+        f"{rate_check / 200_000:.2f}× |",
+    ]
+    if rate_review is not None:
+        lines.append(f"| one VerifyClaims stream, ingest-serve, review body (ledger write per claim) | "
+                     f"{rate_review:,.0f} | {rate_review / 200_000:.2f}× |")
+    lines += ["", "Where the in-process time goes (cProfile, top by own time):", "", "```",
+              *[l for l in profile.splitlines() if l.strip()][:22], "```", ""]
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if SECTION not in text:
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n"
+    # append under our own heading (before the next section, if any)
+    start = text.index(SECTION) + len(SECTION)
+    nxt = text.find("\n## ", start)
+    block = "\n".join(lines)
+    text = text[:nxt] + block + text[nxt:] if nxt != -1 else text.rstrip("\n") + "\n" + block
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
