@@ -113,10 +113,12 @@ def test_insecure_dev_warns_and_takes_roles_from_metadata(tmp_path):
         assert "INSECURE DEV MODE" in (tmp_path / "log").read_text()
         s = eligibility_pb2_grpc.EligibilityServiceStub(grpc.insecure_channel(proc.target))
         bare = eligibility_pb2.CheckByCardRequest(card_serial="1002")
-        assert code(lambda: s.CheckByCard(bare, timeout=10)) == grpc.StatusCode.UNAUTHENTICATED
+        assert code(lambda: s.CheckByCard(bare, timeout=10, metadata=(("x-onshi-role", "nobody"),))) == \
+            grpc.StatusCode.UNAUTHENTICATED
         assert code(lambda: s.CheckByCard(bare, timeout=10, metadata=(("x-onshi-role", "facility"),
                                                                       ("x-onshi-facility", FACILITY)))) == \
             grpc.StatusCode.PERMISSION_DENIED  # facilities prove the card even in a demo
         assert s.CheckByCard(bare, timeout=10, metadata=(("x-onshi-role", "operator"),)).validity == 1
+        assert s.CheckByCard(bare, timeout=10).validity == 1  # undeclared: no role checks (benchmarks, demos)
     finally:
         proc.stop()

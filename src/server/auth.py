@@ -19,7 +19,8 @@ current grpcio builds); TLS 1.2 remains possible for old clients.
 
 `--insecure-dev` (local demos only) serves without TLS on loopback; the caller
 then *declares* its role and codes in metadata (x-onshi-role, x-onshi-facility,
-x-onshi-insurer), which under mTLS are only allowed to narrow the certificate.
+x-onshi-insurer; no role declared = every role check passes), which under mTLS are only
+allowed to narrow the certificate.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ POLICY: dict[str, frozenset[str]] = {
     "/onshi.v1.TrustService/PutRevocationList": frozenset({OPERATOR}),
 }
 OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+DEV = "dev"  # --insecure-dev caller that declared no role
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,9 @@ class Caller:
     def label(self) -> str:
         """who, for the access log: role:code[,code]."""
         return f"{self.role}:{','.join(sorted(self.codes))}" if self.codes else self.role
+
+
+_DEV_CALLER = Caller(DEV, frozenset(), "insecure-dev undeclared caller", via_tls=False)
 
 
 class AuthError(Exception):
@@ -187,10 +192,15 @@ def caller_of(context) -> Caller:
     if pems:
         return _certs.get(pems[0])
     if _insecure_dev:
+        # Demos and benchmarks of the bare service: an undeclared caller passes
+        # every role check (the services' own metadata rules still apply);
+        # declaring a role shows that role's rules. Loopback only.
         md = _metadata(context)
-        role = md.get(ROLE_KEY, "")
+        role = md.get(ROLE_KEY, "") or DEV
+        if role == DEV:
+            return _DEV_CALLER
         if role not in ROLES:
-            raise unauthenticated(f"--insecure-dev: declare {ROLE_KEY} (one of {', '.join(ROLES)})")
+            raise unauthenticated(f"--insecure-dev: {ROLE_KEY} must be one of {', '.join(ROLES)}")
         codes = _split(md.get(FACILITY_KEY)) if role == FACILITY else \
             _split(md.get(INSURER_KEY)) if role == INSURER else set()
         return Caller(role, frozenset(codes), f"insecure-dev {role}", via_tls=False)
@@ -261,7 +271,7 @@ def _guard(behavior, roles: frozenset[str] | None, response_streaming: bool = Fa
 
     def check(context) -> None:
         caller = caller_of(context)
-        if roles is not None and caller.role not in roles:
+        if roles is not None and caller.role not in roles and caller.role != DEV:
             raise denied(f"{caller.label} may not call this method (allowed: {', '.join(sorted(roles))})")
 
     if response_streaming:
@@ -325,7 +335,7 @@ def _aio_guard(behavior, roles: frozenset[str] | None, streaming: bool = False):
     async def check(context) -> None:
         try:
             caller = caller_of(context)
-            if roles is not None and caller.role not in roles:
+            if roles is not None and caller.role not in roles and caller.role != DEV:
                 raise denied(f"{caller.label} may not call this method (allowed: {', '.join(sorted(roles))})")
         except AuthError as exc:
             await context.abort(exc.code, exc.message)
@@ -412,7 +422,8 @@ def check_insecure_bind(host: str) -> None:
         raise SystemExit(f"onshi: --insecure-dev serves only on loopback (127.0.0.1 / ::1), not {host}")
     banner = "!" * 72
     print(f"{banner}\n!! INSECURE DEV MODE: no TLS, no client certificates; callers declare their\n"
-          f"!! role in metadata ({ROLE_KEY}). Local demos only. NEVER use with real data.\n{banner}",
+          f"!! role in metadata ({ROLE_KEY}; none = no role checks). Local demos only.\n"
+          f"!! NEVER use with real data.\n{banner}",
           file=sys.stderr, flush=True)
 
 

@@ -129,7 +129,7 @@ def _metadata_value(context, key: str) -> str:
 class EligibilityTrust:
     """card_proof and audit hooks for build_eligibility_handlers/create_server."""
 
-    TRUSTED_BARE_SERIAL = frozenset({auth.REVIEW, auth.OPERATOR})
+    TRUSTED_BARE_SERIAL = frozenset({auth.REVIEW, auth.OPERATOR, auth.DEV})
 
     def __init__(self, verifier: CardVerifier | None, log: audit.AuditLog | None):
         self.verifier = verifier
