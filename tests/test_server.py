@@ -519,11 +519,19 @@ def _until_cancelled(stream):
 def test_serve_refuses_a_taken_port_and_a_missing_store(store, tmp_path):
     import socket
 
-    with socket.socket() as taken:  # a listener without SO_REUSEPORT
+    with socket.socket() as taken:  # bound without SO_REUSEPORT (not listening: the bind fails)
         taken.bind(("127.0.0.1", 0))
-        taken.listen()
         port = taken.getsockname()[1]
         out = onshi("serve", "--data", store, "--port", str(port), "--workers", "1")
     assert out.returncode == 1 and "cannot serve" in out.stderr
     out = onshi("serve", "--data", str(tmp_path / "nowhere"), "--port", "0", "--workers", "1")
     assert out.returncode == 2 and "no store" in out.stderr
+
+
+def test_serve_does_not_join_another_servers_port(server, store):
+    # SO_REUSEPORT would accept it and split the first server's traffic.
+    port = server.target.rsplit(":", 1)[1]
+    out = onshi("serve", "--data", store, "--port", port, "--workers", "1")
+    assert out.returncode == 1 and "another server is listening" in out.stderr
+    with server.channel() as ch:
+        assert worker_pid(ch) in server.pids

@@ -258,6 +258,11 @@ def serve(data: str, *, host: str = "127.0.0.1", port: int = 50051, workers: int
     if not os.path.exists(os.path.join(data, DATA_FILE)):
         print(f"onshi: no store at {data} (run `onshi gen` first)", file=sys.stderr)
         return 2
+    if port and _listening(host, port):
+        # SO_REUSEPORT would let us join that listener and silently split its traffic.
+        print(f"onshi: cannot serve on {format_address(host, port)}: another server is listening there",
+              file=sys.stderr)
+        return 1
     signals: list[int] = []
     wake_r, wake_w = os.pipe()
     ready_r, ready_w = os.pipe()
@@ -366,6 +371,14 @@ def _supervise(pool: _Workers, count: int, port: int, port_file: str | None, sig
             signals.append(signal.SIGTERM)
             exit_code = 1
     return exit_code
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _signal(pid: int, sig: int) -> None:
