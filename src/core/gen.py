@@ -342,9 +342,9 @@ class Population:
         scenario = FIXED_SCENARIOS[index] if index < len(FIXED_SCENARIOS) else None
         r = rng.random() if scenario is None else {"elderly": 0.05, "dual": 0.05, "death": 0.05,
                                                     "nhi": 0.3, "assistance": 0.3}.get(scenario, 0.9)
-        if r < 0.17:
+        if r < 0.2:
             members = self.elderly_household(surname, muni, scenario)
-        elif r < 0.40:
+        elif r < 0.43:
             members = self.nhi_household(surname, muni, scenario)
         else:
             members = self.employee_household(surname, muni, scenario)
@@ -361,7 +361,7 @@ class Population:
         if age >= 25 and (rng.random() < 0.4 or scenario is not None):
             members.append(self.member(surname, 3 - sex, max(20, age + self.ri(-5, 6))))
         if 25 <= age <= 60:
-            kids = self.pick((0, 0, 1, 1, 2, 2, 3)) if scenario is None else 2
+            kids = self.pick((0, 0, 0, 0, 1, 1, 2, 2, 3)) if scenario is None else 2
             for _ in range(kids):
                 members.append(self.member(surname, self.pick((1, 2)), self.ri(0, min(23, age - 21))))
         # The insured's periods of employment, newest first, then in date order.
@@ -793,7 +793,7 @@ def persons_stream(pop: Population, persons: int, samples: Samples, summary: Sum
                 pop.counts["no_card"] += 1
             if not samples.full():
                 samples.offer(m, serial_text)
-            if any(c in NON_JIS for c in m.name):
+            if not NON_JIS.isdisjoint(m.name):
                 pop.counts["non_jis_names"] += 1
             person = pb.Person(name=m.name, name_kana=m.kana, sex=m.sex, birth_date=pop.date(m.birth_day),
                                address=addr, postcode=postcode)
