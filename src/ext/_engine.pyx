@@ -15,8 +15,9 @@ from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, qsort
-from libc.string cimport memcmp, memcpy
+from libc.errno cimport ENOMEM
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcmp, memcpy, memset
 
 # The liblmdb declarations, included textually: a `cimport lmdb` would resolve to
 # py-lmdb's Python package, and the module's package (onshi) maps onto src/.
@@ -192,49 +193,237 @@ cdef void write_response(const Choice *ch, char *out) noexcept nogil:
             out += length
 
 
+# --- key order -------------------------------------------------------------
+
+cdef extern from *:
+    """
+    static inline uint64_t onshi_be64(const void *p) { uint64_t v; memcpy(&v, p, 8); return __builtin_bswap64(v); }
+    static inline uint32_t onshi_be32(const void *p) { uint32_t v; memcpy(&v, p, 4); return __builtin_bswap32(v); }
+    """
+    uint64_t be64 "onshi_be64"(const void *p) noexcept nogil
+    uint32_t be32 "onshi_be32"(const void *p) noexcept nogil
+
+
+cdef int compare_keys(const MDB_val *a, const MDB_val *b) noexcept nogil:
+    """LMDB's default key order (memcmp, then shorter first), as word compares for
+    the fixed-size keys of the card (20 bytes) and history (8 bytes) databases:
+    the order is identical, so the writer's default-ordered B-trees search right."""
+    cdef const uint8_t *x = <const uint8_t *>a.mv_data
+    cdef const uint8_t *y = <const uint8_t *>b.mv_data
+    cdef uint64_t u, v
+    cdef uint32_t s, t
+    cdef size_t n
+    cdef int c
+    if a.mv_size == b.mv_size:
+        if a.mv_size == 8:
+            u = be64(x)
+            v = be64(y)
+            return (u > v) - (u < v)
+        if a.mv_size == 20:
+            u = be64(x)
+            v = be64(y)
+            if u == v:
+                u = be64(x + 8)
+                v = be64(y + 8)
+                if u == v:
+                    s = be32(x + 16)
+                    t = be32(y + 16)
+                    return (s > t) - (s < t)
+            return (u > v) - (u < v)
+    n = a.mv_size if a.mv_size < b.mv_size else b.mv_size
+    c = memcmp(x, y, n)
+    if c:
+        return c
+    return (a.mv_size > b.mv_size) - (a.mv_size < b.mv_size)
+
+
 # --- batches ---------------------------------------------------------------
 
 cdef struct Query:
-    # One check of a batch. `order` is the sort key: 8 bytes of the lookup key past
-    # the batch's common prefix, big-endian, so sorting follows LMDB's key order.
-    uint64_t order
+    # One check of a batch; the pointers into the map live until the txn reset.
     const uint8_t *key
     size_t key_len
-    uint32_t index            # position in the caller's list
     int64_t birth_day
-    const uint8_t *link       # card/number -> link value (points into the map)
+    const uint8_t *link       # card/number -> link value
     size_t link_len
-    const uint8_t *rec        # link -> history record (points into the map)
+    const uint8_t *rec        # link -> history record
     size_t rec_size
+    size_t out_off            # the answer, in the batch's arena
+    size_t out_len
 
 
-cdef int cmp_query(const void *a, const void *b) noexcept nogil:
-    cdef const Query *x = <const Query *>a
-    cdef const Query *y = <const Query *>b
-    cdef int c
-    if x.order != y.order:
-        return -1 if x.order < y.order else 1
-    c = memcmp(x.key, y.key, x.key_len if x.key_len < y.key_len else y.key_len)
-    if c:
-        return c
-    return (x.key_len > y.key_len) - (x.key_len < y.key_len)
+cdef struct Batch:
+    Query *qs
+    size_t n
+    # Visit order: (32 bits of the key past the batch's common prefix) << 32 | query
+    # index, radix-sorted, so neighbouring lookups follow LMDB's key order and share
+    # branch and leaf pages. Sorting is only for locality, never for correctness.
+    uint64_t *order
+    uint64_t *spare
+    char *arena               # the answers, copied out of the map
+    size_t arena_len
+    size_t arena_cap
 
 
-cdef int cmp_link(const void *a, const void *b) noexcept nogil:
-    cdef const Query *x = <const Query *>a
-    cdef const Query *y = <const Query *>b
-    cdef int c
-    if x.link == NULL or y.link == NULL:  # misses last
-        return (x.link == NULL) - (y.link == NULL)
-    if x.order != y.order:
-        return -1 if x.order < y.order else 1
-    c = memcmp(x.link, y.link, x.link_len if x.link_len < y.link_len else y.link_len)
-    if c:
-        return c
-    return (x.link_len > y.link_len) - (x.link_len < y.link_len)
+cdef inline uint32_t window32(const uint8_t *p, size_t n, size_t skip) noexcept nogil:
+    cdef uint32_t v = 0
+    cdef size_t i
+    for i in range(skip, skip + 4):
+        v = (v << 8) | (p[i] if i < n else 0)
+    return v
 
 
-cdef inline uint64_t be_prefix(const uint8_t *p, size_t n, size_t skip) noexcept nogil:
+cdef void radix_sort_high32(uint64_t *items, uint64_t *spare, size_t n) noexcept nogil:
+    """LSD radix sort on the high 32 bits, 8 bits a pass; result lands in `items`."""
+    cdef size_t count[256]
+    cdef size_t i, total, c
+    cdef int shift
+    cdef uint64_t *src = items
+    cdef uint64_t *dst = spare
+    cdef uint64_t *t
+    for shift in range(32, 64, 8):
+        memset(count, 0, sizeof(count))
+        for i in range(n):
+            count[(src[i] >> shift) & 0xFF] += 1
+        if count[(src[0] >> shift) & 0xFF] == n:
+            continue  # every key has the same byte here
+        total = 0
+        for i in range(256):
+            c = count[i]
+            count[i] = total
+            total += c
+        for i in range(n):
+            c = (src[i] >> shift) & 0xFF
+            dst[count[c]] = src[i]
+            count[c] += 1
+        t = src
+        src = dst
+        dst = t
+    if src != items:
+        memcpy(items, src, n * sizeof(uint64_t))
+
+
+cdef size_t order_by_key(Batch *b) noexcept nogil:
+    cdef size_t i, j, m, common
+    cdef Query *qs = b.qs
+    common = qs[0].key_len
+    for i in range(1, b.n):
+        m = common if common < qs[i].key_len else qs[i].key_len
+        j = 0
+        while j < m and qs[i].key[j] == qs[0].key[j]:
+            j += 1
+        common = j
+    for i in range(b.n):
+        b.order[i] = (<uint64_t>window32(qs[i].key, qs[i].key_len, common) << 32) | i
+    radix_sort_high32(b.order, b.spare, b.n)
+    return b.n
+
+
+cdef size_t order_by_link(Batch *b) noexcept nogil:
+    """Only the queries whose key was found; returns how many."""
+    cdef size_t i, j, m = 0, common = 0
+    cdef Query *qs = b.qs
+    cdef const uint8_t *first = NULL
+    cdef size_t first_len = 0
+    for i in range(b.n):
+        if qs[i].link == NULL:
+            continue
+        if first == NULL:
+            first = qs[i].link
+            first_len = common = qs[i].link_len
+        else:
+            j = 0
+            while j < common and j < qs[i].link_len and qs[i].link[j] == first[j]:
+                j += 1
+            common = j
+        b.order[m] = i
+        m += 1
+    for j in range(m):
+        i = b.order[j]
+        b.order[j] = (<uint64_t>window32(qs[i].link, qs[i].link_len, common) << 32) | i
+    if m:
+        radix_sort_high32(b.order, b.spare, m)
+    return m
+
+
+cdef char *arena_take(Batch *b, size_t size) noexcept nogil:
+    cdef size_t cap
+    cdef char *grown
+    if b.arena_len + size > b.arena_cap:
+        cap = b.arena_cap * 2 if b.arena_cap else 4096
+        while cap < b.arena_len + size:
+            cap *= 2
+        grown = <char *>realloc(b.arena, cap)
+        if grown == NULL:
+            return NULL
+        b.arena = grown
+        b.arena_cap = cap
+    grown = b.arena + b.arena_len
+    b.arena_len += size
+    return grown
+
+
+cdef int batch_init(Batch *b, size_t n, size_t answer_guess) noexcept nogil:
+    b.n = n
+    b.qs = <Query *>calloc(n, sizeof(Query))
+    b.order = <uint64_t *>malloc(n * sizeof(uint64_t))
+    b.spare = <uint64_t *>malloc(n * sizeof(uint64_t))
+    b.arena_len = 0
+    b.arena_cap = n * answer_guess
+    b.arena = <char *>malloc(b.arena_cap) if b.arena_cap else NULL
+    if b.qs == NULL or b.order == NULL or b.spare == NULL or (b.arena_cap and b.arena == NULL):
+        batch_free(b)
+        return -1
+    return 0
+
+
+cdef void batch_free(Batch *b) noexcept nogil:
+    free(b.qs)
+    free(b.order)
+    free(b.spare)
+    free(b.arena)
+    b.qs = NULL
+    b.order = NULL
+    b.spare = NULL
+    b.arena = NULL
+
+
+# --- leaf-page directory: prefetching the pages a batch will walk ------------------
+#
+# A batch walks random leaf pages; each cold page costs a chain of dependent cache
+# and TLB misses inside LMDB's binary search, one walk after another. The directory
+# maps key ranges to the leaf pages that held them when it was built (the page of a
+# key is where mdb_cursor_get's key pointer lies), so a batch can prefetch the page
+# of the check D places ahead while walking the current one and the misses overlap.
+# It is only a hint: lookups always go through mdb_cursor_get, a stale entry costs a
+# wasted prefetch, entries are corrected from the walks, and a directory that
+# mispredicts too often is rebuilt.
+
+cdef enum:
+    PREFETCH_AHEAD = 6        # checks between a prefetch and its walk
+    DIR_NONE = 0
+    DIR_BUILDING = 1
+    DIR_READY = 2
+
+
+cdef extern from *:
+    """
+    #define onshi_prefetch(p) __builtin_prefetch((p), 0, 3)
+    """
+    void prefetch "onshi_prefetch"(const void *p) noexcept nogil
+
+
+cdef struct Directory:
+    uint64_t *fence           # 8 bytes of each page's first key past `skip`, big-endian
+    const uint8_t **page      # the leaf page
+    size_t pages
+    size_t skip               # bytes every key of the database shares
+    size_t psize
+    size_t mispredicted       # walks that ended on another page than predicted
+    size_t predicted
+
+
+cdef inline uint64_t window64(const uint8_t *p, size_t n, size_t skip) noexcept nogil:
     cdef uint64_t v = 0
     cdef size_t i
     for i in range(skip, skip + 8):
@@ -242,44 +431,149 @@ cdef inline uint64_t be_prefix(const uint8_t *p, size_t n, size_t skip) noexcept
     return v
 
 
-cdef void sort_by_key(Query *qs, size_t n) noexcept nogil:
-    cdef size_t common, i, j, m
-    if n < 2:
-        return
-    common = qs[0].key_len
-    for i in range(1, n):
-        m = common if common < qs[i].key_len else qs[i].key_len
-        j = 0
-        while j < m and qs[i].key[j] == qs[0].key[j]:
-            j += 1
-        common = j
-    for i in range(n):
-        qs[i].order = be_prefix(qs[i].key, qs[i].key_len, common)
-    qsort(qs, n, sizeof(Query), cmp_query)
+cdef inline const uint8_t *page_of(const void *p, size_t psize) noexcept nogil:
+    return <const uint8_t *>(<size_t>p & ~(psize - 1))
 
 
-cdef void sort_by_link(Query *qs, size_t n) noexcept nogil:
-    cdef size_t i
-    for i in range(n):
-        qs[i].order = be_prefix(qs[i].link, qs[i].link_len, 0) if qs[i].link != NULL else 0
-    qsort(qs, n, sizeof(Query), cmp_link)
+cdef void dir_free(Directory *d) noexcept nogil:
+    free(d.fence)
+    free(d.page)
+    d.fence = NULL
+    d.page = NULL
+    d.pages = 0
+
+
+cdef int dir_build(Directory *d, MDB_txn *txn, MDB_dbi dbi) noexcept nogil:
+    """One pass over the database in key order, noting where each leaf page starts."""
+    cdef MDB_stat st
+    cdef MDB_cursor *cur = NULL
+    cdef MDB_val k, v, last
+    cdef size_t cap, i, m
+    cdef const uint8_t *base
+    cdef const uint8_t *prev = NULL
+    cdef int rc
+    dir_free(d)
+    d.mispredicted = d.predicted = 0
+    rc = mdb_stat(txn, dbi, &st)
+    if rc:
+        return rc
+    d.psize = st.ms_psize
+    cap = st.ms_leaf_pages + 16
+    d.fence = <uint64_t *>malloc(cap * sizeof(uint64_t))
+    d.page = <const uint8_t **>malloc(cap * sizeof(uint8_t *))
+    if d.fence == NULL or d.page == NULL:
+        dir_free(d)
+        return ENOMEM
+    rc = mdb_cursor_open(txn, dbi, &cur)
+    if rc:
+        dir_free(d)
+        return rc
+    rc = mdb_cursor_get(cur, &last, &v, MDB_LAST)
+    if rc == 0:
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)
+    if rc == 0:
+        m = k.mv_size if k.mv_size < last.mv_size else last.mv_size
+        i = 0
+        while i < m and (<const uint8_t *>k.mv_data)[i] == (<const uint8_t *>last.mv_data)[i]:
+            i += 1
+        d.skip = i
+    while rc == 0 and d.pages < cap:
+        base = page_of(k.mv_data, d.psize)
+        if base != prev:
+            d.fence[d.pages] = window64(<const uint8_t *>k.mv_data, k.mv_size, d.skip)
+            d.page[d.pages] = base
+            d.pages += 1
+            prev = base
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)
+    mdb_cursor_close(cur)
+    return 0 if rc == MDB_NOTFOUND or rc == 0 else rc
+
+
+cdef inline size_t dir_find(const Directory *d, const uint8_t *key, size_t key_len) noexcept nogil:
+    """Index of the page whose range holds `key` (the last fence <= its window).
+
+    Card serials and link IDs spread evenly, so interpolation lands on or next to
+    the page (one or two cache misses in a directory of megabytes, where a binary
+    search takes a dozen); a gallop from there covers skewed keys."""
+    cdef uint64_t w = window64(key, key_len, d.skip)
+    cdef uint64_t lo_f = d.fence[0], hi_f = d.fence[d.pages - 1]
+    cdef size_t guess, step, lo, hi, mid
+    if w <= lo_f:
+        return 0
+    if w >= hi_f:
+        return d.pages - 1
+    guess = <size_t>((<double>(w - lo_f) / <double>(hi_f - lo_f)) * (d.pages - 1))
+    if guess >= d.pages - 1:
+        guess = d.pages - 2
+    # bracket [lo, hi) with fence[lo] <= w < fence[hi], galloping from the guess
+    step = 1
+    if d.fence[guess] <= w:
+        lo = guess
+        hi = guess + 1
+        while hi < d.pages and d.fence[hi] <= w:
+            lo = hi
+            hi += step
+            step <<= 1
+        if hi > d.pages:
+            hi = d.pages
+    else:
+        hi = guess
+        lo = guess - 1 if guess else 0
+        while lo > 0 and d.fence[lo] > w:
+            hi = lo
+            lo = lo - step if lo > step else 0
+            step <<= 1
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if d.fence[mid] <= w:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+cdef size_t prefetch_bytes = 1 << 30   # per page; tuning knob for bench/engine.py
+cdef bint directories_enabled = True
+cdef bint word_compare = True
+
+
+def _tune(*, directories: bool | None = None, prefetch_bytes_per_page: int | None = None,
+          word_compare_keys: bool | None = None):
+    """Benchmark knobs (bench/engine.py measures with and without each technique)."""
+    global directories_enabled, prefetch_bytes, word_compare
+    if directories is not None:
+        directories_enabled = directories
+    if word_compare_keys is not None:
+        word_compare = word_compare_keys
+    if prefetch_bytes_per_page is not None:
+        prefetch_bytes = prefetch_bytes_per_page
+
+
+cdef inline void prefetch_page(const uint8_t *page, size_t psize) noexcept nogil:
+    cdef size_t off
+    cdef size_t end = psize if psize < prefetch_bytes else prefetch_bytes
+    for off in range(0, end, 64):
+        prefetch(page + off)
 
 
 cdef int walk(MDB_cursor *cur, const uint8_t *key, size_t key_len,
-              const uint8_t **value, size_t *value_len) noexcept nogil:
-    """MDB_SET on a cursor: for sorted keys LMDB skips the descent from the root
-    while the next key lies on the current leaf page."""
+              const uint8_t **value, size_t *value_len, const void **stored_key) noexcept nogil:
+    """MDB_SET_KEY on a cursor: for sorted keys LMDB skips the descent from the root
+    while the next key lies on the current leaf page. `stored_key` is the key in
+    its leaf page (for the directory)."""
     cdef MDB_val k, v
     cdef int rc
     k.mv_data = <void *>key
     k.mv_size = key_len
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET)
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY)
     if rc == 0:
         value[0] = <const uint8_t *>v.mv_data
         value_len[0] = v.mv_size
+        stored_key[0] = k.mv_data
     else:
         value[0] = NULL
         value_len[0] = 0
+        stored_key[0] = NULL
     return 0 if rc == MDB_NOTFOUND else rc
 
 
@@ -307,12 +601,16 @@ cdef class NativeEngine:
     cdef bint resizing
     cdef bint closing
     cdef readonly int remaps  # times the map was remapped after the writer grew it
+    cdef Directory dirs[3]    # leaf-page directories of card, number, history
+    cdef int dir_state[3]
     cdef readonly str path
 
     def __cinit__(self, path):
         self.env = NULL
         self.pool_len = 0
         self.active = 0
+        memset(self.dirs, 0, sizeof(self.dirs))
+        memset(self.dir_state, 0, sizeof(self.dir_state))
 
     def __init__(self, path):
         cdef MDB_txn *txn = NULL
@@ -346,6 +644,10 @@ cdef class NativeEngine:
             rc = self._open_db(txn, b"number", &self.number_dbi)
         if rc == 0:
             rc = self._open_db(txn, b"history", &self.history_dbi)
+        if rc == 0 and word_compare:
+            rc = mdb_set_compare(txn, self.card_dbi, compare_keys)
+        if rc == 0 and word_compare:
+            rc = mdb_set_compare(txn, self.history_dbi, compare_keys)
         if rc == 0:
             rc = mdb_txn_commit(txn)  # a read-only commit keeps the DB handles
         elif txn != NULL:
@@ -365,6 +667,9 @@ cdef class NativeEngine:
 
     cdef void _shutdown(self):
         cdef int i
+        for i in range(3):
+            dir_free(&self.dirs[i])
+            self.dir_state[i] = DIR_NONE
         for i in range(self.pool_len):
             free_slot(self.pool[i])
         self.pool_len = 0
@@ -449,7 +754,7 @@ cdef class NativeEngine:
     cdef int _remap(self) except -1:
         """The writer grew the map: remap at the new size once no transaction of
         this engine is live (mdb_env_set_mapsize unmaps the old region)."""
-        cdef int rc
+        cdef int rc, i
         if self.resizing:  # another thread is doing it; the caller retries after
             while self.resizing:
                 with nogil:
@@ -462,6 +767,9 @@ cdef class NativeEngine:
             if rc:
                 raise LmdbError("remapping the grown store", rc)
             self.remaps += 1
+            for i in range(3):  # the map may have moved: directories point at nothing
+                dir_free(&self.dirs[i])
+                self.dir_state[i] = DIR_NONE
         finally:
             self.resizing = False
         return 0
@@ -498,6 +806,33 @@ cdef class NativeEngine:
                 self._release(slot)
                 raise LmdbError("mdb_txn_renew", rc)
             return slot
+
+    # -- leaf-page directories (GIL held; see Directory) -------------------------------
+
+    cdef Directory *_directory(self, Slot *slot, int which):
+        """The directory of one database, built first if there is none and no other
+        check is in flight (so nobody still reads the one being replaced)."""
+        cdef int rc
+        cdef MDB_dbi dbi = (self.card_dbi, self.number_dbi, self.history_dbi)[which]
+        if not directories_enabled:
+            return NULL
+        if self.dir_state[which] == DIR_NONE and self.active == 1:
+            self.dir_state[which] = DIR_BUILDING
+            with nogil:
+                rc = dir_build(&self.dirs[which], slot.txn, dbi)
+            if rc:
+                dir_free(&self.dirs[which])
+                self.dir_state[which] = DIR_NONE
+                return NULL
+            self.dir_state[which] = DIR_READY
+        return &self.dirs[which] if self.dir_state[which] == DIR_READY else NULL
+
+    cdef void _judge_directory(self, int which):
+        """Rebuild later (when no check is in flight) a directory that mispredicts
+        more than a quarter of its walks: the writer has moved many pages."""
+        cdef Directory *d = &self.dirs[which]
+        if self.dir_state[which] == DIR_READY and d.predicted >= 4096 and d.mispredicted * 4 > d.predicted:
+            self.dir_state[which] = DIR_NONE
 
     cdef int _check_key(self, bytes key, str what) except -1:
         # LMDB rejects an empty key; an over-long one simply is not in the store
@@ -554,61 +889,56 @@ cdef class NativeEngine:
         return self._batch(tuple(queries), True, as_of_day)
 
     cdef list _batch(self, tuple items, bint by_number, int64_t day):
-        """One transaction for the batch: keys sorted, then links sorted, so the
-        walks of neighbouring checks share pages; GIL released for all lookups."""
+        """One transaction for the batch: keys visited in key order, then records in
+        link order, so neighbouring walks share pages; the GIL is released for all
+        the lookups and decisions, and answers are copied out before the reset."""
         cdef Py_ssize_t n = PyTuple_GET_SIZE(items)
         cdef Py_ssize_t i
-        cdef Query *qs
-        cdef Choice *choices
-        cdef char **outs
+        cdef Batch b
         cdef int rc = 0
         cdef object key, item
+        cdef Directory *index_dir
+        cdef Directory *history_dir
         cdef list result = PyList_New(n)
+        cdef Slot *slot = NULL
         if n == 0:
             return result
-        qs = <Query *>malloc(n * sizeof(Query))
-        choices = <Choice *>malloc(n * sizeof(Choice))
-        outs = <char **>malloc(n * sizeof(char *))
-        if qs == NULL or choices == NULL or outs == NULL:
-            free(qs); free(choices); free(outs)
+        if batch_init(&b, n, 512):
             raise MemoryError()
-        cdef Slot *slot = NULL
         try:
             # `items` keeps every key object alive while the GIL is released.
             for i in range(n):
                 item = <object>PyTuple_GET_ITEM(items, i)
                 if by_number:
                     key, birth = item  # (number_key, birth_day), as the pure engine unpacks
-                    qs[i].birth_day = birth
+                    b.qs[i].birth_day = birth
                 else:
                     key = item
-                    qs[i].birth_day = 0
                 if not PyBytes_Check(key):
                     raise TypeError(f"keys must be bytes, not {type(key).__name__}")
                 self._check_key(key, "number_key" if by_number else "serial_key")
-                qs[i].key = <const uint8_t *>PyBytes_AS_STRING(key)
-                qs[i].key_len = PyBytes_GET_SIZE(key)
-                qs[i].index = i
+                b.qs[i].key = <const uint8_t *>PyBytes_AS_STRING(key)
+                b.qs[i].key_len = PyBytes_GET_SIZE(key)
             slot = self._begin(True)
+            index_dir = self._directory(slot, 1 if by_number else 0)
+            history_dir = self._directory(slot, 2)
             with nogil:
-                rc = lookup_batch(slot, qs, choices, n, by_number, day)
+                rc = lookup_batch(slot, &b, by_number, day, index_dir, history_dir)
+            self._judge_directory(1 if by_number else 0)
+            self._judge_directory(2)
             if rc:
                 raise_for(rc, NULL, 0)
-            for i in range(n):  # allocate the answers; filled below without the GIL
-                out = PyBytes_FromStringAndSize(NULL, choices[i].size)
-                outs[i] = PyBytes_AS_STRING(out)
+            self._release(slot)  # the answers are in the arena now
+            slot = NULL
+            for i in range(n):
+                out = PyBytes_FromStringAndSize(b.arena + b.qs[i].out_off, b.qs[i].out_len)
                 Py_INCREF(out)
                 PyList_SET_ITEM(result, i, out)
-            with nogil:
-                for i in range(n):
-                    write_response(&choices[i], outs[i])
             return result
         finally:
             if slot != NULL:
                 self._release(slot)
-            free(qs)
-            free(choices)
-            free(outs)
+            batch_free(&b)
 
     # -- raw records for the claims service -----------------------------------------
 
@@ -638,41 +968,40 @@ cdef class NativeEngine:
         cdef tuple items = tuple(number_keys)
         cdef Py_ssize_t n = PyTuple_GET_SIZE(items)
         cdef Py_ssize_t i
-        cdef Query *qs
+        cdef Batch b
         cdef int rc = 0
+        cdef size_t found = 0
         cdef list result = PyList_New(n)
+        cdef Slot *slot = NULL
         if n == 0:
             return result
-        qs = <Query *>malloc(n * sizeof(Query))
-        if qs == NULL:
+        if batch_init(&b, n, 0):
             raise MemoryError()
-        cdef Slot *slot = NULL
         try:
             for i in range(n):
                 key = <object>PyTuple_GET_ITEM(items, i)
                 if not PyBytes_Check(key):
                     raise TypeError(f"keys must be bytes, not {type(key).__name__}")
                 self._check_key(key, "number_key")
-                qs[i].key = <const uint8_t *>PyBytes_AS_STRING(key)
-                qs[i].key_len = PyBytes_GET_SIZE(key)
-                qs[i].index = i
+                b.qs[i].key = <const uint8_t *>PyBytes_AS_STRING(key)
+                b.qs[i].key_len = PyBytes_GET_SIZE(key)
             slot = self._begin(True)
             with nogil:
-                rc = walk_batch(slot.number, slot.history, qs, n)
+                rc = walk_batch(slot.number, slot.history, &b, &found, NULL, NULL)
             if rc:
                 raise LmdbError("reading history", rc)
-            for i in range(n):
-                if qs[i].rec == NULL:
+            for i in range(n):  # copied while the transaction is live
+                if b.qs[i].rec == NULL:
                     out = None
                 else:
-                    out = PyBytes_FromStringAndSize(<char *>qs[i].rec, qs[i].rec_size)
+                    out = PyBytes_FromStringAndSize(<char *>b.qs[i].rec, b.qs[i].rec_size)
                 Py_INCREF(out)
-                PyList_SET_ITEM(result, qs[i].index, out)
+                PyList_SET_ITEM(result, i, out)
             return result
         finally:
             if slot != NULL:
                 self._release(slot)
-            free(qs)
+            batch_free(&b)
 
 
 cdef void free_slot(Slot *slot) noexcept:
@@ -689,46 +1018,110 @@ cdef void free_slot(Slot *slot) noexcept:
     free(slot)
 
 
-cdef int walk_batch(MDB_cursor *index, MDB_cursor *history, Query *qs, size_t n) noexcept nogil:
-    """Key -> link -> record for every query, in key order then in link order."""
-    cdef size_t i
+cdef int walk_ordered(MDB_cursor *cur, Batch *b, size_t m, bint by_link, Directory *d) noexcept nogil:
+    """Walk the first m queries of b.order; with a directory, prefetch the leaf page
+    of the query PREFETCH_AHEAD places ahead and correct the directory from where
+    each walk really ended."""
+    cdef size_t j, jj, slot
     cdef int rc
-    sort_by_key(qs, n)
-    for i in range(n):
-        rc = walk(index, qs[i].key, qs[i].key_len, &qs[i].link, &qs[i].link_len)
+    cdef Query *q
+    cdef Query *ahead
+    cdef const uint8_t *key
+    cdef size_t key_len
+    cdef const void *stored
+    cdef const uint8_t *last_prefetched = NULL
+    cdef const uint8_t *actual
+    cdef size_t *slots = NULL
+    if d != NULL and d.pages:
+        slots = <size_t *>malloc(m * sizeof(size_t))
+    for j in range(m + PREFETCH_AHEAD if slots != NULL else m):
+        if slots != NULL and j < m:
+            ahead = &b.qs[<uint32_t>b.order[j]]
+            key = ahead.link if by_link else ahead.key
+            key_len = ahead.link_len if by_link else ahead.key_len
+            slot = dir_find(d, key, key_len)
+            slots[j] = slot
+            if d.page[slot] != last_prefetched:
+                last_prefetched = d.page[slot]
+                prefetch_page(last_prefetched, d.psize)
+        if slots != NULL:
+            if j < PREFETCH_AHEAD:
+                continue
+            jj = j - PREFETCH_AHEAD
+        else:
+            jj = j
+        q = &b.qs[<uint32_t>b.order[jj]]
+        if by_link:
+            rc = walk(cur, q.link, q.link_len, &q.rec, &q.rec_size, &stored)
+        else:
+            rc = walk(cur, q.key, q.key_len, &q.link, &q.link_len, &stored)
         if rc:
+            free(slots)
             return rc
-        qs[i].rec = NULL
-        qs[i].rec_size = 0
-    sort_by_link(qs, n)
-    for i in range(n):
-        if qs[i].link == NULL:
-            break  # misses sort last
-        rc = walk(history, qs[i].link, qs[i].link_len, &qs[i].rec, &qs[i].rec_size)
-        if rc:
-            return rc
+        if slots != NULL and stored != NULL:
+            actual = page_of(stored, d.psize)
+            d.predicted += 1
+            if d.page[slots[jj]] != actual:
+                d.mispredicted += 1
+                d.page[slots[jj]] = actual  # a benign race between threads: a hint
+    free(slots)
     return 0
 
 
-cdef int lookup_batch(Slot *slot, Query *qs, Choice *choices, size_t n,
-                      bint by_number, int64_t day) noexcept nogil:
-    cdef size_t i
+cdef int walk_batch(MDB_cursor *index, MDB_cursor *history, Batch *b, size_t *found,
+                    Directory *index_dir, Directory *history_dir) noexcept nogil:
+    """Key -> link -> record for every query, in key order then in link order;
+    leaves the `found` queries with a link first in b.order, in link order."""
+    cdef size_t m
     cdef int rc
-    cdef Choice *ch
-    rc = walk_batch(slot.number if by_number else slot.card, slot.history, qs, n)
+    m = order_by_key(b)
+    rc = walk_ordered(index, b, m, False, index_dir)
     if rc:
         return rc
-    for i in range(n):
-        ch = &choices[qs[i].index]
-        if qs[i].rec == NULL:
-            ch.validity = NO_RECORD
-            ch.size = 2
-            continue
-        rc = decide(qs[i].rec, qs[i].rec_size, by_number,
-                    fnv1a64(qs[i].key, qs[i].key_len) if by_number else 0,
-                    qs[i].birth_day, day, ch)
+    m = order_by_link(b)
+    rc = walk_ordered(history, b, m, True, history_dir)
+    if rc:
+        return rc
+    found[0] = m
+    return 0
+
+
+cdef int lookup_batch(Slot *slot, Batch *b, bint by_number, int64_t day,
+                      Directory *index_dir, Directory *history_dir) noexcept nogil:
+    """Walks, decisions, and each answer copied into the arena right after its
+    decision, while the record is still in cache."""
+    cdef size_t i, j, m = 0
+    cdef int rc
+    cdef Query *q
+    cdef Choice ch
+    cdef char *out
+    rc = walk_batch(slot.number if by_number else slot.card, slot.history, b, &m, index_dir, history_dir)
+    if rc:
+        return rc
+    for j in range(m):
+        q = &b.qs[<uint32_t>b.order[j]]
+        if q.rec == NULL:
+            continue  # a link without a record (history deleted): no record, below
+        rc = decide(q.rec, q.rec_size, by_number, fnv1a64(q.key, q.key_len) if by_number else 0,
+                    q.birth_day, day, &ch)
         if rc:
             return rc
+        out = arena_take(b, ch.size)
+        if out == NULL:
+            return ENOMEM
+        q.out_off = out - b.arena
+        q.out_len = ch.size
+        write_response(&ch, out)
+    for i in range(b.n):
+        q = &b.qs[i]
+        if q.rec == NULL:
+            out = arena_take(b, 2)
+            if out == NULL:
+                return ENOMEM
+            q.out_off = out - b.arena
+            q.out_len = 2
+            out[0] = 0x08
+            out[1] = NO_RECORD
     return 0
 
 

@@ -13,8 +13,22 @@ cdef extern from "lmdb.h" nogil:
         size_t mv_size
         void *mv_data
 
+    ctypedef int MDB_cmp_func(const MDB_val *a, const MDB_val *b) noexcept
+
+    ctypedef struct MDB_stat:
+        unsigned int ms_psize
+        unsigned int ms_depth
+        size_t ms_branch_pages
+        size_t ms_leaf_pages
+        size_t ms_overflow_pages
+        size_t ms_entries
+
     ctypedef enum MDB_cursor_op:
+        MDB_FIRST
+        MDB_LAST
+        MDB_NEXT
         MDB_SET
+        MDB_SET_KEY
 
     enum:
         MDB_SUCCESS
@@ -40,6 +54,8 @@ cdef extern from "lmdb.h" nogil:
     int mdb_txn_renew(MDB_txn *txn)
 
     int mdb_dbi_open(MDB_txn *txn, const char *name, unsigned int flags, MDB_dbi *dbi)
+    int mdb_stat(MDB_txn *txn, MDB_dbi dbi, MDB_stat *stat)
+    int mdb_set_compare(MDB_txn *txn, MDB_dbi dbi, MDB_cmp_func *cmp)
     int mdb_get(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, MDB_val *data)
 
     int mdb_cursor_open(MDB_txn *txn, MDB_dbi dbi, MDB_cursor **cursor)
