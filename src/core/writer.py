@@ -65,7 +65,17 @@ class Writer:
         while True:
             try:
                 with self.env.begin(write=True) as txn:
-                    return change(WriteTxn(txn, self.dbs))
+                    result = change(WriteTxn(txn, self.dbs))
+                    try:
+                        txn.commit()
+                    except lmdb.MapFullError:
+                        raise
+                    except lmdb.Error as exc:
+                        # ENOSPC while writing pages: py-lmdb reports it as a plain
+                        # lmdb.Error ("Input/output error"). The meta page was not
+                        # written, so LMDB keeps the old state.
+                        raise StoreFull(f"commit failed, nothing written: {exc}") from exc
+                    return result
             except lmdb.MapFullError:
                 self._grow()
             except lmdb.DiskError as exc:  # ENOSPC on commit: LMDB leaves the old state

@@ -14,6 +14,7 @@ import threading
 import time
 
 import grpc
+import lmdb
 
 from onshi.core import enrollment, identifiers, registry
 from onshi.core.identifiers import InvalidIdentifier
@@ -27,6 +28,10 @@ WINDOW = 8192           # updates in flight per stream before we stop reading (b
 MAX_RESIDENTS_PER_CALL = 10_000
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+
+
+class StreamAborted(Exception):
+    pass
 
 
 class CallerRefused(Exception):
@@ -74,6 +79,10 @@ async def _refuse(context, exc: Exception) -> None:
         await context.abort_with_status(bad_request_status(exc.violations))
     if isinstance(exc, StoreFull):
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"store full: {exc}")
+    if isinstance(exc, StreamAborted):
+        await context.abort(grpc.StatusCode.ABORTED, str(exc))
+    if isinstance(exc, lmdb.Error):  # nothing of that transaction was written
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"store write failed: {exc}")
     raise exc
 
 
@@ -121,13 +130,21 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         room = asyncio.Event()
         state = {"submitted": 0, "sent": 0}
 
+        # Set on the committer thread when one of this stream's writes failed (store
+        # full): its later updates must not apply without it, so they fail too.
+        aborted = [False]
+
         def job_for(checked):
             def fn(wtxn):
+                if aborted[0]:
+                    raise StreamAborted("an earlier update of this stream was not written")
                 return enrollment.apply_update(wtxn, checked, now)
             now = time.time()
             return fn
 
         def done(result, exc):
+            if exc is not None:
+                aborted[0] = True
             sink.put(result if exc is None else exc)
 
         def pass_through(ack):

@@ -51,6 +51,8 @@ def register(subparsers) -> None:
     serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight streams get on SIGTERM")
     serve.add_argument("--max-map-size", type=int, default=None,
                        help="largest map size in bytes the store may grow to (default 1 TiB)")
+    serve.add_argument("--map-size", type=int, default=None,
+                       help="initial map size in bytes (default 1 GiB; it doubles on demand)")
     from onshi.server import trust  # issue 5: mTLS, access log, Trust/Audit/Relay services
 
     trust.add_arguments(serve, relay=True)
@@ -80,7 +82,7 @@ def _serve(args) -> int:
 
     credentials, interceptors = trust.configure_secondary(args, args.host)
     return secondary.serve(args.data, host=args.host, port=args.port, grace=args.grace,
-                           port_file=args.port_file, max_map_size=args.max_map_size,
+                           port_file=args.port_file, map_size=args.map_size, max_map_size=args.max_map_size,
                            credentials=credentials, interceptors=interceptors)
 
 

@@ -37,6 +37,7 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+import lmdb
 from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -147,7 +148,8 @@ class GroupWriter:
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
             self._commit(batch)
 
-    def _commit(self, batch: list) -> None:
+    def _commit(self, batch: list) -> bool:
+        """Run and commit a batch, then tell every owner; False if the store was full."""
         failed: dict[int, BaseException] = {}
         fns = [fn for fn, _ in batch]
 
@@ -159,6 +161,8 @@ class GroupWriter:
                     continue
                 try:
                     out.append(fn(txn))
+                except lmdb.MapFullError:
+                    raise  # Writer.apply grows the map and runs the whole batch again
                 except Exception as exc:  # noqa: BLE001 - handed to the job's owner
                     raise _JobFailed(i, exc) from exc
             return out
@@ -172,14 +176,27 @@ class GroupWriter:
             except _JobFailed as jf:
                 failed[jf.index] = jf.exc
             except StoreFull as exc:
+                if len(batch) > 1:
+                    # Commit the longest prefix that fits; everything after the
+                    # first job that does not fit fails with it, so no owner's
+                    # later write ever lands without its earlier one.
+                    mid = len(batch) // 2
+                    if self._commit(batch[:mid]):
+                        return self._commit(batch[mid:])
+                    self._deliver(batch[mid:], None, failed, exc)
+                    return False
                 error = exc
                 break
             except Exception as exc:  # noqa: BLE001 - an LMDB error: nobody's write happened
                 log.exception("commit failed")
                 error = exc
                 break
-        self.commits += 1
-        self.jobs += len(batch)
+        self.commits += error is None
+        self.jobs += len(batch) if error is None else 0
+        self._deliver(batch, results, failed, error)
+        return error is None
+
+    def _deliver(self, batch: list, results: list | None, failed: dict, error: BaseException | None) -> None:
         for i, (_, done) in enumerate(batch):
             try:
                 if error is not None:
@@ -229,10 +246,12 @@ def add_services(server, group: GroupWriter, modules=SERVICE_MODULES) -> list[st
 class Secondary:
     """The running process: writer, committer, aio server with health + reflection."""
 
-    def __init__(self, data: str, *, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, data: str, *, host: str = "127.0.0.1", port: int = 0, map_size: int | None = None,
                  max_map_size: int | None = None, modules=SERVICE_MODULES,
                  credentials: grpc.ServerCredentials | None = None, interceptors=()):
         kwargs = {"max_map_size": max_map_size} if max_map_size else {}
+        if map_size:
+            kwargs["map_size"] = map_size
         self.writer = Writer(data, **kwargs)
         self.group = GroupWriter(self.writer)
         # Sync handlers (other services may use them) run on this pool.
@@ -265,12 +284,12 @@ class Secondary:
 
 
 def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float = 5.0,
-          port_file: str | None = None, max_map_size: int | None = None,
+          port_file: str | None = None, map_size: int | None = None, max_map_size: int | None = None,
           credentials: grpc.ServerCredentials | None = None, interceptors=()) -> int:
     logging.basicConfig(level=logging.INFO, format="onshi ingest: %(message)s")
 
     async def main() -> int:
-        secondary = Secondary(data, host=host, port=port, max_map_size=max_map_size,
+        secondary = Secondary(data, host=host, port=port, map_size=map_size, max_map_size=max_map_size,
                               credentials=credentials, interceptors=interceptors)
         await secondary.start()
         stop = asyncio.Event()

@@ -1,0 +1,246 @@
+"""Enrollment rules and the group-committing writer, in process on real LMDB files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+from onshi.core import enrollment, registry
+from onshi.core.writer import StoreFull, Writer
+from onshi.server.secondary import GroupWriter
+from onshi.v1 import enrollment_pb2 as pb
+from onshi.v1 import qualification_pb2 as qpb
+from tests import ingest_support as s
+
+ACCEPTED, DUPLICATE = pb.ENROLLMENT_OUTCOME_ACCEPTED, pb.ENROLLMENT_OUTCOME_DUPLICATE
+REJECTED, QUARANTINED = pb.ENROLLMENT_OUTCOME_REJECTED, pb.ENROLLMENT_OUTCOME_QUARANTINED
+ALL = frozenset(s.INSURERS)
+
+
+@pytest.fixture
+def group(tmp_path):
+    writer = Writer(tmp_path / "store", map_size=1 << 20)
+    enrollment.open_dbs(writer)
+    g = GroupWriter(writer)
+    yield g
+    g.close()
+    writer.close()
+
+
+def send(group, *updates, insurers=ALL):
+    out = []
+    for u in updates:
+        try:
+            checked = enrollment.check_update(u, insurers)
+        except enrollment.Invalid as exc:
+            out.append(enrollment.rejected_ack(u.update_id, exc.violations))
+            continue
+        out.append(group.apply(lambda t: enrollment.apply_update(t, checked, 0.0)))
+    return out
+
+
+def history(group, r):
+    with group.read() as view:
+        link = enrollment.link_of_resident(view, r.resident_id)
+        return view.history(link) if link else (None, [])
+
+
+def load(group, *residents):
+    group.apply(lambda t: [registry.put(t, r) for r in residents])
+
+
+def test_dependents_certificates_subsidies_and_name_change(group):
+    head, child = s.resident(1), s.resident(2)
+    load(group, head, child)
+    dep = s.acquisition("c1", s.KYOKAI, child, "D2", "2024-04-01", relationship=qpb.RELATIONSHIP_DEPENDENT,
+                        branch="01")
+    dep_add = pb.EnrollmentUpdate()
+    dep_add.CopyFrom(dep)
+    dep_add.dependent_addition.qualification.CopyFrom(dep.acquisition.qualification)
+    dep_add.dependent_addition.qualification.relationship = qpb.RELATIONSHIP_UNSPECIFIED
+    certs = pb.EnrollmentUpdate(update_id="c2", insurer_number=s.KYOKAI, resident_id=child.resident_id,
+                                person=s.person(child), certificates_change=pb.CertificatesChange(
+                                    insured_number=pb.InsuredNumber(symbol="K1", number="D2", branch="01"),
+                                    limit_amount=qpb.LimitAmountCertificate(category="エ", valid_from=s.date("2024-08-01")),
+                                    specific_diseases=[qpb.SpecificDiseaseCertificate(
+                                        disease=qpb.SPECIFIC_DISEASE_DIALYSIS, monthly_cap_yen=10000,
+                                        valid_from=s.date("2024-04-01"))]))
+    subsidy = qpb.PublicExpenseSubsidy(payer_number=s.with_check_digit("8113001"), recipient_number="7654321",
+                                       programme="子ども医療費助成", burden_ratio_percent=0,
+                                       valid_from=s.date("2024-04-01"))
+    subs = pb.EnrollmentUpdate(update_id="c3", insurer_number=s.KYOKAI, resident_id=child.resident_id,
+                               person=s.person(child), subsidies_change=pb.SubsidiesChange(
+                                   insured_number=pb.InsuredNumber(symbol="K1", number="D2", branch="01"),
+                                   subsidies=[subsidy]))
+    acks = send(group, dep_add, certs, subs)
+    assert [a.outcome for a in acks] == [ACCEPTED] * 3, acks
+    person, (q,) = history(group, child)
+    assert q.relationship == qpb.RELATIONSHIP_DEPENDENT
+    assert (q.limit_amount.category, q.specific_diseases[0].monthly_cap_yen, q.subsidies[0].programme) == \
+        ("エ", 10000, "子ども医療費助成")
+    # Certificates are the full current set: an empty change clears them.
+    clear = pb.EnrollmentUpdate()
+    clear.CopyFrom(certs)
+    clear.update_id = "c4"
+    clear.certificates_change.ClearField("limit_amount")
+    del clear.certificates_change.specific_diseases[:]
+    # A dependent removal of an insured person's number is refused; of the dependent, applied.
+    remove = pb.EnrollmentUpdate(update_id="c5", insurer_number=s.KYOKAI, resident_id=child.resident_id,
+                                 person=s.person(child), dependent_removal=pb.DependentRemoval(
+                                     insured_number=pb.InsuredNumber(symbol="K1", number="D2", branch="01"),
+                                     loss_date=s.date("2025-03-31"), loss_reason=qpb.LOSS_REASON_OTHER))
+    acks = send(group, clear, remove)
+    assert [a.outcome for a in acks] == [ACCEPTED, ACCEPTED]
+    _, (q,) = history(group, child)
+    assert not q.HasField("limit_amount") and not q.specific_diseases and q.subsidies
+    assert (q.loss_date.year, q.loss_reason) == (2025, qpb.LOSS_REASON_OTHER)
+    # Name change: the registry changes first, then the insurer's update matches it.
+    moved = pb.Resident()
+    moved.CopyFrom(child)
+    moved.name, moved.address = "新姓 花子", "大阪府大阪市北区1-1"
+    load(group, moved)
+    renamed = s.person(moved)
+    change = pb.EnrollmentUpdate(update_id="c6", insurer_number=s.KYOKAI, resident_id=child.resident_id,
+                                 person=renamed, basic_information_change=pb.BasicInformationChange())
+    stale = pb.EnrollmentUpdate()
+    stale.CopyFrom(change)
+    stale.update_id = "c7"
+    stale.person.CopyFrom(s.person(child))  # the old name no longer matches
+    acks = send(group, change, stale)
+    assert [a.outcome for a in acks] == [ACCEPTED, QUARANTINED]
+    person, _ = history(group, child)
+    assert person.name == renamed.name and person.address == renamed.address
+
+
+def test_state_dependent_rejections_are_recorded_and_answer_duplicate(group):
+    r = s.resident(5)
+    load(group, r)
+    lost_twice = [s.acquisition("e1", s.EMPLOYEE, r, "E1", "2024-04-01"),
+                  s.loss("e2", s.EMPLOYEE, r, "E1", "2024-10-01"),
+                  s.loss("e3", s.EMPLOYEE, r, "E1", "2024-11-01"),
+                  s.loss("e4", s.EMPLOYEE, r, "E9", "2024-11-01")]
+    early = s.acquisition("e5", s.EMPLOYEE, r, "E5", "2024-04-01")
+    early_loss = s.loss("e6", s.EMPLOYEE, r, "E5", "2024-04-01")  # not after the acquisition
+    overlap = s.acquisition("e7", s.EMPLOYEE, r, "E5", "2024-05-01")  # already holds E5 then
+    acks = send(group, *lost_twice, early, early_loss, overlap)
+    assert [a.outcome for a in acks] == [ACCEPTED, ACCEPTED, REJECTED, REJECTED, ACCEPTED, REJECTED, REJECTED]
+    assert [v.field for v in acks[5].field_violations] == ["loss.loss_date"]
+    again = send(group, lost_twice[2])[0]
+    assert (again.outcome, again.first_outcome) == (DUPLICATE, REJECTED)
+    assert [v.field for v in again.field_violations] == ["loss.insured_number"]
+    # The same insured number may be re-acquired after its loss.
+    back = send(group, s.acquisition("e8", s.EMPLOYEE, r, "E1", "2025-01-01"))[0]
+    assert back.outcome == ACCEPTED
+    assert sorted((q.number, q.HasField("loss_date")) for q in history(group, r)[1]) == \
+        [("E1", False), ("E1", True), ("E5", False)]
+
+
+def test_idempotency_key_is_per_insurer(group):
+    a, b = s.resident(6), s.resident(7)
+    load(group, a, b)
+    acks = send(group, s.acquisition("same", s.EMPLOYEE, a, "S1", "2024-04-01"),
+                s.acquisition("same", s.KYOKAI, b, "S2", "2024-04-01"),
+                s.acquisition("same", s.KYOKAI, b, "S3", "2024-04-01"))
+    assert [a.outcome for a in acks] == [ACCEPTED, ACCEPTED, DUPLICATE]
+
+
+def test_group_commit_batches_and_isolates_a_failing_job(group):
+    seen: list = []
+    done = threading.Event()
+    total = 2000
+
+    def record(result, exc):
+        seen.append((result, exc))
+        if len(seen) == total:
+            done.set()
+
+    db = group.open_db(b"test_group")
+
+    def good(i):
+        return lambda t: (t.put("test_group", b"k%05d" % i, b"v"), i)[1]
+
+    def bad(t):
+        t.put("test_group", b"poison", b"x")  # written, then the job fails: must not persist
+        raise ValueError("bad job")
+
+    commits_before = group.commits
+    for i in range(total):
+        group.submit(bad if i == 777 else good(i), record)
+    assert done.wait(30)
+    assert group.commits - commits_before < total / 4  # many writes per transaction
+    failures = [exc for _, exc in seen if exc is not None]
+    assert len(failures) == 1 and str(failures[0]) == "bad job"
+    assert sorted(r for r, exc in seen if exc is None) == [i for i in range(total) if i != 777]
+    with group.env.begin() as txn:
+        assert txn.get(b"poison", db=db) is None
+        assert txn.stat(db)["entries"] == total - 1
+
+
+def test_map_grows_on_demand_then_store_full_leaves_commits_intact(tmp_path):
+    writer = Writer(tmp_path / "store", map_size=1 << 16, max_map_size=1 << 20)
+    group = GroupWriter(writer)
+    group.open_db(b"bulk")
+    try:
+        written = 0
+        with pytest.raises(StoreFull):
+            for i in range(10_000):
+                group.apply(lambda t, i=i: t.put("bulk", b"%06d" % i, os.urandom(3000)))
+                written += 1
+        assert written > 30  # the 64 KiB map grew several times (to 1 MiB) before the cap
+        # The failed transaction wrote nothing; every earlier commit is there.
+        with group.env.begin() as txn:
+            assert txn.stat(writer.dbs["bulk"])["entries"] == written
+    finally:
+        group.close()
+        writer.close()
+
+
+def _can_mount() -> bool:
+    return os.geteuid() == 0 and shutil.which("mount") is not None
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tiny tmpfs")
+def test_full_disk_raises_store_full_and_nothing_is_corrupted(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=768k", "tmpfs", str(mnt)]).returncode != 0:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        (mnt / "filler").write_bytes(b"\0" * 128 * 1024)
+        writer = Writer(mnt / "store", map_size=1 << 16)
+        enrollment.open_dbs(writer)
+        group = GroupWriter(writer)
+        people = [s.resident(i) for i in range(2000)]
+        accepted = []
+        with pytest.raises(StoreFull):
+            for i, r in enumerate(people):
+                group.apply(lambda t, r=r: registry.put(t, r))
+                u = s.acquisition(f"f{i}", s.EMPLOYEE, r, f"F{i}", "2024-04-01")
+                checked = enrollment.check_update(u, ALL)
+                assert group.apply(lambda t: enrollment.apply_update(t, checked, 0.0)).outcome == ACCEPTED
+                accepted.append(r)
+        assert len(accepted) > 10
+        # Room again (the filler goes): the same writer carries on.
+        (mnt / "filler").unlink()
+        r = people[len(accepted)]
+        group.apply(lambda t: registry.put(t, r))
+        group.close()
+        writer.close()
+        # Reopened from disk: every accepted update is there, whole.
+        writer = Writer(mnt / "store", map_size=1 << 16)
+        enrollment.open_dbs(writer)
+        with writer.env.begin() as txn:
+            from onshi.core.writer import WriteTxn
+
+            view = WriteTxn(txn, writer.dbs)
+            for i, r in enumerate(accepted):
+                link = enrollment.link_of_resident(view, r.resident_id)
+                assert [q.number for q in view.history(link)[1]] == [f"F{i}"]
+            assert view.link_of_number(s.key(s.EMPLOYEE, f"F{len(accepted)}")) is None
+        writer.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])

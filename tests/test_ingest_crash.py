@@ -1,0 +1,112 @@
+"""The crash test of issue 3: a client streams 50,000 updates; the ingest server
+is killed with SIGKILL mid-stream and restarted on the same port; the client
+re-sends what had no ack. The final store must equal a model that applied each
+update exactly once, and every ACCEPTED ack must be in the store."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+
+from onshi.core import enrollment
+from onshi.core.writer import Writer, WriteTxn
+from onshi.server.ingest_cli import UpdateStreamer
+from onshi.v1 import enrollment_pb2 as pb
+from onshi.v1 import enrollment_pb2_grpc
+from tests import ingest_support as s
+
+RESIDENTS = 10_000
+UPDATES = 50_000
+KILL_AFTER = 15_000  # acks; the kill lands mid-stream
+ACCEPTED, DUPLICATE = pb.ENROLLMENT_OUTCOME_ACCEPTED, pb.ENROLLMENT_OUTCOME_DUPLICATE
+
+
+@pytest.mark.slow
+def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_path):
+    data = tmp_path / "store"
+    ingest = s.start_ingest(data, tmp_path)
+    port = ingest.port
+    with grpc.insecure_channel(ingest.target) as channel:
+        stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+        for i in range(0, RESIDENTS, 5000):
+            stub.PutResidents(pb.PutResidentsRequest(residents=[s.resident(j) for j in range(i, i + 5000)]),
+                              timeout=60)
+    updates = s.script(RESIDENTS, UPDATES)
+    model = s.Model()
+    for u in updates:
+        model.apply(u)
+
+    acks: dict[str, list[tuple[int, int]]] = {}
+    accepted_before_kill: set[str] = set()
+    kill_now = threading.Event()
+    breaks: list[str] = []
+    lock = threading.Lock()
+
+    def on_ack(update, ack):
+        with lock:
+            acks.setdefault(update.update_id, []).append((ack.outcome, ack.first_outcome))
+            if len(acks) >= KILL_AFTER:
+                kill_now.set()
+
+    def on_break(exc):
+        # Every ack that reached the client before the break has been handled by now.
+        with lock:
+            breaks.append(exc.code().name)
+            if len(breaks) == 1:
+                accepted_before_kill.update(u for u, outs in acks.items() if outs[0][0] == ACCEPTED)
+
+    streamer = UpdateStreamer(ingest.target, s.INSURERS, window=2048, retries=20, retry_delay=0.2,
+                              on_break=on_break)
+    failure: list[BaseException] = []
+
+    def client():
+        try:
+            streamer.run(updates, on_ack)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failure.append(exc)
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    assert kill_now.wait(timeout=120), "the stream never got going"
+    ingest.kill()  # SIGKILL, mid-stream
+    acked_at_kill = len(acks)
+    assert acked_at_kill < UPDATES
+    time.sleep(0.3)
+    ingest = s.start_ingest(data, tmp_path, port)
+    thread.join(timeout=180)
+    assert not thread.is_alive() and not failure, failure
+    assert ingest.stop() == 0
+    assert breaks, "the client never saw the server die"
+
+    # Every update got an ack; none was applied twice.
+    assert len(acks) == UPDATES
+    resent_duplicates = 0
+    for update_id, outs in acks.items():
+        final = outs[-1]
+        assert final in ((ACCEPTED, 0), (DUPLICATE, ACCEPTED)), (update_id, outs)
+        assert sum(1 for o in outs if o[0] == ACCEPTED) <= 1, (update_id, outs)
+        resent_duplicates += final[0] == DUPLICATE
+    # Acked before the kill: never re-sent, so exactly one ack each.
+    assert accepted_before_kill and all(len(acks[u]) == 1 for u in accepted_before_kill)
+
+    writer = Writer(data)
+    try:
+        enrollment.open_dbs(writer)
+        with writer.env.begin() as txn:
+            view = WriteTxn(txn, writer.dbs)
+            # Every ACCEPTED ack is in the store, and nothing else was applied.
+            applied = dict(view.scan("applied"))
+            assert len(applied) == UPDATES
+            for u in updates:
+                stored = pb.EnrollmentAck.FromString(applied[u.insurer_number.encode() + b"\x1f" + u.update_id.encode()])
+                assert stored.outcome == ACCEPTED
+            # The store equals the model, person by person.
+            for i in range(RESIDENTS):
+                rid = s.resident_id(i)
+                assert s.store_rows(view, enrollment.link_of_resident(view, rid)) == model.rows(rid), rid
+    finally:
+        writer.close()
+    print(f"killed after {acked_at_kill} acks; {resent_duplicates} re-sent updates were already committed")
