@@ -1,0 +1,285 @@
+"""Cost of the trust layer (issue 5), measured in one run.
+
+Starts `onshi serve --workers 1` on loopback once per configuration and sends
+the same number of checks from the same client threads, then divides the
+server's CPU time (supervisor + worker, from /proc) by the checks answered:
+
+    plain             no TLS, no roles, bare card_serial  (the bare service)
+    mtls-serial       mTLS + roles, bare card_serial from the operator role
+    mtls-proof        mTLS + roles + card proof (certificate cached after first use)
+    mtls-proof-log    + durable access log (group commit, fdatasync)
+    mtls-proof-nosync + access log written but not synced (shows what the sync costs)
+
+Trust-layer share = (CPU/check of mtls-proof-log - plain) / CPU/check of
+mtls-proof-log; target <= 30 %. Card proofs are signed by the client before the
+timed part (a real card signs on the card). Also measures in-process costs of
+CardVerifier.verify (cached) and AuditLog.append.
+
+    .venv/bin/python bench/trust.py [--checks 3000] [--threads 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+import grpc  # noqa: E402
+
+from onshi.core import audit, cardproof, dates, pki  # noqa: E402
+from onshi.core.writer import Writer  # noqa: E402
+from onshi.server import auth  # noqa: E402
+from onshi.v1 import eligibility_pb2 as epb  # noqa: E402
+from onshi.v1 import qualification_pb2 as qpb  # noqa: E402
+
+SECTION = "Trust (issue 5)"
+CARDS = ("valid-1", "valid-2", "valid-3", "expiring")
+FACILITY = pki.FACILITY_CODES[0]
+METHOD = "/onshi.v1.EligibilityService/CheckByCard"
+
+
+def build_store(path: str) -> None:
+    import datetime as dt
+
+    writer = Writer(path)
+    try:
+        for link_id, card in enumerate(CARDS, start=1):
+            person = qpb.Person(name=f"患者{link_id}", name_kana="カンジャ", sex=1,
+                                birth_date=dates.to_proto(dt.date(1970, 1, link_id)), address="東京都")
+            q = qpb.Qualification(insurer_number="01130012", insurer_name="協会けんぽ", symbol="S",
+                                  number=str(100 + link_id), branch="00", relationship=1,
+                                  acquisition_date=dates.to_proto(dt.date(2020, 4, 1)), burden_ratio_percent=30)
+
+            def change(t, link_id=link_id, person=person, q=q, card=card):
+                t.reserve_link_ids(link_id)
+                t.put_history(link_id, person, [q])
+                t.link_card(pki.CARDS[card][0].to_bytes(20, "big"), link_id)
+            writer.apply(change)
+    finally:
+        writer.close()
+
+
+def card_keys(pki_dir: str) -> dict:
+    from cryptography.hazmat.primitives import serialization
+
+    out = {}
+    for card in CARDS:
+        base = os.path.join(pki_dir, "cards", card)
+        der = open(base + ".der", "rb").read()
+        key = serialization.load_pem_private_key(open(base + ".key.pem", "rb").read(), password=None)
+        out[card] = (der, key)
+    return out
+
+
+def proof_requests(keys: dict, count: int) -> list[bytes]:
+    out = []
+    now = int(time.time())
+    for i in range(count):
+        der, key = keys[CARDS[i % len(CARDS)]]
+        nonce = os.urandom(16)
+        out.append(epb.CheckByCardRequest(
+            card_certificate=der, card_signature=cardproof.sign_challenge(key, FACILITY, now, nonce),
+            challenge=epb.CardChallenge(facility_code=FACILITY, timestamp_unix=now, nonce=nonce),
+        ).SerializeToString())
+    return out
+
+
+def serial_requests(count: int) -> list[bytes]:
+    return [epb.CheckByCardRequest(card_serial=format(pki.CARDS[CARDS[i % len(CARDS)]][0], "X")).SerializeToString()
+            for i in range(count)]
+
+
+def drive(calls: list, requests: list[bytes]) -> tuple[float, list[float], int]:
+    """Send every request once over the client threads' calls; (wall s, latencies, errors)."""
+    latencies: list[float] = []
+    errors = [0]
+    index = [0]
+    lock = threading.Lock()
+
+    def run(call):
+        mine = []
+        while True:
+            with lock:
+                i = index[0]
+                index[0] += 1
+            if i >= len(requests):
+                break
+            t = time.perf_counter()
+            try:
+                call(requests[i], timeout=10)
+            except grpc.RpcError:
+                with lock:
+                    errors[0] += 1
+            mine.append(time.perf_counter() - t)
+        with lock:
+            latencies.extend(mine)
+
+    workers = [threading.Thread(target=run, args=(c,)) for c in calls]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - start
+    return wall, sorted(latencies), errors[0]
+
+
+def measure(name: str, store: Path, pki_dir: str, extra: list[str], credentials, requests: list[bytes],
+            warm: list[bytes], threads: int, tmp: Path) -> dict:
+    argv = [*common.onshi_cmd(), "serve", "--data", str(store), "--port", "0", "--workers", "1",
+            "--engine", "native" if common_native() else "pure", *extra]
+    server = common.Server(argv, f"trust-{name}")
+    # One channel per client thread (its own connection), kept across warm-up and
+    # timed part so TLS handshakes are not in the figure.
+    channels = [grpc.secure_channel(server.address, credentials) if credentials
+                else grpc.insecure_channel(server.address) for _ in range(threads)]
+    calls = [c.unary_unary(METHOD) for c in channels]
+    try:
+        drive(calls, warm)  # connections, certificate cache
+        before = common.total_cpu(server.pids())
+        wall, lat, errors = drive(calls, requests)
+        cpu = common.total_cpu(server.pids()) - before
+    finally:
+        for c in channels:
+            c.close()
+        server.stop()
+    n = len(requests)
+    return {"config": name, "checks": n, "errors": errors, "cpu_us": cpu / n * 1e6, "rate": n / wall,
+            "p50_ms": common.percentile(lat, 50) * 1e3, "p99_ms": common.percentile(lat, 99) * 1e3}
+
+
+def common_native() -> bool:
+    try:
+        import onshi.ext  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def micro(pki_dir: str, tmp: Path) -> dict:
+    keys = card_keys(pki_dir)
+    jpki = os.path.join(pki_dir, "jpki")
+    verifier = cardproof.CardVerifier.from_files([os.path.join(jpki, "ca.pem")], os.path.join(jpki, "crl.der"))
+    proofs = []
+    now = int(time.time())
+    for i in range(400):
+        der, key = keys[CARDS[i % len(CARDS)]]
+        nonce = os.urandom(16)
+        proofs.append((der, FACILITY, now, nonce, cardproof.sign_challenge(key, FACILITY, now, nonce), FACILITY))
+    for args in proofs[:len(CARDS)]:
+        verifier.card(args[0])
+    t = time.perf_counter()
+    for args in proofs:
+        verifier.verify(*args)
+    verify_us = (time.perf_counter() - t) / len(proofs) * 1e6
+    fresh = cardproof.CardVerifier(verifier.ca_certs)
+    t = time.perf_counter()
+    fresh.card(keys["valid-1"][0])
+    chain_us = (time.perf_counter() - t) * 1e6
+    log = audit.AuditLog(str(tmp / "micro-audit"), "m")
+    rec = audit.AuditRecord(actor="facility:1310000001", action="CheckByCard", subject="card:x", items="validity=1",
+                            purpose="visit", request_id="r")
+    barrier = threading.Barrier(8)
+
+    def appender():
+        barrier.wait()
+        for _ in range(250):
+            log.append(rec)
+
+    ts = [threading.Thread(target=appender) for _ in range(8)]
+    t = time.perf_counter()
+    for x in ts:
+        x.start()
+    for x in ts:
+        x.join()
+    append_wall = time.perf_counter() - t
+    per_batch = log.records / max(log.batches, 1)
+    log.close()
+    return {"verify_cached_us": verify_us, "chain_uncached_us": chain_us,
+            "append_rate": 2000 / append_wall, "records_per_fsync": per_batch}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checks", type=int, default=3000)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--no-results", action="store_true", help="print only; do not append to RESULTS.md")
+    args = parser.parse_args()
+    if not 100 <= args.checks <= 50_000:
+        parser.error("--checks must be 100-50000")
+    with tempfile.TemporaryDirectory(prefix="onshi-trust-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        pki_dir = str(tmp / "pki")
+        pki.init(pki_dir)
+        store = tmp / "store"
+        build_store(str(store))
+        print(f"signing {2 * args.checks} card proofs (client side, untimed)...", flush=True)
+        keys = card_keys(pki_dir)
+        warm_serial = serial_requests(200)
+        serial = serial_requests(args.checks)
+        ca, cert, key = auth.pki_paths(pki_dir, "operator")
+        operator = auth.channel_credentials(ca, cert, key)
+        ca, cert, key = auth.pki_paths(pki_dir, pki.client_stem("facility", FACILITY))
+        facility = auth.channel_credentials(ca, cert, key)
+        tls = ["--pki", pki_dir]
+        runs = [("plain", [], None, lambda: serial, lambda: warm_serial),
+                ("mtls-serial", tls, operator, lambda: serial, lambda: warm_serial),
+                ("mtls-proof", tls, facility, lambda: proof_requests(keys, args.checks),
+                 lambda: proof_requests(keys, 200)),
+                ("mtls-proof-log", tls + ["--audit-dir", str(tmp / "audit-sync")], facility,
+                 lambda: proof_requests(keys, args.checks), lambda: proof_requests(keys, 200)),
+                ("mtls-proof-nosync", tls + ["--audit-dir", str(tmp / "audit-nosync"), "--audit-no-sync"], facility,
+                 lambda: proof_requests(keys, args.checks), lambda: proof_requests(keys, 200))]
+        results = []
+        for name, extra, creds, reqs, warm in runs:
+            r = measure(name, store, pki_dir, extra, creds, reqs(), warm(), args.threads, tmp)
+            results.append(r)
+            print(f"{name:18s} {r['cpu_us']:8.1f} us CPU/check  {r['rate']:8.0f} checks/s  "
+                  f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}", flush=True)
+        report = audit.verify(str(tmp / "audit-sync"))
+        m = micro(pki_dir, tmp)
+    by = {r["config"]: r for r in results}
+    base = by["plain"]["cpu_us"]
+    full = by["mtls-proof-log"]["cpu_us"]
+    share = (full - base) / full
+    print(f"trust layer share of server CPU per check: {share:.0%} (target <= 30 %)")
+    print(f"in-process: verify (cached cert) {m['verify_cached_us']:.0f} us, first chain check "
+          f"{m['chain_uncached_us']:.0f} us, audit append {m['append_rate']:.0f}/s "
+          f"({m['records_per_fsync']:.1f} records per fdatasync), log verify ok={report.ok} "
+          f"({report.records} records)")
+    if args.no_results:
+        return 0
+    header = ["date", "command", "config", "server CPU µs/check", "× plain", "checks/s", "p50 ms", "p99 ms",
+              "errors"]
+    intro = ("Server CPU per check (supervisor + worker, /proc utime+stime) for the same checks in one run; "
+             "client threads on the same 2-core machine. `plain`: no TLS, bare serial. `mtls-serial`: mTLS + "
+             "roles, operator's bare serial. `mtls-proof`: + card proof (cached certificate). "
+             "`mtls-proof-log`: + durable access log (group commit). `mtls-proof-nosync`: log without fdatasync. "
+             "Trust-layer share = (mtls-proof-log − plain) / mtls-proof-log; target ≤ 30 %.")
+    when = common.now_utc()
+    cmd = common.command_line()
+    for r in results:
+        common.append_results(SECTION, intro, header, [
+            when, f"`{cmd}`", r["config"], f"{r['cpu_us']:.0f}", f"{r['cpu_us'] / base:.2f}", f"{r['rate']:.0f}",
+            f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", str(r["errors"])])
+    common.append_note(SECTION, (
+        f"{when}, {common.machine()}: trust-layer share of server CPU per check **{share:.0%}** "
+        f"({'meets' if share <= 0.30 else 'misses'} the ≤ 30 % target); card proof alone "
+        f"{by['mtls-proof']['cpu_us'] - by['mtls-serial']['cpu_us']:.0f} µs/check over mTLS with a bare serial; "
+        f"durable log {by['mtls-proof-log']['cpu_us'] - by['mtls-proof']['cpu_us']:.0f} µs/check. "
+        f"In-process: CardVerifier.verify with a cached certificate {m['verify_cached_us']:.0f} µs "
+        f"(first chain check of a certificate {m['chain_uncached_us']:.0f} µs), AuditLog.append "
+        f"{m['append_rate']:.0f}/s from 8 threads at {m['records_per_fsync']:.1f} records per fdatasync."))
+    common.record("trust", {"date": when, "command": cmd, "results": results, "micro": m, "share": share})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
