@@ -32,6 +32,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # --- data -------------------------------------------------------------------
 
+
 def dataset(persons: int) -> Path:
     """A simple population (one qualification each, every person with a card),
     loaded through the writer; cached under bench/out/."""
@@ -52,13 +53,25 @@ def dataset(persons: int) -> Path:
     def persons_iter():
         for link in range(1, persons + 1):
             birth = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(30000))
-            person = Q.Person(name="山田 花子", name_kana="ヤマダ ハナコ", sex=Q.SEX_FEMALE,
-                              birth_date=dates.to_proto(birth), address="東京都千代田区千代田1-1",
-                              postcode="100-0001")
-            qual = Q.Qualification(insurer_number=insurer, insurer_name="オンシ健康保険組合", symbol="12",
-                                   number=str(link), branch="00", relationship=Q.RELATIONSHIP_INSURED,
-                                   acquisition_date=dates.to_proto(dt.date(2020, 4, 1)),
-                                   burden_ratio_percent=30, card_kind=Q.CARD_KIND_EMPLOYEE)
+            person = Q.Person(
+                name="山田 花子",
+                name_kana="ヤマダ ハナコ",
+                sex=Q.SEX_FEMALE,
+                birth_date=dates.to_proto(birth),
+                address="東京都千代田区千代田1-1",
+                postcode="100-0001",
+            )
+            qual = Q.Qualification(
+                insurer_number=insurer,
+                insurer_name="オンシ健康保険組合",
+                symbol="12",
+                number=str(link),
+                branch="00",
+                relationship=Q.RELATIONSHIP_INSURED,
+                acquisition_date=dates.to_proto(dt.date(2020, 4, 1)),
+                burden_ratio_percent=30,
+                card_kind=Q.CARD_KIND_EMPLOYEE,
+            )
             yield link, person, [qual], identifiers.card_serial_key(format(link * 7919 + 1, "X"))
 
     writer = Writer(path)
@@ -74,11 +87,16 @@ def requests(persons: int, count: int = 4096) -> list[bytes]:
     from onshi.v1 import eligibility_pb2
 
     rng = random.Random(7)
-    return [eligibility_pb2.CheckByCardRequest(card_serial=format(rng.randrange(1, persons + 1) * 7919 + 1, "X"))
-            .SerializeToString() for _ in range(count)]
+    return [
+        eligibility_pb2.CheckByCardRequest(
+            card_serial=format(rng.randrange(1, persons + 1) * 7919 + 1, "X")
+        ).SerializeToString()
+        for _ in range(count)
+    ]
 
 
 # --- the server process ---------------------------------------------------------
+
 
 def serve(args) -> None:
     from onshi.core import identifiers
@@ -92,8 +110,9 @@ def serve(args) -> None:
     empty = sample if args.handler == "empty" else None
     if args.stack == "threaded":
         handler = eligibility.build_empty_handlers(sample) if empty else None
-        serving = app.create_server(engine, address="127.0.0.1:0", threads=args.threads,
-                                    eligibility_handler=handler)
+        serving = app.create_server(
+            engine, address="127.0.0.1:0", threads=args.threads, eligibility_handler=handler
+        )
         serving.server.start()
         print(f"port {serving.port} engine={engine.kind}", flush=True)
         sys.stdin.read()  # the bench closes stdin to stop us
@@ -102,7 +121,9 @@ def serve(args) -> None:
         import uvloop
 
         async def main():
-            server, _, port = await app.create_aio_server(engine, address="127.0.0.1:0", empty_response=empty)
+            server, _, port = await app.create_aio_server(
+                engine, address="127.0.0.1:0", empty_response=empty
+            )
             await server.start()
             print(f"port {port} engine={engine.kind}", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -113,6 +134,7 @@ def serve(args) -> None:
 
 
 # --- the client process ---------------------------------------------------------
+
 
 def client(args) -> None:
     import grpc
@@ -148,6 +170,7 @@ def client(args) -> None:
 
 # --- the bench ------------------------------------------------------------------
 
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
@@ -155,16 +178,46 @@ def cpu_seconds(pid: int) -> float:
 
 def run_one(args, data: Path, stack: str, handler: str) -> dict:
     me = [sys.executable, __file__]
-    server = subprocess.Popen([*me, "_serve", "--stack", stack, "--handler", handler, "--data", str(data),
-                               "--engine", args.engine, "--threads", str(args.threads)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            *me,
+            "_serve",
+            "--stack",
+            stack,
+            "--handler",
+            handler,
+            "--data",
+            str(data),
+            "--engine",
+            args.engine,
+            "--threads",
+            str(args.threads),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         port_line = server.stdout.readline().split()
         port, kind = port_line[1], port_line[2].split("=")[1]
-        client_proc = subprocess.Popen([*me, "_client", "--target", f"127.0.0.1:{port}", "--persons",
-                                        str(args.persons), "--seconds", str(args.seconds), "--warmup",
-                                        str(args.warmup), "--concurrency", str(args.concurrency)],
-                                       stdout=subprocess.PIPE, text=True)
+        client_proc = subprocess.Popen(
+            [
+                *me,
+                "_client",
+                "--target",
+                f"127.0.0.1:{port}",
+                "--persons",
+                str(args.persons),
+                "--seconds",
+                str(args.seconds),
+                "--warmup",
+                str(args.warmup),
+                "--concurrency",
+                str(args.concurrency),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert client_proc.stdout.readline().strip() == "start"
         cpu0 = cpu_seconds(server.pid)
         result = json.loads(client_proc.stdout.readline())
@@ -174,9 +227,15 @@ def run_one(args, data: Path, stack: str, handler: str) -> dict:
         server.stdin.close()
         server.wait(30)
     calls = result["calls"]
-    return {"stack": stack, "handler": handler, "engine": kind, "calls": calls,
-            "checks_per_s": calls / result["seconds"], "cpu_us_per_check": (cpu1 - cpu0) / calls * 1e6,
-            "server_cpu_util": (cpu1 - cpu0) / result["seconds"]}
+    return {
+        "stack": stack,
+        "handler": handler,
+        "engine": kind,
+        "calls": calls,
+        "checks_per_s": calls / result["seconds"],
+        "cpu_us_per_check": (cpu1 - cpu0) / calls * 1e6,
+        "server_cpu_util": (cpu1 - cpu0) / result["seconds"],
+    }
 
 
 def bench(args) -> None:
@@ -188,35 +247,51 @@ def bench(args) -> None:
             for handler in ("empty", "check"):
                 res = run_one(args, data, stack, handler)
                 runs.setdefault((stack, handler), []).append(res)
-                print(f"round {r + 1} {stack:8} {handler:5} {res['checks_per_s']:8.0f} checks/s "
-                      f"{res['cpu_us_per_check']:6.1f} µs CPU/check  server CPU {res['server_cpu_util']:.2f}",
-                      flush=True)
-    med = {k: {f: statistics.median(x[f] for x in v) for f in ("checks_per_s", "cpu_us_per_check")}
-           for k, v in runs.items()}
+                print(
+                    f"round {r + 1} {stack:8} {handler:5} {res['checks_per_s']:8.0f} checks/s "
+                    f"{res['cpu_us_per_check']:6.1f} µs CPU/check  server CPU {res['server_cpu_util']:.2f}",
+                    flush=True,
+                )
+    med = {
+        k: {f: statistics.median(x[f] for x in v) for f in ("checks_per_s", "cpu_us_per_check")}
+        for k, v in runs.items()
+    }
     engine = runs[(stacks[0], "check")][0]["engine"]
-    print(f"\nmedian of {args.rounds} rounds, {args.persons:,} persons, engine={engine}, "
-          f"{args.seconds:g} s windows, concurrency {args.concurrency}, {args.threads} handler threads")
+    print(
+        f"\nmedian of {args.rounds} rounds, {args.persons:,} persons, engine={engine}, "
+        f"{args.seconds:g} s windows, concurrency {args.concurrency}, {args.threads} handler threads"
+    )
     # Ratios are taken within each round (empty and check ran back to back), then
     # the median: robust to other load on a shared machine drifting between rounds.
-    print("| stack | handler | checks/s | server CPU µs/check | CPU vs empty handler (median of rounds) |")
+    print(
+        "| stack | handler | checks/s | server CPU µs/check | CPU vs empty handler (median of rounds) |"
+    )
     print("|---|---|---:|---:|---:|")
     for stack in stacks:
-        ratio = statistics.median(c["cpu_us_per_check"] / e["cpu_us_per_check"]
-                                  for e, c in zip(runs[(stack, "empty")], runs[(stack, "check")]))
+        ratio = statistics.median(
+            c["cpu_us_per_check"] / e["cpu_us_per_check"]
+            for e, c in zip(runs[(stack, "empty")], runs[(stack, "check")])
+        )
         for handler in ("empty", "check"):
             m = med[(stack, handler)]
             shown = "1.00×" if handler == "empty" else f"{ratio:.2f}×"
-            print(f"| {stack} | {handler} | {m['checks_per_s']:,.0f} | {m['cpu_us_per_check']:.1f} | {shown} |")
+            print(
+                f"| {stack} | {handler} | {m['checks_per_s']:,.0f} | {m['cpu_us_per_check']:.1f} | {shown} |"
+            )
     if len(stacks) == 2:
         a, b = (runs[(s, "check")] for s in stacks)
         rate = statistics.median(x["checks_per_s"] / y["checks_per_s"] for x, y in zip(a, b))
         cpu = statistics.median(x["cpu_us_per_check"] / y["cpu_us_per_check"] for x, y in zip(a, b))
-        print(f"\n{stacks[0]} / {stacks[1]} (check, median of rounds): {rate:.2f}× checks/s, "
-              f"{cpu:.2f}× CPU per check")
+        print(
+            f"\n{stacks[0]} / {stacks[1]} (check, median of rounds): {rate:.2f}× checks/s, "
+            f"{cpu:.2f}× CPU per check"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="mode")
     s = sub.add_parser("_serve")
     s.add_argument("--stack", choices=("threaded", "aio"))

@@ -20,7 +20,6 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from onshi.core import dates, identifiers
 from onshi.core.engine import open_engine
 from onshi.core.writer import Writer
@@ -42,29 +41,42 @@ def _native_available() -> bool:
     return True
 
 
-
 # --- the store -------------------------------------------------------------------
 
-UNION = identifiers.with_check_digit("0613001")        # 健保組合
-KYOKAI = identifiers.with_check_digit("0113002")       # 協会けんぽ
-NHI = identifiers.with_check_digit("13800")            # 市町村国保, 6 digits
-MUTUAL = identifiers.with_check_digit("3113003")       # 共済
-LATE = identifiers.with_check_digit("3913001")         # 後期高齢者
-PAYER = identifiers.with_check_digit("5413001")        # 公費 payer
+UNION = identifiers.with_check_digit("0613001")  # 健保組合
+KYOKAI = identifiers.with_check_digit("0113002")  # 協会けんぽ
+NHI = identifiers.with_check_digit("13800")  # 市町村国保, 6 digits
+MUTUAL = identifiers.with_check_digit("3113003")  # 共済
+LATE = identifiers.with_check_digit("3913001")  # 後期高齢者
+PAYER = identifiers.with_check_digit("5413001")  # 公費 payer
 
-NON_JIS_NAME = "𠮷田 葛\U000E0100子"  # U+20BB7 outside JIS X 0208; 葛 + IVS (VS17)
+NON_JIS_NAME = "𠮷田 葛\U000e0100子"  # U+20BB7 outside JIS X 0208; 葛 + IVS (VS17)
 
 
 def person(name, kana, birth, sex=Q.SEX_FEMALE):
-    return Q.Person(name=name, name_kana=kana, sex=sex, birth_date=D(birth),
-                    address="東京都千代田区千代田1-1", postcode="100-0001")
+    return Q.Person(
+        name=name,
+        name_kana=kana,
+        sex=sex,
+        birth_date=D(birth),
+        address="東京都千代田区千代田1-1",
+        postcode="100-0001",
+    )
 
 
 def qual(insurer, symbol, number, branch, acquired, lost=None, reason=0, **kw):
     kw = {"burden_ratio_percent": 30, "card_kind": Q.CARD_KIND_EMPLOYEE, **kw}
-    q = Q.Qualification(insurer_number=insurer, insurer_name=f"保険者{insurer}", symbol=symbol, number=number,
-                        branch=branch, relationship=Q.RELATIONSHIP_INSURED, acquisition_date=D(acquired),
-                        loss_reason=reason, **kw)
+    q = Q.Qualification(
+        insurer_number=insurer,
+        insurer_name=f"保険者{insurer}",
+        symbol=symbol,
+        number=number,
+        branch=branch,
+        relationship=Q.RELATIONSHIP_INSURED,
+        acquisition_date=D(acquired),
+        loss_reason=reason,
+        **kw,
+    )
     if lost:
         q.loss_date.CopyFrom(D(lost))
     return q
@@ -72,43 +84,114 @@ def qual(insurer, symbol, number, branch, acquired, lost=None, reason=0, **kw):
 
 PERSONS = {
     # card serial -> (person, qualifications)
-    "A1": (person("山田 花子", "ヤマダ ハナコ", dt.date(1980, 5, 17)), [
-        qual(UNION, "12", "3456", "00", dt.date(2020, 4, 1),
-             limit_amount=Q.LimitAmountCertificate(category="ウ", valid_from=D(dt.date(2024, 8, 1)),
-                                                   valid_until=D(dt.date(2025, 7, 31))),
-             subsidies=[Q.PublicExpenseSubsidy(payer_number=PAYER, recipient_number="1234566",
-                                               programme="難病", burden_ratio_percent=20,
-                                               monthly_cap_yen=10000)]),
-    ]),
-    "B2": (person("佐藤 一郎", "サトウ イチロウ", dt.date(1975, 1, 9), Q.SEX_MALE), [
-        qual(KYOKAI, "7001", "88", "00", dt.date(2015, 4, 1), dt.date(2022, 4, 1), Q.LOSS_REASON_OTHER_INSURANCE),
-        qual(NHI, "", "550011", "00", dt.date(2022, 4, 1)),
-    ]),
-    "C3": (person("鈴木 次郎", "スズキ ジロウ", dt.date(1990, 2, 28), Q.SEX_MALE), [
-        qual(UNION, "34", "777", "00", dt.date(2021, 1, 1)),
-        qual(MUTUAL, "9", "123", "01", dt.date(2023, 6, 1)),
-    ]),
-    "D4": (person("高橋 トメ", "タカハシ トメ", dt.date(1948, 3, 3)), [
-        qual(KYOKAI, "5", "40", "01", dt.date(1990, 1, 1), dt.date(2023, 3, 3), Q.LOSS_REASON_OTHER),
-        qual(LATE, "", "00012345", "", dt.date(2023, 3, 3), burden_ratio_percent=10,
-             card_kind=Q.CARD_KIND_LATE_ELDERLY),
-    ]),
-    "E5": (person(NON_JIS_NAME, "ヨシダ カツコ", dt.date(2001, 12, 31)), [
-        qual(UNION, "56", "901", "02", dt.date(2019, 4, 1), dt.date(2024, 4, 1), Q.LOSS_REASON_OTHER),
-    ]),
+    "A1": (
+        person("山田 花子", "ヤマダ ハナコ", dt.date(1980, 5, 17)),
+        [
+            qual(
+                UNION,
+                "12",
+                "3456",
+                "00",
+                dt.date(2020, 4, 1),
+                limit_amount=Q.LimitAmountCertificate(
+                    category="ウ",
+                    valid_from=D(dt.date(2024, 8, 1)),
+                    valid_until=D(dt.date(2025, 7, 31)),
+                ),
+                subsidies=[
+                    Q.PublicExpenseSubsidy(
+                        payer_number=PAYER,
+                        recipient_number="1234566",
+                        programme="難病",
+                        burden_ratio_percent=20,
+                        monthly_cap_yen=10000,
+                    )
+                ],
+            ),
+        ],
+    ),
+    "B2": (
+        person("佐藤 一郎", "サトウ イチロウ", dt.date(1975, 1, 9), Q.SEX_MALE),
+        [
+            qual(
+                KYOKAI,
+                "7001",
+                "88",
+                "00",
+                dt.date(2015, 4, 1),
+                dt.date(2022, 4, 1),
+                Q.LOSS_REASON_OTHER_INSURANCE,
+            ),
+            qual(NHI, "", "550011", "00", dt.date(2022, 4, 1)),
+        ],
+    ),
+    "C3": (
+        person("鈴木 次郎", "スズキ ジロウ", dt.date(1990, 2, 28), Q.SEX_MALE),
+        [
+            qual(UNION, "34", "777", "00", dt.date(2021, 1, 1)),
+            qual(MUTUAL, "9", "123", "01", dt.date(2023, 6, 1)),
+        ],
+    ),
+    "D4": (
+        person("高橋 トメ", "タカハシ トメ", dt.date(1948, 3, 3)),
+        [
+            qual(
+                KYOKAI,
+                "5",
+                "40",
+                "01",
+                dt.date(1990, 1, 1),
+                dt.date(2023, 3, 3),
+                Q.LOSS_REASON_OTHER,
+            ),
+            qual(
+                LATE,
+                "",
+                "00012345",
+                "",
+                dt.date(2023, 3, 3),
+                burden_ratio_percent=10,
+                card_kind=Q.CARD_KIND_LATE_ELDERLY,
+            ),
+        ],
+    ),
+    "E5": (
+        person(NON_JIS_NAME, "ヨシダ カツコ", dt.date(2001, 12, 31)),
+        [
+            qual(
+                UNION,
+                "56",
+                "901",
+                "02",
+                dt.date(2019, 4, 1),
+                dt.date(2024, 4, 1),
+                Q.LOSS_REASON_OTHER,
+            ),
+        ],
+    ),
 }
-AS_OF = [dt.date(2014, 1, 1), dt.date(2020, 4, 1), dt.date(2022, 3, 31), dt.date(2022, 4, 1),
-         dt.date(2023, 6, 1), dt.date(2024, 3, 31), dt.date(2024, 4, 1), dt.date(2026, 11, 21)]
+AS_OF = [
+    dt.date(2014, 1, 1),
+    dt.date(2020, 4, 1),
+    dt.date(2022, 3, 31),
+    dt.date(2022, 4, 1),
+    dt.date(2023, 6, 1),
+    dt.date(2024, 3, 31),
+    dt.date(2024, 4, 1),
+    dt.date(2026, 11, 21),
+]
 
 
 def build_store(path) -> None:
     writer = Writer(path)
     try:
         for serial, (p, quals) in PERSONS.items():
+
             def change(t, p=p, quals=quals, serial=serial):
                 link = t.new_link_id()
                 t.put_history(link, p, quals)
                 t.link_card(identifiers.card_serial_key(serial), link)
+
             writer.apply(change)
     finally:
         writer.close()
@@ -123,14 +206,34 @@ def store(tmp_path_factory):
 
 # --- real server processes ---------------------------------------------------------
 
+
 class ServerProcess:
     def __init__(self, data, engine, *extra, workers=2):
         env = dict(os.environ, ONSHI_ENGINE=engine, PYTHONUNBUFFERED="1")
         self.port_file = os.path.join(data, f"port-{os.getpid()}-{time.time_ns()}")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onshi.cli", "serve", "--data", data, "--port", "0",
-             "--workers", str(workers), "--engine", engine, "--port-file", self.port_file, *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            [
+                sys.executable,
+                "-m",
+                "onshi.cli",
+                "serve",
+                "--data",
+                data,
+                "--port",
+                "0",
+                "--workers",
+                str(workers),
+                "--engine",
+                engine,
+                "--port-file",
+                self.port_file,
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.stderr: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()
         line = self._first_line()
@@ -204,7 +307,9 @@ def channel(server):
 
 def raw_call(channel, method, request: bytes, metadata=None):
     """Bytes in, bytes out: what the server sends, before any parsing."""
-    call = channel.unary_unary(f"/{SERVICE}/{method}", request_serializer=None, response_deserializer=None)
+    call = channel.unary_unary(
+        f"/{SERVICE}/{method}", request_serializer=None, response_deserializer=None
+    )
     return call(request, timeout=5, metadata=metadata)
 
 
@@ -217,6 +322,7 @@ def invalid_argument(channel, method, request: bytes) -> list[tuple[str, str]]:
 
 # --- answers -------------------------------------------------------------------
 
+
 def test_engine_is_the_one_asked_for(server, engine_kind):
     assert server.engine == engine_kind
 
@@ -228,6 +334,7 @@ def test_port_file_names_the_served_port(server):
 
 def test_only_workers_open_the_store(server, store):
     """LMDB environments must not cross a fork: the supervisor never opens one."""
+
     def maps(pid):
         with open(f"/proc/{pid}/maps") as f:
             return os.path.join(store, "data.mdb") in f.read()
@@ -242,7 +349,9 @@ def test_card_answers_are_the_engines_bytes(channel, engine):
         for day in AS_OF:
             request = E.CheckByCardRequest(card_serial=serial, as_of=D(day)).SerializeToString()
             got = raw_call(channel, "CheckByCard", request)
-            assert got == engine.check_by_card(identifiers.card_serial_key(serial), dates.to_day(day))
+            assert got == engine.check_by_card(
+                identifiers.card_serial_key(serial), dates.to_day(day)
+            )
             seen.add(E.CheckResponse.FromString(got).validity)
     assert seen == {E.VALIDITY_VALID, E.VALIDITY_INVALID, E.VALIDITY_NO_RECORD, E.VALIDITY_MULTIPLE}
 
@@ -255,31 +364,58 @@ def test_number_answers_are_the_engines_bytes(channel, engine):
             for claimed in (birth, birth + dt.timedelta(days=1)):
                 for day in AS_OF:
                     request = E.CheckByNumberRequest(
-                        insurer_number=q.insurer_number, symbol=q.symbol, number=q.number, branch=q.branch,
-                        birth_date=D(claimed), as_of=D(day)).SerializeToString()
+                        insurer_number=q.insurer_number,
+                        symbol=q.symbol,
+                        number=q.number,
+                        branch=q.branch,
+                        birth_date=D(claimed),
+                        as_of=D(day),
+                    ).SerializeToString()
                     got = raw_call(channel, "CheckByNumber", request)
                     key = identifiers.number_key(q.insurer_number, q.symbol, q.number, q.branch)
-                    assert got == engine.check_by_number(key, dates.to_day(claimed), dates.to_day(day))
+                    assert got == engine.check_by_number(
+                        key, dates.to_day(claimed), dates.to_day(day)
+                    )
                     seen.add(E.CheckResponse.FromString(got).validity)
     # (MULTIPLE by number would need one number twice in one person's history)
-    assert seen == {E.VALIDITY_VALID, E.VALIDITY_INVALID, E.VALIDITY_INVALID_NEWER_EXISTS,
-                    E.VALIDITY_NO_RECORD}
+    assert seen == {
+        E.VALIDITY_VALID,
+        E.VALIDITY_INVALID,
+        E.VALIDITY_INVALID_NEWER_EXISTS,
+        E.VALIDITY_NO_RECORD,
+    }
 
 
 def test_typed_lost_number_hides_the_newer_insurer(channel):
     _, (old, new) = PERSONS["B2"]
-    request = E.CheckByNumberRequest(insurer_number=old.insurer_number, symbol=old.symbol, number=old.number,
-                                     branch=old.branch, birth_date=D(dt.date(1975, 1, 9)), as_of=D(dt.date(2023, 1, 1)))
-    answer = E.CheckResponse.FromString(raw_call(channel, "CheckByNumber", request.SerializeToString()))
+    request = E.CheckByNumberRequest(
+        insurer_number=old.insurer_number,
+        symbol=old.symbol,
+        number=old.number,
+        branch=old.branch,
+        birth_date=D(dt.date(1975, 1, 9)),
+        as_of=D(dt.date(2023, 1, 1)),
+    )
+    answer = E.CheckResponse.FromString(
+        raw_call(channel, "CheckByNumber", request.SerializeToString())
+    )
     assert answer.validity == E.VALIDITY_INVALID_NEWER_EXISTS
     assert [q.insurer_number for q in answer.qualifications] == [KYOKAI]
     assert NHI.encode() not in raw_call(channel, "CheckByNumber", request.SerializeToString())
 
 
 def test_late_elderly_number_ignores_symbol_and_branch(channel):
-    request = E.CheckByNumberRequest(insurer_number=LATE, symbol="x", number="00012345", branch="",
-                                     birth_date=D(dt.date(1948, 3, 3)), as_of=D(dt.date(2024, 1, 1)))
-    answer = E.CheckResponse.FromString(raw_call(channel, "CheckByNumber", request.SerializeToString()))
+    request = E.CheckByNumberRequest(
+        insurer_number=LATE,
+        symbol="x",
+        number="00012345",
+        branch="",
+        birth_date=D(dt.date(1948, 3, 3)),
+        as_of=D(dt.date(2024, 1, 1)),
+    )
+    answer = E.CheckResponse.FromString(
+        raw_call(channel, "CheckByNumber", request.SerializeToString())
+    )
     assert answer.validity == E.VALIDITY_VALID
     assert answer.qualifications[0].card_kind == Q.CARD_KIND_LATE_ELDERLY
 
@@ -294,7 +430,9 @@ def test_non_jis_name_and_ivs_arrive_byte_exact(channel):
 def test_absent_as_of_means_today_in_japan(channel, engine):
     key = identifiers.card_serial_key("B2")
     before = engine.check_by_card(key, dates.today_jst())
-    got = raw_call(channel, "CheckByCard", E.CheckByCardRequest(card_serial="B2").SerializeToString())
+    got = raw_call(
+        channel, "CheckByCard", E.CheckByCardRequest(card_serial="B2").SerializeToString()
+    )
     assert got in (before, engine.check_by_card(key, dates.today_jst()))  # midnight JST may pass
 
 
@@ -305,12 +443,15 @@ def test_stub_client_reads_the_answer(server):
         answer = client.check_by_card("c3", dt.date(2024, 1, 1))
         assert answer.validity == E.VALIDITY_MULTIPLE
         assert len(answer.qualifications) == 2
-        answer = client.check_by_number(UNION, "12", "3456", "00", dt.date(1980, 5, 17), dt.date(2025, 1, 1))
+        answer = client.check_by_number(
+            UNION, "12", "3456", "00", dt.date(1980, 5, 17), dt.date(2025, 1, 1)
+        )
         assert answer.validity == E.VALIDITY_VALID
         assert answer.qualifications[0].subsidies[0].payer_number == PAYER
 
 
 # --- workers, health, reflection ----------------------------------------------------
+
 
 def worker_pid(channel) -> int:
     stub = health_pb2_grpc.HealthStub(channel)
@@ -323,7 +464,9 @@ def test_both_workers_serve(server):
     seen = set()
     for i in range(64):  # SO_REUSEPORT hashes each new connection onto a worker
         # A distinct channel argument stops grpc from sharing one subchannel.
-        with grpc.insecure_channel(server.target, options=[("onshi.test.nonce", f"{i}-{time.time_ns()}")]) as ch:
+        with grpc.insecure_channel(
+            server.target, options=[("onshi.test.nonce", f"{i}-{time.time_ns()}")]
+        ) as ch:
             seen.add(worker_pid(ch))
         if seen == server.pids:
             break
@@ -339,18 +482,27 @@ def test_health_serving(channel):
 
 def test_reflection_lists_services(channel):
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    requests = iter([reflection_pb2.ServerReflectionRequest(list_services=""),
-                     reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE)])
+    requests = iter(
+        [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE),
+        ]
+    )
     listed, described = list(stub.ServerReflectionInfo(requests, timeout=5))
     names = {s.name for s in listed.list_services_response.service}
     assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
-    files = [descriptor_pb2.FileDescriptorProto.FromString(b)
-             for b in described.file_descriptor_response.file_descriptor_proto]
-    methods = {m.name for f in files for s in f.service if s.name == "EligibilityService" for m in s.method}
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(b)
+        for b in described.file_descriptor_response.file_descriptor_proto
+    ]
+    methods = {
+        m.name for f in files for s in f.service if s.name == "EligibilityService" for m in s.method
+    }
     assert methods == {"CheckByCard", "CheckByNumber"}
 
 
 # --- bad input --------------------------------------------------------------------
+
 
 def card(**kw) -> bytes:
     kw.setdefault("card_serial", "A1")
@@ -358,13 +510,22 @@ def card(**kw) -> bytes:
 
 
 def number(**kw) -> bytes:
-    fields = dict(insurer_number=UNION, symbol="12", number="3456", branch="00", birth_date=D(dt.date(1980, 5, 17)))
+    fields = dict(
+        insurer_number=UNION,
+        symbol="12",
+        number="3456",
+        branch="00",
+        birth_date=D(dt.date(1980, 5, 17)),
+    )
     fields.update(kw)
-    return E.CheckByNumberRequest(**{k: v for k, v in fields.items() if v is not None}).SerializeToString()
+    return E.CheckByNumberRequest(
+        **{k: v for k, v in fields.items() if v is not None}
+    ).SerializeToString()
 
 
 def bad_date(y, m, d):
     from google.type import date_pb2
+
     return date_pb2.Date(year=y, month=m, day=d)
 
 
@@ -379,7 +540,11 @@ BAD_INPUT = [
     ("CheckByCard", card(as_of=bad_date(0, 0, 0)), "as_of.year"),
     ("CheckByCard", b"\xff\xff\xff", "request"),
     ("CheckByCard", b"\x0a\x02\xff\xfe", "request"),  # card_serial not UTF-8
-    ("CheckByNumber", number(insurer_number=UNION[:-1] + str((int(UNION[-1]) + 1) % 10)), "insurer_number"),
+    (
+        "CheckByNumber",
+        number(insurer_number=UNION[:-1] + str((int(UNION[-1]) + 1) % 10)),
+        "insurer_number",
+    ),
     ("CheckByNumber", number(insurer_number="0613001"), "insurer_number"),
     ("CheckByNumber", number(insurer_number="０６１３００１X"), "insurer_number"),
     ("CheckByNumber", number(branch=""), "branch"),
@@ -394,22 +559,31 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize("method,request_bytes,field", BAD_INPUT,
-                         ids=[f"{m}-{f}-{i}" for i, (m, _, f) in enumerate(BAD_INPUT)])
+@pytest.mark.parametrize(
+    "method,request_bytes,field",
+    BAD_INPUT,
+    ids=[f"{m}-{f}-{i}" for i, (m, _, f) in enumerate(BAD_INPUT)],
+)
 def test_bad_input_is_invalid_argument_with_the_field(channel, method, request_bytes, field):
     violations = invalid_argument(channel, method, request_bytes)
     assert field in [f for f, _ in violations], violations
 
 
 def test_every_violation_is_reported_at_once(channel):
-    violations = invalid_argument(channel, "CheckByNumber",
-                                  number(insurer_number="06130018", birth_date=None, as_of=bad_date(2023, 2, 29)))
+    violations = invalid_argument(
+        channel,
+        "CheckByNumber",
+        number(insurer_number="06130018", birth_date=None, as_of=bad_date(2023, 2, 29)),
+    )
     assert {f for f, _ in violations} == {"insurer_number", "birth_date", "as_of.day"}
 
 
 def test_card_proof_without_verifier_is_failed_precondition(channel):
-    for request in (card(card_certificate=b"\x30\x82"), card(card_signature=b"sig"),
-                    card(challenge=E.CardChallenge(facility_code="1312345678"))):
+    for request in (
+        card(card_certificate=b"\x30\x82"),
+        card(card_signature=b"sig"),
+        card(challenge=E.CardChallenge(facility_code="1312345678")),
+    ):
         with pytest.raises(grpc.RpcError) as info:
             raw_call(channel, "CheckByCard", request)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -424,21 +598,39 @@ def test_oversize_request_is_refused_not_internal(channel):
 
 def test_server_still_answers_after_bad_input(channel, engine):
     got = raw_call(channel, "CheckByCard", card(as_of=D(dt.date(2024, 1, 1))))
-    assert got == engine.check_by_card(identifiers.card_serial_key("A1"), dates.to_day(dt.date(2024, 1, 1)))
+    assert got == engine.check_by_card(
+        identifiers.card_serial_key("A1"), dates.to_day(dt.date(2024, 1, 1))
+    )
 
 
 # --- onshi check --------------------------------------------------------------------
 
+
 def onshi(*args):
-    return subprocess.run([sys.executable, "-m", "onshi.cli", *args], capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "onshi.cli", *args], capture_output=True, text=True, timeout=30
+    )
 
 
 def test_onshi_check_cli(server):
     out = onshi("check", "--target", server.target, "--card", "E5", "--as-of", "2020-01-01")
     assert out.returncode == 0, out.stderr
     assert "有効" in out.stdout and "valid" in out.stdout and NON_JIS_NAME in out.stdout
-    out = onshi("check", "--target", server.target, "--number", KYOKAI, "7001", "88", "00",
-                "--birth", "1975-01-09", "--as-of", "2023-01-01", "--json")
+    out = onshi(
+        "check",
+        "--target",
+        server.target,
+        "--number",
+        KYOKAI,
+        "7001",
+        "88",
+        "00",
+        "--birth",
+        "1975-01-09",
+        "--as-of",
+        "2023-01-01",
+        "--json",
+    )
     assert out.returncode == 10 + E.VALIDITY_INVALID_NEWER_EXISTS, out.stderr
     assert '"validity": "VALIDITY_INVALID_NEWER_EXISTS"' in out.stdout
     out = onshi("check", "--target", server.target, "--number", "06130018", "12", "3456", "00")
@@ -452,6 +644,7 @@ def test_onshi_check_cli(server):
 
 
 # --- lifecycle (a server of their own) ---------------------------------------------
+
 
 def test_killed_worker_is_reported_and_replaced(store, engine_kind):
     srv = ServerProcess(store, engine_kind)
@@ -468,7 +661,9 @@ def test_killed_worker_is_reported_and_replaced(store, engine_kind):
         deadline = time.monotonic() + 15
         while new not in seen:
             assert time.monotonic() < deadline, f"replacement {new} never answered; saw {seen}"
-            with grpc.insecure_channel(srv.target, options=[("onshi.test.nonce", str(time.time_ns()))]) as ch:
+            with grpc.insecure_channel(
+                srv.target, options=[("onshi.test.nonce", str(time.time_ns()))]
+            ) as ch:
                 seen.add(worker_pid(ch))
         assert victim not in seen
     finally:
@@ -477,17 +672,26 @@ def test_killed_worker_is_reported_and_replaced(store, engine_kind):
 
 def test_sigterm_drains_in_flight_calls_and_exits_0(store, engine_kind, engine):
     delay = 0.6
-    srv = ServerProcess(store, engine_kind, "--test-handler-delay-ms", str(delay * 1000), "--grace", "5")
-    channels = [grpc.insecure_channel(srv.target, options=[("onshi.test.nonce", str(i))]) for i in range(8)]
+    srv = ServerProcess(
+        store, engine_kind, "--test-handler-delay-ms", str(delay * 1000), "--grace", "5"
+    )
+    channels = [
+        grpc.insecure_channel(srv.target, options=[("onshi.test.nonce", str(i))]) for i in range(8)
+    ]
     watch_channel = srv.channel()
     try:
         statuses = []
         watch = health_pb2_grpc.HealthStub(watch_channel).Watch(
-            health_pb2.HealthCheckRequest(service=SERVICE), timeout=20)
-        watcher = threading.Thread(target=lambda: statuses.extend(r.status for r in _until_cancelled(watch)))
+            health_pb2.HealthCheckRequest(service=SERVICE), timeout=20
+        )
+        watcher = threading.Thread(
+            target=lambda: statuses.extend(r.status for r in _until_cancelled(watch))
+        )
         watcher.start()
         request = card(as_of=D(dt.date(2024, 1, 1)))
-        expected = engine.check_by_card(identifiers.card_serial_key("A1"), dates.to_day(dt.date(2024, 1, 1)))
+        expected = engine.check_by_card(
+            identifiers.card_serial_key("A1"), dates.to_day(dt.date(2024, 1, 1))
+        )
         with futures.ThreadPoolExecutor(len(channels)) as pool:
             calls = [pool.submit(raw_call, ch, "CheckByCard", request) for ch in channels]
             time.sleep(delay / 2)  # every call is now inside a handler

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from onshi.server import eligibility
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -65,28 +64,39 @@ class Serving:
     port: int
 
 
-def create_server(engine, *, address: str = "127.0.0.1:0",
-                  credentials: grpc.ServerCredentials | None = None,
-                  interceptors: Sequence[grpc.ServerInterceptor] = (),
-                  card_proof: eligibility.CardProof | None = None,
-                  audit: eligibility.Audit | None = None,
-                  threads: int = DEFAULT_THREADS,
-                  extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
-                  extra_service_names: Sequence[str] = (),
-                  handler_wrap: Callable | None = None,
-                  eligibility_handler: grpc.GenericRpcHandler | None = None) -> Serving:
+def create_server(
+    engine,
+    *,
+    address: str = "127.0.0.1:0",
+    credentials: grpc.ServerCredentials | None = None,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    card_proof: eligibility.CardProof | None = None,
+    audit: eligibility.Audit | None = None,
+    threads: int = DEFAULT_THREADS,
+    extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
+    extra_service_names: Sequence[str] = (),
+    handler_wrap: Callable | None = None,
+    eligibility_handler: grpc.GenericRpcHandler | None = None,
+) -> Serving:
     """A threaded gRPC server with EligibilityService, health and reflection,
     bound but not started. Other services (ingest, claims, audit...) join
     through extra_handlers + extra_service_names (for health and reflection).
     `eligibility_handler` replaces the service's handlers (bench: the empty
     handler on the same stack)."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onshi"),
-                         interceptors=list(interceptors), options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers((
-        eligibility_handler or eligibility.build_eligibility_handlers(
-            engine, card_proof=card_proof, audit=audit, wrap=handler_wrap),
-        *extra_handlers,
-    ))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onshi"),
+        interceptors=list(interceptors),
+        options=SERVER_OPTIONS,
+    )
+    server.add_generic_rpc_handlers(
+        (
+            eligibility_handler
+            or eligibility.build_eligibility_handlers(
+                engine, card_proof=card_proof, audit=audit, wrap=handler_wrap
+            ),
+            *extra_handlers,
+        )
+    )
     health_servicer = WorkerHealth()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (*SERVICE_NAMES, *extra_service_names)
@@ -102,15 +112,21 @@ def create_server(engine, *, address: str = "127.0.0.1:0",
     return Serving(server, health_servicer, port)
 
 
-async def create_aio_server(engine, *, address: str = "127.0.0.1:0", empty_response: bytes | None = None):
+async def create_aio_server(
+    engine, *, address: str = "127.0.0.1:0", empty_response: bytes | None = None
+):
     """grpc.aio variant (bench only): same handlers, same options, health and reflection."""
     from grpc_health.v1 import _async as health_async
 
     server = grpc.aio.server(options=SERVER_OPTIONS)
     if empty_response is not None:
-        server.add_generic_rpc_handlers((eligibility.build_empty_handlers(empty_response, asyncio=True),))
+        server.add_generic_rpc_handlers(
+            (eligibility.build_empty_handlers(empty_response, asyncio=True),)
+        )
     else:
-        server.add_generic_rpc_handlers((eligibility.build_eligibility_handlers(engine, asyncio=True),))
+        server.add_generic_rpc_handlers(
+            (eligibility.build_eligibility_handlers(engine, asyncio=True),)
+        )
     health_servicer = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
@@ -119,6 +135,7 @@ async def create_aio_server(engine, *, address: str = "127.0.0.1:0", empty_respo
 
 
 # --- the port ----------------------------------------------------------------
+
 
 def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -140,6 +157,7 @@ def reserve_port(host: str, port: int) -> Iterator[int]:
 
 
 # --- a worker ------------------------------------------------------------------
+
 
 @dataclass
 class WorkerConfig:
@@ -169,7 +187,9 @@ def _slow(delay: float):
         def handler(raw, context):
             time.sleep(delay)
             return fn(raw, context)
+
         return handler
+
     return wrap
 
 
@@ -180,7 +200,9 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def run_worker(config: WorkerConfig, ready: Callable[[str], None], stop: threading.Event | None = None) -> int:
+def run_worker(
+    config: WorkerConfig, ready: Callable[[str], None], stop: threading.Event | None = None
+) -> int:
     """Open the store, serve until SIGTERM/SIGINT, then stop gracefully:
     health NOT_SERVING first, then server.stop(grace) lets in-flight calls end."""
     from onshi.core.engine import open_engine
@@ -191,8 +213,12 @@ def run_worker(config: WorkerConfig, ready: Callable[[str], None], stop: threadi
         if config.build_server is not None:
             serving = config.build_server(engine, config.address)
         else:
-            serving = create_server(engine, address=config.address, threads=config.threads,
-                                    handler_wrap=_slow(config.handler_delay) if config.handler_delay else None)
+            serving = create_server(
+                engine,
+                address=config.address,
+                threads=config.threads,
+                handler_wrap=_slow(config.handler_delay) if config.handler_delay else None,
+            )
         serving.server.start()
         ready(engine.kind)
         while not stop.wait(1.0):
@@ -205,6 +231,7 @@ def run_worker(config: WorkerConfig, ready: Callable[[str], None], stop: threadi
 
 
 # --- the supervisor -------------------------------------------------------------
+
 
 @dataclass
 class _Workers:
@@ -228,8 +255,11 @@ class _Workers:
             signal.set_wakeup_fd(-1)
             _die_with_parent()
             ready_w = self.ready_w
-            code = run_worker(self.config, lambda kind: os.write(ready_w, f"{os.getpid()} {kind}\n".encode()),
-                              stop)
+            code = run_worker(
+                self.config,
+                lambda kind: os.write(ready_w, f"{os.getpid()} {kind}\n".encode()),
+                stop,
+            )
         except BaseException:
             traceback.print_exc()
         finally:
@@ -244,11 +274,21 @@ def _describe(status: int) -> str:
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 
-def serve(data: str, *, host: str = "127.0.0.1", port: int = 50051, workers: int = 1,
-          engine: str | None = None, grace: float = 5.0, threads: int = DEFAULT_THREADS,
-          port_file: str | None = None, handler_delay: float = 0.0,
-          build_server: Callable[..., Serving] | None = None,
-          startup_timeout: float = 60.0, max_restarts: int = 5) -> int:
+def serve(
+    data: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 50051,
+    workers: int = 1,
+    engine: str | None = None,
+    grace: float = 5.0,
+    threads: int = DEFAULT_THREADS,
+    port_file: str | None = None,
+    handler_delay: float = 0.0,
+    build_server: Callable[..., Serving] | None = None,
+    startup_timeout: float = 60.0,
+    max_restarts: int = 5,
+) -> int:
     """Run `workers` worker processes on host:port until SIGTERM/SIGINT; 0 on a clean stop.
 
     `build_server(engine, address) -> Serving` runs in each worker after fork
@@ -260,24 +300,44 @@ def serve(data: str, *, host: str = "127.0.0.1", port: int = 50051, workers: int
         return 2
     if port and _listening(host, port):
         # SO_REUSEPORT would let us join that listener and silently split its traffic.
-        print(f"onshi: cannot serve on {format_address(host, port)}: another server is listening there",
-              file=sys.stderr)
+        print(
+            f"onshi: cannot serve on {format_address(host, port)}: another server is listening there",
+            file=sys.stderr,
+        )
         return 1
     signals: list[int] = []
     wake_r, wake_w = os.pipe()
     ready_r, ready_w = os.pipe()
     for fd in (wake_r, wake_w):
         os.set_blocking(fd, False)
-    previous = {sig: signal.signal(sig, lambda s, _f: signals.append(s))
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)}
+    previous = {
+        sig: signal.signal(sig, lambda s, _f: signals.append(s))
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+    }
     signal.set_wakeup_fd(wake_w)
     try:
         with reserve_port(host, port) as bound:
-            config = WorkerConfig(data, engine, format_address(host, bound), grace, threads, handler_delay,
-                                  build_server)
+            config = WorkerConfig(
+                data,
+                engine,
+                format_address(host, bound),
+                grace,
+                threads,
+                handler_delay,
+                build_server,
+            )
             pool = _Workers(config, ready_w)
-            return _supervise(pool, workers, bound, port_file, signals, wake_r, ready_r,
-                              startup_timeout, max_restarts)
+            return _supervise(
+                pool,
+                workers,
+                bound,
+                port_file,
+                signals,
+                wake_r,
+                ready_r,
+                startup_timeout,
+                max_restarts,
+            )
     except OSError as exc:
         print(f"onshi: cannot serve on {format_address(host, port)}: {exc}", file=sys.stderr)
         return 1
@@ -289,8 +349,17 @@ def serve(data: str, *, host: str = "127.0.0.1", port: int = 50051, workers: int
             os.close(fd)
 
 
-def _supervise(pool: _Workers, count: int, port: int, port_file: str | None, signals: list[int],
-               wake_r: int, ready_r: int, startup_timeout: float, max_restarts: int) -> int:
+def _supervise(
+    pool: _Workers,
+    count: int,
+    port: int,
+    port_file: str | None,
+    signals: list[int],
+    wake_r: int,
+    ready_r: int,
+    startup_timeout: float,
+    max_restarts: int,
+) -> int:
     for _ in range(count):
         pool.spawn()
     ready: dict[int, str] = {}
@@ -335,7 +404,9 @@ def _supervise(pool: _Workers, count: int, port: int, port_file: str | None, sig
             was_ready = ready.pop(pid, None) is not None
             if stopping:
                 if status != 0:
-                    print(f"onshi: worker {pid} {_describe(status)} while stopping", file=sys.stderr)
+                    print(
+                        f"onshi: worker {pid} {_describe(status)} while stopping", file=sys.stderr
+                    )
                     exit_code = 1
                 continue
             print(f"onshi: worker {pid} {_describe(status)}", file=sys.stderr, flush=True)
@@ -343,7 +414,9 @@ def _supervise(pool: _Workers, count: int, port: int, port_file: str | None, sig
             pool.deaths = [t for t in pool.deaths if now - t < 60.0] + [now]
             if not announced or not was_ready or len(pool.deaths) > max_restarts:
                 why = "before serving" if not was_ready else f"{len(pool.deaths)} times in 60 s"
-                print(f"onshi: giving up (worker died {why}); stopping", file=sys.stderr, flush=True)
+                print(
+                    f"onshi: giving up (worker died {why}); stopping", file=sys.stderr, flush=True
+                )
                 signals.append(signal.SIGTERM)
                 exit_code = 1
                 continue
@@ -358,8 +431,10 @@ def _supervise(pool: _Workers, count: int, port: int, port_file: str | None, sig
         if not announced and not stopping and len(ready) == count and len(pool.pids) == count:
             announced = True
             kinds = ",".join(sorted(set(ready.values())))
-            line = (f"onshi: serving on {pool.config.address} workers={count} engine={kinds} "
-                    f"pids={','.join(str(p) for p in sorted(ready))}")
+            line = (
+                f"onshi: serving on {pool.config.address} workers={count} engine={kinds} "
+                f"pids={','.join(str(p) for p in sorted(ready))}"
+            )
             if port_file:
                 tmp = port_file + ".tmp"
                 with open(tmp, "w") as f:
@@ -367,7 +442,10 @@ def _supervise(pool: _Workers, count: int, port: int, port_file: str | None, sig
                 os.replace(tmp, port_file)
             print(line, flush=True)
         if not announced and not stopping and time.monotonic() - started > startup_timeout:
-            print(f"onshi: workers not serving after {startup_timeout:.0f} s; stopping", file=sys.stderr)
+            print(
+                f"onshi: workers not serving after {startup_timeout:.0f} s; stopping",
+                file=sys.stderr,
+            )
             signals.append(signal.SIGTERM)
             exit_code = 1
     return exit_code

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import re
 import os
+import re
 import sys
 
 from onshi.v1 import eligibility_pb2
@@ -16,32 +16,68 @@ EXIT_NO_ANSWER = 1
 VALIDITY_TEXT = {
     eligibility_pb2.VALIDITY_VALID: ("有効", "valid"),
     eligibility_pb2.VALIDITY_INVALID: ("無効", "invalid"),
-    eligibility_pb2.VALIDITY_INVALID_NEWER_EXISTS: ("無効（新しい資格あり）", "invalid, a newer qualification exists"),
+    eligibility_pb2.VALIDITY_INVALID_NEWER_EXISTS: (
+        "無効（新しい資格あり）",
+        "invalid, a newer qualification exists",
+    ),
     eligibility_pb2.VALIDITY_NO_RECORD: ("該当資格なし", "no record"),
     eligibility_pb2.VALIDITY_MULTIPLE: ("複数該当", "multiple qualifications"),
 }
 RELATIONSHIP_TEXT = {1: "本人 insured", 2: "家族 dependent"}
 SEX_TEXT = {1: "男 male", 2: "女 female"}
-LOSS_REASON_TEXT = {1: "01 死亡 death", 2: "02 生活保護 public assistance",
-                    3: "03 他保険取得 other insurance", 99: "99 その他 other"}
-CARD_KIND_TEXT = {1: "被保険者証", 2: "船員保険", 3: "国民健康保険", 4: "後期高齢者医療", 5: "退職者医療",
-                  6: "短期被保険者証", 7: "修学中特例", 8: "住所地特例", 9: "日雇特例", 10: "資格証明書"}
+LOSS_REASON_TEXT = {
+    1: "01 死亡 death",
+    2: "02 生活保護 public assistance",
+    3: "03 他保険取得 other insurance",
+    99: "99 その他 other",
+}
+CARD_KIND_TEXT = {
+    1: "被保険者証",
+    2: "船員保険",
+    3: "国民健康保険",
+    4: "後期高齢者医療",
+    5: "退職者医療",
+    6: "短期被保険者証",
+    7: "修学中特例",
+    8: "住所地特例",
+    9: "日雇特例",
+    10: "資格証明書",
+}
 DISEASE_TEXT = {1: "人工透析 dialysis", 2: "血友病 haemophilia", 3: "HIV"}
 
 
 def register(subparsers) -> None:
-    serve = subparsers.add_parser("serve", help="run the EligibilityService (gRPC)",
-                                  description="Serve checks from a store with N worker processes sharing the port.")
-    serve.add_argument("--data", default=os.environ.get("ONSHI_DATA"), required="ONSHI_DATA" not in os.environ,
-                       help="store directory (from `onshi gen` or ingest)")
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the EligibilityService (gRPC)",
+        description="Serve checks from a store with N worker processes sharing the port.",
+    )
+    serve.add_argument(
+        "--data",
+        default=os.environ.get("ONSHI_DATA"),
+        required="ONSHI_DATA" not in os.environ,
+        help="store directory (from `onshi gen` or ingest)",
+    )
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=50051, help="0 picks a free port (printed on stdout)")
-    serve.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                       help="worker processes sharing the port via SO_REUSEPORT (default: CPU count)")
-    serve.add_argument("--engine", choices=("native", "pure"), default=None,
-                       help="lookup engine (default: $ONSHI_ENGINE, else native when built)")
+    serve.add_argument(
+        "--port", type=int, default=50051, help="0 picks a free port (printed on stdout)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes sharing the port via SO_REUSEPORT (default: CPU count)",
+    )
+    serve.add_argument(
+        "--engine",
+        choices=("native", "pure"),
+        default=None,
+        help="lookup engine (default: $ONSHI_ENGINE, else native when built)",
+    )
     serve.add_argument("--threads", type=int, default=None, help="handler threads per worker")
-    serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM")
+    serve.add_argument(
+        "--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM"
+    )
     serve.add_argument("--port-file", help="write the bound port here once every worker serves")
     # Test only: every check sleeps this long, so the graceful-shutdown test has calls in flight.
     serve.add_argument("--test-handler-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -51,13 +87,19 @@ def register(subparsers) -> None:
     serve.set_defaults(func=_serve)
 
     check = subparsers.add_parser(
-        "check", help="ask a running server about a card or an insurance-card number",
+        "check",
+        help="ask a running server about a card or an insurance-card number",
         description="Exit code: 0 valid, 12 invalid, 13 invalid (newer exists), 14 no record, "
-                    "15 multiple, 2 bad input, 1 no answer.")
+        "15 multiple, 2 bad input, 1 no answer.",
+    )
     what = check.add_mutually_exclusive_group(required=True)
     what.add_argument("--card", metavar="SERIAL", help="card certificate serial (hex)")
-    what.add_argument("--number", nargs=4, metavar=("INSURER", "SYMBOL", "NUMBER", "BRANCH"),
-                      help='insurance-card number; pass "" for an absent symbol or branch')
+    what.add_argument(
+        "--number",
+        nargs=4,
+        metavar=("INSURER", "SYMBOL", "NUMBER", "BRANCH"),
+        help='insurance-card number; pass "" for an absent symbol or branch',
+    )
     check.add_argument("--birth", metavar="YYYY-MM-DD", help="birth date (required with --number)")
     check.add_argument("--as-of", metavar="YYYY-MM-DD", help="visit date (default: today in Japan)")
     check.add_argument("--target", default=os.environ.get("ONSHI_TARGET", "127.0.0.1:50051"))
@@ -77,9 +119,18 @@ def _serve(args) -> int:
     trust.check_serve_args(args, args.host)
     threads = args.threads or app.DEFAULT_THREADS
     build = trust.server_builder(args, args.host, threads) if trust.trust_requested(args) else None
-    return app.serve(args.data, host=args.host, port=args.port, workers=args.workers, engine=args.engine,
-                     grace=args.grace, threads=threads, port_file=args.port_file,
-                     handler_delay=args.test_handler_delay_ms / 1000.0, build_server=build)
+    return app.serve(
+        args.data,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        engine=args.engine,
+        grace=args.grace,
+        threads=threads,
+        port_file=args.port_file,
+        handler_delay=args.test_handler_delay_ms / 1000.0,
+        build_server=build,
+    )
 
 
 def _date_arg(text: str | None, name: str):
@@ -99,7 +150,6 @@ def _date_arg(text: str | None, name: str):
 
 def _check(args) -> int:
     import grpc
-
     from onshi.server.client import EligibilityClient
     from onshi.server.errors import field_violations
 
@@ -122,7 +172,11 @@ def _check(args) -> int:
     if args.json:
         from google.protobuf import json_format
 
-        print(json_format.MessageToJson(response, preserving_proto_field_name=True, ensure_ascii=False))
+        print(
+            json_format.MessageToJson(
+                response, preserving_proto_field_name=True, ensure_ascii=False
+            )
+        )
     else:
         print(format_response(response))
     return 0 if response.validity == eligibility_pb2.VALIDITY_VALID else 10 + response.validity
@@ -137,35 +191,53 @@ def _period(message) -> str:
 
 
 def format_response(response: eligibility_pb2.CheckResponse) -> str:
-    ja, en = VALIDITY_TEXT.get(response.validity, ("?", eligibility_pb2.Validity.Name(response.validity)))
+    ja, en = VALIDITY_TEXT.get(
+        response.validity, ("?", eligibility_pb2.Validity.Name(response.validity))
+    )
     lines = [f"{ja}  {en}"]
     for i, q in enumerate(response.qualifications, 1):
         p = q.person
-        lines.append(f"[{i}] {p.name}（{p.name_kana}）  {SEX_TEXT.get(p.sex, '')}  生年月日 born {_d(p.birth_date)}")
+        lines.append(
+            f"[{i}] {p.name}（{p.name_kana}）  {SEX_TEXT.get(p.sex, '')}  生年月日 born {_d(p.birth_date)}"
+        )
         if p.address or p.postcode:
             lines.append(f"    〒{p.postcode} {p.address}")
         lines.append(f"    保険者 insurer      {q.insurer_number} {q.insurer_name}")
-        lines.append(f"    記号・番号・枝番    {q.symbol or '—'}・{q.number}・{q.branch or '—'}  "
-                     f"{RELATIONSHIP_TEXT.get(q.relationship, '')}  "
-                     f"{CARD_KIND_TEXT.get(q.card_kind, '')}")
+        lines.append(
+            f"    記号・番号・枝番    {q.symbol or '—'}・{q.number}・{q.branch or '—'}  "
+            f"{RELATIONSHIP_TEXT.get(q.relationship, '')}  "
+            f"{CARD_KIND_TEXT.get(q.card_kind, '')}"
+        )
         lost = _d(q.loss_date) if q.HasField("loss_date") else "—"
         reason = f" ({LOSS_REASON_TEXT.get(q.loss_reason, q.loss_reason)})" if q.loss_reason else ""
-        lines.append(f"    資格取得 acquired   {_d(q.acquisition_date)}   資格喪失 lost {lost}{reason}")
-        lines.append(f"    負担割合 burden     {q.burden_ratio_percent}%" + ("   未就学 preschool" if q.preschool else ""))
+        lines.append(
+            f"    資格取得 acquired   {_d(q.acquisition_date)}   資格喪失 lost {lost}{reason}"
+        )
+        lines.append(
+            f"    負担割合 burden     {q.burden_ratio_percent}%"
+            + ("   未就学 preschool" if q.preschool else "")
+        )
         if q.HasField("elderly_recipient"):
             e = q.elderly_recipient
-            lines.append(f"    高齢受給者証 elderly recipient  {e.burden_ratio_percent}%  {_period(e)}")
+            lines.append(
+                f"    高齢受給者証 elderly recipient  {e.burden_ratio_percent}%  {_period(e)}"
+            )
         if q.HasField("limit_amount"):
             la = q.limit_amount
             reduction = "  標準負担額減額 reduced meal cost" if la.standard_burden_reduction else ""
-            lines.append(f"    限度額適用 limit amount  区分 {la.category}{reduction}  {_period(la)}")
+            lines.append(
+                f"    限度額適用 limit amount  区分 {la.category}{reduction}  {_period(la)}"
+            )
         for s in q.specific_diseases:
-            lines.append(f"    特定疾病 specific disease  {DISEASE_TEXT.get(s.disease, s.disease)}  "
-                         f"月額上限 cap ¥{s.monthly_cap_yen:,}  {_period(s)}")
+            lines.append(
+                f"    特定疾病 specific disease  {DISEASE_TEXT.get(s.disease, s.disease)}  "
+                f"月額上限 cap ¥{s.monthly_cap_yen:,}  {_period(s)}"
+            )
         for s in q.subsidies:
-            lines.append(f"    公費 subsidy  {s.payer_number}/{s.recipient_number} {s.programme}  "
-                         f"{s.burden_ratio_percent}%  cap ¥{s.monthly_cap_yen:,}  {_period(s)}")
+            lines.append(
+                f"    公費 subsidy  {s.payer_number}/{s.recipient_number} {s.programme}  "
+                f"{s.burden_ratio_percent}%  cap ¥{s.monthly_cap_yen:,}  {_period(s)}"
+            )
     for w in response.warnings:
         lines.append(f"注意 warning: {eligibility_pb2.WarningCode.Name(w.code)} {w.message}")
     return "\n".join(lines)
-

@@ -6,7 +6,6 @@ import datetime as dt
 
 import grpc
 from google.type import date_pb2
-
 from onshi.core import dates
 from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc
 
@@ -21,10 +20,18 @@ def _date(d: DateLike) -> date_pb2.Date | None:
 
 
 class EligibilityClient:
-    def __init__(self, target: str = DEFAULT_TARGET, *, credentials: grpc.ChannelCredentials | None = None,
-                 timeout: float = 5.0):
-        self.channel = (grpc.secure_channel(target, credentials) if credentials
-                        else grpc.insecure_channel(target))
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float = 5.0,
+    ):
+        self.channel = (
+            grpc.secure_channel(target, credentials)
+            if credentials
+            else grpc.insecure_channel(target)
+        )
         self.stub = eligibility_pb2_grpc.EligibilityServiceStub(self.channel)
         self.timeout = timeout
 
@@ -37,13 +44,27 @@ class EligibilityClient:
     def close(self) -> None:
         self.channel.close()
 
-    def check_by_card(self, card_serial: str, as_of: DateLike = None) -> eligibility_pb2.CheckResponse:
+    def check_by_card(
+        self, card_serial: str, as_of: DateLike = None
+    ) -> eligibility_pb2.CheckResponse:
         request = eligibility_pb2.CheckByCardRequest(card_serial=card_serial, as_of=_date(as_of))
         return self.stub.CheckByCard(request, timeout=self.timeout)
 
-    def check_by_number(self, insurer_number: str, symbol: str, number: str, branch: str,
-                        birth_date: DateLike, as_of: DateLike = None) -> eligibility_pb2.CheckResponse:
+    def check_by_number(
+        self,
+        insurer_number: str,
+        symbol: str,
+        number: str,
+        branch: str,
+        birth_date: DateLike,
+        as_of: DateLike = None,
+    ) -> eligibility_pb2.CheckResponse:
         request = eligibility_pb2.CheckByNumberRequest(
-            insurer_number=insurer_number, symbol=symbol, number=number, branch=branch,
-            birth_date=_date(birth_date), as_of=_date(as_of))
+            insurer_number=insurer_number,
+            symbol=symbol,
+            number=number,
+            branch=branch,
+            birth_date=_date(birth_date),
+            as_of=_date(as_of),
+        )
         return self.stub.CheckByNumber(request, timeout=self.timeout)

@@ -34,7 +34,6 @@ from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
-
 from onshi.core import dates, identifiers
 from onshi.core.engine import Engine
 from onshi.core.identifiers import InvalidIdentifier
@@ -93,8 +92,14 @@ class EligibilityAnswers:
     """The service's logic, independent of the gRPC stack: raw request bytes in,
     CheckResponse bytes out; client mistakes raise FieldErrors or Rejected."""
 
-    def __init__(self, engine: Engine, *, card_proof: CardProof | None = None,
-                 audit: Audit | None = None, today: Callable[[], int] = dates.today_jst):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        card_proof: CardProof | None = None,
+        audit: Audit | None = None,
+        today: Callable[[], int] = dates.today_jst,
+    ):
         self.engine = engine
         self.card_proof = card_proof
         self.audit = audit
@@ -111,7 +116,9 @@ class EligibilityAnswers:
         if self.card_proof is not None:
             serial_key, extra = self.card_proof(request, context)
         elif _has_card_proof(request):
-            raise Rejected(grpc.StatusCode.FAILED_PRECONDITION, "card proof verification not configured")
+            raise Rejected(
+                grpc.StatusCode.FAILED_PRECONDITION, "card proof verification not configured"
+            )
         else:
             try:
                 serial_key = _card_serial_key(request.card_serial)
@@ -138,10 +145,14 @@ class EligibilityAnswers:
         try:
             request = CheckByNumberRequest.FromString(raw)
         except DecodeError as exc:
-            raise FieldErrors([("request", f"CheckByNumberRequest does not parse: {exc}")]) from None
+            raise FieldErrors(
+                [("request", f"CheckByNumberRequest does not parse: {exc}")]
+            ) from None
         errors = FieldErrors()
         try:
-            key = _number_key(request.insurer_number, request.symbol, request.number, request.branch)
+            key = _number_key(
+                request.insurer_number, request.symbol, request.number, request.branch
+            )
         except InvalidIdentifier as exc:
             errors.add(exc.field, exc.description)
         if request.HasField("birth_date"):
@@ -160,7 +171,9 @@ class EligibilityAnswers:
         return response
 
 
-def _threaded(answer: Callable[[bytes, Any], bytes]) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+def _threaded(
+    answer: Callable[[bytes, Any], bytes],
+) -> Callable[[bytes, grpc.ServicerContext], bytes]:
     def handler(raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
             return answer(raw, context)
@@ -192,12 +205,19 @@ def _asyncio(answer: Callable[[bytes, Any], bytes]):
 
 def _unary(fn) -> grpc.RpcMethodHandler:
     # Bytes in, bytes out: no (de)serializer, see the module docstring.
-    return grpc.unary_unary_rpc_method_handler(fn, request_deserializer=None, response_serializer=None)
+    return grpc.unary_unary_rpc_method_handler(
+        fn, request_deserializer=None, response_serializer=None
+    )
 
 
-def build_eligibility_handlers(engine: Engine, *, card_proof: CardProof | None = None,
-                               audit: Audit | None = None, asyncio: bool = False,
-                               wrap: Callable | None = None) -> grpc.GenericRpcHandler:
+def build_eligibility_handlers(
+    engine: Engine,
+    *,
+    card_proof: CardProof | None = None,
+    audit: Audit | None = None,
+    asyncio: bool = False,
+    wrap: Callable | None = None,
+) -> grpc.GenericRpcHandler:
     """The EligibilityService as a generic handler for grpc.server or grpc.aio.server.
 
     `wrap(fn) -> fn`, if given, wraps each method's handler (only tests use it,
@@ -205,21 +225,29 @@ def build_eligibility_handlers(engine: Engine, *, card_proof: CardProof | None =
     """
     answers = EligibilityAnswers(engine, card_proof=card_proof, audit=audit)
     adapt = _asyncio if asyncio else _threaded
-    methods = {"CheckByCard": adapt(answers.check_by_card),
-               "CheckByNumber": adapt(answers.check_by_number)}
+    methods = {
+        "CheckByCard": adapt(answers.check_by_card),
+        "CheckByNumber": adapt(answers.check_by_number),
+    }
     if wrap is not None:
         methods = {name: wrap(fn) for name, fn in methods.items()}
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, {n: _unary(f) for n, f in methods.items()})
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME, {n: _unary(f) for n, f in methods.items()}
+    )
 
 
 def build_empty_handlers(response: bytes, *, asyncio: bool = False) -> grpc.GenericRpcHandler:
     """The same two methods answering a fixed response without looking at the
     request: the floor that the gRPC stack itself sets (bench/server.py)."""
     if asyncio:
+
         async def empty(raw, context):
             return response
     else:
+
         def empty(raw, context):
             return response
+
     return grpc.method_handlers_generic_handler(
-        SERVICE_NAME, {"CheckByCard": _unary(empty), "CheckByNumber": _unary(empty)})
+        SERVICE_NAME, {"CheckByCard": _unary(empty), "CheckByNumber": _unary(empty)}
+    )
