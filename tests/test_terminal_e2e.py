@@ -1,0 +1,250 @@
+"""End to end through real parts: a private pcscd with the vpcd driver, the
+virtual JPKI card (`python -m onshi.terminal.vcard`, card certificates and keys
+from `onshi pki init`), a real EligibilityService over mTLS that verifies the
+card proof, and `onshi terminal check --card` as a subprocess reading the card
+over PC/SC, asking the PIN and printing the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.test_terminal_support import (
+    FACILITY, NON_JIS_NAME, PIN, Reader, Server, build_store, card_files, free_port, run_cli, shared_pki,
+    start_pcsc, terminal_args)
+
+WRONG = "0000"
+
+
+@pytest.fixture(scope="module")
+def pki_dir():
+    return shared_pki()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, pki_dir):
+    store = str(tmp_path_factory.mktemp("terminal-store"))
+    build_store(store)
+    srv = Server(store, pki_dir)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def pcsc(tmp_path_factory):
+    p = start_pcsc(str(tmp_path_factory.mktemp("pcsc")))
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def insert(pcsc, pki_dir):
+    def _insert(name: str, *extra: str):
+        pcsc.insert(*card_files(pki_dir, name), PIN, *extra)
+    yield _insert
+    pcsc.remove()
+
+
+def check_card(pcsc, server, pki_dir, pin: str | None = PIN, *extra: str, target: str | None = None):
+    args = ["check", "--card", *terminal_args(target or server.target, pki_dir), *extra]
+    return run_cli(args, pcsc.env, stdin="" if pin is None else pin + "\n")
+
+
+def assert_no_pin_leak(proc, pin: str = PIN):
+    assert pin not in proc.stdout and pin not in proc.stderr.replace("[残り", "")
+
+
+def test_valid_card_prints_the_result(pcsc, server, pki_dir, insert):
+    insert("valid-1")
+    proc = check_card(pcsc, server, pki_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "【資格有効】 Valid" in out
+    assert "確認方法 Method: マイナンバーカード My Number card" in out
+    assert f"氏名 Name: {NON_JIS_NAME}" in out and "●" not in out  # full Unicode, IVS kept
+    assert "カナ Kana: ヨシダ カツコ" in out
+    assert "負担割合 Burden ratio: 3割 30 %" in out
+    assert "限度額適用認定証 Limit-amount certificate: 区分 ウ 2026-08-01 〜 2027-07-31" in out
+    assert "公費 Subsidy: 難病" in out
+    assert "次の対応 Next steps" not in out
+    # The prompt went to stderr, with the tries left read from the card.
+    assert "Enter the 4-digit PIN [残り3回 3 tries left]" in proc.stderr
+    assert_no_pin_leak(proc)
+
+
+def test_json_output_for_his(pcsc, server, pki_dir, insert):
+    insert("valid-1")
+    proc = check_card(pcsc, server, pki_dir, PIN, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["outcome"] == "valid" and doc["exit_code"] == 0 and doc["validity"] == "VALIDITY_VALID"
+    assert doc["card"]["serial"] == "1001"
+    assert doc["qualifications"][0]["person"]["name"] == NON_JIS_NAME
+    assert doc["next_steps"] == []
+    assert_no_pin_leak(proc)
+
+
+def test_wrong_pin_shows_tries_left_then_right_pin_resets(pcsc, server, pki_dir, insert):
+    insert("valid-1")
+    first = check_card(pcsc, server, pki_dir, WRONG)
+    assert first.returncode == 23, first.stdout
+    assert "【暗証番号が違います】 PIN incorrect" in first.stdout
+    assert "残り回数 Tries left: 2" in first.stdout
+    assert "・残り2回です。" in first.stdout and "2 tries left" in first.stdout
+    second = check_card(pcsc, server, pki_dir, WRONG, "--json")
+    assert second.returncode == 23 and json.loads(second.stdout)["pin_tries_left"] == 1
+    assert "[残り2回 2 tries left]" in second.stderr
+    ok = check_card(pcsc, server, pki_dir)
+    assert ok.returncode == 0 and "[残り1回 1 tries left]" in ok.stderr
+    again = check_card(pcsc, server, pki_dir)  # a correct PIN restored the counter
+    assert again.returncode == 0 and "[残り3回 3 tries left]" in again.stderr
+
+
+def test_three_wrong_pins_block_the_card(pcsc, server, pki_dir, insert):
+    insert("valid-1", "--tries-left", "1")  # two wrong tries already spent
+    third = check_card(pcsc, server, pki_dir, WRONG)
+    assert third.returncode == 24, third.stdout
+    assert "【暗証番号がロックされています】 PIN blocked" in third.stdout
+    assert "市区町村窓口で再設定" in third.stdout and "reset at the municipal office" in third.stdout
+    blocked = check_card(pcsc, server, pki_dir, PIN)  # even the right PIN: never asked
+    assert blocked.returncode == 24
+    assert "Enter the 4-digit PIN" not in blocked.stderr
+    assert "被保険者資格申立書" in blocked.stdout
+
+
+def test_no_card_in_the_reader(pcsc, server, pki_dir):
+    pcsc.remove()
+    proc = check_card(pcsc, server, pki_dir)
+    assert proc.returncode == 20, proc.stdout
+    assert "【カードが読み取れません】 No card in the reader" in proc.stdout
+    assert "Place the card on the reader again and retry." in proc.stdout
+
+
+def test_card_removed_while_the_pin_is_asked(pcsc, server, pki_dir, insert):
+    insert("valid-1")
+    pin_read, pin_write = os.pipe()
+    env = dict(pcsc.env, ONSHI_TERMINAL_PIN_FD=str(pin_read))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "onshi.cli", "terminal", "check", "--card", *terminal_args(server.target, pki_dir)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        pass_fds=(pin_read,))
+    os.close(pin_read)
+    err = Reader(child.stderr)
+    try:
+        err.wait_for("Enter the 4-digit PIN")  # the certificate has been read
+        pcsc.remove()
+        os.write(pin_write, (PIN + "\n").encode())
+        out, _ = child.communicate(timeout=30)
+    finally:
+        os.close(pin_write)
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 21, out
+    assert "【カードが取り外されました】 Card removed while reading" in out
+
+
+def test_expired_certificate_is_refused_before_the_pin(pcsc, server, pki_dir, insert):
+    insert("expired")
+    proc = check_card(pcsc, server, pki_dir)
+    assert proc.returncode == 25, proc.stdout
+    assert "【電子証明書の有効期限切れ】 Card certificate expired" in proc.stdout
+    assert "市区町村窓口で更新" in proc.stdout and "renew it at the municipal office" in proc.stdout
+    assert "Enter the 4-digit PIN" not in proc.stderr  # no PIN try wasted
+
+
+def test_revoked_certificate_is_refused_by_the_server(pcsc, server, pki_dir, insert):
+    insert("revoked")
+    proc = check_card(pcsc, server, pki_dir)
+    assert proc.returncode == 26, proc.stdout
+    assert "【電子証明書が失効しています】 Card certificate revoked" in proc.stdout
+    assert "CARD_CERTIFICATE_REVOKED" in proc.stdout  # the server's reason, in the detail line
+
+
+def test_expiring_certificate_warns(pcsc, server, pki_dir, insert):
+    insert("expiring")
+    proc = check_card(pcsc, server, pki_dir)
+    assert proc.returncode == 0, proc.stdout
+    assert "⚠ 注意 カードの電子証明書の有効期限が近づいています" in proc.stdout
+    assert "Warning: The card certificate expires soon" in proc.stdout
+
+
+def test_unlinked_card_has_no_record(pcsc, server, pki_dir, insert):
+    insert("valid-2")
+    proc = check_card(pcsc, server, pki_dir)
+    assert proc.returncode == 12, proc.stdout
+    assert "【該当資格なし】 No record" in proc.stdout
+    assert "初回紐づけ" in proc.stdout and "被保険者資格申立書" in proc.stdout
+
+
+def test_dual_enrollment_by_card_is_multiple(pcsc, server, pki_dir, insert):
+    insert("valid-3")
+    proc = check_card(pcsc, server, pki_dir)
+    assert proc.returncode == 13, proc.stdout
+    assert "【複数該当】 Multiple qualifications" in proc.stdout
+    assert "資格 Qualification 1/2" in proc.stdout and "資格 Qualification 2/2" in proc.stdout
+
+
+def test_unreachable_server_gives_the_failure_procedure(pcsc, server, pki_dir, insert):
+    insert("valid-1")
+    proc = check_card(pcsc, server, pki_dir, target=f"127.0.0.1:{free_port()}")
+    assert proc.returncode == 30, proc.stdout
+    assert "【資格確認システムに接続できません】 Eligibility service unreachable" in proc.stdout
+    assert "【障害時の手順】" in proc.stdout and "[Failure procedure]" in proc.stdout
+    assert "基本4情報" in proc.stdout and "77777777" in proc.stdout
+    assert_no_pin_leak(proc)
+
+
+def test_pin_prompt_does_not_echo_on_a_terminal(pcsc, server, pki_dir, insert):
+    insert("valid-1")
+    leader, follower = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "onshi.cli", "terminal", "check", "--card", *terminal_args(server.target, pki_dir)],
+        stdin=follower, stdout=follower, stderr=follower, env=pcsc.env, start_new_session=True)
+    os.close(follower)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        sent = False
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if not sent and "tries left]".encode() in seen:
+                time.sleep(0.2)  # let getpass switch echo off before typing
+                os.write(leader, (PIN + "\n").encode())
+                sent = True
+            if child.poll() is not None and not ready:
+                break
+        child.wait(10)
+    finally:
+        os.close(leader)
+        if child.poll() is None:
+            child.kill()
+    text = seen.decode("utf-8", "replace")
+    assert child.returncode == 0, text
+    assert "【資格有効】 Valid" in text
+    assert PIN not in text  # typed on the terminal, never echoed
+
+
+def test_facility_mismatch_is_refused(pcsc, server, pki_dir, insert):
+    insert("valid-1")
+    proc = run_cli(["check", "--card", "--server", server.target, "--pki", pki_dir, "--facility", "1310000002",
+                    "--tls-cert", os.path.join(pki_dir, "onshi", f"facility-{FACILITY}.pem"),
+                    "--tls-key", os.path.join(pki_dir, "onshi", f"facility-{FACILITY}.key.pem")],
+                   pcsc.env, stdin=PIN + "\n")
+    # The terminal refuses to sign a challenge for another facility than its certificate's.
+    assert proc.returncode == 1, proc.stdout
+    assert "is not the certificate's" in proc.stdout

@@ -1,0 +1,349 @@
+"""Shared parts of the terminal tests (no tests here): a private pcscd with the
+vpcd driver, the virtual card processes, a small store whose persons are linked
+to the `onshi pki init` card serials, a real eligibility server, and a runner
+for the `onshi terminal` CLI as a subprocess.
+
+pcscd 1.9.9 (Debian 12) always serves /run/pcscd/pcscd.comm; libpcsclite
+honours PCSCLITE_CSOCK_NAME. So pcscd runs in a private mount namespace where a
+tmp dir is bind-mounted over /run/pcscd (`unshare --mount`), and the clients
+get PCSCLITE_CSOCK_NAME=<tmp>/pcscd.comm: the tests never touch a system pcscd
+and vpcd gets a free TCP port from a private reader.conf.d (`pcscd -c DIR`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from onshi.core import dates, identifiers
+from onshi.core.writer import Writer
+from onshi.v1 import qualification_pb2
+
+Q = qualification_pb2
+D = dates.to_proto
+VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
+PIN = "4721"  # appears nowhere in the data, so a leak would be visible
+FACILITY = "1310000001"
+
+# --- the store ---------------------------------------------------------------------
+
+KYOKAI = identifiers.with_check_digit("0113002")   # 協会けんぽ
+UNION = identifiers.with_check_digit("0613001")    # 健保組合
+SEAMEN = identifiers.with_check_digit("0213001")   # 船員保険
+LATE = identifiers.with_check_digit("3913001")     # 後期高齢者
+PAYER = identifiers.with_check_digit("5413001")    # 公費 payer
+NON_JIS_NAME = "𠮷田 葛\U000E0100子"  # U+20BB7 outside JIS X 0208; 葛 + IVS: must never become ●
+
+
+def person(name, kana, birth, sex=Q.SEX_FEMALE):
+    return Q.Person(name=name, name_kana=kana, sex=sex, birth_date=D(birth),
+                    address="東京都千代田区千代田1-1", postcode="100-0001")
+
+
+def qual(insurer, symbol, number, branch, acquired, lost=None, reason=0, **kw):
+    kw = {"burden_ratio_percent": 30, "card_kind": Q.CARD_KIND_EMPLOYEE, **kw}
+    q = Q.Qualification(insurer_number=insurer, insurer_name=f"保険者{insurer}", symbol=symbol, number=number,
+                        branch=branch, relationship=Q.RELATIONSHIP_INSURED, acquisition_date=D(acquired),
+                        loss_reason=reason, **kw)
+    if lost:
+        q.loss_date.CopyFrom(D(lost))
+    return q
+
+
+YOSHIDA = (person(NON_JIS_NAME, "ヨシダ カツコ", dt.date(1980, 5, 17)), [
+    qual(UNION, "12", "3456", "00", dt.date(2020, 4, 1),
+         limit_amount=Q.LimitAmountCertificate(category="ウ", valid_from=D(dt.date(2026, 8, 1)),
+                                               valid_until=D(dt.date(2027, 7, 31))),
+         subsidies=[Q.PublicExpenseSubsidy(payer_number=PAYER, recipient_number="1234566", programme="難病",
+                                           burden_ratio_percent=20, monthly_cap_yen=10000)]),
+])
+SATO = (person("佐藤 一郎", "サトウ イチロウ", dt.date(1975, 1, 9), Q.SEX_MALE), [
+    qual(KYOKAI, "7001", "88", "00", dt.date(2015, 4, 1), dt.date(2022, 4, 1), Q.LOSS_REASON_OTHER_INSURANCE),
+    qual(UNION, "34", "777", "00", dt.date(2022, 4, 1)),
+])
+TAKAHASHI = (person("高橋 トメ", "タカハシ トメ", dt.date(1948, 3, 3)), [
+    qual(SEAMEN, "5", "40", "01", dt.date(2010, 1, 1), card_kind=Q.CARD_KIND_SEAMEN),
+    qual(LATE, "", "00012345", "", dt.date(2023, 3, 3), burden_ratio_percent=10,
+         card_kind=Q.CARD_KIND_LATE_ELDERLY),
+])
+SUZUKI = (person("鈴木 次郎", "スズキ ジロウ", dt.date(1990, 2, 28), Q.SEX_MALE), [
+    qual(UNION, "56", "901", "02", dt.date(2019, 4, 1), dt.date(2024, 4, 1), Q.LOSS_REASON_OTHER),
+])
+# card serial (pki.CARDS) -> person. "valid-2" (1002) and "revoked" (1007) are
+# deliberately not linked: a revoked card must be refused before any lookup.
+CARD_PERSONS = {"1001": YOSHIDA, "1003": TAKAHASHI, "1004": SATO, "1005": SUZUKI}
+
+
+def build_store(path: str) -> None:
+    writer = Writer(path)
+    try:
+        for serial, (p, quals) in CARD_PERSONS.items():
+            def change(t, p=p, quals=quals, serial=serial):
+                link = t.new_link_id()
+                t.put_history(link, p, quals)
+                t.link_card(identifiers.card_serial_key(serial), link)
+            writer.apply(change)
+    finally:
+        writer.close()
+
+
+# --- the test PKI --------------------------------------------------------------------
+
+_shared: dict[str, str] = {}
+
+
+def shared_pki() -> str:
+    """One `onshi pki init` per test process (about 20 RSA keys: worth sharing)."""
+    if "pki" not in _shared:
+        import tempfile
+
+        from onshi.core import pki
+
+        path = os.path.join(tempfile.mkdtemp(prefix="onshi-terminal-pki-"), "pki")
+        pki.init(path)
+        _shared["pki"] = path
+    return _shared["pki"]
+
+
+def card_files(pki_dir: str, name: str) -> tuple[str, str]:
+    return os.path.join(pki_dir, "cards", name + ".pem"), os.path.join(pki_dir, "cards", name + ".key.pem")
+
+
+# --- a real eligibility server ---------------------------------------------------------
+
+class Server:
+    """EligibilityService with mTLS (onshi.server.auth) and card-proof verification
+    (onshi.core.cardproof) on 127.0.0.1:0, in this process.
+
+    FALLBACK until `onshi serve` wires the trust layer itself: this assembles the
+    same parts the trust engineer's code provides (server credentials, the role
+    interceptor, CardVerifier); only the card_proof hook glue lives here.
+    """
+
+    def __init__(self, store_dir: str, pki_dir: str):
+        import grpc
+
+        from onshi.core import cardproof
+        from onshi.core.engine import open_engine
+        from onshi.server import app, auth
+        from onshi.server.eligibility import Rejected
+        from onshi.server.errors import FieldErrors
+
+        verifier = cardproof.CardVerifier.from_files(
+            [os.path.join(pki_dir, "jpki", "ca.pem")], os.path.join(pki_dir, "jpki", "crl.der"))
+
+        def card_proof(request, context):
+            facility = auth.caller_facility(context)
+            try:
+                proof = verifier.verify_request(request, facility)
+            except cardproof.MalformedProof as exc:
+                raise FieldErrors(exc.violations) from None
+            except cardproof.CardProofError as exc:
+                raise Rejected(getattr(grpc.StatusCode, exc.code), str(exc)) from None
+            return proof.serial_key, proof.warnings
+
+        ca, cert, key = auth.pki_paths(pki_dir, "server")
+        self.engine = open_engine(store_dir, "pure")
+        self.serving = app.create_server(self.engine, credentials=auth.server_credentials(cert, key, ca),
+                                         interceptors=auth.interceptors(), card_proof=card_proof, threads=4)
+        self.serving.server.start()
+        self.target = f"127.0.0.1:{self.serving.port}"
+
+    def stop(self) -> None:
+        self.serving.server.stop(0).wait()
+        self.engine.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- pcscd + vpcd + virtual cards --------------------------------------------------------
+
+def _port_pair_free(port: int) -> bool:
+    for p in (port, port + 1):  # vpcd opens two slots: port and port + 1
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", p))
+            except OSError:
+                return False
+    return True
+
+
+def pcsc_missing() -> str | None:
+    """Why the card tests cannot run here, or None."""
+    if not shutil.which("pcscd"):
+        return "pcscd is not installed (scripts/test.sh installs pcscd and vsmartcard-vpcd)"
+    if not os.path.exists(VPCD_DRIVER):
+        return f"vpcd driver missing: {VPCD_DRIVER} (apt-get install vsmartcard-vpcd)"
+    try:
+        import smartcard.scard  # noqa: F401
+    except ImportError:
+        return "pyscard is not installed (pip install 'onshi[terminal]')"
+    return None
+
+
+class Pcsc:
+    """A private pcscd whose only reader is a vpcd slot on a free port."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.run_dir = os.path.join(base, "run")
+        self.conf_dir = os.path.join(base, "reader.conf.d")
+        os.makedirs(self.run_dir)
+        os.makedirs(self.conf_dir)
+        for _ in range(50):
+            port = free_port()
+            if port < 65535 and _port_pair_free(port):
+                break
+        self.port = port
+        with open(os.path.join(self.conf_dir, "vpcd"), "w") as f:
+            f.write(f'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:0x{port:X}\n'
+                    f"LIBPATH {VPCD_DRIVER}\nCHANNELID 0x{port:X}\n")
+        self.socket = os.path.join(self.run_dir, "pcscd.comm")
+        self.log_path = os.path.join(base, "pcscd.log")
+        self.card: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "wb")
+        script = f"mkdir -p /run/pcscd && mount --bind {self.run_dir} /run/pcscd && exec pcscd --foreground -c {self.conf_dir}"
+        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                with open(self.log_path, errors="replace") as f:
+                    raise PcscUnavailableHere(f"pcscd in a private mount namespace did not start "
+                                              f"(unshare needs CAP_SYS_ADMIN): {f.read()[-500:]}")
+            if os.path.exists(self.socket) and _listening(self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise PcscUnavailableHere("pcscd did not create its socket within 10 s")
+
+    def stop(self) -> None:
+        self.remove()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    @property
+    def env(self) -> dict:
+        return dict(os.environ, PCSCLITE_CSOCK_NAME=self.socket, PYTHONUNBUFFERED="1")
+
+    # -- cards ---------------------------------------------------------------
+    def insert(self, cert: str, key: str, pin: str = PIN, *extra: str) -> None:
+        """Start a virtual card and wait until pcscd reports it present."""
+        self.remove()
+        self.card = subprocess.Popen(
+            [sys.executable, "-m", "onshi.terminal.vcard", "--cert", cert, "--key", key, "--pin", pin,
+             "--port", str(self.port), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env)
+        self.wait_state(present=True)
+
+    def remove(self) -> None:
+        """Pull the card out (the virtual card's TCP connection closes)."""
+        if self.card is not None:
+            self.card.kill()
+            self.card.wait()
+            self.card = None
+            self.wait_state(present=False)
+
+    def wait_state(self, present: bool, timeout: float = 10.0) -> None:
+        from smartcard import scard as s
+
+        rc, ctx = s.SCardEstablishContext(s.SCARD_SCOPE_USER)
+        assert rc == s.SCARD_S_SUCCESS, s.SCardGetErrorMessage(rc)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                rc, readers = s.SCardListReaders(ctx, [])
+                if rc == s.SCARD_S_SUCCESS and readers:
+                    rc, states = s.SCardGetStatusChange(ctx, 100, [(readers[0], s.SCARD_STATE_UNAWARE)])
+                    if rc == s.SCARD_S_SUCCESS:
+                        is_present = bool(states[0][1] & s.SCARD_STATE_PRESENT)
+                        if is_present == present:
+                            return
+                time.sleep(0.05)
+        finally:
+            s.SCardReleaseContext(ctx)
+        raise AssertionError(f"card never became {'present' if present else 'absent'}")
+
+
+class PcscUnavailableHere(RuntimeError):
+    pass
+
+
+def _listening(port: int) -> bool:
+    # vpcd accepts only its one card: probe by bind (fails once vpcd holds the
+    # port) rather than connect, which would pose as a card.
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+        return False
+
+
+def start_pcsc(base: str) -> Pcsc:
+    reason = pcsc_missing()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)  # the test command installs them: missing is a set-up bug in CI
+        pytest.skip(reason)
+    pcsc = Pcsc(base)
+    try:
+        pcsc.start()
+    except PcscUnavailableHere as exc:
+        pytest.skip(str(exc))
+    # libpcsclite reads PCSCLITE_CSOCK_NAME when it first connects: the test
+    # process (which watches card presence) talks to this pcscd only.
+    os.environ["PCSCLITE_CSOCK_NAME"] = pcsc.socket
+    return pcsc
+
+
+# --- the CLI -------------------------------------------------------------------------
+
+def terminal_args(server_target: str, pki_dir: str) -> list[str]:
+    return ["--server", server_target, "--pki", pki_dir, "--facility", FACILITY, "--timeout", "5"]
+
+
+def run_cli(args: list[str], env: dict, stdin: str = "", timeout: float = 30.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "onshi.cli", "terminal", *args], input=stdin, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+class Reader(threading.Thread):
+    """Collects a pipe's lines in the background (so a child never blocks on a full pipe)."""
+
+    def __init__(self, stream):
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.lines: list[str] = []
+        self.start()
+
+    def run(self) -> None:
+        for line in self.stream:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} never appeared in {''.join(self.lines)!r}")
