@@ -365,3 +365,11 @@ def test_cli_generates_prints_and_refuses_to_overwrite(tmp_path, capsys):
     assert cli_main(["gen", "--out", str(out), "--show"]) == 0
     assert "onshi check --number" in capsys.readouterr().out
     assert cli_main(["gen", "--persons", "0", "--out", str(tmp_path / "none")]) == 2
+
+
+def test_progress_bar_goes_to_stderr_only_when_asked(tmp_path, capsys):
+    gen.generate(tmp_path / "quiet", 50, seed=2)
+    assert capsys.readouterr().err == ""
+    gen.generate(tmp_path / "bar", 50, seed=2, progress=True)
+    err = capsys.readouterr().err
+    assert "100%" in err and "50/50 persons" in err and "indexes" in err

@@ -372,9 +372,9 @@ class Population:
                 acq = max(p.acq, m.birth_day)
                 if acq >= p.loss:
                     continue
-                relationship = INSURED if m is head or p.insurer.scheme in (ins.NHI, ins.NHI_UNION) else DEPENDENT
                 if m is not head and p.insurer.scheme in (ins.NHI, ins.NHI_UNION):
-                    continue  # between jobs everyone is insured in 国保 separately: keep it simple
+                    continue  # a 国保 spell between jobs: dependents are not followed there (kept simple)
+                relationship = INSURED if m is head else DEPENDENT
                 m.entries.append(Entry(p.insurer, p.symbol, p.number, branch, relationship, acq,
                                        p.loss, p.reason, p.card_kind))
             if m is not head and m.entries:
@@ -808,9 +808,9 @@ def persons_stream(pop: Population, persons: int, samples: Samples, summary: Sum
 
 
 class ProgressBar:
-    def __init__(self, total: int, stream=sys.stderr):
+    def __init__(self, total: int, stream=None):
         self.total = total
-        self.stream = stream
+        self.stream = stream or sys.stderr
         self.started = time.perf_counter()
 
     def __call__(self, count: int, done: bool = False) -> None:
