@@ -24,10 +24,10 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 OUT = BENCH / "out"  # gitignored: datasets, CSVs, SQLite files
 DATA = BENCH / "data"  # committed: machine-readable figures the plots are drawn from
-RESULTS = BENCH / "RESULTS.md"
+RESULTS = Path(os.environ.get("ONSHI_BENCH_RESULTS") or BENCH / "RESULTS.md")  # override: dry runs
 COMPLETE = ".complete"  # marker written after a dataset finished generating (as scripts/run.sh)
 
-SERVING = re.compile(r"serving on (\S+?):(\d+)")
+SERVING = re.compile(r"(?:serving|listening) on (\S+?):(\d+)")  # serve | ingest-serve
 
 
 # --- the machine ------------------------------------------------------------
@@ -240,10 +240,11 @@ class Server:
 
                     threading.Thread(target=self._drain, daemon=True).start()
                     return f"{m.group(1)}:{m.group(2)}"
-        self.stop()
         self.log.flush()
         self.log.seek(0)
-        raise RuntimeError(f"{self.name} did not start ({' '.join(self.argv)}):\n{self.log.read()[-3000:]}")
+        told = self.log.read()[-3000:]
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start ({' '.join(self.argv)}); see {self.log_path}:\n{told}")
 
     def _drain(self) -> None:
         with contextlib.suppress(ValueError, OSError):

@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="terminal users; each paced at rate/terminals (default: rate/10, 1-200)")
     p.add_argument("--locust-processes", type=int, default=1,
                    help="locust --processes (default 1: one locust process, one core at most)")
+    p.add_argument("--stream-users", type=int, default=1,
+                   help="review / insurer users, each one stream (default 1); --rate is split over them")
     p.add_argument("--claim-batch", type=int, default=1000, help="claims per VerifyClaims batch")
     p.add_argument("--claims-per-s", type=float, default=2000, help="background claims/s in mixed")
     p.add_argument("--update-batch", type=int, default=100, help="updates per StreamUpdates batch")
@@ -135,13 +137,15 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
     if args.scenario in ("review", "mixed"):
         claims = rate if args.scenario == "review" else args.claims_per_s
         env.update(ONSHI_BENCH_CLAIM_BATCH=str(args.claim_batch),
-                   ONSHI_BENCH_CLAIM_RATE=str(claims / args.claim_batch), ONSHI_BENCH_REVIEW_USERS="1")
-        users += 1
+                   ONSHI_BENCH_CLAIM_RATE=str(claims / args.claim_batch / args.stream_users),
+                   ONSHI_BENCH_REVIEW_USERS=str(args.stream_users))
+        users += args.stream_users
     if args.scenario in ("insurer", "mixed"):
         updates = rate if args.scenario == "insurer" else args.updates_per_s
         env.update(ONSHI_BENCH_UPDATE_BATCH=str(args.update_batch),
-                   ONSHI_BENCH_UPDATE_RATE=str(updates / args.update_batch), ONSHI_BENCH_INSURER_USERS="1")
-        users += 1
+                   ONSHI_BENCH_UPDATE_RATE=str(updates / args.update_batch / args.stream_users),
+                   ONSHI_BENCH_INSURER_USERS=str(args.stream_users))
+        users += args.stream_users
     if secondary is not None:
         env["ONSHI_BENCH_SECONDARY"] = secondary.address
 
@@ -210,12 +214,13 @@ def summarize(args, rate: float, out: Path, raw_dir: Path, code: int, wall: floa
     n_failures = max(csv_failures, sum(failures.values()))
     streams = {}
     for name in samples:
-        if name not in CHECKS:
+        if name not in CHECKS and samples[name]:
             values = sorted(samples[name])
             streams[name] = {"count": len(values), "p50": common.percentile(values, 50),
                              "p99": common.percentile(values, 99), "max": values[-1] if values else float("nan")}
     has_checks = args.scenario in ("terminal", "mixed")
-    primary = checks if has_checks else sorted(v for name in samples if name not in CHECKS for v in samples[name])
+    batch_name = {"review": "VerifyClaims batch", "insurer": "StreamUpdates batch"}.get(args.scenario)
+    primary = checks if has_checks else sorted(samples.get(batch_name, []))
     units = 1 if has_checks else (args.claim_batch if args.scenario == "review" else args.update_batch)
     achieved = len(primary) * units / seconds
     result = {

@@ -18,6 +18,7 @@ import os
 import random
 import secrets
 
+import gevent
 from google.type import date_pb2
 from locust import constant_throughput, task
 
@@ -47,6 +48,10 @@ class Terminal(GrpcUser):
         (self.stub,) = self.stubs
         self.metadata = role(CHECK_ROLE)
         self.connect()
+        # A random phase within one pacing interval: users spawned together
+        # would otherwise fire in lock-step bursts of `TERMINALS` calls, a load
+        # no set of independent reception desks produces.
+        gevent.sleep(self.rng.uniform(0, TERMINALS / RATE))
 
     @task
     def check(self):
