@@ -108,10 +108,17 @@ def write_persons(path: str, first: int, count: int, *, map_size: int = 1 << 30)
         writer.close()
 
 
-def run_writer(path: str, first: int, count: int, *, map_size: int = 1 << 30, name_pad: int = 0) -> subprocess.Popen:
+def rewrite_person(writer: Writer, i: int, name_pad: int) -> None:
+    """Person i (link i + 1 in write_persons' stores) again, with longer names."""
+    p, quals = person(i, name_pad)
+    writer.apply(lambda txn: txn.put_history(i + 1, p, quals))
+
+
+def run_writer(path: str, first: int, count: int, *, map_size: int = 1 << 30, name_pad: int = 0,
+               rewrite: bool = False) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tests.test_native", path, str(first), str(count),
-                             str(map_size), str(name_pad)], cwd=ROOT, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+                             str(map_size), str(name_pad), "rewrite" if rewrite else "add"], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -391,6 +398,37 @@ def test_map_resize_by_the_writer_while_open(tmp_path):
         native.close()
 
 
+def test_batches_stay_right_after_the_writer_moves_pages(tmp_path):
+    """Batches prefetch from a directory of leaf pages built on first use; a writer
+    rewriting persons moves their pages (copy-on-write), so the directory goes
+    stale. It is only a hint: answers must not change."""
+    path = str(tmp_path / "store")
+    write_persons(path, 0, 400)
+    native = NativeEngine(path)
+    try:
+        keys = [serial(i) for i in range(0, 420)]
+        numbers = number_queries(400)
+        before = native.check_by_card_batch(keys, 18600)  # builds the directories
+        native.check_by_number_batch(numbers, 18600)
+        writer = run_writer(path, 0, 400, name_pad=30, rewrite=True)
+        writer.stdin.write("\n" * 400)
+        writer.stdin.close()
+        assert writer.wait(120) == 0
+        for _ in range(3):  # enough walks to judge the directory and rebuild it
+            after = native.check_by_card_batch(keys, 18600)
+            assert after == [native.check_by_card(k, 18600) for k in keys]
+            assert native.check_by_number_batch(numbers, 18600) == \
+                [native.check_by_number(k, b, 18600) for k, b in numbers]
+        assert after != before  # the longer names are there
+    finally:
+        native.close()
+    pure = PureEngine(path)
+    try:
+        assert pure.check_by_card_batch(keys, 18600) == after
+    finally:
+        pure.close()
+
+
 # --- corrupt records ---------------------------------------------------------------
 
 @pytest.mark.parametrize("damage", ["short", "version", "entries", "payload"])
@@ -461,11 +499,11 @@ def test_no_leak_over_200k_checks(engines):
 
 
 if __name__ == "__main__":  # the writer process of the live-writer tests
-    _path, _first, _count, _map, _pad = sys.argv[1:6]
+    _path, _first, _count, _map, _pad, _mode = sys.argv[1:7]
     _writer = Writer(_path, map_size=int(_map))
     for _i in range(int(_first), int(_first) + int(_count)):
         if not sys.stdin.readline():
             break
-        write_person(_writer, _i, int(_pad))
+        (rewrite_person if _mode == "rewrite" else write_person)(_writer, _i, int(_pad))
         print(f"committed {_i}", flush=True)
     _writer.close()
