@@ -18,6 +18,7 @@ import contextlib
 import csv
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -160,6 +161,7 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
     print(f"bench: {args.scenario} at {rate:g}/s for {args.duration:g} s, {users} users, "
           f"server {eligibility.address}" + (f", secondary {secondary.address}" if secondary else ""), flush=True)
     started = time.monotonic()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(out / "locust.log", "w") as log:
         try:
             proc = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -168,9 +170,13 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
         except subprocess.TimeoutExpired:
             code = -1
     wall = time.monotonic() - started
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    locust_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
     cpu_after = {pid: common.total_cpu([pid]) for pid in server_pids}
     result = summarize(args, rate, out, raw_dir, code, wall)
+    result["loadavg"] = os.getloadavg()[0]
     result["eligibility_cpu_s"] = round(sum(cpu_after[p] - cpu_before[p] for p in eligibility.worker_pids()), 2)
+    result["locust_cpu_s"] = round(locust_cpu, 2)
     result["engine"] = _engine_of(eligibility)
     result["users"] = users
     result["terminals"] = terminals
@@ -268,8 +274,10 @@ def print_result(r: dict) -> None:
                                                      sorted(r["failure_kinds"].items(), key=lambda x: -x[1])[:8]))
     if r["answers"]:
         print("  answers " + ", ".join(f"{k} {v}" for k, v in sorted(r["answers"].items())))
-    print(f"  eligibility server CPU {r['eligibility_cpu_s']} s "
-          f"({1e6 * r['eligibility_cpu_s'] / max(1, r['count']):.0f} µs per timed request)")
+    total = max(1, r["count"] * r["duration"] / max(1e-9, r["duration"] - r["warmup"]))  # whole run, roughly
+    print(f"  CPU: eligibility workers {r['eligibility_cpu_s']} s ({1e6 * r['eligibility_cpu_s'] / total:.0f} µs "
+          f"per request), locust {r['locust_cpu_s']} s ({1e6 * r['locust_cpu_s'] / total:.0f} µs per request); "
+          f"load avg {r['loadavg']:.1f}")
     print(f"  target: {r['target']}")
     print(f"  CSVs and raw latencies: {r['out']}")
 
@@ -281,7 +289,10 @@ def record(args, r: dict) -> None:
     row = [r["date"], r["scenario"], f"`{r['command']}`", persons,
            f"{r['workers']} workers, {r['engine']}", f"{r['offered']:g}", f"{r['achieved']:g}",
            common.fmt_ms(r["p50"]), common.fmt_ms(r["p95"]), common.fmt_ms(r["p99"]), common.fmt_ms(r["max"]),
-           str(r["failures"]), streams, r["target"], r["machine"]]
+           str(r["failures"]), streams, r["target"],
+           f"{r['machine']}, load avg {r['loadavg']:.1f}; CPU µs/check: server "
+           f"{1e6 * r['eligibility_cpu_s'] / max(1, r['count'] * r['duration'] / (r['duration'] - r['warmup'])):.0f}, "
+           f"locust {1e6 * r['locust_cpu_s'] / max(1, r['count'] * r['duration'] / (r['duration'] - r['warmup'])):.0f}"]
     common.append_results(SECTION, INTRO, HEADER, row)
     common.record("load", {k: v for k, v in r.items() if k != "out"})
 
