@@ -111,7 +111,7 @@ _SURNAME_CUM = list(itertools.accumulate(w for _, _, w in SURNAMES))
 NON_JIS = frozenset("髙𠮷﨑濵德\U000e0100")
 
 _UNION_SYMBOLS = ("本社", "東支", "西支", "営業", "工場", "技研", "関連", "任継")
-_MUTUAL_SYMBOLS = ("本省", "東支", "西支", "北支", "南支", "教", "警", "事")
+_MUTUAL_SYMBOLS = ("職", "組", "支", "所", "教", "警", "事", "員")
 _NHI_SYMBOLS = ("中", "東", "西", "南", "北", "本", "新", "旧")
 _KANA_SYMBOLS = "アイウエオカキクケコサシスセソ"
 
