@@ -57,6 +57,10 @@ def check_card(pcsc, server, pki_dir, pin: str | None = PIN, *extra: str, target
     return run_cli(args, pcsc.env, stdin="" if pin is None else pin + "\n")
 
 
+def expect(proc, code: int) -> None:
+    assert proc.returncode == code, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+
+
 def assert_no_pin_leak(proc, pin: str = PIN):
     assert pin not in proc.stdout and pin not in proc.stderr.replace("[残り", "")
 
@@ -64,7 +68,7 @@ def assert_no_pin_leak(proc, pin: str = PIN):
 def test_valid_card_prints_the_result(pcsc, server, pki_dir, insert):
     insert("valid-1")
     proc = check_card(pcsc, server, pki_dir)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    expect(proc, 0)
     out = proc.stdout
     assert "【資格有効】 Valid" in out
     assert "確認方法 Method: マイナンバーカード My Number card" in out
@@ -82,7 +86,7 @@ def test_valid_card_prints_the_result(pcsc, server, pki_dir, insert):
 def test_json_output_for_his(pcsc, server, pki_dir, insert):
     insert("valid-1")
     proc = check_card(pcsc, server, pki_dir, PIN, "--json")
-    assert proc.returncode == 0, proc.stderr
+    expect(proc, 0)
     doc = json.loads(proc.stdout)
     assert doc["outcome"] == "valid" and doc["exit_code"] == 0 and doc["validity"] == "VALIDITY_VALID"
     assert doc["card"]["serial"] == "1001"
@@ -94,27 +98,30 @@ def test_json_output_for_his(pcsc, server, pki_dir, insert):
 def test_wrong_pin_shows_tries_left_then_right_pin_resets(pcsc, server, pki_dir, insert):
     insert("valid-1")
     first = check_card(pcsc, server, pki_dir, WRONG)
-    assert first.returncode == 23, first.stdout
+    expect(first, 23)
     assert "【暗証番号が違います】 PIN incorrect" in first.stdout
     assert "残り回数 Tries left: 2" in first.stdout
     assert "・残り2回です。" in first.stdout and "2 tries left" in first.stdout
     second = check_card(pcsc, server, pki_dir, WRONG, "--json")
-    assert second.returncode == 23 and json.loads(second.stdout)["pin_tries_left"] == 1
+    expect(second, 23)
+    assert json.loads(second.stdout)["pin_tries_left"] == 1
     assert "[残り2回 2 tries left]" in second.stderr
     ok = check_card(pcsc, server, pki_dir)
-    assert ok.returncode == 0 and "[残り1回 1 tries left]" in ok.stderr
+    expect(ok, 0)
+    assert "[残り1回 1 tries left]" in ok.stderr
     again = check_card(pcsc, server, pki_dir)  # a correct PIN restored the counter
-    assert again.returncode == 0 and "[残り3回 3 tries left]" in again.stderr
+    expect(again, 0)
+    assert "[残り3回 3 tries left]" in again.stderr
 
 
 def test_three_wrong_pins_block_the_card(pcsc, server, pki_dir, insert):
     insert("valid-1", "--tries-left", "1")  # two wrong tries already spent
     third = check_card(pcsc, server, pki_dir, WRONG)
-    assert third.returncode == 24, third.stdout
+    expect(third, 24)
     assert "【暗証番号がロックされています】 PIN blocked" in third.stdout
     assert "市区町村窓口で再設定" in third.stdout and "reset at the municipal office" in third.stdout
     blocked = check_card(pcsc, server, pki_dir, PIN)  # even the right PIN: never asked
-    assert blocked.returncode == 24
+    expect(blocked, 24)
     assert "Enter the 4-digit PIN" not in blocked.stderr
     assert "被保険者資格申立書" in blocked.stdout
 
@@ -122,7 +129,7 @@ def test_three_wrong_pins_block_the_card(pcsc, server, pki_dir, insert):
 def test_no_card_in_the_reader(pcsc, server, pki_dir):
     pcsc.remove()
     proc = check_card(pcsc, server, pki_dir)
-    assert proc.returncode == 20, proc.stdout
+    expect(proc, 20)
     assert "【カードが読み取れません】 No card in the reader" in proc.stdout
     assert "Place the card on the reader again and retry." in proc.stdout
 
@@ -153,7 +160,7 @@ def test_card_removed_while_the_pin_is_asked(pcsc, server, pki_dir, insert):
 def test_expired_certificate_is_refused_before_the_pin(pcsc, server, pki_dir, insert):
     insert("expired")
     proc = check_card(pcsc, server, pki_dir)
-    assert proc.returncode == 25, proc.stdout
+    expect(proc, 25)
     assert "【電子証明書の有効期限切れ】 Card certificate expired" in proc.stdout
     assert "市区町村窓口で更新" in proc.stdout and "renew it at the municipal office" in proc.stdout
     assert "Enter the 4-digit PIN" not in proc.stderr  # no PIN try wasted
@@ -162,7 +169,7 @@ def test_expired_certificate_is_refused_before_the_pin(pcsc, server, pki_dir, in
 def test_revoked_certificate_is_refused_by_the_server(pcsc, server, pki_dir, insert):
     insert("revoked")
     proc = check_card(pcsc, server, pki_dir)
-    assert proc.returncode == 26, proc.stdout
+    expect(proc, 26)
     assert "【電子証明書が失効しています】 Card certificate revoked" in proc.stdout
     assert "CARD_CERTIFICATE_REVOKED" in proc.stdout  # the server's reason, in the detail line
 
@@ -170,7 +177,7 @@ def test_revoked_certificate_is_refused_by_the_server(pcsc, server, pki_dir, ins
 def test_expiring_certificate_warns(pcsc, server, pki_dir, insert):
     insert("expiring")
     proc = check_card(pcsc, server, pki_dir)
-    assert proc.returncode == 0, proc.stdout
+    expect(proc, 0)
     assert "⚠ 注意 カードの電子証明書の有効期限が近づいています" in proc.stdout
     assert "Warning: The card certificate expires soon" in proc.stdout
 
@@ -178,7 +185,7 @@ def test_expiring_certificate_warns(pcsc, server, pki_dir, insert):
 def test_unlinked_card_has_no_record(pcsc, server, pki_dir, insert):
     insert("valid-2")
     proc = check_card(pcsc, server, pki_dir)
-    assert proc.returncode == 12, proc.stdout
+    expect(proc, 12)
     assert "【該当資格なし】 No record" in proc.stdout
     assert "初回紐づけ" in proc.stdout and "被保険者資格申立書" in proc.stdout
 
@@ -186,7 +193,7 @@ def test_unlinked_card_has_no_record(pcsc, server, pki_dir, insert):
 def test_dual_enrollment_by_card_is_multiple(pcsc, server, pki_dir, insert):
     insert("valid-3")
     proc = check_card(pcsc, server, pki_dir)
-    assert proc.returncode == 13, proc.stdout
+    expect(proc, 13)
     assert "【複数該当】 Multiple qualifications" in proc.stdout
     assert "資格 Qualification 1/2" in proc.stdout and "資格 Qualification 2/2" in proc.stdout
 
@@ -194,7 +201,7 @@ def test_dual_enrollment_by_card_is_multiple(pcsc, server, pki_dir, insert):
 def test_unreachable_server_gives_the_failure_procedure(pcsc, server, pki_dir, insert):
     insert("valid-1")
     proc = check_card(pcsc, server, pki_dir, target=f"127.0.0.1:{free_port()}")
-    assert proc.returncode == 30, proc.stdout
+    expect(proc, 30)
     assert "【資格確認システムに接続できません】 Eligibility service unreachable" in proc.stdout
     assert "【障害時の手順】" in proc.stdout and "[Failure procedure]" in proc.stdout
     assert "基本4情報" in proc.stdout and "77777777" in proc.stdout
@@ -246,5 +253,5 @@ def test_facility_mismatch_is_refused(pcsc, server, pki_dir, insert):
                     "--tls-key", os.path.join(pki_dir, "onshi", f"facility-{FACILITY}.key.pem")],
                    pcsc.env, stdin=PIN + "\n")
     # The terminal refuses to sign a challenge for another facility than its certificate's.
-    assert proc.returncode == 1, proc.stdout
+    expect(proc, 1)
     assert "is not the certificate's" in proc.stdout

@@ -1,7 +1,7 @@
 """Shared parts of the terminal tests (no tests here): a private pcscd with the
 vpcd driver, the virtual card processes, a small store whose persons are linked
-to the `onshi pki init` card serials, a real eligibility server, and a runner
-for the `onshi terminal` CLI as a subprocess.
+to the `onshi pki init` card serials, a real `onshi serve --pki` process (mTLS +
+card-proof verification), and a runner for the `onshi terminal` CLI.
 
 pcscd 1.9.9 (Debian 12) always serves /run/pcscd/pcscd.comm; libpcsclite
 honours PCSCLITE_CSOCK_NAME. So pcscd runs in a private mount namespace where a
@@ -12,9 +12,11 @@ and vpcd gets a free TCP port from a private reader.conf.d (`pcscd -c DIR`).
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -107,7 +109,9 @@ def shared_pki() -> str:
 
         from onshi.core import pki
 
-        path = os.path.join(tempfile.mkdtemp(prefix="onshi-terminal-pki-"), "pki")
+        base = tempfile.mkdtemp(prefix="onshi-terminal-pki-")
+        atexit.register(shutil.rmtree, base, True)
+        path = os.path.join(base, "pki")
         pki.init(path)
         _shared["pki"] = path
     return _shared["pki"]
@@ -120,46 +124,36 @@ def card_files(pki_dir: str, name: str) -> tuple[str, str]:
 # --- a real eligibility server ---------------------------------------------------------
 
 class Server:
-    """EligibilityService with mTLS (onshi.server.auth) and card-proof verification
-    (onshi.core.cardproof) on 127.0.0.1:0, in this process.
+    """A real `onshi serve --pki PKI` process on 127.0.0.1:0: mTLS with roles from
+    client certificates and card-proof verification against the test JPKI CA and
+    its revocation list (onshi.server.trust), one worker, this test's store."""
 
-    FALLBACK until `onshi serve` wires the trust layer itself: this assembles the
-    same parts the trust engineer's code provides (server credentials, the role
-    interceptor, CardVerifier); only the card_proof hook glue lives here.
-    """
-
-    def __init__(self, store_dir: str, pki_dir: str):
-        import grpc
-
-        from onshi.core import cardproof
-        from onshi.core.engine import open_engine
-        from onshi.server import app, auth
-        from onshi.server.eligibility import Rejected
-        from onshi.server.errors import FieldErrors
-
-        verifier = cardproof.CardVerifier.from_files(
-            [os.path.join(pki_dir, "jpki", "ca.pem")], os.path.join(pki_dir, "jpki", "crl.der"))
-
-        def card_proof(request, context):
-            facility = auth.caller_facility(context)
-            try:
-                proof = verifier.verify_request(request, facility)
-            except cardproof.MalformedProof as exc:
-                raise FieldErrors(exc.violations) from None
-            except cardproof.CardProofError as exc:
-                raise Rejected(getattr(grpc.StatusCode, exc.code), str(exc)) from None
-            return proof.serial_key, proof.warnings
-
-        ca, cert, key = auth.pki_paths(pki_dir, "server")
-        self.engine = open_engine(store_dir, "pure")
-        self.serving = app.create_server(self.engine, credentials=auth.server_credentials(cert, key, ca),
-                                         interceptors=auth.interceptors(), card_proof=card_proof, threads=4)
-        self.serving.server.start()
-        self.target = f"127.0.0.1:{self.serving.port}"
+    def __init__(self, store_dir: str, pki_dir: str, *extra: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "onshi.cli", "serve", "--data", store_dir, "--port", "0", "--workers", "1",
+             "--pki", pki_dir, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.stderr = Reader(self.proc.stderr)
+        deadline = time.monotonic() + 60
+        line = ""
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            line = self.proc.stdout.readline()
+            if line.startswith("onshi: serving on "):
+                break
+        if not line.startswith("onshi: serving on "):
+            self.proc.kill()
+            raise AssertionError(f"onshi serve did not start: {''.join(self.stderr.lines)}")
+        self.stdout = Reader(self.proc.stdout)
+        self.target = line.split()[3]  # onshi: serving on 127.0.0.1:PORT workers=1 ...
 
     def stop(self) -> None:
-        self.serving.server.stop(0).wait()
-        self.engine.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def free_port() -> int:

@@ -118,7 +118,7 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-# Reasons onshi.core.cardproof puts at the start of its status message.
+# ErrorInfo reasons of refused card proofs (onshi.core.cardproof.REASONS).
 CARD_REASON_OUTCOME = {
     "CARD_CERTIFICATE_EXPIRED": Outcome.CERT_EXPIRED,
     "CARD_CERTIFICATE_REVOKED": Outcome.CERT_REVOKED,
@@ -129,6 +129,24 @@ CARD_REASON_OUTCOME = {
     "CARD_PROOF_REPLAYED": Outcome.CARD_REFUSED,
     "CARD_PROOF_FACILITY_MISMATCH": Outcome.CARD_REFUSED,
 }
+
+
+def error_reason(exc: grpc.RpcError) -> str | None:
+    """google.rpc.ErrorInfo.reason of a refused call (onshi.server.trust sends
+    CARD_CERTIFICATE_EXPIRED ... for refused card proofs)."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    try:
+        status = rpc_status.from_call(exc)
+    except ValueError:
+        return None
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return None
 
 
 def _accepts_tcp(target: str, timeout: float = 1.0) -> bool:
@@ -153,7 +171,10 @@ def outcome_of_error(exc: grpc.RpcError, target: str | None = None) -> tuple[Out
     code = exc.code()
     details = exc.details() or ""
     detail = f"{code.name}: {details}"
-    for reason, outcome in CARD_REASON_OUTCOME.items():
+    reason = error_reason(exc)
+    if reason in CARD_REASON_OUTCOME:
+        return CARD_REASON_OUTCOME[reason], detail, []
+    for reason, outcome in CARD_REASON_OUTCOME.items():  # a server without ErrorInfo details
         if reason in details:
             return outcome, detail, []
     if code == grpc.StatusCode.INVALID_ARGUMENT:
