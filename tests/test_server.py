@@ -740,3 +740,20 @@ def test_serve_does_not_join_another_servers_port(server, store):
     assert out.returncode == 1 and "another server is listening" in out.stderr
     with server.channel() as ch:
         assert worker_pid(ch) in server.pids
+
+
+def test_grace_shorter_than_a_call_still_stops_cleanly(store, engine_kind):
+    """A call outliving the grace is cut (CANCELLED/UNAVAILABLE to the client), and
+    the worker waits for its handler to leave the engine before closing it."""
+    srv = ServerProcess(
+        store, engine_kind, "--test-handler-delay-ms", "1000", "--grace", "0.2", workers=1
+    )
+    with srv.channel() as ch, futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(raw_call, ch, "CheckByCard", card(as_of=D(dt.date(2024, 1, 1))))
+        time.sleep(0.3)
+        srv.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.RpcError) as info:
+            call.result(timeout=10)
+        assert info.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+        assert srv.proc.wait(20) == 0, "".join(srv.stderr)
+    assert "Traceback" not in "".join(srv.stderr)

@@ -62,6 +62,9 @@ class Serving:
     server: grpc.Server
     health: health.HealthServicer
     port: int
+    # The handler threads: joined after stop, so no handler is still inside the
+    # engine when it is closed (grpc's stop returns after the grace even if one is).
+    executor: futures.ThreadPoolExecutor | None = None
 
 
 def create_server(
@@ -83,8 +86,9 @@ def create_server(
     through extra_handlers + extra_service_names (for health and reflection).
     `eligibility_handler` replaces the service's handlers (bench: the empty
     handler on the same stack)."""
+    executor = futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onshi")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onshi"),
+        executor,
         interceptors=list(interceptors),
         options=SERVER_OPTIONS,
     )
@@ -109,7 +113,7 @@ def create_server(
         port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(errno.EADDRINUSE, f"could not bind {address}")
-    return Serving(server, health_servicer, port)
+    return Serving(server, health_servicer, port, executor)
 
 
 async def create_aio_server(
@@ -208,25 +212,27 @@ def run_worker(
     from onshi.core.engine import open_engine
 
     stop = stop or stop_on_signals()
+    # On an error the engine is left open on purpose: a handler thread may still
+    # be inside it, and the worker process is exiting (the OS releases the map).
     engine = open_engine(config.data, config.engine)
-    try:
-        if config.build_server is not None:
-            serving = config.build_server(engine, config.address)
-        else:
-            serving = create_server(
-                engine,
-                address=config.address,
-                threads=config.threads,
-                handler_wrap=_slow(config.handler_delay) if config.handler_delay else None,
-            )
-        serving.server.start()
-        ready(engine.kind)
-        while not stop.wait(1.0):
-            pass
-        serving.health.enter_graceful_shutdown()
-        serving.server.stop(config.grace).wait()
-    finally:
-        engine.close()
+    if config.build_server is not None:
+        serving = config.build_server(engine, config.address)
+    else:
+        serving = create_server(
+            engine,
+            address=config.address,
+            threads=config.threads,
+            handler_wrap=_slow(config.handler_delay) if config.handler_delay else None,
+        )
+    serving.server.start()
+    ready(engine.kind)
+    while not stop.wait(1.0):
+        pass
+    serving.health.enter_graceful_shutdown()
+    serving.server.stop(config.grace).wait()
+    if serving.executor is not None:
+        serving.executor.shutdown(wait=True, cancel_futures=True)
+    engine.close()
     return 0
 
 
