@@ -265,6 +265,31 @@ def test_verdicts_keep_claim_order_in_mixed_batch(opened):
                                              for i in range(50)]
 
 
+def test_cached_fast_path_matches_the_general_path(opened):
+    """The first sight of an insurer / symbol / date goes through identifiers;
+    later claims take the cached fast path: both must give the same verdicts."""
+    hanako = D(1952, 2, 2)
+    variants = [
+        claim("v1", KYOKAI, "12", "777", "00", hanako, D(2024, 4, 2)),
+        claim("v2", "０１１３００１２", "１２", "７７７", "0", hanako, D(2024, 4, 20)),
+        claim("v3", NHI, "国", "1-2", "00", hanako, D(2024, 4, 20)),
+        claim("v4", NHI, " 国 ", "1-2", "0", hanako, D(2024, 4, 20)),
+        claim("v5", NHI, "国", "1 -2", "00", hanako, D(2024, 4, 20)),
+        claim("v6", ELDERLY, "whatever", "12345678", "7", D(1948, 3, 3), D(2024, 6, 1)),
+        claim("v7", KYOKAI, "12", "777", "0a", hanako, D(2024, 4, 2)),
+        claim("v8", KYOKAI, "12", "7" * 21, "00", hanako, D(2024, 4, 2)),
+    ]
+    first = opened.verify(*variants)
+    again = opened.verify(*variants)
+    assert [rules_view(v) for v in first] == [rules_view(v) for v in again]
+    assert [v.outcome for v in first] == [cpb.OUTCOME_OK, cpb.OUTCOME_REROUTE, cpb.OUTCOME_OK, cpb.OUTCOME_OK,
+                                          cpb.OUTCOME_OK, cpb.OUTCOME_OK, cpb.OUTCOME_RETURN, cpb.OUTCOME_RETURN]
+
+
+def rules_view(v):
+    return v.outcome, v.return_reason, segments(v), list(v.flags)
+
+
 def test_malformed_claims_are_rejected_with_fields(opened):
     bad_month = claim("b1", KYOKAI, "12", "345", "00", TARO, D(2024, 3, 30), D(2024, 4, 2))
     no_birth = claim("b2", KYOKAI, "12", "345", "00", TARO, D(2024, 3, 2))

@@ -119,6 +119,15 @@ def test_verdict_stream_records_and_apportions(serve):
     assert stub.Apportion(cpb.ApportionRequest(facility_code=OTHER_FACILITY, **months())).paid_points == 0
 
 
+def test_same_claim_twice_in_a_batch_counts_once(serve):
+    c = claim("twice", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=70)
+    later = claim("twice", KYOKAI, "12", "345", "00", TARO, D(2024, 4, 2), points=30)  # -> 組合
+    verify(serve.stub, [[c, c, later]])
+    r = serve.stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months()), timeout=10)
+    assert r.paid_points == 30
+    assert [(s.insurer_number, s.paid_points, s.share_points) for s in r.shares] == [(KUMIAI, 30, 0)]
+
+
 def test_unresolved_without_payments_is_failed_precondition(serve):
     verify(serve.stub, [[unknown_claim("u", D(1999, 1, 1), D(2024, 4, 3), name_kana="ダレ", sex=1,
                                        facility=OTHER_FACILITY)]])

@@ -245,8 +245,11 @@ _TOTAL = struct.Struct(">qq")
 _MONTH = struct.Struct(">I")
 
 
+MAX_RECORD_KEY = 500  # LMDB keys are at most 511 bytes
+
+
 def record_key(facility_code: str, claim_id: str) -> bytes:
-    return f"{facility_code}\x1f{claim_id}".encode()[:500]  # LMDB keys are at most 511 bytes
+    return f"{facility_code}\x1f{claim_id}".encode()[:MAX_RECORD_KEY]
 
 
 def encode_record(month: int, payers: list[tuple[str, int]]) -> bytes:
@@ -312,6 +315,7 @@ class ClaimError(ValueError):
 
 MAX_BATCH = 10_000
 _INSURER_CACHE_MAX = 200_000
+MAX_NUMBER = identifiers.MAX_NUMBER
 _UNKNOWN = "不詳"  # insurer cache value of 77777777 / 77777779
 _HEAD_AND_FIRST = struct.Struct("<HHiii")  # history header + the first entry's days
 
@@ -335,6 +339,7 @@ class Verifier:
             self.basic4_db = None  # a store built before the index: 不詳 stays UNRESOLVED
         self._insurers: dict[str, object] = {}
         self._days: dict[int, int] = {}
+        self._symbols: dict[str, str] = {}  # symbol as sent -> folded (valid lengths only)
 
     # The loops below are deliberately flat: they run once per claim at 10^5/s.
     # The common claim (ASCII number of a known insurer, dates seen before, no
@@ -346,6 +351,7 @@ class Verifier:
             raise ClaimError([("claims", f"at most {MAX_BATCH} claims per batch")])
         insurers = self._insurers
         days_of = self._days
+        symbols = self._symbols
         keys: list[bytes] = []
         rows: list[tuple] = []  # (index, birth, first, last, days) per key
         settled: dict[int, Decision] = {}
@@ -366,18 +372,18 @@ class Verifier:
             info = insurers.get(c.insurer_number)
             if (first is not None and last is not None and birth is not None and info.__class__ is tuple
                     and pa >> 5 == pb >> 5 and first <= last and not c.visit_days):
-                symbol = c.symbol
                 number = c.number
-                branch = c.branch
-                text = symbol + number + branch
-                # ASCII letters/digits fold to themselves; total <= MAX_SYMBOL keeps
-                # each part within identifiers' limits (else number_key's errors).
-                if text.isascii() and text.isalnum() and number and len(text) <= identifiers.MAX_SYMBOL:
-                    if info[1]:
+                # An ASCII number without spaces folds to itself (NFKC); symbols
+                # (often kanji: 本省1) repeat, so their folded form is cached.
+                if number and number.isascii() and number.isprintable() and " " not in number \
+                        and len(number) <= MAX_NUMBER:
+                    if info[1]:  # 後期高齢者: per-person number, no symbol/branch
                         keys.append(f"{info[0]}\x1f\x1f{number}\x1f".encode())
                         rows.append((i, birth, first, last, ()))
                         continue
-                    if branch.isdigit() and len(branch) <= 2:
+                    symbol = symbols.get(c.symbol)
+                    branch = c.branch
+                    if symbol is not None and branch.isdigit() and branch.isascii() and len(branch) <= 2:
                         keys.append(f"{info[0]}\x1f{symbol}\x1f{number}\x1f{branch.zfill(2)}".encode())
                         rows.append((i, birth, first, last, ()))
                         continue
@@ -457,6 +463,11 @@ class Verifier:
         except identifiers.InvalidIdentifier as exc:
             return ("settled", Decision(RETURN, return_reason=INVALID_NUMBER,
                                         detail=f"{exc.field}: {exc.description}"))
+        symbol = _fold(c.symbol)
+        if len(symbol) <= identifiers.MAX_SYMBOL:
+            if len(self._symbols) > _INSURER_CACHE_MAX:
+                self._symbols.clear()
+            self._symbols[c.symbol] = symbol
         return ("lookup", key, birth, first, last, days)
 
     def _settle(self, value, key, birth, first, last, days, c) -> Decision | None:

@@ -90,7 +90,8 @@ class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
         self.verifier = rules.Verifier(self.engine, writer.env)
         self.record_db = writer.open_db(rules.RECORD_DB)
         self.totals_db = writer.open_db(rules.TOTALS_DB)
-        self.batches_verified = 0  # observed by the flow-control test
+        self.batches_verified = 0
+        self._normalized: dict[str, str] = {}  # insurer number as billed -> normalised
 
     def VerifyClaims(self, request_iterator, context):
         facility = caller_facility(context)
@@ -160,50 +161,74 @@ class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
 
     def _record(self, claims, response: claims_pb2.VerifyClaimsResponse) -> None:
         """Record who pays what per claim, replacing an earlier verdict of the same
-        claim (re-verification must not count twice), in one write transaction."""
-        rows: list[tuple[bytes, bytes, str, int, list[tuple[str, int]]]] = []
-        insurers: dict[str, str] = {}
+        claim (re-verification must not count twice), in one write transaction.
+
+        Per-claim work is Python building (key, value) pairs and summing into
+        per (facility, month, insurer) totals; LMDB sees two C loops (getmulti
+        for earlier records, putmulti for the new ones) and one put per total."""
+        ok, unresolved, returned = rules.OK, rules.UNRESOLVED, rules.RETURN
+        month_pack = rules._MONTH.pack
+        insurers = self._normalized
+        records: dict[bytes, bytes] = {}
+        totals: dict[tuple[str, int, str], list[int]] = {}
+        payers_of: dict[bytes, tuple[str, int, tuple]] = {}  # key -> (facility, month, payers)
+
+        def add(facility, month, payers, sign):
+            for ins, pts in payers:
+                t = totals.get((facility, month, ins))
+                if t is None:
+                    totals[(facility, month, ins)] = [sign * pts, sign]
+                else:
+                    t[0] += sign * pts
+                    t[1] += sign
+
         for c, v in zip(claims, response.verdicts):
             outcome = v.outcome
-            if outcome == rules.OK:
+            if outcome == ok:
                 ins = insurers.get(c.insurer_number)
                 if ins is None:
+                    if len(insurers) > 100_000:  # bounded: a few thousand real insurers
+                        insurers.clear()
                     ins = insurers[c.insurer_number] = identifiers.normalize_insurer_number(c.insurer_number)
-                payers = [(ins, c.points)]
-            elif outcome == rules.UNRESOLVED:
-                payers = [(rules.UNRESOLVED_INSURER, c.points)]
-            elif outcome == rules.RETURN:
-                payers = []
+                payers: tuple = ((ins, c.points),)
+            elif outcome == unresolved:
+                payers = ((rules.UNRESOLVED_INSURER, c.points),)
+            elif outcome == returned:
+                payers = ()
             else:
-                payers = [(s.insurer_number, s.points) for s in v.segments]
-            month = c.first_visit_date.year * 100 + c.first_visit_date.month
-            rows.append((rules.record_key(c.facility_code, c.claim_id), c.facility_code, month, payers))
+                payers = tuple((seg.insurer_number, seg.points) for seg in v.segments)
+            a = c.first_visit_date
+            month = a.year * 100 + a.month
+            facility = c.facility_code
+            key = f"{facility}\x1f{c.claim_id}".encode()[:rules.MAX_RECORD_KEY]
+            earlier = payers_of.get(key)
+            if earlier is not None:  # the same claim twice in one batch: the later counts
+                add(*earlier, -1)
+            payers_of[key] = (facility, month, payers)
+            add(facility, month, payers, 1)
+            records[key] = month_pack(month) + "\x1e".join(f"{i}\x1f{p}" for i, p in payers).encode()
+
+        record_db, totals_db = self.record_db, self.totals_db
 
         def change(t):
             txn = t.txn
-            delta: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
-            records = []
-            for key, facility, month, payers in rows:
-                old = txn.get(key, db=self.record_db)
-                if old is not None:
-                    old_month, old_payers = rules.decode_record(old)
-                    for ins, pts in old_payers:
-                        d = delta[rules.totals_key(facility, old_month, ins)]
-                        d[0] -= pts
-                        d[1] -= 1
-                for ins, pts in payers:
-                    d = delta[rules.totals_key(facility, month, ins)]
-                    d[0] += pts
-                    d[1] += 1
-                records.append((key, rules.encode_record(month, payers)))
-            for key, value in records:
-                txn.put(key, value, db=self.record_db)
-            for key, (pts, count) in sorted(delta.items()):
+            delta = {k: list(v) for k, v in totals.items()}  # re-runnable: no outside effects
+            cursor = txn.cursor(db=record_db)
+            for key, old in cursor.getmulti(list(records)):
+                old_month, old_payers = rules.decode_record(old)
+                facility = payers_of[bytes(key)][0]
+                for ins, pts in old_payers:
+                    d = delta.setdefault((facility, old_month, ins), [0, 0])
+                    d[0] -= pts
+                    d[1] -= 1
+            cursor.putmulti(list(records.items()))
+            for (facility, month, ins), (pts, count) in sorted(delta.items()):
                 if not pts and not count:
                     continue
-                raw = txn.get(key, db=self.totals_db)
+                key = rules.totals_key(facility, month, ins)
+                raw = txn.get(key, db=totals_db)
                 old_pts, old_count = rules.unpack_total(raw) if raw else (0, 0)
-                txn.put(key, rules.pack_total(old_pts + pts, old_count + count), db=self.totals_db)
+                txn.put(key, rules.pack_total(old_pts + pts, old_count + count), db=totals_db)
 
         self.writer.apply(change)
 
