@@ -102,7 +102,7 @@ def plot_peers(runs: list[dict], out: Path) -> Path | None:
     for bar, v in zip(bars, values[::-1]):
         ax.text(v, bar.get_y() + bar.get_height() / 2, f" {v:,.0f}/s", va="center", fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel("card checks/s, one core (log); answers ready to send")
+    ax.set_xlabel("card checks per CPU-second (log); answers ready to send")
     b = r["bytes_per_person"]
     sizes = ", ".join(f"{k} {v:,.0f}" for k, v in b.items())
     ax.set_title(f"peers on {r['persons']:,} persons — native ÷ SQLite {r['native_over_sqlite']}×, "

@@ -28,9 +28,9 @@ from peers import rate  # noqa: E402
 SECTION = "Scale (issue 7)"
 INTRO = """\
 `onshi bench scale` (bench/scale.py): native engine single-call card and number
-checks/s (and card batches of 1,000) on stores of each size made by `onshi gen`,
-queries spread over the whole key space, best of the rounds after a warm-up
-round, one core. "gen" is the `onshi gen` wall time on this shared machine.
+checks (and card batches of 1,000) per CPU-second on stores of each size made
+by `onshi gen`, queries spread over the whole key space, best of the rounds
+after a warm-up pass, one core. "gen" is the `onshi gen` wall time on this shared machine.
 Target: 10M persons ≥ 70% of the 100k card checks/s."""
 HEADER = ["date (UTC)", "command", "persons", "card checks/s", "card batch/s", "number checks/s",
           "÷ 100k", "bytes/person", "store", "gen", "target", "machine"]
