@@ -176,6 +176,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
 
 
+def switches(pid: int) -> int:
+    """Voluntary context switches of all the process's threads: each is a thread
+    blocking (on the GIL, a futex, epoll), so per check it shows hand-offs."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass  # a thread that just ended
+    return total
+
+
 def run_one(args, data: Path, stack: str, handler: str) -> dict:
     me = [sys.executable, __file__]
     server = subprocess.Popen(
@@ -219,9 +233,9 @@ def run_one(args, data: Path, stack: str, handler: str) -> dict:
             text=True,
         )
         assert client_proc.stdout.readline().strip() == "start"
-        cpu0 = cpu_seconds(server.pid)
+        cpu0, sw0 = cpu_seconds(server.pid), switches(server.pid)
         result = json.loads(client_proc.stdout.readline())
-        cpu1 = cpu_seconds(server.pid)
+        cpu1, sw1 = cpu_seconds(server.pid), switches(server.pid)
         client_proc.wait(30)
     finally:
         server.stdin.close()
@@ -235,6 +249,7 @@ def run_one(args, data: Path, stack: str, handler: str) -> dict:
         "checks_per_s": calls / result["seconds"],
         "cpu_us_per_check": (cpu1 - cpu0) / calls * 1e6,
         "server_cpu_util": (cpu1 - cpu0) / result["seconds"],
+        "switches_per_check": (sw1 - sw0) / calls,
     }
 
 
@@ -249,13 +264,13 @@ def bench(args) -> None:
                 runs.setdefault((stack, handler), []).append(res)
                 print(
                     f"round {r + 1} {stack:8} {handler:5} {res['checks_per_s']:8.0f} checks/s "
-                    f"{res['cpu_us_per_check']:6.1f} µs CPU/check  server CPU {res['server_cpu_util']:.2f}",
+                    f"{res['cpu_us_per_check']:6.1f} µs CPU/check  "
+                    f"{res['switches_per_check']:5.2f} switches/check  "
+                    f"server CPU {res['server_cpu_util']:.2f}  load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
-    med = {
-        k: {f: statistics.median(x[f] for x in v) for f in ("checks_per_s", "cpu_us_per_check")}
-        for k, v in runs.items()
-    }
+    fields = ("checks_per_s", "cpu_us_per_check", "switches_per_check")
+    med = {k: {f: statistics.median(x[f] for x in v) for f in fields} for k, v in runs.items()}
     engine = runs[(stacks[0], "check")][0]["engine"]
     print(
         f"\nmedian of {args.rounds} rounds, {args.persons:,} persons, engine={engine}, "
@@ -264,9 +279,10 @@ def bench(args) -> None:
     # Ratios are taken within each round (empty and check ran back to back), then
     # the median: robust to other load on a shared machine drifting between rounds.
     print(
-        "| stack | handler | checks/s | server CPU µs/check | CPU vs empty handler (median of rounds) |"
+        "| stack | handler | checks/s | server CPU µs/check | CPU vs empty handler"
+        " (median of rounds) | voluntary switches/check |"
     )
-    print("|---|---|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|")
     for stack in stacks:
         ratio = statistics.median(
             c["cpu_us_per_check"] / e["cpu_us_per_check"]
@@ -276,7 +292,8 @@ def bench(args) -> None:
             m = med[(stack, handler)]
             shown = "1.00×" if handler == "empty" else f"{ratio:.2f}×"
             print(
-                f"| {stack} | {handler} | {m['checks_per_s']:,.0f} | {m['cpu_us_per_check']:.1f} | {shown} |"
+                f"| {stack} | {handler} | {m['checks_per_s']:,.0f} | {m['cpu_us_per_check']:.1f} "
+                f"| {shown} | {m['switches_per_check']:.2f} |"
             )
     if len(stacks) == 2:
         a, b = (runs[(s, "check")] for s in stacks)
