@@ -8,7 +8,8 @@ serials); server CPU per check comes from the server process's own accounting
 (utime + stime of all its threads, /proc/PID/stat) over the client's measured
 window. Runs are interleaved and repeated (--rounds); medians are reported.
 
-    .venv/bin/python bench/server.py [--persons 50000] [--seconds 5] [--rounds 3]
+    .venv/bin/python bench/server.py [--persons 50000] [--seconds 3] [--rounds 5] [--engine native]
+    .venv/bin/python bench/server.py --profile-handler [--engine pure]   # the handler's own steps
 """
 
 from __future__ import annotations
@@ -168,6 +169,55 @@ def client(args) -> None:
     asyncio.run(main())
 
 
+# --- where the handler's own time goes (in process, no gRPC) --------------------------
+
+
+def profile_handler(args) -> None:
+    import timeit
+
+    from onshi.core import dates, identifiers
+    from onshi.core.engine import open_engine
+    from onshi.server import eligibility
+    from onshi.v1 import eligibility_pb2
+
+    engine = open_engine(dataset(args.persons), args.engine)
+    bodies = requests(args.persons)[:2000]
+    msgs = [eligibility_pb2.CheckByCardRequest.FromString(b) for b in bodies]
+    keys = [identifiers.card_serial_key(m.card_serial) for m in msgs]
+    day = dates.today_jst()
+    answers = eligibility.EligibilityAnswers(engine)
+    steps = [
+        (
+            "whole handler logic (EligibilityAnswers.check_by_card)",
+            lambda: [answers.check_by_card(b, None) for b in bodies],
+        ),
+        (
+            "  parse CheckByCardRequest",
+            lambda: [eligibility.CheckByCardRequest.FromString(b) for b in bodies],
+        ),
+        (
+            "  card_serial_key (hex -> 20-byte key)",
+            lambda: [identifiers.card_serial_key(m.card_serial) for m in msgs],
+        ),
+        ("  card proof fields present?", lambda: [eligibility._has_card_proof(m) for m in msgs]),
+        (
+            "  as_of present? + today_jst()",
+            lambda: [m.HasField("as_of") or dates.today_jst() for m in msgs],
+        ),
+        (
+            f"  {engine.kind} engine check_by_card",
+            lambda: [engine.check_by_card(k, day) for k in keys],
+        ),
+    ]
+    print(f"engine={engine.kind}, {args.persons:,} persons, best of 5 x 10 x {len(bodies)} checks")
+    print("| step | µs per check |")
+    print("|---|---:|")
+    for name, fn in steps:
+        best = min(timeit.repeat(fn, number=10, repeat=5)) / (10 * len(bodies))
+        print(f"| {name} | {best * 1e6:.2f} |")
+    engine.close()
+
+
 # --- the bench ------------------------------------------------------------------
 
 
@@ -319,16 +369,23 @@ def main() -> None:
     c = sub.add_parser("_client")
     for p in (parser, c):
         p.add_argument("--persons", type=int, default=50_000)
-        p.add_argument("--seconds", type=float, default=5.0)
+        p.add_argument("--seconds", type=float, default=3.0)
         p.add_argument("--warmup", type=float, default=1.0)
         p.add_argument("--concurrency", type=int, default=32)
     c.add_argument("--target")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--stacks", default="threaded,aio")
     parser.add_argument("--engine", default=os.environ.get("ONSHI_ENGINE", "native"))
     parser.add_argument("--threads", type=int, default=8, help="threaded server's handler threads")
+    parser.add_argument(
+        "--profile-handler",
+        action="store_true",
+        help="time the handler's steps in process, no gRPC",
+    )
     args = parser.parse_args()
-    if args.mode == "_serve":
+    if args.profile_handler:
+        profile_handler(args)
+    elif args.mode == "_serve":
         serve(args)
     elif args.mode == "_client":
         client(args)
