@@ -1,17 +1,21 @@
-"""`onshi terminal check --number` as a subprocess against a real mTLS server
-(no card reader needed): each answer's screen and exit code, bad input, a
-terminal whose certificate the server refuses, an unreachable server."""
+"""`onshi terminal check --number` against a real `onshi serve --pki` (mTLS) process,
+no card reader needed: each answer's screen and exit code, bad input, a terminal
+whose certificate the server refuses, an unreachable server. The CLI runs in
+this process (onshi.cli.main) to keep the suite fast; test_terminal_e2e runs it
+as a subprocess."""
 
 from __future__ import annotations
 
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 
+from onshi.cli import main
 from tests.test_terminal_support import (
-    FACILITY, KYOKAI, LATE, SATO, SUZUKI, TAKAHASHI, UNION, YOSHIDA, Server, build_store, free_port, run_cli,
-    shared_pki, terminal_args)
+    FACILITY, KYOKAI, LATE, SATO, SUZUKI, TAKAHASHI, UNION, YOSHIDA, free_port, shared_pki, shared_server,
+    terminal_args)
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +24,8 @@ def pki_dir():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, pki_dir):
-    store = str(tmp_path_factory.mktemp("cli-store"))
-    build_store(store)
-    srv = Server(store, pki_dir)
-    yield srv
-    srv.stop()
+def server():
+    return shared_server()
 
 
 def number_args(who, index=0, birth=None):
@@ -36,79 +36,89 @@ def number_args(who, index=0, birth=None):
             "--birth", birth or f"{b.year:04d}-{b.month:02d}-{b.day:02d}"]
 
 
-def check(server, pki_dir, *args, target=None):
-    return run_cli(["check", *args, *terminal_args(target or server.target, pki_dir)], dict(os.environ))
+def run(capsys, args: list[str]) -> SimpleNamespace:
+    capsys.readouterr()
+    try:
+        code = main(["terminal", *args])
+    except SystemExit as exc:  # argparse and --birth/--as-of parsing
+        code = exc.code
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
 
-def test_valid_number(server, pki_dir):
-    proc = check(server, pki_dir, *number_args(YOSHIDA))
+def check(capsys, server, pki_dir, *args, target=None):
+    return run(capsys, ["check", *args, *terminal_args(target or server.target, pki_dir)])
+
+
+def test_valid_number(capsys, server, pki_dir):
+    proc = check(capsys, server, pki_dir, *number_args(YOSHIDA))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "【資格有効】 Valid" in proc.stdout
     assert "確認方法 Method: 保険証番号 insurance number" in proc.stdout
     assert f"氏名 Name: {YOSHIDA[0].name}" in proc.stdout
 
 
-def test_lost_number_is_invalid(server, pki_dir):
-    proc = check(server, pki_dir, *number_args(SUZUKI))
+def test_lost_number_is_invalid(capsys, server, pki_dir):
+    proc = check(capsys, server, pki_dir, *number_args(SUZUKI))
     assert proc.returncode == 10
     assert "【資格無効】 Invalid (qualification lost)" in proc.stdout
     assert "・2024-04-01 に資格を喪失しています（99 その他）。" in proc.stdout
 
 
-def test_lost_number_with_newer_qualification(server, pki_dir):
-    proc = check(server, pki_dir, *number_args(SATO, 0))
+def test_lost_number_with_newer_qualification(capsys, server, pki_dir):
+    proc = check(capsys, server, pki_dir, *number_args(SATO, 0))
     assert proc.returncode == 11
     assert "【資格無効（新しい資格あり）】 Invalid (a newer qualification exists)" in proc.stdout
     assert UNION not in proc.stdout  # the newer insurer is not revealed to a typed number
 
 
-def test_late_elderly_and_birth_mismatch(server, pki_dir):
-    ok = check(server, pki_dir, *number_args(TAKAHASHI, 1))
+def test_late_elderly_and_birth_mismatch(capsys, server, pki_dir):
+    ok = check(capsys, server, pki_dir, *number_args(TAKAHASHI, 1))
     assert ok.returncode == 0 and LATE in ok.stdout
-    wrong_birth = check(server, pki_dir, *number_args(TAKAHASHI, 1, birth="1948-03-04"), "--json")
+    wrong_birth = check(capsys, server, pki_dir, *number_args(TAKAHASHI, 1, birth="1948-03-04"), "--json")
     assert wrong_birth.returncode == 12
     doc = json.loads(wrong_birth.stdout)
     assert doc["outcome"] == "no_record" and doc["method"] == "number"
     assert doc["next_steps"][0]["en"] == "Check the typed insurer number, symbol, number, branch and birth date."
 
 
-def test_bad_check_digit_is_input_rejected_with_the_field(server, pki_dir):
-    proc = check(server, pki_dir, "--number", KYOKAI[:-1] + str((int(KYOKAI[-1]) + 1) % 10), "7001", "88", "00",
+def test_bad_check_digit_is_input_rejected_with_the_field(capsys, server, pki_dir):
+    proc = check(capsys, server, pki_dir, "--number", KYOKAI[:-1] + str((int(KYOKAI[-1]) + 1) % 10), "7001", "88", "00",
                  "--birth", "1975-01-09")
     assert proc.returncode == 32, proc.stdout
     assert "【入力内容に誤りがあります】 Input rejected" in proc.stdout
     assert "・入力を確認してください: insurer_number — check digit does not match" in proc.stdout
 
 
-def test_usage_errors_exit_2(server, pki_dir):
-    assert check(server, pki_dir, "--number", KYOKAI, "", "88", "00").returncode == 2  # no --birth
-    assert check(server, pki_dir, *number_args(YOSHIDA, birth="1980-13-01")).returncode == 2
+def test_usage_errors_exit_2(capsys, server, pki_dir):
+    assert check(capsys, server, pki_dir, "--number", KYOKAI, "", "88", "00").returncode == 2  # no --birth
+    assert check(capsys, server, pki_dir, *number_args(YOSHIDA, birth="1980-13-01")).returncode == 2
 
 
-def test_unreachable_server_by_number(server, pki_dir):
-    proc = check(server, pki_dir, *number_args(YOSHIDA), "--json", target=f"127.0.0.1:{free_port()}")
+def test_unreachable_server_by_number(capsys, server, pki_dir):
+    proc = check(capsys, server, pki_dir, *number_args(YOSHIDA), "--json", target=f"127.0.0.1:{free_port()}")
     assert proc.returncode == 30
     doc = json.loads(proc.stdout)
     assert doc["outcome"] == "server_unreachable"
     assert doc["next_steps"][0]["ja"] == "【障害時の手順】資格確認ができないため、次の順に受け付けてください。"
 
 
-def test_certificate_from_another_ca_is_refused(server, pki_dir):
+def test_certificate_from_another_ca_is_refused(capsys, server, pki_dir):
     rogue = os.path.join(pki_dir, "rogue", f"facility-{FACILITY}")
-    proc = run_cli(["check", *number_args(YOSHIDA), "--server", server.target,
+    proc = run(capsys, ["check", *number_args(YOSHIDA), "--server", server.target,
                     "--tls-ca", os.path.join(pki_dir, "onshi", "ca.pem"),
-                    "--tls-cert", rogue + ".pem", "--tls-key", rogue + ".key.pem"], dict(os.environ))
+                    "--tls-cert", rogue + ".pem", "--tls-key", rogue + ".key.pem"])
     # gRPC reports the failed handshake as UNAVAILABLE; the server is up, so it is a refusal.
     assert proc.returncode == 31, proc.stdout
     assert "【この端末は接続を拒否されました】 This terminal was refused" in proc.stdout
     assert "システム管理者に連絡してください" in proc.stdout
 
 
-def test_non_facility_role_is_refused(server, pki_dir):
+def test_non_facility_role_is_refused(capsys, server, pki_dir):
     base = os.path.join(pki_dir, "onshi", "insurer-a")
-    proc = run_cli(["check", *number_args(YOSHIDA), "--server", server.target, "--facility", FACILITY,
+    proc = run(capsys, ["check", *number_args(YOSHIDA), "--server", server.target, "--facility", FACILITY,
                     "--tls-ca", os.path.join(pki_dir, "onshi", "ca.pem"),
-                    "--tls-cert", base + ".pem", "--tls-key", base + ".key.pem"], dict(os.environ))
+                    "--tls-cert", base + ".pem", "--tls-key", base + ".key.pem"])
     assert proc.returncode == 31, proc.stdout
     assert "【この端末は接続を拒否されました】 This terminal was refused" in proc.stdout
     assert "PERMISSION_DENIED" in proc.stdout

@@ -6,6 +6,7 @@ over PC/SC, asking the PIN and printing the result."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -13,11 +14,14 @@ import select
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from onshi.cli import main
+
 from tests.test_terminal_support import (
-    FACILITY, NON_JIS_NAME, PIN, Reader, Server, build_store, card_files, free_port, run_cli, shared_pki,
+    FACILITY, NON_JIS_NAME, PIN, Reader, card_files, free_port, run_cli, shared_pki, shared_server,
     start_pcsc, terminal_args)
 
 WRONG = "0000"
@@ -29,12 +33,8 @@ def pki_dir():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, pki_dir):
-    store = str(tmp_path_factory.mktemp("terminal-store"))
-    build_store(store)
-    srv = Server(store, pki_dir)
-    yield srv
-    srv.stop()
+def server():
+    return shared_server()
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,25 @@ def insert(pcsc, pki_dir):
 
 
 def check_card(pcsc, server, pki_dir, pin: str | None = PIN, *extra: str, target: str | None = None):
+    """`onshi terminal check --card` as a subprocess, the PIN on its stdin."""
     args = ["check", "--card", *terminal_args(target or server.target, pki_dir), *extra]
     return run_cli(args, pcsc.env, stdin="" if pin is None else pin + "\n")
+
+
+@pytest.fixture
+def check_here(capsys, monkeypatch, pcsc, server, pki_dir):
+    """The same command run by onshi.cli.main in this process, through the same
+    pcscd, card and server: a Python start-up less per check on a loaded machine."""
+    def run(pin: str | None = PIN, *extra: str, args: list[str] | None = None) -> SimpleNamespace:
+        monkeypatch.setattr(sys, "stdin", io.StringIO("" if pin is None else pin + "\n"))
+        capsys.readouterr()
+        try:
+            code = main(["terminal", "check", "--card", *(args or terminal_args(server.target, pki_dir)), *extra])
+        except SystemExit as exc:
+            code = exc.code
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+    return run
 
 
 def expect(proc, code: int) -> None:
@@ -83,9 +100,9 @@ def test_valid_card_prints_the_result(pcsc, server, pki_dir, insert):
     assert_no_pin_leak(proc)
 
 
-def test_json_output_for_his(pcsc, server, pki_dir, insert):
+def test_json_output_for_his(check_here, insert):
     insert("valid-1")
-    proc = check_card(pcsc, server, pki_dir, PIN, "--json")
+    proc = check_here(PIN, "--json")
     expect(proc, 0)
     doc = json.loads(proc.stdout)
     assert doc["outcome"] == "valid" and doc["exit_code"] == 0 and doc["validity"] == "VALIDITY_VALID"
@@ -95,32 +112,32 @@ def test_json_output_for_his(pcsc, server, pki_dir, insert):
     assert_no_pin_leak(proc)
 
 
-def test_wrong_pin_shows_tries_left_then_right_pin_resets(pcsc, server, pki_dir, insert):
+def test_wrong_pin_shows_tries_left_then_right_pin_resets(check_here, insert):
     insert("valid-1")
-    first = check_card(pcsc, server, pki_dir, WRONG)
+    first = check_here(WRONG)
     expect(first, 23)
     assert "【暗証番号が違います】 PIN incorrect" in first.stdout
     assert "残り回数 Tries left: 2" in first.stdout
     assert "・残り2回です。" in first.stdout and "2 tries left" in first.stdout
-    second = check_card(pcsc, server, pki_dir, WRONG, "--json")
+    second = check_here(WRONG, "--json")
     expect(second, 23)
     assert json.loads(second.stdout)["pin_tries_left"] == 1
     assert "[残り2回 2 tries left]" in second.stderr
-    ok = check_card(pcsc, server, pki_dir)
+    ok = check_here()
     expect(ok, 0)
     assert "[残り1回 1 tries left]" in ok.stderr
-    again = check_card(pcsc, server, pki_dir)  # a correct PIN restored the counter
+    again = check_here()  # a correct PIN restored the counter
     expect(again, 0)
     assert "[残り3回 3 tries left]" in again.stderr
 
 
-def test_three_wrong_pins_block_the_card(pcsc, server, pki_dir, insert):
+def test_three_wrong_pins_block_the_card(check_here, insert):
     insert("valid-1", "--tries-left", "1")  # two wrong tries already spent
-    third = check_card(pcsc, server, pki_dir, WRONG)
+    third = check_here(WRONG)
     expect(third, 24)
     assert "【暗証番号がロックされています】 PIN blocked" in third.stdout
     assert "市区町村窓口で再設定" in third.stdout and "reset at the municipal office" in third.stdout
-    blocked = check_card(pcsc, server, pki_dir, PIN)  # even the right PIN: never asked
+    blocked = check_here(PIN)  # even the right PIN: never asked
     expect(blocked, 24)
     assert "Enter the 4-digit PIN" not in blocked.stderr
     assert "被保険者資格申立書" in blocked.stdout
@@ -166,33 +183,33 @@ def test_expired_certificate_is_refused_before_the_pin(pcsc, server, pki_dir, in
     assert "Enter the 4-digit PIN" not in proc.stderr  # no PIN try wasted
 
 
-def test_revoked_certificate_is_refused_by_the_server(pcsc, server, pki_dir, insert):
+def test_revoked_certificate_is_refused_by_the_server(check_here, insert):
     insert("revoked")
-    proc = check_card(pcsc, server, pki_dir)
+    proc = check_here()
     expect(proc, 26)
     assert "【電子証明書が失効しています】 Card certificate revoked" in proc.stdout
     assert "CARD_CERTIFICATE_REVOKED" in proc.stdout  # the server's reason, in the detail line
 
 
-def test_expiring_certificate_warns(pcsc, server, pki_dir, insert):
+def test_expiring_certificate_warns(check_here, insert):
     insert("expiring")
-    proc = check_card(pcsc, server, pki_dir)
+    proc = check_here()
     expect(proc, 0)
     assert "⚠ 注意 カードの電子証明書の有効期限が近づいています" in proc.stdout
     assert "Warning: The card certificate expires soon" in proc.stdout
 
 
-def test_unlinked_card_has_no_record(pcsc, server, pki_dir, insert):
+def test_unlinked_card_has_no_record(check_here, insert):
     insert("valid-2")
-    proc = check_card(pcsc, server, pki_dir)
+    proc = check_here()
     expect(proc, 12)
     assert "【該当資格なし】 No record" in proc.stdout
     assert "初回紐づけ" in proc.stdout and "被保険者資格申立書" in proc.stdout
 
 
-def test_dual_enrollment_by_card_is_multiple(pcsc, server, pki_dir, insert):
+def test_dual_enrollment_by_card_is_multiple(check_here, insert):
     insert("valid-3")
-    proc = check_card(pcsc, server, pki_dir)
+    proc = check_here()
     expect(proc, 13)
     assert "【複数該当】 Multiple qualifications" in proc.stdout
     assert "資格 Qualification 1/2" in proc.stdout and "資格 Qualification 2/2" in proc.stdout
@@ -246,12 +263,11 @@ def test_pin_prompt_does_not_echo_on_a_terminal(pcsc, server, pki_dir, insert):
     assert PIN not in text  # typed on the terminal, never echoed
 
 
-def test_facility_mismatch_is_refused(pcsc, server, pki_dir, insert):
+def test_facility_mismatch_is_refused(check_here, pki_dir, server, insert):
     insert("valid-1")
-    proc = run_cli(["check", "--card", "--server", server.target, "--pki", pki_dir, "--facility", "1310000002",
-                    "--tls-cert", os.path.join(pki_dir, "onshi", f"facility-{FACILITY}.pem"),
-                    "--tls-key", os.path.join(pki_dir, "onshi", f"facility-{FACILITY}.key.pem")],
-                   pcsc.env, stdin=PIN + "\n")
+    cert = os.path.join(pki_dir, "onshi", f"facility-{FACILITY}")
+    proc = check_here(PIN, args=["--server", server.target, "--pki", pki_dir, "--facility", "1310000002",
+                                 "--tls-cert", cert + ".pem", "--tls-key", cert + ".key.pem"])
     # The terminal refuses to sign a challenge for another facility than its certificate's.
     expect(proc, 1)
     assert "is not the certificate's" in proc.stdout

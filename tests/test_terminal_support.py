@@ -8,6 +8,8 @@ honours PCSCLITE_CSOCK_NAME. So pcscd runs in a private mount namespace where a
 tmp dir is bind-mounted over /run/pcscd (`unshare --mount`), and the clients
 get PCSCLITE_CSOCK_NAME=<tmp>/pcscd.comm: the tests never touch a system pcscd
 and vpcd gets a free TCP port from a private reader.conf.d (`pcscd -c DIR`).
+Without the right to unshare (no CAP_SYS_ADMIN) pcscd runs on the system path
+when no other pcscd is there; otherwise the card tests skip, saying why.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from onshi.v1 import qualification_pb2
 Q = qualification_pb2
 D = dates.to_proto
 VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
+SYSTEM_SOCKET = "/run/pcscd/pcscd.comm"  # fixed in pcscd 1.9.9 (Debian 12)
 PIN = "4721"  # appears nowhere in the data, so a leak would be visible
 FACILITY = "1310000001"
 
@@ -99,7 +102,7 @@ def build_store(path: str) -> None:
 
 # --- the test PKI --------------------------------------------------------------------
 
-_shared: dict[str, str] = {}
+_shared: dict = {}
 
 
 def shared_pki() -> str:
@@ -156,6 +159,25 @@ class Server:
                 self.proc.wait()
 
 
+def shared_server() -> Server:
+    """One server on one store for the whole test process (the terminal tests only
+    read): `onshi serve` starts in seconds on a loaded 2-core machine."""
+    if "server" not in _shared:
+        import tempfile
+
+        base = tempfile.mkdtemp(prefix="onshi-terminal-store-")
+        build_store(base)
+        server = Server(base, shared_pki())
+        _shared["server"] = server
+
+        def stop():
+            server.stop()
+            shutil.rmtree(base, True)
+
+        atexit.register(stop)
+    return _shared["server"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -209,24 +231,41 @@ class Pcsc:
         self.card: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "wb")
-        script = f"mkdir -p /run/pcscd && mount --bind {self.run_dir} /run/pcscd && exec pcscd --foreground -c {self.conf_dir}"
-        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                                     stdout=log, stderr=subprocess.STDOUT)
+        """Private mount namespace first; without the right to unshare, pcscd on
+        the system path when no other pcscd is running there."""
+        script = (f"mkdir -p /run/pcscd && mount --bind {self.run_dir} /run/pcscd && "
+                  f"exec pcscd --foreground -c {self.conf_dir}")
+        why = self._launch(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
+        if why is None:
+            return
+        if os.path.exists(SYSTEM_SOCKET):
+            raise PcscUnavailableHere(f"cannot run a private pcscd ({why}) and {SYSTEM_SOCKET} belongs to "
+                                      "another pcscd, which the tests must not use")
+        self.socket = SYSTEM_SOCKET
+        why_direct = self._launch(["pcscd", "--foreground", "-c", self.conf_dir])
+        if why_direct is not None:
+            raise PcscUnavailableHere(f"pcscd cannot run here: private ({why}); system path ({why_direct})")
+
+    def _launch(self, argv: list[str]) -> str | None:
+        """Start pcscd; None once it serves, else why not."""
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 with open(self.log_path, errors="replace") as f:
-                    raise PcscUnavailableHere(f"pcscd in a private mount namespace did not start "
-                                              f"(unshare needs CAP_SYS_ADMIN): {f.read()[-500:]}")
+                    return f"{argv[0]} exited {self.proc.returncode}: {f.read()[-300:].strip()}"
             if os.path.exists(self.socket) and _listening(self.port):
-                return
+                return None
             time.sleep(0.05)
-        self.stop()
-        raise PcscUnavailableHere("pcscd did not create its socket within 10 s")
+        self.proc.kill()
+        self.proc.wait()
+        return "no socket within 10 s"
 
     def stop(self) -> None:
         self.remove()
+        if os.environ.get("PCSCLITE_CSOCK_NAME") == self.socket:
+            del os.environ["PCSCLITE_CSOCK_NAME"]
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.test_terminal_support import (
-    KYOKAI, SATO, SUZUKI, UNION, YOSHIDA, Reader, Server, build_store, shared_pki, terminal_args)
+    KYOKAI, SATO, SUZUKI, UNION, YOSHIDA, Reader, shared_pki, shared_server, terminal_args)
 
 KILL_BATCH = 300
 
@@ -27,12 +27,8 @@ def pki_dir():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, pki_dir):
-    store = str(tmp_path_factory.mktemp("watch-store"))
-    build_store(store)
-    srv = Server(store, pki_dir)
-    yield srv
-    srv.stop()
+def server():
+    return shared_server()
 
 
 @pytest.fixture
