@@ -757,3 +757,57 @@ def test_grace_shorter_than_a_call_still_stops_cleanly(store, engine_kind):
         assert info.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
         assert srv.proc.wait(20) == 0, "".join(srv.stderr)
     assert "Traceback" not in "".join(srv.stderr)
+
+
+# --- no client input is the server's fault -------------------------------------------
+
+CLIENT_FAULTS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
+
+
+def _status(channel, method, body: bytes) -> grpc.StatusCode:
+    try:
+        raw_call(channel, method, body)
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def test_arbitrary_bytes_never_answer_internal(channel):
+    import random
+
+    rng = random.Random(20261121)
+    for _ in range(150):
+        body = rng.randbytes(rng.randrange(0, 64))
+        for method in ("CheckByCard", "CheckByNumber"):
+            code = _status(channel, method, body)
+            assert code in CLIENT_FAULTS | {grpc.StatusCode.OK}, (method, body, code)
+
+
+def test_arbitrary_fields_never_answer_internal(channel):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    dates_ = st.builds(
+        bad_date,
+        st.integers(-(2**31), 2**31 - 1),
+        st.integers(-(2**31), 2**31 - 1),
+        st.integers(-(2**31), 2**31 - 1),
+    ) | st.builds(bad_date, st.integers(0, 10000), st.integers(0, 13), st.integers(0, 32))
+    text = st.text(max_size=30) | st.from_regex(r"[0-9０-９ -]{0,10}", fullmatch=True)
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(text, text, text, text, st.none() | dates_, st.none() | dates_, text)
+    def check(insurer, symbol, number_, branch, birth, as_of, serial):
+        body = E.CheckByNumberRequest(
+            insurer_number=insurer,
+            symbol=symbol,
+            number=number_,
+            branch=branch,
+            birth_date=birth,
+            as_of=as_of,
+        ).SerializeToString()
+        assert _status(channel, "CheckByNumber", body) in CLIENT_FAULTS | {grpc.StatusCode.OK}
+        body = E.CheckByCardRequest(card_serial=serial, as_of=as_of).SerializeToString()
+        assert _status(channel, "CheckByCard", body) in CLIENT_FAULTS | {grpc.StatusCode.OK}
+
+    check()
