@@ -260,6 +260,7 @@ cdef struct Batch:
     # branch and leaf pages. Sorting is only for locality, never for correctness.
     uint64_t *order
     uint64_t *spare
+    size_t cap                # queries the buffers hold
     char *arena               # the answers, copied out of the map
     size_t arena_len
     size_t arena_cap
@@ -364,16 +365,26 @@ cdef char *arena_take(Batch *b, size_t size) noexcept nogil:
 
 
 cdef int batch_init(Batch *b, size_t n, size_t answer_guess) noexcept nogil:
-    b.n = n
-    b.qs = <Query *>calloc(n, sizeof(Query))
-    b.order = <uint64_t *>malloc(n * sizeof(uint64_t))
-    b.spare = <uint64_t *>malloc(n * sizeof(uint64_t))
-    b.arena_len = 0
-    b.arena_cap = n * answer_guess
-    b.arena = <char *>malloc(b.arena_cap) if b.arena_cap else NULL
-    if b.qs == NULL or b.order == NULL or b.spare == NULL or (b.arena_cap and b.arena == NULL):
+    """Size a (possibly reused) batch for n queries; the callers set every field of
+    the n queries they use. Reusing buffers spares page faults on fresh memory."""
+    cdef size_t want = n * answer_guess
+    if n > b.cap:
         batch_free(b)
-        return -1
+        b.qs = <Query *>malloc(n * sizeof(Query))
+        b.order = <uint64_t *>malloc(n * sizeof(uint64_t))
+        b.spare = <uint64_t *>malloc(n * sizeof(uint64_t))
+        if b.qs == NULL or b.order == NULL or b.spare == NULL:
+            batch_free(b)
+            return -1
+        b.cap = n
+    if want > b.arena_cap:
+        free(b.arena)
+        b.arena = <char *>malloc(want)
+        b.arena_cap = want if b.arena != NULL else 0
+        if b.arena == NULL:
+            return -1
+    b.n = n
+    b.arena_len = 0
     return 0
 
 
@@ -382,10 +393,7 @@ cdef void batch_free(Batch *b) noexcept nogil:
     free(b.order)
     free(b.spare)
     free(b.arena)
-    b.qs = NULL
-    b.order = NULL
-    b.spare = NULL
-    b.arena = NULL
+    memset(b, 0, sizeof(Batch))
 
 
 # --- leaf-page directory: prefetching the pages a batch will walk ------------------
@@ -400,10 +408,11 @@ cdef void batch_free(Batch *b) noexcept nogil:
 # mispredicts too often is rebuilt.
 
 cdef enum:
-    PREFETCH_AHEAD = 6        # checks between a prefetch and its walk
+    PREFETCH_AHEAD = 3        # checks between a prefetch and its walk
     DIR_NONE = 0
     DIR_BUILDING = 1
     DIR_READY = 2
+    DIR_USELESS = 3           # mispredicted even when fresh: keys too alike in 8 bytes
 
 
 cdef extern from *:
@@ -413,14 +422,19 @@ cdef extern from *:
     void prefetch "onshi_prefetch"(const void *p) noexcept nogil
 
 
+cdef struct Fence:
+    uint64_t key              # 8 bytes of the page's first key past `skip`, big-endian
+    const uint8_t *page       # the leaf page (in the same cache line as its fence)
+
+
 cdef struct Directory:
-    uint64_t *fence           # 8 bytes of each page's first key past `skip`, big-endian
-    const uint8_t **page      # the leaf page
+    Fence *fence
     size_t pages
     size_t skip               # bytes every key of the database shares
     size_t psize
     size_t mispredicted       # walks that ended on another page than predicted
     size_t predicted
+    bint fresh                # not judged since it was built
 
 
 cdef inline uint64_t window64(const uint8_t *p, size_t n, size_t skip) noexcept nogil:
@@ -437,9 +451,7 @@ cdef inline const uint8_t *page_of(const void *p, size_t psize) noexcept nogil:
 
 cdef void dir_free(Directory *d) noexcept nogil:
     free(d.fence)
-    free(d.page)
     d.fence = NULL
-    d.page = NULL
     d.pages = 0
 
 
@@ -454,14 +466,14 @@ cdef int dir_build(Directory *d, MDB_txn *txn, MDB_dbi dbi) noexcept nogil:
     cdef int rc
     dir_free(d)
     d.mispredicted = d.predicted = 0
+    d.fresh = True
     rc = mdb_stat(txn, dbi, &st)
     if rc:
         return rc
     d.psize = st.ms_psize
     cap = st.ms_leaf_pages + 16
-    d.fence = <uint64_t *>malloc(cap * sizeof(uint64_t))
-    d.page = <const uint8_t **>malloc(cap * sizeof(uint8_t *))
-    if d.fence == NULL or d.page == NULL:
+    d.fence = <Fence *>malloc(cap * sizeof(Fence))
+    if d.fence == NULL:
         dir_free(d)
         return ENOMEM
     rc = mdb_cursor_open(txn, dbi, &cur)
@@ -480,8 +492,8 @@ cdef int dir_build(Directory *d, MDB_txn *txn, MDB_dbi dbi) noexcept nogil:
     while rc == 0 and d.pages < cap:
         base = page_of(k.mv_data, d.psize)
         if base != prev:
-            d.fence[d.pages] = window64(<const uint8_t *>k.mv_data, k.mv_size, d.skip)
-            d.page[d.pages] = base
+            d.fence[d.pages].key = window64(<const uint8_t *>k.mv_data, k.mv_size, d.skip)
+            d.fence[d.pages].page = base
             d.pages += 1
             prev = base
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)
@@ -489,28 +501,33 @@ cdef int dir_build(Directory *d, MDB_txn *txn, MDB_dbi dbi) noexcept nogil:
     return 0 if rc == MDB_NOTFOUND or rc == 0 else rc
 
 
-cdef inline size_t dir_find(const Directory *d, const uint8_t *key, size_t key_len) noexcept nogil:
-    """Index of the page whose range holds `key` (the last fence <= its window).
-
-    Card serials and link IDs spread evenly, so interpolation lands on or next to
-    the page (one or two cache misses in a directory of megabytes, where a binary
-    search takes a dozen); a gallop from there covers skewed keys."""
-    cdef uint64_t w = window64(key, key_len, d.skip)
-    cdef uint64_t lo_f = d.fence[0], hi_f = d.fence[d.pages - 1]
-    cdef size_t guess, step, lo, hi, mid
-    if w <= lo_f:
+cdef inline size_t dir_guess(const Directory *d, uint64_t w) noexcept nogil:
+    """Where interpolation puts the window `w`: card serials and link IDs spread
+    evenly, so this lands on or next to the right fence."""
+    cdef uint64_t lo_f = d.fence[0].key, hi_f = d.fence[d.pages - 1].key
+    cdef size_t guess
+    if w <= lo_f or d.pages < 2:
         return 0
     if w >= hi_f:
         return d.pages - 1
     guess = <size_t>((<double>(w - lo_f) / <double>(hi_f - lo_f)) * (d.pages - 1))
-    if guess >= d.pages - 1:
-        guess = d.pages - 2
-    # bracket [lo, hi) with fence[lo] <= w < fence[hi], galloping from the guess
-    step = 1
-    if d.fence[guess] <= w:
+    return guess if guess < d.pages - 1 else d.pages - 2
+
+
+cdef inline size_t dir_find(const Directory *d, uint64_t w, size_t guess) noexcept nogil:
+    """Index of the page whose range holds window `w` (the last fence <= w),
+    galloping from the guess (one or two cache lines of a directory of megabytes,
+    where a binary search takes a dozen misses)."""
+    cdef size_t step = 1, lo, hi, mid
+    if w <= d.fence[0].key or d.pages < 2:
+        return 0
+    if w >= d.fence[d.pages - 1].key:
+        return d.pages - 1
+    # bracket [lo, hi) with fence[lo] <= w < fence[hi]
+    if d.fence[guess].key <= w:
         lo = guess
         hi = guess + 1
-        while hi < d.pages and d.fence[hi] <= w:
+        while hi < d.pages and d.fence[hi].key <= w:
             lo = hi
             hi += step
             step <<= 1
@@ -519,28 +536,34 @@ cdef inline size_t dir_find(const Directory *d, const uint8_t *key, size_t key_l
     else:
         hi = guess
         lo = guess - 1 if guess else 0
-        while lo > 0 and d.fence[lo] > w:
+        while lo > 0 and d.fence[lo].key > w:
             hi = lo
             lo = lo - step if lo > step else 0
             step <<= 1
     while hi - lo > 1:
         mid = (lo + hi) >> 1
-        if d.fence[mid] <= w:
+        if d.fence[mid].key <= w:
             lo = mid
         else:
             hi = mid
     return lo
 
 
-cdef size_t prefetch_bytes = 1 << 30   # per page; tuning knob for bench/engine.py
+cdef size_t prefetch_bytes = 1 << 30   # per page; tuning knobs for bench/engine.py
+cdef size_t prefetch_stride = 64
 cdef bint directories_enabled = True
 cdef bint word_compare = True
 
 
 def _tune(*, directories: bool | None = None, prefetch_bytes_per_page: int | None = None,
-          word_compare_keys: bool | None = None):
+          word_compare_keys: bool | None = None, prefetch_stride_bytes: int | None = None,
+          targeted_prefetch: bool | None = None):
     """Benchmark knobs (bench/engine.py measures with and without each technique)."""
-    global directories_enabled, prefetch_bytes, word_compare
+    global directories_enabled, prefetch_bytes, word_compare, prefetch_stride, targeted
+    if targeted_prefetch is not None:
+        targeted = targeted_prefetch
+    if prefetch_stride_bytes is not None:
+        prefetch_stride = prefetch_stride_bytes
     if directories is not None:
         directories_enabled = directories
     if word_compare_keys is not None:
@@ -549,11 +572,78 @@ def _tune(*, directories: bool | None = None, prefetch_bytes_per_page: int | Non
         prefetch_bytes = prefetch_bytes_per_page
 
 
+cdef bint targeted = True   # prefetch only the lines LMDB's search will read
+
+
+# LMDB 0.9's page layout (mdb.c: MDB_page, MDB_node), read only to aim prefetches:
+# a stale or misread page costs a useless prefetch, never a wrong answer, and every
+# offset is clamped to the page.
+cdef enum:
+    PAGE_HEADER = 16          # pgno(8) pad(2) flags(2) lower(2) upper(2), then mp_ptrs
+    P_LEAF = 0x02
+    NODE_HEADER = 8           # lo(2) hi(2) flags(2) ksize(2), then key, then data
+    RECORD_LINES = 10         # lines prefetched from a history node: header + record
+
+
+cdef inline uint16_t page_u16(const uint8_t *page, size_t off) noexcept nogil:
+    cdef uint16_t v
+    memcpy(&v, page + off, 2)
+    return v
+
+
+cdef inline void prefetch_search(const uint8_t *page, size_t psize, uint64_t w, uint64_t lo_f,
+                                 uint64_t hi_f, bint record) noexcept nogil:
+    """With the page header and pointer array in cache, prefetch the nodes LMDB's
+    binary search visits on its way to where interpolation puts `w` on the page,
+    and that node's neighbourhood (for a history record: its whole extent)."""
+    cdef size_t nkeys, k, lo, hi, i, off, line
+    if not (page_u16(page, 10) & P_LEAF):
+        return
+    nkeys = (page_u16(page, 12) - PAGE_HEADER) >> 1
+    if nkeys == 0 or nkeys > (psize - PAGE_HEADER) // 2:
+        return
+    if hi_f > lo_f and w > lo_f:
+        k = <size_t>((<double>(w - lo_f) / <double>(hi_f - lo_f)) * nkeys)
+        if k >= nkeys:
+            k = nkeys - 1
+    else:
+        k = 0
+    lo = 0
+    hi = nkeys - 1
+    while lo <= hi:  # mdb_node_search's probes, had the key been node k
+        i = (lo + hi) >> 1
+        off = page_u16(page, PAGE_HEADER + 2 * i)
+        if off < psize:
+            prefetch(page + off)
+        if i == k:
+            break
+        if i < k:
+            lo = i + 1
+        else:
+            if i == 0:
+                break
+            hi = i - 1
+    off = page_u16(page, PAGE_HEADER + 2 * k)
+    if off >= psize:
+        return
+    if record:
+        for line in range(1, RECORD_LINES):
+            if off + 64 * line < psize:
+                prefetch(page + off + 64 * line)
+    else:  # interpolation is off by a few nodes: their lines too
+        for i in range(k - 3 if k >= 3 else 0, k + 4 if k + 4 <= nkeys else nkeys):
+            off = page_u16(page, PAGE_HEADER + 2 * i)
+            if off < psize:
+                prefetch(page + off)
+
+
 cdef inline void prefetch_page(const uint8_t *page, size_t psize) noexcept nogil:
     cdef size_t off
     cdef size_t end = psize if psize < prefetch_bytes else prefetch_bytes
-    for off in range(0, end, 64):
+    off = 0
+    while off < end:
         prefetch(page + off)
+        off += prefetch_stride
 
 
 cdef int walk(MDB_cursor *cur, const uint8_t *key, size_t key_len,
@@ -603,6 +693,7 @@ cdef class NativeEngine:
     cdef readonly int remaps  # times the map was remapped after the writer grew it
     cdef Directory dirs[3]    # leaf-page directories of card, number, history
     cdef int dir_state[3]
+    cdef Batch *idle_batch    # buffers of the last batch, kept for the next one
     cdef readonly str path
 
     def __cinit__(self, path):
@@ -611,6 +702,7 @@ cdef class NativeEngine:
         self.active = 0
         memset(self.dirs, 0, sizeof(self.dirs))
         memset(self.dir_state, 0, sizeof(self.dir_state))
+        self.idle_batch = NULL
 
     def __init__(self, path):
         cdef MDB_txn *txn = NULL
@@ -667,6 +759,10 @@ cdef class NativeEngine:
 
     cdef void _shutdown(self):
         cdef int i
+        if self.idle_batch != NULL:
+            batch_free(self.idle_batch)
+            free(self.idle_batch)
+            self.idle_batch = NULL
         for i in range(3):
             dir_free(&self.dirs[i])
             self.dir_state[i] = DIR_NONE
@@ -828,11 +924,40 @@ cdef class NativeEngine:
         return &self.dirs[which] if self.dir_state[which] == DIR_READY else NULL
 
     cdef void _judge_directory(self, int which):
-        """Rebuild later (when no check is in flight) a directory that mispredicts
-        more than a quarter of its walks: the writer has moved many pages."""
+        """A directory that mispredicts more than a quarter of its walks is rebuilt
+        later (when no check is in flight): the writer has moved many pages. If its
+        first judgement after a build already fails, the keys are too alike in the
+        8 bytes it compares; it is dropped for good, so no batch pays for rebuilds."""
         cdef Directory *d = &self.dirs[which]
-        if self.dir_state[which] == DIR_READY and d.predicted >= 4096 and d.mispredicted * 4 > d.predicted:
-            self.dir_state[which] = DIR_NONE
+        if self.dir_state[which] != DIR_READY or d.predicted < 4096:
+            return
+        if d.mispredicted * 4 > d.predicted:
+            if d.fresh:
+                self.dir_state[which] = DIR_USELESS  # freed at close: others may still read it
+            else:
+                self.dir_state[which] = DIR_NONE
+        d.fresh = False
+        d.predicted = d.mispredicted = 0
+
+    cdef Batch *_take_batch(self, size_t n, size_t answer_guess) except NULL:
+        cdef Batch *b = self.idle_batch
+        self.idle_batch = NULL
+        if b == NULL:
+            b = <Batch *>calloc(1, sizeof(Batch))
+        if b == NULL or batch_init(b, n, answer_guess):
+            if b != NULL:
+                batch_free(b)
+                free(b)
+            raise MemoryError()
+        return b
+
+    cdef void _give_batch(self, Batch *b) noexcept:
+        # keep modest buffers only: one huge batch must not pin its memory for good
+        if self.idle_batch == NULL and b.cap <= 65536 and b.arena_cap <= (64 << 20) and not self.closing:
+            self.idle_batch = b
+        else:
+            batch_free(b)
+            free(b)
 
     cdef int _check_key(self, bytes key, str what) except -1:
         # LMDB rejects an empty key; an over-long one simply is not in the store
@@ -894,7 +1019,7 @@ cdef class NativeEngine:
         the lookups and decisions, and answers are copied out before the reset."""
         cdef Py_ssize_t n = PyTuple_GET_SIZE(items)
         cdef Py_ssize_t i
-        cdef Batch b
+        cdef Batch *b = NULL
         cdef int rc = 0
         cdef object key, item
         cdef Directory *index_dir
@@ -903,8 +1028,7 @@ cdef class NativeEngine:
         cdef Slot *slot = NULL
         if n == 0:
             return result
-        if batch_init(&b, n, 512):
-            raise MemoryError()
+        b = self._take_batch(n, 512)
         try:
             # `items` keeps every key object alive while the GIL is released.
             for i in range(n):
@@ -914,16 +1038,19 @@ cdef class NativeEngine:
                     b.qs[i].birth_day = birth
                 else:
                     key = item
+                    b.qs[i].birth_day = 0
                 if not PyBytes_Check(key):
                     raise TypeError(f"keys must be bytes, not {type(key).__name__}")
                 self._check_key(key, "number_key" if by_number else "serial_key")
                 b.qs[i].key = <const uint8_t *>PyBytes_AS_STRING(key)
                 b.qs[i].key_len = PyBytes_GET_SIZE(key)
+                b.qs[i].link = NULL
+                b.qs[i].rec = NULL
             slot = self._begin(True)
             index_dir = self._directory(slot, 1 if by_number else 0)
             history_dir = self._directory(slot, 2)
             with nogil:
-                rc = lookup_batch(slot, &b, by_number, day, index_dir, history_dir)
+                rc = lookup_batch(slot, b, by_number, day, index_dir, history_dir)
             self._judge_directory(1 if by_number else 0)
             self._judge_directory(2)
             if rc:
@@ -938,7 +1065,7 @@ cdef class NativeEngine:
         finally:
             if slot != NULL:
                 self._release(slot)
-            batch_free(&b)
+            self._give_batch(b)
 
     # -- raw records for the claims service -----------------------------------------
 
@@ -968,15 +1095,14 @@ cdef class NativeEngine:
         cdef tuple items = tuple(number_keys)
         cdef Py_ssize_t n = PyTuple_GET_SIZE(items)
         cdef Py_ssize_t i
-        cdef Batch b
+        cdef Batch *b = NULL
         cdef int rc = 0
         cdef size_t found = 0
         cdef list result = PyList_New(n)
         cdef Slot *slot = NULL
         if n == 0:
             return result
-        if batch_init(&b, n, 0):
-            raise MemoryError()
+        b = self._take_batch(n, 0)
         try:
             for i in range(n):
                 key = <object>PyTuple_GET_ITEM(items, i)
@@ -985,9 +1111,11 @@ cdef class NativeEngine:
                 self._check_key(key, "number_key")
                 b.qs[i].key = <const uint8_t *>PyBytes_AS_STRING(key)
                 b.qs[i].key_len = PyBytes_GET_SIZE(key)
+                b.qs[i].link = NULL
+                b.qs[i].rec = NULL
             slot = self._begin(True)
             with nogil:
-                rc = walk_batch(slot.number, slot.history, &b, &found, NULL, NULL)
+                rc = walk_batch(slot.number, slot.history, b, &found, NULL, NULL)
             if rc:
                 raise LmdbError("reading history", rc)
             for i in range(n):  # copied while the transaction is live
@@ -1001,7 +1129,7 @@ cdef class NativeEngine:
         finally:
             if slot != NULL:
                 self._release(slot)
-            batch_free(&b)
+            self._give_batch(b)
 
 
 cdef void free_slot(Slot *slot) noexcept:
@@ -1019,37 +1147,56 @@ cdef void free_slot(Slot *slot) noexcept:
 
 
 cdef int walk_ordered(MDB_cursor *cur, Batch *b, size_t m, bint by_link, Directory *d) noexcept nogil:
-    """Walk the first m queries of b.order; with a directory, prefetch the leaf page
-    of the query PREFETCH_AHEAD places ahead and correct the directory from where
-    each walk really ended."""
+    """Walk the first m queries of b.order. With a directory this is a pipeline,
+    A = PREFETCH_AHEAD: 3A checks ahead, prefetch the directory line interpolation
+    points at; 2A ahead, find the leaf page there and prefetch its header and
+    pointer array; A ahead, prefetch the nodes the search will read (or the whole
+    page); then walk, and correct the directory from where the walk ended."""
     cdef size_t j, jj, slot
     cdef int rc
     cdef Query *q
-    cdef Query *ahead
-    cdef const uint8_t *key
-    cdef size_t key_len
     cdef const void *stored
+    cdef const uint8_t *page
     cdef const uint8_t *last_prefetched = NULL
     cdef const uint8_t *actual
     cdef size_t *slots = NULL
+    cdef size_t ahead = 0
+    cdef uint64_t w, hi_f
     if d != NULL and d.pages:
         slots = <size_t *>malloc(m * sizeof(size_t))
-    for j in range(m + PREFETCH_AHEAD if slots != NULL else m):
-        if slots != NULL and j < m:
-            ahead = &b.qs[<uint32_t>b.order[j]]
-            key = ahead.link if by_link else ahead.key
-            key_len = ahead.link_len if by_link else ahead.key_len
-            slot = dir_find(d, key, key_len)
-            slots[j] = slot
-            if d.page[slot] != last_prefetched:
-                last_prefetched = d.page[slot]
-                prefetch_page(last_prefetched, d.psize)
         if slots != NULL:
-            if j < PREFETCH_AHEAD:
-                continue
-            jj = j - PREFETCH_AHEAD
-        else:
-            jj = j
+            ahead = PREFETCH_AHEAD
+    for j in range(m + 3 * ahead):
+        if ahead and j < m:
+            q = &b.qs[<uint32_t>b.order[j]]
+            slot = dir_guess(d, query_window(q, by_link, d.skip))
+            slots[j] = slot
+            prefetch(&d.fence[slot])
+        if ahead and ahead <= j < m + ahead:
+            jj = j - ahead
+            q = &b.qs[<uint32_t>b.order[jj]]
+            slot = dir_find(d, query_window(q, by_link, d.skip), slots[jj])
+            slots[jj] = slot
+            page = d.fence[slot].page
+            if targeted:
+                prefetch(page)
+                prefetch(page + 64)
+                if not by_link:  # card pages hold ~100 keys: 4 lines of pointers
+                    prefetch(page + 128)
+                    prefetch(page + 192)
+            elif page != last_prefetched:
+                last_prefetched = page
+                prefetch_page(page, d.psize)
+        if ahead and targeted and 2 * ahead <= j < m + 2 * ahead:
+            jj = j - 2 * ahead
+            q = &b.qs[<uint32_t>b.order[jj]]
+            slot = slots[jj]
+            w = query_window(q, by_link, d.skip)
+            hi_f = d.fence[slot + 1].key if slot + 1 < d.pages else d.fence[slot].key
+            prefetch_search(d.fence[slot].page, d.psize, w, d.fence[slot].key, hi_f, by_link)
+        if j < 3 * ahead:
+            continue
+        jj = j - 3 * ahead
         q = &b.qs[<uint32_t>b.order[jj]]
         if by_link:
             rc = walk(cur, q.link, q.link_len, &q.rec, &q.rec_size, &stored)
@@ -1058,14 +1205,18 @@ cdef int walk_ordered(MDB_cursor *cur, Batch *b, size_t m, bint by_link, Directo
         if rc:
             free(slots)
             return rc
-        if slots != NULL and stored != NULL:
+        if ahead and stored != NULL:
             actual = page_of(stored, d.psize)
             d.predicted += 1
-            if d.page[slots[jj]] != actual:
+            if d.fence[slots[jj]].page != actual:
                 d.mispredicted += 1
-                d.page[slots[jj]] = actual  # a benign race between threads: a hint
+                d.fence[slots[jj]].page = actual  # a benign race between threads: a hint
     free(slots)
     return 0
+
+
+cdef inline uint64_t query_window(const Query *q, bint by_link, size_t skip) noexcept nogil:
+    return window64(q.link, q.link_len, skip) if by_link else window64(q.key, q.key_len, skip)
 
 
 cdef int walk_batch(MDB_cursor *index, MDB_cursor *history, Batch *b, size_t *found,
