@@ -19,6 +19,7 @@ import random
 import secrets
 
 import gevent
+import grpc
 from google.type import date_pb2
 from locust import constant_throughput, task
 
@@ -68,13 +69,19 @@ class Terminal(GrpcUser):
             self._by_number([insurer, symbol, "9" + number[-7:] + "9", branch, birth], "unknown number")
 
     def _by_card(self, serial: str, kind: str):
-        answer = self.stub.CheckByCard(eligibility_pb2.CheckByCardRequest(card_serial=serial),
-                                         metadata=self.metadata)
+        try:
+            answer = self.stub.CheckByCard(eligibility_pb2.CheckByCardRequest(card_serial=serial),
+                                           metadata=self.metadata)
+        except grpc.RpcError:
+            return  # already reported as a failure by the interceptor
         note_answer(kind, VALIDITY.get(answer.validity, str(answer.validity)))
 
     def _by_number(self, fields: list, kind: str):
         insurer, symbol, number, branch, birth = fields
-        answer = self.stub.CheckByNumber(eligibility_pb2.CheckByNumberRequest(
-            insurer_number=insurer, symbol=symbol, number=number, branch=branch,
-            birth_date=_date(birth)), metadata=self.metadata)
+        try:
+            answer = self.stub.CheckByNumber(eligibility_pb2.CheckByNumberRequest(
+                insurer_number=insurer, symbol=symbol, number=number, branch=branch,
+                birth_date=_date(birth)), metadata=self.metadata)
+        except grpc.RpcError:
+            return
         note_answer(kind, VALIDITY.get(answer.validity, str(answer.validity)))
