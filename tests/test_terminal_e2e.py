@@ -271,3 +271,30 @@ def test_facility_mismatch_is_refused(check_here, pki_dir, server, insert):
     # The terminal refuses to sign a challenge for another facility than its certificate's.
     expect(proc, 1)
     assert "is not the certificate's" in proc.stdout
+
+
+def test_folder_mode_card_request(pcsc, server, pki_dir, insert, tmp_path):
+    insert("valid-1")
+    req, res = tmp_path / "req", tmp_path / "res"
+    req.mkdir()
+    res.mkdir()
+    (req / "0001.json").write_text('{"kind": "card"}')
+    pin_read, pin_write = os.pipe()
+    os.write(pin_write, (PIN + "\n").encode())
+    os.close(pin_write)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "onshi.cli", "terminal", "watch", str(req), str(res), "--once",
+             *terminal_args(server.target, pki_dir)],
+            env=dict(pcsc.env, ONSHI_TERMINAL_PIN_FD=str(pin_read)), pass_fds=(pin_read,),
+            capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(pin_read)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "answered 0001.json valid exit=0\n"
+    text = (res / "0001.json").read_text(encoding="utf-8")
+    doc = json.loads(text)
+    assert doc["outcome"] == "valid" and doc["method"] == "card" and doc["card"]["serial"] == "1001"
+    assert doc["qualifications"][0]["person"]["name"] == NON_JIS_NAME
+    del doc["answered_at"]  # microseconds could spell anything
+    assert PIN not in json.dumps(doc, ensure_ascii=False)

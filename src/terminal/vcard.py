@@ -185,10 +185,10 @@ class VirtualJpkiCard:
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+def _recv_exact(sock: socket.socket, n: int, quickack: bool = True) -> bytes | None:
     buf = bytearray()
     while len(buf) < n:
-        if _QUICKACK is not None:
+        if quickack and _QUICKACK is not None:
             # vpcd writes the length and the APDU in two sends; with Nagle on its
             # side and a delayed ACK on ours every APDU would wait ~40 ms.
             sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
@@ -218,14 +218,14 @@ def connect(host: str, port: int, timeout: float) -> socket.socket:
             time.sleep(0.1)
 
 
-def serve(card: VirtualJpkiCard, sock: socket.socket) -> None:
+def serve(card: VirtualJpkiCard, sock: socket.socket, *, quickack: bool = True) -> None:
     """Answer vpcd until it closes the connection."""
     while True:
-        header = _recv_exact(sock, 2)
+        header = _recv_exact(sock, 2, quickack)
         if header is None:
             return
         (length,) = struct.unpack(">H", header)
-        payload = _recv_exact(sock, length)
+        payload = _recv_exact(sock, length, quickack)
         if payload is None:
             return
         if length == 1:
@@ -262,13 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tries-left", type=int, default=jpki.PIN_TRIES)
     p.add_argument("--state", help="file keeping the PIN counter across restarts (like a real chip)")
     p.add_argument("--connect-timeout", type=float, default=30.0)
+    p.add_argument("--no-quickack", action="store_true",
+                   help="leave delayed ACKs on (only to measure what TCP_QUICKACK saves: bench/terminal_card.py)")
     args = p.parse_args(argv)
     card = load_card(args.cert, args.key, args.pin, tries_left=args.tries_left, state_path=args.state)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM = pull the card out
     sock = connect(args.host, args.port, args.connect_timeout)
     print(f"vcard: inserted into vpcd at {args.host}:{args.port}", flush=True)
     try:
-        serve(card, sock)
+        serve(card, sock, quickack=not args.no_quickack)
     finally:
         sock.close()
     print("vcard: vpcd closed the connection", flush=True)
