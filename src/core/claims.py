@@ -233,60 +233,44 @@ def run_points(points: int, runs: list[Run]) -> list[int]:
 
 # --- the per-facility ledger of recorded verdicts (for apportionment) ------------
 #
-#   claim_record  facility \x1f claim_id -> month(u32) then, per payer,
-#                 insurer (utf-8) \x1f points (decimal) joined by \x1e;
-#                 insurer "" is the facility's UNRESOLVED bucket
-#   claim_totals  facility(10) \x1f month(u32 BE) insurer -> points(i64) claims(i64)
+#   claim_record  facility \x1f month (u32 BE, YYYYMM) claim_id
+#                 -> per payer insurer \x1f points, joined by \x1e
+#                 (insurer "" is the facility's UNRESOLVED bucket; RETURN: empty)
+#
+# A receipt number is unique within a facility's month, so (facility, month,
+# claim ID) names a claim and re-verifying it overwrites its record: recording is
+# one putmulti per batch, never a read-modify-write of totals. Apportion sums a
+# facility's period by a prefix scan (a facility bills thousands a month).
 
 RECORD_DB = b"claim_record"
-TOTALS_DB = b"claim_totals"
 UNRESOLVED_INSURER = ""
-_TOTAL = struct.Struct(">qq")
 _MONTH = struct.Struct(">I")
-
-
 MAX_RECORD_KEY = 500  # LMDB keys are at most 511 bytes
 
 
-def record_key(facility_code: str, claim_id: str) -> bytes:
-    return f"{facility_code}\x1f{claim_id}".encode()[:MAX_RECORD_KEY]
-
-
-def encode_record(month: int, payers: list[tuple[str, int]]) -> bytes:
-    body = "\x1e".join(f"{ins}\x1f{pts}" for ins, pts in payers)
-    return _MONTH.pack(month) + body.encode()
-
-
-def decode_record(value: bytes) -> tuple[int, list[tuple[str, int]]]:
-    (month,) = _MONTH.unpack_from(value, 0)
-    body = bytes(value[_MONTH.size:]).decode()
-    payers = []
-    for part in body.split("\x1e") if body else ():
-        ins, pts = part.split("\x1f")
-        payers.append((ins, int(pts)))
-    return month, payers
-
-
-def totals_key(facility_code: str, month: int, insurer: str) -> bytes:
-    return facility_code.encode() + b"\x1f" + _MONTH.pack(month) + insurer.encode()
-
-
-def totals_prefix(facility_code: str) -> bytes:
+def ledger_prefix(facility_code: str) -> bytes:
     return facility_code.encode() + b"\x1f"
 
 
-def parse_totals_key(key: bytes, facility_code: str) -> tuple[int, str]:
-    start = len(totals_prefix(facility_code))
-    (month,) = _MONTH.unpack_from(key, start)
-    return month, bytes(key[start + _MONTH.size:]).decode()
+def record_key(facility_code: str, month: int, claim_id: str) -> bytes:
+    return (ledger_prefix(facility_code) + _MONTH.pack(month) + claim_id.encode())[:MAX_RECORD_KEY]
 
 
-def pack_total(points: int, claims: int) -> bytes:
-    return _TOTAL.pack(points, claims)
+def record_month(key: bytes, facility_code: str) -> int:
+    return _MONTH.unpack_from(key, len(ledger_prefix(facility_code)))[0]
 
 
-def unpack_total(value: bytes) -> tuple[int, int]:
-    return _TOTAL.unpack(value)
+def encode_payers(payers) -> bytes:
+    return "\x1e".join(f"{ins}\x1f{pts}" for ins, pts in payers).encode()
+
+
+def decode_payers(value: bytes) -> list[tuple[str, int]]:
+    body = bytes(value).decode()
+    out = []
+    for part in body.split("\x1e") if body else ():
+        ins, _, pts = part.partition("\x1f")
+        out.append((ins, int(pts)))
+    return out
 
 
 def apportion(unresolved_points: int, paid: dict[str, int]) -> list[tuple[str, int, int]]:

@@ -89,7 +89,6 @@ class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
         self.engine = engine if engine is not None else engine_beside(writer)
         self.verifier = rules.Verifier(self.engine, writer.env)
         self.record_db = writer.open_db(rules.RECORD_DB)
-        self.totals_db = writer.open_db(rules.TOTALS_DB)
         self.batches_verified = 0
         self._normalized: dict[str, str] = {}  # insurer number as billed -> normalised
 
@@ -139,49 +138,33 @@ class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
 
     # -- the ledger ---------------------------------------------------------------
     def totals(self, facility_code: str, first_month: int, last_month: int) -> tuple[int, int, dict[str, int]]:
-        prefix = rules.totals_prefix(facility_code)
+        """(unresolved points, unresolved claims, paid points per insurer) of the
+        facility's recorded claims in the months, by one prefix scan."""
+        prefix = rules.ledger_prefix(facility_code)
+        start = prefix + rules._MONTH.pack(first_month)
         unresolved_points = unresolved_claims = 0
         paid: dict[str, int] = defaultdict(int)
         with self.writer.env.begin() as txn:
-            cursor = txn.cursor(db=self.totals_db)
-            if cursor.set_range(prefix + rules._MONTH.pack(first_month)):
+            cursor = txn.cursor(db=self.record_db)
+            if cursor.set_range(start):
                 for key, value in cursor:
-                    if not key.startswith(prefix):
+                    if not key.startswith(prefix) or rules.record_month(key, facility_code) > last_month:
                         break
-                    month, insurer = rules.parse_totals_key(key, facility_code)
-                    if month > last_month:
-                        break
-                    points, count = rules.unpack_total(value)
-                    if insurer == rules.UNRESOLVED_INSURER:
-                        unresolved_points += points
-                        unresolved_claims += count
-                    else:
-                        paid[insurer] += points
+                    for insurer, points in rules.decode_payers(value):
+                        if insurer == rules.UNRESOLVED_INSURER:
+                            unresolved_points += points
+                            unresolved_claims += 1
+                        else:
+                            paid[insurer] += points
         return unresolved_points, unresolved_claims, dict(paid)
 
     def _record(self, claims, response: claims_pb2.VerifyClaimsResponse) -> None:
-        """Record who pays what per claim, replacing an earlier verdict of the same
-        claim (re-verification must not count twice), in one write transaction.
-
-        Per-claim work is Python building (key, value) pairs and summing into
-        per (facility, month, insurer) totals; LMDB sees two C loops (getmulti
-        for earlier records, putmulti for the new ones) and one put per total."""
+        """Record who pays what per claim, overwriting an earlier record of the
+        same (facility, month, claim ID): one putmulti in one transaction."""
         ok, unresolved, returned = rules.OK, rules.UNRESOLVED, rules.RETURN
         month_pack = rules._MONTH.pack
         insurers = self._normalized
-        records: dict[bytes, bytes] = {}
-        totals: dict[tuple[str, int, str], list[int]] = {}
-        payers_of: dict[bytes, tuple[str, int, tuple]] = {}  # key -> (facility, month, payers)
-
-        def add(facility, month, payers, sign):
-            for ins, pts in payers:
-                t = totals.get((facility, month, ins))
-                if t is None:
-                    totals[(facility, month, ins)] = [sign * pts, sign]
-                else:
-                    t[0] += sign * pts
-                    t[1] += sign
-
+        records: dict[bytes, bytes] = {}  # the later of a claim twice in a batch wins
         for c, v in zip(claims, response.verdicts):
             outcome = v.outcome
             if outcome == ok:
@@ -190,45 +173,21 @@ class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
                     if len(insurers) > 100_000:  # bounded: a few thousand real insurers
                         insurers.clear()
                     ins = insurers[c.insurer_number] = identifiers.normalize_insurer_number(c.insurer_number)
-                payers: tuple = ((ins, c.points),)
+                value = f"{ins}\x1f{c.points}".encode()
             elif outcome == unresolved:
-                payers = ((rules.UNRESOLVED_INSURER, c.points),)
+                value = f"\x1f{c.points}".encode()
             elif outcome == returned:
-                payers = ()
+                value = b""
             else:
-                payers = tuple((seg.insurer_number, seg.points) for seg in v.segments)
+                value = rules.encode_payers((seg.insurer_number, seg.points) for seg in v.segments)
             a = c.first_visit_date
-            month = a.year * 100 + a.month
-            facility = c.facility_code
-            key = f"{facility}\x1f{c.claim_id}".encode()[:rules.MAX_RECORD_KEY]
-            earlier = payers_of.get(key)
-            if earlier is not None:  # the same claim twice in one batch: the later counts
-                add(*earlier, -1)
-            payers_of[key] = (facility, month, payers)
-            add(facility, month, payers, 1)
-            records[key] = month_pack(month) + "\x1e".join(f"{i}\x1f{p}" for i, p in payers).encode()
-
-        record_db, totals_db = self.record_db, self.totals_db
+            key = f"{c.facility_code}\x1f".encode() + month_pack(a.year * 100 + a.month) + c.claim_id.encode()
+            records[key[:rules.MAX_RECORD_KEY]] = value
+        items = sorted(records.items())  # key order: fewer page touches in the B-tree
+        record_db = self.record_db
 
         def change(t):
-            txn = t.txn
-            delta = {k: list(v) for k, v in totals.items()}  # re-runnable: no outside effects
-            cursor = txn.cursor(db=record_db)
-            for key, old in cursor.getmulti(list(records)):
-                old_month, old_payers = rules.decode_record(old)
-                facility = payers_of[bytes(key)][0]
-                for ins, pts in old_payers:
-                    d = delta.setdefault((facility, old_month, ins), [0, 0])
-                    d[0] -= pts
-                    d[1] -= 1
-            cursor.putmulti(list(records.items()))
-            for (facility, month, ins), (pts, count) in sorted(delta.items()):
-                if not pts and not count:
-                    continue
-                key = rules.totals_key(facility, month, ins)
-                raw = txn.get(key, db=totals_db)
-                old_pts, old_count = rules.unpack_total(raw) if raw else (0, 0)
-                txn.put(key, rules.pack_total(old_pts + pts, old_count + count), db=totals_db)
+            t.txn.cursor(db=record_db).putmulti(items)
 
         self.writer.apply(change)
 
