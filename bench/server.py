@@ -99,18 +99,62 @@ def requests(persons: int, count: int = 4096) -> list[bytes]:
 # --- the server process ---------------------------------------------------------
 
 
+class _AnswerWithoutLookup:
+    """Engine stand-in returning a fixed answer with the GIL held (diagnostic only)."""
+
+    kind = "none"
+
+    def __init__(self, answer: bytes):
+        self.answer = answer
+
+    def check_by_card(self, serial_key, day):
+        return self.answer
+
+    def check_by_number(self, number_key, birth_day, day):
+        return self.answer
+
+
+def diagnostic_handler(name: str, engine, sample: bytes):
+    """Threaded stack handlers between the floor and the real check:
+    empty    fixed answer, request not looked at (the floor)
+    gil      the floor + one GIL release around a ~1 µs syscall, as an engine lookup does
+    nolookup the real handler's Python work (parse, validate) with the lookup replaced by
+             a fixed answer, GIL held throughout
+    check    the real handler (None: create_server's own)"""
+    import select
+
+    import grpc
+    from onshi.server import eligibility
+
+    if name == "empty":
+        return eligibility.build_empty_handlers(sample)
+    if name == "gil":
+
+        def released(raw, context):
+            select.select((), (), (), 0)  # releases and re-takes the GIL
+            return sample
+
+        h = grpc.unary_unary_rpc_method_handler(released)
+        return grpc.method_handlers_generic_handler(
+            eligibility.SERVICE_NAME, {"CheckByCard": h, "CheckByNumber": h}
+        )
+    if name == "nolookup":
+        return eligibility.build_eligibility_handlers(_AnswerWithoutLookup(sample))
+    return None
+
+
 def serve(args) -> None:
     from onshi.core import identifiers
     from onshi.core.dates import today_jst
     from onshi.core.engine import open_engine
-    from onshi.server import app, eligibility
+    from onshi.server import app
 
     engine = open_engine(args.data, args.engine)
     # The empty handler answers what a real check answers, so both send the same bytes.
     sample = engine.check_by_card(identifiers.card_serial_key(format(7919 + 1, "X")), today_jst())
     empty = sample if args.handler == "empty" else None
     if args.stack == "threaded":
-        handler = eligibility.build_empty_handlers(sample) if empty else None
+        handler = diagnostic_handler(args.handler, engine, sample)
         serving = app.create_server(
             engine, address="127.0.0.1:0", threads=args.threads, eligibility_handler=handler
         )
@@ -306,10 +350,11 @@ def run_one(args, data: Path, stack: str, handler: str) -> dict:
 def bench(args) -> None:
     data = dataset(args.persons)
     stacks = args.stacks.split(",")
+    handlers = args.handlers.split(",")
     runs: dict[tuple[str, str], list[dict]] = {}
     for r in range(args.rounds):
         for stack in stacks:
-            for handler in ("empty", "check"):
+            for handler in handlers if stack == "threaded" else ("empty", "check"):
                 res = run_one(args, data, stack, handler)
                 runs.setdefault((stack, handler), []).append(res)
                 print(
@@ -334,13 +379,13 @@ def bench(args) -> None:
     )
     print("|---|---|---:|---:|---:|---:|")
     for stack in stacks:
-        ratio = statistics.median(
-            c["cpu_us_per_check"] / e["cpu_us_per_check"]
-            for e, c in zip(runs[(stack, "empty")], runs[(stack, "check")])
-        )
-        for handler in ("empty", "check"):
+        for handler in handlers if stack == "threaded" else ("empty", "check"):
             m = med[(stack, handler)]
-            shown = "1.00×" if handler == "empty" else f"{ratio:.2f}×"
+            ratio = statistics.median(
+                c["cpu_us_per_check"] / e["cpu_us_per_check"]
+                for e, c in zip(runs[(stack, "empty")], runs[(stack, handler)])
+            )
+            shown = f"{ratio:.2f}×"
             print(
                 f"| {stack} | {handler} | {m['checks_per_s']:,.0f} | {m['cpu_us_per_check']:.1f} "
                 f"| {shown} | {m['switches_per_check']:.2f} |"
@@ -362,7 +407,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="mode")
     s = sub.add_parser("_serve")
     s.add_argument("--stack", choices=("threaded", "aio"))
-    s.add_argument("--handler", choices=("empty", "check"))
+    s.add_argument("--handler", choices=("empty", "gil", "nolookup", "check"))
     s.add_argument("--data")
     s.add_argument("--engine")
     s.add_argument("--threads", type=int)
@@ -375,6 +420,11 @@ def main() -> None:
     c.add_argument("--target")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--stacks", default="threaded,aio")
+    parser.add_argument(
+        "--handlers",
+        default="empty,check",
+        help="threaded stack handlers, from empty,gil,nolookup,check (see diagnostic_handler)",
+    )
     parser.add_argument("--engine", default=os.environ.get("ONSHI_ENGINE", "native"))
     parser.add_argument("--threads", type=int, default=8, help="threaded server's handler threads")
     parser.add_argument(
