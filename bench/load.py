@@ -96,11 +96,12 @@ def main(argv: list[str] | None = None) -> int:
 def servers(args):
     data = args.data or common.dataset(args.persons)
     needs_secondary = args.scenario in ("review", "insurer", "mixed")
-    writes = args.scenario in ("insurer", "mixed")
+    writes = args.scenario in ("review", "insurer", "mixed")
     work = None
     if writes:
-        # The insurer stream writes: serve a private copy so the cached dataset
-        # (and every later run on it) stays as generated.
+        # Insurer updates and recorded claim verdicts (the apportionment
+        # ledger) write to the store: serve a private copy so the cached
+        # dataset (and every later run on it) stays as generated.
         work = common.copy_dataset(Path(data), args.out / f"store-{os.getpid()}")
         data = work
     stack = contextlib.ExitStack()
