@@ -122,3 +122,51 @@ def test_non_facility_role_is_refused(capsys, server, pki_dir):
     assert proc.returncode == 31, proc.stdout
     assert "【この端末は接続を拒否されました】 This terminal was refused" in proc.stdout
     assert "PERMISSION_DENIED" in proc.stdout
+
+
+@pytest.mark.parametrize("card, outcome", [
+    ("valid-1", None), ("expired", "card_certificate_expired"), ("revoked", "card_certificate_revoked"),
+    ("not-yet-valid", "card_refused"), ("forged", "card_refused")])
+def test_server_refusals_of_card_proofs_map_to_outcomes(server, pki_dir, card, outcome):
+    """The server's verdict on each test card, as the terminal maps it (the E2E
+    tests stop expired cards at the terminal before the PIN, so the server's
+    CARD_CERTIFICATE_EXPIRED is checked here with a proof signed directly)."""
+    import secrets
+    import time
+
+    import grpc
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from onshi.core import cardproof
+    from onshi.terminal.client import EligibilityConnection, ServerConfig, outcome_of_error
+    from onshi.v1 import eligibility_pb2
+    from tests.test_terminal_support import card_files
+
+    cert_path, key_path = card_files(pki_dir, card)
+    with open(cert_path, "rb") as f:
+        der = x509.load_pem_x509_certificate(f.read()).public_bytes(serialization.Encoding.DER)
+    with open(key_path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    challenge = eligibility_pb2.CardChallenge(facility_code=FACILITY, timestamp_unix=int(time.time()),
+                                              nonce=secrets.token_bytes(32))
+    signature = cardproof.sign_challenge(key, FACILITY, challenge.timestamp_unix, challenge.nonce)
+    config = ServerConfig.from_pki(pki_dir, FACILITY, target=server.target)
+    with EligibilityConnection(config) as conn:
+        try:
+            response = conn.check_by_card(der, challenge, signature, None)
+        except grpc.RpcError as exc:
+            assert outcome is not None, exc.details()
+            assert outcome_of_error(exc, server.target)[0].key == outcome
+        else:
+            assert outcome is None and response.validity == eligibility_pb2.VALIDITY_VALID
+
+
+def test_card_check_without_a_pcsc_service_is_reader_unavailable(server, pki_dir, tmp_path):
+    from tests.test_terminal_support import run_cli
+
+    env = dict(os.environ, PCSCLITE_CSOCK_NAME=str(tmp_path / "no-pcscd.comm"))
+    proc = run_cli(["check", "--card", *terminal_args(server.target, pki_dir)], env)
+    assert proc.returncode == 28, proc.stdout + proc.stderr
+    assert "【カードリーダーが使用できません】 Card reader unavailable" in proc.stdout
+    assert "Enter the 4-digit PIN" not in proc.stderr
