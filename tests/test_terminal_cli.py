@@ -170,3 +170,20 @@ def test_card_check_without_a_pcsc_service_is_reader_unavailable(server, pki_dir
     assert proc.returncode == 28, proc.stdout + proc.stderr
     assert "【カードリーダーが使用できません】 Card reader unavailable" in proc.stdout
     assert "Enter the 4-digit PIN" not in proc.stderr
+
+
+def test_insecure_dev_demo_server(capsys, tmp_path):
+    """`onshi serve --insecure-dev` (loopback, plaintext, demo only): the terminal
+    declares the facility role in metadata instead of a client certificate."""
+    from tests.test_terminal_support import Server, build_store
+
+    store = str(tmp_path / "store")
+    build_store(store)
+    demo = Server(store, None, "--insecure-dev")
+    try:
+        proc = run(capsys, ["check", *number_args(YOSHIDA), "--server", demo.target, "--insecure-dev",
+                            "--facility", FACILITY])
+    finally:
+        demo.stop()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "【資格有効】 Valid" in proc.stdout

@@ -131,12 +131,12 @@ class Server:
     client certificates and card-proof verification against the test JPKI CA and
     its revocation list (onshi.server.trust), one worker, this test's store."""
 
-    def __init__(self, store_dir: str, pki_dir: str, *extra: str):
+    def __init__(self, store_dir: str, pki_dir: str | None, *extra: str):
         self.proc = subprocess.Popen(
             # The pure engine: these tests are about the terminal, and must not
             # depend on the native build of the moment (the engine tests cover it).
             [sys.executable, "-m", "onshi.cli", "serve", "--data", store_dir, "--port", "0", "--workers", "1",
-             "--engine", "pure", "--pki", pki_dir, *extra],
+             "--engine", "pure", *(["--pki", pki_dir] if pki_dir else []), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         self.stderr = Reader(self.proc.stderr)
         deadline = time.monotonic() + 60
