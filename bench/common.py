@@ -23,7 +23,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 OUT = BENCH / "out"  # gitignored: datasets, CSVs, SQLite files
-DATA = BENCH / "data"  # committed: machine-readable figures the plots are drawn from
+DATA = Path(os.environ.get("ONSHI_BENCH_DATA") or BENCH / "data")  # committed: figures the plots are drawn from
 RESULTS = Path(os.environ.get("ONSHI_BENCH_RESULTS") or BENCH / "RESULTS.md")  # override: dry runs
 COMPLETE = ".complete"  # marker written after a dataset finished generating (as scripts/run.sh)
 

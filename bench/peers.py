@@ -45,11 +45,11 @@ INTRO = """\
 history → answer bytes for the visit date) on one store, all in one run, one
 core each. Figures are checks per CPU-second (the bench process's CPU time, plus
 redis-server's for Redis), not per wall second, so that other sessions' load on
-these 2 cores does not decide the comparison. SQLite and Redis
-decide with the pure engine's Python code over the same record bytes; "fetch"
-is the storage lookup alone. Figures are the best of the rounds (other sessions
-share these 2 cores). Targets: native ≥ 20× SQLite, and ahead of Redis
-pipelined. Plot: [peers.png](peers.png)."""
+these 2 cores does not decide the comparison; best of the rounds. SQLite and
+Redis decide with the pure engine's Python code over the same record bytes
+(answers checked identical to native's); "(fetch)" is the storage lookup
+alone. Targets: native ≥ 20× SQLite, and ahead of Redis pipelined (native
+single calls against both). Plot: [peers.png](peers.png)."""
 HEADER = ["date (UTC)", "command", "persons", "native checks/s (batch)", "pure", "SQLite (fetch)",
           "Redis (fetch)", "Redis pipelined (fetch)", "bytes/person LMDB · SQLite · Redis",
           "native ÷ SQLite", "native ÷ Redis pipelined", "targets", "machine"]

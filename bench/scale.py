@@ -33,7 +33,7 @@ by `onshi gen`, queries spread over the whole key space, best of the rounds
 after a warm-up pass, one core. "gen" is the `onshi gen` wall time on this shared machine.
 Target: 10M persons ≥ 70% of the 100k card checks/s."""
 HEADER = ["date (UTC)", "command", "persons", "card checks/s", "card batch/s", "number checks/s",
-          "÷ 100k", "bytes/person", "store", "gen", "target", "machine"]
+          "÷ smallest", "B-tree depth card·history", "bytes/person", "store", "gen", "target", "machine"]
 NATIONAL = 125_000_000
 
 
@@ -79,7 +79,7 @@ def measure(store: Path, engine_kind: str, queries: int, seconds: float, rounds:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = sorted(int(s) for s in args.sizes.split(","))
     rows = []
     for persons in sizes:
         path = common.dataset_dir(persons)
@@ -91,13 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             common.dataset(persons)
             print(f"scale: generated {persons:,} persons in {time.perf_counter() - started:.0f} s", flush=True)
         figures = measure(path, args.engine, args.queries, args.seconds, args.rounds)
+        depths = btree_depths(path)
         info = common.gen_info(path)
         size = common.store_bytes(path)
         rows.append({"persons": persons, "checks_per_s": figures, "bytes": size,
                      "bytes_per_person": round(size / persons, 1), "gen_s": info.get("seconds"),
-                     "gen_date": info.get("date")})
+                     "gen_date": info.get("date"), "depths": depths})
         print(f"scale: {persons:,} persons: " + ", ".join(f"{k} {v:,}/s" for k, v in figures.items()) +
-              f"; {size / persons:,.0f} B/person", flush=True)
+              f"; {size / persons:,.0f} B/person; B-tree depth {depths}", flush=True)
     base = next((r for r in rows if r["persons"] == min(sizes) and "checks_per_s" in r), None)
     top = next((r for r in rows if r["persons"] == max(sizes) and "checks_per_s" in r), None)
     ok = None
@@ -110,6 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_record:
         write(result)
     return 0 if ok is not False else 1
+
+
+def btree_depths(path: Path) -> dict:
+    """B-tree depth of each database on the card chain: each level is one more
+    page (and likely cache line misses) per lookup as the store grows."""
+    import lmdb
+
+    env = lmdb.open(str(path), readonly=True, max_dbs=32, lock=False)
+    try:
+        with env.begin() as txn:
+            return {name: txn.stat(env.open_db(name.encode(), txn=txn, create=False))["depth"]
+                    for name in ("card", "number", "history")}
+    finally:
+        env.close()
 
 
 def projection(rows: list[dict]) -> dict | None:
@@ -139,7 +154,7 @@ def write(r: dict) -> None:
     base = next((row for row in r["rows"] if "checks_per_s" in row), None)
     for row in r["rows"]:
         if "missing" in row:
-            cells = [f"{row['persons']:,}", "not measured: " + row["missing"], "", "", "", "", "", "", "—"]
+            cells = [f"{row['persons']:,}", "not measured: " + row["missing"], "", "", "", "", "", "", "", "—"]
         else:
             c = row["checks_per_s"]
             ratio = c["card"] / base["checks_per_s"]["card"] if base else float("nan")
@@ -147,8 +162,10 @@ def write(r: dict) -> None:
             if row["persons"] >= 10_000_000 and base and base["persons"] <= 100_000:
                 target = common.verdict(ratio >= 0.7)
             gen = f"{row['gen_s']:,.0f} s" if row.get("gen_s") else "(reused; time not recorded)"
+            d = row["depths"]
             cells = [f"{row['persons']:,}", f"{c['card']:,}", f"{c['card batch']:,}", f"{c['number']:,}",
-                     f"{ratio:.0%}", f"{row['bytes_per_person']:,.0f}", f"{row['bytes'] / 1e9:.2f} GB", gen, target]
+                     f"{ratio:.0%}", f"{d['card']}·{d['history']}", f"{row['bytes_per_person']:,.0f}",
+                     f"{row['bytes'] / 1e9:.2f} GB", gen, target]
         common.append_results(SECTION, INTRO, HEADER,
                               [r["date"], f"`{r['command']}`", *cells,
                                f"{r['machine']}, load avg {r['loadavg']:.1f}"])
