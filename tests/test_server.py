@@ -671,7 +671,7 @@ def test_killed_worker_is_reported_and_replaced(store, engine_kind):
 
 
 def test_sigterm_drains_in_flight_calls_and_exits_0(store, engine_kind, engine):
-    delay = 0.6
+    delay = 1.0
     srv = ServerProcess(
         store, engine_kind, "--test-handler-delay-ms", str(delay * 1000), "--grace", "5"
     )
@@ -688,6 +688,12 @@ def test_sigterm_drains_in_flight_calls_and_exits_0(store, engine_kind, engine):
             target=lambda: statuses.extend(r.status for r in _until_cancelled(watch))
         )
         watcher.start()
+        for ch in channels:  # connected first, so the calls reach handlers at once
+            grpc.channel_ready_future(ch).result(timeout=10)
+        deadline = time.monotonic() + 10
+        while not statuses:  # the watch is established before the stop
+            assert time.monotonic() < deadline, "health Watch never answered"
+            time.sleep(0.02)
         request = card(as_of=D(dt.date(2024, 1, 1)))
         expected = engine.check_by_card(
             identifiers.card_serial_key("A1"), dates.to_day(dt.date(2024, 1, 1))
