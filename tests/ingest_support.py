@@ -214,13 +214,14 @@ def onshi(*args: str) -> list[str]:
 class Proc:
     """A server subprocess that wrote its port to a file."""
 
-    def __init__(self, argv: list[str], port_file: Path, log: Path, timeout: float = 30.0):
+    def __init__(self, argv: list[str], port_file: Path, log: Path, timeout: float = 30.0,
+                 env: dict | None = None):
         self.port_file = port_file
         with contextlib.suppress(FileNotFoundError):
             port_file.unlink()
         self.log = log
-        self.proc = subprocess.Popen(argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=_env(),
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(argv, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                                     env={**_env(), **(env or {})}, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not port_file.exists():
             if self.proc.poll() is not None:
@@ -242,10 +243,17 @@ class Proc:
         return self.kill(signal.SIGTERM)
 
 
+# The claims service hosted by ingest-serve reads through an engine; the native
+# one opening a second LMDB handle on the writer's own store in the same process
+# crashed (SIGSEGV) with the 12:12 native build, and LMDB forbids opening one
+# environment twice in a process anyway: the writer process reads through py-lmdb.
+INGEST_ENV = {"ONSHI_ENGINE": "pure"}
+
+
 def start_ingest(data: Path, tmp: Path, port: int = 0, *extra: str) -> Proc:
     return Proc(onshi("ingest-serve", "--data", str(data), "--port", str(port),
                       "--port-file", str(tmp / "ingest.port"), *extra),
-                tmp / "ingest.port", tmp / "ingest.log")
+                tmp / "ingest.port", tmp / "ingest.log", env=INGEST_ENV)
 
 
 def eligibility_server_available() -> bool:

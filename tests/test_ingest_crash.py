@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from onshi.core import enrollment
+from onshi.core.store import open_env
 from onshi.core.writer import Writer, WriteTxn
 from onshi.server.ingest_cli import UpdateStreamer
 from onshi.v1 import enrollment_pb2 as pb
@@ -20,14 +21,18 @@ from tests import ingest_support as s
 
 RESIDENTS = 10_000
 UPDATES = 50_000
-KILL_AFTER = 15_000  # acks; the kill lands mid-stream
+KILL_AFTER = 10_000  # acks; the kill lands mid-stream, right after a commit
 ACCEPTED, DUPLICATE = pb.ENROLLMENT_OUTCOME_ACCEPTED, pb.ENROLLMENT_OUTCOME_DUPLICATE
 
 
 @pytest.mark.slow
-def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_path):
+@pytest.mark.parametrize("batch", [1, 500], ids=["StreamUpdates", "StreamUpdateBatches"])
+def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_path, batch):
     data = tmp_path / "store"
-    ingest = s.start_ingest(data, tmp_path)
+    # Acks wait 150 ms after each commit, and the kill waits until the disk holds
+    # more applied updates than the client has acks: it lands between a commit and
+    # its acks, so those updates are re-sent and must come back DUPLICATE.
+    ingest = s.start_ingest(data, tmp_path, 0, "--test-ack-delay-ms", "150")
     port = ingest.port
     with grpc.insecure_channel(ingest.target) as channel:
         stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
@@ -58,7 +63,7 @@ def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_
             if len(breaks) == 1:
                 accepted_before_kill.update(u for u, outs in acks.items() if outs[0][0] == ACCEPTED)
 
-    streamer = UpdateStreamer(ingest.target, s.INSURERS, window=2048, retries=20, retry_delay=0.2,
+    streamer = UpdateStreamer(ingest.target, s.INSURERS, window=2048, batch=batch, retries=20, retry_delay=0.2,
                               on_break=on_break)
     failure: list[BaseException] = []
 
@@ -71,6 +76,7 @@ def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_
     thread = threading.Thread(target=client, daemon=True)
     thread.start()
     assert kill_now.wait(timeout=120), "the stream never got going"
+    committed_unacked = _wait_for_committed_beyond(data, acks, lock)
     ingest.kill()  # SIGKILL, mid-stream
     acked_at_kill = len(acks)
     assert acked_at_kill < UPDATES
@@ -91,6 +97,8 @@ def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_
         resent_duplicates += final[0] == DUPLICATE
     # Acked before the kill: never re-sent, so exactly one ack each.
     assert accepted_before_kill and all(len(acks[u]) == 1 for u in accepted_before_kill)
+    # Committed when killed but never acked: re-sent, and answered DUPLICATE (not applied again).
+    assert committed_unacked and resent_duplicates > 0
 
     writer = Writer(data)
     try:
@@ -109,4 +117,29 @@ def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_
                 assert s.store_rows(view, enrollment.link_of_resident(view, rid)) == model.rows(rid), rid
     finally:
         writer.close()
-    print(f"killed after {acked_at_kill} acks; {resent_duplicates} re-sent updates were already committed")
+    print(f"killed after {acked_at_kill} acks, a commit's acks held back; "
+          f"{resent_duplicates} re-sent updates came back DUPLICATE")
+
+
+def _wait_for_committed_beyond(data, acks, lock, timeout: float = 30.0) -> bool:
+    """Poll the store read-only until it holds more applied updates than the client
+    has acks (a commit whose acks are still held back); True if that happened."""
+    env = open_env(data, readonly=True)
+    try:
+        applied = env.open_db(b"applied", create=False)
+        deadline = time.monotonic() + timeout
+        before = None
+        while time.monotonic() < deadline:
+            with env.begin() as txn:
+                on_disk = txn.stat(applied)["entries"]
+            with lock:
+                acked = len(acks)
+            # A commit just landed (the count jumped) and its acks are held for
+            # 150 ms: kill now, well inside the hold.
+            if before is not None and on_disk > before and on_disk > acked:
+                return True
+            before = on_disk
+            time.sleep(0.002)
+        return False
+    finally:
+        env.close()

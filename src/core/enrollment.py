@@ -338,7 +338,8 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
     """Step 4-5: the change against the person's history (registry already checked)."""
     update, kind = checked.update, checked.kind
     link_id = link_of_resident(wtxn, checked.resident_id)
-    quals = wtxn.history(link_id)[1] if link_id is not None else []
+    old_person, quals = wtxn.history(link_id) if link_id is not None else (None, [])
+    old_keys = {_key(q) for q in quals}  # before any change below (numbers never change)
     notices: list[pb.InsurerNotice] = []
 
     def reject(field: str, description: str) -> pb.EnrollmentAck:
@@ -409,7 +410,7 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
     if link_id is None:
         link_id = wtxn.new_link_id()
         wtxn.put("resident_link", checked.resident_id.encode(), link_key(link_id))
-    wtxn.put_history(link_id, update.person, quals)
+    wtxn.put_history(link_id, update.person, quals, old=(old_person, old_keys))
     for notice in notices:
         notice.notice_id = wtxn.next_sequence(b"notice")
         wtxn.put("notice", _seq(notice.notice_id), notice.SerializeToString(deterministic=True))

@@ -182,16 +182,27 @@ class WriteTxn:
         return self.txn.get(link_key(link_id), db=self.dbs["card_of"])
 
     # -- writes -----------------------------------------------------------
-    def put_history(self, link_id: int, person: Person, quals: list[Qualification]) -> None:
-        """Replace a person's whole history, re-indexing their numbers."""
+    def put_history(self, link_id: int, person: Person, quals: list[Qualification], *,
+                    old: tuple[Person | None, set[bytes]] | None = None) -> None:
+        """Replace a person's whole history, re-indexing their numbers.
+
+        `old`: (person, number keys) of the stored history, when the caller has
+        just decoded it (the ingest service does): saves decoding it again.
+        """
         lk = link_key(link_id)
-        old = self.txn.get(lk, db=self.dbs["history"])
-        old_keys = set()
+        if old is None:
+            raw = self.txn.get(lk, db=self.dbs["history"])
+            old_person, old_quals = history.decode(raw) if raw else (None, [])
+            old = (old_person, {history.qualification_number_key(q) for q in old_quals})
+        old_person, old_keys = old
         old_basic4 = None
-        if old:
-            old_person, old_quals = history.decode(old)
-            old_keys = {history.qualification_number_key(q) for q in old_quals}
-            old_basic4 = unknown.basic4_entry(old_person, link_id)
+        same_person = False
+        if old_person is not None:
+            # Most updates (a loss, a ratio change) keep the person as is: then the
+            # basic4 row is unchanged and need not be computed twice.
+            same_person = bool(quals) and old_person == person
+            if not same_person:
+                old_basic4 = unknown.basic4_entry(old_person, link_id)
         if not quals:
             self.txn.delete(lk, db=self.dbs["history"])
             new_keys: set[bytes] = set()
@@ -207,6 +218,8 @@ class WriteTxn:
             self.txn.delete(key, db=self.dbs["number"])
         for key in new_keys - old_keys:
             self.txn.put(key, lk, db=self.dbs["number"])
+        if same_person:
+            return
         new_basic4 = unknown.basic4_entry(person, link_id) if quals else None
         if old_basic4 is not None and (new_basic4 is None or old_basic4[0] != new_basic4[0]):
             self.txn.delete(old_basic4[0], db=self.dbs["basic4"])

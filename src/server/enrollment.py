@@ -26,6 +26,7 @@ from onshi.v1 import enrollment_pb2_grpc as pb_grpc
 INSURER_METADATA = "x-onshi-insurer"
 WINDOW = 8192           # updates in flight per stream before we stop reading (backpressure)
 MAX_RESIDENTS_PER_CALL = 10_000
+MAX_BATCH = 10_000      # updates per StreamUpdateBatches message
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
@@ -121,6 +122,17 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         self.group = group
 
     async def StreamUpdates(self, request_iterator, context):
+        async for acks in self._stream(request_iterator, context, lambda update: (update,)):
+            for ack in acks:
+                yield ack
+
+    async def StreamUpdateBatches(self, request_iterator, context):
+        async for acks in self._stream(request_iterator, context, _batch_updates):
+            for i in range(0, len(acks), MAX_BATCH):
+                yield pb.StreamUpdateBatchesResponse(acks=acks[i:i + MAX_BATCH])
+
+    async def _stream(self, request_iterator, context, updates_of):
+        """Both stream RPCs: yields lists of acks, in request order, as commits return."""
         try:
             insurers = caller_insurers(context)
         except CallerRefused as exc:
@@ -134,12 +146,17 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         # full): its later updates must not apply without it, so they fail too.
         aborted = [False]
 
-        def job_for(checked):
+        def job_for(update, now):
+            try:
+                checked = enrollment.check_update(update, insurers)
+            except enrollment.Invalid as exc:
+                ack = enrollment.rejected_ack(update.update_id, exc.violations)
+                return lambda wtxn: ack  # no write, but its ack keeps its place in order
+
             def fn(wtxn):
                 if aborted[0]:
                     raise StreamAborted("an earlier update of this stream was not written")
                 return enrollment.apply_update(wtxn, checked, now)
-            now = time.time()
             return fn
 
         def done(result, exc):
@@ -147,22 +164,16 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
                 aborted[0] = True
             sink.put(result if exc is None else exc)
 
-        def pass_through(ack):
-            return lambda wtxn: ack
-
         async def read() -> None:
             try:
-                async for update in request_iterator:
+                async for request in request_iterator:
                     while state["submitted"] - state["sent"] >= WINDOW:
                         room.clear()
                         await room.wait()
-                    try:
-                        checked = enrollment.check_update(update, insurers)
-                        fn = job_for(checked)
-                    except enrollment.Invalid as exc:
-                        fn = pass_through(enrollment.rejected_ack(update.update_id, exc.violations))
-                    state["submitted"] += 1
-                    self.group.submit(fn, done)
+                    now = time.time()
+                    jobs = [(job_for(update, now), done) for update in updates_of(request)]
+                    state["submitted"] += len(jobs)
+                    self.group.submit_many(jobs)
             finally:
                 sink.put(_END)  # after every job of this stream was queued
 
@@ -170,18 +181,26 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         ended = False
         try:
             while not (ended and state["sent"] == state["submitted"]):
+                acks = []
                 for item in await sink.take():
                     if item is _END:
                         ended = True
                         continue
                     if isinstance(item, BaseException):
-                        # The store is full (or broken): nothing of this batch was
+                        # The store is full (or broken): nothing of that commit was
                         # written; the client re-sends what has no ack.
+                        if acks:
+                            yield acks
                         await _refuse(context, item)
-                    state["sent"] += 1
-                    yield item
+                    acks.append(item)
+                state["sent"] += len(acks)
+                if acks:
+                    yield acks
                 room.set()
-            await reader  # surfaces a read error (client cancel...)
+            try:
+                await reader  # surfaces a read error (client cancel...)
+            except CallerRefused as exc:
+                await _refuse(context, exc)
         finally:
             reader.cancel()
 
@@ -259,6 +278,12 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         if insurer not in insurers:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not one of the caller's insurers")
         return [insurer]
+
+
+def _batch_updates(request: pb.StreamUpdateBatchesRequest):
+    if len(request.updates) > MAX_BATCH:
+        raise CallerRefused(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_BATCH} updates per message")
+    return request.updates
 
 
 def _page(size: int) -> int:

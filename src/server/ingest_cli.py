@@ -9,6 +9,7 @@ idempotency on (insurer, update_id) turns at-least-once into exactly-once.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import csv
 import io
@@ -53,6 +54,9 @@ def register(subparsers) -> None:
                        help="largest map size in bytes the store may grow to (default 1 TiB)")
     serve.add_argument("--map-size", type=int, default=None,
                        help="initial map size in bytes (default 1 GiB; it doubles on demand)")
+    # Test only: hold every commit's acks this long, so a crash test's SIGKILL can
+    # land between a commit and its acks (the updates re-sent must be DUPLICATE).
+    serve.add_argument("--test-ack-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     from onshi.server import trust  # issue 5: mTLS, access log, Trust/Audit/Relay services
 
     trust.add_arguments(serve, relay=True)
@@ -71,6 +75,8 @@ def register(subparsers) -> None:
                         help="the file holds resident registry records (PutResidents), not updates")
     ingest.add_argument("--report", help="write every non-accepted ack here as JSON lines")
     ingest.add_argument("--retries", type=int, default=5, help="reconnect attempts when the stream breaks")
+    ingest.add_argument("--batch", type=int, default=500,
+                        help="updates per message (StreamUpdateBatches); 1 sends one per message (StreamUpdates)")
     ingest.add_argument("--no-progress", action="store_true")
     ingest.set_defaults(func=_ingest_file)
 
@@ -83,21 +89,29 @@ def _serve(args) -> int:
     credentials, interceptors = trust.configure_secondary(args, args.host)
     return secondary.serve(args.data, host=args.host, port=args.port, grace=args.grace,
                            port_file=args.port_file, map_size=args.map_size, max_map_size=args.max_map_size,
-                           credentials=credentials, interceptors=interceptors)
+                           credentials=credentials, interceptors=interceptors,
+                           ack_delay=args.test_ack_delay_ms / 1000.0)
 
 
 # --- the client -----------------------------------------------------------------------
 
 class UpdateStreamer:
-    """Streams updates with at most `window` unacked, re-sending the unacked after a break."""
+    """Streams updates with at most `window` unacked, re-sending the unacked after a break.
 
-    RETRYABLE = ("UNAVAILABLE", "CANCELLED", "UNKNOWN", "INTERNAL", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+    batch > 1 uses StreamUpdateBatches (up to `batch` updates per message);
+    batch == 1 the one-update-per-message StreamUpdates. Acks arrive in request
+    order, so the oldest unacked update is always the one an ack answers.
+    """
 
-    def __init__(self, target: str, insurers: Iterable[str], *, window: int = 4096, retries: int = 5,
-                 retry_delay: float = 0.5, on_break: Callable[[Exception], None] | None = None):
+    RETRYABLE = ("UNAVAILABLE", "CANCELLED", "UNKNOWN", "INTERNAL", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED",
+                 "ABORTED")
+
+    def __init__(self, target: str, insurers: Iterable[str], *, window: int = 4096, batch: int = 1,
+                 retries: int = 5, retry_delay: float = 0.5, on_break: Callable[[Exception], None] | None = None):
         self.target = target
         self.metadata = ((INSURER_METADATA, ",".join(sorted(set(insurers)))),)
         self.window = window
+        self.batch = max(1, min(batch, window))
         self.retries = retries
         self.retry_delay = retry_delay
         self.on_break = on_break
@@ -109,40 +123,57 @@ class UpdateStreamer:
         from onshi.v1 import enrollment_pb2_grpc
 
         source = iter(updates)
-        unacked: collections.deque[pb.EnrollmentUpdate] = collections.deque()
+        unacked: collections.deque[pb.EnrollmentUpdate] = collections.deque()  # sent, oldest first
+        resend: collections.deque[pb.EnrollmentUpdate] = collections.deque()   # to send before the source
         lock = threading.Lock()
         attempt = 0
         while True:
-            resend = list(unacked)
-            unacked.clear()
             room = threading.Semaphore(self.window)
             stop = threading.Event()
+            # Held by the request generator while it takes an update and records it as
+            # sent, so a break can wait for it and then account for every update.
+            taking = threading.Lock()
 
-            def requests() -> Iterator[pb.EnrollmentUpdate]:
-                def send(update):
-                    while not room.acquire(timeout=0.1):
-                        if stop.is_set():
-                            return False
+            def take(block: bool):
+                """The next update to send, counted in `unacked`; None when there is none
+                (or, with block=False, no room right now)."""
+                with taking:
+                    if stop.is_set():
+                        return None
+                    while not room.acquire(timeout=0.1 if block else 0):
+                        if stop.is_set() or not block:
+                            return None
+                    if resend:
+                        update = resend.popleft()
+                    else:
+                        update = next(source, None)
+                        if update is None:
+                            room.release()
+                            return None
                     with lock:
                         unacked.append(update)
-                    return True
+                    return update
 
-                for update in resend:
-                    if not send(update):
-                        return
+            def single() -> Iterator[pb.EnrollmentUpdate]:
+                while (update := take(True)) is not None:
                     yield update
-                for update in source:
-                    if not send(update):
-                        # Taken from the source but never sent: keep it for the next attempt.
-                        with lock:
-                            unacked.append(update)
-                        return
-                    yield update
+
+            def batches() -> Iterator[pb.StreamUpdateBatchesRequest]:
+                while (first := take(True)) is not None:
+                    group = [first]
+                    while len(group) < self.batch and (update := take(False)) is not None:
+                        group.append(update)
+                    yield pb.StreamUpdateBatchesRequest(updates=group)
 
             with grpc.insecure_channel(self.target) as channel:
                 stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+                if self.batch > 1:
+                    call = stub.StreamUpdateBatches(batches(), metadata=self.metadata, wait_for_ready=True)
+                    acks = (ack for response in call for ack in response.acks)
+                else:
+                    acks = stub.StreamUpdates(single(), metadata=self.metadata, wait_for_ready=True)
                 try:
-                    for ack in stub.StreamUpdates(requests(), metadata=self.metadata, wait_for_ready=True):
+                    for ack in acks:
                         with lock:
                             update = unacked.popleft()
                         if update.update_id != ack.update_id:
@@ -152,6 +183,10 @@ class UpdateStreamer:
                     return
                 except grpc.RpcError as exc:
                     stop.set()
+                    with taking:  # the generator is not inside take(): every update is accounted for
+                        with lock:
+                            resend.extendleft(reversed(unacked))
+                            unacked.clear()
                     if exc.code().name not in self.RETRYABLE or attempt >= self.retries:
                         raise
                     attempt += 1
@@ -400,7 +435,7 @@ def _ingest_file(args) -> int:
             print(f"\nonshi ingest-file: stream broke ({exc.code().name}); re-sending what had no ack",
                   file=sys.stderr, flush=True)
 
-        streamer = UpdateStreamer(args.target, insurers, retries=args.retries, on_break=on_break)
+        streamer = UpdateStreamer(args.target, insurers, retries=args.retries, batch=args.batch, on_break=on_break)
         try:
             streamer.run(rows, on_ack)
         except grpc.RpcError as exc:

@@ -64,9 +64,10 @@ class _JobFailed(Exception):
 class GroupWriter:
     """Many writers' jobs, one committer thread, one transaction per batch."""
 
-    def __init__(self, writer: Writer, *, max_batch: int = MAX_BATCH):
+    def __init__(self, writer: Writer, *, max_batch: int = MAX_BATCH, ack_delay: float = 0.0):
         self.writer = writer
         self.max_batch = max_batch
+        self.ack_delay = ack_delay  # test only: widen the committed-but-not-yet-acked window
         self._queue: collections.deque[tuple[Callable[[WriteTxn], Any], Done]] = collections.deque()
         self._cv = threading.Condition()
         self._stopping = False
@@ -102,6 +103,14 @@ class GroupWriter:
             if self._stopping:
                 raise RuntimeError("writer is closed")
             self._queue.append((fn, done))
+            self._cv.notify()
+
+    def submit_many(self, jobs: list[tuple[Callable[[WriteTxn], Any], Done]]) -> None:
+        """Queue several jobs at once (one lock, one wake-up), in order."""
+        with self._cv:
+            if self._stopping:
+                raise RuntimeError("writer is closed")
+            self._queue.extend(jobs)
             self._cv.notify()
 
     def apply(self, fn: Callable[[WriteTxn], Any]) -> Any:
@@ -193,6 +202,8 @@ class GroupWriter:
                 break
         self.commits += error is None
         self.jobs += len(batch) if error is None else 0
+        if self.ack_delay and error is None:
+            time.sleep(self.ack_delay)
         self._deliver(batch, results, failed, error)
         return error is None
 
@@ -248,12 +259,12 @@ class Secondary:
 
     def __init__(self, data: str, *, host: str = "127.0.0.1", port: int = 0, map_size: int | None = None,
                  max_map_size: int | None = None, modules=SERVICE_MODULES,
-                 credentials: grpc.ServerCredentials | None = None, interceptors=()):
+                 credentials: grpc.ServerCredentials | None = None, interceptors=(), ack_delay: float = 0.0):
         kwargs = {"max_map_size": max_map_size} if max_map_size else {}
         if map_size:
             kwargs["map_size"] = map_size
         self.writer = Writer(data, **kwargs)
-        self.group = GroupWriter(self.writer)
+        self.group = GroupWriter(self.writer, ack_delay=ack_delay)
         # Sync handlers (other services may use them) run on this pool.
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="onshi-ingest")
         self.server = grpc.aio.server(migration_thread_pool=self._pool, interceptors=list(interceptors), options=(
@@ -285,12 +296,12 @@ class Secondary:
 
 def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float = 5.0,
           port_file: str | None = None, map_size: int | None = None, max_map_size: int | None = None,
-          credentials: grpc.ServerCredentials | None = None, interceptors=()) -> int:
+          credentials: grpc.ServerCredentials | None = None, interceptors=(), ack_delay: float = 0.0) -> int:
     logging.basicConfig(level=logging.INFO, format="onshi ingest: %(message)s")
 
     async def main() -> int:
         secondary = Secondary(data, host=host, port=port, map_size=map_size, max_map_size=max_map_size,
-                              credentials=credentials, interceptors=interceptors)
+                              credentials=credentials, interceptors=interceptors, ack_delay=ack_delay)
         await secondary.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

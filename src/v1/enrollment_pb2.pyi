@@ -201,6 +201,18 @@ class EnrollmentAck(_message.Message):
     message: str
     def __init__(self, update_id: _Optional[str] = ..., outcome: _Optional[_Union[EnrollmentOutcome, str]] = ..., first_outcome: _Optional[_Union[EnrollmentOutcome, str]] = ..., field_violations: _Optional[_Iterable[_Union[FieldViolation, _Mapping]]] = ..., quarantine_id: _Optional[int] = ..., quarantine_reasons: _Optional[_Iterable[_Union[QuarantineReason, str]]] = ..., message: _Optional[str] = ...) -> None: ...
 
+class StreamUpdateBatchesRequest(_message.Message):
+    __slots__ = ("updates",)
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    updates: _containers.RepeatedCompositeFieldContainer[EnrollmentUpdate]
+    def __init__(self, updates: _Optional[_Iterable[_Union[EnrollmentUpdate, _Mapping]]] = ...) -> None: ...
+
+class StreamUpdateBatchesResponse(_message.Message):
+    __slots__ = ("acks",)
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[EnrollmentAck]
+    def __init__(self, acks: _Optional[_Iterable[_Union[EnrollmentAck, _Mapping]]] = ...) -> None: ...
+
 class PutResidentsRequest(_message.Message):
     __slots__ = ("residents",)
     RESIDENTS_FIELD_NUMBER: _ClassVar[int]

@@ -39,6 +39,11 @@ class EnrollmentServiceStub:
                 request_serializer=onshi_dot_v1_dot_enrollment__pb2.EnrollmentUpdate.SerializeToString,
                 response_deserializer=onshi_dot_v1_dot_enrollment__pb2.EnrollmentAck.FromString,
                 _registered_method=True)
+        self.StreamUpdateBatches = channel.stream_stream(
+                '/onshi.v1.EnrollmentService/StreamUpdateBatches',
+                request_serializer=onshi_dot_v1_dot_enrollment__pb2.StreamUpdateBatchesRequest.SerializeToString,
+                response_deserializer=onshi_dot_v1_dot_enrollment__pb2.StreamUpdateBatchesResponse.FromString,
+                _registered_method=True)
         self.PutResidents = channel.unary_unary(
                 '/onshi.v1.EnrollmentService/PutResidents',
                 request_serializer=onshi_dot_v1_dot_enrollment__pb2.PutResidentsRequest.SerializeToString,
@@ -72,6 +77,15 @@ class EnrollmentServiceServicer:
     def StreamUpdates(self, request_iterator, context):
         """One ack per update, in request order. The stream declares its insurer
         number(s) in metadata "x-onshi-insurer" (comma-separated).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamUpdateBatches(self, request_iterator, context):
+        """The same contract, many updates per message (files, bulk feeds): gRPC's
+        per-message cost is paid once per batch. Acks come back in request order,
+        many per message, not necessarily split as the requests were.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,6 +132,11 @@ def add_EnrollmentServiceServicer_to_server(servicer, server):
                     servicer.StreamUpdates,
                     request_deserializer=onshi_dot_v1_dot_enrollment__pb2.EnrollmentUpdate.FromString,
                     response_serializer=onshi_dot_v1_dot_enrollment__pb2.EnrollmentAck.SerializeToString,
+            ),
+            'StreamUpdateBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamUpdateBatches,
+                    request_deserializer=onshi_dot_v1_dot_enrollment__pb2.StreamUpdateBatchesRequest.FromString,
+                    response_serializer=onshi_dot_v1_dot_enrollment__pb2.StreamUpdateBatchesResponse.SerializeToString,
             ),
             'PutResidents': grpc.unary_unary_rpc_method_handler(
                     servicer.PutResidents,
@@ -172,6 +191,33 @@ class EnrollmentService:
             '/onshi.v1.EnrollmentService/StreamUpdates',
             onshi_dot_v1_dot_enrollment__pb2.EnrollmentUpdate.SerializeToString,
             onshi_dot_v1_dot_enrollment__pb2.EnrollmentAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamUpdateBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/onshi.v1.EnrollmentService/StreamUpdateBatches',
+            onshi_dot_v1_dot_enrollment__pb2.StreamUpdateBatchesRequest.SerializeToString,
+            onshi_dot_v1_dot_enrollment__pb2.StreamUpdateBatchesResponse.FromString,
             options,
             channel_credentials,
             insecure,
