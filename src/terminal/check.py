@@ -15,6 +15,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
@@ -70,17 +71,24 @@ def prompt_pin(tries_left: int) -> str:
     return line.strip()
 
 
+@dataclass(frozen=True)
+class SignedProof:
+    """What leaves the card: its certificate and its signature over a fresh challenge."""
+
+    certificate_der: bytes
+    certificate: x509.Certificate
+    challenge: eligibility_pb2.CardChallenge
+    signature: bytes
+
+
 def read_card_proof(facility_code: str, pin_source: PinSource, *, reader_name: str | None = None,
-                    now: Callable[[], float] = time.time) -> tuple[Result | None, bytes, x509.Certificate | None,
-                                                                   eligibility_pb2.CardChallenge | None, bytes]:
+                    now: Callable[[], float] = time.time) -> SignedProof | Result:
     """Read the certificate, check its dates, take the PIN, sign a fresh challenge.
 
-    Returns (early result or None, certificate DER, certificate, challenge, signature);
-    an early result ends the check at the desk (card, PIN or certificate problem).
+    A Result instead of a proof ends the check at the desk (card, PIN or
+    certificate problem).
     """
-    der = b""
     cert = None
-    fail = _card_failure_result
     try:
         with reader.JpkiCard(reader_name) as card:
             card.select_jpki()
@@ -88,34 +96,33 @@ def read_card_proof(facility_code: str, pin_source: PinSource, *, reader_name: s
             try:
                 cert = x509.load_der_x509_certificate(der)
             except ValueError:
-                return Result(Outcome.CARD_REFUSED, "card", detail="the card's certificate does not parse"), der, None, None, b""
+                return Result(Outcome.CARD_REFUSED, "card", detail="the card's certificate does not parse")
             info = _card_info(cert)
             current = dt.datetime.fromtimestamp(now(), dt.timezone.utc)
             # An expired certificate cannot prove anything: say so before the
             # patient spends a PIN try (the server would refuse it anyway).
             if current >= cert.not_valid_after_utc:
-                return Result(Outcome.CERT_EXPIRED, "card", **info), der, cert, None, b""
+                return Result(Outcome.CERT_EXPIRED, "card", **info)
             if current < cert.not_valid_before_utc:
-                return (Result(Outcome.CARD_REFUSED, "card", detail="card certificate not valid yet", **info),
-                        der, cert, None, b"")
+                return Result(Outcome.CARD_REFUSED, "card", detail="card certificate not valid yet", **info)
             tries = card.pin_tries_left()
             try:
                 pin = pin_source(tries)
             except PinNotEntered:
-                return (Result(Outcome.INPUT_REJECTED, "card", detail="no PIN entered; no try was used",
-                               field_errors=[("PIN", "not entered")], **info), der, cert, None, b"")
+                return Result(Outcome.INPUT_REJECTED, "card", detail="no PIN entered; no try was used",
+                              field_errors=[("PIN", "not entered")], **info)
             if len(pin) != jpki.PIN_LENGTH or not pin.isdigit():
-                return (Result(Outcome.INPUT_REJECTED, "card", detail="the PIN is 4 digits; no try was used",
-                               field_errors=[("PIN", "must be 4 digits")], **info), der, cert, None, b"")
+                return Result(Outcome.INPUT_REJECTED, "card", detail="the PIN is 4 digits; no try was used",
+                              field_errors=[("PIN", "must be 4 digits")], **info)
             card.verify_pin(pin)
             del pin
             challenge = eligibility_pb2.CardChallenge(
                 facility_code=facility_code, timestamp_unix=int(now()), nonce=secrets.token_bytes(NONCE_BYTES))
             message = jpki.card_proof_message(challenge.facility_code, challenge.timestamp_unix, challenge.nonce)
             signature = card.sign_digest_info(jpki.digest_info_sha256(message))
-            return None, der, cert, challenge, signature
+            return SignedProof(der, cert, challenge, signature)
     except reader.CardError as exc:
-        return fail(exc, cert), der, cert, None, b""
+        return _card_failure_result(exc, cert)
 
 
 def _card_info(cert: x509.Certificate | None) -> dict:
@@ -154,14 +161,14 @@ def check_card(config: ServerConfig, pin_source: PinSource = prompt_pin, *, read
         facility_code = config.resolved_facility_code()
     except (ConfigError, OSError, ValueError) as exc:
         return Result(Outcome.ERROR, "card", as_of=as_of, detail=f"terminal configuration: {exc}")
-    early, der, cert, challenge, signature = read_card_proof(facility_code, pin_source, reader_name=reader_name)
-    if early is not None:
-        early.as_of = as_of
-        return early
-    info = _card_info(cert)
+    proof = read_card_proof(facility_code, pin_source, reader_name=reader_name)
+    if isinstance(proof, Result):
+        proof.as_of = as_of
+        return proof
+    info = _card_info(proof.certificate)
     try:
         with _connection(config, conn) as c:
-            response = c.check_by_card(der, challenge, signature, as_of)
+            response = c.check_by_card(proof.certificate_der, proof.challenge, proof.signature, as_of)
     except grpc.RpcError as exc:
         outcome, detail, violations = outcome_of_error(exc, config.target)
         return Result(outcome, "card", as_of=as_of, detail=detail, field_errors=violations, **info)
