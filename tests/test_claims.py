@@ -372,3 +372,10 @@ def test_apportion_shares():
     assert [s for _, _, s in shares] == [334, 333, 333]
     assert rules.apportion(7, {}) == []
 
+
+
+def test_resumed_number_hash_matches_identifiers(opened):
+    for key in (b"01130012\x1f12\x1f345\x1f00", b"39130010\x1f\x1f12345678\x1f",
+                "131011\x1f国\x1f1-2\x1f00".encode(), b"no-separator"):
+        for _ in range(2):  # cold, then from the cached insurer state
+            assert opened.verifier._number_hash(key) == rules.identifiers.number_hash(key)
