@@ -31,3 +31,14 @@ class NativeEngine:
     def check_by_number_batch(self, queries: Iterable[tuple[bytes, int]], as_of_day: int) -> list[bytes]: ...
     def histories_by_number(self, number_keys: Iterable[bytes]) -> list[bytes | None]: ...
     def history_by_link(self, link_id: int) -> bytes | None: ...
+
+def _tune(
+    *,
+    directories: bool | None = None,
+    prefetch_bytes_per_page: int | None = None,
+    word_compare_keys: bool | None = None,
+    prefetch_stride_bytes: int | None = None,
+    targeted_prefetch: bool | None = None,
+) -> None:
+    """Benchmark knobs (bench/engine.py): turn each batch technique off to measure it.
+    word_compare_keys applies to engines opened afterwards."""

@@ -449,6 +449,28 @@ cdef inline const uint8_t *page_of(const void *p, size_t psize) noexcept nogil:
     return <const uint8_t *>(<size_t>p & ~(psize - 1))
 
 
+cdef extern from "<sys/mman.h>" nogil:
+    int madvise(void *addr, size_t length, int advice)
+    enum: MADV_HUGEPAGE
+
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
+
+
+cdef void *alloc_huge(size_t size) noexcept nogil:
+    """Memory a directory lives in: 2 MiB-aligned and advised for transparent huge
+    pages, so its lookups do not add TLB misses to the leaf pages' own."""
+    cdef void *p = NULL
+    cdef size_t huge = 2 << 20
+    if size < huge // 2:
+        return malloc(size)
+    size = (size + huge - 1) & ~(huge - 1)
+    if posix_memalign(&p, huge, size):
+        return NULL
+    madvise(p, size, MADV_HUGEPAGE)  # advice only: fine if THP is off
+    return p
+
+
 cdef void dir_free(Directory *d) noexcept nogil:
     free(d.fence)
     d.fence = NULL
@@ -472,7 +494,7 @@ cdef int dir_build(Directory *d, MDB_txn *txn, MDB_dbi dbi) noexcept nogil:
         return rc
     d.psize = st.ms_psize
     cap = st.ms_leaf_pages + 16
-    d.fence = <Fence *>malloc(cap * sizeof(Fence))
+    d.fence = <Fence *>alloc_huge(cap * sizeof(Fence))
     if d.fence == NULL:
         dir_free(d)
         return ENOMEM
