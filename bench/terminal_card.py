@@ -21,10 +21,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from onshi.terminal import check, jpki, reader  # noqa: E402
-from onshi.terminal.client import ServerConfig  # noqa: E402
-from tests.test_terminal_support import (  # noqa: E402
-    FACILITY, PIN, Pcsc, card_files, shared_pki, shared_server)
+from onshi.terminal import check, jpki, reader
+from onshi.terminal.client import ServerConfig
+
+from tests.test_terminal_support import FACILITY, PIN, Pcsc, card_files, shared_pki, shared_server
 
 
 def card_session() -> None:
@@ -66,10 +66,16 @@ def main() -> int:
         delayed = median_ms(card_session, args.rounds)
     finally:
         pcsc.stop()
-    print(f"card session (select, read cert, tries, verify, sign), TCP_QUICKACK: {quick:.1f} ms median")
-    print(f"card session, delayed ACKs (--no-quickack):                        {delayed:.1f} ms median "
-          f"({delayed / quick:.1f}x)")
-    print(f"whole check_card (card session + new mTLS channel + CheckByCard):   {full:.1f} ms median")
+    print(
+        f"card session (select, read cert, tries, verify, sign), TCP_QUICKACK: {quick:.1f} ms median"
+    )
+    print(
+        f"card session, delayed ACKs (--no-quickack):                        {delayed:.1f} ms median "
+        f"({delayed / quick:.1f}x)"
+    )
+    print(
+        f"whole check_card (card session + new mTLS channel + CheckByCard):   {full:.1f} ms median"
+    )
     return 0
 
 

@@ -17,12 +17,21 @@ import time
 from types import SimpleNamespace
 
 import pytest
-
 from onshi.cli import main
 
 from tests.test_terminal_support import (
-    FACILITY, NON_JIS_NAME, PIN, Reader, card_files, free_port, run_cli, shared_pki, shared_server,
-    start_pcsc, terminal_args)
+    FACILITY,
+    NON_JIS_NAME,
+    PIN,
+    Reader,
+    card_files,
+    free_port,
+    run_cli,
+    shared_pki,
+    shared_server,
+    start_pcsc,
+    terminal_args,
+)
 
 WRONG = "0000"
 
@@ -48,11 +57,14 @@ def pcsc(tmp_path_factory):
 def insert(pcsc, pki_dir):
     def _insert(name: str, *extra: str):
         pcsc.insert(*card_files(pki_dir, name), PIN, *extra)
+
     yield _insert
     pcsc.remove()
 
 
-def check_card(pcsc, server, pki_dir, pin: str | None = PIN, *extra: str, target: str | None = None):
+def check_card(
+    pcsc, server, pki_dir, pin: str | None = PIN, *extra: str, target: str | None = None
+):
     """`onshi terminal check --card` as a subprocess, the PIN on its stdin."""
     args = ["check", "--card", *terminal_args(target or server.target, pki_dir), *extra]
     return run_cli(args, pcsc.env, stdin="" if pin is None else pin + "\n")
@@ -62,15 +74,25 @@ def check_card(pcsc, server, pki_dir, pin: str | None = PIN, *extra: str, target
 def check_here(capsys, monkeypatch, pcsc, server, pki_dir):
     """The same command run by onshi.cli.main in this process, through the same
     pcscd, card and server: a Python start-up less per check on a loaded machine."""
+
     def run(pin: str | None = PIN, *extra: str, args: list[str] | None = None) -> SimpleNamespace:
         monkeypatch.setattr(sys, "stdin", io.StringIO("" if pin is None else pin + "\n"))
         capsys.readouterr()
         try:
-            code = main(["terminal", "check", "--card", *(args or terminal_args(server.target, pki_dir)), *extra])
+            code = main(
+                [
+                    "terminal",
+                    "check",
+                    "--card",
+                    *(args or terminal_args(server.target, pki_dir)),
+                    *extra,
+                ]
+            )
         except SystemExit as exc:
             code = exc.code
         out = capsys.readouterr()
         return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
     return run
 
 
@@ -105,7 +127,9 @@ def test_json_output_for_his(check_here, insert):
     proc = check_here(PIN, "--json")
     expect(proc, 0)
     doc = json.loads(proc.stdout)
-    assert doc["outcome"] == "valid" and doc["exit_code"] == 0 and doc["validity"] == "VALIDITY_VALID"
+    assert (
+        doc["outcome"] == "valid" and doc["exit_code"] == 0 and doc["validity"] == "VALIDITY_VALID"
+    )
     assert doc["card"]["serial"] == "1001"
     assert doc["qualifications"][0]["person"]["name"] == NON_JIS_NAME
     assert doc["next_steps"] == []
@@ -136,7 +160,9 @@ def test_three_wrong_pins_block_the_card(check_here, insert):
     third = check_here(WRONG)
     expect(third, 24)
     assert "【暗証番号がロックされています】 PIN blocked" in third.stdout
-    assert "市区町村窓口で再設定" in third.stdout and "reset at the municipal office" in third.stdout
+    assert (
+        "市区町村窓口で再設定" in third.stdout and "reset at the municipal office" in third.stdout
+    )
     blocked = check_here(PIN)  # even the right PIN: never asked
     expect(blocked, 24)
     assert "Enter the 4-digit PIN" not in blocked.stderr
@@ -156,9 +182,22 @@ def test_card_removed_while_the_pin_is_asked(pcsc, server, pki_dir, insert):
     pin_read, pin_write = os.pipe()
     env = dict(pcsc.env, ONSHI_TERMINAL_PIN_FD=str(pin_read))
     child = subprocess.Popen(
-        [sys.executable, "-m", "onshi.cli", "terminal", "check", "--card", *terminal_args(server.target, pki_dir)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        pass_fds=(pin_read,))
+        [
+            sys.executable,
+            "-m",
+            "onshi.cli",
+            "terminal",
+            "check",
+            "--card",
+            *terminal_args(server.target, pki_dir),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        pass_fds=(pin_read,),
+    )
     os.close(pin_read)
     err = Reader(child.stderr)
     try:
@@ -229,8 +268,21 @@ def test_pin_prompt_does_not_echo_on_a_terminal(pcsc, server, pki_dir, insert):
     insert("valid-1")
     leader, follower = pty.openpty()
     child = subprocess.Popen(
-        [sys.executable, "-m", "onshi.cli", "terminal", "check", "--card", *terminal_args(server.target, pki_dir)],
-        stdin=follower, stdout=follower, stderr=follower, env=pcsc.env, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "onshi.cli",
+            "terminal",
+            "check",
+            "--card",
+            *terminal_args(server.target, pki_dir),
+        ],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=pcsc.env,
+        start_new_session=True,
+    )
     os.close(follower)
     seen = b""
     try:
@@ -246,7 +298,7 @@ def test_pin_prompt_does_not_echo_on_a_terminal(pcsc, server, pki_dir, insert):
                 if not chunk:
                     break
                 seen += chunk
-            if not sent and "tries left]".encode() in seen:
+            if not sent and b"tries left]" in seen:
                 time.sleep(0.2)  # let getpass switch echo off before typing
                 os.write(leader, (PIN + "\n").encode())
                 sent = True
@@ -266,8 +318,21 @@ def test_pin_prompt_does_not_echo_on_a_terminal(pcsc, server, pki_dir, insert):
 def test_facility_mismatch_is_refused(check_here, pki_dir, server, insert):
     insert("valid-1")
     cert = os.path.join(pki_dir, "onshi", f"facility-{FACILITY}")
-    proc = check_here(PIN, args=["--server", server.target, "--pki", pki_dir, "--facility", "1310000002",
-                                 "--tls-cert", cert + ".pem", "--tls-key", cert + ".key.pem"])
+    proc = check_here(
+        PIN,
+        args=[
+            "--server",
+            server.target,
+            "--pki",
+            pki_dir,
+            "--facility",
+            "1310000002",
+            "--tls-cert",
+            cert + ".pem",
+            "--tls-key",
+            cert + ".key.pem",
+        ],
+    )
     # The terminal refuses to sign a challenge for another facility than its certificate's.
     expect(proc, 1)
     assert "is not the certificate's" in proc.stdout
@@ -284,10 +349,24 @@ def test_folder_mode_card_request(pcsc, server, pki_dir, insert, tmp_path):
     os.close(pin_write)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "onshi.cli", "terminal", "watch", str(req), str(res), "--once",
-             *terminal_args(server.target, pki_dir)],
-            env=dict(pcsc.env, ONSHI_TERMINAL_PIN_FD=str(pin_read)), pass_fds=(pin_read,),
-            capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "onshi.cli",
+                "terminal",
+                "watch",
+                str(req),
+                str(res),
+                "--once",
+                *terminal_args(server.target, pki_dir),
+            ],
+            check=False,
+            env=dict(pcsc.env, ONSHI_TERMINAL_PIN_FD=str(pin_read)),
+            pass_fds=(pin_read,),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         os.close(pin_read)
     assert proc.returncode == 0, proc.stderr

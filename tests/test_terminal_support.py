@@ -26,7 +26,6 @@ import threading
 import time
 
 import pytest
-
 from onshi.core import dates, identifiers
 from onshi.core.writer import Writer
 from onshi.v1 import qualification_pb2
@@ -40,48 +39,107 @@ FACILITY = "1310000001"
 
 # --- the store ---------------------------------------------------------------------
 
-KYOKAI = identifiers.with_check_digit("0113002")   # 協会けんぽ
-UNION = identifiers.with_check_digit("0613001")    # 健保組合
-SEAMEN = identifiers.with_check_digit("0213001")   # 船員保険
-LATE = identifiers.with_check_digit("3913001")     # 後期高齢者
-PAYER = identifiers.with_check_digit("5413001")    # 公費 payer
-NON_JIS_NAME = "𠮷田 葛\U000E0100子"  # U+20BB7 outside JIS X 0208; 葛 + IVS: must never become ●
+KYOKAI = identifiers.with_check_digit("0113002")  # 協会けんぽ
+UNION = identifiers.with_check_digit("0613001")  # 健保組合
+SEAMEN = identifiers.with_check_digit("0213001")  # 船員保険
+LATE = identifiers.with_check_digit("3913001")  # 後期高齢者
+PAYER = identifiers.with_check_digit("5413001")  # 公費 payer
+NON_JIS_NAME = "𠮷田 葛\U000e0100子"  # U+20BB7 outside JIS X 0208; 葛 + IVS: must never become ●
 
 
 def person(name, kana, birth, sex=Q.SEX_FEMALE):
-    return Q.Person(name=name, name_kana=kana, sex=sex, birth_date=D(birth),
-                    address="東京都千代田区千代田1-1", postcode="100-0001")
+    return Q.Person(
+        name=name,
+        name_kana=kana,
+        sex=sex,
+        birth_date=D(birth),
+        address="東京都千代田区千代田1-1",
+        postcode="100-0001",
+    )
 
 
 def qual(insurer, symbol, number, branch, acquired, lost=None, reason=0, **kw):
     kw = {"burden_ratio_percent": 30, "card_kind": Q.CARD_KIND_EMPLOYEE, **kw}
-    q = Q.Qualification(insurer_number=insurer, insurer_name=f"保険者{insurer}", symbol=symbol, number=number,
-                        branch=branch, relationship=Q.RELATIONSHIP_INSURED, acquisition_date=D(acquired),
-                        loss_reason=reason, **kw)
+    q = Q.Qualification(
+        insurer_number=insurer,
+        insurer_name=f"保険者{insurer}",
+        symbol=symbol,
+        number=number,
+        branch=branch,
+        relationship=Q.RELATIONSHIP_INSURED,
+        acquisition_date=D(acquired),
+        loss_reason=reason,
+        **kw,
+    )
     if lost:
         q.loss_date.CopyFrom(D(lost))
     return q
 
 
-YOSHIDA = (person(NON_JIS_NAME, "ヨシダ カツコ", dt.date(1980, 5, 17)), [
-    qual(UNION, "12", "3456", "00", dt.date(2020, 4, 1),
-         limit_amount=Q.LimitAmountCertificate(category="ウ", valid_from=D(dt.date(2026, 8, 1)),
-                                               valid_until=D(dt.date(2027, 7, 31))),
-         subsidies=[Q.PublicExpenseSubsidy(payer_number=PAYER, recipient_number="1234566", programme="難病",
-                                           burden_ratio_percent=20, monthly_cap_yen=10000)]),
-])
-SATO = (person("佐藤 一郎", "サトウ イチロウ", dt.date(1975, 1, 9), Q.SEX_MALE), [
-    qual(KYOKAI, "7001", "88", "00", dt.date(2015, 4, 1), dt.date(2022, 4, 1), Q.LOSS_REASON_OTHER_INSURANCE),
-    qual(UNION, "34", "777", "00", dt.date(2022, 4, 1)),
-])
-TAKAHASHI = (person("高橋 トメ", "タカハシ トメ", dt.date(1948, 3, 3)), [
-    qual(SEAMEN, "5", "40", "01", dt.date(2010, 1, 1), card_kind=Q.CARD_KIND_SEAMEN),
-    qual(LATE, "", "00012345", "", dt.date(2023, 3, 3), burden_ratio_percent=10,
-         card_kind=Q.CARD_KIND_LATE_ELDERLY),
-])
-SUZUKI = (person("鈴木 次郎", "スズキ ジロウ", dt.date(1990, 2, 28), Q.SEX_MALE), [
-    qual(UNION, "56", "901", "02", dt.date(2019, 4, 1), dt.date(2024, 4, 1), Q.LOSS_REASON_OTHER),
-])
+YOSHIDA = (
+    person(NON_JIS_NAME, "ヨシダ カツコ", dt.date(1980, 5, 17)),
+    [
+        qual(
+            UNION,
+            "12",
+            "3456",
+            "00",
+            dt.date(2020, 4, 1),
+            limit_amount=Q.LimitAmountCertificate(
+                category="ウ",
+                valid_from=D(dt.date(2026, 8, 1)),
+                valid_until=D(dt.date(2027, 7, 31)),
+            ),
+            subsidies=[
+                Q.PublicExpenseSubsidy(
+                    payer_number=PAYER,
+                    recipient_number="1234566",
+                    programme="難病",
+                    burden_ratio_percent=20,
+                    monthly_cap_yen=10000,
+                )
+            ],
+        ),
+    ],
+)
+SATO = (
+    person("佐藤 一郎", "サトウ イチロウ", dt.date(1975, 1, 9), Q.SEX_MALE),
+    [
+        qual(
+            KYOKAI,
+            "7001",
+            "88",
+            "00",
+            dt.date(2015, 4, 1),
+            dt.date(2022, 4, 1),
+            Q.LOSS_REASON_OTHER_INSURANCE,
+        ),
+        qual(UNION, "34", "777", "00", dt.date(2022, 4, 1)),
+    ],
+)
+TAKAHASHI = (
+    person("高橋 トメ", "タカハシ トメ", dt.date(1948, 3, 3)),
+    [
+        qual(SEAMEN, "5", "40", "01", dt.date(2010, 1, 1), card_kind=Q.CARD_KIND_SEAMEN),
+        qual(
+            LATE,
+            "",
+            "00012345",
+            "",
+            dt.date(2023, 3, 3),
+            burden_ratio_percent=10,
+            card_kind=Q.CARD_KIND_LATE_ELDERLY,
+        ),
+    ],
+)
+SUZUKI = (
+    person("鈴木 次郎", "スズキ ジロウ", dt.date(1990, 2, 28), Q.SEX_MALE),
+    [
+        qual(
+            UNION, "56", "901", "02", dt.date(2019, 4, 1), dt.date(2024, 4, 1), Q.LOSS_REASON_OTHER
+        ),
+    ],
+)
 # card serial (pki.CARDS) -> person. "valid-2" (1002) and "revoked" (1007) are
 # deliberately not linked: a revoked card must be refused before any lookup.
 CARD_PERSONS = {"1001": YOSHIDA, "1003": TAKAHASHI, "1004": SATO, "1005": SUZUKI}
@@ -91,10 +149,12 @@ def build_store(path: str) -> None:
     writer = Writer(path)
     try:
         for serial, (p, quals) in CARD_PERSONS.items():
+
             def change(t, p=p, quals=quals, serial=serial):
                 link = t.new_link_id()
                 t.put_history(link, p, quals)
                 t.link_card(identifiers.card_serial_key(serial), link)
+
             writer.apply(change)
     finally:
         writer.close()
@@ -121,10 +181,13 @@ def shared_pki() -> str:
 
 
 def card_files(pki_dir: str, name: str) -> tuple[str, str]:
-    return os.path.join(pki_dir, "cards", name + ".pem"), os.path.join(pki_dir, "cards", name + ".key.pem")
+    return os.path.join(pki_dir, "cards", name + ".pem"), os.path.join(
+        pki_dir, "cards", name + ".key.pem"
+    )
 
 
 # --- a real eligibility server ---------------------------------------------------------
+
 
 class Server:
     """A real `onshi serve --pki PKI` process on 127.0.0.1:0: mTLS with roles from
@@ -135,9 +198,27 @@ class Server:
         self.proc = subprocess.Popen(
             # The pure engine: these tests are about the terminal, and must not
             # depend on the native build of the moment (the engine tests cover it).
-            [sys.executable, "-m", "onshi.cli", "serve", "--data", store_dir, "--port", "0", "--workers", "1",
-             "--engine", "pure", *(["--pki", pki_dir] if pki_dir else []), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            [
+                sys.executable,
+                "-m",
+                "onshi.cli",
+                "serve",
+                "--data",
+                store_dir,
+                "--port",
+                "0",
+                "--workers",
+                "1",
+                "--engine",
+                "pure",
+                *(["--pki", pki_dir] if pki_dir else []),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
         self.stderr = Reader(self.proc.stderr)
         deadline = time.monotonic() + 60
         line = ""
@@ -188,6 +269,7 @@ def free_port() -> int:
 
 # --- pcscd + vpcd + virtual cards --------------------------------------------------------
 
+
 def _port_pair_free(port: int) -> bool:
     for p in (port, port + 1):  # vpcd opens two slots: port and port + 1
         with socket.socket() as s:
@@ -226,8 +308,10 @@ class Pcsc:
                 break
         self.port = port
         with open(os.path.join(self.conf_dir, "vpcd"), "w") as f:
-            f.write(f'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:0x{port:X}\n'
-                    f"LIBPATH {VPCD_DRIVER}\nCHANNELID 0x{port:X}\n")
+            f.write(
+                f'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:0x{port:X}\n'
+                f"LIBPATH {VPCD_DRIVER}\nCHANNELID 0x{port:X}\n"
+            )
         self.socket = os.path.join(self.run_dir, "pcscd.comm")
         self.log_path = os.path.join(base, "pcscd.log")
         self.card: subprocess.Popen | None = None
@@ -235,23 +319,29 @@ class Pcsc:
     def start(self) -> None:
         """Private mount namespace first; without the right to unshare, pcscd on
         the system path when no other pcscd is running there."""
-        script = (f"mkdir -p /run/pcscd && mount --bind {self.run_dir} /run/pcscd && "
-                  f"exec pcscd --foreground -c {self.conf_dir}")
+        script = (
+            f"mkdir -p /run/pcscd && mount --bind {self.run_dir} /run/pcscd && "
+            f"exec pcscd --foreground -c {self.conf_dir}"
+        )
         why = self._launch(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
         if why is None:
             return
         if os.path.exists(SYSTEM_SOCKET):
-            raise PcscUnavailableHere(f"cannot run a private pcscd ({why}) and {SYSTEM_SOCKET} belongs to "
-                                      "another pcscd, which the tests must not use")
+            raise PcscUnavailableHere(
+                f"cannot run a private pcscd ({why}) and {SYSTEM_SOCKET} belongs to "
+                "another pcscd, which the tests must not use"
+            )
         self.socket = SYSTEM_SOCKET
         why_direct = self._launch(["pcscd", "--foreground", "-c", self.conf_dir])
         if why_direct is not None:
-            raise PcscUnavailableHere(f"pcscd cannot run here: private ({why}); system path ({why_direct})")
+            raise PcscUnavailableHere(
+                f"pcscd cannot run here: private ({why}); system path ({why_direct})"
+            )
 
     def _launch(self, argv: list[str]) -> str | None:
         """Start pcscd; None once it serves, else why not."""
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -285,9 +375,24 @@ class Pcsc:
         """Start a virtual card and wait until pcscd reports it present."""
         self.remove()
         self.card = subprocess.Popen(
-            [sys.executable, "-m", "onshi.terminal.vcard", "--cert", cert, "--key", key, "--pin", pin,
-             "--port", str(self.port), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env)
+            [
+                sys.executable,
+                "-m",
+                "onshi.terminal.vcard",
+                "--cert",
+                cert,
+                "--key",
+                key,
+                "--pin",
+                pin,
+                "--port",
+                str(self.port),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
         self.wait_state(present=True)
 
     def remove(self) -> None:
@@ -308,7 +413,9 @@ class Pcsc:
             while time.monotonic() < deadline:
                 rc, readers = s.SCardListReaders(ctx, [])
                 if rc == s.SCARD_S_SUCCESS and readers:
-                    rc, states = s.SCardGetStatusChange(ctx, 100, [(readers[0], s.SCARD_STATE_UNAWARE)])
+                    rc, states = s.SCardGetStatusChange(
+                        ctx, 100, [(readers[0], s.SCARD_STATE_UNAWARE)]
+                    )
                     if rc == s.SCARD_S_SUCCESS:
                         is_present = bool(states[0][1] & s.SCARD_STATE_PRESENT)
                         if is_present == present:
@@ -353,13 +460,23 @@ def start_pcsc(base: str) -> Pcsc:
 
 # --- the CLI -------------------------------------------------------------------------
 
+
 def terminal_args(server_target: str, pki_dir: str) -> list[str]:
     return ["--server", server_target, "--pki", pki_dir, "--facility", FACILITY, "--timeout", "5"]
 
 
-def run_cli(args: list[str], env: dict, stdin: str = "", timeout: float = 30.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "onshi.cli", "terminal", *args], input=stdin, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(
+    args: list[str], env: dict, stdin: str = "", timeout: float = 30.0
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "onshi.cli", "terminal", *args],
+        check=False,
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class Reader(threading.Thread):

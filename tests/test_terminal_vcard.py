@@ -9,10 +9,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
-
 from onshi.core import cardproof
 from onshi.terminal import jpki
 from onshi.terminal.vcard import ATR, load_card
+
 from tests.test_terminal_support import PIN, card_files, shared_pki
 
 
@@ -107,7 +107,9 @@ def test_signature_needs_the_pin_and_matches_the_trust_layer(card):
     select_ef(card, jpki.EF_AUTH_KEY)
     nonce = os.urandom(32)
     message = jpki.card_proof_message("1310000001", 1_790_000_000, nonce)
-    assert message == cardproof.challenge_bytes("1310000001", 1_790_000_000, nonce)  # one wire format
+    assert message == cardproof.challenge_bytes(
+        "1310000001", 1_790_000_000, nonce
+    )  # one wire format
     digest_info = jpki.digest_info_sha256(message)
     signature, sw = apdu(card, jpki.SIGN + bytes([len(digest_info)]) + digest_info + b"\x00")
     assert sw == jpki.SW_OK
@@ -124,11 +126,20 @@ def test_reset_forgets_the_verified_pin(card):
     select_ap(card)
     select_ef(card, jpki.EF_AUTH_KEY)
     digest_info = jpki.digest_info_sha256(b"x")
-    assert apdu(card, jpki.SIGN + bytes([len(digest_info)]) + digest_info + b"\x00")[1] == jpki.SW_SECURITY_NOT_SATISFIED
+    assert (
+        apdu(card, jpki.SIGN + bytes([len(digest_info)]) + digest_info + b"\x00")[1]
+        == jpki.SW_SECURITY_NOT_SATISFIED
+    )
 
 
-@pytest.mark.parametrize("header, total", [
-    (bytes.fromhex("3082037a"), 4 + 0x37A), (bytes.fromhex("30817f"), 3 + 0x7F), (bytes.fromhex("3005"), 7)])
+@pytest.mark.parametrize(
+    "header, total",
+    [
+        (bytes.fromhex("3082037a"), 4 + 0x37A),
+        (bytes.fromhex("30817f"), 3 + 0x7F),
+        (bytes.fromhex("3005"), 7),
+    ],
+)
 def test_der_length_from_the_header(header, total):
     assert jpki.der_total_length(header) == total
 

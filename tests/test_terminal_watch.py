@@ -16,7 +16,16 @@ import time
 import pytest
 
 from tests.test_terminal_support import (
-    KYOKAI, SATO, SUZUKI, UNION, YOSHIDA, Reader, shared_pki, shared_server, terminal_args)
+    KYOKAI,
+    SATO,
+    SUZUKI,
+    UNION,
+    YOSHIDA,
+    Reader,
+    shared_pki,
+    shared_server,
+    terminal_args,
+)
 
 KILL_BATCH = 300
 
@@ -51,16 +60,36 @@ def number_request(who, index=0, birth=None):
     person, quals = who
     q = quals[index]
     b = person.birth_date
-    return {"kind": "number", "insurer_number": q.insurer_number, "symbol": q.symbol, "number": q.number,
-            "branch": q.branch, "birth_date": birth or f"{b.year:04d}-{b.month:02d}-{b.day:02d}"}
+    return {
+        "kind": "number",
+        "insurer_number": q.insurer_number,
+        "symbol": q.symbol,
+        "number": q.number,
+        "branch": q.branch,
+        "birth_date": birth or f"{b.year:04d}-{b.month:02d}-{b.day:02d}",
+    }
 
 
 def watcher(server, pki_dir, req, res, *extra, env=None):
     return subprocess.Popen(
-        [sys.executable, "-m", "onshi.cli", "terminal", "watch", req, res,
-         *terminal_args(server.target, pki_dir), "--interval", "0.05", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(env or os.environ, PYTHONUNBUFFERED="1"))
+        [
+            sys.executable,
+            "-m",
+            "onshi.cli",
+            "terminal",
+            "watch",
+            req,
+            res,
+            *terminal_args(server.target, pki_dir),
+            "--interval",
+            "0.05",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
+    )
 
 
 def results(res_dir: str) -> dict[str, dict]:
@@ -78,21 +107,37 @@ def test_each_request_is_answered_once_with_its_outcome(server, pki_dir, dirs):
     put_request(req, "002-lost.json", number_request(SUZUKI))
     put_request(req, "003-newer.json", number_request(SATO, 0))
     put_request(req, "004-birth-mismatch.json", number_request(YOSHIDA, birth="1999-01-01"))
-    put_request(req, "005-check-digit.json", {**number_request(YOSHIDA), "insurer_number": UNION[:-1] + "0"})
+    put_request(
+        req, "005-check-digit.json", {**number_request(YOSHIDA), "insurer_number": UNION[:-1] + "0"}
+    )
     put_request(req, "006-garbage.json", "{not json")
-    put_request(req, "007-no-birth.json", {"kind": "number", "insurer_number": KYOKAI, "number": "88"})
-    put_request(req, ".hidden.json", number_request(YOSHIDA))          # a request still being written
+    put_request(
+        req, "007-no-birth.json", {"kind": "number", "insurer_number": KYOKAI, "number": "88"}
+    )
+    put_request(req, ".hidden.json", number_request(YOSHIDA))  # a request still being written
     put_request(req, "notes.txt", "ignored")
     first = watcher(server, pki_dir, req, res, "--once")
     out, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     got = results(res)
-    assert sorted(got) == ["001-valid.json", "002-lost.json", "003-newer.json", "004-birth-mismatch.json",
-                           "005-check-digit.json", "006-garbage.json", "007-no-birth.json"]
+    assert sorted(got) == [
+        "001-valid.json",
+        "002-lost.json",
+        "003-newer.json",
+        "004-birth-mismatch.json",
+        "005-check-digit.json",
+        "006-garbage.json",
+        "007-no-birth.json",
+    ]
     assert {n: d["outcome"] for n, d in got.items()} == {
-        "001-valid.json": "valid", "002-lost.json": "invalid", "003-newer.json": "invalid_newer_exists",
-        "004-birth-mismatch.json": "no_record", "005-check-digit.json": "input_rejected",
-        "006-garbage.json": "request_invalid", "007-no-birth.json": "request_invalid"}
+        "001-valid.json": "valid",
+        "002-lost.json": "invalid",
+        "003-newer.json": "invalid_newer_exists",
+        "004-birth-mismatch.json": "no_record",
+        "005-check-digit.json": "input_rejected",
+        "006-garbage.json": "request_invalid",
+        "007-no-birth.json": "request_invalid",
+    }
     assert got["001-valid.json"]["qualifications"][0]["person"]["name"] == YOSHIDA[0].name
     assert got["001-valid.json"]["exit_code"] == 0 and got["002-lost.json"]["exit_code"] == 10
     assert got["005-check-digit.json"]["field_errors"][0]["field"] == "insurer_number"
@@ -142,7 +187,12 @@ def test_sigkill_mid_batch_then_restart_answers_each_request_once(server, pki_di
     done_at_kill = len([n for n in os.listdir(res) if not n.startswith(".")])
     assert 5 <= done_at_kill < KILL_BATCH, "the watcher must die in the middle of the batch"
     # A temporary left by a dead writer (as SIGKILL between write and link leaves one).
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     with open(os.path.join(res, f".{names[-1]}.{int(dead.stdout)}.tmp"), "w") as f:
         f.write('{"half": ')
 

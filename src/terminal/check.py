@@ -19,9 +19,14 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
-
 from onshi.terminal import jpki, reader
-from onshi.terminal.client import ConfigError, EligibilityConnection, ServerConfig, answer, outcome_of_error
+from onshi.terminal.client import (
+    ConfigError,
+    EligibilityConnection,
+    ServerConfig,
+    answer,
+    outcome_of_error,
+)
 from onshi.terminal.screen import Outcome, Result
 from onshi.v1 import eligibility_pb2
 
@@ -51,8 +56,10 @@ def _read_line_fd(fd: int) -> str:
 def prompt_pin(tries_left: int) -> str:
     """Ask for the PIN without echo. The prompt shows the tries left; the PIN
     itself is returned to the caller only and never printed or logged."""
-    prompt = (f"暗証番号（4桁）を入力してください Enter the 4-digit PIN "
-              f"[残り{tries_left}回 {tries_left} tries left]: ")
+    prompt = (
+        f"暗証番号（4桁）を入力してください Enter the 4-digit PIN "
+        f"[残り{tries_left}回 {tries_left} tries left]: "
+    )
     fd = os.environ.get(PIN_FD_ENV)
     if fd:
         sys.stderr.write(prompt + "\n")
@@ -81,8 +88,13 @@ class SignedProof:
     signature: bytes
 
 
-def read_card_proof(facility_code: str, pin_source: PinSource, *, reader_name: str | None = None,
-                    now: Callable[[], float] = time.time) -> SignedProof | Result:
+def read_card_proof(
+    facility_code: str,
+    pin_source: PinSource,
+    *,
+    reader_name: str | None = None,
+    now: Callable[[], float] = time.time,
+) -> SignedProof | Result:
     """Read the certificate, check its dates, take the PIN, sign a fresh challenge.
 
     A Result instead of a proof ends the check at the desk (card, PIN or
@@ -96,29 +108,48 @@ def read_card_proof(facility_code: str, pin_source: PinSource, *, reader_name: s
             try:
                 cert = x509.load_der_x509_certificate(der)
             except ValueError:
-                return Result(Outcome.CARD_REFUSED, "card", detail="the card's certificate does not parse")
+                return Result(
+                    Outcome.CARD_REFUSED, "card", detail="the card's certificate does not parse"
+                )
             info = _card_info(cert)
-            current = dt.datetime.fromtimestamp(now(), dt.timezone.utc)
+            current = dt.datetime.fromtimestamp(now(), dt.UTC)
             # An expired certificate cannot prove anything: say so before the
             # patient spends a PIN try (the server would refuse it anyway).
             if current >= cert.not_valid_after_utc:
                 return Result(Outcome.CERT_EXPIRED, "card", **info)
             if current < cert.not_valid_before_utc:
-                return Result(Outcome.CARD_REFUSED, "card", detail="card certificate not valid yet", **info)
+                return Result(
+                    Outcome.CARD_REFUSED, "card", detail="card certificate not valid yet", **info
+                )
             tries = card.pin_tries_left()
             try:
                 pin = pin_source(tries)
             except PinNotEntered:
-                return Result(Outcome.INPUT_REJECTED, "card", detail="no PIN entered; no try was used",
-                              field_errors=[("PIN", "not entered")], **info)
+                return Result(
+                    Outcome.INPUT_REJECTED,
+                    "card",
+                    detail="no PIN entered; no try was used",
+                    field_errors=[("PIN", "not entered")],
+                    **info,
+                )
             if len(pin) != jpki.PIN_LENGTH or not pin.isdigit():
-                return Result(Outcome.INPUT_REJECTED, "card", detail="the PIN is 4 digits; no try was used",
-                              field_errors=[("PIN", "must be 4 digits")], **info)
+                return Result(
+                    Outcome.INPUT_REJECTED,
+                    "card",
+                    detail="the PIN is 4 digits; no try was used",
+                    field_errors=[("PIN", "must be 4 digits")],
+                    **info,
+                )
             card.verify_pin(pin)
             del pin
             challenge = eligibility_pb2.CardChallenge(
-                facility_code=facility_code, timestamp_unix=int(now()), nonce=secrets.token_bytes(NONCE_BYTES))
-            message = jpki.card_proof_message(challenge.facility_code, challenge.timestamp_unix, challenge.nonce)
+                facility_code=facility_code,
+                timestamp_unix=int(now()),
+                nonce=secrets.token_bytes(NONCE_BYTES),
+            )
+            message = jpki.card_proof_message(
+                challenge.facility_code, challenge.timestamp_unix, challenge.nonce
+            )
             signature = card.sign_digest_info(jpki.digest_info_sha256(message))
             return SignedProof(der, cert, challenge, signature)
     except reader.CardError as exc:
@@ -128,7 +159,10 @@ def read_card_proof(facility_code: str, pin_source: PinSource, *, reader_name: s
 def _card_info(cert: x509.Certificate | None) -> dict:
     if cert is None:
         return {}
-    return {"card_serial": format(cert.serial_number, "X"), "card_not_after": cert.not_valid_after_utc}
+    return {
+        "card_serial": format(cert.serial_number, "X"),
+        "card_not_after": cert.not_valid_after_utc,
+    }
 
 
 def _card_failure_result(exc: reader.CardError, cert: x509.Certificate | None) -> Result:
@@ -155,8 +189,14 @@ def _connection(config: ServerConfig, conn: EligibilityConnection | None):
     return EligibilityConnection(config)
 
 
-def check_card(config: ServerConfig, pin_source: PinSource = prompt_pin, *, reader_name: str | None = None,
-               as_of: dt.date | None = None, conn: EligibilityConnection | None = None) -> Result:
+def check_card(
+    config: ServerConfig,
+    pin_source: PinSource = prompt_pin,
+    *,
+    reader_name: str | None = None,
+    as_of: dt.date | None = None,
+    conn: EligibilityConnection | None = None,
+) -> Result:
     try:
         facility_code = config.resolved_facility_code()
     except (ConfigError, OSError, ValueError) as exc:
@@ -168,18 +208,30 @@ def check_card(config: ServerConfig, pin_source: PinSource = prompt_pin, *, read
     info = _card_info(proof.certificate)
     try:
         with _connection(config, conn) as c:
-            response = c.check_by_card(proof.certificate_der, proof.challenge, proof.signature, as_of)
+            response = c.check_by_card(
+                proof.certificate_der, proof.challenge, proof.signature, as_of
+            )
     except grpc.RpcError as exc:
         outcome, detail, violations = outcome_of_error(exc, config.target)
         return Result(outcome, "card", as_of=as_of, detail=detail, field_errors=violations, **info)
     except (ConfigError, OSError) as exc:
-        return Result(Outcome.ERROR, "card", as_of=as_of, detail=f"terminal configuration: {exc}", **info)
+        return Result(
+            Outcome.ERROR, "card", as_of=as_of, detail=f"terminal configuration: {exc}", **info
+        )
     return answer(response, "card", as_of=as_of, **info)
 
 
-def check_number(config: ServerConfig, insurer_number: str, symbol: str, number: str, branch: str,
-                 birth_date: dt.date, *, as_of: dt.date | None = None,
-                 conn: EligibilityConnection | None = None) -> Result:
+def check_number(
+    config: ServerConfig,
+    insurer_number: str,
+    symbol: str,
+    number: str,
+    branch: str,
+    birth_date: dt.date,
+    *,
+    as_of: dt.date | None = None,
+    conn: EligibilityConnection | None = None,
+) -> Result:
     try:
         with _connection(config, conn) as c:
             response = c.check_by_number(insurer_number, symbol, number, branch, birth_date, as_of)

@@ -18,17 +18,32 @@ EXIT_USAGE = 2
 def _server_arguments(p: argparse.ArgumentParser) -> None:
     env = os.environ.get
     g = p.add_argument_group("eligibility service (mTLS)")
-    g.add_argument("--server", default=env("ONSHI_SERVER", "127.0.0.1:50051"), help="host:port ($ONSHI_SERVER)")
-    g.add_argument("--pki", default=env("ONSHI_PKI"),
-                   help="an `onshi pki init` directory: uses onshi/ca.pem and onshi/facility-<CODE>.pem ($ONSHI_PKI)")
-    g.add_argument("--facility", default=env("ONSHI_FACILITY"),
-                   help="this facility's 10-digit code (医療機関コード) ($ONSHI_FACILITY); "
-                        "read from the client certificate when not given")
-    g.add_argument("--tls-ca", default=env("ONSHI_TLS_CA"), help="CA of the server certificate (PEM)")
-    g.add_argument("--tls-cert", default=env("ONSHI_TLS_CERT"), help="this terminal's client certificate (PEM)")
+    g.add_argument(
+        "--server", default=env("ONSHI_SERVER", "127.0.0.1:50051"), help="host:port ($ONSHI_SERVER)"
+    )
+    g.add_argument(
+        "--pki",
+        default=env("ONSHI_PKI"),
+        help="an `onshi pki init` directory: uses onshi/ca.pem and onshi/facility-<CODE>.pem ($ONSHI_PKI)",
+    )
+    g.add_argument(
+        "--facility",
+        default=env("ONSHI_FACILITY"),
+        help="this facility's 10-digit code (医療機関コード) ($ONSHI_FACILITY); "
+        "read from the client certificate when not given",
+    )
+    g.add_argument(
+        "--tls-ca", default=env("ONSHI_TLS_CA"), help="CA of the server certificate (PEM)"
+    )
+    g.add_argument(
+        "--tls-cert", default=env("ONSHI_TLS_CERT"), help="this terminal's client certificate (PEM)"
+    )
     g.add_argument("--tls-key", default=env("ONSHI_TLS_KEY"), help="its private key (PEM)")
-    g.add_argument("--insecure-dev", action="store_true",
-                   help="plaintext to an `onshi serve --insecure-dev` demo server on loopback")
+    g.add_argument(
+        "--insecure-dev",
+        action="store_true",
+        help="plaintext to an `onshi serve --insecure-dev` demo server on loopback",
+    )
     g.add_argument("--timeout", type=float, default=5.0, help="seconds per call (default 5)")
 
 
@@ -36,7 +51,9 @@ def _config(args):
     from onshi.terminal.client import ServerConfig
 
     if args.pki and args.facility and not args.tls_cert:
-        config = ServerConfig.from_pki(args.pki, args.facility, target=args.server, timeout=args.timeout)
+        config = ServerConfig.from_pki(
+            args.pki, args.facility, target=args.server, timeout=args.timeout
+        )
     else:
         config = ServerConfig(target=args.server, facility_code=args.facility, timeout=args.timeout)
     if args.pki and not args.tls_ca:
@@ -59,27 +76,46 @@ def _date(text: str | None, name: str) -> dt.date | None:
 
 
 def register(subparsers) -> None:
-    t = subparsers.add_parser("terminal", help="clinic terminal: read a My Number card or a typed number, show the result")
+    t = subparsers.add_parser(
+        "terminal", help="clinic terminal: read a My Number card or a typed number, show the result"
+    )
     sub = t.add_subparsers(dest="terminal_command", required=True, metavar="COMMAND")
 
-    c = sub.add_parser("check", help="check one patient (card + PIN, or typed insurance number)",
-                       description="Exit codes: 0 valid; 10 invalid; 11 invalid, newer exists; 12 no record; "
-                                   "13 multiple; 20 no card; 21 card removed; 22 not a My Number card; 23 PIN "
-                                   "incorrect; 24 PIN blocked; 25 certificate expired; 26 certificate revoked; "
-                                   "27 card not verified; 28 reader unavailable; 30 service unreachable; 31 "
-                                   "terminal refused; 32 input rejected; 1 unexpected error; 2 usage.")
+    c = sub.add_parser(
+        "check",
+        help="check one patient (card + PIN, or typed insurance number)",
+        description="Exit codes: 0 valid; 10 invalid; 11 invalid, newer exists; 12 no record; "
+        "13 multiple; 20 no card; 21 card removed; 22 not a My Number card; 23 PIN "
+        "incorrect; 24 PIN blocked; 25 certificate expired; 26 certificate revoked; "
+        "27 card not verified; 28 reader unavailable; 30 service unreachable; 31 "
+        "terminal refused; 32 input rejected; 1 unexpected error; 2 usage.",
+    )
     what = c.add_mutually_exclusive_group(required=True)
-    what.add_argument("--card", action="store_true", help="read the My Number card on the reader (asks the PIN)")
-    what.add_argument("--number", nargs=4, metavar=("INSURER", "SYMBOL", "NUMBER", "BRANCH"),
-                      help='insurance-card number; pass "" for an absent symbol or branch')
+    what.add_argument(
+        "--card", action="store_true", help="read the My Number card on the reader (asks the PIN)"
+    )
+    what.add_argument(
+        "--number",
+        nargs=4,
+        metavar=("INSURER", "SYMBOL", "NUMBER", "BRANCH"),
+        help='insurance-card number; pass "" for an absent symbol or branch',
+    )
     c.add_argument("--birth", metavar="YYYY-MM-DD", help="birth date (required with --number)")
     c.add_argument("--as-of", metavar="YYYY-MM-DD", help="visit date (default: today in Japan)")
-    c.add_argument("--reader", help="use the reader whose name contains this text (default: the first with a card)")
-    c.add_argument("--json", action="store_true", help="print the result as JSON for receipt/HIS systems")
+    c.add_argument(
+        "--reader",
+        help="use the reader whose name contains this text (default: the first with a card)",
+    )
+    c.add_argument(
+        "--json", action="store_true", help="print the result as JSON for receipt/HIS systems"
+    )
     _server_arguments(c)
     c.set_defaults(func=_check)
 
-    w = sub.add_parser("watch", help="folder mode: answer each request file in REQ_DIR with a result file in RES_DIR")
+    w = sub.add_parser(
+        "watch",
+        help="folder mode: answer each request file in REQ_DIR with a result file in RES_DIR",
+    )
     w.add_argument("req_dir", metavar="REQ_DIR")
     w.add_argument("res_dir", metavar="RES_DIR")
     w.add_argument("--once", action="store_true", help="answer what is there, then exit")
@@ -112,4 +148,6 @@ def _check(args) -> int:
 def _watch(args) -> int:
     from onshi.terminal import watch
 
-    return watch.watch(args.req_dir, args.res_dir, _config(args), once=args.once, interval=args.interval)
+    return watch.watch(
+        args.req_dir, args.res_dir, _config(args), once=args.once, interval=args.interval
+    )

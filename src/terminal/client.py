@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
-
 from onshi.core import dates
 from onshi.terminal.screen import Outcome, Result
 from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc
@@ -38,18 +37,21 @@ def facility_code_of(cert_pem: bytes) -> str | None:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return None
-    codes = [u[len(FACILITY_URN):] for u in san.get_values_for_type(x509.UniformResourceIdentifier)
-             if u.startswith(FACILITY_URN)]
+    codes = [
+        u[len(FACILITY_URN) :]
+        for u in san.get_values_for_type(x509.UniformResourceIdentifier)
+        if u.startswith(FACILITY_URN)
+    ]
     return codes[0] if len(codes) == 1 else None
 
 
 @dataclass
 class ServerConfig:
     target: str = DEFAULT_SERVER
-    ca: str | None = None          # the onshi CA that issued the server certificate
-    cert: str | None = None        # this terminal's facility client certificate
+    ca: str | None = None  # the onshi CA that issued the server certificate
+    cert: str | None = None  # this terminal's facility client certificate
     key: str | None = None
-    insecure_dev: bool = False     # plaintext to a --insecure-dev server on loopback (demos)
+    insecure_dev: bool = False  # plaintext to a --insecure-dev server on loopback (demos)
     facility_code: str | None = None
     timeout: float = 5.0
 
@@ -57,15 +59,22 @@ class ServerConfig:
     def from_pki(cls, pki_dir: str, facility_code: str, **kw) -> ServerConfig:
         base = os.path.join(pki_dir, "onshi")
         stem = f"facility-{facility_code}"
-        return cls(ca=os.path.join(base, "ca.pem"), cert=os.path.join(base, stem + ".pem"),
-                   key=os.path.join(base, stem + ".key.pem"), facility_code=facility_code, **kw)
+        return cls(
+            ca=os.path.join(base, "ca.pem"),
+            cert=os.path.join(base, stem + ".pem"),
+            key=os.path.join(base, stem + ".key.pem"),
+            facility_code=facility_code,
+            **kw,
+        )
 
     def resolved_facility_code(self) -> str:
         if self.cert and not self.insecure_dev:
             with open(self.cert, "rb") as f:
                 from_cert = facility_code_of(f.read())
             if from_cert and self.facility_code and from_cert != self.facility_code:
-                raise ConfigError(f"--facility {self.facility_code} is not the certificate's {from_cert}")
+                raise ConfigError(
+                    f"--facility {self.facility_code} is not the certificate's {from_cert}"
+                )
             if from_cert:
                 return from_cert
         if not self.facility_code:
@@ -79,15 +88,20 @@ class EligibilityConnection:
         if config.insecure_dev:
             self.channel = grpc.insecure_channel(config.target)
             self.metadata: tuple = ((ROLE_KEY, "facility"),) + (
-                ((FACILITY_KEY, config.facility_code),) if config.facility_code else ())
+                ((FACILITY_KEY, config.facility_code),) if config.facility_code else ()
+            )
         else:
             if not (config.ca and config.cert and config.key):
-                raise ConfigError("mTLS needs the CA, the facility certificate and its key "
-                                  "(--pki DIR --facility CODE, or --tls-ca/--tls-cert/--tls-key); "
-                                  "--insecure-dev only for a loopback demo server")
+                raise ConfigError(
+                    "mTLS needs the CA, the facility certificate and its key "
+                    "(--pki DIR --facility CODE, or --tls-ca/--tls-cert/--tls-key); "
+                    "--insecure-dev only for a loopback demo server"
+                )
             creds = grpc.ssl_channel_credentials(
-                root_certificates=_read(config.ca), private_key=_read(config.key),
-                certificate_chain=_read(config.cert))
+                root_certificates=_read(config.ca),
+                private_key=_read(config.key),
+                certificate_chain=_read(config.cert),
+            )
             self.channel = grpc.secure_channel(config.target, creds)
             self.metadata = ()
         self.stub = eligibility_pb2_grpc.EligibilityServiceStub(self.channel)
@@ -98,18 +112,38 @@ class EligibilityConnection:
     def __exit__(self, *exc) -> None:
         self.channel.close()
 
-    def check_by_card(self, certificate_der: bytes, challenge: eligibility_pb2.CardChallenge,
-                      signature: bytes, as_of: dt.date | None) -> eligibility_pb2.CheckResponse:
+    def check_by_card(
+        self,
+        certificate_der: bytes,
+        challenge: eligibility_pb2.CardChallenge,
+        signature: bytes,
+        as_of: dt.date | None,
+    ) -> eligibility_pb2.CheckResponse:
         request = eligibility_pb2.CheckByCardRequest(
-            card_certificate=certificate_der, challenge=challenge, card_signature=signature,
-            as_of=dates.to_proto(as_of))
+            card_certificate=certificate_der,
+            challenge=challenge,
+            card_signature=signature,
+            as_of=dates.to_proto(as_of),
+        )
         return self.stub.CheckByCard(request, timeout=self.config.timeout, metadata=self.metadata)
 
-    def check_by_number(self, insurer_number: str, symbol: str, number: str, branch: str,
-                        birth_date: dt.date, as_of: dt.date | None) -> eligibility_pb2.CheckResponse:
+    def check_by_number(
+        self,
+        insurer_number: str,
+        symbol: str,
+        number: str,
+        branch: str,
+        birth_date: dt.date,
+        as_of: dt.date | None,
+    ) -> eligibility_pb2.CheckResponse:
         request = eligibility_pb2.CheckByNumberRequest(
-            insurer_number=insurer_number, symbol=symbol, number=number, branch=branch,
-            birth_date=dates.to_proto(birth_date), as_of=dates.to_proto(as_of))
+            insurer_number=insurer_number,
+            symbol=symbol,
+            number=number,
+            branch=branch,
+            birth_date=dates.to_proto(birth_date),
+            as_of=dates.to_proto(as_of),
+        )
         return self.stub.CheckByNumber(request, timeout=self.config.timeout, metadata=self.metadata)
 
 
@@ -158,7 +192,9 @@ def _accepts_tcp(target: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def outcome_of_error(exc: grpc.RpcError, target: str | None = None) -> tuple[Outcome, str, list[tuple[str, str]]]:
+def outcome_of_error(
+    exc: grpc.RpcError, target: str | None = None
+) -> tuple[Outcome, str, list[tuple[str, str]]]:
     """(outcome, detail, field violations) for a failed call.
 
     The desk needs to tell an outage (failure procedure) from a terminal the
@@ -179,13 +215,21 @@ def outcome_of_error(exc: grpc.RpcError, target: str | None = None) -> tuple[Out
             return outcome, detail, []
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return Outcome.INPUT_REJECTED, detail, field_violations(exc)
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                grpc.StatusCode.RESOURCE_EXHAUSTED):
+    if code in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ):
         lowered = details.lower()
         if code == grpc.StatusCode.UNAVAILABLE and (
-                any(w in lowered for w in ("handshake", "certificate", "ssl", "tls"))
-                or (target is not None and _accepts_tcp(target))):
-            return Outcome.SERVER_REFUSED, detail + " (the server is up: TLS handshake refused?)", []
+            any(w in lowered for w in ("handshake", "certificate", "ssl", "tls"))
+            or (target is not None and _accepts_tcp(target))
+        ):
+            return (
+                Outcome.SERVER_REFUSED,
+                detail + " (the server is up: TLS handshake refused?)",
+                [],
+            )
         return Outcome.SERVER_UNREACHABLE, detail, []
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return Outcome.SERVER_REFUSED, detail, []

@@ -13,8 +13,8 @@ import hashlib
 # JPKI AP (公的個人認証 AP).
 AID = bytes.fromhex("D392F000260100000001")
 EF_AUTH_CERT = b"\x00\x0a"  # 利用者証明用電子証明書 (user-authentication certificate)
-EF_AUTH_KEY = b"\x00\x17"   # its private key (signing only; never readable)
-EF_AUTH_PIN = b"\x00\x18"   # 4-digit 利用者証明用パスワード
+EF_AUTH_KEY = b"\x00\x17"  # its private key (signing only; never readable)
+EF_AUTH_PIN = b"\x00\x18"  # 4-digit 利用者証明用パスワード
 
 PIN_TRIES = 3
 PIN_LENGTH = 4
@@ -30,7 +30,7 @@ SIGN = bytes.fromhex("802A0080")  # 80 2A 00 80 Lc <DigestInfo> 00
 SW_OK = 0x9000
 SW_WRONG_LENGTH = 0x6700
 SW_SECURITY_NOT_SATISFIED = 0x6982
-SW_PIN_BLOCKED = 0x6984          # reference data not usable: 3 wrong PINs
+SW_PIN_BLOCKED = 0x6984  # reference data not usable: 3 wrong PINs
 SW_CONDITIONS_NOT_SATISFIED = 0x6985
 SW_NO_CURRENT_EF = 0x6986
 SW_WRONG_DATA = 0x6A80
@@ -75,4 +75,4 @@ def der_total_length(header: bytes) -> int:
     n = first & 0x7F
     if n == 0 or n > 3 or len(header) < 2 + n:
         raise ValueError("unsupported DER length")
-    return 2 + n + int.from_bytes(header[2:2 + n], "big")
+    return 2 + n + int.from_bytes(header[2 : 2 + n], "big")

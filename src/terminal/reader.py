@@ -126,8 +126,12 @@ class JpkiCard:
                 raise NoReader(f"no reader matching {self.reader_name!r}")
         last = None
         for name in readers:  # the first reader holding a card
-            rc, card, protocol = s.SCardConnect(self._context, name, s.SCARD_SHARE_EXCLUSIVE,
-                                                s.SCARD_PROTOCOL_T0 | s.SCARD_PROTOCOL_T1)
+            rc, card, protocol = s.SCardConnect(
+                self._context,
+                name,
+                s.SCARD_SHARE_EXCLUSIVE,
+                s.SCARD_PROTOCOL_T0 | s.SCARD_PROTOCOL_T1,
+            )
             if rc == s.SCARD_S_SUCCESS:
                 self._card = card
                 self._pci = s.SCARD_PCI_T1 if protocol == s.SCARD_PROTOCOL_T1 else s.SCARD_PCI_T0
@@ -142,9 +146,17 @@ class JpkiCard:
         s = self._s
         rc, response = s.SCardTransmit(self._card, self._pci, list(apdu))
         if rc != s.SCARD_S_SUCCESS:
-            if rc in (s.SCARD_W_REMOVED_CARD, s.SCARD_E_NO_SMARTCARD, s.SCARD_W_RESET_CARD,
-                      s.SCARD_W_UNPOWERED_CARD, s.SCARD_E_READER_UNAVAILABLE, s.SCARD_E_COMM_DATA_LOST,
-                      s.SCARD_W_UNRESPONSIVE_CARD, s.SCARD_E_NOT_TRANSACTED, s.SCARD_E_INVALID_HANDLE):
+            if rc in (
+                s.SCARD_W_REMOVED_CARD,
+                s.SCARD_E_NO_SMARTCARD,
+                s.SCARD_W_RESET_CARD,
+                s.SCARD_W_UNPOWERED_CARD,
+                s.SCARD_E_READER_UNAVAILABLE,
+                s.SCARD_E_COMM_DATA_LOST,
+                s.SCARD_W_UNRESPONSIVE_CARD,
+                s.SCARD_E_NOT_TRANSACTED,
+                s.SCARD_E_INVALID_HANDLE,
+            ):
                 raise CardRemoved("the card was removed")
             raise CardError(f"reader error: {s.SCardGetErrorMessage(rc)}")
         if len(response) < 2:
@@ -216,4 +228,6 @@ class JpkiCard:
 
     def sign_digest_info(self, digest_info: bytes) -> bytes:
         self._select_ef(jpki.EF_AUTH_KEY, "SELECT EF 00 17")
-        return self._expect_ok("SIGN", jpki.SIGN + bytes([len(digest_info)]) + digest_info + b"\x00")
+        return self._expect_ok(
+            "SIGN", jpki.SIGN + bytes([len(digest_info)]) + digest_info + b"\x00"
+        )

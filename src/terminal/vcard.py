@@ -31,7 +31,6 @@ import time
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
 from onshi.terminal import jpki
 
 VPCD_PORT = 0x8C7B  # 35963
@@ -60,8 +59,15 @@ def rsa_sign_pkcs1_v15_raw(key: rsa.RSAPrivateKey, digest_info: bytes) -> bytes:
 class VirtualJpkiCard:
     """The card's state machine: APDU bytes in, response bytes out."""
 
-    def __init__(self, cert_der: bytes, key: rsa.RSAPrivateKey, pin: str, *,
-                 tries_left: int = jpki.PIN_TRIES, state_path: str | None = None):
+    def __init__(
+        self,
+        cert_der: bytes,
+        key: rsa.RSAPrivateKey,
+        pin: str,
+        *,
+        tries_left: int = jpki.PIN_TRIES,
+        state_path: str | None = None,
+    ):
         if len(pin) != jpki.PIN_LENGTH or not pin.isdigit():
             raise ValueError("the user-authentication PIN is 4 digits")
         self.cert_der = cert_der
@@ -110,7 +116,7 @@ class VirtualJpkiCard:
         if not body:
             return b""
         lc = body[0]
-        data = body[1:1 + lc]
+        data = body[1 : 1 + lc]
         if len(data) != lc or len(body) not in (1 + lc, 2 + lc):
             return None
         return data
@@ -125,7 +131,11 @@ class VirtualJpkiCard:
             self.ap_selected = data == jpki.AID
             return _sw(jpki.SW_OK if self.ap_selected else jpki.SW_FILE_NOT_FOUND)
         if p1 == 0x02:  # EF under the current DF
-            if not self.ap_selected or data not in (jpki.EF_AUTH_CERT, jpki.EF_AUTH_KEY, jpki.EF_AUTH_PIN):
+            if not self.ap_selected or data not in (
+                jpki.EF_AUTH_CERT,
+                jpki.EF_AUTH_KEY,
+                jpki.EF_AUTH_PIN,
+            ):
                 return _sw(jpki.SW_FILE_NOT_FOUND)
             self.current_ef = data
             return _sw(jpki.SW_OK)
@@ -142,11 +152,13 @@ class VirtualJpkiCard:
         le = body[0] or 256
         if offset > len(self.cert_der):
             return _sw(jpki.SW_OFFSET_OUTSIDE)
-        return _sw(jpki.SW_OK, self.cert_der[offset:offset + le])
+        return _sw(jpki.SW_OK, self.cert_der[offset : offset + le])
 
     def _verify(self, p1: int, p2: int, body: bytes) -> bytes:
         if self.current_ef != jpki.EF_AUTH_PIN or (p1, p2) != (0x00, 0x80):
-            return _sw(jpki.SW_NO_CURRENT_EF if self.current_ef != jpki.EF_AUTH_PIN else jpki.SW_WRONG_P1P2)
+            return _sw(
+                jpki.SW_NO_CURRENT_EF if self.current_ef != jpki.EF_AUTH_PIN else jpki.SW_WRONG_P1P2
+            )
         if self.tries_left <= 0:
             return _sw(jpki.SW_PIN_BLOCKED)
         if not body:  # no data: ask how many tries are left
@@ -238,34 +250,62 @@ def serve(card: VirtualJpkiCard, sock: socket.socket, *, quickack: bool = True) 
         _send_frame(sock, card.process(payload))
 
 
-def load_card(cert_path: str, key_path: str, pin: str, *, tries_left: int = jpki.PIN_TRIES,
-              state_path: str | None = None) -> VirtualJpkiCard:
+def load_card(
+    cert_path: str,
+    key_path: str,
+    pin: str,
+    *,
+    tries_left: int = jpki.PIN_TRIES,
+    state_path: str | None = None,
+) -> VirtualJpkiCard:
     with open(cert_path, "rb") as f:
         raw = f.read()
-    cert = x509.load_pem_x509_certificate(raw) if raw.lstrip().startswith(b"-----") else x509.load_der_x509_certificate(raw)
+    cert = (
+        x509.load_pem_x509_certificate(raw)
+        if raw.lstrip().startswith(b"-----")
+        else x509.load_der_x509_certificate(raw)
+    )
     with open(key_path, "rb") as f:
         key = serialization.load_pem_private_key(f.read(), password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("JPKI card keys are RSA")
-    return VirtualJpkiCard(cert.public_bytes(serialization.Encoding.DER), key, pin,
-                           tries_left=tries_left, state_path=state_path)
+    return VirtualJpkiCard(
+        cert.public_bytes(serialization.Encoding.DER),
+        key,
+        pin,
+        tries_left=tries_left,
+        state_path=state_path,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m onshi.terminal.vcard",
-                                description="Virtual JPKI card for vpcd (vsmartcard). TEST ONLY.")
-    p.add_argument("--cert", required=True, help="card certificate (PEM or DER), e.g. from `onshi pki init`")
+    p = argparse.ArgumentParser(
+        prog="python -m onshi.terminal.vcard",
+        description="Virtual JPKI card for vpcd (vsmartcard). TEST ONLY.",
+    )
+    p.add_argument(
+        "--cert", required=True, help="card certificate (PEM or DER), e.g. from `onshi pki init`"
+    )
     p.add_argument("--key", required=True, help="card private key (PEM)")
     p.add_argument("--pin", required=True, help="4-digit user-authentication PIN")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=VPCD_PORT, help="vpcd port (default 35963, reader slot 0)")
+    p.add_argument(
+        "--port", type=int, default=VPCD_PORT, help="vpcd port (default 35963, reader slot 0)"
+    )
     p.add_argument("--tries-left", type=int, default=jpki.PIN_TRIES)
-    p.add_argument("--state", help="file keeping the PIN counter across restarts (like a real chip)")
+    p.add_argument(
+        "--state", help="file keeping the PIN counter across restarts (like a real chip)"
+    )
     p.add_argument("--connect-timeout", type=float, default=30.0)
-    p.add_argument("--no-quickack", action="store_true",
-                   help="leave delayed ACKs on (only to measure what TCP_QUICKACK saves: bench/terminal_card.py)")
+    p.add_argument(
+        "--no-quickack",
+        action="store_true",
+        help="leave delayed ACKs on (only to measure what TCP_QUICKACK saves: bench/terminal_card.py)",
+    )
     args = p.parse_args(argv)
-    card = load_card(args.cert, args.key, args.pin, tries_left=args.tries_left, state_path=args.state)
+    card = load_card(
+        args.cert, args.key, args.pin, tries_left=args.tries_left, state_path=args.state
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM = pull the card out
     sock = connect(args.host, args.port, args.connect_timeout)
     print(f"vcard: inserted into vpcd at {args.host}:{args.port}", flush=True)

@@ -38,8 +38,11 @@ _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
 def pending(req_dir: str, res_dir: str) -> list[str]:
     """Request names without a result, in name order."""
     done = set(os.listdir(res_dir))
-    return sorted(n for n in os.listdir(req_dir)
-                  if n.endswith(".json") and not n.startswith(".") and n not in done)
+    return sorted(
+        n
+        for n in os.listdir(req_dir)
+        if n.endswith(".json") and not n.startswith(".") and n not in done
+    )
 
 
 def _fsync_dir(path: str) -> None:
@@ -114,16 +117,29 @@ def answer_request(request: dict, config: ServerConfig, conn=None) -> Result:
         if missing:
             raise ValueError(", ".join(f"{k}: required" for k in missing))
         birth = _date(request["birth_date"], "birth_date")
-        return check.check_number(config, str(request["insurer_number"]), str(request.get("symbol", "")),
-                                  str(request["number"]), str(request.get("branch", "")), birth, as_of=as_of,
-                                  conn=conn)
+        return check.check_number(
+            config,
+            str(request["insurer_number"]),
+            str(request.get("symbol", "")),
+            str(request["number"]),
+            str(request.get("branch", "")),
+            birth,
+            as_of=as_of,
+            conn=conn,
+        )
     if kind == "card":
         return check.check_card(config, reader_name=request.get("reader"), as_of=as_of, conn=conn)
     raise ValueError('kind: must be "number" or "card"')
 
 
-def process_one(req_dir: str, res_dir: str, name: str, config: ServerConfig, conn=None,
-                answer: Callable[..., Result] = answer_request) -> Result | None:
+def process_one(
+    req_dir: str,
+    res_dir: str,
+    name: str,
+    config: ServerConfig,
+    conn=None,
+    answer: Callable[..., Result] = answer_request,
+) -> Result | None:
     """Answer one request; None if another watcher answered it meanwhile."""
     try:
         with open(os.path.join(req_dir, name), "rb") as f:
@@ -137,13 +153,21 @@ def process_one(req_dir: str, res_dir: str, name: str, config: ServerConfig, con
         result = Result(Outcome.REQUEST_INVALID, "number", detail=str(exc))
     doc = screen.to_dict(result)
     doc["request"] = name
-    doc["answered_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    doc["answered_at"] = dt.datetime.now(dt.UTC).isoformat()
     data = (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
     return result if write_result_once(res_dir, name, data) else None
 
 
-def watch(req_dir: str, res_dir: str, config: ServerConfig, *, once: bool = False, interval: float = 0.5,
-          stop: threading.Event | None = None, out=sys.stdout) -> int:
+def watch(
+    req_dir: str,
+    res_dir: str,
+    config: ServerConfig,
+    *,
+    once: bool = False,
+    interval: float = 0.5,
+    stop: threading.Event | None = None,
+    out=sys.stdout,
+) -> int:
     """Answer requests until stopped (SIGTERM/SIGINT), or until none is left with once=True."""
     for d in (req_dir, res_dir):
         if not os.path.isdir(d):
@@ -171,7 +195,11 @@ def watch(req_dir: str, res_dir: str, config: ServerConfig, *, once: bool = Fals
                     break
                 result = process_one(req_dir, res_dir, name, config, conn)
                 if result is not None:
-                    print(f"answered {name} {result.outcome.key} exit={result.exit_code}", file=out, flush=True)
+                    print(
+                        f"answered {name} {result.outcome.key} exit={result.exit_code}",
+                        file=out,
+                        flush=True,
+                    )
             if once and not batch:
                 break
             if not batch:
