@@ -243,6 +243,21 @@ FAILURES = [
         "・入力を確認してください: insurer_number — check digit does not match",
         "  Check the input: insurer_number — check digit does not match",
     ),
+    (
+        Result(Outcome.REQUEST_INVALID, "number", detail="birth_date: must be YYYY-MM-DD"),
+        33,
+        "【依頼ファイルを読めません】 Request file not readable",
+        "・依頼ファイルの形式を確認してください（docs/TERMINAL.md）。",
+        "  Check the request file's format (docs/TERMINAL.md).",
+    ),
+    (
+        Result(Outcome.ERROR, "card", detail="terminal configuration: no facility code"),
+        1,
+        "【予期しないエラー】 Unexpected error",
+        "・マイナポータルの資格情報画面、または資格確認書・保険証の提示を求めてください。",
+        "  Ask for the My Number portal (マイナポータル) qualification screen, or the eligibility "
+        "certificate (資格確認書) / insurance card.",
+    ),
 ]
 
 
