@@ -25,14 +25,24 @@ KILL_AFTER = 10_000  # acks; the kill lands mid-stream, right after a commit
 ACCEPTED, DUPLICATE = pb.ENROLLMENT_OUTCOME_ACCEPTED, pb.ENROLLMENT_OUTCOME_DUPLICATE
 
 
+@pytest.fixture
+def started():
+    """Servers this test started; killed whatever happens to the test."""
+    procs: list[s.Proc] = []
+    yield procs
+    for proc in procs:
+        proc.kill()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 500], ids=["StreamUpdates", "StreamUpdateBatches"])
-def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_path, batch):
+def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_path, batch, started):
     data = tmp_path / "store"
     # Acks wait 150 ms after each commit, and the kill waits until the disk holds
     # more applied updates than the client has acks: it lands between a commit and
     # its acks, so those updates are re-sent and must come back DUPLICATE.
     ingest = s.start_ingest(data, tmp_path, 0, "--test-ack-delay-ms", "150")
+    started.append(ingest)
     port = ingest.port
     with grpc.insecure_channel(ingest.target) as channel:
         stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
@@ -82,6 +92,7 @@ def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_
     assert acked_at_kill < UPDATES
     time.sleep(0.3)
     ingest = s.start_ingest(data, tmp_path, port)
+    started.append(ingest)
     thread.join(timeout=180)
     assert not thread.is_alive() and not failure, failure
     assert ingest.stop() == 0
