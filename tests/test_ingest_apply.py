@@ -244,3 +244,29 @@ def test_full_disk_raises_store_full_and_nothing_is_corrupted(tmp_path):
         writer.close()
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_bulk_loaded_people_take_updates_on_their_link(tmp_path):
+    """`onshi gen` loads people with link IDs; their registry rows let insurers'
+    updates land on the same link (not on a new person)."""
+    from onshi.core import history as hist
+
+    r = s.resident(9)
+    person = s.person(r, written_differently=False)
+    q = qpb.Qualification(insurer_number=s.EMPLOYEE, symbol="K1", number="B9", branch="00",
+                          relationship=qpb.RELATIONSHIP_INSURED, acquisition_date=s.date("2020-04-01"),
+                          burden_ratio_percent=30)
+    writer = Writer(tmp_path / "store", map_size=1 << 22)
+    try:
+        writer.bulk_load([(42, person, [q], None)])
+        assert enrollment.bulk_load_residents(writer, [(42, r)]) == 1
+        group = GroupWriter(writer)
+        ack = send(group, s.loss("g1", s.EMPLOYEE, r, "B9", "2025-04-01"))[0]
+        assert ack.outcome == ACCEPTED
+        with group.read() as view:
+            assert enrollment.link_of_resident(view, r.resident_id) == 42
+            (stored,) = view.history(42)[1]
+            assert hist.qualification_number_key(stored) == s.key(s.EMPLOYEE, "B9") and stored.loss_date.year == 2025
+        group.close()
+    finally:
+        writer.close()

@@ -30,6 +30,7 @@ Databases (opened by `open_dbs`; keys use \\x1f between parts):
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
@@ -64,6 +65,32 @@ AMENDING = ("burden_ratio_change", "certificates_change", "subsidies_change")
 def open_dbs(writer) -> None:
     for name in DB_NAMES:
         writer.open_db(name)
+
+
+def bulk_load_residents(writer, residents: Iterable[tuple[int, pb.Resident]]) -> int:
+    """For a bulk-loaded store (`onshi gen`): the registry records and resident ->
+    link ID rows of its people, so insurers' updates find the same link IDs.
+    Needs empty registry/resident_link databases; uses the writer's sorted
+    append path, as Writer.bulk_load does."""
+    open_dbs(writer)
+    records, links = [], []
+    for link_id, resident in residents:
+        resident_id = registry.normalize_resident_id(resident.resident_id)
+        if resident_id is None:
+            raise ValueError(f"resident_id must be {registry.RESIDENT_ID_LEN} digits: {resident.resident_id!r}")
+        record = pb.Resident()
+        record.CopyFrom(resident)
+        record.resident_id = resident_id
+        records.append((resident_id.encode(), record.SerializeToString(deterministic=True)))
+        links.append((resident_id.encode(), link_key(link_id)))
+    records.sort()
+    links.sort()
+    for (a, _), (b, _) in zip(links, links[1:]):
+        if a == b:
+            raise ValueError(f"resident {a.decode()} appears twice")
+    writer._put_sorted("registry", records)
+    writer._put_sorted("resident_link", links)
+    return len(records)
 
 
 def _seq(n: int) -> bytes:
