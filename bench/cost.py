@@ -224,7 +224,7 @@ def measure(server: common.Server, req_path: Path, args, out: Path, profile: boo
             "cpu_per_worker_s": [round(cpu1[p] - cpu0[p], 2) for p in pids], "window_s": round(t1 - t0, 2)}
 
 
-def py_spy(pid: int, seconds: float, out: Path):
+def py_spy(pid: int, seconds: float, out: Path, subprocesses: bool = False):
     exe = Path(sys.executable).with_name("py-spy")
     if not exe.exists():
         print("cost: py-spy not installed (bench extra); no profile", file=sys.stderr)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from cost import py_spy, summarize_profile  # noqa: E402
 
 SCENARIOS = ("terminal", "review", "insurer", "mixed")
 CHECKS = ("CheckByCard", "CheckByNumber")
@@ -71,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--updates-per-s", type=float, default=500, help="background updates/s in mixed")
     p.add_argument("--warmup", type=float, default=2.0,
                    help="seconds after the first answer left out of percentiles and rate (default 2)")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy locust and one server worker during the run (where the time goes)")
     p.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--out", type=Path, default=common.OUT / "load", help="CSV and raw latency directory")
     return p.parse_args(argv)
@@ -163,13 +166,28 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
           f"server {eligibility.address}" + (f", secondary {secondary.address}" if secondary else ""), flush=True)
     started = time.monotonic()
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    profiles = {}
     with open(out / "locust.log", "w") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        spies = []
+        if args.profile:
+            # py-spy (--gil: Python work only) of locust and one eligibility
+            # worker over the middle of the run: where a missed target's time goes.
+            time.sleep(min(5.0, args.duration / 3))
+            seconds = max(2, int(args.duration / 2))
+            for who, pid in (("locust", proc.pid), ("server worker", eligibility.worker_pids()[0])):
+                spy = py_spy(pid, seconds, out / f"profile-{who.split()[0]}.txt")
+                if spy:
+                    spies.append((who, spy, out / f"profile-{who.split()[0]}.txt"))
         try:
-            proc = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  timeout=args.duration + 120)
-            code = proc.returncode
+            code = proc.wait(timeout=args.duration + 120)
         except subprocess.TimeoutExpired:
-            code = -1
+            proc.kill()
+            code = proc.wait()
+        for who, spy, path in spies:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(timeout=30)
+            profiles[who] = summarize_profile(path)
     wall = time.monotonic() - started
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     locust_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
@@ -178,6 +196,7 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
     result["loadavg"] = os.getloadavg()[0]
     result["eligibility_cpu_s"] = round(sum(cpu_after[p] - cpu_before[p] for p in eligibility.worker_pids()), 2)
     result["locust_cpu_s"] = round(locust_cpu, 2)
+    result["profiles"] = profiles
     result["engine"] = _engine_of(eligibility)
     result["users"] = users
     result["terminals"] = terminals
@@ -279,6 +298,9 @@ def print_result(r: dict) -> None:
     print(f"  CPU: eligibility workers {r['eligibility_cpu_s']} s ({1e6 * r['eligibility_cpu_s'] / total:.0f} µs "
           f"per request), locust {r['locust_cpu_s']} s ({1e6 * r['locust_cpu_s'] / total:.0f} µs per request); "
           f"load avg {r['loadavg']:.1f}")
+    for who, top in r.get("profiles", {}).items():
+        print(f"  py-spy {who} (share of Python time, self): " +
+              "; ".join(f"{share:.0%} {name}" for name, share in top[:8]))
     print(f"  target: {r['target']}")
     print(f"  CSVs and raw latencies: {r['out']}")
 
@@ -295,6 +317,11 @@ def record(args, r: dict) -> None:
            f"{1e6 * r['eligibility_cpu_s'] / max(1, r['count'] * r['duration'] / (r['duration'] - r['warmup'])):.0f}, "
            f"locust {1e6 * r['locust_cpu_s'] / max(1, r['count'] * r['duration'] / (r['duration'] - r['warmup'])):.0f}"]
     common.append_results(SECTION, INTRO, HEADER, row)
+    if r.get("profiles"):
+        common.append_note(SECTION, f"Profile of the {r['scenario']} run at {r['offered']:g}/s ({r['date']}), py-spy "
+                           "self time of Python work: " + " — ".join(
+                               f"{who}: " + "; ".join(f"{share:.0%} {name}" for name, share in top[:8])
+                               for who, top in r["profiles"].items()) + ".")
     common.record("load", {k: v for k, v in r.items() if k != "out"})
 
 
