@@ -175,6 +175,64 @@ def in_process(path: Path, raw_batches: list[bytes], profile: bool) -> tuple[flo
     return (rate, cpu_rate), counts, report
 
 
+def breakdown(path: Path, raw_batches: list[bytes]) -> list[tuple[str, float]]:
+    """CPU microseconds per claim of each stage of the in-process path, measured
+    separately over the same batches (process_time, so other load matters less)."""
+    from onshi.core import identifiers
+    from onshi.core.claims import Verifier
+    from onshi.core.engine import open_engine
+
+    engine = open_engine(path)
+    env = getattr(engine, "env", None) or open_env(path, readonly=True)
+    verifier = Verifier(engine, env)
+    batches = raw_batches[:20]
+    requests = [cpb.VerifyClaimsRequest.FromString(r) for r in batches]
+    n = sum(len(r.claims) for r in requests)
+    for r in requests[:3]:
+        verifier.verify(r.claims)  # warm the caches as a long stream would
+
+    def keys_of(claims):
+        out = []
+        for c in claims:
+            try:
+                out.append(identifiers.number_key(c.insurer_number, c.symbol, c.number, c.branch))
+            except identifiers.InvalidIdentifier:
+                pass
+        return out
+
+    def reads(claims):
+        for c in claims:
+            a, b, bd = c.first_visit_date, c.last_visit_date, c.birth_date
+            (a.year, a.month, a.day, b.year, b.month, b.day, bd.year, bd.month, bd.day,
+             c.insurer_number, c.symbol, c.number, c.branch, c.claim_id, c.visit_days)
+
+    def build(claims):
+        resp = cpb.VerifyClaimsResponse()
+        add = resp.verdicts.add
+        for c in claims:
+            add(claim_id=c.claim_id, outcome=cpb.OUTCOME_OK)
+        return resp.SerializeToString()
+
+    keys = [keys_of(r.claims) for r in requests]
+    stages = [
+        ("parse the request (upb)", lambda i: cpb.VerifyClaimsRequest.FromString(batches[i])),
+        ("read the claim fields", lambda i: reads(requests[i].claims)),
+        ("native histories_by_number", lambda i: engine.histories_by_number(keys[i])),
+        ("build + serialize OK verdicts", lambda i: build(requests[i].claims)),
+        ("whole Verifier.verify + serialize", lambda i: verifier.verify(requests[i].claims).SerializeToString()),
+    ]
+    out = []
+    for name, fn in stages:
+        started = time.process_time()
+        for i in range(len(requests)):
+            fn(i)
+        out.append((name, (time.process_time() - started) / n * 1e6))
+    if env is not getattr(engine, "env", None):
+        env.close()
+    engine.close()
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -247,6 +305,9 @@ def main() -> int:
     print(f"in-process Verifier.verify: {rate_local[0]:,.0f} claims/s wall, {rate_local[1]:,.0f} claims "
           f"per CPU-second  {dict(counts)}", flush=True)
     print(profile)
+    stages = breakdown(path, raw)
+    for name, micros in stages:
+        print(f"  {name:36s} {micros:6.2f} us/claim (CPU)")
 
     proc, port = start_server(path)
     try:
@@ -267,11 +328,11 @@ def main() -> int:
             proc.kill()
 
     if args.write:
-        write_results(args, n_claims, counts, rate_local, rate_check, rate_review, profile)
+        write_results(args, n_claims, counts, rate_local, rate_check, rate_review, profile, stages)
     return 0
 
 
-def write_results(args, n, counts, rate_local, rate_check, rate_review, profile) -> None:
+def write_results(args, n, counts, rate_local, rate_check, rate_review, profile, stages) -> None:
     engine = os.environ.get("ONSHI_ENGINE") or "auto (native when built)"
     mix = ", ".join(f"{k} {v / n:.1%}" for k, v in counts.most_common())
     lines = [
@@ -294,6 +355,9 @@ def write_results(args, n, counts, rate_local, rate_check, rate_review, profile)
     lines.append("")
     lines.append(f"Load average at the end of the run: {os.getloadavg()[0]:.1f} (other engineers' jobs share "
                  "the 2 cores, so wall-clock rates understate; per-CPU-second rates are the cost).")
+    lines += ["", "CPU per claim by stage (measured separately over the first 20 batches; the whole verify "
+              "includes the lookups and the build):", "", "| stage | µs/claim (CPU) |", "|---|---:|",
+              *[f"| {name} | {micros:.2f} |" for name, micros in stages]]
     lines += ["", "Where the in-process time goes (cProfile, top by own time):", "", "```",
               *[l for l in profile.splitlines() if l.strip()][:22], "```", ""]
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
