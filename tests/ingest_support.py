@@ -260,8 +260,8 @@ def eligibility_server_available() -> bool:
     return (ROOT / "src" / "server" / "app.py").exists()
 
 
-def start_eligibility(data: Path, tmp: Path) -> Proc:
+def start_eligibility(data: Path, tmp: Path, engine: str | None = None) -> Proc:
     return Proc(onshi("serve", "--data", str(data), "--port", "0", "--workers", "1",
-                      "--port-file", str(tmp / "serve.port")),
+                      "--port-file", str(tmp / "serve.port"), *(("--engine", engine) if engine else ())),
                 tmp / "serve.port", tmp / "serve.log")
 

@@ -380,3 +380,42 @@ def test_cli_help_lists_ingest_commands():
     out = subprocess.run([sys.executable, "-m", "onshi.cli", "--help"], capture_output=True, text=True,
                          env=s._env(), timeout=30)
     assert "ingest-serve" in out.stdout and "ingest-file" in out.stdout
+
+
+@pytest.mark.parametrize("engine", [
+    "native",
+    pytest.param("pure", marks=pytest.mark.xfail(
+        reason="PureEngine does not remap on MDB_MAP_RESIZED (env.set_mapsize(0) and retry); reported", strict=True)),
+])
+def test_eligibility_server_follows_map_growth_without_restart(tmp_path, engine):
+    """The writer doubles the map as the store grows; a running eligibility
+    server keeps seeing new commits (it must remap, not stop)."""
+    if engine == "native":
+        try:
+            import onshi.ext  # noqa: F401
+        except ImportError:
+            pytest.skip("native engine not built")
+    data = tmp_path / "store"
+    ingest = s.start_ingest(data, tmp_path, 0, "--map-size", str(1 << 20))
+    serve = None
+    try:
+        serve = s.start_eligibility(data, tmp_path, engine)
+        people = [s.resident(50_000 + i) for i in range(6000)]
+        with grpc.insecure_channel(ingest.target) as a, grpc.insecure_channel(serve.target) as b:
+            enrol = enrollment_pb2_grpc.EnrollmentServiceStub(a)
+            check = eligibility_pb2_grpc.EligibilityServiceStub(b)
+            first = people[0]
+            enrol.PutResidents(pb.PutResidentsRequest(residents=people[:1]), timeout=30)
+            stream(enrol, [s.acquisition("m0", s.EMPLOYEE, first, "M0", "2024-04-01")])
+            assert by_number(check, s.EMPLOYEE, "M0", first).validity == VALID
+            enrol.PutResidents(pb.PutResidentsRequest(residents=people[1:]), timeout=60)
+            acks = stream(enrol, [s.acquisition(f"m{i}", s.EMPLOYEE, r, f"M{i}", "2024-04-01")
+                                  for i, r in enumerate(people) if i])
+            assert {a.outcome for a in acks} == {ACCEPTED}
+            assert (data / "data.mdb").stat().st_size > 2 << 20  # grown past the first map
+            last = people[-1]
+            assert by_number(check, s.EMPLOYEE, f"M{len(people) - 1}", last).validity == VALID
+    finally:
+        ingest.kill()
+        if serve is not None:
+            serve.stop()
