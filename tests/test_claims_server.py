@@ -30,11 +30,11 @@ MONTH = cpb.ApportionRequest  # for brevity below
 class IngestServe:
     """`onshi ingest-serve --port 0` as a child process."""
 
-    def __init__(self, data, tmp_path):
+    def __init__(self, data, tmp_path, *extra):
         port_file = tmp_path / "port"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "onshi.cli", "ingest-serve", "--data", str(data), "--port", "0",
-             "--port-file", str(port_file), "--grace", "1"],
+             "--port-file", str(port_file), "--grace", "1", *extra],
             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"))
         deadline = time.monotonic() + 30
         while not port_file.exists():
@@ -53,9 +53,7 @@ class IngestServe:
         self.proc.wait(timeout=10)
 
 
-@pytest.fixture
-def serve(tmp_path):
-    data = tmp_path / "store"
+def two_people(data):
     write_people(data, [
         (person("ヤマダ タロウ", TARO), [
             qual(KYOKAI, "12", "345", "00", D(2020, 1, 1), D(2024, 4, 1)),
@@ -66,7 +64,12 @@ def serve(tmp_path):
             qual(NHI, "国", "1-2", "00", D(2024, 4, 15)),
         ]),
     ])
-    server = IngestServe(data, tmp_path)
+
+
+@pytest.fixture
+def serve(tmp_path):
+    two_people(tmp_path / "store")
+    server = IngestServe(tmp_path / "store", tmp_path)
     yield server
     server.stop()
 
@@ -211,3 +214,31 @@ def test_slow_reader_holds_the_server_back(serve):
     rest = list(calls)
     assert len(consumed) + len(rest) == batches
     assert verified() == batches
+
+
+def test_full_store_is_resource_exhausted_and_keeps_what_was_recorded(tmp_path):
+    two_people(tmp_path / "store")
+    server = IngestServe(tmp_path / "store", tmp_path, "--map-size", str(1 << 20), "--max-map-size", str(1 << 21))
+    try:
+        def batch(b):
+            return [claim(f"full-{b}-{i}-" + "y" * 300, KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=1)
+                    for i in range(1000)]
+
+        answered = 0
+        with pytest.raises(grpc.RpcError) as err:
+            for _ in serve_stream(server, (batch(b) for b in range(40))):
+                answered += 1
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert 0 < answered < 40
+        r = server.stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months()), timeout=10)
+        assert r.paid_points == answered * 1000  # every answered batch recorded, the failed one not at all
+        # still answering: a pre-submission check writes nothing
+        (ok,) = verify(server.stub, [[claim("after", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2))]],
+                       (("x-onshi-facility", FACILITY),))
+        assert ok.verdicts[0].outcome == cpb.OUTCOME_OK
+    finally:
+        server.stop()
+
+
+def serve_stream(server, batches):
+    return server.stub.VerifyClaims((cpb.VerifyClaimsRequest(claims=b) for b in batches), timeout=60)

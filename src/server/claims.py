@@ -23,6 +23,7 @@ from onshi.core import claims as rules
 from onshi.core import identifiers
 from onshi.core.engine import open_engine
 from onshi.core.pure import PureEngine
+from onshi.core.writer import StoreFull
 from onshi.server.errors import bad_request_status
 from onshi.v1 import claims_pb2, claims_pb2_grpc
 
@@ -106,7 +107,10 @@ class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
             except rules.ClaimError as exc:
                 _abort_with_status(context, bad_request_status(exc.violations, "invalid claim batch"))
             if facility is None:
-                self._record(claims, response)
+                try:
+                    self._record(claims, response)
+                except StoreFull as exc:  # nothing of this batch was written
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"store full: {exc}")
             self.batches_verified += 1
             yield response
 
