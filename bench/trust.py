@@ -131,28 +131,41 @@ def drive(calls: list, requests: list[bytes]) -> tuple[float, list[float], int]:
     return wall, sorted(latencies), errors[0]
 
 
-def measure(name: str, store: Path, pki_dir: str, extra: list[str], credentials, requests: list[bytes],
-            warm: list[bytes], threads: int, tmp: Path) -> dict:
-    argv = [*common.onshi_cmd(), "serve", "--data", str(store), "--port", "0", "--workers", "1",
-            "--engine", "native" if common_native() else "pure", *extra]
-    server = common.Server(argv, f"trust-{name}")
-    # One channel per client thread (its own connection), kept across warm-up and
-    # timed part so TLS handshakes are not in the figure.
-    channels = [grpc.secure_channel(server.address, credentials) if credentials
-                else grpc.insecure_channel(server.address) for _ in range(threads)]
-    calls = [c.unary_unary(METHOD) for c in channels]
-    try:
-        drive(calls, warm)  # connections, certificate cache
-        before = common.total_cpu(server.pids())
-        wall, lat, errors = drive(calls, requests)
-        cpu = common.total_cpu(server.pids()) - before
-    finally:
-        for c in channels:
+class Running:
+    """One configuration's server and its client channels (kept across rounds)."""
+
+    def __init__(self, name: str, store: Path, extra: list[str], credentials, threads: int):
+        argv = [*common.onshi_cmd(), "serve", "--data", str(store), "--port", "0", "--workers", "1",
+                "--engine", "native" if common_native() else "pure", *extra]
+        self.name = name
+        self.server = common.Server(argv, f"trust-{name}")
+        # One channel per client thread (its own connection), kept across warm-up
+        # and timed parts so TLS handshakes are not in the figures.
+        self.channels = [grpc.secure_channel(self.server.address, credentials) if credentials
+                         else grpc.insecure_channel(self.server.address) for _ in range(threads)]
+        self.calls = [c.unary_unary(METHOD) for c in self.channels]
+        self.rounds: list[dict] = []
+
+    def measure(self, requests: list[bytes]) -> None:
+        before = common.total_cpu(self.server.pids())
+        wall, lat, errors = drive(self.calls, requests)
+        cpu = common.total_cpu(self.server.pids()) - before
+        n = len(requests)
+        self.rounds.append({"cpu_us": cpu / n * 1e6, "rate": n / wall, "errors": errors,
+                            "p50_ms": common.percentile(lat, 50) * 1e3, "p99_ms": common.percentile(lat, 99) * 1e3})
+
+    def summary(self) -> dict:
+        def med(key):
+            values = sorted(r[key] for r in self.rounds)
+            return values[len(values) // 2]
+        return {"config": self.name, "rounds": len(self.rounds), "cpu_us": med("cpu_us"), "rate": med("rate"),
+                "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"), "errors": sum(r["errors"] for r in self.rounds),
+                "cpu_us_all": [round(r["cpu_us"], 1) for r in self.rounds]}
+
+    def close(self) -> None:
+        for c in self.channels:
             c.close()
-        server.stop()
-    n = len(requests)
-    return {"config": name, "checks": n, "errors": errors, "cpu_us": cpu / n * 1e6, "rate": n / wall,
-            "p50_ms": common.percentile(lat, 50) * 1e3, "p99_ms": common.percentile(lat, 99) * 1e3}
+        self.server.stop()
 
 
 def common_native() -> bool:
@@ -183,6 +196,7 @@ def micro(pki_dir: str, tmp: Path) -> dict:
     t = time.perf_counter()
     fresh.card(keys["valid-1"][0])
     chain_us = (time.perf_counter() - t) * 1e6
+    hooks_us = hook_cost(pki_dir, keys, verifier, tmp)
     log = audit.AuditLog(str(tmp / "micro-audit"), "m")
     rec = audit.AuditRecord(actor="facility:1310000001", action="CheckByCard", subject="card:x", items="validity=1",
                             purpose="visit", request_id="r")
@@ -202,14 +216,62 @@ def micro(pki_dir: str, tmp: Path) -> dict:
     append_wall = time.perf_counter() - t
     per_batch = log.records / max(log.batches, 1)
     log.close()
-    return {"verify_cached_us": verify_us, "chain_uncached_us": chain_us,
+    return {**hooks_us, "verify_cached_us": verify_us, "chain_uncached_us": chain_us,
             "append_rate": 2000 / append_wall, "records_per_fsync": per_batch}
+
+
+class _Context:
+    """Just enough of a grpc.ServicerContext for the trust hooks, single-threaded."""
+
+    def __init__(self, pem: bytes):
+        self._auth = {"x509_pem_cert": [pem]}
+
+    def auth_context(self):
+        return self._auth
+
+    def invocation_metadata(self):
+        return ()
+
+
+def hook_cost(pki_dir: str, keys: dict, verifier, tmp: Path) -> dict:
+    """CPU per check of the trust hooks alone (role check, card proof, access-log
+    record without the sync wait), next to the same check without them, in one
+    thread: the part of the trust layer that is ours, without gRPC and TLS."""
+    from onshi.core.engine import open_engine
+    from onshi.server import trust
+    from onshi.server.eligibility import EligibilityAnswers
+
+    store = tmp / "store"
+    engine = open_engine(store, "native" if common_native() else "pure")
+    pem = open(os.path.join(pki_dir, "onshi", pki.client_stem("facility", FACILITY) + ".pem"), "rb").read()
+    log = audit.AuditLog(str(tmp / "hook-audit"), "h", durable=False)
+    hooks = trust.EligibilityTrust(verifier, log)
+    guarded = auth._guard(lambda raw, ctx: None, auth.POLICY[METHOD])
+    with_trust = EligibilityAnswers(engine, card_proof=hooks.card_proof, audit=hooks.audit)
+    without = EligibilityAnswers(engine)
+    n = 600
+    proofs = proof_requests(keys, n)
+    serials = serial_requests(n)
+    out = {}
+    for name, answers, reqs, ctx_needed in (("hooks_off", without, serials, False),
+                                            ("hooks_on", with_trust, proofs, True)):
+        t = time.process_time()
+        for raw in reqs:
+            ctx = _Context(pem)
+            if ctx_needed:
+                guarded(raw, ctx)
+            answers.check_by_card(raw, ctx)
+        out[f"{name}_us"] = (time.process_time() - t) / n * 1e6
+    log.close()
+    engine.close()
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checks", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     parser.add_argument("--no-results", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     if not 100 <= args.checks <= 50_000:
@@ -220,7 +282,6 @@ def main() -> int:
         pki.init(pki_dir)
         store = tmp / "store"
         build_store(str(store))
-        print(f"signing {2 * args.checks} card proofs (client side, untimed)...", flush=True)
         keys = card_keys(pki_dir)
         warm_serial = serial_requests(200)
         serial = serial_requests(args.checks)
@@ -229,20 +290,30 @@ def main() -> int:
         ca, cert, key = auth.pki_paths(pki_dir, pki.client_stem("facility", FACILITY))
         facility = auth.channel_credentials(ca, cert, key)
         tls = ["--pki", pki_dir]
-        runs = [("plain", [], None, lambda: serial, lambda: warm_serial),
-                ("mtls-serial", tls, operator, lambda: serial, lambda: warm_serial),
-                ("mtls-proof", tls, facility, lambda: proof_requests(keys, args.checks),
-                 lambda: proof_requests(keys, 200)),
-                ("mtls-proof-log", tls + ["--audit-dir", str(tmp / "audit-sync")], facility,
-                 lambda: proof_requests(keys, args.checks), lambda: proof_requests(keys, 200)),
-                ("mtls-proof-nosync", tls + ["--audit-dir", str(tmp / "audit-nosync"), "--audit-no-sync"], facility,
-                 lambda: proof_requests(keys, args.checks), lambda: proof_requests(keys, 200))]
-        results = []
-        for name, extra, creds, reqs, warm in runs:
-            r = measure(name, store, pki_dir, extra, creds, reqs(), warm(), args.threads, tmp)
-            results.append(r)
-            print(f"{name:18s} {r['cpu_us']:8.1f} us CPU/check  {r['rate']:8.0f} checks/s  "
-                  f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}", flush=True)
+        configs = [("plain", [], None, False),
+                   ("mtls-serial", tls, operator, False),
+                   ("mtls-proof", tls, facility, True),
+                   ("mtls-proof-log", tls + ["--audit-dir", str(tmp / "audit-sync")], facility, True),
+                   ("mtls-proof-nosync", tls + ["--audit-dir", str(tmp / "audit-nosync"), "--audit-no-sync"],
+                    facility, True)]
+        running = [Running(name, store, extra, creds, args.threads) for name, extra, creds, _ in configs]
+        try:
+            for r, (_, _, _, proof) in zip(running, configs):  # warm-up: connections, certificate cache
+                drive(r.calls, proof_requests(keys, 200) if proof else warm_serial)
+            for round_no in range(args.rounds):
+                # Interleaved rounds, median per configuration: the machine is shared.
+                proofs = [proof_requests(keys, args.checks) for _ in range(3)]
+                print(f"round {round_no + 1}/{args.rounds}", flush=True)
+                for r, (_, _, _, proof) in zip(running, configs):
+                    r.measure(proofs.pop() if proof else serial)
+        finally:
+            for r in running:
+                r.close()
+        results = [r.summary() for r in running]
+        for r in results:
+            print(f"{r['config']:18s} {r['cpu_us']:8.1f} us CPU/check (rounds {r['cpu_us_all']})  "
+                  f"{r['rate']:8.0f} checks/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
+                  f"errors {r['errors']}", flush=True)
         report = audit.verify(str(tmp / "audit-sync"))
         m = micro(pki_dir, tmp)
     by = {r["config"]: r for r in results}
@@ -250,16 +321,19 @@ def main() -> int:
     full = by["mtls-proof-log"]["cpu_us"]
     share = (full - base) / full
     print(f"trust layer share of server CPU per check: {share:.0%} (target <= 30 %)")
+    print(f"in-process, one thread: check without hooks {m['hooks_off_us']:.0f} us, with role check + card proof "
+          f"+ access-log record {m['hooks_on_us']:.0f} us")
     print(f"in-process: verify (cached cert) {m['verify_cached_us']:.0f} us, first chain check "
           f"{m['chain_uncached_us']:.0f} us, audit append {m['append_rate']:.0f}/s "
           f"({m['records_per_fsync']:.1f} records per fdatasync), log verify ok={report.ok} "
           f"({report.records} records)")
     if args.no_results:
         return 0
-    header = ["date", "command", "config", "server CPU µs/check", "× plain", "checks/s", "p50 ms", "p99 ms",
-              "errors"]
+    header = ["date", "command", "config", "server CPU µs/check (median)", "× plain", "rounds µs", "checks/s",
+              "p50 ms", "p99 ms", "errors"]
     intro = ("Server CPU per check (supervisor + worker, /proc utime+stime) for the same checks in one run; "
-             "client threads on the same 2-core machine. `plain`: no TLS, bare serial. `mtls-serial`: mTLS + "
+             "client threads on the same 2-core machine (shared with other work: interleaved rounds, median). "
+             "`plain`: no TLS, bare serial. `mtls-serial`: mTLS + "
              "roles, operator's bare serial. `mtls-proof`: + card proof (cached certificate). "
              "`mtls-proof-log`: + durable access log (group commit). `mtls-proof-nosync`: log without fdatasync. "
              "Trust-layer share = (mtls-proof-log − plain) / mtls-proof-log; target ≤ 30 %.")
@@ -267,13 +341,16 @@ def main() -> int:
     cmd = common.command_line()
     for r in results:
         common.append_results(SECTION, intro, header, [
-            when, f"`{cmd}`", r["config"], f"{r['cpu_us']:.0f}", f"{r['cpu_us'] / base:.2f}", f"{r['rate']:.0f}",
+            when, f"`{cmd}`", r["config"], f"{r['cpu_us']:.0f}", f"{r['cpu_us'] / base:.2f}",
+            " / ".join(f"{v:.0f}" for v in r["cpu_us_all"]), f"{r['rate']:.0f}",
             f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", str(r["errors"])])
     common.append_note(SECTION, (
         f"{when}, {common.machine()}: trust-layer share of server CPU per check **{share:.0%}** "
         f"({'meets' if share <= 0.30 else 'misses'} the ≤ 30 % target); card proof alone "
         f"{by['mtls-proof']['cpu_us'] - by['mtls-serial']['cpu_us']:.0f} µs/check over mTLS with a bare serial; "
         f"durable log {by['mtls-proof-log']['cpu_us'] - by['mtls-proof']['cpu_us']:.0f} µs/check. "
+        f"In-process, one thread, no gRPC: a card check without the hooks {m['hooks_off_us']:.0f} µs, with "
+        f"role check + card proof + access-log record (no sync wait) {m['hooks_on_us']:.0f} µs. "
         f"In-process: CardVerifier.verify with a cached certificate {m['verify_cached_us']:.0f} µs "
         f"(first chain check of a certificate {m['chain_uncached_us']:.0f} µs), AuditLog.append "
         f"{m['append_rate']:.0f}/s from 8 threads at {m['records_per_fsync']:.1f} records per fdatasync."))

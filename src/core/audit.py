@@ -1,10 +1,11 @@
 """The access log (DOMAIN.md §7-8): who looked at whose data, when, what and why.
 
-Durable before the answer is sent, with group commit: handlers hand a record to
+Durable before the answer is sent, with group commit: handlers call
 `AuditLog.append`, which returns once the record's batch is written and
-fdatasync'ed. One writer thread takes every record queued since the last sync,
-writes them with one write() and one fdatasync(); handlers arriving meanwhile
-join the next batch. So a busy server pays one sync per batch, not per check.
+fdatasync'ed. Leader/follower, no writer thread: one caller at a time writes
+every record queued since the last sync with one write() and one fdatasync();
+callers arriving meanwhile join the next batch, which the leader hands to one of
+them. So a busy server pays one sync per batch, not per check.
 
 On disk, per stream (one per writing process):
 
@@ -55,6 +56,7 @@ FLAG_SELF = 4           # the person reading their own log
 DEFAULT_RETENTION_DAYS = 5 * 365 + 1
 DEFAULT_SEGMENT_BYTES = 64 << 20
 MAX_BODY = 1 << 16
+HEAD_SIZE = 160
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +81,10 @@ def _clean(text: str) -> str:
 
 
 def encode(rec: AuditRecord) -> bytes:
-    fields = SEP.join(_clean(f) for f in (rec.actor, rec.action, rec.subject, rec.items, rec.purpose,
-                                          rec.request_id))
+    fields = SEP.join((rec.actor, rec.action, rec.subject, rec.items, rec.purpose, rec.request_id))
+    if fields.count(SEP) != 5:  # a separator inside a field (rare): clean each
+        fields = SEP.join(_clean(f) for f in (rec.actor, rec.action, rec.subject, rec.items, rec.purpose,
+                                              rec.request_id))
     body = BODY_HEAD.pack(VERSION, rec.time_ns, rec.link_id, rec.flags) + fields.encode()
     if len(body) > MAX_BODY:
         raise ValueError("audit record too large")
@@ -133,12 +137,13 @@ def _write_atomic(path: str, data: bytes, durable: bool = True) -> None:
 
 
 class _Batch:
-    __slots__ = ("records", "done", "error")
+    __slots__ = ("records", "done", "error", "cond")
 
-    def __init__(self):
+    def __init__(self, lock: threading.Lock):
         self.records: list[AuditRecord] = []
-        self.done = threading.Event()
+        self.done = False     # written (and synced), or failed: see error
         self.error: BaseException | None = None
+        self.cond = threading.Condition(lock)
 
 
 class AuditLog:
@@ -153,7 +158,7 @@ class AuditLog:
         os.makedirs(self.stream_dir, exist_ok=True)
         self.durable = durable
         self.segment_bytes = segment_bytes
-        self.resolve = resolve  # subjects -> link IDs, run in the writer thread per batch
+        self.resolve = resolve  # subjects -> link IDs, run by the leader per batch
         self.clock = clock
         self._lockfile = open(os.path.join(self.stream_dir, "lock"), "a+b")
         try:
@@ -162,16 +167,16 @@ class AuditLog:
             self._lockfile.close()
             raise RuntimeError(f"audit stream {self.stream_dir} is in use by another process") from None
         self._open_tail()
+        self._head_fd = os.open(os.path.join(self.stream_dir, "head"), os.O_WRONLY | os.O_CREAT, 0o640)
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._batch = _Batch()
+        self._batch = _Batch(self._lock)
+        self._writing = False  # a leader is writing a batch
+        self._idle = threading.Condition(self._lock)
         self._closing = False
         self._force_rotate = False
         self._failed: BaseException | None = None
         self.batches = 0
         self.records = 0
-        self._thread = threading.Thread(target=self._run, name=f"audit-{stream}", daemon=True)
-        self._thread.start()
 
     # -- opening: find the tail, cut a torn record ------------------------------
     def _open_tail(self) -> None:
@@ -203,44 +208,55 @@ class AuditLog:
         self.last_hash = hashlib.sha256(header).digest()
         self.total = records_before
 
-    # -- appending ------------------------------------------------------------
+    # -- appending: leader/follower group commit -----------------------------------
     def append(self, record: AuditRecord) -> None:
-        """Queue a record and wait until it is durable (raises if writing failed)."""
-        batch = self.submit(record)
-        batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
+        """Add a record and return once it is durable (raises if writing failed).
 
-    def submit(self, record: AuditRecord) -> _Batch:
-        """Queue without waiting; wait on the returned batch's `done` event."""
+        No writer thread: the first caller finding nobody writing becomes the
+        leader and writes the open batch (its own record, plus any that joined);
+        callers arriving meanwhile join the next batch and wait; when the leader
+        is done it hands that batch to one of them. So a lone caller pays no
+        thread switch, and N concurrent callers share one fdatasync.
+        """
         with self._lock:
             if self._closing:
                 raise RuntimeError("audit log closed")
+            if self._failed is not None:
+                raise self._failed
             batch = self._batch
             batch.records.append(record)
-            if len(batch.records) == 1:
-                self._wake.notify()
-        return batch
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._batch.records and not self._closing:
-                    self._wake.wait()
-                batch = self._batch
-                if not batch.records and self._closing:
-                    return
-                self._batch = _Batch()
-            try:
+            while self._writing and not batch.done:
+                batch.cond.wait()
+            if batch.done:  # a leader wrote it
+                if batch.error is not None:
+                    raise batch.error
+                return
+            # Nobody writing and our batch is still the open one: lead it.
+            self._writing = True
+            self._batch = _Batch(self._lock)
+        try:
+            self._write(batch.records)
+        except BaseException as exc:  # disk full, EIO: every waiter learns it
+            # Fail-stop: a partial write may be on disk, so nothing more is
+            # appended after it; answers stop until an operator restarts.
+            batch.error = exc
+        with self._lock:
+            if batch.error is not None:
+                self._failed = batch.error
+            batch.done = True
+            batch.cond.notify_all()
+            self._writing = False
+            following = self._batch
+            if following.records:
                 if self._failed is not None:
-                    raise self._failed
-                self._write(batch.records)
-            except BaseException as exc:  # disk full, EIO: every waiter learns it
-                # Fail-stop: a partial write may be on disk, so nothing more is
-                # appended after it; answers stop until an operator restarts.
-                self._failed = exc
-                batch.error = exc
-            batch.done.set()
+                    following.done, following.error = True, self._failed
+                    following.cond.notify_all()
+                    self._batch = _Batch(self._lock)
+                else:
+                    following.cond.notify()  # one of them leads the next batch
+            self._idle.notify_all()
+        if batch.error is not None:
+            raise batch.error
 
     def _write(self, records: list[AuditRecord]) -> None:
         links = None
@@ -265,10 +281,10 @@ class AuditLog:
         self.total += len(records)
         self.batches += 1
         self.records += len(records)
-        # After the sync: head never claims more than is durable.
-        _write_atomic(os.path.join(self.stream_dir, "head"),
-                      json.dumps({"seq": self.seq, "records": self.total, "hash": h.hex()}).encode(),
-                      durable=False)
+        # After the sync: head never claims more than is durable. One pwrite of
+        # a fixed-size line into an open file (a rename per batch cost ms here).
+        head = json.dumps({"seq": self.seq, "records": self.total, "hash": h.hex()}).encode()
+        os.pwrite(self._head_fd, head.ljust(HEAD_SIZE - 1) + b"\n", 0)
         if self.size >= self.segment_bytes or self._force_rotate:
             self._force_rotate = False
             self._rotate()
@@ -297,14 +313,15 @@ class AuditLog:
     def close(self) -> None:
         with self._lock:
             self._closing = True
-            self._wake.notify()
-        self._thread.join()
+            while self._writing or self._batch.records:  # let queued records be written
+                self._idle.wait()
         try:
             if self.durable and self._failed is None:
                 os.fsync(self.fd)
             os.close(self.fd)
         except OSError:
             pass  # already failed: every waiter was told
+        os.close(self._head_fd)
         self._lockfile.close()
 
 
@@ -439,9 +456,15 @@ def verify(directory: str) -> VerifyReport:
             prev_hash, before = scan.last_hash, scan.records_before + scan.count
             expect_seq = seq + 1
         head_path = os.path.join(stream_dir, "head")
+        head = None
         if os.path.exists(head_path):
-            with open(head_path) as f:
-                head = json.load(f)
+            with open(head_path, "rb") as f:
+                raw = f.read().strip()
+            try:
+                head = json.loads(raw) if raw else None
+            except ValueError:
+                report.notes.append(f"{name}: head unreadable (crash while writing it?)")
+        if head is not None:
             if head["records"] > before:
                 report.fail(f"{name}: head says {head['records']} records, the log holds {before} "
                             "(records removed from the end)")

@@ -186,7 +186,21 @@ def _split(value: str | None) -> set[str]:
 
 
 def caller_of(context) -> Caller:
-    """The authenticated caller of this RPC (raises AuthError UNAUTHENTICATED)."""
+    """The authenticated caller of this RPC (raises AuthError UNAUTHENTICATED).
+    Remembered on the context: the interceptor, the card-proof and the audit
+    hooks all ask, and auth_context() builds a new dict each time."""
+    caller = getattr(context, "_onshi_caller", None)
+    if caller is not None:
+        return caller
+    caller = _caller_of(context)
+    try:
+        context._onshi_caller = caller
+    except AttributeError:  # grpc.aio's Cython context takes no attributes
+        pass
+    return caller
+
+
+def _caller_of(context) -> Caller:
     auth = context.auth_context()
     pems = auth.get("x509_pem_cert")
     if pems:

@@ -126,6 +126,14 @@ def _metadata_value(context, key: str) -> str:
 
 # --- EligibilityService hooks ---------------------------------------------------------
 
+def _remember(context, serial_key: bytes) -> None:
+    # The audit hook of the same call reads it back (no second hash of the DER).
+    try:
+        context._onshi_serial = serial_key
+    except AttributeError:  # grpc.aio context: the audit hook recomputes
+        pass
+
+
 class EligibilityTrust:
     """card_proof and audit hooks for build_eligibility_handlers/create_server."""
 
@@ -146,6 +154,7 @@ class EligibilityTrust:
                 if caller.role == auth.FACILITY and facility is None:
                     raise auth.denied("facility caller without a facility code")
                 proof = self.verifier.verify_request(request, facility)
+                _remember(context, proof.serial_key)
                 return proof.serial_key, proof.warnings
             if caller.role not in self.TRUSTED_BARE_SERIAL:
                 raise auth.denied("a bare card_serial is accepted only from internal roles; "
@@ -162,18 +171,25 @@ class EligibilityTrust:
             actor = caller.label
         except auth.AuthError:
             actor = "unknown"
-        request_id = _metadata_value(context, REQUEST_ID_KEY)
+        request_id = purpose = ""
+        for k, v in context.invocation_metadata() or ():
+            if k == REQUEST_ID_KEY and isinstance(v, str):
+                request_id = v[:128]
+            elif k == PURPOSE_KEY and isinstance(v, str):
+                purpose = v[:128]
         if method == "CheckByCard":
-            if request.card_certificate and self.verifier is not None:
+            key = getattr(context, "_onshi_serial", None)
+            if key is None and request.card_certificate and self.verifier is not None:
                 key = self.verifier.card(request.card_certificate).serial_key  # cached by now
-                request_id = request_id or request.challenge.nonce.hex()
-            else:
+            if key is None:
                 key = identifiers.card_serial_key(request.card_serial)
+            elif not request_id:
+                request_id = request.challenge.nonce.hex()
             subject = card_subject(key)
         else:
             subject = number_subject(identifiers.number_key(
                 request.insurer_number, request.symbol, request.number, request.branch))
-        purpose = _metadata_value(context, PURPOSE_KEY) or DEFAULT_PURPOSE.get(method, method)
+        purpose = purpose or DEFAULT_PURPOSE.get(method, method)
         # Blocks until durable (group commit): the answer leaves only after its record.
         self.log.append(audit.AuditRecord(actor=actor, action=method, subject=subject,
                                           items=describe_response(response), purpose=purpose,
@@ -326,10 +342,7 @@ async def log_async(log: audit.AuditLog | None, record: audit.AuditRecord) -> No
         return
     import asyncio
 
-    batch = log.submit(record)
-    await asyncio.get_running_loop().run_in_executor(None, batch.done.wait)
-    if batch.error is not None:
-        raise batch.error
+    await asyncio.get_running_loop().run_in_executor(None, log.append, record)
 
 
 async def abort_trust_async(context, exc: Exception):
