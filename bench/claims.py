@@ -30,7 +30,6 @@ from collections import Counter
 from pathlib import Path
 
 import grpc
-
 from onshi.core import dates, history
 from onshi.core.store import open_env
 from onshi.v1 import claims_pb2 as cpb
@@ -337,7 +336,7 @@ def write_results(args, n, counts, rate_local, rate_check, rate_review, profile,
     mix = ", ".join(f"{k} {v / n:.1%}" for k, v in counts.most_common())
     lines = [
         "",
-        f"### {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC — `python bench/claims.py "
+        f"### {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC — `python bench/claims.py "
         f"--persons {args.persons} --claims {args.claims} --batch {args.batch}`",
         "",
         f"{os.cpu_count()} cores shared with other engineers; engine {engine}; verdict mix: {mix}.",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from onshi.core import claims as rules
 from onshi.core import unknown
 from onshi.core.engine import open_engine
@@ -17,8 +16,21 @@ from onshi.core.writer import Writer
 from onshi.v1 import claims_pb2 as cpb
 from onshi.v1 import qualification_pb2 as qpb
 
-from tests.claims_helpers import (ELDERLY, KUMIAI, KYOKAI, NHI, SEAMEN, D, Opened, claim, person,
-                                  qual, segments, unknown_claim, write_people)
+from tests.claims_helpers import (
+    ELDERLY,
+    KUMIAI,
+    KYOKAI,
+    NHI,
+    SEAMEN,
+    D,
+    Opened,
+    claim,
+    person,
+    qual,
+    segments,
+    unknown_claim,
+    write_people,
+)
 from tests.conftest import native_available
 
 TARO = D(1960, 5, 1)

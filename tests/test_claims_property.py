@@ -11,13 +11,22 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from onshi.core import identifiers
 from onshi.v1 import claims_pb2 as cpb
-from onshi.v1 import qualification_pb2 as qpb
 
-from tests.claims_helpers import (ELDERLY, KUMIAI, KYOKAI, NHI, SEAMEN, Opened, claim, person, qual,
-                                  unknown_claim, write_people)
+from tests.claims_helpers import (
+    ELDERLY,
+    KUMIAI,
+    KYOKAI,
+    NHI,
+    SEAMEN,
+    Opened,
+    claim,
+    person,
+    qual,
+    unknown_claim,
+    write_people,
+)
 from tests.conftest import native_available
 
 BASE = dt.date(2024, 1, 1)

@@ -5,7 +5,6 @@ and flow control against a slow reader."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,18 +12,27 @@ import time
 
 import grpc
 import pytest
-
 from onshi.server.errors import field_violations
 from onshi.v1 import claims_pb2 as cpb
 from onshi.v1 import claims_pb2_grpc
 from onshi.v1 import qualification_pb2 as qpb
 
-from tests.claims_helpers import (FACILITY, KUMIAI, KYOKAI, NHI, OTHER_FACILITY, D, claim, person, qual,
-                                  unknown_claim, write_people)
+from tests.claims_helpers import (
+    FACILITY,
+    KUMIAI,
+    KYOKAI,
+    NHI,
+    OTHER_FACILITY,
+    D,
+    claim,
+    person,
+    qual,
+    unknown_claim,
+    write_people,
+)
 
 TARO = D(1960, 5, 1)
 HANAKO = D(1952, 2, 2)
-MONTH = cpb.ApportionRequest  # for brevity below
 
 
 class IngestServe:

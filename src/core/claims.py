@@ -318,7 +318,7 @@ class Verifier:
         self.engine = engine
         self.env = basic4_env
         try:
-            self.basic4_db = basic4_env.open_db(unknown_index_name(), create=False)
+            self.basic4_db = basic4_env.open_db(unknown.BASIC4_DB, create=False)
         except Exception:  # lmdb.NotFoundError, or a read-only env without the DB
             self.basic4_db = None  # a store built before the index: 不詳 stays UNRESOLVED
         self._insurers: dict[str, object] = {}
@@ -544,10 +544,6 @@ class Verifier:
 
 def _visit_days(first: int, last: int, days: tuple[int, ...]) -> list[int]:
     return list(days) if days else list(range(first, last + 1))
-
-
-def unknown_index_name() -> bytes:
-    return unknown.BASIC4_DB
 
 
 def _fold(text: str) -> str:

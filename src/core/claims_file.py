@@ -188,7 +188,6 @@ def _local_results(data: str, batches):
 def _remote_results(target: str, batches, metadata):
     """Stream the batches to ClaimService; yields (claims, lines, response)."""
     import grpc
-
     from onshi.server.errors import field_violations
     from onshi.v1 import claims_pb2_grpc
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from onshi.core import dates, history
@@ -106,7 +105,7 @@ def candidates(txn, db, birth_day: int, declaration: claims_pb2.SelfDeclaration)
     cursor = txn.cursor(db=db)
     if cursor.set_range(prefix):
         for key, value in cursor:
-            if not bytes(key[:len(prefix)]) == prefix:
+            if bytes(key[:len(prefix)]) != prefix:
                 break
             address, _, postcode = bytes(value).decode().partition("\x1f")
             found.append(Candidate(link_id_of(bytes(key[len(prefix):])), address, postcode))
@@ -180,7 +179,3 @@ def identify(txn, basic4_db, history_by_link, birth_day: int, declaration: claim
         return None, None, f"{len(remaining)} persons match the declaration"
     return remaining[0], histories[remaining[0]], ""
 
-
-def iter_index_rows(rows: Iterable[tuple[bytes, bytes] | None]) -> list[tuple[bytes, bytes]]:
-    """Sorted rows for an append-mode bulk load (None = not indexed)."""
-    return sorted(r for r in rows if r is not None)

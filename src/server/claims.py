@@ -18,7 +18,6 @@ import os
 from collections import defaultdict
 
 import grpc
-
 from onshi.core import claims as rules
 from onshi.core import identifiers
 from onshi.core.engine import open_engine
