@@ -291,7 +291,7 @@ def run_one(args, data: Path, stack: str, handler: str) -> dict:
             *me,
             "_serve",
             "--stack",
-            stack,
+            stack.split(":")[0],
             "--handler",
             handler,
             "--data",
@@ -299,7 +299,7 @@ def run_one(args, data: Path, stack: str, handler: str) -> dict:
             "--engine",
             args.engine,
             "--threads",
-            str(args.threads),
+            stack.split(":")[1] if ":" in stack else str(args.threads),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -354,7 +354,7 @@ def bench(args) -> None:
     runs: dict[tuple[str, str], list[dict]] = {}
     for r in range(args.rounds):
         for stack in stacks:
-            for handler in handlers if stack == "threaded" else ("empty", "check"):
+            for handler in handlers if stack.startswith("threaded") else ("empty", "check"):
                 res = run_one(args, data, stack, handler)
                 runs.setdefault((stack, handler), []).append(res)
                 print(
@@ -379,7 +379,7 @@ def bench(args) -> None:
     )
     print("|---|---|---:|---:|---:|---:|")
     for stack in stacks:
-        for handler in handlers if stack == "threaded" else ("empty", "check"):
+        for handler in handlers if stack.startswith("threaded") else ("empty", "check"):
             m = med[(stack, handler)]
             ratio = statistics.median(
                 c["cpu_us_per_check"] / e["cpu_us_per_check"]
@@ -419,14 +419,18 @@ def main() -> None:
         p.add_argument("--concurrency", type=int, default=32)
     c.add_argument("--target")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--stacks", default="threaded,aio")
+    parser.add_argument(
+        "--stacks", default="threaded,aio", help="threaded, threaded:THREADS, aio (comma-separated)"
+    )
     parser.add_argument(
         "--handlers",
         default="empty,check",
         help="threaded stack handlers, from empty,gil,nolookup,check (see diagnostic_handler)",
     )
     parser.add_argument("--engine", default=os.environ.get("ONSHI_ENGINE", "native"))
-    parser.add_argument("--threads", type=int, default=8, help="threaded server's handler threads")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="threaded server handler threads (onshi serve: 2)"
+    )
     parser.add_argument(
         "--profile-handler",
         action="store_true",

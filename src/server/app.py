@@ -40,7 +40,19 @@ WORKER_PID_KEY = "onshi-worker-pid"
 # A check request is well under 1 KiB and a card proof a few KiB; anything much
 # larger is refused by gRPC itself (RESOURCE_EXHAUSTED) before it is parsed.
 MAX_REQUEST_BYTES = 64 * 1024
-DEFAULT_THREADS = 8
+# Handler threads per worker. gRPC Python runs handlers under the GIL, so for
+# handlers that never wait, more threads only add GIL and queue hand-offs: 2
+# threads measured about 1/3 less server CPU per check than 8 (bench/RESULTS.md,
+# "Server"). Handlers that wait (the durable access log's group commit) need
+# more threads in flight to fill a batch.
+DEFAULT_THREADS = 2
+WAITING_HANDLER_THREADS = 8
+
+
+def handler_threads(audit: object | None) -> int:
+    return WAITING_HANDLER_THREADS if audit is not None else DEFAULT_THREADS
+
+
 SERVER_OPTIONS = (
     ("grpc.so_reuseport", 1),
     ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
@@ -75,7 +87,7 @@ def create_server(
     interceptors: Sequence[grpc.ServerInterceptor] = (),
     card_proof: eligibility.CardProof | None = None,
     audit: eligibility.Audit | None = None,
-    threads: int = DEFAULT_THREADS,
+    threads: int | None = None,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
     extra_service_names: Sequence[str] = (),
     handler_wrap: Callable | None = None,
@@ -86,6 +98,8 @@ def create_server(
     through extra_handlers + extra_service_names (for health and reflection).
     `eligibility_handler` replaces the service's handlers (bench: the empty
     handler on the same stack)."""
+    if threads is None:
+        threads = handler_threads(audit)
     executor = futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onshi")
     server = grpc.server(
         executor,
@@ -169,7 +183,7 @@ class WorkerConfig:
     engine: str | None
     address: str
     grace: float = 5.0
-    threads: int = DEFAULT_THREADS
+    threads: int | None = None  # None: handler_threads(audit) in create_server
     handler_delay: float = 0.0  # test only: slow every check (graceful-shutdown test)
     # Called in the worker, after fork and after the engine is open, to build the
     # bound (unstarted) server: where TLS credentials, interceptors, card-proof
@@ -288,7 +302,7 @@ def serve(
     workers: int = 1,
     engine: str | None = None,
     grace: float = 5.0,
-    threads: int = DEFAULT_THREADS,
+    threads: int | None = None,
     port_file: str | None = None,
     handler_delay: float = 0.0,
     build_server: Callable[..., Serving] | None = None,

@@ -74,7 +74,12 @@ def register(subparsers) -> None:
         default=None,
         help="lookup engine (default: $ONSHI_ENGINE, else native when built)",
     )
-    serve.add_argument("--threads", type=int, default=None, help="handler threads per worker")
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="handler threads per worker (default: 2, or 8 with an access log)",
+    )
     serve.add_argument(
         "--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM"
     )
@@ -117,7 +122,7 @@ def _serve(args) -> int:
     from onshi.server import trust
 
     trust.check_serve_args(args, args.host)
-    threads = args.threads or app.DEFAULT_THREADS
+    threads = args.threads  # None: app.create_server picks (fewer without an access log)
     build = trust.server_builder(args, args.host, threads) if trust.trust_requested(args) else None
     return app.serve(
         args.data,
