@@ -9,11 +9,15 @@ claims service's record...) is a job for one committer thread. The committer
 takes everything queued, runs all of it in ONE `Writer.apply` transaction (one
 fsync), and only after that commit returned tells each job's owner its result.
 Under load a batch is whatever arrived during the previous commit, so commits
-happen back to back, a few milliseconds apart, and nobody waits for a timer.
+happen back to back (one fsync each, ~10 ms on this machine's disk, plus the
+batch's work) and nobody waits for a timer; when idle, a lone update commits
+at once.
 
 A job that raises aborts the batch's transaction; the batch is re-run without it
 (its owner gets the exception), so one bad job never costs the others their
-writes and never leaves half of itself behind.
+writes and never leaves half of itself behind. When the store is full, the
+longest prefix of the batch that fits is committed and every job after it
+fails with StoreFull (never a later write without an earlier one).
 
 Services are assembled from SERVICE_MODULES: each module exposes
 `add_to_server(server, writer) -> list[str]` (the service names, for health and
