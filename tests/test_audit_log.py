@@ -40,6 +40,8 @@ def offsets(path) -> list[tuple[int, int]]:
     out, pos = [], audit.HEADER.size
     while pos < len(data):
         (n,) = struct.unpack_from("<I", data, pos)
+        if n == 0:  # preallocated zeros after the last record
+            break
         end = pos + 4 + n + 32
         out.append((pos, end))
         pos = end
@@ -191,3 +193,49 @@ def test_write_failure_reaches_every_waiter(tmp_path):
     with pytest.raises(OSError):  # fail-stop: nothing is appended after a failed write
         log.append(rec(2))
     log.close()
+
+
+def test_crash_mid_write_in_preallocated_space(tmp_path):
+    import shutil
+
+    live = AuditLog(str(tmp_path / "live"), "s")
+    for i in range(5):
+        live.append(rec(i))
+    # The files as a crash would leave them (the writer still holds the stream).
+    shutil.copytree(tmp_path / "live", tmp_path / "crashed")
+    live.close()
+    path = segment(tmp_path / "crashed")
+    last_start, end = offsets(path)[-1]
+    with open(path, "r+b") as f:  # half of an unacknowledged batch reached the disk
+        f.seek(end)
+        f.write(struct.pack("<I", 90) + b"partial record")
+    os.unlink(os.path.join(str(tmp_path / "crashed"), "s", "lock"))
+    report = audit.verify(str(tmp_path / "crashed"))
+    assert report.ok and report.notes
+    # Changing an acknowledged record is tampering, not a torn write.
+    with open(path, "r+b") as f:
+        f.seek(last_start + 10)
+        f.write(b"\xff")
+    assert not audit.verify(str(tmp_path / "crashed")).ok
+
+
+def test_reopen_after_crash_cuts_the_unacknowledged_tail(tmp_path):
+    import shutil
+
+    live = AuditLog(str(tmp_path / "live"), "s")
+    for i in range(3):
+        live.append(rec(i))
+    shutil.copytree(tmp_path / "live", tmp_path / "crashed")
+    live.close()
+    path = segment(tmp_path / "crashed")
+    end = offsets(path)[-1][1]
+    with open(path, "r+b") as f:
+        f.seek(end + 100)  # a later page of the batch landed, an earlier one did not
+        f.write(b"garbage")
+    os.unlink(os.path.join(str(tmp_path / "crashed"), "s", "lock"))
+    reopened = AuditLog(str(tmp_path / "crashed"), "s")
+    reopened.append(rec(3))
+    reopened.close()
+    report = audit.verify(str(tmp_path / "crashed"))
+    assert report.ok and not report.notes
+    assert [r.request_id for r in audit.read(str(tmp_path / "crashed"))] == ["r0", "r1", "r2", "r3"]
