@@ -79,6 +79,22 @@ def test_a_person_sees_exactly_their_own_accesses(servers):
     assert all(r.action != "ListMyAccess" for r in my_access(ingest, "valid-1").records)
 
 
+def test_claim_review_is_in_the_persons_log(servers):
+    from onshi.v1 import claims_pb2, claims_pb2_grpc
+
+    _, ingest, _ = servers
+    claim = claims_pb2.Claim(claim_id="rv-1", facility_code=FACILITY, insurer_number=INSURER_A, symbol="A1",
+                             number="100", branch="00", birth_date={"year": 1970, "month": 1, "day": 2},
+                             first_visit_date={"year": 2024, "month": 4, "day": 2},
+                             last_visit_date={"year": 2024, "month": 4, "day": 2}, kind=1, points=100)
+    stub = claims_pb2_grpc.ClaimServiceStub(secure_channel(ingest, "review"))
+    list(stub.VerifyClaims(iter([claims_pb2.VerifyClaimsRequest(claims=[claim])]), timeout=10))
+    reviews = [r for r in my_access(ingest, "valid-1").records if r.action == "VerifyClaims"]
+    assert len(reviews) == 1
+    assert reviews[0].accessor_role == audit_pb2.ACCESSOR_ROLE_REVIEW_BODY and "rv-1" in reviews[0].items
+    assert not [r for r in my_access(ingest, "valid-2").records if r.action == "VerifyClaims"]
+
+
 def test_another_card_cannot_read_someone_elses_log(servers):
     _, ingest, _ = servers
     fields = proof_fields("valid-2")

@@ -223,7 +223,10 @@ class AuditLog:
 
     # -- appending: leader/follower group commit -----------------------------------
     def append(self, record: AuditRecord) -> None:
-        """Add a record and return once it is durable (raises if writing failed).
+        self.append_many((record,))
+
+    def append_many(self, records) -> None:
+        """Add records and return once they are durable (raises if writing failed).
 
         No writer thread: the first caller finding nobody writing becomes the
         leader and writes the open batch (its own record, plus any that joined);
@@ -237,7 +240,7 @@ class AuditLog:
             if self._failed is not None:
                 raise self._failed
             batch = self._batch
-            batch.records.append(record)
+            batch.records.extend(records)
             while self._writing and not batch.done:
                 batch.cond.wait()
             if batch.done:  # a leader wrote it

@@ -23,6 +23,7 @@ from onshi.core import identifiers
 from onshi.core.engine import open_engine
 from onshi.core.pure import PureEngine
 from onshi.core.writer import StoreFull
+from onshi.server import trust
 from onshi.server.errors import bad_request_status
 from onshi.v1 import claims_pb2, claims_pb2_grpc
 
@@ -110,6 +111,7 @@ class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
                     self._record(claims, response)
                 except StoreFull as exc:  # nothing of this batch was written
                     context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"store full: {exc}")
+            trust.audit_claims(context, claims, response)  # issue 5: durable before the verdicts leave
             self.batches_verified += 1
             yield response
 

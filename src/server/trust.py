@@ -430,3 +430,41 @@ def configure_secondary(args, host: str):
     configure(TrustContext(verifier=setup.verifier, log=setup.log, audit_dir=args.audit_dir, sealer=sealer,
                            crl_path=crl))
     return credentials, auth.interceptors(asyncio=True)
+
+
+# --- claims (ClaimService in ingest-serve) ---------------------------------------------
+
+CLAIM_OUTCOMES = None
+
+
+def audit_claims(context, claims, response) -> None:
+    """One access-log record per verified claim, durable before the verdicts
+    are sent (one group commit for the batch). Whom: the digest of the billed
+    insured number (a 不詳 claim names nobody yet: subject "unknown-claim")."""
+    ctx = configured()
+    if ctx is None or ctx.log is None:
+        return
+    global CLAIM_OUTCOMES
+    if CLAIM_OUTCOMES is None:
+        from onshi.v1 import claims_pb2
+
+        CLAIM_OUTCOMES = {v.number: v.name for v in claims_pb2.Verdict.DESCRIPTOR.fields_by_name["outcome"]
+                          .enum_type.values}
+    try:
+        caller = auth.caller_of(context)
+        actor = caller.label
+        purpose = "pre-submission claim check" if caller.role == auth.FACILITY else "claim review (審査)"
+    except auth.AuthError:
+        actor, purpose = "unknown", "claim review"
+    records = []
+    for claim, verdict in zip(claims, response.verdicts):
+        try:
+            subject = number_subject(identifiers.number_key(claim.insurer_number, claim.symbol, claim.number,
+                                                            claim.branch))
+        except identifiers.InvalidIdentifier:
+            subject = "unknown-claim"
+        records.append(audit.AuditRecord(
+            actor=actor, action="VerifyClaims", subject=subject,
+            items=f"claim={claim.claim_id[:40]} verdict={CLAIM_OUTCOMES.get(verdict.outcome, verdict.outcome)}",
+            purpose=purpose, request_id=f"{claim.facility_code}/{claim.claim_id[:40]}"))
+    ctx.log.append_many(records)
