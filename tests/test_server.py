@@ -673,7 +673,14 @@ def test_killed_worker_is_reported_and_replaced(store, engine_kind):
 def test_sigterm_drains_in_flight_calls_and_exits_0(store, engine_kind, engine):
     delay = 1.0
     srv = ServerProcess(
-        store, engine_kind, "--test-handler-delay-ms", str(delay * 1000), "--grace", "5"
+        store,
+        engine_kind,
+        "--test-handler-delay-ms",
+        str(delay * 1000),
+        "--grace",
+        "5",
+        "--threads",
+        "8",  # every call inside a handler at once, none queued
     )
     channels = [
         grpc.insecure_channel(srv.target, options=[("onshi.test.nonce", str(i))]) for i in range(8)
@@ -684,9 +691,14 @@ def test_sigterm_drains_in_flight_calls_and_exits_0(store, engine_kind, engine):
         watch = health_pb2_grpc.HealthStub(watch_channel).Watch(
             health_pb2.HealthCheckRequest(service=SERVICE), timeout=20
         )
-        watcher = threading.Thread(
-            target=lambda: statuses.extend(r.status for r in _until_cancelled(watch))
-        )
+
+        def follow():
+            for r in _until_cancelled(watch):
+                statuses.append(r.status)
+                if r.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    watch.cancel()  # else the open stream holds the stop for the whole grace
+
+        watcher = threading.Thread(target=follow)
         watcher.start()
         for ch in channels:  # connected first, so the calls reach handlers at once
             grpc.channel_ready_future(ch).result(timeout=10)
