@@ -97,6 +97,17 @@ def test_public_assistance_loss_asks_for_the_medical_ticket():
     q.loss_reason = 2
     out = "\n".join(lines(Result(Outcome.INVALID, "card", response(E.VALIDITY_INVALID, (p, [q])))))
     assert "生活保護の医療券の提示を求めてください。" in out and "medical ticket (医療券)" in out
+    assert "法定5日以内" not in out  # no new insurer is coming
+
+
+def test_death_loss_asks_to_confirm_identity():
+    p, quals = SUZUKI
+    q = type(quals[0])()
+    q.CopyFrom(quals[0])
+    q.loss_reason = 1
+    out = "\n".join(lines(Result(Outcome.INVALID, "card", response(E.VALIDITY_INVALID, (p, [q])))))
+    assert "喪失事由は「死亡」です。本人確認を行ってください" in out
+    assert "confirm the patient's identity" in out
 
 
 def test_invalid_newer_exists_sends_staff_to_the_card_or_new_card():

@@ -238,6 +238,7 @@ def next_steps(result: Result) -> list[tuple[str, str]]:
             if result.response and result.response.qualifications
             else None
         )
+        reason = q.loss_reason if q is not None else None
         if q is not None and q.HasField("loss_date"):
             reason_ja, reason_en = LOSS_REASON.get(q.loss_reason, ("", ""))
             steps.append(
@@ -246,19 +247,29 @@ def next_steps(result: Result) -> list[tuple[str, str]]:
                     f"The qualification was lost on {_date(q.loss_date)} ({reason_en}).",
                 )
             )
-            if q.loss_reason == qualification_pb2.LOSS_REASON_PUBLIC_ASSISTANCE:
-                steps.append(
-                    (
-                        "生活保護の医療券の提示を求めてください。",
-                        "Ask for the public-assistance medical ticket (医療券).",
-                    )
+        if reason == qualification_pb2.LOSS_REASON_PUBLIC_ASSISTANCE:
+            # Medical assistance replaces insurance: no new insurer will register.
+            steps.append(
+                (
+                    "生活保護の医療券の提示を求めてください。",
+                    "Ask for the public-assistance medical ticket (医療券).",
                 )
-        steps.append(
-            (
-                "新しい保険者の登録は加入から数日（法定5日以内）遅れることがあります。",
-                "A new insurer may take a few days (legally up to 5) to register the person.",
             )
-        )
+        elif reason == qualification_pb2.LOSS_REASON_DEATH:
+            steps.append(
+                (
+                    "喪失事由は「死亡」です。本人確認を行ってください（別人のカード・番号の可能性）。",
+                    "The loss reason is death: confirm the patient's identity (the card or number may "
+                    "be someone else's).",
+                )
+            )
+        else:
+            steps.append(
+                (
+                    "新しい保険者の登録は加入から数日（法定5日以内）遅れることがあります。",
+                    "A new insurer may take a few days (legally up to 5) to register the person.",
+                )
+            )
         steps += [STEP_PORTAL_OR_PAPER, STEP_SELF_DECLARATION]
     elif o is Outcome.INVALID_NEWER_EXISTS:
         steps.append(
