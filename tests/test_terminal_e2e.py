@@ -377,3 +377,28 @@ def test_folder_mode_card_request(pcsc, server, pki_dir, insert, tmp_path):
     assert doc["qualifications"][0]["person"]["name"] == NON_JIS_NAME
     del doc["answered_at"]  # microseconds could spell anything
     assert PIN not in json.dumps(doc, ensure_ascii=False)
+
+
+def test_the_pin_never_leaves_the_terminal(check_here, insert, monkeypatch):
+    """Every byte the terminal sends to the service, captured at the stub: the
+    certificate, the challenge and the card's signature — no PIN."""
+    from onshi.terminal import client
+
+    sent: list[bytes] = []
+    original_init = client.EligibilityConnection.__init__
+
+    def capturing_init(self, config):
+        original_init(self, config)
+        call = self.stub.CheckByCard
+
+        def check_by_card(request, **kw):
+            sent.append(request.SerializeToString())
+            return call(request, **kw)
+
+        self.stub.CheckByCard = check_by_card
+
+    monkeypatch.setattr(client.EligibilityConnection, "__init__", capturing_init)
+    insert("valid-1")
+    expect(check_here(), 0)
+    assert len(sent) == 1
+    assert PIN.encode() not in sent[0] and PIN.encode("utf-16-le") not in sent[0]
