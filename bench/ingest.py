@@ -185,6 +185,61 @@ def run(args) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def run_writer_only(args) -> dict:
+    """The same updates through GroupWriter in this process, no gRPC: what the
+    single writer itself sustains (validation + apply + fsync'd group commits)."""
+    from onshi.core import enrollment, registry
+    from onshi.core.writer import Writer
+    from onshi.server.secondary import GroupWriter
+
+    tmp = Path(tempfile.mkdtemp(prefix="onshi-bench-writer-", dir=args.dir))
+    writer = Writer(tmp / "store")
+    try:
+        enrollment.open_dbs(writer)
+        people = [s.resident(i) for i in range(args.residents)]
+        writer.apply(lambda t: [registry.put(t, r) for r in people])
+        updates = s.script(args.residents, args.updates, seed=1)
+        group = GroupWriter(writer)
+        insurers = frozenset(s.INSURERS)
+        done = threading.Event()
+        outcomes: dict[int, int] = {}
+        count = [0]
+
+        def finished(ack, exc):
+            outcomes[ack.outcome] = outcomes.get(ack.outcome, 0) + 1
+            count[0] += 1
+            if count[0] == len(updates):
+                done.set()
+
+        cpu, started = time.process_time(), time.perf_counter()
+        commits_before = group.commits
+        for i in range(0, len(updates), 500):  # arrive in stream-sized slices, as from the server
+            now = time.time()
+            jobs = []
+            for u in updates[i:i + 500]:
+                checked = enrollment.check_update(u, insurers)
+                jobs.append((lambda t, c=checked: enrollment.apply_update(t, c, now), finished))
+            group.submit_many(jobs)
+        done.wait(args.timeout)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        commits = group.commits - commits_before
+        group.close()
+        return {"updates": len(updates), "accepted": outcomes.get(pb.ENROLLMENT_OUTCOME_ACCEPTED, 0),
+                "seconds": elapsed, "per_s": len(updates) / elapsed, "per_cpu_s": len(updates) / cpu,
+                "commits": commits, "per_commit": len(updates) / max(commits, 1),
+                "load": f"{os.getloadavg()[0]:.1f}"}
+    finally:
+        writer.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report_writer_only(r: dict) -> str:
+    return (f"  - writer alone (GroupWriter in process, no gRPC; validation + apply + fsync'd commits): "
+            f"**{r['per_s']:,.0f} durable updates/s** ({r['accepted']:,} ACCEPTED, {r['seconds']:.2f} s, "
+            f"{r['commits']} commits, {r['per_commit']:.0f} writes/commit), "
+            f"{r['per_cpu_s']:,.0f} per CPU-second; load average {r['load']}")
+
+
 def report(r: dict, command: str) -> str:
     import common
 
@@ -223,17 +278,31 @@ def main() -> int:
     parser.add_argument("--updates", type=int, default=100_000)
     parser.add_argument("--streams", type=int, default=3, help="one per insurer, at most 3")
     parser.add_argument("--window", type=int, default=4096, help="unacked updates per stream")
-    parser.add_argument("--batch", type=int, default=1,
-                        help="updates per message: 1 = StreamUpdates, more = StreamUpdateBatches")
+    parser.add_argument("--batch", default="1,500",
+                        help="updates per message, comma-separated runs: 1 = StreamUpdates, more = "
+                             "StreamUpdateBatches (each run on a fresh store)")
     parser.add_argument("--sample", type=int, default=50, help="check every Nth acquisition for visibility")
     parser.add_argument("--checkers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--dir", default=None, help="where the temporary store goes (default: $TMPDIR)")
+    parser.add_argument("--writer-only", action="store_true",
+                        help="also measure the writer alone (GroupWriter in process, no gRPC)")
     parser.add_argument("--write", action="store_true", help=f"append the figures to bench/RESULTS.md {SECTION}")
     args = parser.parse_args()
-    result = run(args)
     command = "python bench/ingest.py " + " ".join(sys.argv[1:])
-    text = report(result, command)
+    results = []
+    for batch in [int(b) for b in str(args.batch).split(",")]:
+        args_one = argparse.Namespace(**{**vars(args), "batch": batch})
+        results.append(run(args_one))
+    texts = [report(r, command) for r in results]
+    if args.writer_only:
+        texts.append(report_writer_only(run_writer_only(args)))
+    if len(results) > 1:
+        base = results[0]
+        texts.append("  - ratios to the first run: " + ", ".join(
+            f"{r['rpc']}: {r['per_s'] / base['per_s']:.2f}x updates/s, "
+            f"{r['per_cpu_s'] / base['per_cpu_s']:.2f}x per server CPU-second" for r in results[1:]))
+    text = "\n".join(texts)
     print(text)
     if args.write:
         write_results(text)
