@@ -5,6 +5,7 @@ and flow control against a slow reader."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -38,12 +39,13 @@ HANAKO = D(1952, 2, 2)
 class IngestServe:
     """`onshi ingest-serve --port 0` as a child process."""
 
-    def __init__(self, data, tmp_path, *extra):
+    def __init__(self, data, tmp_path, *extra, engine: str | None = None):
         port_file = tmp_path / "port"
+        env = dict(os.environ, ONSHI_ENGINE=engine) if engine else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "onshi.cli", "ingest-serve", "--data", str(data), "--port", "0",
              "--port-file", str(port_file), "--grace", "1", *extra],
-            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"))
+            env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"))
         deadline = time.monotonic() + 30
         while not port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -75,7 +77,18 @@ def two_people(data):
 
 
 @pytest.fixture
-def serve(tmp_path):
+def serve(tmp_path, engine_kind):
+    """ingest-serve reading through the native engine, or the pure one sharing
+    the writer's environment (ONSHI_ENGINE)."""
+    two_people(tmp_path / "store")
+    server = IngestServe(tmp_path / "store", tmp_path, engine=engine_kind)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def serve_default(tmp_path):
+    """ingest-serve with its default engine (for behaviour that does not depend on it)."""
     two_people(tmp_path / "store")
     server = IngestServe(tmp_path / "store", tmp_path)
     yield server
@@ -180,7 +193,7 @@ def test_bad_input_is_invalid_argument_with_fields(serve):
     assert verify(serve.stub, [[good]])[0].verdicts[0].outcome == cpb.OUTCOME_OK
 
 
-def test_slow_reader_holds_the_server_back(serve):
+def test_slow_reader_holds_the_server_back(serve_default):
     """A client that stops reading stops the server: what it verified (and
     recorded) beyond what the client consumed stays within the HTTP/2
     flow-control windows (a few MiB), not the whole stream."""
@@ -197,13 +210,13 @@ def test_slow_reader_holds_the_server_back(serve):
             sent.append(b)
             yield make(b)
 
-    calls = serve.stub.VerifyClaims(requests(), timeout=120)
+    calls = serve_default.stub.VerifyClaims(requests(), timeout=120)
     consumed = [next(calls) for _ in range(2)]
     response_bytes = consumed[0].ByteSize()
     time.sleep(2.0)  # the reader stalls; the server must stall too
 
     def verified() -> int:
-        return serve.stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months()),
+        return serve_default.stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months()),
                                     timeout=10).paid_points // size
 
     # wait (bounded) until the server stops: on a loaded machine it may still be
