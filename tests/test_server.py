@@ -829,3 +829,45 @@ def test_arbitrary_fields_never_answer_internal(channel):
         assert _status(channel, "CheckByCard", body) in CLIENT_FAULTS | {grpc.StatusCode.OK}
 
     check()
+
+
+# --- the trust layer's hooks (issue 5 plugs in here) -------------------------------
+
+
+def test_card_proof_and_audit_hooks_on_a_real_server(engine):
+    """create_server(card_proof=, audit=): the hook's serial key is looked up, its
+    extra bytes (CheckResponse.warnings) arrive appended, audit sees the answer;
+    a bad as_of is refused before the proof is verified (no nonce spent)."""
+    from onshi.server import app
+
+    warning = E.Warning(code=E.WARNING_CODE_CARD_CERTIFICATE_EXPIRING, message="2 months left")
+    extra = E.CheckResponse(warnings=[warning]).SerializeToString()
+    proofs, audited = [], []
+
+    def card_proof(request, context):
+        proofs.append(request.card_signature)
+        return identifiers.card_serial_key("A1"), extra
+
+    def audit(context, method, request, response):
+        audited.append((method, response))
+
+    serving = app.create_server(engine, card_proof=card_proof, audit=audit)
+    serving.server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{serving.port}") as ch:
+            body = card(card_serial="", card_signature=b"sig", as_of=D(dt.date(2024, 1, 1)))
+            got = raw_call(ch, "CheckByCard", body)
+            answer = E.CheckResponse.FromString(got)
+            assert answer.validity == E.VALIDITY_VALID
+            assert list(answer.warnings) == [warning]
+            assert got.startswith(
+                engine.check_by_card(
+                    identifiers.card_serial_key("A1"), dates.to_day(dt.date(2024, 1, 1))
+                )
+            )
+            assert audited == [("CheckByCard", got)]
+            bad = card(card_signature=b"sig2", as_of=bad_date(2024, 2, 30))
+            assert [f for f, _ in invalid_argument(ch, "CheckByCard", bad)] == ["as_of.day"]
+            assert proofs == [b"sig"]
+    finally:
+        serving.server.stop(0).wait()

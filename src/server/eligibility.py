@@ -112,8 +112,16 @@ class EligibilityAnswers:
             request = CheckByCardRequest.FromString(raw)
         except DecodeError as exc:
             raise FieldErrors([("request", f"CheckByCardRequest does not parse: {exc}")]) from None
+        errors = None
+        if request.HasField("as_of"):
+            errors = FieldErrors()
+            day = date_day(request.as_of, "as_of", errors)
+        else:
+            day = self.today()
         extra = b""
         if self.card_proof is not None:
+            if day is None:  # before the proof: a bad date must not spend the card's nonce
+                raise errors
             serial_key, extra = self.card_proof(request, context)
         elif _has_card_proof(request):
             raise Rejected(
@@ -123,17 +131,11 @@ class EligibilityAnswers:
             try:
                 serial_key = _card_serial_key(request.card_serial)
             except InvalidIdentifier as exc:
-                errors = FieldErrors.of(exc)
-                if request.HasField("as_of"):  # report every fault at once
-                    date_day(request.as_of, "as_of", errors)
+                errors = errors or FieldErrors()
+                errors.add(exc.field, exc.description)  # with any as_of fault: all at once
                 raise errors from None
-        if request.HasField("as_of"):
-            errors = FieldErrors()
-            day = date_day(request.as_of, "as_of", errors)
             if day is None:
                 raise errors
-        else:
-            day = self.today()
         response = self._by_card(serial_key, day)
         if extra:
             response += extra
