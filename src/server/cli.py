@@ -46,6 +46,13 @@ CARD_KIND_TEXT = {
 DISEASE_TEXT = {1: "人工透析 dialysis", 2: "血友病 haemophilia", 3: "HIV"}
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("must be 0-65535")
+    return port
+
+
 def register(subparsers) -> None:
     serve = subparsers.add_parser(
         "serve",
@@ -60,7 +67,7 @@ def register(subparsers) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument(
-        "--port", type=int, default=50051, help="0 picks a free port (printed on stdout)"
+        "--port", type=_port, default=50051, help="0 picks a free port (printed on stdout)"
     )
     serve.add_argument(
         "--workers",
