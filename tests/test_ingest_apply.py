@@ -270,3 +270,28 @@ def test_bulk_loaded_people_take_updates_on_their_link(tmp_path):
         group.close()
     finally:
         writer.close()
+
+
+def test_discarding_a_quarantined_update_releases_the_ones_held_behind_it(group):
+    r = s.resident(11)
+    load(group, r)
+    wrong = s.acquisition("h1", s.EMPLOYEE, r, "H1", "2024-04-01")
+    wrong.person.name = "別人"
+    held_acq = s.acquisition("h2", s.EMPLOYEE, r, "H2", "2024-04-01")
+    held_ratio = s.ratio_change("h3", s.EMPLOYEE, r, "H2", 10)
+    other_insurer = s.acquisition("h4", s.KYOKAI, r, "H4", "2024-04-01")  # not held: another insurer
+    acks = send(group, wrong, held_acq, held_ratio, other_insurer)
+    assert [a.outcome for a in acks] == [QUARANTINED, QUARANTINED, QUARANTINED, ACCEPTED]
+    assert [list(a.quarantine_reasons) for a in acks[1:3]] == [[pb.QUARANTINE_REASON_HELD_BEHIND]] * 2
+    request = pb.ResolveQuarantineRequest(quarantine_id=acks[0].quarantine_id, resolution=pb.RESOLUTION_DISCARD,
+                                          reason="registered for the wrong person")
+    out = group.apply(lambda t: enrollment.resolve(t, request, frozenset({s.EMPLOYEE}), 0.0))
+    assert out.ack.outcome == pb.ENROLLMENT_OUTCOME_DISCARDED
+    assert [(a.update_id, a.outcome) for a in out.released] == [("h2", ACCEPTED), ("h3", ACCEPTED)]
+    numbers = sorted((q.number, q.burden_ratio_percent) for q in history(group, r)[1])
+    assert numbers == [("H2", 10), ("H4", 30)]
+    with group.read() as view:
+        assert enrollment.list_quarantine(view, [s.EMPLOYEE], 0, 100) == []
+    again = send(group, wrong, held_ratio)
+    assert [(a.outcome, a.first_outcome) for a in again] == [(DUPLICATE, pb.ENROLLMENT_OUTCOME_DISCARDED),
+                                                             (DUPLICATE, ACCEPTED)]

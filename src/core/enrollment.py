@@ -513,13 +513,12 @@ def resolve(wtxn: WriteTxn, request: pb.ResolveQuarantineRequest, insurers: froz
         ack = pb.EnrollmentAck(update_id=entry.update.update_id, outcome=DISCARDED,
                                quarantine_id=entry.quarantine_id, message=request.reason.strip())
         _close(wtxn, entry, checked, ack)
-        response.ack.CopyFrom(ack)
-        return response
-    update = pb.EnrollmentUpdate()
-    update.CopyFrom(entry.update)
-    if request.HasField("corrected_person"):
-        update.person.CopyFrom(request.corrected_person)
-    ack = _try_apply(wtxn, entry, update, now)
+    else:
+        update = pb.EnrollmentUpdate()
+        update.CopyFrom(entry.update)
+        if request.HasField("corrected_person"):
+            update.person.CopyFrom(request.corrected_person)
+        ack = _try_apply(wtxn, entry, update, now)
     response.ack.CopyFrom(ack)
     if ack.outcome == QUARANTINED:
         return response
