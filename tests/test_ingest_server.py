@@ -419,3 +419,59 @@ def test_eligibility_server_follows_map_growth_without_restart(tmp_path, engine)
         ingest.kill()
         if serve is not None:
             serve.stop()
+
+
+def test_sigterm_lets_an_open_stream_finish_then_exits_cleanly(tmp_path):
+    """Graceful stop: health NOT_SERVING, the open stream gets its remaining acks
+    within --grace, queued writes are committed, exit status 0."""
+    import signal
+    import threading
+
+    data = tmp_path / "store"
+    ingest = s.start_ingest(data, tmp_path, 0, "--grace", "10")
+    try:
+        people = [s.resident(70_000 + i) for i in range(400)]
+        release = threading.Event()
+
+        def updates():
+            for i, r in enumerate(people[:200]):
+                yield s.acquisition(f"t{i}", s.EMPLOYEE, r, f"T{i}", "2024-04-01")
+            release.wait(30)  # the stream stays open across the SIGTERM
+            for i, r in enumerate(people[200:], 200):
+                yield s.acquisition(f"t{i}", s.EMPLOYEE, r, f"T{i}", "2024-04-01")
+
+        with grpc.insecure_channel(ingest.target) as channel:
+            enrol = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
+            enrol.PutResidents(pb.PutResidentsRequest(residents=people), timeout=30)
+            acks = []
+            call = enrol.StreamUpdates(updates(), metadata=md(s.EMPLOYEE), timeout=60)
+            for ack in call:
+                acks.append(ack)
+                if len(acks) == 200:
+                    ingest.proc.send_signal(signal.SIGTERM)
+                    health = health_pb2_grpc.HealthStub(channel)
+                    for _ in range(100):  # shutdown has begun: the service says so (or takes no new calls)
+                        try:
+                            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                        except grpc.RpcError as exc:
+                            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                            status = health_pb2.HealthCheckResponse.NOT_SERVING
+                        if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                            break
+                    assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+                    release.set()
+            assert len(acks) == 400 and {a.outcome for a in acks} == {ACCEPTED}
+        assert ingest.proc.wait(timeout=30) == 0
+        assert "stopped (" in ingest.log.read_text()
+    finally:
+        ingest.kill()
+    from onshi.core import enrollment
+    from onshi.core.writer import Writer, WriteTxn
+
+    writer = Writer(data)
+    try:
+        enrollment.open_dbs(writer)
+        with writer.env.begin() as txn:
+            assert sum(1 for _ in WriteTxn(txn, writer.dbs).scan("applied")) == 400
+    finally:
+        writer.close()
