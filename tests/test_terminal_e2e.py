@@ -402,3 +402,20 @@ def test_the_pin_never_leaves_the_terminal(check_here, insert, monkeypatch):
     expect(check_here(), 0)
     assert len(sent) == 1
     assert PIN.encode() not in sent[0] and PIN.encode("utf-16-le") not in sent[0]
+
+
+def test_other_ic_card_is_not_a_my_number_card(check_here, insert):
+    insert("valid-1", "--aid", "A0000000031010")  # some other application, no JPKI AP
+    proc = check_here()
+    expect(proc, 22)
+    assert "【マイナンバーカードではありません】 Not a My Number card" in proc.stdout
+    assert "Enter the 4-digit PIN" not in proc.stderr
+
+
+def test_reader_chosen_by_name(check_here, insert, server, pki_dir):
+    insert("valid-1")
+    expect(check_here(PIN, "--reader", "Virtual PCD"), 0)
+    missing = check_here(PIN, "--reader", "No Such Reader")
+    expect(missing, 28)
+    assert "【カードリーダーが使用できません】 Card reader unavailable" in missing.stdout
+    assert "no reader matching 'No Such Reader'" in missing.stdout

@@ -67,11 +67,13 @@ class VirtualJpkiCard:
         *,
         tries_left: int = jpki.PIN_TRIES,
         state_path: str | None = None,
+        aid: bytes = jpki.AID,
     ):
         if len(pin) != jpki.PIN_LENGTH or not pin.isdigit():
             raise ValueError("the user-authentication PIN is 4 digits")
         self.cert_der = cert_der
         self.key = key
+        self.aid = aid  # another AID makes it "some other IC card" (not a My Number card)
         self._pin = pin.encode("ascii")
         self.state_path = state_path
         self.tries_left = tries_left
@@ -128,7 +130,7 @@ class VirtualJpkiCard:
         if p1 == 0x04:  # by DF name (AID); selecting any application drops the PIN state
             self.verified = False
             self.current_ef = None
-            self.ap_selected = data == jpki.AID
+            self.ap_selected = data == self.aid
             return _sw(jpki.SW_OK if self.ap_selected else jpki.SW_FILE_NOT_FOUND)
         if p1 == 0x02:  # EF under the current DF
             if not self.ap_selected or data not in (
@@ -257,6 +259,7 @@ def load_card(
     *,
     tries_left: int = jpki.PIN_TRIES,
     state_path: str | None = None,
+    aid: bytes = jpki.AID,
 ) -> VirtualJpkiCard:
     with open(cert_path, "rb") as f:
         raw = f.read()
@@ -275,6 +278,7 @@ def load_card(
         pin,
         tries_left=tries_left,
         state_path=state_path,
+        aid=aid,
     )
 
 
@@ -298,13 +302,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--connect-timeout", type=float, default=30.0)
     p.add_argument(
+        "--aid",
+        default=jpki.AID.hex(),
+        help="application ID the card answers to (another one: not a My Number card)",
+    )
+    p.add_argument(
         "--no-quickack",
         action="store_true",
         help="leave delayed ACKs on (only to measure what TCP_QUICKACK saves: bench/terminal_card.py)",
     )
     args = p.parse_args(argv)
     card = load_card(
-        args.cert, args.key, args.pin, tries_left=args.tries_left, state_path=args.state
+        args.cert,
+        args.key,
+        args.pin,
+        tries_left=args.tries_left,
+        state_path=args.state,
+        aid=bytes.fromhex(args.aid),
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM = pull the card out
     sock = connect(args.host, args.port, args.connect_timeout)
