@@ -29,15 +29,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-
-import grpc  # noqa: E402
-
-from onshi.core import audit, cardproof, dates, pki  # noqa: E402
-from onshi.core.writer import Writer  # noqa: E402
-from onshi.server import auth  # noqa: E402
-from onshi.v1 import eligibility_pb2 as epb  # noqa: E402
-from onshi.v1 import qualification_pb2 as qpb  # noqa: E402
+import common
+import grpc
+from onshi.core import audit, cardproof, dates, pki
+from onshi.core.writer import Writer
+from onshi.server import auth
+from onshi.v1 import eligibility_pb2 as epb
+from onshi.v1 import qualification_pb2 as qpb
 
 SECTION = "Trust (issue 5)"
 CARDS = ("valid-1", "valid-2", "valid-3", "expiring")

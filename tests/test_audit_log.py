@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-
 from onshi.cli import main as onshi
 from onshi.core import audit
 from onshi.core.audit import AuditLog, AuditRecord

@@ -15,15 +15,23 @@ import uuid
 
 import grpc
 import pytest
-
 from onshi.core import audit
 from onshi.server import trust
 from onshi.v1 import audit_pb2, audit_pb2_grpc, eligibility_pb2_grpc, trust_pb2, trust_pb2_grpc
 from onshi.v1 import eligibility_pb2 as epb
 
 from tests.ingest_support import Proc, onshi
-from tests.trust_helpers import (FACILITY, INSURER_A, OTHER_FACILITY, build_store, card_request, facility_stem,
-                                 pki_dir, proof_fields, secure_channel)
+from tests.trust_helpers import (
+    FACILITY,
+    INSURER_A,
+    OTHER_FACILITY,
+    build_store,
+    card_request,
+    facility_stem,
+    pki_dir,
+    proof_fields,
+    secure_channel,
+)
 
 NUMBER_OF_1 = epb.CheckByNumberRequest(insurer_number=INSURER_A, symbol="A1", number="100", branch="00",
                                        birth_date={"year": 1970, "month": 1, "day": 2})
@@ -161,7 +169,6 @@ def test_emergency_lookup_is_off_by_default_operator_switched_and_marked(servers
 
 def test_revocation_list_pushed_through_ingest_takes_effect(servers):
     from cryptography.hazmat.primitives import serialization
-
     from onshi.core import pki
 
     elig, ingest, _ = servers

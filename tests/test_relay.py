@@ -8,12 +8,18 @@ import os
 
 import grpc
 import pytest
-
 from onshi.core import audit, pki, relay
 from onshi.v1 import relay_pb2, relay_pb2_grpc
 
 from tests.ingest_support import Proc, onshi
-from tests.trust_helpers import INSURER_A, INSURER_B, INSURER_C, build_store, pki_dir, secure_channel
+from tests.trust_helpers import (
+    INSURER_A,
+    INSURER_B,
+    INSURER_C,
+    build_store,
+    pki_dir,
+    secure_channel,
+)
 
 
 def keys_of(stem: str):

@@ -8,12 +8,19 @@ import subprocess
 
 import grpc
 import pytest
-
 from onshi.v1 import claims_pb2, claims_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
 
 from tests.ingest_support import Proc, _env, onshi
-from tests.trust_helpers import (FACILITY, INSURER_A, INSURER_B, OTHER_FACILITY, build_store, facility_stem,
-                                 pki_dir, secure_channel)
+from tests.trust_helpers import (
+    FACILITY,
+    INSURER_A,
+    INSURER_B,
+    OTHER_FACILITY,
+    build_store,
+    facility_stem,
+    pki_dir,
+    secure_channel,
+)
 
 
 @pytest.fixture(scope="module")

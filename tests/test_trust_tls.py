@@ -9,7 +9,6 @@ import time
 
 import grpc
 import pytest
-
 from onshi.core import audit
 from onshi.core.cardproof import CardVerifier
 from onshi.core.engine import open_engine
@@ -18,8 +17,18 @@ from onshi.server.errors import field_violations
 from onshi.v1 import eligibility_pb2 as epb
 from onshi.v1 import eligibility_pb2_grpc
 
-from tests.trust_helpers import (FACILITY, INSURER_A, OTHER_FACILITY, build_store, card_request, facility_stem,
-                                 pki_dir, secure_channel, serial_of, server_credentials)
+from tests.trust_helpers import (
+    FACILITY,
+    INSURER_A,
+    OTHER_FACILITY,
+    build_store,
+    card_request,
+    facility_stem,
+    pki_dir,
+    secure_channel,
+    serial_of,
+    server_credentials,
+)
 
 
 @pytest.fixture(scope="module")
@@ -159,13 +168,12 @@ def test_client_certificate_without_role_is_unauthenticated(served, tmp_path):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     from onshi.core import pki
 
     port, _ = served
     ca = pki.load_issued(*(os.path.join(pki_dir(), "onshi", n) for n in ("ca.pem", "ca.key.pem")))
     key = pki.new_rsa_key()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nobody")]))
             .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))

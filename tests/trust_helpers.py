@@ -14,7 +14,6 @@ import time
 
 import grpc
 from cryptography.hazmat.primitives import serialization
-
 from onshi.core import cardproof, dates, pki
 from onshi.core.writer import Writer
 from onshi.server import auth
@@ -29,7 +28,7 @@ INSURER_B = pki.INSURERS["insurer-b"][0]     # 01130012 協会けんぽ
 INSURER_C = pki.INSURERS["insurer-c"][0]     # 31130016 mutual aid
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pki_dir() -> str:
     """One test PKI for the whole session (RSA key generation is the slow part)."""
     path = tempfile.mkdtemp(prefix="onshi-pki-")
@@ -123,7 +122,7 @@ def facility_stem(code: str = FACILITY) -> str:
 
 # --- card proofs ---------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def card_files(card: str) -> tuple[bytes, object]:
     base = os.path.join(pki_dir(), "cards", card)
     with open(base + ".der", "rb") as f:

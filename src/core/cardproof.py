@@ -33,7 +33,6 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
 from onshi.core import identifiers
 
 CHALLENGE_PREFIX = "onshi/v1/card-proof\n"
@@ -47,20 +46,22 @@ WARNING_CODE_CARD_CERTIFICATE_REVOKED = 3
 
 # reason -> (grpc status name, what the clinic should do)
 REASONS = {
-    "CARD_CERTIFICATE_UNTRUSTED": ("UNAUTHENTICATED", "the card certificate was not issued by the JPKI CA; "
-                                   "do not accept this card, use the insurance card number"),
-    "CARD_CERTIFICATE_EXPIRED": ("FAILED_PRECONDITION", "the card's certificate has expired: the person must "
-                                 "renew it at the municipality; check by insurance card number or portal screen"),
-    "CARD_CERTIFICATE_NOT_YET_VALID": ("FAILED_PRECONDITION", "the card's certificate is not valid yet; "
-                                       "check by insurance card number"),
-    "CARD_CERTIFICATE_REVOKED": ("FAILED_PRECONDITION", "the card's certificate is revoked (lost, stolen or "
-                                 "re-issued); check by insurance card number or portal screen"),
+    "CARD_CERTIFICATE_UNTRUSTED": ("UNAUTHENTICATED", (
+        "the card certificate was not issued by the JPKI CA; do not accept this card, use the insurance card number")),
+    "CARD_CERTIFICATE_EXPIRED": ("FAILED_PRECONDITION", (
+        "the card's certificate has expired: the person must renew it at the municipality; "
+        "check by insurance card number or portal screen")),
+    "CARD_CERTIFICATE_NOT_YET_VALID": ("FAILED_PRECONDITION", (
+        "the card's certificate is not valid yet; check by insurance card number")),
+    "CARD_CERTIFICATE_REVOKED": ("FAILED_PRECONDITION", (
+        "the card's certificate is revoked (lost, stolen or re-issued); "
+        "check by insurance card number or portal screen")),
     "CARD_SIGNATURE_INVALID": ("UNAUTHENTICATED", "the card's signature does not verify; read the card again"),
-    "CARD_PROOF_STALE": ("UNAUTHENTICATED", "the challenge timestamp is too far from the server clock; "
-                         "check the terminal clock and read the card again"),
+    "CARD_PROOF_STALE": ("UNAUTHENTICATED", (
+        "the challenge timestamp is too far from the server clock; check the terminal clock and read the card again")),
     "CARD_PROOF_REPLAYED": ("UNAUTHENTICATED", "this challenge was already used; read the card again"),
-    "CARD_PROOF_FACILITY_MISMATCH": ("PERMISSION_DENIED", "the challenge names another facility code "
-                                     "than this terminal's certificate"),
+    "CARD_PROOF_FACILITY_MISMATCH": ("PERMISSION_DENIED", (
+        "the challenge names another facility code than this terminal's certificate")),
 }
 # The eligibility.proto warning code that goes with a reason, for terminals that
 # show warnings rather than statuses.
@@ -167,7 +168,7 @@ class RevocationList:
             self._reload()
 
     @classmethod
-    def from_file(cls, path: str, ca_certs: list[x509.Certificate]) -> "RevocationList":
+    def from_file(cls, path: str, ca_certs: list[x509.Certificate]) -> RevocationList:
         return cls(path=path, ca_certs=ca_certs)
 
     @staticmethod
@@ -257,7 +258,7 @@ class CardVerifier:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_files(cls, ca_paths: list[str], crl_path: str | None = None, **kwargs) -> "CardVerifier":
+    def from_files(cls, ca_paths: list[str], crl_path: str | None = None, **kwargs) -> CardVerifier:
         cas = []
         for p in ca_paths:
             with open(p, "rb") as f:

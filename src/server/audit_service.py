@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import timestamp_pb2
-
 from onshi.core import audit
 from onshi.core.cardproof import CardProofError, MalformedProof
 from onshi.server import auth, trust

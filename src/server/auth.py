@@ -25,7 +25,6 @@ allowed to narrow the certificate.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import sys
 import threading
@@ -35,7 +34,6 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-
 from onshi.core.pki import ROLES, URN_PREFIX
 
 ROLE_KEY = "x-onshi-role"

@@ -10,7 +10,6 @@ with the legal basis or consent reference as its purpose.
 from __future__ import annotations
 
 import grpc
-
 from onshi.core import audit, dates, identifiers
 from onshi.server import auth, trust
 from onshi.server.errors import FieldErrors

@@ -16,7 +16,6 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-
 from onshi.core import audit, cardproof, history, identifiers
 from onshi.core.cardproof import CardProofError, CardVerifier, MalformedProof
 from onshi.server import auth

@@ -17,7 +17,6 @@ from __future__ import annotations
 import unicodedata
 
 import grpc
-
 from onshi.core import audit, cardproof, dates, history
 from onshi.core.unknown import address_matches, basic4_prefix, normalize_address
 from onshi.server import auth, trust
