@@ -335,11 +335,11 @@ def link_of_resident(wtxn: WriteTxn, resident_id: str) -> int | None:
     return link_id_of(raw) if raw else None
 
 
-def _find(quals: list[qpb.Qualification], number_key: bytes, open_only: bool) -> int | None:
+def _find(quals: list[qpb.Qualification], keys: list[bytes], number_key: bytes, open_only: bool) -> int | None:
     """Index of the latest qualification with this number (the open one if asked)."""
     found = None
     for i, q in enumerate(quals):
-        if _key(q) != number_key:
+        if keys[i] != number_key:
             continue
         if open_only and q.HasField("loss_date"):
             continue
@@ -366,7 +366,8 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
     update, kind = checked.update, checked.kind
     link_id = link_of_resident(wtxn, checked.resident_id)
     old_person, quals = wtxn.history(link_id) if link_id is not None else (None, [])
-    old_keys = {_key(q) for q in quals}  # before any change below (numbers never change)
+    keys = [_key(q) for q in quals]  # numbers never change below
+    old_keys = set(keys)
     notices: list[pb.InsurerNotice] = []
 
     def reject(field: str, description: str) -> pb.EnrollmentAck:
@@ -379,8 +380,8 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
         if owner is not None and owner != link_id:
             return reject(f"{prefix}.number", "this insured number belongs to another person")
         new_acq = _day(source.acquisition_date)
-        for q in quals:
-            if _key(q) == checked.number_key and (not q.HasField("loss_date") or _day(q.loss_date) > new_acq):
+        for q, key in zip(quals, keys):
+            if key == checked.number_key and (not q.HasField("loss_date") or _day(q.loss_date) > new_acq):
                 return reject(f"{prefix}.acquisition_date",
                               "this person already holds this insured number on that date")
         if len(quals) >= 255:
@@ -407,7 +408,7 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
             return reject("resident_id", "this insurer holds no qualification of this resident")
     else:
         change = getattr(update, kind)
-        index = _find(quals, checked.number_key, open_only=kind in ENDING)
+        index = _find(quals, keys, checked.number_key, open_only=kind in ENDING)
         if index is None:
             what = "no open qualification" if kind in ENDING else "no qualification"
             return reject(f"{kind}.insured_number", f"{what} with this insured number for this resident")

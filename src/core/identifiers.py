@@ -111,6 +111,7 @@ FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the writer re-hashes a person's numbers on every update
 def number_hash(key: bytes) -> int:
     """FNV-1a 64 of a number key; history entries carry it so engines can pick a
     number's entries without decoding payloads (the native engine computes the same)."""
