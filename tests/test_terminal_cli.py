@@ -22,6 +22,7 @@ from tests.test_terminal_support import (
     TAKAHASHI,
     UNION,
     YOSHIDA,
+    cleanup_shared,
     free_port,
     shared_pki,
     shared_server,
@@ -29,13 +30,14 @@ from tests.test_terminal_support import (
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pki_dir():
-    return shared_pki()
+    yield shared_pki()
+    cleanup_shared()  # at session end, whichever terminal module asked first
 
 
-@pytest.fixture(scope="module")
-def server():
+@pytest.fixture(scope="session")
+def server(pki_dir):
     return shared_server()
 
 

@@ -25,6 +25,7 @@ from tests.test_terminal_support import (
     PIN,
     Reader,
     card_files,
+    cleanup_shared,
     free_port,
     run_cli,
     shared_pki,
@@ -36,13 +37,14 @@ from tests.test_terminal_support import (
 WRONG = "0000"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pki_dir():
-    return shared_pki()
+    yield shared_pki()
+    cleanup_shared()  # at session end, whichever terminal module asked first
 
 
-@pytest.fixture(scope="module")
-def server():
+@pytest.fixture(scope="session")
+def server(pki_dir):
     return shared_server()
 
 

@@ -162,7 +162,10 @@ def build_store(path: str) -> None:
 
 # --- the test PKI --------------------------------------------------------------------
 
+# Shared by every terminal test module of one pytest run; `cleanup_shared` runs
+# at session end (the modules' session fixtures) and at exit as a fallback.
 _shared: dict = {}
+_cleanups: list = []
 
 
 def shared_pki() -> str:
@@ -173,11 +176,21 @@ def shared_pki() -> str:
         from onshi.core import pki
 
         base = tempfile.mkdtemp(prefix="onshi-terminal-pki-")
-        atexit.register(shutil.rmtree, base, True)
+        _cleanups.append(lambda: shutil.rmtree(base, True))
         path = os.path.join(base, "pki")
         pki.init(path)
         _shared["pki"] = path
     return _shared["pki"]
+
+
+def cleanup_shared() -> None:
+    """Stop the shared server, remove the shared files (idempotent)."""
+    while _cleanups:
+        _cleanups.pop()()
+    _shared.clear()
+
+
+atexit.register(cleanup_shared)
 
 
 def card_files(pki_dir: str, name: str) -> tuple[str, str]:
@@ -250,14 +263,10 @@ def shared_server() -> Server:
 
         base = tempfile.mkdtemp(prefix="onshi-terminal-store-")
         build_store(base)
+        _cleanups.append(lambda: shutil.rmtree(base, True))
         server = Server(base, shared_pki())
+        _cleanups.append(server.stop)  # runs before the store is removed
         _shared["server"] = server
-
-        def stop():
-            server.stop()
-            shutil.rmtree(base, True)
-
-        atexit.register(stop)
     return _shared["server"]
 
 

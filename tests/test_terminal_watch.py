@@ -22,6 +22,7 @@ from tests.test_terminal_support import (
     UNION,
     YOSHIDA,
     Reader,
+    cleanup_shared,
     shared_pki,
     shared_server,
     terminal_args,
@@ -30,13 +31,14 @@ from tests.test_terminal_support import (
 KILL_BATCH = 300
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pki_dir():
-    return shared_pki()
+    yield shared_pki()
+    cleanup_shared()  # at session end, whichever terminal module asked first
 
 
-@pytest.fixture(scope="module")
-def server():
+@pytest.fixture(scope="session")
+def server(pki_dir):
     return shared_server()
 
 
