@@ -103,6 +103,24 @@ def test_claim_review_is_in_the_persons_log(servers):
     assert not [r for r in my_access(ingest, "valid-2").records if r.action == "VerifyClaims"]
 
 
+def test_enrollment_write_is_in_the_persons_log(servers):
+    from onshi.v1 import enrollment_pb2, enrollment_pb2_grpc
+
+    _, ingest, _ = servers
+    update = enrollment_pb2.EnrollmentUpdate(
+        update_id="u-ratio-1", insurer_number="01130012", resident_id="R2",
+        burden_ratio_change=enrollment_pb2.BurdenRatioChange(
+            insured_number=enrollment_pb2.InsuredNumber(symbol="B2", number="300", branch="01"),
+            burden_ratio_percent=20))
+    stub = enrollment_pb2_grpc.EnrollmentServiceStub(secure_channel(ingest, "insurer-b"))
+    acks = list(stub.StreamUpdates(iter([update]), timeout=10))
+    assert [a.update_id for a in acks] == ["u-ratio-1"]
+    writes = [r for r in my_access(ingest, "valid-2").records if r.action == "EnrollmentUpdate"]
+    assert len(writes) == 1 and writes[0].accessor_codes == ["01130012", "39131156"]
+    assert "burden_ratio_change" in writes[0].items
+    assert not [r for r in my_access(ingest, "valid-1").records if r.action == "EnrollmentUpdate"]
+
+
 def test_another_card_cannot_read_someone_elses_log(servers):
     _, ingest, _ = servers
     fields = proof_fields("valid-2")

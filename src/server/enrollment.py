@@ -19,6 +19,7 @@ import lmdb
 from onshi.core import enrollment, identifiers, registry
 from onshi.core.identifiers import InvalidIdentifier
 from onshi.core.writer import StoreFull
+from onshi.server import trust
 from onshi.server.errors import bad_request_status
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import enrollment_pb2_grpc as pb_grpc
@@ -145,6 +146,7 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         # Set on the committer thread when one of this stream's writes failed (store
         # full): its later updates must not apply without it, so they fail too.
         aborted = [False]
+        auditor = trust.enrollment_auditor(context)  # issue 5: writes go to the persons' access log
 
         def job_for(update, now):
             try:
@@ -171,6 +173,8 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
                         room.clear()
                         await room.wait()
                     now = time.time()
+                    if auditor is not None:
+                        auditor.note(updates_of(request))
                     jobs = [(job_for(update, now), done) for update in updates_of(request)]
                     state["submitted"] += len(jobs)
                     self.group.submit_many(jobs)
@@ -190,11 +194,15 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
                         # The store is full (or broken): nothing of that commit was
                         # written; the client re-sends what has no ack.
                         if acks:
+                            if auditor is not None:
+                                await auditor.flush(acks)
                             yield acks
                         await _refuse(context, item)
                     acks.append(item)
                 state["sent"] += len(acks)
                 if acks:
+                    if auditor is not None:
+                        await auditor.flush(acks)  # durable before the acks leave
                     yield acks
                 room.set()
             try:

@@ -467,3 +467,63 @@ def audit_claims(context, claims, response) -> None:
             items=f"claim={claim.claim_id[:40]} verdict={CLAIM_OUTCOMES.get(verdict.outcome, verdict.outcome)}",
             purpose=purpose, request_id=f"{claim.facility_code}/{claim.claim_id[:40]}"))
     ctx.log.append_many(records)
+
+
+# --- enrollment (EnrollmentService in ingest-serve) -------------------------------------
+
+def _update_subject(update) -> str:
+    """Whom an enrollment update is about: the digest of its insured number."""
+    change = update.WhichOneof("change")
+    msg = getattr(update, change) if change else None
+    try:
+        if msg is not None and hasattr(msg, "qualification") and msg.HasField("qualification"):
+            q = msg.qualification
+            return number_subject(identifiers.number_key(q.insurer_number or update.insurer_number,
+                                                         q.symbol, q.number, q.branch))
+        if msg is not None and hasattr(msg, "insured_number"):
+            n = msg.insured_number
+            return number_subject(identifiers.number_key(update.insurer_number, n.symbol, n.number, n.branch))
+    except identifiers.InvalidIdentifier:
+        pass
+    return "resident:" + _digest(update.resident_id.encode())
+
+
+class EnrollmentAuditor:
+    """One stream's enrollment writes in the access log: noted as updates
+    arrive, written (durably, one group commit per ack group) before the acks
+    are sent."""
+
+    def __init__(self, log: audit.AuditLog, actor: str):
+        self.log = log
+        self.actor = actor
+        self.pending: dict[str, tuple[str, str]] = {}
+
+    def note(self, updates) -> None:
+        for u in updates:
+            self.pending[u.update_id] = (_update_subject(u), u.WhichOneof("change") or "none")
+
+    async def flush(self, acks) -> None:
+        records = []
+        for ack in acks:
+            subject, change = self.pending.pop(ack.update_id, ("", "unknown"))
+            if not subject:
+                continue
+            records.append(audit.AuditRecord(
+                actor=self.actor, action="EnrollmentUpdate", subject=subject,
+                items=f"{change} outcome={ack.outcome}", purpose="insurer registration (法定届出)",
+                request_id=ack.update_id[:64]))
+        if records:
+            import asyncio
+
+            await asyncio.get_running_loop().run_in_executor(None, self.log.append_many, records)
+
+
+def enrollment_auditor(context) -> EnrollmentAuditor | None:
+    ctx = configured()
+    if ctx is None or ctx.log is None:
+        return None
+    try:
+        actor = auth.caller_of(context).label
+    except auth.AuthError:
+        actor = "unknown"
+    return EnrollmentAuditor(ctx.log, actor)
