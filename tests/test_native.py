@@ -410,6 +410,9 @@ def test_batches_stay_right_after_the_writer_moves_pages(tmp_path):
         numbers = number_queries(400)
         before = native.check_by_card_batch(keys, 18600)  # builds the directories
         native.check_by_number_batch(numbers, 18600)
+        stats = native._directory_stats()
+        assert {name: stats[name][0] for name in stats} == {"card": "ready", "number": "ready", "history": "ready"}
+        assert stats["card"][3] == 0 and stats["history"][3] == 0  # a fresh directory predicts every page
         writer = run_writer(path, 0, 400, name_pad=30, rewrite=True)
         writer.stdin.write("\n" * 400)
         writer.stdin.close()

@@ -412,7 +412,7 @@ cdef enum:
     DIR_NONE = 0
     DIR_BUILDING = 1
     DIR_READY = 2
-    DIR_USELESS = 3           # mispredicted even when fresh: keys too alike in 8 bytes
+    DIR_USELESS = 3           # mispredicted even when fresh: keys too alike in 16 bytes
 
 
 cdef extern from *:
@@ -422,8 +422,16 @@ cdef extern from *:
     void prefetch "onshi_prefetch"(const void *p) noexcept nogil
 
 
+cdef struct Window:
+    # 16 bytes of a key past the database's common prefix, as two big-endian words:
+    # enough to tell apart the pages of keys that share their first 8 bytes (number
+    # keys begin with the 8 insurer digits).
+    uint64_t hi
+    uint64_t lo
+
+
 cdef struct Fence:
-    uint64_t key              # 8 bytes of the page's first key past `skip`, big-endian
+    Window key                # of the page's first key
     const uint8_t *page       # the leaf page (in the same cache line as its fence)
 
 
@@ -435,6 +443,32 @@ cdef struct Directory:
     size_t mispredicted       # walks that ended on another page than predicted
     size_t predicted
     bint fresh                # not judged since it was built
+
+
+cdef inline Window window_of(const uint8_t *p, size_t n, size_t skip) noexcept nogil:
+    cdef Window w
+    w.hi = window64(p, n, skip)
+    w.lo = window64(p, n, skip + 8)
+    return w
+
+
+cdef inline bint win_le(Window a, Window b) noexcept nogil:
+    return a.hi < b.hi or (a.hi == b.hi and a.lo <= b.lo)
+
+
+cdef inline double win_frac(Window w, Window a, Window b) noexcept nogil:
+    """Where w lies between a < b, in [0, 1] (interpolation)."""
+    cdef double span, off
+    if not win_le(a, w):
+        return 0.0
+    if not win_le(w, b):
+        return 1.0
+    span = <double>(b.hi - a.hi) * 18446744073709551616.0 + (<double>b.lo - <double>a.lo)
+    off = <double>(w.hi - a.hi) * 18446744073709551616.0 + (<double>w.lo - <double>a.lo)
+    if span <= 0:
+        return 0.0
+    off /= span
+    return 0.0 if off < 0 else (1.0 if off > 1 else off)
 
 
 cdef inline uint64_t window64(const uint8_t *p, size_t n, size_t skip) noexcept nogil:
@@ -514,7 +548,7 @@ cdef int dir_build(Directory *d, MDB_txn *txn, MDB_dbi dbi) noexcept nogil:
     while rc == 0 and d.pages < cap:
         base = page_of(k.mv_data, d.psize)
         if base != prev:
-            d.fence[d.pages].key = window64(<const uint8_t *>k.mv_data, k.mv_size, d.skip)
+            d.fence[d.pages].key = window_of(<const uint8_t *>k.mv_data, k.mv_size, d.skip)
             d.fence[d.pages].page = base
             d.pages += 1
             prev = base
@@ -523,33 +557,30 @@ cdef int dir_build(Directory *d, MDB_txn *txn, MDB_dbi dbi) noexcept nogil:
     return 0 if rc == MDB_NOTFOUND or rc == 0 else rc
 
 
-cdef inline size_t dir_guess(const Directory *d, uint64_t w) noexcept nogil:
+cdef inline size_t dir_guess(const Directory *d, Window w) noexcept nogil:
     """Where interpolation puts the window `w`: card serials and link IDs spread
     evenly, so this lands on or next to the right fence."""
-    cdef uint64_t lo_f = d.fence[0].key, hi_f = d.fence[d.pages - 1].key
     cdef size_t guess
-    if w <= lo_f or d.pages < 2:
+    if d.pages < 2:
         return 0
-    if w >= hi_f:
-        return d.pages - 1
-    guess = <size_t>((<double>(w - lo_f) / <double>(hi_f - lo_f)) * (d.pages - 1))
+    guess = <size_t>(win_frac(w, d.fence[0].key, d.fence[d.pages - 1].key) * (d.pages - 1))
     return guess if guess < d.pages - 1 else d.pages - 2
 
 
-cdef inline size_t dir_find(const Directory *d, uint64_t w, size_t guess) noexcept nogil:
+cdef inline size_t dir_find(const Directory *d, Window w, size_t guess) noexcept nogil:
     """Index of the page whose range holds window `w` (the last fence <= w),
     galloping from the guess (one or two cache lines of a directory of megabytes,
     where a binary search takes a dozen misses)."""
     cdef size_t step = 1, lo, hi, mid
-    if w <= d.fence[0].key or d.pages < 2:
+    if d.pages < 2 or win_le(w, d.fence[0].key):
         return 0
-    if w >= d.fence[d.pages - 1].key:
+    if win_le(d.fence[d.pages - 1].key, w):
         return d.pages - 1
     # bracket [lo, hi) with fence[lo] <= w < fence[hi]
-    if d.fence[guess].key <= w:
+    if win_le(d.fence[guess].key, w):
         lo = guess
         hi = guess + 1
-        while hi < d.pages and d.fence[hi].key <= w:
+        while hi < d.pages and win_le(d.fence[hi].key, w):
             lo = hi
             hi += step
             step <<= 1
@@ -558,13 +589,13 @@ cdef inline size_t dir_find(const Directory *d, uint64_t w, size_t guess) noexce
     else:
         hi = guess
         lo = guess - 1 if guess else 0
-        while lo > 0 and d.fence[lo].key > w:
+        while lo > 0 and not win_le(d.fence[lo].key, w):
             hi = lo
             lo = lo - step if lo > step else 0
             step <<= 1
     while hi - lo > 1:
         mid = (lo + hi) >> 1
-        if d.fence[mid].key <= w:
+        if win_le(d.fence[mid].key, w):
             lo = mid
         else:
             hi = mid
@@ -613,8 +644,8 @@ cdef inline uint16_t page_u16(const uint8_t *page, size_t off) noexcept nogil:
     return v
 
 
-cdef inline void prefetch_search(const uint8_t *page, size_t psize, uint64_t w, uint64_t lo_f,
-                                 uint64_t hi_f, bint record) noexcept nogil:
+cdef inline void prefetch_search(const uint8_t *page, size_t psize, Window w, Window lo_f,
+                                 Window hi_f, bint record) noexcept nogil:
     """With the page header and pointer array in cache, prefetch the nodes LMDB's
     binary search visits on its way to where interpolation puts `w` on the page,
     and that node's neighbourhood (for a history record: its whole extent)."""
@@ -624,12 +655,9 @@ cdef inline void prefetch_search(const uint8_t *page, size_t psize, uint64_t w, 
     nkeys = (page_u16(page, 12) - PAGE_HEADER) >> 1
     if nkeys == 0 or nkeys > (psize - PAGE_HEADER) // 2:
         return
-    if hi_f > lo_f and w > lo_f:
-        k = <size_t>((<double>(w - lo_f) / <double>(hi_f - lo_f)) * nkeys)
-        if k >= nkeys:
-            k = nkeys - 1
-    else:
-        k = 0
+    k = <size_t>(win_frac(w, lo_f, hi_f) * nkeys)
+    if k >= nkeys:
+        k = nkeys - 1
     lo = 0
     hi = nkeys - 1
     while lo <= hi:  # mdb_node_search's probes, had the key been node k
@@ -949,7 +977,7 @@ cdef class NativeEngine:
         """A directory that mispredicts more than a quarter of its walks is rebuilt
         later (when no check is in flight): the writer has moved many pages. If its
         first judgement after a build already fails, the keys are too alike in the
-        8 bytes it compares; it is dropped for good, so no batch pays for rebuilds."""
+        16 bytes it compares; it is dropped for good, so no batch pays for rebuilds."""
         cdef Directory *d = &self.dirs[which]
         if self.dir_state[which] != DIR_READY or d.predicted < 4096:
             return
@@ -980,6 +1008,13 @@ cdef class NativeEngine:
         else:
             batch_free(b)
             free(b)
+
+    def _directory_stats(self):
+        """{database: (state, pages, predicted, mispredicted)} — for tests and bench."""
+        names = ("card", "number", "history")
+        states = ("none", "building", "ready", "useless")
+        return {names[i]: (states[self.dir_state[i]], self.dirs[i].pages, self.dirs[i].predicted,
+                           self.dirs[i].mispredicted) for i in range(3)}
 
     cdef int _check_key(self, bytes key, str what) except -1:
         # LMDB rejects an empty key; an over-long one simply is not in the store
@@ -1183,7 +1218,7 @@ cdef int walk_ordered(MDB_cursor *cur, Batch *b, size_t m, bint by_link, Directo
     cdef const uint8_t *actual
     cdef size_t *slots = NULL
     cdef size_t ahead = 0
-    cdef uint64_t w, hi_f
+    cdef Window w, hi_f
     if d != NULL and d.pages:
         slots = <size_t *>malloc(m * sizeof(size_t))
         if slots != NULL:
@@ -1237,8 +1272,8 @@ cdef int walk_ordered(MDB_cursor *cur, Batch *b, size_t m, bint by_link, Directo
     return 0
 
 
-cdef inline uint64_t query_window(const Query *q, bint by_link, size_t skip) noexcept nogil:
-    return window64(q.link, q.link_len, skip) if by_link else window64(q.key, q.key_len, skip)
+cdef inline Window query_window(const Query *q, bint by_link, size_t skip) noexcept nogil:
+    return window_of(q.link, q.link_len, skip) if by_link else window_of(q.key, q.key_len, skip)
 
 
 cdef int walk_batch(MDB_cursor *index, MDB_cursor *history, Batch *b, size_t *found,
