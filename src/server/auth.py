@@ -313,19 +313,18 @@ class RoleInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, policy: dict[str, frozenset[str]] | None = None):
         self.policy = dict(POLICY if policy is None else policy)
-        self._wrapped: dict[tuple[str, int], grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
-        key = (method, id(handler))
-        wrapped = self._wrapped.get(key)
-        if wrapped is None:
-            wrapped = self._wrap(method, handler)
-            self._wrapped[key] = wrapped
-        return wrapped
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:  # holding the handler keeps the check exact
+            cached = (handler, self._wrap(method, handler))
+            self._wrapped[method] = cached
+        return cached[1]
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if method.startswith(OPEN_PREFIXES):

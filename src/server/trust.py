@@ -10,6 +10,7 @@ import hashlib
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -285,6 +286,8 @@ def add_arguments(parser, relay: bool = False) -> None:
                    help="JPKI CA certificate(s) for card proofs (default with --pki: PKI/jpki/ca.pem)")
     g.add_argument("--crl", help="card revocation list file (default with --pki: PKI/jpki/crl.der)")
     g.add_argument("--audit-dir", help="access log directory (each process writes its own stream)")
+    g.add_argument("--audit-retention-days", type=float, default=audit.DEFAULT_RETENTION_DAYS,
+                   help="drop access-log segments older than this (default 5 years), at start and daily")
     g.add_argument("--audit-no-sync", action="store_true", help=argparse_suppress())
 
 
@@ -306,7 +309,23 @@ def setup_from_args(args, stream: str | None = None) -> TrustSetup:
     if args.audit_dir:
         log = audit.AuditLog(args.audit_dir, stream or f"pid{os.getpid()}",
                              durable=not getattr(args, "audit_no_sync", False))
+        start_retention(log, getattr(args, "audit_retention_days", audit.DEFAULT_RETENTION_DAYS))
     return TrustSetup(verifier, log, getattr(args, "pki", None))
+
+
+def start_retention(log: audit.AuditLog, retention_days: float, every: float = 86400.0) -> threading.Thread:
+    """Compact this process's stream now and then once a day (a daemon thread)."""
+    def run() -> None:
+        while True:
+            try:
+                log.compact(retention_days)
+            except Exception as exc:  # noqa: BLE001 - retention must never stop the server
+                print(f"onshi: access-log compaction failed: {exc}", file=sys.stderr, flush=True)
+            time.sleep(every)
+
+    thread = threading.Thread(target=run, name="audit-retention", daemon=True)
+    thread.start()
+    return thread
 
 
 # --- what the trust services share in `onshi ingest-serve` -----------------------------
