@@ -143,6 +143,7 @@ def run(args) -> dict:
         for t in checkers:
             t.start()
         cpu_before = process_cpu(ingest.proc.pid)
+        client_cpu_before = time.process_time()
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
         senders = []
@@ -155,6 +156,7 @@ def run(args) -> dict:
             t.join(timeout=args.timeout)
         elapsed = last_ack[0] - started
         server_cpu = process_cpu(ingest.proc.pid) - cpu_before
+        client_cpu = time.process_time() - client_cpu_before  # includes the visibility checkers
         load_after = os.getloadavg()[0]
         for _ in checkers:
             checks.put(None)
@@ -162,17 +164,20 @@ def run(args) -> dict:
             t.join(timeout=30)
         acked = sum(outcomes.values())
         ingest.stop()
-        stats = re.search(r"(\d+) writes in (\d+) commits", ingest.log.read_text())
+        stats = re.search(r"(\d+) writes in (\d+) commits; ([\d.]+)s running writes, ([\d.]+)s committing",
+                          ingest.log.read_text())
         writes, commits = (int(stats.group(1)), int(stats.group(2))) if stats else (0, 0)
+        work_s, commit_s = (float(stats.group(3)), float(stats.group(4))) if stats else (0.0, 0.0)
         return {
             "registry_per_s": registry_rate,
             "rpc": "StreamUpdates" if args.batch == 1 else f"StreamUpdateBatches x{args.batch}",
             "updates": sent_count, "acked": acked, "streams": len(streams),
             "accepted": outcomes.get(pb.ENROLLMENT_OUTCOME_ACCEPTED, 0),
             "seconds": elapsed, "per_s": acked / elapsed if elapsed > 0 else 0.0,
-            "server_cpu_s": server_cpu, "per_cpu_s": acked / server_cpu if server_cpu > 0 else 0.0,
+            "server_cpu_s": server_cpu, "client_cpu_s": client_cpu, "per_cpu_s": acked / server_cpu if server_cpu > 0 else 0.0,
             "load": f"{load_before:.1f}->{load_after:.1f}",
             "commits": commits, "per_commit": writes / commits if commits else 0.0,
+            "work_s": work_s, "commit_s": commit_s,
             "latency_p50_ms": 1000 * pct(latencies, 50), "latency_p99_ms": 1000 * pct(latencies, 99),
             "lag_p50_ms": 1000 * pct(lags, 50), "lag_p99_ms": 1000 * pct(lags, 99),
             "lag_max_ms": 1000 * max(lags) if lags else float("nan"),
@@ -248,9 +253,11 @@ def report(r: dict, command: str) -> str:
         f"  `{command}`",
         f"  - durable updates/s (group commit, fsync per commit): **{r['per_s']:,.0f}/s** "
         f"({r['acked']:,} acks, {r['accepted']:,} ACCEPTED, {r['streams']} streams, {r['rpc']}, {r['seconds']:.2f} s; "
-        f"{r['commits']:,} commits, {r['per_commit']:.0f} writes/commit)",
+        f"{r['commits']:,} commits, {r['per_commit']:.0f} writes/commit; committer wall time {r['work_s']:.1f} s "
+        f"running writes + {r['commit_s']:.1f} s committing/fsync)",
         f"  - ingest server CPU: {r['server_cpu_s']:.1f} s = **{r['per_cpu_s']:,.0f} updates per server CPU-second** "
-        f"(what one free core would sustain; 1-min load average {r['load']} on 2 shared cores)",
+        f"(what one free core would sustain; 1-min load average {r['load']} on 2 shared cores); "
+        f"client process CPU {r['client_cpu_s']:.1f} s",
         f"  - send -> ACCEPTED ack latency p50 {r['latency_p50_ms']:.1f} ms, p99 {r['latency_p99_ms']:.1f} ms",
         f"  - visibility lag (ack -> seen by CheckByNumber on {r['checked_by']}): p50 {r['lag_p50_ms']:.2f} ms, "
         f"p99 {r['lag_p99_ms']:.2f} ms, max {r['lag_max_ms']:.2f} ms ({r['lag_samples']} samples, "

@@ -77,6 +77,8 @@ class GroupWriter:
         self._stopping = False
         self.commits = 0
         self.jobs = 0
+        self.apply_seconds = 0.0  # in Writer.apply (successful batches): work + commit (fsync)
+        self.work_seconds = 0.0   # running the jobs inside transactions
         self._thread = threading.Thread(target=self._run, name="onshi-committer", daemon=True)
         self._thread.start()
 
@@ -167,6 +169,13 @@ class GroupWriter:
         fns = [fn for fn, _ in batch]
 
         def run_all(txn: WriteTxn) -> list:
+            started = time.perf_counter()
+            try:
+                return _run_all(txn)
+            finally:
+                self.work_seconds += time.perf_counter() - started
+
+        def _run_all(txn: WriteTxn) -> list:
             out = []
             for i, fn in enumerate(fns):
                 if i in failed:
@@ -183,8 +192,10 @@ class GroupWriter:
         results: list | None = None
         error: BaseException | None = None
         while True:
+            started = time.perf_counter()
             try:
                 results = self.writer.apply(run_all)
+                self.apply_seconds += time.perf_counter() - started
                 break
             except _JobFailed as jf:
                 failed[jf.index] = jf.exc
@@ -321,8 +332,10 @@ def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float
         await stop.wait()
         started = time.monotonic()
         await secondary.stop(grace)
-        print(f"onshi ingest-serve: stopped ({secondary.group.jobs} writes in {secondary.group.commits} "
-              f"commits; shutdown {time.monotonic() - started:.2f}s)", file=sys.stderr, flush=True)
+        g = secondary.group
+        print(f"onshi ingest-serve: stopped ({g.jobs} writes in {g.commits} commits; "
+              f"{g.work_seconds:.2f}s running writes, {max(g.apply_seconds - g.work_seconds, 0):.2f}s committing; "
+              f"shutdown {time.monotonic() - started:.2f}s)", file=sys.stderr, flush=True)
         return 0
 
     return asyncio.run(main())
