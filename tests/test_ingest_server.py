@@ -475,3 +475,31 @@ def test_sigterm_lets_an_open_stream_finish_then_exits_cleanly(tmp_path):
             assert sum(1 for _ in WriteTxn(txn, writer.dbs).scan("applied")) == 400
     finally:
         writer.close()
+
+
+def test_batches_rpc_limits_and_quarantine_paging(stubs):
+    enrol, _, _, _ = stubs
+    (r,) = new_residents(enrol)
+    too_many = pb.StreamUpdateBatchesRequest(updates=[pb.EnrollmentUpdate(update_id=f"x{i}") for i in range(10_001)])
+    with pytest.raises(grpc.RpcError) as err:
+        list(enrol.StreamUpdateBatches(iter([too_many]), metadata=md(s.EMPLOYEE), timeout=30))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Three quarantined updates of one insurer, listed a page at a time in ID order.
+    wrong = []
+    for i in range(3):
+        u = s.acquisition(f"p{i}", s.NHI, r, f"P{i}", "2024-04-01")
+        u.person.sex = 3 - r.sex
+        wrong.append(u)
+    responses = enrol.StreamUpdateBatches(iter([pb.StreamUpdateBatchesRequest(updates=wrong)]),
+                                          metadata=md(s.NHI), timeout=30)
+    acks = [a for response in responses for a in response.acks]  # acks may span responses
+    ids = [a.quarantine_id for a in acks]
+    assert [a.outcome for a in acks] == [QUARANTINED] * 3 and ids == sorted(ids)
+    page1 = enrol.ListQuarantine(pb.ListQuarantineRequest(page_size=2, after_quarantine_id=ids[0] - 1),
+                                 metadata=md(s.NHI)).updates
+    page2 = enrol.ListQuarantine(pb.ListQuarantineRequest(page_size=2, after_quarantine_id=page1[-1].quarantine_id),
+                                 metadata=md(s.NHI)).updates
+    assert [e.quarantine_id for e in page1] == ids[:2] and [e.quarantine_id for e in page2][:1] == ids[2:]
+    with pytest.raises(grpc.RpcError) as denied:
+        enrol.ListQuarantine(pb.ListQuarantineRequest(insurer_number=s.EMPLOYEE), metadata=md(s.NHI))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
