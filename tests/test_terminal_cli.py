@@ -80,14 +80,14 @@ def test_valid_number(capsys, server, pki_dir):
 
 def test_lost_number_is_invalid(capsys, server, pki_dir):
     proc = check(capsys, server, pki_dir, *number_args(SUZUKI))
-    assert proc.returncode == 10
+    assert proc.returncode == 12
     assert "【資格無効】 Invalid (qualification lost)" in proc.stdout
     assert "・2024-04-01 に資格を喪失しています（99 その他）。" in proc.stdout
 
 
 def test_lost_number_with_newer_qualification(capsys, server, pki_dir):
     proc = check(capsys, server, pki_dir, *number_args(SATO, 0))
-    assert proc.returncode == 11
+    assert proc.returncode == 13
     assert "【資格無効（新しい資格あり）】 Invalid (a newer qualification exists)" in proc.stdout
     assert UNION not in proc.stdout  # the newer insurer is not revealed to a typed number
 
@@ -98,7 +98,7 @@ def test_late_elderly_and_birth_mismatch(capsys, server, pki_dir):
     wrong_birth = check(
         capsys, server, pki_dir, *number_args(TAKAHASHI, 1, birth="1948-03-04"), "--json"
     )
-    assert wrong_birth.returncode == 12
+    assert wrong_birth.returncode == 14
     doc = json.loads(wrong_birth.stdout)
     assert doc["outcome"] == "no_record" and doc["method"] == "number"
     assert (

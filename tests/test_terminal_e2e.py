@@ -243,7 +243,7 @@ def test_expiring_certificate_warns(check_here, insert):
 def test_unlinked_card_has_no_record(check_here, insert):
     insert("valid-2")
     proc = check_here()
-    expect(proc, 12)
+    expect(proc, 14)
     assert "【該当資格なし】 No record" in proc.stdout
     assert "初回紐づけ" in proc.stdout and "被保険者資格申立書" in proc.stdout
 
@@ -251,7 +251,7 @@ def test_unlinked_card_has_no_record(check_here, insert):
 def test_dual_enrollment_by_card_is_multiple(check_here, insert):
     insert("valid-3")
     proc = check_here()
-    expect(proc, 13)
+    expect(proc, 15)
     assert "【複数該当】 Multiple qualifications" in proc.stdout
     assert "資格 Qualification 1/2" in proc.stdout and "資格 Qualification 2/2" in proc.stdout
 

@@ -313,6 +313,9 @@ def test_exit_codes_are_distinct():
     codes = [o.exit_code for o in Outcome]
     assert len(codes) == len(set(codes))
     assert 2 not in codes  # argparse's usage error keeps its own code
+    # The 資格有効性 answers exit as `onshi check` does: 10 + the validity code.
+    for validity, outcome in screen.BY_VALIDITY.items():
+        assert outcome.exit_code == (0 if validity == E.VALIDITY_VALID else 10 + validity)
 
 
 def test_every_non_valid_outcome_has_next_steps():

@@ -141,7 +141,7 @@ def test_each_request_is_answered_once_with_its_outcome(server, pki_dir, dirs):
         "007-no-birth.json": "request_invalid",
     }
     assert got["001-valid.json"]["qualifications"][0]["person"]["name"] == YOSHIDA[0].name
-    assert got["001-valid.json"]["exit_code"] == 0 and got["002-lost.json"]["exit_code"] == 10
+    assert got["001-valid.json"]["exit_code"] == 0 and got["002-lost.json"]["exit_code"] == 12
     assert got["005-check-digit.json"]["field_errors"][0]["field"] == "insurer_number"
     assert all(d["request"] == n for n, d in got.items())
     assert out.splitlines()[0] == "answered 001-valid.json valid exit=0"  # name order

@@ -1,8 +1,8 @@
 """`onshi terminal check` and `onshi terminal watch`: the reception desk's tool.
 
 Exit codes are the outcome's (onshi.terminal.screen.Outcome, docs/TERMINAL.md):
-0 valid, 10-13 the other 資格有効性 answers, 20-28 card/PIN/reader, 30-33
-network/server/input, 1 unexpected, 2 usage.
+0 valid, 12-15 the other 資格有効性 answers (10 + the code, as `onshi check`),
+20-28 card/PIN/reader, 30-33 network/server/input, 1 unexpected, 2 usage.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ def register(subparsers) -> None:
     c = sub.add_parser(
         "check",
         help="check one patient (card + PIN, or typed insurance number)",
-        description="Exit codes: 0 valid; 10 invalid; 11 invalid, newer exists; 12 no record; "
-        "13 multiple; 20 no card; 21 card removed; 22 not a My Number card; 23 PIN "
+        description="Exit codes: 0 valid; 12 invalid; 13 invalid, newer exists; 14 no record; "
+        "15 multiple; 20 no card; 21 card removed; 22 not a My Number card; 23 PIN "
         "incorrect; 24 PIN blocked; 25 certificate expired; 26 certificate revoked; "
         "27 card not verified; 28 reader unavailable; 30 service unreachable; 31 "
         "terminal refused; 32 input rejected; 1 unexpected error; 2 usage.",

@@ -24,15 +24,16 @@ from onshi.v1 import eligibility_pb2, qualification_pb2
 class Outcome(enum.Enum):
     # name = (json key, exit code, 日本語, English)
     VALID = ("valid", 0, "資格有効", "Valid")
-    INVALID = ("invalid", 10, "資格無効", "Invalid (qualification lost)")
+    # 資格有効性 answers: 10 + the validity code, as `onshi check` exits.
+    INVALID = ("invalid", 12, "資格無効", "Invalid (qualification lost)")
     INVALID_NEWER_EXISTS = (
         "invalid_newer_exists",
-        11,
+        13,
         "資格無効（新しい資格あり）",
         "Invalid (a newer qualification exists)",
     )
-    NO_RECORD = ("no_record", 12, "該当資格なし", "No record")
-    MULTIPLE = ("multiple", 13, "複数該当", "Multiple qualifications")
+    NO_RECORD = ("no_record", 14, "該当資格なし", "No record")
+    MULTIPLE = ("multiple", 15, "複数該当", "Multiple qualifications")
     NO_CARD = ("no_card", 20, "カードが読み取れません", "No card in the reader")
     CARD_REMOVED = ("card_removed", 21, "カードが取り外されました", "Card removed while reading")
     NOT_MY_NUMBER_CARD = (
