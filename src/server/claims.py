@@ -10,6 +10,9 @@ an unbounded queue (tests/test_claims_server.py checks it with a slow reader).
 
 Review-body streams are recorded per claim in the ledger (onshi.core.claims)
 for Apportion; a facility's pre-submission check is not recorded.
+
+VerifyClaims is registered on serialized bytes (add_to_server): the handler
+parses, verifies and serializes itself, so nothing is decoded twice.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from onshi.core.pure import PureEngine
 from onshi.core.writer import StoreFull
 from onshi.server import trust
 from onshi.server.errors import bad_request_status
-from onshi.v1 import claims_pb2, claims_pb2_grpc
+from onshi.v1 import claims_pb2
 
 SERVICE_NAME = claims_pb2.DESCRIPTOR.services_by_name["ClaimService"].full_name
 FACILITY_KEY = "x-onshi-facility"
@@ -81,7 +84,9 @@ def engine_beside(writer):
 
 # --- the servicer ------------------------------------------------------------------
 
-class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
+class ClaimServicer:
+    """VerifyClaims works on serialized batches (see add_to_server); Apportion on messages."""
+
     def __init__(self, writer, engine=None):
         self.writer = writer
         # The engine reads the same files the writer writes; it stays open for the
@@ -94,26 +99,32 @@ class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
         self._normalized: dict[str, str] = {}  # insurer number as billed -> normalised
 
     def VerifyClaims(self, request_iterator, context):
+        """Raw handler: serialized VerifyClaimsRequest in, serialized response out."""
         facility = caller_facility(context)
-        for request in request_iterator:
-            claims = request.claims
-            if facility is not None:
-                for i, c in enumerate(claims):
-                    if c.facility_code != facility:
-                        context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                      f"claims[{i}]: facility {c.facility_code!r} is not the caller's ({facility})")
+        record = facility is None
+        for raw in request_iterator:
+            result = verify_batch(self.verifier, self._normalized, raw, facility, record)
+            yield self._finish(context, raw, result)
+
+    def _finish(self, context, raw: bytes, result: tuple) -> bytes:
+        """Ledger, audit, then the verdicts (or the batch's error status)."""
+        kind = result[0]
+        if kind == "denied":
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, result[1])
+        if kind == "invalid":
+            _abort_with_status(context, bad_request_status(result[1], "invalid claim batch"))
+        _, response, items = result
+        if items is not None:
             try:
-                response = self.verifier.verify(claims)
-            except rules.ClaimError as exc:
-                _abort_with_status(context, bad_request_status(exc.violations, "invalid claim batch"))
-            if facility is None:
-                try:
-                    self._record(claims, response)
-                except StoreFull as exc:  # nothing of this batch was written
-                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"store full: {exc}")
-            trust.audit_claims(context, claims, response)  # issue 5: durable before the verdicts leave
-            self.batches_verified += 1
-            yield response
+                self._put_ledger(items)
+            except StoreFull as exc:  # nothing of this batch was written
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"store full: {exc}")
+        ctx = trust.configured()
+        if ctx is not None and ctx.log is not None:  # parsed only when there is an access log
+            trust.audit_claims(context, claims_pb2.VerifyClaimsRequest.FromString(raw).claims,
+                               claims_pb2.VerifyClaimsResponse.FromString(response))  # issue 5
+        self.batches_verified += 1
+        return response
 
     def Apportion(self, request, context):
         violations = []
@@ -163,32 +174,8 @@ class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
                             paid[insurer] += points
         return unresolved_points, unresolved_claims, dict(paid)
 
-    def _record(self, claims, response: claims_pb2.VerifyClaimsResponse) -> None:
-        """Record who pays what per claim, overwriting an earlier record of the
-        same (facility, month, claim ID): one putmulti in one transaction."""
-        ok, unresolved, returned = rules.OK, rules.UNRESOLVED, rules.RETURN
-        month_pack = rules._MONTH.pack
-        insurers = self._normalized
-        records: dict[bytes, bytes] = {}  # the later of a claim twice in a batch wins
-        for c, v in zip(claims, response.verdicts):
-            outcome = v.outcome
-            if outcome == ok:
-                ins = insurers.get(c.insurer_number)
-                if ins is None:
-                    if len(insurers) > 100_000:  # bounded: a few thousand real insurers
-                        insurers.clear()
-                    ins = insurers[c.insurer_number] = identifiers.normalize_insurer_number(c.insurer_number)
-                value = f"{ins}\x1f{c.points}".encode()
-            elif outcome == unresolved:
-                value = f"\x1f{c.points}".encode()
-            elif outcome == returned:
-                value = b""
-            else:
-                value = rules.encode_payers((seg.insurer_number, seg.points) for seg in v.segments)
-            a = c.first_visit_date
-            key = f"{c.facility_code}\x1f".encode() + month_pack(a.year * 100 + a.month) + c.claim_id.encode()
-            records[key[:rules.MAX_RECORD_KEY]] = value
-        items = sorted(records.items())  # key order: fewer page touches in the B-tree
+    def _put_ledger(self, items: list[tuple[bytes, bytes]]) -> None:
+        """One putmulti in one (group-committed) transaction."""
         record_db = self.record_db
 
         def change(t):
@@ -197,9 +184,62 @@ class ClaimServicer(claims_pb2_grpc.ClaimServiceServicer):
         self.writer.apply(change)
 
 
+# --- one batch, here or in a worker process -----------------------------------------
+
+def verify_batch(verifier: rules.Verifier, normalized: dict, raw: bytes, facility: str | None,
+                 record: bool) -> tuple:
+    """("ok", response bytes, ledger items or None) | ("denied", message) |
+    ("invalid", violations) for one serialized VerifyClaimsRequest."""
+    claims = claims_pb2.VerifyClaimsRequest.FromString(raw).claims
+    if facility is not None:
+        for i, c in enumerate(claims):
+            if c.facility_code != facility:
+                return ("denied", f"claims[{i}]: facility {c.facility_code!r} is not the caller's ({facility})")
+    try:
+        response = verifier.verify(claims)
+    except rules.ClaimError as exc:
+        return ("invalid", exc.violations)
+    items = ledger_items(claims, response, normalized) if record else None
+    return ("ok", response.SerializeToString(), items)
+
+
+def ledger_items(claims, response: claims_pb2.VerifyClaimsResponse, normalized: dict) -> list[tuple[bytes, bytes]]:
+    """Who pays what per claim, keyed (facility, month, claim ID): re-verifying a
+    claim overwrites its record; the later of a claim twice in a batch wins."""
+    ok, unresolved, returned = rules.OK, rules.UNRESOLVED, rules.RETURN
+    month_pack = rules._MONTH.pack
+    records: dict[bytes, bytes] = {}
+    for c, v in zip(claims, response.verdicts):
+        outcome = v.outcome
+        if outcome == ok:
+            ins = normalized.get(c.insurer_number)
+            if ins is None:
+                if len(normalized) > 100_000:  # bounded: a few thousand real insurers
+                    normalized.clear()
+                ins = normalized[c.insurer_number] = identifiers.normalize_insurer_number(c.insurer_number)
+            value = f"{ins}\x1f{c.points}".encode()
+        elif outcome == unresolved:
+            value = f"\x1f{c.points}".encode()
+        elif outcome == returned:
+            value = b""
+        else:
+            value = rules.encode_payers((seg.insurer_number, seg.points) for seg in v.segments)
+        a = c.first_visit_date
+        key = f"{c.facility_code}\x1f".encode() + month_pack(a.year * 100 + a.month) + c.claim_id.encode()
+        records[key[:rules.MAX_RECORD_KEY]] = value
+    return sorted(records.items())  # key order: fewer page touches in the B-tree
+
+
 def add_to_server(server: grpc.Server, writer, engine=None) -> list[str]:
-    """Register ClaimService on a threaded grpc server; returns its service names
-    (for health and reflection). `onshi ingest-serve` loads this module."""
+    """Register ClaimService (VerifyClaims on serialized bytes: the handler parses
+    and serializes itself); returns its service names (for health and
+    reflection). `onshi ingest-serve` loads this module."""
     servicer = ClaimServicer(writer, engine)
-    claims_pb2_grpc.add_ClaimServiceServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {
+        "VerifyClaims": grpc.stream_stream_rpc_method_handler(
+            servicer.VerifyClaims, request_deserializer=None, response_serializer=None),
+        "Apportion": grpc.unary_unary_rpc_method_handler(
+            servicer.Apportion, request_deserializer=claims_pb2.ApportionRequest.FromString,
+            response_serializer=claims_pb2.ApportionResponse.SerializeToString),
+    }),))
     return [SERVICE_NAME]
