@@ -321,7 +321,6 @@ def main(argv=None) -> int:
             ("num_pure", "pure", "number, single calls", lambda: [pure.check_by_number(k, b, day) for k, b in numbers[:pure_n]], pure_n, on),
             ("num_sql", "sqlite", "number, single calls", lambda: [sql.check_by_number(k, b, day) for k, b in numbers[:sqlite_n]], sqlite_n, on),
             # where the time goes: a bare call, one B-tree walk, the raw record, each technique off
-            ("floor", "python", "loop + empty C call (contention gauge)", lambda: [_engine._tune() for _ in cards], n, on),
             ("miss", "native", "card miss: renew + 1 walk + reset", lambda: [native.check_by_card(k, day) for k in unknown], len(unknown), on),
             ("hop", "native", "history_by_link: renew + 1 walk + copy", lambda: [native.history_by_link(x) for x in links], len(links), on),
             ("no_dir", "native", "card, batches of 1,000, no prefetch", batched(native.check_by_card_batch, cards, 1000, day), n,
@@ -417,8 +416,7 @@ def write_results(args, path, n, pure_n, sqlite_n, day, rows, f) -> None:  # noq
         f"**Number checks:** native batch {f['num_native_b']:,.0f}/s, single {f['num_native_1']:,.0f}/s, "
         f"pure {f['num_pure']:,.0f}/s, SQLite {f['num_sql']:,.0f}/s.",
         "",
-        f"Breakdown per single card check ({ns(f['card_native_1'])}): Python loop + an empty C call "
-        f"{ns(f['floor'])}; a miss (txn renew, one "
+        f"Breakdown per single card check ({ns(f['card_native_1'])}): a miss (txn renew, one "
         f"walk of the card B-tree, reset, answer) {ns(f['miss'])}; renew + one walk of the history B-tree + "
         f"copying the raw record out {ns(f['hop'])}; the full chain is two walks + decision + copy. Batches drop "
         "the per-call costs and overlap the page misses: "

@@ -15,23 +15,17 @@ cdef extern from "lmdb.h" nogil:
 
     ctypedef int MDB_cmp_func(const MDB_val *a, const MDB_val *b) noexcept
 
-    ctypedef struct MDB_stat:
+    ctypedef struct MDB_stat:  # the fields read
         unsigned int ms_psize
-        unsigned int ms_depth
-        size_t ms_branch_pages
         size_t ms_leaf_pages
-        size_t ms_overflow_pages
-        size_t ms_entries
 
     ctypedef enum MDB_cursor_op:
         MDB_FIRST
         MDB_LAST
         MDB_NEXT
-        MDB_SET
         MDB_SET_KEY
 
     enum:
-        MDB_SUCCESS
         MDB_NOTFOUND
         MDB_MAP_RESIZED
         MDB_BAD_RSLOT
@@ -45,7 +39,6 @@ cdef extern from "lmdb.h" nogil:
     int mdb_env_set_mapsize(MDB_env *env, size_t size)
     int mdb_env_set_maxreaders(MDB_env *env, unsigned int readers)
     int mdb_env_set_maxdbs(MDB_env *env, MDB_dbi dbs)
-    int mdb_env_get_maxkeysize(MDB_env *env)
 
     int mdb_txn_begin(MDB_env *env, MDB_txn *parent, unsigned int flags, MDB_txn **txn)
     int mdb_txn_commit(MDB_txn *txn)
