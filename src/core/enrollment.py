@@ -123,7 +123,7 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
         v.append(("update_id", f"required, at most {MAX_UPDATE_ID} characters"))
     insurer = ""
     try:
-        insurer = identifiers.normalize_insurer_number(update.insurer_number)
+        insurer = _insurer(update.insurer_number)
     except InvalidIdentifier as exc:
         v.append((exc.field, exc.description))
     else:
@@ -148,7 +148,7 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
         prefix = f"{kind}.qualification"
         if q.insurer_number:
             try:
-                if identifiers.normalize_insurer_number(q.insurer_number) != insurer:
+                if _insurer(q.insurer_number) != insurer:
                     v.append((f"{prefix}.insurer_number", "must be the update's insurer_number"))
             except InvalidIdentifier as exc:
                 v.append((f"{prefix}.insurer_number", exc.description))
@@ -187,6 +187,11 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
         raise Invalid(v)
     return Checked(update, insurer, resident_id or "", kind, number_key,
                    insurer.encode() + SEP + update.update_id.encode())
+
+
+@functools.lru_cache(maxsize=1 << 12)  # a stream repeats its few insurer numbers
+def _insurer(text: str) -> str:
+    return identifiers.normalize_insurer_number(text)
 
 
 def _number_key(insurer, symbol, number, branch, prefix, v) -> bytes:
