@@ -215,11 +215,22 @@ def write_queries_file(path: Path, queries: dict, dest: Path) -> Path:
 
 # --- servers on loopback -------------------------------------------------------
 
+# `nice -n N` for the processes a benchmark measures (servers, locust); set by
+# --nice. A negative N (root) is what a latency figure on a machine shared with
+# other work needs: without it, the scheduler's queue is what gets measured.
+NICE: list[str] = []
+
+
+def niced(argv: list[str]) -> list[str]:
+    return [*NICE, *argv]
+
+
 class Server:
     """An onshi server subprocess that prints `serving on HOST:PORT` when ready."""
 
     def __init__(self, argv: list[str], name: str, env: dict | None = None, ready_timeout: float = 60):
         self.name = name
+        argv = niced(argv)
         self.argv = argv
         self.log_path = OUT / "logs" / f"{name}-{os.getpid()}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -230,7 +230,8 @@ def py_spy(pid: int, seconds: float, out: Path, subprocesses: bool = False):
         print("cost: py-spy not installed (bench extra); no profile", file=sys.stderr)
         return None
     return subprocess.Popen([str(exe), "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-                             "--format", "raw", "--output", str(out), "--rate", "200", "--nonblocking", "--gil"],
+                             "--format", "raw", "--output", str(out), "--rate", "200", "--nonblocking", "--gil",
+                             *(["--subprocesses"] if subprocesses else [])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

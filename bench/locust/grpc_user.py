@@ -28,6 +28,19 @@ from locust.exception import LocustError
 # Patch grpc so its blocking calls yield to other greenlets instead of the OS.
 grpc_gevent.init_gevent()
 
+# Under gevent, grpc waits for each blocking call's completion in a thread of
+# the gevent hub's threadpool (grpc_gevent.pyx.pxi: g_gevent_threadpool.apply),
+# and one of those threads is always parked delivering callbacks. gevent's
+# default pool has 10 threads, so at most 9 calls are in flight in a locust
+# process and the 10th terminal waits for a thread: that wait showed up as
+# client-side latency growing with the number of users at the same total rate.
+# One thread per user (plus the parked one) removes the cap.
+GRPC_THREADS = int(os.environ.get("ONSHI_BENCH_GRPC_THREADS", "256"))
+if GRPC_THREADS:
+    import gevent
+
+    gevent.get_hub().threadpool.maxsize = max(gevent.get_hub().threadpool.maxsize, GRPC_THREADS)
+
 _samples: dict[str, list[float]] = {}  # name -> latencies (ms) of successful requests
 _times: dict[str, list[float]] = {}  # name -> completion times (unix s), parallel to _samples
 _failures: Counter = Counter()
