@@ -25,12 +25,11 @@ from pathlib import Path
 import lmdb
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (bench/common.py: datasets, machine, RESULTS.md)
-
-from onshi.core import dates, history, identifiers  # noqa: E402
-from onshi.core.pure import PureEngine  # noqa: E402
-from onshi.core.writer import Writer  # noqa: E402
-from onshi.v1 import qualification_pb2 as qpb  # noqa: E402
+import common  # bench/common.py: shared datasets, machine, RESULTS.md
+from onshi.core import dates, history, identifiers
+from onshi.core.pure import PureEngine
+from onshi.core.writer import Writer
+from onshi.v1 import qualification_pb2 as qpb
 
 HAVE_GEN = (common.ROOT / "src" / "core" / "gen.py").exists()
 SECTION = "Engine (issue 2)"
@@ -383,8 +382,8 @@ def rounds(configs, repeats: int) -> dict[str, tuple[float, float, float]]:
     return {k: (max(v), statistics.median(v), max(wall[k])) for k, v in cpu.items()}
 
 
-def write_results(args, path, n, pure_n, sqlite_n, day, rows, f) -> None:  # noqa: C901
-    ns = lambda r: f"{1e9 / r:,.0f} ns"  # noqa: E731
+def write_results(args, path, n, pure_n, sqlite_n, day, rows, f) -> None:
+    ns = lambda r: f"{1e9 / r:,.0f} ns"
     info = common.gen_info(path) or {}
     lines = [
         BEGIN,
@@ -404,7 +403,6 @@ def write_results(args, path, n, pure_n, sqlite_n, day, rows, f) -> None:  # noq
     for name, mode, best, median, wall in rows:
         lines.append(f"| {name} | {mode} | {best:,.0f} | {median:,.0f} | {wall:,.0f} | {ns(best)} |")
     h = f["card_batch_1000"]
-    big = max(int(k.rsplit("_", 1)[1]) for k in f if k.startswith("card_batch_"))
     lines += [
         "",
         f"**Card checks, one core:** native batch (1,000 per call) **{h:,.0f}/s** = "

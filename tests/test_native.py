@@ -16,19 +16,19 @@ import threading
 
 import lmdb
 import pytest
-
 from onshi.core import dates, history, identifiers
 from onshi.core.pure import PureEngine
 from onshi.core.store import link_key
 from onshi.core.writer import Writer
 from onshi.v1 import eligibility_pb2 as epb
 from onshi.v1 import qualification_pb2 as qpb
+
 from tests.conftest import native_available
 
 if not native_available():  # in CI the shared suite fails loudly instead
     pytest.skip("native engine not built", allow_module_level=True)
 
-from onshi.ext import NativeEngine  # noqa: E402
+from onshi.ext import NativeEngine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -406,7 +406,7 @@ def test_batches_stay_right_after_the_writer_moves_pages(tmp_path):
     write_persons(path, 0, 400)
     native = NativeEngine(path)
     try:
-        keys = [serial(i) for i in range(0, 420)]
+        keys = [serial(i) for i in range(420)]
         numbers = number_queries(400)
         before = native.check_by_card_batch(keys, 18600)  # builds the directories
         native.check_by_number_batch(numbers, 18600)
