@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
 import random
@@ -35,7 +36,7 @@ SERVING = re.compile(r"(?:serving|listening) on (\S+?):(\d+)")  # serve | ingest
 def machine() -> str:
     model = platform.processor() or "unknown CPU"
     with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
@@ -44,14 +45,14 @@ def machine() -> str:
 
 def _mem_gib() -> int:
     with contextlib.suppress(OSError):
-        for line in open("/proc/meminfo"):
+        for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal"):
                 return round(int(line.split()[1]) / 2**20)
     return 0
 
 
 def now_utc() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def command_line() -> str:
@@ -148,7 +149,7 @@ def copy_dataset(src: Path, dst: Path) -> Path:
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
     for name in os.listdir(src):
-        if name.endswith(".mdb") or name.endswith(".json"):
+        if name.endswith((".mdb", ".json")):
             subprocess.run(["cp", "--sparse=always", str(src / name), str(dst / name)], check=True)
     return dst
 
@@ -165,7 +166,6 @@ def sample_queries(path: Path, count: int = 20_000, seed: int = 7) -> dict:
     with contextlib.suppress(OSError, ValueError):
         return json.loads(cache.read_text())
     import lmdb
-
     from onshi.core import dates, history, identifiers
 
     rng = random.Random(seed)
@@ -240,7 +240,7 @@ class Server:
         self.argv = argv
         self.log_path = OUT / "logs" / f"{name}-{os.getpid()}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.log_path, "w+")
+        self.log = open(self.log_path, "w+")  # noqa: SIM115 - open for the server's lifetime, closed in stop()
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
         self.address = self._wait_ready(ready_timeout)
@@ -321,7 +321,7 @@ def insecure_flag(command: str) -> list[str]:
     benchmarks measure the bare service, so pass it when the command has it."""
     try:
         help_text = subprocess.run([*onshi_cmd(), command, "--help"], capture_output=True, text=True,
-                                   timeout=30).stdout
+                                   timeout=30, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return []
     return ["--insecure-dev"] if "--insecure-dev" in help_text else []
@@ -329,7 +329,8 @@ def insecure_flag(command: str) -> list[str]:
 
 def has_command(command: str) -> bool:
     try:
-        r = subprocess.run([*onshi_cmd(), command, "--help"], capture_output=True, text=True, timeout=30)
+        r = subprocess.run([*onshi_cmd(), command, "--help"], capture_output=True, text=True, timeout=30,
+                           check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return r.returncode == 0
@@ -345,7 +346,7 @@ def descendants(pid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = open(f"/proc/{entry}/stat").read()
+                stat = Path(f"/proc/{entry}/stat").read_text()
                 ppid = int(stat[stat.rindex(")") + 2:].split()[1])
                 children.setdefault(ppid, []).append(int(entry))
     out, todo = [], [pid]
@@ -358,7 +359,7 @@ def descendants(pid: int) -> list[int]:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of one process, from the kernel's own accounting."""
-    stat = open(f"/proc/{pid}/stat").read()
+    stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
@@ -381,7 +382,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def fmt_ms(value: float) -> str:
-    return "—" if value != value else f"{value:.2f}"
+    return "—" if math.isnan(value) else f"{value:.2f}"
 
 
 # --- RESULTS.md -------------------------------------------------------------------

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 SECTION = "Server cost (issue 7)"
 INTRO = """\
@@ -74,7 +74,6 @@ def parse_args(argv):
 def requests_file(store: Path, out: Path) -> Path:
     """Pre-serialized requests of the terminal mix, shared by the drivers."""
     from google.type import date_pb2
-
     from onshi.v1 import eligibility_pb2 as e
 
     q = common.sample_queries(store)
@@ -351,8 +350,8 @@ def write(r: dict) -> None:
            f"{b['real 1']['checks_per_s']:,.0f} ({b['empty 1']['checks_per_s']:,.0f})",
            f"{b['real 2']['checks_per_s']:,.0f} ({b['empty 2']['checks_per_s']:,.0f})",
            f"{r['scaling']}×", f"{b['real 2']['cpu_us_per_check']:.0f}",
-           f"≤ 1.1× floor: {common.verdict(t['cpu <= 1.1x floor'])}; ≤ 250 µs: {common.verdict(t['cpu <= 250 us'])}; "
-           f"2 workers ≥ 1.7×: {common.verdict(t['2 workers >= 1.7x'])}",
+           (f"≤ 1.1× floor: {common.verdict(t['cpu <= 1.1x floor'])}; ≤ 250 µs: {common.verdict(t['cpu <= 250 us'])}; "
+            f"2 workers ≥ 1.7×: {common.verdict(t['2 workers >= 1.7x'])}"),
            f"{r['machine']}, load avg {r['loadavg']:.1f}, {r['drivers']} drivers × {r['inflight']} in flight"]
     common.append_results(SECTION, INTRO, HEADER, row)
     if not t["2 workers >= 1.7x"]:

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from cost import py_spy, summarize_profile  # noqa: E402
+import common
+from cost import py_spy, summarize_profile
 
 SCENARIOS = ("terminal", "review", "insurer", "mixed")
 CHECKS = ("CheckByCard", "CheckByNumber")
@@ -212,7 +212,7 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
 
 def _engine_of(server) -> str:
     with contextlib.suppress(OSError):
-        for line in open(server.log_path):
+        for line in Path(server.log_path).read_text().splitlines():
             if "engine=" in line:
                 return line.split("engine=", 1)[1].split()[0]
     return "?"
@@ -237,18 +237,17 @@ def summarize(args, rate: float, out: Path, raw_dir: Path, code: int, wall: floa
     seconds = max(1e-9, window[1] - window[0])
     samples = {name: [ms for t, ms in pairs if window[0] <= t <= window[1]] for name, pairs in timed.items()}
     csv_failures = 0
-    with contextlib.suppress(OSError):
-        with open(f"{out / 'locust'}_stats.csv") as f:
-            for row in csv.DictReader(f):
-                if row["Name"] == "Aggregated":
-                    csv_failures = int(row["Failure Count"])
+    with contextlib.suppress(OSError), open(f"{out / 'locust'}_stats.csv") as f:
+        for row in csv.DictReader(f):
+            if row["Name"] == "Aggregated":
+                csv_failures = int(row["Failure Count"])
     checks = sorted(v for name in CHECKS for v in samples.get(name, []))
     failed_checks = sum(n for what, n in failures.items() if what.split(":")[0] in CHECKS)
     n_failures = max(csv_failures, sum(failures.values()))
     streams = {}
-    for name in samples:
-        if name not in CHECKS and samples[name]:
-            values = sorted(samples[name])
+    for name, kept in samples.items():
+        if name not in CHECKS and kept:
+            values = sorted(kept)
             streams[name] = {"count": len(values), "p50": common.percentile(values, 50),
                              "p99": common.percentile(values, 99), "max": values[-1] if values else float("nan")}
     has_checks = args.scenario in ("terminal", "mixed")
@@ -316,14 +315,16 @@ def record(args, r: dict) -> None:
     streams = "; ".join(f"{n}: {s['count']}× p50 {s['p50']:.0f} ms p99 {s['p99']:.0f} ms"
                         for n, s in r["streams"].items() if r["scenario"] == "mixed") or "—"
     persons = f"{r['persons']:,}" if r["persons"] else r["data"]
+    requests = max(1.0, r["count"] * r["duration"] / (r["duration"] - r["warmup"]))  # the whole run, roughly
+    server_us = 1e6 * r["eligibility_cpu_s"] / requests
+    locust_us = 1e6 * r["locust_cpu_s"] / requests
     row = [r["date"], r["scenario"], f"`{r['command']}`", persons,
-           f"{r['workers']} workers, {r['engine']}" + (f", nice {args.nice}" if args.nice else ""),
+           f"{r['workers']} workers, {r['engine']}{f', nice {args.nice}' if args.nice else ''}",
            f"{r['offered']:g}", f"{r['achieved']:g}",
            common.fmt_ms(r["p50"]), common.fmt_ms(r["p95"]), common.fmt_ms(r["p99"]), common.fmt_ms(r["max"]),
            str(r["failures"]), streams, r["target"],
-           f"{r['machine']}, load avg {r['loadavg']:.1f}; CPU µs/check: server "
-           f"{1e6 * r['eligibility_cpu_s'] / max(1, r['count'] * r['duration'] / (r['duration'] - r['warmup'])):.0f}, "
-           f"locust {1e6 * r['locust_cpu_s'] / max(1, r['count'] * r['duration'] / (r['duration'] - r['warmup'])):.0f}"]
+           f"{r['machine']}, load avg {r['loadavg']:.1f}; CPU µs/check: server {server_us:.0f}, "
+           f"locust {locust_us:.0f}"]
     common.append_results(SECTION, INTRO, HEADER, row)
     if r.get("profiles"):
         common.append_note(SECTION, f"Profile of the {r['scenario']} run at {r['offered']:g}/s ({r['date']}), py-spy "

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 SECTION = "Peers (issue 7)"
 INTRO = """\
@@ -114,7 +114,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def redis_server():
     exe = "redis-server"
-    if subprocess.run(["sh", "-c", f"command -v {exe}"], capture_output=True).returncode:
+    if subprocess.run(["sh", "-c", f"command -v {exe}"], capture_output=True, check=False).returncode:
         raise FileNotFoundError("redis-server not installed (ONSHI_EXTRAS=bench scripts/setup.sh)")
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="onshi-redis-")
@@ -158,10 +158,8 @@ def load_redis(client, env) -> tuple[float, int]:
         for name, prefix in ((b"history", b"h:"), (b"card", b"c:")):
             cur = txn.cursor(env.open_db(name, create=False))
             pipe = client.pipeline(transaction=False)
-            n = 0
-            for k, v in cur.iternext():
+            for n, (k, v) in enumerate(cur.iternext(), 1):
                 pipe.set(prefix + bytes(k), bytes(v))
-                n += 1
                 if n % 10_000 == 0:
                     pipe.execute()
             pipe.execute()

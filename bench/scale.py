@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from peers import rate  # noqa: E402
+import common
+from peers import rate
 
 SECTION = "Scale (issue 7)"
 INTRO = """\

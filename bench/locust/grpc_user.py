@@ -15,6 +15,7 @@ and a person running locust by hand set the same things:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -65,10 +66,9 @@ def _keep(request_type, name, response_time, response_length, exception=None, **
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
-        try:
+        # A call object that cannot describe itself must not end the run.
+        with contextlib.suppress(Exception):
             return f"{exc.code().name} {exc.details()}"[:200]
-        except Exception:  # noqa: BLE001 - a broken call object must not end the run
-            pass
     return str(exc)[:200]
 
 

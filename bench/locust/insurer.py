@@ -23,9 +23,8 @@ import random
 import secrets
 
 from google.type import date_pb2
-from locust import constant_throughput, task
-
 from grpc_user import BatchStream, GrpcUser, fire, note_answer, role
+from locust import constant_throughput, task
 from onshi.core import identifiers
 
 BATCH = int(os.environ.get("ONSHI_BENCH_UPDATE_BATCH", "100"))

@@ -9,4 +9,5 @@ ONSHI_BENCH_INSURER_USERS, default 1 each), so -u = terminals + 2.
 
 from insurer import Insurer  # noqa: F401 - locust collects User classes from this module
 from review import ReviewBody  # noqa: F401
+
 from terminal import Terminal  # noqa: F401

@@ -20,9 +20,8 @@ import random
 import secrets
 
 from google.type import date_pb2
-from locust import constant_throughput, task
-
 from grpc_user import BatchStream, GrpcUser, fire, load_queries, note_answer, role
+from locust import constant_throughput, task
 
 BATCH = int(os.environ.get("ONSHI_BENCH_CLAIM_BATCH", "1000"))
 RATE = float(os.environ.get("ONSHI_BENCH_CLAIM_RATE", "2"))
