@@ -323,8 +323,8 @@ def record(args, r: dict) -> None:
            f"{r['offered']:g}", f"{r['achieved']:g}",
            common.fmt_ms(r["p50"]), common.fmt_ms(r["p95"]), common.fmt_ms(r["p99"]), common.fmt_ms(r["max"]),
            str(r["failures"]), streams, r["target"],
-           f"{r['machine']}, load avg {r['loadavg']:.1f}; CPU µs/check: server {server_us:.0f}, "
-           f"locust {locust_us:.0f}"]
+           (f"{r['machine']}, load avg {r['loadavg']:.1f}; CPU µs/check: server {server_us:.0f}, "
+            f"locust {locust_us:.0f}")]
     common.append_results(SECTION, INTRO, HEADER, row)
     if r.get("profiles"):
         common.append_note(SECTION, f"Profile of the {r['scenario']} run at {r['offered']:g}/s ({r['date']}), py-spy "
