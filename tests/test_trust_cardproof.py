@@ -162,3 +162,35 @@ def test_pki_layout_is_as_documented():
     with open(os.path.join(base, "cards", "expiring.pem"), "rb") as f:
         cert = x509.load_pem_x509_certificate(f.read())
     assert cert.serial_number == serial_of("expiring")
+
+
+def test_shared_replay_cache_refuses_a_replay_in_another_process():
+    shared = cardproof.SharedReplayCache(300, slots=4096)
+    nonce = os.urandom(16)
+    now = time.time()
+    assert shared.add(nonce, now)
+    pid = os.fork()
+    if pid == 0:  # another worker, after fork: same memory
+        code = 0 if (not shared.add(nonce, now) and shared.add(os.urandom(16), now)) else 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not shared.add(nonce, now + 10)
+    assert shared.add(nonce, now + 601)  # the window passed: the slot is reused
+    v = verifier(replays=shared)
+    f = proof_fields("valid-1")
+    ch = f["challenge"]
+    args = (f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce, f["card_signature"], FACILITY)
+    v.verify(*args)
+    v2 = verifier(replays=shared)  # another worker's verifier, same table
+    with pytest.raises(CardProofError) as info:
+        v2.verify(*args)
+    assert info.value.reason == "CARD_PROOF_REPLAYED"
+
+
+def test_full_replay_table_fails_closed():
+    shared = cardproof.SharedReplayCache(300, slots=64)
+    now = time.time()
+    with pytest.raises(cardproof.ReplayCacheFull):
+        for _ in range(64 * 4):
+            shared.add(os.urandom(16), now)

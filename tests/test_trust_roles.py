@@ -129,3 +129,33 @@ def test_insecure_dev_warns_and_takes_roles_from_metadata(tmp_path):
         assert s.CheckByCard(bare, timeout=10).validity == 1  # undeclared: no role checks (benchmarks, demos)
     finally:
         proc.stop()
+
+
+def test_replay_to_another_worker_is_refused(tmp_path):
+    """`onshi serve --workers 2`: the replay cache is shared by the workers."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from onshi.server import trust
+    from onshi.v1 import eligibility_pb2_grpc
+
+    from tests.trust_helpers import card_request
+
+    build_store(str(tmp_path / "store"))
+    proc = Proc(onshi("serve", "--data", str(tmp_path / "store"), "--port", "0", "--workers", "2",
+                      "--port-file", str(tmp_path / "port"), "--pki", pki_dir()), tmp_path / "port", tmp_path / "log")
+    try:
+        request = card_request("valid-2")
+        first = secure_channel(proc.port, facility_stem())
+        eligibility_pb2_grpc.EligibilityServiceStub(first).CheckByCard(request, timeout=10)
+        workers = set()
+        for _ in range(24):  # new connections spread over the workers (SO_REUSEPORT)
+            channel = secure_channel(proc.port, facility_stem())
+            _, call = health_pb2_grpc.HealthStub(channel).Check.with_call(health_pb2.HealthCheckRequest(), timeout=10)
+            workers.add(dict(call.trailing_metadata()).get("onshi-worker-pid"))
+            with pytest.raises(grpc.RpcError) as info:
+                eligibility_pb2_grpc.EligibilityServiceStub(channel).CheckByCard(request, timeout=10)
+            assert trust.error_reason(info.value) == "CARD_PROOF_REPLAYED"
+            channel.close()
+        assert len(workers) == 2, "every connection landed on one worker; the test proved nothing"
+    finally:
+        proc.stop()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import struct
 import threading
 import time
 from collections import OrderedDict, deque
@@ -60,6 +61,8 @@ REASONS = {
     "CARD_PROOF_STALE": ("UNAUTHENTICATED", (
         "the challenge timestamp is too far from the server clock; check the terminal clock and read the card again")),
     "CARD_PROOF_REPLAYED": ("UNAUTHENTICATED", "this challenge was already used; read the card again"),
+    "CARD_PROOF_CAPACITY": ("RESOURCE_EXHAUSTED", (
+        "the server cannot remember more card proofs right now; read the card again shortly")),
     "CARD_PROOF_FACILITY_MISMATCH": ("PERMISSION_DENIED", (
         "the challenge names another facility code than this terminal's certificate")),
 }
@@ -217,8 +220,8 @@ def install_revocation_list(path: str, data: bytes, ca_certs: list[x509.Certific
 
 class ReplayCache:
     """Nonces seen within the freshness window. A nonce older than the window
-    cannot come back: its timestamp would be stale. Per process; with several
-    server processes, put the facility code in the routing key or share it."""
+    cannot come back: its timestamp would be stale. One process only; `onshi
+    serve` with several workers uses SharedReplayCache."""
 
     def __init__(self, window: float):
         self.window = window
@@ -243,16 +246,71 @@ class ReplayCache:
         return len(self._seen)
 
 
+class SharedReplayCache:
+    """The replay cache shared by every worker process of one server: created
+    before fork (anonymous MAP_SHARED memory + a process-shared lock), so a
+    proof replayed to another SO_REUSEPORT worker is refused too.
+
+    Open addressing over `slots` entries of (16-byte BLAKE2b of the nonce,
+    expiry). A lookup reads its whole probe window and searches it in C
+    (bytes.find), so an expired slot never hides a live entry behind it. A
+    window with no expired slot left means the table is too small for the
+    traffic: the proof is refused (ReplayCacheFull) rather than remembered
+    badly.
+    """
+
+    SLOT = struct.Struct("<16sd")
+    PROBE = 32
+
+    def __init__(self, window: float, slots: int = 1 << 20):
+        import mmap
+        import multiprocessing
+
+        self.window = window
+        self.slots = slots
+        self._mm = mmap.mmap(-1, slots * self.SLOT.size)  # anonymous, shared with forked children
+        self._lock = multiprocessing.Lock()
+
+    def add(self, nonce: bytes, now: float) -> bool:
+        size = self.SLOT.size
+        digest = hashlib.blake2b(nonce, digest_size=16).digest()
+        start = int.from_bytes(digest[:8], "little") % (self.slots - self.PROBE)
+        lo, hi = start * size, (start + self.PROBE) * size
+        with self._lock:
+            window = self._mm[lo:hi]
+            at = window.find(digest)
+            while at != -1:
+                if at % size == 0:
+                    if self.SLOT.unpack_from(window, at)[1] >= now:
+                        return False  # seen, and still within its window
+                    break  # an expired entry of the same nonce: reuse its slot
+                at = window.find(digest, at + 1)
+            if at == -1:
+                for i in range(self.PROBE):
+                    if self.SLOT.unpack_from(window, i * size)[1] < now:  # free (0.0) or expired
+                        at = i * size
+                        break
+                else:
+                    raise ReplayCacheFull()
+            self.SLOT.pack_into(self._mm, lo + at, digest, now + 2 * self.window)
+            return True
+
+
+class ReplayCacheFull(RuntimeError):
+    """No room to remember a nonce: refuse the proof (fail closed)."""
+
+
 class CardVerifier:
     def __init__(self, ca_certs: list[x509.Certificate], revocations: RevocationList | None = None, *,
-                 freshness: float = FRESHNESS_SECONDS, clock=time.time, cache_size: int = CERT_CACHE_SIZE):
+                 freshness: float = FRESHNESS_SECONDS, clock=time.time, cache_size: int = CERT_CACHE_SIZE,
+                 replays: ReplayCache | SharedReplayCache | None = None):
         if not ca_certs:
             raise ValueError("at least one JPKI CA certificate is needed")
         self.ca_certs = list(ca_certs)
         self.revocations = revocations or RevocationList()
         self.freshness = freshness
         self.clock = clock
-        self.replays = ReplayCache(freshness)
+        self.replays = replays or ReplayCache(freshness)
         self._cache: OrderedDict[bytes, VerifiedCard] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -364,7 +422,11 @@ class CardVerifier:
             raise CardProofError("CARD_SIGNATURE_INVALID") from None
         # Only a correctly signed challenge consumes its nonce, so garbage cannot
         # burn nonces a real card is about to use.
-        if not self.replays.add(nonce, now):
+        try:
+            fresh = self.replays.add(nonce, now)
+        except ReplayCacheFull:
+            raise CardProofError("CARD_PROOF_CAPACITY") from None
+        if not fresh:
             raise CardProofError("CARD_PROOF_REPLAYED")
         return Proof(card, nonce, card.expiring_warning if now >= card.warn_from else b"")
 

@@ -297,14 +297,14 @@ def argparse_suppress():
     return argparse.SUPPRESS
 
 
-def setup_from_args(args, stream: str | None = None) -> TrustSetup:
+def setup_from_args(args, stream: str | None = None, replays=None) -> TrustSetup:
     """Card verifier and access log for one worker process (call after fork)."""
     cas = list(args.jpki_ca or [])
     crl = args.crl
     if getattr(args, "pki", None):
         cas = cas or [os.path.join(args.pki, "jpki", "ca.pem")]
         crl = crl or os.path.join(args.pki, "jpki", "crl.der")
-    verifier = CardVerifier.from_files(cas, crl) if cas else None
+    verifier = CardVerifier.from_files(cas, crl, replays=replays) if cas else None
     log = None
     if args.audit_dir:
         log = audit.AuditLog(args.audit_dir, stream or f"pid{os.getpid()}",
@@ -405,7 +405,11 @@ def check_serve_args(args, host: str) -> None:
 
 
 def server_builder(args, host: str, threads: int):
-    """build_server(engine, address) for app.serve: runs in each worker after fork."""
+    """build_server(engine, address) for app.serve: runs in each worker after fork.
+    The replay cache is made here, before fork, so every worker shares it."""
+    replays = cardproof.SharedReplayCache(cardproof.FRESHNESS_SECONDS) if (
+        getattr(args, "pki", None) or getattr(args, "jpki_ca", None)) else None
+
     def build(engine, address):
         from onshi.server import app
 
@@ -415,7 +419,7 @@ def server_builder(args, host: str, threads: int):
             credentials = None
         else:
             credentials = auth.credentials_from_args(args, host)
-        setup = setup_from_args(args)
+        setup = setup_from_args(args, replays=replays)
         hooks = EligibilityTrust(setup.verifier, setup.log)
         return app.create_server(engine, address=address, threads=threads, credentials=credentials,
                                  interceptors=auth.interceptors(), card_proof=hooks.card_proof,
