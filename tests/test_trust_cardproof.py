@@ -194,3 +194,15 @@ def test_full_replay_table_fails_closed():
     with pytest.raises(cardproof.ReplayCacheFull):
         for _ in range(64 * 4):
             shared.add(os.urandom(16), now)
+
+
+def test_worker_dying_inside_the_replay_lock_does_not_block_the_others():
+    import fcntl
+
+    shared = cardproof.SharedReplayCache(300, slots=4096)
+    pid = os.fork()
+    if pid == 0:
+        fcntl.lockf(shared._lock_file, fcntl.LOCK_EX)
+        os._exit(0)  # dies holding the lock
+    os.waitpid(pid, 0)
+    assert shared.add(os.urandom(16), time.time())

@@ -264,19 +264,37 @@ class SharedReplayCache:
 
     def __init__(self, window: float, slots: int = 1 << 20):
         import mmap
-        import multiprocessing
+        import tempfile
 
         self.window = window
         self.slots = slots
         self._mm = mmap.mmap(-1, slots * self.SLOT.size)  # anonymous, shared with forked children
-        self._lock = multiprocessing.Lock()
+        # Between processes a POSIX record lock on an unlinked file: the kernel
+        # drops it if a worker dies holding it (a semaphore would stay taken).
+        # POSIX locks do not exclude threads of one process: a thread lock too.
+        self._lock_file = tempfile.TemporaryFile()
+        self._thread_lock = threading.Lock()
+
+    def _locked(self):
+        import contextlib
+        import fcntl
+
+        @contextlib.contextmanager
+        def held():
+            with self._thread_lock:
+                fcntl.lockf(self._lock_file, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.lockf(self._lock_file, fcntl.LOCK_UN)
+        return held()
 
     def add(self, nonce: bytes, now: float) -> bool:
         size = self.SLOT.size
         digest = hashlib.blake2b(nonce, digest_size=16).digest()
         start = int.from_bytes(digest[:8], "little") % (self.slots - self.PROBE)
         lo, hi = start * size, (start + self.PROBE) * size
-        with self._lock:
+        with self._locked():
             window = self._mm[lo:hi]
             at = window.find(digest)
             while at != -1:
