@@ -245,6 +245,67 @@ def report_writer_only(r: dict) -> str:
             f"{r['per_cpu_s']:,.0f} per CPU-second; load average {r['load']}")
 
 
+def _echo_server(stack: str, port_file: str) -> None:
+    """A StreamUpdates server that does no work: one ack per update, nothing written."""
+    from concurrent import futures
+
+    if stack == "aio":
+        import asyncio
+
+        class AsyncEcho(enrollment_pb2_grpc.EnrollmentServiceServicer):
+            async def StreamUpdates(self, updates, context):
+                async for u in updates:
+                    yield pb.EnrollmentAck(update_id=u.update_id, outcome=pb.ENROLLMENT_OUTCOME_ACCEPTED)
+
+        async def main():
+            server = grpc.aio.server()
+            enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(AsyncEcho(), server)
+            port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            Path(port_file).write_text(str(port))
+            await server.wait_for_termination()
+
+        asyncio.run(main())
+        return
+
+    class Echo(enrollment_pb2_grpc.EnrollmentServiceServicer):
+        def StreamUpdates(self, updates, context):
+            for u in updates:
+                yield pb.EnrollmentAck(update_id=u.update_id, outcome=pb.ENROLLMENT_OUTCOME_ACCEPTED)
+
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    enrollment_pb2_grpc.add_EnrollmentServiceServicer_to_server(Echo(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    Path(port_file).write_text(str(port))
+    server.wait_for_termination()
+
+
+def echo_floor(messages: int = 20_000) -> str:
+    """gRPC Python's own cost per StreamUpdates message: an echo server, no work."""
+    import subprocess
+
+    updates = [s.acquisition(f"u{i}", s.EMPLOYEE, s.resident(i % 100), f"N{i}", "2024-04-01")
+               for i in range(messages)]
+    lines = []
+    for stack in ("aio", "threaded"):
+        with tempfile.TemporaryDirectory() as tmp:
+            port_file = Path(tmp) / "port"
+            proc = subprocess.Popen([sys.executable, __file__, "_echo", stack, str(port_file)])
+            try:
+                while not port_file.exists() or not port_file.read_text():
+                    time.sleep(0.05)
+                cpu, started = process_cpu(proc.pid), time.perf_counter()
+                with grpc.insecure_channel(f"127.0.0.1:{port_file.read_text()}") as channel:
+                    n = sum(1 for _ in enrollment_pb2_grpc.EnrollmentServiceStub(channel).StreamUpdates(iter(updates)))
+                elapsed, cpu = time.perf_counter() - started, process_cpu(proc.pid) - cpu
+            finally:
+                proc.kill()
+                proc.wait()
+        lines.append(f"{stack}: {n / elapsed:,.0f} msgs/s, server CPU {cpu / n * 1e6:.0f} µs/message")
+    return "  - gRPC floor, echo StreamUpdates doing no work (" + "; ".join(lines) + f"; {messages:,} messages)"
+
+
 def report(r: dict, command: str) -> str:
     import common
 
@@ -294,6 +355,8 @@ def main() -> int:
     parser.add_argument("--dir", default=None, help="where the temporary store goes (default: $TMPDIR)")
     parser.add_argument("--writer-only", action="store_true",
                         help="also measure the writer alone (GroupWriter in process, no gRPC)")
+    parser.add_argument("--echo", action="store_true",
+                        help="also measure gRPC's per-message floor (an echo StreamUpdates server, no work)")
     parser.add_argument("--write", action="store_true", help=f"append the figures to bench/RESULTS.md {SECTION}")
     args = parser.parse_args()
     command = "python bench/ingest.py " + " ".join(sys.argv[1:])
@@ -304,6 +367,8 @@ def main() -> int:
     texts = [report(r, command) for r in results]
     if args.writer_only:
         texts.append(report_writer_only(run_writer_only(args)))
+    if args.echo:
+        texts.append(echo_floor())
     if len(results) > 1:
         base = results[0]
         texts.append("  - ratios to the first run: " + ", ".join(
@@ -317,5 +382,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["_echo"]:
+        _echo_server(sys.argv[2], sys.argv[3])
+        sys.exit(0)
     with contextlib.suppress(KeyboardInterrupt):
         sys.exit(main())
