@@ -29,13 +29,25 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-stamp=.venv/.onshi-installed
-want="$(cat pyproject.toml setup.py | sha1sum | cut -c1-12) extras=$EXTRAS"
+# One stamp per extras set, so the run and test commands do not reinstall in turn.
+stamp=".venv/.onshi-installed-${EXTRAS//,/-}"
+want="$(cat pyproject.toml setup.py | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ] || ! grep -qxF "$want" "$stamp" ; then
   echo "setup: pip install -e .${EXTRAS:+[$EXTRAS]}"
-  .venv/bin/pip install -q --upgrade pip setuptools wheel Cython >/dev/null
-  .venv/bin/pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
+  log=.venv/pip-install.log
+  if ! { .venv/bin/pip install -q --upgrade pip setuptools wheel Cython &&
+         .venv/bin/pip install -q -e ".${EXTRAS:+[$EXTRAS]}"; } >"$log" 2>&1; then
+    cat "$log" >&2; echo "setup: pip install failed (log above)" >&2; exit 1
+  fi
   echo "$want" > "$stamp"
 fi
-# Rebuild the native engine in place whenever its sources change (cheap when unchanged).
-.venv/bin/python setup.py -q build_ext --inplace >/dev/null 2>&1 || .venv/bin/python setup.py build_ext --inplace
+# Build the native engine outside the source tree, then rename it into place only
+# when it changed: truncating a .so that a running server has mapped would SIGBUS it.
+.venv/bin/python setup.py -q build_ext --build-lib build/ext-lib --build-temp build/ext-tmp >/dev/null 2>&1 \
+  || .venv/bin/python setup.py build_ext --build-lib build/ext-lib --build-temp build/ext-tmp
+for so in build/ext-lib/onshi/ext/_engine*.so; do
+  dest=src/ext/$(basename "$so")
+  if ! cmp -s "$so" "$dest"; then
+    cp "$so" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest"
+  fi
+done
