@@ -384,8 +384,7 @@ def test_cli_help_lists_ingest_commands():
 
 @pytest.mark.parametrize("engine", [
     "native",
-    pytest.param("pure", marks=pytest.mark.xfail(
-        reason="PureEngine does not remap on MDB_MAP_RESIZED (env.set_mapsize(0) and retry); reported", strict=True)),
+    "pure",
 ])
 def test_eligibility_server_follows_map_growth_without_restart(tmp_path, engine):
     """The writer doubles the map as the store grows; a running eligibility

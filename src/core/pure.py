@@ -5,6 +5,11 @@ engine (onshi.ext._engine.NativeEngine)."""
 from __future__ import annotations
 
 import os
+import threading
+import time
+from contextlib import contextmanager
+
+import lmdb
 
 from onshi.core import history, identifiers
 from onshi.core.store import open_env
@@ -17,6 +22,7 @@ class PureEngine:
 
     def __init__(self, path: str | os.PathLike):
         self.env = open_env(path, readonly=True)
+        self._init_txn_count()
         # Opened outside any transaction: py-lmdb 3.0 handles opened inside a
         # read-only txn fail later with EINVAL under buffers=True.
         self._card = self.env.open_db(b"card", create=False)
@@ -31,6 +37,7 @@ class PureEngine:
         self = cls.__new__(cls)
         self.env = env
         self._owns_env = False
+        self._init_txn_count()
         self._card = env.open_db(b"card")
         self._number = env.open_db(b"number")
         self._history = env.open_db(b"history")
@@ -40,20 +47,49 @@ class PureEngine:
         if getattr(self, "_owns_env", True):
             self.env.close()
 
+    def _init_txn_count(self) -> None:
+        self._lock = threading.Lock()
+        self._live = 0  # read transactions open in this engine
+
+    @contextmanager
+    def _read(self, buffers: bool = True):
+        """A read transaction. When the writer has grown the map (MDB_MAP_RESIZED),
+        adopt the new size, which LMDB allows only with no transaction live here."""
+        while True:
+            with self._lock:
+                try:
+                    txn = self.env.begin(buffers=buffers)
+                except lmdb.MapResizedError:
+                    if self._live == 0:
+                        self.env.set_mapsize(0)
+                        continue
+                    txn = None
+                else:
+                    self._live += 1
+            if txn is not None:
+                break
+            time.sleep(0.0005)  # another thread's lookup is finishing
+        try:
+            yield txn
+        finally:
+            txn.abort()
+            with self._lock:
+                self._live -= 1
+
     def check_by_card(self, serial_key: bytes, as_of_day: int) -> bytes:
-        with self.env.begin(buffers=True) as txn:
+        with self._read() as txn:
             return self._by_card(txn, serial_key, as_of_day)
 
     def check_by_number(self, number_key: bytes, birth_day: int, as_of_day: int) -> bytes:
-        with self.env.begin(buffers=True) as txn:
+        with self._read() as txn:
             return self._by_number(txn, number_key, birth_day, as_of_day)
 
     def check_by_card_batch(self, serial_keys: list[bytes], as_of_day: int) -> list[bytes]:
-        with self.env.begin(buffers=True) as txn:
+        with self._read() as txn:
             return [self._by_card(txn, k, as_of_day) for k in serial_keys]
 
     def check_by_number_batch(self, queries: list[tuple[bytes, int]], as_of_day: int) -> list[bytes]:
-        with self.env.begin(buffers=True) as txn:
+        with self._read() as txn:
             return [self._by_number(txn, k, b, as_of_day) for k, b in queries]
 
     def histories_by_number(self, number_keys: list[bytes]) -> list[bytes | None]:
@@ -61,7 +97,7 @@ class PureEngine:
         order (None for an unknown number); one read transaction for the batch,
         looked up in key order so the B-tree pages are visited once."""
         out: list[bytes | None] = [None] * len(number_keys)
-        with self.env.begin(buffers=True) as txn:
+        with self._read() as txn:
             for i in sorted(range(len(number_keys)), key=number_keys.__getitem__):
                 link = txn.get(number_keys[i], db=self._number)
                 if link is not None:
@@ -70,7 +106,7 @@ class PureEngine:
         return out
 
     def history_by_link(self, link_id: int) -> bytes | None:
-        with self.env.begin() as txn:
+        with self._read(buffers=False) as txn:
             return txn.get(link_id.to_bytes(8, "big"), db=self._history)
 
     def _by_card(self, txn, serial_key, day):

@@ -17,13 +17,11 @@ parses, verifies and serializes itself, so nothing is decoded twice.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 
 import grpc
 from onshi.core import claims as rules
 from onshi.core import identifiers
-from onshi.core.engine import open_engine
 from onshi.core.pure import PureEngine
 from onshi.core.writer import StoreFull
 from onshi.server import trust
@@ -65,20 +63,12 @@ def caller_facility(context) -> str | None:
 
 
 def engine_beside(writer):
-    """A read engine in the writer's process: the native engine opens its own
-    LMDB handle; the pure one must share the writer's py-lmdb environment
-    (py-lmdb refuses to open one path twice in a process)."""
-    kind = os.environ.get("ONSHI_ENGINE") or "auto"
-    if kind in ("auto", "native"):
-        try:
-            engine = open_engine(writer.path, "native")
-        except ImportError:
-            if kind == "native":
-                raise
-        else:
-            if hasattr(engine, "histories_by_number"):
-                return engine
-            engine.close()  # an older native build without the batch path
+    """The read engine inside the writer's process: it must read through the
+    writer's own LMDB environment. LMDB allows one environment per path per
+    process: a second open takes the lock file as if no one else held it (fcntl
+    locks are per process) and closing either drops every lock the process holds,
+    so readers elsewhere could lose their slots. So no native engine here, even
+    though its batch path is faster (bench/RESULTS.md, Claims)."""
     return PureEngine.over_env(writer.env)
 
 
