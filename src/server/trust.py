@@ -289,6 +289,9 @@ def add_arguments(parser, relay: bool = False) -> None:
     g.add_argument("--audit-retention-days", type=float, default=audit.DEFAULT_RETENTION_DAYS,
                    help="drop access-log segments older than this (default 5 years), at start and daily")
     g.add_argument("--audit-no-sync", action="store_true", help=argparse_suppress())
+    # Bench only: instead of logging, every check waits this long (what does a
+    # handler that blocks cost the threaded gRPC server, whatever it waits for?).
+    g.add_argument("--test-wait-ms", type=float, default=0.0, help=argparse_suppress())
 
 
 def argparse_suppress():
@@ -421,9 +424,14 @@ def server_builder(args, host: str, threads: int):
             credentials = auth.credentials_from_args(args, host)
         setup = setup_from_args(args, replays=replays)
         hooks = EligibilityTrust(setup.verifier, setup.log)
+        audit_hook = hooks.audit if setup.log else None
+        wait = getattr(args, "test_wait_ms", 0.0) / 1000.0
+        if wait:
+            def audit_hook(context, method, request, response):
+                time.sleep(wait)
         return app.create_server(engine, address=address, threads=threads, credentials=credentials,
                                  interceptors=auth.interceptors(), card_proof=hooks.card_proof,
-                                 audit=hooks.audit if setup.log else None)
+                                 audit=audit_hook)
     return build
 
 
