@@ -373,3 +373,31 @@ def test_progress_bar_goes_to_stderr_only_when_asked(tmp_path, capsys):
     gen.generate(tmp_path / "bar", 50, seed=2, progress=True)
     err = capsys.readouterr().err
     assert "100%" in err and "50/50 persons" in err and "indexes" in err
+
+
+def test_spilled_sorted_runs_give_the_same_store(content, tmp_path):
+    """Past `spill_rows` the writer sorts index rows in runs on disk and merges them
+    (national scale does not fit in RAM); the store must be byte-identical."""
+    gen.generate(tmp_path / "spilled", PERSONS, seed=SEED, spill_rows=97)
+    assert read_all(tmp_path / "spilled") == content
+    assert not [p for p in (tmp_path / "spilled").iterdir() if p.name.startswith("bulk-run-")]
+
+
+@pytest.mark.parametrize("spill_rows", [1, 1_000])
+def test_bulk_load_still_refuses_a_number_owned_by_two_persons(tmp_path, spill_rows):
+    from onshi.core.writer import NumberConflict, Writer
+
+    def person(name):
+        return pb.Person(name=name, birth_date=dates.to_proto(dt.date(1970, 1, 1)))
+
+    shared = pb.Qualification(insurer_number="01130012", symbol="1", number="2", branch="00",
+                              acquisition_date=dates.to_proto(dt.date(2024, 1, 1)))
+    other = pb.Qualification(insurer_number="01130012", symbol="1", number="3", branch="00",
+                             acquisition_date=dates.to_proto(dt.date(2024, 1, 1)))
+    writer = Writer(tmp_path / "conflict")
+    try:
+        with pytest.raises(NumberConflict):
+            writer.bulk_load([(1, person("甲"), [shared, other], None), (2, person("乙"), [shared], None)],
+                             spill_rows=spill_rows)
+    finally:
+        writer.close()

@@ -835,9 +835,11 @@ def store_bytes(out: str) -> int:
     return total
 
 
-def generate(out: str | os.PathLike, persons: int, seed: int = 1, progress: bool = False) -> dict:
+def generate(out: str | os.PathLike, persons: int, seed: int = 1, progress: bool = False,
+             spill_rows: int | None = None) -> dict:
     """Generate `persons` persons into an empty store at `out`; returns the summary
-    (also written to out/gen.json)."""
+    (also written to out/gen.json). `spill_rows` overrides how many index rows the
+    writer sorts in memory before spilling sorted runs to disk."""
     if persons < 1:
         raise ValueError("persons must be at least 1")
     out = os.fspath(out)
@@ -853,7 +855,11 @@ def generate(out: str | os.PathLike, persons: int, seed: int = 1, progress: bool
     gc.disable()
     try:
         bar = ProgressBar(persons) if progress else None
-        writer.bulk_load(persons_stream(pop, persons, samples, summary, bar))
+        stream = persons_stream(pop, persons, samples, summary, bar)
+        if spill_rows is None:
+            writer.bulk_load(stream)
+        else:
+            writer.bulk_load(stream, spill_rows=spill_rows)
     finally:
         writer.close()
         if gc_was_enabled:

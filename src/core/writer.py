@@ -7,7 +7,11 @@ sees a person either wholly before or wholly after the change.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
+import struct
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -18,6 +22,7 @@ from onshi.core.store import DB_NAMES, link_id_of, link_key, open_env
 from onshi.v1 import qualification_pb2
 
 T = TypeVar("T")
+SPILL_ROWS = 16_000_000  # bulk_load rows held in memory per index (~2 GB of tuples); 10M persons never spill
 Person = qualification_pb2.Person
 Qualification = qualification_pb2.Qualification
 
@@ -87,26 +92,35 @@ class Writer:
             raise StoreFull(f"store map size would exceed {self.max_map_size} bytes")
         self.env.set_mapsize(size * 2)
 
-    def bulk_load(self, persons: Iterable[tuple[int, Person, list[Qualification], bytes | None]]) -> int:
+    def bulk_load(self, persons: Iterable[tuple[int, Person, list[Qualification], bytes | None]],
+                  *, spill_rows: int = SPILL_ROWS) -> int:
         """Load an empty store from persons sorted by link ID, using append mode.
 
         Random-order inserts collapse past tens of millions of keys; here history
-        is appended in link order and both indexes are sorted then appended.
+        (and card_of, also keyed by link) is appended in link order and the other
+        indexes are sorted then appended. Each index holds at most `spill_rows`
+        rows in memory; beyond that sorted runs go to temp files and are merged
+        (national scale would not fit in RAM otherwise). A number owned by two
+        persons raises NumberConflict while the number index is written.
         Uses the same encoding as `WriteTxn.put_history`.
         """
         with self.env.begin() as txn:
             if txn.stat(self.dbs["history"])["entries"]:
                 raise ValueError("bulk_load needs an empty store")
-        numbers: list[tuple[bytes, bytes]] = []
-        cards: list[tuple[bytes, bytes]] = []
-        basic4: list[tuple[bytes, bytes]] = []
+        tmpdir = self.path  # same disk as the store: the runs are about the index's size
+        numbers = _SortedRows(spill_rows, tmpdir)
+        cards = _SortedRows(spill_rows, tmpdir)
+        basic4 = _SortedRows(spill_rows, tmpdir)
         batch: list[tuple[bytes, bytes]] = []
+        card_batch: list[tuple[bytes, bytes]] = []
         last = 0
         count = 0
 
         def flush() -> None:
             self._put_sorted("history", batch)
+            self._put_sorted("card_of", card_batch)
             batch.clear()
+            card_batch.clear()
 
         for link_id, person, quals, serial_key in persons:
             if link_id <= last:
@@ -115,34 +129,94 @@ class Writer:
             lk = link_key(link_id)
             value, keys = history.compile_history(person, quals)
             batch.append((lk, value))
-            numbers.extend((k, lk) for k in keys)
+            for k in keys:
+                numbers.add((k, lk))
             row = unknown.basic4_entry(person, link_id)
             if row is not None:
-                basic4.append(row)
+                basic4.add(row)
             if serial_key is not None:
-                cards.append((serial_key, lk))
+                cards.add((serial_key, lk))
+                card_batch.append((lk, serial_key))  # link order is card_of's key order
             count += 1
             if len(batch) >= 50_000:
                 flush()
         flush()
-        numbers.sort()
-        for (a, owner_a), (b, owner_b) in zip(numbers, numbers[1:]):
-            if a == b and owner_a != owner_b:
-                raise NumberConflict(b, link_id_of(owner_a))
-        cards.sort()
-        self._put_sorted("number", numbers)
-        self._put_sorted("card", cards)
-        basic4.sort()
-        self._put_sorted("basic4", basic4)
-        self._put_sorted("card_of", sorted((lk, s) for s, lk in cards))
+        try:
+            self._put_sorted("number", _no_conflicts(numbers.sorted()))
+            self._put_sorted("card", cards.sorted())
+            self._put_sorted("basic4", basic4.sorted())
+        finally:
+            for rows in (numbers, cards, basic4):
+                rows.close()
         self.apply(lambda t: t.reserve_link_ids(last))
         self.env.sync(True)
         return count
 
-    def _put_sorted(self, db: str, items: list[tuple[bytes, bytes]], chunk: int = 200_000) -> None:
-        for i in range(0, len(items), chunk):
-            part = items[i:i + chunk]
+    def _put_sorted(self, db: str, items: Iterable[tuple[bytes, bytes]], chunk: int = 200_000) -> None:
+        rows = iter(items)
+        while part := list(itertools.islice(rows, chunk)):
             self.apply(lambda t: t.txn.cursor(db=self.dbs[db]).putmulti(part, dupdata=False, overwrite=True, append=True))
+
+
+_RUN_ROW = struct.Struct("<HI")  # key length, value length
+
+
+class _SortedRows:
+    """(key, value) rows to append in key order, in bounded memory: every
+    `limit` rows are sorted and spilled to a temp file (a sorted run); `sorted()`
+    merges the runs with what is still in memory."""
+
+    def __init__(self, limit: int, tmpdir: str):
+        self.limit = max(1, limit)
+        self.tmpdir = tmpdir
+        self.rows: list[tuple[bytes, bytes]] = []
+        self.runs: list = []
+
+    def add(self, row: tuple[bytes, bytes]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.limit:
+            self._spill()
+
+    def _spill(self) -> None:
+        self.rows.sort()
+        run = tempfile.TemporaryFile(dir=self.tmpdir, prefix="bulk-run-")
+        pack, write = _RUN_ROW.pack, run.write
+        for key, value in self.rows:
+            write(pack(len(key), len(value)))
+            write(key)
+            write(value)
+        run.seek(0)
+        self.runs.append(run)
+        self.rows = []
+
+    @staticmethod
+    def _read(run) -> Iterator[tuple[bytes, bytes]]:
+        read, size, unpack = run.read, _RUN_ROW.size, _RUN_ROW.unpack
+        while head := read(size):
+            klen, vlen = unpack(head)
+            yield read(klen), read(vlen)
+
+    def sorted(self) -> Iterator[tuple[bytes, bytes]]:
+        self.rows.sort()
+        if not self.runs:
+            return iter(self.rows)
+        return heapq.merge(*(self._read(run) for run in self.runs), iter(self.rows))
+
+    def close(self) -> None:
+        for run in self.runs:
+            run.close()
+        self.runs = []
+        self.rows = []
+
+
+def _no_conflicts(numbers: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+    """Pass sorted (number key, link key) rows through; a key owned by two links raises."""
+    prev_key = prev_owner = None
+    for key, owner in numbers:
+        if key == prev_key and owner != prev_owner:
+            raise NumberConflict(key, link_id_of(prev_owner))
+        prev_key, prev_owner = key, owner
+        yield key, owner
 
 
 class WriteTxn:
