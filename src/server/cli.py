@@ -117,6 +117,12 @@ def register(subparsers) -> None:
     check.add_argument("--target", default=os.environ.get("ONSHI_TARGET", "127.0.0.1:50051"))
     check.add_argument("--timeout", type=float, default=5.0)
     check.add_argument("--json", action="store_true", help="print the answer as JSON")
+    check.add_argument("--pki", default=os.environ.get("ONSHI_PKI"),
+                       help="an `onshi pki init` directory: call over mTLS with its client certificate "
+                            "(default: $ONSHI_PKI; without it, plaintext to an --insecure-dev server)")
+    check.add_argument("--as", dest="client", default="operator", metavar="NAME",
+                       help="client certificate in PKI/onshi/ to use (default: operator, the internal "
+                            "role allowed a bare card serial; facilities must send a card proof)")
     check.set_defaults(func=_check)
 
 
@@ -160,6 +166,25 @@ def _date_arg(text: str | None, name: str):
     return date_pb2.Date(year=year, month=month, day=day)
 
 
+def _credentials(args):
+    """mTLS channel credentials from an `onshi pki init` directory, or None."""
+    if not args.pki:
+        return None
+    import grpc
+
+    base = os.path.join(args.pki, "onshi")
+
+    def read(name: str) -> bytes:
+        with open(os.path.join(base, name), "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read("ca.pem"),
+        private_key=read(f"{args.client}.key.pem"),
+        certificate_chain=read(f"{args.client}.pem"),
+    )
+
+
 def _check(args) -> int:
     import grpc
     from onshi.server.client import EligibilityClient
@@ -168,7 +193,7 @@ def _check(args) -> int:
     as_of = _date_arg(args.as_of, "--as-of")
     birth = _date_arg(args.birth, "--birth")
     try:
-        with EligibilityClient(args.target, timeout=args.timeout) as client:
+        with EligibilityClient(args.target, timeout=args.timeout, credentials=_credentials(args)) as client:
             if args.card is not None:
                 response = client.check_by_card(args.card, as_of)
             else:
@@ -180,6 +205,8 @@ def _check(args) -> int:
                 print(f"  {name}: {description}", file=sys.stderr)
             return EXIT_BAD_INPUT
         print(f"onshi check: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and not args.pki:
+            print("  (a server started with --pki needs mTLS: pass --pki DIR or set ONSHI_PKI)", file=sys.stderr)
         return EXIT_NO_ANSWER
     if args.json:
         from google.protobuf import json_format
