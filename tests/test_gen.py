@@ -72,7 +72,7 @@ def covers(q, d: int) -> bool:
 # --- determinism and counts -----------------------------------------------------------
 
 def test_same_seed_gives_an_identical_store(store, content, tmp_path):
-    path, info = store
+    _, info = store
     again = gen.generate(tmp_path / "again", PERSONS, seed=SEED)
     assert read_all(tmp_path / "again") == content
     for key in ("persons", "qualifications", "cards_linked", "features", "samples"):

@@ -29,7 +29,6 @@ identifiers whose answers hold on any day from REFERENCE on.
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import datetime as dt
 import gc
@@ -259,23 +258,23 @@ class Population:
         scheme, style = insurer.scheme, insurer.style
         if scheme == ins.LATE_ELDERLY:
             # 8 digits, per person; an affine map mod 10^8 spreads them like real numbers.
-            return "", "%08d" % ((n * 7_654_321 + 10_000_019) % 100_000_000)
+            return "", f"{(n * 7_654_321 + 10_000_019) % 100_000_000:08d}"
         office, member = divmod(n, 40)
         if scheme == ins.KYOKAI:
-            return "%d" % ((office * 3_137 + 1_000_003) % 100_000_000), str(member + 1)
+            return str((office * 3_137 + 1_000_003) % 100_000_000), str(member + 1)
         if scheme == ins.SEAMEN:
-            return "%04d" % (office + 1), "%06d" % (member + 1)
+            return f"{office + 1:04d}", f"{member + 1:06d}"
         if scheme == ins.MUTUAL_AID:
             k, rest = divmod(office, len(_MUTUAL_SYMBOLS))
-            return f"{_MUTUAL_SYMBOLS[rest]}{k + 1}", "%d" % (member + 1 + 1000 * (k % 7))
+            return f"{_MUTUAL_SYMBOLS[rest]}{k + 1}", str(member + 1 + 1000 * (k % 7))
         if scheme == ins.NHI_UNION:
-            return ("医" if "医" in insurer.name else "組") + str(office + 1), "%05d" % (member + 1)
+            return ("医" if "医" in insurer.name else "組") + str(office + 1), f"{member + 1:05d}"
         if scheme == ins.NHI:
             if style == 0:
-                return "%02d" % (office % 100), "%d%05d" % (office // 100 + 1, member + 1)
+                return f"{office % 100:02d}", f"{office // 100 + 1}{member + 1:05d}"
             if style == 1:
                 k, rest = divmod(office, len(_NHI_SYMBOLS))
-                return f"{_NHI_SYMBOLS[rest]}{k + 1}", "%06d" % (member + 1)
+                return f"{_NHI_SYMBOLS[rest]}{k + 1}", f"{member + 1:06d}"
             if style == 2:
                 return "", f"{office + 1:04d}-{member + 1:02d}"  # no symbol, hyphenated number
             k, rest = divmod(office, len(_KANA_SYMBOLS))
@@ -285,10 +284,10 @@ class Population:
             return str(office + 1), str(member + 1)
         if style == 1:
             k, rest = divmod(office, len(_UNION_SYMBOLS))
-            return f"{_UNION_SYMBOLS[rest]}{k + 1}", "%04d" % (member + 1)
+            return f"{_UNION_SYMBOLS[rest]}{k + 1}", f"{member + 1:04d}"
         if style == 2:
             k, rest = divmod(office, len(_KANA_SYMBOLS))
-            return f"{_KANA_SYMBOLS[rest]}{k + 1}", "%05d" % (member + 1)
+            return f"{_KANA_SYMBOLS[rest]}{k + 1}", f"{member + 1:05d}"
         return "", f"{office + 1}-{member + 1}"  # no symbol, hyphenated number
 
     # -- choices ---------------------------------------------------------------------
@@ -367,7 +366,7 @@ class Population:
         # The insured's periods of employment, newest first, then in date order.
         periods = self.career(head, self.employer(muni), muni, force_change=scenario == "job_change")
         for i, m in enumerate(members):
-            branch = "%02d" % i
+            branch = f"{i:02d}"
             for p in periods:
                 acq = max(p.acq, m.birth_day)
                 if acq >= p.loss:
@@ -460,7 +459,7 @@ class Population:
         elif r < 0.012:
             kind = pb.CARD_KIND_ELIGIBILITY_CERTIFICATE
         for i, m in enumerate(members):
-            m.entries.append(Entry(insurer, sym, num, "%02d" % i, INSURED, max(start, m.birth_day), NEVER, 0,
+            m.entries.append(Entry(insurer, sym, num, f"{i:02d}", INSURED, max(start, m.birth_day), NEVER, 0,
                                    pb.CARD_KIND_STUDENT_SPECIAL if i and age_on(m.birth, R) in (19, 20, 21)
                                    and rng.random() < 0.2 else kind))
         for m in members:
@@ -513,7 +512,7 @@ class Population:
             return
         sym, num = self.household_number(muni.nhi)
         for i, m in enumerate(members):
-            m.entries.append(Entry(muni.nhi, sym, num, "%02d" % i, INSURED, day, NEVER, 0,
+            m.entries.append(Entry(muni.nhi, sym, num, f"{i:02d}", INSURED, day, NEVER, 0,
                                    pb.CARD_KIND_NATIONAL_HEALTH))
 
     def move_at_75(self, m: Member, muni: ins.Municipality) -> None:
@@ -590,7 +589,7 @@ class Population:
             subsidy = SUBSIDIES[6]
         recipient = cap = None
         if subsidy is not None:
-            recipient = identifiers.with_check_digit("%06d" % self.ri(1_000_000))
+            recipient = identifiers.with_check_digit(f"{self.ri(1_000_000):06d}")
             cap = self.pick(subsidy[3])
         for e in m.entries:
             # The entry's attributes as of REFERENCE, or its last covered day if lost

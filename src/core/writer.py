@@ -179,7 +179,7 @@ class _SortedRows:
 
     def _spill(self) -> None:
         self.rows.sort()
-        run = tempfile.TemporaryFile(dir=self.tmpdir, prefix="bulk-run-")
+        run = tempfile.TemporaryFile(dir=self.tmpdir, prefix="bulk-run-")  # noqa: SIM115 - read by sorted(), closed by close()
         pack, write = _RUN_ROW.pack, run.write
         for key, value in self.rows:
             write(pack(len(key), len(value)))
