@@ -401,3 +401,17 @@ def test_bulk_load_still_refuses_a_number_owned_by_two_persons(tmp_path, spill_r
                              spill_rows=spill_rows)
     finally:
         writer.close()
+
+
+def test_same_store_in_processes_with_different_hash_seeds(tmp_path):
+    """Nothing may depend on str hashing (set/dict order of names): two processes
+    with different PYTHONHASHSEED write the same bytes."""
+    import os
+    import subprocess
+    import sys
+
+    for hash_seed in ("1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-m", "onshi.cli", "gen", "--persons", "500", "--seed", "5",
+                        "--out", str(tmp_path / hash_seed)], check=True, env=env, capture_output=True, timeout=120)
+    assert read_all(tmp_path / "1") == read_all(tmp_path / "4242")
