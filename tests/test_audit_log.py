@@ -238,3 +238,36 @@ def test_reopen_after_crash_cuts_the_unacknowledged_tail(tmp_path):
     report = audit.verify(str(tmp_path / "crashed"))
     assert report.ok and not report.notes
     assert [r.request_id for r in audit.read(str(tmp_path / "crashed"))] == ["r0", "r1", "r2", "r3"]
+
+
+def test_read_about_one_person_uses_the_index_of_sealed_segments(tmp_path):
+    log = AuditLog(str(tmp_path), "s")
+    for i in range(30):
+        log.append(AuditRecord(actor="facility:1310000001", action="CheckByCard",
+                               subject=f"card:{i % 3}", request_id=f"a{i}"))
+    log.rotate()
+    log.append(AuditRecord(actor="insurer:06139992", action="RelayFindInsurer", subject="link:7", link_id=7,
+                           request_id="relay"))
+    log.rotate()
+    log.append(AuditRecord(actor="facility:1310000002", action="CheckByCard", subject="card:1", request_id="live"))
+    log.close()
+    keys = {"card:1", "link:7"}
+    got = sorted(r.request_id for r in audit.read_about(str(tmp_path), keys))
+    expected = sorted(r.request_id for r in audit.read(str(tmp_path)) if audit.subject_keys(r) & keys)
+    assert got == expected and "relay" in got and "live" in got and len(got) == 12
+    assert os.path.exists(audit.index_path(segment(tmp_path, seq=1)))  # built on first use
+    assert audit.verify(str(tmp_path)).ok
+    # An index that hides records is caught by verify.
+    with open(audit.index_path(segment(tmp_path, seq=1)), "r+b") as f:
+        f.truncate(16)
+    assert not audit.verify(str(tmp_path)).ok
+    os.unlink(audit.index_path(segment(tmp_path, seq=1)))
+    # An edited record is not served through the index (and verify fails).
+    path = segment(tmp_path, seq=1)
+    start, _ = offsets(path)[1]  # a4... record 1 is card:1
+    with open(path, "r+b") as f:
+        f.seek(start + 30)
+        f.write(b"#")
+    got = [r.request_id for r in audit.read_about(str(tmp_path), {"card:1"})]
+    assert "a1" not in got and "a4" in got
+    assert not audit.verify(str(tmp_path)).ok

@@ -32,6 +32,7 @@ subject is what was presented (hex card serial key or number key).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -505,6 +506,11 @@ def verify(directory: str) -> VerifyReport:
                 else:
                     report.fail(f"{where}: {scan.error}")
             report.records += scan.count
+            idx = index_path(path)
+            if os.path.exists(idx) and not scan.error:
+                with open(idx, "rb") as f:
+                    if f.read() != build_index(path):
+                        report.fail(f"{where}: index does not match the segment (delete it to rebuild)")
             prev_hash, before = scan.last_hash, scan.records_before + scan.count
             expect_seq = seq + 1
         head = _head(stream_dir)
@@ -518,11 +524,9 @@ def verify(directory: str) -> VerifyReport:
 
 
 def read(directory: str, match: Callable[[AuditRecord], bool] | None = None) -> Iterator[AuditRecord]:
-    """Every readable record in every stream (chain-checked), optionally filtered.
-
-    A linear scan: fine for the tests and a demo; at national scale the per-link
-    index of docs/TRUST.md ("Reading the log") is the next step.
-    """
+    """Every readable record in every stream (chain-checked), optionally
+    filtered: a linear scan (tests, `onshi audit show`). One person's records:
+    `read_about`."""
     for stream_dir in streams(directory):
         for _, path in _segments(stream_dir):
             found: list[AuditRecord] = []
@@ -534,6 +538,142 @@ def read(directory: str, match: Callable[[AuditRecord], bool] | None = None) -> 
 
             _scan_segment(path, visit)
             yield from found
+
+
+# --- per-person index of sealed segments -----------------------------------------------
+
+INDEX_ENTRY = struct.Struct(">QQ")  # 8-byte digest of a subject key, record offset
+
+
+def subject_keys(rec: AuditRecord) -> set[str]:
+    """The keys a record can be found under: its subject and its link ID."""
+    keys = {rec.subject} if rec.subject else set()
+    if rec.link_id:
+        keys.add(f"link:{rec.link_id}")
+    return keys
+
+
+def _key_digest(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
+
+def index_path(segment_path: str) -> str:
+    return segment_path[:-4] + ".idx"
+
+
+def build_index(segment_path: str) -> bytes:
+    """Sorted (subject digest, offset) entries of a sealed segment."""
+    entries: list[tuple[int, int]] = []
+
+    def visit(pos, body):
+        for key in subject_keys(decode(body)):
+            entries.append((_key_digest(key), pos))
+
+    scan = _scan_segment(segment_path, visit)
+    if scan.error:
+        raise ValueError(f"{segment_path}: {scan.error}")
+    entries.sort()
+    return b"".join(INDEX_ENTRY.pack(d, pos) for d, pos in entries)
+
+
+def _index_of(segment_path: str) -> bytes:
+    """The segment's index, built and saved on first use (a cache: derived from
+    the chain-checked segment, re-checked by `verify`)."""
+    path = index_path(segment_path)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        data = build_index(segment_path)
+        _write_atomic(path, data, durable=False)
+        return data
+
+
+def _lookup(index: bytes, digest: int) -> list[int]:
+    n = len(index) // INDEX_ENTRY.size
+    lo, hi = 0, n
+    while lo < hi:  # first entry >= digest
+        mid = (lo + hi) // 2
+        if INDEX_ENTRY.unpack_from(index, mid * INDEX_ENTRY.size)[0] < digest:
+            lo = mid + 1
+        else:
+            hi = mid
+    out = []
+    while lo < n:
+        d, pos = INDEX_ENTRY.unpack_from(index, lo * INDEX_ENTRY.size)
+        if d != digest:
+            break
+        out.append(pos)
+        lo += 1
+    return out
+
+
+def _record_at(data: bytes, pos: int) -> AuditRecord | None:
+    """The record at an indexed offset, if its stored hash links to the stored
+    hash before it (a local check; `verify` checks the whole chain)."""
+    if pos < HEADER.size or pos + LEN.size > len(data):
+        return None
+    (n,) = LEN.unpack_from(data, pos)
+    end = pos + LEN.size + n + HASH_LEN
+    if not n or end > len(data):
+        return None
+    body = data[pos + LEN.size:pos + LEN.size + n]
+    prev = hashlib.sha256(data[:HEADER.size]).digest() if pos == HEADER.size else data[pos - HASH_LEN:pos]
+    if chain(prev, body) != data[end - HASH_LEN:end]:
+        return None
+    return decode(body)
+
+
+def _scan_tolerant(path: str, keys: set[str]) -> Iterator[AuditRecord]:
+    """Every record of a damaged segment whose own hash link still holds."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = HEADER.size
+    while pos + LEN.size <= len(data):
+        (n,) = LEN.unpack_from(data, pos)
+        if not n or n > MAX_BODY:
+            break
+        rec = _record_at(data, pos)
+        if rec is not None and subject_keys(rec) & keys:
+            yield rec
+        pos += LEN.size + n + HASH_LEN
+
+
+def read_about(directory: str, keys: set[str]) -> Iterator[AuditRecord]:
+    """Records about one person (any of `keys`: link:<id>, card:/number: digests).
+
+    Sealed segments are looked up through their index (built on first use);
+    the live segment of each stream is scanned.
+    """
+    digests = {_key_digest(k) for k in keys}
+    for stream_dir in streams(directory):
+        segs = _segments(stream_dir)
+        for i, (_, path) in enumerate(segs):
+            if i == len(segs) - 1:  # live: scan
+                found: list[AuditRecord] = []
+
+                def visit(_pos, body, found=found):
+                    rec = decode(body)
+                    if subject_keys(rec) & keys:
+                        found.append(rec)
+
+                _scan_segment(path, visit)
+                yield from found
+                continue
+            try:
+                index = _index_of(path)
+            except ValueError:  # a damaged segment (verify says where): no index,
+                yield from _scan_tolerant(path, keys)  # serve what still checks out
+                continue
+            positions = sorted({p for d in digests for p in _lookup(index, d)})
+            if not positions:
+                continue
+            with open(path, "rb") as f:
+                data = f.read()
+            for pos in positions:
+                rec = _record_at(data, pos)
+                if rec is not None and subject_keys(rec) & keys:
+                    yield rec
 
 
 def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq: int | None = None) -> list[int]:
@@ -559,6 +699,8 @@ def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq
     _fsync_dir(stream_dir)
     for _, path, _ in drop:
         os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(index_path(path))
     _fsync_dir(stream_dir)
     return [d[0] for d in drop]
 

@@ -38,8 +38,9 @@ def access_record(rec: audit.AuditRecord) -> audit_pb2.AccessRecord:
 
 def my_records(audit_dir: str, link_id: int, subjects: set[str], since_ns: int = 0) -> list[audit.AuditRecord]:
     """This person's records, newest first, without their own readings."""
-    found = list(audit.read(audit_dir, lambda r: (r.link_id == link_id or r.subject in subjects)
-                            and not r.flags & audit.FLAG_SELF and r.time_ns >= since_ns))
+    keys = set(subjects) | {f"link:{link_id}"}
+    found = [r for r in audit.read_about(audit_dir, keys)
+             if not r.flags & audit.FLAG_SELF and r.time_ns >= since_ns]
     found.sort(key=lambda r: r.time_ns, reverse=True)
     return found
 
