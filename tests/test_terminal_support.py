@@ -39,41 +39,9 @@ FACILITY = "1310000001"
 
 # --- the store ---------------------------------------------------------------------
 
-KYOKAI = identifiers.with_check_digit("0113002")  # 協会けんぽ
-UNION = identifiers.with_check_digit("0613001")  # 健保組合
-SEAMEN = identifiers.with_check_digit("0213001")  # 船員保険
-LATE = identifiers.with_check_digit("3913001")  # 後期高齢者
-PAYER = identifiers.with_check_digit("5413001")  # 公費 payer
-NON_JIS_NAME = "𠮷田 葛\U000e0100子"  # U+20BB7 outside JIS X 0208; 葛 + IVS: must never become ●
-
-
-def person(name, kana, birth, sex=Q.SEX_FEMALE):
-    return Q.Person(
-        name=name,
-        name_kana=kana,
-        sex=sex,
-        birth_date=D(birth),
-        address="東京都千代田区千代田1-1",
-        postcode="100-0001",
-    )
-
-
-def qual(insurer, symbol, number, branch, acquired, lost=None, reason=0, **kw):
-    kw = {"burden_ratio_percent": 30, "card_kind": Q.CARD_KIND_EMPLOYEE, **kw}
-    q = Q.Qualification(
-        insurer_number=insurer,
-        insurer_name=f"保険者{insurer}",
-        symbol=symbol,
-        number=number,
-        branch=branch,
-        relationship=Q.RELATIONSHIP_INSURED,
-        acquisition_date=D(acquired),
-        loss_reason=reason,
-        **kw,
-    )
-    if lost:
-        q.loss_date.CopyFrom(D(lost))
-    return q
+from tests.builders import (  # noqa: E402  (shared with the other server tests)
+    KYOKAI, LATE, NON_JIS_NAME, PAYER, SEAMEN, UNION, person, qual,
+)
 
 
 YOSHIDA = (
