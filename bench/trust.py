@@ -134,8 +134,12 @@ class Running:
     """One configuration's server and its client channels (kept across rounds)."""
 
     def __init__(self, name: str, store: Path, extra: list[str], credentials, threads: int):
-        argv = [*common.onshi_cmd(), "serve", "--data", str(store), "--port", "0", "--workers", "1",
-                "--engine", "native" if common_native() else "pure", *extra]
+        if name.startswith("aio-"):  # bench/trust_aio_server.py: the same pieces on grpc.aio
+            argv = [sys.executable, str(Path(__file__).resolve().parent / "trust_aio_server.py"),
+                    "--data", str(store), *extra]
+        else:
+            argv = [*common.onshi_cmd(), "serve", "--data", str(store), "--port", "0", "--workers", "1",
+                    "--engine", "native" if common_native() else "pure", *extra]
         self.name = name
         self.server = common.Server(argv, f"trust-{name}")
         # One channel per client thread (its own connection), kept across warm-up
@@ -271,6 +275,7 @@ def main() -> int:
     parser.add_argument("--checks", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
+    parser.add_argument("--no-aio", action="store_true", help="skip the grpc.aio comparison")
     parser.add_argument("--no-results", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     if not 100 <= args.checks <= 50_000:
@@ -297,13 +302,18 @@ def main() -> int:
                     facility, True),
                    # No log: every check just sleeps 1 ms where the log would wait for its sync.
                    ("mtls-proof-wait1ms", tls + ["--test-wait-ms", "1"], facility, True)]
+        if not args.no_aio:
+            # The same checks on grpc.aio: handlers await their log batch instead of parking a thread.
+            configs += [("aio-plain", [], None, False),
+                        ("aio-mtls-proof-log", ["--pki", pki_dir, "--proof", "--audit-dir", str(tmp / "audit-aio")],
+                         facility, True)]
         running = [Running(name, store, extra, creds, args.threads) for name, extra, creds, _ in configs]
         try:
             for r, (_, _, _, proof) in zip(running, configs):  # warm-up: connections, certificate cache
                 drive(r.calls, proof_requests(keys, 200) if proof else warm_serial)
             for round_no in range(args.rounds):
                 # Interleaved rounds, median per configuration: the machine is shared.
-                proofs = [proof_requests(keys, args.checks) for _ in range(4)]
+                proofs = [proof_requests(keys, args.checks) for _, _, _, proof in configs if proof]
                 print(f"round {round_no + 1}/{args.rounds}", flush=True)
                 for r, (_, _, _, proof) in zip(running, configs):
                     r.measure(proofs.pop() if proof else serial)
@@ -322,6 +332,9 @@ def main() -> int:
     full = by["mtls-proof-log"]["cpu_us"]
     share = (full - base) / full
     print(f"trust layer share of server CPU per check: {share:.0%} (target <= 30 %)")
+    if "aio-plain" in by:
+        aio_full = by["aio-mtls-proof-log"]["cpu_us"]
+        print(f"on grpc.aio: trust layer share {(aio_full - by['aio-plain']['cpu_us']) / aio_full:.0%}")
     print(f"in-process, one thread: check without hooks {m['hooks_off_us']:.0f} us, with role check + card proof "
           f"+ access-log record {m['hooks_on_us']:.0f} us")
     print(f"in-process: verify (cached cert) {m['verify_cached_us']:.0f} us, first chain check "
@@ -346,6 +359,13 @@ def main() -> int:
             when, f"`{cmd}`", r["config"], f"{r['cpu_us']:.0f}", f"{r['cpu_us'] / base:.2f}",
             " / ".join(f"{v:.0f}" for v in r["cpu_us_all"]), f"{r['rate']:.0f}",
             f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", str(r["errors"])])
+    aio_note = ""
+    if "aio-plain" in by:
+        aio_base = by["aio-plain"]["cpu_us"]
+        aio_full = by["aio-mtls-proof-log"]["cpu_us"]
+        aio_note = (f" On grpc.aio (bench/trust_aio_server.py, handlers await their log batch): plain "
+                    f"{aio_base:.0f} µs, mTLS + card proof + durable log {aio_full:.0f} µs per check: trust share "
+                    f"**{(aio_full - aio_base) / aio_full:.0%}**.")
     common.append_note(SECTION, (
         f"{when}, {common.machine()}: trust-layer share of server CPU per check **{share:.0%}** "
         f"({'meets' if share <= 0.30 else 'misses'} the ≤ 30 % target); card proof alone "
@@ -357,7 +377,8 @@ def main() -> int:
         f"role check + card proof + access-log record (no sync wait) {m['hooks_on_us']:.0f} µs. "
         f"In-process: CardVerifier.verify with a cached certificate {m['verify_cached_us']:.0f} µs "
         f"(first chain check of a certificate {m['chain_uncached_us']:.0f} µs), AuditLog.append "
-        f"{m['append_rate']:.0f}/s from 8 threads at {m['records_per_fsync']:.1f} records per fdatasync."))
+        f"{m['append_rate']:.0f}/s from 8 threads at {m['records_per_fsync']:.1f} records per fdatasync."
+        + aio_note))
     common.record("trust", {"date": when, "command": cmd, "results": results, "micro": m, "share": share})
     return 0
 
