@@ -415,3 +415,26 @@ def test_same_store_in_processes_with_different_hash_seeds(tmp_path):
         subprocess.run([sys.executable, "-m", "onshi.cli", "gen", "--persons", "500", "--seed", "5",
                         "--out", str(tmp_path / hash_seed)], check=True, env=env, capture_output=True, timeout=120)
     assert read_all(tmp_path / "1") == read_all(tmp_path / "4242")
+
+
+def test_generated_people_are_in_the_resident_registry(tmp_path):
+    """An insurer's update for a generated person must find a matching registry
+    record (else it would be quarantined as an unknown resident)."""
+    from onshi.core import enrollment, registry
+    from onshi.core.writer import Writer
+
+    out = tmp_path / "reg"
+    gen.generate(out, 300, seed=5)
+    writer = Writer(out)
+    try:
+        enrollment.open_dbs(writer)
+        with writer.env.begin() as txn:
+            assert txn.stat(writer.dbs["registry"])["entries"] == 300
+            for link_id in (1, 150, 300):
+                rid = gen.resident_id(link_id).encode()
+                assert txn.get(rid, db=writer.dbs["resident_link"]) == link_id.to_bytes(8, "big")
+        person, _ = writer.apply(lambda t: t.history(150))
+        record = writer.apply(lambda t: registry.get(t, gen.resident_id(150)))
+        assert registry.mismatches(record, person) == []
+    finally:
+        writer.close()

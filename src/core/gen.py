@@ -834,6 +834,32 @@ def store_bytes(out: str) -> int:
     return total
 
 
+def resident_id(link_id: int) -> str:
+    """The generated person's 住民票コード stand-in: 11 digits, in link-ID order."""
+    return f"{link_id:011d}"
+
+
+def with_residents(writer: Writer, stream, chunk: int = 100_000):
+    """Pass persons through to Writer.bulk_load while registering each one in the
+    resident registry (the J-LIS stand-in), so insurers' updates for generated
+    people match their registry record instead of being quarantined as unknown.
+    Resident IDs follow link IDs, so each chunk appends in key order."""
+    from onshi.core.enrollment import bulk_load_residents
+    from onshi.v1 import enrollment_pb2
+
+    pending = []
+    for link_id, person, quals, serial_key in stream:
+        pending.append((link_id, enrollment_pb2.Resident(
+            resident_id=resident_id(link_id), name=person.name, name_kana=person.name_kana,
+            birth_date=person.birth_date, sex=person.sex, address=person.address,
+            postcode=person.postcode)))
+        if len(pending) >= chunk:
+            bulk_load_residents(writer, pending)
+            pending.clear()
+        yield link_id, person, quals, serial_key
+    bulk_load_residents(writer, pending)
+
+
 def generate(out: str | os.PathLike, persons: int, seed: int = 1, progress: bool = False,
              spill_rows: int | None = None) -> dict:
     """Generate `persons` persons into an empty store at `out`; returns the summary
@@ -854,7 +880,7 @@ def generate(out: str | os.PathLike, persons: int, seed: int = 1, progress: bool
     gc.disable()
     try:
         bar = ProgressBar(persons) if progress else None
-        stream = persons_stream(pop, persons, samples, summary, bar)
+        stream = with_residents(writer, persons_stream(pop, persons, samples, summary, bar))
         if spill_rows is None:
             writer.bulk_load(stream)
         else:
