@@ -336,6 +336,14 @@ def has_command(command: str) -> bool:
     return r.returncode == 0
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 # --- CPU accounting --------------------------------------------------------------
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -165,7 +165,12 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
             "--stop-timeout", "10", "--csv", str(out / "locust"), "--only-summary",
             "--host", eligibility.address, "--loglevel", "WARNING"]
     if args.locust_processes > 1:
-        argv += ["--processes", str(args.locust_processes)]
+        # The forked workers talk to their master over a port: a free one on
+        # loopback, not locust's default *:5557, or two runs on one machine
+        # (a benchmark and someone's smoke test) adopt each other's workers.
+        port = str(common.free_port())
+        argv += ["--processes", str(args.locust_processes), "--master-bind-host", "127.0.0.1",
+                 "--master-bind-port", port, "--master-host", "127.0.0.1", "--master-port", port]
     server_pids = eligibility.worker_pids() + (secondary.pids() if secondary else [])
     cpu_before = {pid: common.total_cpu([pid]) for pid in server_pids}
     print(f"bench: {args.scenario} at {rate:g}/s for {args.duration:g} s, {users} users, "
