@@ -30,6 +30,7 @@ import common
 from cost import py_spy, summarize_profile
 
 SCENARIOS = ("terminal", "review", "insurer", "mixed")
+VALIDITY = {1: "VALID", 2: "INVALID", 3: "INVALID_NEWER_EXISTS", 4: "NO_RECORD", 5: "MULTIPLE"}  # eligibility.proto
 CHECKS = ("CheckByCard", "CheckByNumber")
 TARGET_RATE = 1000  # checks/s: about the national weekday-morning peak
 TARGET_SECONDS = 60
@@ -76,6 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nice", type=int, default=0,
                    help="run servers and locust under `nice -n N` (negative needs root: gives the measured "
                         "processes priority over other work on a shared machine; the row says so)")
+    p.add_argument("--client", choices=("locust", "direct"), default="locust",
+                   help="terminal only: `direct` replaces locust with a plain grpc client (threads, no "
+                        "gevent) sending the same mix on --terminals connections at the same paced rate, "
+                        "to tell the server's latency from the load generator's")
     p.add_argument("--profile", action="store_true",
                    help="py-spy locust and one server worker during the run (where the time goes)")
     p.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
@@ -160,6 +165,11 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
     if secondary is not None:
         env["ONSHI_BENCH_SECONDARY"] = secondary.address
 
+    if args.client == "direct":
+        if args.scenario != "terminal":
+            raise SystemExit("--client direct is for the terminal scenario")
+        return run_direct(args, rate, terminals, eligibility, out, raw_dir)
+
     argv = [*common.locust_cmd(), "-f", str(common.BENCH / "locust" / f"{args.scenario}.py"),
             "--headless", "-u", str(users), "-r", str(users), "--run-time", f"{int(args.duration)}s",
             "--stop-timeout", "10", "--csv", str(out / "locust"), "--only-summary",
@@ -205,6 +215,7 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
     locust_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
     cpu_after = {pid: common.total_cpu([pid]) for pid in server_pids}
     result = summarize(args, rate, out, raw_dir, code, wall)
+    result["client"] = "locust"
     result["loadavg"] = os.getloadavg()[0]
     result["eligibility_cpu_s"] = round(sum(cpu_after[p] - cpu_before[p] for p in eligibility.worker_pids()), 2)
     result["locust_cpu_s"] = round(locust_cpu, 2)
@@ -212,6 +223,77 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
     result["engine"] = _engine_of(eligibility)
     result["users"] = users
     result["terminals"] = terminals
+    return result
+
+
+def run_direct(args, rate: float, connections: int, eligibility, out: Path, raw_dir: Path) -> dict:
+    """The terminal mix at the same paced rate from a plain grpc client: one
+    sender thread, `connections` channels, futures, pre-serialized requests
+    (bench/cost.py's mix), latency from send to answer bytes. No locust, no
+    gevent: what is left is the server's (and loopback's) latency."""
+    import threading
+
+    import grpc
+    from cost import CARD, requests_file
+
+    rows = [(m, bytes.fromhex(r)) for m, r in json.loads(
+        requests_file(common.dataset_dir(args.persons) if args.data is None else args.data,
+                      out / "requests.json").read_text())]
+    channels = [grpc.insecure_channel(eligibility.address, options=(("onshi.bench.channel", i),))
+                for i in range(connections)]
+    for ch in channels:
+        grpc.channel_ready_future(ch).result(timeout=30)
+    calls = [{m: ch.unary_unary(m, request_serializer=None, response_deserializer=None) for m in {m for m, _ in rows}}
+             for ch in channels]
+    metadata = (("x-onshi-role", "operator"),)
+    lock = threading.Lock()
+    times: dict[str, list[float]] = {}
+    samples: dict[str, list[float]] = {}
+    answers: dict[str, int] = {}
+    failures: dict[str, int] = {}
+
+    def done(name, started):
+        def callback(fut):
+            ms = (time.perf_counter() - started) * 1000
+            with lock:
+                if fut.exception() is None:
+                    samples.setdefault(name, []).append(ms)
+                    times.setdefault(name, []).append(time.time())
+                    body = fut.result()
+                    validity = VALIDITY.get(body[1], str(body[1])) if len(body) > 1 else "?"
+                    key = f"{name}={validity}"
+                    answers[key] = answers.get(key, 0) + 1
+                else:
+                    what = f"{name}: {fut.exception().code().name}"
+                    failures[what] = failures.get(what, 0) + 1
+        return callback
+
+    workers = eligibility.worker_pids()
+    server0 = common.total_cpu(workers)
+    cpu0 = time.process_time()
+    began = time.perf_counter()
+    sent = 0
+    while (now := time.perf_counter()) - began < args.duration:
+        due = int((now - began) * rate)
+        while sent < due:
+            method, body = rows[sent % len(rows)]
+            name = "CheckByCard" if method == CARD else "CheckByNumber"
+            fut = calls[sent % connections][method].future(body, metadata=metadata)
+            fut.add_done_callback(done(name, time.perf_counter()))
+            sent += 1
+        time.sleep(0.0005)
+    time.sleep(1.0)
+    client_cpu = time.process_time() - cpu0
+    server_cpu = common.total_cpu(workers) - server0
+    for ch in channels:
+        ch.close()
+    (raw_dir / "raw-direct.json").write_text(json.dumps(
+        {"pid": os.getpid(), "started": 0, "ended": 0, "samples": samples, "times": times,
+         "failures": failures, "answers": answers}))
+    result = summarize(args, rate, out, raw_dir, 0, args.duration)
+    result.update(locust_cpu_s=round(client_cpu, 2), profiles={}, engine=_engine_of(eligibility),
+                  users=connections, terminals=connections, client="direct",
+                  eligibility_cpu_s=round(server_cpu, 2), loadavg=os.getloadavg()[0])
     return result
 
 
@@ -307,7 +389,7 @@ def print_result(r: dict) -> None:
         print("  answers " + ", ".join(f"{k} {v}" for k, v in sorted(r["answers"].items())))
     total = max(1, r["count"] * r["duration"] / max(1e-9, r["duration"] - r["warmup"]))  # whole run, roughly
     print(f"  CPU: eligibility workers {r['eligibility_cpu_s']} s ({1e6 * r['eligibility_cpu_s'] / total:.0f} µs "
-          f"per request), locust {r['locust_cpu_s']} s ({1e6 * r['locust_cpu_s'] / total:.0f} µs per request); "
+          f"per request), {'client' if r.get('client') == 'direct' else 'locust'} {r['locust_cpu_s']} s ({1e6 * r['locust_cpu_s'] / total:.0f} µs per request); "
           f"load avg {r['loadavg']:.1f}")
     for who, top in r.get("profiles", {}).items():
         print(f"  py-spy {who} (share of Python time, self): " +
@@ -323,13 +405,15 @@ def record(args, r: dict) -> None:
     requests = max(1.0, r["count"] * r["duration"] / (r["duration"] - r["warmup"]))  # the whole run, roughly
     server_us = 1e6 * r["eligibility_cpu_s"] / requests
     locust_us = 1e6 * r["locust_cpu_s"] / requests
-    row = [r["date"], r["scenario"], f"`{r['command']}`", persons,
+    scenario = r["scenario"] if r.get("client") != "direct" else f"{r['scenario']} (direct client, no locust)"
+    scenario += f", {r['terminals']} terminals" if r.get("terminals") else ""
+    row = [r["date"], scenario, f"`{r['command']}`", persons,
            f"{r['workers']} workers, {r['engine']}{f', nice {args.nice}' if args.nice else ''}",
            f"{r['offered']:g}", f"{r['achieved']:g}",
            common.fmt_ms(r["p50"]), common.fmt_ms(r["p95"]), common.fmt_ms(r["p99"]), common.fmt_ms(r["max"]),
            str(r["failures"]), streams, r["target"],
            (f"{r['machine']}, load avg {r['loadavg']:.1f}; CPU µs/check: server {server_us:.0f}, "
-            f"locust {locust_us:.0f}")]
+            f"{'client' if r.get('client') == 'direct' else 'locust'} {locust_us:.0f}")]
     common.append_results(SECTION, INTRO, HEADER, row)
     if r.get("profiles"):
         common.append_note(SECTION, f"Profile of the {r['scenario']} run at {r['offered']:g}/s ({r['date']}), py-spy "

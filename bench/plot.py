@@ -68,6 +68,9 @@ def plot_load(runs: list[dict], out: Path) -> Path | None:
     ax.set_ylabel("latency, ms (log)")
     first = points[0]
     data = f"{first['persons']:,} persons" if first.get("persons") else "custom store"
+    if first.get("terminals"):
+        data += f", {first['terminals']} locust users" if len({r.get("terminals") for r in points}) == 1 \
+            else ", locust users = rate/10"
     ax.set_title(f"terminal: latency vs offered load — {first['workers']} workers, {data}\n"
                  f"{first['date']}, {first['machine']}", fontsize=8)
     for r in points:
