@@ -18,7 +18,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   need=()
   for p in "${missing[@]}"; do
-    case "$p" in python3-venv|python3-dev) python3 -c 'import venv, sysconfig, os; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' 2>/dev/null || need+=("$p") ;; *) need+=("$p") ;; esac
+    case "$p" in python3-venv|python3-dev) python3 -c 'import venv, ensurepip, sysconfig, os; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' 2>/dev/null || need+=("$p") ;; *) need+=("$p") ;; esac
   done
   if [ ${#need[@]} -gt 0 ]; then
     echo "setup: apt-get install ${need[*]}"
