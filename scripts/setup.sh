@@ -28,7 +28,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
+# A venv left half-made by an earlier failed run (no pip) is made again.
+.venv/bin/python -m pip --version >/dev/null 2>&1 || { rm -rf .venv; python3 -m venv .venv; }
 # One stamp per extras set, so the run and test commands do not reinstall in turn.
 stamp=".venv/.onshi-installed-${EXTRAS//,/-}"
 want="$(cat pyproject.toml setup.py | sha1sum | cut -c1-12)"
