@@ -240,6 +240,7 @@ class Server:
         self.argv = argv
         self.log_path = OUT / "logs" / f"{name}-{os.getpid()}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.ready_line = ""
         self.log = open(self.log_path, "w+")  # noqa: SIM115 - open for the server's lifetime, closed in stop()
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
@@ -259,6 +260,7 @@ class Server:
                 self.log.write(line)
                 m = SERVING.search(line)
                 if m:
+                    self.ready_line = line.strip()
                     # Keep draining stdout so a chatty server never blocks on a full pipe.
                     import threading
 

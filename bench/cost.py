@@ -41,9 +41,9 @@ window, with driver processes offering the terminal mix at a fixed rate
 gets busier, so stacks are compared at the same load. Throughput: the drivers
 in a closed loop. The drivers share the 2 cores. Targets: CPU per check ≤ 1.1×
 the empty floor and ≤ 250 µs; 2 workers ≥ 1.7× one (throughput)."""
-HEADER = ["date (UTC)", "command", "persons", "µs CPU/check 1 worker (empty), paced", "÷ floor",
-          "checks/s 1 worker (empty)", "checks/s 2 workers (empty)", "2 ÷ 1", "µs CPU/check 2 workers",
-          "targets", "machine"]
+HEADER = ["date (UTC)", "command", "persons", "µs CPU/check, 1 worker (empty)", "÷ floor (paced · saturated)",
+          "checks/s 1 worker (empty)", "checks/s 2 workers (empty)", "2 ÷ 1",
+          "µs CPU/check 2 workers (paced · saturated)", "targets", "machine"]
 CARD = "/onshi.v1.EligibilityService/CheckByCard"
 NUMBER = "/onshi.v1.EligibilityService/CheckByNumber"
 
@@ -307,11 +307,18 @@ def main(argv: list[str] | None = None) -> int:
     # workers and the drivers share both cores, 2e6/(s+d).
     s_us, d_us = r1["closed_cpu_us_per_check"], r1["driver_us_per_check"]
     ceiling = max(1.0, 2 * s_us / (s_us + d_us))
+    # Both loads are reported and judged: paced at --rate (the same load for
+    # every stack) and saturated (closed loop: what a busy worker spends, the
+    # "checks/s per core" reading of the 250 µs target).
+    sat_floor = r1["closed_cpu_us_per_check"] / e1["closed_cpu_us_per_check"]
     targets = {"cpu <= 1.1x floor": ratio_floor <= 1.1, "cpu <= 250 us": r1["cpu_us_per_check"] <= 250,
+               "saturated cpu <= 1.1x floor": sat_floor <= 1.1,
+               "saturated cpu <= 250 us": r1["closed_cpu_us_per_check"] <= 250,
                "2 workers >= 1.7x": scaling >= 1.7}
     result = {"date": common.now_utc(), "command": common.command_line(),
               "persons": args.persons if not args.data else str(args.data), "best": best,
-              "ratio_floor": round(ratio_floor, 2), "scaling": round(scaling, 2), "targets": targets,
+              "ratio_floor": round(ratio_floor, 2), "saturated_ratio_floor": round(sat_floor, 2),
+              "scaling": round(scaling, 2), "targets": targets, "rate": args.rate,
               "scaling_ceiling_here": round(ceiling, 2),
               "cpu_ratio_2_over_1": round(r2["cpu_us_per_check"] / r1["cpu_us_per_check"], 2),
               "profile": profile, "machine": common.machine(), "loadavg": os.getloadavg()[0],
@@ -340,35 +347,44 @@ def report(r: dict) -> None:
             print(f"    {share:6.1%}  {name}")
 
 
-def write(r: dict) -> None:
+def write(r: dict, record: bool = True) -> None:
     b = r["best"]
     t = r["targets"]
     persons = f"{r['persons']:,}" if isinstance(r["persons"], int) else r["persons"]
+    rate = r.get("rate", 1000)
     row = [r["date"], f"`{r['command']}`", persons,
-           f"{b['real 1']['cpu_us_per_check']:.0f} ({b['empty 1']['cpu_us_per_check']:.0f})",
-           f"{r['ratio_floor']}×",
+           (f"at {rate:,.0f}/s: {b['real 1']['cpu_us_per_check']:.0f} ({b['empty 1']['cpu_us_per_check']:.0f}); "
+            f"saturated: {b['real 1']['closed_cpu_us_per_check']:.0f} "
+            f"({b['empty 1']['closed_cpu_us_per_check']:.0f})"),
+           f"{r['ratio_floor']}× · {r.get('saturated_ratio_floor', '—')}×",
            f"{b['real 1']['checks_per_s']:,.0f} ({b['empty 1']['checks_per_s']:,.0f})",
            f"{b['real 2']['checks_per_s']:,.0f} ({b['empty 2']['checks_per_s']:,.0f})",
-           f"{r['scaling']}×", f"{b['real 2']['cpu_us_per_check']:.0f}",
-           (f"≤ 1.1× floor: {common.verdict(t['cpu <= 1.1x floor'])}; ≤ 250 µs: {common.verdict(t['cpu <= 250 us'])}; "
+           f"{r['scaling']}×",
+           f"{b['real 2']['cpu_us_per_check']:.0f} · {b['real 2']['closed_cpu_us_per_check']:.0f}",
+           (f"≤ 1.1× floor: {common.verdict(t['cpu <= 1.1x floor'])} at {rate:,.0f}/s, "
+            f"{common.verdict(t.get('saturated cpu <= 1.1x floor'))} saturated; "
+            f"≤ 250 µs: {common.verdict(t['cpu <= 250 us'])} at {rate:,.0f}/s, "
+            f"{common.verdict(t.get('saturated cpu <= 250 us'))} saturated; "
             f"2 workers ≥ 1.7×: {common.verdict(t['2 workers >= 1.7x'])}"),
            f"{r['machine']}, load avg {r['loadavg']:.1f}, {r['drivers']} drivers × {r['inflight']} in flight"]
     common.append_results(SECTION, INTRO, HEADER, row)
     if not t["2 workers >= 1.7x"]:
         common.append_note(SECTION, (
             f"2 workers ({r['date']}): {r['scaling']}× one. The load drivers run on the same 2 cores and cost "
-            f"{b['real 1']['driver_us_per_check']:.0f} µs CPU per check against the server's "
-            f"{b['real 1']['cpu_us_per_check']:.0f} µs, so one worker has a core to itself while two workers "
+            f"{b['real 1']['driver_us_per_check']:.0f} µs CPU per check against the saturated server's "
+            f"{b['real 1']['closed_cpu_us_per_check']:.0f} µs, so one worker has a core to itself while two workers "
             f"share both cores with the drivers: the most 2 workers can show on this machine is "
-            f"{r['scaling_ceiling_here']}×. Whether workers slow each other down shows in CPU per check instead: "
-            f"{b['real 2']['cpu_us_per_check']:.0f} µs with 2 workers vs {b['real 1']['cpu_us_per_check']:.0f} µs "
-            f"with 1 ({r['cpu_ratio_2_over_1']}×; no shared locks between worker processes, each has its own "
+            f"{r['scaling_ceiling_here']}×. Whether workers slow each other down shows in CPU per check at the "
+            f"same offered load instead: {b['real 2']['cpu_us_per_check']:.0f} µs with 2 workers vs "
+            f"{b['real 1']['cpu_us_per_check']:.0f} µs with 1 "
+            f"({r['cpu_ratio_2_over_1']}×; no shared locks between worker processes, each has its own "
             f"LMDB read transactions). Measuring ≥ 1.7× needs the load generated on another machine."))
     if r["profile"]:
         lines = "; ".join(f"{share:.0%} {name}" for name, share in r["profile"][:10])
         common.append_note(SECTION, f"Where a worker's time goes ({r['date']}, py-spy self time, "
                                     f"one worker under the same load): {lines}.")
-    common.record("cost", r)
+    if record:
+        common.record("cost", r)
 
 
 if __name__ == "__main__":

@@ -298,10 +298,9 @@ def run_direct(args, rate: float, connections: int, eligibility, out: Path, raw_
 
 
 def _engine_of(server) -> str:
-    with contextlib.suppress(OSError):
-        for line in Path(server.log_path).read_text().splitlines():
-            if "engine=" in line:
-                return line.split("engine=", 1)[1].split()[0]
+    """The engine the workers opened, from their `serving on ... engine=KIND` line."""
+    if "engine=" in server.ready_line:
+        return server.ready_line.split("engine=", 1)[1].split()[0]
     return "?"
 
 
