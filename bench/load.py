@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, help="use this store instead of a generated one (not modified)")
     p.add_argument("--workers", type=int, default=2, help="`onshi serve --workers` (default 2)")
     p.add_argument("--terminals", type=int,
-                   help="terminal users; each paced at rate/terminals (default: rate/10, 1-200)")
+                   help="terminal users; each paced at rate/terminals (default: rate/50, 1-200)")
     p.add_argument("--locust-processes", type=int, default=2,
                    help="locust --processes (default 2: one gevent hub per core; with one, the hub's "
                         "hand-offs to grpc's waiting threads add milliseconds at 1,000 checks/s)")
@@ -147,7 +147,11 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
     users = 0
     terminals = 0
     if args.scenario in ("terminal", "mixed"):
-        terminals = args.terminals or int(min(200, max(1, rate // 10)))
+        # Default: one user per 50 checks/s (20 at the 1,000/s target). Each
+        # user is a gevent greenlet blocked in grpc through a thread hand-off;
+        # with 100 users at 10/s the client itself added ~15 ms at p99 while the
+        # server answered the same load within 1 ms (RESULTS.md "Load", --client direct).
+        terminals = args.terminals or int(min(200, max(1, rate // 50)))
         users += terminals
         env.update(ONSHI_BENCH_RATE=str(rate), ONSHI_BENCH_TERMINALS=str(terminals))
     if args.scenario in ("review", "mixed"):

@@ -5,7 +5,7 @@ from a paper card (insurer/symbol/number/branch + birth date), and a few
 present a card or number the service does not know (not yet registered by the
 insurer, or a typo) — those must answer NO_RECORD, never an error.
 
-Each user is one terminal with its own connection, paced at a constant rate;
+Each user is a clinic's reception line with its own connection, paced at a constant rate;
 the total rate is ONSHI_BENCH_RATE checks/s spread over ONSHI_BENCH_TERMINALS
 users (bench/load.py sets both; -u must equal ONSHI_BENCH_TERMINALS here).
 
