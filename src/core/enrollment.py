@@ -354,12 +354,7 @@ def _find(quals: list[qpb.Qualification], keys: list[bytes], number_key: bytes, 
 
 
 def _key(q: qpb.Qualification) -> bytes:
-    return _number_key_cached(q.insurer_number, q.symbol, q.number, q.branch)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _number_key_cached(insurer: str, symbol: str, number: str, branch: str) -> bytes:
-    return identifiers.number_key(insurer, symbol, number, branch)
+    return identifiers.number_key(q.insurer_number, q.symbol, q.number, q.branch)  # cached there
 
 
 def _day(d) -> int:
