@@ -20,7 +20,7 @@ from grpc_status import rpc_status
 from onshi.core import audit, cardproof, history, identifiers
 from onshi.core.cardproof import CardProofError, CardVerifier, MalformedProof
 from onshi.server import auth
-from onshi.server.errors import FieldErrors, bad_request_status
+from onshi.server.errors import FieldErrors, bad_request_status, error_reason  # noqa: F401 (re-exported)
 
 ERROR_DOMAIN = "onshi.v1"
 PURPOSE_KEY = "x-onshi-purpose"
@@ -43,17 +43,6 @@ def card_proof_status(exc: CardProofError) -> grpc.Status:
     detail.Pack(info)
     code = getattr(code_pb2, exc.code)
     return rpc_status.to_status(status_pb2.Status(code=code, message=str(exc), details=[detail]))
-
-
-def error_reason(error: grpc.RpcError) -> str | None:
-    """Client side: the ErrorInfo reason of a refused card proof."""
-    status = rpc_status.from_call(error)
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    return None
 
 
 def abort_trust(context, exc: Exception):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 from onshi.core import dates
+from onshi.server.errors import error_reason
 from onshi.terminal.screen import Outcome, Result
 from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc
 
@@ -163,24 +164,6 @@ CARD_REASON_OUTCOME = {
     "CARD_PROOF_REPLAYED": Outcome.CARD_REFUSED,
     "CARD_PROOF_FACILITY_MISMATCH": Outcome.CARD_REFUSED,
 }
-
-
-def error_reason(exc: grpc.RpcError) -> str | None:
-    """google.rpc.ErrorInfo.reason of a refused call (onshi.server.trust sends
-    CARD_CERTIFICATE_EXPIRED ... for refused card proofs)."""
-    from google.rpc import error_details_pb2
-    from grpc_status import rpc_status
-
-    try:
-        status = rpc_status.from_call(exc)
-    except ValueError:
-        return None
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    return None
 
 
 def _accepts_tcp(target: str, timeout: float = 1.0) -> bool:
