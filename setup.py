@@ -8,14 +8,14 @@ debug = os.environ.get("ONSHI_DEBUG_BUILD") == "1"  # ASan/UBSan build for leak 
 cflags = ["-O3"] if not debug else ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
 ldflags = [] if not debug else ["-fsanitize=address,undefined"]
 
-ext = Extension(
-    "onshi.ext._engine",
-    ["src/ext/_engine.pyx"],
-    libraries=["lmdb"],
-    extra_compile_args=cflags,
-    extra_link_args=ldflags,
-)
-# The pure engine works without the extension, so a checkout without a C toolchain still runs.
-exts = [ext] if os.path.exists(ext.sources[0]) else []
+
+def native(name, libraries=()):
+    """One Cython module src/ext/<name>.pyx -> onshi.ext.<name>."""
+    return Extension(f"onshi.ext.{name}", [f"src/ext/{name}.pyx"], libraries=list(libraries),
+                     extra_compile_args=cflags, extra_link_args=ldflags)
+
+
+# Every native module has a pure-Python twin, so a checkout without a C toolchain still runs.
+exts = [e for e in (native("_engine", ["lmdb"]),) if os.path.exists(e.sources[0])]
 setup(ext_modules=cythonize(exts, language_level=3,
                             compiler_directives={"boundscheck": False, "wraparound": False}) if exts else [])

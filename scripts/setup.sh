@@ -46,7 +46,7 @@ fi
 # when it changed: truncating a .so that a running server has mapped would SIGBUS it.
 .venv/bin/python setup.py -q build_ext --build-lib build/ext-lib --build-temp build/ext-tmp >/dev/null 2>&1 \
   || .venv/bin/python setup.py build_ext --build-lib build/ext-lib --build-temp build/ext-tmp
-for so in build/ext-lib/onshi/ext/_engine*.so; do
+for so in build/ext-lib/onshi/ext/*.so; do
   dest=src/ext/$(basename "$so")
   if ! cmp -s "$so" "$dest"; then
     cp "$so" "$dest.tmp.$$" && mv -f "$dest.tmp.$$" "$dest"
