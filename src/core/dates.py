@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 
 from google.type import date_pb2
@@ -32,6 +33,17 @@ def to_proto(d: dt.date | None) -> date_pb2.Date | None:
 def from_proto(p: date_pb2.Date) -> dt.date:
     """Raises ValueError for an impossible date (month 13, Feb 30, year 0...)."""
     return dt.date(p.year, p.month, p.day)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # the writer turns the same few dates into days all day long
+def day_of(year: int, month: int, day: int) -> int:
+    """to_day(date(year, month, day)); raises ValueError for an impossible date."""
+    return dt.date(year, month, day).toordinal() - EPOCH_ORDINAL
+
+
+def proto_day(p: date_pb2.Date) -> int:
+    """to_day(from_proto(p)), cached."""
+    return day_of(p.year, p.month, p.day)
 
 
 def parse_iso(text: str) -> dt.date:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
-from onshi.core import dates, identifiers, registry
+from onshi.core import dates, history, identifiers, registry
 from onshi.core.identifiers import InvalidIdentifier
 from onshi.core.store import link_id_of, link_key
 from onshi.core.writer import WriteTxn
@@ -290,7 +290,7 @@ def duplicate_ack(stored: bytes) -> pb.EnrollmentAck:
 
 def _registry_gate(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck | None:
     """QUARANTINED ack if the update may not apply yet, else None."""
-    held = next(wtxn.scan("quarantine_held", _held_prefix(checked)), None)
+    held = wtxn.first("quarantine_held", _held_prefix(checked))
     if held is not None:
         blocker = int.from_bytes(held[0][-8:], "big")
         return quarantine(wtxn, checked.update, checked, [HELD_BEHIND],
@@ -302,12 +302,14 @@ def _registry_gate(wtxn: WriteTxn, checked: Checked, now: float) -> pb.Enrollmen
 
 
 def registry_reasons(wtxn: WriteTxn, resident_id: str, person: qpb.Person) -> tuple[list[int], str]:
-    record = registry.get(wtxn, resident_id)
-    if record is None:
+    raw = wtxn.get("registry", resident_id.encode())
+    if raw is None:
         return [pb.QUARANTINE_REASON_RESIDENT_UNKNOWN], "resident ID not in the registry"
-    reasons = registry.mismatches(record, person)
+    reasons = registry.stored_mismatches(raw, person)
+    if not reasons:
+        return reasons, ""
     names = [pb.QuarantineReason.Name(r).removeprefix("QUARANTINE_REASON_").removesuffix("_MISMATCH").lower() for r in reasons]
-    return reasons, ("basic information does not match the registry: " + ", ".join(names)) if reasons else ""
+    return reasons, "basic information does not match the registry: " + ", ".join(names)
 
 
 def _held_prefix(checked: Checked) -> bytes:
@@ -340,34 +342,35 @@ def link_of_resident(wtxn: WriteTxn, resident_id: str) -> int | None:
     return link_id_of(raw) if raw else None
 
 
-def _find(quals: list[qpb.Qualification], keys: list[bytes], number_key: bytes, open_only: bool) -> int | None:
+def _find(rows: list[history.Row], number_key: bytes, open_only: bool) -> int | None:
     """Index of the latest qualification with this number (the open one if asked)."""
     found = None
-    for i, q in enumerate(quals):
-        if keys[i] != number_key:
+    for i, row in enumerate(rows):
+        if row.number_key != number_key:
             continue
-        if open_only and q.HasField("loss_date"):
+        if open_only and row.loss_day != dates.NEVER:
             continue
-        if found is None or _day(q.acquisition_date) >= _day(quals[found].acquisition_date):
+        if found is None or row.acquisition_day >= rows[found].acquisition_day:
             found = i
     return found
 
 
-def _key(q: qpb.Qualification) -> bytes:
-    return identifiers.number_key(q.insurer_number, q.symbol, q.number, q.branch)  # cached there
-
-
 def _day(d) -> int:
-    return dates.to_day(dates.from_proto(d))
+    return dates.proto_day(d)
 
 
 def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck:
-    """Step 4-5: the change against the person's history (registry already checked)."""
+    """Step 4-5: the change against the person's history (registry already checked).
+
+    The history stays encoded (history.Row): a qualification is decoded only
+    when a rule needs more than its number and days, and only changed ones are
+    re-encoded (kept[i] None)."""
     update, kind = checked.update, checked.kind
     link_id = link_of_resident(wtxn, checked.resident_id)
-    old_person, quals = wtxn.history(link_id) if link_id is not None else (None, [])
-    keys = [_key(q) for q in quals]  # numbers never change below
-    old_keys = set(keys)
+    old_person, rows = wtxn.history_rows(link_id) if link_id is not None else (None, [])
+    old_keys = {row.number_key for row in rows}  # numbers never change below
+    kept: list[history.Row | None] = list(rows)
+    quals: list[qpb.Qualification | None] = [None] * len(rows)  # decoded on demand
     notices: list[pb.InsurerNotice] = []
 
     def reject(field: str, description: str) -> pb.EnrollmentAck:
@@ -380,11 +383,11 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
         if owner is not None and owner != link_id:
             return reject(f"{prefix}.number", "this insured number belongs to another person")
         new_acq = _day(source.acquisition_date)
-        for q, key in zip(quals, keys):
-            if key == checked.number_key and (not q.HasField("loss_date") or _day(q.loss_date) > new_acq):
+        for row in rows:  # a row's loss day is NEVER while open
+            if row.number_key == checked.number_key and row.loss_day > new_acq:
                 return reject(f"{prefix}.acquisition_date",
                               "this person already holds this insured number on that date")
-        if len(quals) >= 255:
+        if len(rows) >= 255:
             return reject(prefix, "too many qualifications for one person")
         q = qpb.Qualification()
         q.CopyFrom(source)
@@ -394,27 +397,32 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
             q.relationship = qpb.RELATIONSHIP_DEPENDENT
         # Seed 001: another insurer still showing the person insured is told, so
         # it can stop billing premiums (dual enrolment is its call, not ours).
-        for other in quals:
-            if other.insurer_number != checked.insurer_number and not other.HasField("loss_date"):
+        for row in rows:
+            if row.loss_day != dates.NEVER:
+                continue
+            other = history.qualification(row)
+            if other.insurer_number != checked.insurer_number:
                 notices.append(pb.InsurerNotice(
                     insurer_number=other.insurer_number,
                     insured_number=pb.InsuredNumber(symbol=other.symbol, number=other.number, branch=other.branch),
                     new_insurer_number=checked.insurer_number,
                     new_acquisition_date=source.acquisition_date,
                     created_time=_timestamp(now)))
-        quals = quals + [q]
+        quals.append(q)
+        kept.append(None)
     elif kind == "basic_information_change":
-        if not any(q.insurer_number == checked.insurer_number for q in quals):
+        if not any(history.qualification(row).insurer_number == checked.insurer_number for row in rows):
             return reject("resident_id", "this insurer holds no qualification of this resident")
     else:
         change = getattr(update, kind)
-        index = _find(quals, keys, checked.number_key, open_only=kind in ENDING)
+        index = _find(rows, checked.number_key, open_only=kind in ENDING)
         if index is None:
             what = "no open qualification" if kind in ENDING else "no qualification"
             return reject(f"{kind}.insured_number", f"{what} with this insured number for this resident")
-        q = quals[index]
+        q = quals[index] = history.qualification(rows[index])
+        kept[index] = None  # changed below: re-encoded by put_history
         if kind in ENDING:
-            if _day(change.loss_date) <= _day(q.acquisition_date):
+            if _day(change.loss_date) <= rows[index].acquisition_day:
                 return reject(f"{kind}.loss_date", "must be after the acquisition date")
             if kind == "dependent_removal" and q.relationship != qpb.RELATIONSHIP_DEPENDENT:
                 return reject(f"{kind}.insured_number", "not a dependent's qualification (send a loss)")
@@ -438,7 +446,7 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
     if link_id is None:
         link_id = wtxn.new_link_id()
         wtxn.put("resident_link", checked.resident_id.encode(), link_key(link_id))
-    wtxn.put_history(link_id, update.person, quals, old=(old_person, old_keys))
+    wtxn.put_history(link_id, update.person, quals, old=(old_person, old_keys), kept=kept)
     for notice in notices:
         notice.notice_id = wtxn.next_sequence(b"notice")
         wtxn.put("notice", _seq(notice.notice_id), notice.SerializeToString(deterministic=True))

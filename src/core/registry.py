@@ -80,17 +80,38 @@ def normalize_address(text: str) -> str:
 
 def mismatches(registered: Resident, person: qualification_pb2.Person) -> list[int]:
     """QuarantineReason values for every field of `person` that differs from the record."""
+    return _differences(_matchable(registered), person)
+
+
+def stored_mismatches(raw: bytes, person: qualification_pb2.Person) -> list[int]:
+    """`mismatches` against a record as stored (serialized): the writer checks every
+    update against one, and a resident's record is normalised once, not per update."""
+    return _differences(_matchable_stored(raw), person)
+
+
+def _matchable(r: Resident) -> tuple:
+    return (normalize_name(r.name), normalize_kana(r.name_kana),
+            (r.birth_date.year, r.birth_date.month, r.birth_date.day), r.sex, normalize_address(r.address))
+
+
+@functools.lru_cache(maxsize=1 << 16)  # keyed by the stored bytes, so never stale
+def _matchable_stored(raw: bytes) -> tuple:
+    return _matchable(Resident.FromString(raw))
+
+
+def _differences(record: tuple, person: qualification_pb2.Person) -> list[int]:
+    name, kana, birth, sex, address = record
     out = []
-    if normalize_name(person.name) != normalize_name(registered.name):
+    if normalize_name(person.name) != name:
         out.append(Reason.QUARANTINE_REASON_NAME_MISMATCH)
-    if normalize_kana(person.name_kana) != normalize_kana(registered.name_kana):
+    if normalize_kana(person.name_kana) != kana:
         out.append(Reason.QUARANTINE_REASON_KANA_MISMATCH)
-    if (person.birth_date.year, person.birth_date.month, person.birth_date.day) != (
-            registered.birth_date.year, registered.birth_date.month, registered.birth_date.day):
+    b = person.birth_date
+    if (b.year, b.month, b.day) != birth:
         out.append(Reason.QUARANTINE_REASON_BIRTH_DATE_MISMATCH)
-    if person.sex != registered.sex:
+    if person.sex != sex:
         out.append(Reason.QUARANTINE_REASON_SEX_MISMATCH)
-    if normalize_address(person.address) != normalize_address(registered.address):
+    if normalize_address(person.address) != address:
         out.append(Reason.QUARANTINE_REASON_ADDRESS_MISMATCH)
     return out
 

@@ -71,7 +71,7 @@ def basic4_entry(person: qualification_pb2.Person | None, link_id: int) -> tuple
     """The index row for a person (None if the person has no kana or sex)."""
     if person is None or not person.HasField("birth_date"):
         return None
-    prefix = basic4_prefix(dates.to_day(dates.from_proto(person.birth_date)), person.sex, person.name_kana)
+    prefix = basic4_prefix(dates.proto_day(person.birth_date), person.sex, person.name_kana)
     if prefix is None:
         return None
     value = normalize_address(person.address) + "\x1f" + normalize_postcode(person.postcode)

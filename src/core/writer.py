@@ -225,6 +225,7 @@ class WriteTxn:
     def __init__(self, txn: lmdb.Transaction, dbs: dict):
         self.txn = txn
         self.dbs = dbs
+        self._cursors: dict[str, lmdb.Cursor] = {}
 
     # -- link IDs ---------------------------------------------------------
     def new_link_id(self) -> int:
@@ -244,6 +245,12 @@ class WriteTxn:
         value = self.txn.get(link_key(link_id), db=self.dbs["history"])
         return history.decode(value) if value else (None, [])
 
+    def history_rows(self, link_id: int) -> tuple[bytes | None, list[history.Row]]:
+        """(stored person bytes, encoded rows) of a person's history, nothing decoded:
+        for put_history(old=..., kept=...), which re-encodes only what changed."""
+        value = self.txn.get(link_key(link_id), db=self.dbs["history"])
+        return history.decode_rows(value) if value else (None, [])
+
     def link_of_number(self, key: bytes) -> int | None:
         raw = self.txn.get(key, db=self.dbs["number"])
         return link_id_of(raw) if raw else None
@@ -256,32 +263,36 @@ class WriteTxn:
         return self.txn.get(link_key(link_id), db=self.dbs["card_of"])
 
     # -- writes -----------------------------------------------------------
-    def put_history(self, link_id: int, person: Person, quals: list[Qualification], *,
-                    old: tuple[Person | None, set[bytes]] | None = None) -> None:
+    def put_history(self, link_id: int, person: Person, quals: list[Qualification | None], *,
+                    old: tuple[bytes | None, set[bytes]] | None = None,
+                    kept: list[history.Row | None] | None = None) -> None:
         """Replace a person's whole history, re-indexing their numbers.
 
-        `old`: (person, number keys) of the stored history, when the caller has
-        just decoded it (the ingest service does): saves decoding it again.
+        `old`: (stored person bytes, number keys) from `history_rows`, when the
+        caller has just read it (the ingest service does): saves reading it again.
+        `kept`: per qualification, its Row from `history_rows` if the caller left
+        it unchanged, else None: saves re-encoding it (quals[i] may then be None).
         """
         lk = link_key(link_id)
         if old is None:
             raw = self.txn.get(lk, db=self.dbs["history"])
-            old_person, old_quals = history.decode(raw) if raw else (None, [])
-            old = (old_person, {history.qualification_number_key(q) for q in old_quals})
+            stored_person, rows = history.decode_rows(raw) if raw else (None, [])
+            old = (stored_person, {r.number_key for r in rows})
         old_person, old_keys = old
+        person_bytes = person.SerializeToString(deterministic=True)
         old_basic4 = None
         same_person = False
         if old_person is not None:
             # Most updates (a loss, a ratio change) keep the person as is: then the
             # basic4 row is unchanged and need not be computed twice.
-            same_person = bool(quals) and old_person == person
+            same_person = bool(quals) and old_person == person_bytes
             if not same_person:
-                old_basic4 = unknown.basic4_entry(old_person, link_id)
+                old_basic4 = unknown.basic4_entry(Person.FromString(old_person), link_id)
         if not quals:
             self.txn.delete(lk, db=self.dbs["history"])
             new_keys: set[bytes] = set()
         else:
-            value, keys = history.compile_history(person, quals)
+            value, keys = history.compile_history(person, quals, kept, person_bytes)
             new_keys = set(keys)
             for key in new_keys - old_keys:
                 owner = self.link_of_number(key)
@@ -325,6 +336,18 @@ class WriteTxn:
 
     def delete(self, db: str, key: bytes) -> bool:
         return self.txn.delete(key, db=self.dbs[db])
+
+    def first(self, db: str, prefix: bytes) -> tuple[bytes, bytes] | None:
+        """The first item whose key starts with `prefix`, or None (one cursor per
+        database per transaction, reused: the ingest asks this for every update)."""
+        cursor = self._cursors.get(db)
+        if cursor is None:
+            cursor = self._cursors[db] = self.txn.cursor(db=self.dbs[db])
+        if cursor.set_range(prefix):
+            key = cursor.key()
+            if key.startswith(prefix):
+                return key, cursor.value()
+        return None
 
     def scan(self, db: str, prefix: bytes = b"", start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Items whose key starts with `prefix`, from `start` (inclusive) on, in key order."""
