@@ -208,7 +208,7 @@ def _check_date(d, field, v, required=False) -> None:
     if not required and (d.year, d.month, d.day) == (0, 0, 0):
         return
     try:
-        dates.from_proto(d)
+        dates.proto_day(d)
     except ValueError:
         v.append((field, "required, a real calendar date" if required else "not a real calendar date"))
 

@@ -53,6 +53,7 @@ def _fold(text: str) -> str:
     return "".join(unicodedata.normalize("NFKC", text).split())
 
 
+@functools.lru_cache(maxsize=1 << 12)  # a few thousand insurers; every update names one
 def normalize_insurer_number(text: str, field: str = "insurer_number") -> str:
     value = _fold(text)
     if not _DIGITS.fullmatch(value) or len(value) not in (6, 8):

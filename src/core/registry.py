@@ -116,6 +116,7 @@ def _differences(record: tuple, person: qualification_pb2.Person) -> list[int]:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a resident's updates come in runs
 def normalize_resident_id(text: str) -> str | None:
     """11 digits (width and spaces forgiven), or None when malformed."""
     value = _base(text)
@@ -134,7 +135,7 @@ def person_violations(person: qualification_pb2.Person, prefix: str) -> list[tup
     if person.sex not in (qualification_pb2.SEX_MALE, qualification_pb2.SEX_FEMALE):
         out.append((f"{prefix}.sex", "must be SEX_MALE or SEX_FEMALE"))
     try:
-        dates.from_proto(person.birth_date)
+        dates.proto_day(person.birth_date)
     except ValueError:
         out.append((f"{prefix}.birth_date", "required, a real calendar date"))
     if not person.address.strip():
