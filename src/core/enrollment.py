@@ -108,6 +108,7 @@ class Checked:
     kind: str
     number_key: bytes
     applied_key: bytes
+    person_bytes: bytes  # update.person serialized (deterministic): the registry match and the record reuse it
 
 
 class Invalid(ValueError):
@@ -186,7 +187,8 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
     if v:
         raise Invalid(v)
     return Checked(update, insurer, resident_id or "", kind, number_key,
-                   insurer.encode() + SEP + update.update_id.encode())
+                   insurer.encode() + SEP + update.update_id.encode(),
+                   update.person.SerializeToString(deterministic=True))
 
 
 @functools.lru_cache(maxsize=1 << 12)  # a stream repeats its few insurer numbers
@@ -295,17 +297,18 @@ def _registry_gate(wtxn: WriteTxn, checked: Checked, now: float) -> pb.Enrollmen
         blocker = int.from_bytes(held[0][-8:], "big")
         return quarantine(wtxn, checked.update, checked, [HELD_BEHIND],
                           f"waits behind quarantined update {blocker} of the same resident", now)
-    reasons, message = registry_reasons(wtxn, checked.resident_id, checked.update.person)
+    reasons, message = registry_reasons(wtxn, checked.resident_id, checked.update.person, checked.person_bytes)
     if reasons:
         return quarantine(wtxn, checked.update, checked, reasons, message, now)
     return None
 
 
-def registry_reasons(wtxn: WriteTxn, resident_id: str, person: qpb.Person) -> tuple[list[int], str]:
+def registry_reasons(wtxn: WriteTxn, resident_id: str, person: qpb.Person,
+                     person_bytes: bytes | None = None) -> tuple[list[int], str]:
     raw = wtxn.get("registry", resident_id.encode())
     if raw is None:
         return [pb.QUARANTINE_REASON_RESIDENT_UNKNOWN], "resident ID not in the registry"
-    reasons = registry.stored_mismatches(raw, person)
+    reasons = registry.stored_mismatches(raw, person, person_bytes)
     if not reasons:
         return reasons, ""
     names = [pb.QuarantineReason.Name(r).removeprefix("QUARANTINE_REASON_").removesuffix("_MISMATCH").lower() for r in reasons]
@@ -446,7 +449,8 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
     if link_id is None:
         link_id = wtxn.new_link_id()
         wtxn.put("resident_link", checked.resident_id.encode(), link_key(link_id))
-    wtxn.put_history(link_id, update.person, quals, old=(old_person, old_keys), kept=kept)
+    wtxn.put_history(link_id, update.person, quals, old=(old_person, old_keys), kept=kept,
+                     person_bytes=checked.person_bytes)
     for notice in notices:
         notice.notice_id = wtxn.next_sequence(b"notice")
         wtxn.put("notice", _seq(notice.notice_id), notice.SerializeToString(deterministic=True))

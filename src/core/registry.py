@@ -83,10 +83,26 @@ def mismatches(registered: Resident, person: qualification_pb2.Person) -> list[i
     return _differences(_matchable(registered), person)
 
 
-def stored_mismatches(raw: bytes, person: qualification_pb2.Person) -> list[int]:
+def stored_mismatches(raw: bytes, person: qualification_pb2.Person, person_bytes: bytes | None = None) -> list[int]:
     """`mismatches` against a record as stored (serialized): the writer checks every
-    update against one, and a resident's record is normalised once, not per update."""
-    return _differences(_matchable_stored(raw), person)
+    update against one. A resident's record is normalised once, not per update,
+    and with `person_bytes` (person serialized, deterministic) the verdict for
+    that record and that person is remembered: an insurer's updates of one
+    person repeat the same basic information."""
+    if person_bytes is None:
+        return _differences(_matchable_stored(raw), person)
+    key = (raw, person_bytes)
+    verdict = _verdicts.get(key)
+    if verdict is None:
+        verdict = tuple(_differences(_matchable_stored(raw), person))
+        if len(_verdicts) >= _MAX_VERDICTS:
+            _verdicts.clear()
+        _verdicts[key] = verdict
+    return list(verdict)
+
+
+_MAX_VERDICTS = 1 << 16
+_verdicts: dict[tuple[bytes, bytes], tuple[int, ...]] = {}  # keyed by content, so never stale
 
 
 def _matchable(r: Resident) -> tuple:

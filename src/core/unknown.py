@@ -15,6 +15,7 @@ ties between several candidates. Exactly one person left -> identified.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ _BLOCK = re.compile(r"(?<=\d)(?:丁目|番地|番|号|の)(?=\d)")
 _BLOCK_END = re.compile(r"(?<=\d)(?:丁目|番地|番|号)$")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the writer indexes every new person; names repeat
 def normalize_kana(text: str) -> str:
     """Full/half width, hiragana/katakana, small/large kana and spacing all fold."""
     folded = unicodedata.normalize("NFKC", text)
@@ -48,6 +50,7 @@ def normalize_kana(text: str) -> str:
     return "".join(out).translate(_SMALL_KANA)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # towns and streets repeat
 def normalize_address(text: str) -> str:
     s = "".join(unicodedata.normalize("NFKC", text).split())
     s = _HYPHENS.sub("-", s)

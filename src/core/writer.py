@@ -265,13 +265,14 @@ class WriteTxn:
     # -- writes -----------------------------------------------------------
     def put_history(self, link_id: int, person: Person, quals: list[Qualification | None], *,
                     old: tuple[bytes | None, set[bytes]] | None = None,
-                    kept: list[history.Row | None] | None = None) -> None:
+                    kept: list[history.Row | None] | None = None, person_bytes: bytes | None = None) -> None:
         """Replace a person's whole history, re-indexing their numbers.
 
         `old`: (stored person bytes, number keys) from `history_rows`, when the
         caller has just read it (the ingest service does): saves reading it again.
         `kept`: per qualification, its Row from `history_rows` if the caller left
         it unchanged, else None: saves re-encoding it (quals[i] may then be None).
+        `person_bytes`: `person` serialized (deterministic), if the caller has it.
         """
         lk = link_key(link_id)
         if old is None:
@@ -279,7 +280,8 @@ class WriteTxn:
             stored_person, rows = history.decode_rows(raw) if raw else (None, [])
             old = (stored_person, {r.number_key for r in rows})
         old_person, old_keys = old
-        person_bytes = person.SerializeToString(deterministic=True)
+        if person_bytes is None:
+            person_bytes = person.SerializeToString(deterministic=True)
         old_basic4 = None
         same_person = False
         if old_person is not None:
