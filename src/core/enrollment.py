@@ -134,10 +134,11 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
     resident_id = registry.normalize_resident_id(update.resident_id)
     if resident_id is None:
         v.append(("resident_id", f"must be {registry.RESIDENT_ID_LEN} digits"))
+    person = update.person  # one wrapper for every read below (each attribute access builds one)
     if not update.HasField("person"):
         v.append(("person", "required (basic information for the registry check)"))
     else:
-        v.extend(registry.person_violations(update.person, "person"))
+        v.extend(registry.person_violations(person, "person"))
     kind = update.WhichOneof("change") or ""
     number_key = b""
     if not kind:
@@ -188,7 +189,7 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
         raise Invalid(v)
     return Checked(update, insurer, resident_id or "", kind, number_key,
                    insurer.encode() + SEP + update.update_id.encode(),
-                   update.person.SerializeToString(deterministic=True))
+                   person.SerializeToString(deterministic=True))
 
 
 @functools.lru_cache(maxsize=1 << 12)  # a stream repeats its few insurer numbers
