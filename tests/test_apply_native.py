@@ -160,6 +160,13 @@ def _outcome(fn, arg):
         return "ValueError"
 
 
+@pytest.mark.skipif(_apply is None, reason="native module not built")
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80))
+def test_native_number_hash_is_the_engines_fnv(key):
+    assert _apply.number_hash(key) == identifiers.number_hash(key)
+
+
 def test_native_twins_are_used_when_built():
     if _apply is None:
         pytest.skip("native module not built")
@@ -179,6 +186,8 @@ def test_a_scripted_stream_leaves_canonical_records_that_match_the_model(impl, t
     monkeypatch.setattr(history, "split_record", split_record)
     monkeypatch.setattr(history, "number_fields", number_fields)
     monkeypatch.setattr(history, "join_record", join_record)
+    monkeypatch.setattr(history, "number_hash", identifiers.number_hash if impl[0] is history.split_record_pure
+                        else _apply.number_hash)
     writer = Writer(tmp_path / "store")
     enrollment.open_dbs(writer)
     residents = [s.resident(i) for i in range(40)]

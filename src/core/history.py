@@ -174,13 +174,14 @@ def join_record_pure(birth_day: int, person_field: bytes, rows: list[tuple[int, 
     return b"".join(head) + b"".join(payloads)
 
 
+_PURE = (split_record_pure, number_fields_pure, join_record_pure, identifiers.number_hash)
 if os.environ.get("ONSHI_PURE_APPLY") == "1":  # the reference, e.g. to compare
-    split_record, number_fields, join_record = split_record_pure, number_fields_pure, join_record_pure
+    split_record, number_fields, join_record, number_hash = _PURE
 else:
     try:
-        from onshi.ext._apply import join_record, number_fields, split_record
+        from onshi.ext._apply import join_record, number_fields, number_hash, split_record
     except ImportError:  # not built: the pure twins
-        split_record, number_fields, join_record = split_record_pure, number_fields_pure, join_record_pure
+        split_record, number_fields, join_record, number_hash = _PURE
 
 
 def decode_rows(value: bytes) -> tuple[bytes | None, list[Row]]:
@@ -204,7 +205,7 @@ def encode_row(q: qualification_pb2.Qualification) -> Row:
     loss = _loss_day(q)
     if loss <= acq:
         raise ValueError("loss_date must be after acquisition_date")
-    return Row(acq, loss, identifiers.number_hash(key), key, q.SerializeToString(deterministic=True))
+    return Row(acq, loss, number_hash(key), key, q.SerializeToString(deterministic=True))
 
 
 def compile_history(person: qualification_pb2.Person,

@@ -197,3 +197,13 @@ def join_record(int birth_day, bytes person_field not None, list rows not None):
         memcpy(out + offset, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
         offset += PyBytes_GET_SIZE(body)
     return record
+
+
+def number_hash(bytes key not None):
+    """FNV-1a 64 of a number key (identifiers.number_hash, the engines' hash)."""
+    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(key)
+    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(key)
+    cdef uint64_t h = 0xCBF29CE484222325ULL
+    for i in range(n):
+        h = (h ^ p[i]) * 0x100000001B3ULL
+    return h
