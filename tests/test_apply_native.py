@@ -153,6 +153,24 @@ def test_corrupt_records_raise_value_error(impl, h, cut, flip):
             assert _outcome(number_fields, body) == _outcome(history.number_fields_pure, body)
 
 
+def _varint(n: int) -> bytes:
+    return history.varint(n)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("body", [
+    b"\x12\x01a\x08" + b"\xff" * 10 + b"\x01",        # an 11-byte varint: corrupt
+    b"\x12\x01a\x08" + b"\xff" * 9 + b"\x01",         # 10 bytes: the longest allowed
+    _varint(((1 << 32) + 2) << 3 | 2) + b"\x01z",       # field 2**32+2 is not field 2
+    b"\x12\x05ab",                                     # runs past the end
+    b"\x12\x02\xff\xfe",                                # not UTF-8
+    b"\x0b",                                           # wire type 3
+])
+def test_number_fields_edge_cases_agree(impl, body):
+    _, number_fields, _ = impl
+    assert _outcome(number_fields, body) == _outcome(history.number_fields_pure, body)
+
+
 def _outcome(fn, arg):
     try:
         return fn(arg)

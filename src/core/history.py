@@ -93,7 +93,7 @@ def _read_varint(buf: bytes, i: int, end: int | None = None) -> tuple[int, int]:
     end = len(buf) if end is None else end
     value = shift = 0
     while True:
-        if i >= end:
+        if i >= end or shift >= 64:  # at most 10 bytes, as protobuf
             raise ValueError("corrupt varint")
         b = buf[i]
         value |= (b & 0x7F) << shift

@@ -111,8 +111,7 @@ def number_fields(bytes body not None):
     cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(body)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
     cdef Py_ssize_t i = 0
-    cdef uint64_t tag, size, wire
-    cdef uint32_t field
+    cdef uint64_t tag, size, wire, field
     cdef Py_ssize_t spans[7][2]
     cdef int k
     for k in range(7):
@@ -122,7 +121,7 @@ def number_fields(bytes body not None):
         i = read_varint(p, i, n, &tag)
         if i < 0:
             raise ValueError("corrupt qualification")
-        field = <uint32_t>(tag >> 3)
+        field = tag >> 3
         wire = tag & 7
         if wire == 0:
             i = read_varint(p, i, n, &size)
