@@ -108,7 +108,7 @@ class Checked:
     kind: str
     number_key: bytes
     applied_key: bytes
-    person_bytes: bytes  # update.person serialized (deterministic): the registry match and the record reuse it
+    person_bytes: bytes = b""  # update.person serialized (deterministic), reused by the registry match and the record
 
 
 class Invalid(ValueError):
@@ -298,7 +298,8 @@ def _registry_gate(wtxn: WriteTxn, checked: Checked, now: float) -> pb.Enrollmen
         blocker = int.from_bytes(held[0][-8:], "big")
         return quarantine(wtxn, checked.update, checked, [HELD_BEHIND],
                           f"waits behind quarantined update {blocker} of the same resident", now)
-    reasons, message = registry_reasons(wtxn, checked.resident_id, checked.update.person, checked.person_bytes)
+    reasons, message = registry_reasons(wtxn, checked.resident_id, checked.update.person,
+                                       checked.person_bytes or None)
     if reasons:
         return quarantine(wtxn, checked.update, checked, reasons, message, now)
     return None
@@ -451,7 +452,7 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
         link_id = wtxn.new_link_id()
         wtxn.put("resident_link", checked.resident_id.encode(), link_key(link_id))
     wtxn.put_history(link_id, update.person, quals, old=(old_person, old_keys), kept=kept,
-                     person_bytes=checked.person_bytes)
+                     person_bytes=checked.person_bytes or None)
     for notice in notices:
         notice.notice_id = wtxn.next_sequence(b"notice")
         wtxn.put("notice", _seq(notice.notice_id), notice.SerializeToString(deterministic=True))
