@@ -218,9 +218,11 @@ def micro(pki_dir: str, tmp: Path) -> dict:
         x.join()
     append_wall = time.perf_counter() - t
     per_batch = log.records / max(log.batches, 1)
+    native_log = log.native
     log.close()
     return {**hooks_us, "verify_cached_us": verify_us, "chain_uncached_us": chain_us,
-            "append_rate": 2000 / append_wall, "records_per_fsync": per_batch}
+            "append_rate": 2000 / append_wall, "records_per_fsync": per_batch,
+            "native_log": native_log, "native_card": cardproof._NativeRsaKey is not None}
 
 
 class _Context:
@@ -341,6 +343,9 @@ def main() -> int:
           f"{m['chain_uncached_us']:.0f} us, audit append {m['append_rate']:.0f}/s "
           f"({m['records_per_fsync']:.1f} records per fdatasync), log verify ok={report.ok} "
           f"({report.records} records)")
+    native = (f"native card proof (src/ext/_cardproof.pyx) {'on' if m['native_card'] else 'OFF'}, native group commit "
+              f"(src/ext/_auditlog.pyx) {'on' if m['native_log'] else 'OFF'}")
+    print(native)
     if args.no_results:
         return 0
     header = ["date", "command", "config", "server CPU µs/check (median)", "× plain", "rounds µs", "checks/s",
@@ -367,7 +372,8 @@ def main() -> int:
                     f"{aio_base:.0f} µs, mTLS + card proof + durable log {aio_full:.0f} µs per check: trust share "
                     f"**{(aio_full - aio_base) / aio_full:.0%}**.")
     common.append_note(SECTION, (
-        f"{when}, {common.machine()}: trust-layer share of server CPU per check **{share:.0%}** "
+        f"{when}, {common.machine()}, load average {os.getloadavg()[0]:.1f}, {native}: "
+        f"trust-layer share of server CPU per check **{share:.0%}** "
         f"({'meets' if share <= 0.30 else 'misses'} the ≤ 30 % target); card proof alone "
         f"{by['mtls-proof']['cpu_us'] - by['mtls-serial']['cpu_us']:.0f} µs/check over mTLS with a bare serial; "
         f"durable log {by['mtls-proof-log']['cpu_us'] - by['mtls-proof']['cpu_us']:.0f} µs/check, while a handler "

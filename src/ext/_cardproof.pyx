@@ -149,7 +149,7 @@ cdef class NonceTable:
         if self.base != NULL:
             munmap(self.base, self.size)
 
-    cdef void _lock(self):
+    cdef void _lock(self) noexcept:
         cdef pthread_mutex_t *m = <pthread_mutex_t *>self.base
         cdef int rc = pthread_mutex_trylock(m)
         if rc == EBUSY:  # another process holds it: wait without the GIL
