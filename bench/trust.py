@@ -16,13 +16,14 @@ mtls-proof-log; target <= 30 %. Card proofs are signed by the client before the
 timed part (a real card signs on the card). Also measures in-process costs of
 CardVerifier.verify (cached) and AuditLog.append.
 
-    .venv/bin/python bench/trust.py [--checks 3000] [--threads 8]
+    .venv/bin/python bench/trust.py [--checks 3000] [--threads 8] [--rate 2000]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -95,21 +96,33 @@ def serial_requests(count: int) -> list[bytes]:
             for i in range(count)]
 
 
-def drive(calls: list, requests: list[bytes]) -> tuple[float, list[float], int]:
-    """Send every request once over the client threads' calls; (wall s, latencies, errors)."""
+def drive(calls: list, requests: list[bytes], rate: float = 0.0) -> tuple[float, list[float], int]:
+    """Send every request once over the client threads' calls; (wall s, latencies, errors).
+
+    rate 0: each thread sends its next request as soon as the last is answered
+    (closed loop: every configuration at its own saturation). rate R: the
+    threads together send R per second (each on its own schedule, no faster),
+    so every configuration serves the same load."""
     latencies: list[float] = []
     errors = [0]
     index = [0]
     lock = threading.Lock()
+    period = len(calls) / rate if rate else 0.0
 
     def run(call):
         mine = []
+        due = time.perf_counter() + period * random.random()
         while True:
             with lock:
                 i = index[0]
                 index[0] += 1
             if i >= len(requests):
                 break
+            if period:
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                due += period
             t = time.perf_counter()
             try:
                 call(requests[i], timeout=10)
@@ -149,9 +162,9 @@ class Running:
         self.calls = [c.unary_unary(METHOD) for c in self.channels]
         self.rounds: list[dict] = []
 
-    def measure(self, requests: list[bytes]) -> None:
+    def measure(self, requests: list[bytes], rate: float = 0.0) -> None:
         before = common.total_cpu(self.server.pids())
-        wall, lat, errors = drive(self.calls, requests)
+        wall, lat, errors = drive(self.calls, requests, rate)
         cpu = common.total_cpu(self.server.pids()) - before
         n = len(requests)
         self.rounds.append({"cpu_us": cpu / n * 1e6, "rate": n / wall, "errors": errors,
@@ -278,6 +291,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     parser.add_argument("--no-aio", action="store_true", help="skip the grpc.aio comparison")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="checks/s offered to every configuration (default 0: closed loop, each at its own "
+                             "saturation); a rate all configurations sustain compares CPU/check at equal load")
     parser.add_argument("--no-results", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     if not 100 <= args.checks <= 50_000:
@@ -318,7 +334,7 @@ def main() -> int:
                 proofs = [proof_requests(keys, args.checks) for _, _, _, proof in configs if proof]
                 print(f"round {round_no + 1}/{args.rounds}", flush=True)
                 for r, (_, _, _, proof) in zip(running, configs):
-                    r.measure(proofs.pop() if proof else serial)
+                    r.measure(proofs.pop() if proof else serial, args.rate)
         finally:
             for r in running:
                 r.close()
@@ -372,7 +388,8 @@ def main() -> int:
                     f"{aio_base:.0f} µs, mTLS + card proof + durable log {aio_full:.0f} µs per check: trust share "
                     f"**{(aio_full - aio_base) / aio_full:.0%}**.")
     common.append_note(SECTION, (
-        f"{when}, {common.machine()}, load average {os.getloadavg()[0]:.1f}, {native}: "
+        f"{when}, {common.machine()}, load average {os.getloadavg()[0]:.1f}, {native}, "
+        f"{'closed loop' if not args.rate else f'{args.rate:.0f} checks/s offered to every configuration'}: "
         f"trust-layer share of server CPU per check **{share:.0%}** "
         f"({'meets' if share <= 0.30 else 'misses'} the ≤ 30 % target); card proof alone "
         f"{by['mtls-proof']['cpu_us'] - by['mtls-serial']['cpu_us']:.0f} µs/check over mTLS with a bare serial; "
