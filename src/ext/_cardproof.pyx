@@ -82,7 +82,7 @@ cdef class RsaPublicKey:
 cdef extern from "<sys/mman.h>":
     void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)
     int munmap(void *addr, size_t length)
-    int PROT_READ, PROT_WRITE, MAP_SHARED, MAP_ANONYMOUS
+    int PROT_READ, PROT_WRITE, MAP_SHARED, MAP_ANONYMOUS, MAP_POPULATE
     void *MAP_FAILED
 
 cdef extern from "<errno.h>":
@@ -134,7 +134,10 @@ cdef class NonceTable:
             raise ValueError("slots must exceed probe")
         self.slots, self.probe = slots, probe
         self.size = HEADER + slots * sizeof(Slot)
-        cdef void *p = mmap(NULL, self.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+        # MAP_POPULATE: fault the pages in now (before fork), not one by one on
+        # the hot path (measured ~10 us of a check while a fresh table filled).
+        cdef void *p = mmap(NULL, self.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE,
+                            -1, 0)
         if p == MAP_FAILED:
             raise MemoryError("mmap")
         self.base = <char *>p  # zero-filled: every slot free (expires 0.0)
