@@ -261,6 +261,8 @@ class AuditLog:
         is done it hands that batch to one of them. So a lone caller pays no
         thread switch, and N concurrent callers share one fdatasync.
         """
+        if not records:  # nothing to make durable
+            return
         # Encoded by the caller, outside any lock; "when" is the server clock
         # at append (one reading for the records of one call).
         now = 0
