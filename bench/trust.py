@@ -16,13 +16,14 @@ mtls-proof-log; target <= 30 %. Card proofs are signed by the client before the
 timed part (a real card signs on the card). Also measures in-process costs of
 CardVerifier.verify (cached) and AuditLog.append.
 
-    .venv/bin/python bench/trust.py [--checks 3000] [--threads 8]
+    .venv/bin/python bench/trust.py [--checks 3000] [--threads 8] [--rate 2000]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -95,21 +96,33 @@ def serial_requests(count: int) -> list[bytes]:
             for i in range(count)]
 
 
-def drive(calls: list, requests: list[bytes]) -> tuple[float, list[float], int]:
-    """Send every request once over the client threads' calls; (wall s, latencies, errors)."""
+def drive(calls: list, requests: list[bytes], rate: float = 0.0) -> tuple[float, list[float], int]:
+    """Send every request once over the client threads' calls; (wall s, latencies, errors).
+
+    rate 0: each thread sends its next request as soon as the last is answered
+    (closed loop: every configuration at its own saturation). rate R: the
+    threads together send R per second (each on its own schedule, no faster),
+    so every configuration serves the same load."""
     latencies: list[float] = []
     errors = [0]
     index = [0]
     lock = threading.Lock()
+    period = len(calls) / rate if rate else 0.0
 
     def run(call):
         mine = []
+        due = time.perf_counter() + period * random.random()
         while True:
             with lock:
                 i = index[0]
                 index[0] += 1
             if i >= len(requests):
                 break
+            if period:
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                due += period
             t = time.perf_counter()
             try:
                 call(requests[i], timeout=10)
@@ -149,9 +162,9 @@ class Running:
         self.calls = [c.unary_unary(METHOD) for c in self.channels]
         self.rounds: list[dict] = []
 
-    def measure(self, requests: list[bytes]) -> None:
+    def measure(self, requests: list[bytes], rate: float = 0.0) -> None:
         before = common.total_cpu(self.server.pids())
-        wall, lat, errors = drive(self.calls, requests)
+        wall, lat, errors = drive(self.calls, requests, rate)
         cpu = common.total_cpu(self.server.pids()) - before
         n = len(requests)
         self.rounds.append({"cpu_us": cpu / n * 1e6, "rate": n / wall, "errors": errors,
@@ -218,9 +231,11 @@ def micro(pki_dir: str, tmp: Path) -> dict:
         x.join()
     append_wall = time.perf_counter() - t
     per_batch = log.records / max(log.batches, 1)
+    native_log = getattr(log, "native", False)  # (False: a checkout from before the native log)
     log.close()
     return {**hooks_us, "verify_cached_us": verify_us, "chain_uncached_us": chain_us,
-            "append_rate": 2000 / append_wall, "records_per_fsync": per_batch}
+            "append_rate": 2000 / append_wall, "records_per_fsync": per_batch,
+            "native_log": native_log, "native_card": getattr(cardproof, "_NativeRsaKey", None) is not None}
 
 
 class _Context:
@@ -276,6 +291,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     parser.add_argument("--no-aio", action="store_true", help="skip the grpc.aio comparison")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="checks/s offered to every configuration (default 0: closed loop, each at its own "
+                             "saturation); a rate all configurations sustain compares CPU/check at equal load")
     parser.add_argument("--no-results", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     if not 100 <= args.checks <= 50_000:
@@ -316,7 +334,7 @@ def main() -> int:
                 proofs = [proof_requests(keys, args.checks) for _, _, _, proof in configs if proof]
                 print(f"round {round_no + 1}/{args.rounds}", flush=True)
                 for r, (_, _, _, proof) in zip(running, configs):
-                    r.measure(proofs.pop() if proof else serial)
+                    r.measure(proofs.pop() if proof else serial, args.rate)
         finally:
             for r in running:
                 r.close()
@@ -341,6 +359,9 @@ def main() -> int:
           f"{m['chain_uncached_us']:.0f} us, audit append {m['append_rate']:.0f}/s "
           f"({m['records_per_fsync']:.1f} records per fdatasync), log verify ok={report.ok} "
           f"({report.records} records)")
+    native = (f"native card proof (src/ext/_cardproof.pyx) {'on' if m['native_card'] else 'OFF'}, native group commit "
+              f"(src/ext/_auditlog.pyx) {'on' if m['native_log'] else 'OFF'}")
+    print(native)
     if args.no_results:
         return 0
     header = ["date", "command", "config", "server CPU µs/check (median)", "× plain", "rounds µs", "checks/s",
@@ -367,7 +388,9 @@ def main() -> int:
                     f"{aio_base:.0f} µs, mTLS + card proof + durable log {aio_full:.0f} µs per check: trust share "
                     f"**{(aio_full - aio_base) / aio_full:.0%}**.")
     common.append_note(SECTION, (
-        f"{when}, {common.machine()}: trust-layer share of server CPU per check **{share:.0%}** "
+        f"{when}, {common.machine()}, load average {os.getloadavg()[0]:.1f}, {native}, "
+        f"{'closed loop' if not args.rate else f'{args.rate:.0f} checks/s offered to every configuration'}: "
+        f"trust-layer share of server CPU per check **{share:.0%}** "
         f"({'meets' if share <= 0.30 else 'misses'} the ≤ 30 % target); card proof alone "
         f"{by['mtls-proof']['cpu_us'] - by['mtls-serial']['cpu_us']:.0f} µs/check over mTLS with a bare serial; "
         f"durable log {by['mtls-proof-log']['cpu_us'] - by['mtls-proof']['cpu_us']:.0f} µs/check, while a handler "

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=${ONSHI_EXTRAS:-}
 
-APT_PACKAGES=(liblmdb-dev gcc python3-venv python3-dev)
+APT_PACKAGES=(liblmdb-dev libssl-dev gcc python3-venv python3-dev)
 case ",$EXTRAS," in *,terminal,*) APT_PACKAGES+=(swig libpcsclite-dev pcscd vsmartcard-vpcd) ;; esac
 case ",$EXTRAS," in *,bench,*) APT_PACKAGES+=(redis-server) ;; esac  # bench/peers.py starts its own
 

@@ -16,6 +16,16 @@ from onshi.core import audit
 from onshi.core.audit import AuditLog, AuditRecord
 
 
+@pytest.fixture(autouse=True, params=["native", "pure"])
+def writer(request, monkeypatch):
+    """Every test twice: the native group commit (when built) and the Python reference."""
+    if request.param == "pure":
+        monkeypatch.setattr(audit, "_NativeGroupCommit", None)
+    elif audit._NativeGroupCommit is None:
+        pytest.skip("native module not built")
+    return request.param
+
+
 def rec(i: int, **kw) -> AuditRecord:
     return AuditRecord(actor="facility:1310000001", action="CheckByCard", subject=f"card:{i:04x}",
                        items="validity=1 qualifications=1", purpose="visit", request_id=f"r{i}", **kw)

@@ -164,8 +164,14 @@ def test_pki_layout_is_as_documented():
     assert cert.serial_number == serial_of("expiring")
 
 
-def test_shared_replay_cache_refuses_a_replay_in_another_process():
-    shared = cardproof.SharedReplayCache(300, slots=4096)
+# The native table (src/ext/_cardproof.pyx) when built, and the pure-Python reference.
+TABLES = [pytest.param(True, id="native"), pytest.param(False, id="pure")] if cardproof._NativeNonceTable \
+    else [pytest.param(False, id="pure")]
+
+
+@pytest.mark.parametrize("native", TABLES)
+def test_shared_replay_cache_refuses_a_replay_in_another_process(native):
+    shared = cardproof.SharedReplayCache(300, slots=4096, native=native)
     nonce = os.urandom(16)
     now = time.time()
     assert shared.add(nonce, now)
@@ -188,21 +194,26 @@ def test_shared_replay_cache_refuses_a_replay_in_another_process():
     assert info.value.reason == "CARD_PROOF_REPLAYED"
 
 
-def test_full_replay_table_fails_closed():
-    shared = cardproof.SharedReplayCache(300, slots=64)
+@pytest.mark.parametrize("native", TABLES)
+def test_full_replay_table_fails_closed(native):
+    shared = cardproof.SharedReplayCache(300, slots=64, native=native)
     now = time.time()
     with pytest.raises(cardproof.ReplayCacheFull):
         for _ in range(64 * 4):
             shared.add(os.urandom(16), now)
 
 
-def test_worker_dying_inside_the_replay_lock_does_not_block_the_others():
+@pytest.mark.parametrize("native", TABLES)
+def test_worker_dying_inside_the_replay_lock_does_not_block_the_others(native):
     import fcntl
 
-    shared = cardproof.SharedReplayCache(300, slots=4096)
+    shared = cardproof.SharedReplayCache(300, slots=4096, native=native)
     pid = os.fork()
     if pid == 0:
-        fcntl.lockf(shared._lock_file, fcntl.LOCK_EX)
+        if native:
+            shared._native.hold_lock()
+        else:
+            fcntl.lockf(shared._lock_file, fcntl.LOCK_EX)
         os._exit(0)  # dies holding the lock
     os.waitpid(pid, 0)
     assert shared.add(os.urandom(16), time.time())

@@ -7,6 +7,10 @@ every record queued since the last sync with one write() and one fdatasync();
 callers arriving meanwhile join the next batch, which the leader hands to one of
 them. So a busy server pays one sync per batch, not per check.
 
+The group commit runs in C when the extension is built (src/ext/_auditlog.pyx:
+a waiting handler costs one wake-up, not a dozen GIL hand-offs); the Python
+code below is the reference and writes the same bytes.
+
 On disk, per stream (one per writing process):
 
     DIR/<stream>/seg-00000001.log, seg-00000002.log, ...
@@ -56,6 +60,12 @@ FLAG_RELAY = 2          # relay access between insurers (DOMAIN.md §7)
 FLAG_SELF = 4           # the person reading their own log
 DEFAULT_RETENTION_DAYS = 5 * 365 + 1
 DEFAULT_SEGMENT_BYTES = 64 << 20
+
+try:
+    from onshi.ext._auditlog import ROTATE as _ROTATE
+    from onshi.ext._auditlog import GroupCommit as _NativeGroupCommit
+except ImportError:  # pragma: no cover - a checkout without the native build
+    _NativeGroupCommit = None
 MAX_BODY = 1 << 16
 HEAD_SIZE = 160
 PREALLOCATE = 1 << 20
@@ -82,12 +92,13 @@ def _clean(text: str) -> str:
     return text.replace(SEP, " ")
 
 
-def encode(rec: AuditRecord) -> bytes:
+def encode(rec: AuditRecord, time_ns: int | None = None) -> bytes:
+    """The record's body; `time_ns` (when the record has none) is the server clock."""
     fields = SEP.join((rec.actor, rec.action, rec.subject, rec.items, rec.purpose, rec.request_id))
     if fields.count(SEP) != 5:  # a separator inside a field (rare): clean each
         fields = SEP.join(_clean(f) for f in (rec.actor, rec.action, rec.subject, rec.items, rec.purpose,
                                               rec.request_id))
-    body = BODY_HEAD.pack(VERSION, rec.time_ns, rec.link_id, rec.flags) + fields.encode()
+    body = BODY_HEAD.pack(VERSION, rec.time_ns or time_ns or 0, rec.link_id, rec.flags) + fields.encode()
     if len(body) > MAX_BODY:
         raise ValueError("audit record too large")
     return body
@@ -142,7 +153,7 @@ class _Batch:
     __slots__ = ("cond", "done", "error", "records")
 
     def __init__(self, lock: threading.Lock):
-        self.records: list[AuditRecord] = []
+        self.records: list[bytes] = []  # encoded bodies
         self.done = False     # written (and synced), or failed: see error
         self.error: BaseException | None = None
         self.cond = threading.Condition(lock)
@@ -155,14 +166,12 @@ class AuditLog:
 
     def __init__(self, directory: str, stream: str = "main", *, durable: bool = True,
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 resolve: Callable[[list[str]], list[int]] | None = None,
-                 clock: Callable[[], int] = time.time_ns):
+                 clock: Callable[[], int] = time.time_ns, native: bool = True):
         self.directory = directory
         self.stream_dir = os.path.join(directory, stream)
         os.makedirs(self.stream_dir, exist_ok=True)
         self.durable = durable
         self.segment_bytes = segment_bytes
-        self.resolve = resolve  # subjects -> link IDs, run by the leader per batch
         self.clock = clock
         self._lockfile = open(os.path.join(self.stream_dir, "lock"), "a+b")
         try:
@@ -179,8 +188,23 @@ class AuditLog:
         self._closing = False
         self._force_rotate = False
         self._failed: BaseException | None = None
-        self.batches = 0
-        self.records = 0
+        self._batches = 0
+        self._records = 0
+        self._core = _NativeGroupCommit(
+            self.fd, self._head_fd, self.size, self.allocated, self.seq, self.total, self.last_hash, durable,
+            segment_bytes, PREALLOCATE) if native and _NativeGroupCommit is not None else None
+
+    @property
+    def native(self) -> bool:
+        return self._core is not None
+
+    @property
+    def batches(self) -> int:
+        return self._core.batches if self._core is not None else self._batches
+
+    @property
+    def records(self) -> int:
+        return self._core.records if self._core is not None else self._records
 
     # -- opening: find the tail, cut a torn record ------------------------------
     def _open_tail(self) -> None:
@@ -237,13 +261,27 @@ class AuditLog:
         is done it hands that batch to one of them. So a lone caller pays no
         thread switch, and N concurrent callers share one fdatasync.
         """
+        if not records:  # nothing to make durable
+            return
+        # Encoded by the caller, outside any lock; "when" is the server clock
+        # at append (one reading for the records of one call).
+        now = 0
+        bodies = []
+        for r in records:
+            if not r.time_ns and not now:
+                now = self.clock()
+            bodies.append(encode(r, now))
+        if self._core is not None:
+            if self._core.append(bodies) == _ROTATE:  # durable; this caller rotates
+                self._rotate_native()
+            return
         with self._lock:
             if self._closing:
                 raise RuntimeError("audit log closed")
             if self._failed is not None:
                 raise self._failed
             batch = self._batch
-            batch.records.extend(records)
+            batch.records.extend(bodies)
             while self._writing and not batch.done:
                 batch.cond.wait()
             if batch.done:  # a leader wrote it
@@ -282,18 +320,10 @@ class AuditLog:
         if batch.error is not None:
             raise batch.error
 
-    def _write(self, records: list[AuditRecord]) -> None:
-        links = None
-        if self.resolve is not None:
-            pending = [r.subject for r in records if not r.link_id and r.subject]
-            if pending:
-                found = dict(zip(pending, self.resolve(pending)))
-                links = [r.link_id or found.get(r.subject, 0) for r in records]
-        now = self.clock()
+    def _write(self, bodies: list[bytes]) -> None:
         out = []
         h = self.last_hash
-        for i, r in enumerate(records):
-            body = encode(_fill(r, now, links[i] if links else r.link_id))
+        for body in bodies:
             h = chain(h, body)
             out.append(LEN.pack(len(body)) + body + h)
         data = b"".join(out)
@@ -304,16 +334,20 @@ class AuditLog:
             os.fdatasync(self.fd)
         self.last_hash = h
         self.size += len(data)
-        self.total += len(records)
-        self.batches += 1
-        self.records += len(records)
-        # After the sync: head never claims more than is durable. One pwrite of
-        # a fixed-size line into an open file (a rename per batch cost ms here).
-        head = json.dumps({"seq": self.seq, "records": self.total, "hash": h.hex()}).encode()
-        os.pwrite(self._head_fd, head.ljust(HEAD_SIZE - 1) + b"\n", 0)
+        self.total += len(bodies)
+        self._batches += 1
+        self._records += len(bodies)
+        self._write_head()
         if self.size >= self.segment_bytes or self._force_rotate:
             self._force_rotate = False
             self._rotate()
+
+    def _write_head(self) -> None:
+        # After the sync: head never claims more than is durable. One pwrite of
+        # a fixed-size line into an open file (a rename per batch cost ms here).
+        # The native writer writes the same line (_auditlog.pyx).
+        head = json.dumps({"seq": self.seq, "records": self.total, "hash": self.last_hash.hex()}).encode()
+        os.pwrite(self._head_fd, head.ljust(HEAD_SIZE - 1) + b"\n", 0)
 
     def _rotate(self) -> None:
         os.ftruncate(self.fd, self.size)  # a sealed segment ends with its last record
@@ -321,10 +355,24 @@ class AuditLog:
             os.fsync(self.fd)
         os.close(self.fd)
         self._start_segment(self.seq + 1, self.total, self.last_hash)
+        self._write_head()  # the new (empty) segment's chain value: what verify compares
+
+    def _rotate_native(self) -> None:
+        """The native group commit made this caller the writer for a rotation."""
+        core = self._core
+        self.size, self.allocated, self.total, self.last_hash = core.size, core.allocated, core.total, core.last_hash
+        try:
+            self._rotate()
+        except BaseException as exc:
+            core.fail(getattr(exc, "errno", None) or 5)
+            raise
+        core.rotated(self.fd, self.size, self.allocated, self.seq, self.total, self.last_hash)
 
     def rotate(self) -> None:
         """Seal the current segment now (tests, compaction)."""
         self._force_rotate = True
+        if self._core is not None:
+            self._core.force_rotate = True
         self.append(AuditRecord(actor="system", action="AuditRotate"))
 
     def compact(self, retention_days: float = DEFAULT_RETENTION_DAYS, now_ns: int | None = None) -> int:
@@ -338,6 +386,11 @@ class AuditLog:
         return len(dropped)
 
     def close(self) -> None:
+        if self._core is not None:
+            self._core.close()  # refuses new records, writes the queued ones
+            if self._core.failed:
+                self._failed = OSError(self._core.failed, "audit log write failed")
+            self.size = self._core.size
         with self._lock:
             self._closing = True
             while self._writing or self._batch.records:  # let queued records be written
@@ -352,13 +405,6 @@ class AuditLog:
             pass  # already failed: every waiter was told
         os.close(self._head_fd)
         self._lockfile.close()
-
-
-def _fill(r: AuditRecord, now: int, link_id: int) -> AuditRecord:
-    if r.time_ns and link_id == r.link_id:
-        return r
-    return AuditRecord(r.actor, r.action, r.subject, link_id, r.items, r.purpose, r.request_id, r.flags,
-                       r.time_ns or now)
 
 
 # --- reading and verifying ----------------------------------------------------

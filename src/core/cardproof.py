@@ -32,9 +32,15 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from onshi.core import identifiers
+
+try:  # the steps that would release the GIL, native (src/ext/_cardproof.pyx)
+    from onshi.ext._cardproof import NonceTable as _NativeNonceTable
+    from onshi.ext._cardproof import RsaPublicKey as _NativeRsaKey
+except ImportError:  # pragma: no cover - a checkout without the native build
+    _NativeRsaKey = _NativeNonceTable = None
 
 CHALLENGE_PREFIX = "onshi/v1/card-proof\n"
 FRESHNESS_SECONDS = 300
@@ -99,6 +105,24 @@ def sign_challenge(private_key: rsa.RSAPrivateKey, facility_code: str, timestamp
     return private_key.sign(challenge_bytes(facility_code, timestamp_unix, nonce), padding.PKCS1v15(), hashes.SHA256())
 
 
+def signature_checker(key: rsa.RSAPublicKey, native: bool = True):
+    """(signature, message) -> bool: PKCS#1 v1.5 over SHA-256 by this card key.
+
+    Native when built: cryptography's verify releases the GIL, which in the
+    threaded server costs two thread switches per check (_cardproof.pyx)."""
+    if native and _NativeRsaKey is not None:
+        return _NativeRsaKey(key.public_bytes(serialization.Encoding.DER,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)).verify_pkcs1v15_sha256
+
+    def check(signature: bytes, message: bytes) -> bool:
+        try:
+            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            return False
+        return True
+    return check
+
+
 def _minus_months(when: dt.datetime, months: int) -> dt.datetime:
     month = when.month - months
     year = when.year + (month - 1) // 12
@@ -138,6 +162,7 @@ class VerifiedCard:
     warn_from: float          # not_after minus 3 months
     public_key: rsa.RSAPublicKey
     expiring_warning: bytes   # framed CheckResponse.warnings entry
+    signed_by_card: object    # signature_checker(public_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,12 +287,17 @@ class SharedReplayCache:
     SLOT = struct.Struct("<16sd")
     PROBE = 32
 
-    def __init__(self, window: float, slots: int = 1 << 20):
+    def __init__(self, window: float, slots: int = 1 << 20, native: bool = True):
         import mmap
         import tempfile
 
         self.window = window
         self.slots = slots
+        # Native when built: the same table under a process-shared mutex, so a
+        # check takes no fcntl() (each one releases the GIL: thread switches).
+        self._native = _NativeNonceTable(slots, self.PROBE) if native and _NativeNonceTable else None
+        if self._native is not None:
+            return
         self._mm = mmap.mmap(-1, slots * self.SLOT.size)  # anonymous, shared with forked children
         # Between processes a POSIX record lock on an unlinked file: the kernel
         # drops it if a worker dies holding it (a semaphore would stay taken).
@@ -290,8 +320,13 @@ class SharedReplayCache:
         return held()
 
     def add(self, nonce: bytes, now: float) -> bool:
-        size = self.SLOT.size
         digest = hashlib.blake2b(nonce, digest_size=16).digest()
+        if self._native is not None:
+            found = self._native.add(digest, now, now + 2 * self.window)
+            if found < 0:
+                raise ReplayCacheFull()
+            return found == 1
+        size = self.SLOT.size
         start = int.from_bytes(digest[:8], "little") % (self.slots - self.PROBE)
         lo, hi = start * size, (start + self.PROBE) * size
         with self._locked():
@@ -398,6 +433,7 @@ class CardVerifier:
             not_after=not_after.timestamp(),
             warn_from=warn_from.timestamp(),
             public_key=key,
+            signed_by_card=signature_checker(key),
             expiring_warning=warning_bytes(WARNING_CODE_CARD_CERTIFICATE_EXPIRING,
                                            f"card certificate expires on {jst}: renew at the municipality"),
         )
@@ -433,11 +469,8 @@ class CardVerifier:
             raise CardProofError("CARD_PROOF_FACILITY_MISMATCH")
         if abs(now - timestamp_unix) > self.freshness:
             raise CardProofError("CARD_PROOF_STALE", f"{int(timestamp_unix - now)} s from server clock")
-        try:
-            card.public_key.verify(signature, challenge_bytes(facility_code, timestamp_unix, nonce),
-                                   padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
-            raise CardProofError("CARD_SIGNATURE_INVALID") from None
+        if not card.signed_by_card(signature, challenge_bytes(facility_code, timestamp_unix, nonce)):
+            raise CardProofError("CARD_SIGNATURE_INVALID")
         # Only a correctly signed challenge consumes its nonce, so garbage cannot
         # burn nonces a real card is about to use.
         try:

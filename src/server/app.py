@@ -44,9 +44,11 @@ MAX_REQUEST_BYTES = 64 * 1024
 # handlers that never wait, more threads only add GIL and queue hand-offs: 2
 # threads measured about 1/3 less server CPU per check than 8 (bench/RESULTS.md,
 # "Server"). Handlers that wait (the durable access log's group commit) need
-# more threads in flight to fill a batch.
+# more threads in flight to fill a batch; with the native group commit 4
+# measured less CPU per check than 8 at a higher rate (fewer GIL hand-offs;
+# bench/RESULTS.md, "Trust").
 DEFAULT_THREADS = 2
-WAITING_HANDLER_THREADS = 8
+WAITING_HANDLER_THREADS = 4
 
 
 def handler_threads(audit: object | None) -> int:

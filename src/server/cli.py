@@ -85,7 +85,7 @@ def register(subparsers) -> None:
         "--threads",
         type=int,
         default=None,
-        help="handler threads per worker (default: 2, or 8 with an access log)",
+        help="handler threads per worker (default: 2, or 4 with an access log)",
     )
     serve.add_argument(
         "--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM"

@@ -246,12 +246,6 @@ class PersonDirectory:
                     continue
         return out
 
-    def resolve(self, subjects: list[str]) -> list[int]:
-        """For AuditLog(resolve=...): subjects -> link IDs (0 when unknown).
-        Card and number subjects are digests, so only link subjects resolve here;
-        the others are matched by `subjects` at read time."""
-        return [int(s[5:]) if s.startswith("link:") else 0 for s in subjects]
-
 
 @dataclass
 class TrustSetup:

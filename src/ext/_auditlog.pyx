@@ -1,0 +1,342 @@
+# cython: language_level=3
+"""The access log's group commit in C (onshi.core.audit is the reference and
+owns everything else: opening, segments, rotation, verify).
+
+Why: in the threaded gRPC server every handler parks until its record is
+durable. The Python group commit parks it on a threading.Condition and the
+leader drops the GIL for each pwrite/fdatasync, each lock hand-off and a
+yield: a dozen thread switches per check. Here a handler copies its record
+body in, then waits on a pthread condition with the GIL released, once; the
+leader chains (SHA-256, as audit.chain), writes, fdatasyncs and updates the
+head file without the GIL, then wakes the batch that is done and hands the
+next batch to one waiter of it.
+
+The bytes written are audit.py's exactly (record := u32 len, body, hash;
+head := JSON line padded to HEAD_SIZE); tests/test_audit_native.py compares
+segments and heads written by both.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.errno cimport errno
+from libc.stdint cimport uint32_t
+from libc.stdio cimport snprintf
+from libc.stdlib cimport calloc, free, realloc
+from libc.string cimport memcpy, memset
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t pwrite(int fd, const void *buf, size_t count, long offset)
+    int fdatasync(int fd)
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t *m, void *attr)
+    int pthread_mutex_destroy(pthread_mutex_t *m)
+    int pthread_mutex_lock(pthread_mutex_t *m)
+    int pthread_mutex_unlock(pthread_mutex_t *m)
+    int pthread_cond_init(pthread_cond_t *c, void *attr)
+    int pthread_cond_destroy(pthread_cond_t *c)
+    int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
+    int pthread_cond_signal(pthread_cond_t *c)
+    int pthread_cond_broadcast(pthread_cond_t *c)
+
+cdef extern from "<openssl/evp.h>" nogil:
+    ctypedef struct EVP_MD_CTX
+    ctypedef struct EVP_MD
+    ctypedef struct ENGINE
+    EVP_MD_CTX *EVP_MD_CTX_new()
+    void EVP_MD_CTX_free(EVP_MD_CTX *ctx)
+    const EVP_MD *EVP_sha256()
+    int EVP_DigestInit_ex(EVP_MD_CTX *ctx, const EVP_MD *type, ENGINE *impl)
+    int EVP_DigestUpdate(EVP_MD_CTX *ctx, const void *d, size_t cnt)
+    int EVP_DigestFinal_ex(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *s)
+
+DEF HASH = 32
+DEF HEAD_SIZE = 160
+
+# append() results
+cdef enum:
+    C_DURABLE = 0
+    C_ROTATE = 1  # durable, and the caller now leads a rotation: call rotated() or fail()
+DURABLE = C_DURABLE
+ROTATE = C_ROTATE
+
+
+cdef struct Buf:
+    char *data
+    size_t len
+    size_t cap
+    size_t count
+
+
+cdef int buf_reserve(Buf *b, size_t extra) noexcept nogil:
+    cdef size_t want = b.len + extra
+    cdef size_t cap = b.cap if b.cap else 4096
+    cdef char *p
+    if want <= b.cap:
+        return 0
+    while cap < want:
+        cap *= 2
+    p = <char *>realloc(b.data, cap)
+    if p == NULL:
+        return -1
+    b.data, b.cap = p, cap
+    return 0
+
+
+cdef int write_all(int fd, const char *data, size_t n, long offset) noexcept nogil:
+    cdef ssize_t w
+    while n:
+        w = pwrite(fd, data, n, offset)
+        if w < 0:
+            return errno
+        data += w
+        n -= <size_t>w
+        offset += w
+    return 0
+
+
+cdef class GroupCommit:
+    """The hot half of one AuditLog stream: pending record bodies, the chain
+    head and the file offsets. The fds stay owned by AuditLog."""
+
+    cdef pthread_mutex_t mutex
+    cdef pthread_cond_t turn[2]     # waiters of batch b wait on turn[b & 1]
+    cdef Buf pending                # u32 len + body, per record, of the open batch
+    cdef Buf spare
+    cdef Buf out
+    cdef unsigned long long open_batch, done_batch
+    cdef bint writing, closing
+    cdef int error                  # errno of a failed write: fail-stop
+    cdef EVP_MD_CTX *sha
+    cdef char *zeros
+    # chain and file state (the leader's, or under the mutex)
+    cdef public int fd, head_fd
+    cdef public long long size, allocated, seq, total, segment_bytes, preallocate
+    cdef public bint durable, force_rotate
+    cdef unsigned char last[HASH]
+    cdef readonly unsigned long long batches, records
+
+    def __cinit__(self):
+        pthread_mutex_init(&self.mutex, NULL)
+        pthread_cond_init(&self.turn[0], NULL)
+        pthread_cond_init(&self.turn[1], NULL)
+        self.sha = EVP_MD_CTX_new()
+        if self.sha == NULL:
+            raise MemoryError()
+        self.open_batch = 1
+
+    def __init__(self, int fd, int head_fd, long long size, long long allocated, long long seq, long long total,
+                 bytes last_hash, bint durable, long long segment_bytes, long long preallocate):
+        self.fd, self.head_fd, self.durable = fd, head_fd, durable
+        self.size, self.allocated, self.seq, self.total = size, allocated, seq, total
+        self.segment_bytes, self.preallocate = segment_bytes, preallocate
+        self.last_hash = last_hash
+        self.zeros = <char *>calloc(preallocate, 1)
+        if self.zeros == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.pending.data)
+        free(self.spare.data)
+        free(self.out.data)
+        free(self.zeros)
+        if self.sha != NULL:
+            EVP_MD_CTX_free(self.sha)
+        pthread_cond_destroy(&self.turn[0])
+        pthread_cond_destroy(&self.turn[1])
+        pthread_mutex_destroy(&self.mutex)
+
+    @property
+    def last_hash(self) -> bytes:
+        return self.last[:HASH]
+
+    @last_hash.setter
+    def last_hash(self, bytes value):
+        if len(value) != HASH:
+            raise ValueError("hash must be 32 bytes")
+        memcpy(self.last, PyBytes_AS_STRING(value), HASH)
+
+    def append(self, list bodies) -> int:
+        """Queue encoded record bodies; return once they are durable (DURABLE),
+        or durable with the caller now leading a rotation (ROTATE). Raises
+        OSError if writing failed (then and for every later call)."""
+        cdef size_t need = 0
+        cdef object body
+        for body in bodies:
+            if type(body) is not bytes:
+                raise TypeError("bodies must be bytes")
+            need += 4 + <size_t>PyBytes_GET_SIZE(body)
+        cdef unsigned long long mine
+        cdef uint32_t n
+        cdef int rc = 0, err = 0
+        cdef bint lead = False
+        with nogil:
+            pthread_mutex_lock(&self.mutex)
+        if self.closing or self.error:
+            err = self.error
+            pthread_mutex_unlock(&self.mutex)
+            if err:
+                raise OSError(err, "audit log write failed earlier")
+            raise RuntimeError("audit log closed")
+        if buf_reserve(&self.pending, need) != 0:
+            pthread_mutex_unlock(&self.mutex)
+            raise MemoryError()
+        for body in bodies:  # with the GIL: the bodies are Python bytes
+            n = <uint32_t>PyBytes_GET_SIZE(body)
+            memcpy(self.pending.data + self.pending.len, &n, 4)  # little endian, as struct "<I"
+            memcpy(self.pending.data + self.pending.len + 4, PyBytes_AS_STRING(body), n)
+            self.pending.len += 4 + n
+            self.pending.count += 1
+        mine = self.open_batch
+        with nogil:
+            while True:
+                if self.error:
+                    err = self.error
+                    break
+                if self.done_batch >= mine:
+                    break
+                if not self.writing:  # our batch is the open one and nobody writes: lead it
+                    rc = self._lead()
+                    if rc == C_ROTATE:  # stay the writer until rotated()/fail()
+                        break
+                    continue
+                pthread_cond_wait(&self.turn[mine & 1], &self.mutex)
+            pthread_mutex_unlock(&self.mutex)
+        if err:
+            raise OSError(err, "audit log write failed")
+        return rc
+
+    cdef int _lead(self) noexcept nogil:
+        """With the mutex held; returns with it held. Writes the open batch."""
+        cdef Buf batch = self.pending
+        cdef unsigned long long number = self.open_batch
+        cdef int err
+        self.pending = self.spare
+        self.pending.len = self.pending.count = 0
+        self.open_batch += 1
+        self.writing = True
+        pthread_mutex_unlock(&self.mutex)
+        err = self._write(&batch)
+        pthread_mutex_lock(&self.mutex)
+        batch.len = batch.count = 0
+        self.spare = batch
+        self.writing = False
+        if err:
+            self.error = err
+            pthread_cond_broadcast(&self.turn[0])
+            pthread_cond_broadcast(&self.turn[1])
+            return C_DURABLE
+        self.done_batch = number
+        pthread_cond_broadcast(&self.turn[number & 1])
+        if self.closing:  # close() waits on either turn
+            pthread_cond_broadcast(&self.turn[(number + 1) & 1])
+        if self.size >= self.segment_bytes or self.force_rotate:
+            self.force_rotate = False
+            self.writing = True  # the caller rotates; the next batch waits for it
+            return C_ROTATE
+        if self.pending.count:  # one waiter of the next batch leads it
+            pthread_cond_signal(&self.turn[(number + 1) & 1])
+        return C_DURABLE
+
+    cdef int _write(self, Buf *batch) noexcept nogil:
+        """Chain, frame, write, sync, head: as AuditLog._write. Returns errno or 0."""
+        cdef size_t pos = 0, n, grow
+        cdef uint32_t body_len
+        cdef unsigned int hlen
+        cdef int err
+        cdef char head[HEAD_SIZE + 1]
+        cdef char hexd[2 * HASH + 1]
+        cdef int i, w
+        if buf_reserve(&self.out, batch.len + batch.count * HASH) != 0:
+            return 12  # ENOMEM
+        self.out.len = 0
+        while pos < batch.len:
+            memcpy(&body_len, batch.data + pos, 4)
+            n = 4 + body_len
+            # hash := SHA-256(previous hash || u32 body_len || body)
+            EVP_DigestInit_ex(self.sha, EVP_sha256(), NULL)
+            EVP_DigestUpdate(self.sha, self.last, HASH)
+            EVP_DigestUpdate(self.sha, batch.data + pos, n)
+            memcpy(self.out.data + self.out.len, batch.data + pos, n)
+            EVP_DigestFinal_ex(self.sha, self.last, &hlen)
+            memcpy(self.out.data + self.out.len + n, self.last, HASH)
+            self.out.len += n + HASH
+            pos += n
+        if self.size + <long long>self.out.len > self.allocated:  # zero-fill ahead, as _extend
+            grow = self.size + self.out.len - self.allocated
+            if grow < <size_t>self.preallocate:
+                grow = self.preallocate
+            while grow:
+                n = grow if grow < <size_t>self.preallocate else <size_t>self.preallocate
+                err = write_all(self.fd, self.zeros, n, self.allocated)
+                if err:
+                    return err
+                self.allocated += n
+                grow -= n
+        err = write_all(self.fd, self.out.data, self.out.len, self.size)
+        if err:
+            return err
+        if self.durable and fdatasync(self.fd) != 0:
+            return errno
+        self.size += self.out.len
+        self.total += batch.count
+        self.batches += 1
+        self.records += batch.count
+        # After the sync: head never claims more than is durable (as AuditLog._write).
+        for i in range(HASH):
+            snprintf(hexd + 2 * i, 3, "%02x", self.last[i])
+        w = snprintf(head, HEAD_SIZE + 1, '{"seq": %lld, "records": %lld, "hash": "%s"}',
+                     self.seq, self.total, hexd)
+        if w < 0 or w > HEAD_SIZE - 1:
+            return 75  # EOVERFLOW
+        memset(head + w, 0x20, HEAD_SIZE - 1 - w)
+        head[HEAD_SIZE - 1] = 0x0A
+        return write_all(self.head_fd, head, HEAD_SIZE, 0)
+
+    def rotated(self, int fd, long long size, long long allocated, long long seq, long long total,
+                bytes last_hash) -> None:
+        """The rotating caller (append returned ROTATE) installs the new segment
+        and hands the writer role on."""
+        self.last_hash = last_hash
+        with nogil:
+            pthread_mutex_lock(&self.mutex)
+        self.fd, self.size, self.allocated, self.seq, self.total = fd, size, allocated, seq, total
+        self._release()
+
+    def fail(self, int err) -> None:
+        """The rotating caller failed: fail-stop, as a failed write."""
+        with nogil:
+            pthread_mutex_lock(&self.mutex)
+        self.error = err or 5  # EIO
+        pthread_cond_broadcast(&self.turn[0])
+        pthread_cond_broadcast(&self.turn[1])
+        self._release()
+
+    cdef void _release(self) noexcept:
+        self.writing = False
+        pthread_cond_broadcast(&self.turn[0])  # rare (a rotation): wake everyone
+        pthread_cond_broadcast(&self.turn[1])
+        pthread_mutex_unlock(&self.mutex)
+
+    def close(self) -> None:
+        """Refuse new records and wait until queued ones are written."""
+        with nogil:
+            pthread_mutex_lock(&self.mutex)
+            self.closing = True
+            while (self.writing or self.pending.count) and not self.error:
+                if not self.writing:
+                    self._lead_for_close()
+                    continue
+                pthread_cond_wait(&self.turn[(self.open_batch - 1) & 1], &self.mutex)  # the batch being written
+            pthread_mutex_unlock(&self.mutex)
+
+    cdef void _lead_for_close(self) noexcept nogil:
+        if self._lead() == C_ROTATE:  # no rotation while closing: the segment stays open
+            self.writing = False
+
+    @property
+    def failed(self) -> int:
+        return self.error

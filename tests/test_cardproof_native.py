@@ -1,0 +1,88 @@
+"""The native card-proof steps (src/ext/_cardproof.pyx) against their
+pure-Python references: the RSA signature check against `cryptography`, the
+shared nonce table against SharedReplayCache's own table."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onshi.core import cardproof
+
+pytestmark = pytest.mark.skipif(cardproof._NativeRsaKey is None, reason="native module not built")
+
+KEYS = [rsa.generate_private_key(public_exponent=e, key_size=bits) for e, bits in ((65537, 2048), (3, 1024),
+                                                                                   (65537, 3072))]
+
+
+def checkers(key):
+    return cardproof.signature_checker(key, native=True), cardproof.signature_checker(key, native=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(k=st.sampled_from(range(len(KEYS))), message=st.binary(max_size=300), flip=st.integers(min_value=-1),
+       other=st.binary(max_size=300), how=st.sampled_from(["valid", "flip", "message", "truncate", "extend",
+                                                            "garbage", "other-key"]))
+def test_signature_check_agrees_with_cryptography(k, message, flip, other, how):
+    key = KEYS[k]
+    signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    if how == "flip":
+        i = flip % len(signature) if flip >= 0 else 0
+        signature = signature[:i] + bytes([signature[i] ^ 0x01]) + signature[i + 1:]
+    elif how == "message":
+        message = message + b"x" if other == message else other
+    elif how == "truncate":
+        signature = signature[:-1]
+    elif how == "extend":
+        signature = b"\0" + signature
+    elif how == "garbage":
+        signature = other
+    elif how == "other-key":
+        signature = KEYS[(k + 1) % len(KEYS)].sign(message, padding.PKCS1v15(), hashes.SHA256())
+    native, reference = checkers(key.public_key())
+    assert native(signature, message) == reference(signature, message)
+    assert native(signature, message) == (how == "valid")
+
+
+def test_signature_of_another_hash_or_padding_is_refused():
+    key = KEYS[0]
+    native, _ = checkers(key.public_key())
+    message = b"onshi/v1/card-proof\n1310000001\n1700000000\n00"
+    assert native(key.sign(message, padding.PKCS1v15(), hashes.SHA256()), message)
+    assert not native(key.sign(message, padding.PKCS1v15(), hashes.SHA1()), message)
+    assert not native(key.sign(message, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256()), message)
+
+
+def test_non_rsa_key_is_refused():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    spki = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(ValueError):
+        cardproof._NativeRsaKey(spki)
+    with pytest.raises(ValueError):
+        cardproof._NativeRsaKey(b"\x30\x03garbage")
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(st.tuples(st.integers(0, 60), st.floats(0, 50)), max_size=200),
+       slots=st.sampled_from([33, 40, 64, 200]))
+def test_nonce_table_agrees_with_the_reference(ops, slots):
+    """Same nonces at the same (non-decreasing) times into a small table, so
+    collisions, expiry, slot reuse and a full window all happen: same answers."""
+    native = cardproof.SharedReplayCache(10, slots=slots, native=True)
+    pure = cardproof.SharedReplayCache(10, slots=slots, native=False)
+    now = 1.0
+    for nonce_no, step in ops:
+        now += step
+        nonce = nonce_no.to_bytes(16, "big")
+        answers = []
+        for table in (native, pure):
+            try:
+                answers.append(table.add(nonce, now))
+            except cardproof.ReplayCacheFull:
+                answers.append("full")
+        assert answers[0] == answers[1], (nonce_no, now)
