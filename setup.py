@@ -1,4 +1,4 @@
-# Only the native extension lives here; metadata is in pyproject.toml.
+# Only the native extensions live here; metadata is in pyproject.toml.
 import os
 
 from Cython.Build import cythonize
