@@ -16,6 +16,6 @@ def native(name, libraries=()):
 
 
 # Every native module has a pure-Python twin, so a checkout without a C toolchain still runs.
-exts = [e for e in (native("_engine", ["lmdb"]),) if os.path.exists(e.sources[0])]
+exts = [e for e in (native("_engine", ["lmdb"]), native("_claims")) if os.path.exists(e.sources[0])]
 setup(ext_modules=cythonize(exts, language_level=3,
                             compiler_directives={"boundscheck": False, "wraparound": False}) if exts else [])

@@ -21,7 +21,6 @@ from collections import defaultdict
 
 import grpc
 from onshi.core import claims as rules
-from onshi.core import identifiers
 from onshi.core.pure import PureEngine
 from onshi.core.writer import StoreFull
 from onshi.server import trust
@@ -86,14 +85,13 @@ class ClaimServicer:
         self.verifier = rules.Verifier(self.engine, writer.env)
         self.record_db = writer.open_db(rules.RECORD_DB)
         self.batches_verified = 0
-        self._normalized: dict[str, str] = {}  # insurer number as billed -> normalised
 
     def VerifyClaims(self, request_iterator, context):
         """Raw handler: serialized VerifyClaimsRequest in, serialized response out."""
         facility = caller_facility(context)
         record = facility is None
         for raw in request_iterator:
-            result = verify_batch(self.verifier, self._normalized, raw, facility, record)
+            result = self.verifier.verify_serialized(raw, facility, record)
             yield self._finish(context, raw, result)
 
     def _finish(self, context, raw: bytes, result: tuple) -> bytes:
@@ -172,52 +170,6 @@ class ClaimServicer:
             t.txn.cursor(db=record_db).putmulti(items)
 
         self.writer.apply(change)
-
-
-# --- one batch, here or in a worker process -----------------------------------------
-
-def verify_batch(verifier: rules.Verifier, normalized: dict, raw: bytes, facility: str | None,
-                 record: bool) -> tuple:
-    """("ok", response bytes, ledger items or None) | ("denied", message) |
-    ("invalid", violations) for one serialized VerifyClaimsRequest."""
-    claims = claims_pb2.VerifyClaimsRequest.FromString(raw).claims
-    if facility is not None:
-        for i, c in enumerate(claims):
-            if c.facility_code != facility:
-                return ("denied", f"claims[{i}]: facility {c.facility_code!r} is not the caller's ({facility})")
-    try:
-        response = verifier.verify(claims)
-    except rules.ClaimError as exc:
-        return ("invalid", exc.violations)
-    items = ledger_items(claims, response, normalized) if record else None
-    return ("ok", response.SerializeToString(), items)
-
-
-def ledger_items(claims, response: claims_pb2.VerifyClaimsResponse, normalized: dict) -> list[tuple[bytes, bytes]]:
-    """Who pays what per claim, keyed (facility, month, claim ID): re-verifying a
-    claim overwrites its record; the later of a claim twice in a batch wins."""
-    ok, unresolved, returned = rules.OK, rules.UNRESOLVED, rules.RETURN
-    month_pack = rules._MONTH.pack
-    records: dict[bytes, bytes] = {}
-    for c, v in zip(claims, response.verdicts):
-        outcome = v.outcome
-        if outcome == ok:
-            ins = normalized.get(c.insurer_number)
-            if ins is None:
-                if len(normalized) > 100_000:  # bounded: a few thousand real insurers
-                    normalized.clear()
-                ins = normalized[c.insurer_number] = identifiers.normalize_insurer_number(c.insurer_number)
-            value = f"{ins}\x1f{c.points}".encode()
-        elif outcome == unresolved:
-            value = f"\x1f{c.points}".encode()
-        elif outcome == returned:
-            value = b""
-        else:
-            value = rules.encode_payers((seg.insurer_number, seg.points) for seg in v.segments)
-        a = c.first_visit_date
-        key = f"{c.facility_code}\x1f".encode() + month_pack(a.year * 100 + a.month) + c.claim_id.encode()
-        records[key[:rules.MAX_RECORD_KEY]] = value
-    return sorted(records.items())  # key order: fewer page touches in the B-tree
 
 
 def add_to_server(server: grpc.Server, writer, engine=None) -> list[str]:
