@@ -341,7 +341,8 @@ class Verifier:
     # The common claim (ASCII number of a known insurer, dates seen before, no
     # visit_days) is prepared inline from caches; anything else goes through
     # _prepare, which also fills the caches and reports malformed claims.
-    def verify(self, claims) -> claims_pb2.VerifyClaimsResponse:
+    def verify(self, claims, base: int = 0) -> claims_pb2.VerifyClaimsResponse:
+        """Verdicts for claims[i]; `base`: the index of claims[0] in the whole batch (for errors)."""
         n = len(claims)
         if n > MAX_BATCH:
             raise ClaimError([("claims", f"at most {MAX_BATCH} claims per batch")])
@@ -383,7 +384,7 @@ class Verifier:
                         keys.append(f"{info[0]}\x1f{symbol}\x1f{number}\x1f{branch.zfill(2)}".encode())
                         rows.append((i, birth, first, last, ()))
                         continue
-            kind, *rest = self._prepare(c, i)
+            kind, *rest = self._prepare(c, base + i)
             if kind == "lookup":
                 keys.append(rest[0])
                 rows.append((i, *rest[1:]))
@@ -423,12 +424,14 @@ class Verifier:
                 fill_verdict(verdicts[i], d, claims[i].points)
         return resp
 
-    def verify_serialized(self, raw: bytes, facility: str | None = None, record: bool = False) -> tuple:
+    def verify_serialized(self, raw: bytes, facility: str | None = None, record: bool = False,
+                          base: int = 0) -> tuple:
         """One serialized VerifyClaimsRequest: ("ok", serialized response, ledger
         rows or None) | ("denied", message) | ("invalid", violations).
 
         `facility`: a pre-submission caller, who may send only its own claims;
-        `record`: also return the ledger rows (record_key -> value, key order).
+        `record`: also return the ledger rows (record_key -> value, key order);
+        `base`: the index of the first claim in the whole batch (a helper's part).
         The plain claims are decided by one native pass when it is built
         (onshi.ext._claims); the rest, and everything without it, by `verify`'s rules.
         """
@@ -437,9 +440,9 @@ class Verifier:
         if self.native is not None and len(claims) <= MAX_BATCH:
             batch = self.native.parse(raw, self._symbol_bytes, None if facility is None else facility.encode())
         if batch is None:
-            return self._verify_serialized_python(claims, facility, record)
+            return self._verify_serialized_python(claims, facility, record, base)
         if batch.denied >= 0:
-            return ("denied", _denied(batch.denied, claims[batch.denied], facility))
+            return ("denied", _denied(base + batch.denied, claims[batch.denied], facility))
         keys = list(batch.keys)
         n_plain = len(keys)
         rows: list[tuple] = []
@@ -447,7 +450,7 @@ class Verifier:
         unknown_claims: list[tuple] = []
         errors: list[tuple[str, str]] = []
         for i in batch.other_indices():
-            kind, *rest = self._prepare(claims[i], i)
+            kind, *rest = self._prepare(claims[i], base + i)
             if kind == "lookup":
                 keys.append(rest[0])
                 rows.append((i, *rest[1:]))
@@ -498,13 +501,13 @@ class Verifier:
         items.sort(key=_first)  # stable: of a claim sent twice, the later row stays last
         return ("ok", response, items)
 
-    def _verify_serialized_python(self, claims, facility: str | None, record: bool) -> tuple:
+    def _verify_serialized_python(self, claims, facility: str | None, record: bool, base: int = 0) -> tuple:
         if facility is not None:
             for i, c in enumerate(claims):
                 if c.facility_code != facility:
-                    return ("denied", _denied(i, c, facility))
+                    return ("denied", _denied(base + i, c, facility))
         try:
-            response = self.verify(claims)
+            response = self.verify(claims, base)
         except ClaimError as exc:
             return ("invalid", exc.violations)
         items = ledger_items(claims, response, self._normalized) if record else None

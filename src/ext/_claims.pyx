@@ -572,3 +572,27 @@ cdef inline void memset_claim(Claim* c) noexcept nogil:
     zero.key_index = -1
     c[0] = zero
 
+
+
+def split(bytes raw, int parts):
+    """The request cut at claim boundaries into at most `parts` sub-requests of
+    near-equal claim counts: ([(sub-request bytes, index of its first claim)],
+    claim count). None when the framing is broken or the request has fields other
+    than claims (then it is verified whole)."""
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(raw), pos = 0, n = 0, k, lo, hi
+    cdef uint64_t tag = 0
+    cdef list starts = []
+    while pos < end:
+        starts.append(pos)
+        if read_varint(p, end, &pos, &tag) < 0 or tag != 0x0A or skip_field(p, end, &pos, 2) < 0:
+            return None
+        n += 1
+    starts.append(end)
+    parts = max(1, min(parts, n))
+    out = []
+    for k in range(parts):
+        lo = k * n // parts
+        hi = (k + 1) * n // parts
+        out.append((raw[starts[lo]:starts[hi]], lo))
+    return out, n

@@ -17,13 +17,14 @@ parses, verifies and serializes itself, so nothing is decoded twice.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 
 import grpc
 from onshi.core import claims as rules
 from onshi.core.pure import PureEngine
 from onshi.core.writer import StoreFull
-from onshi.server import trust
+from onshi.server import claim_helpers, trust
 from onshi.server.errors import bad_request_status
 from onshi.v1 import claims_pb2
 
@@ -83,36 +84,51 @@ class ClaimServicer:
         # process's lock-file locks, so it is only closed with the writer).
         self.engine = engine if engine is not None else engine_beside(writer)
         self.verifier = rules.Verifier(self.engine, writer.env)
+        # Each batch is split between this process and helper processes (claim_helpers).
+        self.helpers = claim_helpers.Helpers(writer.path, self.verifier)
         self.record_db = writer.open_db(rules.RECORD_DB)
         self.batches_verified = 0
 
     def VerifyClaims(self, request_iterator, context):
         """Raw handler: serialized VerifyClaimsRequest in, serialized response out."""
         facility = caller_facility(context)
-        record = facility is None
+        recording = _Recording(self.writer, self.record_db) if facility is None else None
         for raw in request_iterator:
-            result = self.verifier.verify_serialized(raw, facility, record)
-            yield self._finish(context, raw, result)
+            if recording is not None and recording.error is not None:
+                self._abort_unrecorded(context, recording.error)
+            result = self.helpers.verify(raw, facility, recording is not None)
+            yield self._finish(context, raw, result, recording)
+        # The stream ends OK only once every verdict it carried is durably recorded.
+        if recording is not None and recording.wait_all() is not None:
+            self._abort_unrecorded(context, recording.error)
 
-    def _finish(self, context, raw: bytes, result: tuple) -> bytes:
-        """Ledger, audit, then the verdicts (or the batch's error status)."""
+    def _finish(self, context, raw: bytes, result: tuple, recording: "_Recording | None") -> bytes:
+        """Ledger (queued to the group committer), audit, then the verdicts (or the batch's error status)."""
         kind = result[0]
         if kind == "denied":
             context.abort(grpc.StatusCode.PERMISSION_DENIED, result[1])
         if kind == "invalid":
             _abort_with_status(context, bad_request_status(result[1], "invalid claim batch"))
         _, response, items = result
-        if items is not None:
+        if recording is not None and items:
             try:
-                self._put_ledger(items)
-            except StoreFull as exc:  # nothing of this batch was written
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"store full: {exc}")
+                recording.put(items)
+            except Exception as exc:  # noqa: BLE001 - an earlier batch's commit failed
+                self._abort_unrecorded(context, exc)
         ctx = trust.configured()
         if ctx is not None and ctx.log is not None:  # parsed only when there is an access log
             trust.audit_claims(context, claims_pb2.VerifyClaimsRequest.FromString(raw).claims,
                                claims_pb2.VerifyClaimsResponse.FromString(response))  # issue 5
         self.batches_verified += 1
         return response
+
+    @staticmethod
+    def _abort_unrecorded(context, exc: BaseException) -> None:
+        if isinstance(exc, StoreFull):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"store full: the verdicts of this stream from the first unrecorded batch on were "
+                          f"not recorded; send them again ({exc})")
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"recording the verdicts failed; send them again ({exc})")
 
     def Apportion(self, request, context):
         violations = []
@@ -162,14 +178,60 @@ class ClaimServicer:
                             paid[insurer] += points
         return unresolved_points, unresolved_claims, dict(paid)
 
-    def _put_ledger(self, items: list[tuple[bytes, bytes]]) -> None:
-        """One putmulti in one (group-committed) transaction."""
+
+
+class _Recording:
+    """One review stream's ledger rows, written by the group committer behind the
+    verdicts (one putmulti job per batch; the committer puts whatever queued up
+    into one transaction, so one commit's pages serve several batches).
+
+    Contract: the stream's final OK is sent only after every job committed; a
+    failed job fails the stream (RESOURCE_EXHAUSTED when the store is full), and
+    since the committer commits the longest prefix that fits, what is recorded is
+    always whole batches from the stream's start. At most MAX_UNRECORDED batches
+    are verified ahead of their commit, so memory stays bounded."""
+
+    MAX_UNRECORDED = 4
+
+    def __init__(self, writer, record_db):
+        self.writer = writer
+        self.record_db = record_db
+        self.error: BaseException | None = None
+        self._outstanding = 0
+        self._cv = threading.Condition()
+
+    def put(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Queue a batch's rows (key order); raises the first failure of an earlier batch."""
         record_db = self.record_db
 
         def change(t):
             t.txn.cursor(db=record_db).putmulti(items)
 
-        self.writer.apply(change)
+        submit = getattr(self.writer, "submit", None)
+        if submit is None:  # a bare Writer (no committer thread): record in line
+            self.writer.apply(change)
+            return
+        with self._cv:
+            while self._outstanding >= self.MAX_UNRECORDED and self.error is None:
+                self._cv.wait()
+            if self.error is not None:
+                raise self.error
+            self._outstanding += 1
+        submit(change, self._done)
+
+    def _done(self, result, exc) -> None:  # on the committer thread, after the commit
+        with self._cv:
+            self._outstanding -= 1
+            if exc is not None and self.error is None:
+                self.error = exc
+            self._cv.notify_all()
+
+    def wait_all(self) -> BaseException | None:
+        """Block until every queued batch is committed; the first failure, if any."""
+        with self._cv:
+            while self._outstanding:
+                self._cv.wait()
+            return self.error
 
 
 def add_to_server(server: grpc.Server, writer, engine=None) -> list[str]:

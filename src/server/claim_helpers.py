@@ -1,0 +1,181 @@
+"""Claim verification helpers: each batch of a VerifyClaims stream is split
+between `onshi ingest-serve` and helper processes, so one stream uses every core.
+
+Why processes: verification is ~3-4 µs of CPU a claim (two random B-tree lookups
+per claim through py-lmdb, which keeps the GIL, plus the Python rules for the ~5%
+of claims that are not plainly OK), so one process tops out near one core.
+
+Why helpers own their store: LMDB allows one environment per path per process
+(its fcntl locks are per process), and ingest-serve's is the writer's. A helper is
+its own process with one read-only environment (a pure engine: py-lmdb, so the
+不詳 index is read through the same environment) — an ordinary LMDB reader.
+It may see a later commit than ingest-serve's part of the same batch; every
+claim is still decided against one committed state.
+
+Why within a batch, not across batches: answering batch i must not wait for
+batch i+1 (a lock-step client sends it only after reading the verdicts of i), and
+a second thread reading the request stream made aborts on grpc.aio's bridge for
+sync handlers intermittently lose their status. So the handler stays the only
+reader: the batch is cut at claim boundaries (onshi.ext._claims.split), the
+helpers' parts go over pipes, this process verifies the first part itself, and
+the serialized responses are concatenated (the records of a repeated field
+concatenate), the ledger rows merged in key order.
+
+A helper that dies or fails is dropped and its part verified here, so a batch
+is never lost to a helper; verdicts are the same either way (each part is
+decided by the same Verifier code; error indices are the whole batch's).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+
+from onshi.core import claims as rules
+
+log = logging.getLogger("onshi.ingest")
+
+HELPERS_ENV = "ONSHI_CLAIM_HELPERS"  # helper processes; default: one per core beyond the first
+MIN_SPLIT_CLAIMS = 1_000  # below this a batch is verified here: a round trip costs more
+
+
+def default_count() -> int:
+    value = os.environ.get(HELPERS_ENV)
+    if value is not None:
+        return max(0, int(value))
+    return max(0, (os.cpu_count() or 1) - 1)
+
+
+class _Helper:
+    def __init__(self, ctx, path: str):
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, path), name="onshi-claim-helper", daemon=True)
+        self.proc.start()
+        child.close()
+        self.conn = parent
+
+    def close(self) -> None:
+        self.conn.close()
+        self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+class Helpers:
+    """Idle helpers are taken per batch (so concurrent streams share them: a batch
+    that finds none idle is verified here alone)."""
+
+    def __init__(self, path, local: rules.Verifier, count: int | None = None):
+        self.local = local
+        self.count = default_count() if count is None else count
+        if rules._native is None:  # the split is native; without it, verify here
+            self.count = 0
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding the writer's env
+        self._idle: queue.SimpleQueue[_Helper] = queue.SimpleQueue()
+        self._all = [_Helper(ctx, os.fspath(path)) for _ in range(self.count)]
+        for helper in self._all:
+            self._idle.put(helper)
+
+    def close(self) -> None:
+        for helper in self._all:
+            helper.close()
+
+    def verify(self, raw: bytes, facility: str | None, record: bool) -> tuple:
+        """Verifier.verify_serialized's answer for the whole batch."""
+        taken: list[_Helper] = []
+        while len(taken) < self.count:
+            try:
+                taken.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        waiting: list[_Helper] = []  # sent a part, answer not read yet
+        try:
+            split = rules._native.split(raw, len(taken) + 1) if taken else None
+            if split is None or split[1] < MIN_SPLIT_CLAIMS or split[1] > rules.MAX_BATCH:
+                return self.local.verify_serialized(raw, facility, record)
+            parts = split[0]
+            sent: list[tuple[_Helper | None, bytes, int]] = []
+            for helper, (part, base) in zip(list(taken), parts[1:]):
+                try:
+                    helper.conn.send_bytes(pickle.dumps((part, facility, record, base), protocol=5))
+                    waiting.append(helper)
+                except OSError:
+                    self._drop(helper, taken)
+                    helper = None
+                sent.append((helper, part, base))
+            results = [self.local.verify_serialized(parts[0][0], facility, record, 0)]
+            for helper, part, base in sent:
+                result = self._answer(helper, taken, waiting) if helper is not None else None
+                if result is None or result[0] == "error":
+                    if result is not None:
+                        log.warning("claim helper failed (%s); verifying its part here", result[1])
+                    result = self.local.verify_serialized(part, facility, record, base)
+                results.append(result)
+            return combine(results)
+        finally:
+            for helper in list(waiting):  # this process failed first: keep the pipes in step
+                self._answer(helper, taken, waiting)
+            for helper in taken:
+                self._idle.put(helper)
+
+    def _answer(self, helper: _Helper, taken: list[_Helper], waiting: list[_Helper]) -> tuple | None:
+        waiting.remove(helper)
+        try:
+            return pickle.loads(helper.conn.recv_bytes())
+        except (EOFError, OSError):
+            self._drop(helper, taken)
+            return None
+
+    def _drop(self, helper: _Helper, taken: list[_Helper]) -> None:
+        log.warning("claim helper %s gone; its parts are verified here", helper.proc.pid)
+        taken.remove(helper)
+        self._all.remove(helper)
+        self.count -= 1
+        helper.close()
+
+
+def combine(results: list[tuple]) -> tuple:
+    """The parts' answers (in claim order) as the whole batch's: the first
+    refusal wins (the facility check precedes verification), then every part's
+    violations in order, else the concatenated verdicts and merged ledger rows."""
+    for result in results:
+        if result[0] == "denied":
+            return result
+    violations = [v for result in results if result[0] == "invalid" for v in result[1]]
+    if violations:
+        return ("invalid", violations)
+    response = b"".join(result[1] for result in results)
+    if results[0][2] is None:
+        return ("ok", response, None)
+    # heapq.merge is stable: of a claim sent twice, the later part's row stays last
+    return ("ok", response, list(heapq.merge(*(result[2] for result in results), key=_key)))
+
+
+def _key(item: tuple) -> bytes:
+    return item[0]
+
+
+def _serve(conn, path: str) -> None:
+    """A helper's life: verify parts until the pipe closes (ingest-serve exited)."""
+    from onshi.core.pure import PureEngine
+
+    engine = PureEngine(path)
+    verifier = rules.Verifier(engine, engine.env)
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        part, facility, record, base = pickle.loads(message)
+        try:
+            result = verifier.verify_serialized(part, facility, record, base)
+        except Exception as exc:  # noqa: BLE001 - ingest-serve verifies the part itself and reports
+            result = ("error", repr(exc))
+        try:
+            conn.send_bytes(pickle.dumps(result, protocol=5))
+        except (BrokenPipeError, OSError):
+            return
