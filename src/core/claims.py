@@ -241,31 +241,61 @@ def run_points(points: int, runs: list[Run]) -> list[int]:
 
 # --- the per-facility ledger of recorded verdicts (for apportionment) ------------
 #
-#   claim_record  facility \x1f month (u32 BE, YYYYMM) claim_id
-#                 -> per payer insurer \x1f points, joined by \x1e
-#                 (insurer "" is the facility's UNRESOLVED bucket; RETURN: empty)
+#   claim_ledger  facility \x1f month (u32 BE, YYYYMM) seq (u64 BE)
+#                 -> entries, each: u32 LE length + claim ID, u32 LE length + payers
+#                    (payers: insurer \x1f points, joined by \x1e; insurer "" is the
+#                    facility's UNRESOLVED bucket; RETURN: empty)
+#   meta          b"claim_ledger_seq" -> the last seq (u64 BE)
 #
-# A receipt number is unique within a facility's month, so (facility, month,
-# claim ID) names a claim and re-verifying it overwrites its record: recording is
-# one putmulti per batch, never a read-modify-write of totals. Apportion sums a
-# facility's period by a prefix scan (a facility bills thousands a month).
+# One value per (facility, month) per recorded batch, under the batch's seq
+# (increasing in commit order): a batch's commit touches one leaf page per
+# (facility, month) it holds, at the end of that range, instead of one random
+# leaf per claim. A receipt number is unique within a facility's month, so
+# (facility, month, claim ID) names a claim; re-verifying it appends a later
+# entry, and Apportion, scanning a facility's months in seq order, keeps each
+# claim's last entry (within a batch, entries keep claim order: the later wins).
 
-RECORD_DB = b"claim_record"
+LEDGER_DB = b"claim_ledger"
+LEDGER_SEQ_KEY = b"claim_ledger_seq"
 UNRESOLVED_INSURER = ""
 _MONTH = struct.Struct(">I")
-MAX_RECORD_KEY = 500  # LMDB keys are at most 511 bytes
+_LEN = struct.Struct("<I")
+MAX_LEDGER_FACILITY = 480  # LMDB keys are at most 511 bytes
 
 
 def ledger_prefix(facility_code: str) -> bytes:
-    return facility_code.encode() + b"\x1f"
+    return facility_code.encode()[:MAX_LEDGER_FACILITY] + b"\x1f"
 
 
-def record_key(facility_code: str, month: int, claim_id: str) -> bytes:
-    return (ledger_prefix(facility_code) + _MONTH.pack(month) + claim_id.encode())[:MAX_RECORD_KEY]
+def month_prefix(facility_code: str, month: int) -> bytes:
+    return ledger_prefix(facility_code) + _MONTH.pack(month)
 
 
-def record_month(key: bytes, facility_code: str) -> int:
-    return _MONTH.unpack_from(key, len(ledger_prefix(facility_code)))[0]
+def pack_ledger(rows) -> list[tuple[bytes, bytes]]:
+    """[(facility-month prefix, claim ID, payers)] in claim order -> one
+    (prefix, entries) per prefix, sorted by prefix; entries keep claim order."""
+    groups: dict[bytes, list[bytes]] = {}
+    pack = _LEN.pack
+    for prefix, claim_id, payers in rows:
+        parts = groups.get(prefix)
+        if parts is None:
+            parts = groups[prefix] = []
+        parts += (pack(len(claim_id)), claim_id, pack(len(payers)), payers)
+    return [(prefix, b"".join(groups[prefix])) for prefix in sorted(groups)]
+
+
+def unpack_entries(value: bytes):
+    """(claim ID, payers) of one ledger value, in order."""
+    value = bytes(value)
+    pos, end = 0, len(value)
+    unpack = _LEN.unpack_from
+    while pos < end:
+        (n,) = unpack(value, pos)
+        claim_id = value[pos + 4:pos + 4 + n]
+        pos += 4 + n
+        (n,) = unpack(value, pos)
+        yield claim_id, value[pos + 4:pos + 4 + n]
+        pos += 4 + n
 
 
 def encode_payers(payers) -> bytes:
@@ -430,7 +460,7 @@ class Verifier:
         rows or None) | ("denied", message) | ("invalid", violations).
 
         `facility`: a pre-submission caller, who may send only its own claims;
-        `record`: also return the ledger rows (record_key -> value, key order);
+        `record`: also return the ledger rows (ledger_row's, in claim order);
         `base`: the index of the first claim in the whole batch (a helper's part).
         The plain claims are decided by one native pass when it is built
         (onshi.ext._claims); the rest, and everything without it, by `verify`'s rules.
@@ -497,9 +527,7 @@ class Verifier:
         response = batch.response(spliced)
         if not record:
             return ("ok", response, None)
-        items = batch.ledger(recorded)
-        items.sort(key=_first)  # stable: of a claim sent twice, the later row stays last
-        return ("ok", response, items)
+        return ("ok", response, batch.ledger(recorded))
 
     def _verify_serialized_python(self, claims, facility: str | None, record: bool, base: int = 0) -> tuple:
         if facility is not None:
@@ -648,8 +676,8 @@ def fill_verdict(v: claims_pb2.Verdict, d: Decision, points: int) -> None:
                            symbol=q.symbol, number=q.number, branch=q.branch, points=pts)
 
 
-def ledger_row(c, v, normalized: dict[str, str]) -> tuple[bytes, bytes]:
-    """A claim's ledger record (record_key -> who pays what) from its verdict."""
+def ledger_row(c, v, normalized: dict[str, str]) -> tuple[bytes, bytes, bytes]:
+    """A claim's ledger row (facility-month prefix, claim ID, who pays what) from its verdict."""
     outcome = v.outcome
     if outcome == OK:
         ins = normalized.get(c.insurer_number)
@@ -665,23 +693,16 @@ def ledger_row(c, v, normalized: dict[str, str]) -> tuple[bytes, bytes]:
     else:
         value = encode_payers((seg.insurer_number, seg.points) for seg in v.segments)
     a = c.first_visit_date
-    key = f"{c.facility_code}\x1f".encode() + _MONTH.pack(a.year * 100 + a.month) + c.claim_id.encode()
-    return key[:MAX_RECORD_KEY], value
+    return month_prefix(c.facility_code, a.year * 100 + a.month), c.claim_id.encode(), value
 
 
-def ledger_items(claims, response: claims_pb2.VerifyClaimsResponse, normalized: dict) -> list[tuple[bytes, bytes]]:
-    """Who pays what per claim, keyed (facility, month, claim ID): re-verifying a
-    claim overwrites its record; the later of a claim twice in a batch wins."""
-    records = dict(ledger_row(c, v, normalized) for c, v in zip(claims, response.verdicts))
-    return sorted(records.items())  # key order: fewer page touches in the B-tree
+def ledger_items(claims, response: claims_pb2.VerifyClaimsResponse, normalized: dict) -> list[tuple]:
+    """Every claim's ledger row, in claim order (pack_ledger groups them)."""
+    return [ledger_row(c, v, normalized) for c, v in zip(claims, response.verdicts)]
 
 
 def _denied(i: int, c, facility: str) -> str:
     return f"claims[{i}]: facility {c.facility_code!r} is not the caller's ({facility})"
-
-
-def _first(item: tuple) -> bytes:
-    return item[0]
 
 
 def _visit_days(first: int, last: int, days: tuple[int, ...]) -> list[int]:

@@ -31,7 +31,7 @@ cdef enum:
     RECORD_VERSION = 1
     MAX_SYMBOL = 20       # onshi.core.identifiers
     MAX_NUMBER = 20
-    MAX_RECORD_KEY = 500  # onshi.core.claims
+    MAX_LEDGER_FACILITY = 480  # onshi.core.claims
     KEY_MAX = 64          # 8 + 20 + 20 + 2 + separators
     OUTCOME_OK = 1
 
@@ -346,64 +346,51 @@ cdef class Batch:
         return result
 
     def ledger(self, list recorded):
-        """Ledger rows (onshi.core.claims.record_key -> value) in claim order:
-        `recorded` gives (index, key, value) for the claims Python decided (sorted
-        by index); the plain claims settled OK get insurer \\x1f points here."""
+        """Ledger rows (onshi.core.claims.ledger_row: facility-month prefix, claim
+        ID, payers) in claim order: `recorded` gives (index, prefix, claim ID,
+        payers) for the claims Python decided (sorted by index); the plain claims
+        settled OK get insurer \\x1f points here."""
         cdef Py_ssize_t i, j = 0, nrec = len(recorded)
         cdef Py_ssize_t next_index = recorded[0][0] if nrec else -1
         cdef list rows = []
         cdef const char* raw = PyBytes_AS_STRING(self.raw)
         cdef Claim* c
-        cdef char head[32]
         cdef char num[24]
-        cdef int month, numlen
-        cdef Py_ssize_t keylen
-        cdef bytes key
+        cdef int numlen
+        cdef unsigned int month
+        cdef Py_ssize_t take
+        cdef bytes prefix, value
         cdef char* kp
         for i in range(self.n):
             if i == next_index:
                 item = recorded[j]
-                rows.append((item[1], item[2]))
+                rows.append((item[1], item[2], item[3]))
                 j += 1
                 next_index = recorded[j][0] if j < nrec else -1
                 continue
             c = &self.claims[i]
             if not c.ok:
                 raise ValueError(f"claim {i} was not settled OK and has no recorded row")
-            keylen = c.facility.size + 1 + 4 + c.claim_id.size
-            if keylen > MAX_RECORD_KEY:
-                keylen = MAX_RECORD_KEY
-            key = PyBytes_FromStringAndSize(NULL, keylen)
-            kp = PyBytes_AS_STRING(key)
-            fill_record_key(kp, keylen, raw, c)
+            # facility (cut at MAX_LEDGER_FACILITY bytes) \x1f month (u32 BE, YYYYMM of the first visit)
+            take = c.facility.size if c.facility.size < MAX_LEDGER_FACILITY else MAX_LEDGER_FACILITY
+            prefix = PyBytes_FromStringAndSize(NULL, take + 5)
+            kp = PyBytes_AS_STRING(prefix)
+            memcpy(kp, raw + c.facility.off, take)
+            month = <unsigned int>(c.first[0] * 100 + c.first[1])
+            kp[take] = 0x1F
+            kp[take + 1] = <char>(month >> 24)
+            kp[take + 2] = <char>(month >> 16)
+            kp[take + 3] = <char>(month >> 8)
+            kp[take + 4] = <char>month
             numlen = snprintf(num, sizeof(num), "%lld", <long long>c.points)
             value = PyBytes_FromStringAndSize(NULL, c.insurer.size + 1 + numlen)
             memcpy(PyBytes_AS_STRING(value), raw + c.insurer.off, c.insurer.size)
             PyBytes_AS_STRING(value)[c.insurer.size] = 0x1F
             memcpy(PyBytes_AS_STRING(value) + c.insurer.size + 1, num, numlen)
-            rows.append((key, value))
+            rows.append((prefix, PyBytes_FromStringAndSize(raw + c.claim_id.off, c.claim_id.size), value))
         if j != nrec:
             raise ValueError("recorded rows must be sorted, distinct and within the batch")
         return rows
-
-
-cdef void fill_record_key(char* out, Py_ssize_t keylen, const char* raw, Claim* c) noexcept nogil:
-    """facility \\x1f month (u32 BE, YYYYMM of the first visit) claim ID, cut at keylen."""
-    cdef char full[MAX_RECORD_KEY + 64]
-    cdef Py_ssize_t pos = 0, take
-    cdef unsigned int month = <unsigned int>(c.first[0] * 100 + c.first[1])
-    take = c.facility.size if c.facility.size < MAX_RECORD_KEY else MAX_RECORD_KEY
-    memcpy(full, raw + c.facility.off, take)
-    pos = take
-    full[pos] = 0x1F
-    full[pos + 1] = <char>(month >> 24)
-    full[pos + 2] = <char>(month >> 16)
-    full[pos + 3] = <char>(month >> 8)
-    full[pos + 4] = <char>month
-    pos += 5
-    if pos < keylen:
-        memcpy(full + pos, raw + c.claim_id.off, keylen - pos)
-    memcpy(out, full, keylen)
 
 
 cdef inline Py_ssize_t varint_size(Py_ssize_t v) noexcept nogil:

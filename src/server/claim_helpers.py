@@ -19,7 +19,7 @@ sync handlers intermittently lose their status. So the handler stays the only
 reader: the batch is cut at claim boundaries (onshi.ext._claims.split), the
 helpers' parts go over pipes, this process verifies the first part itself, and
 the serialized responses are concatenated (the records of a repeated field
-concatenate), the ledger rows merged in key order.
+concatenate), and so are the ledger rows.
 
 A helper that dies or fails is dropped and its part verified here, so a batch
 is never lost to a helper; verdicts are the same either way (each part is
@@ -28,7 +28,6 @@ decided by the same Verifier code; error indices are the whole batch's).
 
 from __future__ import annotations
 
-import heapq
 import logging
 import multiprocessing
 import os
@@ -151,12 +150,7 @@ def combine(results: list[tuple]) -> tuple:
     response = b"".join(result[1] for result in results)
     if results[0][2] is None:
         return ("ok", response, None)
-    # heapq.merge is stable: of a claim sent twice, the later part's row stays last
-    return ("ok", response, list(heapq.merge(*(result[2] for result in results), key=_key)))
-
-
-def _key(item: tuple) -> bytes:
-    return item[0]
+    return ("ok", response, [row for result in results for row in result[2]])  # claim order
 
 
 def _serve(conn, path: str) -> None:

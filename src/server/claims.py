@@ -86,7 +86,7 @@ class ClaimServicer:
         self.verifier = rules.Verifier(self.engine, writer.env)
         # Each batch is split between this process and helper processes (claim_helpers).
         self.helpers = claim_helpers.Helpers(writer.path, self.verifier)
-        self.record_db = writer.open_db(rules.RECORD_DB)
+        self.record_db = writer.open_db(rules.LEDGER_DB)
         self.batches_verified = 0
 
     def VerifyClaims(self, request_iterator, context):
@@ -159,31 +159,36 @@ class ClaimServicer:
     # -- the ledger ---------------------------------------------------------------
     def totals(self, facility_code: str, first_month: int, last_month: int) -> tuple[int, int, dict[str, int]]:
         """(unresolved points, unresolved claims, paid points per insurer) of the
-        facility's recorded claims in the months, by one prefix scan."""
-        prefix = rules.ledger_prefix(facility_code)
-        start = prefix + rules._MONTH.pack(first_month)
-        unresolved_points = unresolved_claims = 0
-        paid: dict[str, int] = defaultdict(int)
+        facility's recorded claims in the months: one range scan, each claim's
+        last recorded entry counted (onshi.core.claims, the ledger)."""
+        start = rules.month_prefix(facility_code, first_month)
+        stop = rules.month_prefix(facility_code, last_month + 1)
+        latest: dict[tuple[bytes, bytes], bytes] = {}  # (month, claim ID) -> payers
         with self.writer.env.begin() as txn:
             cursor = txn.cursor(db=self.record_db)
             if cursor.set_range(start):
                 for key, value in cursor:
-                    if not key.startswith(prefix) or rules.record_month(key, facility_code) > last_month:
+                    if key >= stop:
                         break
-                    for insurer, points in rules.decode_payers(value):
-                        if insurer == rules.UNRESOLVED_INSURER:
-                            unresolved_points += points
-                            unresolved_claims += 1
-                        else:
-                            paid[insurer] += points
+                    month = key[len(start) - 4:len(start)]
+                    for claim_id, payers in rules.unpack_entries(value):
+                        latest[month, claim_id] = payers
+        unresolved_points = unresolved_claims = 0
+        paid: dict[str, int] = defaultdict(int)
+        for payers in latest.values():
+            for insurer, points in rules.decode_payers(payers):
+                if insurer == rules.UNRESOLVED_INSURER:
+                    unresolved_points += points
+                    unresolved_claims += 1
+                else:
+                    paid[insurer] += points
         return unresolved_points, unresolved_claims, dict(paid)
-
 
 
 class _Recording:
     """One review stream's ledger rows, written by the group committer behind the
-    verdicts (one putmulti job per batch; the committer puts whatever queued up
-    into one transaction, so one commit's pages serve several batches).
+    verdicts: one job per batch (one value per facility-month, onshi.core.claims);
+    the committer puts whatever queued up into one transaction.
 
     Contract: the stream's final OK is sent only after every job committed; a
     failed job fails the stream (RESOURCE_EXHAUSTED when the store is full), and
@@ -200,12 +205,18 @@ class _Recording:
         self._outstanding = 0
         self._cv = threading.Condition()
 
-    def put(self, items: list[tuple[bytes, bytes]]) -> None:
-        """Queue a batch's rows (key order); raises the first failure of an earlier batch."""
+    def put(self, rows: list[tuple[bytes, bytes, bytes]]) -> None:
+        """Queue a batch's ledger rows (claim order); raises the first failure of an earlier batch."""
+        groups = rules.pack_ledger(rows)  # here, not on the committer thread
         record_db = self.record_db
 
         def change(t):
-            t.txn.cursor(db=record_db).putmulti(items)
+            meta = t.dbs["meta"]
+            last = t.txn.get(rules.LEDGER_SEQ_KEY, db=meta)
+            seq = (int.from_bytes(last, "big") + 1 if last else 1).to_bytes(8, "big")
+            t.txn.put(rules.LEDGER_SEQ_KEY, seq, db=meta)
+            t.txn.cursor(db=record_db).putmulti([(prefix + seq, entries) for prefix, entries in groups],
+                                                append=False)
 
         submit = getattr(self.writer, "submit", None)
         if submit is None:  # a bare Writer (no committer thread): record in line
