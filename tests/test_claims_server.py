@@ -40,9 +40,9 @@ HANAKO = D(1952, 2, 2)
 class IngestServe:
     """`onshi ingest-serve --port 0` as a child process."""
 
-    def __init__(self, data, tmp_path, *extra, engine: str | None = None):
+    def __init__(self, data, tmp_path, *extra, engine: str | None = None, env: dict | None = None):
         port_file = tmp_path / "port"
-        env = dict(os.environ, ONSHI_ENGINE=engine) if engine else None
+        env = dict(os.environ, **(env or {}), **({"ONSHI_ENGINE": engine} if engine else {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "onshi.cli", "ingest-serve", "--data", str(data), "--port", "0",
              "--port-file", str(port_file), "--grace", "1", *extra],
@@ -269,3 +269,83 @@ def test_full_store_is_resource_exhausted_and_keeps_what_was_recorded(tmp_path):
 
 def serve_stream(server, batches):
     return server.stub.VerifyClaims((cpb.VerifyClaimsRequest(claims=b) for b in batches), timeout=60)
+
+
+def test_reverifying_a_claim_keeps_only_its_later_verdict(serve_default):
+    stub = serve_default.stub
+    verify(stub, [[claim("again", KYOKAI, "12", "345", "00", TARO, D(2024, 4, 2), points=1000)]])  # -> 組合
+    first = stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months()), timeout=10)
+    assert [(s.insurer_number, s.paid_points) for s in first.shares] == [(KUMIAI, 1000)]
+    verify(stub, [[claim("again", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=50)]])  # OK
+    later = stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months()), timeout=10)
+    assert [(s.insurer_number, s.paid_points) for s in later.shares] == [(KYOKAI, 50)]
+
+
+def mixed_batch(n: int, facility: str = FACILITY) -> list:
+    kinds = [
+        lambda i: claim(f"m{i}", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=i, facility=facility),
+        lambda i: claim(f"m{i}", KYOKAI, "12", "345", "00", TARO, D(2024, 4, 2), points=i, facility=facility),
+        lambda i: claim(f"m{i}", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 14), D(2024, 4, 15), points=i,
+                        facility=facility),
+        lambda i: unknown_claim(f"m{i}", HANAKO, D(2024, 4, 3), name_kana="スズキ ハナコ", sex=2, points=i,
+                                facility=facility),
+        lambda i: claim(f"m{i}", KYOKAI, "12", "999", "00", TARO, D(2024, 4, 2), points=i, facility=facility),
+        lambda i: claim(f"m{i}", "０１１３００１２", "１２", "７７７", "0", HANAKO, D(2024, 4, 2), points=i,
+                        facility=facility),
+    ]
+    return [kinds[i % len(kinds)](i) for i in range(n)]
+
+
+def helper_pids(server) -> list[int]:
+    out = []
+    for task in os.listdir(f"/proc/{server.proc.pid}/task"):
+        with open(f"/proc/{server.proc.pid}/task/{task}/children") as f:
+            out += [int(p) for p in f.read().split()]
+    return [p for p in out if b"spawn_main" in open(f"/proc/{p}/cmdline", "rb").read()]  # not the resource tracker
+
+
+def test_a_batch_split_across_helpers_answers_as_one_process(tmp_path):
+    """With claim helpers (claim_helpers), a batch is verified in parts by several
+    processes: the verdicts are those of one Verifier over the whole batch, error
+    indices are the whole batch's, and a killed helper costs nothing but time."""
+    from onshi.core.claims import Verifier
+    from onshi.core.pure import PureEngine
+
+    two_people(tmp_path / "store")
+    server = IngestServe(tmp_path / "store", tmp_path, env={"ONSHI_CLAIM_HELPERS": "2"})
+    try:
+        batch = mixed_batch(3000)
+        (got,) = verify(server.stub, [batch])
+        engine = PureEngine(tmp_path / "store")
+        try:
+            want = Verifier(engine, engine.env).verify(batch)
+        finally:
+            engine.close()
+        assert got == want
+        assert len(helper_pids(server)) == 2
+
+        bad = mixed_batch(3000)
+        bad[10].first_visit_date.month = 13
+        bad[2500].last_visit_date.day = 40
+        with pytest.raises(grpc.RpcError) as err:
+            verify(server.stub, [bad])
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        fields = [f for f, _ in field_violations(err.value)]
+        assert fields == ["claims[10].first_visit_date", "claims[2500].last_visit_date"]
+
+        own = mixed_batch(3000)
+        own[2600].facility_code = OTHER_FACILITY
+        with pytest.raises(grpc.RpcError) as err:
+            verify(server.stub, [own], (("x-onshi-facility", FACILITY),))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "claims[2600]" in err.value.details()
+
+        for pid in helper_pids(server):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        (after,) = verify(server.stub, [batch])
+        assert after == want
+        r = server.stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months()), timeout=10)
+        assert r.unresolved_claims == 0 and r.paid_points > 0
+    finally:
+        server.stop()
