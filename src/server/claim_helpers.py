@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import threading
 
 from onshi.core import claims as rules
 
@@ -75,6 +76,7 @@ class Helpers:
             self.count = 0
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding the writer's env
         self._idle: queue.SimpleQueue[_Helper] = queue.SimpleQueue()
+        self._lock = threading.Lock()
         self._all = [_Helper(ctx, os.fspath(path)) for _ in range(self.count)]
         for helper in self._all:
             self._idle.put(helper)
@@ -116,7 +118,7 @@ class Helpers:
                 results.append(result)
             return combine(results)
         finally:
-            for helper in list(waiting):  # this process failed first: keep the pipes in step
+            for helper in list(waiting):  # noqa: PERF101 - _answer removes from it; keep the pipes in step
                 self._answer(helper, taken, waiting)
             for helper in taken:
                 self._idle.put(helper)
@@ -132,8 +134,9 @@ class Helpers:
     def _drop(self, helper: _Helper, taken: list[_Helper]) -> None:
         log.warning("claim helper %s gone; its parts are verified here", helper.proc.pid)
         taken.remove(helper)
-        self._all.remove(helper)
-        self.count -= 1
+        with self._lock:  # concurrent streams
+            self._all.remove(helper)
+            self.count -= 1
         helper.close()
 
 

@@ -8,8 +8,11 @@ so a client that reads slowly stops the handler from reading further batches:
 at most one batch being verified plus the transport windows are in flight, never
 an unbounded queue (tests/test_claims_server.py checks it with a slow reader).
 
-Review-body streams are recorded per claim in the ledger (onshi.core.claims)
-for Apportion; a facility's pre-submission check is not recorded.
+Review-body streams are recorded in the ledger (onshi.core.claims) for
+Apportion by the group committer, behind the verdicts (_Recording: the stream's
+OK status waits for every commit); a facility's pre-submission check is not
+recorded. Each batch may be split between this process and claim helper
+processes (claim_helpers).
 
 VerifyClaims is registered on serialized bytes (add_to_server): the handler
 parses, verifies and serializes itself, so nothing is decoded twice.
@@ -67,8 +70,8 @@ def engine_beside(writer):
     writer's own LMDB environment. LMDB allows one environment per path per
     process: a second open takes the lock file as if no one else held it (fcntl
     locks are per process) and closing either drops every lock the process holds,
-    so readers elsewhere could lose their slots. So no native engine here, even
-    though its batch path is faster (bench/RESULTS.md, Claims)."""
+    so readers elsewhere could lose their slots. So no native engine here: the
+    claim helpers (claim_helpers), each with its own environment, use the other cores."""
     return PureEngine.over_env(writer.env)
 
 
@@ -102,7 +105,7 @@ class ClaimServicer:
         if recording is not None and recording.wait_all() is not None:
             self._abort_unrecorded(context, recording.error)
 
-    def _finish(self, context, raw: bytes, result: tuple, recording: "_Recording | None") -> bytes:
+    def _finish(self, context, raw: bytes, result: tuple, recording: _Recording | None) -> bytes:
         """Ledger (queued to the group committer), audit, then the verdicts (or the batch's error status)."""
         kind = result[0]
         if kind == "denied":
