@@ -86,7 +86,8 @@ class Helpers:
             helper.close()
 
     def verify(self, raw: bytes, facility: str | None, record: bool) -> tuple:
-        """Verifier.verify_serialized's answer for the whole batch."""
+        """Verifier.verify_serialized's answer for the whole batch, its ledger rows
+        packed (rules.pack_ledger: one value per facility-month)."""
         taken: list[_Helper] = []
         while len(taken) < self.count:
             try:
@@ -97,7 +98,7 @@ class Helpers:
         try:
             split = rules._native.split(raw, len(taken) + 1) if taken else None
             if split is None or split[1] < MIN_SPLIT_CLAIMS or split[1] > rules.MAX_BATCH:
-                return self.local.verify_serialized(raw, facility, record)
+                return packed(self.local.verify_serialized(raw, facility, record))
             parts = split[0]
             sent: list[tuple[_Helper | None, bytes, int]] = []
             for helper, (part, base) in zip(list(taken), parts[1:]):
@@ -108,13 +109,13 @@ class Helpers:
                     self._drop(helper, taken)
                     helper = None
                 sent.append((helper, part, base))
-            results = [self.local.verify_serialized(parts[0][0], facility, record, 0)]
+            results = [packed(self.local.verify_serialized(parts[0][0], facility, record, 0))]
             for helper, part, base in sent:
                 result = self._answer(helper, taken, waiting) if helper is not None else None
                 if result is None or result[0] == "error":
                     if result is not None:
                         log.warning("claim helper failed (%s); verifying its part here", result[1])
-                    result = self.local.verify_serialized(part, facility, record, base)
+                    result = packed(self.local.verify_serialized(part, facility, record, base))
                 results.append(result)
             return combine(results)
         finally:
@@ -140,10 +141,19 @@ class Helpers:
         helper.close()
 
 
+def packed(result: tuple) -> tuple:
+    """A part's answer with its ledger rows packed where it was verified (a
+    helper sends a value per facility-month, not a tuple per claim)."""
+    if result[0] != "ok" or result[2] is None:
+        return result
+    return ("ok", result[1], rules.pack_ledger(result[2]))
+
+
 def combine(results: list[tuple]) -> tuple:
     """The parts' answers (in claim order) as the whole batch's: the first
     refusal wins (the facility check precedes verification), then every part's
-    violations in order, else the concatenated verdicts and merged ledger rows."""
+    violations in order, else the concatenated verdicts and ledger values (the
+    entries of one facility-month concatenate in part order, so claim order holds)."""
     for result in results:
         if result[0] == "denied":
             return result
@@ -153,7 +163,13 @@ def combine(results: list[tuple]) -> tuple:
     response = b"".join(result[1] for result in results)
     if results[0][2] is None:
         return ("ok", response, None)
-    return ("ok", response, [row for result in results for row in result[2]])  # claim order
+    if len(results) == 1:
+        return results[0]
+    groups: dict[bytes, list[bytes]] = {}
+    for result in results:
+        for prefix, entries in result[2]:
+            groups.setdefault(prefix, []).append(entries)
+    return ("ok", response, [(prefix, b"".join(groups[prefix])) for prefix in sorted(groups)])
 
 
 def _serve(conn, path: str) -> None:
@@ -169,7 +185,7 @@ def _serve(conn, path: str) -> None:
             return
         part, facility, record, base = pickle.loads(message)
         try:
-            result = verifier.verify_serialized(part, facility, record, base)
+            result = packed(verifier.verify_serialized(part, facility, record, base))
         except Exception as exc:  # noqa: BLE001 - ingest-serve verifies the part itself and reports
             result = ("error", repr(exc))
         try:

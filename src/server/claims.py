@@ -208,9 +208,9 @@ class _Recording:
         self._outstanding = 0
         self._cv = threading.Condition()
 
-    def put(self, rows: list[tuple[bytes, bytes, bytes]]) -> None:
-        """Queue a batch's ledger rows (claim order); raises the first failure of an earlier batch."""
-        groups = rules.pack_ledger(rows)  # here, not on the committer thread
+    def put(self, groups: list[tuple[bytes, bytes]]) -> None:
+        """Queue a batch's packed ledger values (rules.pack_ledger); raises the
+        first failure of an earlier batch."""
         record_db = self.record_db
 
         def change(t):
