@@ -182,3 +182,18 @@ def test_broken_framing_is_left_to_python(store):
     native, _ = verifiers(store)
     with pytest.raises(DecodeError):  # as without the native pass
         native.verify_serialized(raw[:-1])
+
+
+@pytest.mark.parametrize(("parts", "share"), [(2, -1.0), (2, 0.3), (3, 0.1), (3, 0.9), (5, 0.5)])
+def test_split_cuts_at_claim_boundaries(parts, share):
+    claims = [cpb.Claim(claim_id=f"c{i}", number="x" * (i % 7)) for i in range(101)]
+    raw = cpb.VerifyClaimsRequest(claims=claims).SerializeToString()
+    pieces, n = rules._native.split(raw, parts, share)
+    assert n == 101 and len(pieces) == parts
+    assert b"".join(p for p, _ in pieces) == raw
+    bases = [base for _, base in pieces]
+    for (piece, base), nxt in zip(pieces, [*bases[1:], n]):
+        assert list(cpb.VerifyClaimsRequest.FromString(piece).claims) == claims[base:nxt]
+    want_first = int(101 * (share if share >= 0 else 1 / parts) + 0.5)
+    assert bases[1] == want_first
+    assert rules._native.split(raw + b"\x10\x01", 2) is None  # a field other than claims: not split

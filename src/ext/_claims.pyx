@@ -561,13 +561,14 @@ cdef inline void memset_claim(Claim* c) noexcept nogil:
 
 
 
-def split(bytes raw, int parts):
-    """The request cut at claim boundaries into at most `parts` sub-requests of
-    near-equal claim counts: ([(sub-request bytes, index of its first claim)],
-    claim count). None when the framing is broken or the request has fields other
-    than claims (then it is verified whole)."""
+def split(bytes raw, int parts, double first_share=-1.0):
+    """The request cut at claim boundaries into at most `parts` sub-requests:
+    ([(sub-request bytes, index of its first claim)], claim count). The first
+    part holds `first_share` of the claims (default: an equal share), the others
+    share the rest equally. None when the framing is broken or the request has
+    fields other than claims (then it is verified whole)."""
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(raw)
-    cdef Py_ssize_t end = PyBytes_GET_SIZE(raw), pos = 0, n = 0, k, lo, hi
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(raw), pos = 0, n = 0, k, lo, hi, first
     cdef uint64_t tag = 0
     cdef list starts = []
     while pos < end:
@@ -577,9 +578,12 @@ def split(bytes raw, int parts):
         n += 1
     starts.append(end)
     parts = max(1, min(parts, n))
-    out = []
-    for k in range(parts):
-        lo = k * n // parts
-        hi = (k + 1) * n // parts
+    if first_share < 0.0:
+        first_share = 1.0 / parts
+    first = <Py_ssize_t>(n * min(max(first_share, 0.0), 1.0) + 0.5) if parts > 1 else n
+    out = [(raw[starts[0]:starts[first]], 0)]
+    for k in range(parts - 1):
+        lo = first + k * (n - first) // (parts - 1)
+        hi = first + (k + 1) * (n - first) // (parts - 1)
         out.append((raw[starts[lo]:starts[hi]], lo))
     return out, n

@@ -21,7 +21,9 @@ helpers' parts go over pipes, this process verifies the first part itself, and
 the serialized responses are concatenated (the records of a repeated field
 concatenate), and so are the ledger rows.
 
-A helper that dies or fails is dropped and its part verified here, so a batch
+Parts are sized by each process's verifying speed over the last batches
+(Helpers._balance), so they finish together. A helper that dies or fails is
+dropped and its part verified here, so a batch
 is never lost to a helper; verdicts are the same either way (each part is
 decided by the same Verifier code; error indices are the whole batch's).
 """
@@ -34,6 +36,7 @@ import os
 import pickle
 import queue
 import threading
+import time
 
 from onshi.core import claims as rules
 
@@ -78,6 +81,7 @@ class Helpers:
         self._idle: queue.SimpleQueue[_Helper] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._all = [_Helper(ctx, os.fspath(path)) for _ in range(self.count)]
+        self.local_share = 1.0 / (self.count + 1)  # of each batch verified here (_balance)
         for helper in self._all:
             self._idle.put(helper)
 
@@ -96,27 +100,34 @@ class Helpers:
                 break
         waiting: list[_Helper] = []  # sent a part, answer not read yet
         try:
-            split = rules._native.split(raw, len(taken) + 1) if taken else None
+            split = rules._native.split(raw, len(taken) + 1, self.local_share) if taken else None
             if split is None or split[1] < MIN_SPLIT_CLAIMS or split[1] > rules.MAX_BATCH:
                 return packed(self.local.verify_serialized(raw, facility, record))
             parts = split[0]
-            sent: list[tuple[_Helper | None, bytes, int]] = []
-            for helper, (part, base) in zip(list(taken), parts[1:]):
+            counts = [b - a for (_, a), (_, b) in zip(parts, [*parts[1:], (b"", split[1])])]
+            sent: list[tuple[_Helper | None, bytes, int, int]] = []
+            for helper, (part, base), count in zip(list(taken), parts[1:], counts[1:]):
                 try:
                     helper.conn.send_bytes(pickle.dumps((part, facility, record, base), protocol=5))
                     waiting.append(helper)
                 except OSError:
                     self._drop(helper, taken)
                     helper = None
-                sent.append((helper, part, base))
+                sent.append((helper, part, base, count))
+            started = time.perf_counter()
             results = [packed(self.local.verify_serialized(parts[0][0], facility, record, 0))]
-            for helper, part, base in sent:
-                result = self._answer(helper, taken, waiting) if helper is not None else None
+            speeds = [counts[0] / max(time.perf_counter() - started, 1e-6)]
+            for helper, part, base, count in sent:
+                answer = self._answer(helper, taken, waiting) if helper is not None else None
+                result = answer[0] if answer is not None else None
                 if result is None or result[0] == "error":
                     if result is not None:
                         log.warning("claim helper failed (%s); verifying its part here", result[1])
                     result = packed(self.local.verify_serialized(part, facility, record, base))
+                else:
+                    speeds.append(count / max(answer[1], 1e-6))
                 results.append(result)
+            self._balance(speeds, len(sent))
             return combine(results)
         finally:
             for helper in list(waiting):  # noqa: PERF101 - _answer removes from it; keep the pipes in step
@@ -124,7 +135,18 @@ class Helpers:
             for helper in taken:
                 self._idle.put(helper)
 
+    def _balance(self, speeds: list[float], helpers: int) -> None:
+        """This process's share of the next batch: parts finish together when each
+        is in proportion to its verifying speed (claims/s of the last batch; this
+        process also runs the transport and the committer, so it is often the
+        slower). Smoothed, and kept within [5%, 95%]."""
+        if len(speeds) != helpers + 1:  # a helper failed: keep the share
+            return
+        share = speeds[0] / sum(speeds)
+        self.local_share = min(0.95, max(0.05, 0.7 * self.local_share + 0.3 * share))
+
     def _answer(self, helper: _Helper, taken: list[_Helper], waiting: list[_Helper]) -> tuple | None:
+        """(result, seconds the helper spent verifying) or None if it is gone."""
         waiting.remove(helper)
         try:
             return pickle.loads(helper.conn.recv_bytes())
@@ -184,11 +206,12 @@ def _serve(conn, path: str) -> None:
         except (EOFError, OSError):
             return
         part, facility, record, base = pickle.loads(message)
+        started = time.perf_counter()
         try:
             result = packed(verifier.verify_serialized(part, facility, record, base))
         except Exception as exc:  # noqa: BLE001 - ingest-serve verifies the part itself and reports
             result = ("error", repr(exc))
         try:
-            conn.send_bytes(pickle.dumps(result, protocol=5))
+            conn.send_bytes(pickle.dumps((result, time.perf_counter() - started), protocol=5))
         except (BrokenPipeError, OSError):
             return
