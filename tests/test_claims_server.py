@@ -304,6 +304,15 @@ def helper_pids(server) -> list[int]:
     return [p for p in out if b"spawn_main" in open(f"/proc/{p}/cmdline", "rb").read()]  # not the resource tracker
 
 
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
 def test_a_batch_split_across_helpers_answers_as_one_process(tmp_path):
     """With claim helpers (claim_helpers), a batch is verified in parts by several
     processes: the verdicts are those of one Verifier over the whole batch, error
@@ -314,6 +323,7 @@ def test_a_batch_split_across_helpers_answers_as_one_process(tmp_path):
     two_people(tmp_path / "store")
     server = IngestServe(tmp_path / "store", tmp_path, env={"ONSHI_CLAIM_HELPERS": "2"})
     try:
+        time.sleep(3)  # helpers take part once started (about a second)
         batch = mixed_batch(3000)
         (got,) = verify(server.stub, [batch])
         engine = PureEngine(tmp_path / "store")
@@ -322,7 +332,11 @@ def test_a_batch_split_across_helpers_answers_as_one_process(tmp_path):
         finally:
             engine.close()
         assert got == want
-        assert len(helper_pids(server)) == 2
+        helpers = helper_pids(server)
+        assert len(helpers) == 2
+        busy = cpu_ticks(helpers)
+        assert verify(server.stub, [batch] * 10) == [want] * 10
+        assert cpu_ticks(helpers) > busy, "the helpers took no part"
 
         bad = mixed_batch(3000)
         bad[10].first_visit_date.month = 13

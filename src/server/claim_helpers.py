@@ -43,6 +43,7 @@ from onshi.core import claims as rules
 log = logging.getLogger("onshi.ingest")
 
 HELPERS_ENV = "ONSHI_CLAIM_HELPERS"  # helper processes; default: one per core beyond the first
+READY = b"ready"
 MIN_SPLIT_CLAIMS = 1_000  # below this a batch is verified here: a round trip costs more
 
 
@@ -60,6 +61,12 @@ class _Helper:
         self.proc.start()
         child.close()
         self.conn = parent
+        self.ready = False  # it says so once its environment is open (it takes ~1 s to start)
+
+    def is_ready(self) -> bool:
+        if not self.ready and self.conn.poll(0):
+            self.ready = self.conn.recv_bytes() == READY
+        return self.ready
 
     def close(self) -> None:
         self.conn.close()
@@ -93,11 +100,18 @@ class Helpers:
         """Verifier.verify_serialized's answer for the whole batch, its ledger rows
         packed (rules.pack_ledger: one value per facility-month)."""
         taken: list[_Helper] = []
-        while len(taken) < self.count:
+        starting: list[_Helper] = []
+        while len(taken) + len(starting) < self.count:
             try:
-                taken.append(self._idle.get_nowait())
+                helper = self._idle.get_nowait()
             except queue.Empty:
                 break
+            try:
+                (taken if helper.is_ready() else starting).append(helper)
+            except (EOFError, OSError):
+                self._drop(helper, [helper])
+        for helper in starting:  # not waited for: this batch is verified without it
+            self._idle.put(helper)
         waiting: list[_Helper] = []  # sent a part, answer not read yet
         try:
             split = rules._native.split(raw, len(taken) + 1, self.local_share) if taken else None
@@ -200,6 +214,10 @@ def _serve(conn, path: str) -> None:
 
     engine = PureEngine(path)
     verifier = rules.Verifier(engine, engine.env)
+    try:
+        conn.send_bytes(READY)
+    except OSError:
+        return
     while True:
         try:
             message = conn.recv_bytes()
