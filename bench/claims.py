@@ -297,6 +297,7 @@ def start_server(path: Path) -> tuple[subprocess.Popen, int]:
         time.sleep(0.1)
     port = int(port_file.read_text())
     port_file.unlink()
+    time.sleep(2)  # ingest-serve's claim helpers start in about a second; a running service has them
     return proc, port
 
 
