@@ -363,3 +363,86 @@ def test_a_batch_split_across_helpers_answers_as_one_process(tmp_path):
         assert r.unresolved_claims == 0 and r.paid_points > 0
     finally:
         server.stop()
+
+
+def test_an_ok_stream_survives_sigkill_right_after_its_status(tmp_path):
+    """The verdicts are sent before their commit (docs/CLAIMS.md, durability
+    contract), but the stream's OK status only once every batch is durably
+    recorded: ingest-serve SIGKILLed as soon as the status arrives loses nothing."""
+    from onshi.core import claims as rules
+    from onshi.core.store import open_env
+
+    two_people(tmp_path / "store")
+    server = IngestServe(tmp_path / "store", tmp_path)
+    try:
+        batches = [[claim(f"d{b}-{i}", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=1)
+                    for i in range(200)] for b in range(10)]
+        assert len(verify(server.stub, batches)) == 10
+    finally:
+        server.stop()  # SIGKILL
+    env = open_env(tmp_path / "store", readonly=True)
+    try:
+        with env.begin() as txn:
+            ledger = env.open_db(rules.LEDGER_DB, txn=txn, create=False)
+            ids = [cid for _, value in txn.cursor(db=ledger) for cid, _ in rules.unpack_entries(value)]
+    finally:
+        env.close()
+    assert sorted(ids) == sorted(c.claim_id.encode() for b in batches for c in b)
+
+
+def test_an_aborted_stream_still_records_the_batches_it_answered(serve_default):
+    stub = serve_default.stub
+
+    def batch(b, n=3):
+        return [claim(f"d{b}-{i}", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=1) for i in range(n)]
+
+    bad = batch(99)
+    bad[1].first_visit_date.month = 13
+    answered = []
+    with pytest.raises(grpc.RpcError) as err:
+        for response in stub.VerifyClaims(iter([cpb.VerifyClaimsRequest(claims=b) for b in
+                                                 [batch(10), batch(11), bad, batch(12)]]), timeout=30):
+            answered.append(response)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and len(answered) == 2
+    deadline = time.monotonic() + 10
+    while stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months())).paid_points != 6:
+        assert time.monotonic() < deadline, "the answered batches of an aborted stream were not recorded"
+        time.sleep(0.05)
+
+
+def test_recording_waits_for_its_commits_behind_a_slow_one(tmp_path):
+    """_Recording over the real group committer: with the committer held up by a
+    slow write, the verdicts' rows are not yet committed when queued, and
+    wait_all returns only once they are (what the stream's OK status waits for)."""
+    import threading
+
+    from onshi.core import claims as rules
+    from onshi.core.writer import Writer
+    from onshi.server.secondary import GroupWriter
+
+    writer = Writer(tmp_path / "store")
+    group = GroupWriter(writer)
+    try:
+        ledger = group.open_db(rules.LEDGER_DB)
+        release = threading.Event()
+        group.submit(lambda t: release.wait(10), lambda result, exc: None)  # holds the committer
+        recording = _Recording(group, ledger)
+        for b in range(6):
+            rows = [(rules.month_prefix(FACILITY, 202404), f"r{b}-{i}".encode(), b"x\x1f1") for i in range(3)]
+            recording.put(rules.pack_ledger(rows))
+
+        def recorded() -> int:
+            with writer.env.begin() as txn:
+                return sum(1 for _, v in txn.cursor(db=ledger) for _ in rules.unpack_entries(v))
+
+        assert recorded() == 0
+        done = threading.Event()
+        threading.Thread(target=lambda: (recording.wait_all(), done.set()), daemon=True).start()
+        assert not done.wait(0.3), "wait_all returned before the rows were committed"
+        release.set()
+        assert done.wait(10)
+        assert recorded() == 18 and recording.error is None
+    finally:
+        release.set()
+        group.close()
+        writer.close()
