@@ -446,3 +446,12 @@ def test_recording_waits_for_its_commits_behind_a_slow_one(tmp_path):
         release.set()
         group.close()
         writer.close()
+
+
+def test_unparseable_batch_is_invalid_argument(serve_default):
+    call = serve_default.channel.stream_stream("/onshi.v1.ClaimService/VerifyClaims",
+                                               request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as err:
+        list(call(iter([b"\x0a\x05abc"]), timeout=10))  # a claim cut short
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in field_violations(err.value)] == ["claims"]

@@ -22,6 +22,7 @@ import struct
 import unicodedata
 from dataclasses import dataclass, field
 
+from google.protobuf.message import DecodeError
 from onshi.core import dates, history, identifiers, unknown
 from onshi.v1 import claims_pb2, qualification_pb2
 
@@ -465,7 +466,10 @@ class Verifier:
         The plain claims are decided by one native pass when it is built
         (onshi.ext._claims); the rest, and everything without it, by `verify`'s rules.
         """
-        claims = claims_pb2.VerifyClaimsRequest.FromString(raw).claims
+        try:
+            claims = claims_pb2.VerifyClaimsRequest.FromString(raw).claims
+        except DecodeError as exc:  # the sender's bug: a clear INVALID_ARGUMENT, not a crash
+            return ("invalid", [("claims", f"not a serialized VerifyClaimsRequest ({exc})")])
         batch = None
         if self.native is not None and len(claims) <= MAX_BATCH:
             batch = self.native.parse(raw, self._symbol_bytes, None if facility is None else facility.encode())
