@@ -367,6 +367,9 @@ class Verifier:
         self._symbol_bytes: dict[bytes, bytes] = {}  # the same, UTF-8, for the native pass
         self._normalized: dict[str, str] = {}  # insurer number as billed -> normalised (ledger)
         self.native = _native  # None: Python decides every claim (tests compare both)
+        not_found = claims_pb2.Verdict()
+        fill_verdict(not_found, self._settle(None, b"", 0, 0, 0, (), None), 0)
+        self._not_found_tail = not_found.SerializeToString()  # the fields after claim_id
 
     # The loops below are deliberately flat: they run once per claim at 10^5/s.
     # The common claim (ASCII number of a known insurer, dates seen before, no
@@ -497,7 +500,9 @@ class Verifier:
         if errors:
             return ("invalid", errors)
         values = self.engine.histories_by_number(keys) if keys else []
-        for i, k in batch.settle(values[:n_plain]):  # plain claims the header did not settle OK
+        # plain claims the header did not settle OK (those of a number nobody holds
+        # are answered natively with the verdict _settle gives them)
+        for i, k in batch.settle(values[:n_plain], self._not_found_tail):
             birth, first, last = batch.days(i)
             settled[i] = self._settle(values[k], keys[k], birth, first, last, (), claims[i])
         head = _HEAD_AND_FIRST.unpack_from

@@ -72,6 +72,7 @@ cdef struct Claim:
     int birth_day, first_day, last_day
     int key_index      # position in keys (plain claims), else -1
     bint ok
+    bint not_found     # plain claim whose number nobody holds: RETURN (Batch.not_found_tail)
 
 
 cdef inline int read_varint(const uint8_t* p, Py_ssize_t end, Py_ssize_t* pos, uint64_t* out) noexcept nogil:
@@ -254,6 +255,7 @@ cdef class Batch:
     cdef Py_ssize_t n
     cdef public list keys          # number keys of the plain claims, in claim order
     cdef public Py_ssize_t denied  # first claim of another facility (pre-submission), or -1
+    cdef bytes not_found_tail      # the serialized NUMBER_NOT_FOUND verdict after its claim_id
 
     def __dealloc__(self):
         free(self.claims)
@@ -273,16 +275,19 @@ cdef class Batch:
         """(birth, first, last) day numbers of a plain claim."""
         return self.claims[i].birth_day, self.claims[i].first_day, self.claims[i].last_day
 
-    def settle(self, list values):
+    def settle(self, list values, bytes not_found_tail=None):
         """Header-only coverage of each plain claim's history (values[k] answers
         keys[k]: bytes or None); returns the indices of plain claims NOT settled
         OK, with their key positions: [(claim index, k)], for Python's rules
-        (claims.Verifier._settle)."""
+        (claims.Verifier._settle). With `not_found_tail` (Python's serialized
+        verdict for a number nobody holds, without claim_id), such claims are
+        answered with it here instead."""
         cdef Py_ssize_t i, k
         cdef object value
         cdef list rest = []
         if len(values) != len(self.keys):
             raise ValueError("one value per key")
+        self.not_found_tail = not_found_tail
         for i in range(self.n):
             k = self.claims[i].key_index
             if k < 0:
@@ -291,13 +296,16 @@ cdef class Batch:
             if PyBytes_Check(value) and covers(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
                                                 self.keys[k], &self.claims[i]):
                 self.claims[i].ok = True
+            elif value is None and not_found_tail is not None:
+                self.claims[i].not_found = True
             else:
                 rest.append((i, k))
         return rest
 
     def response(self, list spliced):
         """Serialized VerifyClaimsResponse: verdicts[i] is spliced's bytes for the
-        (index, serialized Verdict) pairs given (sorted by index), else OK."""
+        (index, serialized Verdict) pairs given (sorted by index), else OK (or
+        the not-found verdict, see settle)."""
         cdef Py_ssize_t i, j = 0, total = 0, size, nspliced = len(spliced)
         cdef Py_ssize_t next_index = spliced[0][0] if nspliced else -1
         cdef const uint8_t* raw = <const uint8_t*>PyBytes_AS_STRING(self.raw)
@@ -315,7 +323,7 @@ cdef class Batch:
                 j += 1
                 next_index = spliced[j][0] if j < nspliced else -1
                 continue
-            size = ok_size(&self.claims[i])
+            size = self.verdict_size(&self.claims[i])
             total += 1 + varint_size(size) + size
         if j != nspliced:
             raise ValueError("spliced verdicts must be sorted, distinct and within the batch")
@@ -334,16 +342,27 @@ cdef class Batch:
                 j += 1
                 next_index = spliced[j][0] if j < nspliced else -1
                 continue
-            pos = put_varint(out, pos, ok_size(&self.claims[i]))
+            pos = put_varint(out, pos, self.verdict_size(&self.claims[i]))
             if self.claims[i].claim_id.size:
                 out[pos] = 0x0A  # Verdict.claim_id
                 pos = put_varint(out, pos + 1, self.claims[i].claim_id.size)
                 memcpy(out + pos, raw + self.claims[i].claim_id.off, self.claims[i].claim_id.size)
                 pos += self.claims[i].claim_id.size
+            if self.claims[i].not_found:  # the fields after claim_id, as Python serialized them
+                memcpy(out + pos, PyBytes_AS_STRING(self.not_found_tail), PyBytes_GET_SIZE(self.not_found_tail))
+                pos += PyBytes_GET_SIZE(self.not_found_tail)
+                continue
             out[pos] = 0x10  # Verdict.outcome
             out[pos + 1] = OUTCOME_OK
             pos += 2
         return result
+
+    cdef Py_ssize_t verdict_size(self, Claim* c):
+        """Serialized size of Verdict(claim_id, outcome=OK), or of the not-found verdict."""
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(self.not_found_tail) if c.not_found else 2
+        if c.claim_id.size:
+            size += 1 + varint_size(c.claim_id.size) + c.claim_id.size
+        return size
 
     def ledger(self, list recorded):
         """Ledger rows (onshi.core.claims.ledger_row: facility-month prefix, claim
@@ -369,8 +388,8 @@ cdef class Batch:
                 next_index = recorded[j][0] if j < nrec else -1
                 continue
             c = &self.claims[i]
-            if not c.ok:
-                raise ValueError(f"claim {i} was not settled OK and has no recorded row")
+            if not c.ok and not c.not_found:
+                raise ValueError(f"claim {i} was not settled here and has no recorded row")
             # facility (cut at MAX_LEDGER_FACILITY bytes) \x1f month (u32 BE, YYYYMM of the first visit)
             take = c.facility.size if c.facility.size < MAX_LEDGER_FACILITY else MAX_LEDGER_FACILITY
             prefix = PyBytes_FromStringAndSize(NULL, take + 5)
@@ -382,6 +401,9 @@ cdef class Batch:
             kp[take + 2] = <char>(month >> 16)
             kp[take + 3] = <char>(month >> 8)
             kp[take + 4] = <char>month
+            if c.not_found:  # RETURN: nobody pays
+                rows.append((prefix, PyBytes_FromStringAndSize(raw + c.claim_id.off, c.claim_id.size), b""))
+                continue
             numlen = snprintf(num, sizeof(num), "%lld", <long long>c.points)
             value = PyBytes_FromStringAndSize(NULL, c.insurer.size + 1 + numlen)
             memcpy(PyBytes_AS_STRING(value), raw + c.insurer.off, c.insurer.size)
@@ -408,14 +430,6 @@ cdef inline Py_ssize_t put_varint(char* out, Py_ssize_t pos, Py_ssize_t v) noexc
         pos += 1
     out[pos] = <char>v
     return pos + 1
-
-
-cdef inline Py_ssize_t ok_size(Claim* c) noexcept nogil:
-    """Serialized size of Verdict(claim_id, outcome=OK)."""
-    cdef Py_ssize_t size = 2
-    if c.claim_id.size:
-        size += 1 + varint_size(c.claim_id.size) + c.claim_id.size
-    return size
 
 
 cdef bint covers(const char* value, Py_ssize_t size, bytes key, Claim* c) noexcept:
