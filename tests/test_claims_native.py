@@ -39,6 +39,8 @@ PEOPLE = [
                      (ELDERLY, "", "12345678", "", D(2024, 1, 15), None)]),
     (D(1990, 2, 2), [(NHI, "国", "1-2", "00", D(2024, 4, 20), None)]),
     (D(1975, 3, 3), [(KYOKAI, "X9", "31", "2", D(2024, 4, 10), D(2024, 4, 15))]),
+    # the longest symbol, 4 UTF-8 bytes a character: the native key buffer's worst case
+    (D(1966, 6, 6), [(KUMIAI, "\U0002000b" * 20, "8" * 20, "99", D(2024, 1, 1), None)]),
 ]
 FULL_WIDTH = str.maketrans("0123456789AX", "０１２３４５６７８９ＡＸ")
 
@@ -197,3 +199,20 @@ def test_split_cuts_at_claim_boundaries(parts, share):
     want_first = int(101 * (share if share >= 0 else 1 / parts) + 0.5)
     assert bases[1] == want_first
     assert rules._native.split(raw + b"\x10\x01", 2) is None  # a field other than claims: not split
+
+
+def test_a_long_folded_symbol_is_keyed_natively_once_python_folded_it(store):
+    symbol = "\U0002000b" * 20  # 80 UTF-8 bytes: the longest symbol the native key holds
+    c = cpb.Claim(claim_id="long", facility_code=FACILITY, insurer_number=KUMIAI, symbol=symbol,
+                  number="8" * 20, branch="99", points=5)
+    c.birth_date.CopyFrom(type(c.birth_date)(year=1966, month=6, day=6))
+    c.first_visit_date.CopyFrom(type(c.birth_date)(year=2024, month=4, day=3))
+    c.last_visit_date.CopyFrom(type(c.birth_date)(year=2024, month=4, day=3))
+    raw = cpb.VerifyClaimsRequest(claims=[c]).SerializeToString()
+    native, python = verifiers(store)
+    assert rules._native.parse(raw, native._symbol_bytes, None).keys == []  # not folded yet: Python's
+    compare(native, python, raw, None, True)
+    (key,) = rules._native.parse(raw, native._symbol_bytes, None).keys
+    assert key == f"{KUMIAI}\x1f{symbol}\x1f{'8' * 20}\x1f99".encode() and len(key) == 113
+    _, response, _ = compare(native, python, raw, None, True)
+    assert cpb.VerifyClaimsResponse.FromString(response).verdicts[0].outcome == cpb.OUTCOME_OK

@@ -32,7 +32,8 @@ cdef enum:
     MAX_SYMBOL = 20       # onshi.core.identifiers
     MAX_NUMBER = 20
     MAX_LEDGER_FACILITY = 480  # onshi.core.claims
-    KEY_MAX = 64          # 8 + 20 + 20 + 2 + separators
+    MAX_SYMBOL_BYTES = 80  # a folded symbol of MAX_SYMBOL characters in UTF-8
+    KEY_MAX = 160         # insurer 8 + symbol 80 + number 20 + branch 2 + separators, with room
     OUTCOME_OK = 1
 
 cdef extern from *:
@@ -535,10 +536,12 @@ def parse(bytes raw, dict symbols, bytes facility=None):
             symlen = c.symbol.size
         else:
             folded = symbols.get(raw[c.symbol.off:c.symbol.off + c.symbol.size])
-            if folded is None:
+            if folded is None or not PyBytes_Check(folded):
                 continue
             sym = PyBytes_AS_STRING(folded)
             symlen = PyBytes_GET_SIZE(folded)
+            if symlen > MAX_SYMBOL_BYTES:  # not a symbol Python would cache; never past `key`
+                continue
         c.late_elderly = c.insurer.size == 8 and p[c.insurer.off] == 0x33 and p[c.insurer.off + 1] == 0x39
         # insurer \x1f symbol \x1f number \x1f branch (zero-padded); 後期高齢者: no symbol/branch
         memcpy(key, p + c.insurer.off, c.insurer.size)
