@@ -16,7 +16,7 @@ def native(name, libraries=()):
 
 
 # Every native module has a pure-Python twin, so a checkout without a C toolchain still runs.
-exts = [e for e in (native("_engine", ["lmdb"]), native("_apply"),
+exts = [e for e in (native("_engine", ["lmdb"]), native("_apply"), native("_claims"),
                       native("_cardproof", ["crypto"]), native("_auditlog", ["crypto"]))
         if os.path.exists(e.sources[0])]
 setup(ext_modules=cythonize(exts, language_level=3,

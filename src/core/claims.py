@@ -17,12 +17,21 @@ decoded payloads for certificates), so the server, the CLI and the tests share i
 
 from __future__ import annotations
 
+import os
 import struct
 import unicodedata
 from dataclasses import dataclass, field
 
+from google.protobuf.message import DecodeError
 from onshi.core import dates, history, identifiers, unknown
 from onshi.v1 import claims_pb2, qualification_pb2
+
+try:  # the plain claims' native pass (onshi.ext._claims); these rules are its reference
+    from onshi.ext import _claims as _native
+except ImportError:  # not built: Python decides every claim
+    _native = None
+if os.environ.get("ONSHI_ENGINE") == "pure":  # the same switch as the engines'
+    _native = None
 
 OK = claims_pb2.OUTCOME_OK
 REROUTE = claims_pb2.OUTCOME_REROUTE
@@ -233,31 +242,61 @@ def run_points(points: int, runs: list[Run]) -> list[int]:
 
 # --- the per-facility ledger of recorded verdicts (for apportionment) ------------
 #
-#   claim_record  facility \x1f month (u32 BE, YYYYMM) claim_id
-#                 -> per payer insurer \x1f points, joined by \x1e
-#                 (insurer "" is the facility's UNRESOLVED bucket; RETURN: empty)
+#   claim_ledger  facility \x1f month (u32 BE, YYYYMM) seq (u64 BE)
+#                 -> entries, each: u32 LE length + claim ID, u32 LE length + payers
+#                    (payers: insurer \x1f points, joined by \x1e; insurer "" is the
+#                    facility's UNRESOLVED bucket; RETURN: empty)
+#   meta          b"claim_ledger_seq" -> the last seq (u64 BE)
 #
-# A receipt number is unique within a facility's month, so (facility, month,
-# claim ID) names a claim and re-verifying it overwrites its record: recording is
-# one putmulti per batch, never a read-modify-write of totals. Apportion sums a
-# facility's period by a prefix scan (a facility bills thousands a month).
+# One value per (facility, month) per recorded batch, under the batch's seq
+# (increasing in commit order): a batch's commit touches one leaf page per
+# (facility, month) it holds, at the end of that range, instead of one random
+# leaf per claim. A receipt number is unique within a facility's month, so
+# (facility, month, claim ID) names a claim; re-verifying it appends a later
+# entry, and Apportion, scanning a facility's months in seq order, keeps each
+# claim's last entry (within a batch, entries keep claim order: the later wins).
 
-RECORD_DB = b"claim_record"
+LEDGER_DB = b"claim_ledger"
+LEDGER_SEQ_KEY = b"claim_ledger_seq"
 UNRESOLVED_INSURER = ""
 _MONTH = struct.Struct(">I")
-MAX_RECORD_KEY = 500  # LMDB keys are at most 511 bytes
+_LEN = struct.Struct("<I")
+MAX_LEDGER_FACILITY = 480  # LMDB keys are at most 511 bytes
 
 
 def ledger_prefix(facility_code: str) -> bytes:
-    return facility_code.encode() + b"\x1f"
+    return facility_code.encode()[:MAX_LEDGER_FACILITY] + b"\x1f"
 
 
-def record_key(facility_code: str, month: int, claim_id: str) -> bytes:
-    return (ledger_prefix(facility_code) + _MONTH.pack(month) + claim_id.encode())[:MAX_RECORD_KEY]
+def month_prefix(facility_code: str, month: int) -> bytes:
+    return ledger_prefix(facility_code) + _MONTH.pack(month)
 
 
-def record_month(key: bytes, facility_code: str) -> int:
-    return _MONTH.unpack_from(key, len(ledger_prefix(facility_code)))[0]
+def pack_ledger(rows) -> list[tuple[bytes, bytes]]:
+    """[(facility-month prefix, claim ID, payers)] in claim order -> one
+    (prefix, entries) per prefix, sorted by prefix; entries keep claim order."""
+    groups: dict[bytes, list[bytes]] = {}
+    pack = _LEN.pack
+    for prefix, claim_id, payers in rows:
+        parts = groups.get(prefix)
+        if parts is None:
+            parts = groups[prefix] = []
+        parts += (pack(len(claim_id)), claim_id, pack(len(payers)), payers)
+    return [(prefix, b"".join(groups[prefix])) for prefix in sorted(groups)]
+
+
+def unpack_entries(value: bytes):
+    """(claim ID, payers) of one ledger value, in order."""
+    value = bytes(value)
+    pos, end = 0, len(value)
+    unpack = _LEN.unpack_from
+    while pos < end:
+        (n,) = unpack(value, pos)
+        claim_id = value[pos + 4:pos + 4 + n]
+        pos += 4 + n
+        (n,) = unpack(value, pos)
+        yield claim_id, value[pos + 4:pos + 4 + n]
+        pos += 4 + n
 
 
 def encode_payers(payers) -> bytes:
@@ -325,12 +364,19 @@ class Verifier:
         self._days: dict[int, int] = {}
         self._symbols: dict[str, str] = {}  # symbol as sent -> folded (valid lengths only)
         self._insurer_hash: dict[bytes, int] = {}  # FNV state after "insurer\x1f"
+        self._symbol_bytes: dict[bytes, bytes] = {}  # the same, UTF-8, for the native pass
+        self._normalized: dict[str, str] = {}  # insurer number as billed -> normalised (ledger)
+        self.native = _native  # None: Python decides every claim (tests compare both)
+        not_found = claims_pb2.Verdict()
+        fill_verdict(not_found, self._settle(None, b"", 0, 0, 0, (), None), 0)
+        self._not_found_tail = not_found.SerializeToString()  # the fields after claim_id
 
     # The loops below are deliberately flat: they run once per claim at 10^5/s.
     # The common claim (ASCII number of a known insurer, dates seen before, no
     # visit_days) is prepared inline from caches; anything else goes through
     # _prepare, which also fills the caches and reports malformed claims.
-    def verify(self, claims) -> claims_pb2.VerifyClaimsResponse:
+    def verify(self, claims, base: int = 0) -> claims_pb2.VerifyClaimsResponse:
+        """Verdicts for claims[i]; `base`: the index of claims[0] in the whole batch (for errors)."""
         n = len(claims)
         if n > MAX_BATCH:
             raise ClaimError([("claims", f"at most {MAX_BATCH} claims per batch")])
@@ -349,30 +395,30 @@ class Verifier:
             a = c.first_visit_date
             b = c.last_visit_date
             bd = c.birth_date
-            pa = (a.year << 9) | (a.month << 5) | a.day
-            pb = (b.year << 9) | (b.month << 5) | b.day
+            pa = (a.year << 64) | ((a.month & 0xFFFFFFFF) << 32) | (a.day & 0xFFFFFFFF)
+            pb = (b.year << 64) | ((b.month & 0xFFFFFFFF) << 32) | (b.day & 0xFFFFFFFF)
             first = days_of.get(pa)
             last = days_of.get(pb)
-            birth = days_of.get((bd.year << 9) | (bd.month << 5) | bd.day)
+            birth = days_of.get((bd.year << 64) | ((bd.month & 0xFFFFFFFF) << 32) | (bd.day & 0xFFFFFFFF))
             info = insurers.get(c.insurer_number)
             if (first is not None and last is not None and birth is not None and info.__class__ is tuple
-                    and pa >> 5 == pb >> 5 and first <= last and not c.visit_days):
+                    and pa >> 32 == pb >> 32 and first <= last and not c.visit_days):
                 number = c.number
                 # An ASCII number without spaces folds to itself (NFKC); symbols
                 # (often kanji: 本省1) repeat, so their folded form is cached.
                 if number and number.isascii() and number.isprintable() and " " not in number \
                         and len(number) <= MAX_NUMBER:
-                    if info[1]:  # 後期高齢者: per-person number, no symbol/branch
+                    symbol = symbols.get(c.symbol)  # cached only when its folded length is valid
+                    if info[1] and symbol is not None:  # 後期高齢者: per-person number, no symbol/branch
                         keys.append(f"{info[0]}\x1f\x1f{number}\x1f".encode())
                         rows.append((i, birth, first, last, ()))
                         continue
-                    symbol = symbols.get(c.symbol)
                     branch = c.branch
                     if symbol is not None and branch.isdigit() and branch.isascii() and len(branch) <= 2:
                         keys.append(f"{info[0]}\x1f{symbol}\x1f{number}\x1f{branch.zfill(2)}".encode())
                         rows.append((i, birth, first, last, ()))
                         continue
-            kind, *rest = self._prepare(c, i)
+            kind, *rest = self._prepare(c, base + i)
             if kind == "lookup":
                 keys.append(rest[0])
                 rows.append((i, *rest[1:]))
@@ -408,23 +454,101 @@ class Verifier:
             add(claim_id=claim_id, outcome=OK)
         verdicts = resp.verdicts
         for i, d in settled.items():
-            if d.outcome == OK:
-                continue
-            v = verdicts[i]
-            v.outcome = d.outcome
-            v.return_reason = d.return_reason
-            v.detail = d.detail
-            v.flags.extend(d.flags)
-            if d.runs:
-                _, entries = history.parse_history(d.value)
-                points = run_points(claims[i].points, d.runs)
-                for run, pts in zip(d.runs, points):
-                    q = history.unframe(entries[run.entry].payload)
-                    v.segments.add(first_day=dates.to_proto(dates.from_day(run.first_day)),
-                                   last_day=dates.to_proto(dates.from_day(run.last_day)),
-                                   insurer_number=q.insurer_number, insurer_name=q.insurer_name,
-                                   symbol=q.symbol, number=q.number, branch=q.branch, points=pts)
+            if d.outcome != OK:
+                fill_verdict(verdicts[i], d, claims[i].points)
         return resp
+
+    def verify_serialized(self, raw: bytes, facility: str | None = None, record: bool = False,
+                          base: int = 0) -> tuple:
+        """One serialized VerifyClaimsRequest: ("ok", serialized response, ledger
+        rows or None) | ("denied", message) | ("invalid", violations).
+
+        `facility`: a pre-submission caller, who may send only its own claims;
+        `record`: also return the ledger rows (ledger_row's, in claim order);
+        `base`: the index of the first claim in the whole batch (a helper's part).
+        The plain claims are decided by one native pass when it is built
+        (onshi.ext._claims); the rest, and everything without it, by `verify`'s rules.
+        """
+        try:
+            claims = claims_pb2.VerifyClaimsRequest.FromString(raw).claims
+        except DecodeError as exc:  # the sender's bug: a clear INVALID_ARGUMENT, not a crash
+            return ("invalid", [("claims", f"not a serialized VerifyClaimsRequest ({exc})")])
+        batch = None
+        if self.native is not None and len(claims) <= MAX_BATCH:
+            batch = self.native.parse(raw, self._symbol_bytes, None if facility is None else facility.encode())
+        if batch is None:
+            return self._verify_serialized_python(claims, facility, record, base)
+        if batch.denied >= 0:
+            return ("denied", _denied(base + batch.denied, claims[batch.denied], facility))
+        keys = list(batch.keys)
+        n_plain = len(keys)
+        rows: list[tuple] = []
+        settled: dict[int, Decision | None] = {}
+        unknown_claims: list[tuple] = []
+        errors: list[tuple[str, str]] = []
+        for i in batch.other_indices():
+            kind, *rest = self._prepare(claims[i], base + i)
+            if kind == "lookup":
+                keys.append(rest[0])
+                rows.append((i, *rest[1:]))
+            elif kind == "unknown":
+                unknown_claims.append((i, *rest))
+            elif kind == "settled":
+                settled[i] = rest[0]
+            else:
+                errors.extend(rest[0])
+        if errors:
+            return ("invalid", errors)
+        values = self.engine.histories_by_number(keys) if keys else []
+        # plain claims the header did not settle OK (those of a number nobody holds
+        # are answered natively with the verdict _settle gives them)
+        for i, k in batch.settle(values[:n_plain], self._not_found_tail):
+            birth, first, last = batch.days(i)
+            settled[i] = self._settle(values[k], keys[k], birth, first, last, (), claims[i])
+        head = _HEAD_AND_FIRST.unpack_from
+        for j in range(n_plain, len(keys)):
+            value = values[j]
+            i, birth, first, last, days = rows[j - n_plain]
+            settled[i] = None
+            if value is not None:
+                try:
+                    version, count, person_birth, acq, loss = head(value)
+                except struct.error:
+                    count = 0
+                if count == 1 and person_birth == birth and acq <= first and last < loss and version == 1:
+                    continue
+            settled[i] = self._settle(value, keys[j], birth, first, last, days, claims[i])
+        for i, birth, first, last, days, c in unknown_claims:
+            settled[i] = self._identify(c, birth, first, last, days)
+        spliced: list[tuple[int, bytes]] = []
+        recorded: list[tuple[int, bytes, bytes]] = []
+        for i in sorted(settled):
+            d = settled[i]
+            c = claims[i]
+            if d is None or d.outcome == OK:
+                v = claims_pb2.Verdict(claim_id=c.claim_id, outcome=OK)
+            else:
+                v = claims_pb2.Verdict(claim_id=c.claim_id)
+                fill_verdict(v, d, c.points)
+                spliced.append((i, v.SerializeToString()))
+            if record:
+                recorded.append((i, *ledger_row(c, v, self._normalized)))
+        response = batch.response(spliced)
+        if not record:
+            return ("ok", response, None)
+        return ("ok", response, batch.ledger(recorded))
+
+    def _verify_serialized_python(self, claims, facility: str | None, record: bool, base: int = 0) -> tuple:
+        if facility is not None:
+            for i, c in enumerate(claims):
+                if c.facility_code != facility:
+                    return ("denied", _denied(base + i, c, facility))
+        try:
+            response = self.verify(claims, base)
+        except ClaimError as exc:
+            return ("invalid", exc.violations)
+        items = ledger_items(claims, response, self._normalized) if record else None
+        return ("ok", response.SerializeToString(), items)
 
     def _prepare(self, c, i: int) -> tuple:
         """The general preparation of one claim: ("lookup", key, birth, first,
@@ -452,7 +576,9 @@ class Verifier:
         if len(symbol) <= identifiers.MAX_SYMBOL:
             if len(self._symbols) > _INSURER_CACHE_MAX:
                 self._symbols.clear()
+                self._symbol_bytes.clear()
             self._symbols[c.symbol] = symbol
+            self._symbol_bytes[c.symbol.encode()] = symbol.encode()
         return ("lookup", key, birth, first, last, days)
 
     def _settle(self, value, key, birth, first, last, days, c) -> Decision | None:
@@ -513,7 +639,8 @@ class Verifier:
         return info
 
     def _day(self, d, field: str) -> int:
-        packed = (d.year << 9) | (d.month << 5) | d.day
+        # int32 fields packed without overlap: no impossible date aliases a real one
+        packed = (d.year << 64) | ((d.month & 0xFFFFFFFF) << 32) | (d.day & 0xFFFFFFFF)
         day = self._days.get(packed)
         if day is None:
             try:
@@ -540,6 +667,51 @@ class Verifier:
             # The first and last visit dates are visit days themselves.
             days = tuple(sorted({first, last, *(first + v - a.day for v in c.visit_days)}))
         return first, last, days
+
+
+def fill_verdict(v: claims_pb2.Verdict, d: Decision, points: int) -> None:
+    """A non-OK decision into its verdict: reason, flags, segments with their points."""
+    v.outcome = d.outcome
+    v.return_reason = d.return_reason
+    v.detail = d.detail
+    v.flags.extend(d.flags)
+    if d.runs:
+        _, entries = history.parse_history(d.value)
+        for run, pts in zip(d.runs, run_points(points, d.runs)):
+            q = history.unframe(entries[run.entry].payload)
+            v.segments.add(first_day=dates.to_proto(dates.from_day(run.first_day)),
+                           last_day=dates.to_proto(dates.from_day(run.last_day)),
+                           insurer_number=q.insurer_number, insurer_name=q.insurer_name,
+                           symbol=q.symbol, number=q.number, branch=q.branch, points=pts)
+
+
+def ledger_row(c, v, normalized: dict[str, str]) -> tuple[bytes, bytes, bytes]:
+    """A claim's ledger row (facility-month prefix, claim ID, who pays what) from its verdict."""
+    outcome = v.outcome
+    if outcome == OK:
+        ins = normalized.get(c.insurer_number)
+        if ins is None:
+            if len(normalized) > 100_000:  # bounded: a few thousand real insurers
+                normalized.clear()
+            ins = normalized[c.insurer_number] = identifiers.normalize_insurer_number(c.insurer_number)
+        value = f"{ins}\x1f{c.points}".encode()
+    elif outcome == UNRESOLVED:
+        value = f"\x1f{c.points}".encode()
+    elif outcome == RETURN:
+        value = b""
+    else:
+        value = encode_payers((seg.insurer_number, seg.points) for seg in v.segments)
+    a = c.first_visit_date
+    return month_prefix(c.facility_code, a.year * 100 + a.month), c.claim_id.encode(), value
+
+
+def ledger_items(claims, response: claims_pb2.VerifyClaimsResponse, normalized: dict) -> list[tuple]:
+    """Every claim's ledger row, in claim order (pack_ledger groups them)."""
+    return [ledger_row(c, v, normalized) for c, v in zip(claims, response.verdicts)]
+
+
+def _denied(i: int, c, facility: str) -> str:
+    return f"claims[{i}]: facility {c.facility_code!r} is not the caller's ({facility})"
 
 
 def _visit_days(first: int, last: int, days: tuple[int, ...]) -> list[int]:

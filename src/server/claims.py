@@ -8,8 +8,11 @@ so a client that reads slowly stops the handler from reading further batches:
 at most one batch being verified plus the transport windows are in flight, never
 an unbounded queue (tests/test_claims_server.py checks it with a slow reader).
 
-Review-body streams are recorded per claim in the ledger (onshi.core.claims)
-for Apportion; a facility's pre-submission check is not recorded.
+Review-body streams are recorded in the ledger (onshi.core.claims) for
+Apportion by the group committer, behind the verdicts (_Recording: the stream's
+OK status waits for every commit); a facility's pre-submission check is not
+recorded. Each batch may be split between this process and claim helper
+processes (claim_helpers).
 
 VerifyClaims is registered on serialized bytes (add_to_server): the handler
 parses, verifies and serializes itself, so nothing is decoded twice.
@@ -17,14 +20,14 @@ parses, verifies and serializes itself, so nothing is decoded twice.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 
 import grpc
 from onshi.core import claims as rules
-from onshi.core import identifiers
 from onshi.core.pure import PureEngine
 from onshi.core.writer import StoreFull
-from onshi.server import trust
+from onshi.server import claim_helpers, trust
 from onshi.server.errors import bad_request_status
 from onshi.v1 import claims_pb2
 
@@ -67,8 +70,8 @@ def engine_beside(writer):
     writer's own LMDB environment. LMDB allows one environment per path per
     process: a second open takes the lock file as if no one else held it (fcntl
     locks are per process) and closing either drops every lock the process holds,
-    so readers elsewhere could lose their slots. So no native engine here, even
-    though its batch path is faster (bench/RESULTS.md, Claims)."""
+    so readers elsewhere could lose their slots. So no native engine here: the
+    claim helpers (claim_helpers), each with its own environment, use the other cores."""
     return PureEngine.over_env(writer.env)
 
 
@@ -84,37 +87,55 @@ class ClaimServicer:
         # process's lock-file locks, so it is only closed with the writer).
         self.engine = engine if engine is not None else engine_beside(writer)
         self.verifier = rules.Verifier(self.engine, writer.env)
-        self.record_db = writer.open_db(rules.RECORD_DB)
+        # Each batch is split between this process and helper processes (claim_helpers).
+        self.helpers = claim_helpers.Helpers(writer.path, self.verifier)
+        self.record_db = writer.open_db(rules.LEDGER_DB)
         self.batches_verified = 0
-        self._normalized: dict[str, str] = {}  # insurer number as billed -> normalised
 
     def VerifyClaims(self, request_iterator, context):
         """Raw handler: serialized VerifyClaimsRequest in, serialized response out."""
         facility = caller_facility(context)
-        record = facility is None
-        for raw in request_iterator:
-            result = verify_batch(self.verifier, self._normalized, raw, facility, record)
-            yield self._finish(context, raw, result)
+        recording = _Recording(self.writer, self.record_db) if facility is None else None
+        try:
+            for raw in request_iterator:
+                if recording is not None and recording.error is not None:
+                    self._abort_unrecorded(context, recording.error)
+                result = self.helpers.verify(raw, facility, recording is not None)
+                yield self._finish(context, raw, result, recording)
+            # The stream ends OK only once every verdict it carried is durably recorded.
+            if recording is not None and recording.wait_all() is not None:
+                self._abort_unrecorded(context, recording.error)
+        finally:
+            if recording is not None:  # ended early (an abort, a cancelled call): record what was answered
+                recording.close()
 
-    def _finish(self, context, raw: bytes, result: tuple) -> bytes:
-        """Ledger, audit, then the verdicts (or the batch's error status)."""
+    def _finish(self, context, raw: bytes, result: tuple, recording: _Recording | None) -> bytes:
+        """Ledger (queued to the group committer), audit, then the verdicts (or the batch's error status)."""
         kind = result[0]
         if kind == "denied":
             context.abort(grpc.StatusCode.PERMISSION_DENIED, result[1])
         if kind == "invalid":
             _abort_with_status(context, bad_request_status(result[1], "invalid claim batch"))
         _, response, items = result
-        if items is not None:
+        if recording is not None and items:
             try:
-                self._put_ledger(items)
-            except StoreFull as exc:  # nothing of this batch was written
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"store full: {exc}")
+                recording.put(items)
+            except Exception as exc:  # noqa: BLE001 - an earlier batch's commit failed
+                self._abort_unrecorded(context, exc)
         ctx = trust.configured()
         if ctx is not None and ctx.log is not None:  # parsed only when there is an access log
             trust.audit_claims(context, claims_pb2.VerifyClaimsRequest.FromString(raw).claims,
                                claims_pb2.VerifyClaimsResponse.FromString(response))  # issue 5
         self.batches_verified += 1
         return response
+
+    @staticmethod
+    def _abort_unrecorded(context, exc: BaseException) -> None:
+        if isinstance(exc, StoreFull):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"store full: the verdicts of this stream from the first unrecorded batch on were "
+                          f"not recorded; send them again ({exc})")
+        context.abort(grpc.StatusCode.UNAVAILABLE, f"recording the verdicts failed; send them again ({exc})")
 
     def Apportion(self, request, context):
         violations = []
@@ -145,79 +166,105 @@ class ClaimServicer:
     # -- the ledger ---------------------------------------------------------------
     def totals(self, facility_code: str, first_month: int, last_month: int) -> tuple[int, int, dict[str, int]]:
         """(unresolved points, unresolved claims, paid points per insurer) of the
-        facility's recorded claims in the months, by one prefix scan."""
-        prefix = rules.ledger_prefix(facility_code)
-        start = prefix + rules._MONTH.pack(first_month)
-        unresolved_points = unresolved_claims = 0
-        paid: dict[str, int] = defaultdict(int)
+        facility's recorded claims in the months: one range scan, each claim's
+        last recorded entry counted (onshi.core.claims, the ledger)."""
+        start = rules.month_prefix(facility_code, first_month)
+        stop = rules.month_prefix(facility_code, last_month + 1)
+        latest: dict[tuple[bytes, bytes], bytes] = {}  # (month, claim ID) -> payers
         with self.writer.env.begin() as txn:
             cursor = txn.cursor(db=self.record_db)
             if cursor.set_range(start):
                 for key, value in cursor:
-                    if not key.startswith(prefix) or rules.record_month(key, facility_code) > last_month:
+                    if key >= stop:
                         break
-                    for insurer, points in rules.decode_payers(value):
-                        if insurer == rules.UNRESOLVED_INSURER:
-                            unresolved_points += points
-                            unresolved_claims += 1
-                        else:
-                            paid[insurer] += points
+                    month = key[len(start) - 4:len(start)]
+                    for claim_id, payers in rules.unpack_entries(value):
+                        latest[month, claim_id] = payers
+        unresolved_points = unresolved_claims = 0
+        paid: dict[str, int] = defaultdict(int)
+        for payers in latest.values():
+            for insurer, points in rules.decode_payers(payers):
+                if insurer == rules.UNRESOLVED_INSURER:
+                    unresolved_points += points
+                    unresolved_claims += 1
+                else:
+                    paid[insurer] += points
         return unresolved_points, unresolved_claims, dict(paid)
 
-    def _put_ledger(self, items: list[tuple[bytes, bytes]]) -> None:
-        """One putmulti in one (group-committed) transaction."""
+
+class _Recording:
+    """One review stream's ledger rows, written by the group committer behind the
+    verdicts: one job per batch (one value per facility-month, onshi.core.claims),
+    handed over BATCHES_PER_COMMIT at a time so that they share one transaction:
+    its pages are the same few hundred facility-month leaves whether it holds one
+    batch or four, so each claim costs a quarter of the page writes and fsyncs.
+
+    Contract: the stream's final OK is sent only after every job committed; a
+    failed job fails the stream (RESOURCE_EXHAUSTED when the store is full), and
+    since the committer commits the longest prefix of jobs that fits, what is
+    recorded is always whole batches from the stream's start. At most
+    MAX_UNRECORDED batches are verified ahead of their commit (memory stays
+    bounded); a stream that ends early still hands over what it holds (close)."""
+
+    BATCHES_PER_COMMIT = 4
+    MAX_UNRECORDED = 8
+
+    def __init__(self, writer, record_db):
+        self.writer = writer
+        self.record_db = record_db
+        self.error: BaseException | None = None
+        self._outstanding = 0  # held here or queued, not yet committed
+        self._held: list = []
+        self._cv = threading.Condition()
+
+    def put(self, groups: list[tuple[bytes, bytes]]) -> None:
+        """Queue a batch's packed ledger values (rules.pack_ledger); raises the
+        first failure of an earlier batch."""
         record_db = self.record_db
 
         def change(t):
-            t.txn.cursor(db=record_db).putmulti(items)
+            meta = t.dbs["meta"]
+            last = t.txn.get(rules.LEDGER_SEQ_KEY, db=meta)
+            seq = (int.from_bytes(last, "big") + 1 if last else 1).to_bytes(8, "big")
+            t.txn.put(rules.LEDGER_SEQ_KEY, seq, db=meta)
+            t.txn.cursor(db=record_db).putmulti([(prefix + seq, entries) for prefix, entries in groups],
+                                                append=False)
 
-        self.writer.apply(change)
+        if getattr(self.writer, "submit_many", None) is None:  # a bare Writer: record in line
+            self.writer.apply(change)
+            return
+        with self._cv:
+            while self._outstanding >= self.MAX_UNRECORDED and self.error is None:
+                self._cv.wait()
+            if self.error is not None:
+                raise self.error
+            self._outstanding += 1
+            self._held.append(change)
+            if len(self._held) < self.BATCHES_PER_COMMIT:
+                return
+        self.close()
 
+    def close(self) -> None:
+        """Hand what is held to the committer (in order, in one go)."""
+        with self._cv:
+            held, self._held = self._held, []
+        if held:
+            self.writer.submit_many([(change, self._done) for change in held])
 
-# --- one batch, here or in a worker process -----------------------------------------
+    def _done(self, result, exc) -> None:  # on the committer thread, after the commit
+        with self._cv:
+            self._outstanding -= 1
+            if exc is not None and self.error is None:
+                self.error = exc
+            self._cv.notify_all()
 
-def verify_batch(verifier: rules.Verifier, normalized: dict, raw: bytes, facility: str | None,
-                 record: bool) -> tuple:
-    """("ok", response bytes, ledger items or None) | ("denied", message) |
-    ("invalid", violations) for one serialized VerifyClaimsRequest."""
-    claims = claims_pb2.VerifyClaimsRequest.FromString(raw).claims
-    if facility is not None:
-        for i, c in enumerate(claims):
-            if c.facility_code != facility:
-                return ("denied", f"claims[{i}]: facility {c.facility_code!r} is not the caller's ({facility})")
-    try:
-        response = verifier.verify(claims)
-    except rules.ClaimError as exc:
-        return ("invalid", exc.violations)
-    items = ledger_items(claims, response, normalized) if record else None
-    return ("ok", response.SerializeToString(), items)
-
-
-def ledger_items(claims, response: claims_pb2.VerifyClaimsResponse, normalized: dict) -> list[tuple[bytes, bytes]]:
-    """Who pays what per claim, keyed (facility, month, claim ID): re-verifying a
-    claim overwrites its record; the later of a claim twice in a batch wins."""
-    ok, unresolved, returned = rules.OK, rules.UNRESOLVED, rules.RETURN
-    month_pack = rules._MONTH.pack
-    records: dict[bytes, bytes] = {}
-    for c, v in zip(claims, response.verdicts):
-        outcome = v.outcome
-        if outcome == ok:
-            ins = normalized.get(c.insurer_number)
-            if ins is None:
-                if len(normalized) > 100_000:  # bounded: a few thousand real insurers
-                    normalized.clear()
-                ins = normalized[c.insurer_number] = identifiers.normalize_insurer_number(c.insurer_number)
-            value = f"{ins}\x1f{c.points}".encode()
-        elif outcome == unresolved:
-            value = f"\x1f{c.points}".encode()
-        elif outcome == returned:
-            value = b""
-        else:
-            value = rules.encode_payers((seg.insurer_number, seg.points) for seg in v.segments)
-        a = c.first_visit_date
-        key = f"{c.facility_code}\x1f".encode() + month_pack(a.year * 100 + a.month) + c.claim_id.encode()
-        records[key[:rules.MAX_RECORD_KEY]] = value
-    return sorted(records.items())  # key order: fewer page touches in the B-tree
+    def wait_all(self) -> BaseException | None:
+        """Hand over what is held, block until every batch is committed; the first failure, if any."""
+        self.close()
+        with self._cv:
+            while self._outstanding:
+                self._cv.wait()
+            return self.error
 
 
 def add_to_server(server: grpc.Server, writer, engine=None) -> list[str]:
