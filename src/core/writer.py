@@ -270,8 +270,9 @@ class WriteTxn:
 
         `old`: (stored person bytes, number keys) from `history_rows`, when the
         caller has just read it (the ingest service does): saves reading it again.
-        `kept`: per qualification, its Row from `history_rows` if the caller left
-        it unchanged, else None: saves re-encoding it (quals[i] may then be None).
+        `kept`: per qualification, its Row if the caller has one (from
+        `history_rows`, unchanged, or from `history.encode_row`), else None:
+        saves encoding it here (quals[i] may then be None).
         `person_bytes`: `person` serialized (deterministic), if the caller has it.
         """
         lk = link_key(link_id)

@@ -123,17 +123,19 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         self.group = group
 
     async def StreamUpdates(self, request_iterator, context):
-        async for acks in self._stream(request_iterator, context, lambda update: (update,)):
+        async for acks in self._stream(request_iterator, context, lambda update: (update,), _single_acks):
             for ack in acks:
                 yield ack
 
     async def StreamUpdateBatches(self, request_iterator, context):
-        async for acks in self._stream(request_iterator, context, _batch_updates):
-            for i in range(0, len(acks), MAX_BATCH):
-                yield pb.StreamUpdateBatchesResponse(acks=acks[i:i + MAX_BATCH])
+        async for responses in self._stream(request_iterator, context, _batch_updates, _batched_acks):
+            for response in responses:
+                yield response
 
-    async def _stream(self, request_iterator, context, updates_of):
-        """Both stream RPCs: yields lists of acks, in request order, as commits return."""
+    async def _stream(self, request_iterator, context, updates_of, messages_of):
+        """Both stream RPCs: yields lists of response messages, in request order,
+        as commits return. The committer hands back acks serialized;
+        `messages_of(raw acks)` -> the messages to send."""
         try:
             insurers = caller_insurers(context)
         except CallerRefused as exc:
@@ -152,13 +154,13 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
             try:
                 checked = enrollment.check_update(update, insurers)
             except enrollment.Invalid as exc:
-                ack = enrollment.rejected_ack(update.update_id, exc.violations)
+                ack = enrollment.rejected_ack(update.update_id, exc.violations).SerializeToString(deterministic=True)
                 return lambda wtxn: ack  # no write, but its ack keeps its place in order
 
             def fn(wtxn):
                 if aborted[0]:
                     raise StreamAborted("an earlier update of this stream was not written")
-                return enrollment.apply_update(wtxn, checked, now)
+                return enrollment.apply_update_raw(wtxn, checked, now)
             return fn
 
         def done(result, exc):
@@ -181,6 +183,12 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
             finally:
                 sink.put(_END)  # after every job of this stream was queued
 
+        async def send(raw: list[bytes]) -> list:
+            messages = messages_of(raw)
+            if auditor is not None:
+                await auditor.flush(_acks_in(messages))  # durable before the acks leave
+            return messages
+
         reader = asyncio.ensure_future(read())
         ended = False
         try:
@@ -194,16 +202,12 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
                         # The store is full (or broken): nothing of that commit was
                         # written; the client re-sends what has no ack.
                         if acks:
-                            if auditor is not None:
-                                await auditor.flush(acks)
-                            yield acks
+                            yield await send(acks)
                         await _refuse(context, item)
                     acks.append(item)
                 state["sent"] += len(acks)
                 if acks:
-                    if auditor is not None:
-                        await auditor.flush(acks)  # durable before the acks leave
-                    yield acks
+                    yield await send(acks)
                 room.set()
             try:
                 await reader  # surfaces a read error (client cancel...)
@@ -286,6 +290,27 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         if insurer not in insurers:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not one of the caller's insurers")
         return [insurer]
+
+
+def _single_acks(raw: list[bytes]) -> list[pb.EnrollmentAck]:
+    return [pb.EnrollmentAck.FromString(a) for a in raw]
+
+
+def _batched_acks(raw: list[bytes]) -> list[pb.StreamUpdateBatchesResponse]:
+    """One response message per MAX_BATCH acks, each parsed from the acks' bytes
+    framed in one go (cheaper than building and copying ack messages)."""
+    return [pb.StreamUpdateBatchesResponse.FromString(enrollment.frame_acks(raw[i:i + MAX_BATCH]))
+            for i in range(0, len(raw), MAX_BATCH)]
+
+
+def _acks_in(messages: list) -> list[pb.EnrollmentAck]:
+    out = []
+    for m in messages:
+        if isinstance(m, pb.StreamUpdateBatchesResponse):
+            out.extend(m.acks)
+        else:
+            out.append(m)
+    return out
 
 
 def _batch_updates(request: pb.StreamUpdateBatchesRequest):
