@@ -118,8 +118,12 @@ class Invalid(ValueError):
         self.violations = violations
 
 
+# Field names for violations, built once (not per update).
 _QUALIFICATION_PREFIX = {kind: f"{kind}.qualification" for kind in ADDING}
+_ACQUISITION_DATE = {kind: f"{kind}.qualification.acquisition_date" for kind in ADDING}
+_RATIO = {kind: f"{kind}.qualification.burden_ratio_percent" for kind in ADDING}
 _NUMBER_PREFIX = {kind: f"{kind}.insured_number" for kind in ENDING + AMENDING}
+_LOSS_DATE = {kind: f"{kind}.loss_date" for kind in ENDING}
 
 
 def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Checked:
@@ -164,7 +168,7 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
             except InvalidIdentifier as exc:
                 v.append((f"{prefix}.insurer_number", exc.description))
         number_key = _number_key(insurer, q.symbol, q.number, q.branch, prefix, v)
-        _check_date(q.acquisition_date, f"{prefix}.acquisition_date", v, required=True)
+        _check_date(q.acquisition_date, _ACQUISITION_DATE[kind], v, required=True)
         if q.HasField("loss_date"):
             v.append((f"{prefix}.loss_date", "an acquisition carries no loss; send a loss update"))
         relationship = q.relationship
@@ -172,7 +176,7 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
             v.append((f"{prefix}.relationship", "a dependent addition is RELATIONSHIP_DEPENDENT"))
         if kind == "acquisition" and relationship == qpb.RELATIONSHIP_UNSPECIFIED:
             v.append((f"{prefix}.relationship", "required (INSURED or DEPENDENT)"))
-        _check_ratio(q.burden_ratio_percent, q.card_kind, f"{prefix}.burden_ratio_percent", v)
+        _check_ratio(q.burden_ratio_percent, q.card_kind, _RATIO[kind], v)
         elderly = q.elderly_recipient if q.HasField("elderly_recipient") else None
         limit = q.limit_amount if q.HasField("limit_amount") else None
         diseases = q.specific_diseases
@@ -186,7 +190,7 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
         n = change.insured_number
         number_key = _number_key(insurer, n.symbol, n.number, n.branch, _NUMBER_PREFIX[kind], v)
         if kind in ENDING:
-            _check_date(change.loss_date, f"{kind}.loss_date", v, required=True)
+            _check_date(change.loss_date, _LOSS_DATE[kind], v, required=True)
             if change.loss_reason not in (qpb.LOSS_REASON_DEATH, qpb.LOSS_REASON_PUBLIC_ASSISTANCE,
                                           qpb.LOSS_REASON_OTHER_INSURANCE, qpb.LOSS_REASON_OTHER):
                 v.append((f"{kind}.loss_reason", "required: DEATH, PUBLIC_ASSISTANCE, OTHER_INSURANCE or OTHER"))
@@ -237,10 +241,11 @@ def _number_key(insurer, symbol, number, branch, prefix, v) -> bytes:
 
 
 def _check_date(d, field, v, required=False) -> None:
-    if not required and (d.year, d.month, d.day) == (0, 0, 0):
+    year, month, day = d.year, d.month, d.day
+    if not required and (year, month, day) == (0, 0, 0):
         return
     try:
-        dates.proto_day(d)
+        dates.day_of(year, month, day)
     except ValueError:
         v.append((field, "required, a real calendar date" if required else "not a real calendar date"))
 
@@ -401,6 +406,12 @@ def quarantine(wtxn: WriteTxn, update: pb.EnrollmentUpdate, checked: Checked, re
                             quarantine_reasons=reasons, message=message)
 
 
+def _own_numbers(checked: Checked) -> bytes:
+    """The number-key prefix of the update's insurer: a row's insurer is read
+    off its key (identifiers.number_key: normalised insurer first), no decoding."""
+    return checked.insurer_number.encode() + SEP
+
+
 def link_of_resident(wtxn: WriteTxn, resident_id: str) -> int | None:
     raw = wtxn.get("resident_link", resident_id.encode())
     return link_id_of(raw) if raw else None
@@ -467,21 +478,22 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.Enrollment
             q.relationship = qpb.RELATIONSHIP_DEPENDENT
         # Seed 001: another insurer still showing the person insured is told, so
         # it can stop billing premiums (dual enrolment is its call, not ours).
+        own = _own_numbers(checked)
         for row in rows:
-            if row.loss_day != dates.NEVER:
+            if row.loss_day != dates.NEVER or row.number_key.startswith(own):
                 continue
             other = history.qualification(row)
-            if other.insurer_number != checked.insurer_number:
-                notices.append(pb.InsurerNotice(
-                    insurer_number=other.insurer_number,
-                    insured_number=pb.InsuredNumber(symbol=other.symbol, number=other.number, branch=other.branch),
-                    new_insurer_number=checked.insurer_number,
-                    new_acquisition_date=source.acquisition_date,
-                    created_time=_timestamp(now)))
+            notices.append(pb.InsurerNotice(
+                insurer_number=other.insurer_number,
+                insured_number=pb.InsuredNumber(symbol=other.symbol, number=other.number, branch=other.branch),
+                new_insurer_number=checked.insurer_number,
+                new_acquisition_date=source.acquisition_date,
+                created_time=_timestamp(now)))
         quals.append(q)
         kept.append(history.encode_row(q, checked.number_key))
     elif kind == "basic_information_change":
-        if not any(history.qualification(row).insurer_number == checked.insurer_number for row in rows):
+        own = _own_numbers(checked)
+        if not any(row.number_key.startswith(own) for row in rows):
             return reject("resident_id", "this insurer holds no qualification of this resident")
     else:
         change = getattr(update, kind)

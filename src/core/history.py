@@ -200,10 +200,14 @@ def _body_key(body: bytes) -> bytes:
     """The number key of a qualification body, remembered: a person's unchanged
     qualifications come back with every update of that person."""
     key = identifiers.number_key(*number_fields(body))
+    _remember_body_key(body, key)
+    return key
+
+
+def _remember_body_key(body: bytes, key: bytes) -> None:
     if len(_body_keys) >= _MAX_BODY_KEYS:
         _body_keys.clear()
     _body_keys[body] = key
-    return key
 
 
 def qualification(row: Row) -> qualification_pb2.Qualification:
@@ -221,7 +225,9 @@ def encode_row(q: qualification_pb2.Qualification, number_key: bytes | None = No
     loss = _loss_day(q)
     if loss <= acq:
         raise ValueError("loss_date must be after acquisition_date")
-    return Row(acq, loss, number_hash(key), key, q.SerializeToString(deterministic=True))
+    body = q.SerializeToString(deterministic=True)
+    _remember_body_key(body, key)  # the next update of this person reads it back
+    return Row(acq, loss, number_hash(key), key, body)
 
 
 def compile_history(person: qualification_pb2.Person,
