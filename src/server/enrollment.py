@@ -28,6 +28,7 @@ INSURER_METADATA = "x-onshi-insurer"
 WINDOW = 8192           # updates in flight per stream before we stop reading (backpressure)
 MAX_RESIDENTS_PER_CALL = 10_000
 MAX_BATCH = 10_000      # updates per StreamUpdateBatches message
+JOB_UPDATES = 256       # updates per committer job: per-job costs (queue, callback, wake-up) paid once per slice
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
@@ -150,17 +151,22 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         aborted = [False]
         auditor = trust.enrollment_auditor(context)  # issue 5: writes go to the persons' access log
 
-        def job_for(update, now):
-            try:
-                checked = enrollment.check_update(update, insurers)
-            except enrollment.Invalid as exc:
-                ack = enrollment.rejected_ack(update.update_id, exc.violations).SerializeToString(deterministic=True)
-                return lambda wtxn: ack  # no write, but its ack keeps its place in order
+        def job_for(updates, now):
+            """One committer job for a slice of the stream's updates: their acks, in
+            order. It writes all of them or (if it raises) none."""
+            work: list = []
+            for update in updates:
+                try:
+                    work.append(enrollment.check_update(update, insurers))
+                except enrollment.Invalid as exc:  # no write, but its ack keeps its place in order
+                    work.append(enrollment.rejected_ack(update.update_id, exc.violations)
+                                .SerializeToString(deterministic=True))
 
             def fn(wtxn):
                 if aborted[0]:
                     raise StreamAborted("an earlier update of this stream was not written")
-                return enrollment.apply_update_raw(wtxn, checked, now)
+                apply = enrollment.apply_update_raw
+                return [c if c.__class__ is bytes else apply(wtxn, c, now) for c in work]
             return fn
 
         def done(result, exc):
@@ -175,11 +181,13 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
                         room.clear()
                         await room.wait()
                     now = time.time()
+                    updates = updates_of(request)
                     if auditor is not None:
-                        auditor.note(updates_of(request))
-                    jobs = [(job_for(update, now), done) for update in updates_of(request)]
-                    state["submitted"] += len(jobs)
-                    self.group.submit_many(jobs)
+                        auditor.note(updates)
+                    slices = [updates[i:i + JOB_UPDATES] for i in range(0, len(updates), JOB_UPDATES)]
+                    state["submitted"] += len(updates)
+                    self.group.submit_many([(job_for(part, now), done) for part in slices],
+                                           [len(part) for part in slices])
             finally:
                 sink.put(_END)  # after every job of this stream was queued
 
@@ -204,7 +212,7 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
                         if acks:
                             yield await send(acks)
                         await _refuse(context, item)
-                    acks.append(item)
+                    acks.extend(item)  # one job's acks
                 state["sent"] += len(acks)
                 if acks:
                     yield await send(acks)
