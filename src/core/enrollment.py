@@ -529,7 +529,8 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.Enrollment
         link_id = wtxn.new_link_id()
         wtxn.put("resident_link", checked.resident_id.encode(), link_key(link_id))
     wtxn.put_history(link_id, update.person, quals, old=(old_person, old_keys), kept=kept,
-                     person_bytes=checked.person_bytes or None)
+                     person_bytes=checked.person_bytes or None,
+                     unowned=checked.number_key if kind in ADDING else None)  # its owner was checked above
     for notice in notices:
         notice.notice_id = wtxn.next_sequence(b"notice")
         wtxn.put("notice", _seq(notice.notice_id), notice.SerializeToString(deterministic=True))

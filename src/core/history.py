@@ -46,6 +46,8 @@ class Entry:
 
 
 def varint(n: int) -> bytes:
+    if 0 <= n < 0x80:
+        return _ONE_BYTE[n]  # most lengths here: a person, an ack
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -55,6 +57,9 @@ def varint(n: int) -> bytes:
         else:
             out.append(b)
             return bytes(out)
+
+
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
 
 
 def qualification_number_key(q: qualification_pb2.Qualification) -> bytes:
