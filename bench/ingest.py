@@ -195,6 +195,7 @@ def run_writer_only(args) -> dict:
     single writer itself sustains (validation + apply + fsync'd group commits)."""
     from onshi.core import enrollment, registry
     from onshi.core.writer import Writer
+    from onshi.server.enrollment import JOB_UPDATES
     from onshi.server.secondary import GroupWriter
 
     tmp = Path(tempfile.mkdtemp(prefix="onshi-bench-writer-", dir=args.dir))
@@ -210,21 +211,24 @@ def run_writer_only(args) -> dict:
         outcomes: dict[int, int] = {}
         count = [0]
 
-        def finished(ack, exc):
-            outcomes[ack.outcome] = outcomes.get(ack.outcome, 0) + 1
-            count[0] += 1
+        def finished(acks, exc):
+            for raw in acks:
+                outcome = pb.EnrollmentAck.FromString(raw).outcome
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            count[0] += len(acks)
             if count[0] == len(updates):
                 done.set()
 
+        def job(part, now):  # as the server's: one job per slice, acks serialized
+            return lambda t: [enrollment.apply_update_raw(t, c, now) for c in part]
+
         cpu, started = time.process_time(), time.perf_counter()
         commits_before = group.commits
-        for i in range(0, len(updates), 500):  # arrive in stream-sized slices, as from the server
+        for i in range(0, len(updates), 500):  # arrive in stream-sized messages, as at the server
             now = time.time()
-            jobs = []
-            for u in updates[i:i + 500]:
-                checked = enrollment.check_update(u, insurers)
-                jobs.append((lambda t, c=checked: enrollment.apply_update(t, c, now), finished))
-            group.submit_many(jobs)
+            checked = [enrollment.check_update(u, insurers) for u in updates[i:i + 500]]
+            slices = [checked[j:j + JOB_UPDATES] for j in range(0, len(checked), JOB_UPDATES)]
+            group.submit_many([(job(part, now), finished) for part in slices], [len(part) for part in slices])
         done.wait(args.timeout)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         commits = group.commits - commits_before

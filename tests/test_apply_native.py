@@ -226,4 +226,7 @@ def test_a_scripted_stream_leaves_canonical_records_that_match_the_model(impl, t
             value = txn.get(link.to_bytes(8, "big"), db=writer.dbs["history"])
             person, quals = history.decode_reference(value)
             assert history.compile_history_reference(person, quals)[0] == value
+            # the number keys the writer remembers per body are the bodies' own
+            for row in history.decode_rows(value)[1]:
+                assert row.number_key == identifiers.number_key(*history.number_fields_pure(row.body))
     writer.close()

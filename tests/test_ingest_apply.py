@@ -180,6 +180,38 @@ def test_group_commit_batches_and_isolates_a_failing_job(group):
         assert txn.stat(db)["entries"] == total - 1
 
 
+def test_a_commit_holds_at_most_max_batch_writes_counting_job_weights(tmp_path):
+    """Jobs that stand for several writes (a slice of a stream's updates) count
+    their weight: queued jobs of weight 4 under max_batch 10 commit two by two,
+    in order; a job heavier than max_batch still commits, alone."""
+    writer = Writer(tmp_path / "store", map_size=1 << 20)
+    group = GroupWriter(writer, max_batch=10)
+    try:
+        release = threading.Event()
+        group.submit(lambda t: release.wait(10), lambda result, exc: None)  # holds the committer
+        txns: list = []
+        finished = threading.Event()
+
+        def job(i):
+            return lambda t: txns.append((i, t))  # the WriteTxn object: one per transaction
+
+        def done(result, exc):
+            assert exc is None
+            if len(txns) == 6:
+                finished.set()
+
+        group.submit_many([(job(i), done) for i in range(5)], [4, 4, 4, 4, 4])
+        group.submit_many([(job(5), done)], [25])
+        release.set()
+        assert finished.wait(10)
+        assert [i for i, _ in txns] == [0, 1, 2, 3, 4, 5]
+        groups = [[i for i, t in txns if t is u] for u in dict.fromkeys(t for _, t in txns)]
+        assert groups == [[0, 1], [2, 3], [4], [5]]
+    finally:
+        group.close()
+        writer.close()
+
+
 def test_map_grows_on_demand_then_store_full_leaves_commits_intact(tmp_path):
     writer = Writer(tmp_path / "store", map_size=1 << 16, max_map_size=1 << 20)
     group = GroupWriter(writer)

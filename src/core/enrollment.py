@@ -109,6 +109,7 @@ class Checked:
     number_key: bytes
     applied_key: bytes
     person_bytes: bytes = b""  # update.person serialized (deterministic), reused by the registry match and the record
+    update_id: str = ""
 
 
 class Invalid(ValueError):
@@ -117,10 +118,19 @@ class Invalid(ValueError):
         self.violations = violations
 
 
+# Field names for violations, built once (not per update).
+_QUALIFICATION_PREFIX = {kind: f"{kind}.qualification" for kind in ADDING}
+_ACQUISITION_DATE = {kind: f"{kind}.qualification.acquisition_date" for kind in ADDING}
+_RATIO = {kind: f"{kind}.qualification.burden_ratio_percent" for kind in ADDING}
+_NUMBER_PREFIX = {kind: f"{kind}.insured_number" for kind in ENDING + AMENDING}
+_LOSS_DATE = {kind: f"{kind}.loss_date" for kind in ENDING}
+
+
 def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Checked:
     """Validate what can be validated without the store; raises Invalid."""
     v: list[tuple[str, str]] = []
-    if not update.update_id or len(update.update_id) > MAX_UPDATE_ID:
+    update_id = update.update_id
+    if not update_id or len(update_id) > MAX_UPDATE_ID:
         v.append(("update_id", f"required, at most {MAX_UPDATE_ID} characters"))
     insurer = ""
     try:
@@ -135,10 +145,12 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
     if resident_id is None:
         v.append(("resident_id", f"must be {registry.RESIDENT_ID_LEN} digits"))
     person = update.person  # one wrapper for every read below (each attribute access builds one)
+    person_bytes = b""
     if not update.HasField("person"):
         v.append(("person", "required (basic information for the registry check)"))
     else:
-        v.extend(registry.person_violations(person, "person"))
+        person_bytes = person.SerializeToString(deterministic=True)
+        v.extend(_person_violations(person, person_bytes))
     kind = update.WhichOneof("change") or ""
     number_key = b""
     if not kind:
@@ -147,32 +159,38 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
                             "basic_information_change is required"))
     elif kind in ADDING:
         q = getattr(update, kind).qualification
-        prefix = f"{kind}.qualification"
-        if q.insurer_number:
+        prefix = _QUALIFICATION_PREFIX[kind]
+        q_insurer = q.insurer_number
+        if q_insurer:
             try:
-                if _insurer(q.insurer_number) != insurer:
+                if _insurer(q_insurer) != insurer:
                     v.append((f"{prefix}.insurer_number", "must be the update's insurer_number"))
             except InvalidIdentifier as exc:
                 v.append((f"{prefix}.insurer_number", exc.description))
         number_key = _number_key(insurer, q.symbol, q.number, q.branch, prefix, v)
-        _check_date(q.acquisition_date, f"{prefix}.acquisition_date", v, required=True)
+        _check_date(q.acquisition_date, _ACQUISITION_DATE[kind], v, required=True)
         if q.HasField("loss_date"):
             v.append((f"{prefix}.loss_date", "an acquisition carries no loss; send a loss update"))
-        if kind == "dependent_addition" and q.relationship == qpb.RELATIONSHIP_INSURED:
+        relationship = q.relationship
+        if kind == "dependent_addition" and relationship == qpb.RELATIONSHIP_INSURED:
             v.append((f"{prefix}.relationship", "a dependent addition is RELATIONSHIP_DEPENDENT"))
-        if kind == "acquisition" and q.relationship == qpb.RELATIONSHIP_UNSPECIFIED:
+        if kind == "acquisition" and relationship == qpb.RELATIONSHIP_UNSPECIFIED:
             v.append((f"{prefix}.relationship", "required (INSURED or DEPENDENT)"))
-        _check_ratio(q.burden_ratio_percent, q.card_kind, f"{prefix}.burden_ratio_percent", v)
-        _check_certificates(q.elderly_recipient if q.HasField("elderly_recipient") else None,
-                            q.limit_amount if q.HasField("limit_amount") else None,
-                            q.specific_diseases, prefix, v)
-        _check_subsidies(q.subsidies, f"{prefix}.subsidies", v)
+        _check_ratio(q.burden_ratio_percent, q.card_kind, _RATIO[kind], v)
+        elderly = q.elderly_recipient if q.HasField("elderly_recipient") else None
+        limit = q.limit_amount if q.HasField("limit_amount") else None
+        diseases = q.specific_diseases
+        if elderly is not None or limit is not None or diseases:  # most acquisitions carry none
+            _check_certificates(elderly, limit, diseases, prefix, v)
+        subsidies = q.subsidies
+        if subsidies:
+            _check_subsidies(subsidies, f"{prefix}.subsidies", v)
     elif kind != "basic_information_change":
         change = getattr(update, kind)
         n = change.insured_number
-        number_key = _number_key(insurer, n.symbol, n.number, n.branch, f"{kind}.insured_number", v)
+        number_key = _number_key(insurer, n.symbol, n.number, n.branch, _NUMBER_PREFIX[kind], v)
         if kind in ENDING:
-            _check_date(change.loss_date, f"{kind}.loss_date", v, required=True)
+            _check_date(change.loss_date, _LOSS_DATE[kind], v, required=True)
             if change.loss_reason not in (qpb.LOSS_REASON_DEATH, qpb.LOSS_REASON_PUBLIC_ASSISTANCE,
                                           qpb.LOSS_REASON_OTHER_INSURANCE, qpb.LOSS_REASON_OTHER):
                 v.append((f"{kind}.loss_reason", "required: DEATH, PUBLIC_ASSISTANCE, OTHER_INSURANCE or OTHER"))
@@ -188,8 +206,23 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
     if v:
         raise Invalid(v)
     return Checked(update, insurer, resident_id or "", kind, number_key,
-                   insurer.encode() + SEP + update.update_id.encode(),
-                   person.SerializeToString(deterministic=True))
+                   insurer.encode() + SEP + update_id.encode(), person_bytes, update_id)
+
+
+_MAX_PERSON_VERDICTS = 1 << 16
+_person_verdicts: dict[bytes, tuple[tuple[str, str], ...]] = {}  # keyed by content, so never stale
+
+
+def _person_violations(person: qpb.Person, person_bytes: bytes) -> tuple[tuple[str, str], ...]:
+    """registry.person_violations(person, "person"), remembered per serialized
+    person: an insurer's updates of one person repeat the same basic information."""
+    verdict = _person_verdicts.get(person_bytes)
+    if verdict is None:
+        verdict = tuple(registry.person_violations(person, "person"))
+        if len(_person_verdicts) >= _MAX_PERSON_VERDICTS:
+            _person_verdicts.clear()
+        _person_verdicts[person_bytes] = verdict
+    return verdict
 
 
 @functools.lru_cache(maxsize=1 << 12)  # a stream repeats its few insurer numbers
@@ -208,10 +241,11 @@ def _number_key(insurer, symbol, number, branch, prefix, v) -> bytes:
 
 
 def _check_date(d, field, v, required=False) -> None:
-    if not required and (d.year, d.month, d.day) == (0, 0, 0):
+    year, month, day = d.year, d.month, d.day
+    if not required and (year, month, day) == (0, 0, 0):
         return
     try:
-        dates.proto_day(d)
+        dates.day_of(year, month, day)
     except ValueError:
         v.append((field, "required, a real calendar date" if required else "not a real calendar date"))
 
@@ -274,14 +308,44 @@ def rejected_ack(update_id: str, violations: list[tuple[str, str]]) -> pb.Enroll
 
 def apply_update(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck:
     """Steps 1-5 of the module docstring for one update; returns its ack."""
+    return pb.EnrollmentAck.FromString(apply_update_raw(wtxn, checked, now))
+
+
+def apply_update_raw(wtxn: WriteTxn, checked: Checked, now: float) -> bytes:
+    """`apply_update`, the ack serialized (deterministic): what the stream sends.
+    The ingest service takes this one; acks stay bytes until a response message
+    is parsed from them in one go (building messages per update costs more)."""
     first = wtxn.get("applied", checked.applied_key)
     if first is not None:
-        return duplicate_ack(first)
+        return duplicate_ack(first).SerializeToString(deterministic=True)
     ack = _registry_gate(wtxn, checked, now)
     if ack is None:
-        ack = apply_change(wtxn, checked, now)
-    wtxn.put("applied", checked.applied_key, ack.SerializeToString(deterministic=True))
-    return ack
+        ack = _apply_change(wtxn, checked, now)
+    raw = accepted_ack_bytes(checked.update_id) if ack is None else ack.SerializeToString(deterministic=True)
+    wtxn.put("applied", checked.applied_key, raw)
+    return raw
+
+
+_ACCEPTED_FIELD = b"\x10" + bytes((ACCEPTED,))  # EnrollmentAck.outcome (field 2, varint)
+
+
+def accepted_ack_bytes(update_id: str) -> bytes:
+    """EnrollmentAck(update_id=..., outcome=ACCEPTED) serialized, deterministic:
+    fields in number order, an empty string omitted (proto3), as upb writes it
+    (tests hold the two to the same bytes)."""
+    uid = update_id.encode()
+    if not uid:
+        return _ACCEPTED_FIELD
+    return b"\x0a" + history.varint(len(uid)) + uid + _ACCEPTED_FIELD
+
+
+def frame_acks(acks: list[bytes]) -> bytes:
+    """Serialized acks -> a serialized StreamUpdateBatchesResponse (field 1, repeated)."""
+    return b"".join([_ACK_FRAME[len(a)] + a if len(a) < 128 else b"\x0a" + history.varint(len(a)) + a
+                     for a in acks])
+
+
+_ACK_FRAME = [b"\x0a" + bytes((n,)) for n in range(128)]  # tag + one-byte length
 
 
 def duplicate_ack(stored: bytes) -> pb.EnrollmentAck:
@@ -342,6 +406,12 @@ def quarantine(wtxn: WriteTxn, update: pb.EnrollmentUpdate, checked: Checked, re
                             quarantine_reasons=reasons, message=message)
 
 
+def _own_numbers(checked: Checked) -> bytes:
+    """The number-key prefix of the update's insurer: a row's insurer is read
+    off its key (identifiers.number_key: normalised insurer first), no decoding."""
+    return checked.insurer_number.encode() + SEP
+
+
 def link_of_resident(wtxn: WriteTxn, resident_id: str) -> int | None:
     raw = wtxn.get("resident_link", resident_id.encode())
     return link_id_of(raw) if raw else None
@@ -365,11 +435,17 @@ def _day(d) -> int:
 
 
 def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck:
-    """Step 4-5: the change against the person's history (registry already checked).
+    """Step 4-5: the change against the person's history (registry already checked)."""
+    ack = _apply_change(wtxn, checked, now)
+    return ack if ack is not None else pb.EnrollmentAck(update_id=checked.update_id, outcome=ACCEPTED)
+
+
+def _apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck | None:
+    """`apply_change`; None when accepted (written), else the REJECTED ack.
 
     The history stays encoded (history.Row): a qualification is decoded only
     when a rule needs more than its number and days, and only changed ones are
-    re-encoded (kept[i] None)."""
+    re-encoded, from rows built here with the number key already known."""
     update, kind = checked.update, checked.kind
     link_id = link_of_resident(wtxn, checked.resident_id)
     old_person, rows = wtxn.history_rows(link_id) if link_id is not None else (None, [])
@@ -402,21 +478,22 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
             q.relationship = qpb.RELATIONSHIP_DEPENDENT
         # Seed 001: another insurer still showing the person insured is told, so
         # it can stop billing premiums (dual enrolment is its call, not ours).
+        own = _own_numbers(checked)
         for row in rows:
-            if row.loss_day != dates.NEVER:
+            if row.loss_day != dates.NEVER or row.number_key.startswith(own):
                 continue
             other = history.qualification(row)
-            if other.insurer_number != checked.insurer_number:
-                notices.append(pb.InsurerNotice(
-                    insurer_number=other.insurer_number,
-                    insured_number=pb.InsuredNumber(symbol=other.symbol, number=other.number, branch=other.branch),
-                    new_insurer_number=checked.insurer_number,
-                    new_acquisition_date=source.acquisition_date,
-                    created_time=_timestamp(now)))
+            notices.append(pb.InsurerNotice(
+                insurer_number=other.insurer_number,
+                insured_number=pb.InsuredNumber(symbol=other.symbol, number=other.number, branch=other.branch),
+                new_insurer_number=checked.insurer_number,
+                new_acquisition_date=source.acquisition_date,
+                created_time=_timestamp(now)))
         quals.append(q)
-        kept.append(None)
+        kept.append(history.encode_row(q, checked.number_key))
     elif kind == "basic_information_change":
-        if not any(history.qualification(row).insurer_number == checked.insurer_number for row in rows):
+        own = _own_numbers(checked)
+        if not any(row.number_key.startswith(own) for row in rows):
             return reject("resident_id", "this insurer holds no qualification of this resident")
     else:
         change = getattr(update, kind)
@@ -425,7 +502,6 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
             what = "no open qualification" if kind in ENDING else "no qualification"
             return reject(f"{kind}.insured_number", f"{what} with this insured number for this resident")
         q = quals[index] = history.qualification(rows[index])
-        kept[index] = None  # changed below: re-encoded by put_history
         if kind in ENDING:
             if _day(change.loss_date) <= rows[index].acquisition_day:
                 return reject(f"{kind}.loss_date", "must be after the acquisition date")
@@ -446,18 +522,20 @@ def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentA
         elif kind == "subsidies_change":
             del q.subsidies[:]
             q.subsidies.extend(change.subsidies)
+        kept[index] = history.encode_row(q, rows[index].number_key)  # the number itself never changes
 
     # Accepted: every check passed; now write.
     if link_id is None:
         link_id = wtxn.new_link_id()
         wtxn.put("resident_link", checked.resident_id.encode(), link_key(link_id))
     wtxn.put_history(link_id, update.person, quals, old=(old_person, old_keys), kept=kept,
-                     person_bytes=checked.person_bytes or None)
+                     person_bytes=checked.person_bytes or None,
+                     unowned=checked.number_key if kind in ADDING else None)  # its owner was checked above
     for notice in notices:
         notice.notice_id = wtxn.next_sequence(b"notice")
         wtxn.put("notice", _seq(notice.notice_id), notice.SerializeToString(deterministic=True))
         wtxn.put("notice_open", notice.insurer_number.encode() + SEP + _seq(notice.notice_id), b"")
-    return pb.EnrollmentAck(update_id=update.update_id, outcome=ACCEPTED)
+    return None
 
 
 # --- quarantine resolution ------------------------------------------------------

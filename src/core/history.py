@@ -46,6 +46,8 @@ class Entry:
 
 
 def varint(n: int) -> bytes:
+    if 0 <= n < 0x80:
+        return _ONE_BYTE[n]  # most lengths here: a person, an ack
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -55,6 +57,9 @@ def varint(n: int) -> bytes:
         else:
             out.append(b)
             return bytes(out)
+
+
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
 
 
 def qualification_number_key(q: qualification_pb2.Qualification) -> bytes:
@@ -187,9 +192,27 @@ else:
 def decode_rows(value: bytes) -> tuple[bytes | None, list[Row]]:
     """(stored person bytes, rows) of a record; no qualification is decoded."""
     person, entries = split_record(value)
-    number_key = identifiers.number_key  # cached: a person's numbers come back often
-    rows = [Row(acq, loss, nhash, number_key(*number_fields(body)), body) for acq, loss, nhash, body in entries]
+    known = _body_keys.get
+    rows = [Row(acq, loss, nhash, known(body) or _body_key(body), body) for acq, loss, nhash, body in entries]
     return (person if rows else None), rows
+
+
+_MAX_BODY_KEYS = 1 << 16
+_body_keys: dict[bytes, bytes] = {}  # body -> number key; keyed by content, so never stale
+
+
+def _body_key(body: bytes) -> bytes:
+    """The number key of a qualification body, remembered: a person's unchanged
+    qualifications come back with every update of that person."""
+    key = identifiers.number_key(*number_fields(body))
+    _remember_body_key(body, key)
+    return key
+
+
+def _remember_body_key(body: bytes, key: bytes) -> None:
+    if len(_body_keys) >= _MAX_BODY_KEYS:
+        _body_keys.clear()
+    _body_keys[body] = key
 
 
 def qualification(row: Row) -> qualification_pb2.Qualification:
@@ -197,15 +220,19 @@ def qualification(row: Row) -> qualification_pb2.Qualification:
     return qualification_pb2.Qualification.FromString(row.body)
 
 
-def encode_row(q: qualification_pb2.Qualification) -> Row:
+def encode_row(q: qualification_pb2.Qualification, number_key: bytes | None = None) -> Row:
+    """The Row of a qualification; `number_key`, if the caller has it, must be
+    qualification_number_key(q) (the writer knows it from the update or the row)."""
     if q.HasField("person"):
         q = _without_person(q)
-    key = qualification_number_key(q)
+    key = qualification_number_key(q) if number_key is None else number_key
     acq = dates.proto_day(q.acquisition_date)
     loss = _loss_day(q)
     if loss <= acq:
         raise ValueError("loss_date must be after acquisition_date")
-    return Row(acq, loss, number_hash(key), key, q.SerializeToString(deterministic=True))
+    body = q.SerializeToString(deterministic=True)
+    _remember_body_key(body, key)  # the next update of this person reads it back
+    return Row(acq, loss, number_hash(key), key, body)
 
 
 def compile_history(person: qualification_pb2.Person,
@@ -214,8 +241,9 @@ def compile_history(person: qualification_pb2.Person,
                     person_bytes: bytes | None = None) -> tuple[bytes, list[bytes]]:
     """Encode a person's qualifications; returns (value, number keys it indexes).
 
-    `kept[i]`, when given and not None, is qualification i's Row from the stored
-    record, unchanged since: used as is (qualifications[i] may then be None).
+    `kept[i]`, when given and not None, is qualification i's Row, already
+    encoded (from the stored record, unchanged since, or by `encode_row`): used
+    as is (qualifications[i] may then be None).
     `person_bytes`: the person already serialized (deterministic), if at hand.
     """
     if len(qualifications) > MAX_ENTRIES:

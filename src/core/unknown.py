@@ -59,6 +59,7 @@ def normalize_address(text: str) -> str:
     return _BLOCK_END.sub("", s)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # postcodes repeat, as towns do
 def normalize_postcode(text: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKC", text) if ch.isdigit())
 

@@ -265,14 +265,18 @@ class WriteTxn:
     # -- writes -----------------------------------------------------------
     def put_history(self, link_id: int, person: Person, quals: list[Qualification | None], *,
                     old: tuple[bytes | None, set[bytes]] | None = None,
-                    kept: list[history.Row | None] | None = None, person_bytes: bytes | None = None) -> None:
+                    kept: list[history.Row | None] | None = None, person_bytes: bytes | None = None,
+                    unowned: bytes | None = None) -> None:
         """Replace a person's whole history, re-indexing their numbers.
 
         `old`: (stored person bytes, number keys) from `history_rows`, when the
         caller has just read it (the ingest service does): saves reading it again.
-        `kept`: per qualification, its Row from `history_rows` if the caller left
-        it unchanged, else None: saves re-encoding it (quals[i] may then be None).
+        `kept`: per qualification, its Row if the caller has one (from
+        `history_rows`, unchanged, or from `history.encode_row`), else None:
+        saves encoding it here (quals[i] may then be None).
         `person_bytes`: `person` serialized (deterministic), if the caller has it.
+        `unowned`: a number key the caller has just found owned by no other
+        person in this transaction (the ingest's acquisition): not looked up again.
         """
         lk = link_key(link_id)
         if old is None:
@@ -297,6 +301,8 @@ class WriteTxn:
             value, keys = history.compile_history(person, quals, kept, person_bytes)
             new_keys = set(keys)
             for key in new_keys - old_keys:
+                if key == unowned:
+                    continue
                 owner = self.link_of_number(key)
                 if owner is not None and owner != link_id:
                     raise NumberConflict(key, owner)

@@ -28,6 +28,7 @@ INSURER_METADATA = "x-onshi-insurer"
 WINDOW = 8192           # updates in flight per stream before we stop reading (backpressure)
 MAX_RESIDENTS_PER_CALL = 10_000
 MAX_BATCH = 10_000      # updates per StreamUpdateBatches message
+JOB_UPDATES = 256       # updates per committer job: per-job costs (queue, callback, wake-up) paid once per slice
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
@@ -123,17 +124,19 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         self.group = group
 
     async def StreamUpdates(self, request_iterator, context):
-        async for acks in self._stream(request_iterator, context, lambda update: (update,)):
+        async for acks in self._stream(request_iterator, context, lambda update: (update,), _single_acks):
             for ack in acks:
                 yield ack
 
     async def StreamUpdateBatches(self, request_iterator, context):
-        async for acks in self._stream(request_iterator, context, _batch_updates):
-            for i in range(0, len(acks), MAX_BATCH):
-                yield pb.StreamUpdateBatchesResponse(acks=acks[i:i + MAX_BATCH])
+        async for responses in self._stream(request_iterator, context, _batch_updates, _batched_acks):
+            for response in responses:
+                yield response
 
-    async def _stream(self, request_iterator, context, updates_of):
-        """Both stream RPCs: yields lists of acks, in request order, as commits return."""
+    async def _stream(self, request_iterator, context, updates_of, messages_of):
+        """Both stream RPCs: yields lists of response messages, in request order,
+        as commits return. The committer hands back acks serialized;
+        `messages_of(raw acks)` -> the messages to send."""
         try:
             insurers = caller_insurers(context)
         except CallerRefused as exc:
@@ -148,17 +151,22 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         aborted = [False]
         auditor = trust.enrollment_auditor(context)  # issue 5: writes go to the persons' access log
 
-        def job_for(update, now):
-            try:
-                checked = enrollment.check_update(update, insurers)
-            except enrollment.Invalid as exc:
-                ack = enrollment.rejected_ack(update.update_id, exc.violations)
-                return lambda wtxn: ack  # no write, but its ack keeps its place in order
+        def job_for(updates, now):
+            """One committer job for a slice of the stream's updates: their acks, in
+            order. It writes all of them or (if it raises) none."""
+            work: list = []
+            for update in updates:
+                try:
+                    work.append(enrollment.check_update(update, insurers))
+                except enrollment.Invalid as exc:  # no write, but its ack keeps its place in order
+                    work.append(enrollment.rejected_ack(update.update_id, exc.violations)
+                                .SerializeToString(deterministic=True))
 
             def fn(wtxn):
                 if aborted[0]:
                     raise StreamAborted("an earlier update of this stream was not written")
-                return enrollment.apply_update(wtxn, checked, now)
+                apply = enrollment.apply_update_raw
+                return [c if c.__class__ is bytes else apply(wtxn, c, now) for c in work]
             return fn
 
         def done(result, exc):
@@ -173,13 +181,21 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
                         room.clear()
                         await room.wait()
                     now = time.time()
+                    updates = updates_of(request)
                     if auditor is not None:
-                        auditor.note(updates_of(request))
-                    jobs = [(job_for(update, now), done) for update in updates_of(request)]
-                    state["submitted"] += len(jobs)
-                    self.group.submit_many(jobs)
+                        auditor.note(updates)
+                    slices = [updates[i:i + JOB_UPDATES] for i in range(0, len(updates), JOB_UPDATES)]
+                    state["submitted"] += len(updates)
+                    self.group.submit_many([(job_for(part, now), done) for part in slices],
+                                           [len(part) for part in slices])
             finally:
                 sink.put(_END)  # after every job of this stream was queued
+
+        async def send(raw: list[bytes]) -> list:
+            messages = messages_of(raw)
+            if auditor is not None:
+                await auditor.flush(_acks_in(messages))  # durable before the acks leave
+            return messages
 
         reader = asyncio.ensure_future(read())
         ended = False
@@ -194,16 +210,12 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
                         # The store is full (or broken): nothing of that commit was
                         # written; the client re-sends what has no ack.
                         if acks:
-                            if auditor is not None:
-                                await auditor.flush(acks)
-                            yield acks
+                            yield await send(acks)
                         await _refuse(context, item)
-                    acks.append(item)
+                    acks.extend(item)  # one job's acks
                 state["sent"] += len(acks)
                 if acks:
-                    if auditor is not None:
-                        await auditor.flush(acks)  # durable before the acks leave
-                    yield acks
+                    yield await send(acks)
                 room.set()
             try:
                 await reader  # surfaces a read error (client cancel...)
@@ -286,6 +298,27 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         if insurer not in insurers:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not one of the caller's insurers")
         return [insurer]
+
+
+def _single_acks(raw: list[bytes]) -> list[pb.EnrollmentAck]:
+    return [pb.EnrollmentAck.FromString(a) for a in raw]
+
+
+def _batched_acks(raw: list[bytes]) -> list[pb.StreamUpdateBatchesResponse]:
+    """One response message per MAX_BATCH acks, each parsed from the acks' bytes
+    framed in one go (cheaper than building and copying ack messages)."""
+    return [pb.StreamUpdateBatchesResponse.FromString(enrollment.frame_acks(raw[i:i + MAX_BATCH]))
+            for i in range(0, len(raw), MAX_BATCH)]
+
+
+def _acks_in(messages: list) -> list[pb.EnrollmentAck]:
+    out = []
+    for m in messages:
+        if isinstance(m, pb.StreamUpdateBatchesResponse):
+            out.extend(m.acks)
+        else:
+            out.append(m)
+    return out
 
 
 def _batch_updates(request: pb.StreamUpdateBatchesRequest):

@@ -52,7 +52,7 @@ log = logging.getLogger("onshi.ingest")
 
 SERVICE_MODULES = ("onshi.server.enrollment", "onshi.server.claims",
                    "onshi.server.trust_service")  # issue 5: Trust/Audit/Relay, when configured
-MAX_BATCH = 8192        # jobs per transaction; bounds one commit's latency
+MAX_BATCH = 8192        # writes per transaction (a job counts its weight); bounds one commit's latency
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # a PutResidents page of a few thousand records
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
@@ -72,7 +72,7 @@ class GroupWriter:
         self.writer = writer
         self.max_batch = max_batch
         self.ack_delay = ack_delay  # test only: widen the committed-but-not-yet-acked window
-        self._queue: collections.deque[tuple[Callable[[WriteTxn], Any], Done]] = collections.deque()
+        self._queue: collections.deque[tuple[Callable[[WriteTxn], Any], Done, int]] = collections.deque()
         self._cv = threading.Condition()
         self._stopping = False
         self.commits = 0
@@ -108,15 +108,21 @@ class GroupWriter:
         with self._cv:
             if self._stopping:
                 raise RuntimeError("writer is closed")
-            self._queue.append((fn, done))
+            self._queue.append((fn, done, 1))
             self._cv.notify()
 
-    def submit_many(self, jobs: list[tuple[Callable[[WriteTxn], Any], Done]]) -> None:
-        """Queue several jobs at once (one lock, one wake-up), in order."""
+    def submit_many(self, jobs: list[tuple[Callable[[WriteTxn], Any], Done]],
+                    weights: list[int] | None = None) -> None:
+        """Queue several jobs at once (one lock, one wake-up), in order. `weights`:
+        the writes each job makes (default 1; a slice of a stream's updates makes
+        several), counted against max_batch so a commit's size stays bounded."""
         with self._cv:
             if self._stopping:
                 raise RuntimeError("writer is closed")
-            self._queue.extend(jobs)
+            if weights is None:
+                self._queue.extend((fn, done, 1) for fn, done in jobs)
+            else:
+                self._queue.extend((fn, done, w) for (fn, done), w in zip(jobs, weights, strict=True))
             self._cv.notify()
 
     def apply(self, fn: Callable[[WriteTxn], Any]) -> Any:
@@ -160,13 +166,17 @@ class GroupWriter:
                     self._cv.wait()
                 if not self._queue:
                     return
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))]
+                batch = [self._queue.popleft()]  # at least one job, whatever its weight
+                room = self.max_batch - batch[0][2]
+                while self._queue and self._queue[0][2] <= room:
+                    room -= self._queue[0][2]
+                    batch.append(self._queue.popleft())
             self._commit(batch)
 
     def _commit(self, batch: list) -> bool:
         """Run and commit a batch, then tell every owner; False if the store was full."""
         failed: dict[int, BaseException] = {}
-        fns = [fn for fn, _ in batch]
+        fns = [job[0] for job in batch]
 
         def run_all(txn: WriteTxn) -> list:
             started = time.perf_counter()
@@ -216,14 +226,14 @@ class GroupWriter:
                 error = exc
                 break
         self.commits += error is None
-        self.jobs += len(batch) if error is None else 0
+        self.jobs += sum(job[2] for job in batch) if error is None else 0
         if self.ack_delay and error is None:
             time.sleep(self.ack_delay)
         self._deliver(batch, results, failed, error)
         return error is None
 
     def _deliver(self, batch: list, results: list | None, failed: dict, error: BaseException | None) -> None:
-        for i, (_, done) in enumerate(batch):
+        for i, (_, done, _) in enumerate(batch):
             try:
                 if error is not None:
                     done(None, error)
