@@ -7,7 +7,12 @@ process: CPU µs per check and context switches per check (voluntary +
 nonvoluntary, summed over /proc/<pid>/task/*/status), interleaved over
 `--rounds` rounds (median). With --perf, `perf stat -e
 context-switches,cpu-migrations,task-clock` runs on the worker during the
-last round of each configuration.
+last round of each configuration; PERF_EVENTS replaces the event list, e.g.
+with GIL acquisitions after `perf probe -x <libpython3.11.so> --add take_gil`:
+PERF_EVENTS=context-switches,task-clock,probe_libpython3:take_gil,syscalls:sys_enter_futex,syscalls:sys_enter_fdatasync
+(a uprobe costs a trap per hit: read CPU from rounds without --perf).
+--baseline ONSHI runs every configuration also on another checkout's server,
+interleaved, for before/after figures from one session.
 
     .venv/bin/python bench/trust_switches.py [--rate 2000] [--checks 20000] [--rounds 2]
 """
