@@ -115,11 +115,13 @@ def test_unsynced_log_from_many_threads_loses_nothing(tmp_path):
         for i in range(300):
             log.append(AuditRecord(actor=f"facility:{t}", action="CheckByCard", request_id=f"{t}/{i}"))
 
-    threads = [threading.Thread(target=appender, args=(t,)) for t in range(8)]
+    threads = [threading.Thread(target=appender, args=(t,), daemon=True) for t in range(8)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=60)
+    # A lock-order slip (GIL vs the writer's mutex) shows as threads stuck here.
+    assert not any(t.is_alive() for t in threads), "appenders deadlocked"
     log.close()
     report = audit.verify(str(tmp_path))
     assert report.ok, report.problems

@@ -205,8 +205,11 @@ cdef class GroupCommit:
         if not self.durable and not self.writing:
             # Not synced: the leader's writes go to the page cache in a few
             # microseconds, less than a GIL hand-off; lead with the GIL held.
-            # (writing: a rotation is under way, wait for it below.)
-            rc = self._lead()
+            # (writing: a rotation is under way, wait for it below.) The mutex
+            # stays held through the write: a thread holding the GIL must never
+            # block on the mutex, as a thread that took the mutex with the GIL
+            # released may be waiting for the GIL while holding it.
+            rc = self._lead(True)
             if rc == C_ROTATE or self.error or self.done_batch >= mine:
                 err = self.error
                 pthread_mutex_unlock(&self.mutex)
@@ -221,7 +224,7 @@ cdef class GroupCommit:
                 if self.done_batch >= mine:
                     break
                 if not self.writing:  # our batch is the open one and nobody writes: lead it
-                    rc = self._lead()
+                    rc = self._lead(False)
                     if rc == C_ROTATE:  # stay the writer until rotated()/fail()
                         break
                     continue
@@ -231,8 +234,9 @@ cdef class GroupCommit:
             raise OSError(err, "audit log write failed")
         return rc
 
-    cdef int _lead(self) noexcept nogil:
-        """With the mutex held; returns with it held. Writes the open batch."""
+    cdef int _lead(self, bint keep_locked) noexcept nogil:
+        """With the mutex held; returns with it held. Writes the open batch
+        (with the mutex released meanwhile unless keep_locked)."""
         cdef Buf batch = self.pending
         cdef unsigned long long number = self.open_batch
         cdef int err
@@ -240,9 +244,11 @@ cdef class GroupCommit:
         self.pending.len = self.pending.count = 0
         self.open_batch += 1
         self.writing = True
-        pthread_mutex_unlock(&self.mutex)
+        if not keep_locked:
+            pthread_mutex_unlock(&self.mutex)
         err = self._write(&batch)
-        pthread_mutex_lock(&self.mutex)
+        if not keep_locked:
+            pthread_mutex_lock(&self.mutex)
         batch.len = batch.count = 0
         self.spare = batch
         self.writing = False
@@ -356,7 +362,7 @@ cdef class GroupCommit:
             pthread_mutex_unlock(&self.mutex)
 
     cdef void _lead_for_close(self) noexcept nogil:
-        if self._lead() == C_ROTATE:  # no rotation while closing: the segment stays open
+        if self._lead(False) == C_ROTATE:  # no rotation while closing: the segment stays open
             self.writing = False
 
     @property
