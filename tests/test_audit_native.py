@@ -37,12 +37,14 @@ def files(directory) -> dict[str, bytes]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(steps=steps, segment_bytes=st.sampled_from([300, 2000, audit.DEFAULT_SEGMENT_BYTES]))
-def test_native_and_python_writers_write_the_same_bytes(tmp_path_factory, steps, segment_bytes):
+@given(steps=steps, segment_bytes=st.sampled_from([300, 2000, audit.DEFAULT_SEGMENT_BYTES]),
+       durable=st.booleans())
+def test_native_and_python_writers_write_the_same_bytes(tmp_path_factory, steps, segment_bytes, durable):
+    # durable=False takes the native writer's other path (it leads with the GIL held).
     base = tmp_path_factory.mktemp("diff")
     # A fixed clock: rotate() appends a record stamped by it.
     logs = {kind: AuditLog(str(base / kind), "s", segment_bytes=segment_bytes, native=kind == "native",
-                           clock=lambda: 1_700_000_000_000_000_000)
+                           clock=lambda: 1_700_000_000_000_000_000, durable=durable)
             for kind in ("native", "pure")}
     assert logs["native"].native and not logs["pure"].native
     heads = {}
@@ -101,6 +103,31 @@ def test_many_threads_share_fdatasyncs_and_lose_nothing(tmp_path):
     assert ids == {f"{t}/{i}" for t, i in done} and len(ids) == 2400
     assert report.segments > 2
     assert onshi(["audit", "verify", "--dir", str(tmp_path)]) == 0
+
+
+def test_unsynced_log_from_many_threads_loses_nothing(tmp_path):
+    """--audit-no-sync: appends lead their own batch with the GIL held, and
+    wait (GIL released) only while another thread rotates the segment."""
+    log = AuditLog(str(tmp_path), "s", segment_bytes=5_000, durable=False)
+    assert log.native
+
+    def appender(t):
+        for i in range(300):
+            log.append(AuditRecord(actor=f"facility:{t}", action="CheckByCard", request_id=f"{t}/{i}"))
+
+    threads = [threading.Thread(target=appender, args=(t,), daemon=True) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    # A lock-order slip (GIL vs the writer's mutex) shows as threads stuck here.
+    assert not any(t.is_alive() for t in threads), "appenders deadlocked"
+    log.close()
+    report = audit.verify(str(tmp_path))
+    assert report.ok, report.problems
+    ids = [r.request_id for r in audit.read(str(tmp_path)) if r.action == "CheckByCard"]
+    assert sorted(ids) == sorted(f"{t}/{i}" for t in range(8) for i in range(300))
+    assert report.segments > 5
 
 
 def test_closed_log_refuses_records(tmp_path):

@@ -55,6 +55,20 @@ def test_signature_of_another_hash_or_padding_is_refused():
     assert not native(key.sign(message, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256()), message)
 
 
+def test_one_key_checks_many_signatures_in_any_order():
+    """The verify context is prepared once per key and reused: a refused
+    signature leaves nothing behind that changes the next answer."""
+    key = KEYS[0]
+    native, reference = checkers(key.public_key())
+    messages = [bytes([i]) * i for i in range(40)]
+    signatures = [key.sign(m, padding.PKCS1v15(), hashes.SHA256()) for m in messages]
+    for i, m in enumerate(messages):
+        for j, sig in enumerate(signatures):
+            assert native(sig, m) == reference(sig, m) == (i == j)
+        assert not native(b"", m) and not native(signatures[i][:-1], m)
+        assert native(signatures[i], m)
+
+
 def test_non_rsa_key_is_refused():
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec

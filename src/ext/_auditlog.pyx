@@ -35,6 +35,7 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_init(pthread_mutex_t *m, void *attr)
     int pthread_mutex_destroy(pthread_mutex_t *m)
     int pthread_mutex_lock(pthread_mutex_t *m)
+    int pthread_mutex_trylock(pthread_mutex_t *m)
     int pthread_mutex_unlock(pthread_mutex_t *m)
     int pthread_cond_init(pthread_cond_t *c, void *attr)
     int pthread_cond_destroy(pthread_cond_t *c)
@@ -48,10 +49,16 @@ cdef extern from "<openssl/evp.h>" nogil:
     ctypedef struct ENGINE
     EVP_MD_CTX *EVP_MD_CTX_new()
     void EVP_MD_CTX_free(EVP_MD_CTX *ctx)
-    const EVP_MD *EVP_sha256()
+    EVP_MD *EVP_MD_fetch(void *libctx, const char *algorithm, const char *properties)
     int EVP_DigestInit_ex(EVP_MD_CTX *ctx, const EVP_MD *type, ENGINE *impl)
     int EVP_DigestUpdate(EVP_MD_CTX *ctx, const void *d, size_t cnt)
     int EVP_DigestFinal_ex(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *s)
+
+# SHA-256 fetched once: with the legacy EVP_sha256() object OpenSSL 3 looks
+# the algorithm up (locks, a name-map walk) on every DigestInit.
+cdef EVP_MD *SHA256_MD = EVP_MD_fetch(NULL, b"SHA256", NULL)
+if SHA256_MD == NULL:
+    raise ImportError("libcrypto has no SHA256")
 
 DEF HASH = 32
 DEF HEAD_SIZE = 160
@@ -173,8 +180,12 @@ cdef class GroupCommit:
         cdef uint32_t n
         cdef int rc = 0, err = 0
         cdef bint lead = False
-        with nogil:
-            pthread_mutex_lock(&self.mutex)
+        # Each GIL release with another thread waiting for it is a hand-off
+        # (two thread switches on this server): take an uncontended mutex
+        # without releasing it.
+        if pthread_mutex_trylock(&self.mutex) != 0:
+            with nogil:
+                pthread_mutex_lock(&self.mutex)
         if self.closing or self.error:
             err = self.error
             pthread_mutex_unlock(&self.mutex)
@@ -191,6 +202,20 @@ cdef class GroupCommit:
             self.pending.len += 4 + n
             self.pending.count += 1
         mine = self.open_batch
+        if not self.durable and not self.writing:
+            # Not synced: the leader's writes go to the page cache in a few
+            # microseconds, less than a GIL hand-off; lead with the GIL held.
+            # (writing: a rotation is under way, wait for it below.) The mutex
+            # stays held through the write: a thread holding the GIL must never
+            # block on the mutex, as a thread that took the mutex with the GIL
+            # released may be waiting for the GIL while holding it.
+            rc = self._lead(True)
+            if rc == C_ROTATE or self.error or self.done_batch >= mine:
+                err = self.error
+                pthread_mutex_unlock(&self.mutex)
+                if err:
+                    raise OSError(err, "audit log write failed")
+                return rc
         with nogil:
             while True:
                 if self.error:
@@ -199,7 +224,7 @@ cdef class GroupCommit:
                 if self.done_batch >= mine:
                     break
                 if not self.writing:  # our batch is the open one and nobody writes: lead it
-                    rc = self._lead()
+                    rc = self._lead(False)
                     if rc == C_ROTATE:  # stay the writer until rotated()/fail()
                         break
                     continue
@@ -209,8 +234,9 @@ cdef class GroupCommit:
             raise OSError(err, "audit log write failed")
         return rc
 
-    cdef int _lead(self) noexcept nogil:
-        """With the mutex held; returns with it held. Writes the open batch."""
+    cdef int _lead(self, bint keep_locked) noexcept nogil:
+        """With the mutex held; returns with it held. Writes the open batch
+        (with the mutex released meanwhile unless keep_locked)."""
         cdef Buf batch = self.pending
         cdef unsigned long long number = self.open_batch
         cdef int err
@@ -218,9 +244,11 @@ cdef class GroupCommit:
         self.pending.len = self.pending.count = 0
         self.open_batch += 1
         self.writing = True
-        pthread_mutex_unlock(&self.mutex)
+        if not keep_locked:
+            pthread_mutex_unlock(&self.mutex)
         err = self._write(&batch)
-        pthread_mutex_lock(&self.mutex)
+        if not keep_locked:
+            pthread_mutex_lock(&self.mutex)
         batch.len = batch.count = 0
         self.spare = batch
         self.writing = False
@@ -257,7 +285,7 @@ cdef class GroupCommit:
             memcpy(&body_len, batch.data + pos, 4)
             n = 4 + body_len
             # hash := SHA-256(previous hash || u32 body_len || body)
-            EVP_DigestInit_ex(self.sha, EVP_sha256(), NULL)
+            EVP_DigestInit_ex(self.sha, SHA256_MD, NULL)
             EVP_DigestUpdate(self.sha, self.last, HASH)
             EVP_DigestUpdate(self.sha, batch.data + pos, n)
             memcpy(self.out.data + self.out.len, batch.data + pos, n)
@@ -334,7 +362,7 @@ cdef class GroupCommit:
             pthread_mutex_unlock(&self.mutex)
 
     cdef void _lead_for_close(self) noexcept nogil:
-        if self._lead() == C_ROTATE:  # no rotation while closing: the segment stays open
+        if self._lead(False) == C_ROTATE:  # no rotation while closing: the segment stays open
             self.writing = False
 
     @property

@@ -22,20 +22,25 @@ from libc.string cimport memcmp, memcpy, memset
 
 cdef extern from "openssl/evp.h":
     ctypedef struct EVP_PKEY
-    ctypedef struct EVP_MD_CTX
     ctypedef struct EVP_MD
     ctypedef struct EVP_PKEY_CTX
     ctypedef struct ENGINE
     int EVP_PKEY_RSA
     void EVP_PKEY_free(EVP_PKEY *pkey)
     int EVP_PKEY_get_base_id(const EVP_PKEY *pkey)
-    EVP_MD_CTX *EVP_MD_CTX_new()
-    void EVP_MD_CTX_free(EVP_MD_CTX *ctx)
-    const EVP_MD *EVP_sha256()
-    int EVP_DigestVerifyInit(EVP_MD_CTX *ctx, EVP_PKEY_CTX **pctx, const EVP_MD *type, ENGINE *e,
-                             EVP_PKEY *pkey)
-    int EVP_DigestVerify(EVP_MD_CTX *ctx, const unsigned char *sig, size_t siglen,
-                         const unsigned char *tbs, size_t tbslen)
+    EVP_MD *EVP_MD_fetch(void *libctx, const char *algorithm, const char *properties)
+    int EVP_Digest(const void *data, size_t count, unsigned char *md, unsigned int *size, const EVP_MD *type,
+                   ENGINE *impl)
+    EVP_PKEY_CTX *EVP_PKEY_CTX_new(EVP_PKEY *pkey, ENGINE *e)
+    void EVP_PKEY_CTX_free(EVP_PKEY_CTX *ctx)
+    int EVP_PKEY_verify_init(EVP_PKEY_CTX *ctx)
+    int EVP_PKEY_verify(EVP_PKEY_CTX *ctx, const unsigned char *sig, size_t siglen,
+                        const unsigned char *tbs, size_t tbslen)
+    int EVP_PKEY_CTX_set_signature_md(EVP_PKEY_CTX *ctx, const EVP_MD *md)
+
+cdef extern from "openssl/rsa.h":
+    int RSA_PKCS1_PADDING
+    int EVP_PKEY_CTX_set_rsa_padding(EVP_PKEY_CTX *ctx, int pad)
 
 cdef extern from "openssl/x509.h":
     EVP_PKEY *d2i_PUBKEY(EVP_PKEY **a, const unsigned char **pp, long length)
@@ -44,10 +49,24 @@ cdef extern from "openssl/err.h":
     void ERR_clear_error()
 
 
+# SHA-256 fetched from the provider once: OpenSSL 3 looks the algorithm up
+# (locks, a name-map walk) on every init given the legacy EVP_sha256() object.
+cdef EVP_MD *SHA256_MD = EVP_MD_fetch(NULL, b"SHA256", NULL)
+if SHA256_MD == NULL:
+    raise ImportError("libcrypto has no SHA256")
+
+
 cdef class RsaPublicKey:
-    """An RSA public key from its DER SubjectPublicKeyInfo."""
+    """An RSA public key from its DER SubjectPublicKeyInfo.
+
+    The verify context (key exported to the provider, PKCS#1 v1.5 padding,
+    SHA-256 as the signed digest) is set up once per key, not per signature:
+    OpenSSL 3's EVP_DigestVerifyInit fetches and exports on every call, a
+    quarter of the check. A context is not for concurrent use; every call
+    holds the GIL, which serialises them."""
 
     cdef EVP_PKEY *pkey
+    cdef EVP_PKEY_CTX *verify_ctx
 
     def __cinit__(self, bytes spki_der):
         cdef const unsigned char *p = spki_der
@@ -57,23 +76,36 @@ cdef class RsaPublicKey:
             raise ValueError("not a DER SubjectPublicKeyInfo")
         if EVP_PKEY_get_base_id(self.pkey) != EVP_PKEY_RSA:
             raise ValueError("not an RSA key")
+        self.verify_ctx = EVP_PKEY_CTX_new(self.pkey, NULL)
+        if self.verify_ctx == NULL:
+            ERR_clear_error()
+            raise MemoryError()
+        if (EVP_PKEY_verify_init(self.verify_ctx) != 1
+                or EVP_PKEY_CTX_set_rsa_padding(self.verify_ctx, RSA_PKCS1_PADDING) != 1
+                or EVP_PKEY_CTX_set_signature_md(self.verify_ctx, SHA256_MD) != 1):
+            ERR_clear_error()
+            raise ValueError("RSA key refused for PKCS#1 v1.5 / SHA-256 verification")
 
     def __dealloc__(self):
+        if self.verify_ctx != NULL:
+            EVP_PKEY_CTX_free(self.verify_ctx)
         if self.pkey != NULL:
             EVP_PKEY_free(self.pkey)
 
     def verify_pkcs1v15_sha256(self, const unsigned char[::1] signature not None,
                                const unsigned char[::1] message not None) -> bool:
         """True if `signature` is a PKCS#1 v1.5 signature of SHA-256(message)."""
-        cdef EVP_MD_CTX *ctx = EVP_MD_CTX_new()
+        cdef unsigned char digest[32]
+        cdef unsigned int digest_len = 0
         cdef int ok = 0
-        if ctx == NULL:
+        if EVP_Digest(&message[0] if message.shape[0] else NULL, message.shape[0], digest, &digest_len,
+                      SHA256_MD, NULL) != 1:
+            ERR_clear_error()
             raise MemoryError()
-        # EVP_DigestVerify over an RSA key: PKCS#1 v1.5 padding is the default.
-        if EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, self.pkey) == 1:
-            ok = EVP_DigestVerify(ctx, &signature[0] if signature.shape[0] else NULL, signature.shape[0],
-                                  &message[0] if message.shape[0] else NULL, message.shape[0])
-        EVP_MD_CTX_free(ctx)
+        # The prepared context checks the DigestInfo (SHA-256 OID + digest)
+        # inside the PKCS#1 v1.5 block, as EVP_DigestVerify does.
+        ok = EVP_PKEY_verify(self.verify_ctx, &signature[0] if signature.shape[0] else NULL, signature.shape[0],
+                             digest, digest_len)
         if ok != 1:
             ERR_clear_error()
         return ok == 1
