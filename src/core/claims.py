@@ -343,6 +343,21 @@ _UNKNOWN = "不詳"  # insurer cache value of 77777777 / 77777779
 _HEAD_AND_FIRST = struct.Struct("<HHiii")  # history header + the first entry's days
 
 
+def _file_prepared(i: int, prepared: tuple, keys: list, rows: list, unknown_claims: list,
+                   settled: dict, errors: list) -> None:
+    """Files claim i's `Verifier._prepare` result under its kind (both verify paths)."""
+    kind, *rest = prepared
+    if kind == "lookup":
+        keys.append(rest[0])
+        rows.append((i, *rest[1:]))
+    elif kind == "unknown":
+        unknown_claims.append((i, *rest))
+    elif kind == "settled":
+        settled[i] = rest[0]
+    else:
+        errors.extend(rest[0])
+
+
 class Verifier:
     """Verdicts for batches of claims over one store.
 
@@ -418,16 +433,7 @@ class Verifier:
                         keys.append(f"{info[0]}\x1f{symbol}\x1f{number}\x1f{branch.zfill(2)}".encode())
                         rows.append((i, birth, first, last, ()))
                         continue
-            kind, *rest = self._prepare(c, base + i)
-            if kind == "lookup":
-                keys.append(rest[0])
-                rows.append((i, *rest[1:]))
-            elif kind == "unknown":
-                unknown_claims.append((i, *rest))
-            elif kind == "settled":
-                settled[i] = rest[0]
-            else:
-                errors.extend(rest[0])
+            _file_prepared(i, self._prepare(c, base + i), keys, rows, unknown_claims, settled, errors)
         if errors:
             raise ClaimError(errors)
         values = self.engine.histories_by_number(keys) if keys else []
@@ -487,16 +493,7 @@ class Verifier:
         unknown_claims: list[tuple] = []
         errors: list[tuple[str, str]] = []
         for i in batch.other_indices():
-            kind, *rest = self._prepare(claims[i], base + i)
-            if kind == "lookup":
-                keys.append(rest[0])
-                rows.append((i, *rest[1:]))
-            elif kind == "unknown":
-                unknown_claims.append((i, *rest))
-            elif kind == "settled":
-                settled[i] = rest[0]
-            else:
-                errors.extend(rest[0])
+            _file_prepared(i, self._prepare(claims[i], base + i), keys, rows, unknown_claims, settled, errors)
         if errors:
             return ("invalid", errors)
         values = self.engine.histories_by_number(keys) if keys else []
