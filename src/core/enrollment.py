@@ -625,12 +625,19 @@ def resolve(wtxn: WriteTxn, request: pb.ResolveQuarantineRequest, insurers: froz
     return response
 
 
-def list_quarantine(wtxn: WriteTxn, insurers: list[str], after: int, limit: int) -> list[pb.QuarantinedUpdate]:
+def _open_entries(wtxn: WriteTxn, index: str, db: str, message, insurers: list[str], after: int) -> list:
+    """The insurers' open entries numbered after `after`, from index `index`
+    (insurer SEP seq) into `db` (seq -> message); quarantine and notices alike."""
     out = []
     for insurer in sorted(insurers):
         prefix = insurer.encode() + SEP
-        for key, _ in wtxn.scan("quarantine_open", prefix, prefix + _seq(after + 1)):
-            out.append(pb.QuarantinedUpdate.FromString(wtxn.get("quarantine", key[-8:])))
+        for key, _ in wtxn.scan(index, prefix, prefix + _seq(after + 1)):
+            out.append(message.FromString(wtxn.get(db, key[-8:])))
+    return out
+
+
+def list_quarantine(wtxn: WriteTxn, insurers: list[str], after: int, limit: int) -> list[pb.QuarantinedUpdate]:
+    out = _open_entries(wtxn, "quarantine_open", "quarantine", pb.QuarantinedUpdate, insurers, after)
     out.sort(key=lambda e: e.quarantine_id)
     return out[:limit]
 
@@ -638,11 +645,7 @@ def list_quarantine(wtxn: WriteTxn, insurers: list[str], after: int, limit: int)
 # --- notices to insurers ----------------------------------------------------------
 
 def list_notices(wtxn: WriteTxn, insurers: list[str], after: int, limit: int) -> list[pb.InsurerNotice]:
-    out = []
-    for insurer in sorted(insurers):
-        prefix = insurer.encode() + SEP
-        for key, _ in wtxn.scan("notice_open", prefix, prefix + _seq(after + 1)):
-            out.append(pb.InsurerNotice.FromString(wtxn.get("notice", key[-8:])))
+    out = _open_entries(wtxn, "notice_open", "notice", pb.InsurerNotice, insurers, after)
     out.sort(key=lambda n: n.notice_id)
     return out[:limit]
 
