@@ -186,6 +186,28 @@ def test_client_certificate_without_role_is_unauthenticated(served, tmp_path):
     assert "no onshi role" in err.details()
 
 
+def test_callers_are_told_apart_by_their_certificates_san_uris(served):
+    """Callers are cached by the SAN identities gRPC hands each call: a renewed
+    certificate (new key, other subject) with the same SANs is the same caller,
+    and one naming another facility never inherits the first one's rights,
+    also on connections opened one after the other."""
+    from onshi.core import pki
+
+    port, _ = served
+    ca = pki.load_issued(*(os.path.join(pki_dir(), "onshi", n) for n in ("ca.pem", "ca.key.pem")))
+    renewed = pki.issue_client(ca, "facility", (FACILITY,))
+    other = pki.issue_client(ca, "facility", (OTHER_FACILITY,))
+    for _ in range(2):
+        for issued, facility in ((renewed, FACILITY), (other, OTHER_FACILITY)):
+            creds = grpc.ssl_channel_credentials(pki.pem(ca.cert), pki.key_pem(issued.key), pki.pem(issued.cert))
+            with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+                s = eligibility_pb2_grpc.EligibilityServiceStub(channel)
+                assert s.CheckByCard(card_request("valid-3", facility), timeout=5).validity == epb.VALIDITY_VALID
+                foreign = OTHER_FACILITY if facility == FACILITY else FACILITY
+                err = code_of(lambda s=s, f=foreign: s.CheckByCard(card_request("valid-3", f), timeout=5))
+                assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
 def test_plaintext_client_cannot_talk_to_the_tls_port(served):
     port, _ = served
     s = eligibility_pb2_grpc.EligibilityServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
