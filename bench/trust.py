@@ -241,11 +241,15 @@ def micro(pki_dir: str, tmp: Path) -> dict:
 class _Context:
     """Just enough of a grpc.ServicerContext for the trust hooks, single-threaded."""
 
-    def __init__(self, pem: bytes):
+    def __init__(self, pem: bytes, identities: tuple[bytes, ...]):
         self._auth = {"x509_pem_cert": [pem]}
+        self._identities = identities
 
     def auth_context(self):
         return self._auth
+
+    def peer_identities(self):
+        return self._identities
 
     def invocation_metadata(self):
         return ()
@@ -262,6 +266,11 @@ def hook_cost(pki_dir: str, keys: dict, verifier, tmp: Path) -> dict:
     store = tmp / "store"
     engine = open_engine(store, "native" if common_native() else "pure")
     pem = open(os.path.join(pki_dir, "onshi", pki.client_stem("facility", FACILITY) + ".pem"), "rb").read()
+    from cryptography import x509
+
+    identities = tuple(u.encode() for u in x509.load_pem_x509_certificate(pem).extensions
+                       .get_extension_for_class(x509.SubjectAlternativeName).value
+                       .get_values_for_type(x509.UniformResourceIdentifier))
     log = audit.AuditLog(str(tmp / "hook-audit"), "h", durable=False)
     hooks = trust.EligibilityTrust(verifier, log)
     guarded = auth._guard(lambda raw, ctx: None, auth.POLICY[METHOD])
@@ -275,7 +284,7 @@ def hook_cost(pki_dir: str, keys: dict, verifier, tmp: Path) -> dict:
                                             ("hooks_on", with_trust, proofs, True)):
         t = time.process_time()
         for raw in reqs:
-            ctx = _Context(pem)
+            ctx = _Context(pem, identities)
             if ctx_needed:
                 guarded(raw, ctx)
             answers.check_by_card(raw, ctx)

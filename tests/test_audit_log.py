@@ -83,6 +83,64 @@ def test_group_commit_batches_concurrent_appenders(tmp_path):
     assert audit.verify(str(tmp_path)).records == 400
 
 
+def test_syncs_are_spaced_by_the_sync_interval(tmp_path):
+    """At most one fdatasync per interval: one appender after another waits
+    out the rest of the interval (a lower bound, so a slow machine cannot
+    break it); the first record after a quiet spell is not held back."""
+    log = AuditLog(str(tmp_path), "s", sync_interval_ms=40)
+    start = time.monotonic()
+    for i in range(5):
+        log.append(rec(i))
+    assert time.monotonic() - start >= 4 * 0.040
+    assert log.batches == 5
+    log.close()
+    assert audit.verify(str(tmp_path)).records == 5
+
+
+def test_a_full_batch_is_written_without_waiting_out_the_interval(tmp_path):
+    """batch_target appenders (the server's handler threads) fill a batch:
+    the leader writes it at once instead of waiting out the interval. 20
+    rounds of 4 lock-step appenders would take >= 2 s if every round waited
+    the 100 ms interval."""
+    log = AuditLog(str(tmp_path), "s", sync_interval_ms=100)
+    log.batch_target = 4
+    rounds = 20
+    barrier = threading.Barrier(4)
+
+    def appender(k):
+        for i in range(rounds):
+            barrier.wait()
+            log.append(rec(k * 1000 + i))
+
+    threads = [threading.Thread(target=appender, args=(k,)) for k in range(4)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.monotonic() - start < rounds * 0.100
+    assert log.records == 4 * rounds
+    log.close()
+    assert audit.verify(str(tmp_path)).records == 4 * rounds
+
+
+def test_close_writes_a_batch_that_is_still_gathering(tmp_path):
+    log = AuditLog(str(tmp_path), "s", sync_interval_ms=100)
+    log.append(rec(0))  # a sync just happened: the next leader gathers up to 100 ms
+    t = threading.Thread(target=log.append, args=(rec(1),))
+    t.start()
+    time.sleep(0.01)
+    log.close()
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert [r.request_id for r in audit.read(str(tmp_path))] == ["r0", "r1"]
+
+
+def test_sync_interval_is_bounded(tmp_path):
+    with pytest.raises(ValueError):
+        AuditLog(str(tmp_path), "s", sync_interval_ms=1000)
+
+
 def test_changed_byte_is_detected(tmp_path, capsys):
     write(tmp_path).close()
     path = segment(tmp_path)

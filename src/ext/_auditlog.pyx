@@ -27,6 +27,21 @@ cdef extern from "<unistd.h>" nogil:
     ssize_t pwrite(int fd, const void *buf, size_t count, long offset)
     int fdatasync(int fd)
 
+cdef extern from "<time.h>" nogil:
+    ctypedef int clockid_t
+    cdef struct timespec:
+        long tv_sec
+        long tv_nsec
+    clockid_t CLOCK_MONOTONIC
+    int clock_gettime(clockid_t clk, timespec *tp)
+
+
+cdef long long mono_ns() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec * 1000000000 + t.tv_nsec
+
+
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
         pass
@@ -37,6 +52,12 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_lock(pthread_mutex_t *m)
     int pthread_mutex_trylock(pthread_mutex_t *m)
     int pthread_mutex_unlock(pthread_mutex_t *m)
+    ctypedef struct pthread_condattr_t:
+        pass
+    int pthread_condattr_init(pthread_condattr_t *a)
+    int pthread_condattr_setclock(pthread_condattr_t *a, clockid_t clk)
+    int pthread_condattr_destroy(pthread_condattr_t *a)
+    int pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const timespec *abstime)
     int pthread_cond_init(pthread_cond_t *c, void *attr)
     int pthread_cond_destroy(pthread_cond_t *c)
     int pthread_cond_wait(pthread_cond_t *c, pthread_mutex_t *m)
@@ -123,6 +144,17 @@ cdef class GroupCommit:
     cdef public int fd, head_fd
     cdef public long long size, allocated, seq, total, segment_bytes, preallocate
     cdef public bint durable, force_rotate
+    # At most one fdatasync per interval (as AuditLog.sync_interval_ns): the
+    # leader of a batch that comes sooner waits for the rest of the interval
+    # while the batch keeps filling. Syncs then carry more records under load;
+    # a lone record after a quiet interval is synced at once.
+    cdef public long long sync_interval_ns
+    cdef long long last_sync_ns
+    # The leader stops waiting once the batch holds this many records (the
+    # handler threads that can append: no more can come); 0 = the whole interval.
+    cdef public int batch_target
+    cdef bint gathering
+    cdef pthread_cond_t fill        # a gathering leader waits here (CLOCK_MONOTONIC)
     cdef unsigned char last[HASH]
     cdef readonly unsigned long long batches, records
 
@@ -130,6 +162,11 @@ cdef class GroupCommit:
         pthread_mutex_init(&self.mutex, NULL)
         pthread_cond_init(&self.turn[0], NULL)
         pthread_cond_init(&self.turn[1], NULL)
+        cdef pthread_condattr_t attr
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        pthread_cond_init(&self.fill, &attr)
+        pthread_condattr_destroy(&attr)
         self.sha = EVP_MD_CTX_new()
         if self.sha == NULL:
             raise MemoryError()
@@ -154,6 +191,7 @@ cdef class GroupCommit:
             EVP_MD_CTX_free(self.sha)
         pthread_cond_destroy(&self.turn[0])
         pthread_cond_destroy(&self.turn[1])
+        pthread_cond_destroy(&self.fill)
         pthread_mutex_destroy(&self.mutex)
 
     @property
@@ -201,6 +239,8 @@ cdef class GroupCommit:
             memcpy(self.pending.data + self.pending.len + 4, PyBytes_AS_STRING(body), n)
             self.pending.len += 4 + n
             self.pending.count += 1
+        if self.gathering and self._filled():
+            pthread_cond_signal(&self.fill)
         mine = self.open_batch
         if not self.durable and not self.writing:
             # Not synced: the leader's writes go to the page cache in a few
@@ -237,9 +277,25 @@ cdef class GroupCommit:
     cdef int _lead(self, bint keep_locked) noexcept nogil:
         """With the mutex held; returns with it held. Writes the open batch
         (with the mutex released meanwhile unless keep_locked)."""
-        cdef Buf batch = self.pending
-        cdef unsigned long long number = self.open_batch
+        cdef Buf batch
+        cdef unsigned long long number
         cdef int err
+        cdef long long due
+        cdef timespec until
+        if self.durable and self.sync_interval_ns > 0 and not keep_locked:
+            due = self.last_sync_ns + self.sync_interval_ns
+            if mono_ns() < due and not self.closing and not self._filled():
+                self.writing = True  # arrivals join this batch and wait; none leads
+                self.gathering = True
+                until.tv_sec = due // 1000000000
+                until.tv_nsec = due % 1000000000
+                while not self.closing and not self._filled():
+                    if pthread_cond_timedwait(&self.fill, &self.mutex, &until) == 110:  # ETIMEDOUT
+                        break
+                self.gathering = False
+            self.last_sync_ns = mono_ns()
+        batch = self.pending
+        number = self.open_batch
         self.pending = self.spare
         self.pending.len = self.pending.count = 0
         self.open_batch += 1
@@ -268,6 +324,9 @@ cdef class GroupCommit:
         if self.pending.count:  # one waiter of the next batch leads it
             pthread_cond_signal(&self.turn[(number + 1) & 1])
         return C_DURABLE
+
+    cdef bint _filled(self) noexcept nogil:
+        return self.batch_target > 0 and self.pending.count >= <size_t>self.batch_target
 
     cdef int _write(self, Buf *batch) noexcept nogil:
         """Chain, frame, write, sync, head: as AuditLog._write. Returns errno or 0."""
@@ -354,6 +413,8 @@ cdef class GroupCommit:
         with nogil:
             pthread_mutex_lock(&self.mutex)
             self.closing = True
+            if self.gathering:  # a leader waiting for its batch to fill: write it now
+                pthread_cond_signal(&self.fill)
             while (self.writing or self.pending.count) and not self.error:
                 if not self.writing:
                     self._lead_for_close()

@@ -271,10 +271,26 @@ def add_arguments(parser, relay: bool = False) -> None:
     g.add_argument("--audit-dir", help="access log directory (each process writes its own stream)")
     g.add_argument("--audit-retention-days", type=float, default=audit.DEFAULT_RETENTION_DAYS,
                    help="drop access-log segments older than this (default 5 years), at start and daily")
+    g.add_argument("--audit-sync-interval-ms", type=_sync_interval, default=audit.DEFAULT_SYNC_INTERVAL_MS,
+                   help="at most one fdatasync of the access log per interval (default "
+                        f"{audit.DEFAULT_SYNC_INTERVAL_MS:g} ms; 0: sync each batch at once): under load a "
+                        "sync carries more records, for at most this much added latency")
     g.add_argument("--audit-no-sync", action="store_true", help=argparse_suppress())
     # Bench only: instead of logging, every check waits this long (what does a
     # handler that blocks cost the threaded gRPC server, whatever it waits for?).
     g.add_argument("--test-wait-ms", type=float, default=0.0, help=argparse_suppress())
+
+
+def _sync_interval(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError("must be a number of milliseconds, 0-100")
+    return value
 
 
 def argparse_suppress():
@@ -294,7 +310,9 @@ def setup_from_args(args, stream: str | None = None, replays=None) -> TrustSetup
     log = None
     if args.audit_dir:
         log = audit.AuditLog(args.audit_dir, stream or f"pid{os.getpid()}",
-                             durable=not getattr(args, "audit_no_sync", False))
+                             durable=not getattr(args, "audit_no_sync", False),
+                             sync_interval_ms=getattr(args, "audit_sync_interval_ms",
+                                                      audit.DEFAULT_SYNC_INTERVAL_MS))
         start_retention(log, getattr(args, "audit_retention_days", audit.DEFAULT_RETENTION_DAYS))
     return TrustSetup(verifier, log, getattr(args, "pki", None))
 
@@ -406,6 +424,8 @@ def server_builder(args, host: str, threads: int):
         else:
             credentials = auth.credentials_from_args(args, host)
         setup = setup_from_args(args, replays=replays)
+        if setup.log is not None:  # its appenders are the handler threads: a full batch goes at once
+            setup.log.batch_target = threads or app.handler_threads(setup.log)
         hooks = EligibilityTrust(setup.verifier, setup.log)
         audit_hook = hooks.audit if setup.log else None
         wait = getattr(args, "test_wait_ms", 0.0) / 1000.0
