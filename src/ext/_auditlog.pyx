@@ -249,13 +249,15 @@ cdef class GroupCommit:
             # stays held through the write: a thread holding the GIL must never
             # block on the mutex, as a thread that took the mutex with the GIL
             # released may be waiting for the GIL while holding it.
-            rc = self._lead(True)
+            rc = self._lead(True, NULL)
             if rc == C_ROTATE or self.error or self.done_batch >= mine:
                 err = self.error
                 pthread_mutex_unlock(&self.mutex)
                 if err:
                     raise OSError(err, "audit log write failed")
                 return rc
+        cdef unsigned long long wake[2]
+        wake[0] = 0
         with nogil:
             while True:
                 if self.error:
@@ -264,19 +266,29 @@ cdef class GroupCommit:
                 if self.done_batch >= mine:
                     break
                 if not self.writing:  # our batch is the open one and nobody writes: lead it
-                    rc = self._lead(False)
+                    rc = self._lead(False, wake)
                     if rc == C_ROTATE:  # stay the writer until rotated()/fail()
                         break
                     continue
                 pthread_cond_wait(&self.turn[mine & 1], &self.mutex)
             pthread_mutex_unlock(&self.mutex)
+            if wake[0]:
+                # Woken after the unlock: a waiter woken while the leader still
+                # held the mutex would block on it at once (two more switches).
+                # No wake-up is lost: waiters test done_batch under the mutex.
+                pthread_cond_broadcast(&self.turn[wake[0] & 1])
+                if wake[1]:  # one waiter of the next batch leads it
+                    pthread_cond_signal(&self.turn[(wake[0] + 1) & 1])
         if err:
             raise OSError(err, "audit log write failed")
         return rc
 
-    cdef int _lead(self, bint keep_locked) noexcept nogil:
+    cdef int _lead(self, bint keep_locked, unsigned long long *wake) noexcept nogil:
         """With the mutex held; returns with it held. Writes the open batch
-        (with the mutex released meanwhile unless keep_locked)."""
+        (with the mutex released meanwhile unless keep_locked). With `wake`,
+        the batch's waiters are left for the caller to wake after it unlocks:
+        wake[0] = the batch written, wake[1] = whether the next batch waits
+        for a leader."""
         cdef Buf batch
         cdef unsigned long long number
         cdef int err
@@ -314,7 +326,10 @@ cdef class GroupCommit:
             pthread_cond_broadcast(&self.turn[1])
             return C_DURABLE
         self.done_batch = number
-        pthread_cond_broadcast(&self.turn[number & 1])
+        if wake != NULL:
+            wake[0], wake[1] = number, 0
+        else:
+            pthread_cond_broadcast(&self.turn[number & 1])
         if self.closing:  # close() waits on either turn
             pthread_cond_broadcast(&self.turn[(number + 1) & 1])
         if self.size >= self.segment_bytes or self.force_rotate:
@@ -322,7 +337,10 @@ cdef class GroupCommit:
             self.writing = True  # the caller rotates; the next batch waits for it
             return C_ROTATE
         if self.pending.count:  # one waiter of the next batch leads it
-            pthread_cond_signal(&self.turn[(number + 1) & 1])
+            if wake != NULL:
+                wake[1] = 1
+            else:
+                pthread_cond_signal(&self.turn[(number + 1) & 1])
         return C_DURABLE
 
     cdef bint _filled(self) noexcept nogil:
@@ -423,7 +441,7 @@ cdef class GroupCommit:
             pthread_mutex_unlock(&self.mutex)
 
     cdef void _lead_for_close(self) noexcept nogil:
-        if self._lead(False) == C_ROTATE:  # no rotation while closing: the segment stays open
+        if self._lead(False, NULL) == C_ROTATE:  # no rotation while closing: the segment stays open
             self.writing = False
 
     @property
