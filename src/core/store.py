@@ -2,6 +2,8 @@
 
     card     card serial key (20 bytes)  -> link key
     card_of  link key                    -> card serial key (reverse, for re-issue)
+    card_former  link key + card serial key -> b"" (serials a re-issued card replaced:
+             the access log names a person by the cards they presented)
     number   number key                  -> link key
     history  link key (8 bytes, big-endian link ID) -> history record (history.py)
     meta     b"next_link_id"             -> 8-byte big-endian counter
@@ -16,7 +18,7 @@ import os
 
 import lmdb
 
-DB_NAMES = (b"card", b"card_of", b"number", b"history", b"meta")
+DB_NAMES = (b"card", b"card_of", b"card_former", b"number", b"history", b"meta")
 MAX_DBS = 32  # room for the ingest, claims and audit databases
 MAX_READERS = 1024  # threads x worker processes
 DATA_FILE = "data.mdb"

@@ -331,6 +331,7 @@ class WriteTxn:
         old = self.txn.get(lk, db=self.dbs["card_of"])
         if old is not None and old != serial_key:
             self.txn.delete(old, db=self.dbs["card"])
+            self.txn.put(lk + old, b"", db=self.dbs["card_former"])
         self.txn.put(serial_key, lk, db=self.dbs["card"])
         self.txn.put(lk, serial_key, db=self.dbs["card_of"])
         return old if old != serial_key else None

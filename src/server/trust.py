@@ -207,6 +207,7 @@ class PersonDirectory:
 
         self.card = db("card")
         self.card_of = db("card_of")
+        self.card_former = db("card_former")
         self.number = db("number")
         self.history = db("history")
         self.basic4 = db("basic4")
@@ -232,11 +233,19 @@ class PersonDirectory:
     def subjects(self, link_id: int) -> set[str]:
         """Every subject under which records about this person were written."""
         out = {link_subject(link_id)}
+        lk = link_id.to_bytes(8, "big")
+        serials = []
         with self.env.begin() as txn:
-            serial = txn.get(link_id.to_bytes(8, "big"), db=self.card_of)
-            value = txn.get(link_id.to_bytes(8, "big"), db=self.history)
-        if serial:
-            out.add(card_subject(serial))
+            serials.append(txn.get(lk, db=self.card_of))
+            value = txn.get(lk, db=self.history)
+            if self.card_former is not None:  # cards this person's re-issued cards replaced
+                cursor = txn.cursor(db=self.card_former)
+                if cursor.set_range(lk):
+                    for key in cursor.iternext(values=False):
+                        if not key.startswith(lk):
+                            break
+                        serials.append(key[len(lk):])
+        out.update(card_subject(s) for s in serials if s)
         if value:
             _, quals = history.decode(value)
             for q in quals:
