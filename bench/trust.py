@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,6 +65,33 @@ def build_store(path: str) -> None:
             writer.apply(change)
     finally:
         writer.close()
+
+
+@dataclass
+class Setup:
+    """What every trust bench starts from: a test PKI, a store with the four
+    cards' persons, the cards' keys and the two callers' credentials."""
+    pki_dir: str
+    store: Path
+    keys: dict
+    operator: grpc.ChannelCredentials
+    facility: grpc.ChannelCredentials
+
+    @property
+    def tls(self) -> list[str]:
+        return ["--pki", self.pki_dir]
+
+
+def setup(tmp: Path) -> Setup:
+    pki_dir = str(tmp / "pki")
+    pki.init(pki_dir)
+    store = tmp / "store"
+    build_store(str(store))
+    ca, cert, key = auth.pki_paths(pki_dir, "operator")
+    operator = auth.channel_credentials(ca, cert, key)
+    ca, cert, key = auth.pki_paths(pki_dir, pki.client_stem("facility", FACILITY))
+    facility = auth.channel_credentials(ca, cert, key)
+    return Setup(pki_dir, store, card_keys(pki_dir), operator, facility)
 
 
 def card_keys(pki_dir: str) -> dict:
@@ -309,18 +337,10 @@ def main() -> int:
         parser.error("--checks must be 100-50000")
     with tempfile.TemporaryDirectory(prefix="onshi-trust-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        pki_dir = str(tmp / "pki")
-        pki.init(pki_dir)
-        store = tmp / "store"
-        build_store(str(store))
-        keys = card_keys(pki_dir)
+        s = setup(tmp)
+        pki_dir, store, keys, operator, facility, tls = s.pki_dir, s.store, s.keys, s.operator, s.facility, s.tls
         warm_serial = serial_requests(200)
         serial = serial_requests(args.checks)
-        ca, cert, key = auth.pki_paths(pki_dir, "operator")
-        operator = auth.channel_credentials(ca, cert, key)
-        ca, cert, key = auth.pki_paths(pki_dir, pki.client_stem("facility", FACILITY))
-        facility = auth.channel_credentials(ca, cert, key)
-        tls = ["--pki", pki_dir]
         configs = [("plain", [], None, False),
                    ("mtls-serial", tls, operator, False),
                    ("mtls-proof", tls, facility, True),

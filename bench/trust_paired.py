@@ -30,8 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import trust
-from onshi.core import audit, pki
-from onshi.server import auth
+from onshi.core import audit
 
 SECTION = "Trust (issue 5)"
 
@@ -48,20 +47,12 @@ def main() -> int:
         parser.error("--checks must be 100-50000 and --rate 10-20000")
     with tempfile.TemporaryDirectory(prefix="onshi-trust-paired-") as tmpdir:
         tmp = Path(tmpdir)
-        pki_dir = str(tmp / "pki")
-        pki.init(pki_dir)
-        store = tmp / "store"
-        trust.build_store(str(store))
-        keys = trust.card_keys(pki_dir)
-        ca, cert, key = auth.pki_paths(pki_dir, "operator")
-        operator = auth.channel_credentials(ca, cert, key)
-        ca, cert, key = auth.pki_paths(pki_dir, pki.client_stem("facility", trust.FACILITY))
-        facility = auth.channel_credentials(ca, cert, key)
-        tls = ["--pki", pki_dir]
+        s = trust.setup(tmp)
+        store, keys = s.store, s.keys
         configs = {"plain": ([], None, False),
-                   "mtls-serial": (tls, operator, False),
-                   "mtls-proof": (tls, facility, True),
-                   "mtls-proof-log": (tls + ["--audit-dir", str(tmp / "audit")], facility, True)}
+                   "mtls-serial": (s.tls, s.operator, False),
+                   "mtls-proof": (s.tls, s.facility, True),
+                   "mtls-proof-log": (s.tls + ["--audit-dir", str(tmp / "audit")], s.facility, True)}
         running = {}
         try:
             for name, (extra, creds, _) in configs.items():

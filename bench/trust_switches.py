@@ -29,8 +29,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import trust
-from onshi.core import pki
-from onshi.server import auth
 
 
 def switches(pid: int) -> int:
@@ -84,17 +82,9 @@ def main() -> int:
     wanted = args.configs.split(",")
     with tempfile.TemporaryDirectory(prefix="onshi-trust-switches-") as tmpdir:
         tmp = Path(tmpdir)
-        pki_dir = str(tmp / "pki")
-        pki.init(pki_dir)
-        store = tmp / "store"
-        trust.build_store(str(store))
-        keys = trust.card_keys(pki_dir)
+        s = trust.setup(tmp)
+        store, keys, operator, facility, tls = s.store, s.keys, s.operator, s.facility, s.tls
         serial = trust.serial_requests(args.checks)
-        ca, cert, key = auth.pki_paths(pki_dir, "operator")
-        operator = auth.channel_credentials(ca, cert, key)
-        ca, cert, key = auth.pki_paths(pki_dir, pki.client_stem("facility", trust.FACILITY))
-        facility = auth.channel_credentials(ca, cert, key)
-        tls = ["--pki", pki_dir]
         all_configs = {
             "plain": ([], None, False),
             "mtls-serial": (tls, operator, False),
