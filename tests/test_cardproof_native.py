@@ -81,6 +81,38 @@ def test_non_rsa_key_is_refused():
         cardproof._NativeRsaKey(b"\x30\x03garbage")
 
 
+def test_signature_representative_out_of_range_is_refused():
+    """s >= n is no signature (RSAVP1), even though s mod n would verify."""
+    key = KEYS[0]
+    native, reference = checkers(key.public_key())
+    message = b"challenge"
+    signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    n = key.public_key().public_numbers().n
+    k = (n.bit_length() + 7) // 8
+    s = int.from_bytes(signature, "big")
+    for candidate in (n, n + s, (1 << (8 * k)) - 1, 0, 1):
+        if candidate >= 1 << (8 * k):
+            continue
+        forged = candidate.to_bytes(k, "big")
+        assert native(forged, message) == reference(forged, message) is False
+    assert native(signature, message)
+
+
+def test_keys_of_other_sizes_check_only_their_own_length():
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    native, reference = checkers(small.public_key())
+    signature = small.sign(b"m", padding.PKCS1v15(), hashes.SHA256())
+    assert native(signature, b"m") and reference(signature, b"m")
+    assert not native(b"\0" * 128 + signature, b"m") and not native(signature[1:], b"m")
+    from cryptography.hazmat.primitives import serialization
+
+    # 61 bytes: too short for PKCS#1 v1.5 padding + the SHA-256 DigestInfo
+    tiny = rsa.RSAPublicNumbers(65537, (1 << 487) + 12345).public_key()
+    spki = tiny.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(ValueError):
+        cardproof._NativeRsaKey(spki)
+
+
 @settings(max_examples=200, deadline=None)
 @given(ops=st.lists(st.tuples(st.integers(0, 60), st.floats(0, 50)), max_size=200),
        slots=st.sampled_from([33, 40, 64, 200]))
