@@ -60,7 +60,7 @@ FLAG_RELAY = 2          # relay access between insurers (DOMAIN.md §7)
 FLAG_SELF = 4           # the person reading their own log
 DEFAULT_RETENTION_DAYS = 5 * 365 + 1
 DEFAULT_SEGMENT_BYTES = 64 << 20
-DEFAULT_SYNC_INTERVAL_MS = 2.0  # at most one fdatasync per 2 ms per stream (see AuditLog)
+DEFAULT_SYNC_INTERVAL_MS = 4.0  # at most one fdatasync per 4 ms per stream (see AuditLog, docs/TRUST.md)
 
 try:
     from onshi.ext._auditlog import ROTATE as _ROTATE
