@@ -411,12 +411,17 @@ def append_results(section: str, intro: str, header: list[str], row: list[str]) 
         RESULTS.write_text(text.rstrip("\n") + "\n" + block)
         return
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    # insert after the last table row of this section
-    last_row = max((i for i in range(start, end) if lines[i].startswith("|")), default=None)
-    if last_row is None:
-        block = ["\n", "| " + " | ".join(header) + " |\n", "|" + "---|" * len(header) + "\n", line]
+    # After the last row of this section's table with this header (a note's own
+    # table further down is not it); a new table at the section's end if none.
+    head = "| " + " | ".join(header) + " |"
+    table = next((i for i in range(start, end) if lines[i].strip() == head), None)
+    if table is None:
+        block = ["\n", head + "\n", "|" + "---|" * len(header) + "\n", line]
         lines[end:end] = block
     else:
+        last_row = table
+        while last_row + 1 < end and lines[last_row + 1].startswith("|"):
+            last_row += 1
         lines.insert(last_row + 1, line)
     RESULTS.write_text("".join(lines))
 

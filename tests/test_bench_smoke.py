@@ -69,3 +69,18 @@ def test_results_rows_go_under_their_own_section(tmp_path, monkeypatch):
     assert load.count("intro text") == 1
     assert "| x | y |\n|---|---|\n| 1 | 2 |\n| 3 | 4\\|5 |\n" in load
     assert load.rstrip().endswith("a note")
+
+
+def test_results_rows_join_their_table_not_a_notes_table(tmp_path, monkeypatch):
+    """A note with a table of its own after the section's table: new rows
+    still go under the table with their header."""
+    import common
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## Trust\n\nintro\n\n| x | y |\n|---|---|\n| 1 | 2 |\n\n"
+                       "Reading:\n\n| run | share |\n|---|---|\n| a | 9 |\n\n## Next\n\n| z |\n|---|\n| 0 |\n")
+    monkeypatch.setattr(common, "RESULTS", results)
+    common.append_results("Trust", "intro", ["x", "y"], ["3", "4"])
+    text = results.read_text()
+    assert "| x | y |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n\nReading:" in text
+    assert "| run | share |\n|---|---|\n| a | 9 |\n\n## Next" in text
