@@ -153,6 +153,36 @@ def test_gathering_filling_and_rotating_at_once_lose_nothing(tmp_path):
     assert len(os.listdir(os.path.join(str(tmp_path), "s"))) > 3  # it rotated
 
 
+def test_no_leader_waits_out_the_interval_for_a_batch_already_written(tmp_path):
+    """Free-running appenders (a server with requests queued): every batch
+    fills at once and is written; a leader whose batch was written for it
+    returns then, even though the next batch's leader is already gathering.
+    Only a last, partial batch may wait out the interval (and a slow disk
+    may hold one more batch that long)."""
+    interval = 0.1
+    log = AuditLog(str(tmp_path), "s", sync_interval_ms=interval * 1000)
+    log.batch_target = 4
+    slow = []
+    lock = threading.Lock()
+
+    def appender(k):
+        for i in range(30):
+            start = time.monotonic()
+            log.append(rec(k * 1000 + i))
+            if time.monotonic() - start > interval * 0.75:
+                with lock:
+                    slow.append(k * 1000 + i)
+
+    threads = [threading.Thread(target=appender, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    assert len(slow) <= 2 * log.batch_target, slow  # with leaders left waiting: about one per batch of 4
+    assert audit.verify(str(tmp_path)).records == 240
+
+
 def test_close_writes_a_batch_that_is_still_gathering(tmp_path):
     log = AuditLog(str(tmp_path), "s", sync_interval_ms=100)
     log.append(rec(0))  # a sync just happened: the next leader gathers up to 100 ms

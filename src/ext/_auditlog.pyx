@@ -309,6 +309,7 @@ cdef class GroupCommit:
         gathering leader waits on `fill`."""
         cdef long long due
         cdef timespec until
+        cdef unsigned long long batch = self.open_batch
         if self.durable and self.sync_interval_ns > 0 and not keep_locked:
             due = self.last_sync_ns + self.sync_interval_ns
             if mono_ns() < due and not self.closing and not self._filled():
@@ -316,10 +317,12 @@ cdef class GroupCommit:
                 self.gathering = True
                 until.tv_sec = due // 1000000000
                 until.tv_nsec = due % 1000000000
-                while self.gathering and not self.closing:
+                # Not `while self.gathering`: by the time this leader runs again
+                # the next batch's leader may be gathering.
+                while self.open_batch == batch and not self.closing:
                     if pthread_cond_timedwait(&self.fill, &self.mutex, &until) == 110:  # ETIMEDOUT
                         break
-                if not self.gathering:  # written, or being written, by the caller that filled it
+                if self.open_batch != batch:  # written, or being written, by the caller that filled it
                     return C_DURABLE
                 self.gathering = False
             self.last_sync_ns = mono_ns()
