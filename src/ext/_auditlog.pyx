@@ -155,10 +155,6 @@ cdef class GroupCommit:
     cdef public int batch_target
     cdef bint gathering
     cdef pthread_cond_t fill        # a gathering leader waits here (CLOCK_MONOTONIC)
-    # The caller whose record fills a gathering batch writes it itself (it is
-    # running; waking the leader to write would cost a thread switch more), and
-    # wakes the leader, who has nothing left to do, when the batch is durable.
-    cdef bint taken                 # set by that caller, read by its write
     cdef unsigned char last[HASH]
     cdef readonly unsigned long long batches, records
 
@@ -243,10 +239,8 @@ cdef class GroupCommit:
             memcpy(self.pending.data + self.pending.len + 4, PyBytes_AS_STRING(body), n)
             self.pending.len += 4 + n
             self.pending.count += 1
-        cdef bint take = False
         if self.gathering and self._filled():
-            self.gathering = False
-            self.taken = take = True
+            pthread_cond_signal(&self.fill)
         mine = self.open_batch
         if not self.durable and not self.writing:
             # Not synced: the leader's writes go to the page cache in a few
@@ -262,8 +256,8 @@ cdef class GroupCommit:
                 if err:
                     raise OSError(err, "audit log write failed")
                 return rc
-        cdef unsigned long long wake[3]
-        wake[0] = wake[2] = 0
+        cdef unsigned long long wake[2]
+        wake[0] = 0
         with nogil:
             while True:
                 if self.error:
@@ -271,13 +265,6 @@ cdef class GroupCommit:
                     break
                 if self.done_batch >= mine:
                     break
-                if take:  # our record filled a gathering batch: write it (the mutex is ours)
-                    take = False
-                    self.last_sync_ns = mono_ns()
-                    rc = self._write_open(False, wake)
-                    if rc == C_ROTATE:
-                        break
-                    continue
                 if not self.writing:  # our batch is the open one and nobody writes: lead it
                     rc = self._lead(False, wake)
                     if rc == C_ROTATE:  # stay the writer until rotated()/fail()
@@ -292,24 +279,21 @@ cdef class GroupCommit:
                 pthread_cond_broadcast(&self.turn[wake[0] & 1])
                 if wake[1]:  # one waiter of the next batch leads it
                     pthread_cond_signal(&self.turn[(wake[0] + 1) & 1])
-                if wake[2]:  # the batch's gathering leader, whose batch we wrote
-                    pthread_cond_signal(&self.fill)
         if err:
             raise OSError(err, "audit log write failed")
         return rc
 
     cdef int _lead(self, bint keep_locked, unsigned long long *wake) noexcept nogil:
         """With the mutex held; returns with it held. Writes the open batch
-        (with the mutex released meanwhile unless keep_locked), after waiting
-        out the sync interval while it fills; returns C_DURABLE at once if
-        the caller that filled it wrote it (the caller's loop then finds its
-        batch done). With `wake`, the batch's waiters are left for the caller
-        to wake after it unlocks: wake[0] = the batch written, wake[1] =
-        whether the next batch waits for a leader, wake[2] = whether its
-        gathering leader waits on `fill`."""
+        (with the mutex released meanwhile unless keep_locked). With `wake`,
+        the batch's waiters are left for the caller to wake after it unlocks:
+        wake[0] = the batch written, wake[1] = whether the next batch waits
+        for a leader."""
+        cdef Buf batch
+        cdef unsigned long long number
+        cdef int err
         cdef long long due
         cdef timespec until
-        cdef unsigned long long batch = self.open_batch
         if self.durable and self.sync_interval_ns > 0 and not keep_locked:
             due = self.last_sync_ns + self.sync_interval_ns
             if mono_ns() < due and not self.closing and not self._filled():
@@ -317,24 +301,11 @@ cdef class GroupCommit:
                 self.gathering = True
                 until.tv_sec = due // 1000000000
                 until.tv_nsec = due % 1000000000
-                # Not `while self.gathering`: by the time this leader runs again
-                # the next batch's leader may be gathering.
-                while self.open_batch == batch and not self.closing:
+                while not self.closing and not self._filled():
                     if pthread_cond_timedwait(&self.fill, &self.mutex, &until) == 110:  # ETIMEDOUT
                         break
-                if self.open_batch != batch:  # written, or being written, by the caller that filled it
-                    return C_DURABLE
                 self.gathering = False
             self.last_sync_ns = mono_ns()
-        return self._write_open(keep_locked, wake)
-
-    cdef int _write_open(self, bint keep_locked, unsigned long long *wake) noexcept nogil:
-        """The write half of _lead: takes the open batch and writes it."""
-        cdef Buf batch
-        cdef unsigned long long number
-        cdef int err
-        cdef bint leader_waits = self.taken
-        self.taken = False
         batch = self.pending
         number = self.open_batch
         self.pending = self.spare
@@ -353,11 +324,10 @@ cdef class GroupCommit:
             self.error = err
             pthread_cond_broadcast(&self.turn[0])
             pthread_cond_broadcast(&self.turn[1])
-            pthread_cond_signal(&self.fill)  # a leader whose batch this was
             return C_DURABLE
         self.done_batch = number
         if wake != NULL:
-            wake[0], wake[1], wake[2] = number, 0, leader_waits
+            wake[0], wake[1] = number, 0
         else:
             pthread_cond_broadcast(&self.turn[number & 1])
         if self.closing:  # close() waits on either turn
