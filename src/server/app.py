@@ -58,6 +58,11 @@ def handler_threads(audit: object | None) -> int:
 SERVER_OPTIONS = (
     ("grpc.so_reuseport", 1),
     ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+    # No bandwidth-delay-product probing: it grows flow-control windows for
+    # bulk streams, and these are small unary calls. With a card proof (~1.6 KB
+    # per request) it cost ~2 thread switches and 10-20 us of server CPU per
+    # check (bench/RESULTS.md, Trust); the secondary server's claim streams keep it.
+    ("grpc.http2.bdp_probe", 0),
 )
 
 
