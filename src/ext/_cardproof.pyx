@@ -72,7 +72,8 @@ if SHA256_MD == NULL:
 
 # DER DigestInfo header for SHA-256 (RFC 8017 §9.2 note 1).
 cdef bytes SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
-DEF MAX_MODULUS = 1024  # bytes: RSA-8192; JPKI cards use 2048 bits
+cdef enum:
+    MAX_MODULUS = 1024  # bytes: RSA-8192; JPKI cards use 2048 bits
 
 
 cdef class RsaPublicKey:
@@ -94,7 +95,6 @@ cdef class RsaPublicKey:
     cdef BN_CTX *ctx
     cdef BN_MONT_CTX *mont
     cdef int k                        # modulus length in bytes
-    cdef unsigned char expected[MAX_MODULUS]  # EM for a digest: header fixed, last 32 bytes per call
 
     def __cinit__(self, bytes spki_der):
         cdef const unsigned char *p = spki_der
@@ -121,12 +121,6 @@ cdef class RsaPublicKey:
         if BN_MONT_CTX_set(self.mont, self.n, self.ctx) != 1:
             ERR_clear_error()
             raise ValueError("RSA modulus refused")
-        cdef int fill = self.k - 3 - 19 - 32
-        self.expected[0] = 0x00
-        self.expected[1] = 0x01
-        memset(&self.expected[2], 0xFF, fill)
-        self.expected[2 + fill] = 0x00
-        memcpy(&self.expected[3 + fill], <const unsigned char *>SHA256_DIGEST_INFO, 19)
 
     def __dealloc__(self):
         BN_free(self.n)  # each free accepts NULL
@@ -140,10 +134,17 @@ cdef class RsaPublicKey:
                                const unsigned char[::1] message not None) -> bool:
         """True if `signature` is a PKCS#1 v1.5 signature of SHA-256(message)."""
         cdef unsigned char em[MAX_MODULUS]
+        cdef unsigned char expected[MAX_MODULUS]  # 00 01 FF..FF 00 DigestInfo digest
         cdef unsigned int digest_len = 0
+        cdef int fill = self.k - 3 - 19 - 32
         if signature.shape[0] != self.k:  # RFC 8017 §8.2.2 step 1
             return False
-        if EVP_Digest(&message[0] if message.shape[0] else NULL, message.shape[0], &self.expected[self.k - 32],
+        expected[0] = 0x00
+        expected[1] = 0x01
+        memset(&expected[2], 0xFF, fill)
+        expected[2 + fill] = 0x00
+        memcpy(&expected[3 + fill], <const unsigned char *>SHA256_DIGEST_INFO, 19)
+        if EVP_Digest(&message[0] if message.shape[0] else NULL, message.shape[0], &expected[self.k - 32],
                       &digest_len, SHA256_MD, NULL) != 1:
             ERR_clear_error()
             raise MemoryError()
@@ -156,7 +157,7 @@ cdef class RsaPublicKey:
                 or BN_bn2binpad(self.m, em, self.k) != self.k):
             ERR_clear_error()
             return False
-        return memcmp(em, self.expected, self.k) == 0
+        return memcmp(em, expected, self.k) == 0
 
 
 cdef extern from "<sys/mman.h>":
