@@ -61,6 +61,7 @@ FLAG_SELF = 4           # the person reading their own log
 DEFAULT_RETENTION_DAYS = 5 * 365 + 1
 DEFAULT_SEGMENT_BYTES = 64 << 20
 DEFAULT_SYNC_INTERVAL_MS = 4.0  # at most one fdatasync per 4 ms per stream (see AuditLog, docs/TRUST.md)
+MAX_SYNC_INTERVAL_MS = 100.0
 
 try:
     from onshi.ext._auditlog import ROTATE as _ROTATE
@@ -169,8 +170,8 @@ class AuditLog:
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES,
                  clock: Callable[[], int] = time.time_ns, native: bool = True,
                  sync_interval_ms: float = DEFAULT_SYNC_INTERVAL_MS):
-        if not 0 <= sync_interval_ms <= 100:
-            raise ValueError("sync_interval_ms must be 0-100")
+        if not 0 <= sync_interval_ms <= MAX_SYNC_INTERVAL_MS:
+            raise ValueError(f"sync_interval_ms must be 0-{MAX_SYNC_INTERVAL_MS:g}")
         self.directory = directory
         self.stream_dir = os.path.join(directory, stream)
         os.makedirs(self.stream_dir, exist_ok=True)
@@ -196,7 +197,7 @@ class AuditLog:
         self._records = 0
         # At most one fdatasync per interval: a batch's leader that comes sooner
         # waits out the rest while arrivals join its batch. Under load a sync
-        # (~40 us of kernel CPU on this VM) then carries several records; a lone
+        # (the log's largest cost, docs/TRUST.md) then carries several records; a lone
         # check after a quiet interval is synced at once. Adds at most the
         # interval to an answer's latency.
         self.sync_interval_ns = int(sync_interval_ms * 1e6)

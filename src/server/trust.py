@@ -297,8 +297,8 @@ def _sync_interval(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError("must be a number of milliseconds, 0-100")
+    if not 0 <= value <= audit.MAX_SYNC_INTERVAL_MS:
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds, 0-{audit.MAX_SYNC_INTERVAL_MS:g}")
     return value
 
 
