@@ -31,7 +31,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from onshi.core import identifiers
@@ -396,8 +396,15 @@ class CardVerifier:
     def _verify_chain(self, der: bytes) -> VerifiedCard:
         try:
             cert = x509.load_der_x509_certificate(der)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
             raise MalformedProof([("card_certificate", f"not a DER X.509 certificate ({exc})")]) from None
+        try:
+            return self._verify_parsed(cert)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            # Fields parsed on first use (extensions, key, names) that do not parse.
+            raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", f"certificate fields do not parse ({exc})") from None
+
+    def _verify_parsed(self, cert: x509.Certificate) -> VerifiedCard:
         issuer = None
         for ca in self.ca_certs:
             if cert.issuer != ca.subject:

@@ -31,6 +31,7 @@ MAX_BATCH = 10_000      # updates per StreamUpdateBatches message
 JOB_UPDATES = 256       # updates per committer job: per-job costs (queue, callback, wake-up) paid once per slice
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+LAST_ID = 2**64 - 1     # the largest uint64: quarantine and notice IDs are numbered below it
 
 
 class StreamAborted(Exception):
@@ -249,6 +250,8 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
     async def ListQuarantine(self, request, context):
         insurers = await self._insurers(context, request.insurer_number)
         limit = _page(request.page_size)
+        if request.after_quarantine_id >= LAST_ID:  # nothing is numbered after the largest ID
+            return pb.ListQuarantineResponse()
         with self.group.read() as r:
             entries = enrollment.list_quarantine(r, insurers, request.after_quarantine_id, limit)
         return pb.ListQuarantineResponse(updates=entries)
@@ -272,6 +275,8 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
 
     async def ListNotices(self, request, context):
         insurers = await self._insurers(context, request.insurer_number)
+        if request.after_notice_id >= LAST_ID:
+            return pb.ListNoticesResponse()
         with self.group.read() as r:
             notices = enrollment.list_notices(r, insurers, request.after_notice_id, _page(request.page_size))
         return pb.ListNoticesResponse(notices=notices)
