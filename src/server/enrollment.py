@@ -252,8 +252,7 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         limit = _page(request.page_size)
         if request.after_quarantine_id >= LAST_ID:  # nothing is numbered after the largest ID
             return pb.ListQuarantineResponse()
-        with self.group.read() as r:
-            entries = enrollment.list_quarantine(r, insurers, request.after_quarantine_id, limit)
+        entries = await _read(self.group, enrollment.list_quarantine, insurers, request.after_quarantine_id, limit)
         return pb.ListQuarantineResponse(updates=entries)
 
     async def ResolveQuarantine(self, request, context):
@@ -277,8 +276,8 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         insurers = await self._insurers(context, request.insurer_number)
         if request.after_notice_id >= LAST_ID:
             return pb.ListNoticesResponse()
-        with self.group.read() as r:
-            notices = enrollment.list_notices(r, insurers, request.after_notice_id, _page(request.page_size))
+        notices = await _read(self.group, enrollment.list_notices, insurers, request.after_notice_id,
+                              _page(request.page_size))
         return pb.ListNoticesResponse(notices=notices)
 
     async def AcknowledgeNotices(self, request, context):
@@ -303,6 +302,16 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         if insurer not in insurers:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not one of the caller's insurers")
         return [insurer]
+
+
+async def _read(group, fn, *args):
+    """fn(read view, *args) on a pool thread: a listing reads every open entry
+    of the caller's insurers, which must not stall the event loop (and every
+    other call of this process) however many there are."""
+    def run():
+        with group.read() as r:
+            return fn(r, *args)
+    return await asyncio.get_running_loop().run_in_executor(None, run)
 
 
 def _single_acks(raw: list[bytes]) -> list[pb.EnrollmentAck]:
@@ -353,8 +362,7 @@ class LinkServicer(pb_grpc.LinkServiceServicer):
         resident_id = registry.normalize_resident_id(request.resident_id)
         if resident_id is None:
             await context.abort_with_status(bad_request_status([("resident_id", "must be 11 digits")]))
-        with self.group.read() as r:
-            return pb.ListLinkNoticesResponse(notices=enrollment.list_link_notices(r, resident_id))
+        return pb.ListLinkNoticesResponse(notices=await _read(self.group, enrollment.list_link_notices, resident_id))
 
 
 def add_to_server(server, group) -> list[str]:
