@@ -106,22 +106,39 @@ class ClaimServicer:
         self.batches_verified = 0
 
     async def VerifyClaims(self, request_iterator, context):
-        """Raw handler: serialized VerifyClaimsRequest in, serialized response out."""
+        """Raw handler: serialized VerifyClaimsRequest in, serialized response out.
+
+        While batch i's verdicts are being sent (context.write waits for the
+        transport), batch i+1 is read and verified: one send in flight at a
+        time, in order."""
         facility = caller_facility(context)  # the call's context is read here only
         caller = access_log_caller(context) if _access_log() is not None else None
         loop = asyncio.get_running_loop()
         recording = _Recording(self.writer, self.record_db) if facility is None else None
         ended = threading.Event()  # the call is over: a batch still on a thread stops there
+        sending = None
         try:
             async for raw in request_iterator:
-                if recording is not None and recording.error is not None:
-                    raise _unrecorded(recording.error)
-                yield await loop.run_in_executor(self.pool, self._batch, raw, facility, recording, caller, ended)
+                try:
+                    if recording is not None and recording.error is not None:
+                        raise _unrecorded(recording.error)
+                    response = await loop.run_in_executor(self.pool, self._batch, raw, facility, recording,
+                                                          caller, ended)
+                finally:  # the verdicts before go out before this batch's answer or error status
+                    if sending is not None:
+                        sending, previous = None, sending
+                        await previous
+                sending = asyncio.ensure_future(context.write(response))
+            if sending is not None:
+                sending, previous = None, sending
+                await previous
             # The stream ends OK only once every verdict it carried is durably recorded.
             if recording is not None and await loop.run_in_executor(self.pool, recording.wait_all) is not None:
                 raise _unrecorded(recording.error)
         finally:
             ended.set()
+            if sending is not None:
+                sending.cancel()
             if recording is not None:  # ended early (an abort, a cancelled call): record what was answered
                 recording.close()
 

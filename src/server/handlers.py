@@ -20,6 +20,11 @@ The same wrapper turns a `StatusError` raised by a handler into its status, so
 a rule deep down (the access log cannot write, a store is full) can name the
 status it stands for without each handler catching it.
 
+On the grpc.aio server (`onshi ingest-serve`) every handler must be a
+coroutine or an async generator (any other is refused with a TypeError): gRPC
+runs a sync one on a pool thread that goes on after the caller cancelled, and
+asking the released call anything from there crashed the process.
+
 On the threaded server (`onshi serve`) a handler that reads a request stream
 holds a pool thread for as long as the caller keeps the stream open; those are
 few there (server reflection) and at most `stream_slots` of them run at once
