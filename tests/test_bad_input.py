@@ -144,6 +144,18 @@ def test_a_card_certificate_that_does_not_parse_is_a_card_proof_refusal(servers)
     assert [f for f, _ in field_violations(err)] == ["card_certificate"]
 
 
+def test_a_revocation_list_that_does_not_parse_is_invalid_argument(servers):
+    """The same for a CRL with a bad version byte (InvalidVersion again)."""
+    _, ingest = servers
+    crl = bytearray(fz._crl())
+    version = bytes(crl).index(b"\x02\x01\x01")  # tbsCertList version v2
+    crl[version + 2] = 7
+    err = error(ingest, "/onshi.v1.TrustService/PutRevocationList", trust_pb2.PutRevocationListRequest(crl=bytes(crl)),
+                "operator")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in field_violations(err)] == ["crl"]
+
+
 def test_ten_thousand_bad_claims_answer_with_a_short_trailer(servers):
     """Each claim of the batch is wrong; the status names the first ones and
     counts the rest, so the trailer stays far below gRPC's default 8 KiB

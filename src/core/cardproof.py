@@ -201,12 +201,16 @@ class RevocationList:
 
     @staticmethod
     def parse(data: bytes, ca_certs: list[x509.Certificate]) -> frozenset[int]:
-        """Parse and verify a CRL (DER or PEM); raises ValueError if no CA signed it."""
-        crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
-               else x509.load_der_x509_crl(data))
-        if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in ca_certs):
-            raise ValueError("revocation list is not signed by a configured JPKI CA")
-        return frozenset(r.serial_number for r in crl)
+        """Parse and verify a CRL (DER or PEM); raises ValueError if it does not
+        parse or no CA signed it."""
+        try:
+            crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
+                   else x509.load_der_x509_crl(data))
+            if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in ca_certs):
+                raise ValueError("revocation list is not signed by a configured JPKI CA")
+            return frozenset(r.serial_number for r in crl)
+        except (x509.InvalidVersion, TypeError, UnsupportedAlgorithm) as exc:  # the parser's, not ValueErrors
+            raise ValueError(f"not a revocation list ({exc})") from None
 
     def _reload(self) -> None:
         try:
