@@ -25,6 +25,7 @@ from tests.trust_helpers import (
     FACILITY,
     INSURER_A,
     OTHER_FACILITY,
+    access_proof_fields,
     build_store,
     card_request,
     facility_stem,
@@ -61,7 +62,7 @@ def check_card(port, card, facility=FACILITY):
 
 def my_access(port, card, facility=FACILITY, **kw):
     s = audit_pb2_grpc.AuditServiceStub(secure_channel(port, facility_stem(facility)))
-    return s.ListMyAccess(audit_pb2.ListMyAccessRequest(**proof_fields(card, facility), **kw), timeout=10)
+    return s.ListMyAccess(audit_pb2.ListMyAccessRequest(**access_proof_fields(card, facility), **kw), timeout=10)
 
 
 def trust_stub(port, stem):
@@ -123,8 +124,8 @@ def test_enrollment_write_is_in_the_persons_log(servers):
 
 def test_another_card_cannot_read_someone_elses_log(servers):
     _, ingest, _ = servers
-    fields = proof_fields("valid-2")
-    fields["card_certificate"] = proof_fields("valid-1")["card_certificate"]  # 1's certificate, 2's signature
+    fields = access_proof_fields("valid-2")
+    fields["card_certificate"] = access_proof_fields("valid-1")["card_certificate"]  # 1's certificate, 2's signature
     s = audit_pb2_grpc.AuditServiceStub(secure_channel(ingest, facility_stem()))
     with pytest.raises(grpc.RpcError) as info:
         s.ListMyAccess(audit_pb2.ListMyAccessRequest(**fields), timeout=10)
@@ -134,8 +135,87 @@ def test_another_card_cannot_read_someone_elses_log(servers):
     for stem in ("insurer-a", "operator", "review"):
         s = audit_pb2_grpc.AuditServiceStub(secure_channel(ingest, stem))
         with pytest.raises(grpc.RpcError) as info:
-            s.ListMyAccess(audit_pb2.ListMyAccessRequest(**proof_fields("valid-1")), timeout=10)
+            s.ListMyAccess(audit_pb2.ListMyAccessRequest(**access_proof_fields("valid-1")), timeout=10)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _refusal(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), trust.error_reason(info.value)
+
+
+def test_a_check_proof_is_refused_by_list_my_access_and_the_other_way(servers):
+    """A proof is good for the purpose it was signed for only: the same bytes
+    sent to the other server's RPC fail the signature check, before and after
+    their first use."""
+    elig, ingest, _ = servers
+    check = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(elig, facility_stem()))
+    access = audit_pb2_grpc.AuditServiceStub(secure_channel(ingest, facility_stem()))
+    for_check = proof_fields("valid-1")
+    assert check.CheckByCard(epb.CheckByCardRequest(**for_check), timeout=10).qualifications
+    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**for_check), timeout=10)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "CARD_SIGNATURE_INVALID")
+    unused_for_check = proof_fields("valid-1")
+    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**unused_for_check), timeout=10)) \
+        == (grpc.StatusCode.UNAUTHENTICATED, "CARD_SIGNATURE_INVALID")
+    for_access = access_proof_fields("valid-1")
+    access.ListMyAccess(audit_pb2.ListMyAccessRequest(**for_access), timeout=10)
+    assert _refusal(lambda: check.CheckByCard(epb.CheckByCardRequest(**for_access), timeout=10)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "CARD_SIGNATURE_INVALID")
+    # Each still works once for its own purpose, and only once.
+    assert _refusal(lambda: check.CheckByCard(epb.CheckByCardRequest(**for_check), timeout=10)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**for_access), timeout=10)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+
+
+def test_a_nonce_is_accepted_once_across_both_servers(servers):
+    """Both servers share one replay table (a file under the data directory):
+    a nonce a card signed for a check on `onshi serve` is refused by
+    ingest-serve even in a correctly signed ListMyAccess proof, and the other way."""
+    elig, ingest, _ = servers
+    check = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(elig, facility_stem()))
+    access = audit_pb2_grpc.AuditServiceStub(secure_channel(ingest, facility_stem()))
+    nonce = os.urandom(16)
+    check.CheckByCard(card_request("valid-2", nonce=nonce), timeout=10)
+    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(
+        **access_proof_fields("valid-2", nonce=nonce)), timeout=10)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+    nonce = os.urandom(16)
+    access.ListMyAccess(audit_pb2.ListMyAccessRequest(**access_proof_fields("valid-2", nonce=nonce)), timeout=10)
+    assert _refusal(lambda: check.CheckByCard(card_request("valid-2", nonce=nonce), timeout=10)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+
+
+def test_a_proof_used_on_one_eligibility_server_is_refused_by_another_and_after_restart(servers, tmp_path):
+    """A second `onshi serve` on the same store (another process, not a fork of
+    the first) shares the replay table; so does a server started again."""
+    elig, _, audit_dir = servers
+    store = os.path.join(os.path.dirname(audit_dir), "store")  # the fixture's layout
+    second = Proc(onshi("serve", "--data", store, "--port", "0", "--workers", "1", "--engine", "pure",
+                        "--port-file", str(tmp_path / "port"), "--pki", pki_dir()), tmp_path / "port",
+                  tmp_path / "log")
+    try:
+        request = card_request("valid-3")
+        first_stub = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(elig, facility_stem()))
+        second_stub = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(second.port, facility_stem()))
+        assert first_stub.CheckByCard(request, timeout=10).validity == epb.VALIDITY_VALID
+        assert _refusal(lambda: second_stub.CheckByCard(request, timeout=10)) == \
+            (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+        request = card_request("valid-3")
+        assert second_stub.CheckByCard(request, timeout=10).validity == epb.VALIDITY_VALID
+    finally:
+        second.stop()
+    second = Proc(onshi("serve", "--data", store, "--port", "0", "--workers", "1", "--engine", "pure",
+                        "--port-file", str(tmp_path / "port"), "--pki", pki_dir()), tmp_path / "port",
+                  tmp_path / "log")
+    try:
+        again = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(second.port, facility_stem()))
+        assert _refusal(lambda: again.CheckByCard(request, timeout=10)) == \
+            (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+    finally:
+        second.stop()
 
 
 def test_expired_card_cannot_read_its_log(servers):

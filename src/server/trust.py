@@ -142,7 +142,7 @@ class EligibilityTrust:
                 facility = caller.facility_code if caller.role == auth.FACILITY else None
                 if caller.role == auth.FACILITY and facility is None:
                     raise auth.denied("facility caller without a facility code")
-                proof = self.verifier.verify_request(request, facility)
+                proof = self.verifier.verify_request(request, facility, purpose=cardproof.PURPOSE_CHECK_BY_CARD)
                 _remember(context, proof.serial_key)
                 return proof.serial_key, proof.warnings
             if caller.role not in self.TRUSTED_BARE_SERIAL:
@@ -277,6 +277,9 @@ def add_arguments(parser, relay: bool = False) -> None:
     g.add_argument("--jpki-ca", action="append", default=[],
                    help="JPKI CA certificate(s) for card proofs (default with --pki: PKI/jpki/ca.pem)")
     g.add_argument("--crl", help="card revocation list file (default with --pki: PKI/jpki/crl.der)")
+    g.add_argument("--replay-table",
+                   help="card-proof replay table shared by every server of this deployment on this host "
+                        f"(default: DATA/{cardproof.REPLAY_TABLE_FILE}; give both servers the same file)")
     g.add_argument("--audit-dir", help="access log directory (each process writes its own stream)")
     g.add_argument("--audit-retention-days", type=float, default=audit.DEFAULT_RETENTION_DAYS,
                    help="drop access-log segments older than this (default 5 years), at start and daily")
@@ -324,6 +327,20 @@ def setup_from_args(args, stream: str | None = None, replays=None) -> TrustSetup
                                                       audit.DEFAULT_SYNC_INTERVAL_MS))
         start_retention(log, getattr(args, "audit_retention_days", audit.DEFAULT_RETENTION_DAYS))
     return TrustSetup(verifier, log, getattr(args, "pki", None))
+
+
+def replay_table(args, create_dir: bool = False) -> cardproof.SharedReplayCache | None:
+    """The deployment's card-proof replay table (a file both servers map), or
+    None when this server verifies no card proofs."""
+    if not (getattr(args, "pki", None) or getattr(args, "jpki_ca", None)):
+        return None
+    path = getattr(args, "replay_table", None) or os.path.join(args.data, cardproof.REPLAY_TABLE_FILE)
+    try:
+        if create_dir:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return cardproof.SharedReplayCache(cardproof.FRESHNESS_SECONDS, path=path)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"onshi: cannot open the card-proof replay table {path}: {exc}") from None
 
 
 def start_retention(log: audit.AuditLog, retention_days: float, every: float = 86400.0) -> threading.Thread:
@@ -419,9 +436,9 @@ def check_serve_args(args, host: str) -> None:
 
 def server_builder(args, host: str, threads: int):
     """build_server(engine, address) for app.serve: runs in each worker after fork.
-    The replay cache is made here, before fork, so every worker shares it."""
-    replays = cardproof.SharedReplayCache(cardproof.FRESHNESS_SECONDS) if (
-        getattr(args, "pki", None) or getattr(args, "jpki_ca", None)) else None
+    The replay table is opened here, before fork: every worker maps it, and so
+    does every other server of the deployment (ingest-serve's ListMyAccess)."""
+    replays = replay_table(args)
 
     def build(engine, address):
         from onshi.server import app
@@ -461,7 +478,7 @@ def configure_secondary(args, host: str):
         credentials = None
     else:
         credentials = auth.credentials_from_args(args, host)
-    setup = setup_from_args(args, stream="ingest")
+    setup = setup_from_args(args, stream="ingest", replays=replay_table(args, create_dir=True))
     sealer = None
     key_path = args.relay_key or (os.path.join(args.pki, "relay", "signing.key.pem") if args.pki else None)
     if key_path:
