@@ -36,7 +36,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from onshi.core import identifiers
+from onshi.core import identifiers, pki
 
 try:  # the steps that would release the GIL, native (src/ext/_cardproof.pyx)
     from onshi.ext._cardproof import NonceTable as _NativeNonceTable
@@ -217,11 +217,7 @@ class RevocationList:
     @staticmethod
     def parse(data: bytes, ca_certs: list[x509.Certificate]) -> frozenset[int]:
         """Parse and verify a CRL (DER or PEM); raises ValueError if no CA signed it."""
-        crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
-               else x509.load_der_x509_crl(data))
-        if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in ca_certs):
-            raise ValueError("revocation list is not signed by a configured JPKI CA")
-        return frozenset(r.serial_number for r in crl)
+        return pki.crl_serials(data, ca_certs, "a configured JPKI CA")
 
     def _reload(self) -> None:
         try:

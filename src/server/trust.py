@@ -432,6 +432,7 @@ def check_serve_args(args, host: str) -> None:
     if not (args.pki or (args.tls_cert and args.tls_key and args.client_ca)):
         raise SystemExit("onshi: mTLS needs --tls-cert, --tls-key and --client-ca (or --pki DIR); "
                          "--insecure-dev for a loopback-only demo")
+    auth.check_caller_crl(args)
 
 
 def server_builder(args, host: str, threads: int):
