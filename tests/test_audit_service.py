@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -335,3 +336,48 @@ def test_sigkill_of_a_busy_server_loses_no_answered_record(tmp_path):
     missing = [rid for rid in answered if rid not in logged]
     assert not missing, f"{len(missing)} answered checks without a record"
     assert audit.verify(str(audit_dir)).ok
+
+
+def test_servers_keep_a_keyed_log_across_sigkill_and_refuse_to_run_it_without_the_key(tmp_path):
+    """`--audit-key`: heads and manifest are MACed by both servers; after
+    SIGKILL the log verifies with the key; a restart without the key is
+    refused with one line rather than resealing the log without it."""
+    store = tmp_path / "store"
+    build_store(str(store))
+    audit_dir, key_dir = tmp_path / "audit", tmp_path / "keys"  # another directory (tests: same disk)
+    key_dir.mkdir()
+    key = key_dir / "audit.key"
+    assert subprocess.run(onshi("audit", "keygen", "--out", str(key)), capture_output=True).returncode == 0
+    common = ("--pki", pki_dir(), "--audit-dir", str(audit_dir), "--audit-key", str(key))
+    elig = Proc(onshi("serve", "--data", str(store), "--port", "0", "--workers", "2", "--engine", "pure",
+                      "--port-file", str(tmp_path / "serve.port"), *common), tmp_path / "serve.port",
+                tmp_path / "serve.log")
+    ingest = Proc(onshi("ingest-serve", "--data", str(store), "--port", "0", "--port-file",
+                        str(tmp_path / "ingest.port"), *common), tmp_path / "ingest.port", tmp_path / "ingest.log")
+    for _ in range(5):
+        check_card(elig.port, "valid-2")
+    my_access(ingest.port, "valid-2")
+    elig.kill()
+    ingest.kill()
+    verify = subprocess.run(onshi("audit", "verify", "--dir", str(audit_dir), "--key", str(key)),
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout
+    assert "OK (MACs checked): 3 streams" in verify.stdout
+    without = subprocess.run(onshi("ingest-serve", "--data", str(store), "--port", "0", "--pki", pki_dir(),
+                                   "--audit-dir", str(audit_dir)), capture_output=True, text=True, timeout=60)
+    assert without.returncode != 0 and "sealed with an audit key" in without.stderr
+    assert "Traceback" not in without.stderr
+    inside = audit_dir / "audit.key"
+    shutil.copy(key, inside)
+    refused = subprocess.run(onshi("ingest-serve", "--data", str(store), "--port", "0", "--pki", pki_dir(),
+                                   "--audit-dir", str(audit_dir), "--audit-key", str(inside)),
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "inside the access log directory" in refused.stderr
+    os.unlink(inside)
+    again = Proc(onshi("ingest-serve", "--data", str(store), "--port", "0", "--port-file",
+                       str(tmp_path / "ingest.port"), *common), tmp_path / "ingest.port", tmp_path / "ingest2.log")
+    my_access(again.port, "valid-2")
+    again.stop()
+    verify = subprocess.run(onshi("audit", "verify", "--dir", str(audit_dir), "--key", str(key)),
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout

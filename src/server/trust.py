@@ -281,6 +281,8 @@ def add_arguments(parser, relay: bool = False) -> None:
                    help="card-proof replay table shared by every server of this deployment on this host "
                         f"(default: DATA/{cardproof.REPLAY_TABLE_FILE}; give both servers the same file)")
     g.add_argument("--audit-dir", help="access log directory (each process writes its own stream)")
+    g.add_argument("--audit-key", help="audit key file (`onshi audit keygen`; keep it off the log's disk): MACs "
+                                       "the heads and the manifest so deletions cannot be covered up")
     g.add_argument("--audit-retention-days", type=float, default=audit.DEFAULT_RETENTION_DAYS,
                    help="drop access-log segments older than this (default 5 years), at start and daily")
     g.add_argument("--audit-sync-interval-ms", type=_sync_interval, default=audit.DEFAULT_SYNC_INTERVAL_MS,
@@ -321,12 +323,45 @@ def setup_from_args(args, stream: str | None = None, replays=None) -> TrustSetup
     verifier = CardVerifier.from_files(cas, crl, replays=replays) if cas else None
     log = None
     if args.audit_dir:
-        log = audit.AuditLog(args.audit_dir, stream or f"pid{os.getpid()}",
-                             durable=not getattr(args, "audit_no_sync", False),
-                             sync_interval_ms=getattr(args, "audit_sync_interval_ms",
-                                                      audit.DEFAULT_SYNC_INTERVAL_MS))
+        try:
+            log = audit.AuditLog(args.audit_dir, stream or f"pid{os.getpid()}",
+                                 durable=not getattr(args, "audit_no_sync", False),
+                                 sync_interval_ms=getattr(args, "audit_sync_interval_ms",
+                                                          audit.DEFAULT_SYNC_INTERVAL_MS),
+                                 key=audit_key(args))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise SystemExit(f"onshi: access log: {exc}") from None
         start_retention(log, getattr(args, "audit_retention_days", audit.DEFAULT_RETENTION_DAYS))
     return TrustSetup(verifier, log, getattr(args, "pki", None))
+
+
+def audit_key(args) -> bytes | None:
+    path = getattr(args, "audit_key", None)
+    return audit.load_key(path) if path else None
+
+
+def check_audit_args(args) -> None:
+    """Before fork / before serving: the access log can be opened as asked,
+    or the server stops with one line."""
+    if getattr(args, "audit_key", None) and not args.audit_dir:
+        raise SystemExit("onshi: --audit-key needs --audit-dir")
+    if not args.audit_dir:
+        return
+    try:
+        key = audit_key(args)
+        if key is not None:
+            key_path = os.path.realpath(args.audit_key)
+            log_dir = os.path.realpath(args.audit_dir)
+            if key_path.startswith(log_dir + os.sep):
+                raise ValueError(f"the audit key {args.audit_key} is inside the access log directory: "
+                                 "whoever can rewrite the log could then forge its MACs")
+            os.makedirs(log_dir, exist_ok=True)
+            if os.stat(key_path).st_dev == os.stat(log_dir).st_dev:
+                print(f"onshi: WARNING the audit key {args.audit_key} is on the same file system as "
+                      f"{args.audit_dir}: keep it on another medium (docs/TRUST.md)", file=sys.stderr, flush=True)
+        audit.check_manifest(args.audit_dir, key)
+    except (OSError, ValueError, audit.ManifestError) as exc:
+        raise SystemExit(f"onshi: access log: {exc}") from None
 
 
 def replay_table(args, create_dir: bool = False) -> cardproof.SharedReplayCache | None:
@@ -421,6 +456,7 @@ def check_serve_args(args, host: str) -> None:
     then only on loopback."""
     if getattr(args, "insecure_dev", False):
         auth.check_insecure_bind(host)
+        check_audit_args(args)
         return
     if not trust_requested(args):
         if not auth.is_loopback(host):
@@ -433,6 +469,7 @@ def check_serve_args(args, host: str) -> None:
         raise SystemExit("onshi: mTLS needs --tls-cert, --tls-key and --client-ca (or --pki DIR); "
                          "--insecure-dev for a loopback-only demo")
     auth.check_caller_crl(args)
+    check_audit_args(args)
 
 
 def server_builder(args, host: str, threads: int):
