@@ -375,7 +375,9 @@ def replay_table(args, create_dir: bool = False) -> cardproof.SharedReplayCache 
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return cardproof.SharedReplayCache(cardproof.FRESHNESS_SECONDS, path=path)
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"onshi: cannot open the card-proof replay table {path}: {exc}") from None
+        raise SystemExit(f"onshi: cannot open the card-proof replay table {path}: {exc} "
+                         "(--replay-table FILE puts it elsewhere; every server of the deployment needs the same)") \
+            from None
 
 
 def start_retention(log: audit.AuditLog, retention_days: float, every: float = 86400.0) -> threading.Thread:
