@@ -269,14 +269,36 @@ def encode_row(q: dated_parts.Dated | qualification_pb2.Qualification, person: b
     """The Row of a qualification (a Qualification as registered, or its Dated
     account) with its own person (serialized, deterministic); `number_key`, if
     the caller has it, must be the qualification's (the writer knows it)."""
-    d = q if isinstance(q, dated_parts.Dated) else dated_parts.of_qualification(q)
-    key = qualification_number_key(d.qualification) if number_key is None else number_key
-    acq, loss = d.acquisition_day, d.loss_day
+    plain = _plain_body(q) if isinstance(q, qualification_pb2.Qualification) else None
+    if plain is not None:  # most qualifications: no dated part, one view, one serialization
+        acq = dates.proto_day(q.acquisition_date)
+        loss = dates.proto_day(q.loss_date) if q.HasField("loss_date") else dates.NEVER
+        key = qualification_number_key(q) if number_key is None else number_key
+        views = (View(acq, loss, plain),)
+    else:
+        d = q if isinstance(q, dated_parts.Dated) else dated_parts.of_qualification(q)
+        key = qualification_number_key(d.qualification) if number_key is None else number_key
+        acq, loss = d.acquisition_day, d.loss_day
+        views = tuple(View(*v) for v in dated_parts.views(d, birth_day)) if loss > acq else ()
     if loss <= acq:
         raise ValueError("loss_date must be after acquisition_date")
-    views = tuple(View(*v) for v in dated_parts.views(d, birth_day))
     _remember_body_key(views[0].body, key)  # the next update of this person reads it back
     return Row(acq, loss, number_hash(key), key, person, views)
+
+
+def _plain_body(q: qualification_pb2.Qualification) -> bytes | None:
+    """The one view's body of a qualification without dated parts (what
+    dated.views gives it, serialized once), else None."""
+    if q.preschool or q.HasField("elderly_recipient") or q.HasField("limit_amount") \
+            or len(q.specific_diseases) or len(q.subsidies):
+        return None
+    if q.HasField("person") or q.HasField("preschool_until"):
+        out = qualification_pb2.Qualification()
+        out.CopyFrom(q)
+        out.ClearField("person")
+        out.ClearField("preschool_until")
+        q = out
+    return q.SerializeToString(deterministic=True)
 
 
 def person_field(person: bytes) -> bytes:

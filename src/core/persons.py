@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 
+from onshi.core import dates
 from onshi.v1 import qualification_pb2 as qpb
 
 PERSON_DB = b"person"
@@ -81,7 +82,7 @@ def periods(timeline: Timeline) -> list[tuple[int, int, bytes]]:
     """(first day, end day, person) of each entry; the last one never ends."""
     out = []
     for i, (first, person) in enumerate(timeline):
-        end = timeline[i + 1][0] if i + 1 < len(timeline) else 2**31 - 1
+        end = timeline[i + 1][0] if i + 1 < len(timeline) else dates.NEVER
         out.append((first, end, person))
     return out
 

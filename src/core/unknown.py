@@ -92,15 +92,21 @@ def basic4_rows(link_id: int, timeline: persons.Timeline) -> list[tuple[bytes, b
     whose details lack kana, sex or birth date has none)."""
     rows = []
     for first, end, raw in persons.periods(timeline):
-        person = persons.person(raw)
-        if not person.HasField("birth_date"):
-            continue
-        prefix = basic4_prefix(dates.proto_day(person.birth_date), person.sex, person.name_kana)
-        if prefix is None:
-            continue
-        place = normalize_address(person.address) + "\x1f" + normalize_postcode(person.postcode)
-        rows.append((prefix + link_key(link_id) + _day_bytes(first), _day_bytes(end) + place.encode()))
+        row = basic4_row(link_id, persons.person(raw), first, end)
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def basic4_row(link_id: int, person: qualification_pb2.Person, first: int, end: int) -> tuple[bytes, bytes] | None:
+    """The index row of one period of a person's details."""
+    if not person.HasField("birth_date"):
+        return None
+    prefix = basic4_prefix(dates.proto_day(person.birth_date), person.sex, person.name_kana)
+    if prefix is None:
+        return None
+    place = normalize_address(person.address) + "\x1f" + normalize_postcode(person.postcode)
+    return prefix + link_key(link_id) + _day_bytes(first), _day_bytes(end) + place.encode()
 
 
 def address_matches(declared: str, registered: str) -> bool:

@@ -130,14 +130,16 @@ class Writer:
                 raise ValueError("bulk_load needs persons in increasing link ID order")
             last = link_id
             lk = link_key(link_id)
-            rows = history.rows_of(person, quals)
-            value, keys = history.compile_history(dates.proto_day(person.birth_date), rows)
+            person_bytes = person.SerializeToString(deterministic=True)
+            birth_day = dates.proto_day(person.birth_date)
+            rows = [history.encode_row(q, person_bytes, birth_day) for q in quals]
+            value, keys = history.compile_history(birth_day, rows)
             batch.append((lk, value))
-            timeline = persons.add([], persons.MIN_DAY, person.SerializeToString(deterministic=True))
-            person_batch.append((lk, persons.encode(timeline)))
+            person_batch.append((lk, persons.encode([(persons.MIN_DAY, person_bytes)])))
             for k in keys:
                 numbers.add((k, lk))
-            for row in unknown.basic4_rows(link_id, timeline):
+            row = unknown.basic4_row(link_id, person, persons.MIN_DAY, dates.NEVER)
+            if row is not None:
                 basic4.add(row)
             if serial_key is not None:
                 cards.add((serial_key, lk))
