@@ -171,8 +171,10 @@ def views(d: Dated, birth_day: int) -> list[tuple[int, int, bytes]]:
     """(first day, end day, serialized Qualification) over [acquisition, loss):
     consecutive periods, each showing something else than the one before."""
     acq, loss = d.acquisition_day, d.loss_day
-    if d.is_plain():
-        q = shown_on(d, acq, birth_day)
+    if d.is_plain():  # most: what shown_on gives, without looking for what is not there
+        q = qpb.Qualification()
+        q.CopyFrom(d.qualification)
+        q.burden_ratio_percent = d.ratios[0][1]
         return [(acq, loss, q.SerializeToString(deterministic=True))]
     cuts = {acq}
     cuts.update(first for first, _ in d.ratios)
@@ -198,6 +200,9 @@ def dated_of(shown: list[tuple[int, qpb.Qualification]]) -> Dated:
     """The account `views` was cut from, given each view's first day and message
     (in order): views(dated_of(views(d))) == views(d)."""
     first_q = shown[0][1]
+    if len(shown) == 1 and not (first_q.preschool or first_q.HasField("elderly_recipient")
+                                or first_q.HasField("limit_amount") or first_q.specific_diseases or first_q.subsidies):
+        return Dated(_static(first_q), [(shown[0][0], first_q.burden_ratio_percent)])
     d = Dated(_static(first_q), [])
     seen: set[bytes] = set()
 

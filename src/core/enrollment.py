@@ -331,9 +331,10 @@ def apply_update_raw(wtxn: WriteTxn, checked: Checked, now: float) -> bytes:
     first = wtxn.get("applied", checked.applied_key)
     if first is not None:
         return duplicate_ack(first).SerializeToString(deterministic=True)
-    ack = _registry_gate(wtxn, checked, now)
+    stored = _Stored(wtxn, checked.resident_id)
+    ack = _registry_gate(wtxn, checked, now, stored)
     if ack is None:
-        ack = _apply_change(wtxn, checked, now)
+        ack = _apply_change(wtxn, checked, now, stored)
     raw = accepted_ack_bytes(checked.update_id) if ack is None else ack.SerializeToString(deterministic=True)
     wtxn.put("applied", checked.applied_key, raw)
     return raw
@@ -368,52 +369,75 @@ def duplicate_ack(stored: bytes) -> pb.EnrollmentAck:
     return ack
 
 
-def _registry_gate(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck | None:
+class _Stored:
+    """A resident's link and history rows, read once per update in its
+    transaction (the gate and the change both look at them)."""
+
+    __slots__ = ("wtxn", "resident_id", "_read", "link_id", "birth_day", "rows")
+
+    def __init__(self, wtxn: WriteTxn, resident_id: str):
+        self.wtxn = wtxn
+        self.resident_id = resident_id
+        self._read = False
+
+    def get(self) -> tuple[int | None, int | None, list[history.Row]]:
+        if not self._read:
+            self.link_id = link_of_resident(self.wtxn, self.resident_id)
+            self.birth_day, self.rows = (self.wtxn.history_rows(self.link_id) if self.link_id is not None
+                                         else (None, []))
+            self._read = True
+        return self.link_id, self.birth_day, self.rows
+
+
+def _registry_gate(wtxn: WriteTxn, checked: Checked, now: float,
+                   stored: _Stored | None = None) -> pb.EnrollmentAck | None:
     """QUARANTINED ack if the update may not apply yet, else None."""
     held = wtxn.first("quarantine_held", _held_prefix(checked))
     if held is not None:
         blocker = int.from_bytes(held[0][-8:], "big")
         return quarantine(wtxn, checked.update, checked, [HELD_BEHIND],
                           f"waits behind quarantined update {blocker} of the same resident", now)
-    reasons, message = gate_reasons(wtxn, checked, checked.update.person, checked.person_bytes or None)
+    reasons, message = gate_reasons(wtxn, checked, checked.update.person, checked.person_bytes or None, stored)
     if reasons:
         return quarantine(wtxn, checked.update, checked, reasons, message, now)
     return None
 
 
 def gate_reasons(wtxn: WriteTxn, checked: Checked, person: qpb.Person,
-                 person_bytes: bytes | None = None) -> tuple[list[int], str]:
+                 person_bytes: bytes | None = None, stored: _Stored | None = None) -> tuple[list[int], str]:
     """Why an update may not apply yet: a registration against the registry, a
     change of a registered qualification against that qualification."""
     if checked.kind in REGISTERING:
         return registry_reasons(wtxn, checked.resident_id, person, person_bytes)
-    return qualification_reasons(wtxn, checked, person)
+    return qualification_reasons(stored or _Stored(wtxn, checked.resident_id), checked, person)
 
 
-def qualification_reasons(wtxn: WriteTxn, checked: Checked, person: qpb.Person) -> tuple[list[int], str]:
+def qualification_reasons(stored: _Stored, checked: Checked, person: qpb.Person) -> tuple[list[int], str]:
     """A loss or an amendment names its qualification by resident and insured
     number; the facts that never change — birth date and sex — must be those
     registered with it (name and address may have moved on since). A number the
     resident does not hold is step 4's rejection, not a mismatch."""
-    link_id = link_of_resident(wtxn, checked.resident_id)
-    if link_id is None:
-        return [], ""
-    _, rows = wtxn.history_rows(link_id)
+    _, _, rows = stored.get()
     index = _find(rows, checked.number_key, open_only=checked.kind in ENDING)
     if index is None:
         return [], ""
-    registered = history.person_of(rows[index])
+    registered_birth, registered_sex = _birth_and_sex(rows[index].person)
     reasons = []
-    if (person.birth_date.year, person.birth_date.month, person.birth_date.day) != (
-            registered.birth_date.year, registered.birth_date.month, registered.birth_date.day):
+    if (person.birth_date.year, person.birth_date.month, person.birth_date.day) != registered_birth:
         reasons.append(pb.QUARANTINE_REASON_BIRTH_DATE_MISMATCH)
-    if person.sex != registered.sex:
+    if person.sex != registered_sex:
         reasons.append(pb.QUARANTINE_REASON_SEX_MISMATCH)
     if not reasons:
         return [], ""
     names = [pb.QuarantineReason.Name(r).removeprefix("QUARANTINE_REASON_").removesuffix("_MISMATCH").lower()
              for r in reasons]
     return reasons, "does not match the qualification it changes: " + ", ".join(names)
+
+
+@functools.lru_cache(maxsize=1 << 14)  # a stream amends the same persons' rows again and again
+def _birth_and_sex(person_bytes: bytes) -> tuple[tuple[int, int, int], int]:
+    p = qpb.Person.FromString(person_bytes)
+    return (p.birth_date.year, p.birth_date.month, p.birth_date.day), p.sex
 
 
 def registry_reasons(wtxn: WriteTxn, resident_id: str, person: qpb.Person,
@@ -492,11 +516,11 @@ def _effective(change, now: float) -> int:
 
 def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck:
     """Step 4-5: the change against the person's history (registry already checked)."""
-    ack = _apply_change(wtxn, checked, now)
+    ack = _apply_change(wtxn, checked, now, _Stored(wtxn, checked.resident_id))
     return ack if ack is not None else pb.EnrollmentAck(update_id=checked.update_id, outcome=ACCEPTED)
 
 
-def _apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck | None:
+def _apply_change(wtxn: WriteTxn, checked: Checked, now: float, stored: _Stored) -> pb.EnrollmentAck | None:
     """`apply_change`; None when accepted (written), else the REJECTED ack.
 
     The history stays encoded (history.Row): a qualification is decoded only
@@ -505,8 +529,7 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.Enrollment
     person its own insurer registered; a registration also moves the person's
     own line of details (persons.py) on."""
     update, kind = checked.update, checked.kind
-    link_id = link_of_resident(wtxn, checked.resident_id)
-    birth_day, rows = wtxn.history_rows(link_id) if link_id is not None else (None, [])
+    link_id, birth_day, rows = stored.get()
     old_keys = {row.number_key for row in rows}  # numbers never change below
     rows = list(rows)
     notices: list[pb.InsurerNotice] = []
@@ -568,24 +591,35 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.Enrollment
             what = "no open qualification" if kind in ENDING else "no qualification"
             return reject(f"{kind}.insured_number", f"{what} with this insured number for this resident")
         row = rows[index]
-        d = history.dated(row)
+        if kind in ENDING and _day(change.loss_date) <= row.acquisition_day:
+            return reject(f"{kind}.loss_date", "must be after the acquisition date")
+        # A qualification with nothing dated (most) is changed as a message; the
+        # rest through its dated account (onshi.core.dated), which cuts its views.
+        plain = history.plain_qualification(row)
+        ratio_from_start = kind == "burden_ratio_change" and _effective(change, now) <= row.acquisition_day
+        if plain is not None and (kind in ENDING or ratio_from_start):
+            changed: qpb.Qualification | dated.Dated = plain
+            static = plain
+        else:
+            changed = history.dated(row)
+            static = changed.qualification
         if kind in ENDING:
-            if _day(change.loss_date) <= row.acquisition_day:
-                return reject(f"{kind}.loss_date", "must be after the acquisition date")
-            if kind == "dependent_removal" and d.qualification.relationship != qpb.RELATIONSHIP_DEPENDENT:
+            if kind == "dependent_removal" and static.relationship != qpb.RELATIONSHIP_DEPENDENT:
                 return reject(f"{kind}.insured_number", "not a dependent's qualification (send a loss)")
-            d.qualification.loss_date.CopyFrom(change.loss_date)
-            d.qualification.loss_reason = change.loss_reason
+            static.loss_date.CopyFrom(change.loss_date)
+            static.loss_reason = change.loss_reason
+        elif isinstance(changed, qpb.Qualification):
+            changed.burden_ratio_percent = change.burden_ratio_percent
         elif kind == "burden_ratio_change":
-            dated.change_ratio(d, change.burden_ratio_percent, _effective(change, now))
+            dated.change_ratio(changed, change.burden_ratio_percent, _effective(change, now))
         elif kind == "certificates_change":
-            dated.change_certificates(d, change.elderly_recipient if change.HasField("elderly_recipient") else None,
+            dated.change_certificates(changed, change.elderly_recipient if change.HasField("elderly_recipient") else None,
                                       change.limit_amount if change.HasField("limit_amount") else None,
                                       change.specific_diseases, _effective(change, now))
         elif kind == "subsidies_change":
-            dated.change_subsidies(d, change.subsidies, _effective(change, now))
+            dated.change_subsidies(changed, change.subsidies, _effective(change, now))
         # the number and the person never change here
-        rows[index] = history.encode_row(d, row.person, birth_day, row.number_key)
+        rows[index] = history.encode_row(changed, row.person, birth_day, row.number_key)
 
     # Accepted: every check passed; now write.
     if link_id is None:

@@ -218,15 +218,13 @@ def decode_rows(value: bytes) -> tuple[int, list[Row]]:
     birth_day, entries = split_record(value)
     rows: list[Row] = []
     known = _body_keys.get
-    i, n = 0, len(entries)
-    while i < n:
-        acq, loss, nhash, _, _, person, body = entries[i]
-        j = i + 1
-        while j < n and entries[j][0] == acq and entries[j][1] == loss and entries[j][2] == nhash:
-            j += 1
-        views = tuple(View(e[3], e[4], e[6]) for e in entries[i:j])
-        rows.append(Row(acq, loss, nhash, known(body) or _body_key(body), person, views))
-        i = j
+    last = None
+    for acq, loss, nhash, first, end, person, body in entries:
+        if last is not None and last.acquisition_day == acq and last.loss_day == loss and last.number_hash == nhash:
+            last = rows[-1] = last._replace(views=last.views + (View(first, end, body),))
+            continue
+        last = Row(acq, loss, nhash, known(body) or _body_key(body), person, (View(first, end, body),))
+        rows.append(last)
     return birth_day, rows
 
 
@@ -258,6 +256,18 @@ def dated(row: Row) -> dated_parts.Dated:
     """Everything the row's views show, to change and encode again."""
     return dated_parts.dated_of([(v.first_day, qualification_pb2.Qualification.FromString(v.body))
                                  for v in row.views])
+
+
+def plain_qualification(row: Row) -> qualification_pb2.Qualification | None:
+    """The qualification of a row with nothing dated (one view, no ratio change,
+    certificate, subsidy or preschool status), decoded; else None."""
+    if len(row.views) != 1:
+        return None
+    q = qualification_pb2.Qualification.FromString(row.views[0].body)
+    if q.preschool or q.HasField("elderly_recipient") or q.HasField("limit_amount") \
+            or len(q.specific_diseases) or len(q.subsidies):
+        return None
+    return q
 
 
 def person_of(row: Row) -> qualification_pb2.Person:
