@@ -91,7 +91,9 @@ def locust_cmd() -> list[str]:
 # --- datasets ---------------------------------------------------------------
 
 def dataset_dir(persons: int) -> Path:
-    return OUT / f"gen-{persons}"
+    """Named after the history record version, so a cached store of an older
+    layout is generated again rather than read wrongly."""
+    return OUT / f"gen-{persons}-v{history.VERSION}"
 
 
 def dataset(persons: int, *, quiet: bool = False) -> Path:

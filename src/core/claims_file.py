@@ -25,7 +25,8 @@ BATCH = 5_000
 IN_COLUMNS = ("claim_id", "facility_code", "insurer_number", "symbol", "number", "branch", "birth_date",
               "first_visit_date", "last_visit_date", "visit_days", "kind", "public_expense_numbers",
               "high_cost", "points", "decl_name", "decl_name_kana", "decl_sex", "decl_address",
-              "decl_postcode", "decl_employer", "decl_insurer_name", "decl_insurer_number")
+              "decl_postcode", "decl_employer", "decl_insurer_name", "decl_insurer_number",
+              "decl_other_addresses")
 REQUIRED = ("claim_id", "insurer_number", "number", "birth_date", "first_visit_date")
 OUT_COLUMNS = ("claim_id", "outcome", "insurer_number", "symbol", "number", "branch", "segments",
                "return_reason", "detail", "flags")
@@ -86,12 +87,14 @@ def parse_row(row: dict, line: int) -> cpb.Claim:
         birth_date=_date(row, "birth_date", line), first_visit_date=first, last_visit_date=last,
         visit_days=visit_days, kind=kind, public_expense_numbers=_split(row.get("public_expense_numbers")),
         high_cost=(row.get("high_cost") or "").strip().lower() in TRUE, points=points)
-    decl = {k[5:]: (row.get(k) or "").strip() for k in IN_COLUMNS if k.startswith("decl_") and k != "decl_sex"}
+    decl = {k[5:]: (row.get(k) or "").strip() for k in IN_COLUMNS
+            if k.startswith("decl_") and k not in ("decl_sex", "decl_other_addresses")}
+    others = [a.strip() for a in (row.get("decl_other_addresses") or "").split("|") if a.strip()]
     sex = SEXES.get((row.get("decl_sex") or "").strip().lower())
     if sex is None:
         raise BadRow(line, "decl_sex", "M/F or 1/2")
-    if any(decl.values()) or sex:
-        claim.declaration.CopyFrom(cpb.SelfDeclaration(sex=sex, **decl))
+    if any(decl.values()) or sex or others:
+        claim.declaration.CopyFrom(cpb.SelfDeclaration(sex=sex, other_addresses=others, **decl))
     return claim
 
 

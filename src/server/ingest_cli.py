@@ -204,7 +204,7 @@ CSV_COLUMNS = (
     "acquisition_date", "loss_date", "loss_reason", "burden_ratio", "preschool",
     "elderly_ratio", "elderly_from", "elderly_until",
     "limit_category", "limit_reduction", "limit_from", "limit_until",
-    "specific_diseases", "subsidies",
+    "specific_diseases", "subsidies", "effective_date",
 )
 REGISTRY_COLUMNS = ("resident_id", "name", "name_kana", "birth_date", "sex", "address", "postcode")
 SEX = {"": 0, "1": qpb.SEX_MALE, "m": qpb.SEX_MALE, "male": qpb.SEX_MALE, "男": qpb.SEX_MALE,
@@ -333,6 +333,8 @@ def update_from_csv(row: dict, line: int) -> pb.EnrollmentUpdate:
         update.subsidies_change.subsidies.extend(subsidies)
     else:
         update.basic_information_change.SetInParent()
+    if change in ("burden_ratio_change", "certificates_change", "subsidies_change", "basic_information_change"):
+        _set_date(getattr(update, change), "effective_date", _date(g("effective_date"), "effective_date", line))
     return update
 
 

@@ -144,36 +144,44 @@ class DependentRemoval(_message.Message):
     def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., loss_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., loss_reason: _Optional[_Union[_qualification_pb2.LossReason, str]] = ...) -> None: ...
 
 class BurdenRatioChange(_message.Message):
-    __slots__ = ("insured_number", "burden_ratio_percent")
+    __slots__ = ("insured_number", "burden_ratio_percent", "effective_date")
     INSURED_NUMBER_FIELD_NUMBER: _ClassVar[int]
     BURDEN_RATIO_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_DATE_FIELD_NUMBER: _ClassVar[int]
     insured_number: InsuredNumber
     burden_ratio_percent: int
-    def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., burden_ratio_percent: _Optional[int] = ...) -> None: ...
+    effective_date: _date_pb2.Date
+    def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., burden_ratio_percent: _Optional[int] = ..., effective_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class CertificatesChange(_message.Message):
-    __slots__ = ("insured_number", "elderly_recipient", "limit_amount", "specific_diseases")
+    __slots__ = ("insured_number", "elderly_recipient", "limit_amount", "specific_diseases", "effective_date")
     INSURED_NUMBER_FIELD_NUMBER: _ClassVar[int]
     ELDERLY_RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     LIMIT_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     SPECIFIC_DISEASES_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_DATE_FIELD_NUMBER: _ClassVar[int]
     insured_number: InsuredNumber
     elderly_recipient: _qualification_pb2.ElderlyRecipientCertificate
     limit_amount: _qualification_pb2.LimitAmountCertificate
     specific_diseases: _containers.RepeatedCompositeFieldContainer[_qualification_pb2.SpecificDiseaseCertificate]
-    def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., elderly_recipient: _Optional[_Union[_qualification_pb2.ElderlyRecipientCertificate, _Mapping]] = ..., limit_amount: _Optional[_Union[_qualification_pb2.LimitAmountCertificate, _Mapping]] = ..., specific_diseases: _Optional[_Iterable[_Union[_qualification_pb2.SpecificDiseaseCertificate, _Mapping]]] = ...) -> None: ...
+    effective_date: _date_pb2.Date
+    def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., elderly_recipient: _Optional[_Union[_qualification_pb2.ElderlyRecipientCertificate, _Mapping]] = ..., limit_amount: _Optional[_Union[_qualification_pb2.LimitAmountCertificate, _Mapping]] = ..., specific_diseases: _Optional[_Iterable[_Union[_qualification_pb2.SpecificDiseaseCertificate, _Mapping]]] = ..., effective_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class SubsidiesChange(_message.Message):
-    __slots__ = ("insured_number", "subsidies")
+    __slots__ = ("insured_number", "subsidies", "effective_date")
     INSURED_NUMBER_FIELD_NUMBER: _ClassVar[int]
     SUBSIDIES_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_DATE_FIELD_NUMBER: _ClassVar[int]
     insured_number: InsuredNumber
     subsidies: _containers.RepeatedCompositeFieldContainer[_qualification_pb2.PublicExpenseSubsidy]
-    def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., subsidies: _Optional[_Iterable[_Union[_qualification_pb2.PublicExpenseSubsidy, _Mapping]]] = ...) -> None: ...
+    effective_date: _date_pb2.Date
+    def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., subsidies: _Optional[_Iterable[_Union[_qualification_pb2.PublicExpenseSubsidy, _Mapping]]] = ..., effective_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class BasicInformationChange(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("effective_date",)
+    EFFECTIVE_DATE_FIELD_NUMBER: _ClassVar[int]
+    effective_date: _date_pb2.Date
+    def __init__(self, effective_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class FieldViolation(_message.Message):
     __slots__ = ("field", "description")
