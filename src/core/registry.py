@@ -96,7 +96,8 @@ def _rules_taken(steps, a: str, b: str) -> tuple[int, ...]:
 
 
 _KANJI_STEPS = tuple((_RULES[rule], step) for rule, step in kanji.LOOSE_FOLDS)
-NAME = Field("person.name", Reason.QUARANTINE_REASON_NAME_MISMATCH, kana.strip_notation, _KANJI_STEPS)
+NAME = Field("person.name", Reason.QUARANTINE_REASON_NAME_MISMATCH,
+             functools.lru_cache(maxsize=1 << 16)(kana.strip_notation), _KANJI_STEPS)
 KANA = Field("person.name_kana", Reason.QUARANTINE_REASON_KANA_MISMATCH, kana.notation,
              tuple((_RULES[rule], step) for rule, step in kana.LOOSE_FOLDS))
 ADDRESS = Field("person.address", Reason.QUARANTINE_REASON_ADDRESS_MISMATCH, address.notation,
@@ -168,8 +169,11 @@ _verdicts: dict[tuple[bytes, bytes], Verdict] = {}  # keyed by content, so never
 
 
 def _matchable(r: Resident) -> tuple:
-    return (NAME.notation(r.name), KANA.notation(r.name_kana),
-            (r.birth_date.year, r.birth_date.month, r.birth_date.day), r.sex, ADDRESS.notation(r.address))
+    """The record's fields as registered and at notation level (most insurers
+    write a field exactly as registered: then no normalisation is needed)."""
+    return ((r.name, NAME.notation(r.name)), (r.name_kana, KANA.notation(r.name_kana)),
+            (r.birth_date.year, r.birth_date.month, r.birth_date.day), r.sex,
+            (r.address, ADDRESS.notation(r.address)))
 
 
 @functools.lru_cache(maxsize=1 << 16)  # keyed by the stored bytes, so never stale
@@ -179,24 +183,28 @@ def _matchable_stored(raw: bytes) -> tuple:
 
 def _verdict(record: tuple, person: qualification_pb2.Person) -> Verdict:
     name, kana_name, birth, sex, addr = record
-    reasons, loose = [], []
-    for field, registered, written in ((NAME, name, person.name), (KANA, kana_name, person.name_kana)):
-        rules = field.compare(registered, field.notation(written))
-        if rules is None:
-            reasons.append(field.reason)
-        elif rules:
-            loose.append((field.name, rules))
+    reasons: list[int] = []
+    loose: list[tuple[str, tuple[int, ...]]] = []
+    _compare(NAME, name, person.name, reasons, loose)
+    _compare(KANA, kana_name, person.name_kana, reasons, loose)
     b = person.birth_date
     if (b.year, b.month, b.day) != birth:
         reasons.append(Reason.QUARANTINE_REASON_BIRTH_DATE_MISMATCH)
     if person.sex != sex:
         reasons.append(Reason.QUARANTINE_REASON_SEX_MISMATCH)
-    rules = ADDRESS.compare(addr, ADDRESS.notation(person.address))
-    if rules is None:
-        reasons.append(ADDRESS.reason)
-    elif rules:
-        loose.append((ADDRESS.name, rules))
+    _compare(ADDRESS, addr, person.address, reasons, loose)
     return Verdict(tuple(reasons), tuple(loose))
+
+
+def _compare(field: Field, registered: tuple[str, str], written: str, reasons: list, loose: list) -> None:
+    raw, notation = registered
+    if written == raw:  # as registered: nothing to normalise
+        return
+    rules = field.compare(notation, field.notation(written))
+    if rules is None:
+        reasons.append(field.reason)
+    elif rules:
+        loose.append((field.name, rules))
 
 
 @functools.lru_cache(maxsize=1 << 16)  # a resident's updates come in runs
