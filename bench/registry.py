@@ -35,14 +35,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import grpc  # noqa: E402
-
 import common  # noqa: E402
+import grpc  # noqa: E402
 from onshi.core import registry  # noqa: E402
 from onshi.core.engine import open_engine  # noqa: E402
 from onshi.server.ingest_cli import UpdateStreamer  # noqa: E402
 from onshi.v1 import enrollment_pb2 as pb  # noqa: E402
 from onshi.v1 import enrollment_pb2_grpc  # noqa: E402
+
 from tests import ingest_support as s  # noqa: E402
 from tests import registry_sim as sim  # noqa: E402
 
@@ -181,7 +181,7 @@ def report(r: dict, command: str) -> str:
         f"number and the birth date sent); errors quarantined: "
         + ", ".join(f"{k} {100 * results[k].quarantined_share:.0f} %" for k in sim.ERRORS),
         f"- correct registrations quarantined, worst kind: {100 * worst.quarantined_share:.2f} %",
-        f"- goals: " + ("all hold" if not r["failed"] else "NOT MET: " + "; ".join(r["failed"])),
+        "- goals: " + ("all hold" if not r["failed"] else "NOT MET: " + "; ".join(r["failed"])),
         f"- the match itself: {r['match_us']:.1f} µs per update with every cache cold "
         f"({100 * r['cache_share']:.0f} % of updates repeat a (record, person) pair the writer's verdict cache "
         f"answers); stream generated in {r['generate_s']:.1f} s, ingested in {r['ingest_s']:.1f} s",

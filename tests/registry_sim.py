@@ -35,6 +35,7 @@ from onshi.core import dates, identifiers
 from onshi.v1 import eligibility_pb2
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import qualification_pb2 as qpb
+
 from tests import ingest_support as s
 
 PLAIN = "plain"
@@ -498,7 +499,7 @@ def run_in_process(sim: Simulation, store, chunk: int = 256) -> dict[str, pb.Enr
                     checked.append(enrollment.check_update(u.message, insurers))
                 except enrollment.Invalid as exc:
                     acks[u.message.update_id] = enrollment.rejected_ack(u.message.update_id, exc.violations)
-            for ack in group.apply(lambda t: [enrollment.apply_update(t, c, 0.0) for c in checked]):
+            for ack in group.apply(lambda t, checked=checked: [enrollment.apply_update(t, c, 0.0) for c in checked]):
                 acks[ack.update_id] = ack
     finally:
         group.close()
