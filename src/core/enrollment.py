@@ -335,6 +335,10 @@ def apply_update_raw(wtxn: WriteTxn, checked: Checked, now: float) -> bytes:
     ack = _registry_gate(wtxn, checked, now, stored)
     if ack is None:
         ack = _apply_change(wtxn, checked, now, stored)
+    if ack is None and checked.kind in REGISTERING:
+        loose = loose_matches(wtxn, checked.resident_id, checked.update.person, checked.person_bytes or None)
+        if loose:
+            ack = pb.EnrollmentAck(update_id=checked.update_id, outcome=ACCEPTED, loose_matches=loose)
     raw = accepted_ack_bytes(checked.update_id) if ack is None else ack.SerializeToString(deterministic=True)
     wtxn.put("applied", checked.applied_key, raw)
     return raw
@@ -450,6 +454,18 @@ def registry_reasons(wtxn: WriteTxn, resident_id: str, person: qpb.Person,
         return reasons, ""
     names = [pb.QuarantineReason.Name(r).removeprefix("QUARANTINE_REASON_").removesuffix("_MISMATCH").lower() for r in reasons]
     return reasons, "basic information does not match the registry: " + ", ".join(names)
+
+
+def loose_matches(wtxn: WriteTxn, resident_id: str, person: qpb.Person,
+                  person_bytes: bytes | None = None) -> list[pb.LooseMatch]:
+    """The fields that matched the resident's record only by a loose rule (none
+    when the person does not match at all): kept in the ACCEPTED ack for the
+    insurer's clerk. The verdict is the one registry_reasons just made (cached)."""
+    raw = wtxn.get("registry", resident_id.encode())
+    if raw is None:
+        return []
+    verdict = registry.stored_verdict(raw, person, person_bytes)
+    return [] if verdict.reasons else verdict.loose_matches()
 
 
 def _held_prefix(checked: Checked) -> bytes:
@@ -681,6 +697,8 @@ def _try_apply(wtxn: WriteTxn, entry: pb.QuarantinedUpdate, update: pb.Enrollmen
                                 quarantine_reasons=reasons, message=message)
     ack = apply_change(wtxn, checked, now)
     ack.quarantine_id = entry.quarantine_id
+    if ack.outcome == ACCEPTED and checked.kind in REGISTERING:
+        ack.loose_matches.extend(loose_matches(wtxn, checked.resident_id, update.person))
     _close(wtxn, entry, checked, ack)
     return ack
 
@@ -736,9 +754,18 @@ def _open_entries(wtxn: WriteTxn, index: str, db: str, message, insurers: list[s
 
 
 def list_quarantine(wtxn: WriteTxn, insurers: list[str], after: int, limit: int) -> list[pb.QuarantinedUpdate]:
+    """Open entries, each with the registry record as it is now (not as it was
+    when the update was held: applying with a stale record would fail again)."""
     out = _open_entries(wtxn, "quarantine_open", "quarantine", pb.QuarantinedUpdate, insurers, after)
     out.sort(key=lambda e: e.quarantine_id)
-    return out[:limit]
+    out = out[:limit]
+    for entry in out:
+        entry.ClearField("registry_record")
+        resident_id = registry.normalize_resident_id(entry.update.resident_id)
+        record = registry.get(wtxn, resident_id) if resident_id else None
+        if record is not None:
+            entry.registry_record.CopyFrom(record)
+    return out
 
 
 # --- notices to insurers ----------------------------------------------------------
@@ -810,7 +837,8 @@ def link_card(wtxn: WriteTxn, request: pb.LinkCardRequest, now: float) -> pb.Lin
                            insured_number=request.insured_number, linked_time=stamp, consent_time=stamp)
     wtxn.put("link_notice", resident_id.encode() + SEP + _seq(notice_id), notice.SerializeToString(deterministic=True))
     return pb.LinkCardResponse(link_notice_id=notice_id,
-                               replaced_card_serial=identifiers.card_serial_text(replaced) if replaced else "")
+                               replaced_card_serial=identifiers.card_serial_text(replaced) if replaced else "",
+                               loose_matches=loose_matches(wtxn, resident_id, request.person))
 
 
 def list_link_notices(wtxn: WriteTxn, resident_id: str) -> list[pb.LinkNotice]:

@@ -73,7 +73,8 @@ def register(subparsers) -> None:
                         help="insurer number(s) the stream declares (default: every insurer in the file)")
     ingest.add_argument("--registry", action="store_true",
                         help="the file holds resident registry records (PutResidents), not updates")
-    ingest.add_argument("--report", help="write every non-accepted ack here as JSON lines")
+    ingest.add_argument("--report", help="write every non-accepted ack, and every accepted one that matched "
+                                          "the registry only loosely, here as JSON lines")
     ingest.add_argument("--retries", type=int, default=5, help="reconnect attempts when the stream breaks")
     ingest.add_argument("--batch", type=int, default=500,
                         help="updates per message (StreamUpdateBatches); 1 sends one per message (StreamUpdates)")
@@ -371,6 +372,7 @@ class Progress:
     def __init__(self, total: int, enabled: bool, out=sys.stderr):
         self.total, self.enabled, self.out = total, enabled, out
         self.done = 0
+        self.loose = 0  # acks whose basic information matched the registry only loosely
         self.counts: collections.Counter = collections.Counter()
         self.started = time.monotonic()
         self._drawn = 0.0
@@ -427,7 +429,9 @@ def _ingest_file(args) -> int:
         def on_ack(update, ack):
             name = OUTCOME_NAMES.get(ack.outcome, "unknown")
             progress.tick(name)
-            if ack.outcome != pb.ENROLLMENT_OUTCOME_ACCEPTED and report:
+            if ack.loose_matches:
+                progress.loose += 1
+            if (ack.outcome != pb.ENROLLMENT_OUTCOME_ACCEPTED or ack.loose_matches) and report:
                 report.write(json_format.MessageToJson(ack, indent=None, ensure_ascii=False) + "\n")
             if ack.outcome in (pb.ENROLLMENT_OUTCOME_REJECTED, pb.ENROLLMENT_OUTCOME_QUARANTINED) and shown[0] < 10:
                 shown[0] += 1
@@ -459,6 +463,9 @@ def _summary(progress: Progress) -> None:
     elapsed = time.monotonic() - progress.started
     print(f"{progress.done} of {progress.total} updates: accepted {c['accepted']}, duplicate {c['duplicate']}, "
           f"rejected {c['rejected']}, quarantined {c['quarantined']} ({elapsed:.1f}s)", flush=True)
+    if progress.loose:
+        print(f"{progress.loose} matched the registry only by a loose rule (kanji variant, kana or "
+              f"address notation): their acks name the field and rule (--report)", flush=True)
 
 
 def _send_registry(args, residents: list, progress: Progress) -> int:
