@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # A path given on the command line that cannot be read or written (a
+        # missing PKI, a file where a directory belongs): one line, not a traceback.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"onshi {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
