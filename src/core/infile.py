@@ -71,8 +71,8 @@ class TextLines:
 
 
 def csv_records(reader, lines: TextLines) -> Iterator:
-    """The records of a csv reader over `lines`; csv's own errors (a NUL byte, a
-    field over csv.field_size_limit(), a quote left open) as InputError naming
+    """The records of a csv reader over `lines`; csv's own errors (a field over
+    csv.field_size_limit(), a quote left open at the end) as InputError naming
     the line read last."""
     while True:
         try:

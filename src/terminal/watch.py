@@ -147,10 +147,14 @@ def read_request(path: str) -> bytes:
         raise
     except OSError as exc:
         raise ValueError(f"request file cannot be opened: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as f:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError("a request must be a regular file (not a FIFO, device or directory)")
-        data = f.read(MAX_REQUEST_BYTES + 1)
+        data = b""
+        while len(data) <= MAX_REQUEST_BYTES and (chunk := os.read(fd, MAX_REQUEST_BYTES + 1 - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
     if len(data) > MAX_REQUEST_BYTES:
         raise ValueError(f"a request is at most {MAX_REQUEST_BYTES:,} bytes")
     return data
