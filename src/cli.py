@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# gRPC's C core logs a refused TLS handshake at INFO on stderr, beside the one
+# line a client command prints about it; its documented default is ERROR.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 # module -> it defines register(subparsers); each subparser sets func=callable(args) -> int
 COMMAND_MODULES = (

@@ -183,6 +183,18 @@ def test_check_and_health_over_mtls(secured):
     assert "may require mTLS" in one_line(out.stderr)
 
 
+def test_mtls_to_a_plaintext_server_is_one_line(tmp_path):
+    build_store(str(tmp_path / "store"))
+    plain = s.Proc(s.onshi("serve", "--data", str(tmp_path / "store"), "--port", "0", "--workers", "1",
+                           "--port-file", str(tmp_path / "port")), tmp_path / "port", tmp_path / "log")
+    try:
+        out = run("check", "--card", "1002", "--target", plain.target, "--pki", pki_dir())
+    finally:
+        plain.stop()
+    assert out.returncode == 1
+    assert "closed the connection while setting up TLS: a plaintext server" in one_line(out.stderr)
+
+
 # --- no answer ----------------------------------------------------------------------------------
 
 def commands(tmp_path, target):

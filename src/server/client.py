@@ -258,8 +258,8 @@ def no_answer(exc: grpc.RpcError, target: str, *, secure: bool, timeout: float) 
         if not accepts_tcp(target):
             return f"cannot reach {target}: {details.rsplit(': ', 1)[-1]}"
         if secure:
-            return (f"{target} closed the connection while setting up TLS: not a server of this CA, "
-                    "or it refused this client certificate")
+            return (f"{target} closed the connection while setting up TLS: a plaintext server, a server "
+                    "of another CA, or one that refuses this client certificate")
         return f"{target} closed the connection: it may require mTLS (--pki DIR or ONSHI_PKI)"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"no answer from {target} within {timeout:g} s"
