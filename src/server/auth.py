@@ -604,8 +604,9 @@ def check_caller_crl(args) -> None:
     try:
         with open(ca, "rb") as f:
             CallerRevocations(crl, x509.load_pem_x509_certificates(f.read()))
-    except (OSError, ValueError, TypeError) as exc:
-        raise SystemExit(f"onshi: caller revocation list {crl}: {exc}") from None
+    except ValueError as exc:  # a path that cannot be read: the CLI's one line (exit 2)
+        print(f"onshi: caller revocation list {crl}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def interceptors(asyncio: bool = False) -> list:

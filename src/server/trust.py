@@ -344,6 +344,13 @@ def setup_from_args(args, stream: str | None = None, replays=None) -> TrustSetup
     return TrustSetup(verifier, log, getattr(args, "pki", None))
 
 
+def refuse(line: str):
+    """A server option that names a file with the wrong content: one line, exit 2
+    (as the CLI does for a path that cannot be read)."""
+    print(line, file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 def audit_key(args) -> bytes | None:
     path = getattr(args, "audit_key", None)
     return audit.load_key(path) if path else None
@@ -369,8 +376,8 @@ def check_audit_args(args) -> None:
                 print(f"onshi: WARNING the audit key {args.audit_key} is on the same file system as "
                       f"{args.audit_dir}: keep it on another medium (docs/TRUST.md)", file=sys.stderr, flush=True)
         audit.check_manifest(args.audit_dir, key)
-    except (OSError, ValueError, audit.ManifestError) as exc:
-        raise SystemExit(f"onshi: access log: {exc}") from None
+    except (ValueError, audit.ManifestError) as exc:
+        refuse(f"onshi: access log: {exc}")
 
 
 def replay_table(args, create_dir: bool = False) -> cardproof.SharedReplayCache | None:
@@ -379,14 +386,13 @@ def replay_table(args, create_dir: bool = False) -> cardproof.SharedReplayCache 
     if not (getattr(args, "pki", None) or getattr(args, "jpki_ca", None)):
         return None
     path = getattr(args, "replay_table", None) or os.path.join(args.data, cardproof.REPLAY_TABLE_FILE)
+    if create_dir:  # a path that cannot be made: one line from the CLI (exit 2)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        if create_dir:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return cardproof.SharedReplayCache(cardproof.FRESHNESS_SECONDS, path=path)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"onshi: cannot open the card-proof replay table {path}: {exc} "
-                         "(--replay-table FILE puts it elsewhere; every server of the deployment needs the same)") \
-            from None
+    except ValueError as exc:
+        refuse(f"onshi: card-proof replay table: {exc} (--replay-table FILE puts it elsewhere; every server "
+               "of the deployment needs the same one)")
 
 
 def start_retention(log: audit.AuditLog, retention_days: float, every: float = 86400.0) -> threading.Thread:
