@@ -160,6 +160,10 @@ def join_record(int birth_day, bytes person_field not None, list rows not None):
     cdef uint8_t *e
     cdef uint64_t nhash
     cdef bytes body
+    # Each row read once, as a 4-tuple: the size computed here and the bytes
+    # copied below must come from the same bodies.
+    rows = [as_row(row) for row in rows]
+    count = len(rows)
     if count > 0xFFFF:
         raise ValueError("too many qualifications")
     total = HEADER_SIZE + count * ENTRY_SIZE
@@ -196,6 +200,15 @@ def join_record(int birth_day, bytes person_field not None, list rows not None):
         memcpy(out + offset, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
         offset += PyBytes_GET_SIZE(body)
     return record
+
+
+cdef tuple as_row(object row):
+    cdef tuple t = tuple(row)
+    if len(t) != 4:
+        raise ValueError("a row is (acquisition day, loss day, number hash, body)")
+    if type(t[3]) is not bytes:
+        raise TypeError("a row's body must be bytes")
+    return t
 
 
 def number_hash(bytes key not None):
