@@ -314,7 +314,7 @@ cdef class GroupCommit:
                 until.tv_sec = due // 1000000000
                 until.tv_nsec = due % 1000000000
                 while not self.closing and not self._filled():
-                    if pthread_cond_timedwait(&self.fill, &self.mutex, &until) == 110:  # ETIMEDOUT
+                    if pthread_cond_timedwait(&self.fill, &self.mutex, &until) != 0:  # ETIMEDOUT (or an error)
                         break
                 self.gathering = False
             self.last_sync_ns = mono_ns()
@@ -374,12 +374,15 @@ cdef class GroupCommit:
         while pos < batch.len:
             memcpy(&body_len, batch.data + pos, 4)
             n = 4 + body_len
-            # hash := SHA-256(previous hash || u32 body_len || body)
-            EVP_DigestInit_ex(self.sha, SHA256_MD, NULL)
-            EVP_DigestUpdate(self.sha, self.last, HASH)
-            EVP_DigestUpdate(self.sha, batch.data + pos, n)
+            # hash := SHA-256(previous hash || u32 body_len || body); a failed digest
+            # would chain garbage into the log: fail-stop (EIO) instead
+            if (EVP_DigestInit_ex(self.sha, SHA256_MD, NULL) != 1
+                    or EVP_DigestUpdate(self.sha, self.last, HASH) != 1
+                    or EVP_DigestUpdate(self.sha, batch.data + pos, n) != 1):
+                return 5  # EIO
             memcpy(self.out.data + self.out.len, batch.data + pos, n)
-            EVP_DigestFinal_ex(self.sha, self.last, &hlen)
+            if EVP_DigestFinal_ex(self.sha, self.last, &hlen) != 1 or hlen != HASH:
+                return 5
             memcpy(self.out.data + self.out.len + n, self.last, HASH)
             self.out.len += n + HASH
             pos += n

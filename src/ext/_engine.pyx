@@ -770,8 +770,13 @@ cdef class NativeEngine:
         if rc:
             self.env = NULL
             raise LmdbError("mdb_env_create", rc)
-        mdb_env_set_maxdbs(self.env, MAX_DBS)
-        mdb_env_set_maxreaders(self.env, MAX_READERS)
+        rc = mdb_env_set_maxdbs(self.env, MAX_DBS)
+        if rc == 0:
+            rc = mdb_env_set_maxreaders(self.env, MAX_READERS)
+        if rc:
+            mdb_env_close(self.env)
+            self.env = NULL
+            raise LmdbError("configuring the environment", rc)
         cdef bytes raw = os.fsencode(self.path)
         # NOTLS: a reset transaction is not tied to the thread that began it, so the
         # pool can hand it to any thread; NORDAHEAD: lookups are random.
