@@ -27,8 +27,9 @@ cdef extern from "<stdio.h>" nogil:
 
 cdef enum:
     HEADER_SIZE = 8       # history record: <HHi  version, entry count, birth day
-    ENTRY_SIZE = 24       # <iiQII acquisition, loss, number hash, payload offset, length
-    RECORD_VERSION = 1
+    ENTRY_SIZE = 32       # <iiQIIii acquisition, loss, number hash, payload offset, length,
+                          #          view first day, view end day
+    RECORD_VERSION = 2
     MAX_SYMBOL = 20       # onshi.core.identifiers
     MAX_NUMBER = 20
     MAX_LEDGER_FACILITY = 480  # onshi.core.claims

@@ -30,8 +30,10 @@ cdef extern from "<unistd.h>" nogil:
 
 cdef enum:
     HEADER_SIZE = 8       # <HHi   version, entry count, birth day
-    ENTRY_SIZE = 24       # <iiQII acquisition, loss, number hash, payload offset, length
-    RECORD_VERSION = 1
+    ENTRY_SIZE = 32       # <iiQIIii acquisition, loss, number hash, payload offset, length,
+                          #          view first day, view end day
+    RECORD_VERSION = 2
+    MAX_ENTRIES = 1024    # as onshi.core.history
     POOL_MAX = 16         # idle read transactions kept (each holds a reader slot)
     MAX_DBS = 32          # as onshi.core.store
     MAX_READERS = 1024
@@ -88,17 +90,29 @@ cdef inline uint64_t fnv1a64(const uint8_t *key, size_t n) noexcept nogil:
 
 
 cdef struct Choice:
-    # What to answer from one history record: the validity, and either one entry
-    # (single >= 0) or every entry covering `day` (filtered by number hash when
-    # by_number). `size` is the full response length.
+    # What to answer from one history record: the validity and the chosen
+    # payloads' offsets and lengths, read once while deciding: the answer is
+    # written from these, so its size cannot disagree with what is copied.
     const uint8_t *rec
-    uint32_t count
     int validity
-    int single
-    bint by_number
-    uint64_t number_hash
-    int64_t day
+    uint32_t nchosen
+    uint32_t off[MAX_ENTRIES]
+    uint32_t len[MAX_ENTRIES]
     size_t size
+
+
+cdef inline bint shown(const uint8_t *e, int64_t day) noexcept nogil:
+    """history.shown: the view of its qualification a check on `day` looks at."""
+    cdef int64_t loss = <int32_t>rd32(e + 4)
+    cdef int64_t d = day if day < loss else loss - 1
+    return <int32_t>rd32(e + 24) <= d and d < <int32_t>rd32(e + 28)
+
+
+cdef inline void choose(Choice *ch, const uint8_t *e) noexcept nogil:
+    ch.off[ch.nchosen] = rd32(e + 16)
+    ch.len[ch.nchosen] = rd32(e + 20)
+    ch.size += ch.len[ch.nchosen]
+    ch.nchosen += 1
 
 
 cdef int decide(const uint8_t *rec, size_t size, bint by_number, uint64_t number_hash,
@@ -107,22 +121,19 @@ cdef int decide(const uint8_t *rec, size_t size, bint by_number, uint64_t number
     record first so a corrupt value raises instead of reading past it."""
     cdef uint32_t count, i, off, length
     cdef const uint8_t *e
-    cdef int64_t acq, loss
+    cdef int64_t acq
     cdef int nvalid = 0
     cdef int last_started = -1
-    cdef size_t valid_len = 0
     ch.rec = rec
-    ch.by_number = by_number
-    ch.number_hash = number_hash
-    ch.day = day
-    ch.single = -1
+    ch.nchosen = 0
+    ch.size = 2
+    ch.validity = NO_RECORD
     if size < HEADER_SIZE:
         return ERR_SHORT
     if rd16(rec) != RECORD_VERSION:
         return ERR_VERSION
     count = rd16(rec + 2)
-    ch.count = count
-    if HEADER_SIZE + <size_t>ENTRY_SIZE * count > size:
+    if count > MAX_ENTRIES or HEADER_SIZE + <size_t>ENTRY_SIZE * count > size:
         return ERR_ENTRIES
     for i in range(count):
         e = rec + HEADER_SIZE + ENTRY_SIZE * i
@@ -131,31 +142,24 @@ cdef int decide(const uint8_t *rec, size_t size, bint by_number, uint64_t number
         if <uint64_t>off + length > size:
             return ERR_PAYLOAD
     if by_number and <int64_t><int32_t>rd32(rec + 4) != claimed_birth:
-        ch.validity = NO_RECORD
-        ch.size = 2
         return 0
     for i in range(count):
         e = rec + HEADER_SIZE + ENTRY_SIZE * i
         if by_number and rd64(e + 8) != number_hash:
             continue
         acq = <int32_t>rd32(e)
-        if acq <= day:
+        if acq <= day and shown(e, day):
             last_started = i
-            loss = <int32_t>rd32(e + 4)
-            if day < loss:
+            if day < <int32_t>rd32(e + 4):
                 nvalid += 1
-                valid_len += rd32(e + 20)
+                choose(ch, e)
     if nvalid:
         ch.validity = VALID if nvalid == 1 else MULTIPLE
-        ch.size = 2 + valid_len
         return 0
     if last_started < 0:
-        ch.validity = NO_RECORD
-        ch.size = 2
         return 0
-    ch.single = last_started
     e = rec + HEADER_SIZE + ENTRY_SIZE * last_started
-    ch.size = 2 + rd32(e + 20)
+    choose(ch, e)
     ch.validity = INVALID
     if by_number:
         # a lost number never reveals the newer qualification, only that it exists
@@ -168,29 +172,15 @@ cdef int decide(const uint8_t *rec, size_t size, bint by_number, uint64_t number
 
 
 cdef void write_response(const Choice *ch, char *out) noexcept nogil:
-    """b"\\x08" + validity + the chosen framed payloads, in entry order."""
-    cdef const uint8_t *e
-    cdef uint32_t i, length
-    cdef int64_t acq, loss
+    """b"\\x08" + validity + the chosen framed payloads, in entry order: exactly
+    ch.size bytes."""
+    cdef uint32_t i
     out[0] = 0x08
     out[1] = <char>ch.validity
     out += 2
-    if ch.validity == NO_RECORD:
-        return
-    if ch.single >= 0:
-        e = ch.rec + HEADER_SIZE + ENTRY_SIZE * ch.single
-        memcpy(out, ch.rec + rd32(e + 16), rd32(e + 20))
-        return
-    for i in range(ch.count):
-        e = ch.rec + HEADER_SIZE + ENTRY_SIZE * i
-        if ch.by_number and rd64(e + 8) != ch.number_hash:
-            continue
-        acq = <int32_t>rd32(e)
-        loss = <int32_t>rd32(e + 4)
-        if acq <= ch.day and ch.day < loss:
-            length = rd32(e + 20)
-            memcpy(out, ch.rec + rd32(e + 16), length)
-            out += length
+    for i in range(ch.nchosen):
+        memcpy(out, ch.rec + ch.off[i], ch.len[i])
+        out += ch.len[i]
 
 
 # --- key order -------------------------------------------------------------
@@ -1082,6 +1072,7 @@ cdef class NativeEngine:
                                 fnv1a64(k, n) if by_number else 0, birth_day, day, &ch)
                 elif rc == MDB_NOTFOUND:
                     ch.validity = NO_RECORD
+                    ch.nchosen = 0
                     ch.size = 2
                     rc = 0
             if rc:

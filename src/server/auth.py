@@ -53,6 +53,7 @@ POLICY: dict[str, frozenset[str]] = {
     "/onshi.v1.ClaimService/VerifyClaims": frozenset({FACILITY, REVIEW}),   # facility: own code only
     "/onshi.v1.ClaimService/Apportion": frozenset({REVIEW}),
     "/onshi.v1.EnrollmentService/StreamUpdates": frozenset({INSURER}),      # own insurer numbers only
+    "/onshi.v1.EnrollmentService/StreamUpdateBatches": frozenset({INSURER}),  # the same, many per message
     "/onshi.v1.EnrollmentService/PutResidents": frozenset({OPERATOR}),      # the J-LIS stand-in
     "/onshi.v1.EnrollmentService/ListQuarantine": frozenset({INSURER}),
     "/onshi.v1.EnrollmentService/ResolveQuarantine": frozenset({INSURER}),

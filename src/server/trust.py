@@ -17,7 +17,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from onshi.core import audit, cardproof, history, identifiers
+from onshi.core import audit, cardproof, history, identifiers, persons
 from onshi.core.cardproof import CardProofError, CardVerifier, MalformedProof
 from onshi.server import auth
 from onshi.server.errors import FieldErrors, bad_request_status, error_reason  # noqa: F401 (re-exported)
@@ -210,6 +210,7 @@ class PersonDirectory:
         self.card_former = db("card_former")
         self.number = db("number")
         self.history = db("history")
+        self.person = db("person")
         self.basic4 = db("basic4")
 
     def link_of_card(self, serial_key: bytes) -> int | None:
@@ -226,9 +227,18 @@ class PersonDirectory:
         with self.env.begin() as txn:
             return txn.get(link_id.to_bytes(8, "big"), db=self.history)
 
-    def qualifications(self, link_id: int):
+    def qualifications(self, link_id: int) -> list:
+        """Each qualification with its own person (history.qualifications)."""
         value = self.history_value(link_id)
-        return history.decode(value) if value else (None, [])
+        return history.qualifications(value) if value else []
+
+    def person_on(self, link_id: int, day: int):
+        """The person's basic information in force on `day` (persons.py), or None."""
+        if self.person is None:
+            return None
+        with self.env.begin() as txn:
+            raw = persons.in_force(persons.decode(txn.get(link_id.to_bytes(8, "big"), db=self.person)), day)
+        return persons.person(raw) if raw is not None else None
 
     def subjects(self, link_id: int) -> set[str]:
         """Every subject under which records about this person were written."""
@@ -247,8 +257,7 @@ class PersonDirectory:
                         serials.append(key[len(lk):])
         out.update(card_subject(s) for s in serials if s)
         if value:
-            _, quals = history.decode(value)
-            for q in quals:
+            for _, q in history.qualifications(value):
                 try:
                     out.add(number_subject(history.qualification_number_key(q)))
                 except identifiers.InvalidIdentifier:

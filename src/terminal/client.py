@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
 from onshi.core import dates
+from onshi.server.client import accepts_tcp
 from onshi.server.errors import error_reason
 from onshi.terminal.screen import Outcome, Result
 from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc
@@ -169,15 +169,6 @@ CARD_REASON_OUTCOME = {
 }
 
 
-def _accepts_tcp(target: str, timeout: float = 1.0) -> bool:
-    host, _, port = target.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
 def outcome_of_error(
     exc: grpc.RpcError, target: str | None = None
 ) -> tuple[Outcome, str, list[tuple[str, str]]]:
@@ -209,7 +200,7 @@ def outcome_of_error(
         lowered = details.lower()
         if code == grpc.StatusCode.UNAVAILABLE and (
             any(w in lowered for w in ("handshake", "certificate", "ssl", "tls"))
-            or (target is not None and _accepts_tcp(target))
+            or (target is not None and accepts_tcp(target))
         ):
             return (
                 Outcome.SERVER_REFUSED,
