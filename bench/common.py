@@ -93,6 +93,7 @@ def locust_cmd() -> list[str]:
 def dataset_dir(persons: int) -> Path:
     """Named after the history record version, so a cached store of an older
     layout is generated again rather than read wrongly."""
+    from onshi.core import history
     return OUT / f"gen-{persons}-v{history.VERSION}"
 
 

@@ -31,7 +31,7 @@ import collections
 import random
 from dataclasses import dataclass, field
 
-from onshi.core import dates, identifiers
+from onshi.core import dates, enrollment, identifiers
 from onshi.v1 import eligibility_pb2
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import qualification_pb2 as qpb
@@ -414,6 +414,7 @@ class KindResult:
     quarantined: int = 0
     rejected: int = 0
     loose: int = 0            # accepted with a loose rule named in the ack
+    registrations_accepted: int = 0  # accepted acquisitions and basic information changes (registry-checked)
     acquisitions_accepted: int = 0
     visible: int = 0          # acquisitions a check by number shows VALID
 
@@ -436,6 +437,7 @@ def evaluate(sim: Simulation, acks: dict[str, pb.EnrollmentAck], engine) -> dict
             r.accepted += 1
             r.loose += bool(ack.loose_matches)
             r.acquisitions_accepted += bool(u.number)
+            r.registrations_accepted += u.message.WhichOneof("change") in enrollment.REGISTERING
         elif ack.outcome == pb.ENROLLMENT_OUTCOME_QUARANTINED:
             r.quarantined += 1
         elif ack.outcome == pb.ENROLLMENT_OUTCOME_REJECTED:

@@ -14,6 +14,7 @@ Checks, in order (each failure is a distinct `CardProofError.reason`):
       purpose (the RPC), facility, time, nonce
     nonce never seen before (within the window,  -> CARD_PROOF_REPLAYED
       by any server sharing the replay table)
+    (the replay table full / its lock unusable   -> CARD_PROOF_CAPACITY / _UNAVAILABLE: fail closed)
 
 The chain check (an RSA verify by the CA key plus parsing) is the costly part and
 is cached by SHA-256 of the DER; validity and revocation are re-checked on every
@@ -33,7 +34,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from onshi.core import identifiers, pki
@@ -78,6 +79,8 @@ REASONS = {
     "CARD_PROOF_REPLAYED": ("UNAUTHENTICATED", "this challenge was already used; read the card again"),
     "CARD_PROOF_CAPACITY": ("RESOURCE_EXHAUSTED", (
         "the server cannot remember more card proofs right now; read the card again shortly")),
+    "CARD_PROOF_UNAVAILABLE": ("UNAVAILABLE", (
+        "the server cannot check card proofs for replay right now; check by insurance card number")),
     "CARD_PROOF_FACILITY_MISMATCH": ("PERMISSION_DENIED", (
         "the challenge names another facility code than this terminal's certificate")),
 }
@@ -508,9 +511,18 @@ class CardVerifier:
             break
         if issuer is None:
             raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", "no configured JPKI CA signed it")
-        key = cert.public_key()
-        if not isinstance(key, rsa.RSAPublicKey):
-            raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", "not an RSA key")
+        # A card key signs PKCS#1 v1.5: only an rsaEncryption key. An RSA-PSS key
+        # (which cryptography loads as a plain RSA key) or any other is refused,
+        # as is a key its parser or the native check refuses (e.g. exponent 1).
+        if cert.public_key_algorithm_oid != x509.oid.PublicKeyAlgorithmOID.RSAES_PKCS1_v1_5:
+            raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", "not an RSA (rsaEncryption) key")
+        try:
+            key = cert.public_key()
+            if not isinstance(key, rsa.RSAPublicKey):
+                raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", "not an RSA key")
+            signed_by_card = signature_checker(key)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", f"unusable card key ({exc})") from None
         try:
             bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
             if bc.ca:
@@ -531,7 +543,7 @@ class CardVerifier:
             not_after=not_after.timestamp(),
             warn_from=warn_from.timestamp(),
             public_key=key,
-            signed_by_card=signature_checker(key),
+            signed_by_card=signed_by_card,
             expiring_warning=warning_bytes(WARNING_CODE_CARD_CERTIFICATE_EXPIRING,
                                            f"card certificate expires on {jst}: renew at the municipality"),
         )
@@ -576,6 +588,8 @@ class CardVerifier:
             fresh = self.replays.add(nonce, now)
         except ReplayCacheFull:
             raise CardProofError("CARD_PROOF_CAPACITY") from None
+        except OSError as exc:  # the table's lock cannot be taken: refuse (fail closed)
+            raise CardProofError("CARD_PROOF_UNAVAILABLE", str(exc)) from None
         if not fresh:
             raise CardProofError("CARD_PROOF_REPLAYED")
         return Proof(card, nonce, card.expiring_warning if now >= card.warn_from else b"")

@@ -165,6 +165,10 @@ def join_record(int birth_day, list entries not None):
     cdef uint64_t nhash
     cdef bytes body, person_field
     cdef tuple entry
+    # A copy nobody else holds: the record is sized in the first pass and filled
+    # in the second, and a conversion in the second (an __int__) could otherwise
+    # change the caller's list under it. The entries themselves are tuples.
+    entries = list(entries)
     if count > 0xFFFF:
         raise ValueError("too many views")
     total = HEADER_SIZE + count * ENTRY_SIZE

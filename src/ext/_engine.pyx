@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, cdivision=True
 """The native lookup engine: liblmdb's C API, reused read transactions, the GIL
 released for the B-tree walks and the decision, answers copied out as ready-to-send
 CheckResponse bytes. Same interface and byte-identical output as
@@ -606,6 +606,8 @@ def _tune(*, directories: bool | None = None, prefetch_bytes_per_page: int | Non
     if targeted_prefetch is not None:
         targeted = targeted_prefetch
     if prefetch_stride_bytes is not None:
+        if prefetch_stride_bytes <= 0:  # prefetch_page would never advance
+            raise ValueError("prefetch_stride_bytes must be positive")
         prefetch_stride = prefetch_stride_bytes
     if directories is not None:
         directories_enabled = directories
@@ -728,6 +730,7 @@ cdef class NativeEngine:
     cdef Slot *pool[POOL_MAX]
     cdef int pool_len
     cdef int active        # slots handed out; changed only with the GIL held
+    cdef int acquiring     # threads inside _acquire (it may wait without the GIL)
     cdef bint resizing
     cdef bint closing
     cdef readonly int remaps  # times the map was remapped after the writer grew it
@@ -740,6 +743,7 @@ cdef class NativeEngine:
         self.env = NULL
         self.pool_len = 0
         self.active = 0
+        self.acquiring = 0
         memset(self.dirs, 0, sizeof(self.dirs))
         memset(self.dir_state, 0, sizeof(self.dir_state))
         self.idle_batch = NULL
@@ -747,6 +751,8 @@ cdef class NativeEngine:
     def __init__(self, path):
         cdef MDB_txn *txn = NULL
         cdef int rc
+        if self.env != NULL or self.closing:  # a second __init__ would leak or swap the map under readers
+            raise RuntimeError("NativeEngine is already initialised")
         self.path = os.fspath(path)
         if not os.path.exists(os.path.join(self.path, "data.mdb")):
             raise FileNotFoundError(f"no onshi store at {self.path} (run `onshi gen` or ingest first)")
@@ -754,8 +760,13 @@ cdef class NativeEngine:
         if rc:
             self.env = NULL
             raise LmdbError("mdb_env_create", rc)
-        mdb_env_set_maxdbs(self.env, MAX_DBS)
-        mdb_env_set_maxreaders(self.env, MAX_READERS)
+        rc = mdb_env_set_maxdbs(self.env, MAX_DBS)
+        if rc == 0:
+            rc = mdb_env_set_maxreaders(self.env, MAX_READERS)
+        if rc:
+            mdb_env_close(self.env)
+            self.env = NULL
+            raise LmdbError("configuring the environment", rc)
         cdef bytes raw = os.fsencode(self.path)
         # NOTLS: a reset transaction is not tied to the thread that began it, so the
         # pool can hand it to any thread; NORDAHEAD: lookups are random.
@@ -818,7 +829,12 @@ cdef class NativeEngine:
         if self.env == NULL or self.closing:
             return
         self.closing = True
-        self._drain()
+        # Every thread that may still touch the environment is counted in one of
+        # these (each GIL release inside the pool is a point where close can run):
+        # slot holders, threads in _acquire, and a remap in progress.
+        while self.active or self.acquiring or self.resizing:
+            with nogil:
+                usleep(50)
         self._shutdown()
 
     @property
@@ -839,26 +855,39 @@ cdef class NativeEngine:
                 usleep(50)
 
     cdef Slot *_acquire(self) except NULL:
+        """A slot with an idle (reset) transaction, counted in `active`. The caller
+        is counted in `acquiring` meanwhile, so close() cannot shut the
+        environment down under it while it waits without the GIL."""
+        cdef Slot *slot
+        self.acquiring += 1
+        try:
+            slot = self._new_or_pooled()
+        finally:
+            self.acquiring -= 1
+        self.active += 1
+        return slot
+
+    cdef Slot *_new_or_pooled(self) except NULL:
         cdef Slot *slot
         cdef int rc
-        while self.resizing:
-            with nogil:
-                usleep(50)
-        if self.env == NULL or self.closing:
-            raise ValueError("NativeEngine is closed")
-        if self.pool_len:
-            self.pool_len -= 1
-            slot = self.pool[self.pool_len]
-        else:
+        while True:
+            while self.resizing:
+                with nogil:
+                    usleep(50)
+            # checked again after every wait: close() may have begun meanwhile
+            if self.env == NULL or self.closing:
+                raise ValueError("NativeEngine is closed")
+            if self.pool_len:
+                self.pool_len -= 1
+                return self.pool[self.pool_len]
             slot = <Slot *>calloc(1, sizeof(Slot))
             if slot == NULL:
                 raise MemoryError()
-            while True:
-                rc = mdb_txn_begin(self.env, NULL, MDB_RDONLY, &slot.txn)
-                if rc == MDB_MAP_RESIZED:
-                    self._remap()
-                    continue
-                break
+            rc = mdb_txn_begin(self.env, NULL, MDB_RDONLY, &slot.txn)
+            if rc == MDB_MAP_RESIZED:
+                free(slot)  # no transaction was begun
+                self._remap()
+                continue
             if rc == 0:
                 rc = mdb_cursor_open(slot.txn, self.card_dbi, &slot.card)
             if rc == 0:
@@ -869,8 +898,7 @@ cdef class NativeEngine:
                 free_slot(slot)
                 raise LmdbError("mdb_txn_begin", rc)
             mdb_txn_reset(slot.txn)  # idle until renewed by a check
-        self.active += 1
-        return slot
+            return slot
 
     cdef void _release(self, Slot *slot) noexcept:
         if slot.live:
@@ -896,7 +924,7 @@ cdef class NativeEngine:
                 with nogil:
                     usleep(50)
             return 0
-        self.resizing = True
+        self.resizing = True  # close() waits for it: the environment stays open meanwhile
         try:
             self._drain()
             rc = mdb_env_set_mapsize(self.env, 0)
@@ -1073,12 +1101,13 @@ cdef class NativeEngine:
         cdef Directory *index_dir
         cdef Directory *history_dir
         cdef list result = PyList_New(n)
+        cdef list keep = []
         cdef Slot *slot = NULL
         if n == 0:
             return result
+        check_batch_size(n)
         b = self._take_batch(n, 512)
         try:
-            # `items` keeps every key object alive while the GIL is released.
             for i in range(n):
                 item = <object>PyTuple_GET_ITEM(items, i)
                 if by_number:
@@ -1090,6 +1119,10 @@ cdef class NativeEngine:
                 if not PyBytes_Check(key):
                     raise TypeError(f"keys must be bytes, not {type(key).__name__}")
                 self._check_key(key, "number_key" if by_number else "serial_key")
+                # The queries point into the key objects while the GIL is released:
+                # `keep` holds each one, as an item may make its key afresh when
+                # unpacked (then nothing else does).
+                keep.append(key)
                 b.qs[i].key = <const uint8_t *>PyBytes_AS_STRING(key)
                 b.qs[i].key_len = PyBytes_GET_SIZE(key)
                 b.qs[i].link = NULL
@@ -1150,6 +1183,7 @@ cdef class NativeEngine:
         cdef Slot *slot = NULL
         if n == 0:
             return result
+        check_batch_size(n)
         b = self._take_batch(n, 0)
         try:
             for i in range(n):
@@ -1178,6 +1212,13 @@ cdef class NativeEngine:
             if slot != NULL:
                 self._release(slot)
             self._give_batch(b)
+
+
+cdef int check_batch_size(Py_ssize_t n) except -1:
+    # Batch.order packs a query's index in 32 bits
+    if n > 0xFFFFFFFF:
+        raise ValueError("a batch holds at most 2**32 - 1 checks")
+    return 0
 
 
 cdef void free_slot(Slot *slot) noexcept:

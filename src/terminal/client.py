@@ -163,6 +163,9 @@ CARD_REASON_OUTCOME = {
     "CARD_PROOF_STALE": Outcome.CARD_REFUSED,
     "CARD_PROOF_REPLAYED": Outcome.CARD_REFUSED,
     "CARD_PROOF_FACILITY_MISMATCH": Outcome.CARD_REFUSED,
+    # the server cannot take card proofs now (its replay table): the outage procedure
+    "CARD_PROOF_CAPACITY": Outcome.SERVER_UNREACHABLE,
+    "CARD_PROOF_UNAVAILABLE": Outcome.SERVER_UNREACHABLE,
 }
 
 
