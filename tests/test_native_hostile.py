@@ -483,7 +483,7 @@ def test_a_damaged_replay_lock_refuses_the_proof():
     ch = f["challenge"]
     with pytest.raises(cardproof.CardProofError) as info:
         verifier(replays=table).verify(f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce,
-                                       f["card_signature"], FACILITY)
+                                       f["card_signature"], FACILITY, purpose=cardproof.PURPOSE_CHECK_BY_CARD)
     assert info.value.reason == "CARD_PROOF_UNAVAILABLE"
     assert trust.card_proof_status(info.value).code.name == "UNAVAILABLE"
 
@@ -535,9 +535,10 @@ def test_card_keys_that_are_not_pkcs1_rsa_are_card_proof_refusals(kind):
     der, key = card_certificate(kind)
     x509.load_der_x509_certificate(der).verify_directly_issued_by(jpki_ca())  # the chain is good
     now, nonce = int(time.time()), os.urandom(16)
-    signature = cardproof.sign_challenge(key, FACILITY, now, nonce) if kind != "ec" else b"\x01" * 64
+    purpose = cardproof.PURPOSE_CHECK_BY_CARD
+    signature = cardproof.sign_challenge(key, purpose, FACILITY, now, nonce) if kind != "ec" else b"\x01" * 64
     with pytest.raises(cardproof.CardProofError) as info:
-        verifier().verify(der, FACILITY, now, nonce, signature, FACILITY)
+        verifier().verify(der, FACILITY, now, nonce, signature, FACILITY, purpose=purpose)
     assert info.value.reason == "CARD_CERTIFICATE_UNTRUSTED" and "key" in str(info.value)
     assert trust.card_proof_status(info.value).code.name == "UNAUTHENTICATED"
 

@@ -12,8 +12,9 @@ head file without the GIL, then wakes the batch that is done and hands the
 next batch to one waiter of it.
 
 The bytes written are audit.py's exactly (record := u32 len, body, hash;
-head := JSON line padded to HEAD_SIZE); tests/test_audit_native.py compares
-segments and heads written by both.
+head := JSON line padded to HEAD_SIZE, with an HMAC-SHA256 "mac" when the log
+has a key: audit.head_line); tests/test_audit_native.py compares segments and
+heads written by both.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -74,6 +75,7 @@ cdef extern from "<openssl/evp.h>" nogil:
     int EVP_DigestInit_ex(EVP_MD_CTX *ctx, const EVP_MD *type, ENGINE *impl)
     int EVP_DigestUpdate(EVP_MD_CTX *ctx, const void *d, size_t cnt)
     int EVP_DigestFinal_ex(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *s)
+    int EVP_MD_CTX_copy_ex(EVP_MD_CTX *out, const EVP_MD_CTX *inp)
 
 # SHA-256 fetched once: with the legacy EVP_sha256() object OpenSSL 3 looks
 # the algorithm up (locks, a name-map walk) on every DigestInit.
@@ -82,7 +84,9 @@ if SHA256_MD == NULL:
     raise ImportError("libcrypto has no SHA256")
 
 DEF HASH = 32
-DEF HEAD_SIZE = 160
+DEF HEAD_SIZE = 256  # audit.HEAD_SIZE
+DEF MAC_BLOCK = 64   # SHA-256's block: HMAC pads the key to it (audit keys are 32 bytes)
+DEF MAC_MSG = 256    # "onshi/v1/audit-head\n" stream "\n" seq "\n" records "\n" hash-hex
 
 # append() results
 cdef enum:
@@ -160,6 +164,12 @@ cdef class GroupCommit:
     cdef pthread_cond_t fill        # a gathering leader waits here (CLOCK_MONOTONIC)
     cdef unsigned char last[HASH]
     cdef readonly unsigned long long batches, records
+    # HMAC-SHA256 of the head (audit.head_mac), when the log has a key: the
+    # inner and outer digests with the padded key already absorbed.
+    cdef EVP_MD_CTX *mac_inner
+    cdef EVP_MD_CTX *mac_outer
+    cdef char mac_prefix[MAC_MSG]
+    cdef int mac_prefix_len
 
     def __cinit__(self):
         pthread_mutex_init(&self.mutex, NULL)
@@ -176,7 +186,8 @@ cdef class GroupCommit:
         self.open_batch = 1
 
     def __init__(self, int fd, int head_fd, long long size, long long allocated, long long seq, long long total,
-                 bytes last_hash not None, bint durable, long long segment_bytes, long long preallocate):
+                 bytes last_hash not None, bint durable, long long segment_bytes, long long preallocate,
+                 bytes mac_key=b"", bytes stream=b""):
         if self.zeros != NULL:
             raise RuntimeError("GroupCommit is already initialised")
         if preallocate <= 0 or segment_bytes <= 0 or size < 0 or allocated < size:
@@ -191,6 +202,29 @@ cdef class GroupCommit:
         self.zeros = <char *>calloc(preallocate, 1)
         if self.zeros == NULL:
             raise MemoryError()
+        if mac_key:
+            self._set_mac_key(mac_key, b"onshi/v1/audit-head\n" + (stream or b"") + b"\n")
+
+    cdef _set_mac_key(self, bytes key, bytes prefix):
+        cdef unsigned char pad[MAC_BLOCK]
+        cdef int i
+        if len(key) > MAC_BLOCK or len(prefix) > MAC_MSG - 100:
+            raise ValueError("audit key or stream name too long")
+        memcpy(self.mac_prefix, PyBytes_AS_STRING(prefix), len(prefix))
+        self.mac_prefix_len = len(prefix)
+        self.mac_inner, self.mac_outer = EVP_MD_CTX_new(), EVP_MD_CTX_new()
+        if self.mac_inner == NULL or self.mac_outer == NULL:
+            raise MemoryError()
+        for i in range(MAC_BLOCK):  # RFC 2104: K xor ipad, K xor opad
+            pad[i] = (<unsigned char>PyBytes_AS_STRING(key)[i] if i < len(key) else 0) ^ 0x36
+        if EVP_DigestInit_ex(self.mac_inner, SHA256_MD, NULL) != 1 or \
+                EVP_DigestUpdate(self.mac_inner, pad, MAC_BLOCK) != 1:
+            raise MemoryError()
+        for i in range(MAC_BLOCK):
+            pad[i] ^= 0x36 ^ 0x5C
+        if EVP_DigestInit_ex(self.mac_outer, SHA256_MD, NULL) != 1 or \
+                EVP_DigestUpdate(self.mac_outer, pad, MAC_BLOCK) != 1:
+            raise MemoryError()
 
     def __dealloc__(self):
         free(self.pending.data)
@@ -199,6 +233,10 @@ cdef class GroupCommit:
         free(self.zeros)
         if self.sha != NULL:
             EVP_MD_CTX_free(self.sha)
+        if self.mac_inner != NULL:
+            EVP_MD_CTX_free(self.mac_inner)
+        if self.mac_outer != NULL:
+            EVP_MD_CTX_free(self.mac_outer)
         pthread_cond_destroy(&self.turn[0])
         pthread_cond_destroy(&self.turn[1])
         pthread_cond_destroy(&self.fill)
@@ -367,7 +405,10 @@ cdef class GroupCommit:
         cdef int err
         cdef char head[HEAD_SIZE + 1]
         cdef char hexd[2 * HASH + 1]
-        cdef int i, w
+        cdef char machex[2 * HASH + 1]
+        cdef char msg[MAC_MSG]
+        cdef unsigned char mac[HASH]
+        cdef int i, w, m
         if buf_reserve(&self.out, batch.len + batch.count * HASH) != 0:
             return 12  # ENOMEM
         self.out.len = 0
@@ -409,8 +450,25 @@ cdef class GroupCommit:
         # After the sync: head never claims more than is durable (as AuditLog._write).
         for i in range(HASH):
             snprintf(hexd + 2 * i, 3, "%02x", self.last[i])
-        w = snprintf(head, HEAD_SIZE + 1, '{"seq": %lld, "records": %lld, "hash": "%s"}',
-                     self.seq, self.total, hexd)
+        if self.mac_inner == NULL:
+            w = snprintf(head, HEAD_SIZE + 1, '{"seq": %lld, "records": %lld, "hash": "%s"}',
+                         self.seq, self.total, hexd)
+        else:  # HMAC(key, prefix || seq "\n" records "\n" hash-hex), as audit.head_mac
+            m = snprintf(msg, MAC_MSG, "%lld\n%lld\n%s", self.seq, self.total, hexd)
+            if m < 0 or m >= MAC_MSG:
+                return 75  # EOVERFLOW
+            if (EVP_MD_CTX_copy_ex(self.sha, self.mac_inner) != 1
+                    or EVP_DigestUpdate(self.sha, self.mac_prefix, self.mac_prefix_len) != 1
+                    or EVP_DigestUpdate(self.sha, msg, m) != 1
+                    or EVP_DigestFinal_ex(self.sha, mac, &hlen) != 1
+                    or EVP_MD_CTX_copy_ex(self.sha, self.mac_outer) != 1
+                    or EVP_DigestUpdate(self.sha, mac, HASH) != 1
+                    or EVP_DigestFinal_ex(self.sha, mac, &hlen) != 1 or hlen != HASH):
+                return 5  # EIO: a head without a valid MAC would read as tampering
+            for i in range(HASH):
+                snprintf(machex + 2 * i, 3, "%02x", mac[i])
+            w = snprintf(head, HEAD_SIZE + 1, '{"seq": %lld, "records": %lld, "hash": "%s", "mac": "%s"}',
+                         self.seq, self.total, hexd, machex)
         if w < 0 or w > HEAD_SIZE - 1:
             return 75  # EOVERFLOW
         memset(head + w, 0x20, HEAD_SIZE - 1 - w)

@@ -245,7 +245,9 @@ cdef packed struct Slot:  # as SharedReplayCache.SLOT: <16sd
 
 
 cdef class NonceTable:
-    """SharedReplayCache's table in shared anonymous memory: make it before fork.
+    """SharedReplayCache's table in shared memory: anonymous (make it before
+    fork), or mapped from `fd` at `offset` so unrelated processes (both servers
+    of a deployment) share it; `init_lock` only for the first of them.
 
     add(digest, now, expires) -> 1 new (remembered until `expires`), 0 seen
     and not yet expired, -1 no free slot in the probe window. Same probing as
@@ -260,7 +262,8 @@ cdef class NonceTable:
     cdef readonly unsigned long long slots
     cdef readonly unsigned long long probe
 
-    def __cinit__(self, unsigned long long slots, unsigned long long probe):
+    def __cinit__(self, unsigned long long slots, unsigned long long probe, int fd=-1, long long offset=0,
+                  bint init_lock=True):
         cdef pthread_mutexattr_t attr
         cdef int rc
         if slots <= probe or probe == 0:
@@ -271,11 +274,13 @@ cdef class NonceTable:
         self.size = HEADER + slots * sizeof(Slot)
         # MAP_POPULATE: fault the pages in now (before fork), not one by one on
         # the hot path (measured ~10 us of a check while a fresh table filled).
-        cdef void *p = mmap(NULL, self.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE,
-                            -1, 0)
+        cdef void *p = mmap(NULL, self.size, PROT_READ | PROT_WRITE,
+                            MAP_SHARED | MAP_POPULATE | (MAP_ANONYMOUS if fd < 0 else 0), fd, offset)
         if p == MAP_FAILED:
             raise MemoryError("mmap")
-        self.base = <char *>p  # zero-filled: every slot free (expires 0.0)
+        self.base = <char *>p  # new: zero-filled, every slot free (expires 0.0)
+        if not init_lock:  # another process made the lock and uses it
+            return
         rc = pthread_mutexattr_init(&attr)
         if rc:
             raise OSError(rc, "replay table: pthread_mutexattr_init")
