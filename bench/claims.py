@@ -48,7 +48,7 @@ def onshi(*args: str) -> list[str]:
 
 
 def dataset(persons: int) -> Path:
-    path = OUT / f"claims-gen-{persons}"
+    path = OUT / f"claims-gen-{persons}-v{history.VERSION}"
     if not (path / "gen.json").exists():
         print(f"generating {persons} persons into {path} ...", flush=True)
         subprocess.run(onshi("gen", "--persons", str(persons), "--out", str(path)), check=True)

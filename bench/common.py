@@ -91,7 +91,10 @@ def locust_cmd() -> list[str]:
 # --- datasets ---------------------------------------------------------------
 
 def dataset_dir(persons: int) -> Path:
-    return OUT / f"gen-{persons}"
+    """Named after the history record version, so a cached store of an older
+    layout is generated again rather than read wrongly."""
+    from onshi.core import history
+    return OUT / f"gen-{persons}-v{history.VERSION}"
 
 
 def dataset(persons: int, *, quiet: bool = False) -> Path:
@@ -156,20 +159,24 @@ def copy_dataset(src: Path, dst: Path) -> Path:
 
 # --- query samples ------------------------------------------------------------
 
-def sample_queries(path: Path, count: int = 20_000, seed: int = 7) -> dict:
+def sample_queries(path: Path, count: int = 20_000, seed: int = 7, *, cache: bool = True) -> dict:
     """Card serials and insured numbers that exist in the store, sampled uniformly
     in one pass over each index (seconds even at 10M persons).
 
     Returns {"cards": [hex serial], "numbers": [[insurer, symbol, number, branch,
-    "YYYY-MM-DD" birth date]], "as_of": "YYYY-MM-DD"} and caches it per store."""
-    cache = path / f"queries-{count}-{seed}.json"
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads(cache.read_text())
+    "YYYY-MM-DD" birth date]], "as_of": "YYYY-MM-DD"} and caches it beside the
+    store (cache=False: nothing is written there, for a store that is not ours).
+    Reads take LMDB's reader lock: a writer may be at work on the store."""
+    path = Path(path)
+    cached = path / f"queries-{count}-{seed}.json"
+    if cache:
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(cached.read_text())
     import lmdb
     from onshi.core import dates, history, identifiers
 
     rng = random.Random(seed)
-    env = lmdb.open(str(path), readonly=True, max_dbs=32, lock=False)
+    env = lmdb.open(str(path), readonly=True, max_dbs=32)
     card_db = env.open_db(b"card", create=False)
     number_db = env.open_db(b"number", create=False)
     history_db = env.open_db(b"history", create=False)
@@ -193,8 +200,9 @@ def sample_queries(path: Path, count: int = 20_000, seed: int = 7) -> dict:
            "as_of": dates.from_day(dates.today_jst()).isoformat()}
     random.Random(seed).shuffle(out["cards"])
     random.Random(seed).shuffle(out["numbers"])
-    with contextlib.suppress(OSError):
-        cache.write_text(json.dumps(out))
+    if cache:
+        with contextlib.suppress(OSError):
+            cached.write_text(json.dumps(out))
     return out
 
 

@@ -168,9 +168,10 @@ def sample_queries(path: Path, count: int, seed: int) -> tuple[list[bytes], list
 
 def sqlite_store(path: Path) -> Path:
     """card(serial PK -> link), number(key PK -> link), person(link PK, birth),
-    entry((link, seq) PK, acq, loss, hash, payload): the lookup chain as indexed
-    tables, built once per store from its history records."""
-    db = common.OUT / "engine-sqlite" / f"{path.name}.sqlite"
+    entry((link, seq) PK, acq, loss, hash, payload, view first/end day): the
+    lookup chain as indexed tables, built once per store from its history records
+    (the file is named after the record version, so an older copy is rebuilt)."""
+    db = common.OUT / "engine-sqlite" / f"{path.name}.v{history.VERSION}.sqlite"
     if db.exists() and (db.parent / f"{path.name}.complete").exists():
         return db
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -186,6 +187,7 @@ def sqlite_store(path: Path) -> Path:
         CREATE TABLE person (link INTEGER PRIMARY KEY, birth INTEGER NOT NULL);
         CREATE TABLE entry (link INTEGER NOT NULL, seq INTEGER NOT NULL, acq INTEGER NOT NULL,
                             loss INTEGER NOT NULL, hash INTEGER NOT NULL, payload BLOB NOT NULL,
+                            view_from INTEGER NOT NULL, view_until INTEGER NOT NULL,
                             PRIMARY KEY (link, seq)) WITHOUT ROWID;
     """)
     env = lmdb.open(str(path), readonly=True, max_dbs=32, lock=False)
@@ -205,13 +207,13 @@ def sqlite_store(path: Path) -> Path:
                 persons.append((link, birth))
                 # SQLite integers are signed 64-bit: store the hash two's-complement
                 entries.extend((link, i, e.acquisition_day, e.loss_day, e.number_hash - (1 << 64) * (e.number_hash >> 63),
-                                e.payload) for i, e in enumerate(es))
+                                e.payload, e.view_from, e.view_until) for i, e in enumerate(es))
                 if len(entries) > 200_000:
-                    con.executemany("INSERT INTO entry VALUES (?, ?, ?, ?, ?, ?)", entries)
+                    con.executemany("INSERT INTO entry VALUES (?, ?, ?, ?, ?, ?, ?, ?)", entries)
                     con.executemany("INSERT INTO person VALUES (?, ?)", persons)
                     entries.clear()
                     persons.clear()
-            con.executemany("INSERT INTO entry VALUES (?, ?, ?, ?, ?, ?)", entries)
+            con.executemany("INSERT INTO entry VALUES (?, ?, ?, ?, ?, ?, ?, ?)", entries)
             con.executemany("INSERT INTO person VALUES (?, ?)", persons)
     finally:
         env.close()
@@ -231,9 +233,10 @@ class SqliteEngine:
     def __init__(self, db: Path):
         self.con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
         self.con.execute("PRAGMA mmap_size = 17179869184")
-        self.by_card = "SELECT e.acq, e.loss, e.hash, e.payload FROM card c JOIN entry e ON e.link = c.link " \
+        self.by_card = "SELECT e.acq, e.loss, e.hash, e.payload, e.view_from, e.view_until FROM card c " \
+                       "JOIN entry e ON e.link = c.link " \
                        "WHERE c.serial = ? ORDER BY e.seq"
-        self.by_number = "SELECT p.birth, e.acq, e.loss, e.hash, e.payload FROM number n " \
+        self.by_number = "SELECT p.birth, e.acq, e.loss, e.hash, e.payload, e.view_from, e.view_until FROM number n " \
                          "JOIN person p ON p.link = n.link JOIN entry e ON e.link = n.link " \
                          "WHERE n.key = ? ORDER BY e.seq"
 
@@ -241,7 +244,7 @@ class SqliteEngine:
         rows = self.con.execute(self.by_card, (serial_key,)).fetchall()
         if not rows:
             return history.response(history.NO_RECORD)
-        entries = [history.Entry(a, l, h & 0xFFFFFFFFFFFFFFFF, p) for a, l, h, p in rows]
+        entries = [history.Entry(a, l, h & 0xFFFFFFFFFFFFFFFF, p, f, u) for a, l, h, p, f, u in rows]
         validity, chosen = history.choose_by_card(entries, day)
         return history.response(validity, [entries[i].payload for i in chosen])
 
@@ -249,7 +252,7 @@ class SqliteEngine:
         rows = self.con.execute(self.by_number, (number_key,)).fetchall()
         if not rows:
             return history.response(history.NO_RECORD)
-        entries = [history.Entry(a, l, h & 0xFFFFFFFFFFFFFFFF, p) for _, a, l, h, p in rows]
+        entries = [history.Entry(a, l, h & 0xFFFFFFFFFFFFFFFF, p, f, u) for _, a, l, h, p, f, u in rows]
         validity, chosen = history.choose_by_number(entries, rows[0][0], identifiers.number_hash(number_key),
                                                     birth_day, day)
         return history.response(validity, [entries[i].payload for i in chosen])

@@ -142,7 +142,9 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
     queries = common.sample_queries(common.dataset_dir(args.persons) if args.data is None else args.data)
     queries_path = common.write_queries_file(data, queries, out / "queries.json")
 
+    # The servers this bench starts run --insecure-dev: plaintext, roles declared in metadata.
     env = {**os.environ, "ONSHI_BENCH_QUERIES": str(queries_path), "ONSHI_BENCH_RAW": str(raw_dir),
+           "ONSHI_BENCH_INSECURE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(common.BENCH / "locust"), os.environ.get("PYTHONPATH")]))}
     users = 0
     terminals = 0

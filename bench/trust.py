@@ -113,7 +113,8 @@ def proof_requests(keys: dict, count: int) -> list[bytes]:
         der, key = keys[CARDS[i % len(CARDS)]]
         nonce = os.urandom(16)
         out.append(epb.CheckByCardRequest(
-            card_certificate=der, card_signature=cardproof.sign_challenge(key, FACILITY, now, nonce),
+            card_certificate=der,
+            card_signature=cardproof.sign_challenge(key, cardproof.PURPOSE_CHECK_BY_CARD, FACILITY, now, nonce),
             challenge=epb.CardChallenge(facility_code=FACILITY, timestamp_unix=now, nonce=nonce),
         ).SerializeToString())
     return out
@@ -229,12 +230,13 @@ def micro(pki_dir: str, tmp: Path) -> dict:
     for i in range(400):
         der, key = keys[CARDS[i % len(CARDS)]]
         nonce = os.urandom(16)
-        proofs.append((der, FACILITY, now, nonce, cardproof.sign_challenge(key, FACILITY, now, nonce), FACILITY))
+        signature = cardproof.sign_challenge(key, cardproof.PURPOSE_CHECK_BY_CARD, FACILITY, now, nonce)
+        proofs.append((der, FACILITY, now, nonce, signature, FACILITY))
     for args in proofs[:len(CARDS)]:
         verifier.card(args[0])
     t = time.perf_counter()
     for args in proofs:
-        verifier.verify(*args)
+        verifier.verify(*args, purpose=cardproof.PURPOSE_CHECK_BY_CARD)
     verify_us = (time.perf_counter() - t) / len(proofs) * 1e6
     fresh = cardproof.CardVerifier(verifier.ca_certs)
     t = time.perf_counter()

@@ -18,7 +18,7 @@ import threading
 
 import grpc
 
-from onshi.core import audit, dates, identifiers
+from onshi.core import audit, cardproof, dates, identifiers
 from onshi.core.cardproof import CardVerifier
 from onshi.core.engine import open_engine
 from onshi.server import auth, trust
@@ -85,7 +85,8 @@ async def main() -> int:
         extra = b""
         if verifier is not None:
             caller = auth.caller_of(context)
-            proof = verifier.verify_request(request, caller.facility_code)
+            proof = verifier.verify_request(request, caller.facility_code,
+                                             purpose=cardproof.PURPOSE_CHECK_BY_CARD)
             key, extra = proof.serial_key, proof.warnings
         else:
             key = identifiers.card_serial_key(request.card_serial)

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# gRPC's C core logs a refused TLS handshake at INFO on stderr, beside the one
+# line a client command prints about it; its documented default is ERROR.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 # module -> it defines register(subparsers); each subparser sets func=callable(args) -> int
 COMMAND_MODULES = (
@@ -43,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # A path given on the command line that cannot be read or written (a
+        # missing PKI, a file where a directory belongs): one line, not a traceback.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"onshi {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -84,11 +84,13 @@ def loss(update_id: str, insurer: str, r: pb.Resident, number: str, lost: str, *
 
 
 def ratio_change(update_id: str, insurer: str, r: pb.Resident, number: str, ratio: int, *,
-                 symbol: str = "K1", branch: str = "00") -> pb.EnrollmentUpdate:
+                 symbol: str = "K1", branch: str = "00", effective: str = "1900-01-01") -> pb.EnrollmentUpdate:
+    """A ratio change, by default effective from the acquisition on (a day before
+    it), so the naive model's "the qualification's ratio" holds on every day."""
     return pb.EnrollmentUpdate(update_id=update_id, insurer_number=insurer, resident_id=r.resident_id,
                                person=person(r), burden_ratio_change=pb.BurdenRatioChange(
                                    insured_number=pb.InsuredNumber(symbol=symbol, number=number, branch=branch),
-                                   burden_ratio_percent=ratio))
+                                   burden_ratio_percent=ratio, effective_date=date(effective)))
 
 
 def key(insurer: str, number: str, symbol: str = "K1", branch: str = "00") -> bytes:
@@ -139,7 +141,7 @@ def store_rows(wtxn, link_id: int | None) -> list[tuple]:
     """The same rows, read back from a history record."""
     if link_id is None:
         return []
-    _, quals = wtxn.history(link_id)
+    quals = [q for _, q in wtxn.history(link_id)]
 
     def d(x):
         return f"{x.year:04d}-{x.month:02d}-{x.day:02d}"

@@ -1,9 +1,10 @@
 """The writer's record byte work (onshi.core.history): the fast path against the
 obvious one, and the native twins (onshi.ext._apply) against the pure ones.
 
-compile_history (rows kept encoded, person field spliced in) must give the same
-bytes as compile_history_reference (copy, set the person, serialize), decode the
-same messages as decode_reference, with or without kept rows, on either
+compile_history (rows kept encoded, each view's person field spliced in) must
+give the same bytes as compile_history_reference (each view a copy with its
+person set, serialized whole), read the same messages as qualifications_reference;
+a row rebuilt from its views (history.dated) encodes to the same views, on either
 implementation; a corrupt record raises ValueError on both, never crashes.
 """
 
@@ -40,6 +41,13 @@ def persons(draw) -> Q.Person:
                     birth_date=dates.to_proto(draw(days)), address=draw(text), postcode=draw(text))
 
 
+def _period(draw, start: dt.date, cert) -> None:
+    first = start + dt.timedelta(days=draw(st.integers(-400, 4000)))
+    cert.valid_from.CopyFrom(dates.to_proto(first))
+    if draw(st.booleans()):
+        cert.valid_until.CopyFrom(dates.to_proto(first + dt.timedelta(days=draw(st.integers(0, 800)))))
+
+
 @st.composite
 def qualifications(draw) -> Q.Qualification:
     insurer = draw(st.sampled_from([KYOKAI, UNION, NHI, LATE, "０" + KYOKAI[1:]]))
@@ -54,91 +62,114 @@ def qualifications(draw) -> Q.Qualification:
         q.loss_date.CopyFrom(dates.to_proto(acquired + dt.timedelta(days=draw(st.integers(1, 20000)))))
         q.loss_reason = draw(st.sampled_from([0, 1, 2, 3, 4]))
     if draw(st.booleans()):
-        q.elderly_recipient.burden_ratio_percent = 20
-        q.elderly_recipient.valid_from.CopyFrom(dates.to_proto(acquired))
+        q.elderly_recipient.burden_ratio_percent = draw(st.sampled_from([10, 20, 30]))
+        _period(draw, acquired, q.elderly_recipient)
+    if draw(st.booleans()):
+        q.limit_amount.category = draw(st.sampled_from(["ア", "区分Ⅱ"]))
+        _period(draw, acquired, q.limit_amount)
     for _ in range(draw(st.integers(0, 2))):
-        q.subsidies.add(payer_number=PAYER, recipient_number=draw(text), burden_ratio_percent=draw(st.integers(0, 30)),
-                        monthly_cap_yen=draw(st.integers(0, 10**9)))
+        _period(draw, acquired, q.specific_diseases.add(disease=draw(st.sampled_from([1, 2, 3])), monthly_cap_yen=10000))
+    for _ in range(draw(st.integers(0, 2))):
+        sub = q.subsidies.add(payer_number=PAYER, recipient_number=draw(text),
+                              burden_ratio_percent=draw(st.integers(0, 30)), monthly_cap_yen=draw(st.integers(0, 10**9)))
+        if draw(st.booleans()):
+            _period(draw, acquired, sub)
     if draw(st.booleans()):  # callers may hand qualifications still carrying a person
         q.person.CopyFrom(draw(persons()))
     return q
 
 
-histories = st.tuples(persons(), st.lists(qualifications(), min_size=1, max_size=6))
+@st.composite
+def histories(draw):
+    """(birth day, [(own person, qualification)]): each qualification with the
+    person its insurer registered."""
+    quals = draw(st.lists(qualifications(), min_size=1, max_size=6))
+    shared = draw(persons())
+    owners = [shared if draw(st.booleans()) else draw(persons()) for _ in quals]
+    return dates.to_day(draw(days)), list(zip(owners, quals))
 
 
-def _valid(quals) -> bool:
+def _valid(pairs) -> bool:
+    """Numbers that parse, and no number held twice over the same days (the
+    writer refuses that)."""
     try:
-        for q in quals:
-            history.qualification_number_key(q)
+        held = [(history.qualification_number_key(q), q.acquisition_date.SerializeToString(),
+                 q.loss_date.SerializeToString()) for _, q in pairs]
     except identifiers.InvalidIdentifier:
         return False
-    return True
+    return len(set(held)) == len(held)
+
+
+def _record(birth, pairs):
+    rows = [history.encode_row(q, p.SerializeToString(deterministic=True), birth) for p, q in pairs]
+    return history.compile_history(birth, rows)
+
+
+def _reference(birth, pairs):
+    return history.compile_history_reference([p for p, _ in pairs], [q for _, q in pairs], birth)
 
 
 @settings(max_examples=300, deadline=None)
-@given(histories)
+@given(histories())
 def test_compile_and_decode_match_the_reference(h):
-    person, quals = h
-    if not _valid(quals):
+    birth, pairs = h
+    if not _valid(pairs):
         return
-    value, keys = history.compile_history(person, quals)
-    assert (value, keys) == history.compile_history_reference(person, quals)
-    assert history.decode(value) == history.decode_reference(value)
-    stored_person, rows = history.decode_rows(value)
-    assert stored_person == person.SerializeToString(deterministic=True)
+    value, keys = _record(birth, pairs)
+    assert (value, keys) == _reference(birth, pairs)
+    assert history.qualifications(value) == history.qualifications_reference(value)
+    stored_birth, rows = history.decode_rows(value)
+    assert stored_birth == birth
+    assert sorted(r.person for r in rows) == sorted(p.SerializeToString(deterministic=True) for p, _ in pairs)
     assert sorted(r.number_key for r in rows) == sorted(keys)
 
 
 @settings(max_examples=200, deadline=None)
-@given(histories, st.data())
-def test_kept_rows_reencode_to_the_same_record(h, data):
-    """Rows carried over from the stored record, others re-encoded, a new person:
-    the same bytes as encoding everything afresh."""
-    person, quals = h
-    if not _valid(quals):
+@given(histories(), st.data())
+def test_rows_rebuilt_from_their_views_encode_to_the_same_record(h, data):
+    """A stored row's dated account, rebuilt from its views (what the writer
+    changes and encodes again), gives back the same views: kept and re-encoded
+    rows mix into the same bytes as encoding everything afresh."""
+    birth, pairs = h
+    if not _valid(pairs):
         return
-    value, _ = history.compile_history(person, quals)
+    value, _ = _record(birth, pairs)
     _, rows = history.decode_rows(value)
-    decoded = [history.qualification(r) for r in rows]
-    new_person = data.draw(persons())
     keep = data.draw(st.lists(st.booleans(), min_size=len(rows), max_size=len(rows)))
-    kept = [r if k else None for r, k in zip(rows, keep)]
-    given_quals = [None if k else q for q, k in zip(decoded, keep)]
-    assert history.compile_history(new_person, given_quals, kept) == history.compile_history_reference(new_person,
-                                                                                                     decoded)
+    mixed = [r if k else history.encode_row(history.dated(r), r.person, birth, r.number_key)
+             for r, k in zip(rows, keep)]
+    assert mixed == rows
+    assert history.compile_history(birth, mixed)[0] == value
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @settings(max_examples=150, deadline=None)
-@given(h=histories)
+@given(h=histories())
 def test_byte_twins_agree(impl, h):
     split_record, number_fields, join_record = impl
-    person, quals = h
-    if not _valid(quals):
+    birth, pairs = h
+    if not _valid(pairs):
         return
-    value, _ = history.compile_history_reference(person, quals)
+    value, _ = _reference(birth, pairs)
     expected = history.split_record_pure(value)
     assert split_record(value) == expected
-    for _, _, _, body in expected[1]:
+    for *_, body in expected[1]:
         assert number_fields(body) == history.number_fields_pure(body)
         q = Q.Qualification.FromString(body)
         assert number_fields(body) == (q.insurer_number, q.symbol, q.number, q.branch)
-    birth = history.HEADER.unpack_from(value, 0)[2]
-    person_field = history.PERSON_TAG + history.varint(len(expected[0])) + expected[0]
-    assert join_record(birth, person_field, expected[1]) == value == history.join_record_pure(birth, person_field,
-                                                                                              expected[1])
+    entries = [(*e[:5], history.person_field(e[5]), e[6]) for e in expected[1]]
+    assert join_record(birth, entries) == value == history.join_record_pure(birth, entries)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @settings(max_examples=300, deadline=None)
-@given(h=histories, cut=st.integers(0, 400), flip=st.tuples(st.integers(0, 400), st.integers(0, 255)))
+@given(h=histories(), cut=st.integers(0, 400), flip=st.tuples(st.integers(0, 400), st.integers(0, 255)))
 def test_corrupt_records_raise_value_error(impl, h, cut, flip):
     split_record, number_fields, _ = impl
-    person, quals = h
-    if not _valid(quals):
+    birth, pairs = h
+    if not _valid(pairs):
         return
-    value, _ = history.compile_history_reference(person, quals)
+    value, _ = _reference(birth, pairs)
     broken = [value[:cut % max(len(value), 1)]]
     mutated = bytearray(value)
     mutated[flip[0] % len(value)] = flip[1]
@@ -149,7 +180,7 @@ def test_corrupt_records_raise_value_error(impl, h, cut, flip):
             _, entries = split_record(record)
         except ValueError:
             continue
-        for _, _, _, body in entries:  # what split cleanly may still be garbage
+        for *_, body in entries:  # what split cleanly may still be garbage
             assert _outcome(number_fields, body) == _outcome(history.number_fields_pure, body)
 
 
@@ -224,9 +255,10 @@ def test_a_scripted_stream_leaves_canonical_records_that_match_the_model(impl, t
             link = enrollment.link_of_resident(view, r.resident_id)
             assert s.store_rows(view, link) == model.rows(r.resident_id)
             value = txn.get(link.to_bytes(8, "big"), db=writer.dbs["history"])
-            person, quals = history.decode_reference(value)
-            assert history.compile_history_reference(person, quals)[0] == value
+            birth, rows = history.decode_rows(value)
+            fresh = [history.encode_row(history.dated(r), r.person, birth) for r in rows]
+            assert history.compile_history(birth, fresh)[0] == value
             # the number keys the writer remembers per body are the bodies' own
-            for row in history.decode_rows(value)[1]:
-                assert row.number_key == identifiers.number_key(*history.number_fields_pure(row.body))
+            for row in rows:
+                assert row.number_key == identifiers.number_key(*history.number_fields_pure(row.views[0].body))
     writer.close()

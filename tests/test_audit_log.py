@@ -179,7 +179,12 @@ def test_no_leader_waits_out_the_interval_for_a_batch_already_written(tmp_path):
     for t in threads:
         t.join()
     log.close()
-    assert len(slow) <= 2 * log.batch_target, slow  # with leaders left waiting: about one per batch of 4
+    # The fault this guards against leaves a leader waiting out the interval in
+    # (nearly) every batch: ~60 slow appends of 240 (it failed 4/4 that way).
+    # A loaded machine descheduling appenders makes a few more slow, not half of
+    # the batches' worth: the bound sits between the two.
+    batches = 240 // log.batch_target
+    assert len(slow) < batches // 2, slow
     assert audit.verify(str(tmp_path)).records == 240
 
 

@@ -38,13 +38,15 @@ def files(directory) -> dict[str, bytes]:
 
 @settings(max_examples=60, deadline=None)
 @given(steps=steps, segment_bytes=st.sampled_from([300, 2000, audit.DEFAULT_SEGMENT_BYTES]),
-       durable=st.booleans())
-def test_native_and_python_writers_write_the_same_bytes(tmp_path_factory, steps, segment_bytes, durable):
+       durable=st.booleans(), keyed=st.booleans())
+def test_native_and_python_writers_write_the_same_bytes(tmp_path_factory, steps, segment_bytes, durable, keyed):
+    """Segments, heads (with their MAC when the log has a key) and manifest."""
     # durable=False takes the native writer's other path (it leads with the GIL held).
     base = tmp_path_factory.mktemp("diff")
-    # A fixed clock: rotate() appends a record stamped by it.
+    key = bytes(range(32)) if keyed else None
+    # A fixed clock: rotate() appends a record stamped by it, manifest events too.
     logs = {kind: AuditLog(str(base / kind), "s", segment_bytes=segment_bytes, native=kind == "native",
-                           clock=lambda: 1_700_000_000_000_000_000, durable=durable)
+                           clock=lambda: 1_700_000_000_000_000_000, durable=durable, key=key)
             for kind in ("native", "pure")}
     assert logs["native"].native and not logs["pure"].native
     heads = {}
@@ -61,7 +63,7 @@ def test_native_and_python_writers_write_the_same_bytes(tmp_path_factory, steps,
         log.close()
     assert files(base / "native") == files(base / "pure")
     for kind in logs:
-        report = audit.verify(str(base / kind))
+        report = audit.verify(str(base / kind), key)
         assert report.ok, report.problems
         assert report.records == sum(len(s) if s != "rotate" else 1 for s in steps)
 

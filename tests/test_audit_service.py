@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from tests.trust_helpers import (
     FACILITY,
     INSURER_A,
     OTHER_FACILITY,
+    access_proof_fields,
     build_store,
     card_request,
     facility_stem,
@@ -61,7 +63,7 @@ def check_card(port, card, facility=FACILITY):
 
 def my_access(port, card, facility=FACILITY, **kw):
     s = audit_pb2_grpc.AuditServiceStub(secure_channel(port, facility_stem(facility)))
-    return s.ListMyAccess(audit_pb2.ListMyAccessRequest(**proof_fields(card, facility), **kw), timeout=10)
+    return s.ListMyAccess(audit_pb2.ListMyAccessRequest(**access_proof_fields(card, facility), **kw), timeout=10)
 
 
 def trust_stub(port, stem):
@@ -123,8 +125,8 @@ def test_enrollment_write_is_in_the_persons_log(servers):
 
 def test_another_card_cannot_read_someone_elses_log(servers):
     _, ingest, _ = servers
-    fields = proof_fields("valid-2")
-    fields["card_certificate"] = proof_fields("valid-1")["card_certificate"]  # 1's certificate, 2's signature
+    fields = access_proof_fields("valid-2")
+    fields["card_certificate"] = access_proof_fields("valid-1")["card_certificate"]  # 1's certificate, 2's signature
     s = audit_pb2_grpc.AuditServiceStub(secure_channel(ingest, facility_stem()))
     with pytest.raises(grpc.RpcError) as info:
         s.ListMyAccess(audit_pb2.ListMyAccessRequest(**fields), timeout=10)
@@ -134,8 +136,87 @@ def test_another_card_cannot_read_someone_elses_log(servers):
     for stem in ("insurer-a", "operator", "review"):
         s = audit_pb2_grpc.AuditServiceStub(secure_channel(ingest, stem))
         with pytest.raises(grpc.RpcError) as info:
-            s.ListMyAccess(audit_pb2.ListMyAccessRequest(**proof_fields("valid-1")), timeout=10)
+            s.ListMyAccess(audit_pb2.ListMyAccessRequest(**access_proof_fields("valid-1")), timeout=10)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _refusal(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), trust.error_reason(info.value)
+
+
+def test_a_check_proof_is_refused_by_list_my_access_and_the_other_way(servers):
+    """A proof is good for the purpose it was signed for only: the same bytes
+    sent to the other server's RPC fail the signature check, before and after
+    their first use."""
+    elig, ingest, _ = servers
+    check = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(elig, facility_stem()))
+    access = audit_pb2_grpc.AuditServiceStub(secure_channel(ingest, facility_stem()))
+    for_check = proof_fields("valid-1")
+    assert check.CheckByCard(epb.CheckByCardRequest(**for_check), timeout=10).qualifications
+    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**for_check), timeout=10)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "CARD_SIGNATURE_INVALID")
+    unused_for_check = proof_fields("valid-1")
+    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**unused_for_check), timeout=10)) \
+        == (grpc.StatusCode.UNAUTHENTICATED, "CARD_SIGNATURE_INVALID")
+    for_access = access_proof_fields("valid-1")
+    access.ListMyAccess(audit_pb2.ListMyAccessRequest(**for_access), timeout=10)
+    assert _refusal(lambda: check.CheckByCard(epb.CheckByCardRequest(**for_access), timeout=10)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "CARD_SIGNATURE_INVALID")
+    # Each still works once for its own purpose, and only once.
+    assert _refusal(lambda: check.CheckByCard(epb.CheckByCardRequest(**for_check), timeout=10)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**for_access), timeout=10)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+
+
+def test_a_nonce_is_accepted_once_across_both_servers(servers):
+    """Both servers share one replay table (a file under the data directory):
+    a nonce a card signed for a check on `onshi serve` is refused by
+    ingest-serve even in a correctly signed ListMyAccess proof, and the other way."""
+    elig, ingest, _ = servers
+    check = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(elig, facility_stem()))
+    access = audit_pb2_grpc.AuditServiceStub(secure_channel(ingest, facility_stem()))
+    nonce = os.urandom(16)
+    check.CheckByCard(card_request("valid-2", nonce=nonce), timeout=10)
+    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(
+        **access_proof_fields("valid-2", nonce=nonce)), timeout=10)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+    nonce = os.urandom(16)
+    access.ListMyAccess(audit_pb2.ListMyAccessRequest(**access_proof_fields("valid-2", nonce=nonce)), timeout=10)
+    assert _refusal(lambda: check.CheckByCard(card_request("valid-2", nonce=nonce), timeout=10)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+
+
+def test_a_proof_used_on_one_eligibility_server_is_refused_by_another_and_after_restart(servers, tmp_path):
+    """A second `onshi serve` on the same store (another process, not a fork of
+    the first) shares the replay table; so does a server started again."""
+    elig, _, audit_dir = servers
+    store = os.path.join(os.path.dirname(audit_dir), "store")  # the fixture's layout
+    second = Proc(onshi("serve", "--data", store, "--port", "0", "--workers", "1", "--engine", "pure",
+                        "--port-file", str(tmp_path / "port"), "--pki", pki_dir()), tmp_path / "port",
+                  tmp_path / "log")
+    try:
+        request = card_request("valid-3")
+        first_stub = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(elig, facility_stem()))
+        second_stub = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(second.port, facility_stem()))
+        assert first_stub.CheckByCard(request, timeout=10).validity == epb.VALIDITY_VALID
+        assert _refusal(lambda: second_stub.CheckByCard(request, timeout=10)) == \
+            (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+        request = card_request("valid-3")
+        assert second_stub.CheckByCard(request, timeout=10).validity == epb.VALIDITY_VALID
+    finally:
+        second.stop()
+    second = Proc(onshi("serve", "--data", store, "--port", "0", "--workers", "1", "--engine", "pure",
+                        "--port-file", str(tmp_path / "port"), "--pki", pki_dir()), tmp_path / "port",
+                  tmp_path / "log")
+    try:
+        again = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(second.port, facility_stem()))
+        assert _refusal(lambda: again.CheckByCard(request, timeout=10)) == \
+            (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+    finally:
+        second.stop()
 
 
 def test_expired_card_cannot_read_its_log(servers):
@@ -255,3 +336,48 @@ def test_sigkill_of_a_busy_server_loses_no_answered_record(tmp_path):
     missing = [rid for rid in answered if rid not in logged]
     assert not missing, f"{len(missing)} answered checks without a record"
     assert audit.verify(str(audit_dir)).ok
+
+
+def test_servers_keep_a_keyed_log_across_sigkill_and_refuse_to_run_it_without_the_key(tmp_path):
+    """`--audit-key`: heads and manifest are MACed by both servers; after
+    SIGKILL the log verifies with the key; a restart without the key is
+    refused with one line rather than resealing the log without it."""
+    store = tmp_path / "store"
+    build_store(str(store))
+    audit_dir, key_dir = tmp_path / "audit", tmp_path / "keys"  # another directory (tests: same disk)
+    key_dir.mkdir()
+    key = key_dir / "audit.key"
+    assert subprocess.run(onshi("audit", "keygen", "--out", str(key)), capture_output=True).returncode == 0
+    common = ("--pki", pki_dir(), "--audit-dir", str(audit_dir), "--audit-key", str(key))
+    elig = Proc(onshi("serve", "--data", str(store), "--port", "0", "--workers", "2", "--engine", "pure",
+                      "--port-file", str(tmp_path / "serve.port"), *common), tmp_path / "serve.port",
+                tmp_path / "serve.log")
+    ingest = Proc(onshi("ingest-serve", "--data", str(store), "--port", "0", "--port-file",
+                        str(tmp_path / "ingest.port"), *common), tmp_path / "ingest.port", tmp_path / "ingest.log")
+    for _ in range(5):
+        check_card(elig.port, "valid-2")
+    my_access(ingest.port, "valid-2")
+    elig.kill()
+    ingest.kill()
+    verify = subprocess.run(onshi("audit", "verify", "--dir", str(audit_dir), "--key", str(key)),
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout
+    assert "OK (MACs checked): 3 streams" in verify.stdout
+    without = subprocess.run(onshi("ingest-serve", "--data", str(store), "--port", "0", "--pki", pki_dir(),
+                                   "--audit-dir", str(audit_dir)), capture_output=True, text=True, timeout=60)
+    assert without.returncode != 0 and "sealed with an audit key" in without.stderr
+    assert "Traceback" not in without.stderr
+    inside = audit_dir / "audit.key"
+    shutil.copy(key, inside)
+    refused = subprocess.run(onshi("ingest-serve", "--data", str(store), "--port", "0", "--pki", pki_dir(),
+                                   "--audit-dir", str(audit_dir), "--audit-key", str(inside)),
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "inside the access log directory" in refused.stderr
+    os.unlink(inside)
+    again = Proc(onshi("ingest-serve", "--data", str(store), "--port", "0", "--port-file",
+                       str(tmp_path / "ingest.port"), *common), tmp_path / "ingest.port", tmp_path / "ingest2.log")
+    my_access(again.port, "valid-2")
+    again.stop()
+    verify = subprocess.run(onshi("audit", "verify", "--dir", str(audit_dir), "--key", str(key)),
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout

@@ -132,3 +132,36 @@ def test_nonce_table_agrees_with_the_reference(ops, slots):
             except cardproof.ReplayCacheFull:
                 answers.append("full")
         assert answers[0] == answers[1], (nonce_no, now)
+
+
+def test_nonce_table_in_a_file_agrees_with_the_reference_and_is_shared(tmp_path):
+    """The table mapped from a file (what both servers of a deployment open):
+    the first opener makes the lock, a second maps the same slots without
+    touching it; both see each other's nonces; the pure-Python table in its own
+    file answers the same; reopened, the nonces are still there."""
+    import random
+
+    path, ref_path = str(tmp_path / "native"), str(tmp_path / "pure")
+    first = cardproof.SharedReplayCache(10, slots=200, native=True, path=path)
+    second = cardproof.SharedReplayCache(10, slots=200, native=True, path=path)  # not alone: lock left as made
+    pure = cardproof.SharedReplayCache(10, slots=200, native=False, path=ref_path)
+    rng = random.Random(7)
+    now = 1.0
+    for _ in range(2000):
+        now += rng.random()
+        nonce = rng.randrange(300).to_bytes(16, "big")
+        answers = []
+        for table in (rng.choice((first, second)), pure):
+            try:
+                answers.append(table.add(nonce, now))
+            except cardproof.ReplayCacheFull:
+                answers.append("full")
+        assert answers[0] == answers[1]
+    kept = b"kept-across-reopen"[:16]
+    assert second.add(kept, now + 100)  # far on: every earlier entry expired, room for it
+    first.close()
+    second.close()
+    again = cardproof.SharedReplayCache(10, slots=200, native=True, path=path)
+    assert not again.add(kept, now + 101)
+    again.close()
+    pure.close()

@@ -51,10 +51,33 @@ def content(store):
     return read_all(store[0])
 
 
+def as_registered(row: history.Row) -> pb.Qualification:
+    """A stored qualification back as gen registered it: its dated parts (each
+    view shows only those in force) gathered again; gen gives each at most one
+    elderly and one limit-amount certificate and one ratio."""
+    d = history.dated(row)
+    q = pb.Qualification()
+    q.CopyFrom(d.qualification)
+    q.burden_ratio_percent = d.ratios[0][1]
+    q.preschool = d.preschool
+    if d.elderly:
+        q.elderly_recipient.CopyFrom(d.elderly[0])
+    if d.limits:
+        q.limit_amount.CopyFrom(d.limits[0])
+    q.specific_diseases.extend(d.diseases)
+    q.subsidies.extend(d.subsidies)
+    return q
+
+
 @pytest.fixture(scope="module")
 def persons(content):
-    """link ID -> (Person, [Qualification]) decoded from the history database."""
-    return {link_id_of(k): history.decode(v) for k, v in content["history"]}
+    """link ID -> (Person, [Qualification as registered]) decoded from the history database."""
+    out = {}
+    for k, v in content["history"]:
+        _, rows = history.decode_rows(v)
+        assert len({r.person for r in rows}) == 1  # gen registers one person for all
+        out[link_id_of(k)] = (history.person_of(rows[0]), [as_registered(r) for r in rows])
+    return out
 
 
 def day(d) -> int:
@@ -433,7 +456,7 @@ def test_generated_people_are_in_the_resident_registry(tmp_path):
             for link_id in (1, 150, 300):
                 rid = gen.resident_id(link_id).encode()
                 assert txn.get(rid, db=writer.dbs["resident_link"]) == link_id.to_bytes(8, "big")
-        person, _ = writer.apply(lambda t: t.history(150))
+        (person, _), *_ = writer.apply(lambda t: t.history(150))
         record = writer.apply(lambda t: registry.get(t, gen.resident_id(150)))
         assert registry.mismatches(record, person) == []
     finally:

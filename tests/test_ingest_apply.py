@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from onshi.core import history as history_mod
 from onshi.core import enrollment, registry
 from onshi.core.writer import StoreFull, Writer
 from onshi.server.secondary import GroupWriter
@@ -44,9 +45,15 @@ def send(group, *updates, insurers=ALL):
 
 
 def history(group, r):
+    """(the person shown with the latest qualification, each qualification as
+    its last view shows it: its latest ratio and certificates)."""
     with group.read() as view:
         link = enrollment.link_of_resident(view, r.resident_id)
-        return view.history(link) if link else (None, [])
+        if not link:
+            return None, []
+        _, rows = view.history_rows(link)
+    quals = [qpb.Qualification.FromString(row.views[-1].body) for row in rows]
+    return history_mod.person_of(max(rows, key=lambda row: row.acquisition_day)), quals
 
 
 def load(group, *residents):
@@ -271,7 +278,7 @@ def test_full_disk_raises_store_full_and_nothing_is_corrupted(tmp_path):
             view = WriteTxn(txn, writer.dbs)
             for i, r in enumerate(accepted):
                 link = enrollment.link_of_resident(view, r.resident_id)
-                assert [q.number for q in view.history(link)[1]] == [f"F{i}"]
+                assert [q.number for _, q in view.history(link)] == [f"F{i}"]
             assert view.link_of_number(s.key(s.EMPLOYEE, f"F{len(accepted)}")) is None
         writer.close()
     finally:
@@ -297,7 +304,7 @@ def test_bulk_loaded_people_take_updates_on_their_link(tmp_path):
         assert ack.outcome == ACCEPTED
         with group.read() as view:
             assert enrollment.link_of_resident(view, r.resident_id) == 42
-            (stored,) = view.history(42)[1]
+            ((_, stored),) = view.history(42)
             assert hist.qualification_number_key(stored) == s.key(s.EMPLOYEE, "B9") and stored.loss_date.year == 2025
         group.close()
     finally:
@@ -327,3 +334,70 @@ def test_discarding_a_quarantined_update_releases_the_ones_held_behind_it(group)
     again = send(group, wrong, held_ratio)
     assert [(a.outcome, a.first_outcome) for a in again] == [(DUPLICATE, pb.ENROLLMENT_OUTCOME_DISCARDED),
                                                              (DUPLICATE, ACCEPTED)]
+
+
+def test_a_loose_match_is_accepted_and_its_rule_kept_with_the_outcome(group):
+    """Seed 000: 「外字の扱いが異なるシステム間で、同一人物でも一致しない場合がある。」
+    The registry holds 髙 and 﨑, the insurer's JIS X 0208 system writes 高 and
+    崎: accepted, and the ack (kept for re-sends) says which field matched by
+    which rule, so the clerk can review it."""
+    r = pb.Resident(resident_id=s.resident_id(21), name="髙橋　﨑子", name_kana="タカハシ　サキコ",
+                    birth_date=s.date("1975-03-04"), sex=qpb.SEX_FEMALE, address="神奈川県茅ヶ崎市東海岸北一丁目2番3号")
+    load(group, r)
+    written = s.acquisition("l1", s.EMPLOYEE, r, "L1", "2024-04-01")
+    written.person.name, written.person.address = "高橋 崎子", "神奈川県茅ケ崎市東海岸北1-2-3"
+    plain = s.ratio_change("l2", s.EMPLOYEE, r, "L1", 20)
+    plain.person.CopyFrom(qpb.Person(name=r.name, name_kana=r.name_kana, sex=r.sex, birth_date=r.birth_date,
+                                     address=r.address))
+    acks = send(group, written, plain)
+    assert [a.outcome for a in acks] == [ACCEPTED, ACCEPTED]
+    expected = [("person.name", [pb.MATCH_RULE_KANJI_SUBSTITUTE]),
+                ("person.address", [pb.MATCH_RULE_ADDRESS_BLOCK_NOTATION, pb.MATCH_RULE_ADDRESS_PLACE_NAME_KANA])]
+    assert [(m.field, list(m.rules)) for m in acks[0].loose_matches] == expected
+    assert list(acks[1].loose_matches) == []          # as registered: nothing to review
+    (again,) = send(group, written)
+    assert (again.outcome, again.first_outcome) == (DUPLICATE, ACCEPTED)
+    assert [(m.field, list(m.rules)) for m in again.loose_matches] == expected
+    assert [q.number for q in history(group, r)[1]] == ["L1"]
+
+
+def test_quarantine_lists_the_current_registry_record_so_applying_with_it_succeeds(group):
+    """An update held for a stale address; the person's move then reaches the
+    registry. The clerk applies with the record ListQuarantine shows: it must
+    be today's, not the one from when the update was held, or the update is
+    quarantined again."""
+    r = s.resident(22)
+    moved = pb.Resident()
+    moved.CopyFrom(r)
+    moved.address = "大阪府大阪市北区梅田三丁目1番1号"
+    load(group, r)
+    held = s.acquisition("q1", s.EMPLOYEE, r, "Q1", "2024-04-01")
+    held.person.address = "大阪府大阪市北区梅田3-1-1"   # the insurer already has the new address
+    (ack,) = send(group, held)
+    assert (ack.outcome, list(ack.quarantine_reasons)) == (QUARANTINED, [pb.QUARANTINE_REASON_ADDRESS_MISMATCH])
+    load(group, moved)
+    with group.read() as view:
+        (entry,) = enrollment.list_quarantine(view, [s.EMPLOYEE], 0, 100)
+    assert entry.registry_record.address == moved.address
+    record = entry.registry_record
+    corrected = qpb.Person(name=record.name, name_kana=record.name_kana, sex=record.sex,
+                           birth_date=record.birth_date, address=record.address, postcode=record.postcode)
+    request = pb.ResolveQuarantineRequest(quarantine_id=ack.quarantine_id, resolution=pb.RESOLUTION_APPLY,
+                                          corrected_person=corrected)
+    out = group.apply(lambda t: enrollment.resolve(t, request, frozenset({s.EMPLOYEE}), 0.0))
+    assert out.ack.outcome == ACCEPTED
+    # Applying the update as sent also matches now (block notation): its ack says so.
+    r2 = s.resident(23)
+    load(group, r2)
+    held2 = s.acquisition("q2", s.EMPLOYEE, r2, "Q2", "2024-04-01")
+    held2.person.address = "大阪府大阪市北区梅田3-1-1"
+    (ack2,) = send(group, held2)
+    moved2 = pb.Resident()
+    moved2.CopyFrom(r2)
+    moved2.address = moved.address
+    load(group, moved2)
+    request = pb.ResolveQuarantineRequest(quarantine_id=ack2.quarantine_id, resolution=pb.RESOLUTION_APPLY)
+    out = group.apply(lambda t: enrollment.resolve(t, request, frozenset({s.EMPLOYEE}), 0.0))
+    assert out.ack.outcome == ACCEPTED
+    assert [(m.field, list(m.rules)) for m in out.ack.loose_matches] == [
+        ("person.address", [pb.MATCH_RULE_ADDRESS_BLOCK_NOTATION])]

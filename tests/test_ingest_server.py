@@ -505,3 +505,45 @@ def test_batches_rpc_limits_and_quarantine_paging(stubs):
     with pytest.raises(grpc.RpcError) as denied:
         enrol.ListQuarantine(pb.ListQuarantineRequest(insurer_number=s.EMPLOYEE), metadata=md(s.NHI))
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_variants_accepted_over_grpc_with_the_rule_named_and_quarantine_showing_todays_record(stubs):
+    """On the real servers: a record written as an insurer's JIS X 0208 system
+    writes it (old forms, a substitute, another block notation) is accepted,
+    visible to a check, and its ack (both RPCs) names the loose rules; a held
+    update lists the registry record as it is after the person moved."""
+    enrol, _, check, _ = stubs
+    rid = next(_ids)
+    r = pb.Resident(resident_id=s.resident_id(rid), name="渡邊　髙志", name_kana="ワタナベ　タカシ",
+                    birth_date=s.date("1962-08-09"), sex=qpb.SEX_MALE, address="神奈川県茅ヶ崎市本村二丁目5番8号")
+    enrol.PutResidents(pb.PutResidentsRequest(residents=[r]))
+    u = s.acquisition(f"v{rid}", s.KYOKAI, r, f"V{rid}", "2024-10-01")
+    u.person.name, u.person.name_kana, u.person.address = "渡辺 高志", "ﾜﾀﾅﾍﾞ ﾀｶｼ", "神奈川県茅ケ崎市本村2-5-8"
+    (ack,) = stream(enrol, [u])
+    rules = [(m.field, list(m.rules)) for m in ack.loose_matches]
+    assert ack.outcome == ACCEPTED and rules == [
+        ("person.name", [pb.MATCH_RULE_KANJI_SUBSTITUTE, pb.MATCH_RULE_KANJI_OLD_FORM]),
+        ("person.address", [pb.MATCH_RULE_ADDRESS_BLOCK_NOTATION, pb.MATCH_RULE_ADDRESS_PLACE_NAME_KANA])]
+    assert by_number(check, s.KYOKAI, f"V{rid}", r).validity == VALID
+    batch = enrol.StreamUpdateBatches(iter([pb.StreamUpdateBatchesRequest(updates=[u])]), metadata=md(s.KYOKAI),
+                                      timeout=30)
+    (again,) = [a for response in batch for a in response.acks]
+    assert again.outcome == DUPLICATE and [(m.field, list(m.rules)) for m in again.loose_matches] == rules
+    # Held for a stale address; the move reaches the registry; the list shows today's record.
+    held = s.acquisition(f"w{rid}", s.KYOKAI, r, f"W{rid}", "2024-10-01")
+    held.person.address = "大阪府大阪市北区梅田3-1-1"
+    (first,) = stream(enrol, [held])
+    assert first.outcome == QUARANTINED
+    moved = pb.Resident()
+    moved.CopyFrom(r)
+    moved.address = "大阪府大阪市北区梅田三丁目1番1号"
+    enrol.PutResidents(pb.PutResidentsRequest(residents=[moved]))
+    listed = enrol.ListQuarantine(pb.ListQuarantineRequest(), metadata=md(s.KYOKAI)).updates
+    entry = next(e for e in listed if e.quarantine_id == first.quarantine_id)
+    assert entry.registry_record.address == moved.address
+    rec = entry.registry_record
+    done = enrol.ResolveQuarantine(pb.ResolveQuarantineRequest(
+        quarantine_id=first.quarantine_id, resolution=pb.RESOLUTION_APPLY, corrected_person=qpb.Person(
+            name=rec.name, name_kana=rec.name_kana, sex=rec.sex, birth_date=rec.birth_date, address=rec.address)),
+        metadata=md(s.KYOKAI))
+    assert done.ack.outcome == ACCEPTED

@@ -122,3 +122,93 @@ def test_member_with_no_other_insurer_gets_no_match(ingest):
     proc, _ = ingest
     only_c = relay_pb2.MemberNumber(insurer_number=INSURER_C, symbol="C1", number="400", branch="00")
     assert list(find(proc.port, "insurer-c", only_c).matches) == []
+
+
+# --- the published contract ------------------------------------------------------------
+
+RELAY_PROTO = os.path.join(os.path.dirname(__file__), "..", "proto", "onshi", "v1", "relay.proto")
+
+
+def published_parameters() -> dict[str, str]:
+    """The `//   name: value` lines of relay.proto's opening comment."""
+    import re
+
+    params = {}
+    with open(RELAY_PROTO, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"^//   ([a-z-]+): (.+)$", line.rstrip("\n"))
+            if m:
+                params[m.group(1)] = m.group(2)
+    return params
+
+
+def quoted(text: str) -> bytes:
+    """A double-quoted string of the contract (C escapes, UTF-8) as bytes."""
+    import ast
+
+    assert text.startswith('"') and text.endswith('"'), text
+    return ast.literal_eval(text).encode("utf-8")
+
+
+def published_messages(tmp_path):
+    """RelayToken, RelayTokenPayload and SealedMember built from relay.proto alone
+    (protoc -> a descriptor set -> a private pool), not from onshi's stubs."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from grpc_tools import protoc
+
+    out = str(tmp_path / "relay.desc")
+    proto_root = os.path.join(os.path.dirname(RELAY_PROTO), "..", "..")
+    assert protoc.main(["protoc", f"-I{proto_root}", f"--descriptor_set_out={out}", "onshi/v1/relay.proto"]) == 0
+    files = descriptor_pb2.FileDescriptorSet.FromString(open(out, "rb").read())
+    pool = descriptor_pool.DescriptorPool()
+    for file in files.file:
+        pool.Add(file)
+    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"onshi.v1.{name}"))
+            for name in ("RelayToken", "RelayTokenPayload", "SealedMember")}
+
+
+def test_a_token_opens_with_the_published_parameters_alone(ingest, tmp_path):
+    """A receiving insurer with only relay.proto (its comments and messages), the
+    relay's public key and its own certificate key opens a real token with
+    `cryptography` alone: every algorithm, the OAEP hash, MGF and label, and the
+    exact signed bytes come from the proto comment, so a drift between the
+    comment and the relay fails here."""
+    import time
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+    p = published_parameters()
+    assert p["signature-scheme"] == "Ed25519"
+    assert p["sealing-scheme"] == "RSAES-OAEP"
+    hash_named = {"SHA-256": hashes.SHA256, "SHA-384": hashes.SHA384, "SHA-512": hashes.SHA512}
+    oaep_hash = hash_named[p["oaep-hash"]]
+    mgf_hash = hash_named[p["oaep-mgf"].removeprefix("MGF1 with ")]
+    assert p["oaep-mgf"].startswith("MGF1 with ")
+    prefix_text, _, signed_part = p["signed-bytes"].partition(" || ")
+    assert signed_part == "RelayToken.payload"
+    signed_prefix = quoted(prefix_text)
+    label = quoted(p["oaep-label"])
+    skew = int(p["clock-skew-seconds"])
+    messages = published_messages(tmp_path)
+
+    token = find(ingest[0].port, "insurer-a", MEMBER_A).matches[0].token
+    with open(os.path.join(pki_dir(), "relay", "signing.pub.pem"), "rb") as f:
+        relay_key = serialization.load_pem_public_key(f.read())
+    with open(os.path.join(pki_dir(), "onshi", "insurer-b.key.pem"), "rb") as f:
+        my_key = serialization.load_pem_private_key(f.read(), password=None)
+    assert isinstance(relay_key, ed25519.Ed25519PublicKey) and isinstance(my_key, rsa.RSAPrivateKey)
+
+    wrapper = messages["RelayToken"].FromString(token)
+    relay_key.verify(wrapper.signature, signed_prefix + wrapper.payload)  # raises if not
+    payload = messages["RelayTokenPayload"].FromString(wrapper.payload)
+    assert payload.recipient_insurer_number in pki.INSURERS["insurer-b"]
+    assert payload.issued_unix - skew <= time.time() <= payload.expires_unix
+    plain = my_key.decrypt(payload.sealed_member, padding.OAEP(
+        mgf=padding.MGF1(mgf_hash()), algorithm=oaep_hash(), label=label))
+    sealed = messages["SealedMember"].FromString(plain)
+    assert sealed.token_id == payload.token_id
+    assert sealed.recipient_insurer_number == payload.recipient_insurer_number
+    m = sealed.member
+    assert (m.insurer_number, m.symbol, m.number, m.branch) == (INSURER_B, "B1", "200", "00")
+    assert payload.requester_insurer_number == INSURER_A

@@ -226,7 +226,9 @@ def test_server_refusals_of_card_proofs_map_to_outcomes(server, pki_dir, card, o
     challenge = eligibility_pb2.CardChallenge(
         facility_code=FACILITY, timestamp_unix=int(time.time()), nonce=secrets.token_bytes(32)
     )
-    signature = cardproof.sign_challenge(key, FACILITY, challenge.timestamp_unix, challenge.nonce)
+    signature = cardproof.sign_challenge(
+        key, cardproof.PURPOSE_CHECK_BY_CARD, FACILITY, challenge.timestamp_unix, challenge.nonce
+    )
     config = ServerConfig.from_pki(pki_dir, FACILITY, target=server.target)
     with EligibilityConnection(config) as conn:
         try:

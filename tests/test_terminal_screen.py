@@ -381,3 +381,15 @@ def test_json_keeps_the_name_as_registered():
     )
     assert doc["qualifications"][0]["person"]["name"] == NON_JIS_NAME
     assert doc["validity"] == "VALIDITY_VALID" and doc["card"]["serial"] == "1001"
+
+
+def test_preschool_shows_its_last_day():
+    """The answer carries preschool status with its last day (the 31 March after
+    the child reaches six); the screen shows both, so staff know it ends."""
+    from onshi.v1 import qualification_pb2 as Q
+
+    q = Q.Qualification(insurer_number="01130012", number="1", acquisition_date={"year": 2020, "month": 4, "day": 1},
+                        burden_ratio_percent=20, preschool=True,
+                        preschool_until={"year": 2026, "month": 3, "day": 31})
+    lines = screen._qualification_lines(q)
+    assert any("未就学児" in line and "2026-03-31" in line for line in lines), lines

@@ -106,15 +106,13 @@ def test_signature_needs_the_pin_and_matches_the_trust_layer(card):
     assert apdu(card, jpki.VERIFY + b"\x04" + PIN.encode())[1] == jpki.SW_OK
     select_ef(card, jpki.EF_AUTH_KEY)
     nonce = os.urandom(32)
-    message = jpki.card_proof_message("1310000001", 1_790_000_000, nonce)
-    assert message == cardproof.challenge_bytes(
-        "1310000001", 1_790_000_000, nonce
-    )  # one wire format
+    purpose = cardproof.PURPOSE_CHECK_BY_CARD
+    message = cardproof.challenge_bytes(purpose, "1310000001", 1_790_000_000, nonce)
     digest_info = jpki.digest_info_sha256(message)
     signature, sw = apdu(card, jpki.SIGN + bytes([len(digest_info)]) + digest_info + b"\x00")
     assert sw == jpki.SW_OK
     # Bit-identical to what the trust layer's reference signer produces, and it verifies.
-    assert signature == cardproof.sign_challenge(card.key, "1310000001", 1_790_000_000, nonce)
+    assert signature == cardproof.sign_challenge(card.key, purpose, "1310000001", 1_790_000_000, nonce)
     card.key.public_key().verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
 
 

@@ -231,3 +231,38 @@ def test_two_watchers_on_one_folder_never_answer_twice(server, pki_dir, dirs):
     answered = [line.split()[1] for line in (out_a + out_b).splitlines()]
     assert sorted(answered) == names  # each published by exactly one watcher
     assert sorted(results(res)) == names
+
+
+def test_fifo_device_directory_and_oversize_requests_never_block_the_watcher(server, pki_dir, dirs):
+    """Whatever sits under a request name, the watcher answers it without
+    waiting on it or reading without end: a FIFO no one writes to (opening it
+    for reading would block forever), a link to /dev/zero (never ends), a
+    directory, a file over the size bound. Each gets `request_invalid`; the
+    real request beside them is answered."""
+    from onshi.terminal.watch import MAX_REQUEST_BYTES
+
+    req, res = dirs
+    os.mkfifo(os.path.join(req, "001-fifo.json"))
+    os.symlink("/dev/zero", os.path.join(req, "002-zero.json"))
+    os.mkdir(os.path.join(req, "003-dir.json"))
+    put_request(req, "004-huge.json", '{"kind": "number", "pad": "' + "x" * MAX_REQUEST_BYTES + '"}')
+    put_request(req, "005-nested.json", "[" * 50_000)
+    put_request(req, "006-valid.json", number_request(YOSHIDA))
+    proc = watcher(server, pki_dir, req, res, "--once")
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    got = results(res)
+    assert {n: d["outcome"] for n, d in got.items()} == {
+        "001-fifo.json": "request_invalid",
+        "002-zero.json": "request_invalid",
+        "003-dir.json": "request_invalid",
+        "004-huge.json": "request_invalid",
+        "005-nested.json": "request_invalid",
+        "006-valid.json": "valid",
+    }
+    assert "regular file" in got["001-fifo.json"]["detail"]
+    assert "at most" in got["004-huge.json"]["detail"]

@@ -29,11 +29,15 @@ def verifier(**kw) -> CardVerifier:
     return CardVerifier.from_files([os.path.join(base, "ca.pem")], os.path.join(base, "crl.der"), **kw)
 
 
-def verify(v: CardVerifier, card: str, caller: str | None = FACILITY, **kw):
+CHECK = cardproof.PURPOSE_CHECK_BY_CARD
+ACCESS = cardproof.PURPOSE_LIST_MY_ACCESS
+
+
+def verify(v: CardVerifier, card: str, caller: str | None = FACILITY, *, for_purpose: str = CHECK, **kw):
     f = proof_fields(card, **kw)
     ch = f["challenge"]
     return v.verify(f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce, f["card_signature"],
-                    caller)
+                    caller, purpose=for_purpose)
 
 
 def reason(v, card, **kw) -> str:
@@ -43,8 +47,34 @@ def reason(v, card, **kw) -> str:
 
 
 def test_challenge_bytes_are_the_contract():
-    assert cardproof.challenge_bytes("1310000001", 1700000000, bytes.fromhex("00ff10")) == \
-        b"onshi/v1/card-proof\n1310000001\n1700000000\n00ff10"
+    """The signed bytes name the RPC the proof is for (eligibility.proto's comment)."""
+    assert cardproof.challenge_bytes(CHECK, "1310000001", 1700000000, bytes.fromhex("00ff10")) == \
+        b"onshi/v1/card-proof\n/onshi.v1.EligibilityService/CheckByCard\n1310000001\n1700000000\n00ff10"
+    assert cardproof.challenge_bytes(ACCESS, "1310000001", 1700000000, bytes.fromhex("00ff10")) == \
+        b"onshi/v1/card-proof\n/onshi.v1.AuditService/ListMyAccess\n1310000001\n1700000000\n00ff10"
+    with pytest.raises(ValueError):
+        cardproof.challenge_bytes("/onshi.v1.EligibilityService/CheckByNumber", "1310000001", 1, b"x" * 16)
+
+
+def test_the_documented_signed_bytes_are_the_ones_checked():
+    """eligibility.proto states the layout; the verifier checks exactly it."""
+    import re
+
+    proto = os.path.join(os.path.dirname(__file__), "..", "proto", "onshi", "v1", "eligibility.proto")
+    text = open(proto, encoding="utf-8").read()
+    for purpose in cardproof.PURPOSES:
+        assert f'"{purpose}"' in text, purpose
+    assert re.search(r'"onshi/v1/card-proof\\n" \+ purpose \+ "\\n" \+ facility_code \+ "\\n"', text)
+
+
+@pytest.mark.parametrize("signed_for,presented_to", [(CHECK, ACCESS), (ACCESS, CHECK)])
+def test_a_proof_signed_for_one_purpose_fails_for_another(signed_for, presented_to):
+    v = verifier()
+    nonce = os.urandom(16)
+    with pytest.raises(CardProofError) as info:
+        verify(v, "valid-1", nonce=nonce, purpose=signed_for, for_purpose=presented_to)
+    assert info.value.reason == "CARD_SIGNATURE_INVALID"
+    verify(v, "valid-1", nonce=nonce, purpose=signed_for, for_purpose=signed_for)  # its own purpose: fine
 
 
 def test_a_valid_card_gives_its_serial_and_no_warning():
@@ -84,9 +114,9 @@ def test_replayed_nonce_is_refused_once_used():
     f = proof_fields("valid-1", nonce=nonce)
     ch = f["challenge"]
     args = (f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce, f["card_signature"], FACILITY)
-    v.verify(*args)
+    v.verify(*args, purpose=CHECK)
     with pytest.raises(CardProofError) as info:
-        v.verify(*args)
+        v.verify(*args, purpose=CHECK)
     assert info.value.reason == "CARD_PROOF_REPLAYED"
 
 
@@ -103,10 +133,10 @@ def test_another_cards_key_cannot_sign():
     f = proof_fields("valid-1")
     _, other_key = card_files("valid-2")
     ch = f["challenge"]
-    sig = other_key.sign(cardproof.challenge_bytes(ch.facility_code, ch.timestamp_unix, ch.nonce),
+    sig = other_key.sign(cardproof.challenge_bytes(CHECK, ch.facility_code, ch.timestamp_unix, ch.nonce),
                          padding.PKCS1v15(), hashes.SHA256())
     with pytest.raises(CardProofError) as info:
-        v.verify(f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce, sig, FACILITY)
+        v.verify(f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce, sig, FACILITY, purpose=CHECK)
     assert info.value.reason == "CARD_SIGNATURE_INVALID"
 
 
@@ -120,11 +150,11 @@ def test_challenge_for_another_facility_is_permission_denied():
 def test_malformed_fields_are_field_violations():
     v = verifier()
     with pytest.raises(MalformedProof) as info:
-        v.verify(b"", "13100", 0, b"short", b"", FACILITY)
+        v.verify(b"", "13100", 0, b"short", b"", FACILITY, purpose=CHECK)
     fields = {f for f, _ in info.value.violations}
     assert fields == {"card_certificate", "challenge.facility_code", "challenge.nonce", "card_signature"}
     with pytest.raises(MalformedProof):
-        v.verify(b"not der", FACILITY, int(time.time()), os.urandom(16), b"x", FACILITY)
+        v.verify(b"not der", FACILITY, int(time.time()), os.urandom(16), b"x", FACILITY, purpose=CHECK)
 
 
 def test_verified_certificates_are_cached():
@@ -187,10 +217,10 @@ def test_shared_replay_cache_refuses_a_replay_in_another_process(native):
     f = proof_fields("valid-1")
     ch = f["challenge"]
     args = (f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce, f["card_signature"], FACILITY)
-    v.verify(*args)
+    v.verify(*args, purpose=CHECK)
     v2 = verifier(replays=shared)  # another worker's verifier, same table
     with pytest.raises(CardProofError) as info:
-        v2.verify(*args)
+        v2.verify(*args, purpose=CHECK)
     assert info.value.reason == "CARD_PROOF_REPLAYED"
 
 
@@ -217,3 +247,73 @@ def test_worker_dying_inside_the_replay_lock_does_not_block_the_others(native):
         os._exit(0)  # dies holding the lock
     os.waitpid(pid, 0)
     assert shared.add(os.urandom(16), time.time())
+
+
+# --- the replay table in a file: every server of a deployment on a host -------------------
+
+def _open_in_another_process(path: str, native: bool, nonce: bytes, now: float) -> str:
+    """Open the table file in an unrelated process (not a fork) and add `nonce`."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from onshi.core import cardproof as c; "
+            f"t = c.SharedReplayCache(300, slots=4096, native={native!r}, path={path!r}); "
+            f"print('new' if t.add(bytes.fromhex({nonce.hex()!r}), {now!r}) else 'replay')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("native", TABLES)
+def test_replay_table_file_is_shared_by_unrelated_processes_and_restarts(native, tmp_path):
+    path = str(tmp_path / "replays")
+    first = cardproof.SharedReplayCache(300, slots=4096, native=native, path=path)
+    now = time.time()
+    used_here, used_there = os.urandom(16), os.urandom(16)
+    assert first.add(used_here, now)
+    # Another server process: refuses what this one accepted; what it accepts, this one refuses.
+    assert _open_in_another_process(path, native, used_here, now) == "replay"
+    assert _open_in_another_process(path, native, used_there, now) == "new"
+    assert not first.add(used_there, now)
+    first.close()
+    # Every server stopped and started again: the nonces are still remembered.
+    again = cardproof.SharedReplayCache(300, slots=4096, native=native, path=path)
+    assert not again.add(used_here, now + 1) and not again.add(used_there, now + 1)
+    assert again.add(used_here, now + 601)  # its window passed
+    again.close()
+
+
+@pytest.mark.parametrize("native", TABLES)
+def test_replay_table_file_lock_left_in_any_state_is_remade_by_the_first_opener(native, tmp_path):
+    """A reboot or a process killed mid-lock can leave the lock bytes anything;
+    the first process to open the file (no other holds it) makes it anew and
+    keeps the remembered nonces."""
+    path = str(tmp_path / "replays")
+    table = cardproof.SharedReplayCache(300, slots=4096, native=native, path=path)
+    nonce = os.urandom(16)
+    now = time.time()
+    assert table.add(nonce, now)
+    table.close()
+    with open(path, "r+b") as f:
+        f.seek(cardproof.SharedReplayCache.TABLE_OFFSET)
+        f.write(b"\xff" * cardproof.SharedReplayCache.LOCK_AREA)
+    table = cardproof.SharedReplayCache(300, slots=4096, native=native, path=path)
+    assert not table.add(nonce, now)
+    assert table.add(os.urandom(16), now)
+    table.close()
+
+
+def test_replay_table_file_refuses_a_mismatched_second_server(tmp_path):
+    path = str(tmp_path / "replays")
+    table = cardproof.SharedReplayCache(300, slots=4096, native=False, path=path)
+    with pytest.raises(ValueError, match="start every server"):
+        cardproof.SharedReplayCache(300, slots=8192, native=False, path=path)
+    if cardproof._NativeNonceTable:
+        with pytest.raises(ValueError, match="start every server"):
+            cardproof.SharedReplayCache(300, slots=4096, native=True, path=path)
+    table.close()
+    other = tmp_path / "not-a-table"
+    other.write_bytes(b"some file the operator keeps here")
+    with pytest.raises(ValueError, match="not a card-proof replay table"):
+        cardproof.SharedReplayCache(300, slots=4096, path=str(other))
+    assert other.read_bytes() == b"some file the operator keeps here"

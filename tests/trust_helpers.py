@@ -133,15 +133,22 @@ def card_files(card: str) -> tuple[bytes, object]:
 
 
 def proof_fields(card: str, facility: str = FACILITY, *, timestamp: int | None = None,
-                 nonce: bytes | None = None, sign_facility: str | None = None) -> dict:
-    """What a terminal sends: the card's certificate, the challenge, the card's signature."""
+                 nonce: bytes | None = None, sign_facility: str | None = None,
+                 purpose: str = cardproof.PURPOSE_CHECK_BY_CARD) -> dict:
+    """What a terminal sends: the card's certificate, the challenge, the card's
+    signature (made for `purpose`: CheckByCard unless said otherwise)."""
     der, key = card_files(card)
     ts = int(time.time()) if timestamp is None else timestamp
     nonce = nonce or os.urandom(16)
-    signature = cardproof.sign_challenge(key, sign_facility or facility, ts, nonce)
+    signature = cardproof.sign_challenge(key, purpose, sign_facility or facility, ts, nonce)
     return dict(card_certificate=der, card_signature=signature,
                 challenge=eligibility_pb2.CardChallenge(facility_code=facility, timestamp_unix=ts, nonce=nonce))
 
 
 def card_request(card: str, facility: str = FACILITY, **kw) -> eligibility_pb2.CheckByCardRequest:
     return eligibility_pb2.CheckByCardRequest(**proof_fields(card, facility, **kw))
+
+
+def access_proof_fields(card: str, facility: str = FACILITY, **kw) -> dict:
+    """A card proof made for ListMyAccess."""
+    return proof_fields(card, facility, purpose=cardproof.PURPOSE_LIST_MY_ACCESS, **kw)

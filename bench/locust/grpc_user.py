@@ -4,27 +4,46 @@
 batch round trip themselves (see `fire`).
 
 Configuration comes from the environment, so `onshi bench load` (bench/load.py)
-and a person running locust by hand set the same things:
+and a person running locust by hand set the same things; by hand, nothing is
+needed against the README's server (scripts/run.sh: mTLS with var/pki, store
+var/demo):
 
-    ONSHI_BENCH_QUERIES   JSON of card serials and numbers in the store (bench/common.py)
+    ONSHI_PKI             an `onshi pki init` directory: mTLS with its client
+                          certificates (operator for checks, review for claims,
+                          an insurer's for updates); default var/pki of this
+                          checkout when it holds one, else plaintext
+    ONSHI_BENCH_INSECURE  1: plaintext, roles declared in metadata (servers started
+                          with --insecure-dev, as bench/load.py starts them)
+    ONSHI_BENCH_QUERIES   JSON of card serials and numbers in the store (bench/load.py
+                          writes one); default: sampled from the store at ONSHI_DATA
+                          (default var/demo of this checkout) when locust starts
     ONSHI_BENCH_SECONDARY host:port of `onshi ingest-serve` (review, insurer)
     ONSHI_BENCH_RAW       directory: each locust process writes its exact latencies
                           there at the end (locust's own percentiles are rounded to
                           whole milliseconds, too coarse for a 10 ms target)
+
+A run in which no request was answered measured nothing and exits 1 (locust's
+own exit code only counts failures, and a user that never connects makes none).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import grpc
 import grpc.experimental.gevent as grpc_gevent
 from locust import User, events
-from locust.exception import LocustError
+from locust.exception import LocustError, StopUser
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.append(str(ROOT / "bench"))  # bench/common.py: the store sampler
 
 # Patch grpc so its blocking calls yield to other greenlets instead of the OS.
 grpc_gevent.init_gevent()
@@ -93,6 +112,21 @@ events.test_stop.add_listener(_dump)
 events.quitting.add_listener(_dump)
 
 
+@events.quitting.add_listener
+def _fail_without_answers(environment, **_kwargs):
+    """No answered request: exit 1 (a dead port, a refused certificate, a user
+    that never connected). Decided where the totals are: the master or a
+    stand-alone process, not a worker."""
+    from locust.runners import WorkerRunner
+
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    total = environment.stats.total
+    if total.num_requests - total.num_failures <= 0:
+        logging.error("onshi bench: no request was answered (%d failed); exit code 1", total.num_failures)
+        environment.process_exit_code = 1
+
+
 class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
     """Times each unary call from send to parsed answer and reports it to locust."""
 
@@ -112,16 +146,56 @@ class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
         return call
 
 
-# Servers run with --insecure-dev (no TLS, loopback): callers declare their role
-# in metadata. Checks use an internal role with bare card serials: a facility
-# must send a card proof (an RSA signature per check), whose cost the trust
-# benchmark measures (issue 5), not this one.
+# Callers: under mTLS each user presents a client certificate of the PKI for its
+# role; with --insecure-dev servers (no TLS, loopback) it declares the role in
+# metadata instead. Checks use an internal role with bare card serials: a
+# facility must send a card proof (an RSA signature per check), whose cost the
+# trust benchmark measures, not this one.
 ROLE_KEY = "x-onshi-role"
 CHECK_ROLE = os.environ.get("ONSHI_BENCH_CHECK_ROLE", "operator")
 
 
 def role(name: str, **codes: str) -> tuple[tuple[str, str], ...]:
     return ((ROLE_KEY, name), *((f"x-onshi-{k}", v) for k, v in codes.items()))
+
+
+def pki_dir() -> str | None:
+    """The PKI whose client certificates the users present; None: plaintext."""
+    if os.environ.get("ONSHI_BENCH_INSECURE", "") not in ("", "0"):
+        return None
+    explicit = os.environ.get("ONSHI_PKI")
+    if explicit:
+        return explicit
+    default = ROOT / "var" / "pki"
+    return str(default) if (default / "manifest.json").exists() else None
+
+
+_callers: dict[str, tuple] = {}
+
+
+def caller(identity: str):
+    """(the PKI's client certificate for `identity`, its channel credentials),
+    or None for plaintext; resolved once per locust process."""
+    pki = pki_dir()
+    if pki is None:
+        return None
+    if identity not in _callers:
+        from onshi.server.client import ConnectError, find_identity, read_credentials
+
+        try:
+            who = find_identity(pki, identity)
+            _callers[identity] = (who, read_credentials(who.files))
+        except ConnectError as exc:
+            raise LocustError(f"ONSHI_PKI={pki}: {exc}") from None
+        logging.info("onshi bench: mTLS as %s", who.label)
+    return _callers[identity]
+
+
+def open_channel(address: str, identity: str, options=()) -> grpc.Channel:
+    from onshi.server import client
+
+    found = caller(identity)
+    return client.open_channel(address, found[1] if found else None, options)
 
 
 _queries: dict | None = None
@@ -133,12 +207,21 @@ def load_queries() -> dict:
     if _queries is not None:
         return _queries
     path = os.environ.get("ONSHI_BENCH_QUERIES")
-    if not path:
-        raise LocustError("set ONSHI_BENCH_QUERIES (bench/load.py does) to a queries JSON")
-    with open(path) as f:
-        queries = json.load(f)
+    if path:
+        with open(path) as f:
+            queries = json.load(f)
+        where = path
+    else:
+        import common
+
+        store = Path(os.environ.get("ONSHI_DATA") or ROOT / "var" / "demo")
+        if not (store / "data.mdb").exists():
+            raise LocustError(f"no store at {store} to sample queries from: set ONSHI_DATA to the store the "
+                              "server serves, or ONSHI_BENCH_QUERIES to a queries JSON (bench/README.md)")
+        queries = common.sample_queries(store, cache=False)
+        where = str(store)
     if not queries.get("cards") or not queries.get("numbers"):
-        raise LocustError(f"{path}: no card serials or numbers sampled from the store")
+        raise LocustError(f"{where}: no card serials or numbers sampled from the store")
     _queries = queries
     return queries
 
@@ -151,13 +234,13 @@ _channels: dict[str, list] = {}
 _next_channel = 0
 
 
-def _shared_channel(address: str):
+def _shared_channel(address: str, identity: str):
     global _next_channel
-    pool = _channels.setdefault(address, [])
+    pool = _channels.setdefault(f"{identity}@{address}", [])
     if len(pool) < CHANNELS:
         # Distinct channel args keep grpc from sharing one subchannel (one TCP
         # connection) between them, so SO_REUSEPORT can spread them over workers.
-        pool.append(grpc.insecure_channel(address, options=(("onshi.bench.channel", len(pool)),)))
+        pool.append(open_channel(address, identity, options=(("onshi.bench.channel", len(pool)),)))
     _next_channel += 1
     return pool[_next_channel % len(pool)]
 
@@ -231,14 +314,16 @@ class GrpcUser(User):
     abstract = True
     stub_classes: tuple = ()
     target: str | None = None  # None: --host
+    identity = "operator"      # which client certificate of the PKI (onshi.server.client.find_identity)
 
     def __init__(self, environment):
         super().__init__(environment)
         address = self.target or self.host
         if not address:
             raise LocustError("no server address: pass --host HOST:PORT")
-        address = address.removeprefix("grpc://").removeprefix("http://")
-        channel = _shared_channel(address) if CHANNELS else grpc.insecure_channel(address)
+        self.address = address.removeprefix("grpc://").removeprefix("http://").removeprefix("https://")
+        channel = _shared_channel(self.address, self.identity) if CHANNELS else open_channel(self.address,
+                                                                                              self.identity)
         if INTERCEPT == "grpc":
             self.channel = grpc.intercept_channel(channel, LocustInterceptor(environment))
         else:
@@ -247,10 +332,22 @@ class GrpcUser(User):
         self._own_channel = not CHANNELS
         self.stubs = [cls(self.channel) for cls in self.stub_classes]
 
+    @property
+    def secure(self) -> bool:
+        return pki_dir() is not None
+
     def connect(self, timeout: float = 30.0) -> None:
         """Open the connection before the first timed call, as a terminal that
-        has been switched on all morning has."""
-        grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)
+        has been switched on all morning has. A server that cannot be reached
+        is a failed "connect" request and the user stops."""
+        started = time.perf_counter()
+        try:
+            grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            fire(self.environment, "connect", started,
+                 exception=ConnectionError(f"no connection to {self.address} in {timeout:.0f} s "
+                                           f"({'mTLS' if self.secure else 'plaintext'})"))
+            raise StopUser() from None
 
     def on_stop(self):
         if self._own_channel:
@@ -292,3 +389,7 @@ class BatchStream:
                 pass
         except grpc.RpcError:
             pass
+        except ValueError:
+            # A round trip killed mid-wait (locust stopping the user) left its
+            # receive pending; grpc refuses a second one: end the call instead.
+            self._responses.cancel()

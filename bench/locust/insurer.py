@@ -23,7 +23,7 @@ import random
 import secrets
 
 from google.type import date_pb2
-from grpc_user import BatchStream, GrpcUser, fire, note_answer, role
+from grpc_user import BatchStream, GrpcUser, caller, fire, note_answer, open_channel, role
 from locust import constant_throughput, task
 from onshi.core import identifiers
 
@@ -38,6 +38,7 @@ def _date(d: dt.date) -> date_pb2.Date:
 
 class Insurer(GrpcUser):
     target = os.environ.get("ONSHI_BENCH_SECONDARY")
+    identity = "insurer"  # under mTLS: the PKI's first insurer certificate, and its insurer number
     wait_time = constant_throughput(RATE)
     fixed_count = int(os.environ.get("ONSHI_BENCH_INSURER_USERS", "1"))
 
@@ -48,7 +49,7 @@ class Insurer(GrpcUser):
         return (enrollment_pb2_grpc.EnrollmentServiceStub,)
 
     def on_start(self):
-        from onshi.v1 import enrollment_pb2, qualification_pb2
+        from onshi.v1 import enrollment_pb2, enrollment_pb2_grpc, qualification_pb2
 
         self.pb, self.qpb = enrollment_pb2, qualification_pb2
         self.rng = random.Random(secrets.randbits(64))
@@ -56,8 +57,11 @@ class Insurer(GrpcUser):
         self.connect()
         tag = self.rng.randrange(10**5)
         # A union plan (06) number of our own, so updates never touch the
-        # generated population's members.
-        self.insurer = identifiers.with_check_digit(f"06{tag:05d}")
+        # generated population's members; under mTLS the certificate's number,
+        # with a symbol of this run's own.
+        found = caller(self.identity)
+        self.insurer = min(found[0].codes) if found else identifiers.with_check_digit(f"06{tag:05d}")
+        self.symbol = f"B{tag:05d}"
         self.prefix = f"b7{tag:05d}{secrets.token_hex(3)}"
         self.seq = 0
         self.residents = []
@@ -67,9 +71,16 @@ class Insurer(GrpcUser):
                 resident_id=f"9{tag:05d}{i:05d}", name=f"負荷 試験{i}", name_kana=f"フカ シケン{i}",
                 birth_date=_date(birth), sex=1 + i % 2, address="東京都千代田区千代田１－１",
                 postcode="1000001"))
-        for start in range(0, RESIDENTS, 500):
-            self.stub.PutResidents(enrollment_pb2.PutResidentsRequest(residents=self.residents[start:start + 500]),
-                                  metadata=role("operator"))
+        # The registry (the J-LIS stand-in) is the operator's to fill.
+        operator = open_channel(self.address, "operator") if found else self._raw_channel
+        registry = enrollment_pb2_grpc.EnrollmentServiceStub(operator)
+        try:
+            for start in range(0, RESIDENTS, 500):
+                registry.PutResidents(enrollment_pb2.PutResidentsRequest(residents=self.residents[start:start + 500]),
+                                      metadata=role("operator"), timeout=60)
+        finally:
+            if operator is not self._raw_channel:
+                operator.close()
         self.enrolled = 0
         self.stream = None
         self.outcomes = {v.number: v.name.removeprefix("ENROLLMENT_OUTCOME_")
@@ -85,7 +96,7 @@ class Insurer(GrpcUser):
                                address=r.address, postcode=r.postcode)
 
     def _number(self, i: int):
-        return self.pb.InsuredNumber(symbol="B7", number=f"{i + 1}", branch="00")
+        return self.pb.InsuredNumber(symbol=self.symbol, number=f"{i + 1}", branch="00")
 
     def _update(self):
         self.seq += 1

@@ -40,6 +40,7 @@ def _birth(iso: str) -> date_pb2.Date:
 
 class ReviewBody(GrpcUser):
     target = os.environ.get("ONSHI_BENCH_SECONDARY")
+    identity = "review"
     wait_time = constant_throughput(RATE)
     fixed_count = int(os.environ.get("ONSHI_BENCH_REVIEW_USERS", "1"))
 

@@ -8,8 +8,11 @@ insurer, or a typo) — those must answer NO_RECORD, never an error.
 Each user is a clinic's reception line with its own connection, paced at a constant rate;
 the total rate is ONSHI_BENCH_RATE checks/s spread over ONSHI_BENCH_TERMINALS
 users (bench/load.py sets both; -u must equal ONSHI_BENCH_TERMINALS here).
+Against the README's server (scripts/run.sh), from the checkout:
 
-    locust -f bench/locust/terminal.py --headless -u 100 -r 100 -t 60s --host 127.0.0.1:PORT
+    .venv/bin/locust -f bench/locust/terminal.py --headless -u 10 -r 10 -t 10s -H 127.0.0.1:50051
+
+(mTLS as var/pki's operator, queries sampled from var/demo: grpc_user.py).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def _date(iso: str) -> date_pb2.Date:
 
 
 class Terminal(GrpcUser):
+    identity = CHECK_ROLE
     stub_classes = (eligibility_pb2_grpc.EligibilityServiceStub,)
     wait_time = constant_throughput(RATE / TERMINALS)
     weight = 1

@@ -14,9 +14,23 @@ code below is the reference and writes the same bytes.
 On disk, per stream (one per writing process):
 
     DIR/<stream>/seg-00000001.log, seg-00000002.log, ...
-    DIR/<stream>/head      last durable (segment, records, hash): a tripwire
-                           for tail truncation, written after each sync
+    DIR/<stream>/head      last durable (segment, records, hash[, mac]): a
+                           tripwire for tail truncation, written after each sync
     DIR/<stream>/anchor    after compaction: where the kept chain starts
+
+and for the whole directory:
+
+    DIR/manifest           every stream that must exist and the points its
+                           chain must pass through: one JSON line per event
+                           (open, rotate, close, compact, adopt: seq, records,
+                           hash), sealed by its last line, rewritten whole
+                           (atomically, under DIR/manifest.lock) at each event
+
+With an audit key (`--audit-key`, 32 bytes kept off the log's disk) each head
+carries mac := HMAC-SHA256(key, "onshi/v1/audit-head\n" stream "\n" seq "\n"
+records "\n" hash-hex) and the manifest's seal is HMAC-SHA256(key,
+"onshi/v1/audit-manifest\n" || every line above the seal); without one the
+seal is a plain SHA-256. docs/TRUST.md says what each protects against.
 
     segment  := header record*
     header   := b"ONSHIAUD" u32 version u64 seq u64 records_before bytes32 prev_hash
@@ -39,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import struct
@@ -69,8 +84,49 @@ try:
 except ImportError:  # pragma: no cover - a checkout without the native build
     _NativeGroupCommit = None
 MAX_BODY = 1 << 16
-HEAD_SIZE = 160
+HEAD_SIZE = 256  # the head line, padded (native: _auditlog.pyx)
 PREALLOCATE = 1 << 20
+KEY_BYTES = 32
+HEAD_MAC_CONTEXT = b"onshi/v1/audit-head\n"
+MANIFEST_MAC_CONTEXT = b"onshi/v1/audit-manifest\n"
+MANIFEST = "manifest"
+MANIFEST_MAGIC = "onshi-audit-manifest 1"
+
+
+class ManifestError(RuntimeError):
+    """The directory's manifest is missing, damaged or sealed another way:
+    writers refuse to extend it (that would seal over the evidence)."""
+
+
+def load_key(path: str) -> bytes:
+    """An audit key file: 64 hex digits (`onshi audit keygen`)."""
+    with open(path, encoding="ascii", errors="replace") as f:
+        text = f.read(1024).strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"{path}: an audit key is {2 * KEY_BYTES} hex digits (make one with `onshi audit keygen`)")
+    return key
+
+
+def key_id(key: bytes) -> str:
+    """Names a key without revealing it (the manifest records which one sealed it)."""
+    return hmac.new(key, b"onshi/v1/audit-key-id", hashlib.sha256).hexdigest()[:16]
+
+
+def head_mac(key: bytes, stream: str, seq: int, records: int, hash_hex: str) -> str:
+    return hmac.new(key, HEAD_MAC_CONTEXT + f"{stream}\n{seq}\n{records}\n{hash_hex}".encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def head_line(stream: str, seq: int, records: int, last_hash: bytes, key: bytes | None = None) -> bytes:
+    """The head file's bytes (the native writer writes the same)."""
+    fields = {"seq": seq, "records": records, "hash": last_hash.hex()}
+    if key:
+        fields["mac"] = head_mac(key, stream, seq, records, fields["hash"])
+    return json.dumps(fields).encode().ljust(HEAD_SIZE - 1) + b"\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,17 +218,26 @@ class _Batch:
 
 
 class AuditLog:
-    """One writer of one stream. `append` blocks until the record is durable."""
+    """One writer of one stream. `append` blocks until the record is durable.
+
+    Opening registers the stream in the directory's manifest (and refuses a
+    stream or manifest that does not match its head or seal: a writer never
+    seals over evidence); rotating and closing record where the chain got to.
+    With `key` the head and the manifest are MACed (module docstring)."""
 
     yield_before_batch = True
 
     def __init__(self, directory: str, stream: str = "main", *, durable: bool = True,
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES,
                  clock: Callable[[], int] = time.time_ns, native: bool = True,
-                 sync_interval_ms: float = DEFAULT_SYNC_INTERVAL_MS):
+                 sync_interval_ms: float = DEFAULT_SYNC_INTERVAL_MS, key: bytes | None = None):
         if not 0 <= sync_interval_ms <= MAX_SYNC_INTERVAL_MS:
             raise ValueError(f"sync_interval_ms must be 0-{MAX_SYNC_INTERVAL_MS:g}")
+        if key is not None and len(key) != KEY_BYTES:
+            raise ValueError(f"an audit key is {KEY_BYTES} bytes")
         self.directory = directory
+        self.stream = stream
+        self.key = key
         self.stream_dir = os.path.join(directory, stream)
         os.makedirs(self.stream_dir, exist_ok=True)
         self.durable = durable
@@ -184,8 +249,22 @@ class AuditLog:
         except BlockingIOError:
             self._lockfile.close()
             raise RuntimeError(f"audit stream {self.stream_dir} is in use by another process") from None
-        self._open_tail()
-        self._head_fd = os.open(os.path.join(self.stream_dir, "head"), os.O_WRONLY | os.O_CREAT, 0o640)
+        self._head_fd = -1
+        try:
+            check_manifest(directory, key)  # before touching the stream
+            self._open_tail()
+            self._head_fd = os.open(os.path.join(self.stream_dir, "head"), os.O_WRONLY | os.O_CREAT, 0o640)
+            # The head exists from the stream's start, then the manifest names it.
+            self._write_head()
+            os.fsync(self._head_fd)
+            record_event(directory, "open", stream, self.seq, self.total, self.last_hash, key, clock())
+        except BaseException:
+            if self._head_fd >= 0:
+                os.close(self._head_fd)
+            if getattr(self, "fd", None) is not None:
+                os.close(self.fd)
+            self._lockfile.close()
+            raise
         self._lock = threading.Lock()
         self._batch = _Batch(self._lock)
         self._writing = False  # a leader is writing a batch
@@ -207,7 +286,8 @@ class AuditLog:
         self._fill = threading.Condition(self._lock)  # a gathering leader waits here
         self._core = _NativeGroupCommit(
             self.fd, self._head_fd, self.size, self.allocated, self.seq, self.total, self.last_hash, durable,
-            segment_bytes, PREALLOCATE) if native and _NativeGroupCommit is not None else None
+            segment_bytes, PREALLOCATE, key or b"", stream.encode()) if native and _NativeGroupCommit is not None \
+            else None
         if self._core is not None:
             self._core.sync_interval_ns = self.sync_interval_ns
 
@@ -245,8 +325,21 @@ class AuditLog:
             return
         seq, path = segs[-1]
         scan = _scan_segment(path)
-        if scan.error and not _unacknowledged(scan, _head(self.stream_dir)):
+        head = _head(self.stream_dir)
+        if scan.error and not _unacknowledged(scan, head):
             raise RuntimeError(f"audit segment {path} is damaged: {scan.error} (run `onshi audit verify`)")
+        # Continuing a stream rewrites its head: only over one that matches it.
+        total = scan.records_before + scan.count
+        problem = head_problem(head, self.stream, self.key)
+        if problem is None and head is not None and (
+                head["seq"] > seq or head["records"] > total
+                or (head["records"] == total and head["seq"] == seq and head["hash"] != scan.last_hash.hex())):
+            problem = f"head says {head['records']} records, the stream holds {total} (records removed?)"
+        if problem is None and head is None and total:
+            problem = "head missing"
+        if problem:
+            raise RuntimeError(f"audit stream {self.stream_dir}: {problem}; run `onshi audit verify` "
+                               "(the server does not write over it)")
         self.seq = seq
         self.fd = os.open(path, os.O_WRONLY)
         # Whatever follows the last good record was never acknowledged: cut it,
@@ -398,8 +491,7 @@ class AuditLog:
         # After the sync: head never claims more than is durable. One pwrite of
         # a fixed-size line into an open file (a rename per batch cost ms here).
         # The native writer writes the same line (_auditlog.pyx).
-        head = json.dumps({"seq": self.seq, "records": self.total, "hash": self.last_hash.hex()}).encode()
-        os.pwrite(self._head_fd, head.ljust(HEAD_SIZE - 1) + b"\n", 0)
+        os.pwrite(self._head_fd, head_line(self.stream, self.seq, self.total, self.last_hash, self.key), 0)
 
     def _rotate(self) -> None:
         os.ftruncate(self.fd, self.size)  # a sealed segment ends with its last record
@@ -408,6 +500,8 @@ class AuditLog:
         os.close(self.fd)
         self._start_segment(self.seq + 1, self.total, self.last_hash)
         self._write_head()  # the new (empty) segment's chain value: what verify compares
+        record_event(self.directory, "rotate", self.stream, self.seq, self.total, self.last_hash, self.key,
+                     self.clock())
 
     def _rotate_native(self) -> None:
         """The native group commit made this caller the writer for a rotation."""
@@ -430,7 +524,8 @@ class AuditLog:
     def compact(self, retention_days: float = DEFAULT_RETENTION_DAYS, now_ns: int | None = None) -> int:
         """Drop sealed segments whose newest record is older than the retention,
         keep an anchor so the rest still verifies, and log the compaction."""
-        dropped = compact_stream(self.stream_dir, retention_days, now_ns or self.clock(), keep_seq=self.seq)
+        dropped = compact_stream(self.stream_dir, retention_days, now_ns or self.clock(), keep_seq=self.seq,
+                                 key=self.key)
         if dropped:
             self.append(AuditRecord(actor="system", action="AuditCompact",
                                     items=f"segments={dropped[0]}-{dropped[-1]}",
@@ -448,6 +543,8 @@ class AuditLog:
             self._fill.notify()  # a gathering leader writes now
             while self._writing or self._batch.records:  # let queued records be written
                 self._idle.wait()
+        if self._core is not None:
+            self.seq, self.total, self.last_hash = self._core.seq, self._core.total, self._core.last_hash
         try:
             if self._failed is None:
                 os.ftruncate(self.fd, self.size)  # drop the preallocated zeros
@@ -457,7 +554,12 @@ class AuditLog:
         except OSError:
             pass  # already failed: every waiter was told
         os.close(self._head_fd)
-        self._lockfile.close()
+        try:
+            if self._failed is None:  # where the chain ended, for verify
+                record_event(self.directory, "close", self.stream, self.seq, self.total, self.last_hash, self.key,
+                             self.clock())
+        finally:
+            self._lockfile.close()
 
 
 # --- reading and verifying ----------------------------------------------------
@@ -473,9 +575,13 @@ class SegmentScan:
     last_time_ns: int = 0
     error: str | None = None
     torn: bool = False          # the error is an incomplete last record only
+    hashes: dict[int, bytes] = field(default_factory=dict)  # records -> chain value (the wanted ones)
 
 
-def _scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None) -> SegmentScan:
+def _scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None,
+                  want: set[int] | frozenset[int] = frozenset()) -> SegmentScan:
+    """Check one segment's chain; `want`: record counts (from the stream's
+    start) whose chain value to keep in scan.hashes."""
     with open(path, "rb") as f:
         data = f.read()
     scan = SegmentScan()
@@ -491,6 +597,8 @@ def _scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None) 
     pos = HEADER.size
     scan.good_end = pos
     scan.last_hash = h
+    if before in want:
+        scan.hashes[before] = h
     while pos < len(data):
         if pos + LEN.size > len(data):
             scan.error, scan.torn = f"torn record at byte {pos}", True
@@ -521,6 +629,8 @@ def _scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None) 
             visit(pos, body)
         scan.count += 1
         scan.last_hash = h
+        if before + scan.count in want:
+            scan.hashes[before + scan.count] = h
         pos = end
         scan.good_end = pos
     return scan
@@ -530,10 +640,28 @@ def _head(stream_dir: str) -> dict | None:
     """The head tripwire: records acknowledged so far (None if absent/unreadable)."""
     try:
         with open(os.path.join(stream_dir, "head"), "rb") as f:
-            raw = f.read().strip()
-        return json.loads(raw) if raw else None
+            raw = f.read(4096).strip()
+        head = json.loads(raw) if raw else None
     except (OSError, ValueError):
         return None
+    if not (isinstance(head, dict) and isinstance(head.get("seq"), int) and isinstance(head.get("records"), int)
+            and isinstance(head.get("hash"), str) and isinstance(head.get("mac", ""), str)):
+        return None
+    return head
+
+
+def head_problem(head: dict | None, stream: str, key: bytes | None) -> str | None:
+    """Why a head cannot be trusted under `key` (None: fine, or no head)."""
+    if head is None:
+        return None
+    mac = head.get("mac")
+    if key is None:
+        return "head is sealed with an audit key: give the key" if mac else None
+    if not mac:
+        return "head carries no MAC although the log is keyed (rewritten without the key?)"
+    if not hmac.compare_digest(mac, head_mac(key, stream, head["seq"], head["records"], head["hash"])):
+        return "head MAC does not verify (forged, or another key)"
+    return None
 
 
 def _unacknowledged(scan: SegmentScan, head: dict | None) -> bool:
@@ -545,18 +673,168 @@ def _unacknowledged(scan: SegmentScan, head: dict | None) -> bool:
     return head["records"] <= scan.records_before + scan.count and head["seq"] <= scan.seq
 
 
-def _anchor(stream_dir: str) -> tuple[bytes, int]:
+def _anchor_record(stream_dir: str) -> dict | None:
+    """The compaction anchor {seq, records, hash}, None if there is none;
+    ValueError if it is there but unreadable."""
     path = os.path.join(stream_dir, "anchor")
-    if not os.path.exists(path):
-        return ZERO_HASH, 0
-    with open(path) as f:
-        a = json.load(f)
-    return bytes.fromhex(a["hash"]), a["records"]
+    try:
+        with open(path, "rb") as f:
+            a = json.loads(f.read(4096))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"anchor unreadable ({exc})") from None
+    try:
+        bytes.fromhex(a["hash"])
+        if not (isinstance(a["seq"], int) and isinstance(a["records"], int)):
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("anchor unreadable") from None
+    return a
+
+
+def _anchor(stream_dir: str) -> tuple[bytes, int]:
+    a = _anchor_record(stream_dir)
+    return (bytes.fromhex(a["hash"]), a["records"]) if a else (ZERO_HASH, 0)
 
 
 def _anchor_seq(stream_dir: str) -> int:
-    with open(os.path.join(stream_dir, "anchor")) as f:
-        return json.load(f)["seq"]
+    a = _anchor_record(stream_dir)
+    return a["seq"] if a else 0
+
+
+# --- the manifest: which streams must exist, and where their chains passed ------------
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One manifest line: `stream`'s chain value after `records` records is
+    `hash`, in segment `seq` (the writer's state at that event)."""
+    event: str      # open | rotate | close | compact | adopt
+    stream: str
+    seq: int
+    records: int
+    hash: str       # hex
+    time_ns: int = 0
+
+    def line(self) -> str:
+        return json.dumps({"event": self.event, "stream": self.stream, "seq": self.seq, "records": self.records,
+                           "hash": self.hash, "time_ns": self.time_ns}, sort_keys=True)
+
+
+@dataclass
+class Manifest:
+    exists: bool = False
+    events: list[StreamEvent] = field(default_factory=list)
+    keyed: bool = False
+    key_id: str = ""
+    problem: str | None = None     # does not parse or its seal does not verify
+    note: str | None = None        # sealed with a key, not checked without it
+
+
+def _seal(body: bytes, key: bytes | None) -> str:
+    if key:
+        return "hmac-sha256 " + hmac.new(key, MANIFEST_MAC_CONTEXT + body, hashlib.sha256).hexdigest()
+    return "sha256 " + hashlib.sha256(body).hexdigest()
+
+
+def load_manifest(directory: str, key: bytes | None = None) -> Manifest:
+    """Read and check DIR/manifest: with `key` its seal must be that key's MAC."""
+    m = Manifest()
+    try:
+        with open(os.path.join(directory, MANIFEST), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return m
+    m.exists = True
+    cut = data.rfind(b"\nseal ")
+    if not data.startswith(MANIFEST_MAGIC.encode()) or cut < 0 or not data.endswith(b"\n"):
+        m.problem = "manifest does not parse (not an onshi audit manifest, or cut short)"
+        return m
+    body, seal = data[:cut + 1], data[cut + 1:].decode(errors="replace").strip()
+    lines = body.decode(errors="replace").splitlines()
+    header = lines[0].split()
+    m.key_id = header[2][4:] if len(header) == 3 and header[2].startswith("key=") else ""
+    m.keyed = seal.startswith("seal hmac-sha256 ")
+    if key is not None:
+        if not m.keyed:
+            m.problem = "manifest is not sealed with the audit key (written or rewritten without it)"
+        elif m.key_id != key_id(key):
+            m.problem = f"manifest is sealed with another key (key id {m.key_id}, this key is {key_id(key)})"
+        elif not hmac.compare_digest(seal, "seal " + _seal(body, key)):
+            m.problem = "manifest seal does not verify (edited, or entries removed)"
+    elif m.keyed:
+        m.note = "manifest and heads are sealed with an audit key; their MACs are not checked without --key"
+    elif seal != "seal " + _seal(body, None):
+        m.problem = "manifest seal does not verify (edited, or entries removed)"
+    for line in lines[1:]:
+        try:
+            e = json.loads(line)
+            m.events.append(StreamEvent(e["event"], e["stream"], e["seq"], e["records"], e["hash"], e["time_ns"]))
+        except (ValueError, KeyError, TypeError):
+            m.problem = m.problem or f"manifest line does not parse: {line[:80]!r}"
+    return m
+
+
+def _write_manifest(directory: str, events: list[StreamEvent], key: bytes | None) -> None:
+    body = (f"{MANIFEST_MAGIC} key={key_id(key) if key else '-'}\n"
+            + "".join(e.line() + "\n" for e in events)).encode()
+    _write_atomic(os.path.join(directory, MANIFEST), body + f"seal {_seal(body, key)}\n".encode())
+    _fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def _manifest_locked(directory: str):
+    with open(os.path.join(directory, MANIFEST + ".lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _holds_records(stream_dir: str) -> bool:
+    segs = _segments(stream_dir)
+    if not segs:
+        try:
+            return _anchor(stream_dir)[1] > 0
+        except ValueError:
+            return True
+    scan = _scan_segment(segs[-1][1])
+    return scan.records_before + scan.count > 0 or len(segs) > 1
+
+
+def _writable_manifest(directory: str, key: bytes | None) -> Manifest:
+    """The manifest a writer may extend, or ManifestError saying why not."""
+    m = load_manifest(directory, key)
+    if not m.exists:
+        # A new log: every stream in it is being opened right now, empty.
+        # Streams with records and no manifest: it was deleted (or the log
+        # predates manifests); a writer must not seal what it cannot vouch for.
+        held = [os.path.basename(d) for d in streams(directory) if _holds_records(d)]
+        if held:
+            raise ManifestError(
+                f"{directory} holds access-log streams ({', '.join(held[:5])}) but no manifest (deleted, or "
+                "written by an older onshi): check it with `onshi audit verify` and adopt it with `onshi audit seal`")
+        return m
+    if m.problem:
+        raise ManifestError(f"{directory}/{MANIFEST}: {m.problem}; run `onshi audit verify` "
+                            "(the server does not write over it)")
+    if m.keyed and key is None:
+        raise ManifestError(f"{directory} is sealed with an audit key: start the server with --audit-key")
+    return m
+
+
+def check_manifest(directory: str, key: bytes | None = None) -> None:
+    """Raise ManifestError unless a writer with `key` may open streams here."""
+    if os.path.isdir(directory):
+        with _manifest_locked(directory):
+            _writable_manifest(directory, key)
+
+
+def record_event(directory: str, event: str, stream: str, seq: int, records: int, last_hash: bytes,
+                 key: bytes | None = None, time_ns: int | None = None) -> None:
+    """Append one event to the manifest (durable on return)."""
+    with _manifest_locked(directory):
+        m = _writable_manifest(directory, key)
+        events = m.events + [StreamEvent(event, stream, seq, records, last_hash.hex(), time_ns or time.time_ns())]
+        _write_manifest(directory, events, key)
 
 
 @dataclass
@@ -580,46 +858,120 @@ def streams(directory: str) -> list[str]:
                   if os.path.isdir(os.path.join(directory, d)))
 
 
-def verify(directory: str) -> VerifyReport:
-    """Check every stream's hash chain, segment links, anchor and head."""
+def verify(directory: str, key: bytes | None = None, against: dict | None = None) -> VerifyReport:
+    """Check every stream's hash chain, segment links, anchor and head, and
+    that every stream the manifest names exists and passes through each point
+    the manifest (and `against`, an earlier `anchor_of`) recorded for it.
+    With `key`: heads and the manifest must carry that key's MACs."""
     report = VerifyReport()
-    for stream_dir in streams(directory):
-        report.streams += 1
-        name = os.path.basename(stream_dir)
-        segs = _segments(stream_dir)
-        prev_hash, before = _anchor(stream_dir)
-        expect_seq = _anchor_seq(stream_dir) + 1 if prev_hash != ZERO_HASH else 1
-        for i, (seq, path) in enumerate(segs):
-            report.segments += 1
-            scan = _scan_segment(path)
-            where = f"{name}/{segment_name(seq)}"
-            if seq != expect_seq:
-                report.fail(f"{where}: expected segment {expect_seq} (a segment was removed or added)")
-            if scan.prev_hash != prev_hash or scan.records_before != before:
-                report.fail(f"{where}: does not continue the previous segment's chain")
-            if scan.error:
-                last = i == len(segs) - 1
-                if last and _unacknowledged(scan, _head(stream_dir)):
-                    report.notes.append(f"{where}: {scan.error} (after the last acknowledged record: "
-                                        "a crash mid-write; cut when reopened)")
-                else:
-                    report.fail(f"{where}: {scan.error}")
-            report.records += scan.count
-            idx = index_path(path)
-            if os.path.exists(idx) and not scan.error:
-                with open(idx, "rb") as f:
-                    if f.read() != build_index(path):
-                        report.fail(f"{where}: index does not match the segment (delete it to rebuild)")
-            prev_hash, before = scan.last_hash, scan.records_before + scan.count
-            expect_seq = seq + 1
-        head = _head(stream_dir)
-        if head is not None:
-            if head["records"] > before:
-                report.fail(f"{name}: head says {head['records']} records, the log holds {before} "
-                            "(records removed from the end)")
-            elif head["records"] == before and head["hash"] != prev_hash.hex():
-                report.fail(f"{name}: last hash differs from head")
+    on_disk = {os.path.basename(d): d for d in streams(directory)}
+    m = load_manifest(directory, key)
+    if not m.exists:
+        report.fail("manifest missing: streams cannot be checked for deletion (deleted?)" if on_disk
+                    else f"no access log at {directory} (no manifest, no streams)")
+    elif m.problem:
+        report.fail(f"{MANIFEST}: {m.problem}")
+    if m.note:
+        report.notes.append(m.note)
+    points: dict[str, list[tuple[int, int, str, str]]] = {}   # stream -> (seq, records, hash, what)
+    compactions: dict[str, set[tuple[int, int, str]]] = {}
+    for e in m.events:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.time_ns / 1e9))
+        points.setdefault(e.stream, []).append((e.seq, e.records, e.hash, f"manifest {e.event} at {when}"))
+        if e.event in ("compact", "adopt-anchor"):
+            compactions.setdefault(e.stream, set()).add((e.seq, e.records, e.hash))
+    if against:
+        for name, p in against.get("streams", {}).items():
+            points.setdefault(name, []).append((p["seq"], p["records"], p["hash"], "external anchor"))
+        _check_manifest_prefix(report, m, against)
+    for name in sorted(set(points) - set(on_disk)):
+        report.fail(f"{name}: directory missing, but the {points[name][0][3]} names it (stream deleted)")
+    for name, stream_dir in sorted(on_disk.items()):
+        _verify_stream(report, name, stream_dir, points.get(name, []), compactions.get(name, set()), key,
+                       registered=name in {e.stream for e in m.events} or not m.exists, keyed=m.keyed)
     return report
+
+
+def _check_manifest_prefix(report: VerifyReport, m: Manifest, against: dict) -> None:
+    count = against.get("manifest_events", 0)
+    digest = hashlib.sha256("".join(e.line() + "\n" for e in m.events[:count]).encode()).hexdigest()
+    if len(m.events) < count or digest != against.get("manifest_digest"):
+        report.fail(f"{MANIFEST}: does not continue the externally anchored one ({count} events then; "
+                    f"{len(m.events)} now): rewritten or rolled back")
+
+
+def _verify_stream(report: VerifyReport, name: str, stream_dir: str, points: list, compactions: set,
+                   key: bytes | None, registered: bool, keyed: bool) -> None:
+    report.streams += 1
+    segs = _segments(stream_dir)
+    head = _head(stream_dir)
+    try:
+        anchor = _anchor_record(stream_dir)
+    except ValueError as exc:
+        report.fail(f"{name}: {exc}")
+        anchor = None
+    if anchor is not None and registered and (anchor["seq"], anchor["records"], anchor["hash"]) not in compactions:
+        report.fail(f"{name}: anchor is not a compaction the manifest recorded (segments removed?)")
+    prev_hash, before = (bytes.fromhex(anchor["hash"]), anchor["records"]) if anchor else (ZERO_HASH, 0)
+    expect_seq = anchor["seq"] + 1 if anchor else 1
+    first_kept = expect_seq
+    wanted = [p for p in points if p[0] >= first_kept]
+    if head is not None:
+        wanted.append((head["seq"], head["records"], head["hash"], "head"))
+    want = {p[1] for p in wanted}
+    found: dict[tuple[int, int], bytes] = {}
+    if anchor is not None:
+        found[(anchor["seq"], anchor["records"])] = prev_hash
+    for i, (seq, path) in enumerate(segs):
+        report.segments += 1
+        scan = _scan_segment(path, want=want)
+        where = f"{name}/{segment_name(seq)}"
+        if seq != expect_seq:
+            report.fail(f"{where}: expected segment {expect_seq} (a segment was removed or added)")
+        if scan.prev_hash != prev_hash or scan.records_before != before:
+            report.fail(f"{where}: does not continue the previous segment's chain")
+        if scan.error:
+            last = i == len(segs) - 1
+            if last and _unacknowledged(scan, head):
+                report.notes.append(f"{where}: {scan.error} (after the last acknowledged record: "
+                                    "a crash mid-write; cut when reopened)")
+            else:
+                report.fail(f"{where}: {scan.error}")
+        report.records += scan.count
+        found.update(((seq, n), h) for n, h in scan.hashes.items())
+        idx = index_path(path)
+        if os.path.exists(idx) and not scan.error:
+            with open(idx, "rb") as f:
+                if f.read() != build_index(path):
+                    report.fail(f"{where}: index does not match the segment (delete it to rebuild)")
+        prev_hash, before = scan.last_hash, scan.records_before + scan.count
+        expect_seq = seq + 1
+    last_seq = segs[-1][0] if segs else first_kept - 1
+    if head is None:
+        if registered or before:
+            report.fail(f"{name}: head missing or unreadable (deleted?)")
+    elif key is not None:
+        problem = head_problem(head, name, key)
+        if problem:
+            report.fail(f"{name}: {problem}")
+    elif keyed and not head.get("mac"):  # visible without the key: a keyed log's head lost its MAC
+        report.fail(f"{name}: head carries no MAC although the manifest is keyed (rewritten without the key?)")
+    if not registered:
+        if before:
+            report.fail(f"{name}: not in the manifest (a stream added, or the manifest rolled back)")
+        else:
+            report.notes.append(f"{name}: empty and not in the manifest yet (a writer stopped while opening)")
+    for seq, records, hash_hex, what in wanted:
+        got = found.get((seq, records))
+        if got is None:
+            if seq > last_seq or (seq == last_seq and records > before):
+                report.fail(f"{name}: the {what} recorded {records} records (segment {seq}), the stream "
+                            f"holds {before} (records removed from the end)")
+            else:
+                report.fail(f"{name}: the {what} recorded segment {seq} at {records} records, "
+                            "which the stream does not pass through (rewritten)")
+        elif got.hex() != hash_hex:
+            report.fail(f"{name}: chain differs from the {what} at record {records} (rewritten)")
 
 
 def read(directory: str, match: Callable[[AuditRecord], bool] | None = None) -> Iterator[AuditRecord]:
@@ -775,9 +1127,11 @@ def read_about(directory: str, keys: set[str]) -> Iterator[AuditRecord]:
                     yield rec
 
 
-def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq: int | None = None) -> list[int]:
-    """Delete leading sealed segments older than the retention; write the anchor
-    first so that a crash in between leaves a chain that still verifies."""
+def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq: int | None = None,
+                   key: bytes | None = None) -> list[int]:
+    """Delete leading sealed segments older than the retention; record the
+    compaction in the manifest and write the anchor first, so that a crash in
+    between leaves a chain that still verifies."""
     segs = _segments(stream_dir)
     if keep_seq is None:
         keep_seq = segs[-1][0] if segs else 0
@@ -793,6 +1147,8 @@ def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq
     if not drop:
         return []
     seq, _, scan = drop[-1]
+    record_event(os.path.dirname(os.path.abspath(stream_dir)), "compact", os.path.basename(stream_dir), seq,
+                 scan.records_before + scan.count, scan.last_hash, key, now_ns)
     _write_atomic(os.path.join(stream_dir, "anchor"), json.dumps(
         {"seq": seq, "records": scan.records_before + scan.count, "hash": scan.last_hash.hex()}).encode())
     _fsync_dir(stream_dir)
@@ -804,20 +1160,155 @@ def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq
     return [d[0] for d in drop]
 
 
+# --- external anchors and adoption -------------------------------------------------
+
+def anchor_of(directory: str) -> dict:
+    """Where every stream's chain is now (its head) and how far the manifest
+    goes: keep it off the host (printed by `onshi audit anchor`); `verify(...,
+    against=it)` later fails if the log no longer reaches it."""
+    m = load_manifest(directory)
+    out = {"directory": os.path.abspath(directory), "time_ns": time.time_ns(), "manifest_events": len(m.events),
+           "manifest_digest": hashlib.sha256("".join(e.line() + "\n" for e in m.events).encode()).hexdigest(),
+           "streams": {}}
+    for stream_dir in streams(directory):
+        head = _head(stream_dir)
+        if head is not None:
+            out["streams"][os.path.basename(stream_dir)] = {k: head[k] for k in ("seq", "records", "hash")}
+    return out
+
+
+def seal(directory: str, key: bytes | None = None) -> list[str]:
+    """Adopt a log into a (new) manifest: a directory written by an onshi
+    without manifests, or one sealed without a key that is to be keyed from now
+    on. Every stream must be idle (its lock free) and verify; each is recorded
+    at its current end (and anchor) and its head rewritten under `key`.
+    Returns the problems that stopped it (nothing written then)."""
+    report = verify(directory)  # chains and heads as they are, without the manifest's say
+    problems = [p for p in report.problems if not p.startswith(MANIFEST) and "not in the manifest" not in p]
+    m = load_manifest(directory)
+    if m.exists and m.problem:
+        problems.append(f"{MANIFEST}: {m.problem}")
+    if m.keyed:
+        problems.append(f"{MANIFEST}: already sealed with a key")
+    if problems:
+        return problems
+    locks = []
+    try:
+        for stream_dir in streams(directory):
+            lock = open(os.path.join(stream_dir, "lock"), "a+b")
+            locks.append(lock)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return [f"{stream_dir}: in use by a running server (stop the servers first)"]
+        with _manifest_locked(directory):
+            events = list(m.events)
+            now = time.time_ns()
+            for stream_dir in streams(directory):
+                name = os.path.basename(stream_dir)
+                a = _anchor_record(stream_dir)
+                if a is not None:
+                    events.append(StreamEvent("adopt-anchor", name, a["seq"], a["records"], a["hash"], now))
+                segs = _segments(stream_dir)
+                if not segs:
+                    continue
+                scan = _scan_segment(segs[-1][1])
+                seq, records = segs[-1][0], scan.records_before + scan.count
+                events.append(StreamEvent("adopt", name, seq, records, scan.last_hash.hex(), now))
+                fd = os.open(os.path.join(stream_dir, "head"), os.O_WRONLY | os.O_CREAT, 0o640)
+                try:
+                    os.pwrite(fd, head_line(name, seq, records, scan.last_hash, key), 0)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            _write_manifest(directory, events, key)
+    finally:
+        for lock in locks:
+            lock.close()
+    return []
+
+
 # --- CLI ---------------------------------------------------------------------
 
+def _key_arg(args) -> bytes | None:
+    return load_key(args.key) if getattr(args, "key", None) else None
+
+
 def _cmd_verify(args) -> int:
-    report = verify(args.dir)
+    try:
+        key = _key_arg(args)
+        against = None
+        if args.against:
+            with open(args.against, "rb") as f:
+                against = json.loads(f.read(1 << 20))
+            if not isinstance(against, dict) or not isinstance(against.get("streams"), dict):
+                raise ValueError(f"{args.against}: not an `onshi audit anchor` file")
+    except (OSError, ValueError) as exc:
+        print(f"onshi audit verify: {exc}")
+        return 2
+    report = verify(args.dir, key, against)
     for note in report.notes:
         print(f"note: {note}")
     for problem in report.problems:
         print(f"TAMPERED: {problem}")
     state = "OK" if report.ok else "FAILED"
-    print(f"audit verify {state}: {report.streams} streams, {report.segments} segments, {report.records} records")
+    checked = " (MACs checked)" if key else ""
+    print(f"audit verify {state}{checked}: {report.streams} streams, {report.segments} segments, "
+          f"{report.records} records")
     return 0 if report.ok else 1
 
 
+def _cmd_anchor(args) -> int:
+    try:
+        key = _key_arg(args)
+    except (OSError, ValueError) as exc:
+        print(f"onshi audit anchor: {exc}")
+        return 2
+    report = verify(args.dir, key)
+    if not report.ok:
+        for problem in report.problems:
+            print(f"TAMPERED: {problem}")
+        print("onshi audit anchor: the log does not verify; no anchor written")
+        return 1
+    print(json.dumps(anchor_of(args.dir), sort_keys=True))
+    return 0
+
+
+def _cmd_keygen(args) -> int:
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        print(f"onshi audit keygen: {args.out}: {exc.strerror} (an existing key is never replaced)")
+        return 2
+    with os.fdopen(fd, "w") as f:
+        f.write(os.urandom(KEY_BYTES).hex() + "\n")
+    print(f"audit key written to {args.out} (keep it off the log's disk; the servers and `onshi audit verify` "
+          f"need it; key id {key_id(load_key(args.out))})")
+    return 0
+
+
+def _cmd_seal(args) -> int:
+    try:
+        key = _key_arg(args)
+    except (OSError, ValueError) as exc:
+        print(f"onshi audit seal: {exc}")
+        return 2
+    problems = seal(args.dir, key)
+    for problem in problems:
+        print(f"not sealed: {problem}")
+    if problems:
+        return 1
+    print(f"{args.dir}: every stream recorded in {MANIFEST}" + (" and sealed with the key" if key else ""))
+    return 0
+
+
 def _cmd_compact(args) -> int:
+    try:
+        key = _key_arg(args)
+        check_manifest(args.dir, key)
+    except (OSError, ValueError, ManifestError) as exc:
+        print(f"onshi audit compact: {exc}")
+        return 2
     total = 0
     for stream_dir in streams(args.dir):
         lock = open(os.path.join(stream_dir, "lock"), "a+b")
@@ -828,7 +1319,7 @@ def _cmd_compact(args) -> int:
             lock.close()
             continue
         try:
-            total += len(compact_stream(stream_dir, args.retention_days, time.time_ns()))
+            total += len(compact_stream(stream_dir, args.retention_days, time.time_ns(), key=key))
         finally:
             lock.close()
     print(f"dropped {total} segments older than {args.retention_days:g} days")
@@ -836,26 +1327,67 @@ def _cmd_compact(args) -> int:
 
 
 def _cmd_show(args) -> int:
+    """Every record, or one person's; a segment that is not a readable onshi
+    audit segment ends it with one line and exit 2 (verify says more)."""
+    if not os.path.isdir(args.dir):
+        print(f"onshi audit show: {args.dir}: no such directory")
+        return 2
     link = args.link_id
-    for rec in read(args.dir, (lambda r: r.link_id == link) if link else None):
-        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec.time_ns / 1e9))
-        flag = " EMERGENCY" if rec.emergency else ""
-        print(f"{when}Z {rec.actor} {rec.action} link={rec.link_id} {rec.subject} [{rec.items}] "
-              f"purpose={rec.purpose}{flag}")
+    for stream_dir in streams(args.dir):
+        for _, path in _segments(stream_dir):
+            found: list[AuditRecord] = []
+
+            def visit(_pos, body, found=found):
+                try:
+                    rec = decode(body)
+                except (ValueError, UnicodeDecodeError, struct.error) as exc:
+                    raise ValueError(f"undecodable record ({exc})") from None
+                if not link or rec.link_id == link:
+                    found.append(rec)
+
+            try:
+                scan = _scan_segment(path, visit)
+            except (OSError, ValueError) as exc:
+                scan = SegmentScan(error=str(exc))
+            for rec in found:
+                when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec.time_ns / 1e9))
+                flag = " EMERGENCY" if rec.emergency else ""
+                print(f"{when}Z {rec.actor} {rec.action} link={rec.link_id} {rec.subject} [{rec.items}] "
+                      f"purpose={rec.purpose}{flag}")
+            if scan.error and not scan.torn:
+                print(f"onshi audit show: {path}: {scan.error} (run `onshi audit verify --dir {args.dir}`)")
+                return 2
     return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("audit", help="the access log: verify, compact, show")
+    p = subparsers.add_parser("audit", help="the access log: verify, anchor, compact, show, keygen, seal")
     sub = p.add_subparsers(dest="audit_command", required=True)
-    v = sub.add_parser("verify", help="check the hash chains; exit 1 if anything was edited, removed or inserted")
+    v = sub.add_parser("verify", help="check the hash chains, heads and manifest; exit 1 if anything was "
+                                      "edited, removed, inserted or deleted")
     v.add_argument("--dir", required=True)
+    v.add_argument("--key", help="the audit key file: check the MACs of the heads and the manifest")
+    v.add_argument("--against", metavar="ANCHOR", help="an earlier `onshi audit anchor` output kept elsewhere: "
+                                                       "fail if the log no longer reaches it")
     v.set_defaults(func=_cmd_verify)
+    a = sub.add_parser("anchor", help="verify, then print where every stream is now (JSON): keep it off the host")
+    a.add_argument("--dir", required=True)
+    a.add_argument("--key")
+    a.set_defaults(func=_cmd_anchor)
     c = sub.add_parser("compact", help="drop segments older than the retention (streams not in use)")
     c.add_argument("--dir", required=True)
     c.add_argument("--retention-days", type=float, default=DEFAULT_RETENTION_DAYS)
+    c.add_argument("--key", help="the audit key file (a keyed log)")
     c.set_defaults(func=_cmd_compact)
     s = sub.add_parser("show", help="print records (optionally one person's)")
     s.add_argument("--dir", required=True)
     s.add_argument("--link-id", type=int, default=0)
     s.set_defaults(func=_cmd_show)
+    k = sub.add_parser("keygen", help="write a new audit key (64 hex digits) to a file that must not exist")
+    k.add_argument("--out", required=True)
+    k.set_defaults(func=_cmd_keygen)
+    e = sub.add_parser("seal", help="record every stream in a new manifest (a log from an older onshi), or key "
+                                    "an unkeyed log; servers stopped")
+    e.add_argument("--dir", required=True)
+    e.add_argument("--key")
+    e.set_defaults(func=_cmd_seal)

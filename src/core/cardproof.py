@@ -10,8 +10,11 @@ Checks, in order (each failure is a distinct `CardProofError.reason`):
     revocation list                              -> CARD_CERTIFICATE_REVOKED
     challenge facility == caller's mTLS facility -> CARD_PROOF_FACILITY_MISMATCH
     timestamp within +-FRESHNESS of server clock -> CARD_PROOF_STALE
-    PKCS#1 v1.5 SHA-256 signature                -> CARD_SIGNATURE_INVALID
-    nonce never seen before (within the window)  -> CARD_PROOF_REPLAYED
+    PKCS#1 v1.5 SHA-256 signature over the       -> CARD_SIGNATURE_INVALID
+      purpose (the RPC), facility, time, nonce
+    nonce never seen before (within the window,  -> CARD_PROOF_REPLAYED
+      by any server sharing the replay table)
+    (the replay table full / its lock unusable   -> CARD_PROOF_CAPACITY / _UNAVAILABLE: fail closed)
 
 The chain check (an RSA verify by the CA key plus parsing) is the costly part and
 is cached by SHA-256 of the DER; validity and revocation are re-checked on every
@@ -34,7 +37,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from onshi.core import identifiers
+from onshi.core import identifiers, pki
 
 try:  # the steps that would release the GIL, native (src/ext/_cardproof.pyx)
     from onshi.ext._cardproof import NonceTable as _NativeNonceTable
@@ -43,6 +46,13 @@ except ImportError:  # pragma: no cover - a checkout without the native build
     _NativeRsaKey = _NativeNonceTable = None
 
 CHALLENGE_PREFIX = "onshi/v1/card-proof\n"
+# What a proof is for: the gRPC method it was signed for, inside the signed
+# bytes, so a proof for one cannot be presented to another (every RPC that
+# takes a card proof is here).
+PURPOSE_CHECK_BY_CARD = "/onshi.v1.EligibilityService/CheckByCard"
+PURPOSE_LIST_MY_ACCESS = "/onshi.v1.AuditService/ListMyAccess"
+PURPOSES = frozenset({PURPOSE_CHECK_BY_CARD, PURPOSE_LIST_MY_ACCESS})
+REPLAY_TABLE_FILE = "card-proof-replays"  # under the data directory, shared by both servers
 FRESHNESS_SECONDS = 300
 NONCE_MIN, NONCE_MAX = 16, 32
 EXPIRING_MONTHS = 3
@@ -69,6 +79,8 @@ REASONS = {
     "CARD_PROOF_REPLAYED": ("UNAUTHENTICATED", "this challenge was already used; read the card again"),
     "CARD_PROOF_CAPACITY": ("RESOURCE_EXHAUSTED", (
         "the server cannot remember more card proofs right now; read the card again shortly")),
+    "CARD_PROOF_UNAVAILABLE": ("UNAVAILABLE", (
+        "the server cannot check card proofs for replay right now; check by insurance card number")),
     "CARD_PROOF_FACILITY_MISMATCH": ("PERMISSION_DENIED", (
         "the challenge names another facility code than this terminal's certificate")),
 }
@@ -95,14 +107,20 @@ class MalformedProof(ValueError):
         super().__init__("; ".join(f"{f}: {d}" for f, d in violations))
 
 
-def challenge_bytes(facility_code: str, timestamp_unix: int, nonce: bytes) -> bytes:
-    """Exactly the bytes a card signs (eligibility.proto CardChallenge)."""
-    return (CHALLENGE_PREFIX + facility_code + "\n" + str(int(timestamp_unix)) + "\n" + nonce.hex()).encode()
+def challenge_bytes(purpose: str, facility_code: str, timestamp_unix: int, nonce: bytes) -> bytes:
+    """Exactly the bytes a card signs (eligibility.proto CardChallenge): the
+    purpose (one of PURPOSES), the facility, the time and the nonce."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown card-proof purpose {purpose!r}")
+    return (CHALLENGE_PREFIX + purpose + "\n" + facility_code + "\n" + str(int(timestamp_unix)) + "\n"
+            + nonce.hex()).encode()
 
 
-def sign_challenge(private_key: rsa.RSAPrivateKey, facility_code: str, timestamp_unix: int, nonce: bytes) -> bytes:
+def sign_challenge(private_key: rsa.RSAPrivateKey, purpose: str, facility_code: str, timestamp_unix: int,
+                   nonce: bytes) -> bytes:
     """What the card does after PIN entry (tests, demos and the terminal simulator)."""
-    return private_key.sign(challenge_bytes(facility_code, timestamp_unix, nonce), padding.PKCS1v15(), hashes.SHA256())
+    return private_key.sign(challenge_bytes(purpose, facility_code, timestamp_unix, nonce), padding.PKCS1v15(),
+                            hashes.SHA256())
 
 
 def signature_checker(key: rsa.RSAPublicKey, native: bool = True):
@@ -201,16 +219,8 @@ class RevocationList:
 
     @staticmethod
     def parse(data: bytes, ca_certs: list[x509.Certificate]) -> frozenset[int]:
-        """Parse and verify a CRL (DER or PEM); raises ValueError if it does not
-        parse or no CA signed it."""
-        try:
-            crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
-                   else x509.load_der_x509_crl(data))
-            if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in ca_certs):
-                raise ValueError("revocation list is not signed by a configured JPKI CA")
-            return frozenset(r.serial_number for r in crl)
-        except (x509.InvalidVersion, TypeError, UnsupportedAlgorithm) as exc:  # the parser's, not ValueErrors
-            raise ValueError(f"not a revocation list ({exc})") from None
+        """Parse and verify a CRL (DER or PEM); raises ValueError if no CA signed it."""
+        return pki.crl_serials(data, ca_certs, "a configured JPKI CA")
 
     def _reload(self) -> None:
         try:
@@ -276,9 +286,14 @@ class ReplayCache:
 
 
 class SharedReplayCache:
-    """The replay cache shared by every worker process of one server: created
-    before fork (anonymous MAP_SHARED memory + a process-shared lock), so a
-    proof replayed to another SO_REUSEPORT worker is refused too.
+    """The replay cache shared by every server process of a deployment on a host.
+
+    Without `path`: anonymous MAP_SHARED memory made before fork, shared by the
+    SO_REUSEPORT workers of one `onshi serve`. With `path` (what both servers
+    use: one file under the data directory): the file is mapped by every
+    process that opens it, so a proof accepted by `onshi serve` is refused by
+    `ingest-serve` and the other way, by a second `onshi serve` on the same
+    store, and after a restart.
 
     Open addressing over `slots` entries of (16-byte BLAKE2b of the nonce,
     expiry). A lookup reads its whole probe window and searches it in C
@@ -286,28 +301,110 @@ class SharedReplayCache:
     window with no expired slot left means the table is too small for the
     traffic: the proof is refused (ReplayCacheFull) rather than remembered
     badly.
+
+    The file: FILE_HEADER (magic, version, lock kind, slots, probe) padded to
+    TABLE_OFFSET, then the table as in memory: LOCK_AREA bytes for the lock (a
+    process-shared robust pthread mutex natively; unused by the pure-Python
+    lock, a POSIX record lock on the file), then the slots. Every process holds
+    a shared flock on the file while it has the table; one that finds no other
+    holder (it gets the exclusive flock) is alone and (re)initialises the
+    lock, which a reboot or a killed process may have left in any state; the
+    remembered nonces are kept. Both implementations never share a file at once.
     """
 
     SLOT = struct.Struct("<16sd")
     PROBE = 32
+    FILE_HEADER = struct.Struct("<8sIIQQ")
+    FILE_MAGIC = b"ONSHINCE"
+    FILE_VERSION = 1
+    LOCK_NATIVE, LOCK_RECORD = 1, 2
+    TABLE_OFFSET = 4096  # page-aligned, so the table maps on its own
+    LOCK_AREA = 64       # as _cardproof.pyx's HEADER
 
-    def __init__(self, window: float, slots: int = 1 << 20, native: bool = True):
+    def __init__(self, window: float, slots: int = 1 << 20, native: bool = True, path: str | None = None):
         import mmap
         import tempfile
 
         self.window = window
         self.slots = slots
+        self.path = path
+        native = bool(native and _NativeNonceTable)
+        size = self.LOCK_AREA + slots * self.SLOT.size
+        self._file = None
+        init_lock = True
+        if path is not None:
+            self._file, init_lock = self._open_file(path, slots, native, size)
         # Native when built: the same table under a process-shared mutex, so a
         # check takes no fcntl() (each one releases the GIL: thread switches).
-        self._native = _NativeNonceTable(slots, self.PROBE) if native and _NativeNonceTable else None
-        if self._native is not None:
+        if native:
+            self._native = _NativeNonceTable(slots, self.PROBE, self._file.fileno(), self.TABLE_OFFSET, init_lock) \
+                if self._file is not None else _NativeNonceTable(slots, self.PROBE)
             return
-        self._mm = mmap.mmap(-1, slots * self.SLOT.size)  # anonymous, shared with forked children
-        # Between processes a POSIX record lock on an unlinked file: the kernel
-        # drops it if a worker dies holding it (a semaphore would stay taken).
+        self._native = None
+        if self._file is not None:
+            self._mm = mmap.mmap(self._file.fileno(), size, offset=self.TABLE_OFFSET)
+            self._lock_file = self._file
+            self._lock_at = self.TABLE_OFFSET
+        else:
+            self._mm = mmap.mmap(-1, size)  # anonymous, shared with forked children
+            # Between processes a POSIX record lock on an unlinked file: the kernel
+            # drops it if a worker dies holding it (a semaphore would stay taken).
+            self._lock_file = tempfile.TemporaryFile()
+            self._lock_at = 0
         # POSIX locks do not exclude threads of one process: a thread lock too.
-        self._lock_file = tempfile.TemporaryFile()
         self._thread_lock = threading.Lock()
+
+    def _open_file(self, path: str, slots: int, native: bool, size: int):
+        import fcntl
+
+        kind = self.LOCK_NATIVE if native else self.LOCK_RECORD
+        f = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b", buffering=0)
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                alone = True
+            except BlockingIOError:
+                fcntl.flock(f, fcntl.LOCK_SH)  # waits while the first opener sets it up
+                alone = False
+            header = os.pread(f.fileno(), self.FILE_HEADER.size, 0)
+            ours = (self.FILE_MAGIC, self.FILE_VERSION, kind, slots, self.PROBE)
+            theirs = None  # a new file, or one whose set-up was cut short (zeros)
+            if header.strip(b"\0"):
+                if len(header) < self.FILE_HEADER.size or header[:8] != self.FILE_MAGIC:
+                    raise ValueError(f"{path} is not a card-proof replay table")
+                theirs = self.FILE_HEADER.unpack(header)
+            if not alone:
+                if theirs is None or theirs[1:] != ours[1:]:
+                    raise ValueError(
+                        f"{path} is in use by a server with another replay table "
+                        f"({'native' if theirs and theirs[2] == self.LOCK_NATIVE else 'pure-Python'} lock, "
+                        f"{theirs[3] if theirs else '?'} slots): start every server of this deployment the same way")
+                return f, False
+            if theirs is None or theirs[1:] != ours[1:]:
+                if theirs is not None and theirs[3:] != ours[3:]:
+                    os.ftruncate(f.fileno(), 0)  # another size: start empty
+                os.ftruncate(f.fileno(), self.TABLE_OFFSET + size)
+                os.pwrite(f.fileno(), b"\0" * self.LOCK_AREA, self.TABLE_OFFSET)
+                os.pwrite(f.fileno(), self.FILE_HEADER.pack(*ours), 0)
+            try:  # allocate the blocks now, not on the hot path
+                os.posix_fallocate(f.fileno(), 0, self.TABLE_OFFSET + size)
+            except OSError:
+                pass  # a file system without it: blocks come on first write
+            fcntl.flock(f, fcntl.LOCK_SH)  # no longer alone once the lock is made
+            return f, True
+        except BaseException:
+            f.close()
+            raise
+
+    def close(self) -> None:
+        """Unmap the table and give up the file (its flock goes with it)."""
+        self._native = None
+        if getattr(self, "_mm", None) is not None:
+            self._mm.close()
+            self._mm = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def _locked(self):
         import contextlib
@@ -316,11 +413,11 @@ class SharedReplayCache:
         @contextlib.contextmanager
         def held():
             with self._thread_lock:
-                fcntl.lockf(self._lock_file, fcntl.LOCK_EX)
+                fcntl.lockf(self._lock_file, fcntl.LOCK_EX, 1, self._lock_at)
                 try:
                     yield
                 finally:
-                    fcntl.lockf(self._lock_file, fcntl.LOCK_UN)
+                    fcntl.lockf(self._lock_file, fcntl.LOCK_UN, 1, self._lock_at)
         return held()
 
     def add(self, nonce: bytes, now: float) -> bool:
@@ -332,7 +429,7 @@ class SharedReplayCache:
             return found == 1
         size = self.SLOT.size
         start = int.from_bytes(digest[:8], "little") % (self.slots - self.PROBE)
-        lo, hi = start * size, (start + self.PROBE) * size
+        lo, hi = self.LOCK_AREA + start * size, self.LOCK_AREA + (start + self.PROBE) * size
         with self._locked():
             window = self._mm[lo:hi]
             at = window.find(digest)
@@ -421,9 +518,18 @@ class CardVerifier:
             break
         if issuer is None:
             raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", "no configured JPKI CA signed it")
-        key = cert.public_key()
-        if not isinstance(key, rsa.RSAPublicKey):
-            raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", "not an RSA key")
+        # A card key signs PKCS#1 v1.5: only an rsaEncryption key. An RSA-PSS key
+        # (which cryptography loads as a plain RSA key) or any other is refused,
+        # as is a key its parser or the native check refuses (e.g. exponent 1).
+        if cert.public_key_algorithm_oid != x509.oid.PublicKeyAlgorithmOID.RSAES_PKCS1_v1_5:
+            raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", "not an RSA (rsaEncryption) key")
+        try:
+            key = cert.public_key()
+            if not isinstance(key, rsa.RSAPublicKey):
+                raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", "not an RSA key")
+            signed_by_card = signature_checker(key)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", f"unusable card key ({exc})") from None
         try:
             bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
             if bc.ca:
@@ -444,15 +550,16 @@ class CardVerifier:
             not_after=not_after.timestamp(),
             warn_from=warn_from.timestamp(),
             public_key=key,
-            signed_by_card=signature_checker(key),
+            signed_by_card=signed_by_card,
             expiring_warning=warning_bytes(WARNING_CODE_CARD_CERTIFICATE_EXPIRING,
                                            f"card certificate expires on {jst}: renew at the municipality"),
         )
 
     # -- one proof ----------------------------------------------------------
     def verify(self, certificate_der: bytes, facility_code: str, timestamp_unix: int, nonce: bytes,
-               signature: bytes, caller_facility: str | None) -> Proof:
-        """Verify a card proof; raises MalformedProof or CardProofError.
+               signature: bytes, caller_facility: str | None, *, purpose: str) -> Proof:
+        """Verify a card proof for `purpose` (the RPC being served, one of
+        PURPOSES); raises MalformedProof or CardProofError.
 
         caller_facility is the facility code of the mTLS caller; None only for
         trusted callers that are not facilities (the person's own portal).
@@ -480,7 +587,7 @@ class CardVerifier:
             raise CardProofError("CARD_PROOF_FACILITY_MISMATCH")
         if abs(now - timestamp_unix) > self.freshness:
             raise CardProofError("CARD_PROOF_STALE", f"{int(timestamp_unix - now)} s from server clock")
-        if not card.signed_by_card(signature, challenge_bytes(facility_code, timestamp_unix, nonce)):
+        if not card.signed_by_card(signature, challenge_bytes(purpose, facility_code, timestamp_unix, nonce)):
             raise CardProofError("CARD_SIGNATURE_INVALID")
         # Only a correctly signed challenge consumes its nonce, so garbage cannot
         # burn nonces a real card is about to use.
@@ -488,13 +595,15 @@ class CardVerifier:
             fresh = self.replays.add(nonce, now)
         except ReplayCacheFull:
             raise CardProofError("CARD_PROOF_CAPACITY") from None
+        except OSError as exc:  # the table's lock cannot be taken: refuse (fail closed)
+            raise CardProofError("CARD_PROOF_UNAVAILABLE", str(exc)) from None
         if not fresh:
             raise CardProofError("CARD_PROOF_REPLAYED")
         return Proof(card, nonce, card.expiring_warning if now >= card.warn_from else b"")
 
-    def verify_request(self, request, caller_facility: str | None) -> Proof:
+    def verify_request(self, request, caller_facility: str | None, *, purpose: str) -> Proof:
         """Verify the proof fields of a CheckByCardRequest (or any message with
-        card_certificate, challenge, card_signature)."""
+        card_certificate, challenge, card_signature) for `purpose`."""
         ch = request.challenge
         return self.verify(request.card_certificate, ch.facility_code, ch.timestamp_unix, ch.nonce,
-                           request.card_signature, caller_facility)
+                           request.card_signature, caller_facility, purpose=purpose)

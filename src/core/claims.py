@@ -55,6 +55,7 @@ FLAG_BURDEN_RATIO = claims_pb2.CERTIFICATE_FLAG_BURDEN_RATIO
 BILLED = -1  # payer key of a run paid by the billed qualification
 
 _HEADER = history.HEADER
+_VERSION = history.VERSION
 _ENTRY = history.ENTRY
 
 
@@ -69,11 +70,12 @@ def billed_covers(value: bytes, number_hash: int | None, birth_day: int, first_d
     if person_birth != birth_day or version != history.VERSION:
         return False
     if count == 1:
-        acq, loss, nhash, _, _ = _ENTRY.unpack_from(value, _HEADER.size)
+        acq, loss, nhash, *_ = _ENTRY.unpack_from(value, _HEADER.size)
         return acq <= first_day and last_day < loss and (number_hash is None or nhash == number_hash)
     if number_hash is None:
         return False
-    for acq, loss, nhash, _, _ in _ENTRY.iter_unpack(value[_HEADER.size:_HEADER.size + count * _ENTRY.size]):
+    # every view of a qualification carries its acquisition and loss days
+    for acq, loss, nhash, *_ in _ENTRY.iter_unpack(value[_HEADER.size:_HEADER.size + count * _ENTRY.size]):
         if nhash == number_hash and acq <= first_day and last_day < loss:
             return True
     return False
@@ -81,9 +83,10 @@ def billed_covers(value: bytes, number_hash: int | None, birth_day: int, first_d
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """Consecutive visit days paid by one qualification (entry index, or BILLED)."""
+    """Consecutive visit days paid by one qualification (the entry index of its
+    first view, or BILLED)."""
     payer: int
-    entry: int  # the entry whose numbers to bill (a billed entry when payer == BILLED)
+    entry: int  # the view shown on first_day, whose numbers to bill (a billed one when payer == BILLED)
     first_day: int
     last_day: int
     days: int  # visit days in the run
@@ -103,12 +106,13 @@ def payer_runs(entries: list[history.Entry], billed_hash: int | None,
                visit_days: list[int]) -> tuple[list[Run], int | None]:
     """Runs of payers over the (sorted) visit days; or ([], first uncovered day)."""
     runs: list[Run] = []
+    first_view = _first_views(entries)
     for day in visit_days:
         best = -1
         best_key = None
         billed = -1
         for i, e in enumerate(entries):
-            if e.acquisition_day <= day < e.loss_day:
+            if e.acquisition_day <= day < e.loss_day and history.shown(e, day):
                 if billed_hash is not None and e.number_hash == billed_hash:
                     if billed < 0:
                         billed = i
@@ -118,7 +122,7 @@ def payer_runs(entries: list[history.Entry], billed_hash: int | None,
         if billed >= 0:
             payer, entry = BILLED, billed
         elif best >= 0:
-            payer, entry = best, best
+            payer, entry = first_view[best], best
         else:
             return [], day
         if runs and runs[-1].payer == payer:
@@ -127,6 +131,27 @@ def payer_runs(entries: list[history.Entry], billed_hash: int | None,
         else:
             runs.append(Run(payer, entry, day, day, 1))
     return runs, None
+
+
+def _first_views(entries: list[history.Entry]) -> list[int]:
+    """For each entry, the index of its qualification's first view."""
+    out: list[int] = []
+    for i, e in enumerate(entries):
+        p = entries[out[-1]] if out else None
+        same = p is not None and (p.acquisition_day, p.loss_day, p.number_hash) == (
+            e.acquisition_day, e.loss_day, e.number_hash)
+        out.append(out[-1] if same else i)
+    return out
+
+
+def _view_on(entries: list[history.Entry], like: int, day: int) -> int:
+    """The view of entry `like`'s qualification shown on `day` (else `like`)."""
+    q = entries[like]
+    for i, e in enumerate(entries):
+        if (e.acquisition_day, e.loss_day, e.number_hash) == (q.acquisition_day, q.loss_day, q.number_hash) \
+                and history.shown(e, day):
+            return i
+    return like
 
 
 def decide(value: bytes, billed_hash: int, claimed_birth_day: int, visit_days: list[int], *,
@@ -166,11 +191,11 @@ def decide_identified(value: bytes, visit_days: list[int]) -> Decision:
 
 def _billed_entry(entries, billed_hash, first_day) -> int | None:
     """The billed qualification to compare certificates with: the last one of the
-    billed number begun by the first visit day, else its first one."""
+    billed number begun by the first visit day (its view then), else its first one."""
     mine = [i for i, e in enumerate(entries) if e.number_hash == billed_hash]
     if not mine:
         return None
-    begun = [i for i in mine if entries[i].acquisition_day <= first_day]
+    begun = [i for i in mine if entries[i].acquisition_day <= first_day and history.shown(entries[i], first_day)]
     return begun[-1] if begun else mine[0]
 
 
@@ -198,11 +223,11 @@ def certificate_view(q: qualification_pb2.Qualification, day: int) -> tuple:
 
 
 def certificate_flags(entries: list[history.Entry], billed_entry: int, runs: list[Run]) -> list[int]:
-    billed_q = history.unframe(entries[billed_entry].payload)
     flags: set[int] = set()
     for run in runs:
         if run.payer == BILLED:
             continue
+        billed_q = history.unframe(entries[_view_on(entries, billed_entry, run.first_day)].payload)
         a = certificate_view(billed_q, run.first_day)
         b = certificate_view(history.unframe(entries[run.entry].payload), run.first_day)
         if a[0] != b[0]:
@@ -390,8 +415,9 @@ class Verifier:
     # The common claim (ASCII number of a known insurer, dates seen before, no
     # visit_days) is prepared inline from caches; anything else goes through
     # _prepare, which also fills the caches and reports malformed claims.
-    def verify(self, claims, base: int = 0) -> claims_pb2.VerifyClaimsResponse:
-        """Verdicts for claims[i]; `base`: the index of claims[0] in the whole batch (for errors)."""
+    def verify(self, claims, base: int = 0, *, facility: bool = False) -> claims_pb2.VerifyClaimsResponse:
+        """Verdicts for claims[i]; `base`: the index of claims[0] in the whole batch (for errors);
+        `facility`: for a facility's pre-submission check (fill_verdict withholds other payers)."""
         n = len(claims)
         if n > MAX_BATCH:
             raise ClaimError([("claims", f"at most {MAX_BATCH} claims per batch")])
@@ -447,7 +473,7 @@ class Verifier:
                 except struct.error:  # a record with no entries
                     count = 0
                 # one qualification, reached through the number index: it is the billed one
-                if count == 1 and person_birth == birth and acq <= first and last < loss and version == 1:
+                if count == 1 and person_birth == birth and acq <= first and last < loss and version == _VERSION:
                     continue
             d = self._settle(value, keys[j], birth, first, last, days, claims[i])
             if d is not None:
@@ -461,7 +487,7 @@ class Verifier:
         verdicts = resp.verdicts
         for i, d in settled.items():
             if d.outcome != OK:
-                fill_verdict(verdicts[i], d, claims[i].points)
+                fill_verdict(verdicts[i], d, claims[i].points, facility=facility)
         return resp
 
     def verify_serialized(self, raw: bytes, facility: str | None = None, record: bool = False,
@@ -512,7 +538,7 @@ class Verifier:
                     version, count, person_birth, acq, loss = head(value)
                 except struct.error:
                     count = 0
-                if count == 1 and person_birth == birth and acq <= first and last < loss and version == 1:
+                if count == 1 and person_birth == birth and acq <= first and last < loss and version == _VERSION:
                     continue
             settled[i] = self._settle(value, keys[j], birth, first, last, days, claims[i])
         for i, birth, first, last, days, c in unknown_claims:
@@ -526,7 +552,7 @@ class Verifier:
                 v = claims_pb2.Verdict(claim_id=c.claim_id, outcome=OK)
             else:
                 v = claims_pb2.Verdict(claim_id=c.claim_id)
-                fill_verdict(v, d, c.points)
+                fill_verdict(v, d, c.points, facility=facility is not None)
                 spliced.append((i, v.SerializeToString()))
             if record:
                 recorded.append((i, *ledger_row(c, v, self._normalized)))
@@ -541,7 +567,7 @@ class Verifier:
                 if c.facility_code != facility:
                     return ("denied", _denied(base + i, c, facility))
         try:
-            response = self.verify(claims, base)
+            response = self.verify(claims, base, facility=facility is not None)
         except ClaimError as exc:
             return ("invalid", exc.violations)
         items = ledger_items(claims, response, self._normalized) if record else None
@@ -666,8 +692,20 @@ class Verifier:
         return first, last, days
 
 
-def fill_verdict(v: claims_pb2.Verdict, d: Decision, points: int) -> None:
-    """A non-OK decision into its verdict: reason, flags, segments with their points."""
+WITHHELD = ("the claim goes to the insurer that covered the visit days, which the review body "
+            "re-routes it to (振替); a pre-submission check by number does not name it")
+
+
+def fill_verdict(v: claims_pb2.Verdict, d: Decision, points: int, *, facility: bool = False) -> None:
+    """A non-OK decision into its verdict: reason, flags, segments with their points.
+
+    `facility`: the caller is a facility checking before it submits. A claim
+    carries a typed number, and seed 004 forbids a lost number to reveal the
+    person's newer qualification 「健康保険証によりオン資確認を行う場合は…当該資格が
+    喪失している場合に、患者の直近の資格情報を確認することはできない」: the facility
+    learns the outcome and the segments its billed qualification pays, never
+    another insurer's numbers (the review body, which re-routes, sees them); nor
+    whom a 不詳 declaration identified."""
     v.outcome = d.outcome
     v.return_reason = d.return_reason
     v.detail = d.detail
@@ -675,6 +713,9 @@ def fill_verdict(v: claims_pb2.Verdict, d: Decision, points: int) -> None:
     if d.runs:
         _, entries = history.parse_history(d.value)
         for run, pts in zip(d.runs, run_points(points, d.runs)):
+            if facility and run.payer != BILLED:
+                v.detail = WITHHELD
+                continue
             q = history.unframe(entries[run.entry].payload)
             v.segments.add(first_day=dates.to_proto(dates.from_day(run.first_day)),
                            last_day=dates.to_proto(dates.from_day(run.last_day)),

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 
 from onshi.core import dates
+from onshi.core.infile import InputError, Output, TextLines, csv_header, csv_records, open_input
 from onshi.v1 import claims_pb2 as cpb
 
 EXIT_BAD_INPUT = 2
+EXIT_NO_ANSWER = 1
 BATCH = 5_000
 
 IN_COLUMNS = ("claim_id", "facility_code", "insurer_number", "symbol", "number", "branch", "birth_date",
               "first_visit_date", "last_visit_date", "visit_days", "kind", "public_expense_numbers",
               "high_cost", "points", "decl_name", "decl_name_kana", "decl_sex", "decl_address",
-              "decl_postcode", "decl_employer", "decl_insurer_name", "decl_insurer_number")
+              "decl_postcode", "decl_employer", "decl_insurer_name", "decl_insurer_number",
+              "decl_other_addresses")
 REQUIRED = ("claim_id", "insurer_number", "number", "birth_date", "first_visit_date")
 OUT_COLUMNS = ("claim_id", "outcome", "insurer_number", "symbol", "number", "branch", "segments",
                "return_reason", "detail", "flags")
@@ -86,24 +90,27 @@ def parse_row(row: dict, line: int) -> cpb.Claim:
         birth_date=_date(row, "birth_date", line), first_visit_date=first, last_visit_date=last,
         visit_days=visit_days, kind=kind, public_expense_numbers=_split(row.get("public_expense_numbers")),
         high_cost=(row.get("high_cost") or "").strip().lower() in TRUE, points=points)
-    decl = {k[5:]: (row.get(k) or "").strip() for k in IN_COLUMNS if k.startswith("decl_") and k != "decl_sex"}
+    decl = {k[5:]: (row.get(k) or "").strip() for k in IN_COLUMNS
+            if k.startswith("decl_") and k not in ("decl_sex", "decl_other_addresses")}
+    others = [a.strip() for a in (row.get("decl_other_addresses") or "").split("|") if a.strip()]
     sex = SEXES.get((row.get("decl_sex") or "").strip().lower())
     if sex is None:
         raise BadRow(line, "decl_sex", "M/F or 1/2")
-    if any(decl.values()) or sex:
-        claim.declaration.CopyFrom(cpb.SelfDeclaration(sex=sex, **decl))
+    if any(decl.values()) or sex or others:
+        claim.declaration.CopyFrom(cpb.SelfDeclaration(sex=sex, other_addresses=others, **decl))
     return claim
 
 
-def read_claims(stream, batch: int = BATCH) -> Iterator[tuple[list[cpb.Claim], list[int]]]:
+def read_claims(lines_in: TextLines, batch: int = BATCH) -> Iterator[tuple[list[cpb.Claim], list[int]]]:
     """Batches of (claims, their line numbers)."""
-    reader = csv.DictReader(stream)
-    missing = [c for c in REQUIRED if c not in (reader.fieldnames or ())]
+    reader = csv.DictReader(lines_in)
+    header = csv_header(reader, lines_in)
+    missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise BadRow(1, missing[0], "column missing from the header")
     claims: list[cpb.Claim] = []
     lines: list[int] = []
-    for row in reader:
+    for row in csv_records(reader, lines_in):
         line = reader.line_num
         claims.append(parse_row(row, line))
         lines.append(line)
@@ -185,63 +192,115 @@ def _local_results(data: str, batches):
         engine.close()
 
 
-def _remote_results(target: str, batches, metadata):
-    """Stream the batches to ClaimService; yields (claims, lines, response)."""
-    import grpc
-    from onshi.server.errors import field_violations
-    from onshi.v1 import claims_pb2_grpc
-
-    pending: list = []
-
-    def requests():
-        for claims, lines in batches:
-            pending.append((claims, lines))
-            yield cpb.VerifyClaimsRequest(claims=claims)
-
-    channel = grpc.insecure_channel(target, options=(("grpc.max_receive_message_length", 64 << 20),
-                                                     ("grpc.max_send_message_length", 64 << 20)))
-    try:
-        for response in claims_pb2_grpc.ClaimServiceStub(channel).VerifyClaims(requests(), metadata=metadata):
-            claims, lines = pending.pop(0)
-            yield claims, lines, response
-    except grpc.RpcError as exc:
-        violations = field_violations(exc) if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else []
-        if violations and pending:
-            raise _bad_batch(violations, pending[0][1]) from None
-        raise BadRow(0, "ClaimService", f"{exc.code().name}: {exc.details()}") from None
-    finally:
-        channel.close()
+class NoAnswer(Exception):
+    """ClaimService gave no answer (unreachable, stopped answering, failed): exit 1."""
 
 
-class _CountingLines:
-    """Text lines of a file, counting the bytes read (for the progress bar;
-    a text file's tell() is unavailable while iterating)."""
+class _ClaimStream:
+    """The batches streamed to ClaimService, answered in order: each response is
+    the verdicts of the oldest batch still pending. A bad row found while the
+    stream runs ends the requests; it is raised once the server has answered
+    what was sent."""
 
-    def __init__(self, stream):
-        self.stream = stream
-        self.position = 0
+    def __init__(self, connection, batches, metadata):
+        from onshi.server import client
 
-    def __iter__(self):
-        for line in self.stream:
-            self.position += len(line.encode("utf-8", "replace"))
-            yield line
+        self.connection = connection
+        self.batches = batches
+        self.metadata = connection.metadata + tuple(metadata)
+        self.pending: list[tuple[list, list[int]]] = []
+        self.failure: Exception | None = None
+        self.watch = client.AnswerWatch(connection.timeout)
+
+    def requests(self):
+        try:
+            for claims, lines in self.batches:
+                self.pending.append((claims, lines))
+                self.watch.sent()
+                yield cpb.VerifyClaimsRequest(claims=claims)
+        except (BadRow, InputError) as exc:
+            self.failure = exc
+
+    def results(self):
+        """Yields (claims, lines, response)."""
+        import grpc
+        from onshi.server import client
+        from onshi.server.errors import field_violations
+        from onshi.v1 import claims_pb2_grpc
+
+        connection = self.connection
+        call = claims_pb2_grpc.ClaimServiceStub(connection.channel).VerifyClaims(self.requests(),
+                                                                                metadata=self.metadata)
+        self.watch.start(call)
+        try:
+            for response in call:
+                self.watch.answered()
+                claims, lines = self.pending.pop(0)
+                yield claims, lines, response
+        except grpc.RpcError as exc:
+            if self.watch.expired:
+                raise NoAnswer(f"no answer from {connection.target} within {connection.timeout:g} s") from None
+            violations = field_violations(exc) if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else []
+            if violations and self.pending:
+                raise _bad_batch(violations, self.pending[0][1]) from None
+            line = client.no_answer(exc, connection.target, secure=connection.secure, timeout=connection.timeout)
+            if client.exit_code_of(exc) == client.EXIT_NO_ANSWER:
+                raise NoAnswer(line) from None
+            raise BadRow(0, "ClaimService", line) from None
+        finally:
+            self.watch.close()
+        if self.failure is not None:
+            raise self.failure
 
 
 def run_verify(args) -> int:
-    source = sys.stdin if args.input == "-" else open(args.input, newline="", encoding="utf-8-sig")
-    total = None if args.input == "-" else os.fstat(source.fileno()).st_size
-    sink = sys.stdout if args.output == "-" else open(args.output, "w", newline="", encoding="utf-8")
+    try:
+        source = open_input(args.input)
+    except InputError as exc:
+        print(f"onshi claims verify: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    connection = sink = None
+    try:
+        if args.target:
+            from onshi.server import client
+
+            try:
+                connection = client.connect(args, f"facility:{args.facility}" if args.facility else "review",
+                                            options=(("grpc.max_receive_message_length", 64 << 20),
+                                                     ("grpc.max_send_message_length", 64 << 20)))
+            except client.ConnectError as exc:
+                print(f"onshi claims verify: {exc}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+        sink = Output(args.output)
+        return _verify(args, source, sink, connection)
+    except InputError as exc:
+        print(f"onshi claims verify: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        if sink is not None:
+            sink.discard()  # nothing left to discard after commit()
+        if connection is not None:
+            connection.close()
+        if source is not sys.stdin.buffer:
+            source.close()
+
+
+def _verify(args, source, sink: Output, connection) -> int:
+    total = None
+    if source is not sys.stdin.buffer:
+        st = os.fstat(source.fileno())
+        total = st.st_size if stat.S_ISREG(st.st_mode) else None
     progress = Progress(total, enabled=args.progress or (sys.stderr.isatty() and not args.quiet))
     counts: Counter[str] = Counter()
     done = 0
-    lines_in = _CountingLines(source)
+    lines_in = TextLines(source, "stdin" if args.input == "-" else args.input)
     try:
-        writer = csv.writer(sink)
+        writer = csv.writer(sink.file)
         writer.writerow(OUT_COLUMNS)
         batches = read_claims(lines_in, args.batch)
-        if args.target:
-            md = (("x-onshi-facility", args.facility),) if args.facility else None
-            results = _remote_results(args.target, batches, md)
+        if connection is not None:
+            md = (("x-onshi-facility", args.facility),) if args.facility else ()
+            results = _ClaimStream(connection, batches, md).results()
         else:
             results = _local_results(args.data, batches)
         for claims, _lines, response in results:
@@ -251,14 +310,17 @@ def run_verify(args) -> int:
             done += len(claims)
             progress.update(done, lines_in.position)
         progress.update(done, lines_in.position, final=True)
-    except BadRow as exc:
+        sink.commit()
+    except (BadRow, InputError) as exc:
         print(f"onshi claims verify: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    finally:
-        if sink is not sys.stdout:
-            sink.close()
-        if source is not sys.stdin:
-            source.close()
+    except NoAnswer as exc:
+        print(f"onshi claims verify: {exc}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    except OSError as exc:  # the local store: missing, unreadable
+        print(f"onshi claims verify: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"{done} claims verified")
     for name in ("OK", "REROUTE", "SPLIT", "RESOLVED_UNKNOWN", "UNRESOLVED", "RETURN"):
         print(f"  {name:<16} {counts.get(name, 0)}")
@@ -282,6 +344,9 @@ def register(subparsers) -> None:
     verify.add_argument("--batch", type=int, default=BATCH, help=f"claims per batch (default {BATCH})")
     verify.add_argument("--progress", action="store_true", help="draw the progress bar even if stderr is not a terminal")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    from onshi.server import client  # the command's client side (a CLI module, not the claims rules)
+
+    client.add_arguments(verify, target=False, identity_help="default review, or facility:CODE with --facility")
     verify.set_defaults(func=_run)
 
 

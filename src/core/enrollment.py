@@ -8,9 +8,16 @@ leaves nothing but its outcome record.
 
 Order of the checks for one update (DOMAIN.md §4):
   1. idempotency: (insurer, update_id) seen before -> DUPLICATE, same outcome;
-  2. the registry: resident known, basic information matches -> else QUARANTINED;
-  3. an earlier update of this resident from this insurer waits in quarantine ->
+  2. an earlier update of this resident from this insurer waits in quarantine ->
      QUARANTINED (held behind it, so updates never apply out of order);
+  3. a new registration (seed 004: 「すべての新規登録データ」 — acquisitions,
+     dependent additions, basic information changes; card linking too) is
+     checked against the registry: resident known, basic information matches
+     -> else QUARANTINED. A loss, a dependent removal or an amendment ends or
+     changes a qualification already registered: it is matched to that
+     qualification instead (the resident's, by insured number; birth date and
+     sex as registered with it), not to today's registry, so it takes effect
+     after the person moved or married;
   4. the change against the history (a loss needs an open qualification, a
      number may not belong to another person...) -> REJECTED with violations;
   5. applied -> ACCEPTED; notices to other insurers still showing the person insured.
@@ -35,7 +42,7 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
-from onshi.core import dates, history, identifiers, registry
+from onshi.core import dated, dates, history, identifiers, persons, registry
 from onshi.core.identifiers import InvalidIdentifier
 from onshi.core.store import link_id_of, link_key
 from onshi.core.writer import WriteTxn
@@ -60,6 +67,7 @@ SEP = b"\x1f"
 ADDING = ("acquisition", "dependent_addition")
 ENDING = ("loss", "dependent_removal")
 AMENDING = ("burden_ratio_change", "certificates_change", "subsidies_change")
+REGISTERING = ADDING + ("basic_information_change",)  # checked against the registry
 
 
 def open_dbs(writer) -> None:
@@ -197,12 +205,17 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
         elif kind == "burden_ratio_change":
             if change.burden_ratio_percent not in BURDEN_RATIOS:
                 v.append((f"{kind}.burden_ratio_percent", "must be 10, 20 or 30"))
+            _check_date(change.effective_date, f"{kind}.effective_date", v)
         elif kind == "certificates_change":
             _check_certificates(change.elderly_recipient if change.HasField("elderly_recipient") else None,
                                 change.limit_amount if change.HasField("limit_amount") else None,
                                 change.specific_diseases, kind, v)
+            _check_date(change.effective_date, f"{kind}.effective_date", v)
         elif kind == "subsidies_change":
             _check_subsidies(change.subsidies, f"{kind}.subsidies", v)
+            _check_date(change.effective_date, f"{kind}.effective_date", v)
+    elif update.basic_information_change.HasField("effective_date"):
+        _check_date(update.basic_information_change.effective_date, "basic_information_change.effective_date", v)
     if v:
         raise Invalid(v)
     return Checked(update, insurer, resident_id or "", kind, number_key,
@@ -318,9 +331,14 @@ def apply_update_raw(wtxn: WriteTxn, checked: Checked, now: float) -> bytes:
     first = wtxn.get("applied", checked.applied_key)
     if first is not None:
         return duplicate_ack(first).SerializeToString(deterministic=True)
-    ack = _registry_gate(wtxn, checked, now)
+    stored = _Stored(wtxn, checked.resident_id)
+    ack = _registry_gate(wtxn, checked, now, stored)
     if ack is None:
-        ack = _apply_change(wtxn, checked, now)
+        ack = _apply_change(wtxn, checked, now, stored)
+    if ack is None and checked.kind in REGISTERING:
+        loose = loose_matches(wtxn, checked.resident_id, checked.update.person, checked.person_bytes or None)
+        if loose:
+            ack = pb.EnrollmentAck(update_id=checked.update_id, outcome=ACCEPTED, loose_matches=loose)
     raw = accepted_ack_bytes(checked.update_id) if ack is None else ack.SerializeToString(deterministic=True)
     wtxn.put("applied", checked.applied_key, raw)
     return raw
@@ -355,18 +373,75 @@ def duplicate_ack(stored: bytes) -> pb.EnrollmentAck:
     return ack
 
 
-def _registry_gate(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck | None:
+class _Stored:
+    """A resident's link and history rows, read once per update in its
+    transaction (the gate and the change both look at them)."""
+
+    __slots__ = ("wtxn", "resident_id", "_read", "link_id", "birth_day", "rows")
+
+    def __init__(self, wtxn: WriteTxn, resident_id: str):
+        self.wtxn = wtxn
+        self.resident_id = resident_id
+        self._read = False
+
+    def get(self) -> tuple[int | None, int | None, list[history.Row]]:
+        if not self._read:
+            self.link_id = link_of_resident(self.wtxn, self.resident_id)
+            self.birth_day, self.rows = (self.wtxn.history_rows(self.link_id) if self.link_id is not None
+                                         else (None, []))
+            self._read = True
+        return self.link_id, self.birth_day, self.rows
+
+
+def _registry_gate(wtxn: WriteTxn, checked: Checked, now: float,
+                   stored: _Stored | None = None) -> pb.EnrollmentAck | None:
     """QUARANTINED ack if the update may not apply yet, else None."""
     held = wtxn.first("quarantine_held", _held_prefix(checked))
     if held is not None:
         blocker = int.from_bytes(held[0][-8:], "big")
         return quarantine(wtxn, checked.update, checked, [HELD_BEHIND],
                           f"waits behind quarantined update {blocker} of the same resident", now)
-    reasons, message = registry_reasons(wtxn, checked.resident_id, checked.update.person,
-                                       checked.person_bytes or None)
+    reasons, message = gate_reasons(wtxn, checked, checked.update.person, checked.person_bytes or None, stored)
     if reasons:
         return quarantine(wtxn, checked.update, checked, reasons, message, now)
     return None
+
+
+def gate_reasons(wtxn: WriteTxn, checked: Checked, person: qpb.Person,
+                 person_bytes: bytes | None = None, stored: _Stored | None = None) -> tuple[list[int], str]:
+    """Why an update may not apply yet: a registration against the registry, a
+    change of a registered qualification against that qualification."""
+    if checked.kind in REGISTERING:
+        return registry_reasons(wtxn, checked.resident_id, person, person_bytes)
+    return qualification_reasons(stored or _Stored(wtxn, checked.resident_id), checked, person)
+
+
+def qualification_reasons(stored: _Stored, checked: Checked, person: qpb.Person) -> tuple[list[int], str]:
+    """A loss or an amendment names its qualification by resident and insured
+    number; the facts that never change — birth date and sex — must be those
+    registered with it (name and address may have moved on since). A number the
+    resident does not hold is step 4's rejection, not a mismatch."""
+    _, _, rows = stored.get()
+    index = _find(rows, checked.number_key, open_only=checked.kind in ENDING)
+    if index is None:
+        return [], ""
+    registered_birth, registered_sex = _birth_and_sex(rows[index].person)
+    reasons = []
+    if (person.birth_date.year, person.birth_date.month, person.birth_date.day) != registered_birth:
+        reasons.append(pb.QUARANTINE_REASON_BIRTH_DATE_MISMATCH)
+    if person.sex != registered_sex:
+        reasons.append(pb.QUARANTINE_REASON_SEX_MISMATCH)
+    if not reasons:
+        return [], ""
+    names = [pb.QuarantineReason.Name(r).removeprefix("QUARANTINE_REASON_").removesuffix("_MISMATCH").lower()
+             for r in reasons]
+    return reasons, "does not match the qualification it changes: " + ", ".join(names)
+
+
+@functools.lru_cache(maxsize=1 << 14)  # a stream amends the same persons' rows again and again
+def _birth_and_sex(person_bytes: bytes) -> tuple[tuple[int, int, int], int]:
+    p = qpb.Person.FromString(person_bytes)
+    return (p.birth_date.year, p.birth_date.month, p.birth_date.day), p.sex
 
 
 def registry_reasons(wtxn: WriteTxn, resident_id: str, person: qpb.Person,
@@ -379,6 +454,18 @@ def registry_reasons(wtxn: WriteTxn, resident_id: str, person: qpb.Person,
         return reasons, ""
     names = [pb.QuarantineReason.Name(r).removeprefix("QUARANTINE_REASON_").removesuffix("_MISMATCH").lower() for r in reasons]
     return reasons, "basic information does not match the registry: " + ", ".join(names)
+
+
+def loose_matches(wtxn: WriteTxn, resident_id: str, person: qpb.Person,
+                  person_bytes: bytes | None = None) -> list[pb.LooseMatch]:
+    """The fields that matched the resident's record only by a loose rule (none
+    when the person does not match at all): kept in the ACCEPTED ack for the
+    insurer's clerk. The verdict is the one registry_reasons just made (cached)."""
+    raw = wtxn.get("registry", resident_id.encode())
+    if raw is None:
+        return []
+    verdict = registry.stored_verdict(raw, person, person_bytes)
+    return [] if verdict.reasons else verdict.loose_matches()
 
 
 def _held_prefix(checked: Checked) -> bytes:
@@ -434,32 +521,43 @@ def _day(d) -> int:
     return dates.proto_day(d)
 
 
+def apply_day(now: float) -> int:
+    """The day (JST) an update is applied: when an undated change takes effect."""
+    return int((now + 9 * 3600) // 86400)
+
+
+def _effective(change, now: float) -> int:
+    return _day(change.effective_date) if change.HasField("effective_date") else apply_day(now)
+
+
 def apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck:
     """Step 4-5: the change against the person's history (registry already checked)."""
-    ack = _apply_change(wtxn, checked, now)
+    ack = _apply_change(wtxn, checked, now, _Stored(wtxn, checked.resident_id))
     return ack if ack is not None else pb.EnrollmentAck(update_id=checked.update_id, outcome=ACCEPTED)
 
 
-def _apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck | None:
+def _apply_change(wtxn: WriteTxn, checked: Checked, now: float, stored: _Stored) -> pb.EnrollmentAck | None:
     """`apply_change`; None when accepted (written), else the REJECTED ack.
 
     The history stays encoded (history.Row): a qualification is decoded only
     when a rule needs more than its number and days, and only changed ones are
-    re-encoded, from rows built here with the number key already known."""
+    re-encoded, with the number key already known. Each qualification keeps the
+    person its own insurer registered; a registration also moves the person's
+    own line of details (persons.py) on."""
     update, kind = checked.update, checked.kind
-    link_id = link_of_resident(wtxn, checked.resident_id)
-    old_person, rows = wtxn.history_rows(link_id) if link_id is not None else (None, [])
+    link_id, birth_day, rows = stored.get()
     old_keys = {row.number_key for row in rows}  # numbers never change below
-    kept: list[history.Row | None] = list(rows)
-    quals: list[qpb.Qualification | None] = [None] * len(rows)  # decoded on demand
+    rows = list(rows)
     notices: list[pb.InsurerNotice] = []
+    timeline = old_timeline = wtxn.persons(link_id) if link_id is not None and kind in REGISTERING else None
+    person_bytes = checked.person_bytes or update.person.SerializeToString(deterministic=True)
 
     def reject(field: str, description: str) -> pb.EnrollmentAck:
         return rejected_ack(update.update_id, [(field, description)])
 
     if kind in ADDING:
         source = getattr(update, kind).qualification
-        prefix = f"{kind}.qualification"
+        prefix = _QUALIFICATION_PREFIX[kind]
         owner = wtxn.link_of_number(checked.number_key)
         if owner is not None and owner != link_id:
             return reject(f"{prefix}.number", "this insured number belongs to another person")
@@ -468,7 +566,7 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.Enrollment
             if row.number_key == checked.number_key and row.loss_day > new_acq:
                 return reject(f"{prefix}.acquisition_date",
                               "this person already holds this insured number on that date")
-        if len(rows) >= 255:
+        if len(rows) >= history.MAX_QUALIFICATIONS:
             return reject(prefix, "too many qualifications for one person")
         q = qpb.Qualification()
         q.CopyFrom(source)
@@ -489,48 +587,65 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float) -> pb.Enrollment
                 new_insurer_number=checked.insurer_number,
                 new_acquisition_date=source.acquisition_date,
                 created_time=_timestamp(now)))
-        quals.append(q)
-        kept.append(history.encode_row(q, checked.number_key))
+        timeline = persons.add(timeline or [], new_acq, person_bytes)
+        birth_day = _day(update.person.birth_date) if birth_day is None else birth_day
+        rows.append(history.encode_row(q, person_bytes, birth_day, checked.number_key))
     elif kind == "basic_information_change":
         own = _own_numbers(checked)
-        if not any(row.number_key.startswith(own) for row in rows):
+        mine = [i for i, row in enumerate(rows) if row.number_key.startswith(own)]
+        if not mine:
             return reject("resident_id", "this insurer holds no qualification of this resident")
+        today = apply_day(now)
+        open_ = [i for i in mine if rows[i].loss_day > today]
+        for i in open_ or [max(mine, key=lambda i: rows[i].acquisition_day)]:
+            rows[i] = rows[i]._replace(person=person_bytes)
+        timeline = persons.add(timeline or [], _effective(update.basic_information_change, now), person_bytes)
     else:
         change = getattr(update, kind)
         index = _find(rows, checked.number_key, open_only=kind in ENDING)
         if index is None:
             what = "no open qualification" if kind in ENDING else "no qualification"
             return reject(f"{kind}.insured_number", f"{what} with this insured number for this resident")
-        q = quals[index] = history.qualification(rows[index])
+        row = rows[index]
+        if kind in ENDING and _day(change.loss_date) <= row.acquisition_day:
+            return reject(f"{kind}.loss_date", "must be after the acquisition date")
+        # A qualification with nothing dated (most) is changed as a message; the
+        # rest through its dated account (onshi.core.dated), which cuts its views.
+        plain = history.plain_qualification(row)
+        ratio_from_start = kind == "burden_ratio_change" and _effective(change, now) <= row.acquisition_day
+        if plain is not None and (kind in ENDING or ratio_from_start):
+            changed: qpb.Qualification | dated.Dated = plain
+            static = plain
+        else:
+            changed = history.dated(row)
+            static = changed.qualification
         if kind in ENDING:
-            if _day(change.loss_date) <= rows[index].acquisition_day:
-                return reject(f"{kind}.loss_date", "must be after the acquisition date")
-            if kind == "dependent_removal" and q.relationship != qpb.RELATIONSHIP_DEPENDENT:
+            if kind == "dependent_removal" and static.relationship != qpb.RELATIONSHIP_DEPENDENT:
                 return reject(f"{kind}.insured_number", "not a dependent's qualification (send a loss)")
-            q.loss_date.CopyFrom(change.loss_date)
-            q.loss_reason = change.loss_reason
+            static.loss_date.CopyFrom(change.loss_date)
+            static.loss_reason = change.loss_reason
+        elif isinstance(changed, qpb.Qualification):
+            changed.burden_ratio_percent = change.burden_ratio_percent
         elif kind == "burden_ratio_change":
-            q.burden_ratio_percent = change.burden_ratio_percent
+            dated.change_ratio(changed, change.burden_ratio_percent, _effective(change, now))
         elif kind == "certificates_change":
-            for name in ("elderly_recipient", "limit_amount"):
-                if change.HasField(name):
-                    getattr(q, name).CopyFrom(getattr(change, name))
-                else:
-                    q.ClearField(name)
-            del q.specific_diseases[:]
-            q.specific_diseases.extend(change.specific_diseases)
+            dated.change_certificates(changed, change.elderly_recipient if change.HasField("elderly_recipient") else None,
+                                      change.limit_amount if change.HasField("limit_amount") else None,
+                                      change.specific_diseases, _effective(change, now))
         elif kind == "subsidies_change":
-            del q.subsidies[:]
-            q.subsidies.extend(change.subsidies)
-        kept[index] = history.encode_row(q, rows[index].number_key)  # the number itself never changes
+            dated.change_subsidies(changed, change.subsidies, _effective(change, now))
+        # the number and the person never change here
+        rows[index] = history.encode_row(changed, row.person, birth_day, row.number_key)
 
     # Accepted: every check passed; now write.
     if link_id is None:
         link_id = wtxn.new_link_id()
         wtxn.put("resident_link", checked.resident_id.encode(), link_key(link_id))
-    wtxn.put_history(link_id, update.person, quals, old=(old_person, old_keys), kept=kept,
-                     person_bytes=checked.person_bytes or None,
-                     unowned=checked.number_key if kind in ADDING else None)  # its owner was checked above
+    if timeline is not None and timeline != old_timeline:
+        birth_day = _day(persons.person(persons.current(timeline)).birth_date)
+        wtxn.put_persons(link_id, timeline, old=old_timeline or [])
+    wtxn.put_rows(link_id, birth_day, rows, old_keys=old_keys,
+                  unowned=checked.number_key if kind in ADDING else None)  # its owner was checked above
     for notice in notices:
         notice.notice_id = wtxn.next_sequence(b"notice")
         wtxn.put("notice", _seq(notice.notice_id), notice.SerializeToString(deterministic=True))
@@ -567,7 +682,7 @@ def _try_apply(wtxn: WriteTxn, entry: pb.QuarantinedUpdate, update: pb.Enrollmen
                now: float) -> pb.EnrollmentAck:
     """Re-run the registry check and the change for a quarantined update."""
     checked = _checked_of(entry, update)
-    reasons, message = registry_reasons(wtxn, checked.resident_id, update.person)
+    reasons, message = gate_reasons(wtxn, checked, update.person)
     if reasons:
         entry.update.CopyFrom(update)
         del entry.reasons[:]
@@ -582,6 +697,8 @@ def _try_apply(wtxn: WriteTxn, entry: pb.QuarantinedUpdate, update: pb.Enrollmen
                                 quarantine_reasons=reasons, message=message)
     ack = apply_change(wtxn, checked, now)
     ack.quarantine_id = entry.quarantine_id
+    if ack.outcome == ACCEPTED and checked.kind in REGISTERING:
+        ack.loose_matches.extend(loose_matches(wtxn, checked.resident_id, update.person))
     _close(wtxn, entry, checked, ack)
     return ack
 
@@ -637,9 +754,18 @@ def _open_entries(wtxn: WriteTxn, index: str, db: str, message, insurers: list[s
 
 
 def list_quarantine(wtxn: WriteTxn, insurers: list[str], after: int, limit: int) -> list[pb.QuarantinedUpdate]:
+    """Open entries, each with the registry record as it is now (not as it was
+    when the update was held: applying with a stale record would fail again)."""
     out = _open_entries(wtxn, "quarantine_open", "quarantine", pb.QuarantinedUpdate, insurers, after)
     out.sort(key=lambda e: e.quarantine_id)
-    return out[:limit]
+    out = out[:limit]
+    for entry in out:
+        entry.ClearField("registry_record")
+        resident_id = registry.normalize_resident_id(entry.update.resident_id)
+        record = registry.get(wtxn, resident_id) if resident_id else None
+        if record is not None:
+            entry.registry_record.CopyFrom(record)
+    return out
 
 
 # --- notices to insurers ----------------------------------------------------------
@@ -711,7 +837,8 @@ def link_card(wtxn: WriteTxn, request: pb.LinkCardRequest, now: float) -> pb.Lin
                            insured_number=request.insured_number, linked_time=stamp, consent_time=stamp)
     wtxn.put("link_notice", resident_id.encode() + SEP + _seq(notice_id), notice.SerializeToString(deterministic=True))
     return pb.LinkCardResponse(link_notice_id=notice_id,
-                               replaced_card_serial=identifiers.card_serial_text(replaced) if replaced else "")
+                               replaced_card_serial=identifiers.card_serial_text(replaced) if replaced else "",
+                               loose_matches=loose_matches(wtxn, resident_id, request.person))
 
 
 def list_link_notices(wtxn: WriteTxn, resident_id: str) -> list[pb.LinkNotice]:

@@ -948,6 +948,9 @@ def _run(args) -> int:
     if args.persons < 1:
         print("onshi gen: --persons must be at least 1", file=sys.stderr)
         return 2
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f"onshi gen: {args.out} is not a directory", file=sys.stderr)
+        return 2
     if os.path.exists(os.path.join(args.out, "data.mdb")):
         print(f"onshi gen: {args.out} already holds a store; choose an empty directory", file=sys.stderr)
         return 2

@@ -14,13 +14,19 @@ terminal can name files without reading an index:
     DIR/onshi/ca.pem, ca.key.pem       the onshi CA: issues server and client certs
     DIR/onshi/server.pem, server.key.pem   127.0.0.1 / localhost
     DIR/onshi/<role>-<code>.pem, .key.pem  client certificates, see ROLE_FILES
+    DIR/onshi/caller-crl.der           revoked caller certificates (an X.509 CRL by
+                                       the onshi CA; `onshi pki revoke` adds to it)
     DIR/relay/signing.key.pem, signing.pub.pem   the relay's Ed25519 key
 
 Client certificates carry the role and the codes they may act for:
     subject OU  = role (facility | insurer | review | operator)
     subject CN  = the first code (facility code, insurer number) or the role name
-    SAN URIs    = urn:onshi:facility:<10 digits>, urn:onshi:insurer:<number> (repeatable)
-The SAN URIs are authoritative (onshi.server.auth reads them).
+    SAN URIs    = urn:onshi:facility:<10 digits>, urn:onshi:insurer:<number> (repeatable),
+                  urn:onshi:role:<role>, and urn:onshi:cert:<serial, lowercase hex>
+The SAN URIs are authoritative (onshi.server.auth reads them). The serial URI
+makes every certificate's SAN set its own, so a server that caches callers by
+their SANs (what gRPC hands each call cheaply) can tell a revoked certificate
+from its renewal.
 """
 
 from __future__ import annotations
@@ -32,12 +38,15 @@ import os
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ROLES = ("facility", "insurer", "review", "operator")
 URN_PREFIX = "urn:onshi:"
+CERT_URN = URN_PREFIX + "cert:"  # + the certificate's serial, lowercase hex
+CALLER_CRL = os.path.join("onshi", "caller-crl.der")
 
 # Demo identities. Insurer numbers carry valid check digits (DOMAIN.md §2).
 FACILITY_CODES = ("1310000001", "1310000002")
@@ -123,20 +132,23 @@ def issue_card(ca: Issued, serial: int, not_before: dt.datetime, not_after: dt.d
 
 
 def issue_client(ca: Issued, role: str, codes: tuple[str, ...] = (), *, days: int = 825,
-                 not_after: dt.datetime | None = None) -> Issued:
-    """A caller certificate: role in OU, codes as SAN URIs (urn:onshi:<role>:<code>)."""
+                 not_after: dt.datetime | None = None, serial: int | None = None) -> Issued:
+    """A caller certificate: role in OU, codes as SAN URIs (urn:onshi:<role>:<code>),
+    its own serial as urn:onshi:cert:<hex>."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
     key = new_rsa_key()
     now = _now()
+    serial = serial or x509.random_serial_number()
     uris = [x509.UniformResourceIdentifier(f"{URN_PREFIX}{role}:{c}") for c in codes]
     uris.append(x509.UniformResourceIdentifier(f"{URN_PREFIX}role:{role}"))
+    uris.append(x509.UniformResourceIdentifier(f"{CERT_URN}{serial:x}"))
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(codes[0] if codes else role, ou=role))
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial)
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(not_after or now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -166,6 +178,19 @@ def issue_server(ca: Issued, hosts: tuple[str, ...] = ("localhost",), ips: tuple
         .sign(ca.key, hashes.SHA256())
     )
     return Issued(cert, key)
+
+
+def crl_serials(data: bytes, ca_certs: list[x509.Certificate], what: str = "a configured CA") -> frozenset[int]:
+    """The revoked serials of a CRL (DER or PEM); ValueError unless it parses
+    and one of `ca_certs` issued and signed it."""
+    try:
+        crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
+               else x509.load_der_x509_crl(data))
+        if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in ca_certs):
+            raise ValueError(f"revocation list is not signed by {what}")
+        return frozenset(r.serial_number for r in crl)
+    except (x509.InvalidVersion, TypeError, UnsupportedAlgorithm) as exc:  # the parser's, not ValueErrors
+        raise ValueError(f"not a revocation list ({exc})") from None
 
 
 def make_crl(ca: Issued, revoked_serials: list[int], *, days: int = 7) -> x509.CertificateRevocationList:
@@ -260,6 +285,7 @@ def init(out: str) -> dict:
     for role in ("review", "operator"):
         _save(os.path.join(out, "onshi"), role, issue_client(onshi, role))
         clients[role] = {"role": role, "codes": []}
+    write_crl(os.path.join(out, CALLER_CRL), make_crl(onshi, [], days=365))
 
     rogue = make_ca("onshi test CA")  # same name, other key
     _save(os.path.join(out, "rogue"), "ca", rogue)
@@ -297,6 +323,58 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_crl(path: str, crl: x509.CertificateRevocationList) -> None:
+    """Replace a CRL file atomically (servers watching it never read half of one)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    _write(tmp, crl.public_bytes(serialization.Encoding.DER))
+    os.replace(tmp, path)
+
+
+def revoke_callers(pki_dir: str, serials: list[int], crl_path: str | None = None) -> frozenset[int]:
+    """Add caller-certificate serials to the onshi CA's CRL (kept entries stay)
+    and write it; returns every serial it now revokes."""
+    ca = load_issued(os.path.join(pki_dir, "onshi", "ca.pem"), os.path.join(pki_dir, "onshi", "ca.key.pem"))
+    path = crl_path or os.path.join(pki_dir, CALLER_CRL)
+    kept: frozenset[int] = frozenset()
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            kept = crl_serials(f.read(), [ca.cert], "the onshi CA")
+    revoked = kept | frozenset(serials)
+    write_crl(path, make_crl(ca, sorted(revoked), days=365))
+    return revoked
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    """Revoke caller certificates (facility, insurer, review body, operator)."""
+    serials = []
+    for path in args.cert or ():
+        try:
+            with open(path, "rb") as f:
+                serials.append(x509.load_pem_x509_certificate(f.read()).serial_number)
+        except (OSError, ValueError) as exc:
+            print(f"onshi pki revoke: {path}: not a readable PEM certificate ({exc})")
+            return 2
+    for text in args.serial or ():
+        try:
+            serials.append(int(text, 16))
+        except ValueError:
+            print(f"onshi pki revoke: --serial {text}: not a hexadecimal serial")
+            return 2
+    if not serials:
+        print("onshi pki revoke: name a certificate (--cert PEM) or a serial (--serial HEX)")
+        return 2
+    path = args.crl or os.path.join(args.pki, CALLER_CRL)
+    try:
+        revoked = revoke_callers(args.pki, serials, path)
+    except (OSError, ValueError) as exc:
+        print(f"onshi pki revoke: {exc}")
+        return 2
+    print(f"revoked {', '.join(format(s, 'x') for s in serials)}; {path} now lists {len(revoked)} "
+          "caller certificates (servers given it as --caller-crl reload it within a second, or on SIGHUP)")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("pki", help="test PKI: JPKI card certificates, onshi CA, client certificates")
     sub = p.add_subparsers(dest="pki_command", required=True)
@@ -310,3 +388,9 @@ def register(subparsers) -> None:
     c.add_argument("--name")
     c.add_argument("--days", type=int, default=365 * 5)
     c.set_defaults(func=_cmd_card)
+    r = sub.add_parser("revoke", help="revoke caller certificates: add them to the onshi CA's CRL and write it")
+    r.add_argument("--pki", required=True, help="the PKI directory holding onshi/ca.pem and ca.key.pem")
+    r.add_argument("--cert", action="append", help="a caller certificate (PEM) to revoke; repeatable")
+    r.add_argument("--serial", action="append", help="a certificate serial (hex) to revoke; repeatable")
+    r.add_argument("--crl", help=f"the CRL file to update (default: PKI/{CALLER_CRL})")
+    r.set_defaults(func=_cmd_revoke)

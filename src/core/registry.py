@@ -2,18 +2,26 @@
 
 Wrong-person links were the system's most damaging failure (DOMAIN.md §4): every
 update is compared with the registry on kanji name, kana, birth date, sex and
-address before it takes effect. The comparison forgives only how a string was
-*written*, never what it says:
+address before it takes effect. The comparison forgives how Japanese is
+*written*, never what it says. Per field, two levels:
 
-* width (全角/半角) and compatibility forms, via NFKC;
-* spaces of any kind, anywhere (姓 名 vs 姓名);
-* variation selectors (IVS), which pick a glyph, not a character;
-* kana: hiragana vs katakana, small kana vs large (ァ/ア, ッ/ツ, ヶ/ケ...),
-  old forms ヰ/ヱ/ヲ vs イ/エ/オ, ヴ-row vs バ-row (ヴァ/バ...);
-* address: the many dash characters in block numbers (１－２−３ / 1-2-3).
+* notation — width (全角/半角) and compatibility forms (NFKC), spaces,
+  variation selectors (IVS); kana also hiragana/katakana and the middle dot;
+  addresses also every dash character and a leading postcode. Equal at this
+  level is a plain match.
+* loose rules — equal only after them is a match the clerk is told about
+  (`Verdict.loose`: which field, which rule, onshi.v1.MatchRule):
+  - name and address: kanji variants (onshi.core.kanji): a character outside
+    JIS X 0208 written with its usual substitute (髙→高, 﨑→崎, 𠮷→吉), an old
+    form written in its new form (邊→辺, 澤→沢);
+  - kana (onshi.core.kana): small kana written large (シルヴァ→シルヴア), old
+    spellings (ヰ/ヱ/ヲ, ヴァ→バ);
+  - address (onshi.core.address): block numbers in any notation (一丁目2番3号
+    = 1-2-3, 番地, 号, kanji numerals), kana inside place names (茅ヶ崎 = 茅ケ崎).
 
-Nothing fuzzier: a different kanji, a missing character, a changed digit or a
-different birth date is a mismatch.
+Nothing fuzzier: another kanji (太郎/太朗), another kana (ジ/ヂ, サトウ/サトー), a
+missing character, another block or room number, another birth date or sex is
+a mismatch. Birth date and sex compare exactly.
 
 Records live in the `registry` database of the store: resident ID -> serialized
 onshi.v1.Resident (the record exactly as registered).
@@ -23,91 +31,149 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from onshi.core import dates
+from onshi.core import address, dates, kana, kanji
 from onshi.v1 import enrollment_pb2, qualification_pb2
 
 Resident = enrollment_pb2.Resident
 Reason = enrollment_pb2.QuarantineReason
+Rule = enrollment_pb2.MatchRule
 
 REGISTRY_DB = b"registry"
 RESIDENT_ID_LEN = 11  # 住民票コード
 _DIGITS = re.compile(r"[0-9]+")
 
-# Variation selectors: VS1-16 and the ideographic variation sequences' VS17-256.
-_VARIATION_SELECTORS = dict.fromkeys(list(range(0xFE00, 0xFE10)) + list(range(0xE0100, 0xE01F0)))
-
-_SMALL_TO_LARGE = str.maketrans(
-    "ァィゥェォッャュョヮヵヶㇰㇱㇲㇳㇴㇵㇶㇷㇸㇹㇺㇻㇼㇽㇾㇿ",
-    "アイウエオツヤユヨワカケクシストヌハヒフヘホムラリルレロ",
-)
-_OLD_KANA = str.maketrans("ヰヱヲ", "イエオ")
-# ヴ + small vowel first (after small->large they would read ヴア...), then bare ヴ.
-_VU_PAIRS = (("ヴァ", "バ"), ("ヴィ", "ビ"), ("ヴェ", "ベ"), ("ヴォ", "ボ"), ("ヴュ", "ビュ"), ("ヴ", "ブ"))
-_ROW_VA = str.maketrans("ヷヸヹヺ", "バビベボ")  # ワ゛ イ゛ エ゛ ヲ゛ (precomposed, rare)
-_DASHES = re.compile("[\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff70\u2500\u2501\u2043\ufe63]")
+_RULES = {
+    kanji.SUBSTITUTE: Rule.MATCH_RULE_KANJI_SUBSTITUTE,
+    kanji.OLD_FORM: Rule.MATCH_RULE_KANJI_OLD_FORM,
+    kana.SMALL_WRITTEN_LARGE: Rule.MATCH_RULE_KANA_SMALL_WRITTEN_LARGE,
+    kana.OLD_SPELLING: Rule.MATCH_RULE_KANA_OLD_SPELLING,
+    address.BLOCK_NOTATION: Rule.MATCH_RULE_ADDRESS_BLOCK_NOTATION,
+    address.PLACE_NAME_KANA: Rule.MATCH_RULE_ADDRESS_PLACE_NAME_KANA,
+}
 
 
-def _base(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text.translate(_VARIATION_SELECTORS))
-    return "".join(text.split())
+@dataclass(frozen=True, slots=True)
+class Field:
+    """How one text field of the basic information is compared."""
+    name: str                                     # as in a LooseMatch: "person.name"
+    reason: int                                   # QuarantineReason when it differs
+    notation: Callable[[str], str]
+    steps: tuple[tuple[int, Callable[[str], str]], ...]  # (MatchRule, fold), in order
+
+    def fold(self, text: str) -> str:
+        for _, step in self.steps:
+            text = step(text)
+        return text
+
+    def compare(self, registered: str, written: str) -> tuple[int, ...] | None:
+        """None when the texts differ, else the loose rules the match took
+        (empty: equal as notation). Both texts already at notation level."""
+        if registered == written:
+            return ()
+        if self.fold(registered) != self.fold(written):
+            return None
+        return _rules_taken(self.steps, registered, written)
+
+
+def _rules_taken(steps, a: str, b: str) -> tuple[int, ...]:
+    """The steps without which a and b would not match; if no single step is
+    needed (two could each do it), the first that does it alone."""
+    def folded(text: str, skip: int) -> str:
+        for i, (_, step) in enumerate(steps):
+            if i != skip:
+                text = step(text)
+        return text
+    needed = tuple(rule for i, (rule, _) in enumerate(steps) if folded(a, i) != folded(b, i))
+    if needed:
+        return needed
+    for rule, step in steps:
+        if step(a) == step(b):
+            return (rule,)
+    return tuple(rule for rule, step in steps if step(a) != a or step(b) != b)
+
+
+_KANJI_STEPS = tuple((_RULES[rule], step) for rule, step in kanji.LOOSE_FOLDS)
+NAME = Field("person.name", Reason.QUARANTINE_REASON_NAME_MISMATCH,
+             functools.lru_cache(maxsize=1 << 16)(kana.strip_notation), _KANJI_STEPS)
+KANA = Field("person.name_kana", Reason.QUARANTINE_REASON_KANA_MISMATCH, kana.notation,
+             tuple((_RULES[rule], step) for rule, step in kana.LOOSE_FOLDS))
+ADDRESS = Field("person.address", Reason.QUARANTINE_REASON_ADDRESS_MISMATCH, address.notation,
+                tuple((_RULES[rule], step) for rule, step in address.LOOSE_FOLDS) + _KANJI_STEPS)
 
 
 @functools.lru_cache(maxsize=1 << 16)  # names and towns repeat; the writer is one process
 def normalize_name(text: str) -> str:
-    """Kanji name for matching: width, spaces and variation selectors only."""
-    return _base(text)
+    """The key two kanji names share when they match (notation and loose rules)."""
+    return NAME.fold(NAME.notation(text))
 
 
-@functools.lru_cache(maxsize=1 << 16)  # names and towns repeat; the writer is one process
+@functools.lru_cache(maxsize=1 << 16)
 def normalize_kana(text: str) -> str:
-    """Kana name for matching: also hiragana/katakana, small/large, old forms, ヴ."""
-    text = _base(text)
-    # Hiragana -> katakana (ぁ U+3041 .. ゖ U+3096 sit exactly 0x60 below).
-    text = "".join(chr(ord(c) + 0x60) if "\u3041" <= c <= "\u3096" else c for c in text)
-    text = text.replace("ゝ", "ヽ").replace("ゞ", "ヾ")
-    for old, new in _VU_PAIRS:
-        text = text.replace(old, new)
-    return text.translate(_ROW_VA).translate(_OLD_KANA).translate(_SMALL_TO_LARGE)
+    """The key two kana names share when they match."""
+    return KANA.fold(KANA.notation(text))
 
 
-@functools.lru_cache(maxsize=1 << 16)  # names and towns repeat; the writer is one process
+@functools.lru_cache(maxsize=1 << 16)
 def normalize_address(text: str) -> str:
-    """Address for matching: width, spaces, and every dash written as '-'."""
-    return _DASHES.sub("-", _base(text))
+    """The key two addresses share when they match."""
+    return ADDRESS.fold(ADDRESS.notation(text))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The registry match of one person against one record."""
+    reasons: tuple[int, ...]                         # QuarantineReason per differing field
+    loose: tuple[tuple[str, tuple[int, ...]], ...]   # (field, MatchRules) per loosely matched field
+
+    def loose_matches(self) -> list[enrollment_pb2.LooseMatch]:
+        return [enrollment_pb2.LooseMatch(field=f, rules=rules) for f, rules in self.loose]
 
 
 def mismatches(registered: Resident, person: qualification_pb2.Person) -> list[int]:
     """QuarantineReason values for every field of `person` that differs from the record."""
-    return _differences(_matchable(registered), person)
+    return list(_verdict(_matchable(registered), person).reasons)
+
+
+def verdict(registered: Resident, person: qualification_pb2.Person) -> Verdict:
+    return _verdict(_matchable(registered), person)
 
 
 def stored_mismatches(raw: bytes, person: qualification_pb2.Person, person_bytes: bytes | None = None) -> list[int]:
-    """`mismatches` against a record as stored (serialized): the writer checks every
+    """`mismatches` against a record as stored (serialized)."""
+    return list(stored_verdict(raw, person, person_bytes).reasons)
+
+
+def stored_verdict(raw: bytes, person: qualification_pb2.Person, person_bytes: bytes | None = None) -> Verdict:
+    """`verdict` against a record as stored (serialized): the writer checks every
     update against one. A resident's record is normalised once, not per update,
     and with `person_bytes` (person serialized, deterministic) the verdict for
     that record and that person is remembered: an insurer's updates of one
     person repeat the same basic information."""
     if person_bytes is None:
-        return _differences(_matchable_stored(raw), person)
+        return _verdict(_matchable_stored(raw), person)
     key = (raw, person_bytes)
-    verdict = _verdicts.get(key)
-    if verdict is None:
-        verdict = tuple(_differences(_matchable_stored(raw), person))
+    found = _verdicts.get(key)
+    if found is None:
+        found = _verdict(_matchable_stored(raw), person)
         if len(_verdicts) >= _MAX_VERDICTS:
             _verdicts.clear()
-        _verdicts[key] = verdict
-    return list(verdict)
+        _verdicts[key] = found
+    return found
 
 
 _MAX_VERDICTS = 1 << 16
-_verdicts: dict[tuple[bytes, bytes], tuple[int, ...]] = {}  # keyed by content, so never stale
+_verdicts: dict[tuple[bytes, bytes], Verdict] = {}  # keyed by content, so never stale
 
 
 def _matchable(r: Resident) -> tuple:
-    return (normalize_name(r.name), normalize_kana(r.name_kana),
-            (r.birth_date.year, r.birth_date.month, r.birth_date.day), r.sex, normalize_address(r.address))
+    """The record's fields as registered and at notation level (most insurers
+    write a field exactly as registered: then no normalisation is needed)."""
+    return ((r.name, NAME.notation(r.name)), (r.name_kana, KANA.notation(r.name_kana)),
+            (r.birth_date.year, r.birth_date.month, r.birth_date.day), r.sex,
+            (r.address, ADDRESS.notation(r.address)))
 
 
 @functools.lru_cache(maxsize=1 << 16)  # keyed by the stored bytes, so never stale
@@ -115,27 +181,36 @@ def _matchable_stored(raw: bytes) -> tuple:
     return _matchable(Resident.FromString(raw))
 
 
-def _differences(record: tuple, person: qualification_pb2.Person) -> list[int]:
-    name, kana, birth, sex, address = record
-    out = []
-    if normalize_name(person.name) != name:
-        out.append(Reason.QUARANTINE_REASON_NAME_MISMATCH)
-    if normalize_kana(person.name_kana) != kana:
-        out.append(Reason.QUARANTINE_REASON_KANA_MISMATCH)
+def _verdict(record: tuple, person: qualification_pb2.Person) -> Verdict:
+    name, kana_name, birth, sex, addr = record
+    reasons: list[int] = []
+    loose: list[tuple[str, tuple[int, ...]]] = []
+    _compare(NAME, name, person.name, reasons, loose)
+    _compare(KANA, kana_name, person.name_kana, reasons, loose)
     b = person.birth_date
     if (b.year, b.month, b.day) != birth:
-        out.append(Reason.QUARANTINE_REASON_BIRTH_DATE_MISMATCH)
+        reasons.append(Reason.QUARANTINE_REASON_BIRTH_DATE_MISMATCH)
     if person.sex != sex:
-        out.append(Reason.QUARANTINE_REASON_SEX_MISMATCH)
-    if normalize_address(person.address) != address:
-        out.append(Reason.QUARANTINE_REASON_ADDRESS_MISMATCH)
-    return out
+        reasons.append(Reason.QUARANTINE_REASON_SEX_MISMATCH)
+    _compare(ADDRESS, addr, person.address, reasons, loose)
+    return Verdict(tuple(reasons), tuple(loose))
+
+
+def _compare(field: Field, registered: tuple[str, str], written: str, reasons: list, loose: list) -> None:
+    raw, notation = registered
+    if written == raw:  # as registered: nothing to normalise
+        return
+    rules = field.compare(notation, field.notation(written))
+    if rules is None:
+        reasons.append(field.reason)
+    elif rules:
+        loose.append((field.name, rules))
 
 
 @functools.lru_cache(maxsize=1 << 16)  # a resident's updates come in runs
 def normalize_resident_id(text: str) -> str | None:
     """11 digits (width and spaces forgiven), or None when malformed."""
-    value = _base(text)
+    value = kana.strip_notation(text)
     if len(value) != RESIDENT_ID_LEN or not _DIGITS.fullmatch(value):
         return None
     return value

@@ -11,6 +11,10 @@ is addressed to B and still fresh, and to decrypt the member number.
 A learns only B's insurer number; the relay sees the numbers it must see; B
 learns who asked and why. An altered byte breaks the signature; a token for B
 shown to C fails the recipient check (and C's key cannot decrypt it anyway).
+
+Every parameter below (signed bytes, OAEP hash, MGF and label, key types) is
+published in proto/onshi/v1/relay.proto's opening comment, which is the
+contract: tests/test_relay.py opens a token from those lines alone.
 """
 
 from __future__ import annotations
@@ -130,10 +134,13 @@ def insurer_keys_from_certificates(paths: list[str]) -> dict[str, rsa.RSAPublicK
         with open(path, "rb") as f:
             cert = x509.load_pem_x509_certificate(f.read())
         caller = caller_from_certificate(cert)
-        if caller.role != "insurer":
+        key = cert.public_key()
+        # relay.proto's sealing-key: RSA of 2048 bits or more (an insurer with
+        # another key gets no token; FindInsurer logs it as no-key=).
+        if caller.role != "insurer" or not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
             continue
         for number in caller.codes:
-            keys[number] = cert.public_key()
+            keys[number] = key
     return keys
 
 

@@ -6,6 +6,7 @@
              the access log names a person by the cards they presented)
     number   number key                  -> link key
     history  link key (8 bytes, big-endian link ID) -> history record (history.py)
+    person   link key -> the person's basic information over time (persons.py)
     meta     b"next_link_id"             -> 8-byte big-endian counter
 
 Readers (engines) open it read-only after fork; the writer module is the only
@@ -18,7 +19,7 @@ import os
 
 import lmdb
 
-DB_NAMES = (b"card", b"card_of", b"card_former", b"number", b"history", b"meta")
+DB_NAMES = (b"card", b"card_of", b"card_former", b"number", b"history", b"person", b"meta")
 MAX_DBS = 32  # room for the ingest, claims and audit databases
 MAX_READERS = 1024  # threads x worker processes
 DATA_FILE = "data.mdb"

@@ -1,15 +1,23 @@
 """不詳 claims (DOMAIN.md §6, seed 004 §3(4)): find the person from the
 self-declaration (被保険者資格申立書) transcribed into the claim.
 
-The `basic4` index, maintained by the writer (put_history and bulk_load both call
-`basic4_entry`), maps the exact part of the basic 4 information to persons:
+Seed 004: the review body identifies 「患者が医療機関等を受診等した当時の加入保険者等」,
+so the declaration — written at the visit, with the name and address the
+patient had then — is matched against the person's basic information in force
+on a visit day (onshi.core.persons), not against today's: a patient who has
+since married or moved is still found. The `basic4` index, maintained by the
+writer from each person's timeline (put_persons and bulk_load both call
+`basic4_rows`), maps the exact part of the basic 4 information to persons:
 
     basic4  birth day (u32 BE, offset 2**31) sex(u8) normalised kana \\0 link key(8)
-            -> normalised address \\x1f postcode
+            first day (u32 BE, offset 2**31)
+            -> end day (u32 BE, offset 2**31) normalised address \\x1f postcode
 
-Kana name, birth date and sex must match exactly (after normalisation); the
-address (fuzzier: declared addresses omit buildings, write 丁目 as a hyphen)
-filters the candidates; insurer number / insurer name / employer hints only break
+one row per period of the person's details. Kana name, birth date and sex must
+match exactly (after normalisation); the address (fuzzier: declared addresses
+omit buildings, write 丁目 as a hyphen) filters the candidates, and a
+declaration may give several (seed 004: 住所（複数存在する場合は全て）): one
+matching is enough. Insurer number / insurer name / employer hints only break
 ties between several candidates. Exactly one person left -> identified.
 """
 
@@ -20,7 +28,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from onshi.core import dates, history
+from onshi.core import dates, history, persons
 from onshi.core.store import link_id_of, link_key
 from onshi.v1 import claims_pb2, qualification_pb2
 
@@ -71,15 +79,34 @@ def basic4_prefix(birth_day: int, sex: int, name_kana: str) -> bytes | None:
     return (birth_day + _DAY_OFFSET).to_bytes(4, "big") + bytes((sex,)) + kana[:MAX_KANA_BYTES] + b"\0"
 
 
-def basic4_entry(person: qualification_pb2.Person | None, link_id: int) -> tuple[bytes, bytes] | None:
-    """The index row for a person (None if the person has no kana or sex)."""
-    if person is None or not person.HasField("birth_date"):
+def _day_bytes(day: int) -> bytes:
+    return (day + _DAY_OFFSET).to_bytes(4, "big")
+
+
+def _day_of(raw: bytes) -> int:
+    return int.from_bytes(raw, "big") - _DAY_OFFSET
+
+
+def basic4_rows(link_id: int, timeline: persons.Timeline) -> list[tuple[bytes, bytes]]:
+    """The index rows of a person: one per period of their details (a period
+    whose details lack kana, sex or birth date has none)."""
+    rows = []
+    for first, end, raw in persons.periods(timeline):
+        row = basic4_row(link_id, persons.person(raw), first, end)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def basic4_row(link_id: int, person: qualification_pb2.Person, first: int, end: int) -> tuple[bytes, bytes] | None:
+    """The index row of one period of a person's details."""
+    if not person.HasField("birth_date"):
         return None
     prefix = basic4_prefix(dates.proto_day(person.birth_date), person.sex, person.name_kana)
     if prefix is None:
         return None
-    value = normalize_address(person.address) + "\x1f" + normalize_postcode(person.postcode)
-    return prefix + link_key(link_id), value.encode()
+    place = normalize_address(person.address) + "\x1f" + normalize_postcode(person.postcode)
+    return prefix + link_key(link_id) + _day_bytes(first), _day_bytes(end) + place.encode()
 
 
 def address_matches(declared: str, registered: str) -> bool:
@@ -100,28 +127,44 @@ class Candidate:
     postcode: str
 
 
-def candidates(txn, db, birth_day: int, declaration: claims_pb2.SelfDeclaration) -> list[Candidate]:
-    """Persons whose kana name, birth date and sex match, filtered by address."""
-    prefix = basic4_prefix(birth_day, declaration.sex, declaration.name_kana)
+def matching(txn, db, birth_day: int, sex: int, name_kana: str, addresses: list[str], postcode: str,
+             first_day: int, last_day: int, limit: int | None = None) -> list[Candidate]:
+    """Persons whose kana name, birth date and sex were theirs on some day of
+    first_day..last_day, filtered by any of `addresses` (else the postcode)
+    registered for them then; each person once."""
+    prefix = basic4_prefix(birth_day, sex, name_kana)
     if prefix is None:
         return []
     found = []
     cursor = txn.cursor(db=db)
     if cursor.set_range(prefix):
         for key, value in cursor:
-            if bytes(key[:len(prefix)]) != prefix:
+            key, value = bytes(key), bytes(value)
+            if key[:len(prefix)] != prefix:
                 break
-            address, _, postcode = bytes(value).decode().partition("\x1f")
-            found.append(Candidate(link_id_of(bytes(key[len(prefix):])), address, postcode))
-    address = normalize_address(declaration.address)
-    postcode = normalize_postcode(declaration.postcode)
-    if address:
+            first = _day_of(key[len(prefix) + 8:len(prefix) + 12])
+            end = _day_of(value[:4])
+            if first <= last_day and first_day < end:
+                address, _, code = value[4:].decode().partition("\x1f")
+                found.append(Candidate(link_id_of(key[len(prefix):len(prefix) + 8]), address, code))
+    declared = [a for a in dict.fromkeys(normalize_address(a) for a in addresses) if a]
+    postcode = normalize_postcode(postcode)
+    if declared:
         # An exact address outranks one that only agrees up to a building.
-        exact = [c for c in found if c.address == address]
-        return exact or [c for c in found if address_matches(address, c.address)]
-    if postcode:
-        return [c for c in found if c.postcode == postcode]
-    return found
+        exact = [c for c in found if c.address in declared]
+        found = exact or [c for c in found if any(address_matches(a, c.address) for a in declared)]
+    elif postcode:
+        found = [c for c in found if c.postcode == postcode]
+    out = list({c.link_id: c for c in found}.values())
+    return out[:limit] if limit is not None else out
+
+
+def candidates(txn, db, birth_day: int, declaration: claims_pb2.SelfDeclaration,
+               first_day: int, last_day: int) -> list[Candidate]:
+    """Persons the declaration may name: `matching` with its addresses."""
+    return matching(txn, db, birth_day, declaration.sex, declaration.name_kana,
+                    [declaration.address, *declaration.other_addresses], declaration.postcode,
+                    first_day, last_day)
 
 
 def _fold(text: str) -> str:
@@ -158,14 +201,15 @@ def break_ties(histories: dict[int, bytes], declaration: claims_pb2.SelfDeclarat
 def _covering(value: bytes, first_day: int, last_day: int) -> list[qualification_pb2.Qualification]:
     _, entries = history.parse_history(value)
     return [history.unframe(e.payload) for e in entries
-            if e.acquisition_day <= last_day and first_day < e.loss_day]
+            if e.acquisition_day <= last_day and first_day < e.loss_day
+            and e.view_from <= last_day and first_day < e.view_until]
 
 
 def identify(txn, basic4_db, history_by_link, birth_day: int, declaration: claims_pb2.SelfDeclaration,
              first_day: int, last_day: int) -> tuple[int | None, bytes | None, str]:
     """(link ID, history) of the one person the declaration names, else
     (None, None, why)."""
-    found = candidates(txn, basic4_db, birth_day, declaration)
+    found = candidates(txn, basic4_db, birth_day, declaration, first_day, last_day)
     if not found:
         return None, None, "no person matches the declaration"
     histories = {}

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import lmdb
 
-from onshi.core import history, identifiers, unknown
+from onshi.core import dates, history, identifiers, persons, unknown
 from onshi.core.store import DB_NAMES, link_id_of, link_key, open_env
 from onshi.v1 import qualification_pb2
 
@@ -92,7 +92,7 @@ class Writer:
             raise StoreFull(f"store map size would exceed {self.max_map_size} bytes")
         self.env.set_mapsize(size * 2)
 
-    def bulk_load(self, persons: Iterable[tuple[int, Person, list[Qualification], bytes | None]],
+    def bulk_load(self, persons_iter: Iterable[tuple[int, Person, list[Qualification], bytes | None]],
                   *, spill_rows: int = SPILL_ROWS) -> int:
         """Load an empty store from persons sorted by link ID, using append mode.
 
@@ -112,26 +112,33 @@ class Writer:
         cards = _SortedRows(spill_rows, tmpdir)
         basic4 = _SortedRows(spill_rows, tmpdir)
         batch: list[tuple[bytes, bytes]] = []
+        person_batch: list[tuple[bytes, bytes]] = []
         card_batch: list[tuple[bytes, bytes]] = []
         last = 0
         count = 0
 
         def flush() -> None:
             self._put_sorted("history", batch)
+            self._put_sorted("person", person_batch)
             self._put_sorted("card_of", card_batch)
             batch.clear()
+            person_batch.clear()
             card_batch.clear()
 
-        for link_id, person, quals, serial_key in persons:
+        for link_id, person, quals, serial_key in persons_iter:
             if link_id <= last:
                 raise ValueError("bulk_load needs persons in increasing link ID order")
             last = link_id
             lk = link_key(link_id)
-            value, keys = history.compile_history(person, quals)
+            person_bytes = person.SerializeToString(deterministic=True)
+            birth_day = dates.proto_day(person.birth_date)
+            rows = [history.encode_row(q, person_bytes, birth_day) for q in quals]
+            value, keys = history.compile_history(birth_day, rows)
             batch.append((lk, value))
+            person_batch.append((lk, persons.encode([(persons.MIN_DAY, person_bytes)])))
             for k in keys:
                 numbers.add((k, lk))
-            row = unknown.basic4_entry(person, link_id)
+            row = unknown.basic4_row(link_id, person, persons.MIN_DAY, dates.NEVER)
             if row is not None:
                 basic4.add(row)
             if serial_key is not None:
@@ -146,8 +153,8 @@ class Writer:
             self._put_sorted("card", cards.sorted())
             self._put_sorted("basic4", basic4.sorted())
         finally:
-            for rows in (numbers, cards, basic4):
-                rows.close()
+            for rows_ in (numbers, cards, basic4):
+                rows_.close()
         self.apply(lambda t: t.reserve_link_ids(last))
         self.env.sync(True)
         return count
@@ -241,15 +248,19 @@ class WriteTxn:
             self.txn.put(b"next_link_id", (highest + 1).to_bytes(8, "big"), db=self.dbs["meta"])
 
     # -- reads ------------------------------------------------------------
-    def history(self, link_id: int) -> tuple[Person | None, list[Qualification]]:
+    def history(self, link_id: int) -> list[tuple[Person, Qualification]]:
+        """Each qualification with its own person (as its first view shows it)."""
         value = self.txn.get(link_key(link_id), db=self.dbs["history"])
-        return history.decode(value) if value else (None, [])
+        return history.qualifications(value) if value else []
 
-    def history_rows(self, link_id: int) -> tuple[bytes | None, list[history.Row]]:
-        """(stored person bytes, encoded rows) of a person's history, nothing decoded:
-        for put_history(old=..., kept=...), which re-encodes only what changed."""
+    def history_rows(self, link_id: int) -> tuple[int | None, list[history.Row]]:
+        """(birth day, encoded rows) of a person's history, nothing decoded: for
+        put_rows, which re-encodes only what changed."""
         value = self.txn.get(link_key(link_id), db=self.dbs["history"])
         return history.decode_rows(value) if value else (None, [])
+
+    def persons(self, link_id: int) -> persons.Timeline:
+        return persons.decode(self.txn.get(link_key(link_id), db=self.dbs["person"]))
 
     def link_of_number(self, key: bytes) -> int | None:
         raw = self.txn.get(key, db=self.dbs["number"])
@@ -263,42 +274,33 @@ class WriteTxn:
         return self.txn.get(link_key(link_id), db=self.dbs["card_of"])
 
     # -- writes -----------------------------------------------------------
-    def put_history(self, link_id: int, person: Person, quals: list[Qualification | None], *,
-                    old: tuple[bytes | None, set[bytes]] | None = None,
-                    kept: list[history.Row | None] | None = None, person_bytes: bytes | None = None,
-                    unowned: bytes | None = None) -> None:
-        """Replace a person's whole history, re-indexing their numbers.
+    def put_history(self, link_id: int, person: Person, quals: list[Qualification]) -> None:
+        """Replace a person's whole history: every qualification shows `person`,
+        whose details have always been these (a test, a tool; the ingest keeps
+        each qualification's own person through put_rows and put_persons)."""
+        person_bytes = person.SerializeToString(deterministic=True)
+        rows = history.rows_of(person, quals)
+        self.put_rows(link_id, dates.proto_day(person.birth_date), rows)
+        self.put_persons(link_id, persons.add([], persons.MIN_DAY, person_bytes) if quals else [])
 
-        `old`: (stored person bytes, number keys) from `history_rows`, when the
-        caller has just read it (the ingest service does): saves reading it again.
-        `kept`: per qualification, its Row if the caller has one (from
-        `history_rows`, unchanged, or from `history.encode_row`), else None:
-        saves encoding it here (quals[i] may then be None).
-        `person_bytes`: `person` serialized (deterministic), if the caller has it.
+    def put_rows(self, link_id: int, birth_day: int, rows: list[history.Row], *,
+                 old_keys: set[bytes] | None = None, unowned: bytes | None = None) -> None:
+        """Replace a person's qualifications, re-indexing their numbers.
+
+        `old_keys`: the number keys of the stored rows, when the caller has just
+        read them (the ingest does): saves reading the record again.
         `unowned`: a number key the caller has just found owned by no other
         person in this transaction (the ingest's acquisition): not looked up again.
         """
         lk = link_key(link_id)
-        if old is None:
+        if old_keys is None:
             raw = self.txn.get(lk, db=self.dbs["history"])
-            stored_person, rows = history.decode_rows(raw) if raw else (None, [])
-            old = (stored_person, {r.number_key for r in rows})
-        old_person, old_keys = old
-        if person_bytes is None:
-            person_bytes = person.SerializeToString(deterministic=True)
-        old_basic4 = None
-        same_person = False
-        if old_person is not None:
-            # Most updates (a loss, a ratio change) keep the person as is: then the
-            # basic4 row is unchanged and need not be computed twice.
-            same_person = bool(quals) and old_person == person_bytes
-            if not same_person:
-                old_basic4 = unknown.basic4_entry(Person.FromString(old_person), link_id)
-        if not quals:
+            old_keys = {r.number_key for r in history.decode_rows(raw)[1]} if raw else set()
+        if not rows:
             self.txn.delete(lk, db=self.dbs["history"])
             new_keys: set[bytes] = set()
         else:
-            value, keys = history.compile_history(person, quals, kept, person_bytes)
+            value, keys = history.compile_history(birth_day, rows)
             new_keys = set(keys)
             for key in new_keys - old_keys:
                 if key == unowned:
@@ -311,13 +313,27 @@ class WriteTxn:
             self.txn.delete(key, db=self.dbs["number"])
         for key in new_keys - old_keys:
             self.txn.put(key, lk, db=self.dbs["number"])
-        if same_person:
+
+    def put_persons(self, link_id: int, timeline: persons.Timeline,
+                    old: persons.Timeline | None = None) -> None:
+        """Replace a person's basic information over time, keeping the 不詳 index
+        (unknown.basic4_rows) in step. `old`: the stored timeline, if just read."""
+        lk = link_key(link_id)
+        if old is None:
+            old = self.persons(link_id)
+        if old == timeline:
             return
-        new_basic4 = unknown.basic4_entry(person, link_id) if quals else None
-        if old_basic4 is not None and (new_basic4 is None or old_basic4[0] != new_basic4[0]):
-            self.txn.delete(old_basic4[0], db=self.dbs["basic4"])
-        if new_basic4 is not None and new_basic4 != old_basic4:
-            self.txn.put(*new_basic4, db=self.dbs["basic4"])
+        old_rows = dict(unknown.basic4_rows(link_id, old))
+        new_rows = dict(unknown.basic4_rows(link_id, timeline))
+        for key in old_rows.keys() - new_rows.keys():
+            self.txn.delete(key, db=self.dbs["basic4"])
+        for key, value in new_rows.items():
+            if old_rows.get(key) != value:
+                self.txn.put(key, value, db=self.dbs["basic4"])
+        if timeline:
+            self.txn.put(lk, persons.encode(timeline), db=self.dbs["person"])
+        else:
+            self.txn.delete(lk, db=self.dbs["person"])
 
     def link_card(self, serial_key: bytes, link_id: int) -> bytes | None:
         """Link a card serial to a person; a re-issued card replaces the old serial,

@@ -3,20 +3,20 @@
 
 Same interface and results as split_record_pure / number_fields_pure /
 join_record_pure (tests/test_apply_native.py holds them to it): splitting a
-record into the person bytes and qualification bodies, reading an insured
+record into its views' persons and qualification bodies, reading an insured
 number's four fields off a body, joining rows back into a record. No LMDB, no
 protobuf: bytes in, bytes/str out, every offset bounds-checked (a corrupt record
 raises ValueError, never reads past its buffer).
 """
 
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 cdef enum:
-    VERSION = 1
+    VERSION = 2
     HEADER_SIZE = 8    # <HHi
-    ENTRY_SIZE = 24    # <iiQII
+    ENTRY_SIZE = 32    # <iiQIIii
     QUALIFICATION_TAG = 0x12
     PERSON_TAG = 0x0A
 
@@ -67,8 +67,8 @@ cdef inline Py_ssize_t write_varint(uint8_t *p, uint64_t n) noexcept nogil:
 
 
 def split_record(bytes value not None):
-    """(person bytes of the first entry, [(acquisition day, loss day, number hash,
-    body)] in stored order) of a history record."""
+    """(birth day, [(acquisition day, loss day, number hash, view first day,
+    view end day, person bytes, body)] in stored order) of a history record."""
     cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(value)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
     cdef uint32_t count, i, off, length
@@ -80,8 +80,8 @@ def split_record(bytes value not None):
     count = p[2] | (p[3] << 8)
     if HEADER_SIZE + <Py_ssize_t>count * ENTRY_SIZE > n:
         raise ValueError("corrupt history record")
-    person = b""
     out = []
+    person = b""
     for i in range(count):
         e = p + HEADER_SIZE + i * ENTRY_SIZE
         nhash = (<uint64_t>rd32(e + 8)) | ((<uint64_t>rd32(e + 12)) << 32)
@@ -93,16 +93,20 @@ def split_record(bytes value not None):
         start = read_varint(p, off + 1, end, &size)
         if start < 0:
             raise ValueError("corrupt history record")
+        this_person = b""
         if start < end and p[start] == PERSON_TAG:
             at = read_varint(p, start + 1, end, &size)
             if at < 0 or <uint64_t>(end - at) < size:
                 raise ValueError("corrupt history record")
-            if i == 0:
-                person = PyBytes_FromStringAndSize(<const char *>p + at, <Py_ssize_t>size)
+            # The views of a person usually share one person: one bytes object.
+            if PyBytes_GET_SIZE(person) == <Py_ssize_t>size and memcmp(PyBytes_AS_STRING(person), p + at, size) == 0:
+                this_person = person
+            else:
+                this_person = person = PyBytes_FromStringAndSize(<const char *>p + at, <Py_ssize_t>size)
             start = at + <Py_ssize_t>size
-        out.append((<int32_t>rd32(e), <int32_t>rd32(e + 4), nhash,
-                    PyBytes_FromStringAndSize(<const char *>p + start, end - start)))
-    return person, out
+        out.append((<int32_t>rd32(e), <int32_t>rd32(e + 4), nhash, <int32_t>rd32(e + 24), <int32_t>rd32(e + 28),
+                    this_person, PyBytes_FromStringAndSize(<const char *>p + start, end - start)))
+    return <int32_t>rd32(p + 4), out
 
 
 def number_fields(bytes body not None):
@@ -150,22 +154,31 @@ def number_fields(bytes body not None):
             c[spans[6][0]:spans[6][0] + spans[6][1]].decode("utf-8"))
 
 
-def join_record(int birth_day, bytes person_field not None, list rows not None):
-    """The record for rows already in entry order: header, entries, payloads.
-    rows: [(acquisition day, loss day, number hash, body)]."""
-    cdef Py_ssize_t count = len(rows)
-    cdef Py_ssize_t pf = PyBytes_GET_SIZE(person_field)
-    cdef Py_ssize_t total, offset, inner, i
+def join_record(int birth_day, list entries not None):
+    """The record for entries already in order: header, entries, payloads.
+    entries: [(acquisition day, loss day, number hash, view first day, view end
+    day, person field, body)]."""
+    cdef Py_ssize_t count = len(entries)
+    cdef Py_ssize_t total, offset, inner, i, pf
     cdef uint8_t *out
     cdef uint8_t *e
     cdef uint64_t nhash
-    cdef bytes body
+    cdef bytes body, person_field
+    cdef tuple entry
+    # A copy nobody else holds: the record is sized in the first pass and filled
+    # in the second, and a conversion in the second (an __int__) could otherwise
+    # change the caller's list under it. The entries themselves are tuples.
+    entries = list(entries)
     if count > 0xFFFF:
-        raise ValueError("too many qualifications")
+        raise ValueError("too many views")
     total = HEADER_SIZE + count * ENTRY_SIZE
-    for row in rows:
-        body = row[3]
-        inner = pf + PyBytes_GET_SIZE(body)
+    for item in entries:
+        entry = <tuple?>item
+        if len(entry) != 7:
+            raise ValueError("an entry is 7 items")
+        person_field = <bytes?>entry[5]
+        body = <bytes?>entry[6]
+        inner = PyBytes_GET_SIZE(person_field) + PyBytes_GET_SIZE(body)
         total += 1 + varint_size(inner) + inner
     if total > 0xFFFFFFFF:
         raise ValueError("history record too large")
@@ -178,8 +191,10 @@ def join_record(int birth_day, bytes person_field not None, list rows not None):
     wr32(out + 4, <uint32_t><int32_t>birth_day)
     offset = HEADER_SIZE + count * ENTRY_SIZE
     for i in range(count):
-        acq, loss, number_hash, body = rows[i]
+        entry = <tuple>entries[i]
+        acq, loss, number_hash, first, end, person_field, body = entry
         nhash = number_hash
+        pf = PyBytes_GET_SIZE(person_field)
         inner = pf + PyBytes_GET_SIZE(body)
         e = out + HEADER_SIZE + i * ENTRY_SIZE
         wr32(e, <uint32_t><int32_t>acq)
@@ -188,6 +203,8 @@ def join_record(int birth_day, bytes person_field not None, list rows not None):
         wr32(e + 12, <uint32_t>(nhash >> 32))
         wr32(e + 16, <uint32_t>offset)
         wr32(e + 20, <uint32_t>(1 + varint_size(inner) + inner))
+        wr32(e + 24, <uint32_t><int32_t>first)
+        wr32(e + 28, <uint32_t><int32_t>end)
         out[offset] = QUALIFICATION_TAG
         offset += 1
         offset += write_varint(out + offset, <uint64_t>inner)

@@ -12,8 +12,9 @@ head file without the GIL, then wakes the batch that is done and hands the
 next batch to one waiter of it.
 
 The bytes written are audit.py's exactly (record := u32 len, body, hash;
-head := JSON line padded to HEAD_SIZE); tests/test_audit_native.py compares
-segments and heads written by both.
+head := JSON line padded to HEAD_SIZE, with an HMAC-SHA256 "mac" when the log
+has a key: audit.head_line); tests/test_audit_native.py compares segments and
+heads written by both.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -74,6 +75,7 @@ cdef extern from "<openssl/evp.h>" nogil:
     int EVP_DigestInit_ex(EVP_MD_CTX *ctx, const EVP_MD *type, ENGINE *impl)
     int EVP_DigestUpdate(EVP_MD_CTX *ctx, const void *d, size_t cnt)
     int EVP_DigestFinal_ex(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *s)
+    int EVP_MD_CTX_copy_ex(EVP_MD_CTX *out, const EVP_MD_CTX *inp)
 
 # SHA-256 fetched once: with the legacy EVP_sha256() object OpenSSL 3 looks
 # the algorithm up (locks, a name-map walk) on every DigestInit.
@@ -82,7 +84,9 @@ if SHA256_MD == NULL:
     raise ImportError("libcrypto has no SHA256")
 
 DEF HASH = 32
-DEF HEAD_SIZE = 160
+DEF HEAD_SIZE = 256  # audit.HEAD_SIZE
+DEF MAC_BLOCK = 64   # SHA-256's block: HMAC pads the key to it (audit keys are 32 bytes)
+DEF MAC_MSG = 256    # "onshi/v1/audit-head\n" stream "\n" seq "\n" records "\n" hash-hex
 
 # append() results
 cdef enum:
@@ -137,13 +141,16 @@ cdef class GroupCommit:
     cdef Buf out
     cdef unsigned long long open_batch, done_batch
     cdef bint writing, closing
+    cdef bint rotating              # a caller got ROTATE and owes rotated() or fail()
     cdef int error                  # errno of a failed write: fail-stop
     cdef EVP_MD_CTX *sha
     cdef char *zeros
     # chain and file state (the leader's, or under the mutex)
-    cdef public int fd, head_fd
-    cdef public long long size, allocated, seq, total, segment_bytes, preallocate
-    cdef public bint durable, force_rotate
+    # read-only from Python: the writer's own state (preallocate is the size of `zeros`)
+    cdef readonly int fd, head_fd
+    cdef readonly long long size, allocated, seq, total, segment_bytes, preallocate
+    cdef readonly bint durable
+    cdef public bint force_rotate
     # At most one fdatasync per interval (as AuditLog.sync_interval_ns): the
     # leader of a batch that comes sooner waits for the rest of the interval
     # while the batch keeps filling. Syncs then carry more records under load;
@@ -157,6 +164,12 @@ cdef class GroupCommit:
     cdef pthread_cond_t fill        # a gathering leader waits here (CLOCK_MONOTONIC)
     cdef unsigned char last[HASH]
     cdef readonly unsigned long long batches, records
+    # HMAC-SHA256 of the head (audit.head_mac), when the log has a key: the
+    # inner and outer digests with the padded key already absorbed.
+    cdef EVP_MD_CTX *mac_inner
+    cdef EVP_MD_CTX *mac_outer
+    cdef char mac_prefix[MAC_MSG]
+    cdef int mac_prefix_len
 
     def __cinit__(self):
         pthread_mutex_init(&self.mutex, NULL)
@@ -173,13 +186,44 @@ cdef class GroupCommit:
         self.open_batch = 1
 
     def __init__(self, int fd, int head_fd, long long size, long long allocated, long long seq, long long total,
-                 bytes last_hash, bint durable, long long segment_bytes, long long preallocate):
+                 bytes last_hash not None, bint durable, long long segment_bytes, long long preallocate,
+                 bytes mac_key=b"", bytes stream=b""):
+        if self.zeros != NULL:
+            raise RuntimeError("GroupCommit is already initialised")
+        if preallocate <= 0 or segment_bytes <= 0 or size < 0 or allocated < size:
+            # preallocate 0 would make the zero-fill loop spin for ever
+            raise ValueError("sizes must be positive (preallocate, segment_bytes) and 0 <= size <= allocated")
         self.fd, self.head_fd, self.durable = fd, head_fd, durable
         self.size, self.allocated, self.seq, self.total = size, allocated, seq, total
         self.segment_bytes, self.preallocate = segment_bytes, preallocate
-        self.last_hash = last_hash
+        if len(last_hash) != HASH:
+            raise ValueError("hash must be 32 bytes")
+        memcpy(self.last, PyBytes_AS_STRING(last_hash), HASH)
         self.zeros = <char *>calloc(preallocate, 1)
         if self.zeros == NULL:
+            raise MemoryError()
+        if mac_key:
+            self._set_mac_key(mac_key, b"onshi/v1/audit-head\n" + (stream or b"") + b"\n")
+
+    cdef _set_mac_key(self, bytes key, bytes prefix):
+        cdef unsigned char pad[MAC_BLOCK]
+        cdef int i
+        if len(key) > MAC_BLOCK or len(prefix) > MAC_MSG - 100:
+            raise ValueError("audit key or stream name too long")
+        memcpy(self.mac_prefix, PyBytes_AS_STRING(prefix), len(prefix))
+        self.mac_prefix_len = len(prefix)
+        self.mac_inner, self.mac_outer = EVP_MD_CTX_new(), EVP_MD_CTX_new()
+        if self.mac_inner == NULL or self.mac_outer == NULL:
+            raise MemoryError()
+        for i in range(MAC_BLOCK):  # RFC 2104: K xor ipad, K xor opad
+            pad[i] = (<unsigned char>PyBytes_AS_STRING(key)[i] if i < len(key) else 0) ^ 0x36
+        if EVP_DigestInit_ex(self.mac_inner, SHA256_MD, NULL) != 1 or \
+                EVP_DigestUpdate(self.mac_inner, pad, MAC_BLOCK) != 1:
+            raise MemoryError()
+        for i in range(MAC_BLOCK):
+            pad[i] ^= 0x36 ^ 0x5C
+        if EVP_DigestInit_ex(self.mac_outer, SHA256_MD, NULL) != 1 or \
+                EVP_DigestUpdate(self.mac_outer, pad, MAC_BLOCK) != 1:
             raise MemoryError()
 
     def __dealloc__(self):
@@ -189,6 +233,10 @@ cdef class GroupCommit:
         free(self.zeros)
         if self.sha != NULL:
             EVP_MD_CTX_free(self.sha)
+        if self.mac_inner != NULL:
+            EVP_MD_CTX_free(self.mac_inner)
+        if self.mac_outer != NULL:
+            EVP_MD_CTX_free(self.mac_outer)
         pthread_cond_destroy(&self.turn[0])
         pthread_cond_destroy(&self.turn[1])
         pthread_cond_destroy(&self.fill)
@@ -198,11 +246,6 @@ cdef class GroupCommit:
     def last_hash(self) -> bytes:
         return self.last[:HASH]
 
-    @last_hash.setter
-    def last_hash(self, bytes value):
-        if len(value) != HASH:
-            raise ValueError("hash must be 32 bytes")
-        memcpy(self.last, PyBytes_AS_STRING(value), HASH)
 
     def append(self, list bodies) -> int:
         """Queue encoded record bodies; return once they are durable (DURABLE),
@@ -210,9 +253,16 @@ cdef class GroupCommit:
         OSError if writing failed (then and for every later call)."""
         cdef size_t need = 0
         cdef object body
-        for body in bodies:
+        # A snapshot: the GIL is released below before the bodies are copied,
+        # and the list could change meanwhile (the copy must match `need`).
+        cdef tuple items = tuple(bodies)
+        if self.zeros == NULL:
+            raise RuntimeError("GroupCommit was not initialised")
+        for body in items:
             if type(body) is not bytes:
                 raise TypeError("bodies must be bytes")
+            if PyBytes_GET_SIZE(body) > 0xFFFFFFFF:  # its length is a u32
+                raise ValueError("an access-log record body must be under 4 GiB")
             need += 4 + <size_t>PyBytes_GET_SIZE(body)
         cdef unsigned long long mine
         cdef uint32_t n
@@ -233,7 +283,7 @@ cdef class GroupCommit:
         if buf_reserve(&self.pending, need) != 0:
             pthread_mutex_unlock(&self.mutex)
             raise MemoryError()
-        for body in bodies:  # with the GIL: the bodies are Python bytes
+        for body in items:  # with the GIL: the bodies are Python bytes
             n = <uint32_t>PyBytes_GET_SIZE(body)
             memcpy(self.pending.data + self.pending.len, &n, 4)  # little endian, as struct "<I"
             memcpy(self.pending.data + self.pending.len + 4, PyBytes_AS_STRING(body), n)
@@ -302,7 +352,7 @@ cdef class GroupCommit:
                 until.tv_sec = due // 1000000000
                 until.tv_nsec = due % 1000000000
                 while not self.closing and not self._filled():
-                    if pthread_cond_timedwait(&self.fill, &self.mutex, &until) == 110:  # ETIMEDOUT
+                    if pthread_cond_timedwait(&self.fill, &self.mutex, &until) != 0:  # ETIMEDOUT (or an error)
                         break
                 self.gathering = False
             self.last_sync_ns = mono_ns()
@@ -335,6 +385,7 @@ cdef class GroupCommit:
         if self.size >= self.segment_bytes or self.force_rotate:
             self.force_rotate = False
             self.writing = True  # the caller rotates; the next batch waits for it
+            self.rotating = True
             return C_ROTATE
         if self.pending.count:  # one waiter of the next batch leads it
             if wake != NULL:
@@ -354,19 +405,25 @@ cdef class GroupCommit:
         cdef int err
         cdef char head[HEAD_SIZE + 1]
         cdef char hexd[2 * HASH + 1]
-        cdef int i, w
+        cdef char machex[2 * HASH + 1]
+        cdef char msg[MAC_MSG]
+        cdef unsigned char mac[HASH]
+        cdef int i, w, m
         if buf_reserve(&self.out, batch.len + batch.count * HASH) != 0:
             return 12  # ENOMEM
         self.out.len = 0
         while pos < batch.len:
             memcpy(&body_len, batch.data + pos, 4)
             n = 4 + body_len
-            # hash := SHA-256(previous hash || u32 body_len || body)
-            EVP_DigestInit_ex(self.sha, SHA256_MD, NULL)
-            EVP_DigestUpdate(self.sha, self.last, HASH)
-            EVP_DigestUpdate(self.sha, batch.data + pos, n)
+            # hash := SHA-256(previous hash || u32 body_len || body); a failed digest
+            # would chain garbage into the log: fail-stop (EIO) instead
+            if (EVP_DigestInit_ex(self.sha, SHA256_MD, NULL) != 1
+                    or EVP_DigestUpdate(self.sha, self.last, HASH) != 1
+                    or EVP_DigestUpdate(self.sha, batch.data + pos, n) != 1):
+                return 5  # EIO
             memcpy(self.out.data + self.out.len, batch.data + pos, n)
-            EVP_DigestFinal_ex(self.sha, self.last, &hlen)
+            if EVP_DigestFinal_ex(self.sha, self.last, &hlen) != 1 or hlen != HASH:
+                return 5
             memcpy(self.out.data + self.out.len + n, self.last, HASH)
             self.out.len += n + HASH
             pos += n
@@ -393,8 +450,25 @@ cdef class GroupCommit:
         # After the sync: head never claims more than is durable (as AuditLog._write).
         for i in range(HASH):
             snprintf(hexd + 2 * i, 3, "%02x", self.last[i])
-        w = snprintf(head, HEAD_SIZE + 1, '{"seq": %lld, "records": %lld, "hash": "%s"}',
-                     self.seq, self.total, hexd)
+        if self.mac_inner == NULL:
+            w = snprintf(head, HEAD_SIZE + 1, '{"seq": %lld, "records": %lld, "hash": "%s"}',
+                         self.seq, self.total, hexd)
+        else:  # HMAC(key, prefix || seq "\n" records "\n" hash-hex), as audit.head_mac
+            m = snprintf(msg, MAC_MSG, "%lld\n%lld\n%s", self.seq, self.total, hexd)
+            if m < 0 or m >= MAC_MSG:
+                return 75  # EOVERFLOW
+            if (EVP_MD_CTX_copy_ex(self.sha, self.mac_inner) != 1
+                    or EVP_DigestUpdate(self.sha, self.mac_prefix, self.mac_prefix_len) != 1
+                    or EVP_DigestUpdate(self.sha, msg, m) != 1
+                    or EVP_DigestFinal_ex(self.sha, mac, &hlen) != 1
+                    or EVP_MD_CTX_copy_ex(self.sha, self.mac_outer) != 1
+                    or EVP_DigestUpdate(self.sha, mac, HASH) != 1
+                    or EVP_DigestFinal_ex(self.sha, mac, &hlen) != 1 or hlen != HASH):
+                return 5  # EIO: a head without a valid MAC would read as tampering
+            for i in range(HASH):
+                snprintf(machex + 2 * i, 3, "%02x", mac[i])
+            w = snprintf(head, HEAD_SIZE + 1, '{"seq": %lld, "records": %lld, "hash": "%s", "mac": "%s"}',
+                         self.seq, self.total, hexd, machex)
         if w < 0 or w > HEAD_SIZE - 1:
             return 75  # EOVERFLOW
         memset(head + w, 0x20, HEAD_SIZE - 1 - w)
@@ -405,9 +479,14 @@ cdef class GroupCommit:
                 bytes last_hash) -> None:
         """The rotating caller (append returned ROTATE) installs the new segment
         and hands the writer role on."""
-        self.last_hash = last_hash
+        if last_hash is None or len(last_hash) != HASH:
+            raise ValueError("hash must be 32 bytes")
+        if size < 0 or allocated < size:
+            raise ValueError("0 <= size <= allocated")
         with nogil:
             pthread_mutex_lock(&self.mutex)
+        self._check_rotating()
+        memcpy(self.last, PyBytes_AS_STRING(last_hash), HASH)
         self.fd, self.size, self.allocated, self.seq, self.total = fd, size, allocated, seq, total
         self._release()
 
@@ -415,12 +494,22 @@ cdef class GroupCommit:
         """The rotating caller failed: fail-stop, as a failed write."""
         with nogil:
             pthread_mutex_lock(&self.mutex)
+        self._check_rotating()
         self.error = err or 5  # EIO
         pthread_cond_broadcast(&self.turn[0])
         pthread_cond_broadcast(&self.turn[1])
         self._release()
 
+    cdef int _check_rotating(self) except -1:
+        """With the mutex held: only the caller that got ROTATE may hand the
+        writer role on (anyone else would clear `writing` under a leader)."""
+        if not self.rotating:
+            pthread_mutex_unlock(&self.mutex)
+            raise RuntimeError("no rotation is under way")
+        return 0
+
     cdef void _release(self) noexcept:
+        self.rotating = False
         self.writing = False
         pthread_cond_broadcast(&self.turn[0])  # rare (a rotation): wake everyone
         pthread_cond_broadcast(&self.turn[1])
@@ -443,6 +532,7 @@ cdef class GroupCommit:
     cdef void _lead_for_close(self) noexcept nogil:
         if self._lead(False, NULL) == C_ROTATE:  # no rotation while closing: the segment stays open
             self.writing = False
+            self.rotating = False
 
     @property
     def failed(self) -> int:

@@ -17,8 +17,11 @@ The pure-Python code stays the reference (cardproof.py falls back to it when
 this module is not built); tests/test_cardproof_native.py checks both agree.
 """
 
+from cpython.bytearray cimport PyByteArray_AS_STRING
 from libc.stdint cimport uint8_t
 from libc.string cimport memcmp, memcpy, memset
+
+import os
 
 cdef extern from "openssl/evp.h":
     ctypedef struct EVP_PKEY
@@ -43,7 +46,10 @@ cdef extern from "openssl/bn.h":
     void BN_MONT_CTX_free(BN_MONT_CTX *mont)
     int BN_MONT_CTX_set(BN_MONT_CTX *mont, const BIGNUM *mod, BN_CTX *ctx)
     int BN_num_bytes(const BIGNUM *a)
+    int BN_num_bits(const BIGNUM *a)
     int BN_is_odd(const BIGNUM *a)
+    int BN_is_one(const BIGNUM *a)
+    int BN_is_negative(const BIGNUM *a)
     int BN_cmp(const BIGNUM *a, const BIGNUM *b)
     BIGNUM *BN_bin2bn(const unsigned char *s, int len, BIGNUM *ret)
     int BN_bn2binpad(const BIGNUM *a, unsigned char *to, int tolen)
@@ -76,6 +82,32 @@ cdef enum:
     MAX_MODULUS = 1024  # bytes: RSA-8192; JPKI cards use 2048 bits
 
 
+cdef object bn_int(const BIGNUM *a):
+    """The magnitude of a BIGNUM as a Python int."""
+    cdef int size = BN_num_bytes(a)
+    cdef bytearray raw = bytearray(size)
+    if size and BN_bn2binpad(a, <unsigned char *>PyByteArray_AS_STRING(raw), size) != size:
+        raise MemoryError()
+    return int.from_bytes(raw, "big")
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    size = bytes((n,)) if n < 0x80 else bytes((0x80 | (n.bit_length() + 7) // 8,)) + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag,)) + size + body
+
+
+def rsa_spki_der(n: int, e: int) -> bytes:
+    """SubjectPublicKeyInfo { rsaEncryption, NULL } of RSAPublicKey { n, e } (RFC 8017 A.1.1)."""
+    def integer(v):
+        return _der(0x02, v.to_bytes(v.bit_length() // 8 + 1, "big"))  # a leading 0 keeps it positive
+    algorithm = _der(0x30, RSA_ENCRYPTION_OID + b"\x05\x00")
+    return _der(0x30, algorithm + _der(0x03, b"\x00" + _der(0x30, integer(n) + integer(e))))
+
+
+RSA_ENCRYPTION_OID = bytes.fromhex("06092a864886f70d010101")  # 1.2.840.113549.1.1.1
+
+
 cdef class RsaPublicKey:
     """An RSA public key from its DER SubjectPublicKeyInfo.
 
@@ -96,25 +128,41 @@ cdef class RsaPublicKey:
     cdef BN_MONT_CTX *mont
     cdef int k                        # modulus length in bytes
 
-    def __cinit__(self, bytes spki_der):
-        cdef const unsigned char *p = spki_der
+    def __cinit__(self, bytes spki_der not None):
+        cdef const unsigned char *start = spki_der
+        cdef const unsigned char *p = start
         cdef EVP_PKEY *pkey = d2i_PUBKEY(NULL, &p, len(spki_der))
         if pkey == NULL:
             ERR_clear_error()
             raise ValueError("not a DER SubjectPublicKeyInfo")
         try:
+            # rsaEncryption only: an RSA-PSS key (its own base id) is not for PKCS#1 v1.5
             if EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA:
-                raise ValueError("not an RSA key")
+                raise ValueError("not an RSA (rsaEncryption) key")
             if (EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_N, &self.n) != 1
                     or EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &self.e) != 1):
                 ERR_clear_error()
                 raise ValueError("RSA key without modulus or exponent")
         finally:
             EVP_PKEY_free(pkey)
+        # The numbers as read must be the key as encoded: libcrypto hands a
+        # negative INTEGER over as its two's complement bytes (-3 as 253), and
+        # BER leniencies would let two encodings name one key. The one DER
+        # encoding of (n, e) must be exactly the bytes given.
+        if spki_der != rsa_spki_der(bn_int(self.n), bn_int(self.e)):
+            raise ValueError("not the DER SubjectPublicKeyInfo of an RSA key (n, e)")
         self.k = BN_num_bytes(self.n)
         # 11 bytes of padding at least (00 01 FF*8 00), then DigestInfo + digest.
-        if not BN_is_odd(self.n) or self.k < 11 + 19 + 32 or self.k > MAX_MODULUS:
+        if (BN_is_negative(self.n) or not BN_is_odd(self.n) or self.k < 11 + 19 + 32
+                or self.k > MAX_MODULUS):
             raise ValueError("RSA modulus unusable for PKCS#1 v1.5 / SHA-256")
+        # RFC 8017 §3.1: 3 <= e <= n - 1, and e odd (coprime to an even lambda(n)).
+        # e = 1 would make s^e = s: any s equal to the expected block would verify.
+        if BN_is_one(self.e):
+            raise ValueError("RSA public exponent 1 verifies anything")
+        if (BN_is_negative(self.e) or BN_num_bits(self.e) < 2 or not BN_is_odd(self.e)
+                or BN_cmp(self.e, self.n) >= 0):
+            raise ValueError("RSA public exponent must be odd, at least 3 and below the modulus")
         self.s, self.m, self.ctx, self.mont = BN_new(), BN_new(), BN_CTX_new(), BN_MONT_CTX_new()
         if self.s == NULL or self.m == NULL or self.ctx == NULL or self.mont == NULL:
             raise MemoryError()
@@ -169,6 +217,9 @@ cdef extern from "<sys/mman.h>":
 cdef extern from "<errno.h>":
     int EOWNERDEAD, EBUSY
 
+cdef extern from "<stdint.h>":
+    size_t SIZE_MAX
+
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
         pass
@@ -194,7 +245,9 @@ cdef packed struct Slot:  # as SharedReplayCache.SLOT: <16sd
 
 
 cdef class NonceTable:
-    """SharedReplayCache's table in shared anonymous memory: make it before fork.
+    """SharedReplayCache's table in shared memory: anonymous (make it before
+    fork), or mapped from `fd` at `offset` so unrelated processes (both servers
+    of a deployment) share it; `init_lock` only for the first of them.
 
     add(digest, now, expires) -> 1 new (remembered until `expires`), 0 seen
     and not yet expired, -1 no free slot in the probe window. Same probing as
@@ -209,42 +262,67 @@ cdef class NonceTable:
     cdef readonly unsigned long long slots
     cdef readonly unsigned long long probe
 
-    def __cinit__(self, unsigned long long slots, unsigned long long probe):
+    def __cinit__(self, unsigned long long slots, unsigned long long probe, int fd=-1, long long offset=0,
+                  bint init_lock=True):
         cdef pthread_mutexattr_t attr
+        cdef int rc
         if slots <= probe or probe == 0:
             raise ValueError("slots must exceed probe")
+        if slots > (SIZE_MAX - HEADER) // sizeof(Slot):  # the byte size would wrap around
+            raise ValueError(f"a nonce table of {slots} slots does not fit in memory")
         self.slots, self.probe = slots, probe
         self.size = HEADER + slots * sizeof(Slot)
         # MAP_POPULATE: fault the pages in now (before fork), not one by one on
         # the hot path (measured ~10 us of a check while a fresh table filled).
-        cdef void *p = mmap(NULL, self.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE,
-                            -1, 0)
+        cdef void *p = mmap(NULL, self.size, PROT_READ | PROT_WRITE,
+                            MAP_SHARED | MAP_POPULATE | (MAP_ANONYMOUS if fd < 0 else 0), fd, offset)
         if p == MAP_FAILED:
             raise MemoryError("mmap")
-        self.base = <char *>p  # zero-filled: every slot free (expires 0.0)
-        pthread_mutexattr_init(&attr)
-        pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)
+        self.base = <char *>p  # new: zero-filled, every slot free (expires 0.0)
+        if not init_lock:  # another process made the lock and uses it
+            return
+        rc = pthread_mutexattr_init(&attr)
+        if rc:
+            raise OSError(rc, "replay table: pthread_mutexattr_init")
+        rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)
         # Robust: a worker killed while holding the lock does not wedge the others.
-        pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)
-        pthread_mutex_init(<pthread_mutex_t *>self.base, &attr)
+        if rc == 0:
+            rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)
+        if rc == 0:
+            rc = pthread_mutex_init(<pthread_mutex_t *>self.base, &attr)
         pthread_mutexattr_destroy(&attr)
+        if rc:
+            raise OSError(rc, "replay table: cannot make its process-shared robust lock")
 
     def __dealloc__(self):
         if self.base != NULL:
             munmap(self.base, self.size)
 
-    cdef void _lock(self) noexcept:
+    cdef int _lock(self) except -1:
+        """Take the table's lock, or raise OSError: a lock that cannot be taken
+        (a damaged or unrecoverable mutex) refuses the proof rather than letting
+        two workers write the table at once."""
         cdef pthread_mutex_t *m = <pthread_mutex_t *>self.base
         cdef int rc = pthread_mutex_trylock(m)
         if rc == EBUSY:  # another process holds it: wait without the GIL
             with nogil:
                 rc = pthread_mutex_lock(m)
         if rc == EOWNERDEAD:  # its holder died; a slot it half wrote is at worst a stale entry
-            pthread_mutex_consistent(m)
+            rc = pthread_mutex_consistent(m)
+            if rc:
+                pthread_mutex_unlock(m)
+        if rc:
+            raise OSError(rc, f"replay table lock failed: {os.strerror(rc)}")
+        return 0
 
     def hold_lock(self) -> None:
         """Tests only: take the lock and keep it (a worker that dies inside it)."""
         self._lock()
+
+    def _scribble_lock(self) -> None:
+        """Tests only: overwrite the lock with garbage, as a stray write by a
+        worker into the shared memory would."""
+        memset(self.base, 0xFF, HEADER)
 
     def add(self, const unsigned char[::1] digest not None, double now, double expires) -> int:
         if digest.shape[0] != DIGEST:
@@ -258,7 +336,7 @@ cdef class NonceTable:
         cdef Slot *target = NULL
         cdef unsigned long long j
         cdef int result = 1
-        self._lock()
+        self._lock()  # raises if not taken: nothing below runs unlocked
         try:
             for j in range(self.probe):
                 if memcmp(window[j].digest, &digest[0], DIGEST) == 0:

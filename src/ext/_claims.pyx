@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, cdivision=True
 """The common claim in one native pass (issue 4): a claim billed to the insurer
 that covered every visit day (~95% of review) is decided OK here, over the
 serialized VerifyClaimsRequest, without a Python object per claim.
@@ -27,8 +27,9 @@ cdef extern from "<stdio.h>" nogil:
 
 cdef enum:
     HEADER_SIZE = 8       # history record: <HHi  version, entry count, birth day
-    ENTRY_SIZE = 24       # <iiQII acquisition, loss, number hash, payload offset, length
-    RECORD_VERSION = 1
+    ENTRY_SIZE = 32       # <iiQIIii acquisition, loss, number hash, payload offset, length,
+                          #          view first day, view end day
+    RECORD_VERSION = 2
     MAX_SYMBOL = 20       # onshi.core.identifiers
     MAX_NUMBER = 20
     MAX_LEDGER_FACILITY = 480  # onshi.core.claims
@@ -255,14 +256,29 @@ cdef class Batch:
     cdef Claim* claims
     cdef Py_ssize_t n
     cdef public list keys          # number keys of the plain claims, in claim order
+    cdef tuple own_keys            # the same, as parsed (the caller may change `keys`)
     cdef public Py_ssize_t denied  # first claim of another facility (pre-submission), or -1
     cdef bytes not_found_tail      # the serialized NUMBER_NOT_FOUND verdict after its claim_id
+
+    def __cinit__(self):
+        # also what a Batch() made from Python holds: no claims
+        self.raw = b""
+        self.claims = NULL
+        self.n = 0
+        self.keys = []
+        self.own_keys = ()
+        self.denied = -1
 
     def __dealloc__(self):
         free(self.claims)
 
     def __len__(self):
         return self.n
+
+    cdef Claim* claim(self, Py_ssize_t i) except NULL:
+        if i < 0 or i >= self.n:
+            raise IndexError(f"claim index {i} out of range (batch of {self.n})")
+        return &self.claims[i]
 
     def plain_indices(self):
         """Claim indices whose keys are `keys`, in the same order."""
@@ -274,7 +290,8 @@ cdef class Batch:
 
     def days(self, Py_ssize_t i):
         """(birth, first, last) day numbers of a plain claim."""
-        return self.claims[i].birth_day, self.claims[i].first_day, self.claims[i].last_day
+        cdef Claim* c = self.claim(i)
+        return c.birth_day, c.first_day, c.last_day
 
     def settle(self, list values, bytes not_found_tail=None):
         """Header-only coverage of each plain claim's history (values[k] answers
@@ -286,16 +303,20 @@ cdef class Batch:
         cdef Py_ssize_t i, k
         cdef object value
         cdef list rest = []
-        if len(values) != len(self.keys):
+        cdef tuple keys = self.own_keys
+        if values is None or len(values) != len(keys):
             raise ValueError("one value per key")
+        values = list(values)  # a copy: nothing else can change it while it is read
         self.not_found_tail = not_found_tail
         for i in range(self.n):
             k = self.claims[i].key_index
             if k < 0:
                 continue
+            self.claims[i].ok = False  # settled afresh by each call
+            self.claims[i].not_found = False
             value = values[k]
             if PyBytes_Check(value) and covers(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
-                                                self.keys[k], &self.claims[i]):
+                                                keys[k], &self.claims[i]):
                 self.claims[i].ok = True
             elif value is None and not_found_tail is not None:
                 self.claims[i].not_found = True
@@ -307,31 +328,36 @@ cdef class Batch:
         """Serialized VerifyClaimsResponse: verdicts[i] is spliced's bytes for the
         (index, serialized Verdict) pairs given (sorted by index), else OK (or
         the not-found verdict, see settle)."""
-        cdef Py_ssize_t i, j = 0, total = 0, size, nspliced = len(spliced)
-        cdef Py_ssize_t next_index = spliced[0][0] if nspliced else -1
+        cdef Py_ssize_t i, j = 0, total = 0, size, nspliced = len(spliced), previous = -1
         cdef const uint8_t* raw = <const uint8_t*>PyBytes_AS_STRING(self.raw)
         cdef list bodies = [None] * nspliced
+        cdef list indices = [None] * nspliced
         cdef bytes body
         cdef char* out
-        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t pos = 0, next_index
+        # Read the pairs once: the sizes below and the bytes written must come
+        # from the same bodies, whatever the items do when read again.
         for j in range(nspliced):
-            body = spliced[j][1]
+            i, body = spliced[j]
+            if i <= previous or i >= self.n:
+                raise ValueError("spliced verdicts must be sorted, distinct and within the batch")
+            previous = i
+            indices[j] = i
             bodies[j] = body
             total += 1 + varint_size(PyBytes_GET_SIZE(body)) + PyBytes_GET_SIZE(body)
         j = 0
+        next_index = indices[0] if nspliced else -1
         for i in range(self.n):
             if i == next_index:
                 j += 1
-                next_index = spliced[j][0] if j < nspliced else -1
+                next_index = indices[j] if j < nspliced else -1
                 continue
             size = self.verdict_size(&self.claims[i])
             total += 1 + varint_size(size) + size
-        if j != nspliced:
-            raise ValueError("spliced verdicts must be sorted, distinct and within the batch")
         result = PyBytes_FromStringAndSize(NULL, total)
         out = PyBytes_AS_STRING(result)
         j = 0
-        next_index = spliced[0][0] if nspliced else -1
+        next_index = indices[0] if nspliced else -1
         for i in range(self.n):
             out[pos] = 0x0A  # VerifyClaimsResponse.verdicts
             pos += 1
@@ -341,7 +367,7 @@ cdef class Batch:
                 memcpy(out + pos, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
                 pos += PyBytes_GET_SIZE(body)
                 j += 1
-                next_index = spliced[j][0] if j < nspliced else -1
+                next_index = indices[j] if j < nspliced else -1
                 continue
             pos = put_varint(out, pos, self.verdict_size(&self.claims[i]))
             if self.claims[i].claim_id.size:
@@ -470,7 +496,7 @@ cdef bint covers(const char* value, Py_ssize_t size, bytes key, Claim* c) noexce
     return False
 
 
-def parse(bytes raw, dict symbols, bytes facility=None):
+def parse(bytes raw not None, dict symbols not None, bytes facility=None):
     """Parse a serialized VerifyClaimsRequest and build the plain claims' number
     keys (identifiers.number_key). `symbols` maps a symbol as sent (UTF-8) to its
     folded form, for non-ASCII symbols Python has folded before. `facility`: the
@@ -567,6 +593,7 @@ def parse(bytes raw, dict symbols, bytes facility=None):
             klen += c.branch.size
         c.key_index = len(batch.keys)
         batch.keys.append(PyBytes_FromStringAndSize(key, klen))
+    batch.own_keys = tuple(batch.keys)
     return batch
 
 
@@ -578,7 +605,7 @@ cdef inline void memset_claim(Claim* c) noexcept nogil:
 
 
 
-def split(bytes raw, int parts, double first_share=-1.0):
+def split(bytes raw not None, int parts, double first_share=-1.0):
     """The request cut at claim boundaries into at most `parts` sub-requests:
     ([(sub-request bytes, index of its first claim)], claim count). The first
     part holds `first_share` of the claims (default: an equal share), the others
@@ -595,7 +622,7 @@ def split(bytes raw, int parts, double first_share=-1.0):
         n += 1
     starts.append(end)
     parts = max(1, min(parts, n))
-    if first_share < 0.0:
+    if not first_share >= 0.0:  # negative or NaN: the default (a NaN would become any index below)
         first_share = 1.0 / parts
     first = <Py_ssize_t>(n * min(max(first_share, 0.0), 1.0) + 0.5) if parts > 1 else n
     out = [(raw[starts[0]:starts[first]], 0)]

@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, cdivision=True
 """The native lookup engine: liblmdb's C API, reused read transactions, the GIL
 released for the B-tree walks and the decision, answers copied out as ready-to-send
 CheckResponse bytes. Same interface and byte-identical output as
@@ -30,8 +30,10 @@ cdef extern from "<unistd.h>" nogil:
 
 cdef enum:
     HEADER_SIZE = 8       # <HHi   version, entry count, birth day
-    ENTRY_SIZE = 24       # <iiQII acquisition, loss, number hash, payload offset, length
-    RECORD_VERSION = 1
+    ENTRY_SIZE = 32       # <iiQIIii acquisition, loss, number hash, payload offset, length,
+                          #          view first day, view end day
+    RECORD_VERSION = 2
+    MAX_ENTRIES = 1024    # as onshi.core.history
     POOL_MAX = 16         # idle read transactions kept (each holds a reader slot)
     MAX_DBS = 32          # as onshi.core.store
     MAX_READERS = 1024
@@ -88,17 +90,29 @@ cdef inline uint64_t fnv1a64(const uint8_t *key, size_t n) noexcept nogil:
 
 
 cdef struct Choice:
-    # What to answer from one history record: the validity, and either one entry
-    # (single >= 0) or every entry covering `day` (filtered by number hash when
-    # by_number). `size` is the full response length.
+    # What to answer from one history record: the validity and the chosen
+    # payloads' offsets and lengths, read once while deciding: the answer is
+    # written from these, so its size cannot disagree with what is copied.
     const uint8_t *rec
-    uint32_t count
     int validity
-    int single
-    bint by_number
-    uint64_t number_hash
-    int64_t day
+    uint32_t nchosen
+    uint32_t off[MAX_ENTRIES]
+    uint32_t len[MAX_ENTRIES]
     size_t size
+
+
+cdef inline bint shown(const uint8_t *e, int64_t day) noexcept nogil:
+    """history.shown: the view of its qualification a check on `day` looks at."""
+    cdef int64_t loss = <int32_t>rd32(e + 4)
+    cdef int64_t d = day if day < loss else loss - 1
+    return <int32_t>rd32(e + 24) <= d and d < <int32_t>rd32(e + 28)
+
+
+cdef inline void choose(Choice *ch, const uint8_t *e) noexcept nogil:
+    ch.off[ch.nchosen] = rd32(e + 16)
+    ch.len[ch.nchosen] = rd32(e + 20)
+    ch.size += ch.len[ch.nchosen]
+    ch.nchosen += 1
 
 
 cdef int decide(const uint8_t *rec, size_t size, bint by_number, uint64_t number_hash,
@@ -107,22 +121,19 @@ cdef int decide(const uint8_t *rec, size_t size, bint by_number, uint64_t number
     record first so a corrupt value raises instead of reading past it."""
     cdef uint32_t count, i, off, length
     cdef const uint8_t *e
-    cdef int64_t acq, loss
+    cdef int64_t acq
     cdef int nvalid = 0
     cdef int last_started = -1
-    cdef size_t valid_len = 0
     ch.rec = rec
-    ch.by_number = by_number
-    ch.number_hash = number_hash
-    ch.day = day
-    ch.single = -1
+    ch.nchosen = 0
+    ch.size = 2
+    ch.validity = NO_RECORD
     if size < HEADER_SIZE:
         return ERR_SHORT
     if rd16(rec) != RECORD_VERSION:
         return ERR_VERSION
     count = rd16(rec + 2)
-    ch.count = count
-    if HEADER_SIZE + <size_t>ENTRY_SIZE * count > size:
+    if count > MAX_ENTRIES or HEADER_SIZE + <size_t>ENTRY_SIZE * count > size:
         return ERR_ENTRIES
     for i in range(count):
         e = rec + HEADER_SIZE + ENTRY_SIZE * i
@@ -131,31 +142,24 @@ cdef int decide(const uint8_t *rec, size_t size, bint by_number, uint64_t number
         if <uint64_t>off + length > size:
             return ERR_PAYLOAD
     if by_number and <int64_t><int32_t>rd32(rec + 4) != claimed_birth:
-        ch.validity = NO_RECORD
-        ch.size = 2
         return 0
     for i in range(count):
         e = rec + HEADER_SIZE + ENTRY_SIZE * i
         if by_number and rd64(e + 8) != number_hash:
             continue
         acq = <int32_t>rd32(e)
-        if acq <= day:
+        if acq <= day and shown(e, day):
             last_started = i
-            loss = <int32_t>rd32(e + 4)
-            if day < loss:
+            if day < <int32_t>rd32(e + 4):
                 nvalid += 1
-                valid_len += rd32(e + 20)
+                choose(ch, e)
     if nvalid:
         ch.validity = VALID if nvalid == 1 else MULTIPLE
-        ch.size = 2 + valid_len
         return 0
     if last_started < 0:
-        ch.validity = NO_RECORD
-        ch.size = 2
         return 0
-    ch.single = last_started
     e = rec + HEADER_SIZE + ENTRY_SIZE * last_started
-    ch.size = 2 + rd32(e + 20)
+    choose(ch, e)
     ch.validity = INVALID
     if by_number:
         # a lost number never reveals the newer qualification, only that it exists
@@ -168,29 +172,15 @@ cdef int decide(const uint8_t *rec, size_t size, bint by_number, uint64_t number
 
 
 cdef void write_response(const Choice *ch, char *out) noexcept nogil:
-    """b"\\x08" + validity + the chosen framed payloads, in entry order."""
-    cdef const uint8_t *e
-    cdef uint32_t i, length
-    cdef int64_t acq, loss
+    """b"\\x08" + validity + the chosen framed payloads, in entry order: exactly
+    ch.size bytes."""
+    cdef uint32_t i
     out[0] = 0x08
     out[1] = <char>ch.validity
     out += 2
-    if ch.validity == NO_RECORD:
-        return
-    if ch.single >= 0:
-        e = ch.rec + HEADER_SIZE + ENTRY_SIZE * ch.single
-        memcpy(out, ch.rec + rd32(e + 16), rd32(e + 20))
-        return
-    for i in range(ch.count):
-        e = ch.rec + HEADER_SIZE + ENTRY_SIZE * i
-        if ch.by_number and rd64(e + 8) != ch.number_hash:
-            continue
-        acq = <int32_t>rd32(e)
-        loss = <int32_t>rd32(e + 4)
-        if acq <= ch.day and ch.day < loss:
-            length = rd32(e + 20)
-            memcpy(out, ch.rec + rd32(e + 16), length)
-            out += length
+    for i in range(ch.nchosen):
+        memcpy(out, ch.rec + ch.off[i], ch.len[i])
+        out += ch.len[i]
 
 
 # --- key order -------------------------------------------------------------
@@ -616,6 +606,8 @@ def _tune(*, directories: bool | None = None, prefetch_bytes_per_page: int | Non
     if targeted_prefetch is not None:
         targeted = targeted_prefetch
     if prefetch_stride_bytes is not None:
+        if prefetch_stride_bytes <= 0:  # prefetch_page would never advance
+            raise ValueError("prefetch_stride_bytes must be positive")
         prefetch_stride = prefetch_stride_bytes
     if directories is not None:
         directories_enabled = directories
@@ -738,6 +730,7 @@ cdef class NativeEngine:
     cdef Slot *pool[POOL_MAX]
     cdef int pool_len
     cdef int active        # slots handed out; changed only with the GIL held
+    cdef int acquiring     # threads inside _acquire (it may wait without the GIL)
     cdef bint resizing
     cdef bint closing
     cdef readonly int remaps  # times the map was remapped after the writer grew it
@@ -750,6 +743,7 @@ cdef class NativeEngine:
         self.env = NULL
         self.pool_len = 0
         self.active = 0
+        self.acquiring = 0
         memset(self.dirs, 0, sizeof(self.dirs))
         memset(self.dir_state, 0, sizeof(self.dir_state))
         self.idle_batch = NULL
@@ -757,6 +751,8 @@ cdef class NativeEngine:
     def __init__(self, path):
         cdef MDB_txn *txn = NULL
         cdef int rc
+        if self.env != NULL or self.closing:  # a second __init__ would leak or swap the map under readers
+            raise RuntimeError("NativeEngine is already initialised")
         self.path = os.fspath(path)
         if not os.path.exists(os.path.join(self.path, "data.mdb")):
             raise FileNotFoundError(f"no onshi store at {self.path} (run `onshi gen` or ingest first)")
@@ -764,8 +760,13 @@ cdef class NativeEngine:
         if rc:
             self.env = NULL
             raise LmdbError("mdb_env_create", rc)
-        mdb_env_set_maxdbs(self.env, MAX_DBS)
-        mdb_env_set_maxreaders(self.env, MAX_READERS)
+        rc = mdb_env_set_maxdbs(self.env, MAX_DBS)
+        if rc == 0:
+            rc = mdb_env_set_maxreaders(self.env, MAX_READERS)
+        if rc:
+            mdb_env_close(self.env)
+            self.env = NULL
+            raise LmdbError("configuring the environment", rc)
         cdef bytes raw = os.fsencode(self.path)
         # NOTLS: a reset transaction is not tied to the thread that began it, so the
         # pool can hand it to any thread; NORDAHEAD: lookups are random.
@@ -828,7 +829,12 @@ cdef class NativeEngine:
         if self.env == NULL or self.closing:
             return
         self.closing = True
-        self._drain()
+        # Every thread that may still touch the environment is counted in one of
+        # these (each GIL release inside the pool is a point where close can run):
+        # slot holders, threads in _acquire, and a remap in progress.
+        while self.active or self.acquiring or self.resizing:
+            with nogil:
+                usleep(50)
         self._shutdown()
 
     @property
@@ -849,26 +855,39 @@ cdef class NativeEngine:
                 usleep(50)
 
     cdef Slot *_acquire(self) except NULL:
+        """A slot with an idle (reset) transaction, counted in `active`. The caller
+        is counted in `acquiring` meanwhile, so close() cannot shut the
+        environment down under it while it waits without the GIL."""
+        cdef Slot *slot
+        self.acquiring += 1
+        try:
+            slot = self._new_or_pooled()
+        finally:
+            self.acquiring -= 1
+        self.active += 1
+        return slot
+
+    cdef Slot *_new_or_pooled(self) except NULL:
         cdef Slot *slot
         cdef int rc
-        while self.resizing:
-            with nogil:
-                usleep(50)
-        if self.env == NULL or self.closing:
-            raise ValueError("NativeEngine is closed")
-        if self.pool_len:
-            self.pool_len -= 1
-            slot = self.pool[self.pool_len]
-        else:
+        while True:
+            while self.resizing:
+                with nogil:
+                    usleep(50)
+            # checked again after every wait: close() may have begun meanwhile
+            if self.env == NULL or self.closing:
+                raise ValueError("NativeEngine is closed")
+            if self.pool_len:
+                self.pool_len -= 1
+                return self.pool[self.pool_len]
             slot = <Slot *>calloc(1, sizeof(Slot))
             if slot == NULL:
                 raise MemoryError()
-            while True:
-                rc = mdb_txn_begin(self.env, NULL, MDB_RDONLY, &slot.txn)
-                if rc == MDB_MAP_RESIZED:
-                    self._remap()
-                    continue
-                break
+            rc = mdb_txn_begin(self.env, NULL, MDB_RDONLY, &slot.txn)
+            if rc == MDB_MAP_RESIZED:
+                free(slot)  # no transaction was begun
+                self._remap()
+                continue
             if rc == 0:
                 rc = mdb_cursor_open(slot.txn, self.card_dbi, &slot.card)
             if rc == 0:
@@ -879,8 +898,7 @@ cdef class NativeEngine:
                 free_slot(slot)
                 raise LmdbError("mdb_txn_begin", rc)
             mdb_txn_reset(slot.txn)  # idle until renewed by a check
-        self.active += 1
-        return slot
+            return slot
 
     cdef void _release(self, Slot *slot) noexcept:
         if slot.live:
@@ -906,7 +924,7 @@ cdef class NativeEngine:
                 with nogil:
                     usleep(50)
             return 0
-        self.resizing = True
+        self.resizing = True  # close() waits for it: the environment stays open meanwhile
         try:
             self._drain()
             rc = mdb_env_set_mapsize(self.env, 0)
@@ -1054,6 +1072,7 @@ cdef class NativeEngine:
                                 fnv1a64(k, n) if by_number else 0, birth_day, day, &ch)
                 elif rc == MDB_NOTFOUND:
                     ch.validity = NO_RECORD
+                    ch.nchosen = 0
                     ch.size = 2
                     rc = 0
             if rc:
@@ -1082,12 +1101,13 @@ cdef class NativeEngine:
         cdef Directory *index_dir
         cdef Directory *history_dir
         cdef list result = PyList_New(n)
+        cdef list keep = []
         cdef Slot *slot = NULL
         if n == 0:
             return result
+        check_batch_size(n)
         b = self._take_batch(n, 512)
         try:
-            # `items` keeps every key object alive while the GIL is released.
             for i in range(n):
                 item = <object>PyTuple_GET_ITEM(items, i)
                 if by_number:
@@ -1099,6 +1119,10 @@ cdef class NativeEngine:
                 if not PyBytes_Check(key):
                     raise TypeError(f"keys must be bytes, not {type(key).__name__}")
                 self._check_key(key, "number_key" if by_number else "serial_key")
+                # The queries point into the key objects while the GIL is released:
+                # `keep` holds each one, as an item may make its key afresh when
+                # unpacked (then nothing else does).
+                keep.append(key)
                 b.qs[i].key = <const uint8_t *>PyBytes_AS_STRING(key)
                 b.qs[i].key_len = PyBytes_GET_SIZE(key)
                 b.qs[i].link = NULL
@@ -1159,6 +1183,7 @@ cdef class NativeEngine:
         cdef Slot *slot = NULL
         if n == 0:
             return result
+        check_batch_size(n)
         b = self._take_batch(n, 0)
         try:
             for i in range(n):
@@ -1187,6 +1212,13 @@ cdef class NativeEngine:
             if slot != NULL:
                 self._release(slot)
             self._give_batch(b)
+
+
+cdef int check_batch_size(Py_ssize_t n) except -1:
+    # Batch.order packs a query's index in 32 bits
+    if n > 0xFFFFFFFF:
+        raise ValueError("a batch holds at most 2**32 - 1 checks")
+    return 0
 
 
 cdef void free_slot(Slot *slot) noexcept:

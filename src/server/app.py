@@ -297,6 +297,10 @@ class _Workers:
         try:
             # First thing after fork: a stop forwarded while starting is kept.
             stop = stop_on_signals()
+            from onshi.server import auth
+
+            # SIGHUP (forwarded by the supervisor): reload revocation lists, not stop.
+            signal.signal(signal.SIGHUP, lambda *_: auth.reload_caller_revocations())
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
             _die_with_parent()
@@ -358,7 +362,7 @@ def serve(
         os.set_blocking(fd, False)
     previous = {
         sig: signal.signal(sig, lambda s, _f: signals.append(s))
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP)
     }
     signal.set_wakeup_fd(wake_w)
     try:
@@ -431,6 +435,10 @@ def _supervise(
         while signals:
             sig = signals.pop(0)
             if sig == signal.SIGCHLD:
+                continue
+            if sig == signal.SIGHUP:  # reload, in every worker
+                for pid in pool.pids:
+                    _signal(pid, signal.SIGHUP)
                 continue
             if not stopping:
                 stopping = True

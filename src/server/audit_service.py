@@ -1,7 +1,9 @@
 """AuditService.ListMyAccess: a person reads who looked at their data.
 
-The person proves the card exactly as for a check (card certificate, challenge
-bound to the terminal's facility code, signature after PIN entry); the answer
+The person proves the card as for a check (card certificate, challenge bound
+to the terminal's facility code, signature after PIN entry), signed for this
+purpose (cardproof.PURPOSE_LIST_MY_ACCESS, so a proof made for a check is
+refused here, and the other way); the answer
 holds only records about the person that card is linked to — by link ID, or by
 the digests of the card serial and insured numbers the person holds now (see
 trust.PersonDirectory.subjects). The reading itself is logged (flag SELF) and
@@ -14,7 +16,7 @@ import asyncio
 
 import grpc
 from google.protobuf import timestamp_pb2
-from onshi.core import audit
+from onshi.core import audit, cardproof
 from onshi.core.cardproof import CardProofError, MalformedProof
 from onshi.server import auth, trust
 from onshi.server.eligibility import timestamp_ns
@@ -66,7 +68,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 raise errors
             if self.ctx.verifier is None:
                 raise auth.AuthError(grpc.StatusCode.FAILED_PRECONDITION, "card proof is not configured")
-            proof = self.ctx.verifier.verify_request(request, caller.facility_code)
+            proof = self.ctx.verifier.verify_request(request, caller.facility_code,
+                                                     purpose=cardproof.PURPOSE_LIST_MY_ACCESS)
         except (CardProofError, MalformedProof, auth.AuthError, trust.FieldErrors) as exc:
             await trust.abort_trust_async(context, exc)
         link_id = self.directory.link_of_card(proof.serial_key)

@@ -9,6 +9,7 @@ failed), the only thing gRPC can tell it. Everything after the handshake is
 ours and answers with a real status:
 
     a certificate without an onshi role            -> UNAUTHENTICATED
+    a revoked certificate (--caller-crl)           -> UNAUTHENTICATED
     a role not allowed for the method              -> PERMISSION_DENIED
     someone else's data (facility / insurer codes) -> PERMISSION_DENIED
 
@@ -29,6 +30,7 @@ allowed to narrow the certificate.
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 import threading
 from collections.abc import Iterable
@@ -36,7 +38,8 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
-from onshi.core.pki import ROLES, URN_PREFIX
+from onshi.core import pki
+from onshi.core.pki import CERT_URN, ROLES, URN_PREFIX
 
 ROLE_KEY = "x-onshi-role"
 FACILITY_KEY = "x-onshi-facility"
@@ -53,7 +56,7 @@ POLICY: dict[str, frozenset[str]] = {
     "/onshi.v1.ClaimService/VerifyClaims": frozenset({FACILITY, REVIEW}),   # facility: own code only
     "/onshi.v1.ClaimService/Apportion": frozenset({REVIEW}),
     "/onshi.v1.EnrollmentService/StreamUpdates": frozenset({INSURER}),      # own insurer numbers only
-    "/onshi.v1.EnrollmentService/StreamUpdateBatches": frozenset({INSURER}),
+    "/onshi.v1.EnrollmentService/StreamUpdateBatches": frozenset({INSURER}),  # the same, many per message
     "/onshi.v1.EnrollmentService/PutResidents": frozenset({OPERATOR}),      # the J-LIS stand-in
     "/onshi.v1.EnrollmentService/ListQuarantine": frozenset({INSURER}),
     "/onshi.v1.EnrollmentService/ResolveQuarantine": frozenset({INSURER}),
@@ -134,33 +137,122 @@ def caller_from_certificate(cert: x509.Certificate) -> Caller:
     return Caller(role, codes, subject)
 
 
+class CallerRevocations:
+    """Revoked caller certificates: a CRL signed by the onshi CA (`--caller-crl`,
+    written by `onshi pki revoke`). A watcher thread looks at the file once a
+    second and reloads it when it changed; SIGHUP reloads it at once. A list
+    that does not verify is refused at start and, later, ignored with a
+    warning (the previous list stays in force)."""
+
+    POLL_SECONDS = 1.0
+
+    def __init__(self, path: str, ca_certs: list[x509.Certificate]):
+        self.path = path
+        self.ca_certs = ca_certs
+        self.serials: frozenset[int] = frozenset()
+        self._stamp: tuple[int, int] | None = None
+        self._wake = threading.Event()
+        self.load(force=True, strict=True)
+
+    def _file_stamp(self) -> tuple[int, int]:
+        st = os.stat(self.path)
+        return st.st_mtime_ns, st.st_size
+
+    def load(self, force: bool = False, strict: bool = False) -> bool:
+        """Read the list if it changed (or `force`); True when it was replaced."""
+        try:
+            stamp = self._file_stamp()
+            if stamp == self._stamp and not force:
+                return False
+            with open(self.path, "rb") as f:
+                serials = pki.crl_serials(f.read(), self.ca_certs, "the onshi CA (--client-ca)")
+        except (OSError, ValueError) as exc:
+            if strict:
+                raise
+            if self._stamp is not None:  # say it once per bad version
+                print(f"onshi: caller revocation list {self.path} not reloaded, the previous one stays "
+                      f"in force: {exc}", file=sys.stderr, flush=True)
+            self._stamp = None
+            return False
+        self.serials, self._stamp = serials, stamp
+        return True
+
+    def check(self, cert: x509.Certificate, subject: str) -> None:
+        """Raise UNAUTHENTICATED for a revoked certificate, and for one whose SANs
+        do not name its own serial (callers are cached by their SANs: without
+        it a revoked certificate and its renewal could not be told apart)."""
+        serial = cert.serial_number
+        try:
+            uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+                .get_values_for_type(x509.UniformResourceIdentifier)
+        except x509.ExtensionNotFound:
+            uris = []
+        if [u for u in uris if u.startswith(CERT_URN)] != [f"{CERT_URN}{serial:x}"]:
+            raise unauthenticated(f"client certificate {subject} does not name its serial as {CERT_URN}<hex>, "
+                                  "so it cannot be checked for revocation: have it reissued (onshi pki)")
+        if serial in self.serials:
+            raise unauthenticated(f"client certificate {subject} (serial {serial:x}) is revoked")
+
+    def watch(self, on_change) -> threading.Thread:
+        def run() -> None:
+            while True:
+                forced = self._wake.wait(self.POLL_SECONDS)
+                self._wake.clear()
+                if self.load(force=forced):
+                    on_change()
+
+        thread = threading.Thread(target=run, name="caller-crl", daemon=True)
+        thread.start()
+        return thread
+
+    def reload_now(self) -> None:
+        """Signal-safe: the watcher reloads at once (SIGHUP)."""
+        self._wake.set()
+
+
 class _CertCache:
     """A verified client certificate's SAN identities -> Caller (or the
     AuthError it raises). gRPC gives a call its peer's identities for ~1 us,
     the whole auth context (PEM included) for ~8 us, and parsing the
-    certificate costs ~100 us: the certificate is read once per identity set.
-    Bounded: cleared when full (client certificates are few)."""
+    certificate costs ~100 us: the certificate is read once per identity set,
+    and checked against the caller revocation list then (each certificate
+    names its serial among its SANs, so the identity set is the certificate's
+    own); a new list empties the cache. Bounded: cleared when full (client
+    certificates are few)."""
 
     def __init__(self, limit: int = 10_000):
         self.limit = limit
         self.items: dict[tuple[bytes, ...], Caller | AuthError] = {}
         self.lock = threading.Lock()
+        self.revocations: CallerRevocations | None = None
+        self.generation = 0
+
+    def reset(self) -> None:
+        with self.lock:
+            self.items = {}
+            self.generation += 1
 
     def get(self, context, identities: tuple[bytes, ...]) -> Caller:
         hit = self.items.get(identities)
         if hit is None:
+            generation = self.generation
             pems = context.auth_context().get("x509_pem_cert")
             try:
-                hit = caller_from_certificate(x509.load_pem_x509_certificate(pems[0])) if pems \
-                    else unauthenticated("no client certificate (mTLS required)")
+                if not pems:
+                    raise unauthenticated("no client certificate (mTLS required)")
+                cert = x509.load_pem_x509_certificate(pems[0])
+                hit = caller_from_certificate(cert)
+                if self.revocations is not None:
+                    self.revocations.check(cert, hit.subject)
             except AuthError as exc:
                 hit = exc
             except ValueError:
                 hit = unauthenticated("client certificate does not parse")
             with self.lock:
-                if len(self.items) >= self.limit:
-                    self.items.clear()
-                self.items[identities] = hit
+                if generation == self.generation:  # not decided on a list replaced meanwhile
+                    if len(self.items) >= self.limit:
+                        self.items.clear()
+                    self.items[identities] = hit
         if isinstance(hit, AuthError):
             raise hit
         return hit
@@ -168,6 +260,23 @@ class _CertCache:
 
 _certs = _CertCache()
 _insecure_dev = False
+
+
+def configure_caller_revocations(crl_path: str, client_ca_path: str) -> CallerRevocations:
+    """Check every caller certificate against this CRL from now on (watched)."""
+    with open(client_ca_path, "rb") as f:
+        cas = x509.load_pem_x509_certificates(f.read())
+    revocations = CallerRevocations(crl_path, cas)
+    _certs.revocations = revocations
+    _certs.reset()
+    revocations.watch(_certs.reset)
+    return revocations
+
+
+def reload_caller_revocations() -> None:
+    """SIGHUP: reload the caller revocation list now (nothing if none configured)."""
+    if _certs.revocations is not None:
+        _certs.revocations.reload_now()
 
 
 def enable_insecure_dev() -> None:
@@ -431,8 +540,6 @@ def channel_credentials(ca: str, cert: str | None = None, key: str | None = None
 
 def pki_paths(pki_dir: str, stem: str) -> tuple[str, str, str]:
     """(ca, cert, key) of an `onshi pki init` client or server identity."""
-    import os
-
     base = os.path.join(pki_dir, "onshi")
     return os.path.join(base, "ca.pem"), os.path.join(base, stem + ".pem"), os.path.join(base, stem + ".key.pem")
 
@@ -462,6 +569,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--tls-key", help="server private key (PEM)")
     g.add_argument("--client-ca", help="CA that issues caller certificates (PEM)")
     g.add_argument("--pki", help="an `onshi pki init` directory: fills the three above")
+    g.add_argument("--caller-crl",
+                   help="revoked caller certificates: a CRL signed by the --client-ca (default with --pki: "
+                        f"PKI/{pki.CALLER_CRL} if present); reloaded when it changes and on SIGHUP")
     g.add_argument("--insecure-dev", action="store_true",
                    help="no TLS, roles declared in metadata; loopback only; demos only")
 
@@ -479,7 +589,37 @@ def credentials_from_args(args, host: str) -> grpc.ServerCredentials | None:
     if not (cert and key and ca):
         raise SystemExit("onshi: mTLS needs --tls-cert, --tls-key and --client-ca (or --pki DIR); "
                          "--insecure-dev for a loopback-only demo")
+    crl = caller_crl_path(args)
+    if crl:
+        try:
+            configure_caller_revocations(crl, ca)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"onshi: caller revocation list {crl}: {exc}") from None
     return server_credentials(cert, key, ca)
+
+
+def caller_crl_path(args) -> str | None:
+    """--caller-crl, else the --pki directory's list if it has one."""
+    crl = getattr(args, "caller_crl", None)
+    pki_dir = getattr(args, "pki", None)
+    if not crl and pki_dir and os.path.exists(os.path.join(pki_dir, pki.CALLER_CRL)):
+        crl = os.path.join(pki_dir, pki.CALLER_CRL)
+    return crl
+
+
+def check_caller_crl(args) -> None:
+    """Before fork: a caller revocation list that does not load stops the
+    server with one line (each worker loads its own copy later)."""
+    crl = caller_crl_path(args)
+    if not crl:
+        return
+    ca = args.client_ca or (pki_paths(args.pki, "server")[0] if getattr(args, "pki", None) else None)
+    try:
+        with open(ca, "rb") as f:
+            CallerRevocations(crl, x509.load_pem_x509_certificates(f.read()))
+    except ValueError as exc:  # a path that cannot be read: the CLI's one line (exit 2)
+        print(f"onshi: caller revocation list {crl}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def interceptors(asyncio: bool = False) -> list:

@@ -114,16 +114,23 @@ def register(subparsers) -> None:
     )
     check.add_argument("--birth", metavar="YYYY-MM-DD", help="birth date (required with --number)")
     check.add_argument("--as-of", metavar="YYYY-MM-DD", help="visit date (default: today in Japan)")
-    check.add_argument("--target", default=os.environ.get("ONSHI_TARGET", "127.0.0.1:50051"))
-    check.add_argument("--timeout", type=float, default=5.0)
     check.add_argument("--json", action="store_true", help="print the answer as JSON")
-    check.add_argument("--pki", default=os.environ.get("ONSHI_PKI"),
-                       help="an `onshi pki init` directory: call over mTLS with its client certificate "
-                            "(default: $ONSHI_PKI; without it, plaintext to an --insecure-dev server)")
-    check.add_argument("--as", dest="client", default="operator", metavar="NAME",
-                       help="client certificate in PKI/onshi/ to use (default: operator, the internal "
-                            "role allowed a bare card serial; facilities must send a card proof)")
+    from onshi.server import client
+
+    client.add_arguments(check, identity_help="default operator, the internal role allowed a bare card "
+                                              "serial (facilities must send a card proof: onshi terminal)")
     check.set_defaults(func=_check)
+
+    health = subparsers.add_parser(
+        "health",
+        help="ask a server whether it serves (grpc.health.v1); exit 0 SERVING, 1 otherwise",
+        description="For scripts that start a server and wait for it: exit 0 once it answers SERVING, "
+        "1 if it does not within --timeout (with --wait) or answers anything else.")
+    health.add_argument("--service", default="", help="a service name (default: the whole server)")
+    health.add_argument("--wait", action="store_true",
+                        help="wait up to --timeout for the server to come up and serve")
+    client.add_arguments(health, identity_help="default operator (any caller of the PKI may ask)")
+    health.set_defaults(func=_health)
 
 
 def _serve(args) -> int:
@@ -135,6 +142,12 @@ def _serve(args) -> int:
     from onshi.server import trust
 
     trust.check_serve_args(args, args.host)
+    if trust.trust_requested(args) and not args.insecure_dev:
+        # Read the certificates once here, so a wrong path is one line from the
+        # parent rather than a traceback from every worker.
+        from onshi.server import auth
+
+        auth.credentials_from_args(args, args.host)
     threads = args.threads  # None: app.create_server picks (fewer without an access log)
     build = trust.server_builder(args, args.host, threads) if trust.trust_requested(args) else None
     return app.serve(
@@ -166,47 +179,31 @@ def _date_arg(text: str | None, name: str):
     return date_pb2.Date(year=year, month=month, day=day)
 
 
-def _credentials(args):
-    """mTLS channel credentials from an `onshi pki init` directory, or None."""
-    if not args.pki:
-        return None
-    import grpc
-
-    base = os.path.join(args.pki, "onshi")
-
-    def read(name: str) -> bytes:
-        with open(os.path.join(base, name), "rb") as f:
-            return f.read()
-
-    return grpc.ssl_channel_credentials(
-        root_certificates=read("ca.pem"),
-        private_key=read(f"{args.client}.key.pem"),
-        certificate_chain=read(f"{args.client}.pem"),
-    )
-
-
 def _check(args) -> int:
     import grpc
-    from onshi.server.client import EligibilityClient
+    from onshi.server import client
     from onshi.server.errors import field_violations
 
     as_of = _date_arg(args.as_of, "--as-of")
     birth = _date_arg(args.birth, "--birth")
     try:
-        with EligibilityClient(args.target, timeout=args.timeout, credentials=_credentials(args)) as client:
+        with client.connect(args, "operator") as connection:
+            ask = client.EligibilityClient.over(connection)
             if args.card is not None:
-                response = client.check_by_card(args.card, as_of)
+                response = ask.check_by_card(args.card, as_of)
             else:
-                response = client.check_by_number(*args.number, birth, as_of)
+                response = ask.check_by_number(*args.number, birth, as_of)
+    except client.ConnectError as exc:
+        print(f"onshi check: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
             print("onshi check: bad input", file=sys.stderr)
             for name, description in field_violations(exc) or [("", exc.details())]:
                 print(f"  {name}: {description}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        print(f"onshi check: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        if exc.code() == grpc.StatusCode.UNAVAILABLE and not args.pki:
-            print("  (a server started with --pki needs mTLS: pass --pki DIR or set ONSHI_PKI)", file=sys.stderr)
+        line = client.no_answer(exc, args.target, secure=connection.secure, timeout=args.timeout)
+        print(f"onshi check: {line}", file=sys.stderr)
         return EXIT_NO_ANSWER
     if args.json:
         from google.protobuf import json_format
@@ -219,6 +216,30 @@ def _check(args) -> int:
     else:
         print(format_response(response))
     return 0 if response.validity == eligibility_pb2.VALIDITY_VALID else 10 + response.validity
+
+
+def _health(args) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from onshi.server import client
+
+    try:
+        connection = client.connect(args, "operator")
+    except client.ConnectError as exc:
+        print(f"onshi health: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    with connection:
+        try:
+            status = health_pb2_grpc.HealthStub(connection.channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout,
+                wait_for_ready=args.wait, metadata=connection.metadata).status
+        except grpc.RpcError as exc:
+            line = client.no_answer(exc, args.target, secure=connection.secure, timeout=args.timeout)
+            print(f"onshi health: {line}", file=sys.stderr)
+            return EXIT_NO_ANSWER
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    print(name)
+    return 0 if status == health_pb2.HealthCheckResponse.SERVING else EXIT_NO_ANSWER
 
 
 def _d(d) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
-import io
 import json
 import os
 import sys
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from google.protobuf import json_format
 
 from onshi.core import dates
+from onshi.core.infile import InputError, TextLines, csv_header, csv_records, open_input
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import qualification_pb2 as qpb
 
@@ -67,17 +67,22 @@ def register(subparsers) -> None:
         description="Send every row; re-send what had no ack if the stream breaks; print a summary. "
                     "File columns: docs/INGEST.md.")
     ingest.add_argument("file", help="updates (.csv, or .jsonl/.json: one EnrollmentUpdate per line); - for stdin")
-    ingest.add_argument("--target", default=os.environ.get("ONSHI_INGEST_TARGET", DEFAULT_TARGET))
     ingest.add_argument("--format", choices=("csv", "jsonl"), help="default: from the file name")
     ingest.add_argument("--insurer", action="append",
                         help="insurer number(s) the stream declares (default: every insurer in the file)")
     ingest.add_argument("--registry", action="store_true",
                         help="the file holds resident registry records (PutResidents), not updates")
-    ingest.add_argument("--report", help="write every non-accepted ack here as JSON lines")
+    ingest.add_argument("--report", help="write every non-accepted ack, and every accepted one that matched "
+                                          "the registry only loosely, here as JSON lines")
     ingest.add_argument("--retries", type=int, default=5, help="reconnect attempts when the stream breaks")
     ingest.add_argument("--batch", type=int, default=500,
                         help="updates per message (StreamUpdateBatches); 1 sends one per message (StreamUpdates)")
     ingest.add_argument("--no-progress", action="store_true")
+    from onshi.server import client
+
+    client.add_arguments(ingest, target_default=DEFAULT_TARGET, target_env="ONSHI_INGEST_TARGET",
+                         identity_help="default: the insurer certificate covering the file's insurer numbers "
+                                       "(insurer:NUMBER,...), operator with --registry")
     ingest.set_defaults(func=_ingest_file)
 
 
@@ -107,19 +112,29 @@ class UpdateStreamer:
                  "ABORTED")
 
     def __init__(self, target: str, insurers: Iterable[str], *, window: int = 4096, batch: int = 1,
-                 retries: int = 5, retry_delay: float = 0.5, on_break: Callable[[Exception], None] | None = None):
+                 retries: int = 5, retry_delay: float = 0.5, on_break: Callable[[Exception], None] | None = None,
+                 credentials=None, timeout: float | None = None, metadata: tuple = ()):
+        """timeout=None: wait for the server as long as it takes (each attempt
+        waits for it to come up). With a timeout, the first connection must
+        succeed at once, and a stream whose acks stop for `timeout` seconds is
+        broken off and counts as a break (after a break, each attempt waits up
+        to `timeout` for the server to come back)."""
         self.target = target
-        self.metadata = ((INSURER_METADATA, ",".join(sorted(set(insurers)))),)
+        self.metadata = ((INSURER_METADATA, ",".join(sorted(set(insurers)))),) + tuple(metadata)
         self.window = window
         self.batch = max(1, min(batch, window))
         self.retries = retries
         self.retry_delay = retry_delay
         self.on_break = on_break
+        self.credentials = credentials
+        self.timeout = timeout
+        self.stalled = False  # the last break was acks stopping for `timeout` seconds
 
     def run(self, updates: Iterable[pb.EnrollmentUpdate],
             on_ack: Callable[[pb.EnrollmentUpdate, pb.EnrollmentAck], None]) -> None:
         import grpc
 
+        from onshi.server.client import AnswerWatch, open_channel
         from onshi.v1 import enrollment_pb2_grpc
 
         source = iter(updates)
@@ -127,14 +142,16 @@ class UpdateStreamer:
         resend: collections.deque[pb.EnrollmentUpdate] = collections.deque()   # to send before the source
         lock = threading.Lock()
         attempt = 0
+        acked_once = False  # the server has answered this run: a later break is worth a retry
         while True:
             room = threading.Semaphore(self.window)
             stop = threading.Event()
             # Held by the request generator while it takes an update and records it as
             # sent, so a break can wait for it and then account for every update.
             taking = threading.Lock()
+            watch = AnswerWatch(self.timeout) if self.timeout else None
 
-            def take(block: bool):
+            def take(block: bool, watch=watch, room=room, stop=stop, taking=taking):
                 """The next update to send, counted in `unacked`; None when there is none
                 (or, with block=False, no room right now)."""
                 with taking:
@@ -152,6 +169,8 @@ class UpdateStreamer:
                             return None
                     with lock:
                         unacked.append(update)
+                    if watch:
+                        watch.sent()
                     return update
 
             def single() -> Iterator[pb.EnrollmentUpdate]:
@@ -165,15 +184,23 @@ class UpdateStreamer:
                         group.append(update)
                     yield pb.StreamUpdateBatchesRequest(updates=group)
 
-            with grpc.insecure_channel(self.target) as channel:
+            # The first connection fails fast (an unreachable server is reported at
+            # once); after a break, wait for the server to come back.
+            wait = self.timeout is None or acked_once
+            with open_channel(self.target, self.credentials) as channel:
                 stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
                 if self.batch > 1:
-                    call = stub.StreamUpdateBatches(batches(), metadata=self.metadata, wait_for_ready=True)
+                    call = stub.StreamUpdateBatches(batches(), metadata=self.metadata, wait_for_ready=wait)
                     acks = (ack for response in call for ack in response.acks)
                 else:
-                    acks = stub.StreamUpdates(single(), metadata=self.metadata, wait_for_ready=True)
+                    call = acks = stub.StreamUpdates(single(), metadata=self.metadata, wait_for_ready=wait)
+                if watch:
+                    watch.start(call)
                 try:
                     for ack in acks:
+                        acked_once = True
+                        if watch:
+                            watch.answered()
                         with lock:
                             update = unacked.popleft()
                         if update.update_id != ack.update_id:
@@ -187,12 +214,17 @@ class UpdateStreamer:
                         with lock:
                             resend.extendleft(reversed(unacked))
                             unacked.clear()
-                    if exc.code().name not in self.RETRYABLE or attempt >= self.retries:
+                    self.stalled = bool(watch and watch.expired)
+                    retry = exc.code().name in self.RETRYABLE and (acked_once or self.timeout is None)
+                    if not retry or attempt >= self.retries:
                         raise
                     attempt += 1
                     if self.on_break:
                         self.on_break(exc)
                     time.sleep(self.retry_delay)
+                finally:
+                    if watch:
+                        watch.close()
 
 
 # --- file formats (docs/INGEST.md) ------------------------------------------------------
@@ -204,7 +236,7 @@ CSV_COLUMNS = (
     "acquisition_date", "loss_date", "loss_reason", "burden_ratio", "preschool",
     "elderly_ratio", "elderly_from", "elderly_until",
     "limit_category", "limit_reduction", "limit_from", "limit_until",
-    "specific_diseases", "subsidies",
+    "specific_diseases", "subsidies", "effective_date",
 )
 REGISTRY_COLUMNS = ("resident_id", "name", "name_kana", "birth_date", "sex", "address", "postcode")
 SEX = {"": 0, "1": qpb.SEX_MALE, "m": qpb.SEX_MALE, "male": qpb.SEX_MALE, "男": qpb.SEX_MALE,
@@ -272,7 +304,7 @@ def _json_list(text: str, message_type, field: str, line: int) -> list:
         return []
     try:
         return [json_format.ParseDict(item, message_type()) for item in json.loads(text)]
-    except (ValueError, json_format.ParseError, TypeError) as exc:
+    except (ValueError, json_format.ParseError, TypeError, RecursionError) as exc:
         raise BadRow(line, f"{field}: a JSON list of {message_type.DESCRIPTOR.name} expected ({exc})") from None
 
 
@@ -333,6 +365,8 @@ def update_from_csv(row: dict, line: int) -> pb.EnrollmentUpdate:
         update.subsidies_change.subsidies.extend(subsidies)
     else:
         update.basic_information_change.SetInParent()
+    if change in ("burden_ratio_change", "certificates_change", "subsidies_change", "basic_information_change"):
+        _set_date(getattr(update, change), "effective_date", _date(g("effective_date"), "effective_date", line))
     return update
 
 
@@ -344,17 +378,19 @@ def resident_from_csv(row: dict, line: int) -> pb.Resident:
     return r
 
 
-def read_rows(stream: io.TextIOBase, fmt: str, message_type, from_csv) -> Iterator:
-    """Parse a file lazily; raises BadRow naming the line of the first bad row."""
+def read_rows(lines: TextLines, fmt: str, message_type, from_csv) -> Iterator:
+    """Parse a file's lines lazily; raises BadRow naming the line of the first bad
+    row, InputError for a file that is not text of records."""
     if fmt == "csv":
-        reader = csv.DictReader(stream)
-        unknown = set(reader.fieldnames or ()) - set(CSV_COLUMNS) - set(REGISTRY_COLUMNS)
+        reader = csv.DictReader(lines)
+        header = csv_header(reader, lines)
+        unknown = set(header) - set(CSV_COLUMNS) - set(REGISTRY_COLUMNS)
         if unknown:
             raise BadRow(1, f"unknown column(s) {', '.join(sorted(unknown))} (see docs/INGEST.md)")
-        for row in reader:
+        for row in csv_records(reader, lines):
             yield from_csv(row, reader.line_num)
         return
-    for n, text in enumerate(stream, 1):
+    for n, text in enumerate(lines, 1):
         if not text.strip():
             continue
         try:
@@ -369,6 +405,7 @@ class Progress:
     def __init__(self, total: int, enabled: bool, out=sys.stderr):
         self.total, self.enabled, self.out = total, enabled, out
         self.done = 0
+        self.loose = 0  # acks whose basic information matched the registry only loosely
         self.counts: collections.Counter = collections.Counter()
         self.started = time.monotonic()
         self._drawn = 0.0
@@ -395,37 +432,52 @@ class Progress:
             print(file=self.out)
 
 
-def _open_text(path: str):
-    return sys.stdin if path == "-" else open(path, encoding="utf-8-sig", newline="")
-
-
 def _ingest_file(args) -> int:
     import grpc
+
+    from onshi.server import client
 
     fmt = args.format or ("csv" if args.file.lower().endswith(".csv") else "jsonl")
     message_type, from_csv = (pb.Resident, resident_from_csv) if args.registry else (pb.EnrollmentUpdate, update_from_csv)
     # First pass: parse everything, so a malformed file sends nothing, and count rows for the bar.
     try:
-        with _open_text(args.file) as f:
-            rows = list(read_rows(f, fmt, message_type, from_csv))
-    except (OSError, BadRow) as exc:
+        source = open_input(args.file)
+        try:
+            lines = TextLines(source, "stdin" if args.file == "-" else args.file)
+            rows = list(read_rows(lines, fmt, message_type, from_csv))
+        finally:
+            if source is not sys.stdin.buffer:
+                source.close()
+    except (BadRow, InputError) as exc:
+        print(f"onshi ingest-file: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    insurers = args.insurer or sorted({u.insurer_number.strip() for u in rows if u.insurer_number.strip()}) \
+        if not args.registry else []
+    if not args.registry and not insurers:
+        print("onshi ingest-file: no insurer number in the file; pass --insurer", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        report = open(args.report, "w", encoding="utf-8") if args.report else None  # noqa: SIM115
+    except OSError as exc:
+        print(f"onshi ingest-file: --report {args.report}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        connection = client.connect(args, "operator" if args.registry else "insurer:" + ",".join(insurers))
+    except client.ConnectError as exc:
         print(f"onshi ingest-file: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     progress = Progress(len(rows), enabled=not args.no_progress)
-    report = open(args.report, "w", encoding="utf-8") if args.report else None
     try:
         if args.registry:
-            return _send_registry(args, rows, progress)
-        insurers = args.insurer or sorted({u.insurer_number.strip() for u in rows if u.insurer_number.strip()})
-        if not insurers:
-            print("onshi ingest-file: no insurer number in the file; pass --insurer", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return _send_registry(connection, rows, progress)
         shown = [0]
 
         def on_ack(update, ack):
             name = OUTCOME_NAMES.get(ack.outcome, "unknown")
             progress.tick(name)
-            if ack.outcome != pb.ENROLLMENT_OUTCOME_ACCEPTED and report:
+            if ack.loose_matches:
+                progress.loose += 1
+            if (ack.outcome != pb.ENROLLMENT_OUTCOME_ACCEPTED or ack.loose_matches) and report:
                 report.write(json_format.MessageToJson(ack, indent=None, ensure_ascii=False) + "\n")
             if ack.outcome in (pb.ENROLLMENT_OUTCOME_REJECTED, pb.ENROLLMENT_OUTCOME_QUARANTINED) and shown[0] < 10:
                 shown[0] += 1
@@ -435,19 +487,26 @@ def _ingest_file(args) -> int:
             print(f"\nonshi ingest-file: stream broke ({exc.code().name}); re-sending what had no ack",
                   file=sys.stderr, flush=True)
 
-        streamer = UpdateStreamer(args.target, insurers, retries=args.retries, batch=args.batch, on_break=on_break)
+        from onshi.server.auth import INSURER_KEY
+
+        streamer = UpdateStreamer(args.target, insurers, retries=args.retries, batch=args.batch, on_break=on_break,
+                                  credentials=client.read_credentials(connection.caller.files)
+                                  if connection.secure else None, timeout=args.timeout,
+                                  metadata=tuple(kv for kv in connection.metadata if kv[0] != INSURER_KEY))
         try:
             streamer.run(rows, on_ack)
         except grpc.RpcError as exc:
             progress.finish()
-            print(f"onshi ingest-file: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            line = (f"no ack from {args.target} within {args.timeout:g} s" if streamer.stalled
+                    else client.no_answer(exc, args.target, secure=connection.secure, timeout=args.timeout))
+            print(f"onshi ingest-file: {line}", file=sys.stderr)
             _summary(progress)
-            return EXIT_BAD_INPUT if exc.code() in (grpc.StatusCode.UNAUTHENTICATED,
-                                                      grpc.StatusCode.INVALID_ARGUMENT) else EXIT_NO_ANSWER
+            return client.exit_code_of(exc) if not streamer.stalled else EXIT_NO_ANSWER
         progress.finish()
         _summary(progress)
         return 0
     finally:
+        connection.close()
         if report:
             report.close()
 
@@ -457,29 +516,33 @@ def _summary(progress: Progress) -> None:
     elapsed = time.monotonic() - progress.started
     print(f"{progress.done} of {progress.total} updates: accepted {c['accepted']}, duplicate {c['duplicate']}, "
           f"rejected {c['rejected']}, quarantined {c['quarantined']} ({elapsed:.1f}s)", flush=True)
+    if progress.loose:
+        print(f"{progress.loose} matched the registry only by a loose rule (kanji variant, kana or "
+              f"address notation): their acks name the field and rule (--report)", flush=True)
 
 
-def _send_registry(args, residents: list, progress: Progress) -> int:
+def _send_registry(connection, residents: list, progress: Progress) -> int:
     import grpc
 
+    from onshi.server import client
     from onshi.server.errors import field_violations
     from onshi.v1 import enrollment_pb2_grpc
 
-    with grpc.insecure_channel(args.target) as channel:
-        stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
-        for i in range(0, len(residents), 1000):
-            page = residents[i:i + 1000]
-            try:
-                stub.PutResidents(pb.PutResidentsRequest(residents=page), wait_for_ready=True, timeout=60)
-            except grpc.RpcError as exc:
-                progress.finish()
-                print(f"onshi ingest-file: {exc.code().name}: {exc.details()}", file=sys.stderr)
-                for field, description in field_violations(exc)[:20]:
-                    print(f"  {field}: {description}", file=sys.stderr)
-                return EXIT_BAD_INPUT if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else EXIT_NO_ANSWER
-            for _ in page:
-                progress.tick("stored")
+    stub = enrollment_pb2_grpc.EnrollmentServiceStub(connection.channel)
+    for i in range(0, len(residents), 1000):
+        page = residents[i:i + 1000]
+        try:
+            stub.PutResidents(pb.PutResidentsRequest(residents=page), timeout=connection.timeout,
+                              metadata=connection.metadata)
+        except grpc.RpcError as exc:
+            progress.finish()
+            line = client.no_answer(exc, connection.target, secure=connection.secure, timeout=connection.timeout)
+            print(f"onshi ingest-file: {line}", file=sys.stderr)
+            for field, description in field_violations(exc)[:20]:
+                print(f"  {field}: {description}", file=sys.stderr)
+            return client.exit_code_of(exc)
+        for _ in page:
+            progress.tick("stored")
     progress.finish()
     print(f"{progress.done} registry records stored", flush=True)
     return 0
-

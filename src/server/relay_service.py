@@ -59,7 +59,7 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         link_id = self.directory.link_of_number(key)
         if link_id is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such member of your insurer")
-        _, quals = self.directory.qualifications(link_id)
+        quals = [q for _, q in self.directory.qualifications(link_id)]
         day = self.today()
         matches = []
         skipped = []

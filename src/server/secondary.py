@@ -341,6 +341,9 @@ def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        from onshi.server import auth
+
+        loop.add_signal_handler(signal.SIGHUP, auth.reload_caller_revocations)  # reload, not stop
         print(f"onshi ingest-serve: listening on {host}:{secondary.port} "
               f"({', '.join(secondary.service_names)})", flush=True)
         if port_file:

@@ -17,7 +17,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from onshi.core import audit, cardproof, history, identifiers
+from onshi.core import audit, cardproof, history, identifiers, persons
 from onshi.core.cardproof import CardProofError, CardVerifier, MalformedProof
 from onshi.server import auth
 from onshi.server.errors import (  # noqa: F401 (re-exported)
@@ -164,7 +164,7 @@ class EligibilityTrust:
                 facility = caller.facility_code if caller.role == auth.FACILITY else None
                 if caller.role == auth.FACILITY and facility is None:
                     raise auth.denied("facility caller without a facility code")
-                proof = self.verifier.verify_request(request, facility)
+                proof = self.verifier.verify_request(request, facility, purpose=cardproof.PURPOSE_CHECK_BY_CARD)
                 _remember(context, proof.serial_key)
                 return proof.serial_key, proof.warnings
             if caller.role not in self.TRUSTED_BARE_SERIAL:
@@ -232,6 +232,7 @@ class PersonDirectory:
         self.card_former = db("card_former")
         self.number = db("number")
         self.history = db("history")
+        self.person = db("person")
         self.basic4 = db("basic4")
 
     def link_of_card(self, serial_key: bytes) -> int | None:
@@ -248,9 +249,18 @@ class PersonDirectory:
         with self.env.begin() as txn:
             return txn.get(link_id.to_bytes(8, "big"), db=self.history)
 
-    def qualifications(self, link_id: int):
+    def qualifications(self, link_id: int) -> list:
+        """Each qualification with its own person (history.qualifications)."""
         value = self.history_value(link_id)
-        return history.decode(value) if value else (None, [])
+        return history.qualifications(value) if value else []
+
+    def person_on(self, link_id: int, day: int):
+        """The person's basic information in force on `day` (persons.py), or None."""
+        if self.person is None:
+            return None
+        with self.env.begin() as txn:
+            raw = persons.in_force(persons.decode(txn.get(link_id.to_bytes(8, "big"), db=self.person)), day)
+        return persons.person(raw) if raw is not None else None
 
     def subjects(self, link_id: int) -> set[str]:
         """Every subject under which records about this person were written."""
@@ -269,8 +279,7 @@ class PersonDirectory:
                         serials.append(key[len(lk):])
         out.update(card_subject(s) for s in serials if s)
         if value:
-            _, quals = history.decode(value)
-            for q in quals:
+            for _, q in history.qualifications(value):
                 try:
                     out.add(number_subject(history.qualification_number_key(q)))
                 except identifiers.InvalidIdentifier:
@@ -299,7 +308,12 @@ def add_arguments(parser, relay: bool = False) -> None:
     g.add_argument("--jpki-ca", action="append", default=[],
                    help="JPKI CA certificate(s) for card proofs (default with --pki: PKI/jpki/ca.pem)")
     g.add_argument("--crl", help="card revocation list file (default with --pki: PKI/jpki/crl.der)")
+    g.add_argument("--replay-table",
+                   help="card-proof replay table shared by every server of this deployment on this host "
+                        f"(default: DATA/{cardproof.REPLAY_TABLE_FILE}; give both servers the same file)")
     g.add_argument("--audit-dir", help="access log directory (each process writes its own stream)")
+    g.add_argument("--audit-key", help="audit key file (`onshi audit keygen`; keep it off the log's disk): MACs "
+                                       "the heads and the manifest so deletions cannot be covered up")
     g.add_argument("--audit-retention-days", type=float, default=audit.DEFAULT_RETENTION_DAYS,
                    help="drop access-log segments older than this (default 5 years), at start and daily")
     g.add_argument("--audit-sync-interval-ms", type=_sync_interval, default=audit.DEFAULT_SYNC_INTERVAL_MS,
@@ -340,12 +354,67 @@ def setup_from_args(args, stream: str | None = None, replays=None) -> TrustSetup
     verifier = CardVerifier.from_files(cas, crl, replays=replays) if cas else None
     log = None
     if args.audit_dir:
-        log = audit.AuditLog(args.audit_dir, stream or f"pid{os.getpid()}",
-                             durable=not getattr(args, "audit_no_sync", False),
-                             sync_interval_ms=getattr(args, "audit_sync_interval_ms",
-                                                      audit.DEFAULT_SYNC_INTERVAL_MS))
+        try:
+            log = audit.AuditLog(args.audit_dir, stream or f"pid{os.getpid()}",
+                                 durable=not getattr(args, "audit_no_sync", False),
+                                 sync_interval_ms=getattr(args, "audit_sync_interval_ms",
+                                                          audit.DEFAULT_SYNC_INTERVAL_MS),
+                                 key=audit_key(args))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise SystemExit(f"onshi: access log: {exc}") from None
         start_retention(log, getattr(args, "audit_retention_days", audit.DEFAULT_RETENTION_DAYS))
     return TrustSetup(verifier, log, getattr(args, "pki", None))
+
+
+def refuse(line: str):
+    """A server option that names a file with the wrong content: one line, exit 2
+    (as the CLI does for a path that cannot be read)."""
+    print(line, file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def audit_key(args) -> bytes | None:
+    path = getattr(args, "audit_key", None)
+    return audit.load_key(path) if path else None
+
+
+def check_audit_args(args) -> None:
+    """Before fork / before serving: the access log can be opened as asked,
+    or the server stops with one line."""
+    if getattr(args, "audit_key", None) and not args.audit_dir:
+        raise SystemExit("onshi: --audit-key needs --audit-dir")
+    if not args.audit_dir:
+        return
+    try:
+        key = audit_key(args)
+        if key is not None:
+            key_path = os.path.realpath(args.audit_key)
+            log_dir = os.path.realpath(args.audit_dir)
+            if key_path.startswith(log_dir + os.sep):
+                raise ValueError(f"the audit key {args.audit_key} is inside the access log directory: "
+                                 "whoever can rewrite the log could then forge its MACs")
+            os.makedirs(log_dir, exist_ok=True)
+            if os.stat(key_path).st_dev == os.stat(log_dir).st_dev:
+                print(f"onshi: WARNING the audit key {args.audit_key} is on the same file system as "
+                      f"{args.audit_dir}: keep it on another medium (docs/TRUST.md)", file=sys.stderr, flush=True)
+        audit.check_manifest(args.audit_dir, key)
+    except (ValueError, audit.ManifestError) as exc:
+        refuse(f"onshi: access log: {exc}")
+
+
+def replay_table(args, create_dir: bool = False) -> cardproof.SharedReplayCache | None:
+    """The deployment's card-proof replay table (a file both servers map), or
+    None when this server verifies no card proofs."""
+    if not (getattr(args, "pki", None) or getattr(args, "jpki_ca", None)):
+        return None
+    path = getattr(args, "replay_table", None) or os.path.join(args.data, cardproof.REPLAY_TABLE_FILE)
+    if create_dir:  # a path that cannot be made: one line from the CLI (exit 2)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        return cardproof.SharedReplayCache(cardproof.FRESHNESS_SECONDS, path=path)
+    except ValueError as exc:
+        refuse(f"onshi: card-proof replay table: {exc} (--replay-table FILE puts it elsewhere; every server "
+               "of the deployment needs the same one)")
 
 
 def start_retention(log: audit.AuditLog, retention_days: float, every: float = 86400.0) -> threading.Thread:
@@ -426,6 +495,7 @@ def check_serve_args(args, host: str) -> None:
     then only on loopback."""
     if getattr(args, "insecure_dev", False):
         auth.check_insecure_bind(host)
+        check_audit_args(args)
         return
     if not trust_requested(args):
         if not auth.is_loopback(host):
@@ -437,13 +507,15 @@ def check_serve_args(args, host: str) -> None:
     if not (args.pki or (args.tls_cert and args.tls_key and args.client_ca)):
         raise SystemExit("onshi: mTLS needs --tls-cert, --tls-key and --client-ca (or --pki DIR); "
                          "--insecure-dev for a loopback-only demo")
+    auth.check_caller_crl(args)
+    check_audit_args(args)
 
 
 def server_builder(args, host: str, threads: int):
     """build_server(engine, address) for app.serve: runs in each worker after fork.
-    The replay cache is made here, before fork, so every worker shares it."""
-    replays = cardproof.SharedReplayCache(cardproof.FRESHNESS_SECONDS) if (
-        getattr(args, "pki", None) or getattr(args, "jpki_ca", None)) else None
+    The replay table is opened here, before fork: every worker maps it, and so
+    does every other server of the deployment (ingest-serve's ListMyAccess)."""
+    replays = replay_table(args)
 
     def build(engine, address):
         from onshi.server import app
@@ -483,7 +555,7 @@ def configure_secondary(args, host: str):
         credentials = None
     else:
         credentials = auth.credentials_from_args(args, host)
-    setup = setup_from_args(args, stream="ingest")
+    setup = setup_from_args(args, stream="ingest", replays=replay_table(args, create_dir=True))
     sealer = None
     key_path = args.relay_key or (os.path.join(args.pki, "relay", "signing.key.pem") if args.pki else None)
     if key_path:

@@ -18,7 +18,7 @@ import unicodedata
 
 import grpc
 from onshi.core import audit, cardproof, dates, history
-from onshi.core.unknown import address_matches, basic4_prefix, normalize_address
+from onshi.core.unknown import matching
 from onshi.server import auth, trust
 from onshi.server.eligibility import date_day
 from onshi.server.errors import FieldErrors
@@ -76,7 +76,7 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         day = date_day(request.as_of, "as_of", errors) if request.HasField("as_of") else self.today()
         if errors.violations:
             await trust.abort_trust_async(context, errors)
-        found = self._candidates(birth_day, request)
+        found = self._candidates(birth_day, request, day)
         record = dict(actor=caller.label, action="LookupByBasicInfo", flags=audit.FLAG_EMERGENCY,
                       purpose=f"system failure mode: {self.ctx.failure_reason}")
         if len(found) != 1:
@@ -96,30 +96,26 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
             items=trust.describe_response(response), **record))
         return _raw(response)
 
-    def _candidates(self, birth_day: int, request) -> list[tuple[int, bytes]]:
-        prefix = basic4_prefix(birth_day, request.sex, request.name_kana)
-        if prefix is None or self.directory.basic4 is None:
+    def _candidates(self, birth_day: int, request, day: int) -> list[tuple[int, bytes]]:
+        """Persons whose basic information in force on `day` matches; the person
+        is at the desk, so their details of that day are the ones to match."""
+        if self.directory.basic4 is None:
             return []
-        address = normalize_address(request.address)
-        links = []
         with self.directory.env.begin() as txn:
-            cursor = txn.cursor(db=self.directory.basic4)
-            if cursor.set_range(prefix):
-                for key, value in cursor:
-                    if not key.startswith(prefix) or len(links) >= MAX_CANDIDATES:
-                        break
-                    registered = value.decode().partition("\x1f")[0]
-                    if address_matches(address, registered):
-                        links.append(int.from_bytes(key[len(prefix):], "big"))
+            found = matching(txn, self.directory.basic4, birth_day, request.sex, request.name_kana,
+                             [request.address], "", day, day, limit=MAX_CANDIDATES)
             out = []
-            for link_id in links:
-                value = txn.get(link_id.to_bytes(8, "big"), db=self.directory.history)
+            for c in found:
+                value = txn.get(c.link_id.to_bytes(8, "big"), db=self.directory.history)
                 if value is not None:
-                    out.append((link_id, bytes(value)))
+                    out.append((c.link_id, bytes(value)))
         if len(out) > 1 and request.name.strip():
             want = _fold(request.name)
-            narrowed = [(link, v) for link, v in out
-                        if _fold(history.decode(v)[0].name) == want]
+            narrowed = []
+            for link, v in out:
+                person = self.directory.person_on(link, day)
+                if person is not None and _fold(person.name) == want:
+                    narrowed.append((link, v))
             out = narrowed or out
         return out
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
+from onshi.core import cardproof
 from onshi.terminal import jpki, reader
 from onshi.terminal.client import (
     ConfigError,
@@ -94,8 +95,11 @@ def read_card_proof(
     *,
     reader_name: str | None = None,
     now: Callable[[], float] = time.time,
+    purpose: str = cardproof.PURPOSE_CHECK_BY_CARD,
 ) -> SignedProof | Result:
-    """Read the certificate, check its dates, take the PIN, sign a fresh challenge.
+    """Read the certificate, check its dates, take the PIN, sign a fresh
+    challenge for `purpose` (the RPC the proof goes to: the server refuses it
+    for any other).
 
     A Result instead of a proof ends the check at the desk (card, PIN or
     certificate problem).
@@ -147,8 +151,8 @@ def read_card_proof(
                 timestamp_unix=int(now()),
                 nonce=secrets.token_bytes(NONCE_BYTES),
             )
-            message = jpki.card_proof_message(
-                challenge.facility_code, challenge.timestamp_unix, challenge.nonce
+            message = cardproof.challenge_bytes(
+                purpose, challenge.facility_code, challenge.timestamp_unix, challenge.nonce
             )
             signature = card.sign_digest_info(jpki.digest_info_sha256(message))
             return SignedProof(der, cert, challenge, signature)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
 from onshi.core import dates
+from onshi.server.client import accepts_tcp
 from onshi.server.errors import error_reason
 from onshi.terminal.screen import Outcome, Result
 from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc
@@ -163,16 +163,10 @@ CARD_REASON_OUTCOME = {
     "CARD_PROOF_STALE": Outcome.CARD_REFUSED,
     "CARD_PROOF_REPLAYED": Outcome.CARD_REFUSED,
     "CARD_PROOF_FACILITY_MISMATCH": Outcome.CARD_REFUSED,
+    # the server cannot take card proofs now (its replay table): the outage procedure
+    "CARD_PROOF_CAPACITY": Outcome.SERVER_UNREACHABLE,
+    "CARD_PROOF_UNAVAILABLE": Outcome.SERVER_UNREACHABLE,
 }
-
-
-def _accepts_tcp(target: str, timeout: float = 1.0) -> bool:
-    host, _, port = target.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
 
 
 def outcome_of_error(
@@ -212,7 +206,7 @@ def outcome_of_error(
         lowered = details.lower()
         if code == grpc.StatusCode.UNAVAILABLE and (
             any(w in lowered for w in ("handshake", "certificate", "ssl", "tls"))
-            or (target is not None and _accepts_tcp(target))
+            or (target is not None and accepts_tcp(target))
         ):
             return (
                 Outcome.SERVER_REFUSED,

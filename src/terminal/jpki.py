@@ -1,6 +1,7 @@
 """The JPKI user-authentication application of the My Number card, as the
-terminal and the virtual card both see it: AID, file IDs, status words, and the
-bytes the card signs for a card proof (proto/onshi/v1/eligibility.proto).
+terminal and the virtual card both see it: AID, file IDs, status words, and
+the DigestInfo the card signs (the signed bytes of a card proof are
+onshi.core.cardproof.challenge_bytes, proto/onshi/v1/eligibility.proto).
 
 One module for both sides so a typo cannot make the reader and the test card
 agree with each other and disagree with a real card.
@@ -49,16 +50,8 @@ def sw_pin_tries(sw: int) -> int | None:
 # DER prefix of DigestInfo { AlgorithmIdentifier sha256 NULL, OCTET STRING(32) }.
 SHA256_DIGEST_INFO_PREFIX = bytes.fromhex("3031300d060960864801650304020105000420")
 
-CARD_PROOF_CONTEXT = "onshi/v1/card-proof"
-
-
 def digest_info_sha256(message: bytes) -> bytes:
     return SHA256_DIGEST_INFO_PREFIX + hashlib.sha256(message).digest()
-
-
-def card_proof_message(facility_code: str, timestamp_unix: int, nonce: bytes) -> bytes:
-    """The exact bytes CardChallenge binds (see CheckByCardRequest.card_signature)."""
-    return f"{CARD_PROOF_CONTEXT}\n{facility_code}\n{timestamp_unix}\n{nonce.hex()}".encode()
 
 
 def der_total_length(header: bytes) -> int:

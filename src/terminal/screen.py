@@ -522,7 +522,8 @@ def _qualification_lines(q: qualification_pb2.Qualification) -> list[str]:
         ja, en = _ratio(q.burden_ratio_percent)
         lines.append(f"負担割合 Burden ratio: {ja} {en}")
     if q.preschool:
-        lines.append("未就学児 Preschool child: はい yes")
+        until = f"（{_date(q.preschool_until)} まで / until）" if q.HasField("preschool_until") else ""
+        lines.append(f"未就学児 Preschool child: はい yes{until}")
     if q.HasField("elderly_recipient"):
         e = q.elderly_recipient
         ja, en = _ratio(e.burden_ratio_percent)

@@ -14,7 +14,10 @@ Guarantees:
 
 Request files are JSON (docs/TERMINAL.md); the HIS must create them atomically
 too (write `.name.tmp`, then rename to `name.json`): names starting with "." and
-not ending in ".json" are ignored.
+not ending in ".json" are ignored. Anything under a request name that is not a
+regular file of at most MAX_REQUEST_BYTES (a FIFO, a device, a directory, a
+socket) is answered `request_invalid` without being read, so nothing in the
+folder can block the watcher or make it read without end.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import os
 import re
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -33,6 +37,7 @@ from onshi.terminal.client import ServerConfig
 from onshi.terminal.screen import Outcome, Result
 
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+MAX_REQUEST_BYTES = 64 * 1024  # a request is a few hundred bytes of JSON
 
 
 def pending(req_dir: str, res_dir: str) -> list[str]:
@@ -132,6 +137,29 @@ def answer_request(request: dict, config: ServerConfig, conn=None) -> Result:
     raise ValueError('kind: must be "number" or "card"')
 
 
+def read_request(path: str) -> bytes:
+    """The bytes of a request file. Opened without blocking (a FIFO with no
+    writer would wait forever) and read only when it is a regular file, at most
+    MAX_REQUEST_BYTES; ValueError otherwise (FileNotFoundError if withdrawn)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ValueError(f"request file cannot be opened: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("a request must be a regular file (not a FIFO, device or directory)")
+        data = b""
+        while len(data) <= MAX_REQUEST_BYTES and (chunk := os.read(fd, MAX_REQUEST_BYTES + 1 - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > MAX_REQUEST_BYTES:
+        raise ValueError(f"a request is at most {MAX_REQUEST_BYTES:,} bytes")
+    return data
+
+
 def process_one(
     req_dir: str,
     res_dir: str,
@@ -142,13 +170,14 @@ def process_one(
 ) -> Result | None:
     """Answer one request; None if another watcher answered it meanwhile."""
     try:
-        with open(os.path.join(req_dir, name), "rb") as f:
-            request = json.loads(f.read().decode("utf-8"))
+        request = json.loads(read_request(os.path.join(req_dir, name)).decode("utf-8"))
         if not isinstance(request, dict):
             raise ValueError("a request is a JSON object")
         result = answer(request, config, conn)
     except FileNotFoundError:
         return None  # withdrawn by the HIS before we got to it
+    except RecursionError:  # JSON nested deeper than the parser goes
+        result = Result(Outcome.REQUEST_INVALID, "number", detail="JSON nested too deep")
     except (ValueError, UnicodeDecodeError) as exc:
         result = Result(Outcome.REQUEST_INVALID, "number", detail=str(exc))
     doc = screen.to_dict(result)
@@ -189,7 +218,11 @@ def watch(
         return 2
     with conn:
         while not stop.is_set():
-            batch = pending(req_dir, res_dir)
+            try:
+                batch = pending(req_dir, res_dir)
+            except OSError as exc:  # a folder removed or made unreadable under us
+                print(f"onshi terminal watch: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+                return 2
             for name in batch:
                 if stop.is_set():
                     break

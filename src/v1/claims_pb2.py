@@ -26,21 +26,21 @@ from google.type import date_pb2 as google_dot_type_dot_date__pb2
 from onshi.v1 import qualification_pb2 as onshi_dot_v1_dot_qualification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15onshi/v1/claims.proto\x12\x08onshi.v1\x1a\x16google/type/date.proto\x1a\x1conshi/v1/qualification.proto\"6\n\x13VerifyClaimsRequest\x12\x1f\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x0f.onshi.v1.Claim\";\n\x14VerifyClaimsResponse\x12#\n\x08verdicts\x18\x01 \x03(\x0b\x32\x11.onshi.v1.Verdict\"\xa2\x03\n\x05\x43laim\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x15\n\rfacility_code\x18\x02 \x01(\t\x12\x16\n\x0einsurer_number\x18\x03 \x01(\t\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12\x0e\n\x06number\x18\x05 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x06 \x01(\t\x12%\n\nbirth_date\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x12+\n\x10\x66irst_visit_date\x18\x08 \x01(\x0b\x32\x11.google.type.Date\x12*\n\x0flast_visit_date\x18\t \x01(\x0b\x32\x11.google.type.Date\x12\x12\n\nvisit_days\x18\n \x03(\x05\x12!\n\x04kind\x18\x0b \x01(\x0e\x32\x13.onshi.v1.ClaimKind\x12\x1e\n\x16public_expense_numbers\x18\x0c \x03(\t\x12\x11\n\thigh_cost\x18\r \x01(\x08\x12\x0e\n\x06points\x18\x0e \x01(\x03\x12.\n\x0b\x64\x65\x63laration\x18\x0f \x01(\x0b\x32\x19.onshi.v1.SelfDeclaration\"\xb1\x01\n\x0fSelfDeclaration\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tname_kana\x18\x02 \x01(\t\x12\x1a\n\x03sex\x18\x03 \x01(\x0e\x32\r.onshi.v1.Sex\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x10\n\x08postcode\x18\x05 \x01(\t\x12\x10\n\x08\x65mployer\x18\x06 \x01(\t\x12\x14\n\x0cinsurer_name\x18\x07 \x01(\t\x12\x16\n\x0einsurer_number\x18\x08 \x01(\t\"\xc2\x01\n\x07Segment\x12$\n\tfirst_day\x18\x01 \x01(\x0b\x32\x11.google.type.Date\x12#\n\x08last_day\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\x16\n\x0einsurer_number\x18\x03 \x01(\t\x12\x14\n\x0cinsurer_name\x18\x04 \x01(\t\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12\x0e\n\x06number\x18\x06 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x07 \x01(\t\x12\x0e\n\x06points\x18\x08 \x01(\x03\"\xcd\x01\n\x07Verdict\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\"\n\x07outcome\x18\x02 \x01(\x0e\x32\x11.onshi.v1.Outcome\x12#\n\x08segments\x18\x03 \x03(\x0b\x32\x11.onshi.v1.Segment\x12-\n\rreturn_reason\x18\x04 \x01(\x0e\x32\x16.onshi.v1.ReturnReason\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12(\n\x05\x66lags\x18\x06 \x03(\x0e\x32\x19.onshi.v1.CertificateFlag\"x\n\x10\x41pportionRequest\x12\x15\n\rfacility_code\x18\x01 \x01(\t\x12&\n\x0b\x66irst_month\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12%\n\nlast_month\x18\x03 \x01(\x0b\x32\x11.google.type.Date\"Q\n\x0cInsurerShare\x12\x16\n\x0einsurer_number\x18\x01 \x01(\t\x12\x13\n\x0bpaid_points\x18\x02 \x01(\x03\x12\x14\n\x0cshare_points\x18\x03 \x01(\x03\"\x86\x01\n\x11\x41pportionResponse\x12\x19\n\x11unresolved_points\x18\x01 \x01(\x03\x12\x19\n\x11unresolved_claims\x18\x02 \x01(\x03\x12\x13\n\x0bpaid_points\x18\x03 \x01(\x03\x12&\n\x06shares\x18\x04 \x03(\x0b\x32\x16.onshi.v1.InsurerShare*o\n\tClaimKind\x12\x1a\n\x16\x43LAIM_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43LAIM_KIND_MEDICAL\x10\x01\x12\x15\n\x11\x43LAIM_KIND_DENTAL\x10\x02\x12\x17\n\x13\x43LAIM_KIND_PHARMACY\x10\x03*\xa4\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x13\n\x0fOUTCOME_REROUTE\x10\x02\x12\x11\n\rOUTCOME_SPLIT\x10\x03\x12\x1c\n\x18OUTCOME_RESOLVED_UNKNOWN\x10\x04\x12\x16\n\x12OUTCOME_UNRESOLVED\x10\x05\x12\x12\n\x0eOUTCOME_RETURN\x10\x06*\xfd\x01\n\x0cReturnReason\x12\x1d\n\x19RETURN_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1eRETURN_REASON_NUMBER_NOT_FOUND\x10\x01\x12%\n!RETURN_REASON_BIRTH_DATE_MISMATCH\x10\x02\x12\"\n\x1eRETURN_REASON_NO_QUALIFICATION\x10\x03\x12 \n\x1cRETURN_REASON_INVALID_NUMBER\x10\x04\x12 \n\x1cRETURN_REASON_PUBLIC_EXPENSE\x10\x05\x12\x1b\n\x17RETURN_REASON_HIGH_COST\x10\x06*\xc4\x01\n\x0f\x43\x65rtificateFlag\x12 \n\x1c\x43\x45RTIFICATE_FLAG_UNSPECIFIED\x10\x00\x12!\n\x1d\x43\x45RTIFICATE_FLAG_LIMIT_AMOUNT\x10\x01\x12\"\n\x1e\x43\x45RTIFICATE_FLAG_ELDERLY_RATIO\x10\x02\x12%\n!CERTIFICATE_FLAG_SPECIFIC_DISEASE\x10\x03\x12!\n\x1d\x43\x45RTIFICATE_FLAG_BURDEN_RATIO\x10\x04\x32\xa7\x01\n\x0c\x43laimService\x12Q\n\x0cVerifyClaims\x12\x1d.onshi.v1.VerifyClaimsRequest\x1a\x1e.onshi.v1.VerifyClaimsResponse(\x01\x30\x01\x12\x44\n\tApportion\x12\x1a.onshi.v1.ApportionRequest\x1a\x1b.onshi.v1.ApportionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15onshi/v1/claims.proto\x12\x08onshi.v1\x1a\x16google/type/date.proto\x1a\x1conshi/v1/qualification.proto\"6\n\x13VerifyClaimsRequest\x12\x1f\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x0f.onshi.v1.Claim\";\n\x14VerifyClaimsResponse\x12#\n\x08verdicts\x18\x01 \x03(\x0b\x32\x11.onshi.v1.Verdict\"\xa2\x03\n\x05\x43laim\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x15\n\rfacility_code\x18\x02 \x01(\t\x12\x16\n\x0einsurer_number\x18\x03 \x01(\t\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12\x0e\n\x06number\x18\x05 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x06 \x01(\t\x12%\n\nbirth_date\x18\x07 \x01(\x0b\x32\x11.google.type.Date\x12+\n\x10\x66irst_visit_date\x18\x08 \x01(\x0b\x32\x11.google.type.Date\x12*\n\x0flast_visit_date\x18\t \x01(\x0b\x32\x11.google.type.Date\x12\x12\n\nvisit_days\x18\n \x03(\x05\x12!\n\x04kind\x18\x0b \x01(\x0e\x32\x13.onshi.v1.ClaimKind\x12\x1e\n\x16public_expense_numbers\x18\x0c \x03(\t\x12\x11\n\thigh_cost\x18\r \x01(\x08\x12\x0e\n\x06points\x18\x0e \x01(\x03\x12.\n\x0b\x64\x65\x63laration\x18\x0f \x01(\x0b\x32\x19.onshi.v1.SelfDeclaration\"\xca\x01\n\x0fSelfDeclaration\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tname_kana\x18\x02 \x01(\t\x12\x1a\n\x03sex\x18\x03 \x01(\x0e\x32\r.onshi.v1.Sex\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x10\n\x08postcode\x18\x05 \x01(\t\x12\x10\n\x08\x65mployer\x18\x06 \x01(\t\x12\x14\n\x0cinsurer_name\x18\x07 \x01(\t\x12\x16\n\x0einsurer_number\x18\x08 \x01(\t\x12\x17\n\x0fother_addresses\x18\t \x03(\t\"\xc2\x01\n\x07Segment\x12$\n\tfirst_day\x18\x01 \x01(\x0b\x32\x11.google.type.Date\x12#\n\x08last_day\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12\x16\n\x0einsurer_number\x18\x03 \x01(\t\x12\x14\n\x0cinsurer_name\x18\x04 \x01(\t\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12\x0e\n\x06number\x18\x06 \x01(\t\x12\x0e\n\x06\x62ranch\x18\x07 \x01(\t\x12\x0e\n\x06points\x18\x08 \x01(\x03\"\xcd\x01\n\x07Verdict\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\"\n\x07outcome\x18\x02 \x01(\x0e\x32\x11.onshi.v1.Outcome\x12#\n\x08segments\x18\x03 \x03(\x0b\x32\x11.onshi.v1.Segment\x12-\n\rreturn_reason\x18\x04 \x01(\x0e\x32\x16.onshi.v1.ReturnReason\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12(\n\x05\x66lags\x18\x06 \x03(\x0e\x32\x19.onshi.v1.CertificateFlag\"x\n\x10\x41pportionRequest\x12\x15\n\rfacility_code\x18\x01 \x01(\t\x12&\n\x0b\x66irst_month\x18\x02 \x01(\x0b\x32\x11.google.type.Date\x12%\n\nlast_month\x18\x03 \x01(\x0b\x32\x11.google.type.Date\"Q\n\x0cInsurerShare\x12\x16\n\x0einsurer_number\x18\x01 \x01(\t\x12\x13\n\x0bpaid_points\x18\x02 \x01(\x03\x12\x14\n\x0cshare_points\x18\x03 \x01(\x03\"\x86\x01\n\x11\x41pportionResponse\x12\x19\n\x11unresolved_points\x18\x01 \x01(\x03\x12\x19\n\x11unresolved_claims\x18\x02 \x01(\x03\x12\x13\n\x0bpaid_points\x18\x03 \x01(\x03\x12&\n\x06shares\x18\x04 \x03(\x0b\x32\x16.onshi.v1.InsurerShare*o\n\tClaimKind\x12\x1a\n\x16\x43LAIM_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43LAIM_KIND_MEDICAL\x10\x01\x12\x15\n\x11\x43LAIM_KIND_DENTAL\x10\x02\x12\x17\n\x13\x43LAIM_KIND_PHARMACY\x10\x03*\xa4\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x13\n\x0fOUTCOME_REROUTE\x10\x02\x12\x11\n\rOUTCOME_SPLIT\x10\x03\x12\x1c\n\x18OUTCOME_RESOLVED_UNKNOWN\x10\x04\x12\x16\n\x12OUTCOME_UNRESOLVED\x10\x05\x12\x12\n\x0eOUTCOME_RETURN\x10\x06*\xfd\x01\n\x0cReturnReason\x12\x1d\n\x19RETURN_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1eRETURN_REASON_NUMBER_NOT_FOUND\x10\x01\x12%\n!RETURN_REASON_BIRTH_DATE_MISMATCH\x10\x02\x12\"\n\x1eRETURN_REASON_NO_QUALIFICATION\x10\x03\x12 \n\x1cRETURN_REASON_INVALID_NUMBER\x10\x04\x12 \n\x1cRETURN_REASON_PUBLIC_EXPENSE\x10\x05\x12\x1b\n\x17RETURN_REASON_HIGH_COST\x10\x06*\xc4\x01\n\x0f\x43\x65rtificateFlag\x12 \n\x1c\x43\x45RTIFICATE_FLAG_UNSPECIFIED\x10\x00\x12!\n\x1d\x43\x45RTIFICATE_FLAG_LIMIT_AMOUNT\x10\x01\x12\"\n\x1e\x43\x45RTIFICATE_FLAG_ELDERLY_RATIO\x10\x02\x12%\n!CERTIFICATE_FLAG_SPECIFIC_DISEASE\x10\x03\x12!\n\x1d\x43\x45RTIFICATE_FLAG_BURDEN_RATIO\x10\x04\x32\xa7\x01\n\x0c\x43laimService\x12Q\n\x0cVerifyClaims\x12\x1d.onshi.v1.VerifyClaimsRequest\x1a\x1e.onshi.v1.VerifyClaimsResponse(\x01\x30\x01\x12\x44\n\tApportion\x12\x1a.onshi.v1.ApportionRequest\x1a\x1b.onshi.v1.ApportionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'onshi.v1.claims_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLAIMKIND']._serialized_start=1554
-  _globals['_CLAIMKIND']._serialized_end=1665
-  _globals['_OUTCOME']._serialized_start=1668
-  _globals['_OUTCOME']._serialized_end=1832
-  _globals['_RETURNREASON']._serialized_start=1835
-  _globals['_RETURNREASON']._serialized_end=2088
-  _globals['_CERTIFICATEFLAG']._serialized_start=2091
-  _globals['_CERTIFICATEFLAG']._serialized_end=2287
+  _globals['_CLAIMKIND']._serialized_start=1579
+  _globals['_CLAIMKIND']._serialized_end=1690
+  _globals['_OUTCOME']._serialized_start=1693
+  _globals['_OUTCOME']._serialized_end=1857
+  _globals['_RETURNREASON']._serialized_start=1860
+  _globals['_RETURNREASON']._serialized_end=2113
+  _globals['_CERTIFICATEFLAG']._serialized_start=2116
+  _globals['_CERTIFICATEFLAG']._serialized_end=2312
   _globals['_VERIFYCLAIMSREQUEST']._serialized_start=89
   _globals['_VERIFYCLAIMSREQUEST']._serialized_end=143
   _globals['_VERIFYCLAIMSRESPONSE']._serialized_start=145
@@ -48,17 +48,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLAIM']._serialized_start=207
   _globals['_CLAIM']._serialized_end=625
   _globals['_SELFDECLARATION']._serialized_start=628
-  _globals['_SELFDECLARATION']._serialized_end=805
-  _globals['_SEGMENT']._serialized_start=808
-  _globals['_SEGMENT']._serialized_end=1002
-  _globals['_VERDICT']._serialized_start=1005
-  _globals['_VERDICT']._serialized_end=1210
-  _globals['_APPORTIONREQUEST']._serialized_start=1212
-  _globals['_APPORTIONREQUEST']._serialized_end=1332
-  _globals['_INSURERSHARE']._serialized_start=1334
-  _globals['_INSURERSHARE']._serialized_end=1415
-  _globals['_APPORTIONRESPONSE']._serialized_start=1418
-  _globals['_APPORTIONRESPONSE']._serialized_end=1552
-  _globals['_CLAIMSERVICE']._serialized_start=2290
-  _globals['_CLAIMSERVICE']._serialized_end=2457
+  _globals['_SELFDECLARATION']._serialized_end=830
+  _globals['_SEGMENT']._serialized_start=833
+  _globals['_SEGMENT']._serialized_end=1027
+  _globals['_VERDICT']._serialized_start=1030
+  _globals['_VERDICT']._serialized_end=1235
+  _globals['_APPORTIONREQUEST']._serialized_start=1237
+  _globals['_APPORTIONREQUEST']._serialized_end=1357
+  _globals['_INSURERSHARE']._serialized_start=1359
+  _globals['_INSURERSHARE']._serialized_end=1440
+  _globals['_APPORTIONRESPONSE']._serialized_start=1443
+  _globals['_APPORTIONRESPONSE']._serialized_end=1577
+  _globals['_CLAIMSERVICE']._serialized_start=2315
+  _globals['_CLAIMSERVICE']._serialized_end=2482
 # @@protoc_insertion_point(module_scope)

@@ -114,7 +114,7 @@ class Claim(_message.Message):
     def __init__(self, claim_id: _Optional[str] = ..., facility_code: _Optional[str] = ..., insurer_number: _Optional[str] = ..., symbol: _Optional[str] = ..., number: _Optional[str] = ..., branch: _Optional[str] = ..., birth_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., first_visit_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., last_visit_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., visit_days: _Optional[_Iterable[int]] = ..., kind: _Optional[_Union[ClaimKind, str]] = ..., public_expense_numbers: _Optional[_Iterable[str]] = ..., high_cost: _Optional[bool] = ..., points: _Optional[int] = ..., declaration: _Optional[_Union[SelfDeclaration, _Mapping]] = ...) -> None: ...
 
 class SelfDeclaration(_message.Message):
-    __slots__ = ("name", "name_kana", "sex", "address", "postcode", "employer", "insurer_name", "insurer_number")
+    __slots__ = ("name", "name_kana", "sex", "address", "postcode", "employer", "insurer_name", "insurer_number", "other_addresses")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAME_KANA_FIELD_NUMBER: _ClassVar[int]
     SEX_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,7 @@ class SelfDeclaration(_message.Message):
     EMPLOYER_FIELD_NUMBER: _ClassVar[int]
     INSURER_NAME_FIELD_NUMBER: _ClassVar[int]
     INSURER_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    OTHER_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     name: str
     name_kana: str
     sex: _qualification_pb2.Sex
@@ -131,7 +132,8 @@ class SelfDeclaration(_message.Message):
     employer: str
     insurer_name: str
     insurer_number: str
-    def __init__(self, name: _Optional[str] = ..., name_kana: _Optional[str] = ..., sex: _Optional[_Union[_qualification_pb2.Sex, str]] = ..., address: _Optional[str] = ..., postcode: _Optional[str] = ..., employer: _Optional[str] = ..., insurer_name: _Optional[str] = ..., insurer_number: _Optional[str] = ...) -> None: ...
+    other_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., name_kana: _Optional[str] = ..., sex: _Optional[_Union[_qualification_pb2.Sex, str]] = ..., address: _Optional[str] = ..., postcode: _Optional[str] = ..., employer: _Optional[str] = ..., insurer_name: _Optional[str] = ..., insurer_number: _Optional[str] = ..., other_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Segment(_message.Message):
     __slots__ = ("first_day", "last_day", "insurer_number", "insurer_name", "symbol", "number", "branch", "points")

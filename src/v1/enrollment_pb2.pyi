@@ -32,6 +32,16 @@ class QuarantineReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     QUARANTINE_REASON_ADDRESS_MISMATCH: _ClassVar[QuarantineReason]
     QUARANTINE_REASON_HELD_BEHIND: _ClassVar[QuarantineReason]
 
+class MatchRule(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MATCH_RULE_UNSPECIFIED: _ClassVar[MatchRule]
+    MATCH_RULE_KANJI_SUBSTITUTE: _ClassVar[MatchRule]
+    MATCH_RULE_KANJI_OLD_FORM: _ClassVar[MatchRule]
+    MATCH_RULE_KANA_SMALL_WRITTEN_LARGE: _ClassVar[MatchRule]
+    MATCH_RULE_KANA_OLD_SPELLING: _ClassVar[MatchRule]
+    MATCH_RULE_ADDRESS_BLOCK_NOTATION: _ClassVar[MatchRule]
+    MATCH_RULE_ADDRESS_PLACE_NAME_KANA: _ClassVar[MatchRule]
+
 class Resolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RESOLUTION_UNSPECIFIED: _ClassVar[Resolution]
@@ -51,6 +61,13 @@ QUARANTINE_REASON_BIRTH_DATE_MISMATCH: QuarantineReason
 QUARANTINE_REASON_SEX_MISMATCH: QuarantineReason
 QUARANTINE_REASON_ADDRESS_MISMATCH: QuarantineReason
 QUARANTINE_REASON_HELD_BEHIND: QuarantineReason
+MATCH_RULE_UNSPECIFIED: MatchRule
+MATCH_RULE_KANJI_SUBSTITUTE: MatchRule
+MATCH_RULE_KANJI_OLD_FORM: MatchRule
+MATCH_RULE_KANA_SMALL_WRITTEN_LARGE: MatchRule
+MATCH_RULE_KANA_OLD_SPELLING: MatchRule
+MATCH_RULE_ADDRESS_BLOCK_NOTATION: MatchRule
+MATCH_RULE_ADDRESS_PLACE_NAME_KANA: MatchRule
 RESOLUTION_UNSPECIFIED: Resolution
 RESOLUTION_APPLY: Resolution
 RESOLUTION_DISCARD: Resolution
@@ -144,36 +161,44 @@ class DependentRemoval(_message.Message):
     def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., loss_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., loss_reason: _Optional[_Union[_qualification_pb2.LossReason, str]] = ...) -> None: ...
 
 class BurdenRatioChange(_message.Message):
-    __slots__ = ("insured_number", "burden_ratio_percent")
+    __slots__ = ("insured_number", "burden_ratio_percent", "effective_date")
     INSURED_NUMBER_FIELD_NUMBER: _ClassVar[int]
     BURDEN_RATIO_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_DATE_FIELD_NUMBER: _ClassVar[int]
     insured_number: InsuredNumber
     burden_ratio_percent: int
-    def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., burden_ratio_percent: _Optional[int] = ...) -> None: ...
+    effective_date: _date_pb2.Date
+    def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., burden_ratio_percent: _Optional[int] = ..., effective_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class CertificatesChange(_message.Message):
-    __slots__ = ("insured_number", "elderly_recipient", "limit_amount", "specific_diseases")
+    __slots__ = ("insured_number", "elderly_recipient", "limit_amount", "specific_diseases", "effective_date")
     INSURED_NUMBER_FIELD_NUMBER: _ClassVar[int]
     ELDERLY_RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     LIMIT_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     SPECIFIC_DISEASES_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_DATE_FIELD_NUMBER: _ClassVar[int]
     insured_number: InsuredNumber
     elderly_recipient: _qualification_pb2.ElderlyRecipientCertificate
     limit_amount: _qualification_pb2.LimitAmountCertificate
     specific_diseases: _containers.RepeatedCompositeFieldContainer[_qualification_pb2.SpecificDiseaseCertificate]
-    def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., elderly_recipient: _Optional[_Union[_qualification_pb2.ElderlyRecipientCertificate, _Mapping]] = ..., limit_amount: _Optional[_Union[_qualification_pb2.LimitAmountCertificate, _Mapping]] = ..., specific_diseases: _Optional[_Iterable[_Union[_qualification_pb2.SpecificDiseaseCertificate, _Mapping]]] = ...) -> None: ...
+    effective_date: _date_pb2.Date
+    def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., elderly_recipient: _Optional[_Union[_qualification_pb2.ElderlyRecipientCertificate, _Mapping]] = ..., limit_amount: _Optional[_Union[_qualification_pb2.LimitAmountCertificate, _Mapping]] = ..., specific_diseases: _Optional[_Iterable[_Union[_qualification_pb2.SpecificDiseaseCertificate, _Mapping]]] = ..., effective_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class SubsidiesChange(_message.Message):
-    __slots__ = ("insured_number", "subsidies")
+    __slots__ = ("insured_number", "subsidies", "effective_date")
     INSURED_NUMBER_FIELD_NUMBER: _ClassVar[int]
     SUBSIDIES_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_DATE_FIELD_NUMBER: _ClassVar[int]
     insured_number: InsuredNumber
     subsidies: _containers.RepeatedCompositeFieldContainer[_qualification_pb2.PublicExpenseSubsidy]
-    def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., subsidies: _Optional[_Iterable[_Union[_qualification_pb2.PublicExpenseSubsidy, _Mapping]]] = ...) -> None: ...
+    effective_date: _date_pb2.Date
+    def __init__(self, insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., subsidies: _Optional[_Iterable[_Union[_qualification_pb2.PublicExpenseSubsidy, _Mapping]]] = ..., effective_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class BasicInformationChange(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("effective_date",)
+    EFFECTIVE_DATE_FIELD_NUMBER: _ClassVar[int]
+    effective_date: _date_pb2.Date
+    def __init__(self, effective_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class FieldViolation(_message.Message):
     __slots__ = ("field", "description")
@@ -183,8 +208,16 @@ class FieldViolation(_message.Message):
     description: str
     def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
+class LooseMatch(_message.Message):
+    __slots__ = ("field", "rules")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    rules: _containers.RepeatedScalarFieldContainer[MatchRule]
+    def __init__(self, field: _Optional[str] = ..., rules: _Optional[_Iterable[_Union[MatchRule, str]]] = ...) -> None: ...
+
 class EnrollmentAck(_message.Message):
-    __slots__ = ("update_id", "outcome", "first_outcome", "field_violations", "quarantine_id", "quarantine_reasons", "message")
+    __slots__ = ("update_id", "outcome", "first_outcome", "field_violations", "quarantine_id", "quarantine_reasons", "message", "loose_matches")
     UPDATE_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     FIRST_OUTCOME_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +225,7 @@ class EnrollmentAck(_message.Message):
     QUARANTINE_ID_FIELD_NUMBER: _ClassVar[int]
     QUARANTINE_REASONS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LOOSE_MATCHES_FIELD_NUMBER: _ClassVar[int]
     update_id: str
     outcome: EnrollmentOutcome
     first_outcome: EnrollmentOutcome
@@ -199,7 +233,8 @@ class EnrollmentAck(_message.Message):
     quarantine_id: int
     quarantine_reasons: _containers.RepeatedScalarFieldContainer[QuarantineReason]
     message: str
-    def __init__(self, update_id: _Optional[str] = ..., outcome: _Optional[_Union[EnrollmentOutcome, str]] = ..., first_outcome: _Optional[_Union[EnrollmentOutcome, str]] = ..., field_violations: _Optional[_Iterable[_Union[FieldViolation, _Mapping]]] = ..., quarantine_id: _Optional[int] = ..., quarantine_reasons: _Optional[_Iterable[_Union[QuarantineReason, str]]] = ..., message: _Optional[str] = ...) -> None: ...
+    loose_matches: _containers.RepeatedCompositeFieldContainer[LooseMatch]
+    def __init__(self, update_id: _Optional[str] = ..., outcome: _Optional[_Union[EnrollmentOutcome, str]] = ..., first_outcome: _Optional[_Union[EnrollmentOutcome, str]] = ..., field_violations: _Optional[_Iterable[_Union[FieldViolation, _Mapping]]] = ..., quarantine_id: _Optional[int] = ..., quarantine_reasons: _Optional[_Iterable[_Union[QuarantineReason, str]]] = ..., message: _Optional[str] = ..., loose_matches: _Optional[_Iterable[_Union[LooseMatch, _Mapping]]] = ...) -> None: ...
 
 class StreamUpdateBatchesRequest(_message.Message):
     __slots__ = ("updates",)
@@ -338,12 +373,14 @@ class LinkCardRequest(_message.Message):
     def __init__(self, card_serial: _Optional[str] = ..., resident_id: _Optional[str] = ..., person: _Optional[_Union[_qualification_pb2.Person, _Mapping]] = ..., insurer_number: _Optional[str] = ..., insured_number: _Optional[_Union[InsuredNumber, _Mapping]] = ..., consent: _Optional[bool] = ...) -> None: ...
 
 class LinkCardResponse(_message.Message):
-    __slots__ = ("replaced_card_serial", "link_notice_id")
+    __slots__ = ("replaced_card_serial", "link_notice_id", "loose_matches")
     REPLACED_CARD_SERIAL_FIELD_NUMBER: _ClassVar[int]
     LINK_NOTICE_ID_FIELD_NUMBER: _ClassVar[int]
+    LOOSE_MATCHES_FIELD_NUMBER: _ClassVar[int]
     replaced_card_serial: str
     link_notice_id: int
-    def __init__(self, replaced_card_serial: _Optional[str] = ..., link_notice_id: _Optional[int] = ...) -> None: ...
+    loose_matches: _containers.RepeatedCompositeFieldContainer[LooseMatch]
+    def __init__(self, replaced_card_serial: _Optional[str] = ..., link_notice_id: _Optional[int] = ..., loose_matches: _Optional[_Iterable[_Union[LooseMatch, _Mapping]]] = ...) -> None: ...
 
 class LinkNotice(_message.Message):
     __slots__ = ("link_notice_id", "resident_id", "card_serial", "insurer_number", "insured_number", "linked_time", "consent_time")

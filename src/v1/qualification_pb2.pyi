@@ -144,7 +144,7 @@ class PublicExpenseSubsidy(_message.Message):
     def __init__(self, payer_number: _Optional[str] = ..., recipient_number: _Optional[str] = ..., programme: _Optional[str] = ..., burden_ratio_percent: _Optional[int] = ..., monthly_cap_yen: _Optional[int] = ..., valid_from: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., valid_until: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
 
 class Qualification(_message.Message):
-    __slots__ = ("person", "insurer_number", "insurer_name", "symbol", "number", "branch", "relationship", "acquisition_date", "loss_date", "loss_reason", "burden_ratio_percent", "preschool", "card_kind", "elderly_recipient", "limit_amount", "specific_diseases", "subsidies")
+    __slots__ = ("person", "insurer_number", "insurer_name", "symbol", "number", "branch", "relationship", "acquisition_date", "loss_date", "loss_reason", "burden_ratio_percent", "preschool", "card_kind", "elderly_recipient", "limit_amount", "specific_diseases", "subsidies", "preschool_until")
     PERSON_FIELD_NUMBER: _ClassVar[int]
     INSURER_NUMBER_FIELD_NUMBER: _ClassVar[int]
     INSURER_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +162,7 @@ class Qualification(_message.Message):
     LIMIT_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     SPECIFIC_DISEASES_FIELD_NUMBER: _ClassVar[int]
     SUBSIDIES_FIELD_NUMBER: _ClassVar[int]
+    PRESCHOOL_UNTIL_FIELD_NUMBER: _ClassVar[int]
     person: Person
     insurer_number: str
     insurer_name: str
@@ -179,4 +180,5 @@ class Qualification(_message.Message):
     limit_amount: LimitAmountCertificate
     specific_diseases: _containers.RepeatedCompositeFieldContainer[SpecificDiseaseCertificate]
     subsidies: _containers.RepeatedCompositeFieldContainer[PublicExpenseSubsidy]
-    def __init__(self, person: _Optional[_Union[Person, _Mapping]] = ..., insurer_number: _Optional[str] = ..., insurer_name: _Optional[str] = ..., symbol: _Optional[str] = ..., number: _Optional[str] = ..., branch: _Optional[str] = ..., relationship: _Optional[_Union[Relationship, str]] = ..., acquisition_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., loss_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., loss_reason: _Optional[_Union[LossReason, str]] = ..., burden_ratio_percent: _Optional[int] = ..., preschool: _Optional[bool] = ..., card_kind: _Optional[_Union[CardKind, str]] = ..., elderly_recipient: _Optional[_Union[ElderlyRecipientCertificate, _Mapping]] = ..., limit_amount: _Optional[_Union[LimitAmountCertificate, _Mapping]] = ..., specific_diseases: _Optional[_Iterable[_Union[SpecificDiseaseCertificate, _Mapping]]] = ..., subsidies: _Optional[_Iterable[_Union[PublicExpenseSubsidy, _Mapping]]] = ...) -> None: ...
+    preschool_until: _date_pb2.Date
+    def __init__(self, person: _Optional[_Union[Person, _Mapping]] = ..., insurer_number: _Optional[str] = ..., insurer_name: _Optional[str] = ..., symbol: _Optional[str] = ..., number: _Optional[str] = ..., branch: _Optional[str] = ..., relationship: _Optional[_Union[Relationship, str]] = ..., acquisition_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., loss_date: _Optional[_Union[_date_pb2.Date, _Mapping]] = ..., loss_reason: _Optional[_Union[LossReason, str]] = ..., burden_ratio_percent: _Optional[int] = ..., preschool: _Optional[bool] = ..., card_kind: _Optional[_Union[CardKind, str]] = ..., elderly_recipient: _Optional[_Union[ElderlyRecipientCertificate, _Mapping]] = ..., limit_amount: _Optional[_Union[LimitAmountCertificate, _Mapping]] = ..., specific_diseases: _Optional[_Iterable[_Union[SpecificDiseaseCertificate, _Mapping]]] = ..., subsidies: _Optional[_Iterable[_Union[PublicExpenseSubsidy, _Mapping]]] = ..., preschool_until: _Optional[_Union[_date_pb2.Date, _Mapping]] = ...) -> None: ...
