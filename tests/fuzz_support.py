@@ -40,7 +40,7 @@ from google.protobuf.descriptor import FieldDescriptor as F
 from grpc_health.v1 import health_pb2  # noqa: F401 - its descriptors join the pool
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from onshi.core import dates
+from onshi.core import cardproof, dates
 from onshi.server import auth
 from onshi.v1 import (  # noqa: F401 - every service's descriptors join the pool
     audit_pb2,
@@ -58,10 +58,10 @@ from tests.trust_helpers import (
     INSURER_A,
     INSURER_C,
     build_store,
-    card_request,
     client_credentials,
     facility_stem,
     pki_dir,
+    proof_fields,
 )
 
 # INTERNAL/UNKNOWN: a caller's bytes reached a bug; DEADLINE_EXCEEDED: a call hung.
@@ -441,17 +441,18 @@ def seeds() -> dict[str, Callable[[], list]]:
             return out
         return make
 
-    def card(cls):
+    def card(cls, purpose):
         def make():
-            return [cls(**_proof_fields())]
+            return [cls(**_proof_fields(purpose))]
         return make
 
     return {
-        "/onshi.v1.EligibilityService/CheckByCard": card(eligibility_pb2.CheckByCardRequest),
+        "/onshi.v1.EligibilityService/CheckByCard": card(eligibility_pb2.CheckByCardRequest,
+                                                          cardproof.PURPOSE_CHECK_BY_CARD),
         "/onshi.v1.EligibilityService/CheckByNumber": lambda: [eligibility_pb2.CheckByNumberRequest(
             insurer_number=INSURER_C, symbol="C1", number="400", branch="00", birth_date=d(1990, 5, 6),
             as_of=d(2024, 4, 2))],
-        "/onshi.v1.AuditService/ListMyAccess": card(audit_pb2.ListMyAccessRequest),
+        "/onshi.v1.AuditService/ListMyAccess": card(audit_pb2.ListMyAccessRequest, cardproof.PURPOSE_LIST_MY_ACCESS),
         "/onshi.v1.ClaimService/VerifyClaims": copies(claims_pb2.VerifyClaimsRequest(claims=[claim, unknown]), 3),
         "/onshi.v1.ClaimService/Apportion": lambda: [claims_pb2.ApportionRequest(
             facility_code=FACILITY, first_month=d(2024, 4, 0), last_month=d(2024, 6, 0))],
@@ -485,10 +486,9 @@ def seeds() -> dict[str, Callable[[], list]]:
     }
 
 
-def _proof_fields() -> dict:
-    fields = card_request("valid-3")
-    return dict(card_certificate=fields.card_certificate, card_signature=fields.card_signature,
-                challenge=fields.challenge)
+def _proof_fields(purpose: str = cardproof.PURPOSE_CHECK_BY_CARD) -> dict:
+    """A fresh card proof (new nonce) made for `purpose`."""
+    return proof_fields("valid-3", purpose=purpose)
 
 
 def _crl() -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from onshi.core.cardproof import PURPOSE_LIST_MY_ACCESS
 from onshi.server import errors, handlers
 from onshi.server.errors import field_violations
 from onshi.v1 import audit_pb2, eligibility_pb2, trust_pb2
@@ -107,7 +108,7 @@ def test_a_timestamp_outside_its_range_is_invalid_argument(servers):
     _, ingest = servers
     for since, field in (({"seconds": 2**63 - 1}, "since.seconds"), ({"seconds": 1, "nanos": -5}, "since.nanos")):
         err = error(ingest, "/onshi.v1.AuditService/ListMyAccess",
-                    audit_pb2.ListMyAccessRequest(since=since, **fz._proof_fields()))
+                    audit_pb2.ListMyAccessRequest(since=since, **fz._proof_fields(PURPOSE_LIST_MY_ACCESS)))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert [f for f, _ in field_violations(err)] == [field]
 
