@@ -189,8 +189,8 @@ def outcome_of_error(
     reason = error_reason(exc)
     if reason in CARD_REASON_OUTCOME:
         return CARD_REASON_OUTCOME[reason], detail, []
-    for reason, outcome in CARD_REASON_OUTCOME.items():  # a server without ErrorInfo details
-        if reason in details:
+    for name, outcome in CARD_REASON_OUTCOME.items():  # a server without ErrorInfo details
+        if name in details:
             return outcome, detail, []
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return Outcome.INPUT_REJECTED, detail, field_violations(exc)
