@@ -497,8 +497,15 @@ class CardVerifier:
     def _verify_chain(self, der: bytes) -> VerifiedCard:
         try:
             cert = x509.load_der_x509_certificate(der)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
             raise MalformedProof([("card_certificate", f"not a DER X.509 certificate ({exc})")]) from None
+        try:
+            return self._verify_parsed(cert)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            # Fields parsed on first use (extensions, key, names) that do not parse.
+            raise CardProofError("CARD_CERTIFICATE_UNTRUSTED", f"certificate fields do not parse ({exc})") from None
+
+    def _verify_parsed(self, cert: x509.Certificate) -> VerifiedCard:
         issuer = None
         for ca in self.ca_certs:
             if cert.issuer != ca.subject:

@@ -38,6 +38,7 @@ import os
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -180,13 +181,16 @@ def issue_server(ca: Issued, hosts: tuple[str, ...] = ("localhost",), ips: tuple
 
 
 def crl_serials(data: bytes, ca_certs: list[x509.Certificate], what: str = "a configured CA") -> frozenset[int]:
-    """The revoked serials of a CRL (DER or PEM); ValueError unless one of
-    `ca_certs` issued and signed it."""
-    crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
-           else x509.load_der_x509_crl(data))
-    if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in ca_certs):
-        raise ValueError(f"revocation list is not signed by {what}")
-    return frozenset(r.serial_number for r in crl)
+    """The revoked serials of a CRL (DER or PEM); ValueError unless it parses
+    and one of `ca_certs` issued and signed it."""
+    try:
+        crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
+               else x509.load_der_x509_crl(data))
+        if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in ca_certs):
+            raise ValueError(f"revocation list is not signed by {what}")
+        return frozenset(r.serial_number for r in crl)
+    except (x509.InvalidVersion, TypeError, UnsupportedAlgorithm) as exc:  # the parser's, not ValueErrors
+        raise ValueError(f"not a revocation list ({exc})") from None
 
 
 def make_crl(ca: Issued, revoked_serials: list[int], *, days: int = 7) -> x509.CertificateRevocationList:

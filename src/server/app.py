@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from onshi.server import eligibility
+from onshi.server import eligibility, handlers
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVICE_NAMES = (eligibility.SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME)
@@ -49,6 +49,10 @@ MAX_REQUEST_BYTES = 64 * 1024
 # bench/RESULTS.md, "Trust").
 DEFAULT_THREADS = 2
 WAITING_HANDLER_THREADS = 4
+# Calls that read a request stream (server reflection) hold a handler thread
+# while the stream is open: at most this many at once per worker, so idle
+# streams never take every thread from the checks.
+STREAM_SLOTS = 1
 
 
 def handler_threads(audit: object | None) -> int:
@@ -74,6 +78,18 @@ class WorkerHealth(health.HealthServicer):
     def Check(self, request, context):
         context.set_trailing_metadata(((WORKER_PID_KEY, str(os.getpid())),))
         return super().Check(request, context)
+
+    def List(self, request, context):
+        with self._lock:
+            return health_list(self._server_status)
+
+
+def health_list(statuses: dict) -> health_pb2.HealthListResponse:
+    """Health.List (grpcio-health-checking's servicers leave it unimplemented)."""
+    response = health_pb2.HealthListResponse()
+    for name, status in statuses.items():
+        response.statuses[name].status = status
+    return response
 
 
 @dataclass
@@ -122,10 +138,13 @@ def create_server(
             *extra_handlers,
         )
     )
+    # Health and reflection parse their own requests too (onshi.server.handlers);
+    # at most one reflection stream per worker holds a handler thread.
+    services = handlers.Services(server, asyncio=False, stream_slots=STREAM_SLOTS)
     health_servicer = WorkerHealth()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     names = (*SERVICE_NAMES, *extra_service_names)
-    reflection.enable_server_reflection(names, server)
+    reflection.enable_server_reflection(names, services)
     for name in (eligibility.SERVICE_NAME, *extra_service_names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if credentials is None:

@@ -12,11 +12,14 @@ left out of the listing.
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from google.protobuf import timestamp_pb2
 from onshi.core import audit, cardproof
 from onshi.core.cardproof import CardProofError, MalformedProof
 from onshi.server import auth, trust
+from onshi.server.eligibility import timestamp_ns
 from onshi.v1 import audit_pb2, audit_pb2_grpc
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
@@ -53,22 +56,28 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self.directory = directory
 
     async def ListMyAccess(self, request, context):
+        # Checked before the proof: a bad field must not spend the card's nonce.
+        errors = trust.FieldErrors()
+        page = request.page_size or DEFAULT_PAGE
+        if not 0 < page <= MAX_PAGE:
+            errors.add("page_size", f"must be 1-{MAX_PAGE}")
+        since = timestamp_ns(request.since, "since", errors) if request.HasField("since") else 0
         try:
             caller = auth.caller_of(context)
+            if errors.violations:
+                raise errors
             if self.ctx.verifier is None:
                 raise auth.AuthError(grpc.StatusCode.FAILED_PRECONDITION, "card proof is not configured")
             proof = self.ctx.verifier.verify_request(request, caller.facility_code,
                                                      purpose=cardproof.PURPOSE_LIST_MY_ACCESS)
-        except (CardProofError, MalformedProof, auth.AuthError) as exc:
+        except (CardProofError, MalformedProof, auth.AuthError, trust.FieldErrors) as exc:
             await trust.abort_trust_async(context, exc)
-        page = request.page_size or DEFAULT_PAGE
-        if not 0 < page <= MAX_PAGE:
-            await trust.abort_trust_async(context, trust.FieldErrors([("page_size", f"must be 1-{MAX_PAGE}")]))
         link_id = self.directory.link_of_card(proof.serial_key)
         records: list[audit.AuditRecord] = []
         if link_id is not None and self.ctx.audit_dir:
-            since = request.since.ToNanoseconds() if request.HasField("since") else 0
-            records = my_records(self.ctx.audit_dir, link_id, self.directory.subjects(link_id), since)
+            # Reading every stream's segments takes a while: off the event loop.
+            records = await asyncio.get_running_loop().run_in_executor(
+                None, my_records, self.ctx.audit_dir, link_id, self.directory.subjects(link_id), since)
         await trust.log_async(self.ctx.log, audit.AuditRecord(
             actor=caller.label, action="ListMyAccess", subject=trust.card_subject(proof.serial_key),
             link_id=link_id or 0, items=f"records={min(len(records), page)}", purpose="the person reads their log",

@@ -399,6 +399,19 @@ def _guard(behavior, roles: frozenset[str] | None, response_streaming: bool = Fa
         if roles is not None and caller.role not in roles and caller.role != DEV:
             raise denied(f"{caller.label} may not call this method (allowed: {', '.join(sorted(roles))})")
 
+    if getattr(behavior, "experimental_non_blocking", False):
+        # It answers through a callback without holding a thread (health Watch):
+        # a generator here would hold one for as long as the caller watches.
+        def guarded_callback(request, context, send_response_callback):
+            try:
+                check(context)
+            except AuthError as exc:
+                _abort(context, exc)
+            return behavior(request, context, send_response_callback)
+        guarded_callback.experimental_non_blocking = True
+        guarded_callback.experimental_thread_pool = getattr(behavior, "experimental_thread_pool", None)
+        return guarded_callback
+
     if response_streaming:
         # A generator, so the check and any abort happen while gRPC iterates
         # the response, as in the handler itself.

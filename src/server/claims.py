@@ -1,12 +1,21 @@
 """ClaimService (DOMAIN.md §6) in the secondary process, beside ingestion.
 
-VerifyClaims is a bidirectional stream on gRPC's threaded server: the handler is
-a generator that reads one batch, verifies it and yields its verdicts. gRPC
-pulls the generator's next item only after the previous message has been handed
-to the transport, and hands it over only within the HTTP/2 flow-control window,
-so a client that reads slowly stops the handler from reading further batches:
-at most one batch being verified plus the transport windows are in flight, never
-an unbounded queue (tests/test_claims_server.py checks it with a slow reader).
+VerifyClaims is a bidirectional stream on the secondary's grpc.aio server: the
+handler (an async generator on the event loop) reads one batch, has it verified
+on a pool thread and yields its verdicts. gRPC asks for the next verdicts only
+after the previous message went to the transport, which hands it over only
+within the HTTP/2 flow-control window, so a client that reads slowly stops the
+handler from reading further batches: at most one batch being verified plus
+the transport windows are in flight, never an unbounded queue
+(tests/test_claims_server.py checks it with a slow reader).
+
+Nothing outlives the call: the caller is read from the call once, at its
+start, and passed on (to the access log); the pool thread gets bytes and the
+caller, never the call's context (grpc.aio releases the call when the caller
+cancels; a thread asking it for the peer then would crash the process); and a
+cancelled stream's batch stops at the next step, so its thread is back in the
+pool at once. (gRPC's bridge for sync generator handlers on grpc.aio kept one
+pool thread per cancelled stream blocked for good.)
 
 Review-body streams are recorded in the ledger (onshi.core.claims) for
 Apportion by the group committer, behind the verdicts (_Recording: the stream's
@@ -14,55 +23,58 @@ OK status waits for every commit); a facility's pre-submission check is not
 recorded. Each batch may be split between this process and claim helper
 processes (claim_helpers).
 
-VerifyClaims is registered on serialized bytes (add_to_server): the handler
-parses, verifies and serializes itself, so nothing is decoded twice.
+VerifyClaims is registered on serialized bytes (add_to_server): the batch is
+parsed, verified and serialized by the verifier, so nothing is decoded twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import defaultdict
+from concurrent import futures
 
 import grpc
 from onshi.core import claims as rules
 from onshi.core.pure import PureEngine
 from onshi.core.writer import StoreFull
-from onshi.server import claim_helpers, trust
-from onshi.server.errors import bad_request_status
+from onshi.server import auth, claim_helpers, trust
+from onshi.server.errors import StatusError, bad_request_status, refused
 from onshi.v1 import claims_pb2
 
 SERVICE_NAME = claims_pb2.DESCRIPTOR.services_by_name["ClaimService"].full_name
 FACILITY_KEY = "x-onshi-facility"
-
-
-def _abort_with_status(context, status: grpc.Status) -> None:
-    # grpc.aio's context for sync handlers (the secondary process) has no
-    # abort_with_status; abort() with the status's trailing metadata is the same.
-    context.abort(status.code, status.details, status.trailing_metadata)
+# Threads verifying batches (and waiting for their ledger commits), shared by
+# every stream; a stream has at most one batch on them at a time.
+VERIFY_THREADS = 8
+MIN_MONTH = 1_01        # year 1 month 1 .. year 9999 month 12, as YYYYMM
+MAX_MONTH = 9999_12
 
 
 # --- who is calling ------------------------------------------------------------
 
 def caller_facility(context) -> str | None:
     """The facility code of a facility caller (pre-submission check), or None for
-    a review body. For now declared in metadata; issue 5 replaces this one
-    function with the mTLS identity (onshi.server.auth)."""
-    from onshi.server import auth  # issue 5: under mTLS the certificate decides
-
-    try:
-        identity = auth.tls_identity(context)
-        if identity is not None:
-            return auth.caller_facility(context) if identity.role == auth.FACILITY else None
-    except auth.AuthError as exc:
-        context.abort(exc.code, exc.message)
+    a review body: the mTLS identity, or on a plaintext server (no trust
+    options) the x-onshi-facility metadata. Raises AuthError or StatusError."""
+    identity = auth.tls_identity(context)
+    if identity is not None:
+        return auth.caller_facility(context) if identity.role == auth.FACILITY else None
     for key, value in context.invocation_metadata() or ():
         if key == FACILITY_KEY:
             code = value.strip() if isinstance(value, str) else ""
             if len(code) != 10 or not code.isdigit():
-                _abort_with_status(context, bad_request_status(
-                    [(FACILITY_KEY, "must be a 10-digit facility code")]))
+                raise StatusError(bad_request_status([(FACILITY_KEY, "must be a 10-digit facility code")]))
             return code
     return None
+
+
+def access_log_caller(context) -> auth.Caller | None:
+    """Who the access log names (None: not authenticated, a plaintext server)."""
+    try:
+        return auth.caller_of(context)
+    except auth.AuthError:
+        return None
 
 
 def engine_beside(writer):
@@ -90,54 +102,71 @@ class ClaimServicer:
         # Each batch is split between this process and helper processes (claim_helpers).
         self.helpers = claim_helpers.Helpers(writer.path, self.verifier)
         self.record_db = writer.open_db(rules.LEDGER_DB)
+        self.pool = futures.ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="onshi-claims")
         self.batches_verified = 0
 
-    def VerifyClaims(self, request_iterator, context):
-        """Raw handler: serialized VerifyClaimsRequest in, serialized response out."""
-        facility = caller_facility(context)
+    async def VerifyClaims(self, request_iterator, context):
+        """Raw handler: serialized VerifyClaimsRequest in, serialized response out.
+
+        While batch i's verdicts are being sent (context.write waits for the
+        transport), batch i+1 is read and verified: one send in flight at a
+        time, in order."""
+        facility = caller_facility(context)  # the call's context is read here only
+        caller = access_log_caller(context) if _access_log() is not None else None
+        loop = asyncio.get_running_loop()
         recording = _Recording(self.writer, self.record_db) if facility is None else None
+        ended = threading.Event()  # the call is over: a batch still on a thread stops there
+        sending = None
         try:
-            for raw in request_iterator:
-                if recording is not None and recording.error is not None:
-                    self._abort_unrecorded(context, recording.error)
-                result = self.helpers.verify(raw, facility, recording is not None)
-                yield self._finish(context, raw, result, recording)
+            async for raw in request_iterator:
+                try:
+                    if recording is not None and recording.error is not None:
+                        raise _unrecorded(recording.error)
+                    response = await loop.run_in_executor(self.pool, self._batch, raw, facility, recording,
+                                                          caller, ended)
+                finally:  # the verdicts before go out before this batch's answer or error status
+                    if sending is not None:
+                        sending, previous = None, sending
+                        await previous
+                sending = asyncio.ensure_future(context.write(response))
+            if sending is not None:
+                sending, previous = None, sending
+                await previous
             # The stream ends OK only once every verdict it carried is durably recorded.
-            if recording is not None and recording.wait_all() is not None:
-                self._abort_unrecorded(context, recording.error)
+            if recording is not None and await loop.run_in_executor(self.pool, recording.wait_all) is not None:
+                raise _unrecorded(recording.error)
         finally:
+            ended.set()
+            if sending is not None:
+                sending.cancel()
             if recording is not None:  # ended early (an abort, a cancelled call): record what was answered
                 recording.close()
 
-    def _finish(self, context, raw: bytes, result: tuple, recording: _Recording | None) -> bytes:
-        """Ledger (queued to the group committer), audit, then the verdicts (or the batch's error status)."""
+    def _batch(self, raw: bytes, facility: str | None, recording: _Recording | None,
+               caller: auth.Caller | None, ended: threading.Event) -> bytes:
+        """On a pool thread: verify, queue the ledger rows, write the access log;
+        the verdicts (or StatusError). Never touches the call."""
+        result = self.helpers.verify(raw, facility, recording is not None)
         kind = result[0]
         if kind == "denied":
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, result[1])
+            raise refused(grpc.StatusCode.PERMISSION_DENIED, result[1])
         if kind == "invalid":
-            _abort_with_status(context, bad_request_status(result[1], "invalid claim batch"))
+            raise StatusError(bad_request_status(result[1], "invalid claim batch"))
         _, response, items = result
+        if ended.is_set():  # cancelled meanwhile: nobody receives these verdicts
+            return response
         if recording is not None and items:
             try:
                 recording.put(items)
             except Exception as exc:  # noqa: BLE001 - an earlier batch's commit failed
-                self._abort_unrecorded(context, exc)
-        ctx = trust.configured()
-        if ctx is not None and ctx.log is not None:  # parsed only when there is an access log
-            trust.audit_claims(context, claims_pb2.VerifyClaimsRequest.FromString(raw).claims,
-                               claims_pb2.VerifyClaimsResponse.FromString(response))  # issue 5
+                raise _unrecorded(exc) from None
+        if _access_log() is not None:  # parsed only when there is an access log
+            trust.audit_claims(caller, claims_pb2.VerifyClaimsRequest.FromString(raw).claims,
+                               claims_pb2.VerifyClaimsResponse.FromString(response))
         self.batches_verified += 1
         return response
 
-    @staticmethod
-    def _abort_unrecorded(context, exc: BaseException) -> None:
-        if isinstance(exc, StoreFull):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"store full: the verdicts of this stream from the first unrecorded batch on were "
-                          f"not recorded; send them again ({exc})")
-        context.abort(grpc.StatusCode.UNAVAILABLE, f"recording the verdicts failed; send them again ({exc})")
-
-    def Apportion(self, request, context):
+    async def Apportion(self, request, context):
         violations = []
         code = request.facility_code.strip()
         if len(code) != 10 or not code.isdigit():
@@ -145,16 +174,19 @@ class ClaimServicer:
         months = []
         for name in ("first_month", "last_month"):
             m = getattr(request, name)
-            if not request.HasField(name) or not (1 <= m.month <= 12) or m.year < 1:
-                violations.append((name, "required: year and month (day ignored)"))
-            months.append(m.year * 100 + m.month)
+            month = m.year * 100 + m.month
+            if not request.HasField(name) or not (1 <= m.month <= 12) or not MIN_MONTH <= month <= MAX_MONTH:
+                violations.append((name, "required: year (1-9999) and month (day ignored)"))
+            months.append(month)
         if not violations and months[0] > months[1]:
             violations.append(("last_month", "must not be before first_month"))
         if violations:
-            _abort_with_status(context, bad_request_status(violations))
-        unresolved_points, unresolved_claims, paid = self.totals(code, months[0], months[1])
+            raise StatusError(bad_request_status(violations))
+        loop = asyncio.get_running_loop()
+        unresolved_points, unresolved_claims, paid = await loop.run_in_executor(
+            self.pool, self.totals, code, months[0], months[1])
         if unresolved_points and not paid:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+            raise refused(grpc.StatusCode.FAILED_PRECONDITION,
                           "no recorded payments to this facility in the period to apportion by")
         response = claims_pb2.ApportionResponse(unresolved_points=unresolved_points,
                                                 unresolved_claims=unresolved_claims,
@@ -190,6 +222,19 @@ class ClaimServicer:
                 else:
                     paid[insurer] += points
         return unresolved_points, unresolved_claims, dict(paid)
+
+
+def _access_log():
+    ctx = trust.configured()
+    return ctx.log if ctx is not None else None
+
+
+def _unrecorded(exc: BaseException) -> StatusError:
+    if isinstance(exc, StoreFull):
+        return refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       f"store full: the verdicts of this stream from the first unrecorded batch on were "
+                       f"not recorded; send them again ({exc})")
+    return refused(grpc.StatusCode.UNAVAILABLE, f"recording the verdicts failed; send them again ({exc})")
 
 
 class _Recording:

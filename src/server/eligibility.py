@@ -15,12 +15,14 @@ The trust layer (issue 5) plugs in through two hooks, both optional:
   bare card_serial — and returns `extra`, bytes appended to the engine's
   answer (serialized CheckResponse.warnings fields, field 3; protobuf allows
   repeated fields in any order, so appending is a valid message). It may raise
-  FieldErrors / InvalidIdentifier / Rejected, or call context.abort().
+  FieldErrors / InvalidIdentifier / Rejected / StatusError, or call
+  context.abort().
   Without it, a request carrying card proof fields answers FAILED_PRECONDITION
   and card_serial is trusted as is.
 * `audit(context, method, request, response)`: called after the answer is
   computed and before it is returned (so a durable audit write can precede
-  the answer); `method` is "CheckByCard" or "CheckByNumber".
+  the answer); `method` is "CheckByCard" or "CheckByNumber". It may raise
+  StatusError (UNAVAILABLE when the access log cannot write).
 
 Both hooks receive the gRPC ServicerContext of the stack in use (threaded
 `grpc.ServicerContext` by default, see app.py).
@@ -37,7 +39,7 @@ from google.protobuf.message import DecodeError
 from onshi.core import dates, identifiers
 from onshi.core.engine import Engine
 from onshi.core.identifiers import InvalidIdentifier
-from onshi.server.errors import FieldErrors, bad_request_status
+from onshi.server.errors import FieldErrors, StatusError, bad_request_status
 from onshi.v1 import eligibility_pb2
 
 SERVICE_NAME = "onshi.v1.EligibilityService"
@@ -82,6 +84,22 @@ def date_day(d, field: str, errors: FieldErrors) -> int | None:
     elif not 1 <= d.day <= 31:
         errors.add(field + ".day", "must be 1-31")
     return None
+
+
+# google.protobuf.Timestamp's own range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z
+MIN_TIMESTAMP_SECONDS = -62135596800
+MAX_TIMESTAMP_SECONDS = 253402300799
+
+
+def timestamp_ns(t, field: str, errors: FieldErrors) -> int | None:
+    """google.protobuf.Timestamp -> nanoseconds since the epoch, or a violation."""
+    if not MIN_TIMESTAMP_SECONDS <= t.seconds <= MAX_TIMESTAMP_SECONDS:
+        errors.add(field + ".seconds", "must be within 0001-01-01 .. 9999-12-31")
+        return None
+    if not 0 <= t.nanos <= 999_999_999:
+        errors.add(field + ".nanos", "must be 0-999999999")
+        return None
+    return t.seconds * 1_000_000_000 + t.nanos
 
 
 def _has_card_proof(request: CheckByCardRequest) -> bool:
@@ -185,6 +203,8 @@ def _threaded(
             context.abort_with_status(bad_request_status([(exc.field, exc.description)]))
         except Rejected as exc:
             context.abort(exc.code, exc.message)
+        except StatusError as exc:  # from a hook (the access log cannot write)
+            context.abort_with_status(exc.status)
 
     handler.__name__ = answer.__name__
     return handler
@@ -200,6 +220,8 @@ def _asyncio(answer: Callable[[bytes, Any], bytes]):
             await context.abort_with_status(bad_request_status([(exc.field, exc.description)]))
         except Rejected as exc:
             await context.abort(exc.code, exc.message)
+        except StatusError as exc:
+            await context.abort(exc.status.code, exc.status.details, exc.status.trailing_metadata)
 
     handler.__name__ = answer.__name__
     return handler

@@ -31,6 +31,7 @@ MAX_BATCH = 10_000      # updates per StreamUpdateBatches message
 JOB_UPDATES = 256       # updates per committer job: per-job costs (queue, callback, wake-up) paid once per slice
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+LAST_ID = 2**64 - 1     # the largest uint64: quarantine and notice IDs are numbered below it
 
 
 class StreamAborted(Exception):
@@ -249,8 +250,9 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
     async def ListQuarantine(self, request, context):
         insurers = await self._insurers(context, request.insurer_number)
         limit = _page(request.page_size)
-        with self.group.read() as r:
-            entries = enrollment.list_quarantine(r, insurers, request.after_quarantine_id, limit)
+        if request.after_quarantine_id >= LAST_ID:  # nothing is numbered after the largest ID
+            return pb.ListQuarantineResponse()
+        entries = await _read(self.group, enrollment.list_quarantine, insurers, request.after_quarantine_id, limit)
         return pb.ListQuarantineResponse(updates=entries)
 
     async def ResolveQuarantine(self, request, context):
@@ -272,8 +274,10 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
 
     async def ListNotices(self, request, context):
         insurers = await self._insurers(context, request.insurer_number)
-        with self.group.read() as r:
-            notices = enrollment.list_notices(r, insurers, request.after_notice_id, _page(request.page_size))
+        if request.after_notice_id >= LAST_ID:
+            return pb.ListNoticesResponse()
+        notices = await _read(self.group, enrollment.list_notices, insurers, request.after_notice_id,
+                              _page(request.page_size))
         return pb.ListNoticesResponse(notices=notices)
 
     async def AcknowledgeNotices(self, request, context):
@@ -298,6 +302,16 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         if insurer not in insurers:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not one of the caller's insurers")
         return [insurer]
+
+
+async def _read(group, fn, *args):
+    """fn(read view, *args) on a pool thread: a listing reads every open entry
+    of the caller's insurers, which must not stall the event loop (and every
+    other call of this process) however many there are."""
+    def run():
+        with group.read() as r:
+            return fn(r, *args)
+    return await asyncio.get_running_loop().run_in_executor(None, run)
 
 
 def _single_acks(raw: list[bytes]) -> list[pb.EnrollmentAck]:
@@ -348,8 +362,7 @@ class LinkServicer(pb_grpc.LinkServiceServicer):
         resident_id = registry.normalize_resident_id(request.resident_id)
         if resident_id is None:
             await context.abort_with_status(bad_request_status([("resident_id", "must be 11 digits")]))
-        with self.group.read() as r:
-            return pb.ListLinkNoticesResponse(notices=enrollment.list_link_notices(r, resident_id))
+        return pb.ListLinkNoticesResponse(notices=await _read(self.group, enrollment.list_link_notices, resident_id))
 
 
 def add_to_server(server, group) -> list[str]:

@@ -32,6 +32,7 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         self.today = today
 
     async def FindInsurer(self, request, context):
+        caller = auth.caller_of(context)
         try:
             own = request.own_member
             errors = FieldErrors()
@@ -76,7 +77,7 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         if skipped:
             items += " no-key=" + ",".join(skipped)
         await trust.log_async(self.ctx.log, audit.AuditRecord(
-            actor=auth.caller_of(context).label, action="RelayFindInsurer", subject=trust.link_subject(link_id),
+            actor=caller.label, action="RelayFindInsurer", subject=trust.link_subject(link_id),
             link_id=link_id, items=items, purpose=legal_basis, flags=audit.FLAG_RELAY))
         return relay_pb2.FindInsurerResponse(matches=matches)
 

@@ -37,16 +37,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
 from typing import Any
 
 import grpc
 import lmdb
 from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_async
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from onshi.core.writer import StoreFull, Writer, WriteTxn
+from onshi.server import handlers
 
 log = logging.getLogger("onshi.ingest")
 
@@ -243,6 +244,13 @@ class GroupWriter:
                 log.exception("job callback failed")
 
 
+class _Health(health_async.HealthServicer):
+    async def List(self, request, context):
+        from onshi.server.app import health_list
+
+        return health_list(self._server_status)
+
+
 def _settle(future: asyncio.Future, result, exc) -> None:
     if future.done():
         return
@@ -290,15 +298,17 @@ class Secondary:
             kwargs["map_size"] = map_size
         self.writer = Writer(data, **kwargs)
         self.group = GroupWriter(self.writer, ack_delay=ack_delay)
-        # Sync handlers (other services may use them) run on this pool.
-        self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="onshi-ingest")
-        self.server = grpc.aio.server(migration_thread_pool=self._pool, interceptors=list(interceptors), options=(
+        self.server = grpc.aio.server(interceptors=list(interceptors), options=(
             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),))
-        self.service_names = add_services(self.server, self.group, modules)
-        self.health = health_async.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((*self.service_names, HEALTH_SERVICE, reflection.SERVICE_NAME),
-                                            self.server)
+        # Every handler here runs on the event loop and parses its own request
+        # (onshi.server.handlers): a sync handler would run on a pool thread
+        # that outlives its call when the caller cancels.
+        services = handlers.Services(self.server, asyncio=True)
+        self.service_names = add_services(services, self.group, modules)
+        self.health = _Health()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_async.ReflectionServicer(
+            (*self.service_names, HEALTH_SERVICE, reflection.SERVICE_NAME)), services)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.port = (self.server.add_secure_port(address, credentials) if credentials is not None
                      else self.server.add_insecure_port(address))
@@ -316,7 +326,6 @@ class Secondary:
         await self.server.stop(grace)
         self.group.close()
         self.writer.close()
-        self._pool.shutdown(wait=False)
 
 
 def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float = 5.0,

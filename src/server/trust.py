@@ -20,7 +20,13 @@ from grpc_status import rpc_status
 from onshi.core import audit, cardproof, history, identifiers, persons
 from onshi.core.cardproof import CardProofError, CardVerifier, MalformedProof
 from onshi.server import auth
-from onshi.server.errors import FieldErrors, bad_request_status, error_reason  # noqa: F401 (re-exported)
+from onshi.server.errors import (  # noqa: F401 (re-exported)
+    FieldErrors,
+    StatusError,
+    bad_request_status,
+    error_reason,
+    service_unavailable,
+)
 
 ERROR_DOMAIN = "onshi.v1"
 PURPOSE_KEY = "x-onshi-purpose"
@@ -58,6 +64,22 @@ def abort_trust(context, exc: Exception):
     if isinstance(exc, auth.AuthError):
         context.abort(exc.code, exc.message)
     raise exc
+
+
+ACCESS_LOG_UNAVAILABLE = "ACCESS_LOG_UNAVAILABLE"
+
+
+def write_records(log: audit.AuditLog, records) -> None:
+    """Append durably; a log that cannot write (disk full, I/O error: it is
+    fail-stop, audit.AuditLog) refuses the call with UNAVAILABLE and reason
+    ACCESS_LOG_UNAVAILABLE, since no answer may leave without its record."""
+    try:
+        log.append_many(records)
+    except (OSError, RuntimeError) as exc:
+        raise service_unavailable(
+            ACCESS_LOG_UNAVAILABLE,
+            f"the access log cannot be written ({exc}); no data is answered until an operator restores it",
+            advice="follow the outage procedure (portal or paper, self-declaration); retry later") from None
 
 
 # --- subjects: whom a record is about ----------------------------------------------
@@ -180,9 +202,9 @@ class EligibilityTrust:
                 request.insurer_number, request.symbol, request.number, request.branch))
         purpose = purpose or DEFAULT_PURPOSE.get(method, method)
         # Blocks until durable (group commit): the answer leaves only after its record.
-        self.log.append(audit.AuditRecord(actor=actor, action=method, subject=subject,
-                                          items=describe_response(response), purpose=purpose,
-                                          request_id=request_id))
+        write_records(self.log, (audit.AuditRecord(actor=actor, action=method, subject=subject,
+                                                   items=describe_response(response), purpose=purpose,
+                                                   request_id=request_id),))
 
 
 # --- the person directory (reads for the trust services) -----------------------------
@@ -442,7 +464,7 @@ async def log_async(log: audit.AuditLog | None, record: audit.AuditRecord) -> No
         return
     import asyncio
 
-    await asyncio.get_running_loop().run_in_executor(None, log.append, record)
+    await asyncio.get_running_loop().run_in_executor(None, write_records, log, (record,))
 
 
 async def abort_trust_async(context, exc: Exception):
@@ -551,10 +573,11 @@ def configure_secondary(args, host: str):
 CLAIM_OUTCOMES = None
 
 
-def audit_claims(context, claims, response) -> None:
+def audit_claims(caller: auth.Caller | None, claims, response) -> None:
     """One access-log record per verified claim, durable before the verdicts
-    are sent (one group commit for the batch). Whom: the digest of the billed
-    insured number (a 不詳 claim names nobody yet: subject "unknown-claim")."""
+    are sent (one group commit for the batch). Who: `caller`, taken from the
+    call when it began (None: not authenticated). Whom: the digest of the
+    billed insured number (a 不詳 claim names nobody yet: subject "unknown-claim")."""
     ctx = configured()
     if ctx is None or ctx.log is None:
         return
@@ -564,11 +587,10 @@ def audit_claims(context, claims, response) -> None:
 
         CLAIM_OUTCOMES = {v.number: v.name for v in claims_pb2.Verdict.DESCRIPTOR.fields_by_name["outcome"]
                           .enum_type.values}
-    try:
-        caller = auth.caller_of(context)
+    if caller is not None:
         actor = caller.label
         purpose = "pre-submission claim check" if caller.role == auth.FACILITY else "claim review (審査)"
-    except auth.AuthError:
+    else:
         actor, purpose = "unknown", "claim review"
     records = []
     for claim, verdict in zip(claims, response.verdicts):
@@ -580,8 +602,8 @@ def audit_claims(context, claims, response) -> None:
         records.append(audit.AuditRecord(
             actor=actor, action="VerifyClaims", subject=subject,
             items=f"claim={claim.claim_id[:40]} verdict={CLAIM_OUTCOMES.get(verdict.outcome, verdict.outcome)}",
-            purpose=purpose, request_id=f"{claim.facility_code}/{claim.claim_id[:40]}"))
-    ctx.log.append_many(records)
+            purpose=purpose, request_id=f"{claim.facility_code[:10]}/{claim.claim_id[:40]}"))
+    write_records(ctx.log, records)
 
 
 # --- enrollment (EnrollmentService in ingest-serve) -------------------------------------
@@ -630,7 +652,7 @@ class EnrollmentAuditor:
         if records:
             import asyncio
 
-            await asyncio.get_running_loop().run_in_executor(None, self.log.append_many, records)
+            await asyncio.get_running_loop().run_in_executor(None, write_records, self.log, records)
 
 
 def enrollment_auditor(context) -> EnrollmentAuditor | None:

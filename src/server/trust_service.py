@@ -43,10 +43,10 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         self.today = today
 
     async def SetSystemFailureMode(self, request, context):
+        caller = auth.caller_of(context)
         reason = request.reason.strip()
         if request.enabled and not reason:
             await trust.abort_trust_async(context, FieldErrors([("reason", "required when enabling")]))
-        caller = auth.caller_of(context)
         await trust.log_async(self.ctx.log, audit.AuditRecord(
             actor=caller.label, action="SetSystemFailureMode", items=f"enabled={request.enabled}",
             purpose=reason or "back to normal operation"))
@@ -120,6 +120,7 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         return out
 
     async def PutRevocationList(self, request, context):
+        caller = auth.caller_of(context)
         if self.ctx.verifier is None or not self.ctx.crl_path:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no JPKI CA / revocation list file configured")
         try:
@@ -127,7 +128,7 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         except ValueError as exc:
             await trust.abort_trust_async(context, FieldErrors([("crl", str(exc))]))
         await trust.log_async(self.ctx.log, audit.AuditRecord(
-            actor=auth.caller_of(context).label, action="PutRevocationList", items=f"revoked={count}",
+            actor=caller.label, action="PutRevocationList", items=f"revoked={count}",
             purpose="card certificate revocation list update"))
         return trust_pb2.PutRevocationListResponse(revoked_count=count)
 

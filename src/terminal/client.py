@@ -177,7 +177,9 @@ def outcome_of_error(
     The desk needs to tell an outage (failure procedure) from a terminal the
     server refuses (call the administrator). A refused client certificate fails
     the TLS handshake, which gRPC reports as UNAVAILABLE like an outage; if the
-    server still accepts TCP connections, it is up and refusing us.
+    server still accepts TCP connections, it is up and refusing us, unless
+    its UNAVAILABLE carries an ErrorInfo reason (e.g. ACCESS_LOG_UNAVAILABLE):
+    then the server itself says it cannot serve, an outage.
     """
     from onshi.server.errors import field_violations
 
@@ -187,11 +189,15 @@ def outcome_of_error(
     reason = error_reason(exc)
     if reason in CARD_REASON_OUTCOME:
         return CARD_REASON_OUTCOME[reason], detail, []
-    for reason, outcome in CARD_REASON_OUTCOME.items():  # a server without ErrorInfo details
-        if reason in details:
+    for name, outcome in CARD_REASON_OUTCOME.items():  # a server without ErrorInfo details
+        if name in details:
             return outcome, detail, []
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return Outcome.INPUT_REJECTED, detail, field_violations(exc)
+    if code == grpc.StatusCode.UNAVAILABLE and reason is not None:
+        # The server answered, with the reason it cannot serve (its access log
+        # cannot be written...): an outage, so the outage procedure.
+        return Outcome.SERVER_UNREACHABLE, detail, []
     if code in (
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
