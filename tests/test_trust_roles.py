@@ -71,6 +71,21 @@ def test_registry_is_for_the_operator(ingest):
         grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_card_linking_is_the_portals_not_a_facilitys(ingest):
+    """DOMAIN.md §4: the person links card and number through the government
+    portal (its backend: the operator role). A facility that holds a patient's
+    number and a card serial must not link them, nor read whose card is whose."""
+    links = enrollment_pb2_grpc.LinkServiceStub
+    link = enrollment_pb2.LinkCardRequest(card_serial="ABCD", resident_id="10000000001", consent=True)
+    notices = enrollment_pb2.ListLinkNoticesRequest(resident_id="10000000001")
+    for stem in (facility_stem(), "insurer-a", "review"):
+        assert code(lambda: links(secure_channel(ingest, stem)).LinkCard(link, timeout=10)) == \
+            grpc.StatusCode.PERMISSION_DENIED, stem
+        assert code(lambda: links(secure_channel(ingest, stem)).ListLinkNotices(notices, timeout=10)) == \
+            grpc.StatusCode.PERMISSION_DENIED, stem
+    assert code(lambda: links(secure_channel(ingest, "operator")).ListLinkNotices(notices, timeout=10)) is None
+
+
 def _claim(facility):
     return claims_pb2.Claim(claim_id="c1", facility_code=facility, insurer_number=INSURER_A, symbol="A1",
                             number="100", branch="00", birth_date={"year": 1970, "month": 1, "day": 2},

@@ -62,8 +62,11 @@ POLICY: dict[str, frozenset[str]] = {
     "/onshi.v1.EnrollmentService/ResolveQuarantine": frozenset({INSURER}),
     "/onshi.v1.EnrollmentService/ListNotices": frozenset({INSURER}),
     "/onshi.v1.EnrollmentService/AcknowledgeNotices": frozenset({INSURER}),
-    "/onshi.v1.LinkService/LinkCard": frozenset({FACILITY, OPERATOR}),
-    "/onshi.v1.LinkService/ListLinkNotices": frozenset({FACILITY, OPERATOR}),
+    # 初回紐づけ is the person's act on the government portal (its backend calls
+    # as operator); a facility could otherwise link any serial it has seen to
+    # anyone whose number and details it holds, or list anyone's link notices.
+    "/onshi.v1.LinkService/LinkCard": frozenset({OPERATOR}),
+    "/onshi.v1.LinkService/ListLinkNotices": frozenset({OPERATOR}),
     "/onshi.v1.AuditService/ListMyAccess": frozenset({FACILITY}),           # plus the person's card proof
     "/onshi.v1.RelayService/FindInsurer": frozenset({INSURER}),
     "/onshi.v1.TrustService/SetSystemFailureMode": frozenset({OPERATOR}),
