@@ -7,7 +7,6 @@ Each test names the seed sentence it holds the code to."""
 from __future__ import annotations
 
 import pytest
-
 from onshi.core import claims, dated, dates, enrollment, registry
 from onshi.core.engine import open_engine
 from onshi.core.writer import Writer
@@ -16,6 +15,7 @@ from onshi.v1 import claims_pb2 as cpb
 from onshi.v1 import eligibility_pb2 as epb
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import qualification_pb2 as qpb
+
 from tests import ingest_support as s
 
 ACCEPTED, QUARANTINED = pb.ENROLLMENT_OUTCOME_ACCEPTED, pb.ENROLLMENT_OUTCOME_QUARANTINED
@@ -331,9 +331,9 @@ def test_a_facility_pre_submission_check_does_not_name_the_newer_insurer(store):
             verifier = claims.Verifier(engine, env)
             for native in (verifier.native, None):
                 verifier.native = native
-                status, body, _ = verifier.verify_serialized(raw, "1310000001")
+                _, body, _ = verifier.verify_serialized(raw, "1310000001")
                 (facility,) = cpb.VerifyClaimsResponse.FromString(body).verdicts
-                status, body, _ = verifier.verify_serialized(raw, None)
+                _, body, _ = verifier.verify_serialized(raw, None)
                 (review,) = cpb.VerifyClaimsResponse.FromString(body).verdicts
                 assert facility.outcome == review.outcome == cpb.OUTCOME_REROUTE
                 assert not facility.segments and "B1" not in str(facility) and s.EMPLOYEE not in str(facility)
