@@ -37,7 +37,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from onshi.core import identifiers, pki
+from onshi.core import history, identifiers, pki
 
 try:  # the steps that would release the GIL, native (src/ext/_cardproof.pyx)
     from onshi.ext._cardproof import NonceTable as _NativeNonceTable
@@ -156,18 +156,8 @@ def _minus_months(when: dt.datetime, months: int) -> dt.datetime:
 def warning_bytes(code: int, message: str) -> bytes:
     """A framed CheckResponse field 3 (Warning), to append to engine bytes."""
     msg = message.encode()
-    body = b"\x08" + bytes((code,)) + b"\x12" + _varint(len(msg)) + msg
-    return b"\x1a" + _varint(len(body)) + body
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
+    body = b"\x08" + bytes((code,)) + b"\x12" + history.varint(len(msg)) + msg
+    return b"\x1a" + history.varint(len(body)) + body
 
 
 @dataclass(frozen=True, slots=True)

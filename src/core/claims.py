@@ -23,7 +23,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
-from onshi.core import dates, history, identifiers, unknown
+from onshi.core import dates, history, identifiers, store, unknown
 from onshi.v1 import claims_pb2, qualification_pb2
 
 try:  # the plain claims' native pass (onshi.ext._claims); these rules are its reference
@@ -57,6 +57,7 @@ BILLED = -1  # payer key of a run paid by the billed qualification
 _HEADER = history.HEADER
 _VERSION = history.VERSION
 _ENTRY = history.ENTRY
+_HEAD_AND_FIRST = history.HEADER_AND_FIRST_DAYS
 
 
 def billed_covers(value: bytes, number_hash: int | None, birth_day: int, first_day: int, last_day: int) -> bool:
@@ -281,12 +282,17 @@ def run_points(points: int, runs: list[Run]) -> list[int]:
 # entry, and Apportion, scanning a facility's months in seq order, keeps each
 # claim's last entry (within a batch, entries keep claim order: the later wins).
 
-LEDGER_DB = b"claim_ledger"
-LEDGER_SEQ_KEY = b"claim_ledger_seq"
+LEDGER_SEQ_KEY = b"claim_ledger_seq"  # in meta; the ledger is store's claim_ledger
 UNRESOLVED_INSURER = ""
 _MONTH = struct.Struct(">I")
 _LEN = struct.Struct("<I")
 MAX_LEDGER_FACILITY = 480  # LMDB keys are at most 511 bytes
+
+
+def open_ledger(writer):
+    """The ledger's database, on the writer (store.DATABASES: kept by claims)."""
+    (name,) = store.names("claims")
+    return writer.open_db(name)
 
 
 def ledger_prefix(facility_code: str) -> bytes:
@@ -365,7 +371,6 @@ MAX_BATCH = 10_000
 _INSURER_CACHE_MAX = 200_000
 MAX_NUMBER = identifiers.MAX_NUMBER
 _UNKNOWN = "不詳"  # insurer cache value of 77777777 / 77777779
-_HEAD_AND_FIRST = struct.Struct("<HHiii")  # history header + the first entry's days
 
 
 def _file_prepared(i: int, prepared: tuple, keys: list, rows: list, unknown_claims: list,
@@ -397,7 +402,7 @@ class Verifier:
         self.engine = engine
         self.env = basic4_env
         try:
-            self.basic4_db = basic4_env.open_db(unknown.BASIC4_DB, create=False)
+            self.basic4_db = basic4_env.open_db(b"basic4", create=False)
         except Exception:  # lmdb.NotFoundError, or a read-only env without the DB
             self.basic4_db = None  # a store built before the index: 不詳 stays UNRESOLVED
         self._insurers: dict[str, object] = {}

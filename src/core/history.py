@@ -37,6 +37,9 @@ from onshi.v1 import eligibility_pb2, qualification_pb2
 VERSION = 2
 HEADER = struct.Struct("<HHi")
 ENTRY = struct.Struct("<iiQIIii")
+# The header and the first entry's acquisition and loss days, in one unpack: how
+# the claims' fast path reads a record of one qualification.
+HEADER_AND_FIRST_DAYS = struct.Struct("<HHiii")
 MAX_ENTRIES = 1024  # views per person; keeps engine buffers fixed-size
 MAX_QUALIFICATIONS = 255  # far above any real person
 
@@ -68,6 +71,7 @@ def shown(e: Entry, day: int) -> bool:
 
 
 def varint(n: int) -> bytes:
+    """Protobuf's varint of n >= 0 (the payloads' framing)."""
     if 0 <= n < 0x80:
         return _ONE_BYTE[n]  # most lengths here: a person, an ack
     out = bytearray()
@@ -116,7 +120,7 @@ class Row(NamedTuple):
     views: tuple[View, ...]
 
 
-def _read_varint(buf: bytes, i: int, end: int | None = None) -> tuple[int, int]:
+def read_varint(buf: bytes, i: int, end: int | None = None) -> tuple[int, int]:
     """(value, index after it) of the varint at buf[i]; it must end before `end`."""
     end = len(buf) if end is None else end
     value = shift = 0
@@ -147,10 +151,10 @@ def split_record_pure(value: bytes) -> tuple[int, list[tuple[int, int, int, int,
         end = off + length
         if length == 0 or end > len(value) or value[off] != QUALIFICATION_TAG[0]:
             raise ValueError("corrupt history record")
-        _, start = _read_varint(value, off + 1, end)  # the payload length
+        _, start = read_varint(value, off + 1, end)  # the payload length
         person = b""
         if start < end and value[start] == PERSON_TAG[0]:
-            size, at = _read_varint(value, start + 1, end)
+            size, at = read_varint(value, start + 1, end)
             if at + size > end:
                 raise ValueError("corrupt history record")
             person = value[at:at + size]
@@ -165,12 +169,12 @@ def number_fields_pure(body: bytes) -> tuple[str, str, str, str]:
     found = {2: b"", 4: b"", 5: b"", 6: b""}
     i, n = 0, len(body)
     while i < n:
-        tag, i = _read_varint(body, i)
+        tag, i = read_varint(body, i)
         field, wire = tag >> 3, tag & 7
         if wire == 0:
-            _, i = _read_varint(body, i)
+            _, i = read_varint(body, i)
         elif wire == 2:
-            size, i = _read_varint(body, i)
+            size, i = read_varint(body, i)
             if i + size > n:
                 raise ValueError("corrupt qualification")
             if field in found:
@@ -384,10 +388,8 @@ def parse_history(value: bytes | memoryview) -> tuple[int, list[Entry]]:
 
 
 def unframe(payload: bytes) -> qualification_pb2.Qualification:
-    i = 1  # skip the tag, then the varint length
-    while payload[i] & 0x80:
-        i += 1
-    return qualification_pb2.Qualification.FromString(payload[i + 1:])
+    _, start = read_varint(payload, 1)  # after the tag, the varint length
+    return qualification_pb2.Qualification.FromString(payload[start:])
 
 
 def qualifications(value: bytes | memoryview) -> list[tuple[qualification_pb2.Person,
