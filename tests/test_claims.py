@@ -323,7 +323,7 @@ def _basic4_rows(path, env=None) -> list[tuple[bytes, bytes]]:
     own = env is None
     env = open_env(path, readonly=True) if own else env
     try:
-        db = env.open_db(unknown.BASIC4_DB, create=False)
+        db = env.open_db(b"basic4", create=False)
         with env.begin() as txn:
             return [(bytes(k), bytes(v)) for k, v in txn.cursor(db=db)]
     finally:

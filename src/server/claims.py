@@ -36,6 +36,7 @@ from concurrent import futures
 
 import grpc
 from onshi.core import claims as rules
+from onshi.core import store
 from onshi.core.pure import PureEngine
 from onshi.core.writer import StoreFull
 from onshi.server import auth, claim_helpers, trust
@@ -101,7 +102,7 @@ class ClaimServicer:
         self.verifier = rules.Verifier(self.engine, writer.env)
         # Each batch is split between this process and helper processes (claim_helpers).
         self.helpers = claim_helpers.Helpers(writer.path, self.verifier)
-        self.record_db = writer.open_db(rules.LEDGER_DB)
+        self.record_db = rules.open_ledger(writer)
         self.pool = futures.ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="onshi-claims")
         self.batches_verified = 0
 
@@ -270,7 +271,7 @@ class _Recording:
         def change(t):
             meta = t.dbs["meta"]
             last = t.txn.get(rules.LEDGER_SEQ_KEY, db=meta)
-            seq = (int.from_bytes(last, "big") + 1 if last else 1).to_bytes(8, "big")
+            seq = store.seq_key(store.seq_of(last) + 1 if last else 1)
             t.txn.put(rules.LEDGER_SEQ_KEY, seq, db=meta)
             t.txn.cursor(db=record_db).putmulti([(prefix + seq, entries) for prefix, entries in groups],
                                                 append=False)

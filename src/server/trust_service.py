@@ -18,6 +18,7 @@ import unicodedata
 
 import grpc
 from onshi.core import audit, cardproof, dates, history
+from onshi.core.store import link_key
 from onshi.core.unknown import matching
 from onshi.server import auth, trust
 from onshi.server.eligibility import date_day
@@ -106,7 +107,7 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
                              [request.address], "", day, day, limit=MAX_CANDIDATES)
             out = []
             for c in found:
-                value = txn.get(c.link_id.to_bytes(8, "big"), db=self.directory.history)
+                value = txn.get(link_key(c.link_id), db=self.directory.history)
                 if value is not None:
                     out.append((c.link_id, bytes(value)))
         if len(out) > 1 and request.name.strip():
