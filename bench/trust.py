@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import grpc
-from onshi.core import audit, cardproof, dates, pki
+from onshi.core import audit, cardproof, dates, pki, twins
 from onshi.core.writer import Writer
 from onshi.server import auth
 from onshi.v1 import eligibility_pb2 as epb
@@ -214,11 +214,7 @@ class Running:
 
 
 def common_native() -> bool:
-    try:
-        import onshi.ext  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return twins.built("_engine")
 
 
 def micro(pki_dir: str, tmp: Path) -> dict:
@@ -265,7 +261,7 @@ def micro(pki_dir: str, tmp: Path) -> dict:
     log.close()
     return {**hooks_us, "verify_cached_us": verify_us, "chain_uncached_us": chain_us,
             "append_rate": 2000 / append_wall, "records_per_fsync": per_batch,
-            "native_log": native_log, "native_card": getattr(cardproof, "_NativeRsaKey", None) is not None}
+            "native_log": native_log, "native_card": twins.load("_cardproof") is not None}
 
 
 class _Context:

@@ -245,10 +245,11 @@ class Proc:
         return self.kill(signal.SIGTERM)
 
 
-# The claims service hosted by ingest-serve reads through an engine; the native
-# one opening a second LMDB handle on the writer's own store in the same process
-# crashed (SIGSEGV) with the 12:12 native build, and LMDB forbids opening one
-# environment twice in a process anyway: the writer process reads through py-lmdb.
+# The claims service hosted by ingest-serve reads through py-lmdb's environment
+# whatever the switch (LMDB forbids opening one environment twice in a process:
+# server/claims.engine_beside). These tests run ingest-serve on the pure-Python
+# twins of every native module (ONSHI_ENGINE, onshi.core.twins); the native ones
+# have their own differential tests.
 INGEST_ENV = {"ONSHI_ENGINE": "pure"}
 
 

@@ -78,11 +78,11 @@ def two_people(data):
 
 
 @pytest.fixture
-def serve(tmp_path, engine_kind):
+def serve(tmp_path, impl):
     """ingest-serve reading through the native engine, or the pure one sharing
     the writer's environment (ONSHI_ENGINE)."""
     two_people(tmp_path / "store")
-    server = IngestServe(tmp_path / "store", tmp_path, engine=engine_kind)
+    server = IngestServe(tmp_path / "store", tmp_path, engine=impl)
     yield server
     server.stop()
 

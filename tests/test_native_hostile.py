@@ -474,7 +474,7 @@ def test_a_damaged_replay_lock_refuses_the_proof():
 
     from tests.test_trust_cardproof import verifier
     from tests.trust_helpers import FACILITY, proof_fields
-    table = cardproof.SharedReplayCache(300, slots=64, native=True)
+    table = cardproof.SharedReplayCache(300, slots=64, kind="native")
     assert table.add(os.urandom(16), time.time())
     table._native._scribble_lock()
     with pytest.raises(OSError):

@@ -5,7 +5,6 @@ serve, health, reflection, bad input, graceful shutdown, worker restart."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
 import select
 import signal
@@ -31,14 +30,6 @@ Q = qualification_pb2
 E = eligibility_pb2
 SERVICE = "onshi.v1.EligibilityService"
 START_TIMEOUT = 30.0
-
-
-def _native_available() -> bool:
-    try:
-        importlib.import_module("onshi.ext")
-    except ImportError:
-        return False
-    return True
 
 
 # --- the store -------------------------------------------------------------------
@@ -240,27 +231,16 @@ class ServerProcess:
         return grpc.insecure_channel(self.target)
 
 
-@pytest.fixture(scope="module", params=("native", "pure"))
-def engine_kind(request):
-    """Module-scoped (one server per engine), with conftest's rule: a missing
-    native build is skipped locally and fails in CI."""
-    if request.param == "native" and not _native_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("native engine is not built (scripts/setup.sh builds it)")
-        pytest.skip("native engine (onshi.ext) not built")
-    return request.param
-
-
 @pytest.fixture(scope="module")
-def server(store, engine_kind):
-    srv = ServerProcess(store, engine_kind)
+def server(store, impl):
+    srv = ServerProcess(store, impl)
     yield srv
     assert srv.stop() == 0, "".join(srv.stderr)
 
 
 @pytest.fixture(scope="module")
-def engine(store, engine_kind):
-    eng = open_engine(store, engine_kind)
+def engine(store, impl):
+    eng = open_engine(store, impl)
     yield eng
     eng.close()
 
@@ -289,8 +269,8 @@ def invalid_argument(channel, method, request: bytes) -> list[tuple[str, str]]:
 # --- answers -------------------------------------------------------------------
 
 
-def test_engine_is_the_one_asked_for(server, engine_kind):
-    assert server.engine == engine_kind
+def test_engine_is_the_one_asked_for(server, impl):
+    assert server.engine == impl
 
 
 def test_port_file_names_the_served_port(server):
@@ -612,8 +592,8 @@ def test_onshi_check_cli(server):
 # --- lifecycle (a server of their own) ---------------------------------------------
 
 
-def test_killed_worker_is_reported_and_replaced(store, engine_kind):
-    srv = ServerProcess(store, engine_kind)
+def test_killed_worker_is_reported_and_replaced(store, impl):
+    srv = ServerProcess(store, impl)
     try:
         victim = min(srv.pids)
         os.kill(victim, signal.SIGKILL)
@@ -636,11 +616,11 @@ def test_killed_worker_is_reported_and_replaced(store, engine_kind):
         assert srv.stop() == 0, "".join(srv.stderr)
 
 
-def test_sigterm_drains_in_flight_calls_and_exits_0(store, engine_kind, engine):
+def test_sigterm_drains_in_flight_calls_and_exits_0(store, impl, engine):
     delay = 1.0
     srv = ServerProcess(
         store,
-        engine_kind,
+        impl,
         "--test-handler-delay-ms",
         str(delay * 1000),
         "--grace",
@@ -726,11 +706,11 @@ def test_serve_does_not_join_another_servers_port(server, store):
         assert worker_pid(ch) in server.pids
 
 
-def test_grace_shorter_than_a_call_still_stops_cleanly(store, engine_kind):
+def test_grace_shorter_than_a_call_still_stops_cleanly(store, impl):
     """A call outliving the grace is cut (CANCELLED/UNAVAILABLE to the client), and
     the worker waits for its handler to leave the engine before closing it."""
     srv = ServerProcess(
-        store, engine_kind, "--test-handler-delay-ms", "1000", "--grace", "0.2", workers=1
+        store, impl, "--test-handler-delay-ms", "1000", "--grace", "0.2", workers=1
     )
     with srv.channel() as ch, futures.ThreadPoolExecutor(1) as pool:
         call = pool.submit(raw_call, ch, "CheckByCard", card(as_of=D(dt.date(2024, 1, 1))))

@@ -17,21 +17,13 @@ decoded payloads for certificates), so the server, the CLI and the tests share i
 
 from __future__ import annotations
 
-import os
 import struct
 import unicodedata
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
-from onshi.core import dates, history, identifiers, store, unknown
+from onshi.core import dates, history, identifiers, store, twins, unknown
 from onshi.v1 import claims_pb2, qualification_pb2
-
-try:  # the plain claims' native pass (onshi.ext._claims); these rules are its reference
-    from onshi.ext import _claims as _native
-except ImportError:  # not built: Python decides every claim
-    _native = None
-if os.environ.get("ONSHI_ENGINE") == "pure":  # the same switch as the engines'
-    _native = None
 
 OK = claims_pb2.OUTCOME_OK
 REROUTE = claims_pb2.OUTCOME_REROUTE
@@ -395,10 +387,12 @@ class Verifier:
     (native or pure engine); basic4_env: an lmdb.Environment on the same store for
     the 不詳 index (the writer's env in the secondary process, a read-only env in
     the CLI). Number lookups for a whole batch are one engine call; only claims
-    the headers cannot settle as OK are decoded.
+    the headers cannot settle as OK are decoded. kind: the plain claims' native
+    pass (onshi.ext._claims, whose reference these rules are) or none, as
+    `kind` or ONSHI_ENGINE says (twins.load).
     """
 
-    def __init__(self, engine, basic4_env):
+    def __init__(self, engine, basic4_env, kind: str | None = None):
         self.engine = engine
         self.env = basic4_env
         try:
@@ -411,7 +405,7 @@ class Verifier:
         self._insurer_hash: dict[bytes, int] = {}  # FNV state after "insurer\x1f"
         self._symbol_bytes: dict[bytes, bytes] = {}  # the same, UTF-8, for the native pass
         self._normalized: dict[str, str] = {}  # insurer number as billed -> normalised (ledger)
-        self.native = _native  # None: Python decides every claim (tests compare both)
+        self.native = twins.load("_claims", kind)  # None: Python decides every claim
         not_found = claims_pb2.Verdict()
         fill_verdict(not_found, self._settle(None, b"", 0, 0, 0, (), None), 0)
         self._not_found_tail = not_found.SerializeToString()  # the fields after claim_id

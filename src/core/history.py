@@ -25,13 +25,12 @@ holding d, or for a qualification lost by d the view of its last covered day.
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from onshi.core import dated as dated_parts
-from onshi.core import dates, identifiers
+from onshi.core import dates, identifiers, twins
 from onshi.v1 import eligibility_pb2, qualification_pb2
 
 VERSION = 2
@@ -207,14 +206,16 @@ def join_record_pure(birth_day: int, entries: list[tuple[int, int, int, int, int
     return b"".join(head) + b"".join(payloads)
 
 
-_PURE = (split_record_pure, number_fields_pure, join_record_pure, identifiers.number_hash)
-if os.environ.get("ONSHI_PURE_APPLY") == "1":  # the reference, e.g. to compare
-    split_record, number_fields, join_record, number_hash = _PURE
-else:
-    try:
-        from onshi.ext._apply import join_record, number_fields, number_hash, split_record
-    except ImportError:  # not built: the pure twins
-        split_record, number_fields, join_record, number_hash = _PURE
+def codec(kind: str | None = None) -> tuple:
+    """(split_record, number_fields, join_record, number_hash): the native twins
+    (onshi.ext._apply) or the pure ones above, as `kind` or ONSHI_ENGINE says (twins.load)."""
+    native = twins.load("_apply", kind)
+    if native is None:
+        return split_record_pure, number_fields_pure, join_record_pure, identifiers.number_hash
+    return native.split_record, native.number_fields, native.join_record, native.number_hash
+
+
+split_record, number_fields, join_record, number_hash = codec()  # chosen once, at import
 
 
 def decode_rows(value: bytes) -> tuple[int, list[Row]]:

@@ -79,7 +79,8 @@ def register(subparsers) -> None:
         "--engine",
         choices=("native", "pure"),
         default=None,
-        help="lookup engine (default: $ONSHI_ENGINE, else native when built)",
+        help="lookup engine only (default: $ONSHI_ENGINE, the switch of every native module, "
+             "else native when built)",
     )
     serve.add_argument(
         "--threads",
