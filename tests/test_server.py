@@ -46,6 +46,7 @@ def _native_available() -> bool:
 from tests.builders import (  # noqa: E402  (shared with the other server tests)
     KYOKAI, LATE, MUTUAL, NHI, NON_JIS_NAME, PAYER, UNION, person, qual,
 )
+from tests.seams import SEAMS  # noqa: E402
 
 
 PERSONS = {
@@ -174,14 +175,14 @@ def store(tmp_path_factory):
 
 
 class ServerProcess:
-    def __init__(self, data, engine, *extra, workers=2):
+    def __init__(self, data, engine, *extra, workers=2, seams=()):
+        """`seams`: test-only delays (tests/seams.py options) patched into the server."""
         env = dict(os.environ, ONSHI_ENGINE=engine, PYTHONUNBUFFERED="1")
         self.port_file = os.path.join(data, f"port-{os.getpid()}-{time.time_ns()}")
+        onshi_argv = [sys.executable, SEAMS, *seams, "--"] if seams else [sys.executable, "-m", "onshi.cli"]
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "onshi.cli",
+                *onshi_argv,
                 "serve",
                 "--data",
                 data,
@@ -641,12 +642,11 @@ def test_sigterm_drains_in_flight_calls_and_exits_0(store, engine_kind, engine):
     srv = ServerProcess(
         store,
         engine_kind,
-        "--test-handler-delay-ms",
-        str(delay * 1000),
         "--grace",
         "5",
         "--threads",
         "8",  # every call inside a handler at once, none queued
+        seams=("--check-delay-ms", str(delay * 1000)),
     )
     channels = [
         grpc.insecure_channel(srv.target, options=[("onshi.test.nonce", str(i))]) for i in range(8)
@@ -730,7 +730,7 @@ def test_grace_shorter_than_a_call_still_stops_cleanly(store, engine_kind):
     """A call outliving the grace is cut (CANCELLED/UNAVAILABLE to the client), and
     the worker waits for its handler to leave the engine before closing it."""
     srv = ServerProcess(
-        store, engine_kind, "--test-handler-delay-ms", "1000", "--grace", "0.2", workers=1
+        store, engine_kind, "--grace", "0.2", workers=1, seams=("--check-delay-ms", "1000")
     )
     with srv.channel() as ch, futures.ThreadPoolExecutor(1) as pool:
         call = pool.submit(raw_call, ch, "CheckByCard", card(as_of=D(dt.date(2024, 1, 1))))

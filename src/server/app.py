@@ -113,7 +113,6 @@ def create_server(
     threads: int | None = None,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
     extra_service_names: Sequence[str] = (),
-    handler_wrap: Callable | None = None,
     eligibility_handler: grpc.GenericRpcHandler | None = None,
 ) -> Serving:
     """A threaded gRPC server with EligibilityService, health and reflection,
@@ -132,9 +131,7 @@ def create_server(
     server.add_generic_rpc_handlers(
         (
             eligibility_handler
-            or eligibility.build_eligibility_handlers(
-                engine, card_proof=card_proof, audit=audit, wrap=handler_wrap
-            ),
+            or eligibility.build_eligibility_handlers(engine, card_proof=card_proof, audit=audit),
             *extra_handlers,
         )
     )
@@ -210,7 +207,6 @@ class WorkerConfig:
     address: str
     grace: float = 5.0
     threads: int | None = None  # None: handler_threads(audit) in create_server
-    handler_delay: float = 0.0  # test only: slow every check (graceful-shutdown test)
     # Called in the worker, after fork and after the engine is open, to build the
     # bound (unstarted) server: where TLS credentials, interceptors, card-proof
     # and audit hooks and further services come in (gRPC objects must not be
@@ -224,17 +220,6 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         PR_SET_PDEATHSIG = 1
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-def _slow(delay: float):
-    def wrap(fn):
-        def handler(raw, context):
-            time.sleep(delay)
-            return fn(raw, context)
-
-        return handler
-
-    return wrap
 
 
 def stop_on_signals() -> threading.Event:
@@ -258,12 +243,7 @@ def run_worker(
     if config.build_server is not None:
         serving = config.build_server(engine, config.address)
     else:
-        serving = create_server(
-            engine,
-            address=config.address,
-            threads=config.threads,
-            handler_wrap=_slow(config.handler_delay) if config.handler_delay else None,
-        )
+        serving = create_server(engine, address=config.address, threads=config.threads)
     serving.server.start()
     ready(engine.kind)
     while not stop.wait(1.0):
@@ -334,7 +314,6 @@ def serve(
     grace: float = 5.0,
     threads: int | None = None,
     port_file: str | None = None,
-    handler_delay: float = 0.0,
     build_server: Callable[..., Serving] | None = None,
     startup_timeout: float = 60.0,
     max_restarts: int = 5,
@@ -373,7 +352,6 @@ def serve(
                 format_address(host, bound),
                 grace,
                 threads,
-                handler_delay,
                 build_server,
             )
             pool = _Workers(config, ready_w)

@@ -91,8 +91,6 @@ def register(subparsers) -> None:
         "--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM"
     )
     serve.add_argument("--port-file", help="write the bound port here once every worker serves")
-    # Test only: every check sleeps this long, so the graceful-shutdown test has calls in flight.
-    serve.add_argument("--test-handler-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     from onshi.server import trust  # issue 5: mTLS roles, card proof, access log
 
     trust.add_arguments(serve)
@@ -159,7 +157,6 @@ def _serve(args) -> int:
         grace=args.grace,
         threads=threads,
         port_file=args.port_file,
-        handler_delay=args.test_handler_delay_ms / 1000.0,
         build_server=build,
     )
 

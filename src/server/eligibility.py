@@ -240,21 +240,14 @@ def build_eligibility_handlers(
     card_proof: CardProof | None = None,
     audit: Audit | None = None,
     asyncio: bool = False,
-    wrap: Callable | None = None,
 ) -> grpc.GenericRpcHandler:
-    """The EligibilityService as a generic handler for grpc.server or grpc.aio.server.
-
-    `wrap(fn) -> fn`, if given, wraps each method's handler (only tests use it,
-    to slow handlers down for the graceful-shutdown test); zero cost otherwise.
-    """
+    """The EligibilityService as a generic handler for grpc.server or grpc.aio.server."""
     answers = EligibilityAnswers(engine, card_proof=card_proof, audit=audit)
     adapt = _asyncio if asyncio else _threaded
     methods = {
         "CheckByCard": adapt(answers.check_by_card),
         "CheckByNumber": adapt(answers.check_by_number),
     }
-    if wrap is not None:
-        methods = {name: wrap(fn) for name, fn in methods.items()}
     return grpc.method_handlers_generic_handler(
         SERVICE_NAME, {n: _unary(f) for n, f in methods.items()}
     )

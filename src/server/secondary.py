@@ -69,10 +69,9 @@ class _JobFailed(Exception):
 class GroupWriter:
     """Many writers' jobs, one committer thread, one transaction per batch."""
 
-    def __init__(self, writer: Writer, *, max_batch: int = MAX_BATCH, ack_delay: float = 0.0):
+    def __init__(self, writer: Writer, *, max_batch: int = MAX_BATCH):
         self.writer = writer
         self.max_batch = max_batch
-        self.ack_delay = ack_delay  # test only: widen the committed-but-not-yet-acked window
         self._queue: collections.deque[tuple[Callable[[WriteTxn], Any], Done, int]] = collections.deque()
         self._cv = threading.Condition()
         self._stopping = False
@@ -228,8 +227,6 @@ class GroupWriter:
                 break
         self.commits += error is None
         self.jobs += sum(job[2] for job in batch) if error is None else 0
-        if self.ack_delay and error is None:
-            time.sleep(self.ack_delay)
         self._deliver(batch, results, failed, error)
         return error is None
 
@@ -292,12 +289,12 @@ class Secondary:
 
     def __init__(self, data: str, *, host: str = "127.0.0.1", port: int = 0, map_size: int | None = None,
                  max_map_size: int | None = None, modules=SERVICE_MODULES,
-                 credentials: grpc.ServerCredentials | None = None, interceptors=(), ack_delay: float = 0.0):
+                 credentials: grpc.ServerCredentials | None = None, interceptors=()):
         kwargs = {"max_map_size": max_map_size} if max_map_size else {}
         if map_size:
             kwargs["map_size"] = map_size
         self.writer = Writer(data, **kwargs)
-        self.group = GroupWriter(self.writer, ack_delay=ack_delay)
+        self.group = GroupWriter(self.writer)
         self.server = grpc.aio.server(interceptors=list(interceptors), options=(
             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),))
         # Every handler here runs on the event loop and parses its own request
@@ -330,12 +327,12 @@ class Secondary:
 
 def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float = 5.0,
           port_file: str | None = None, map_size: int | None = None, max_map_size: int | None = None,
-          credentials: grpc.ServerCredentials | None = None, interceptors=(), ack_delay: float = 0.0) -> int:
+          credentials: grpc.ServerCredentials | None = None, interceptors=()) -> int:
     logging.basicConfig(level=logging.INFO, format="onshi ingest: %(message)s")
 
     async def main() -> int:
         secondary = Secondary(data, host=host, port=port, map_size=map_size, max_map_size=max_map_size,
-                              credentials=credentials, interceptors=interceptors, ack_delay=ack_delay)
+                              credentials=credentials, interceptors=interceptors)
         await secondary.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
