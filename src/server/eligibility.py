@@ -252,19 +252,3 @@ def build_eligibility_handlers(
         SERVICE_NAME, {n: _unary(f) for n, f in methods.items()}
     )
 
-
-def build_empty_handlers(response: bytes, *, asyncio: bool = False) -> grpc.GenericRpcHandler:
-    """The same two methods answering a fixed response without looking at the
-    request: the floor that the gRPC stack itself sets (bench/server.py)."""
-    if asyncio:
-
-        async def empty(raw, context):
-            return response
-    else:
-
-        def empty(raw, context):
-            return response
-
-    return grpc.method_handlers_generic_handler(
-        SERVICE_NAME, {"CheckByCard": _unary(empty), "CheckByNumber": _unary(empty)}
-    )
