@@ -10,6 +10,7 @@ the committer hands a stream all of its acks from one commit in one wake-up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 
@@ -125,105 +126,24 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         self.group = group
 
     async def StreamUpdates(self, request_iterator, context):
-        async for acks in self._stream(request_iterator, context, lambda update: (update,), _single_acks):
+        stream = await self._stream(context, lambda update: (update,), _single_acks)
+        async for acks in stream.answer(request_iterator, context):
             for ack in acks:
                 yield ack
 
     async def StreamUpdateBatches(self, request_iterator, context):
-        async for responses in self._stream(request_iterator, context, _batch_updates, _batched_acks):
+        stream = await self._stream(context, _batch_updates, _batched_acks)
+        async for responses in stream.answer(request_iterator, context):
             for response in responses:
                 yield response
 
-    async def _stream(self, request_iterator, context, updates_of, messages_of):
-        """Both stream RPCs: yields lists of response messages, in request order,
-        as commits return. The committer hands back acks serialized;
-        `messages_of(raw acks)` -> the messages to send."""
+    async def _stream(self, context, updates_of, messages_of) -> _UpdateStream:
         try:
             insurers = caller_insurers(context)
         except CallerRefused as exc:
             await _refuse(context, exc)
-        loop = asyncio.get_running_loop()
-        sink = _AckSink(loop)
-        room = asyncio.Event()
-        state = {"submitted": 0, "sent": 0}
-
-        # Set on the committer thread when one of this stream's writes failed (store
-        # full): its later updates must not apply without it, so they fail too.
-        aborted = [False]
         auditor = trust.enrollment_auditor(context)  # issue 5: writes go to the persons' access log
-
-        def job_for(updates, now):
-            """One committer job for a slice of the stream's updates: their acks, in
-            order. It writes all of them or (if it raises) none."""
-            work: list = []
-            for update in updates:
-                try:
-                    work.append(enrollment.check_update(update, insurers))
-                except enrollment.Invalid as exc:  # no write, but its ack keeps its place in order
-                    work.append(enrollment.rejected_ack(update.update_id, exc.violations)
-                                .SerializeToString(deterministic=True))
-
-            def fn(wtxn):
-                if aborted[0]:
-                    raise StreamAborted("an earlier update of this stream was not written")
-                apply = enrollment.apply_update_raw
-                return [c if c.__class__ is bytes else apply(wtxn, c, now) for c in work]
-            return fn
-
-        def done(result, exc):
-            if exc is not None:
-                aborted[0] = True
-            sink.put(result if exc is None else exc)
-
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    while state["submitted"] - state["sent"] >= WINDOW:
-                        room.clear()
-                        await room.wait()
-                    now = time.time()
-                    updates = updates_of(request)
-                    if auditor is not None:
-                        auditor.note(updates)
-                    slices = [updates[i:i + JOB_UPDATES] for i in range(0, len(updates), JOB_UPDATES)]
-                    state["submitted"] += len(updates)
-                    self.group.submit_many([(job_for(part, now), done) for part in slices],
-                                           [len(part) for part in slices])
-            finally:
-                sink.put(_END)  # after every job of this stream was queued
-
-        async def send(raw: list[bytes]) -> list:
-            messages = messages_of(raw)
-            if auditor is not None:
-                await auditor.flush(_acks_in(messages))  # durable before the acks leave
-            return messages
-
-        reader = asyncio.ensure_future(read())
-        ended = False
-        try:
-            while not (ended and state["sent"] == state["submitted"]):
-                acks = []
-                for item in await sink.take():
-                    if item is _END:
-                        ended = True
-                        continue
-                    if isinstance(item, BaseException):
-                        # The store is full (or broken): nothing of that commit was
-                        # written; the client re-sends what has no ack.
-                        if acks:
-                            yield await send(acks)
-                        await _refuse(context, item)
-                    acks.extend(item)  # one job's acks
-                state["sent"] += len(acks)
-                if acks:
-                    yield await send(acks)
-                room.set()
-            try:
-                await reader  # surfaces a read error (client cancel...)
-            except CallerRefused as exc:
-                await _refuse(context, exc)
-        finally:
-            reader.cancel()
+        return _UpdateStream(self.group, insurers, auditor, updates_of, messages_of)
 
     async def PutResidents(self, request, context):
         if len(request.residents) > MAX_RESIDENTS_PER_CALL:
@@ -302,6 +222,106 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         if insurer not in insurers:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not one of the caller's insurers")
         return [insurer]
+
+
+class _UpdateStream:
+    """One StreamUpdates / StreamUpdateBatches call: the updates it reads are
+    checked and queued for the committer in slices (one job each), and their
+    acks go back in request order as commits return. The committer hands back
+    acks serialized; `messages_of(raw acks)` makes the messages to send."""
+
+    def __init__(self, group, insurers: frozenset[str], auditor, updates_of, messages_of):
+        self.group = group
+        self.insurers = insurers
+        self.auditor = auditor
+        self.updates_of = updates_of
+        self.messages_of = messages_of
+        self.sink = _AckSink(asyncio.get_running_loop())
+        self.room = asyncio.Event()  # set when acks went out: the reader may queue more
+        self.submitted = 0           # updates queued
+        self.sent = 0                # acks sent
+        # Set on the committer thread when one of this stream's writes failed (store
+        # full): its later updates must not apply without it, so they fail too.
+        self.aborted = False
+
+    async def answer(self, request_iterator, context):
+        """The call's response messages, a list per wake-up, until every queued
+        update has its ack and the request stream ended."""
+        reader = asyncio.ensure_future(self.read(request_iterator))
+        ended = False
+        try:
+            while not (ended and self.sent == self.submitted):
+                acks = []
+                for item in await self.sink.take():
+                    if item is _END:
+                        ended = True
+                        continue
+                    if isinstance(item, BaseException):
+                        # The store is full (or broken): nothing of that commit was
+                        # written; the client re-sends what has no ack.
+                        if acks:
+                            yield await self.messages(acks)
+                        await _refuse(context, item)
+                    acks.extend(item)  # one job's acks
+                self.sent += len(acks)
+                if acks:
+                    yield await self.messages(acks)
+                self.room.set()
+            try:
+                await reader  # surfaces a read error (client cancel...)
+            except CallerRefused as exc:
+                await _refuse(context, exc)
+        finally:
+            reader.cancel()
+
+    async def read(self, request_iterator) -> None:
+        """Queue each request's updates, at most WINDOW of them without an ack."""
+        try:
+            async for request in request_iterator:
+                while self.submitted - self.sent >= WINDOW:
+                    self.room.clear()
+                    await self.room.wait()
+                now = time.time()
+                updates = self.updates_of(request)
+                if self.auditor is not None:
+                    self.auditor.note(updates)
+                slices = [updates[i:i + JOB_UPDATES] for i in range(0, len(updates), JOB_UPDATES)]
+                self.submitted += len(updates)
+                self.group.submit_many([(self.job(part, now), self.done) for part in slices],
+                                       [len(part) for part in slices])
+        finally:
+            self.sink.put(_END)  # after every job of this stream was queued
+
+    def job(self, updates, now: float):
+        """One committer job for a slice of the stream's updates: their acks, in
+        order. It writes all of them or (if it raises) none."""
+        work: list = []
+        for update in updates:
+            try:
+                work.append(enrollment.check_update(update, self.insurers))
+            except enrollment.Invalid as exc:  # no write, but its ack keeps its place in order
+                work.append(enrollment.rejected_ack(update.update_id, exc.violations)
+                            .SerializeToString(deterministic=True))
+        return functools.partial(self.write, work, now)
+
+    def write(self, work: list, now: float, wtxn) -> list[bytes]:
+        """On the committer thread, inside the batch's transaction."""
+        if self.aborted:
+            raise StreamAborted("an earlier update of this stream was not written")
+        apply = enrollment.apply_update_raw
+        return [c if c.__class__ is bytes else apply(wtxn, c, now) for c in work]
+
+    def done(self, result, exc) -> None:
+        """On the committer thread, after the commit: a job's acks (or its failure)."""
+        if exc is not None:
+            self.aborted = True
+        self.sink.put(result if exc is None else exc)
+
+    async def messages(self, raw: list[bytes]) -> list:
+        messages = self.messages_of(raw)
+        if self.auditor is not None:
+            await self.auditor.flush(_acks_in(messages))  # durable before the acks leave
+        return messages
 
 
 async def _read(group, fn, *args):

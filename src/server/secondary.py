@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import importlib
 import logging
 import os
@@ -175,30 +176,8 @@ class GroupWriter:
 
     def _commit(self, batch: list) -> bool:
         """Run and commit a batch, then tell every owner; False if the store was full."""
-        failed: dict[int, BaseException] = {}
-        fns = [job[0] for job in batch]
-
-        def run_all(txn: WriteTxn) -> list:
-            started = time.perf_counter()
-            try:
-                return _run_all(txn)
-            finally:
-                self.work_seconds += time.perf_counter() - started
-
-        def _run_all(txn: WriteTxn) -> list:
-            out = []
-            for i, fn in enumerate(fns):
-                if i in failed:
-                    out.append(None)
-                    continue
-                try:
-                    out.append(fn(txn))
-                except lmdb.MapFullError:
-                    raise  # Writer.apply grows the map and runs the whole batch again
-                except Exception as exc:  # noqa: BLE001 - handed to the job's owner
-                    raise _JobFailed(i, exc) from exc
-            return out
-
+        failed: dict[int, BaseException] = {}  # job index -> what it raised: left out of the next run
+        run_all = functools.partial(self._run_jobs, [job[0] for job in batch], failed)
         results: list | None = None
         error: BaseException | None = None
         while True:
@@ -229,6 +208,26 @@ class GroupWriter:
         self.jobs += sum(job[2] for job in batch) if error is None else 0
         self._deliver(batch, results, failed, error)
         return error is None
+
+    def _run_jobs(self, fns: list, failed: dict[int, BaseException], txn: WriteTxn) -> list:
+        """Inside the batch's transaction: each job's result (None for those in
+        `failed`); a job that raises ends the transaction with _JobFailed."""
+        started = time.perf_counter()
+        try:
+            out = []
+            for i, fn in enumerate(fns):
+                if i in failed:
+                    out.append(None)
+                    continue
+                try:
+                    out.append(fn(txn))
+                except lmdb.MapFullError:
+                    raise  # Writer.apply grows the map and runs the whole batch again
+                except Exception as exc:  # noqa: BLE001 - handed to the job's owner
+                    raise _JobFailed(i, exc) from exc
+            return out
+        finally:
+            self.work_seconds += time.perf_counter() - started
 
     def _deliver(self, batch: list, results: list | None, failed: dict, error: BaseException | None) -> None:
         for i, (_, done, _) in enumerate(batch):
