@@ -802,20 +802,22 @@ def test_arbitrary_fields_never_answer_internal(channel):
 
 def test_card_proof_and_audit_hooks_on_a_real_server(engine):
     """create_server(card_proof=, audit=): the hook's serial key is looked up, its
-    extra bytes (CheckResponse.warnings) arrive appended, audit sees the answer;
-    a bad as_of is refused before the proof is verified (no nonce spent)."""
+    extra bytes (CheckResponse.warnings) arrive appended, audit sees the answer
+    and the key that was looked up; a bad as_of is refused before the proof is
+    verified (no nonce spent)."""
     from onshi.server import app
 
     warning = E.Warning(code=E.WARNING_CODE_CARD_CERTIFICATE_EXPIRING, message="2 months left")
     extra = E.CheckResponse(warnings=[warning]).SerializeToString()
-    proofs, audited = [], []
+    proofs, audited, keys = [], [], []
 
-    def card_proof(request, context):
+    def card_proof(request, caller, context):
         proofs.append(request.card_signature)
         return identifiers.card_serial_key("A1"), extra
 
-    def audit(context, method, request, response):
+    def audit(context, caller, method, request, key, response):
         audited.append((method, response))
+        keys.append(key)
 
     serving = app.create_server(engine, card_proof=card_proof, audit=audit)
     serving.server.start()
@@ -832,6 +834,7 @@ def test_card_proof_and_audit_hooks_on_a_real_server(engine):
                 )
             )
             assert audited == [("CheckByCard", got)]
+            assert keys == [identifiers.card_serial_key("A1")]
             bad = card(card_signature=b"sig2", as_of=bad_date(2024, 2, 30))
             assert [f for f, _ in invalid_argument(ch, "CheckByCard", bad)] == ["as_of.day"]
             assert proofs == [b"sig"]

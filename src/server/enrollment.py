@@ -20,7 +20,8 @@ import lmdb
 from onshi.core import enrollment, identifiers, registry
 from onshi.core.identifiers import InvalidIdentifier
 from onshi.core.writer import StoreFull
-from onshi.server import trust
+from onshi.server import auth
+from onshi.server.access_log import EnrollmentAuditor
 from onshi.server.errors import bad_request_status
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import enrollment_pb2_grpc as pb_grpc
@@ -46,18 +47,15 @@ class CallerRefused(Exception):
         self.message = message
 
 
-def caller_insurers(context) -> frozenset[str]:
-    """The insurer number(s) this caller may write for.
-
-    Today: declared in metadata x-onshi-insurer (comma-separated). The trust
-    work replaces this one function with the identity of the mTLS client
-    certificate; nothing else here reads metadata.
-    """
-    from onshi.server import auth  # issue 5: under mTLS the certificate decides
-
+def caller_insurers(context) -> tuple[auth.Caller | None, frozenset[str]]:
+    """Who calls (None on a server without trust options) and the insurer
+    number(s) they may write for: under mTLS the certificate's, narrowed by
+    x-onshi-insurer; on a plaintext server (or --insecure-dev) the numbers
+    declared in metadata x-onshi-insurer (comma-separated)."""
     try:
-        if auth.tls_identity(context) is not None:
-            return auth.caller_insurers(context)
+        caller = auth.caller_if_any(context)
+        if caller is not None and caller.via_tls:
+            return caller, auth.caller_insurers(caller, context)
     except auth.AuthError as exc:
         raise CallerRefused(exc.code, exc.message) from None
     values = [v for k, v in context.invocation_metadata() if k == INSURER_METADATA]
@@ -70,7 +68,7 @@ def caller_insurers(context) -> frozenset[str]:
             out.add(identifiers.normalize_insurer_number(part, INSURER_METADATA))
         except InvalidIdentifier as exc:
             raise CallerRefused(grpc.StatusCode.UNAUTHENTICATED, f"{exc.field}: {exc.description}") from exc
-    return frozenset(out)
+    return caller, frozenset(out)
 
 
 async def _refuse(context, exc: Exception) -> None:
@@ -122,8 +120,9 @@ _END = object()
 
 
 class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
-    def __init__(self, group):
+    def __init__(self, group, log=None):
         self.group = group
+        self.log = log  # the access log (onshi.core.audit.AuditLog), if the trust layer has one
 
     async def StreamUpdates(self, request_iterator, context):
         stream = await self._stream(context, lambda update: (update,), _single_acks)
@@ -139,10 +138,11 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
 
     async def _stream(self, context, updates_of, messages_of) -> _UpdateStream:
         try:
-            insurers = caller_insurers(context)
+            caller, insurers = caller_insurers(context)
         except CallerRefused as exc:
             await _refuse(context, exc)
-        auditor = trust.enrollment_auditor(context)  # issue 5: writes go to the persons' access log
+        # The writes go to the persons' access log, before their acks.
+        auditor = EnrollmentAuditor(self.log, caller) if self.log is not None else None
         return _UpdateStream(self.group, insurers, auditor, updates_of, messages_of)
 
     async def PutResidents(self, request, context):
@@ -177,7 +177,7 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
 
     async def ResolveQuarantine(self, request, context):
         try:
-            insurers = caller_insurers(context)
+            _, insurers = caller_insurers(context)
             v = []
             if request.resolution == pb.RESOLUTION_UNSPECIFIED:
                 v.append(("resolution", "required: RESOLUTION_APPLY or RESOLUTION_DISCARD"))
@@ -202,7 +202,7 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
 
     async def AcknowledgeNotices(self, request, context):
         try:
-            insurers = caller_insurers(context)
+            _, insurers = caller_insurers(context)
             ids = list(request.notice_ids)
             count = await self.group.apply_async(lambda wtxn: enrollment.acknowledge_notices(wtxn, ids, insurers))
         except Exception as exc:  # noqa: BLE001
@@ -211,7 +211,7 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
 
     async def _insurers(self, context, wanted: str) -> list[str]:
         try:
-            insurers = caller_insurers(context)
+            _, insurers = caller_insurers(context)
             if not wanted:
                 return sorted(insurers)
             insurer = identifiers.normalize_insurer_number(wanted)
@@ -385,9 +385,11 @@ class LinkServicer(pb_grpc.LinkServiceServicer):
         return pb.ListLinkNoticesResponse(notices=await _read(self.group, enrollment.list_link_notices, resident_id))
 
 
-def add_to_server(server, group) -> list[str]:
+def add_to_server(server, group, trust=None) -> list[str]:
+    """`trust`: the process's trust_setup.IngestTrust, or None."""
     enrollment.open_dbs(group)
-    pb_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(group), server)
+    log = trust.log if trust is not None else None
+    pb_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(group, log), server)
     pb_grpc.add_LinkServiceServicer_to_server(LinkServicer(group), server)
     return [pb.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
             pb.DESCRIPTOR.services_by_name["LinkService"].full_name]

@@ -53,9 +53,9 @@ def register(subparsers) -> None:
                        help="largest map size in bytes the store may grow to (default 1 TiB)")
     serve.add_argument("--map-size", type=int, default=None,
                        help="initial map size in bytes (default 1 GiB; it doubles on demand)")
-    from onshi.server import trust  # issue 5: mTLS, access log, Trust/Audit/Relay services
+    from onshi.server import trust_options  # mTLS, access log, Trust/Audit/Relay services
 
-    trust.add_arguments(serve, relay=True)
+    trust_options.add_arguments(serve, relay=True)
     serve.set_defaults(func=_serve)
 
     ingest = subparsers.add_parser(
@@ -83,14 +83,12 @@ def register(subparsers) -> None:
 
 
 def _serve(args) -> int:
-    from onshi.server import secondary
+    from onshi.server import secondary, trust_setup
 
-    from onshi.server import trust
-
-    credentials, interceptors = trust.configure_secondary(args, args.host)
+    credentials, interceptors, trust = trust_setup.ingest_trust(args, args.host)
     return secondary.serve(args.data, host=args.host, port=args.port, grace=args.grace,
                            port_file=args.port_file, map_size=args.map_size, max_map_size=args.max_map_size,
-                           credentials=credentials, interceptors=interceptors)
+                           credentials=credentials, interceptors=interceptors, trust=trust)
 
 
 # --- the client -----------------------------------------------------------------------

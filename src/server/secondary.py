@@ -20,9 +20,11 @@ longest prefix of the batch that fits is committed and every job after it
 fails with StoreFull (never a later write without an earlier one).
 
 Services are assembled from SERVICE_MODULES: each module exposes
-`add_to_server(server, writer) -> list[str]` (the service names, for health and
-reflection) and receives the GroupWriter, whose `apply(fn)` / `apply_async(fn)`
-have Writer.apply's meaning (fn(WriteTxn), durable on return, re-runnable).
+`add_to_server(server, writer, trust) -> list[str]` (the service names, for
+health and reflection) and receives the GroupWriter, whose `apply(fn)` /
+`apply_async(fn)` have Writer.apply's meaning (fn(WriteTxn), durable on
+return, re-runnable), and the process's trust layer (trust_setup.IngestTrust,
+or None without trust options).
 """
 
 from __future__ import annotations
@@ -270,7 +272,7 @@ class _ReadView:
 
 # --- assembly ----------------------------------------------------------------------
 
-def add_services(server, group: GroupWriter, modules=SERVICE_MODULES) -> list[str]:
+def add_services(server, group: GroupWriter, modules=SERVICE_MODULES, trust=None) -> list[str]:
     names: list[str] = []
     for name in modules:
         try:
@@ -279,7 +281,7 @@ def add_services(server, group: GroupWriter, modules=SERVICE_MODULES) -> list[st
             if exc.name != name:  # a real import error inside the module: show it
                 raise
             continue  # that service is not built yet
-        names.extend(module.add_to_server(server, group))
+        names.extend(module.add_to_server(server, group, trust))
     return names
 
 
@@ -288,7 +290,7 @@ class Secondary:
 
     def __init__(self, data: str, *, host: str = "127.0.0.1", port: int = 0, map_size: int | None = None,
                  max_map_size: int | None = None, modules=SERVICE_MODULES,
-                 credentials: grpc.ServerCredentials | None = None, interceptors=()):
+                 credentials: grpc.ServerCredentials | None = None, interceptors=(), trust=None):
         kwargs = {"max_map_size": max_map_size} if max_map_size else {}
         if map_size:
             kwargs["map_size"] = map_size
@@ -300,7 +302,7 @@ class Secondary:
         # (onshi.server.handlers): a sync handler would run on a pool thread
         # that outlives its call when the caller cancels.
         services = handlers.Services(self.server, asyncio=True)
-        self.service_names = add_services(services, self.group, modules)
+        self.service_names = add_services(services, self.group, modules, trust)
         self.health = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_async.ReflectionServicer(
@@ -326,12 +328,12 @@ class Secondary:
 
 def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float = 5.0,
           port_file: str | None = None, map_size: int | None = None, max_map_size: int | None = None,
-          credentials: grpc.ServerCredentials | None = None, interceptors=()) -> int:
+          credentials: grpc.ServerCredentials | None = None, interceptors=(), trust=None) -> int:
     logging.basicConfig(level=logging.INFO, format="onshi ingest: %(message)s")
 
     async def main() -> int:
         secondary = Secondary(data, host=host, port=port, map_size=map_size, max_map_size=max_map_size,
-                              credentials=credentials, interceptors=interceptors)
+                              credentials=credentials, interceptors=interceptors, trust=trust)
         await secondary.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
