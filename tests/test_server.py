@@ -579,6 +579,27 @@ def onshi(*args):
     )
 
 
+def test_no_command_has_hidden_options():
+    """Test and bench knobs are seams of the test or bench process
+    (tests/seams.py, bench/seams.py), not options a server accepts unseen."""
+    import argparse
+
+    from onshi.cli import build_parser
+
+    hidden = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif action.help == argparse.SUPPRESS and action.option_strings != ["-h", "--help"]:
+                hidden.append(f"{path} {'/'.join(action.option_strings)}")
+
+    walk(build_parser(), "onshi")
+    assert hidden == []
+
+
 def test_onshi_check_cli(server):
     out = onshi("check", "--target", server.target, "--card", "E5", "--as-of", "2020-01-01")
     assert out.returncode == 0, out.stderr

@@ -250,3 +250,26 @@ def test_tls13_is_negotiated(served):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
             assert tls.version() == "TLSv1.3"
+
+
+def test_each_check_takes_its_caller_once_and_logs_the_key_it_looked_up(served, monkeypatch):
+    """The role check takes the caller from the call and hands it to the card
+    proof and the access record (nothing is kept on the call's context): one
+    look at the caller per check; the record names the card the proof proved."""
+    port, audit_dir = served
+    looks = []
+    take = auth.caller_of
+
+    def counted(context):
+        looks.append(1)
+        return take(context)
+
+    monkeypatch.setattr(auth, "caller_of", counted)
+    s = stub(port, facility_stem())
+    request = card_request("valid-2")
+    assert s.CheckByCard(request, timeout=5).validity == epb.VALIDITY_VALID
+    assert len(looks) == 1
+    s.CheckByNumber(NUMBER_REQUEST, timeout=5)
+    assert len(looks) == 2
+    [rec] = audit.read(audit_dir, lambda r: r.request_id == request.challenge.nonce.hex())
+    assert rec.subject == card_subject(serial_of("valid-2").to_bytes(20, "big"))
