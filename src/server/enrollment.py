@@ -20,7 +20,7 @@ import lmdb
 from onshi.core import enrollment, identifiers, registry
 from onshi.core.identifiers import InvalidIdentifier
 from onshi.core.writer import StoreFull
-from onshi.server import auth
+from onshi.server import auth, handlers
 from onshi.server.access_log import EnrollmentAuditor
 from onshi.server.errors import bad_request_status
 from onshi.v1 import enrollment_pb2 as pb
@@ -228,7 +228,8 @@ class _UpdateStream:
     """One StreamUpdates / StreamUpdateBatches call: the updates it reads are
     checked and queued for the committer in slices (one job each), and their
     acks go back in request order as commits return. The committer hands back
-    acks serialized; `messages_of(raw acks)` makes the messages to send."""
+    acks serialized; `messages_of(raw acks)` makes the serialized responses to
+    send (gRPC sends them as they are)."""
 
     def __init__(self, group, insurers: frozenset[str], auditor, updates_of, messages_of):
         self.group = group
@@ -317,11 +318,10 @@ class _UpdateStream:
             self.aborted = True
         self.sink.put(result if exc is None else exc)
 
-    async def messages(self, raw: list[bytes]) -> list:
-        messages = self.messages_of(raw)
-        if self.auditor is not None:
-            await self.auditor.flush(_acks_in(messages))  # durable before the acks leave
-        return messages
+    async def messages(self, raw: list[bytes]) -> list[bytes]:
+        if self.auditor is not None:  # durable before the acks leave
+            await self.auditor.flush([pb.EnrollmentAck.FromString(a) for a in raw])
+        return self.messages_of(raw)
 
 
 async def _read(group, fn, *args):
@@ -334,25 +334,14 @@ async def _read(group, fn, *args):
     return await asyncio.get_running_loop().run_in_executor(None, run)
 
 
-def _single_acks(raw: list[bytes]) -> list[pb.EnrollmentAck]:
-    return [pb.EnrollmentAck.FromString(a) for a in raw]
+def _single_acks(raw: list[bytes]) -> list[bytes]:
+    return raw  # each a serialized EnrollmentAck, sent as it is
 
 
-def _batched_acks(raw: list[bytes]) -> list[pb.StreamUpdateBatchesResponse]:
-    """One response message per MAX_BATCH acks, each parsed from the acks' bytes
-    framed in one go (cheaper than building and copying ack messages)."""
-    return [pb.StreamUpdateBatchesResponse.FromString(enrollment.frame_acks(raw[i:i + MAX_BATCH]))
-            for i in range(0, len(raw), MAX_BATCH)]
-
-
-def _acks_in(messages: list) -> list[pb.EnrollmentAck]:
-    out = []
-    for m in messages:
-        if isinstance(m, pb.StreamUpdateBatchesResponse):
-            out.extend(m.acks)
-        else:
-            out.append(m)
-    return out
+def _batched_acks(raw: list[bytes]) -> list[bytes]:
+    """One serialized StreamUpdateBatchesResponse per MAX_BATCH acks, the acks'
+    bytes framed in one go (no ack message is built)."""
+    return [enrollment.frame_acks(raw[i:i + MAX_BATCH]) for i in range(0, len(raw), MAX_BATCH)]
 
 
 def _batch_updates(request: pb.StreamUpdateBatchesRequest):
@@ -389,7 +378,9 @@ def add_to_server(server, group, trust=None) -> list[str]:
     """`trust`: the process's trust_setup.IngestTrust, or None."""
     enrollment.open_dbs(group)
     log = trust.log if trust is not None else None
-    pb_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(group, log), server)
+    # The streams' acks leave as the committer serialized them.
+    handlers.sending_bytes(pb_grpc.add_EnrollmentServiceServicer_to_server, EnrollmentServicer(group, log), server,
+                           ("StreamUpdates", "StreamUpdateBatches"))
     pb_grpc.add_LinkServiceServicer_to_server(LinkServicer(group), server)
     return [pb.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
             pb.DESCRIPTOR.services_by_name["LinkService"].full_name]

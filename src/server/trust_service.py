@@ -20,7 +20,7 @@ import unicodedata
 import grpc
 from onshi.core import audit, cardproof, dates, history
 from onshi.core.unknown import matching
-from onshi.server import auth, trust_status
+from onshi.server import auth, handlers, trust_status
 from onshi.server.access_log import describe_answer, link_subject, log_async
 from onshi.server.eligibility import date_day
 from onshi.server.errors import FieldErrors
@@ -134,22 +134,6 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         return trust_pb2.PutRevocationListResponse(revoked_count=count)
 
 
-def _handlers(servicer: TrustServicer) -> dict[str, grpc.RpcMethodHandler]:
-    def unary(method, request, response_serializer):
-        return grpc.unary_unary_rpc_method_handler(method, request_deserializer=request.FromString,
-                                                   response_serializer=response_serializer)
-
-    return {
-        "SetSystemFailureMode": unary(servicer.SetSystemFailureMode, trust_pb2.SetSystemFailureModeRequest,
-                                      trust_pb2.SetSystemFailureModeResponse.SerializeToString),
-        "GetSystemFailureMode": unary(servicer.GetSystemFailureMode, trust_pb2.GetSystemFailureModeRequest,
-                                      trust_pb2.GetSystemFailureModeResponse.SerializeToString),
-        "LookupByBasicInfo": unary(servicer.LookupByBasicInfo, trust_pb2.LookupByBasicInfoRequest, None),
-        "PutRevocationList": unary(servicer.PutRevocationList, trust_pb2.PutRevocationListRequest,
-                                   trust_pb2.PutRevocationListResponse.SerializeToString),
-    }
-
-
 def add_to_server(server, group, trust=None) -> list[str]:
     """TrustService + AuditService + RelayService, when the process has a trust
     layer (`trust`: its trust_setup.IngestTrust)."""
@@ -158,9 +142,8 @@ def add_to_server(server, group, trust=None) -> list[str]:
     if trust is None:
         return []
     directory = PersonDirectory(group.env, group.dbs)
-    handlers = _handlers(TrustServicer(trust, directory))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    handlers.sending_bytes(trust_pb2_grpc.add_TrustServiceServicer_to_server, TrustServicer(trust, directory),
+                           server, ("LookupByBasicInfo",))
     names = [SERVICE_NAME]
     names += audit_service.add_to_server(server, directory, trust)
     names += relay_service.add_to_server(server, directory, trust)
