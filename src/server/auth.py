@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 from onshi.core import pki
-from onshi.core.pki import CERT_URN, ROLES, URN_PREFIX
+from onshi.core.pki import CERT_URN, ROLES
 
 ROLE_KEY = "x-onshi-role"
 FACILITY_KEY = "x-onshi-facility"
@@ -121,18 +121,11 @@ def denied(message: str) -> AuthError:
 
 def caller_from_certificate(cert: x509.Certificate) -> Caller:
     """Role and codes from an onshi client certificate (already chain-verified by TLS)."""
-    try:
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
-            .get_values_for_type(x509.UniformResourceIdentifier)
-    except x509.ExtensionNotFound:
-        uris = []
-    roles = {u[len(URN_PREFIX) + 5:] for u in uris if u.startswith(URN_PREFIX + "role:")}
+    roles, codes = pki.role_and_codes(cert)
     subject = cert.subject.rfc4514_string()
     if len(roles) != 1 or next(iter(roles)) not in ROLES:
         raise unauthenticated(f"client certificate {subject} carries no onshi role")
     role = roles.pop()
-    prefix = f"{URN_PREFIX}{role}:"
-    codes = frozenset(u[len(prefix):] for u in uris if u.startswith(prefix))
     if role == FACILITY and (len(codes) != 1 or not all(len(c) == 10 and c.isdigit() for c in codes)):
         raise unauthenticated(f"facility certificate {subject} must name exactly one 10-digit facility code")
     if role == INSURER and not codes:
