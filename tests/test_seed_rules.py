@@ -450,7 +450,7 @@ def test_the_failure_mode_lookup_matches_todays_details_and_shows_each_insurers_
     person at the desk gives today's name and address, so those match (the old
     ones no longer do); the answer shows each qualification with the details its
     own insurer registered, as a card check does."""
-    from onshi.server import trust
+    from onshi.server.person_directory import PersonDirectory
     from onshi.server.trust_service import TrustServicer
     from onshi.v1 import trust_pb2
 
@@ -460,7 +460,7 @@ def test_the_failure_mode_lookup_matches_todays_details_and_shows_each_insurers_
     married = moved(r, "新姓 花子", "シンセイ ハナコ", "大阪府大阪市北区梅田1-1")
     store.residents(married)
     store.send(s.acquisition("b1", s.EMPLOYEE, married, "B1", "2024-04-01"))
-    servicer = TrustServicer(None, trust.PersonDirectory(store.writer.env, store.writer.dbs))
+    servicer = TrustServicer(None, PersonDirectory(store.writer.env, store.writer.dbs))
 
     def lookup(p: qpb.Person, as_of: str):
         request = trust_pb2.LookupByBasicInfoRequest(name_kana=p.name_kana, sex=p.sex, birth_date=p.birth_date,
