@@ -121,17 +121,17 @@ class Row(NamedTuple):
 
 def read_varint(buf: bytes, i: int, end: int | None = None) -> tuple[int, int]:
     """(value, index after it) of the varint at buf[i]; it must end before `end`."""
-    end = len(buf) if end is None else end
+    if end is None:
+        end = len(buf)
     value = shift = 0
-    while True:
-        if i >= end or shift >= 64:  # at most 10 bytes, as protobuf
-            raise ValueError("corrupt varint")
+    while i < end and shift < 64:  # at most 10 bytes, as protobuf
         b = buf[i]
-        value |= (b & 0x7F) << shift
         i += 1
-        if not b & 0x80:
-            return value, i
+        if b < 0x80:
+            return value | (b << shift), i
+        value |= (b & 0x7F) << shift
         shift += 7
+    raise ValueError("corrupt varint")
 
 
 def split_record_pure(value: bytes) -> tuple[int, list[tuple[int, int, int, int, int, bytes, bytes]]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from onshi.core import audit, identifiers
+from onshi.core import audit, history, identifiers
 from onshi.server import auth
 from onshi.server.errors import service_unavailable
 
@@ -52,16 +52,7 @@ def describe_answer(response: bytes) -> str:
     n = len(response)
     while i < n:
         tag = response[i]
-        i += 1
-        length = 0
-        shift = 0
-        while True:
-            b = response[i]
-            i += 1
-            length |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
+        length, i = history.read_varint(response, i + 1)
         if tag == 0x12:
             quals += 1
         elif tag == 0x1A:

@@ -6,6 +6,7 @@ details, and the subjects under which the access log may name them.
 from __future__ import annotations
 
 from onshi.core import history, identifiers, persons
+from onshi.core.store import link_id_of, link_key
 from onshi.server.access_log import card_subject, link_subject, number_subject
 
 
@@ -38,16 +39,16 @@ class PersonDirectory:
     def link_of_card(self, serial_key: bytes) -> int | None:
         with self.env.begin() as txn:
             raw = txn.get(serial_key, db=self.card)
-        return int.from_bytes(raw, "big") if raw else None
+        return link_id_of(raw) if raw else None
 
     def link_of_number(self, number_key: bytes) -> int | None:
         with self.env.begin() as txn:
             raw = txn.get(number_key, db=self.number)
-        return int.from_bytes(raw, "big") if raw else None
+        return link_id_of(raw) if raw else None
 
     def history_value(self, link_id: int) -> bytes | None:
         with self.env.begin() as txn:
-            return txn.get(link_id.to_bytes(8, "big"), db=self.history)
+            return txn.get(link_key(link_id), db=self.history)
 
     def qualifications(self, link_id: int) -> list:
         """Each qualification with its own person (history.qualifications)."""
@@ -59,13 +60,13 @@ class PersonDirectory:
         if self.person is None:
             return None
         with self.env.begin() as txn:
-            raw = persons.in_force(persons.decode(txn.get(link_id.to_bytes(8, "big"), db=self.person)), day)
+            raw = persons.in_force(persons.decode(txn.get(link_key(link_id), db=self.person)), day)
         return persons.person(raw) if raw is not None else None
 
     def subjects(self, link_id: int) -> set[str]:
         """Every subject under which records about this person were written."""
         out = {link_subject(link_id)}
-        lk = link_id.to_bytes(8, "big")
+        lk = link_key(link_id)
         serials = []
         with self.env.begin() as txn:
             serials.append(txn.get(lk, db=self.card_of))
