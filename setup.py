@@ -28,7 +28,7 @@ def package_include() -> str:
 
 
 # Every native module has a pure-Python twin, so a checkout without a C toolchain still runs.
-exts = [e for e in (native("_engine", ["lmdb"]), native("_apply"), native("_claims"),
+exts = [e for e in (native("_engine", ["lmdb"]), native("_record"), native("_claims"),
                       native("_cardproof", ["crypto"]), native("_auditlog", ["crypto"]))
         if os.path.exists(e.sources[0])]
 # Bounds checking and negative-index wrapping stay on (Cython's defaults) in every

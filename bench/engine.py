@@ -281,7 +281,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
     args = ap.parse_args(argv)
 
-    from onshi.ext import NativeEngine, _engine
+    from onshi.ext._engine import NativeEngine
+    from onshi.ext import _engine
 
     path = dataset(args)
     sqlite_db = sqlite_store(path)

@@ -302,7 +302,7 @@ def hook_cost(pki_dir: str, keys: dict, verifier, tmp: Path) -> dict:
     record without the sync wait), next to the same check without them, in one
     thread: the part of the trust layer that is ours, without gRPC and TLS."""
     from onshi.core.engine import open_engine
-    from onshi.server.eligibility import EligibilityAnswers
+    from onshi.server.eligibility_service import EligibilityAnswers
     from onshi.server.eligibility_trust import EligibilityTrust
 
     store = tmp / "store"

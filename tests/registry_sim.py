@@ -485,7 +485,7 @@ def run_in_process(sim: Simulation, store, chunk: int = 256) -> dict[str, pb.Enr
     transactions) on a real store at `store`; closed when done."""
     from onshi.core import enrollment, registry
     from onshi.core.writer import Writer
-    from onshi.server.secondary import GroupWriter
+    from onshi.server.writer_server import GroupWriter
 
     writer = Writer(store, map_size=1 << 26)
     enrollment.open_dbs(writer)

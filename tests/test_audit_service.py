@@ -17,7 +17,7 @@ import uuid
 import grpc
 import pytest
 from onshi.core import audit
-from onshi.server.errors import error_reason
+from onshi.client.statuses import error_reason
 from onshi.v1 import audit_pb2, audit_pb2_grpc, eligibility_pb2_grpc, trust_pb2, trust_pb2_grpc
 from onshi.v1 import eligibility_pb2 as epb
 

@@ -13,8 +13,8 @@ import time
 
 import grpc
 import pytest
-from onshi.server.claims import _Recording
-from onshi.server.errors import field_violations
+from onshi.server.claim_service import _Recording
+from onshi.client.statuses import field_violations
 from onshi.v1 import claims_pb2 as cpb
 from onshi.v1 import claims_pb2_grpc
 from onshi.v1 import qualification_pb2 as qpb
@@ -418,7 +418,7 @@ def test_recording_waits_for_its_commits_behind_a_slow_one(tmp_path):
 
     from onshi.core import claims as rules
     from onshi.core.writer import Writer
-    from onshi.server.secondary import GroupWriter
+    from onshi.server.writer_server import GroupWriter
 
     writer = Writer(tmp_path / "store")
     group = GroupWriter(writer)

@@ -12,7 +12,7 @@ import pytest
 from onshi.core import history as history_mod
 from onshi.core import enrollment, registry
 from onshi.core.writer import StoreFull, Writer
-from onshi.server.secondary import GroupWriter
+from onshi.server.writer_server import GroupWriter
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import qualification_pb2 as qpb
 from tests import ingest_support as s

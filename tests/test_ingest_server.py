@@ -1,4 +1,4 @@
-"""Issue 3 on real servers: `onshi ingest-serve` (the single writer) and
+"""Ingestion on real servers: `onshi ingest-serve` (the single writer) and
 `onshi serve` (read-only, same store) as subprocesses on 127.0.0.1, port 0.
 Every change is checked the way a clinic would see it: CheckByCard /
 CheckByNumber on the running eligibility server, no restart in between."""
@@ -18,8 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests import ingest_support as s
 from onshi.core.identifiers import with_check_digit
-from onshi.server.errors import field_violations
-from onshi.server.ingest_cli import CSV_COLUMNS
+from onshi.client.statuses import field_violations
+from onshi.commands.ingest import CSV_COLUMNS
 from onshi.v1 import eligibility_pb2 as epb
 from onshi.v1 import eligibility_pb2_grpc
 from onshi.v1 import enrollment_pb2 as pb

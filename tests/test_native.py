@@ -28,7 +28,7 @@ from tests.conftest import native_available
 if not native_available():  # in CI the shared suite fails loudly instead
     pytest.skip("native engine not built", allow_module_level=True)
 
-from onshi.ext import NativeEngine
+from onshi.ext._engine import NativeEngine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

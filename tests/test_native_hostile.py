@@ -36,7 +36,7 @@ from tests.conftest import native_available
 if not native_available():  # in CI the shared suite fails loudly instead
     pytest.skip("native extensions not built", allow_module_level=True)
 
-from onshi.ext import _apply, _auditlog, _cardproof, _claims, _engine  # noqa: E402
+from onshi.ext import _record, _auditlog, _cardproof, _claims, _engine  # noqa: E402
 
 from tests.test_native import birth_day, number_keys, serial, write_persons  # noqa: E402
 
@@ -367,17 +367,17 @@ def test_join_record_sizes_and_fills_from_the_same_entries():
     second: an entry replaced in between was copied past the end of the record."""
     entries = [(0, 2**31 - 1, 7, 0, 0, b"", b"\x12\x01x"), (18000, 2**31 - 1, 8, 0, 0, b"", b"\x12\x01z")]
     entries[0] = (Swapping(entries, 17000), *entries[0][1:])
-    birth, views = _apply.split_record(_apply.join_record(100, entries))
+    birth, views = _record.split_record(_record.join_record(100, entries))
     assert birth == 100 and [v[6] for v in views] == [b"\x12\x01x", b"\x12\x01z"]
     for bad in ([(1, 2)], [(1, 2, 3, 4, 5, b"", b"x", 8)], [(1, 2, 3, 4, 5, b"", "text")], [None],
                 [[1, 2, 3, 4, 5, b"", b"x"]], [(2**40, 0, 0, 0, 0, b"", b"")], [(0, 0, -1, 0, 0, b"", b"")],
                 [(0, 0, 2**64, 0, 0, b"", b"")]):
         with pytest.raises((ValueError, TypeError, OverflowError)):
-            _apply.join_record(0, bad)
+            _record.join_record(0, bad)
 
 
 def sample_record() -> bytes:
-    return _apply.join_record(9000, [(18000, 19000, 5, 0, 0, b"ab", b"\x12\x0201"),
+    return _record.join_record(9000, [(18000, 19000, 5, 0, 0, b"ab", b"\x12\x0201"),
                                      (19000, 2**31 - 1, 6, 0, 0, b"ab", b"")])
 
 
@@ -390,14 +390,14 @@ entry = st.tuples(indices, indices, indices, indices, indices, st.binary(max_siz
        birth=st.one_of(indices, hostile),
        entries=st.one_of(st.lists(st.one_of(entry, hostile), max_size=3), hostile))
 def test_record_entry_points_take_hostile_arguments(value, body, birth, entries):
-    split = ordinary(_apply.split_record, value)
+    split = ordinary(_record.split_record, value)
     assert split is None or isinstance(split[0], int)
-    fields = ordinary(_apply.number_fields, body)
+    fields = ordinary(_record.number_fields, body)
     assert fields is None or all(isinstance(f, str) for f in fields)
-    record = ordinary(_apply.join_record, birth, entries)
+    record = ordinary(_record.join_record, birth, entries)
     if record is not None:
-        assert len(_apply.split_record(record)[1]) == len(entries)
-    ordinary(_apply.number_hash, value)
+        assert len(_record.split_record(record)[1]) == len(entries)
+    ordinary(_record.number_hash, value)
 
 
 # --- card proofs -----------------------------------------------------------------------
@@ -629,7 +629,7 @@ def test_hostile_use_under_asan_and_ubsan(tmp_path):
     libasan preloaded: an overrun or undefined behaviour fails the run even where
     the normal build reads memory that happens to be mapped."""
     env = sanitized.sanitized_env(str(tmp_path / "tree"))
-    tests = ["tests/test_native_hostile.py", "tests/test_claims_native.py", "tests/test_apply_native.py",
+    tests = ["tests/test_native_hostile.py", "tests/test_claims_native.py", "tests/test_record_native.py",
              "tests/test_cardproof_native.py", "tests/test_audit_native.py",
              "tests/test_native.py", "-k", "not leak"]
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
@@ -640,7 +640,7 @@ def test_hostile_use_under_asan_and_ubsan(tmp_path):
 
 @pytest.mark.skipif(not SANITIZED, reason="only in the sanitized run")
 def test_the_sanitized_build_is_the_one_loaded():
-    for module in (_apply, _auditlog, _cardproof, _claims, _engine):
+    for module in (_record, _auditlog, _cardproof, _claims, _engine):
         assert not module.__file__.startswith(os.path.join(ROOT, "src")), module.__file__
 
 

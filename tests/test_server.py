@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from onshi.core import dates, identifiers
 from onshi.core.engine import open_engine
 from onshi.core.writer import Writer
-from onshi.server.errors import field_violations
+from onshi.client.statuses import field_violations
 from onshi.v1 import eligibility_pb2, qualification_pb2
 
 D = dates.to_proto
@@ -384,7 +384,7 @@ def test_absent_as_of_means_today_in_japan(channel, engine):
 
 
 def test_stub_client_reads_the_answer(server):
-    from onshi.server.client import EligibilityClient
+    from onshi.client.connection import EligibilityClient
 
     with EligibilityClient(server.target) as client:
         answer = client.check_by_card("c3", dt.date(2024, 1, 1))
@@ -798,7 +798,7 @@ def test_arbitrary_fields_never_answer_internal(channel):
     check()
 
 
-# --- the trust layer's hooks (issue 5 plugs in here) -------------------------------
+# --- the trust layer's hooks -------------------------------
 
 
 def test_card_proof_and_audit_hooks_on_a_real_server(engine):

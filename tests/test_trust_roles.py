@@ -150,7 +150,7 @@ def test_replay_to_another_worker_is_refused(tmp_path):
     """`onshi serve --workers 2`: the replay cache is shared by the workers."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from onshi.server.errors import error_reason
+    from onshi.client.statuses import error_reason
     from onshi.v1 import eligibility_pb2_grpc
 
     from tests.trust_helpers import card_request

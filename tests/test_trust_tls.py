@@ -15,8 +15,8 @@ from onshi.core.engine import open_engine
 from onshi.server import app, auth
 from onshi.server.access_log import card_subject
 from onshi.server.eligibility_trust import EligibilityTrust
-from onshi.server.errors import error_reason
-from onshi.server.errors import field_violations
+from onshi.client.statuses import error_reason
+from onshi.client.statuses import field_violations
 from onshi.v1 import eligibility_pb2 as epb
 from onshi.v1 import eligibility_pb2_grpc
 

@@ -62,7 +62,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from onshi.core import twins
+from . import twins
 
 MAGIC = b"ONSHIAUD"
 VERSION = 1
@@ -178,7 +178,7 @@ def segment_name(seq: int) -> str:
     return f"seg-{seq:08d}.log"
 
 
-def _segments(stream_dir: str) -> list[tuple[int, str]]:
+def segment_files(stream_dir: str) -> list[tuple[int, str]]:
     out = []
     for name in os.listdir(stream_dir):
         if name.startswith("seg-") and name.endswith(".log"):
@@ -318,13 +318,13 @@ class AuditLog:
 
     # -- opening: find the tail, cut a torn record ------------------------------
     def _open_tail(self) -> None:
-        segs = _segments(self.stream_dir)
+        segs = segment_files(self.stream_dir)
         if not segs:
             prev, before = _anchor(self.stream_dir)
             self._start_segment(1 if prev == ZERO_HASH else _anchor_seq(self.stream_dir) + 1, before, prev)
             return
         seq, path = segs[-1]
-        scan = _scan_segment(path)
+        scan = scan_segment(path)
         head = _head(self.stream_dir)
         if scan.error and not _unacknowledged(scan, head):
             raise RuntimeError(f"audit segment {path} is damaged: {scan.error} (run `onshi audit verify`)")
@@ -578,7 +578,7 @@ class SegmentScan:
     hashes: dict[int, bytes] = field(default_factory=dict)  # records -> chain value (the wanted ones)
 
 
-def _scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None,
+def scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None,
                   want: set[int] | frozenset[int] = frozenset()) -> SegmentScan:
     """Check one segment's chain; `want`: record counts (from the stream's
     start) whose chain value to keep in scan.hashes."""
@@ -790,13 +790,13 @@ def _manifest_locked(directory: str):
 
 
 def _holds_records(stream_dir: str) -> bool:
-    segs = _segments(stream_dir)
+    segs = segment_files(stream_dir)
     if not segs:
         try:
             return _anchor(stream_dir)[1] > 0
         except ValueError:
             return True
-    scan = _scan_segment(segs[-1][1])
+    scan = scan_segment(segs[-1][1])
     return scan.records_before + scan.count > 0 or len(segs) > 1
 
 
@@ -903,7 +903,7 @@ def _check_manifest_prefix(report: VerifyReport, m: Manifest, against: dict) -> 
 def _verify_stream(report: VerifyReport, name: str, stream_dir: str, points: list, compactions: set,
                    key: bytes | None, registered: bool, keyed: bool) -> None:
     report.streams += 1
-    segs = _segments(stream_dir)
+    segs = segment_files(stream_dir)
     head = _head(stream_dir)
     try:
         anchor = _anchor_record(stream_dir)
@@ -924,7 +924,7 @@ def _verify_stream(report: VerifyReport, name: str, stream_dir: str, points: lis
         found[(anchor["seq"], anchor["records"])] = prev_hash
     for i, (seq, path) in enumerate(segs):
         report.segments += 1
-        scan = _scan_segment(path, want=want)
+        scan = scan_segment(path, want=want)
         where = f"{name}/{segment_name(seq)}"
         if seq != expect_seq:
             report.fail(f"{where}: expected segment {expect_seq} (a segment was removed or added)")
@@ -979,7 +979,7 @@ def read(directory: str, match: Callable[[AuditRecord], bool] | None = None) -> 
     filtered: a linear scan (tests, `onshi audit show`). One person's records:
     `read_about`."""
     for stream_dir in streams(directory):
-        for _, path in _segments(stream_dir):
+        for _, path in segment_files(stream_dir):
             found: list[AuditRecord] = []
 
             def visit(_pos, body):
@@ -987,7 +987,7 @@ def read(directory: str, match: Callable[[AuditRecord], bool] | None = None) -> 
                 if match is None or match(rec):
                     found.append(rec)
 
-            _scan_segment(path, visit)
+            scan_segment(path, visit)
             yield from found
 
 
@@ -1020,7 +1020,7 @@ def build_index(segment_path: str) -> bytes:
         for key in subject_keys(decode(body)):
             entries.append((_key_digest(key), pos))
 
-    scan = _scan_segment(segment_path, visit)
+    scan = scan_segment(segment_path, visit)
     if scan.error:
         raise ValueError(f"{segment_path}: {scan.error}")
     entries.sort()
@@ -1098,7 +1098,7 @@ def read_about(directory: str, keys: set[str]) -> Iterator[AuditRecord]:
     """
     digests = {_key_digest(k) for k in keys}
     for stream_dir in streams(directory):
-        segs = _segments(stream_dir)
+        segs = segment_files(stream_dir)
         for i, (_, path) in enumerate(segs):
             if i == len(segs) - 1:  # live: scan
                 found: list[AuditRecord] = []
@@ -1108,7 +1108,7 @@ def read_about(directory: str, keys: set[str]) -> Iterator[AuditRecord]:
                     if subject_keys(rec) & keys:
                         found.append(rec)
 
-                _scan_segment(path, visit)
+                scan_segment(path, visit)
                 yield from found
                 continue
             try:
@@ -1132,7 +1132,7 @@ def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq
     """Delete leading sealed segments older than the retention; record the
     compaction in the manifest and write the anchor first, so that a crash in
     between leaves a chain that still verifies."""
-    segs = _segments(stream_dir)
+    segs = segment_files(stream_dir)
     if keep_seq is None:
         keep_seq = segs[-1][0] if segs else 0
     cutoff = now_ns - int(retention_days * 86400e9)
@@ -1140,7 +1140,7 @@ def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq
     for seq, path in segs:
         if seq >= keep_seq:
             break
-        scan = _scan_segment(path)
+        scan = scan_segment(path)
         if scan.error or scan.last_time_ns >= cutoff:
             break
         drop.append((seq, path, scan))
@@ -1209,10 +1209,10 @@ def seal(directory: str, key: bytes | None = None) -> list[str]:
                 a = _anchor_record(stream_dir)
                 if a is not None:
                     events.append(StreamEvent("adopt-anchor", name, a["seq"], a["records"], a["hash"], now))
-                segs = _segments(stream_dir)
+                segs = segment_files(stream_dir)
                 if not segs:
                     continue
-                scan = _scan_segment(segs[-1][1])
+                scan = scan_segment(segs[-1][1])
                 seq, records = segs[-1][0], scan.records_before + scan.count
                 events.append(StreamEvent("adopt", name, seq, records, scan.last_hash.hex(), now))
                 fd = os.open(os.path.join(stream_dir, "head"), os.O_WRONLY | os.O_CREAT, 0o640)
@@ -1226,168 +1226,3 @@ def seal(directory: str, key: bytes | None = None) -> list[str]:
         for lock in locks:
             lock.close()
     return []
-
-
-# --- CLI ---------------------------------------------------------------------
-
-def _key_arg(args) -> bytes | None:
-    return load_key(args.key) if getattr(args, "key", None) else None
-
-
-def _cmd_verify(args) -> int:
-    try:
-        key = _key_arg(args)
-        against = None
-        if args.against:
-            with open(args.against, "rb") as f:
-                against = json.loads(f.read(1 << 20))
-            if not isinstance(against, dict) or not isinstance(against.get("streams"), dict):
-                raise ValueError(f"{args.against}: not an `onshi audit anchor` file")
-    except (OSError, ValueError) as exc:
-        print(f"onshi audit verify: {exc}")
-        return 2
-    report = verify(args.dir, key, against)
-    for note in report.notes:
-        print(f"note: {note}")
-    for problem in report.problems:
-        print(f"TAMPERED: {problem}")
-    state = "OK" if report.ok else "FAILED"
-    checked = " (MACs checked)" if key else ""
-    print(f"audit verify {state}{checked}: {report.streams} streams, {report.segments} segments, "
-          f"{report.records} records")
-    return 0 if report.ok else 1
-
-
-def _cmd_anchor(args) -> int:
-    try:
-        key = _key_arg(args)
-    except (OSError, ValueError) as exc:
-        print(f"onshi audit anchor: {exc}")
-        return 2
-    report = verify(args.dir, key)
-    if not report.ok:
-        for problem in report.problems:
-            print(f"TAMPERED: {problem}")
-        print("onshi audit anchor: the log does not verify; no anchor written")
-        return 1
-    print(json.dumps(anchor_of(args.dir), sort_keys=True))
-    return 0
-
-
-def _cmd_keygen(args) -> int:
-    try:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        print(f"onshi audit keygen: {args.out}: {exc.strerror} (an existing key is never replaced)")
-        return 2
-    with os.fdopen(fd, "w") as f:
-        f.write(os.urandom(KEY_BYTES).hex() + "\n")
-    print(f"audit key written to {args.out} (keep it off the log's disk; the servers and `onshi audit verify` "
-          f"need it; key id {key_id(load_key(args.out))})")
-    return 0
-
-
-def _cmd_seal(args) -> int:
-    try:
-        key = _key_arg(args)
-    except (OSError, ValueError) as exc:
-        print(f"onshi audit seal: {exc}")
-        return 2
-    problems = seal(args.dir, key)
-    for problem in problems:
-        print(f"not sealed: {problem}")
-    if problems:
-        return 1
-    print(f"{args.dir}: every stream recorded in {MANIFEST}" + (" and sealed with the key" if key else ""))
-    return 0
-
-
-def _cmd_compact(args) -> int:
-    try:
-        key = _key_arg(args)
-        check_manifest(args.dir, key)
-    except (OSError, ValueError, ManifestError) as exc:
-        print(f"onshi audit compact: {exc}")
-        return 2
-    total = 0
-    for stream_dir in streams(args.dir):
-        lock = open(os.path.join(stream_dir, "lock"), "a+b")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"{stream_dir}: in use by a running server (it compacts itself); skipped")
-            lock.close()
-            continue
-        try:
-            total += len(compact_stream(stream_dir, args.retention_days, time.time_ns(), key=key))
-        finally:
-            lock.close()
-    print(f"dropped {total} segments older than {args.retention_days:g} days")
-    return 0
-
-
-def _cmd_show(args) -> int:
-    """Every record, or one person's; a segment that is not a readable onshi
-    audit segment ends it with one line and exit 2 (verify says more)."""
-    if not os.path.isdir(args.dir):
-        print(f"onshi audit show: {args.dir}: no such directory")
-        return 2
-    link = args.link_id
-    for stream_dir in streams(args.dir):
-        for _, path in _segments(stream_dir):
-            found: list[AuditRecord] = []
-
-            def visit(_pos, body, found=found):
-                try:
-                    rec = decode(body)
-                except (ValueError, UnicodeDecodeError, struct.error) as exc:
-                    raise ValueError(f"undecodable record ({exc})") from None
-                if not link or rec.link_id == link:
-                    found.append(rec)
-
-            try:
-                scan = _scan_segment(path, visit)
-            except (OSError, ValueError) as exc:
-                scan = SegmentScan(error=str(exc))
-            for rec in found:
-                when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec.time_ns / 1e9))
-                flag = " EMERGENCY" if rec.emergency else ""
-                print(f"{when}Z {rec.actor} {rec.action} link={rec.link_id} {rec.subject} [{rec.items}] "
-                      f"purpose={rec.purpose}{flag}")
-            if scan.error and not scan.torn:
-                print(f"onshi audit show: {path}: {scan.error} (run `onshi audit verify --dir {args.dir}`)")
-                return 2
-    return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("audit", help="the access log: verify, anchor, compact, show, keygen, seal")
-    sub = p.add_subparsers(dest="audit_command", required=True)
-    v = sub.add_parser("verify", help="check the hash chains, heads and manifest; exit 1 if anything was "
-                                      "edited, removed, inserted or deleted")
-    v.add_argument("--dir", required=True)
-    v.add_argument("--key", help="the audit key file: check the MACs of the heads and the manifest")
-    v.add_argument("--against", metavar="ANCHOR", help="an earlier `onshi audit anchor` output kept elsewhere: "
-                                                       "fail if the log no longer reaches it")
-    v.set_defaults(func=_cmd_verify)
-    a = sub.add_parser("anchor", help="verify, then print where every stream is now (JSON): keep it off the host")
-    a.add_argument("--dir", required=True)
-    a.add_argument("--key")
-    a.set_defaults(func=_cmd_anchor)
-    c = sub.add_parser("compact", help="drop segments older than the retention (streams not in use)")
-    c.add_argument("--dir", required=True)
-    c.add_argument("--retention-days", type=float, default=DEFAULT_RETENTION_DAYS)
-    c.add_argument("--key", help="the audit key file (a keyed log)")
-    c.set_defaults(func=_cmd_compact)
-    s = sub.add_parser("show", help="print records (optionally one person's)")
-    s.add_argument("--dir", required=True)
-    s.add_argument("--link-id", type=int, default=0)
-    s.set_defaults(func=_cmd_show)
-    k = sub.add_parser("keygen", help="write a new audit key (64 hex digits) to a file that must not exist")
-    k.add_argument("--out", required=True)
-    k.set_defaults(func=_cmd_keygen)
-    e = sub.add_parser("seal", help="record every stream in a new manifest (a log from an older onshi), or key "
-                                    "an unkeyed log; servers stopped")
-    e.add_argument("--dir", required=True)
-    e.add_argument("--key")
-    e.set_defaults(func=_cmd_seal)

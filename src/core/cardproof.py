@@ -37,7 +37,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from onshi.core import history, identifiers, pki, twins
+from . import history, identifiers, pki, twins
 
 CHALLENGE_PREFIX = "onshi/v1/card-proof\n"
 # What a proof is for: the gRPC method it was signed for, inside the signed

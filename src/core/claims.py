@@ -22,8 +22,8 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
-from onshi.core import dates, history, identifiers, store, twins, unknown
-from onshi.v1 import claims_pb2, qualification_pb2
+from . import dates, history, identifiers, store, twins, unknown
+from ..v1 import claims_pb2, qualification_pb2
 
 OK = claims_pb2.OUTCOME_OK
 REROUTE = claims_pb2.OUTCOME_REROUTE

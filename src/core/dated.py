@@ -17,8 +17,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from onshi.core import dates
-from onshi.v1 import qualification_pb2 as qpb
+from . import dates
+from ..v1 import qualification_pb2 as qpb
 
 NEVER = dates.NEVER
 MIN_DAY = -(2**31)

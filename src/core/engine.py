@@ -13,7 +13,7 @@ import datetime as dt
 import os
 from typing import Protocol
 
-from onshi.core import dates, identifiers, twins
+from . import dates, identifiers, twins
 
 
 class Engine(Protocol):
@@ -31,7 +31,7 @@ def open_engine(path: str | os.PathLike, kind: str | None = None) -> Engine:
     native = twins.load("_engine", kind)
     if native is not None:
         return native.NativeEngine(os.fspath(path))
-    from onshi.core.pure import PureEngine
+    from .pure import PureEngine
 
     return PureEngine(path)
 

@@ -1,7 +1,7 @@
 """Applying insurers' updates to people's histories, inside one WriteTxn.
 
 Every function here runs inside `Writer.apply` (usually many updates per
-transaction, see onshi.server.secondary): it reads and writes only through the
+transaction, see onshi.server.writer_server): it reads and writes only through the
 WriteTxn, never has effects outside it, and may be re-run from scratch when the
 map grows. Checks come before writes, so an update either applies whole or
 leaves nothing but its outcome record.
@@ -33,12 +33,12 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
-from onshi.core import dated, dates, history, identifiers, persons, registry, store
-from onshi.core.identifiers import InvalidIdentifier
-from onshi.core.store import link_id_of, link_key
-from onshi.core.writer import WriteTxn
-from onshi.v1 import enrollment_pb2 as pb
-from onshi.v1 import qualification_pb2 as qpb
+from . import dated, dates, history, identifiers, persons, registry, store
+from .identifiers import InvalidIdentifier
+from .store import link_id_of, link_key
+from .writer import WriteTxn
+from ..v1 import enrollment_pb2 as pb
+from ..v1 import qualification_pb2 as qpb
 
 ACCEPTED = pb.ENROLLMENT_OUTCOME_ACCEPTED
 DUPLICATE = pb.ENROLLMENT_OUTCOME_DUPLICATE

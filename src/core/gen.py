@@ -41,11 +41,10 @@ import time
 from dataclasses import dataclass, field
 
 from google.type import date_pb2
-
-from onshi.core import dates, identifiers
-from onshi.core import insurers as ins
-from onshi.core.writer import Writer
-from onshi.v1 import qualification_pb2 as pb
+from . import dates, identifiers
+from . import insurers as ins
+from .writer import Writer
+from ..v1 import qualification_pb2 as pb
 
 REFERENCE = dt.date(2026, 4, 1)
 HORIZON = dt.date(2028, 3, 31)
@@ -844,8 +843,8 @@ def with_residents(writer: Writer, stream, chunk: int = 100_000):
     resident registry (the J-LIS stand-in), so insurers' updates for generated
     people match their registry record instead of being quarantined as unknown.
     Resident IDs follow link IDs, so each chunk appends in key order."""
-    from onshi.core.enrollment import bulk_load_residents
-    from onshi.v1 import enrollment_pb2
+    from .enrollment import bulk_load_residents
+    from ..v1 import enrollment_pb2
 
     pending = []
     for link_id, person, quals, serial_key in stream:
@@ -924,40 +923,3 @@ def examples(info: dict) -> str:
 
 
 # --- CLI ---------------------------------------------------------------------------------
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("gen", help="generate a deterministic synthetic population into a store",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--persons", type=int, default=100_000, help="number of persons (default 100000)")
-    p.add_argument("--out", required=True, help="store directory (must not hold a store yet)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a tty")
-    p.add_argument("--show", action="store_true", help="only print how to query the store at --out (from gen.json)")
-    p.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    if args.show:
-        try:
-            with open(os.path.join(args.out, "gen.json")) as f:
-                print(examples(json.load(f)))
-        except (OSError, ValueError) as exc:
-            print(f"onshi gen: no gen.json in {args.out}: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    if args.persons < 1:
-        print("onshi gen: --persons must be at least 1", file=sys.stderr)
-        return 2
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        print(f"onshi gen: {args.out} is not a directory", file=sys.stderr)
-        return 2
-    if os.path.exists(os.path.join(args.out, "data.mdb")):
-        print(f"onshi gen: {args.out} already holds a store; choose an empty directory", file=sys.stderr)
-        return 2
-    info = generate(args.out, args.persons, args.seed, progress=args.progress or sys.stderr.isatty())
-    print(f"persons {info['persons']:,}  qualifications {info['qualifications']:,}  cards linked "
-          f"{info['cards_linked']:,}  insurers {info['insurers']:,}")
-    print(f"bytes on disk {info['bytes']:,} ({info['bytes_per_person']:,} per person)  "
-          f"{info['seconds']:,} s  {info['persons_per_second']:,} persons/s")
-    print(examples(info))
-    return 0

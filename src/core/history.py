@@ -29,9 +29,9 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from onshi.core import dated as dated_parts
-from onshi.core import dates, identifiers, twins
-from onshi.v1 import eligibility_pb2, qualification_pb2
+from . import dated as dated_parts
+from . import dates, identifiers, twins
+from ..v1 import eligibility_pb2, qualification_pb2
 
 VERSION = 2
 HEADER = struct.Struct("<HHi")
@@ -100,7 +100,7 @@ def qualification_number_key(q: qualification_pb2.Qualification) -> bytes:
 # only the qualification it changes. `compile_history_reference` and
 # `decode_reference` build and read records the obvious way; tests hold the two
 # ways to the same bytes and messages. The byte work has a native twin
-# (onshi.ext._apply) with the same interface as the pure functions below.
+# (onshi.ext._record) with the same interface as the pure functions below.
 
 
 class View(NamedTuple):
@@ -208,8 +208,8 @@ def join_record_pure(birth_day: int, entries: list[tuple[int, int, int, int, int
 
 def codec(kind: str | None = None) -> tuple:
     """(split_record, number_fields, join_record, number_hash): the native twins
-    (onshi.ext._apply) or the pure ones above, as `kind` or ONSHI_ENGINE says (twins.load)."""
-    native = twins.load("_apply", kind)
+    (onshi.ext._record) or the pure ones above, as `kind` or ONSHI_ENGINE says (twins.load)."""
+    native = twins.load("_record", kind)
     if native is None:
         return split_record_pure, number_fields_pure, join_record_pure, identifiers.number_hash
     return native.split_record, native.number_fields, native.join_record, native.number_hash

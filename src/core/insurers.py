@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from onshi.core.identifiers import with_check_digit
+from .identifiers import with_check_digit
 
 # (code, name, population in 10,000s (2020 census, rounded), first postcode digits)
 PREFECTURES = (

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import struct
 
-from onshi.core import dates
-from onshi.v1 import qualification_pb2 as qpb
+from . import dates
+from ..v1 import qualification_pb2 as qpb
 
 MIN_DAY = -(2**31)
 _ENTRY = struct.Struct("<iI")

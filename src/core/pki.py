@@ -31,7 +31,6 @@ from its renewal.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -43,7 +42,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-ROLES = ("facility", "insurer", "review", "operator")
+from .callers import ROLES
+
 URN_PREFIX = "urn:onshi:"
 CERT_URN = URN_PREFIX + "cert:"  # + the certificate's serial, lowercase hex
 
@@ -88,7 +88,7 @@ class Issued:
     key: rsa.RSAPrivateKey
 
 
-def _now() -> dt.datetime:
+def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
@@ -108,7 +108,7 @@ def make_ca(common_name: str, org: str = "onshi test", *, key: rsa.RSAPrivateKey
             days: int = 3650) -> Issued:
     key = key or new_rsa_key()
     name = _name(common_name, org=org)
-    now = _now()
+    now = now_utc()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name)
@@ -154,7 +154,7 @@ def issue_client(ca: Issued, role: str, codes: tuple[str, ...] = (), *, days: in
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
     key = new_rsa_key()
-    now = _now()
+    now = now_utc()
     serial = serial or x509.random_serial_number()
     uris = [x509.UniformResourceIdentifier(f"{URN_PREFIX}{role}:{c}") for c in codes]
     uris.append(x509.UniformResourceIdentifier(f"{URN_PREFIX}role:{role}"))
@@ -179,7 +179,7 @@ def issue_server(ca: Issued, hosts: tuple[str, ...] = ("localhost",), ips: tuple
     import ipaddress
 
     key = new_rsa_key()
-    now = _now()
+    now = now_utc()
     san = [x509.DNSName(h) for h in hosts] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     cert = (
         x509.CertificateBuilder()
@@ -210,7 +210,7 @@ def crl_serials(data: bytes, ca_certs: list[x509.Certificate], what: str = "a co
 
 
 def make_crl(ca: Issued, revoked_serials: list[int], *, days: int = 7) -> x509.CertificateRevocationList:
-    now = _now()
+    now = now_utc()
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.cert.subject)
@@ -241,7 +241,7 @@ def _write(path: str, data: bytes, private: bool = False) -> None:
         f.write(data)
 
 
-def _save(out: str, stem: str, issued: Issued, der: bool = False) -> None:
+def save_issued(out: str, stem: str, issued: Issued, der: bool = False) -> None:
     _write(os.path.join(out, stem + ".pem"), pem(issued.cert))
     _write(os.path.join(out, stem + ".key.pem"), key_pem(issued.key), private=True)
     if der:
@@ -262,14 +262,14 @@ def load_issued(cert_path: str, key_path: str) -> Issued:
 
 def init(out: str) -> dict:
     """Create the whole test PKI under `out`; returns the card index."""
-    now = _now()
+    now = now_utc()
     jpki = make_ca("JPKI test CA for user authentication", org="J-LIS test")
-    _save(os.path.join(out, "jpki"), "ca", jpki)
+    save_issued(os.path.join(out, "jpki"), "ca", jpki)
     index = {}
     revoked = []
     for name, (serial, nb, na, is_revoked) in CARDS.items():
         card = issue_card(jpki, serial, now + dt.timedelta(days=nb), now + dt.timedelta(days=na))
-        _save(os.path.join(out, "cards"), name, card, der=True)
+        save_issued(os.path.join(out, "cards"), name, card, der=True)
         if is_revoked:
             revoked.append(serial)
         state = "revoked" if is_revoked else ("expired" if na < 0 else "not-yet-valid" if nb > 0
@@ -282,30 +282,30 @@ def init(out: str) -> dict:
 
     # A rogue CA with the very same subject names: what a forger would make.
     rogue_jpki = make_ca("JPKI test CA for user authentication", org="J-LIS test")
-    _save(os.path.join(out, "rogue"), "jpki-ca", rogue_jpki)
+    save_issued(os.path.join(out, "rogue"), "jpki-ca", rogue_jpki)
     name, serial = FORGED_CARD
     forged = issue_card(rogue_jpki, serial, now - dt.timedelta(days=365), now + dt.timedelta(days=365 * 4))
-    _save(os.path.join(out, "cards"), name, forged, der=True)
+    save_issued(os.path.join(out, "cards"), name, forged, der=True)
     index[name] = {"serial": format(serial, "X"), "state": "forged"}
 
     onshi = make_ca("onshi test CA")
-    _save(os.path.join(out, "onshi"), "ca", onshi)
-    _save(os.path.join(out, "onshi"), "server", issue_server(onshi))
+    save_issued(os.path.join(out, "onshi"), "ca", onshi)
+    save_issued(os.path.join(out, "onshi"), "server", issue_server(onshi))
     clients = {}
     for code in FACILITY_CODES:
-        _save(os.path.join(out, "onshi"), client_stem("facility", code), issue_client(onshi, "facility", (code,)))
+        save_issued(os.path.join(out, "onshi"), client_stem("facility", code), issue_client(onshi, "facility", (code,)))
         clients[client_stem("facility", code)] = {"role": "facility", "codes": [code]}
     for stem, numbers in INSURERS.items():
-        _save(os.path.join(out, "onshi"), stem, issue_client(onshi, "insurer", numbers))
+        save_issued(os.path.join(out, "onshi"), stem, issue_client(onshi, "insurer", numbers))
         clients[stem] = {"role": "insurer", "codes": list(numbers)}
     for role in ("review", "operator"):
-        _save(os.path.join(out, "onshi"), role, issue_client(onshi, role))
+        save_issued(os.path.join(out, "onshi"), role, issue_client(onshi, role))
         clients[role] = {"role": role, "codes": []}
     write_crl(os.path.join(out, CALLER_CRL), make_crl(onshi, [], days=365))
 
     rogue = make_ca("onshi test CA")  # same name, other key
-    _save(os.path.join(out, "rogue"), "ca", rogue)
-    _save(os.path.join(out, "rogue"), client_stem("facility", FACILITY_CODES[0]),
+    save_issued(os.path.join(out, "rogue"), "ca", rogue)
+    save_issued(os.path.join(out, "rogue"), client_stem("facility", FACILITY_CODES[0]),
           issue_client(rogue, "facility", (FACILITY_CODES[0],)))
 
     relay = ed25519.Ed25519PrivateKey.generate()
@@ -319,24 +319,8 @@ def init(out: str) -> dict:
     return manifest
 
 
-def _cmd_init(args: argparse.Namespace) -> int:
-    if os.path.exists(os.path.join(args.out, "manifest.json")) and not args.force:
-        print(f"{args.out} already holds a test PKI (use --force to replace it)")
-        return 1
-    manifest = init(args.out)
-    print(f"test PKI written to {args.out}: {len(manifest['cards'])} cards, "
-          f"{len(manifest['clients'])} client certificates (TEST ONLY: never use in production)")
-    return 0
 
 
-def _cmd_card(args: argparse.Namespace) -> int:
-    """Issue one more card certificate for a serial already linked in a store."""
-    jpki = load_issued(os.path.join(args.pki, "jpki", "ca.pem"), os.path.join(args.pki, "jpki", "ca.key.pem"))
-    now = _now()
-    serial = int(args.serial, 16)
-    card = issue_card(jpki, serial, now - dt.timedelta(days=1), now + dt.timedelta(days=args.days))
-    _save(os.path.join(args.pki, "cards"), args.name or f"serial-{serial:X}", card, der=True)
-    return 0
 
 
 def write_crl(path: str, crl: x509.CertificateRevocationList) -> None:
@@ -359,54 +343,3 @@ def revoke_callers(pki_dir: str, serials: list[int], crl_path: str | None = None
     revoked = kept | frozenset(serials)
     write_crl(path, make_crl(ca, sorted(revoked), days=365))
     return revoked
-
-
-def _cmd_revoke(args: argparse.Namespace) -> int:
-    """Revoke caller certificates (facility, insurer, review body, operator)."""
-    serials = []
-    for path in args.cert or ():
-        try:
-            with open(path, "rb") as f:
-                serials.append(x509.load_pem_x509_certificate(f.read()).serial_number)
-        except (OSError, ValueError) as exc:
-            print(f"onshi pki revoke: {path}: not a readable PEM certificate ({exc})")
-            return 2
-    for text in args.serial or ():
-        try:
-            serials.append(int(text, 16))
-        except ValueError:
-            print(f"onshi pki revoke: --serial {text}: not a hexadecimal serial")
-            return 2
-    if not serials:
-        print("onshi pki revoke: name a certificate (--cert PEM) or a serial (--serial HEX)")
-        return 2
-    path = args.crl or os.path.join(args.pki, CALLER_CRL)
-    try:
-        revoked = revoke_callers(args.pki, serials, path)
-    except (OSError, ValueError) as exc:
-        print(f"onshi pki revoke: {exc}")
-        return 2
-    print(f"revoked {', '.join(format(s, 'x') for s in serials)}; {path} now lists {len(revoked)} "
-          "caller certificates (servers given it as --caller-crl reload it within a second, or on SIGHUP)")
-    return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("pki", help="test PKI: JPKI card certificates, onshi CA, client certificates")
-    sub = p.add_subparsers(dest="pki_command", required=True)
-    i = sub.add_parser("init", help="create a test JPKI CA, cards, onshi CA, server and client certificates")
-    i.add_argument("--out", required=True, help="directory to write (layout in docs/TRUST.md)")
-    i.add_argument("--force", action="store_true", help="replace an existing test PKI")
-    i.set_defaults(func=_cmd_init)
-    c = sub.add_parser("card", help="issue a card certificate for a given serial (hex)")
-    c.add_argument("--pki", required=True)
-    c.add_argument("--serial", required=True)
-    c.add_argument("--name")
-    c.add_argument("--days", type=int, default=365 * 5)
-    c.set_defaults(func=_cmd_card)
-    r = sub.add_parser("revoke", help="revoke caller certificates: add them to the onshi CA's CRL and write it")
-    r.add_argument("--pki", required=True, help="the PKI directory holding onshi/ca.pem and ca.key.pem")
-    r.add_argument("--cert", action="append", help="a caller certificate (PEM) to revoke; repeatable")
-    r.add_argument("--serial", action="append", help="a certificate serial (hex) to revoke; repeatable")
-    r.add_argument("--crl", help=f"the CRL file to update (default: PKI/{CALLER_CRL})")
-    r.set_defaults(func=_cmd_revoke)

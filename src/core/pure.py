@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 import lmdb
 
-from onshi.core import history, identifiers
-from onshi.core.store import link_key, open_env
+from . import history, identifiers
+from .store import link_key, open_env
 
 _NO_RECORD = history.response(history.NO_RECORD)
 

@@ -34,8 +34,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from onshi.core import address, dates, kana, kanji
-from onshi.v1 import enrollment_pb2, qualification_pb2
+from . import address, dates, kana, kanji
+from ..v1 import enrollment_pb2, qualification_pb2
 
 Resident = enrollment_pb2.Resident
 Reason = enrollment_pb2.QuarantineReason

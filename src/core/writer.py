@@ -17,9 +17,9 @@ from typing import TypeVar
 
 import lmdb
 
-from onshi.core import dates, history, identifiers, persons, store, unknown
-from onshi.core.store import link_id_of, link_key, open_env
-from onshi.v1 import qualification_pb2
+from . import dates, history, identifiers, persons, store, unknown
+from .store import link_id_of, link_key, open_env
+from ..v1 import qualification_pb2
 
 T = TypeVar("T")
 SPILL_ROWS = 16_000_000  # bulk_load rows held in memory per index (~2 GB of tuples); 10M persons never spill

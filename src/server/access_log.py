@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from onshi.core import audit, history, identifiers
-from onshi.server import auth
-from onshi.server.errors import service_unavailable
+from ..core import audit, history, identifiers
+from . import auth
+from .errors import service_unavailable
 
 ACCESS_LOG_UNAVAILABLE = "ACCESS_LOG_UNAVAILABLE"
 
@@ -92,7 +92,7 @@ _CLAIM_OUTCOMES: dict[int, str] | None = None
 def _outcome(value: int):
     global _CLAIM_OUTCOMES
     if _CLAIM_OUTCOMES is None:
-        from onshi.v1 import claims_pb2
+        from ..v1 import claims_pb2
 
         _CLAIM_OUTCOMES = {v.number: v.name for v in claims_pb2.Verdict.DESCRIPTOR.fields_by_name["outcome"]
                            .enum_type.values}

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from onshi.server import eligibility, handlers
+from . import eligibility_service, handlers
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-SERVICE_NAMES = (eligibility.SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME)
+SERVICE_NAMES = (eligibility_service.SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME)
 WORKER_PID_KEY = "onshi-worker-pid"
 # A check request is well under 1 KiB and a card proof a few KiB; anything much
 # larger is refused by gRPC itself (RESOURCE_EXHAUSTED) before it is parsed.
@@ -107,14 +107,14 @@ def create_server(
     address: str = "127.0.0.1:0",
     credentials: grpc.ServerCredentials | None = None,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
-    card_proof: eligibility.CardProof | None = None,
-    audit: eligibility.Audit | None = None,
+    card_proof: eligibility_service.CardProof | None = None,
+    audit: eligibility_service.Audit | None = None,
     threads: int | None = None,
 ) -> Serving:
     """A threaded gRPC server with EligibilityService over `engine`, health and
     reflection, bound but not started."""
     return threaded_server(
-        eligibility.build_eligibility_handlers(engine, card_proof=card_proof, audit=audit),
+        eligibility_service.build_eligibility_handlers(engine, card_proof=card_proof, audit=audit),
         address=address,
         credentials=credentials,
         interceptors=interceptors,
@@ -150,7 +150,7 @@ def threaded_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     names = (*SERVICE_NAMES, *extra_service_names)
     reflection.enable_server_reflection(names, services)
-    for name in (eligibility.SERVICE_NAME, *extra_service_names):
+    for name in (eligibility_service.SERVICE_NAME, *extra_service_names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if credentials is None:
         port = server.add_insecure_port(address)
@@ -220,7 +220,7 @@ def run_worker(
 ) -> int:
     """Open the store, serve until SIGTERM/SIGINT, then stop gracefully:
     health NOT_SERVING first, then server.stop(grace) lets in-flight calls end."""
-    from onshi.core.engine import open_engine
+    from ..core.engine import open_engine
 
     stop = stop or stop_on_signals()
     # On an error the engine is left open on purpose: a handler thread may still
@@ -263,7 +263,7 @@ class _Workers:
         try:
             # First thing after fork: a stop forwarded while starting is kept.
             stop = stop_on_signals()
-            from onshi.server import auth
+            from . import auth
 
             # SIGHUP (forwarded by the supervisor): reload revocation lists, not stop.
             signal.signal(signal.SIGHUP, lambda *_: auth.reload_caller_revocations())
@@ -308,7 +308,7 @@ def serve(
 
     `build_server(engine, address) -> Serving` runs in each worker after fork
     (see WorkerConfig.build_server)."""
-    from onshi.core.store import DATA_FILE
+    from ..core.store import DATA_FILE
 
     if not os.path.exists(os.path.join(data, DATA_FILE)):
         print(f"onshi: no store at {data} (run `onshi gen` first)", file=sys.stderr)

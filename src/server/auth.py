@@ -38,16 +38,12 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
-from onshi.core import pki
-from onshi.core.pki import CERT_URN, ROLES
-
-ROLE_KEY = "x-onshi-role"
-FACILITY_KEY = "x-onshi-facility"
-INSURER_KEY = "x-onshi-insurer"
+from ..core import pki
+from ..core.callers import FACILITY, FACILITY_KEY, INSURER, INSURER_KEY, OPERATOR, REVIEW, ROLE_KEY, ROLES, is_loopback
+from ..core.pki import CERT_URN
 
 # Which roles may call what. Unknown onshi methods are denied (deny by default);
 # health and reflection are open to any authenticated caller.
-FACILITY, INSURER, REVIEW, OPERATOR = ROLES
 POLICY: dict[str, frozenset[str]] = {
     # A bare card_serial is allowed only to the internal roles; eligibility.py's
     # card_proof hook enforces that facilities present a card proof.
@@ -525,13 +521,6 @@ def pki_paths(pki_dir: str, stem: str) -> tuple[str, str, str]:
     """(ca, cert, key) of an `onshi pki init` client or server identity."""
     base = os.path.join(pki_dir, "onshi")
     return os.path.join(base, "ca.pem"), os.path.join(base, stem + ".pem"), os.path.join(base, stem + ".key.pem")
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def check_insecure_bind(host: str) -> None:

@@ -38,7 +38,7 @@ import queue
 import threading
 import time
 
-from onshi.core import claims as rules
+from ..core import claims as rules
 
 log = logging.getLogger("onshi.ingest")
 
@@ -210,7 +210,7 @@ def combine(results: list[tuple]) -> tuple:
 
 def _serve(conn, path: str) -> None:
     """A helper's life: verify parts until the pipe closes (ingest-serve exited)."""
-    from onshi.core.pure import PureEngine
+    from ..core.pure import PureEngine
 
     engine = PureEngine(path)
     verifier = rules.Verifier(engine, engine.env)

@@ -41,7 +41,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 
-from onshi.server.errors import StatusError, bad_request_status
+from .errors import StatusError, bad_request_status
 
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 # Attributes of a behaviour that gRPC's threaded server reads (the health

@@ -5,9 +5,9 @@ details, and the subjects under which the access log may name them.
 
 from __future__ import annotations
 
-from onshi.core import history, identifiers, persons
-from onshi.core.store import link_id_of, link_key
-from onshi.server.access_log import card_subject, link_subject, number_subject
+from ..core import history, identifiers, persons
+from ..core.store import link_id_of, link_key
+from .access_log import card_subject, link_subject, number_subject
 
 
 class PersonDirectory:

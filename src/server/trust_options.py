@@ -9,8 +9,8 @@ import argparse
 import os
 import sys
 
-from onshi.core import audit, cardproof
-from onshi.server import auth
+from ..core import audit, cardproof
+from . import auth
 
 
 def add_arguments(parser, relay: bool = False) -> None:

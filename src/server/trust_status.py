@@ -13,10 +13,10 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from onshi.core import cardproof, identifiers
-from onshi.core.cardproof import CardProofError, MalformedProof
-from onshi.server import auth
-from onshi.server.errors import ERROR_DOMAIN, FieldErrors, StatusError, bad_request_status, refused
+from ..core import cardproof, identifiers
+from ..core.cardproof import CardProofError, MalformedProof
+from . import auth
+from .errors import ERROR_DOMAIN, FieldErrors, StatusError, bad_request_status, refused
 
 # What the trust checks raise; status_of answers each.
 TRUST_ERRORS = (CardProofError, MalformedProof, FieldErrors, identifiers.InvalidIdentifier, auth.AuthError)

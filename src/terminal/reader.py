@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onshi.terminal import jpki
+from . import jpki
 
 READ_CHUNK = 256  # short APDU maximum (Le = 00)
 

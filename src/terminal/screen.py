@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 
 from google.protobuf import json_format
-from onshi.v1 import eligibility_pb2, qualification_pb2
+from ..v1 import eligibility_pb2, qualification_pb2
 
 
 class Outcome(enum.Enum):

@@ -19,11 +19,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from google.protobuf import json_format
-
-from onshi.core import dates
-from onshi.core.infile import InputError, TextLines, csv_header, csv_records, open_input
-from onshi.v1 import enrollment_pb2 as pb
-from onshi.v1 import qualification_pb2 as qpb
+from ..core import dates
+from ..core.infile import InputError, TextLines, csv_header, csv_records, open_input
+from ..v1 import enrollment_pb2 as pb
+from ..v1 import qualification_pb2 as qpb
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_ANSWER = 1
@@ -53,7 +52,9 @@ def register(subparsers) -> None:
                        help="largest map size in bytes the store may grow to (default 1 TiB)")
     serve.add_argument("--map-size", type=int, default=None,
                        help="initial map size in bytes (default 1 GiB; it doubles on demand)")
-    from onshi.server import trust_options  # mTLS, access log, Trust/Audit/Relay services
+    from ..server import (
+        trust_options,  # mTLS, access log, Trust/Audit/Relay services
+    )
 
     trust_options.add_arguments(serve, relay=True)
     serve.set_defaults(func=_serve)
@@ -74,19 +75,19 @@ def register(subparsers) -> None:
     ingest.add_argument("--batch", type=int, default=500,
                         help="updates per message (StreamUpdateBatches); 1 sends one per message (StreamUpdates)")
     ingest.add_argument("--no-progress", action="store_true")
-    from onshi.server import client
+    from ..client import connection
 
-    client.add_arguments(ingest, target_default=DEFAULT_TARGET, target_env="ONSHI_INGEST_TARGET",
+    connection.add_arguments(ingest, target_default=DEFAULT_TARGET, target_env="ONSHI_INGEST_TARGET",
                          identity_help="default: the insurer certificate covering the file's insurer numbers "
                                        "(insurer:NUMBER,...), operator with --registry")
     ingest.set_defaults(func=_ingest_file)
 
 
 def _serve(args) -> int:
-    from onshi.server import secondary, trust_setup
+    from ..server import trust_setup, writer_server
 
     credentials, interceptors, trust = trust_setup.ingest_trust(args, args.host)
-    return secondary.serve(args.data, host=args.host, port=args.port, grace=args.grace,
+    return writer_server.serve(args.data, host=args.host, port=args.port, grace=args.grace,
                            port_file=args.port_file, map_size=args.map_size, max_map_size=args.max_map_size,
                            credentials=credentials, interceptors=interceptors, trust=trust)
 
@@ -126,9 +127,8 @@ class UpdateStreamer:
     def run(self, updates: Iterable[pb.EnrollmentUpdate],
             on_ack: Callable[[pb.EnrollmentUpdate, pb.EnrollmentAck], None]) -> None:
         import grpc
-
-        from onshi.server.client import AnswerWatch, open_channel
-        from onshi.v1 import enrollment_pb2_grpc
+        from ..client.connection import AnswerWatch, open_channel
+        from ..v1 import enrollment_pb2_grpc
 
         source = iter(updates)
         unacked: collections.deque[pb.EnrollmentUpdate] = collections.deque()  # sent, oldest first
@@ -427,8 +427,7 @@ class Progress:
 
 def _ingest_file(args) -> int:
     import grpc
-
-    from onshi.server import client
+    from ..client import connection
 
     fmt = args.format or ("csv" if args.file.lower().endswith(".csv") else "jsonl")
     message_type, from_csv = (pb.Resident, resident_from_csv) if args.registry else (pb.EnrollmentUpdate, update_from_csv)
@@ -455,14 +454,14 @@ def _ingest_file(args) -> int:
         print(f"onshi ingest-file: --report {args.report}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        connection = client.connect(args, "operator" if args.registry else "insurer:" + ",".join(insurers))
-    except client.ConnectError as exc:
+        conn = connection.connect(args, "operator" if args.registry else "insurer:" + ",".join(insurers))
+    except connection.ConnectError as exc:
         print(f"onshi ingest-file: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     progress = Progress(len(rows), enabled=not args.no_progress)
     try:
         if args.registry:
-            return _send_registry(connection, rows, progress)
+            return _send_registry(conn, rows, progress)
         shown = [0]
 
         def on_ack(update, ack):
@@ -480,26 +479,26 @@ def _ingest_file(args) -> int:
             print(f"\nonshi ingest-file: stream broke ({exc.code().name}); re-sending what had no ack",
                   file=sys.stderr, flush=True)
 
-        from onshi.server.auth import INSURER_KEY
+        from ..server.auth import INSURER_KEY
 
         streamer = UpdateStreamer(args.target, insurers, retries=args.retries, batch=args.batch, on_break=on_break,
-                                  credentials=client.read_credentials(connection.caller.files)
-                                  if connection.secure else None, timeout=args.timeout,
-                                  metadata=tuple(kv for kv in connection.metadata if kv[0] != INSURER_KEY))
+                                  credentials=connection.read_credentials(conn.caller.files)
+                                  if conn.secure else None, timeout=args.timeout,
+                                  metadata=tuple(kv for kv in conn.metadata if kv[0] != INSURER_KEY))
         try:
             streamer.run(rows, on_ack)
         except grpc.RpcError as exc:
             progress.finish()
             line = (f"no ack from {args.target} within {args.timeout:g} s" if streamer.stalled
-                    else client.no_answer(exc, args.target, secure=connection.secure, timeout=args.timeout))
+                    else connection.no_answer(exc, args.target, secure=conn.secure, timeout=args.timeout))
             print(f"onshi ingest-file: {line}", file=sys.stderr)
             _summary(progress)
-            return client.exit_code_of(exc) if not streamer.stalled else EXIT_NO_ANSWER
+            return connection.exit_code_of(exc) if not streamer.stalled else EXIT_NO_ANSWER
         progress.finish()
         _summary(progress)
         return 0
     finally:
-        connection.close()
+        conn.close()
         if report:
             report.close()
 
@@ -514,26 +513,25 @@ def _summary(progress: Progress) -> None:
               f"address notation): their acks name the field and rule (--report)", flush=True)
 
 
-def _send_registry(connection, residents: list, progress: Progress) -> int:
+def _send_registry(conn, residents: list, progress: Progress) -> int:
     import grpc
+    from ..client import connection
+    from ..client.statuses import field_violations
+    from ..v1 import enrollment_pb2_grpc
 
-    from onshi.server import client
-    from onshi.server.errors import field_violations
-    from onshi.v1 import enrollment_pb2_grpc
-
-    stub = enrollment_pb2_grpc.EnrollmentServiceStub(connection.channel)
+    stub = enrollment_pb2_grpc.EnrollmentServiceStub(conn.channel)
     for i in range(0, len(residents), 1000):
         page = residents[i:i + 1000]
         try:
-            stub.PutResidents(pb.PutResidentsRequest(residents=page), timeout=connection.timeout,
-                              metadata=connection.metadata)
+            stub.PutResidents(pb.PutResidentsRequest(residents=page), timeout=conn.timeout,
+                              metadata=conn.metadata)
         except grpc.RpcError as exc:
             progress.finish()
-            line = client.no_answer(exc, connection.target, secure=connection.secure, timeout=connection.timeout)
+            line = connection.no_answer(exc, conn.target, secure=conn.secure, timeout=conn.timeout)
             print(f"onshi ingest-file: {line}", file=sys.stderr)
             for field, description in field_violations(exc)[:20]:
                 print(f"  {field}: {description}", file=sys.stderr)
-            return client.exit_code_of(exc)
+            return connection.exit_code_of(exc)
         for _ in page:
             progress.tick("stored")
     progress.finish()

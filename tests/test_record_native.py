@@ -1,5 +1,5 @@
 """The writer's record byte work (onshi.core.history): the fast path against the
-obvious one, and the native twins (onshi.ext._apply) against the pure ones.
+obvious one, and the native twins (onshi.ext._record) against the pure ones.
 
 compile_history (rows kept encoded, each view's person field spliced in) must
 give the same bytes as compile_history_reference (each view a copy with its
@@ -22,7 +22,7 @@ from onshi.v1 import qualification_pb2 as Q
 from tests import ingest_support as s
 from tests.builders import KYOKAI, LATE, NHI, PAYER, UNION
 
-_apply = twins.load("_apply", "native") if twins.built("_apply") else None
+native_codec = twins.load("_record", "native") if twins.built("_record") else None
 
 text = st.text(alphabet=st.sampled_from("0123456789ABｱｲ０１ 太郎𠮷\U000e0100-"), max_size=12)
 days = st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2100, 12, 31))
@@ -199,20 +199,20 @@ def _outcome(fn, arg):
         return "ValueError"
 
 
-@pytest.mark.skipif(_apply is None, reason="native module not built")
+@pytest.mark.skipif(native_codec is None, reason="native module not built")
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=80))
 def test_native_number_hash_is_the_engines_fnv(key):
-    assert _apply.number_hash(key) == identifiers.number_hash(key)
+    assert native_codec.number_hash(key) == identifiers.number_hash(key)
 
 
 def test_native_twins_are_used_when_built():
-    if _apply is None:
+    if native_codec is None:
         pytest.skip("native module not built")
     if twins.kind() == twins.PURE:
         pytest.skip("ONSHI_ENGINE=pure")
-    assert history.split_record is _apply.split_record
-    assert history.join_record is _apply.join_record
+    assert history.split_record is native_codec.split_record
+    assert history.join_record is native_codec.join_record
 
 
 def test_a_scripted_stream_leaves_canonical_records_that_match_the_model(impl, tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ BENCHMARKS = {
 
 
 def bench_dir() -> Path | None:
-    # src/server/bench_cli.py -> repository root (editable install / checkout)
+    # src/commands/bench.py -> repository root (editable install / checkout)
     here = Path(__file__).resolve().parents[2] / "bench"
     return here if (here / "common.py").exists() else None
 

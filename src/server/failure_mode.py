@@ -18,15 +18,15 @@ from __future__ import annotations
 import unicodedata
 
 import grpc
-from onshi.core import audit, cardproof, dates, history
-from onshi.core.store import link_key
-from onshi.core.unknown import matching
-from onshi.server import auth, handlers, trust_status
-from onshi.server.access_log import describe_answer, link_subject, log_async
-from onshi.server.eligibility import date_day
-from onshi.server.errors import FieldErrors
-from onshi.server.person_directory import PersonDirectory
-from onshi.v1 import trust_pb2, trust_pb2_grpc
+from ..core import audit, cardproof, dates, history
+from ..core.store import link_key
+from ..core.unknown import matching
+from . import auth, handlers, trust_status
+from .access_log import describe_answer, link_subject, log_async
+from .eligibility_service import date_day
+from .errors import FieldErrors
+from .person_directory import PersonDirectory
+from ..v1 import trust_pb2, trust_pb2_grpc
 
 SERVICE_NAME = trust_pb2.DESCRIPTOR.services_by_name["TrustService"].full_name
 MAX_CANDIDATES = 50
@@ -138,7 +138,7 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
 def add_to_server(server, group, trust=None) -> list[str]:
     """TrustService + AuditService + RelayService, when the process has a trust
     layer (`trust`: its trust_setup.IngestTrust)."""
-    from onshi.server import audit_service, relay_service
+    from . import audit_service, relay_service
 
     if trust is None:
         return []

@@ -35,13 +35,13 @@ from collections import defaultdict
 from concurrent import futures
 
 import grpc
-from onshi.core import claims as rules
-from onshi.core import store
-from onshi.core.pure import PureEngine
-from onshi.core.writer import StoreFull
-from onshi.server import access_log, auth, claim_helpers
-from onshi.server.errors import StatusError, bad_request_status, refused
-from onshi.v1 import claims_pb2
+from ..core import claims as rules
+from ..core import store
+from ..core.pure import PureEngine
+from ..core.writer import StoreFull
+from . import access_log, auth, claim_helpers
+from .errors import StatusError, bad_request_status, refused
+from ..v1 import claims_pb2
 
 SERVICE_NAME = claims_pb2.DESCRIPTOR.services_by_name["ClaimService"].full_name
 FACILITY_KEY = "x-onshi-facility"

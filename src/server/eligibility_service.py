@@ -39,11 +39,11 @@ from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
-from onshi.core import dates, identifiers
-from onshi.core.engine import Engine
-from onshi.core.identifiers import InvalidIdentifier
-from onshi.server.errors import FieldErrors, StatusError, bad_request_status
-from onshi.v1 import eligibility_pb2
+from ..core import dates, identifiers
+from ..core.engine import Engine
+from ..core.identifiers import InvalidIdentifier
+from .errors import FieldErrors, StatusError, bad_request_status
+from ..v1 import eligibility_pb2
 
 SERVICE_NAME = "onshi.v1.EligibilityService"
 CheckByCardRequest = eligibility_pb2.CheckByCardRequest
