@@ -15,9 +15,9 @@ from onshi.cli import main as onshi
 from onshi.core import audit
 from onshi.core.audit import AuditLog, AuditRecord
 
-from tests.conftest import native_available
+from tests.conftest import require_native
 
-pytestmark = pytest.mark.skipif(not native_available("_auditlog"), reason="native module not built")
+require_native("_auditlog")
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 records = st.builds(AuditRecord, actor=text, action=text, subject=text,

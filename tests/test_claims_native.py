@@ -28,10 +28,10 @@ from tests.claims_helpers import (
     qual,
     write_people,
 )
-from tests.conftest import native_available
+from tests.conftest import require_native
 
-_claims = twins.load("_claims", "native") if native_available("_claims") else None
-pytestmark = pytest.mark.skipif(_claims is None, reason="native claims pass not built")
+require_native("_claims")
+_claims = twins.load("_claims", "native")
 
 D = dt.date
 # (insurer, symbol, number, branch, acquired, lost) per person; births below

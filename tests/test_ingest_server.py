@@ -26,7 +26,6 @@ from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import enrollment_pb2_grpc
 from onshi.v1 import qualification_pb2 as qpb
 
-pytestmark = pytest.mark.skipif(not s.eligibility_server_available(), reason="onshi serve not built yet")
 
 VALID, INVALID, NO_RECORD = epb.VALIDITY_VALID, epb.VALIDITY_INVALID, epb.VALIDITY_NO_RECORD
 NEWER = epb.VALIDITY_INVALID_NEWER_EXISTS

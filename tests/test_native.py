@@ -23,10 +23,9 @@ from onshi.core.writer import Writer
 from onshi.v1 import eligibility_pb2 as epb
 from onshi.v1 import qualification_pb2 as qpb
 
-from tests.conftest import native_available
+from tests.conftest import require_native
 
-if not native_available():  # in CI the shared suite fails loudly instead
-    pytest.skip("native engine not built", allow_module_level=True)
+require_native()
 
 from onshi.ext._engine import NativeEngine
 

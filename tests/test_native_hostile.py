@@ -31,10 +31,9 @@ from onshi.core.pure import PureEngine
 from onshi.v1 import claims_pb2 as cpb
 
 from tests import sanitized
-from tests.conftest import native_available
+from tests.conftest import require_native
 
-if not native_available():  # in CI the shared suite fails loudly instead
-    pytest.skip("native extensions not built", allow_module_level=True)
+require_native()
 
 from onshi.ext import _record, _auditlog, _cardproof, _claims, _engine  # noqa: E402
 

@@ -21,6 +21,7 @@ from onshi.v1 import qualification_pb2 as Q
 
 from tests import ingest_support as s
 from tests.builders import KYOKAI, LATE, NHI, PAYER, UNION
+from tests.conftest import require_native
 
 native_codec = twins.load("_record", "native") if twins.built("_record") else None
 
@@ -199,16 +200,15 @@ def _outcome(fn, arg):
         return "ValueError"
 
 
-@pytest.mark.skipif(native_codec is None, reason="native module not built")
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=80))
 def test_native_number_hash_is_the_engines_fnv(key):
+    require_native("_record")
     assert native_codec.number_hash(key) == identifiers.number_hash(key)
 
 
 def test_native_twins_are_used_when_built():
-    if native_codec is None:
-        pytest.skip("native module not built")
+    require_native("_record")
     if twins.kind() == twins.PURE:
         pytest.skip("ONSHI_ENGINE=pure")
     assert history.split_record is native_codec.split_record
