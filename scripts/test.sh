@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The test command: set up (with the test, terminal and bench extras), check the stubs are fresh, run pytest.
+# The test command: set up (with the test, terminal, bench and cluster extras), check the stubs are fresh, run pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# terminal: pcscd + vpcd for the card E2E tests; bench: locust for the load smoke test
-ONSHI_EXTRAS=${ONSHI_EXTRAS:-test,terminal,bench} scripts/setup.sh
+# terminal: pcscd + vpcd for the card E2E tests; bench: locust for the load smoke test;
+# cluster: the NATS server and client for the replicated log's tests
+ONSHI_EXTRAS=${ONSHI_EXTRAS:-test,terminal,bench,cluster} scripts/setup.sh
 # A stale generated stub fails here, not in production.
 before=$(cat src/v1/*.py src/v1/*.pyi | sha1sum)
 PY=.venv/bin/python scripts/proto.sh

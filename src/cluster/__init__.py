@@ -1,0 +1,1 @@
+"""The replicated log that read nodes are fed from (docs/CLUSTER.md)."""
