@@ -1,7 +1,7 @@
 """Real nats-server processes for the log's tests: one server, or a 3-node
 JetStream cluster, on 127.0.0.1 in tmp dirs, each syncing every write
 (`sync_interval: always`). Killed with SIGKILL and restarted on the same ports
-and store; stopped by PID at the end.
+and store, or paused with SIGSTOP and resumed; stopped by PID at the end.
 
 NATS clustering cannot listen on port 0 (each server's routes name the
 others' ports before they start), so free ports are picked first: bound to
@@ -95,8 +95,18 @@ class NatsServer:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP: its sockets stay open and silent, as a machine lost without a word."""
+        assert self.proc and self.proc.poll() is None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc and self.proc.poll() is None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a paused server cannot act on SIGTERM
             os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)

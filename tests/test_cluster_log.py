@@ -265,18 +265,26 @@ def test_snapshot_put_and_get(nats1, tmp_path):
     run(go())
 
 
-def test_stream_leader_killed_while_publishing(tmp_path):
-    """SIGKILL the stream's leader of a 3-node cluster (replicas 3, every write
-    synced) while a writer publishes one message at a time and a read node
-    tails. Afterwards every acknowledged message is on the log exactly once, in
-    publish order, its chain intact; the publish in flight at the kill either
-    landed once or raised Unavailable (then its re-send lands once); the tail
-    saw the same log. The publish stall is printed (pytest -s)."""
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
+def test_stream_leader_lost_while_publishing(tmp_path, fault):
+    """The stream's leader of a 3-node cluster (replicas 3, every write synced)
+    is lost while a writer publishes one message at a time and a read node
+    tails: SIGKILLed (its sockets close), or SIGSTOPped with the writer
+    connected to it alone (its sockets stay open and silent: the writer must
+    notice by missed pings and move to a server it learnt from the cluster),
+    then resumed as a stale leader. Afterwards every acknowledged message is
+    on the log exactly once, in publish order, its chain intact; the publish
+    in flight at the fault either landed once or raised Unavailable (then its
+    re-send lands once); the tail saw the same log. The publish stall is
+    printed (pytest -s)."""
 
     async def go(cluster):
-        writer = await JetStreamLog.open(cluster.urls, replicas=3)
+        setup = await JetStreamLog.open(cluster.urls, replicas=3)
+        leader = cluster.server(await setup.stream_leader())
+        await setup.close()
+        writer = await JetStreamLog.open([leader.url] if fault == "SIGSTOP" else cluster.urls, replicas=3)
         reader = await JetStreamLog.open(cluster.urls, replicas=3)
-        total, kill_after = 120, 30
+        total, fault_at = 120, 31
         tailed = []
 
         async def follow():
@@ -288,13 +296,12 @@ def test_stream_leader_killed_while_publishing(tmp_path):
         follower = asyncio.create_task(follow())
         acked, stalls, unavailable = {}, [], []
         previous, last = changes.GENESIS, 0
-        killed = None
         try:
             for n in range(1, total + 1):
-                if n == kill_after + 1:
-                    killed = cluster.server(await writer.stream_leader())
-                    # The kill lands while this publish is in flight.
-                    asyncio.get_running_loop().call_later(0.001, killed.kill)
+                if n == fault_at:
+                    assert await writer.stream_leader() == leader.name
+                    # The fault lands while this publish is in flight.
+                    asyncio.get_running_loop().call_later(0.001, leader.kill if fault == "SIGKILL" else leader.pause)
                 data = commit(n, previous)
                 began = time.monotonic()
                 while True:
@@ -309,7 +316,9 @@ def test_stream_leader_killed_while_publishing(tmp_path):
                 previous, last = changes.digest(data), sequence
             await asyncio.wait_for(follower, 60)
             new_leader = await writer.stream_leader()
-            await asyncio.to_thread(killed.start)
+            await asyncio.to_thread(leader.start if fault == "SIGKILL" else leader.resume)
+            with pytest.raises(Deposed):  # a writer that missed the last message appends nothing
+                await writer.publish(b"stale", "w0-1", total - 1)
             everything = await read(writer, 1, await writer.last_sequence())
         finally:
             await writer.close()
@@ -320,11 +329,11 @@ def test_stream_leader_killed_while_publishing(tmp_path):
         changes.verify_chain(changes.GENESIS, [data for _, data in everything])
         worst, at = max(stalls)
         print(
-            f"\nleader {killed.name} SIGKILLed at publish {kill_after + 1}; new leader {new_leader}; "
+            f"\n{fault} stream leader {leader.name} at publish {fault_at}; new leader {new_leader}; "
             f"longest publish {worst:.2f} s (publish {at}); Unavailable {unavailable}; "
             f"median {sorted(s for s, _ in stalls)[len(stalls) // 2] * 1000:.1f} ms"
         )
-        assert new_leader != killed.name
+        assert new_leader != leader.name
 
     with NatsCluster(tmp_path, size=3) as cluster:
         run(go(cluster), timeout=240)

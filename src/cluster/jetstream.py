@@ -110,6 +110,11 @@ class JetStreamLog:
             max_reconnect_attempts=-1,  # a read node waits out any outage of the log
             reconnect_time_wait=0.25,
             connect_timeout=2,
+            # A server lost without closing its sockets (a machine, a network)
+            # is noticed by missed pings: 3 at 1 s, not nats-py's 2 at 120 s,
+            # so a publish moves to a live server well inside its deadline.
+            ping_interval=1,
+            max_outstanding_pings=3,
         )
         self = cls(nc, deadline=deadline, ack_timeout=ack_timeout, idle_heartbeat=idle_heartbeat)
         try:
@@ -152,8 +157,8 @@ class JetStreamLog:
             except js_errors.APIError as error:
                 if error.err_code == WRONG_LAST_SEQUENCE:
                     raise Deposed(str(error.description)) from None
-                if error.code == 400:  # the request itself is wrong: re-sending cannot help
-                    raise LogError(f"{what}: {error}") from error
+                # Every other refusal is re-tried: even a 400 can be passing
+                # ("no suitable peers for placement" while a cluster forms).
                 last: Exception = error
             except (nats.errors.Error, OSError) as error:  # timeouts, no responders, a lost connection
                 last = error
