@@ -20,7 +20,7 @@ import pytest
 from onshi.cluster import changes
 from onshi.cluster.jetstream import JetStreamLog, server_binary
 from onshi.cluster.log import Deposed, Lag, Log, Unavailable
-from tests.nats_support import NatsCluster, require_cluster_extra
+from tests.nats_support import NatsCluster, free_port, require_cluster_extra
 
 require_cluster_extra()
 
@@ -192,6 +192,11 @@ def test_tail_resumes_after_the_server_is_killed_and_restarted(nats1):
     run(go())
 
 
+def test_no_server_is_unavailable(tmp_path):
+    with pytest.raises(Unavailable, match="no NATS server answered"):
+        run(JetStreamLog.open([f"nats://127.0.0.1:{free_port()}"], deadline=1))
+
+
 def test_publish_to_a_dead_log_is_unavailable_after_its_deadline(nats1):
     async def go():
         log = await JetStreamLog.open(nats1.urls, deadline=1.5, ack_timeout=0.5)
@@ -217,8 +222,9 @@ def test_a_message_over_the_limit_is_refused_before_sending(nats1):
         try:
             with pytest.raises(ValueError, match="over the log"):
                 await log.publish(bytes(log.max_message + 1), "big", 0)
-            with pytest.raises(ValueError, match="msg_id"):
-                await log.publish(b"m", "x" * 201, 0)
+            for bad in ("x" * 201, "", "w1 7", "w1-７"):
+                with pytest.raises(ValueError, match="msg_id"):
+                    await log.publish(b"m", bad, 0)
             assert await log.publish(bytes(log.max_message), "x" * 200, 0) == 1  # the limits themselves fit
         finally:
             await log.close()

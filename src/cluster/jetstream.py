@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -52,7 +53,9 @@ WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a failed Nats-Expected
 DEADLINE = 30.0  # seconds a publish keeps re-sending (an election here takes 5-8 s)
 ACK_TIMEOUT = 2.0  # seconds to wait for one PubAck before re-sending
 HEADER_ROOM = 512  # bytes of a message's max payload left for its headers
-MAX_MSG_ID = 200  # characters: with the other headers well inside HEADER_ROOM
+# A Msg-Id: printable ASCII without spaces (a header parser might trim them),
+# at most 200 characters (with the other headers well inside HEADER_ROOM).
+MSG_ID = re.compile(r"[!-~]{1,200}")
 
 
 def server_binary() -> Path:
@@ -103,26 +106,34 @@ class JetStreamLog:
             # nats-py reports every lost connection here; the caller sees what matters as Unavailable.
             log.debug("nats: %s", error)
 
-        nc = await nats.connect(
-            servers=servers,
-            name=name,
-            error_cb=quiet,
-            max_reconnect_attempts=-1,  # a read node waits out any outage of the log
-            reconnect_time_wait=0.25,
-            connect_timeout=2,
-            # A server lost without closing its sockets (a machine, a network)
-            # is noticed by missed pings: 3 at 1 s, not nats-py's 2 at 120 s,
-            # so a publish moves to a live server well inside its deadline.
-            ping_interval=1,
-            max_outstanding_pings=3,
-        )
-        self = cls(nc, deadline=deadline, ack_timeout=ack_timeout, idle_heartbeat=idle_heartbeat)
+        import nats.errors
+
         try:
-            await self._until_deadline("create the stream", lambda: self._create(replicas))
+            # nats-py tries the servers again and again (the reconnect setting
+            # below covers the first connect too): the deadline bounds it.
+            connecting = nats.connect(
+                servers=servers,
+                name=name,
+                error_cb=quiet,
+                max_reconnect_attempts=-1,  # once connected, a read node waits out any outage of the log
+                reconnect_time_wait=0.25,
+                connect_timeout=2,
+                # A server lost without closing its sockets (a machine, a network)
+                # is noticed by missed pings: 3 at 1 s, not nats-py's 2 at 120 s,
+                # so a publish moves to a live server well inside its deadline.
+                ping_interval=1,
+                max_outstanding_pings=3,
+            )
+            nc = await asyncio.wait_for(connecting, deadline)
+        except (nats.errors.Error, OSError) as error:  # OSError: TimeoutError too
+            raise Unavailable(f"no NATS server answered at {servers} within {deadline:g} s: {error!r}") from error
+        opened = cls(nc, deadline=deadline, ack_timeout=ack_timeout, idle_heartbeat=idle_heartbeat)
+        try:
+            await opened._until_deadline("create the stream", lambda: opened._create(replicas))
         except BaseException:
             await nc.close()
             raise
-        return self
+        return opened
 
     async def _create(self, replicas: int) -> None:
         from nats.js import api
@@ -176,8 +187,8 @@ class JetStreamLog:
 
         if len(message) > self.max_message:
             raise ValueError(f"message of {len(message)} bytes over the log's {self.max_message}")
-        if not 0 < len(msg_id) <= MAX_MSG_ID or not msg_id.isascii() or not msg_id.isprintable():
-            raise ValueError(f"msg_id must be 1..{MAX_MSG_ID} printable ASCII characters (what makes a retry safe)")
+        if not MSG_ID.fullmatch(msg_id):
+            raise ValueError("msg_id must be 1..200 printable ASCII characters, no spaces (it makes a retry safe)")
 
         async def attempt() -> int:
             headers = {Header.MSG_ID: msg_id, Header.EXPECTED_LAST_SEQUENCE: str(expected_last_sequence)}
