@@ -26,11 +26,12 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def open_engine(path: str | os.PathLike, kind: str | None = None) -> Engine:
+def open_engine(path: str | os.PathLike[str], kind: str | None = None) -> Engine:
     """The engine `kind` (native or pure) names, else the one ONSHI_ENGINE does (twins.load)."""
     native = twins.load("_engine", kind)
     if native is not None:
-        return native.NativeEngine(os.fspath(path))
+        engine: Engine = native.NativeEngine(os.fspath(path))
+        return engine
     from .pure import PureEngine
 
     return PureEngine(path)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -40,7 +41,7 @@ MemberNumber = relay_pb2.MemberNumber
 class RelayTokenError(ValueError):
     """The token is refused; `reason` says why (bad signature, wrong recipient...)."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -49,7 +50,7 @@ class TokenSealer:
     """The relay's side: seal to a recipient's key and sign."""
 
     def __init__(self, signing_key: ed25519.Ed25519PrivateKey, recipient_keys: dict[str, rsa.RSAPublicKey],
-                 clock=time.time, lifetime: int = TOKEN_LIFETIME):
+                 clock: Callable[[], float] = time.time, lifetime: int = TOKEN_LIFETIME) -> None:
         self.signing_key = signing_key
         self.recipient_keys = recipient_keys
         self.clock = clock
@@ -123,7 +124,10 @@ def load_public_key(path: str) -> ed25519.Ed25519PublicKey:
 
 def load_private_key(path: str) -> rsa.RSAPrivateKey:
     with open(path, "rb") as f:
-        return serialization.load_pem_private_key(f.read(), password=None)
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{path}: not an RSA key")
+    return key
 
 
 def insurer_keys_from_certificates(paths: list[str]) -> dict[str, rsa.RSAPublicKey]:
