@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import grpc
 from google.type import date_pb2
@@ -31,7 +32,7 @@ from ..v1 import eligibility_pb2, eligibility_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0  # seconds to connect, and for any answer the server owes
-DateLike = dt.date | date_pb2.Date | None
+DateLike: TypeAlias = dt.date | date_pb2.Date | None
 
 # Exit codes shared by the client commands: 1 the server gave no answer
 # (unreachable, refused the connection, stopped answering, failed), 2 the
@@ -154,7 +155,7 @@ def caller_of(args, default_identity: str) -> Caller:
         return Caller(os.path.basename(args.tls_cert), files=(ca, args.tls_cert, args.tls_key))
     if args.pki:
         caller = find_identity(args.pki, wanted)
-        if args.tls_ca:
+        if args.tls_ca and caller.files is not None:  # find_identity gives files
             caller = Caller(caller.label, caller.role, caller.codes, (args.tls_ca, *caller.files[1:]))
         return caller
     role, codes = parse_identity(wanted) if args.identity else (None, ())
@@ -279,7 +280,7 @@ class AnswerWatch:
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.expired = False
-        self._call = None
+        self._call: grpc.Call | None = None  # set by start(), before the watch runs
         self._owed = 0
         self._since = time.monotonic()
         self._lock = threading.Lock()
@@ -305,7 +306,7 @@ class AnswerWatch:
         while not self._stop.wait(min(0.25, self.seconds / 4)):
             with self._lock:
                 late = self._owed and time.monotonic() - self._since > self.seconds
-            if late:
+            if late and self._call is not None:
                 self.expired = True
                 self._call.cancel()
                 return

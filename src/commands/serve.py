@@ -209,7 +209,8 @@ def _check(args) -> int:
             if args.card is not None:
                 response = ask.check_by_card(args.card, as_of)
             else:
-                response = ask.check_by_number(*args.number, birth, as_of)
+                insurer_number, symbol, number, branch = args.number  # nargs=4
+                response = ask.check_by_number(insurer_number, symbol, number, branch, birth, as_of)
     except connection.ConnectError as exc:
         print(f"onshi check: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -310,10 +311,10 @@ def format_response(response: eligibility_pb2.CheckResponse) -> str:
                 f"    特定疾病 specific disease  {DISEASE_TEXT.get(s.disease, s.disease)}  "
                 f"月額上限 cap ¥{s.monthly_cap_yen:,}  {_period(s)}"
             )
-        for s in q.subsidies:
+        for sub in q.subsidies:
             lines.append(
-                f"    公費 subsidy  {s.payer_number}/{s.recipient_number} {s.programme}  "
-                f"{s.burden_ratio_percent}%  cap ¥{s.monthly_cap_yen:,}  {_period(s)}"
+                f"    公費 subsidy  {sub.payer_number}/{sub.recipient_number} {sub.programme}  "
+                f"{sub.burden_ratio_percent}%  cap ¥{sub.monthly_cap_yen:,}  {_period(sub)}"
             )
     for w in response.warnings:
         lines.append(f"注意 warning: {eligibility_pb2.WarningCode.Name(w.code)} {w.message}")
