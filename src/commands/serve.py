@@ -217,7 +217,7 @@ def _check(args) -> int:
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
             print("onshi check: bad input", file=sys.stderr)
-            for name, description in field_violations(exc) or [("", exc.details())]:
+            for name, description in field_violations(exc) or [("", exc.details() or "")]:
                 print(f"  {name}: {description}", file=sys.stderr)
             return EXIT_BAD_INPUT
         line = connection.no_answer(exc, args.target, secure=conn.secure, timeout=args.timeout)

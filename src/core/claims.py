@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import lmdb
 from google.protobuf.message import DecodeError
 from google.type import date_pb2
+
+from ..v1 import claims_pb2, qualification_pb2
 from . import dates, history, identifiers, store, twins, unknown
 from .dated import Certificate
-from ..v1 import claims_pb2, qualification_pb2
 
 if TYPE_CHECKING:
-    from .writer import Writer
     from ..ext._claims import Batch
+    from .writer import Writer
 
 OK = claims_pb2.OUTCOME_OK
 REROUTE = claims_pb2.OUTCOME_REROUTE

@@ -215,7 +215,7 @@ class GroupWriter:
         `failed`); a job that raises ends the transaction with _JobFailed."""
         started = time.perf_counter()
         try:
-            out = []
+            out: list[object] = []
             for i, fn in enumerate(fns):
                 if i in failed:
                     out.append(None)
@@ -233,7 +233,7 @@ class GroupWriter:
     def _deliver(self, batch: list, results: list | None, failed: dict, error: BaseException | None) -> None:
         for i, (_, done, _) in enumerate(batch):
             try:
-                if error is not None:
+                if results is None:  # with an error: nothing was written
                     done(None, error)
                 else:
                     done(results[i], failed.get(i))
