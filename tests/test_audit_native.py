@@ -11,10 +11,10 @@ import threading
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from onshi.cli import main as onshi
 from onshi.core import audit
 from onshi.core.audit import AuditLog, AuditRecord
-
 from tests.conftest import require_native
 
 require_native("_auditlog")

@@ -12,10 +12,10 @@ import os
 import shutil
 
 import pytest
+
 from onshi.cli import main as onshi
 from onshi.core import audit, twins
 from onshi.core.audit import AuditLog
-
 from tests.test_audit_log import offsets, rec, segment
 
 KEY = bytes(range(32))

@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onshi.core import cardproof, twins
 
+from onshi.core import cardproof, twins
 from tests.conftest import require_native
 
 require_native("_cardproof")

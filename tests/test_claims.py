@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from onshi.core import claims as rules
 from onshi.core import unknown
 from onshi.core.engine import open_engine
@@ -15,7 +16,6 @@ from onshi.core.store import open_env
 from onshi.core.writer import Writer
 from onshi.v1 import claims_pb2 as cpb
 from onshi.v1 import qualification_pb2 as qpb
-
 from tests.claims_helpers import (
     ELDERLY,
     KUMIAI,
@@ -173,7 +173,7 @@ def test_returns_with_reasons(opened):
         # a period with a day after the death
         "partly-uncovered": claim("r8", NHI, "国", "9-9", "00", D(1940, 1, 1), D(2024, 3, 1), D(2024, 3, 20)),
     }
-    verdicts = dict(zip(cases, opened.verify(*cases.values())))
+    verdicts = dict(zip(cases, opened.verify(*cases.values()), strict=True))
     assert all(v.outcome == cpb.OUTCOME_RETURN for v in verdicts.values())
     reasons = {k: v.return_reason for k, v in verdicts.items()}
     assert reasons == {
@@ -362,7 +362,7 @@ def test_largest_remainder_sums_to_the_whole(total, weights):
     parts = rules.largest_remainder(total, weights)
     assert sum(parts) == total
     whole = sum(weights)
-    for part, w in zip(parts, weights):
+    for part, w in zip(parts, weights, strict=True):
         assert abs(part - total * w / whole) < 1  # each within one point of its exact share
 
 

@@ -15,10 +15,10 @@ import threading
 
 import grpc
 import pytest
+
 from onshi.client import connection
 from onshi.commands.ingest import CSV_COLUMNS
 from onshi.v1 import enrollment_pb2, enrollment_pb2_grpc
-
 from tests import ingest_support as s
 from tests.trust_helpers import FACILITY, INSURER_A, INSURER_B, build_store, pki_dir, secure_channel
 

@@ -11,10 +11,10 @@ import time
 import grpc
 import pytest
 
+from onshi.commands.ingest import UpdateStreamer
 from onshi.core import enrollment
 from onshi.core.store import open_env
 from onshi.core.writer import Writer, WriteTxn
-from onshi.commands.ingest import UpdateStreamer
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import enrollment_pb2_grpc
 from tests import ingest_support as s

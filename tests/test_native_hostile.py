@@ -26,17 +26,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from onshi.core import cardproof, history
 from onshi.core.pure import PureEngine
 from onshi.v1 import claims_pb2 as cpb
-
 from tests import sanitized
 from tests.conftest import require_native
 
 require_native()
 
-from onshi.ext import _record, _auditlog, _cardproof, _claims, _engine  # noqa: E402
-
+from onshi.ext import _auditlog, _cardproof, _claims, _engine, _record  # noqa: E402
 from tests.test_native import birth_day, number_keys, serial, write_persons  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,7 +123,7 @@ def close_race(root: str, iterations: int) -> None:
         errors: list[BaseException] = []
         started = threading.Barrier(5)
 
-        def hammer():
+        def hammer(native=native, errors=errors, started=started):
             started.wait()
             while True:
                 try:
@@ -134,7 +133,7 @@ def close_race(root: str, iterations: int) -> None:
                     if "closed" not in str(exc):
                         errors.append(exc)
                     return
-                except BaseException as exc:  # pragma: no cover - reported below
+                except BaseException as exc:  # noqa: BLE001 - any failure in the thread is reported below
                     errors.append(exc)
                     return
 
@@ -470,7 +469,6 @@ def test_a_damaged_replay_lock_refuses_the_proof():
     """A lock error other than EBUSY/EOWNERDEAD was ignored and the table written
     unlocked; now it refuses (fail closed) with a status of its own."""
     from onshi.server import trust_status
-
     from tests.test_trust_cardproof import verifier
     from tests.trust_helpers import FACILITY, proof_fields
     table = cardproof.SharedReplayCache(300, slots=64, kind="native")
@@ -501,7 +499,7 @@ def card_certificate(kind: str) -> tuple[bytes, object]:
     with open(os.path.join(base, "ca.key.pem"), "rb") as f:
         ca_key = serialization.load_pem_private_key(f.read(), None)
     key = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kind)]))
             .issuer_name(ca.subject).public_key(key.public_key()).serial_number(0x4242)
             .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
@@ -528,7 +526,6 @@ def test_card_keys_that_are_not_pkcs1_rsa_are_card_proof_refusals(kind):
     to pass), a key the parsers refuse (ValueError: INTERNAL at the server) and
     an EC key are all the same refusal: an untrusted card certificate."""
     from onshi.server import trust_status
-
     from tests.test_trust_cardproof import verifier
     from tests.trust_helpers import FACILITY
     der, key = card_certificate(kind)

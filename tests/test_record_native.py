@@ -15,10 +15,10 @@ import datetime as dt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from onshi.core import dates, enrollment, history, identifiers, registry, twins
 from onshi.core.writer import Writer, WriteTxn
 from onshi.v1 import qualification_pb2 as Q
-
 from tests import ingest_support as s
 from tests.builders import KYOKAI, LATE, NHI, PAYER, UNION
 from tests.conftest import require_native
@@ -80,7 +80,7 @@ def histories(draw):
     quals = draw(st.lists(qualifications(), min_size=1, max_size=6))
     shared = draw(persons())
     owners = [shared if draw(st.booleans()) else draw(persons()) for _ in quals]
-    return dates.to_day(draw(days)), list(zip(owners, quals))
+    return dates.to_day(draw(days)), list(zip(owners, quals, strict=True))
 
 
 def _valid(pairs) -> bool:
@@ -131,7 +131,7 @@ def test_rows_rebuilt_from_their_views_encode_to_the_same_record(h, data):
     _, rows = history.decode_rows(value)
     keep = data.draw(st.lists(st.booleans(), min_size=len(rows), max_size=len(rows)))
     mixed = [r if k else history.encode_row(history.dated(r), r.person, birth, r.number_key)
-             for r, k in zip(rows, keep)]
+             for r, k in zip(rows, keep, strict=True)]
     assert mixed == rows
     assert history.compile_history(birth, mixed)[0] == value
 

@@ -421,7 +421,7 @@ class Verifier:
 
     engine: anything with histories_by_number(keys) and history_by_link(link_id)
     (native or pure engine); basic4_env: an lmdb.Environment on the same store for
-    the 不詳 index (the writer's env in the secondary process, a read-only env in
+    the 不詳 index (the writer's env in the writer process, a read-only env in
     the CLI). Number lookups for a whole batch are one engine call; only claims
     the headers cannot settle as OK are decoded. kind: the plain claims' native
     pass (onshi.ext._claims, whose reference these rules are) or none, as

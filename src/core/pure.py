@@ -35,7 +35,7 @@ class PureEngine:
     @classmethod
     def over_env(cls, env: lmdb.Environment) -> PureEngine:
         """A pure engine reading through an environment already open in this
-        process (the writer's, in the secondary process): py-lmdb refuses to open
+        process (the writer process's): py-lmdb refuses to open
         one path twice. close() then leaves the environment to its owner."""
         self = cls.__new__(cls)
         self.env = env

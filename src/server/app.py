@@ -64,7 +64,7 @@ SERVER_OPTIONS = (
     # No bandwidth-delay-product probing: it grows flow-control windows for
     # bulk streams, and these are small unary calls. With a card proof (~1.6 KB
     # per request) it cost ~2 thread switches and 10-20 us of server CPU per
-    # check (bench/RESULTS.md, Trust); the secondary server's claim streams keep it.
+    # check (bench/RESULTS.md, Trust); the writer process's claim streams keep it.
     ("grpc.http2.bdp_probe", 0),
 )
 

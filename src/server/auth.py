@@ -46,7 +46,7 @@ from ..core.pki import CERT_URN
 # Which roles may call what. Unknown onshi methods are denied (deny by default);
 # health and reflection are open to any authenticated caller.
 POLICY: dict[str, frozenset[str]] = {
-    # A bare card_serial is allowed only to the internal roles; eligibility.py's
+    # A bare card_serial is allowed only to the internal roles; eligibility_service's
     # card_proof hook enforces that facilities present a card proof.
     "/onshi.v1.EligibilityService/CheckByCard": frozenset({FACILITY, REVIEW, OPERATOR}),
     "/onshi.v1.EligibilityService/CheckByNumber": frozenset({FACILITY, REVIEW, OPERATOR}),

@@ -1,6 +1,6 @@
-"""ClaimService (DOMAIN.md §6) in the secondary process, beside ingestion.
+"""ClaimService (DOMAIN.md §6) in the writer process (`onshi ingest-serve`), beside ingestion.
 
-VerifyClaims is a bidirectional stream on the secondary's grpc.aio server: the
+VerifyClaims is a bidirectional stream on the writer process's grpc.aio server: the
 handler (an async generator on the event loop) reads one batch, has it verified
 on a pool thread and yields its verdicts. gRPC asks for the next verdicts only
 after the previous message went to the transport, which hands it over only

@@ -1,4 +1,4 @@
-"""EligibilityService's trust hooks (eligibility.py: `card_proof`, `audit`).
+"""EligibilityService's trust hooks (eligibility_service: `card_proof`, `audit`).
 
 The caller comes from the role interceptor, which took it once for the call
 (auth: a behaviour marked `takes_caller` receives it); both hooks also work on

@@ -6,7 +6,7 @@ caller's mistake. So services, health and reflection alike are registered
 through `Services(server)`: the method handlers they add are handed to gRPC as
 bytes-in handlers that parse the body themselves and answer INVALID_ARGUMENT
 (field violation "request") when it does not parse — the eligibility
-service's rule (eligibility.py parses by hand for the same reason), for every
+service's rule (eligibility_service parses by hand for the same reason), for every
 service. The wrapping happens once, at registration: nothing per call beyond
 the parse gRPC would have made anyway.
 
