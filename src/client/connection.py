@@ -27,6 +27,7 @@ from typing import TypeAlias
 
 import grpc
 from google.type import date_pb2
+
 from ..core import dates
 from ..v1 import eligibility_pb2, eligibility_pb2_grpc
 
@@ -106,6 +107,7 @@ def parse_identity(text: str) -> tuple[str, tuple[str, ...]]:
 def find_identity(pki_dir: str, wanted: str) -> Caller:
     """The client certificate of an `onshi pki init` directory that `wanted` names."""
     from cryptography import x509
+
     from ..core import pki
     from ..core.callers import ROLES
 
@@ -203,7 +205,7 @@ class Connection:
 
 
 def read_credentials(files: tuple[str, str, str]) -> grpc.ChannelCredentials:
-    ca, cert, key = files
+    _ca, _cert, _key = files
     blobs = []
     for path in files:
         try:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar, cast
 
 from google.protobuf import json_format
+
 from ..core import dates
 from ..core.infile import InputError, TextLines, csv_header, csv_records, open_input
 from ..v1 import enrollment_pb2 as pb
@@ -115,7 +116,7 @@ class UpdateStreamer:
         broken off and counts as a break (after a break, each attempt waits up
         to `timeout` for the server to come back)."""
         self.target = target
-        self.metadata = ((INSURER_METADATA, ",".join(sorted(set(insurers)))),) + tuple(metadata)
+        self.metadata = ((INSURER_METADATA, ",".join(sorted(set(insurers)))), *tuple(metadata))
         self.window = window
         self.batch = max(1, min(batch, window))
         self.retries = retries
@@ -128,6 +129,7 @@ class UpdateStreamer:
     def run(self, updates: Iterable[pb.EnrollmentUpdate],
             on_ack: Callable[[pb.EnrollmentUpdate, pb.EnrollmentAck], None]) -> None:
         import grpc
+
         from ..client.connection import AnswerWatch, open_channel
         from ..v1 import enrollment_pb2_grpc
 
@@ -205,10 +207,9 @@ class UpdateStreamer:
                     return
                 except grpc.RpcError as exc:
                     stop.set()
-                    with taking:  # the generator is not inside take(): every update is accounted for
-                        with lock:
-                            resend.extendleft(reversed(unacked))
-                            unacked.clear()
+                    with taking, lock:  # the generator is not inside take(): every update is accounted for
+                        resend.extendleft(reversed(unacked))
+                        unacked.clear()
                     self.stalled = bool(watch and watch.expired)
                     retry = exc.code().name in self.RETRYABLE and (acked_once or self.timeout is None)
                     if not retry or attempt >= self.retries:
@@ -442,6 +443,7 @@ class Progress:
 
 def _ingest_file(args) -> int:
     import grpc
+
     from ..client import connection
 
     fmt = args.format or ("csv" if args.file.lower().endswith(".csv") else "jsonl")
@@ -530,6 +532,7 @@ def _summary(progress: Progress) -> None:
 
 def _send_registry(conn, residents: list, progress: Progress) -> int:
     import grpc
+
     from ..client import connection
     from ..client.statuses import field_violations
     from ..v1 import enrollment_pb2_grpc

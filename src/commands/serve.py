@@ -198,6 +198,7 @@ def _date_arg(text: str | None, name: str):
 
 def _check(args) -> int:
     import grpc
+
     from ..client import connection
     from ..client.statuses import field_violations
 
@@ -239,6 +240,7 @@ def _check(args) -> int:
 def _health(args) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     from ..client import connection
 
     try:

@@ -267,7 +267,7 @@ class AuditLog:
         self.durable = durable
         self.segment_bytes = segment_bytes
         self.clock = clock
-        self._lockfile = open(os.path.join(self.stream_dir, "lock"), "a+b")
+        self._lockfile = open(os.path.join(self.stream_dir, "lock"), "a+b")  # noqa: SIM115 - the writer's lock, for its life
         try:
             fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -451,7 +451,7 @@ class AuditLog:
             self._batch = _Batch(self._lock)
         try:
             self._write(batch.records)
-        except BaseException as exc:  # disk full, EIO: every waiter learns it
+        except BaseException as exc:  # noqa: BLE001 - disk full, EIO: every waiter learns it
             # Fail-stop: a partial write may be on disk, so nothing more is
             # appended after it; answers stop until an operator restarts.
             batch.error = exc
@@ -857,7 +857,7 @@ def record_event(directory: str, event: str, stream: str, seq: int, records: int
     """Append one event to the manifest (durable on return)."""
     with _manifest_locked(directory):
         m = _writable_manifest(directory, key)
-        events = m.events + [StreamEvent(event, stream, seq, records, last_hash.hex(), time_ns or time.time_ns())]
+        events = [*m.events, StreamEvent(event, stream, seq, records, last_hash.hex(), time_ns or time.time_ns())]
         _write_manifest(directory, events, key)
 
 
@@ -1007,7 +1007,7 @@ def read(directory: str, match: Callable[[AuditRecord], bool] | None = None) -> 
         for _, path in segment_files(stream_dir):
             found: list[AuditRecord] = []
 
-            def visit(_pos: int, body: bytes) -> None:
+            def visit(_pos: int, body: bytes, found: list[AuditRecord] = found) -> None:
                 rec = decode(body)
                 if match is None or match(rec):
                     found.append(rec)
@@ -1222,7 +1222,7 @@ def seal(directory: str, key: bytes | None = None) -> list[str]:
     locks = []
     try:
         for stream_dir in streams(directory):
-            lock = open(os.path.join(stream_dir, "lock"), "a+b")
+            lock = open(os.path.join(stream_dir, "lock"), "a+b")  # noqa: SIM115 - all held until sealed
             locks.append(lock)
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

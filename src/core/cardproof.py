@@ -42,8 +42,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from . import history, identifiers, pki, twins
+
 from ..v1 import audit_pb2, eligibility_pb2
+from . import history, identifiers, pki, twins
 
 if TYPE_CHECKING:
     from ..ext._cardproof import NonceTable
@@ -352,7 +353,7 @@ class SharedReplayCache:
             self._mm = mmap.mmap(-1, size)  # anonymous, shared with forked children
             # Between processes a POSIX record lock on an unlinked file: the kernel
             # drops it if a worker dies holding it (a semaphore would stay taken).
-            self._lock_file = tempfile.TemporaryFile()
+            self._lock_file = tempfile.TemporaryFile()  # noqa: SIM115 - the cache's lock, for its life
             self._lock_at = 0
         # POSIX locks do not exclude threads of one process: a thread lock too.
         self._thread_lock = threading.Lock()
@@ -361,7 +362,7 @@ class SharedReplayCache:
         import fcntl
 
         kind = self.LOCK_NATIVE if native else self.LOCK_RECORD
-        f = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b", buffering=0)
+        f = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b", buffering=0)  # noqa: SIM115 - mapped for the cache's life
         try:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -116,9 +116,8 @@ def payer_runs(entries: list[history.Entry], billed_hash: int | None,
         billed = -1
         for i, e in enumerate(entries):
             if e.acquisition_day <= day < e.loss_day and history.shown(e, day):
-                if billed_hash is not None and e.number_hash == billed_hash:
-                    if billed < 0:
-                        billed = i
+                if billed_hash is not None and e.number_hash == billed_hash and billed < 0:
+                    billed = i
                 key = (e.acquisition_day, e.loss_day, e.number_hash)
                 if best_key is None or key > best_key:
                     best, best_key = i, key
@@ -208,9 +207,7 @@ def _cert_valid(cert: Certificate, day: int) -> bool:
     if cert.HasField("valid_from") and dates.to_day(dates.from_proto(cert.valid_from)) > day:
         return False
     # valid_until is the last valid day (有効期限), inclusive.
-    if cert.HasField("valid_until") and dates.to_day(dates.from_proto(cert.valid_until)) < day:
-        return False
-    return True
+    return not (cert.HasField("valid_until") and dates.to_day(dates.from_proto(cert.valid_until)) < day)
 
 
 def certificate_view(q: qualification_pb2.Qualification,
@@ -353,7 +350,7 @@ def apportion(unresolved_points: int, paid: dict[str, int]) -> list[tuple[str, i
     if not insurers:
         return []
     shares = largest_remainder(unresolved_points, [paid[i] for i in insurers])
-    return [(i, paid[i], s) for i, s in zip(insurers, shares)]
+    return [(i, paid[i], s) for i, s in zip(insurers, shares, strict=True)]
 
 
 def _number_not_found() -> Decision:
@@ -434,7 +431,7 @@ class Verifier:
         self.basic4_db: lmdb._Database | None
         try:
             self.basic4_db = basic4_env.open_db(b"basic4", create=False)
-        except Exception:  # lmdb.NotFoundError, or a read-only env without the DB
+        except lmdb.Error:  # NotFoundError, or a read-only env without the DB
             self.basic4_db = None  # a store built before the index: 不詳 stays UNRESOLVED
         # insurer number as sent -> (normalised, late-elderly?), _UNKNOWN, or why it is invalid
         self._insurers: dict[str, tuple[str, bool] | str | identifiers.InvalidIdentifier] = {}
@@ -753,7 +750,7 @@ def fill_verdict(v: claims_pb2.Verdict, d: Decision, points: int, *, facility: b
     if d.runs:
         assert d.value is not None  # a decision with runs carries the history they index into
         _, entries = history.parse_history(d.value)
-        for run, pts in zip(d.runs, run_points(points, d.runs)):
+        for run, pts in zip(d.runs, run_points(points, d.runs), strict=True):
             if facility and run.payer != BILLED:
                 v.detail = WITHHELD
                 continue
@@ -787,7 +784,7 @@ def ledger_row(c: claims_pb2.Claim, v: claims_pb2.Verdict, normalized: dict[str,
 def ledger_items(claims: Sequence[claims_pb2.Claim], response: claims_pb2.VerifyClaimsResponse,
                  normalized: dict[str, str]) -> list[tuple[bytes, bytes, bytes]]:
     """Every claim's ledger row, in claim order (pack_ledger groups them)."""
-    return [ledger_row(c, v, normalized) for c, v in zip(claims, response.verdicts)]
+    return [ledger_row(c, v, normalized) for c, v in zip(claims, response.verdicts, strict=True)]
 
 
 def _denied(i: int, c: claims_pb2.Claim, facility: str) -> str:

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 
 from google.type import date_pb2
 
+from ..v1 import claims_pb2 as cpb
+from ..v1 import qualification_pb2 as qpb
 from . import dates
 from .infile import (
     TextLines,
     csv_header,
     csv_records,
 )
-from ..v1 import claims_pb2 as cpb
-from ..v1 import qualification_pb2 as qpb
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_ANSWER = 1

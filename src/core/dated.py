@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from google.protobuf.message import Message
 
-from . import dates
 from ..v1 import qualification_pb2 as qpb
+from . import dates
 
 if TYPE_CHECKING:
     from _typeshed import SupportsRichComparison

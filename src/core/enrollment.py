@@ -28,6 +28,7 @@ Databases: those store.DATABASES lists as kept by "enrollment" (opened by `open_
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -36,12 +37,12 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from google.type import date_pb2
 
+from ..v1 import enrollment_pb2 as pb
+from ..v1 import qualification_pb2 as qpb
 from . import dated, dates, history, identifiers, persons, registry, store
 from .identifiers import InvalidIdentifier
 from .store import link_id_of, link_key
-from .writer import WriteTxn, Writer
-from ..v1 import enrollment_pb2 as pb
-from ..v1 import qualification_pb2 as qpb
+from .writer import Writer, WriteTxn
 
 ACCEPTED = pb.ENROLLMENT_OUTCOME_ACCEPTED
 DUPLICATE = pb.ENROLLMENT_OUTCOME_DUPLICATE
@@ -58,7 +59,7 @@ SEP = b"\x1f"
 ADDING = ("acquisition", "dependent_addition")
 ENDING = ("loss", "dependent_removal")
 AMENDING = ("burden_ratio_change", "certificates_change", "subsidies_change")
-REGISTERING = ADDING + ("basic_information_change",)  # checked against the registry
+REGISTERING = (*ADDING, "basic_information_change")  # checked against the registry
 
 _Entry = TypeVar("_Entry", bound=Message)  # a message kept in an LMDB database
 
@@ -86,7 +87,7 @@ def bulk_load_residents(writer: Writer, residents: Iterable[tuple[int, pb.Reside
         links.append((resident_id.encode(), link_key(link_id)))
     records.sort()
     links.sort()
-    for (a, _), (b, _) in zip(links, links[1:]):
+    for (a, _), (b, _) in itertools.pairwise(links):
         if a == b:
             raise ValueError(f"resident {a.decode()} appears twice")
     writer._put_sorted("registry", records)
@@ -369,7 +370,7 @@ class _Stored:
     """A resident's link and history rows, read once per update in its
     transaction (the gate and the change both look at them)."""
 
-    __slots__ = ("wtxn", "resident_id", "_read", "link_id", "birth_day", "rows")
+    __slots__ = ("_read", "birth_day", "link_id", "resident_id", "rows", "wtxn")
 
     def __init__(self, wtxn: WriteTxn, resident_id: str):
         self.wtxn = wtxn

@@ -43,10 +43,11 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO, TypeVar
 
 from google.type import date_pb2
+
+from ..v1 import qualification_pb2 as pb
 from . import dates, identifiers
 from . import insurers as ins
 from .writer import Writer
-from ..v1 import qualification_pb2 as pb
 
 REFERENCE = dt.date(2026, 4, 1)
 HORIZON = dt.date(2028, 3, 31)
@@ -859,8 +860,8 @@ def with_residents(writer: Writer, stream: Iterable[PersonRow], chunk: int = 100
     resident registry (the J-LIS stand-in), so insurers' updates for generated
     people match their registry record instead of being quarantined as unknown.
     Resident IDs follow link IDs, so each chunk appends in key order."""
-    from .enrollment import bulk_load_residents
     from ..v1 import enrollment_pb2
+    from .enrollment import bulk_load_residents
 
     pending = []
     for link_id, person, quals, serial_key in stream:

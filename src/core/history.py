@@ -30,9 +30,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ..v1 import eligibility_pb2, qualification_pb2
 from . import dated as dated_parts
 from . import dates, identifiers, twins
-from ..v1 import eligibility_pb2, qualification_pb2
 
 VERSION = 2
 HEADER = struct.Struct("<HHi")
@@ -235,7 +235,7 @@ def decode_rows(value: bytes) -> tuple[int, list[Row]]:
     last = None
     for acq, loss, nhash, first, end, person, body in entries:
         if last is not None and last.acquisition_day == acq and last.loss_day == loss and last.number_hash == nhash:
-            last = rows[-1] = last._replace(views=last.views + (View(first, end, body),))
+            last = rows[-1] = last._replace(views=(*last.views, View(first, end, body)))
             continue
         last = Row(acq, loss, nhash, known(body) or _body_key(body), person, (View(first, end, body),))
         rows.append(last)
@@ -365,7 +365,7 @@ def compile_history_reference(persons: list[qualification_pb2.Person],
         raise ValueError(f"at most {MAX_QUALIFICATIONS} qualifications per person")
     rows = []
     keys = []
-    for person, q in zip(persons, qualifications):
+    for person, q in zip(persons, qualifications, strict=True):
         key = qualification_number_key(q)
         d = dated_parts.of_qualification(q)
         acq, loss = d.acquisition_day, d.loss_day

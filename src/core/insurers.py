@@ -114,7 +114,7 @@ def build_catalogue(rng: random.Random, municipalities: int = 760, unions: int =
     number (the 広域連合 of the prefecture issues one number per municipality)."""
     cat = Catalogue()
     total_pop = sum(p[2] for p in PREFECTURES)
-    for code, pref, pop, _ in PREFECTURES:
+    for code, pref, _pop, _ in PREFECTURES:
         cat.add(Insurer(with_check_digit(f"01{code:02d}001"), f"全国健康保険協会{pref}支部", KYOKAI, code, 0))
     cat.add(Insurer(with_check_digit("0213001"), "全国健康保険協会船員保険部", SEAMEN, 13, 0))
 

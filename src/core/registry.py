@@ -35,8 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import address, dates, kana, kanji
 from ..v1 import enrollment_pb2, qualification_pb2
+from . import address, dates, kana, kanji
 
 if TYPE_CHECKING:
     from .writer import WriteTxn

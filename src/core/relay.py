@@ -28,8 +28,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from google.protobuf.message import DecodeError
-from . import pki
+
 from ..v1 import relay_pb2
+from . import pki
 
 SIGNING_PREFIX = b"onshi/v1/relay-token\n"
 TOKEN_LIFETIME = 24 * 3600

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import lmdb
 
+from ..v1 import claims_pb2, qualification_pb2
 from . import dates, history, persons
 from .store import link_id_of, link_key
-from ..v1 import claims_pb2, qualification_pb2
 
 _DAY_OFFSET = 1 << 31
 MAX_KANA_BYTES = 300  # keeps the key under LMDB's 511-byte limit

@@ -17,11 +17,11 @@ from typing import IO, Any, TypeVar
 
 import lmdb
 
+from ..v1 import qualification_pb2
 from . import dates, history, identifiers, persons, store, unknown
 from .history import Row
 from .persons import Timeline
 from .store import link_id_of, link_key, open_env
-from ..v1 import qualification_pb2
 
 T = TypeVar("T")
 SPILL_ROWS = 16_000_000  # bulk_load rows held in memory per index (~2 GB of tuples); 10M persons never spill
@@ -61,7 +61,7 @@ class Writer:
     def close(self) -> None:
         self.env.close()
 
-    def apply(self, change: Callable[["WriteTxn"], T]) -> T:
+    def apply(self, change: Callable[[WriteTxn], T]) -> T:
         """Run `change` in one write transaction, committed durably before returning.
 
         The map grows on demand: on MDB_MAP_FULL the transaction is aborted, the map

@@ -1,7 +1,8 @@
 """Typed stub of the compiled native engine (src/ext/_engine.pyx)."""
 
 import os
-from typing import ClassVar, Iterable
+from collections.abc import Iterable
+from typing import ClassVar
 
 class LmdbError(RuntimeError):
     """An unexpected liblmdb error; `code` is its return code."""

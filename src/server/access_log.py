@@ -108,7 +108,7 @@ def write_claims(log: audit.AuditLog, caller: auth.Caller | None, claims, verdic
     else:
         purpose = "claim review"
     records = []
-    for claim, verdict in zip(claims, verdicts):
+    for claim, verdict in zip(claims, verdicts, strict=True):
         try:
             subject = number_subject(identifiers.number_key(claim.insurer_number, claim.symbol, claim.number,
                                                             claim.branch))

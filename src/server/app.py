@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from . import eligibility_service, handlers
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -276,7 +277,7 @@ class _Workers:
                 lambda kind: os.write(ready_w, f"{os.getpid()} {kind}\n".encode()),
                 stop,
             )
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - a forked worker reports anything and exits below
             traceback.print_exc()
         finally:
             sys.stdout.flush()

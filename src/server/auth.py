@@ -29,7 +29,6 @@ allowed to narrow the certificate.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 import threading
@@ -39,6 +38,7 @@ from typing import Any
 
 import grpc
 from cryptography import x509
+
 from ..core import pki
 from ..core.callers import FACILITY, FACILITY_KEY, INSURER, INSURER_KEY, OPERATOR, REVIEW, ROLE_KEY, ROLES, is_loopback
 from ..core.pki import CERT_URN

@@ -39,11 +39,12 @@ from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
+
 from ..core import dates, identifiers
 from ..core.engine import Engine
 from ..core.identifiers import InvalidIdentifier
-from .errors import FieldErrors, StatusError, bad_request_status
 from ..v1 import eligibility_pb2
+from .errors import FieldErrors, StatusError, bad_request_status
 
 SERVICE_NAME = "onshi.v1.EligibilityService"
 CheckByCardRequest = eligibility_pb2.CheckByCardRequest

@@ -19,15 +19,16 @@ import functools
 import unicodedata
 
 import grpc
+
 from ..core import audit, cardproof, dates, history
 from ..core.store import link_key
 from ..core.unknown import matching
+from ..v1 import trust_pb2, trust_pb2_grpc
 from . import auth, handlers, trust_status
 from .access_log import describe_answer, link_subject, log_async
 from .eligibility_service import date_day
 from .errors import FieldErrors
 from .person_directory import PersonDirectory
-from ..v1 import trust_pb2, trust_pb2_grpc
 
 SERVICE_NAME = trust_pb2.DESCRIPTOR.services_by_name["TrustService"].full_name
 MAX_CANDIDATES = 50

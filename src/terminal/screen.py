@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 
 from google.protobuf import json_format
+
 from ..v1 import eligibility_pb2, qualification_pb2
 
 
