@@ -35,13 +35,5 @@ class NativeEngine:
     def _directory_stats(self) -> dict[str, tuple[str, int, int, int]]:
         """{database: (state, pages, predicted, mispredicted)} of the batch prefetch directories."""
 
-def _tune(
-    *,
-    directories: bool | None = None,
-    prefetch_bytes_per_page: int | None = None,
-    word_compare_keys: bool | None = None,
-    prefetch_stride_bytes: int | None = None,
-    targeted_prefetch: bool | None = None,
-) -> None:
-    """Benchmark knobs (bench/engine.py): turn each batch technique off to measure it.
-    word_compare_keys applies to engines opened afterwards."""
+def variant() -> str:
+    """The techniques this build leaves out ("" for the production build)."""
