@@ -189,13 +189,11 @@ def test_batch_keeps_the_keys_its_items_make_alive(engines):
                                                                                        18600)
 
 
-def test_tuning_knobs_refuse_a_stride_that_never_advances(engines):
-    native, _ = engines
-    with pytest.raises(ValueError):
-        _engine._tune(prefetch_stride_bytes=0)
-    with pytest.raises(ValueError):
-        _engine._tune(prefetch_stride_bytes=-64)
-    assert native.check_by_card_batch([serial(1)], 18600) == [native.check_by_card(serial(1), 18600)]
+def test_the_engine_a_server_loads_has_every_technique_and_no_switch():
+    """The batch techniques are left out only in a variant build for the bench
+    (setup.py, ONSHI_ENGINE_VARIANT); the built module has no way to turn them off."""
+    assert _engine.variant() == ""
+    assert not any(name.startswith("_tune") or "knob" in name for name in dir(_engine))
 
 
 def test_an_engine_is_initialised_once(engines, store):
@@ -223,10 +221,6 @@ def test_engine_entry_points_take_hostile_arguments(engines, key, day, birth, li
     assert raw is None or history.parse_history(raw)
     ordinary(native.check_by_card_batch, key, day)  # a bytes object iterates as ints
     ordinary(_engine.NativeEngine, key)
-    try:
-        ordinary(_engine._tune, directories=birth, prefetch_bytes_per_page=link, prefetch_stride_bytes=day)
-    finally:
-        _engine._tune(directories=True, prefetch_bytes_per_page=1 << 30, prefetch_stride_bytes=64)
     assert native.check_by_card(serial(3), 18600) == pure.check_by_card(serial(3), 18600)
 
 

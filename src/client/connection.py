@@ -23,15 +23,17 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import grpc
 from google.type import date_pb2
+
 from ..core import dates
 from ..v1 import eligibility_pb2, eligibility_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0  # seconds to connect, and for any answer the server owes
-DateLike = dt.date | date_pb2.Date | None
+DateLike: TypeAlias = dt.date | date_pb2.Date | None
 
 # Exit codes shared by the client commands: 1 the server gave no answer
 # (unreachable, refused the connection, stopped answering, failed), 2 the
@@ -105,6 +107,7 @@ def parse_identity(text: str) -> tuple[str, tuple[str, ...]]:
 def find_identity(pki_dir: str, wanted: str) -> Caller:
     """The client certificate of an `onshi pki init` directory that `wanted` names."""
     from cryptography import x509
+
     from ..core import pki
     from ..core.callers import ROLES
 
@@ -154,7 +157,7 @@ def caller_of(args, default_identity: str) -> Caller:
         return Caller(os.path.basename(args.tls_cert), files=(ca, args.tls_cert, args.tls_key))
     if args.pki:
         caller = find_identity(args.pki, wanted)
-        if args.tls_ca:
+        if args.tls_ca and caller.files is not None:  # find_identity gives files
             caller = Caller(caller.label, caller.role, caller.codes, (args.tls_ca, *caller.files[1:]))
         return caller
     role, codes = parse_identity(wanted) if args.identity else (None, ())
@@ -202,7 +205,7 @@ class Connection:
 
 
 def read_credentials(files: tuple[str, str, str]) -> grpc.ChannelCredentials:
-    ca, cert, key = files
+    _ca, _cert, _key = files
     blobs = []
     for path in files:
         try:
@@ -279,7 +282,7 @@ class AnswerWatch:
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.expired = False
-        self._call = None
+        self._call: grpc.Call | None = None  # set by start(), before the watch runs
         self._owed = 0
         self._since = time.monotonic()
         self._lock = threading.Lock()
@@ -305,7 +308,7 @@ class AnswerWatch:
         while not self._stop.wait(min(0.25, self.seconds / 4)):
             with self._lock:
                 late = self._owed and time.monotonic() - self._since > self.seconds
-            if late:
+            if late and self._call is not None:
                 self.expired = True
                 self._call.cancel()
                 return

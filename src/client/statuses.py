@@ -17,7 +17,7 @@ def _status(error: grpc.RpcError):
 def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
     """Client side: the (field, description) pairs of an INVALID_ARGUMENT error."""
     status = _status(error)
-    out = []
+    out: list[tuple[str, str]] = []
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             br = error_details_pb2.BadRequest()

@@ -110,7 +110,7 @@ def _cmd_compact(args) -> int:
         return 2
     total = 0
     for stream_dir in streams(args.dir):
-        lock = open(os.path.join(stream_dir, "lock"), "a+b")
+        lock = open(os.path.join(stream_dir, "lock"), "a+b")  # noqa: SIM115 - held past this block, closed below
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

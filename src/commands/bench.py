@@ -47,6 +47,9 @@ def run(args) -> int:
         return 2
     sys.path.insert(0, str(where))
     spec = importlib.util.spec_from_file_location(f"onshi_bench_{args.name}", where / f"{args.name}.py")
+    if spec is None or spec.loader is None:
+        print(f"onshi bench: cannot load bench/{args.name}.py", file=sys.stderr)
+        return 2
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     saved = sys.argv

@@ -126,6 +126,7 @@ class _ClaimStream:
     def results(self):
         """Yields (claims, lines, response)."""
         import grpc
+
         from ..client.statuses import field_violations
         from ..v1 import claims_pb2_grpc
 

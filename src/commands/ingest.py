@@ -17,8 +17,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar, cast
 
 from google.protobuf import json_format
+
 from ..core import dates
 from ..core.infile import InputError, TextLines, csv_header, csv_records, open_input
 from ..v1 import enrollment_pb2 as pb
@@ -114,7 +116,7 @@ class UpdateStreamer:
         broken off and counts as a break (after a break, each attempt waits up
         to `timeout` for the server to come back)."""
         self.target = target
-        self.metadata = ((INSURER_METADATA, ",".join(sorted(set(insurers)))),) + tuple(metadata)
+        self.metadata = ((INSURER_METADATA, ",".join(sorted(set(insurers)))), *tuple(metadata))
         self.window = window
         self.batch = max(1, min(batch, window))
         self.retries = retries
@@ -127,6 +129,7 @@ class UpdateStreamer:
     def run(self, updates: Iterable[pb.EnrollmentUpdate],
             on_ack: Callable[[pb.EnrollmentUpdate, pb.EnrollmentAck], None]) -> None:
         import grpc
+
         from ..client.connection import AnswerWatch, open_channel
         from ..v1 import enrollment_pb2_grpc
 
@@ -153,6 +156,7 @@ class UpdateStreamer:
                     while not room.acquire(timeout=0.1 if block else 0):
                         if stop.is_set() or not block:
                             return None
+                    update: pb.EnrollmentUpdate | None
                     if resend:
                         update = resend.popleft()
                     else:
@@ -203,10 +207,9 @@ class UpdateStreamer:
                     return
                 except grpc.RpcError as exc:
                     stop.set()
-                    with taking:  # the generator is not inside take(): every update is accounted for
-                        with lock:
-                            resend.extendleft(reversed(unacked))
-                            unacked.clear()
+                    with taking, lock:  # the generator is not inside take(): every update is accounted for
+                        resend.extendleft(reversed(unacked))
+                        unacked.clear()
                     self.stalled = bool(watch and watch.expired)
                     retry = exc.code().name in self.RETRYABLE and (acked_once or self.timeout is None)
                     if not retry or attempt >= self.retries:
@@ -232,12 +235,18 @@ CSV_COLUMNS = (
     "specific_diseases", "subsidies", "effective_date",
 )
 REGISTRY_COLUMNS = ("resident_id", "name", "name_kana", "birth_date", "sex", "address", "postcode")
-SEX = {"": 0, "1": qpb.SEX_MALE, "m": qpb.SEX_MALE, "male": qpb.SEX_MALE, "男": qpb.SEX_MALE,
+SEX = {"": qpb.SEX_UNSPECIFIED, "1": qpb.SEX_MALE, "m": qpb.SEX_MALE, "male": qpb.SEX_MALE, "男": qpb.SEX_MALE,
        "2": qpb.SEX_FEMALE, "f": qpb.SEX_FEMALE, "female": qpb.SEX_FEMALE, "女": qpb.SEX_FEMALE}
-RELATIONSHIP = {"": 0, "insured": qpb.RELATIONSHIP_INSURED, "本人": qpb.RELATIONSHIP_INSURED, "1": 1,
-                "dependent": qpb.RELATIONSHIP_DEPENDENT, "家族": qpb.RELATIONSHIP_DEPENDENT, "2": 2}
-LOSS_REASON = {"": 0, "01": 1, "1": 1, "death": 1, "02": 2, "2": 2, "public_assistance": 2,
-               "03": 3, "3": 3, "other_insurance": 3, "99": 99, "other": 99}
+RELATIONSHIP = {"": qpb.RELATIONSHIP_UNSPECIFIED, "insured": qpb.RELATIONSHIP_INSURED,
+                "本人": qpb.RELATIONSHIP_INSURED, "1": qpb.RELATIONSHIP_INSURED,
+                "dependent": qpb.RELATIONSHIP_DEPENDENT, "家族": qpb.RELATIONSHIP_DEPENDENT,
+                "2": qpb.RELATIONSHIP_DEPENDENT}
+_DEATH, _ASSISTANCE = qpb.LOSS_REASON_DEATH, qpb.LOSS_REASON_PUBLIC_ASSISTANCE
+_OTHER_INSURANCE, _OTHER = qpb.LOSS_REASON_OTHER_INSURANCE, qpb.LOSS_REASON_OTHER
+LOSS_REASON = {"": qpb.LOSS_REASON_UNSPECIFIED, "01": _DEATH, "1": _DEATH, "death": _DEATH,
+               "02": _ASSISTANCE, "2": _ASSISTANCE, "public_assistance": _ASSISTANCE,
+               "03": _OTHER_INSURANCE, "3": _OTHER_INSURANCE, "other_insurance": _OTHER_INSURANCE,
+               "99": _OTHER, "other": _OTHER}
 CHANGES = ("acquisition", "loss", "dependent_addition", "dependent_removal", "burden_ratio_change",
            "certificates_change", "subsidies_change", "basic_information_change")
 
@@ -267,7 +276,10 @@ def _int(text: str, field: str, line: int) -> int:
         raise BadRow(line, f"{field}: not a number: {text!r}") from None
 
 
-def _lookup(table: dict, text: str, field: str, line: int) -> int:
+_Value = TypeVar("_Value")
+
+
+def _lookup(table: dict[str, _Value], text: str, field: str, line: int) -> _Value:
     key = text.strip().lower()
     if key not in table:
         raise BadRow(line, f"{field}: unknown value {text!r} (one of {', '.join(k for k in table if k)})")
@@ -315,18 +327,19 @@ def update_from_csv(row: dict, line: int) -> pb.EnrollmentUpdate:
     if change not in CHANGES:
         raise BadRow(line, f"change: one of {', '.join(CHANGES)} expected, not {g('change')!r}")
     number = pb.InsuredNumber(symbol=g("symbol"), number=g("number"), branch=g("branch"))
-    certificates = {}
+    elderly: qpb.ElderlyRecipientCertificate | None = None
+    limit: qpb.LimitAmountCertificate | None = None
     if g("elderly_ratio") or g("elderly_from"):
         e = qpb.ElderlyRecipientCertificate(burden_ratio_percent=_int(g("elderly_ratio"), "elderly_ratio", line))
         _set_date(e, "valid_from", _date(g("elderly_from"), "elderly_from", line))
         _set_date(e, "valid_until", _date(g("elderly_until"), "elderly_until", line))
-        certificates["elderly_recipient"] = e
+        elderly = e
     if g("limit_category") or g("limit_from"):
         lim = qpb.LimitAmountCertificate(category=g("limit_category"),
                                          standard_burden_reduction=g("limit_reduction").lower() in ("1", "true", "yes"))
         _set_date(lim, "valid_from", _date(g("limit_from"), "limit_from", line))
         _set_date(lim, "valid_until", _date(g("limit_until"), "limit_until", line))
-        certificates["limit_amount"] = lim
+        limit = lim
     diseases = _json_list(g("specific_diseases"), qpb.SpecificDiseaseCertificate, "specific_diseases", line)
     subsidies = _json_list(g("subsidies"), qpb.PublicExpenseSubsidy, "subsidies", line)
     if change in ("acquisition", "dependent_addition"):
@@ -335,8 +348,9 @@ def update_from_csv(row: dict, line: int) -> pb.EnrollmentUpdate:
             relationship=_lookup(RELATIONSHIP, g("relationship"), "relationship", line),
             burden_ratio_percent=_int(g("burden_ratio"), "burden_ratio", line),
             preschool=g("preschool").lower() in ("1", "true", "yes"),
-            card_kind=_enum(qpb.CardKind, g("card_kind"), "CARD_KIND_", "card_kind", line),
-            specific_diseases=diseases, subsidies=subsidies, **certificates)
+            # proto3 enums are open: a number the schema does not name is kept as sent
+            card_kind=cast(qpb.CardKind, _enum(qpb.CardKind, g("card_kind"), "CARD_KIND_", "card_kind", line)),
+            specific_diseases=diseases, subsidies=subsidies, elderly_recipient=elderly, limit_amount=limit)
         _set_date(q, "acquisition_date", _date(g("acquisition_date"), "acquisition_date", line))
         getattr(update, change).qualification.CopyFrom(q)
     elif change in ("loss", "dependent_removal"):
@@ -350,8 +364,10 @@ def update_from_csv(row: dict, line: int) -> pb.EnrollmentUpdate:
     elif change == "certificates_change":
         c = update.certificates_change
         c.insured_number.CopyFrom(number)
-        for name, value in certificates.items():
-            getattr(c, name).CopyFrom(value)
+        if elderly is not None:
+            c.elderly_recipient.CopyFrom(elderly)
+        if limit is not None:
+            c.limit_amount.CopyFrom(limit)
         c.specific_diseases.extend(diseases)
     elif change == "subsidies_change":
         update.subsidies_change.insured_number.CopyFrom(number)
@@ -427,6 +443,7 @@ class Progress:
 
 def _ingest_file(args) -> int:
     import grpc
+
     from ..client import connection
 
     fmt = args.format or ("csv" if args.file.lower().endswith(".csv") else "jsonl")
@@ -483,7 +500,7 @@ def _ingest_file(args) -> int:
 
         streamer = UpdateStreamer(args.target, insurers, retries=args.retries, batch=args.batch, on_break=on_break,
                                   credentials=connection.read_credentials(conn.caller.files)
-                                  if conn.secure else None, timeout=args.timeout,
+                                  if conn.caller.files is not None else None, timeout=args.timeout,
                                   metadata=tuple(kv for kv in conn.metadata if kv[0] != INSURER_KEY))
         try:
             streamer.run(rows, on_ack)
@@ -515,6 +532,7 @@ def _summary(progress: Progress) -> None:
 
 def _send_registry(conn, residents: list, progress: Progress) -> int:
     import grpc
+
     from ..client import connection
     from ..client.statuses import field_violations
     from ..v1 import enrollment_pb2_grpc

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 
 from cryptography import x509
+
 from ..core.pki import (
     CALLER_CRL,
     init,

@@ -198,6 +198,7 @@ def _date_arg(text: str | None, name: str):
 
 def _check(args) -> int:
     import grpc
+
     from ..client import connection
     from ..client.statuses import field_violations
 
@@ -209,14 +210,15 @@ def _check(args) -> int:
             if args.card is not None:
                 response = ask.check_by_card(args.card, as_of)
             else:
-                response = ask.check_by_number(*args.number, birth, as_of)
+                insurer_number, symbol, number, branch = args.number  # nargs=4
+                response = ask.check_by_number(insurer_number, symbol, number, branch, birth, as_of)
     except connection.ConnectError as exc:
         print(f"onshi check: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
             print("onshi check: bad input", file=sys.stderr)
-            for name, description in field_violations(exc) or [("", exc.details())]:
+            for name, description in field_violations(exc) or [("", exc.details() or "")]:
                 print(f"  {name}: {description}", file=sys.stderr)
             return EXIT_BAD_INPUT
         line = connection.no_answer(exc, args.target, secure=conn.secure, timeout=args.timeout)
@@ -238,6 +240,7 @@ def _check(args) -> int:
 def _health(args) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     from ..client import connection
 
     try:
@@ -310,10 +313,10 @@ def format_response(response: eligibility_pb2.CheckResponse) -> str:
                 f"    特定疾病 specific disease  {DISEASE_TEXT.get(s.disease, s.disease)}  "
                 f"月額上限 cap ¥{s.monthly_cap_yen:,}  {_period(s)}"
             )
-        for s in q.subsidies:
+        for sub in q.subsidies:
             lines.append(
-                f"    公費 subsidy  {s.payer_number}/{s.recipient_number} {s.programme}  "
-                f"{s.burden_ratio_percent}%  cap ¥{s.monthly_cap_yen:,}  {_period(s)}"
+                f"    公費 subsidy  {sub.payer_number}/{sub.recipient_number} {sub.programme}  "
+                f"{sub.burden_ratio_percent}%  cap ¥{sub.monthly_cap_yen:,}  {_period(sub)}"
             )
     for w in response.warnings:
         lines.append(f"注意 warning: {eligibility_pb2.WarningCode.Name(w.code)} {w.message}")

@@ -139,7 +139,8 @@ def _check(args) -> int:
         if birth is None:
             print("onshi terminal check: --number needs --birth YYYY-MM-DD", file=sys.stderr)
             return EXIT_USAGE
-        result = check.check_number(config, *args.number, birth, as_of=as_of)
+        insurer_number, symbol, number, branch = args.number  # nargs=4
+        result = check.check_number(config, insurer_number, symbol, number, branch, birth, as_of=as_of)
     sys.stdout.write(screen.to_json(result) if args.json else screen.render_text(result))
     sys.stdout.flush()
     return result.exit_code

@@ -74,7 +74,7 @@ def kanji_number(text: str) -> int:
     return total + digit
 
 
-def _to_digits(match: re.Match) -> str:
+def _to_digits(match: re.Match[str]) -> str:
     return str(kanji_number(match.group(1)))
 
 

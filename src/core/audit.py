@@ -59,10 +59,14 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from . import twins
+
+if TYPE_CHECKING:
+    from ..ext._auditlog import GroupCommit
 
 MAGIC = b"ONSHIAUD"
 VERSION = 1
@@ -88,6 +92,27 @@ HEAD_MAC_CONTEXT = b"onshi/v1/audit-head\n"
 MANIFEST_MAC_CONTEXT = b"onshi/v1/audit-manifest\n"
 MANIFEST = "manifest"
 MANIFEST_MAGIC = "onshi-audit-manifest 1"
+
+
+class Point(TypedDict):
+    """Where a stream's chain is: its segment, records so far, chain value (hex)."""
+    seq: int
+    records: int
+    hash: str
+
+
+class Head(Point, total=False):
+    """The head file (head_line): a Point, with its MAC when the log is keyed."""
+    mac: str
+
+
+class ExternalAnchor(TypedDict):
+    """What anchor_of gives and verify(against=) takes."""
+    directory: str
+    time_ns: int
+    manifest_events: int
+    manifest_digest: str
+    streams: dict[str, Point]
 
 
 class ManifestError(RuntimeError):
@@ -120,7 +145,7 @@ def head_mac(key: bytes, stream: str, seq: int, records: int, hash_hex: str) -> 
 
 def head_line(stream: str, seq: int, records: int, last_hash: bytes, key: bytes | None = None) -> bytes:
     """The head file's bytes (the native writer writes the same)."""
-    fields = {"seq": seq, "records": records, "hash": last_hash.hex()}
+    fields: Head = {"seq": seq, "records": records, "hash": last_hash.hex()}
     if key:
         fields["mac"] = head_mac(key, stream, seq, records, fields["hash"])
     return json.dumps(fields).encode().ljust(HEAD_SIZE - 1) + b"\n"
@@ -242,7 +267,7 @@ class AuditLog:
         self.durable = durable
         self.segment_bytes = segment_bytes
         self.clock = clock
-        self._lockfile = open(os.path.join(self.stream_dir, "lock"), "a+b")
+        self._lockfile = open(os.path.join(self.stream_dir, "lock"), "a+b")  # noqa: SIM115 - the writer's lock, for its life
         try:
             fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -285,7 +310,7 @@ class AuditLog:
         self._fill = threading.Condition(self._lock)  # a gathering leader waits here
         native = twins.load("_auditlog", kind)
         self._rotate_code = native.ROTATE if native is not None else None
-        self._core = native.GroupCommit(
+        self._core: GroupCommit | None = native.GroupCommit(
             self.fd, self._head_fd, self.size, self.allocated, self.seq, self.total, self.last_hash, durable,
             segment_bytes, PREALLOCATE, key or b"", stream.encode()) if native is not None else None
         if self._core is not None:
@@ -375,7 +400,7 @@ class AuditLog:
     def append(self, record: AuditRecord) -> None:
         self.append_many((record,))
 
-    def append_many(self, records) -> None:
+    def append_many(self, records: Sequence[AuditRecord]) -> None:
         """Add records and return once they are durable (raises if writing failed).
 
         No writer thread: the first caller finding nobody writing becomes the
@@ -396,7 +421,7 @@ class AuditLog:
             bodies.append(encode(r, now))
         if self._core is not None:
             if self._core.append(bodies) == self._rotate_code:  # durable; this caller rotates
-                self._rotate_native()
+                self._rotate_native(self._core)
             return
         with self._lock:
             if self._closing:
@@ -426,7 +451,7 @@ class AuditLog:
             self._batch = _Batch(self._lock)
         try:
             self._write(batch.records)
-        except BaseException as exc:  # disk full, EIO: every waiter learns it
+        except BaseException as exc:  # noqa: BLE001 - disk full, EIO: every waiter learns it
             # Fail-stop: a partial write may be on disk, so nothing more is
             # appended after it; answers stop until an operator restarts.
             batch.error = exc
@@ -503,9 +528,8 @@ class AuditLog:
         record_event(self.directory, "rotate", self.stream, self.seq, self.total, self.last_hash, self.key,
                      self.clock())
 
-    def _rotate_native(self) -> None:
+    def _rotate_native(self, core: GroupCommit) -> None:
         """The native group commit made this caller the writer for a rotation."""
-        core = self._core
         self.size, self.allocated, self.total, self.last_hash = core.size, core.allocated, core.total, core.last_hash
         try:
             self._rotate()
@@ -636,7 +660,7 @@ def scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None,
     return scan
 
 
-def _head(stream_dir: str) -> dict | None:
+def _head(stream_dir: str) -> Head | None:
     """The head tripwire: records acknowledged so far (None if absent/unreadable)."""
     try:
         with open(os.path.join(stream_dir, "head"), "rb") as f:
@@ -647,10 +671,10 @@ def _head(stream_dir: str) -> dict | None:
     if not (isinstance(head, dict) and isinstance(head.get("seq"), int) and isinstance(head.get("records"), int)
             and isinstance(head.get("hash"), str) and isinstance(head.get("mac", ""), str)):
         return None
-    return head
+    return cast(Head, head)  # its fields checked above
 
 
-def head_problem(head: dict | None, stream: str, key: bytes | None) -> str | None:
+def head_problem(head: Head | None, stream: str, key: bytes | None) -> str | None:
     """Why a head cannot be trusted under `key` (None: fine, or no head)."""
     if head is None:
         return None
@@ -664,7 +688,7 @@ def head_problem(head: dict | None, stream: str, key: bytes | None) -> str | Non
     return None
 
 
-def _unacknowledged(scan: SegmentScan, head: dict | None) -> bool:
+def _unacknowledged(scan: SegmentScan, head: Head | None) -> bool:
     """A bad record at the end of the live segment is a crash mid-write only if
     no acknowledged record is lost: the head must not count past the good ones.
     Without a head only a plain truncation qualifies."""
@@ -673,7 +697,7 @@ def _unacknowledged(scan: SegmentScan, head: dict | None) -> bool:
     return head["records"] <= scan.records_before + scan.count and head["seq"] <= scan.seq
 
 
-def _anchor_record(stream_dir: str) -> dict | None:
+def _anchor_record(stream_dir: str) -> Point | None:
     """The compaction anchor {seq, records, hash}, None if there is none;
     ValueError if it is there but unreadable."""
     path = os.path.join(stream_dir, "anchor")
@@ -690,7 +714,7 @@ def _anchor_record(stream_dir: str) -> dict | None:
             raise TypeError
     except (KeyError, TypeError, ValueError):
         raise ValueError("anchor unreadable") from None
-    return a
+    return cast(Point, a)  # its fields checked above
 
 
 def _anchor(stream_dir: str) -> tuple[bytes, int]:
@@ -783,7 +807,7 @@ def _write_manifest(directory: str, events: list[StreamEvent], key: bytes | None
 
 
 @contextlib.contextmanager
-def _manifest_locked(directory: str):
+def _manifest_locked(directory: str) -> Iterator[None]:
     with open(os.path.join(directory, MANIFEST + ".lock"), "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
@@ -833,7 +857,7 @@ def record_event(directory: str, event: str, stream: str, seq: int, records: int
     """Append one event to the manifest (durable on return)."""
     with _manifest_locked(directory):
         m = _writable_manifest(directory, key)
-        events = m.events + [StreamEvent(event, stream, seq, records, last_hash.hex(), time_ns or time.time_ns())]
+        events = [*m.events, StreamEvent(event, stream, seq, records, last_hash.hex(), time_ns or time.time_ns())]
         _write_manifest(directory, events, key)
 
 
@@ -858,7 +882,7 @@ def streams(directory: str) -> list[str]:
                   if os.path.isdir(os.path.join(directory, d)))
 
 
-def verify(directory: str, key: bytes | None = None, against: dict | None = None) -> VerifyReport:
+def verify(directory: str, key: bytes | None = None, against: ExternalAnchor | None = None) -> VerifyReport:
     """Check every stream's hash chain, segment links, anchor and head, and
     that every stream the manifest names exists and passes through each point
     the manifest (and `against`, an earlier `anchor_of`) recorded for it.
@@ -892,7 +916,7 @@ def verify(directory: str, key: bytes | None = None, against: dict | None = None
     return report
 
 
-def _check_manifest_prefix(report: VerifyReport, m: Manifest, against: dict) -> None:
+def _check_manifest_prefix(report: VerifyReport, m: Manifest, against: ExternalAnchor) -> None:
     count = against.get("manifest_events", 0)
     digest = hashlib.sha256("".join(e.line() + "\n" for e in m.events[:count]).encode()).hexdigest()
     if len(m.events) < count or digest != against.get("manifest_digest"):
@@ -900,7 +924,8 @@ def _check_manifest_prefix(report: VerifyReport, m: Manifest, against: dict) -> 
                     f"{len(m.events)} now): rewritten or rolled back")
 
 
-def _verify_stream(report: VerifyReport, name: str, stream_dir: str, points: list, compactions: set,
+def _verify_stream(report: VerifyReport, name: str, stream_dir: str, points: list[tuple[int, int, str, str]],
+                   compactions: set[tuple[int, int, str]],
                    key: bytes | None, registered: bool, keyed: bool) -> None:
     report.streams += 1
     segs = segment_files(stream_dir)
@@ -982,7 +1007,7 @@ def read(directory: str, match: Callable[[AuditRecord], bool] | None = None) -> 
         for _, path in segment_files(stream_dir):
             found: list[AuditRecord] = []
 
-            def visit(_pos, body):
+            def visit(_pos: int, body: bytes, found: list[AuditRecord] = found) -> None:
                 rec = decode(body)
                 if match is None or match(rec):
                     found.append(rec)
@@ -1016,7 +1041,7 @@ def build_index(segment_path: str) -> bytes:
     """Sorted (subject digest, offset) entries of a sealed segment."""
     entries: list[tuple[int, int]] = []
 
-    def visit(pos, body):
+    def visit(pos: int, body: bytes) -> None:
         for key in subject_keys(decode(body)):
             entries.append((_key_digest(key), pos))
 
@@ -1103,7 +1128,7 @@ def read_about(directory: str, keys: set[str]) -> Iterator[AuditRecord]:
             if i == len(segs) - 1:  # live: scan
                 found: list[AuditRecord] = []
 
-                def visit(_pos, body, found=found):
+                def visit(_pos: int, body: bytes, found: list[AuditRecord] = found) -> None:
                     rec = decode(body)
                     if subject_keys(rec) & keys:
                         found.append(rec)
@@ -1162,18 +1187,20 @@ def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq
 
 # --- external anchors and adoption -------------------------------------------------
 
-def anchor_of(directory: str) -> dict:
+def anchor_of(directory: str) -> ExternalAnchor:
     """Where every stream's chain is now (its head) and how far the manifest
     goes: keep it off the host (printed by `onshi audit anchor`); `verify(...,
     against=it)` later fails if the log no longer reaches it."""
     m = load_manifest(directory)
-    out = {"directory": os.path.abspath(directory), "time_ns": time.time_ns(), "manifest_events": len(m.events),
+    out: ExternalAnchor = {
+           "directory": os.path.abspath(directory), "time_ns": time.time_ns(), "manifest_events": len(m.events),
            "manifest_digest": hashlib.sha256("".join(e.line() + "\n" for e in m.events).encode()).hexdigest(),
            "streams": {}}
     for stream_dir in streams(directory):
         head = _head(stream_dir)
         if head is not None:
-            out["streams"][os.path.basename(stream_dir)] = {k: head[k] for k in ("seq", "records", "hash")}
+            out["streams"][os.path.basename(stream_dir)] = Point(seq=head["seq"], records=head["records"],
+                                                                 hash=head["hash"])
     return out
 
 
@@ -1195,7 +1222,7 @@ def seal(directory: str, key: bytes | None = None) -> list[str]:
     locks = []
     try:
         for stream_dir in streams(directory):
-            lock = open(os.path.join(stream_dir, "lock"), "a+b")
+            lock = open(os.path.join(stream_dir, "lock"), "a+b")  # noqa: SIM115 - all held until sealed
             locks.append(lock)
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

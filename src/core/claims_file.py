@@ -7,13 +7,16 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 
+from google.type import date_pb2
+
+from ..v1 import claims_pb2 as cpb
+from ..v1 import qualification_pb2 as qpb
 from . import dates
 from .infile import (
     TextLines,
     csv_header,
     csv_records,
 )
-from ..v1 import claims_pb2 as cpb
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_ANSWER = 1
@@ -31,12 +34,13 @@ OUT_COLUMNS = ("claim_id", "outcome", "insurer_number", "symbol", "number", "bra
 KINDS = {"": cpb.CLAIM_KIND_UNSPECIFIED, "medical": cpb.CLAIM_KIND_MEDICAL, "dental": cpb.CLAIM_KIND_DENTAL,
          "pharmacy": cpb.CLAIM_KIND_PHARMACY, "医科": cpb.CLAIM_KIND_MEDICAL, "歯科": cpb.CLAIM_KIND_DENTAL,
          "調剤": cpb.CLAIM_KIND_PHARMACY}
-SEXES = {"": 0, "1": 1, "2": 2, "m": 1, "f": 2, "male": 1, "female": 2, "男": 1, "女": 2}
+SEXES = {"": qpb.SEX_UNSPECIFIED, "1": qpb.SEX_MALE, "2": qpb.SEX_FEMALE, "m": qpb.SEX_MALE, "f": qpb.SEX_FEMALE,
+         "male": qpb.SEX_MALE, "female": qpb.SEX_FEMALE, "男": qpb.SEX_MALE, "女": qpb.SEX_FEMALE}
 TRUE = {"1", "true", "yes", "y"}
 
 
 class BadRow(ValueError):
-    def __init__(self, line: int, field: str, description: str):
+    def __init__(self, line: int, field: str, description: str) -> None:
         super().__init__(f"line {line}: {field}: {description}" if line else f"{field}: {description}")
 
 
@@ -44,7 +48,7 @@ def outcome_name(outcome: int) -> str:
     return cpb.Outcome.Name(outcome).removeprefix("OUTCOME_")
 
 
-def _date(row: dict, field: str, line: int, required: bool = True):
+def _date(row: dict[str, str], field: str, line: int, required: bool = True) -> date_pb2.Date | None:
     text = (row.get(field) or "").strip()
     if not text:
         if required:
@@ -60,7 +64,7 @@ def _split(text: str | None) -> list[str]:
     return [p for p in (text or "").replace(",", ";").replace(" ", ";").split(";") if p]
 
 
-def parse_row(row: dict, line: int) -> cpb.Claim:
+def parse_row(row: dict[str, str], line: int) -> cpb.Claim:
     for field in REQUIRED:
         if not (row.get(field) or "").strip():
             raise BadRow(line, field, "required")

@@ -35,11 +35,13 @@ import datetime as dt
 import json
 import os
 from dataclasses import dataclass
+from typing import TypedDict
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .callers import ROLES
@@ -86,6 +88,18 @@ FORGED_CARD = ("forged", 0x1001)  # same serial as valid-1, signed by the rogue 
 class Issued:
     cert: x509.Certificate
     key: rsa.RSAPrivateKey
+
+
+class Client(TypedDict):
+    role: str
+    codes: list[str]  # facility codes or insurer numbers
+
+
+class Manifest(TypedDict):
+    """What init() wrote (manifest.json)."""
+    cards: dict[str, dict[str, str]]  # card name -> serial, not_before, not_after, state
+    clients: dict[str, Client]  # certificate stem -> its caller
+    created: str
 
 
 def now_utc() -> dt.datetime:
@@ -202,11 +216,19 @@ def crl_serials(data: bytes, ca_certs: list[x509.Certificate], what: str = "a co
     try:
         crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
                else x509.load_der_x509_crl(data))
-        if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in ca_certs):
+        if not any(crl.issuer == ca.subject and _signed_by(crl, ca) for ca in ca_certs):
             raise ValueError(f"revocation list is not signed by {what}")
         return frozenset(r.serial_number for r in crl)
     except (x509.InvalidVersion, TypeError, UnsupportedAlgorithm) as exc:  # the parser's, not ValueErrors
         raise ValueError(f"not a revocation list ({exc})") from None
+
+
+def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    key = ca.public_key()
+    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey,
+                            ed448.Ed448PublicKey, dsa.DSAPublicKey)):
+        return False  # a key that cannot sign (X25519, X448, ML-KEM)
+    return crl.is_signature_valid(key)
 
 
 def make_crl(ca: Issued, revoked_serials: list[int], *, days: int = 7) -> x509.CertificateRevocationList:
@@ -229,7 +251,7 @@ def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def key_pem(key) -> bytes:
+def key_pem(key: PrivateKeyTypes) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -257,15 +279,17 @@ def load_issued(cert_path: str, key_path: str) -> Issued:
         cert = x509.load_pem_x509_certificate(f.read())
     with open(key_path, "rb") as f:
         key = serialization.load_pem_private_key(f.read(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{key_path}: not an RSA key")
     return Issued(cert, key)
 
 
-def init(out: str) -> dict:
+def init(out: str) -> Manifest:
     """Create the whole test PKI under `out`; returns the card index."""
     now = now_utc()
     jpki = make_ca("JPKI test CA for user authentication", org="J-LIS test")
     save_issued(os.path.join(out, "jpki"), "ca", jpki)
-    index = {}
+    index: dict[str, dict[str, str]] = {}
     revoked = []
     for name, (serial, nb, na, is_revoked) in CARDS.items():
         card = issue_card(jpki, serial, now + dt.timedelta(days=nb), now + dt.timedelta(days=na))
@@ -291,7 +315,7 @@ def init(out: str) -> dict:
     onshi = make_ca("onshi test CA")
     save_issued(os.path.join(out, "onshi"), "ca", onshi)
     save_issued(os.path.join(out, "onshi"), "server", issue_server(onshi))
-    clients = {}
+    clients: dict[str, Client] = {}
     for code in FACILITY_CODES:
         save_issued(os.path.join(out, "onshi"), client_stem("facility", code), issue_client(onshi, "facility", (code,)))
         clients[client_stem("facility", code)] = {"role": "facility", "codes": [code]}
@@ -313,7 +337,7 @@ def init(out: str) -> dict:
     _write(os.path.join(out, "relay", "signing.pub.pem"), relay.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
-    manifest = {"cards": index, "clients": clients, "created": now.isoformat()}
+    manifest: Manifest = {"cards": index, "clients": clients, "created": now.isoformat()}
     _write(os.path.join(out, "cards", "index.json"), json.dumps(index, indent=2).encode())
     _write(os.path.join(out, "manifest.json"), json.dumps(manifest, indent=2).encode())
     return manifest

@@ -94,8 +94,7 @@ def _outcome(value: int):
     if _CLAIM_OUTCOMES is None:
         from ..v1 import claims_pb2
 
-        _CLAIM_OUTCOMES = {v.number: v.name for v in claims_pb2.Verdict.DESCRIPTOR.fields_by_name["outcome"]
-                           .enum_type.values}
+        _CLAIM_OUTCOMES = {number: name for name, number in claims_pb2.Outcome.items()}
     return _CLAIM_OUTCOMES.get(value, value)
 
 
@@ -109,7 +108,7 @@ def write_claims(log: audit.AuditLog, caller: auth.Caller | None, claims, verdic
     else:
         purpose = "claim review"
     records = []
-    for claim, verdict in zip(claims, verdicts):
+    for claim, verdict in zip(claims, verdicts, strict=True):
         try:
             subject = number_subject(identifiers.number_key(claim.insurer_number, claim.symbol, claim.number,
                                                             claim.branch))

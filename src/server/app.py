@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from . import eligibility_service, handlers
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -216,7 +217,7 @@ def stop_on_signals() -> threading.Event:
 
 
 def run_worker(
-    config: WorkerConfig, ready: Callable[[str], None], stop: threading.Event | None = None
+    config: WorkerConfig, ready: Callable[[str], object], stop: threading.Event | None = None
 ) -> int:
     """Open the store, serve until SIGTERM/SIGINT, then stop gracefully:
     health NOT_SERVING first, then server.stop(grace) lets in-flight calls end."""
@@ -276,7 +277,7 @@ class _Workers:
                 lambda kind: os.write(ready_w, f"{os.getpid()} {kind}\n".encode()),
                 stop,
             )
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - a forked worker reports anything and exits below
             traceback.print_exc()
         finally:
             sys.stdout.flush()
@@ -392,9 +393,9 @@ def _supervise(
         if ready_r in readable:
             buffer += os.read(ready_r, 4096)
             *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                pid, kind = line.decode().split()
-                ready[int(pid)] = kind
+            for ready_line in lines:
+                worker, kind = ready_line.decode().split()
+                ready[int(worker)] = kind
         # Stop requests: forward to every worker, once; a second one escalates.
         while signals:
             sig = signals.pop(0)
@@ -449,7 +450,7 @@ def _supervise(
         if not announced and not stopping and len(ready) == count and len(pool.pids) == count:
             announced = True
             kinds = ",".join(sorted(set(ready.values())))
-            line = (
+            serving = (
                 f"onshi: serving on {pool.config.address} workers={count} engine={kinds} "
                 f"pids={','.join(str(p) for p in sorted(ready))}"
             )
@@ -458,7 +459,7 @@ def _supervise(
                 with open(tmp, "w") as f:
                     f.write(f"{port}\n")
                 os.replace(tmp, port_file)
-            print(line, flush=True)
+            print(serving, flush=True)
         if not announced and not stopping and time.monotonic() - started > startup_timeout:
             print(
                 f"onshi: workers not serving after {startup_timeout:.0f} s; stopping",

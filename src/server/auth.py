@@ -29,15 +29,16 @@ allowed to narrow the certificate.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from cryptography import x509
+
 from ..core import pki
 from ..core.callers import FACILITY, FACILITY_KEY, INSURER, INSURER_KEY, OPERATOR, REVIEW, ROLE_KEY, ROLES, is_loopback
 from ..core.pki import CERT_URN
@@ -377,8 +378,10 @@ def _guard(behavior, roles: frozenset[str] | None, response_streaming: bool = Fa
             except AuthError as exc:
                 _abort(context, exc)
             return behavior(request, context, send_response_callback)
-        guarded_callback.experimental_non_blocking = True
-        guarded_callback.experimental_thread_pool = getattr(behavior, "experimental_thread_pool", None)
+        # grpc reads these attributes off the behaviour function itself
+        guarded_callback.experimental_non_blocking = True  # type: ignore[attr-defined]
+        guarded_callback.experimental_thread_pool = getattr(  # type: ignore[attr-defined]
+            behavior, "experimental_thread_pool", None)
         return guarded_callback
 
     if response_streaming:
@@ -446,7 +449,7 @@ def _aio_guard(behavior, roles: frozenset[str] | None, streaming: bool = False):
     """The grpc.aio variant of _guard: coroutine, async-generator or sync behaviours."""
     import inspect
 
-    async def check(context) -> Caller:
+    async def check(context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         try:
             return _allowed(context, roles)
         except AuthError as exc:
@@ -585,7 +588,7 @@ def check_caller_crl(args) -> None:
     crl = caller_crl_path(args)
     if not crl:
         return
-    ca = args.client_ca or (pki_paths(args.pki, "server")[0] if getattr(args, "pki", None) else None)
+    ca = args.client_ca or pki_paths(args.pki, "server")[0]  # trust_options asked for one or the other
     try:
         with open(ca, "rb") as f:
             CallerRevocations(crl, x509.load_pem_x509_certificates(f.read()))

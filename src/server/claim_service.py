@@ -35,13 +35,14 @@ from collections import defaultdict
 from concurrent import futures
 
 import grpc
+
 from ..core import claims as rules
 from ..core import store
 from ..core.pure import PureEngine
 from ..core.writer import StoreFull
+from ..v1 import claims_pb2
 from . import access_log, auth, claim_helpers
 from .errors import StatusError, bad_request_status, refused
-from ..v1 import claims_pb2
 
 SERVICE_NAME = claims_pb2.DESCRIPTOR.services_by_name["ClaimService"].full_name
 FACILITY_KEY = "x-onshi-facility"

@@ -11,6 +11,7 @@ without a second look at the proof.
 from __future__ import annotations
 
 import grpc
+
 from ..core import audit, cardproof, identifiers
 from ..core.cardproof import CardVerifier
 from . import auth, trust_status

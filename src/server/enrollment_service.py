@@ -20,11 +20,11 @@ import lmdb
 from ..core import enrollment, identifiers, registry
 from ..core.identifiers import InvalidIdentifier
 from ..core.writer import StoreFull
+from ..v1 import enrollment_pb2 as pb
+from ..v1 import enrollment_pb2_grpc as pb_grpc
 from . import auth, handlers
 from .access_log import EnrollmentAuditor
 from .errors import bad_request_status
-from ..v1 import enrollment_pb2 as pb
-from ..v1 import enrollment_pb2_grpc as pb_grpc
 
 INSURER_METADATA = "x-onshi-insurer"
 WINDOW = 8192           # updates in flight per stream before we stop reading (backpressure)

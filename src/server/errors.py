@@ -20,6 +20,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from ..core.identifiers import InvalidIdentifier
 
 MAX_VIOLATIONS = 20          # field violations in one status (BadRequest details)
@@ -41,7 +42,7 @@ class FieldErrors(ValueError):
         self.args = ("; ".join(f"{f}: {d}" for f, d in self.violations),)
 
     @classmethod
-    def of(cls, exc: InvalidIdentifier) -> "FieldErrors":
+    def of(cls, exc: InvalidIdentifier) -> FieldErrors:
         return cls([(exc.field, exc.description)])
 
 

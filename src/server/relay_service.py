@@ -10,12 +10,13 @@ with the legal basis or consent reference as its purpose.
 from __future__ import annotations
 
 import grpc
+
 from ..core import audit, dates, identifiers
+from ..v1 import relay_pb2, relay_pb2_grpc
 from . import auth, trust_status
 from .access_log import link_subject, log_async
 from .errors import FieldErrors
 from .person_directory import PersonDirectory
-from ..v1 import relay_pb2, relay_pb2_grpc
 
 SERVICE_NAME = relay_pb2.DESCRIPTOR.services_by_name["RelayService"].full_name
 MAX_LEGAL_BASIS = 200

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 import grpc
+
 from ..core import audit, cardproof
 from ..core.cardproof import CardVerifier
 from . import auth, trust_options

@@ -201,7 +201,7 @@ class GroupWriter:
                     return False
                 error = exc
                 break
-            except Exception as exc:  # noqa: BLE001 - an LMDB error: nobody's write happened
+            except Exception as exc:
                 log.exception("commit failed")
                 error = exc
                 break
@@ -215,7 +215,7 @@ class GroupWriter:
         `failed`); a job that raises ends the transaction with _JobFailed."""
         started = time.perf_counter()
         try:
-            out = []
+            out: list[object] = []
             for i, fn in enumerate(fns):
                 if i in failed:
                     out.append(None)
@@ -224,7 +224,7 @@ class GroupWriter:
                     out.append(fn(txn))
                 except lmdb.MapFullError:
                     raise  # Writer.apply grows the map and runs the whole batch again
-                except Exception as exc:  # noqa: BLE001 - handed to the job's owner
+                except Exception as exc:
                     raise _JobFailed(i, exc) from exc
             return out
         finally:
@@ -233,11 +233,11 @@ class GroupWriter:
     def _deliver(self, batch: list, results: list | None, failed: dict, error: BaseException | None) -> None:
         for i, (_, done, _) in enumerate(batch):
             try:
-                if error is not None:
+                if results is None:  # with an error: nothing was written
                     done(None, error)
                 else:
                     done(results[i], failed.get(i))
-            except Exception:  # noqa: BLE001 - a broken callback must not stop the committer
+            except Exception:
                 log.exception("job callback failed")
 
 

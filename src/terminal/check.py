@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
+
 from ..core import cardproof
+from ..v1 import eligibility_pb2
 from . import jpki, reader
 from .client import (
     ConfigError,
@@ -29,7 +31,6 @@ from .client import (
     outcome_of_error,
 )
 from .screen import Outcome, Result
-from ..v1 import eligibility_pb2
 
 PIN_FD_ENV = "ONSHI_TERMINAL_PIN_FD"  # test/automation hook: read the PIN from this file descriptor
 NONCE_BYTES = 32

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
+
 from ..client.connection import accepts_tcp
 from ..client.statuses import error_reason
 from ..core import dates
-from .screen import Outcome, Result
 from ..v1 import eligibility_pb2, eligibility_pb2_grpc
+from .screen import Outcome, Result
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 FACILITY_URN = "urn:onshi:facility:"

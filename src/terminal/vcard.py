@@ -31,6 +31,7 @@ import time
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
 from . import jpki
 
 VPCD_PORT = 0x8C7B  # 35963

@@ -122,6 +122,7 @@ def answer_request(request: dict, config: ServerConfig, conn=None) -> Result:
         if missing:
             raise ValueError(", ".join(f"{k}: required" for k in missing))
         birth = _date(request["birth_date"], "birth_date")
+        assert birth is not None  # required above
         return check.check_number(
             config,
             str(request["insurer_number"]),
