@@ -15,6 +15,18 @@ def native(name, libraries=()):
                      extra_compile_args=cflags, extra_link_args=ldflags)
 
 
+def package_include() -> str:
+    """A directory in which onshi/ is src/, so `from onshi.ext.record cimport ...`
+    finds src/ext/record.pxd as it would in an installed package (src/ is mapped
+    onto the package onshi, which Cython does not know)."""
+    root = os.path.join("build", "cython-include")
+    link = os.path.join(root, "onshi")
+    if not os.path.islink(link):
+        os.makedirs(root, exist_ok=True)
+        os.symlink(os.path.join("..", "..", "src"), link)
+    return root
+
+
 # Every native module has a pure-Python twin, so a checkout without a C toolchain still runs.
 exts = [e for e in (native("_engine", ["lmdb"]), native("_apply"), native("_claims"),
                       native("_cardproof", ["crypto"]), native("_auditlog", ["crypto"]))
@@ -25,4 +37,4 @@ exts = [e for e in (native("_engine", ["lmdb"]), native("_apply"), native("_clai
 # checks (each of those checks its lengths itself). Turning them off in those two
 # modules measured no faster (bench/RESULTS.md, "Bounds checking": on/off 0.84-1.09,
 # within run-to-run noise), so nowhere.
-setup(ext_modules=cythonize(exts, language_level=3) if exts else [])
+setup(ext_modules=cythonize(exts, language_level=3, include_path=[package_include()]) if exts else [])

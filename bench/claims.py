@@ -31,7 +31,7 @@ from pathlib import Path
 
 import grpc
 from onshi.core import dates, history
-from onshi.core.store import open_env
+from onshi.core.store import link_id_of, open_env
 from onshi.v1 import claims_pb2 as cpb
 
 BENCH = Path(__file__).resolve().parent
@@ -91,7 +91,7 @@ def sample_claims(path: Path, count: int, visit_month: dt.date, seed: int = 4) -
                 kind = "unknown"
             q = history.unframe(entry.payload)
             c = cpb.Claim(
-                claim_id=f"{int.from_bytes(key, 'big')}-{len(claims)}", facility_code=rng.choice(FACILITIES),
+                claim_id=f"{link_id_of(key)}-{len(claims)}", facility_code=rng.choice(FACILITIES),
                 insurer_number=q.insurer_number, symbol=q.symbol, number=q.number, branch=q.branch,
                 birth_date=dates.to_proto(dates.from_day(birth_day)),
                 first_visit_date=dates.to_proto(dates.from_day(first)),

@@ -9,9 +9,9 @@ call is the floor that the gRPC stack itself sets (bench/cost.py).
 The fixed answer is a real one (a VALID answer read from the store), so the
 floor sends as many bytes per call as the real service does.
 
-It passes app.serve a build_server that calls app.create_server (what `onshi
-serve` builds on) with every method handler replaced; the real service adds
-its interceptors (roles) and hooks on top, which is onshi's own cost.
+It passes app.serve a build_server that calls app.threaded_server (what
+`onshi serve` builds on) with these handlers instead of the service's; the real
+service adds its interceptors (roles) and hooks on top, which is onshi's own cost.
 """
 
 from __future__ import annotations
@@ -19,7 +19,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onshi.server import app
+import grpc
+from onshi.server import app, eligibility
+
+
+def empty_handlers(response: bytes, *, asyncio: bool = False) -> grpc.GenericRpcHandler:
+    """EligibilityService's two methods answering a fixed response without
+    looking at the request: the floor that the gRPC stack itself sets."""
+    if asyncio:
+
+        async def empty(raw, context):
+            return response
+    else:
+
+        def empty(raw, context):
+            return response
+
+    method = grpc.unary_unary_rpc_method_handler(empty, request_deserializer=None, response_serializer=None)
+    return grpc.method_handlers_generic_handler(eligibility.SERVICE_NAME,
+                                                {"CheckByCard": method, "CheckByNumber": method})
 
 
 def typical_answer(data: str) -> bytes:
@@ -48,15 +66,8 @@ def main() -> int:
     args = p.parse_args()
     answer = typical_answer(args.data)
 
-    def empty(raw, context):
-        return answer
-
     def build(engine, address):
-        # app.create_server is what `onshi serve` builds on; every method
-        # handler is replaced by `empty` (the hook the graceful-shutdown test
-        # uses to slow handlers down).
-        return app.create_server(engine, address=address, threads=args.threads,
-                                 handler_wrap=lambda _fn: empty)
+        return app.threaded_server(empty_handlers(answer), address=address, threads=args.threads)
 
     if "build_server" not in app.serve.__code__.co_varnames:
         print("empty_server: app.serve has no build_server hook any more; update bench/empty_server.py",

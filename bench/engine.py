@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # bench/common.py: shared datasets, machine, RESULTS.md
 from onshi.core import dates, history, identifiers
 from onshi.core.pure import PureEngine
+from onshi.core.store import link_id_of
 from onshi.core.writer import Writer
 from onshi.v1 import qualification_pb2 as qpb
 
@@ -152,7 +153,7 @@ def sample_queries(path: Path, count: int, seed: int) -> tuple[list[bytes], list
             for key, link in rng.sample(all_numbers, min(count, len(all_numbers))):
                 birth, _ = history.parse_history(txn.get(link, db=history_db))
                 numbers.append((key, birth))
-            links = [int.from_bytes(link, "big") for _, link in rng.sample(all_numbers, min(count, len(all_numbers)))]
+            links = [link_id_of(link) for _, link in rng.sample(all_numbers, min(count, len(all_numbers)))]
     finally:
         env.close()
     unknown = count // 20
@@ -194,13 +195,13 @@ def sqlite_store(path: Path) -> Path:
     try:
         with env.begin() as txn:
             for name in (b"card", b"number"):
-                rows = ((bytes(k), int.from_bytes(v, "big")) for k, v in txn.cursor(env.open_db(name, txn=txn, create=False)))
+                rows = ((bytes(k), link_id_of(v)) for k, v in txn.cursor(env.open_db(name, txn=txn, create=False)))
                 con.executemany(f"INSERT INTO {name.decode()} VALUES (?, ?)", rows)
 
             def people():
                 for k, v in txn.cursor(env.open_db(b"history", txn=txn, create=False)):
                     birth, entries = history.parse_history(v)
-                    yield int.from_bytes(k, "big"), birth, entries
+                    yield link_id_of(k), birth, entries
 
             persons, entries = [], []
             for link, birth, es in people():

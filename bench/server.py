@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
 OUT = BENCH / "out"
 METHOD = "/onshi.v1.EligibilityService/CheckByCard"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -120,14 +121,15 @@ def diagnostic_handler(name: str, engine, sample: bytes):
     gil      the floor + one GIL release around a ~1 µs syscall, as an engine lookup does
     nolookup the real handler's Python work (parse, validate) with the lookup replaced by
              a fixed answer, GIL held throughout
-    check    the real handler (None: create_server's own)"""
+    check    the real handler"""
     import select
 
     import grpc
+    from empty_server import empty_handlers
     from onshi.server import eligibility
 
     if name == "empty":
-        return eligibility.build_empty_handlers(sample)
+        return empty_handlers(sample)
     if name == "gil":
 
         def released(raw, context):
@@ -140,7 +142,29 @@ def diagnostic_handler(name: str, engine, sample: bytes):
         )
     if name == "nolookup":
         return eligibility.build_eligibility_handlers(_AnswerWithoutLookup(sample))
-    return None
+    return eligibility.build_eligibility_handlers(engine)
+
+
+async def create_aio_server(engine, *, address: str = "127.0.0.1:0", empty_response: bytes | None = None):
+    """The grpc.aio stack: the same handlers (or the empty ones), the same
+    options, health and reflection."""
+    import grpc
+    from grpc_health.v1 import _async as health_async
+    from grpc_health.v1 import health_pb2_grpc
+    from empty_server import empty_handlers
+    from grpc_reflection.v1alpha import reflection
+    from onshi.server import app, eligibility
+
+    server = grpc.aio.server(options=app.SERVER_OPTIONS)
+    if empty_response is not None:
+        server.add_generic_rpc_handlers((empty_handlers(empty_response, asyncio=True),))
+    else:
+        server.add_generic_rpc_handlers((eligibility.build_eligibility_handlers(engine, asyncio=True),))
+    health_servicer = health_async.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(app.SERVICE_NAMES, server)
+    port = server.add_insecure_port(address)
+    return server, health_servicer, port
 
 
 def serve(args) -> None:
@@ -155,9 +179,7 @@ def serve(args) -> None:
     empty = sample if args.handler == "empty" else None
     if args.stack == "threaded":
         handler = diagnostic_handler(args.handler, engine, sample)
-        serving = app.create_server(
-            engine, address="127.0.0.1:0", threads=args.threads, eligibility_handler=handler
-        )
+        serving = app.threaded_server(handler, address="127.0.0.1:0", threads=args.threads)
         serving.server.start()
         print(f"port {serving.port} engine={engine.kind}", flush=True)
         sys.stdin.read()  # the bench closes stdin to stop us
@@ -166,7 +188,7 @@ def serve(args) -> None:
         import uvloop
 
         async def main():
-            server, _, port = await app.create_aio_server(
+            server, _, port = await create_aio_server(
                 engine, address="127.0.0.1:0", empty_response=empty
             )
             await server.start()

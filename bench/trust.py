@@ -11,6 +11,8 @@ server's CPU time (supervisor + worker, from /proc) by the checks answered:
     mtls-proof-nosync + access log written but not synced (shows what the sync costs)
     mtls-proof-wait1ms no log; each check sleeps 1 ms where the log would wait
 
+(the last two through bench/seams.py: production has no option for them)
+
 Trust-layer share = (CPU/check of mtls-proof-log - plain) / CPU/check of
 mtls-proof-log; target <= 30 %. Card proofs are signed by the client before the
 timed part (a real card signs on the card). Also measures in-process costs of
@@ -34,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import grpc
-from onshi.core import audit, cardproof, dates, pki
+from onshi.core import audit, cardproof, dates, pki, twins
 from onshi.core.writer import Writer
 from onshi.server import auth
 from onshi.v1 import eligibility_pb2 as epb
@@ -172,6 +174,19 @@ def drive(calls: list, requests: list[bytes], rate: float = 0.0) -> tuple[float,
     return wall, sorted(latencies), errors[0]
 
 
+# Bench-only server changes (bench/seams.py options) per configuration.
+SEAMS = {"mtls-proof-nosync": ["--no-sync"], "mtls-proof-wait1ms": ["--wait-ms", "1"]}
+
+
+def onshi_cmd(seams: list[str]) -> list[str]:
+    """`onshi`, or with seams bench/seams.py under the same checkout's Python."""
+    if not seams:
+        return common.onshi_cmd()
+    exe = Path(common.onshi_cmd()[0])
+    python = str(exe.with_name("python")) if exe.name == "onshi" else sys.executable
+    return [python, str(Path(__file__).resolve().parent / "seams.py"), *seams, "--"]
+
+
 class Running:
     """One configuration's server and its client channels (kept across rounds)."""
 
@@ -180,7 +195,8 @@ class Running:
             argv = [sys.executable, str(Path(__file__).resolve().parent / "trust_aio_server.py"),
                     "--data", str(store), *extra]
         else:
-            argv = [*common.onshi_cmd(), "serve", "--data", str(store), "--port", "0", "--workers", "1",
+            seams = SEAMS.get(name.removeprefix("before:"), [])
+            argv = [*onshi_cmd(seams), "serve", "--data", str(store), "--port", "0", "--workers", "1",
                     "--engine", "native" if common_native() else "pure", *extra]
         self.name = name
         self.server = common.Server(argv, f"trust-{name}")
@@ -214,11 +230,7 @@ class Running:
 
 
 def common_native() -> bool:
-    try:
-        import onshi.ext  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return twins.built("_engine")
 
 
 def micro(pki_dir: str, tmp: Path) -> dict:
@@ -265,7 +277,7 @@ def micro(pki_dir: str, tmp: Path) -> dict:
     log.close()
     return {**hooks_us, "verify_cached_us": verify_us, "chain_uncached_us": chain_us,
             "append_rate": 2000 / append_wall, "records_per_fsync": per_batch,
-            "native_log": native_log, "native_card": getattr(cardproof, "_NativeRsaKey", None) is not None}
+            "native_log": native_log, "native_card": twins.load("_cardproof") is not None}
 
 
 class _Context:
@@ -290,8 +302,8 @@ def hook_cost(pki_dir: str, keys: dict, verifier, tmp: Path) -> dict:
     record without the sync wait), next to the same check without them, in one
     thread: the part of the trust layer that is ours, without gRPC and TLS."""
     from onshi.core.engine import open_engine
-    from onshi.server import trust
     from onshi.server.eligibility import EligibilityAnswers
+    from onshi.server.eligibility_trust import EligibilityTrust
 
     store = tmp / "store"
     engine = open_engine(store, "native" if common_native() else "pure")
@@ -302,22 +314,23 @@ def hook_cost(pki_dir: str, keys: dict, verifier, tmp: Path) -> dict:
                        .get_extension_for_class(x509.SubjectAlternativeName).value
                        .get_values_for_type(x509.UniformResourceIdentifier))
     log = audit.AuditLog(str(tmp / "hook-audit"), "h", durable=False)
-    hooks = trust.EligibilityTrust(verifier, log)
-    guarded = auth._guard(lambda raw, ctx: None, auth.POLICY[METHOD])
+    hooks = EligibilityTrust(verifier, log)
     with_trust = EligibilityAnswers(engine, card_proof=hooks.card_proof, audit=hooks.audit)
     without = EligibilityAnswers(engine)
+
+    def with_caller(raw, ctx, caller):  # as the service's handler: the role check hands it the caller
+        return with_trust.check_by_card(raw, ctx, caller)
+
+    with_caller.takes_caller = True
+    guarded = auth._guard(with_caller, auth.POLICY[METHOD])
     n = 600
     proofs = proof_requests(keys, n)
     serials = serial_requests(n)
     out = {}
-    for name, answers, reqs, ctx_needed in (("hooks_off", without, serials, False),
-                                            ("hooks_on", with_trust, proofs, True)):
+    for name, check, reqs in (("hooks_off", without.check_by_card, serials), ("hooks_on", guarded, proofs)):
         t = time.process_time()
         for raw in reqs:
-            ctx = _Context(pem, identities)
-            if ctx_needed:
-                guarded(raw, ctx)
-            answers.check_by_card(raw, ctx)
+            check(raw, _Context(pem, identities))
         out[f"{name}_us"] = (time.process_time() - t) / n * 1e6
     log.close()
     engine.close()
@@ -347,10 +360,9 @@ def main() -> int:
                    ("mtls-serial", tls, operator, False),
                    ("mtls-proof", tls, facility, True),
                    ("mtls-proof-log", tls + ["--audit-dir", str(tmp / "audit-sync")], facility, True),
-                   ("mtls-proof-nosync", tls + ["--audit-dir", str(tmp / "audit-nosync"), "--audit-no-sync"],
-                    facility, True),
-                   # No log: every check just sleeps 1 ms where the log would wait for its sync.
-                   ("mtls-proof-wait1ms", tls + ["--test-wait-ms", "1"], facility, True)]
+                   ("mtls-proof-nosync", tls + ["--audit-dir", str(tmp / "audit-nosync")], facility, True),
+                   # No record: every check just sleeps 1 ms where the log would wait for its sync.
+                   ("mtls-proof-wait1ms", tls + ["--audit-dir", str(tmp / "audit-wait")], facility, True)]
         if not args.no_aio:
             # The same checks on grpc.aio: handlers await their log batch instead of parking a thread.
             configs += [("aio-plain", [], None, False),

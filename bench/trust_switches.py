@@ -90,8 +90,7 @@ def main() -> int:
             "mtls-serial": (tls, operator, False),
             "mtls-proof": (tls, facility, True),
             "mtls-proof-log": (tls + ["--audit-dir", str(tmp / "audit-sync")], facility, True),
-            "mtls-proof-nosync": (tls + ["--audit-dir", str(tmp / "audit-nosync"), "--audit-no-sync"],
-                                  facility, True),
+            "mtls-proof-nosync": (tls + ["--audit-dir", str(tmp / "audit-nosync")], facility, True),
         }
         configs = [(name, *all_configs[name]) for name in wanted]
         started: list = []  # all stopped in the finally below, even if a later one fails to start

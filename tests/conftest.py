@@ -1,6 +1,6 @@
-"""Shared fixtures: real LMDB stores in tmp dirs, and the engine axis
-(every engine test runs against native and pure, as uvloop runs each test on
-its loop and on asyncio)."""
+"""Shared fixtures: real LMDB stores in tmp dirs, and the native/pure axis
+(every test of a twin runs against the native module and its pure-Python
+twin, as uvloop runs each test on its loop and on asyncio)."""
 
 from __future__ import annotations
 
@@ -8,36 +8,43 @@ import os
 
 import pytest
 
+from onshi.core import twins
 from onshi.core.engine import open_engine
 
-ENGINE_KINDS = ("native", "pure")
+IMPLS = twins.KINDS  # ("native", "pure")
 
 
-def native_available() -> bool:
-    try:
-        import onshi.ext  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def native_available(name: str | None = None) -> bool:
+    """Is onshi.ext.<name> (every native module, without a name) built?"""
+    return twins.built(name)
 
 
-@pytest.fixture(params=ENGINE_KINDS)
-def engine_kind(request) -> str:
-    if request.param == "native" and not native_available():
-        # In CI a missing native build is a failure, not a skip.
+def require_native(name: str | None = None) -> None:
+    """Skip a native test where the extensions are not built; in CI that is a failure."""
+    if not native_available(name):
         if os.environ.get("CI") == "true":
-            pytest.fail("native engine is not built (scripts/setup.sh builds it)")
-        pytest.skip("native engine not built")
+            pytest.fail("native extensions are not built (scripts/setup.sh builds them)")
+        pytest.skip("native extensions not built")
+
+
+@pytest.fixture(scope="module", params=IMPLS)
+def impl(request) -> str:
+    """"native" or "pure": the side of every twin this test runs against. A test
+    passes it where it opens one (open_engine, history.codec, claims.Verifier,
+    cardproof's, AuditLog: `kind=impl`) or as ONSHI_ENGINE to the processes it
+    starts. Module-scoped, so a module's servers are started once per side."""
+    if request.param == twins.NATIVE:
+        require_native()
     return request.param
 
 
 @pytest.fixture
-def open_store_engine(engine_kind):
+def open_store_engine(impl):
     """open_store_engine(path) -> engine of the parametrised kind; closed after the test."""
     opened = []
 
     def _open(path):
-        engine = open_engine(path, engine_kind)
+        engine = open_engine(path, impl)
         opened.append(engine)
         return engine
 

@@ -20,6 +20,7 @@ from onshi.core import identifiers
 from onshi.core.identifiers import with_check_digit
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import qualification_pb2 as qpb
+from tests.seams import SEAMS
 
 ROOT = Path(__file__).resolve().parent.parent
 EMPLOYEE = with_check_digit("0613999")   # a 健保組合
@@ -245,16 +246,18 @@ class Proc:
         return self.kill(signal.SIGTERM)
 
 
-# The claims service hosted by ingest-serve reads through an engine; the native
-# one opening a second LMDB handle on the writer's own store in the same process
-# crashed (SIGSEGV) with the 12:12 native build, and LMDB forbids opening one
-# environment twice in a process anyway: the writer process reads through py-lmdb.
+# The claims service hosted by ingest-serve reads through py-lmdb's environment
+# whatever the switch (LMDB forbids opening one environment twice in a process:
+# server/claims.engine_beside). These tests run ingest-serve on the pure-Python
+# twins of every native module (ONSHI_ENGINE, onshi.core.twins); the native ones
+# have their own differential tests.
 INGEST_ENV = {"ONSHI_ENGINE": "pure"}
 
 
-def start_ingest(data: Path, tmp: Path, port: int = 0, *extra: str) -> Proc:
-    return Proc(onshi("ingest-serve", "--data", str(data), "--port", str(port),
-                      "--port-file", str(tmp / "ingest.port"), *extra),
+def start_ingest(data: Path, tmp: Path, port: int = 0, *extra: str, seams: tuple[str, ...] = ()) -> Proc:
+    """`seams`: test-only delays (tests/seams.py options) patched into the server."""
+    argv = ["ingest-serve", "--data", str(data), "--port", str(port), "--port-file", str(tmp / "ingest.port"), *extra]
+    return Proc([sys.executable, SEAMS, *seams, "--", *argv] if seams else onshi(*argv),
                 tmp / "ingest.port", tmp / "ingest.log", env=INGEST_ENV)
 
 

@@ -19,7 +19,8 @@ import pytest
 from onshi.core import audit
 from onshi.core.cardproof import CardVerifier
 from onshi.core.engine import open_engine
-from onshi.server import app, auth, trust
+from onshi.server import access_log, app, auth
+from onshi.server.eligibility_trust import EligibilityTrust
 from onshi.server.errors import error_reason
 from onshi.terminal import screen
 from onshi.terminal.client import outcome_of_error
@@ -70,7 +71,7 @@ def test_a_check_answers_unavailable_and_the_terminal_shows_the_outage_procedure
         log = audit.AuditLog(str(disk / "audit"), "worker")
         engine = open_engine(str(tmp_path / "store"), "pure")
         jpki = os.path.join(pki_dir(), "jpki")
-        hooks = trust.EligibilityTrust(CardVerifier.from_files([os.path.join(jpki, "ca.pem")]), log)
+        hooks = EligibilityTrust(CardVerifier.from_files([os.path.join(jpki, "ca.pem")]), log)
         serving = app.create_server(engine, credentials=server_credentials(), interceptors=auth.interceptors(),
                                     card_proof=hooks.card_proof, audit=hooks.audit)
         serving.server.start()
@@ -83,7 +84,7 @@ def test_a_check_answers_unavailable_and_the_terminal_shows_the_outage_procedure
                 with pytest.raises(grpc.RpcError) as info:
                     stub.CheckByNumber(CHECK, timeout=10)
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert error_reason(info.value) == trust.ACCESS_LOG_UNAVAILABLE
+                assert error_reason(info.value) == access_log.ACCESS_LOG_UNAVAILABLE
             outcome, detail, _ = outcome_of_error(info.value, target)
             assert outcome is Outcome.SERVER_UNREACHABLE  # the server is up, yet this is an outage
             text = screen.render_text(screen.Result(outcome, "number", detail=detail))
@@ -112,7 +113,7 @@ def test_ingest_serve_answers_unavailable_when_its_access_log_is_full(tmp_path):
                 with pytest.raises(grpc.RpcError) as info:
                     list(stub.VerifyClaims(iter([batch]), timeout=60))
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
-                assert error_reason(info.value) == trust.ACCESS_LOG_UNAVAILABLE
+                assert error_reason(info.value) == access_log.ACCESS_LOG_UNAVAILABLE
             assert proc.proc.poll() is None
         finally:
             proc.kill()

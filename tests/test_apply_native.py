@@ -15,21 +15,14 @@ import datetime as dt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onshi.core import dates, enrollment, history, identifiers, registry
+from onshi.core import dates, enrollment, history, identifiers, registry, twins
 from onshi.core.writer import Writer, WriteTxn
 from onshi.v1 import qualification_pb2 as Q
 
 from tests import ingest_support as s
 from tests.builders import KYOKAI, LATE, NHI, PAYER, UNION
 
-try:
-    from onshi.ext import _apply
-except ImportError:  # pragma: no cover - CI builds it; the pure path is still tested below
-    _apply = None
-
-IMPLS = [pytest.param((history.split_record_pure, history.number_fields_pure, history.join_record_pure), id="pure")]
-if _apply is not None:
-    IMPLS.append(pytest.param((_apply.split_record, _apply.number_fields, _apply.join_record), id="native"))
+_apply = twins.load("_apply", "native") if twins.built("_apply") else None
 
 text = st.text(alphabet=st.sampled_from("0123456789ABｱｲ０１ 太郎𠮷\U000e0100-"), max_size=12)
 days = st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2100, 12, 31))
@@ -142,11 +135,10 @@ def test_rows_rebuilt_from_their_views_encode_to_the_same_record(h, data):
     assert history.compile_history(birth, mixed)[0] == value
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @settings(max_examples=150, deadline=None)
 @given(h=histories())
 def test_byte_twins_agree(impl, h):
-    split_record, number_fields, join_record = impl
+    split_record, number_fields, join_record, _ = history.codec(impl)
     birth, pairs = h
     if not _valid(pairs):
         return
@@ -161,11 +153,10 @@ def test_byte_twins_agree(impl, h):
     assert join_record(birth, entries) == value == history.join_record_pure(birth, entries)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @settings(max_examples=300, deadline=None)
 @given(h=histories(), cut=st.integers(0, 400), flip=st.tuples(st.integers(0, 400), st.integers(0, 255)))
 def test_corrupt_records_raise_value_error(impl, h, cut, flip):
-    split_record, number_fields, _ = impl
+    split_record, number_fields, _, _ = history.codec(impl)
     birth, pairs = h
     if not _valid(pairs):
         return
@@ -188,7 +179,6 @@ def _varint(n: int) -> bytes:
     return history.varint(n)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("body", [
     b"\x12\x01a\x08" + b"\xff" * 10 + b"\x01",        # an 11-byte varint: corrupt
     b"\x12\x01a\x08" + b"\xff" * 9 + b"\x01",         # 10 bytes: the longest allowed
@@ -198,7 +188,7 @@ def _varint(n: int) -> bytes:
     b"\x0b",                                           # wire type 3
 ])
 def test_number_fields_edge_cases_agree(impl, body):
-    _, number_fields, _ = impl
+    _, number_fields, _, _ = history.codec(impl)
     assert _outcome(number_fields, body) == _outcome(history.number_fields_pure, body)
 
 
@@ -219,24 +209,21 @@ def test_native_number_hash_is_the_engines_fnv(key):
 def test_native_twins_are_used_when_built():
     if _apply is None:
         pytest.skip("native module not built")
-    import os
-    if os.environ.get("ONSHI_PURE_APPLY") == "1":
-        pytest.skip("pure twins forced")
+    if twins.kind() == twins.PURE:
+        pytest.skip("ONSHI_ENGINE=pure")
     assert history.split_record is _apply.split_record
     assert history.join_record is _apply.join_record
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 def test_a_scripted_stream_leaves_canonical_records_that_match_the_model(impl, tmp_path, monkeypatch):
     """Many updates per person through the writer's kept-rows path (either twin):
     every stored record is exactly what encoding its content afresh gives (no
     stale kept row), and holds what a model applying each update once holds."""
-    split_record, number_fields, join_record = impl
+    split_record, number_fields, join_record, number_hash = history.codec(impl)
     monkeypatch.setattr(history, "split_record", split_record)
     monkeypatch.setattr(history, "number_fields", number_fields)
     monkeypatch.setattr(history, "join_record", join_record)
-    monkeypatch.setattr(history, "number_hash", identifiers.number_hash if impl[0] is history.split_record_pure
-                        else _apply.number_hash)
+    monkeypatch.setattr(history, "number_hash", number_hash)
     writer = Writer(tmp_path / "store")
     enrollment.open_dbs(writer)
     residents = [s.resident(i) for i in range(40)]

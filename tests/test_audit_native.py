@@ -15,7 +15,9 @@ from onshi.cli import main as onshi
 from onshi.core import audit
 from onshi.core.audit import AuditLog, AuditRecord
 
-pytestmark = pytest.mark.skipif(audit._NativeGroupCommit is None, reason="native module not built")
+from tests.conftest import native_available
+
+pytestmark = pytest.mark.skipif(not native_available("_auditlog"), reason="native module not built")
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 records = st.builds(AuditRecord, actor=text, action=text, subject=text,
@@ -45,7 +47,7 @@ def test_native_and_python_writers_write_the_same_bytes(tmp_path_factory, steps,
     base = tmp_path_factory.mktemp("diff")
     key = bytes(range(32)) if keyed else None
     # A fixed clock: rotate() appends a record stamped by it, manifest events too.
-    logs = {kind: AuditLog(str(base / kind), "s", segment_bytes=segment_bytes, native=kind == "native",
+    logs = {kind: AuditLog(str(base / kind), "s", segment_bytes=segment_bytes, kind=kind,
                            clock=lambda: 1_700_000_000_000_000_000, durable=durable, key=key)
             for kind in ("native", "pure")}
     assert logs["native"].native and not logs["pure"].native
@@ -71,8 +73,8 @@ def test_native_and_python_writers_write_the_same_bytes(tmp_path_factory, steps,
 def test_a_reopened_stream_continues_with_the_other_writer(tmp_path):
     """A stream written by one writer is continued by the other: one chain."""
     rec = AuditRecord(actor="facility:1310000001", action="CheckByCard", subject="card:x", items="validity=1")
-    for i, native in enumerate((True, False, True, False)):
-        log = AuditLog(str(tmp_path), "s", segment_bytes=600, native=native)
+    for i, kind in enumerate(("native", "pure", "native", "pure")):
+        log = AuditLog(str(tmp_path), "s", segment_bytes=600, kind=kind)
         for _ in range(5):
             log.append(rec)
         if i == 1:
@@ -83,7 +85,7 @@ def test_a_reopened_stream_continues_with_the_other_writer(tmp_path):
 
 
 def test_many_threads_share_fdatasyncs_and_lose_nothing(tmp_path):
-    log = AuditLog(str(tmp_path), "s", segment_bytes=20_000)  # several rotations under load
+    log = AuditLog(str(tmp_path), "s", segment_bytes=20_000, kind="native")  # several rotations under load
     assert log.native
     done = []
 
@@ -110,7 +112,7 @@ def test_many_threads_share_fdatasyncs_and_lose_nothing(tmp_path):
 def test_unsynced_log_from_many_threads_loses_nothing(tmp_path):
     """--audit-no-sync: appends lead their own batch with the GIL held, and
     wait (GIL released) only while another thread rotates the segment."""
-    log = AuditLog(str(tmp_path), "s", segment_bytes=5_000, durable=False)
+    log = AuditLog(str(tmp_path), "s", segment_bytes=5_000, durable=False, kind="native")
     assert log.native
 
     def appender(t):
@@ -133,7 +135,7 @@ def test_unsynced_log_from_many_threads_loses_nothing(tmp_path):
 
 
 def test_closed_log_refuses_records(tmp_path):
-    log = AuditLog(str(tmp_path), "s")
+    log = AuditLog(str(tmp_path), "s", kind="native")
     log.append(AuditRecord(actor="a", action="b"))
     log.close()
     with pytest.raises(RuntimeError):

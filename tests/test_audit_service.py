@@ -17,7 +17,7 @@ import uuid
 import grpc
 import pytest
 from onshi.core import audit
-from onshi.server import trust
+from onshi.server.errors import error_reason
 from onshi.v1 import audit_pb2, audit_pb2_grpc, eligibility_pb2_grpc, trust_pb2, trust_pb2_grpc
 from onshi.v1 import eligibility_pb2 as epb
 
@@ -131,7 +131,7 @@ def test_another_card_cannot_read_someone_elses_log(servers):
     with pytest.raises(grpc.RpcError) as info:
         s.ListMyAccess(audit_pb2.ListMyAccessRequest(**fields), timeout=10)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert trust.error_reason(info.value) == "CARD_SIGNATURE_INVALID"
+    assert error_reason(info.value) == "CARD_SIGNATURE_INVALID"
     # Not for insurers or operators either, whatever they hold.
     for stem in ("insurer-a", "operator", "review"):
         s = audit_pb2_grpc.AuditServiceStub(secure_channel(ingest, stem))
@@ -143,7 +143,7 @@ def test_another_card_cannot_read_someone_elses_log(servers):
 def _refusal(call) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
         call()
-    return info.value.code(), trust.error_reason(info.value)
+    return info.value.code(), error_reason(info.value)
 
 
 def test_a_check_proof_is_refused_by_list_my_access_and_the_other_way(servers):
@@ -223,7 +223,7 @@ def test_expired_card_cannot_read_its_log(servers):
     _, ingest, _ = servers
     with pytest.raises(grpc.RpcError) as info:
         my_access(ingest, "expired")
-    assert trust.error_reason(info.value) == "CARD_CERTIFICATE_EXPIRED"
+    assert error_reason(info.value) == "CARD_CERTIFICATE_EXPIRED"
 
 
 def test_emergency_lookup_is_off_by_default_operator_switched_and_marked(servers):
@@ -288,7 +288,7 @@ def test_revocation_list_pushed_through_ingest_takes_effect(servers):
         try:
             check_card(elig, "valid-3")
         except grpc.RpcError as err:
-            assert trust.error_reason(err) == "CARD_CERTIFICATE_REVOKED"
+            assert error_reason(err) == "CARD_CERTIFICATE_REVOKED"
             break
         assert time.monotonic() < deadline, "revocation not picked up"
         time.sleep(0.3)

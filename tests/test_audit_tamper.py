@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 from onshi.cli import main as onshi
-from onshi.core import audit
+from onshi.core import audit, twins
 from onshi.core.audit import AuditLog
 
 from tests.test_audit_log import offsets, rec, segment
@@ -22,14 +22,12 @@ KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
 
 
-@pytest.fixture(autouse=True, params=["native", "pure"])
-def writer(request, monkeypatch):
-    """Every test twice: the native group commit (when built) and the Python reference."""
-    if request.param == "pure":
-        monkeypatch.setattr(audit, "_NativeGroupCommit", None)
-    elif audit._NativeGroupCommit is None:
-        pytest.skip("native module not built")
-    return request.param
+@pytest.fixture(autouse=True)
+def writer(impl, monkeypatch):
+    """Every test twice (conftest's impl): the native group commit and the Python
+    reference, for every log the test opens (ONSHI_ENGINE)."""
+    monkeypatch.setenv(twins.ENV, impl)
+    return impl
 
 
 def two_workers(directory, n: int = 10, key: bytes | None = None) -> None:

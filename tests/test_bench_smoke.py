@@ -127,7 +127,7 @@ def mtls_servers(tmp_path_factory):
                    timeout=120)
     serve = Proc(onshi("serve", "--data", str(store), "--port", "0", "--workers", "1", "--pki", pki_dir(),
                        "--audit-dir", str(base / "audit"), "--port-file", str(base / "serve.port")),
-                 base / "serve.port", base / "serve.log")
+                 base / "serve.port", base / "serve.log", env=INGEST_ENV)  # one deployment: one switch
     try:
         ingest = Proc(onshi("ingest-serve", "--data", str(store), "--port", "0", "--pki", pki_dir(),
                             "--port-file", str(base / "ingest.port")),

@@ -9,16 +9,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onshi.core import cardproof
+from onshi.core import cardproof, twins
 
-pytestmark = pytest.mark.skipif(cardproof._NativeRsaKey is None, reason="native module not built")
+from tests.conftest import native_available
+
+_cardproof = twins.load("_cardproof", "native") if native_available("_cardproof") else None
+pytestmark = pytest.mark.skipif(_cardproof is None, reason="native module not built")
 
 KEYS = [rsa.generate_private_key(public_exponent=e, key_size=bits) for e, bits in ((65537, 2048), (3, 1024),
                                                                                    (65537, 3072))]
 
 
 def checkers(key):
-    return cardproof.signature_checker(key, native=True), cardproof.signature_checker(key, native=False)
+    return cardproof.signature_checker(key, kind="native"), cardproof.signature_checker(key, kind="pure")
 
 
 @settings(max_examples=150, deadline=None)
@@ -76,9 +79,9 @@ def test_non_rsa_key_is_refused():
     spki = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     with pytest.raises(ValueError):
-        cardproof._NativeRsaKey(spki)
+        _cardproof.RsaPublicKey(spki)
     with pytest.raises(ValueError):
-        cardproof._NativeRsaKey(b"\x30\x03garbage")
+        _cardproof.RsaPublicKey(b"\x30\x03garbage")
 
 
 def test_signature_representative_out_of_range_is_refused():
@@ -110,7 +113,7 @@ def test_keys_of_other_sizes_check_only_their_own_length():
     tiny = rsa.RSAPublicNumbers(65537, (1 << 487) + 12345).public_key()
     spki = tiny.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     with pytest.raises(ValueError):
-        cardproof._NativeRsaKey(spki)
+        _cardproof.RsaPublicKey(spki)
 
 
 @settings(max_examples=200, deadline=None)
@@ -119,8 +122,8 @@ def test_keys_of_other_sizes_check_only_their_own_length():
 def test_nonce_table_agrees_with_the_reference(ops, slots):
     """Same nonces at the same (non-decreasing) times into a small table, so
     collisions, expiry, slot reuse and a full window all happen: same answers."""
-    native = cardproof.SharedReplayCache(10, slots=slots, native=True)
-    pure = cardproof.SharedReplayCache(10, slots=slots, native=False)
+    native = cardproof.SharedReplayCache(10, slots=slots, kind="native")
+    pure = cardproof.SharedReplayCache(10, slots=slots, kind="pure")
     now = 1.0
     for nonce_no, step in ops:
         now += step
@@ -142,9 +145,9 @@ def test_nonce_table_in_a_file_agrees_with_the_reference_and_is_shared(tmp_path)
     import random
 
     path, ref_path = str(tmp_path / "native"), str(tmp_path / "pure")
-    first = cardproof.SharedReplayCache(10, slots=200, native=True, path=path)
-    second = cardproof.SharedReplayCache(10, slots=200, native=True, path=path)  # not alone: lock left as made
-    pure = cardproof.SharedReplayCache(10, slots=200, native=False, path=ref_path)
+    first = cardproof.SharedReplayCache(10, slots=200, kind="native", path=path)
+    second = cardproof.SharedReplayCache(10, slots=200, kind="native", path=path)  # not alone: lock left as made
+    pure = cardproof.SharedReplayCache(10, slots=200, kind="pure", path=ref_path)
     rng = random.Random(7)
     now = 1.0
     for _ in range(2000):
@@ -161,7 +164,7 @@ def test_nonce_table_in_a_file_agrees_with_the_reference_and_is_shared(tmp_path)
     assert second.add(kept, now + 100)  # far on: every earlier entry expired, room for it
     first.close()
     second.close()
-    again = cardproof.SharedReplayCache(10, slots=200, native=True, path=path)
+    again = cardproof.SharedReplayCache(10, slots=200, kind="native", path=path)
     assert not again.add(kept, now + 101)
     again.close()
     pure.close()

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onshi.core import claims as rules
+from onshi.core import twins
 from onshi.core.pure import PureEngine
 from onshi.v1 import claims_pb2 as cpb
 
@@ -27,8 +28,10 @@ from tests.claims_helpers import (
     qual,
     write_people,
 )
+from tests.conftest import native_available
 
-pytestmark = pytest.mark.skipif(rules._native is None, reason="native claims pass not built")
+_claims = twins.load("_claims", "native") if native_available("_claims") else None
+pytestmark = pytest.mark.skipif(_claims is None, reason="native claims pass not built")
 
 D = dt.date
 # (insurer, symbol, number, branch, acquired, lost) per person; births below
@@ -56,9 +59,8 @@ def store(tmp_path_factory):
 
 
 def verifiers(engine):
-    native = rules.Verifier(engine, engine.env)
-    python = rules.Verifier(engine, engine.env)
-    python.native = None
+    native = rules.Verifier(engine, engine.env, kind="native")
+    python = rules.Verifier(engine, engine.env, kind="pure")
     return native, python
 
 
@@ -169,7 +171,7 @@ def test_a_plain_batch_is_decided_natively(store):
     c.first_visit_date.CopyFrom(type(c.birth_date)(year=2024, month=4, day=3))
     c.last_visit_date.CopyFrom(type(c.birth_date)(year=2024, month=4, day=9))
     raw = cpb.VerifyClaimsRequest(claims=[c]).SerializeToString()
-    batch = rules._native.parse(raw, {}, None)
+    batch = _claims.parse(raw, {}, None)
     assert batch.keys == [f"{KUMIAI}\x1fA\x1f9\x1f01".encode()]
     native, python = verifiers(store)
     _, response, items = compare(native, python, raw, None, True)
@@ -179,7 +181,7 @@ def test_a_plain_batch_is_decided_natively(store):
 
 def test_broken_framing_is_left_to_python(store):
     raw = cpb.VerifyClaimsRequest(claims=[cpb.Claim(claim_id="x")]).SerializeToString()
-    assert rules._native.parse(raw[:-1], {}, None) is None
+    assert _claims.parse(raw[:-1], {}, None) is None
     native, python = verifiers(store)
     assert native.verify_serialized(raw[:-1]) == python.verify_serialized(raw[:-1])
     kind, violations = native.verify_serialized(raw[:-1])
@@ -190,7 +192,7 @@ def test_broken_framing_is_left_to_python(store):
 def test_split_cuts_at_claim_boundaries(parts, share):
     claims = [cpb.Claim(claim_id=f"c{i}", number="x" * (i % 7)) for i in range(101)]
     raw = cpb.VerifyClaimsRequest(claims=claims).SerializeToString()
-    pieces, n = rules._native.split(raw, parts, share)
+    pieces, n = _claims.split(raw, parts, share)
     assert n == 101 and len(pieces) == parts
     assert b"".join(p for p, _ in pieces) == raw
     bases = [base for _, base in pieces]
@@ -198,7 +200,7 @@ def test_split_cuts_at_claim_boundaries(parts, share):
         assert list(cpb.VerifyClaimsRequest.FromString(piece).claims) == claims[base:nxt]
     want_first = int(101 * (share if share >= 0 else 1 / parts) + 0.5)
     assert bases[1] == want_first
-    assert rules._native.split(raw + b"\x10\x01", 2) is None  # a field other than claims: not split
+    assert _claims.split(raw + b"\x10\x01", 2) is None  # a field other than claims: not split
 
 
 def test_a_long_folded_symbol_is_keyed_natively_once_python_folded_it(store):
@@ -210,9 +212,9 @@ def test_a_long_folded_symbol_is_keyed_natively_once_python_folded_it(store):
     c.last_visit_date.CopyFrom(type(c.birth_date)(year=2024, month=4, day=3))
     raw = cpb.VerifyClaimsRequest(claims=[c]).SerializeToString()
     native, python = verifiers(store)
-    assert rules._native.parse(raw, native._symbol_bytes, None).keys == []  # not folded yet: Python's
+    assert _claims.parse(raw, native._symbol_bytes, None).keys == []  # not folded yet: Python's
     compare(native, python, raw, None, True)
-    (key,) = rules._native.parse(raw, native._symbol_bytes, None).keys
+    (key,) = _claims.parse(raw, native._symbol_bytes, None).keys
     assert key == f"{KUMIAI}\x1f{symbol}\x1f{'8' * 20}\x1f99".encode() and len(key) == 113
     _, response, _ = compare(native, python, raw, None, True)
     assert cpb.VerifyClaimsResponse.FromString(response).verdicts[0].outcome == cpb.OUTCOME_OK

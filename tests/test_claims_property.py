@@ -27,7 +27,6 @@ from tests.claims_helpers import (
     unknown_claim,
     write_people,
 )
-from tests.conftest import native_available
 
 BASE = dt.date(2024, 1, 1)
 INSURERS = (KYOKAI, KUMIAI, SEAMEN, ELDERLY, NHI)
@@ -210,12 +209,9 @@ def _iso(d) -> str:
     return dt.date(d.year, d.month, d.day).isoformat()
 
 
-@pytest.mark.parametrize("kind", ["native", "pure"])
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_model_and_service_agree(kind, data):
-    if kind == "native" and not native_available():
-        pytest.skip("native engine not built")
+def test_model_and_service_agree(impl, data):
     people = data.draw(populations())
     claims = data.draw(st.lists(claims_for(people), min_size=1, max_size=12))
     with tempfile.TemporaryDirectory() as tmp:
@@ -224,7 +220,7 @@ def test_model_and_service_agree(kind, data):
              [qual(q.insurer, q.symbol, q.number, q.branch, q.acquired, q.lost) for q in p.quals])
             for p in people])
         try:
-            opened = Opened(tmp, kind)
+            opened = Opened(tmp, impl)
         except LookupError as exc:
             pytest.skip(str(exc))
         try:

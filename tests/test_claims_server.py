@@ -78,11 +78,11 @@ def two_people(data):
 
 
 @pytest.fixture
-def serve(tmp_path, engine_kind):
+def serve(tmp_path, impl):
     """ingest-serve reading through the native engine, or the pure one sharing
     the writer's environment (ONSHI_ENGINE)."""
     two_people(tmp_path / "store")
-    server = IngestServe(tmp_path / "store", tmp_path, engine=engine_kind)
+    server = IngestServe(tmp_path / "store", tmp_path, engine=impl)
     yield server
     server.stop()
 
@@ -383,7 +383,7 @@ def test_an_ok_stream_survives_sigkill_right_after_its_status(tmp_path):
     env = open_env(tmp_path / "store", readonly=True)
     try:
         with env.begin() as txn:
-            ledger = env.open_db(rules.LEDGER_DB, txn=txn, create=False)
+            ledger = env.open_db(b"claim_ledger", txn=txn, create=False)
             ids = [cid for _, value in txn.cursor(db=ledger) for cid, _ in rules.unpack_entries(value)]
     finally:
         env.close()
@@ -423,7 +423,7 @@ def test_recording_waits_for_its_commits_behind_a_slow_one(tmp_path):
     writer = Writer(tmp_path / "store")
     group = GroupWriter(writer)
     try:
-        ledger = group.open_db(rules.LEDGER_DB)
+        ledger = rules.open_ledger(group)
         release = threading.Event()
         group.submit(lambda t: release.wait(10), lambda result, exc: None)  # holds the committer
         recording = _Recording(group, ledger)

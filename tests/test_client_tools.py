@@ -33,7 +33,7 @@ def secured(tmp_path_factory):
     try:
         serve = s.Proc(s.onshi("serve", "--data", str(base / "store"), "--port", "0", "--workers", "1",
                                "--port-file", str(base / "serve.port"), "--pki", pki_dir()),
-                       base / "serve.port", base / "serve.log")
+                       base / "serve.port", base / "serve.log", env=s.INGEST_ENV)  # one deployment: one switch
     except Exception:
         ingest.stop()
         raise

@@ -41,7 +41,7 @@ def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_
     # Acks wait 150 ms after each commit, and the kill waits until the disk holds
     # more applied updates than the client has acks: it lands between a commit and
     # its acks, so those updates are re-sent and must come back DUPLICATE.
-    ingest = s.start_ingest(data, tmp_path, 0, "--test-ack-delay-ms", "150")
+    ingest = s.start_ingest(data, tmp_path, 0, seams=("--ack-delay-ms", "150"))
     started.append(ingest)
     port = ingest.port
     with grpc.insecure_channel(ingest.target) as channel:

@@ -383,23 +383,14 @@ def test_cli_help_lists_ingest_commands():
     assert "ingest-serve" in out.stdout and "ingest-file" in out.stdout
 
 
-@pytest.mark.parametrize("engine", [
-    "native",
-    "pure",
-])
-def test_eligibility_server_follows_map_growth_without_restart(tmp_path, engine):
+def test_eligibility_server_follows_map_growth_without_restart(tmp_path, impl):
     """The writer doubles the map as the store grows; a running eligibility
     server keeps seeing new commits (it must remap, not stop)."""
-    if engine == "native":
-        try:
-            import onshi.ext  # noqa: F401
-        except ImportError:
-            pytest.skip("native engine not built")
     data = tmp_path / "store"
     ingest = s.start_ingest(data, tmp_path, 0, "--map-size", str(1 << 20))
     serve = None
     try:
-        serve = s.start_eligibility(data, tmp_path, engine)
+        serve = s.start_eligibility(data, tmp_path, impl)
         people = [s.resident(50_000 + i) for i in range(6000)]
         with grpc.insecure_channel(ingest.target) as a, grpc.insecure_channel(serve.target) as b:
             enrol = enrollment_pb2_grpc.EnrollmentServiceStub(a)

@@ -470,11 +470,11 @@ def test_a_nonce_table_whose_size_overflows_is_refused(slots):
 def test_a_damaged_replay_lock_refuses_the_proof():
     """A lock error other than EBUSY/EOWNERDEAD was ignored and the table written
     unlocked; now it refuses (fail closed) with a status of its own."""
-    from onshi.server import trust
+    from onshi.server import trust_status
 
     from tests.test_trust_cardproof import verifier
     from tests.trust_helpers import FACILITY, proof_fields
-    table = cardproof.SharedReplayCache(300, slots=64, native=True)
+    table = cardproof.SharedReplayCache(300, slots=64, kind="native")
     assert table.add(os.urandom(16), time.time())
     table._native._scribble_lock()
     with pytest.raises(OSError):
@@ -485,7 +485,7 @@ def test_a_damaged_replay_lock_refuses_the_proof():
         verifier(replays=table).verify(f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce,
                                        f["card_signature"], FACILITY, purpose=cardproof.PURPOSE_CHECK_BY_CARD)
     assert info.value.reason == "CARD_PROOF_UNAVAILABLE"
-    assert trust.card_proof_status(info.value).code.name == "UNAVAILABLE"
+    assert trust_status.card_proof_status(info.value).code.name == "UNAVAILABLE"
 
 
 def jpki_ca() -> x509.Certificate:
@@ -528,7 +528,7 @@ def test_card_keys_that_are_not_pkcs1_rsa_are_card_proof_refusals(kind):
     """An RSA-PSS key (cryptography loads it as a plain RSA key, so the proof used
     to pass), a key the parsers refuse (ValueError: INTERNAL at the server) and
     an EC key are all the same refusal: an untrusted card certificate."""
-    from onshi.server import trust
+    from onshi.server import trust_status
 
     from tests.test_trust_cardproof import verifier
     from tests.trust_helpers import FACILITY
@@ -540,7 +540,7 @@ def test_card_keys_that_are_not_pkcs1_rsa_are_card_proof_refusals(kind):
     with pytest.raises(cardproof.CardProofError) as info:
         verifier().verify(der, FACILITY, now, nonce, signature, FACILITY, purpose=purpose)
     assert info.value.reason == "CARD_CERTIFICATE_UNTRUSTED" and "key" in str(info.value)
-    assert trust.card_proof_status(info.value).code.name == "UNAUTHENTICATED"
+    assert trust_status.card_proof_status(info.value).code.name == "UNAUTHENTICATED"
 
 
 @FUZZ

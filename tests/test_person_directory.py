@@ -9,7 +9,8 @@ import datetime as dt
 from onshi.core import audit, dates, identifiers
 from onshi.core.store import open_env
 from onshi.core.writer import Writer
-from onshi.server import trust
+from onshi.server.access_log import card_subject
+from onshi.server.person_directory import PersonDirectory
 from onshi.server.audit_service import my_records
 from onshi.v1 import qualification_pb2 as qpb
 
@@ -38,7 +39,7 @@ def store_with_reissued_card(path: str) -> None:
 
 def checked(log: audit.AuditLog, serial: str, facility: str) -> None:
     log.append(audit.AuditRecord(actor=f"facility:{facility}", action="CheckByCard",
-                                 subject=trust.card_subject(identifiers.card_serial_key(serial)),
+                                 subject=card_subject(identifiers.card_serial_key(serial)),
                                  items="validity=1 qualifications=1", purpose="visit"))
 
 
@@ -52,12 +53,12 @@ def test_records_under_a_replaced_card_stay_the_persons(tmp_path):
     log.close()
     env = open_env(store, readonly=True)
     try:
-        directory = trust.PersonDirectory(env)
+        directory = PersonDirectory(env)
         assert directory.link_of_card(identifiers.card_serial_key(OLD)) is None  # the old card no longer checks
         link = directory.link_of_card(identifiers.card_serial_key(NEW))
         assert link == 1
         subjects = directory.subjects(link)
-        assert {trust.card_subject(identifiers.card_serial_key(s)) for s in (OLD, NEW)} <= subjects
+        assert {card_subject(identifiers.card_serial_key(s)) for s in (OLD, NEW)} <= subjects
         mine = my_records(str(tmp_path / "audit"), link, subjects)
         assert sorted(r.actor for r in mine) == ["facility:1310000001", "facility:1310000002"]
         theirs = my_records(str(tmp_path / "audit"), 2, directory.subjects(2))

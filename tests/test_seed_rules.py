@@ -98,8 +98,7 @@ def details(p: qpb.Person) -> tuple:
 
 # --- 1. a lost number shows only what its own insurer registered -------------------------
 
-@pytest.mark.parametrize("kind", ["native", "pure"])
-def test_a_lost_number_shows_the_details_its_insurer_registered_not_the_newer_ones(store, kind):
+def test_a_lost_number_shows_the_details_its_insurer_registered_not_the_newer_ones(store, impl):
     """Seed 004: 「健康保険証によりオン資確認を行う場合は…当該資格が喪失している場合に、患者の
     直近の資格情報を確認することはできない」. A person married and moved while
     changing insurer A -> B: A's lost number answers 3 with A's details, never
@@ -116,23 +115,22 @@ def test_a_lost_number_shows_the_details_its_insurer_registered_not_the_newer_on
     store.close()
     old = s.person(r)
 
-    lost = check_by_number(store.path, kind, s.KYOKAI, "A1", old, "2024-05-01")
+    lost = check_by_number(store.path, impl, s.KYOKAI, "A1", old, "2024-05-01")
     assert lost.validity == epb.VALIDITY_INVALID_NEWER_EXISTS
     (q,) = lost.qualifications
     assert q.insurer_number == s.KYOKAI and details(q.person) == details(old)
     assert "新姓" not in str(lost) and "大阪" not in str(lost) and "5300001" not in str(lost)
 
-    then = check_by_number(store.path, kind, s.KYOKAI, "A1", old, "2023-01-01")
+    then = check_by_number(store.path, impl, s.KYOKAI, "A1", old, "2023-01-01")
     assert then.validity == epb.VALIDITY_VALID and details(then.qualifications[0].person) == details(old)
 
-    by_card = check_by_card(store.path, kind, "ABCDEF01", "2024-05-01")
+    by_card = check_by_card(store.path, impl, "ABCDEF01", "2024-05-01")
     assert by_card.validity == epb.VALIDITY_VALID
     assert by_card.qualifications[0].insurer_number == s.EMPLOYEE
     assert details(by_card.qualifications[0].person) == details(s.person(married))
 
 
-@pytest.mark.parametrize("kind", ["native", "pure"])
-def test_a_basic_information_change_moves_only_its_own_insurers_qualifications(store, kind):
+def test_a_basic_information_change_moves_only_its_own_insurers_qualifications(store, impl):
     """The same rule for a change of details: B's name change reaches what B's
     qualification shows, not A's lost one."""
     r = s.resident(2)
@@ -145,8 +143,8 @@ def test_a_basic_information_change_moves_only_its_own_insurers_qualifications(s
                                  person=s.person(married), basic_information_change=pb.BasicInformationChange())
     assert store.send(change)[0].outcome == ACCEPTED
     store.close()
-    a = check_by_number(store.path, kind, s.KYOKAI, "A1", s.person(r), "2024-05-01")
-    b = check_by_number(store.path, kind, s.EMPLOYEE, "B1", s.person(r), "2024-05-01")
+    a = check_by_number(store.path, impl, s.KYOKAI, "A1", s.person(r), "2024-05-01")
+    b = check_by_number(store.path, impl, s.EMPLOYEE, "B1", s.person(r), "2024-05-01")
     assert details(a.qualifications[0].person) == details(s.person(r))
     assert details(b.qualifications[0].person) == details(s.person(married))
 
@@ -177,8 +175,7 @@ def test_the_cli_check_by_number_shows_the_lost_qualifications_own_details(store
 
 # --- 2. a loss is matched to its qualification, not to today's registry ---------------------
 
-@pytest.mark.parametrize("kind", ["native", "pure"])
-def test_a_loss_takes_effect_after_the_person_moved(store, kind):
+def test_a_loss_takes_effect_after_the_person_moved(store, impl):
     """Seed 004 checks 「すべての新規登録データ（J-LIS照会、漢字氏名、カナ氏名、生年月日、性別、住所）」:
     new registrations. A loss ends a qualification already registered; it
     carries the address the insurer held. It must apply — else the lost
@@ -201,10 +198,10 @@ def test_a_loss_takes_effect_after_the_person_moved(store, kind):
     late = s.acquisition("b1", s.EMPLOYEE, r, "B1", "2024-04-01")
     assert store.send(late)[0].outcome == QUARANTINED
     store.close()
-    lost = check_by_number(store.path, kind, s.KYOKAI, "A1", s.person(r), "2024-05-01")
+    lost = check_by_number(store.path, impl, s.KYOKAI, "A1", s.person(r), "2024-05-01")
     assert lost.validity == epb.VALIDITY_INVALID
     assert lost.qualifications[0].loss_date.year == 2024
-    removed = check_by_number(store.path, kind, s.KYOKAI, "A2", s.person(r), "2024-05-01")
+    removed = check_by_number(store.path, impl, s.KYOKAI, "A2", s.person(r), "2024-05-01")
     assert removed.validity == epb.VALIDITY_INVALID and removed.qualifications[0].burden_ratio_percent == 20
 
 
@@ -359,8 +356,7 @@ def elderly(ratio: int, first: str, last: str | None = None) -> qpb.ElderlyRecip
     return c
 
 
-@pytest.mark.parametrize("kind", ["native", "pure"])
-def test_next_years_elderly_certificate_leaves_this_years_in_force_until_it_ends(store, kind):
+def test_next_years_elderly_certificate_leaves_this_years_in_force_until_it_ends(store, impl):
     """Seed 003 §5: 高齢受給者証「加入者の負担能力により一部負担割合が異なる」 — re-determined
     every 1 August. This year's 30 % (2024-08-01..2025-07-31), then next year's
     20 % from 2025-08-01: a visit on 2025-07-31 shows 30 %, one on 2025-08-01 20 %."""
@@ -373,15 +369,14 @@ def test_next_years_elderly_certificate_leaves_this_years_in_force_until_it_ends
     store.close()
 
     def shown(as_of):
-        (q,) = check_by_number(store.path, kind, s.KYOKAI, "A1", s.person(r), as_of).qualifications
+        (q,) = check_by_number(store.path, impl, s.KYOKAI, "A1", s.person(r), as_of).qualifications
         return q.elderly_recipient.burden_ratio_percent if q.HasField("elderly_recipient") else None
 
     assert [shown(d) for d in ("2024-07-31", "2024-08-01", "2025-07-31", "2025-08-01", "2026-08-01")] == \
         [None, 30, 30, 20, None]
 
 
-@pytest.mark.parametrize("kind", ["native", "pure"])
-def test_a_ratio_change_applies_from_its_effective_date(store, kind):
+def test_a_ratio_change_applies_from_its_effective_date(store, impl):
     """The ratio is dated too: 30 % until 2025-07-31 and 20 % from 2025-08-01,
     whatever day the change was sent."""
     r = s.resident(11)
@@ -389,13 +384,12 @@ def test_a_ratio_change_applies_from_its_effective_date(store, kind):
     store.send(s.acquisition("a1", s.KYOKAI, r, "A1", "2020-04-01", ratio=30),
                s.ratio_change("a2", s.KYOKAI, r, "A1", 20, effective="2025-08-01"))
     store.close()
-    ratios = [check_by_number(store.path, kind, s.KYOKAI, "A1", s.person(r), d).qualifications[0].burden_ratio_percent
+    ratios = [check_by_number(store.path, impl, s.KYOKAI, "A1", s.person(r), d).qualifications[0].burden_ratio_percent
               for d in ("2025-07-31", "2025-08-01")]
     assert ratios == [30, 20]
 
 
-@pytest.mark.parametrize("kind", ["native", "pure"])
-def test_preschool_ends_with_the_march_after_the_sixth_birthday(store, kind):
+def test_preschool_ends_with_the_march_after_the_sixth_birthday(store, impl):
     """The preschool 20 % (義務教育就学前) ends on the 31 March after the child
     reaches six: a check on 1 April answers 30 % and preschool false; on 31 March
     20 % and preschool true, with its last day."""
@@ -407,8 +401,8 @@ def test_preschool_ends_with_the_march_after_the_sixth_birthday(store, kind):
     acq.acquisition.qualification.preschool = True
     assert store.send(acq)[0].outcome == ACCEPTED
     store.close()
-    before = check_by_number(store.path, kind, s.KYOKAI, "A1", s.person(child), "2026-03-31").qualifications[0]
-    after = check_by_number(store.path, kind, s.KYOKAI, "A1", s.person(child), "2026-04-01").qualifications[0]
+    before = check_by_number(store.path, impl, s.KYOKAI, "A1", s.person(child), "2026-03-31").qualifications[0]
+    after = check_by_number(store.path, impl, s.KYOKAI, "A1", s.person(child), "2026-04-01").qualifications[0]
     assert (before.preschool, before.burden_ratio_percent, before.preschool_until) == (True, 20, s.date("2026-03-31"))
     assert (after.preschool, after.burden_ratio_percent, after.HasField("preschool_until")) == (False, 30, False)
 
@@ -424,8 +418,7 @@ def test_preschool_until_follows_the_age_reckoning_act(birth, last_preschool_day
     assert dated.preschool_until(day(birth)) == day(last_preschool_day)
 
 
-@pytest.mark.parametrize("kind", ["native", "pure"])
-def test_a_certificate_is_shown_only_on_the_days_it_is_valid(store, kind):
+def test_a_certificate_is_shown_only_on_the_days_it_is_valid(store, impl):
     """A limit-amount certificate from 2024-08-01 is not shown for a visit on 31 July."""
     r = s.resident(13)
     store.residents(r)
@@ -433,7 +426,7 @@ def test_a_certificate_is_shown_only_on_the_days_it_is_valid(store, kind):
                certificates("a2", r, "A1", limit_amount=qpb.LimitAmountCertificate(
                    category="エ", valid_from=s.date("2024-08-01"), valid_until=s.date("2025-07-31"))))
     store.close()
-    shown = [check_by_number(store.path, kind, s.KYOKAI, "A1", s.person(r), d).qualifications[0].HasField(
+    shown = [check_by_number(store.path, impl, s.KYOKAI, "A1", s.person(r), d).qualifications[0].HasField(
         "limit_amount") for d in ("2024-07-31", "2024-08-01", "2025-07-31", "2025-08-01")]
     assert shown == [False, True, True, False]
 
@@ -457,7 +450,7 @@ def test_the_failure_mode_lookup_matches_todays_details_and_shows_each_insurers_
     person at the desk gives today's name and address, so those match (the old
     ones no longer do); the answer shows each qualification with the details its
     own insurer registered, as a card check does."""
-    from onshi.server import trust
+    from onshi.server.person_directory import PersonDirectory
     from onshi.server.trust_service import TrustServicer
     from onshi.v1 import trust_pb2
 
@@ -467,7 +460,7 @@ def test_the_failure_mode_lookup_matches_todays_details_and_shows_each_insurers_
     married = moved(r, "新姓 花子", "シンセイ ハナコ", "大阪府大阪市北区梅田1-1")
     store.residents(married)
     store.send(s.acquisition("b1", s.EMPLOYEE, married, "B1", "2024-04-01"))
-    servicer = TrustServicer(None, trust.PersonDirectory(store.writer.env, store.writer.dbs))
+    servicer = TrustServicer(None, PersonDirectory(store.writer.env, store.writer.dbs))
 
     def lookup(p: qpb.Person, as_of: str):
         request = trust_pb2.LookupByBasicInfoRequest(name_kana=p.name_kana, sex=p.sex, birth_date=p.birth_date,

@@ -5,7 +5,6 @@ serve, health, reflection, bad input, graceful shutdown, worker restart."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
 import select
 import signal
@@ -33,19 +32,12 @@ SERVICE = "onshi.v1.EligibilityService"
 START_TIMEOUT = 30.0
 
 
-def _native_available() -> bool:
-    try:
-        importlib.import_module("onshi.ext")
-    except ImportError:
-        return False
-    return True
-
-
 # --- the store -------------------------------------------------------------------
 
 from tests.builders import (  # noqa: E402  (shared with the other server tests)
     KYOKAI, LATE, MUTUAL, NHI, NON_JIS_NAME, PAYER, UNION, person, qual,
 )
+from tests.seams import SEAMS  # noqa: E402
 
 
 PERSONS = {
@@ -174,14 +166,14 @@ def store(tmp_path_factory):
 
 
 class ServerProcess:
-    def __init__(self, data, engine, *extra, workers=2):
+    def __init__(self, data, engine, *extra, workers=2, seams=()):
+        """`seams`: test-only delays (tests/seams.py options) patched into the server."""
         env = dict(os.environ, ONSHI_ENGINE=engine, PYTHONUNBUFFERED="1")
         self.port_file = os.path.join(data, f"port-{os.getpid()}-{time.time_ns()}")
+        onshi_argv = [sys.executable, SEAMS, *seams, "--"] if seams else [sys.executable, "-m", "onshi.cli"]
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "onshi.cli",
+                *onshi_argv,
                 "serve",
                 "--data",
                 data,
@@ -240,27 +232,16 @@ class ServerProcess:
         return grpc.insecure_channel(self.target)
 
 
-@pytest.fixture(scope="module", params=("native", "pure"))
-def engine_kind(request):
-    """Module-scoped (one server per engine), with conftest's rule: a missing
-    native build is skipped locally and fails in CI."""
-    if request.param == "native" and not _native_available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("native engine is not built (scripts/setup.sh builds it)")
-        pytest.skip("native engine (onshi.ext) not built")
-    return request.param
-
-
 @pytest.fixture(scope="module")
-def server(store, engine_kind):
-    srv = ServerProcess(store, engine_kind)
+def server(store, impl):
+    srv = ServerProcess(store, impl)
     yield srv
     assert srv.stop() == 0, "".join(srv.stderr)
 
 
 @pytest.fixture(scope="module")
-def engine(store, engine_kind):
-    eng = open_engine(store, engine_kind)
+def engine(store, impl):
+    eng = open_engine(store, impl)
     yield eng
     eng.close()
 
@@ -289,8 +270,8 @@ def invalid_argument(channel, method, request: bytes) -> list[tuple[str, str]]:
 # --- answers -------------------------------------------------------------------
 
 
-def test_engine_is_the_one_asked_for(server, engine_kind):
-    assert server.engine == engine_kind
+def test_engine_is_the_one_asked_for(server, impl):
+    assert server.engine == impl
 
 
 def test_port_file_names_the_served_port(server):
@@ -578,6 +559,27 @@ def onshi(*args):
     )
 
 
+def test_no_command_has_hidden_options():
+    """Test and bench knobs are seams of the test or bench process
+    (tests/seams.py, bench/seams.py), not options a server accepts unseen."""
+    import argparse
+
+    from onshi.cli import build_parser
+
+    hidden = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif action.help == argparse.SUPPRESS and action.option_strings != ["-h", "--help"]:
+                hidden.append(f"{path} {'/'.join(action.option_strings)}")
+
+    walk(build_parser(), "onshi")
+    assert hidden == []
+
+
 def test_onshi_check_cli(server):
     out = onshi("check", "--target", server.target, "--card", "E5", "--as-of", "2020-01-01")
     assert out.returncode == 0, out.stderr
@@ -612,8 +614,8 @@ def test_onshi_check_cli(server):
 # --- lifecycle (a server of their own) ---------------------------------------------
 
 
-def test_killed_worker_is_reported_and_replaced(store, engine_kind):
-    srv = ServerProcess(store, engine_kind)
+def test_killed_worker_is_reported_and_replaced(store, impl):
+    srv = ServerProcess(store, impl)
     try:
         victim = min(srv.pids)
         os.kill(victim, signal.SIGKILL)
@@ -636,17 +638,16 @@ def test_killed_worker_is_reported_and_replaced(store, engine_kind):
         assert srv.stop() == 0, "".join(srv.stderr)
 
 
-def test_sigterm_drains_in_flight_calls_and_exits_0(store, engine_kind, engine):
+def test_sigterm_drains_in_flight_calls_and_exits_0(store, impl, engine):
     delay = 1.0
     srv = ServerProcess(
         store,
-        engine_kind,
-        "--test-handler-delay-ms",
-        str(delay * 1000),
+        impl,
         "--grace",
         "5",
         "--threads",
         "8",  # every call inside a handler at once, none queued
+        seams=("--check-delay-ms", str(delay * 1000)),
     )
     channels = [
         grpc.insecure_channel(srv.target, options=[("onshi.test.nonce", str(i))]) for i in range(8)
@@ -726,11 +727,11 @@ def test_serve_does_not_join_another_servers_port(server, store):
         assert worker_pid(ch) in server.pids
 
 
-def test_grace_shorter_than_a_call_still_stops_cleanly(store, engine_kind):
+def test_grace_shorter_than_a_call_still_stops_cleanly(store, impl):
     """A call outliving the grace is cut (CANCELLED/UNAVAILABLE to the client), and
     the worker waits for its handler to leave the engine before closing it."""
     srv = ServerProcess(
-        store, engine_kind, "--test-handler-delay-ms", "1000", "--grace", "0.2", workers=1
+        store, impl, "--grace", "0.2", workers=1, seams=("--check-delay-ms", "1000")
     )
     with srv.channel() as ch, futures.ThreadPoolExecutor(1) as pool:
         call = pool.submit(raw_call, ch, "CheckByCard", card(as_of=D(dt.date(2024, 1, 1))))
@@ -802,20 +803,22 @@ def test_arbitrary_fields_never_answer_internal(channel):
 
 def test_card_proof_and_audit_hooks_on_a_real_server(engine):
     """create_server(card_proof=, audit=): the hook's serial key is looked up, its
-    extra bytes (CheckResponse.warnings) arrive appended, audit sees the answer;
-    a bad as_of is refused before the proof is verified (no nonce spent)."""
+    extra bytes (CheckResponse.warnings) arrive appended, audit sees the answer
+    and the key that was looked up; a bad as_of is refused before the proof is
+    verified (no nonce spent)."""
     from onshi.server import app
 
     warning = E.Warning(code=E.WARNING_CODE_CARD_CERTIFICATE_EXPIRING, message="2 months left")
     extra = E.CheckResponse(warnings=[warning]).SerializeToString()
-    proofs, audited = [], []
+    proofs, audited, keys = [], [], []
 
-    def card_proof(request, context):
+    def card_proof(request, caller, context):
         proofs.append(request.card_signature)
         return identifiers.card_serial_key("A1"), extra
 
-    def audit(context, method, request, response):
+    def audit(context, caller, method, request, key, response):
         audited.append((method, response))
+        keys.append(key)
 
     serving = app.create_server(engine, card_proof=card_proof, audit=audit)
     serving.server.start()
@@ -832,6 +835,7 @@ def test_card_proof_and_audit_hooks_on_a_real_server(engine):
                 )
             )
             assert audited == [("CheckByCard", got)]
+            assert keys == [identifiers.card_serial_key("A1")]
             bad = card(card_signature=b"sig2", as_of=bad_date(2024, 2, 30))
             assert [f for f, _ in invalid_argument(ch, "CheckByCard", bad)] == ["as_of.day"]
             assert proofs == [b"sig"]

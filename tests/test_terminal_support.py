@@ -173,7 +173,7 @@ def card_files(pki_dir: str, name: str) -> tuple[str, str]:
 class Server:
     """A real `onshi serve --pki PKI` process on 127.0.0.1:0: mTLS with roles from
     client certificates and card-proof verification against the test JPKI CA and
-    its revocation list (onshi.server.trust), one worker, this test's store."""
+    its revocation list (onshi.server.trust_options), one worker, this test's store."""
 
     def __init__(self, store_dir: str, pki_dir: str | None, *extra: str):
         self.proc = subprocess.Popen(

@@ -14,6 +14,7 @@ from onshi.core import cardproof, pki
 from onshi.core.cardproof import CardProofError, CardVerifier, MalformedProof
 from onshi.v1 import eligibility_pb2
 
+from tests.conftest import native_available
 from tests.trust_helpers import (
     FACILITY,
     OTHER_FACILITY,
@@ -194,14 +195,11 @@ def test_pki_layout_is_as_documented():
     assert cert.serial_number == serial_of("expiring")
 
 
-# The native table (src/ext/_cardproof.pyx) when built, and the pure-Python reference.
-TABLES = [pytest.param(True, id="native"), pytest.param(False, id="pure")] if cardproof._NativeNonceTable \
-    else [pytest.param(False, id="pure")]
+# The native table (src/ext/_cardproof.pyx) and the pure-Python reference: conftest's impl.
 
 
-@pytest.mark.parametrize("native", TABLES)
-def test_shared_replay_cache_refuses_a_replay_in_another_process(native):
-    shared = cardproof.SharedReplayCache(300, slots=4096, native=native)
+def test_shared_replay_cache_refuses_a_replay_in_another_process(impl):
+    shared = cardproof.SharedReplayCache(300, slots=4096, kind=impl)
     nonce = os.urandom(16)
     now = time.time()
     assert shared.add(nonce, now)
@@ -224,23 +222,21 @@ def test_shared_replay_cache_refuses_a_replay_in_another_process(native):
     assert info.value.reason == "CARD_PROOF_REPLAYED"
 
 
-@pytest.mark.parametrize("native", TABLES)
-def test_full_replay_table_fails_closed(native):
-    shared = cardproof.SharedReplayCache(300, slots=64, native=native)
+def test_full_replay_table_fails_closed(impl):
+    shared = cardproof.SharedReplayCache(300, slots=64, kind=impl)
     now = time.time()
     with pytest.raises(cardproof.ReplayCacheFull):
         for _ in range(64 * 4):
             shared.add(os.urandom(16), now)
 
 
-@pytest.mark.parametrize("native", TABLES)
-def test_worker_dying_inside_the_replay_lock_does_not_block_the_others(native):
+def test_worker_dying_inside_the_replay_lock_does_not_block_the_others(impl):
     import fcntl
 
-    shared = cardproof.SharedReplayCache(300, slots=4096, native=native)
+    shared = cardproof.SharedReplayCache(300, slots=4096, kind=impl)
     pid = os.fork()
     if pid == 0:
-        if native:
+        if impl == "native":
             shared._native.hold_lock()
         else:
             fcntl.lockf(shared._lock_file, fcntl.LOCK_EX)
@@ -251,45 +247,43 @@ def test_worker_dying_inside_the_replay_lock_does_not_block_the_others(native):
 
 # --- the replay table in a file: every server of a deployment on a host -------------------
 
-def _open_in_another_process(path: str, native: bool, nonce: bytes, now: float) -> str:
+def _open_in_another_process(path: str, kind: str, nonce: bytes, now: float) -> str:
     """Open the table file in an unrelated process (not a fork) and add `nonce`."""
     import subprocess
     import sys
 
     code = ("import sys; from onshi.core import cardproof as c; "
-            f"t = c.SharedReplayCache(300, slots=4096, native={native!r}, path={path!r}); "
+            f"t = c.SharedReplayCache(300, slots=4096, kind={kind!r}, path={path!r}); "
             f"print('new' if t.add(bytes.fromhex({nonce.hex()!r}), {now!r}) else 'replay')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
 
-@pytest.mark.parametrize("native", TABLES)
-def test_replay_table_file_is_shared_by_unrelated_processes_and_restarts(native, tmp_path):
+def test_replay_table_file_is_shared_by_unrelated_processes_and_restarts(impl, tmp_path):
     path = str(tmp_path / "replays")
-    first = cardproof.SharedReplayCache(300, slots=4096, native=native, path=path)
+    first = cardproof.SharedReplayCache(300, slots=4096, kind=impl, path=path)
     now = time.time()
     used_here, used_there = os.urandom(16), os.urandom(16)
     assert first.add(used_here, now)
     # Another server process: refuses what this one accepted; what it accepts, this one refuses.
-    assert _open_in_another_process(path, native, used_here, now) == "replay"
-    assert _open_in_another_process(path, native, used_there, now) == "new"
+    assert _open_in_another_process(path, impl, used_here, now) == "replay"
+    assert _open_in_another_process(path, impl, used_there, now) == "new"
     assert not first.add(used_there, now)
     first.close()
     # Every server stopped and started again: the nonces are still remembered.
-    again = cardproof.SharedReplayCache(300, slots=4096, native=native, path=path)
+    again = cardproof.SharedReplayCache(300, slots=4096, kind=impl, path=path)
     assert not again.add(used_here, now + 1) and not again.add(used_there, now + 1)
     assert again.add(used_here, now + 601)  # its window passed
     again.close()
 
 
-@pytest.mark.parametrize("native", TABLES)
-def test_replay_table_file_lock_left_in_any_state_is_remade_by_the_first_opener(native, tmp_path):
+def test_replay_table_file_lock_left_in_any_state_is_remade_by_the_first_opener(impl, tmp_path):
     """A reboot or a process killed mid-lock can leave the lock bytes anything;
     the first process to open the file (no other holds it) makes it anew and
     keeps the remembered nonces."""
     path = str(tmp_path / "replays")
-    table = cardproof.SharedReplayCache(300, slots=4096, native=native, path=path)
+    table = cardproof.SharedReplayCache(300, slots=4096, kind=impl, path=path)
     nonce = os.urandom(16)
     now = time.time()
     assert table.add(nonce, now)
@@ -297,7 +291,7 @@ def test_replay_table_file_lock_left_in_any_state_is_remade_by_the_first_opener(
     with open(path, "r+b") as f:
         f.seek(cardproof.SharedReplayCache.TABLE_OFFSET)
         f.write(b"\xff" * cardproof.SharedReplayCache.LOCK_AREA)
-    table = cardproof.SharedReplayCache(300, slots=4096, native=native, path=path)
+    table = cardproof.SharedReplayCache(300, slots=4096, kind=impl, path=path)
     assert not table.add(nonce, now)
     assert table.add(os.urandom(16), now)
     table.close()
@@ -305,12 +299,12 @@ def test_replay_table_file_lock_left_in_any_state_is_remade_by_the_first_opener(
 
 def test_replay_table_file_refuses_a_mismatched_second_server(tmp_path):
     path = str(tmp_path / "replays")
-    table = cardproof.SharedReplayCache(300, slots=4096, native=False, path=path)
+    table = cardproof.SharedReplayCache(300, slots=4096, kind="pure", path=path)
     with pytest.raises(ValueError, match="start every server"):
-        cardproof.SharedReplayCache(300, slots=8192, native=False, path=path)
-    if cardproof._NativeNonceTable:
+        cardproof.SharedReplayCache(300, slots=8192, kind="pure", path=path)
+    if native_available("_cardproof"):
         with pytest.raises(ValueError, match="start every server"):
-            cardproof.SharedReplayCache(300, slots=4096, native=True, path=path)
+            cardproof.SharedReplayCache(300, slots=4096, kind="native", path=path)
     table.close()
     other = tmp_path / "not-a-table"
     other.write_bytes(b"some file the operator keeps here")

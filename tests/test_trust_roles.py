@@ -150,7 +150,7 @@ def test_replay_to_another_worker_is_refused(tmp_path):
     """`onshi serve --workers 2`: the replay cache is shared by the workers."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from onshi.server import trust
+    from onshi.server.errors import error_reason
     from onshi.v1 import eligibility_pb2_grpc
 
     from tests.trust_helpers import card_request
@@ -169,7 +169,7 @@ def test_replay_to_another_worker_is_refused(tmp_path):
             workers.add(dict(call.trailing_metadata()).get("onshi-worker-pid"))
             with pytest.raises(grpc.RpcError) as info:
                 eligibility_pb2_grpc.EligibilityServiceStub(channel).CheckByCard(request, timeout=10)
-            assert trust.error_reason(info.value) == "CARD_PROOF_REPLAYED"
+            assert error_reason(info.value) == "CARD_PROOF_REPLAYED"
             channel.close()
         assert len(workers) == 2, "every connection landed on one worker; the test proved nothing"
     finally:

@@ -12,7 +12,10 @@ import pytest
 from onshi.core import audit
 from onshi.core.cardproof import CardVerifier
 from onshi.core.engine import open_engine
-from onshi.server import app, auth, trust
+from onshi.server import app, auth
+from onshi.server.access_log import card_subject
+from onshi.server.eligibility_trust import EligibilityTrust
+from onshi.server.errors import error_reason
 from onshi.server.errors import field_violations
 from onshi.v1 import eligibility_pb2 as epb
 from onshi.v1 import eligibility_pb2_grpc
@@ -40,7 +43,7 @@ def served(tmp_path_factory):
     jpki = os.path.join(pki_dir(), "jpki")
     verifier = CardVerifier.from_files([os.path.join(jpki, "ca.pem")], os.path.join(jpki, "crl.der"))
     log = audit.AuditLog(str(base / "audit"), "test")
-    hooks = trust.EligibilityTrust(verifier, log)
+    hooks = EligibilityTrust(verifier, log)
     serving = app.create_server(engine, credentials=server_credentials(), interceptors=auth.interceptors(),
                                 card_proof=hooks.card_proof, audit=hooks.audit)
     serving.server.start()
@@ -89,20 +92,20 @@ def test_card_certificate_refusals(served, card, code, reason):
     port, _ = served
     err = code_of(lambda: stub(port, facility_stem()).CheckByCard(card_request(card), timeout=5))
     assert err.code() == code
-    assert trust.error_reason(err) == reason
+    assert error_reason(err) == reason
 
 
 def test_bad_signature_stale_and_replay(served):
     port, _ = served
     s = stub(port, facility_stem())
     err = code_of(lambda: s.CheckByCard(card_request("valid-2", sign_facility=OTHER_FACILITY), timeout=5))
-    assert (err.code(), trust.error_reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "CARD_SIGNATURE_INVALID")
+    assert (err.code(), error_reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "CARD_SIGNATURE_INVALID")
     err = code_of(lambda: s.CheckByCard(card_request("valid-2", timestamp=int(time.time()) - 3600), timeout=5))
-    assert (err.code(), trust.error_reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_STALE")
+    assert (err.code(), error_reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_STALE")
     request = card_request("valid-2")
     assert s.CheckByCard(request, timeout=5).validity == epb.VALIDITY_VALID
     err = code_of(lambda: s.CheckByCard(request, timeout=5))
-    assert (err.code(), trust.error_reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+    assert (err.code(), error_reason(err)) == (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
 
 
 def test_challenge_for_another_facility_is_denied(served):
@@ -231,7 +234,7 @@ def test_every_answer_is_in_the_access_log(served):
     assert len(records) == 1
     rec = records[0]
     assert rec.actor == f"facility:{FACILITY}" and rec.action == "CheckByCard"
-    assert rec.subject == trust.card_subject(serial_of("valid-1").to_bytes(20, "big"))
+    assert rec.subject == card_subject(serial_of("valid-1").to_bytes(20, "big"))
     assert rec.items == "validity=5 qualifications=2"
 
 
@@ -247,3 +250,26 @@ def test_tls13_is_negotiated(served):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
             assert tls.version() == "TLSv1.3"
+
+
+def test_each_check_takes_its_caller_once_and_logs_the_key_it_looked_up(served, monkeypatch):
+    """The role check takes the caller from the call and hands it to the card
+    proof and the access record (nothing is kept on the call's context): one
+    look at the caller per check; the record names the card the proof proved."""
+    port, audit_dir = served
+    looks = []
+    take = auth.caller_of
+
+    def counted(context):
+        looks.append(1)
+        return take(context)
+
+    monkeypatch.setattr(auth, "caller_of", counted)
+    s = stub(port, facility_stem())
+    request = card_request("valid-2")
+    assert s.CheckByCard(request, timeout=5).validity == epb.VALIDITY_VALID
+    assert len(looks) == 1
+    s.CheckByNumber(NUMBER_REQUEST, timeout=5)
+    assert len(looks) == 2
+    [rec] = audit.read(audit_dir, lambda r: r.request_id == request.challenge.nonce.hex())
+    assert rec.subject == card_subject(serial_of("valid-2").to_bytes(20, "big"))

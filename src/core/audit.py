@@ -62,6 +62,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from onshi.core import twins
+
 MAGIC = b"ONSHIAUD"
 VERSION = 1
 HEADER = struct.Struct("<8sIQQ32s")
@@ -78,11 +80,6 @@ DEFAULT_SEGMENT_BYTES = 64 << 20
 DEFAULT_SYNC_INTERVAL_MS = 4.0  # at most one fdatasync per 4 ms per stream (see AuditLog, docs/TRUST.md)
 MAX_SYNC_INTERVAL_MS = 100.0
 
-try:
-    from onshi.ext._auditlog import ROTATE as _ROTATE
-    from onshi.ext._auditlog import GroupCommit as _NativeGroupCommit
-except ImportError:  # pragma: no cover - a checkout without the native build
-    _NativeGroupCommit = None
 MAX_BODY = 1 << 16
 HEAD_SIZE = 256  # the head line, padded (native: _auditlog.pyx)
 PREALLOCATE = 1 << 20
@@ -229,8 +226,10 @@ class AuditLog:
 
     def __init__(self, directory: str, stream: str = "main", *, durable: bool = True,
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 clock: Callable[[], int] = time.time_ns, native: bool = True,
+                 clock: Callable[[], int] = time.time_ns, kind: str | None = None,
                  sync_interval_ms: float = DEFAULT_SYNC_INTERVAL_MS, key: bytes | None = None):
+        """kind: the group commit in C (src/ext/_auditlog.pyx) or this module's,
+        as `kind` or ONSHI_ENGINE says (twins.load)."""
         if not 0 <= sync_interval_ms <= MAX_SYNC_INTERVAL_MS:
             raise ValueError(f"sync_interval_ms must be 0-{MAX_SYNC_INTERVAL_MS:g}")
         if key is not None and len(key) != KEY_BYTES:
@@ -286,10 +285,11 @@ class AuditLog:
         self._gathering = False
         self._batch_target = 0
         self._fill = threading.Condition(self._lock)  # a gathering leader waits here
-        self._core = _NativeGroupCommit(
+        native = twins.load("_auditlog", kind)
+        self._rotate_code = native.ROTATE if native is not None else None
+        self._core = native.GroupCommit(
             self.fd, self._head_fd, self.size, self.allocated, self.seq, self.total, self.last_hash, durable,
-            segment_bytes, PREALLOCATE, key or b"", stream.encode()) if native and _NativeGroupCommit is not None \
-            else None
+            segment_bytes, PREALLOCATE, key or b"", stream.encode()) if native is not None else None
         if self._core is not None:
             self._core.sync_interval_ns = self.sync_interval_ns
 
@@ -415,7 +415,7 @@ class AuditLog:
                 now = self.clock()
             bodies.append(encode(r, now))
         if self._core is not None:
-            if self._core.append(bodies) == _ROTATE:  # durable; this caller rotates
+            if self._core.append(bodies) == self._rotate_code:  # durable; this caller rotates
                 self._rotate_native()
             return
         with self._lock:

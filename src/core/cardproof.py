@@ -37,13 +37,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from onshi.core import identifiers, pki
-
-try:  # the steps that would release the GIL, native (src/ext/_cardproof.pyx)
-    from onshi.ext._cardproof import NonceTable as _NativeNonceTable
-    from onshi.ext._cardproof import RsaPublicKey as _NativeRsaKey
-except ImportError:  # pragma: no cover - a checkout without the native build
-    _NativeRsaKey = _NativeNonceTable = None
+from onshi.core import history, identifiers, pki, twins
 
 CHALLENGE_PREFIX = "onshi/v1/card-proof\n"
 # What a proof is for: the gRPC method it was signed for, inside the signed
@@ -123,14 +117,17 @@ def sign_challenge(private_key: rsa.RSAPrivateKey, purpose: str, facility_code: 
                             hashes.SHA256())
 
 
-def signature_checker(key: rsa.RSAPublicKey, native: bool = True):
+def signature_checker(key: rsa.RSAPublicKey, kind: str | None = None):
     """(signature, message) -> bool: PKCS#1 v1.5 over SHA-256 by this card key.
 
-    Native when built: cryptography's verify releases the GIL, which in the
-    threaded server costs two thread switches per check (_cardproof.pyx)."""
-    if native and _NativeRsaKey is not None:
-        return _NativeRsaKey(key.public_bytes(serialization.Encoding.DER,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo)).verify_pkcs1v15_sha256
+    Native (src/ext/_cardproof.pyx) as `kind` or ONSHI_ENGINE says (twins.load):
+    cryptography's verify releases the GIL, which in the threaded server costs
+    two thread switches per check."""
+    native = twins.load("_cardproof", kind)
+    if native is not None:
+        return native.RsaPublicKey(key.public_bytes(serialization.Encoding.DER,
+                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+                                   ).verify_pkcs1v15_sha256
 
     def check(signature: bytes, message: bytes) -> bool:
         try:
@@ -156,18 +153,8 @@ def _minus_months(when: dt.datetime, months: int) -> dt.datetime:
 def warning_bytes(code: int, message: str) -> bytes:
     """A framed CheckResponse field 3 (Warning), to append to engine bytes."""
     msg = message.encode()
-    body = b"\x08" + bytes((code,)) + b"\x12" + _varint(len(msg)) + msg
-    return b"\x1a" + _varint(len(body)) + body
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
+    body = b"\x08" + bytes((code,)) + b"\x12" + history.varint(len(msg)) + msg
+    return b"\x1a" + history.varint(len(body)) + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,14 +308,17 @@ class SharedReplayCache:
     TABLE_OFFSET = 4096  # page-aligned, so the table maps on its own
     LOCK_AREA = 64       # as _cardproof.pyx's HEADER
 
-    def __init__(self, window: float, slots: int = 1 << 20, native: bool = True, path: str | None = None):
+    def __init__(self, window: float, slots: int = 1 << 20, kind: str | None = None, path: str | None = None):
+        """kind: native (a process-shared mutex, src/ext/_cardproof.pyx) or pure,
+        as `kind` or ONSHI_ENGINE says (twins.load)."""
         import mmap
         import tempfile
 
         self.window = window
         self.slots = slots
         self.path = path
-        native = bool(native and _NativeNonceTable)
+        ext = twins.load("_cardproof", kind)
+        native = ext is not None
         size = self.LOCK_AREA + slots * self.SLOT.size
         self._file = None
         init_lock = True
@@ -337,8 +327,8 @@ class SharedReplayCache:
         # Native when built: the same table under a process-shared mutex, so a
         # check takes no fcntl() (each one releases the GIL: thread switches).
         if native:
-            self._native = _NativeNonceTable(slots, self.PROBE, self._file.fileno(), self.TABLE_OFFSET, init_lock) \
-                if self._file is not None else _NativeNonceTable(slots, self.PROBE)
+            self._native = ext.NonceTable(slots, self.PROBE, self._file.fileno(), self.TABLE_OFFSET, init_lock) \
+                if self._file is not None else ext.NonceTable(slots, self.PROBE)
             return
         self._native = None
         if self._file is not None:
@@ -378,7 +368,8 @@ class SharedReplayCache:
                     raise ValueError(
                         f"{path} is in use by a server with another replay table "
                         f"({'native' if theirs and theirs[2] == self.LOCK_NATIVE else 'pure-Python'} lock, "
-                        f"{theirs[3] if theirs else '?'} slots): start every server of this deployment the same way")
+                        f"{theirs[3] if theirs else '?'} slots): start every server of this deployment the same way "
+                        "(the same ONSHI_ENGINE, the same table)")
                 return f, False
             if theirs is None or theirs[1:] != ours[1:]:
                 if theirs is not None and theirs[3:] != ours[3:]:

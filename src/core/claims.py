@@ -17,21 +17,13 @@ decoded payloads for certificates), so the server, the CLI and the tests share i
 
 from __future__ import annotations
 
-import os
 import struct
 import unicodedata
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
-from onshi.core import dates, history, identifiers, unknown
+from onshi.core import dates, history, identifiers, store, twins, unknown
 from onshi.v1 import claims_pb2, qualification_pb2
-
-try:  # the plain claims' native pass (onshi.ext._claims); these rules are its reference
-    from onshi.ext import _claims as _native
-except ImportError:  # not built: Python decides every claim
-    _native = None
-if os.environ.get("ONSHI_ENGINE") == "pure":  # the same switch as the engines'
-    _native = None
 
 OK = claims_pb2.OUTCOME_OK
 REROUTE = claims_pb2.OUTCOME_REROUTE
@@ -57,6 +49,7 @@ BILLED = -1  # payer key of a run paid by the billed qualification
 _HEADER = history.HEADER
 _VERSION = history.VERSION
 _ENTRY = history.ENTRY
+_HEAD_AND_FIRST = history.HEADER_AND_FIRST_DAYS
 
 
 def billed_covers(value: bytes, number_hash: int | None, birth_day: int, first_day: int, last_day: int) -> bool:
@@ -281,12 +274,17 @@ def run_points(points: int, runs: list[Run]) -> list[int]:
 # entry, and Apportion, scanning a facility's months in seq order, keeps each
 # claim's last entry (within a batch, entries keep claim order: the later wins).
 
-LEDGER_DB = b"claim_ledger"
-LEDGER_SEQ_KEY = b"claim_ledger_seq"
+LEDGER_SEQ_KEY = b"claim_ledger_seq"  # in meta; the ledger is store's claim_ledger
 UNRESOLVED_INSURER = ""
 _MONTH = struct.Struct(">I")
 _LEN = struct.Struct("<I")
 MAX_LEDGER_FACILITY = 480  # LMDB keys are at most 511 bytes
+
+
+def open_ledger(writer):
+    """The ledger's database, on the writer (store.DATABASES: kept by claims)."""
+    (name,) = store.names("claims")
+    return writer.open_db(name)
 
 
 def ledger_prefix(facility_code: str) -> bytes:
@@ -365,7 +363,6 @@ MAX_BATCH = 10_000
 _INSURER_CACHE_MAX = 200_000
 MAX_NUMBER = identifiers.MAX_NUMBER
 _UNKNOWN = "不詳"  # insurer cache value of 77777777 / 77777779
-_HEAD_AND_FIRST = struct.Struct("<HHiii")  # history header + the first entry's days
 
 
 def _file_prepared(i: int, prepared: tuple, keys: list, rows: list, unknown_claims: list,
@@ -390,14 +387,16 @@ class Verifier:
     (native or pure engine); basic4_env: an lmdb.Environment on the same store for
     the 不詳 index (the writer's env in the secondary process, a read-only env in
     the CLI). Number lookups for a whole batch are one engine call; only claims
-    the headers cannot settle as OK are decoded.
+    the headers cannot settle as OK are decoded. kind: the plain claims' native
+    pass (onshi.ext._claims, whose reference these rules are) or none, as
+    `kind` or ONSHI_ENGINE says (twins.load).
     """
 
-    def __init__(self, engine, basic4_env):
+    def __init__(self, engine, basic4_env, kind: str | None = None):
         self.engine = engine
         self.env = basic4_env
         try:
-            self.basic4_db = basic4_env.open_db(unknown.BASIC4_DB, create=False)
+            self.basic4_db = basic4_env.open_db(b"basic4", create=False)
         except Exception:  # lmdb.NotFoundError, or a read-only env without the DB
             self.basic4_db = None  # a store built before the index: 不詳 stays UNRESOLVED
         self._insurers: dict[str, object] = {}
@@ -406,7 +405,7 @@ class Verifier:
         self._insurer_hash: dict[bytes, int] = {}  # FNV state after "insurer\x1f"
         self._symbol_bytes: dict[bytes, bytes] = {}  # the same, UTF-8, for the native pass
         self._normalized: dict[str, str] = {}  # insurer number as billed -> normalised (ledger)
-        self.native = _native  # None: Python decides every claim (tests compare both)
+        self.native = twins.load("_claims", kind)  # None: Python decides every claim
         not_found = claims_pb2.Verdict()
         fill_verdict(not_found, self._settle(None, b"", 0, 0, 0, (), None), 0)
         self._not_found_tail = not_found.SerializeToString()  # the fields after claim_id

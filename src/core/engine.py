@@ -1,7 +1,8 @@
 """Engine selection and the argument-checking facade over either engine.
 
-`ONSHI_ENGINE=native|pure` chooses; unset means native when the extension is
-built, else pure (with a warning, since pure is several times slower).
+`ONSHI_ENGINE=native|pure` chooses, as for every native module (onshi.core.twins);
+unset means native when the extension is built, else pure (with a warning,
+since pure is several times slower).
 Both engines take normalised keys and day numbers and return serialized
 `onshi.v1.CheckResponse` bytes, ready to send.
 """
@@ -10,10 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import warnings
 from typing import Protocol
 
-from onshi.core import dates, identifiers
+from onshi.core import dates, identifiers, twins
 
 
 class Engine(Protocol):
@@ -27,18 +27,10 @@ class Engine(Protocol):
 
 
 def open_engine(path: str | os.PathLike, kind: str | None = None) -> Engine:
-    kind = kind or os.environ.get("ONSHI_ENGINE") or "auto"
-    if kind not in ("auto", "native", "pure"):
-        raise ValueError(f"ONSHI_ENGINE must be native or pure, not {kind!r}")
-    if kind in ("auto", "native"):
-        try:
-            from onshi.ext import NativeEngine
-        except ImportError:
-            if kind == "native":
-                raise
-            warnings.warn("native engine not built; using the pure-Python engine", RuntimeWarning)
-        else:
-            return NativeEngine(os.fspath(path))
+    """The engine `kind` (native or pure) names, else the one ONSHI_ENGINE does (twins.load)."""
+    native = twins.load("_engine", kind)
+    if native is not None:
+        return native.NativeEngine(os.fspath(path))
     from onshi.core.pure import PureEngine
 
     return PureEngine(path)

@@ -22,16 +22,7 @@ Order of the checks for one update (DOMAIN.md §4):
      number may not belong to another person...) -> REJECTED with violations;
   5. applied -> ACCEPTED; notices to other insurers still showing the person insured.
 
-Databases (opened by `open_dbs`; keys use \\x1f between parts):
-  registry         resident ID -> Resident (onshi.core.registry)
-  resident_link    resident ID -> link key (one link ID per resident)
-  applied          insurer \\x1f update_id -> EnrollmentAck of the first outcome
-  quarantine       quarantine ID (8 bytes) -> QuarantinedUpdate (kept after resolution)
-  quarantine_open  insurer \\x1f quarantine ID -> resident ID   (open entries, by insurer)
-  quarantine_held  insurer \\x1f resident ID \\x1f quarantine ID -> b""  (order per resident)
-  quarantine_done  quarantine ID -> EnrollmentAck of the resolution
-  notice           notice ID -> InsurerNotice;  notice_open  insurer \\x1f notice ID -> b""
-  link_notice      resident ID \\x1f link notice ID -> LinkNotice
+Databases: those store.DATABASES lists as kept by "enrollment" (opened by `open_dbs`).
 """
 
 from __future__ import annotations
@@ -42,15 +33,12 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
-from onshi.core import dated, dates, history, identifiers, persons, registry
+from onshi.core import dated, dates, history, identifiers, persons, registry, store
 from onshi.core.identifiers import InvalidIdentifier
 from onshi.core.store import link_id_of, link_key
 from onshi.core.writer import WriteTxn
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import qualification_pb2 as qpb
-
-DB_NAMES = (b"registry", b"resident_link", b"applied", b"quarantine", b"quarantine_open",
-            b"quarantine_held", b"quarantine_done", b"notice", b"notice_open", b"link_notice")
 
 ACCEPTED = pb.ENROLLMENT_OUTCOME_ACCEPTED
 DUPLICATE = pb.ENROLLMENT_OUTCOME_DUPLICATE
@@ -71,7 +59,7 @@ REGISTERING = ADDING + ("basic_information_change",)  # checked against the regi
 
 
 def open_dbs(writer) -> None:
-    for name in DB_NAMES:
+    for name in store.names("enrollment"):
         writer.open_db(name)
 
 
@@ -99,10 +87,6 @@ def bulk_load_residents(writer, residents: Iterable[tuple[int, pb.Resident]]) ->
     writer._put_sorted("registry", records)
     writer._put_sorted("resident_link", links)
     return len(records)
-
-
-def _seq(n: int) -> bytes:
-    return n.to_bytes(8, "big")
 
 
 # --- stateless validation ----------------------------------------------------
@@ -398,7 +382,7 @@ def _registry_gate(wtxn: WriteTxn, checked: Checked, now: float,
     """QUARANTINED ack if the update may not apply yet, else None."""
     held = wtxn.first("quarantine_held", _held_prefix(checked))
     if held is not None:
-        blocker = int.from_bytes(held[0][-8:], "big")
+        blocker = store.seq_of(held[0][-8:])
         return quarantine(wtxn, checked.update, checked, [HELD_BEHIND],
                           f"waits behind quarantined update {blocker} of the same resident", now)
     reasons, message = gate_reasons(wtxn, checked, checked.update.person, checked.person_bytes or None, stored)
@@ -486,9 +470,9 @@ def quarantine(wtxn: WriteTxn, update: pb.EnrollmentUpdate, checked: Checked, re
     record = registry.get(wtxn, checked.resident_id)
     if record is not None:
         entry.registry_record.CopyFrom(record)
-    wtxn.put("quarantine", _seq(qid), entry.SerializeToString(deterministic=True))
-    wtxn.put("quarantine_open", checked.insurer_number.encode() + SEP + _seq(qid), checked.resident_id.encode())
-    wtxn.put("quarantine_held", _held_prefix(checked) + _seq(qid), b"")
+    wtxn.put("quarantine", store.seq_key(qid), entry.SerializeToString(deterministic=True))
+    wtxn.put("quarantine_open", checked.insurer_number.encode() + SEP + store.seq_key(qid), checked.resident_id.encode())
+    wtxn.put("quarantine_held", _held_prefix(checked) + store.seq_key(qid), b"")
     return pb.EnrollmentAck(update_id=update.update_id, outcome=QUARANTINED, quarantine_id=qid,
                             quarantine_reasons=reasons, message=message)
 
@@ -648,8 +632,8 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float, stored: _Stored)
                   unowned=checked.number_key if kind in ADDING else None)  # its owner was checked above
     for notice in notices:
         notice.notice_id = wtxn.next_sequence(b"notice")
-        wtxn.put("notice", _seq(notice.notice_id), notice.SerializeToString(deterministic=True))
-        wtxn.put("notice_open", notice.insurer_number.encode() + SEP + _seq(notice.notice_id), b"")
+        wtxn.put("notice", store.seq_key(notice.notice_id), notice.SerializeToString(deterministic=True))
+        wtxn.put("notice_open", notice.insurer_number.encode() + SEP + store.seq_key(notice.notice_id), b"")
     return None
 
 
@@ -671,7 +655,7 @@ def _checked_of(entry: pb.QuarantinedUpdate, update: pb.EnrollmentUpdate) -> Che
 
 
 def _close(wtxn: WriteTxn, entry: pb.QuarantinedUpdate, checked: Checked, ack: pb.EnrollmentAck) -> None:
-    qid = _seq(entry.quarantine_id)
+    qid = store.seq_key(entry.quarantine_id)
     wtxn.delete("quarantine_open", checked.insurer_number.encode() + SEP + qid)
     wtxn.delete("quarantine_held", _held_prefix(checked) + qid)
     wtxn.put("quarantine_done", qid, ack.SerializeToString(deterministic=True))
@@ -692,7 +676,7 @@ def _try_apply(wtxn: WriteTxn, entry: pb.QuarantinedUpdate, update: pb.Enrollmen
         entry.ClearField("registry_record")
         if record is not None:
             entry.registry_record.CopyFrom(record)
-        wtxn.put("quarantine", _seq(entry.quarantine_id), entry.SerializeToString(deterministic=True))
+        wtxn.put("quarantine", store.seq_key(entry.quarantine_id), entry.SerializeToString(deterministic=True))
         return pb.EnrollmentAck(update_id=update.update_id, outcome=QUARANTINED, quarantine_id=entry.quarantine_id,
                                 quarantine_reasons=reasons, message=message)
     ack = apply_change(wtxn, checked, now)
@@ -705,19 +689,19 @@ def _try_apply(wtxn: WriteTxn, entry: pb.QuarantinedUpdate, update: pb.Enrollmen
 
 def resolve(wtxn: WriteTxn, request: pb.ResolveQuarantineRequest, insurers: frozenset[str],
             now: float) -> pb.ResolveQuarantineResponse:
-    raw = wtxn.get("quarantine", _seq(request.quarantine_id))
+    raw = wtxn.get("quarantine", store.seq_key(request.quarantine_id))
     if raw is None:
         raise Refused("NOT_FOUND", f"no quarantined update {request.quarantine_id}")
     entry = pb.QuarantinedUpdate.FromString(raw)
     checked = _checked_of(entry, entry.update)
     if checked.insurer_number not in insurers:
         raise Refused("PERMISSION_DENIED", "the quarantined update belongs to another insurer")
-    if wtxn.get("quarantine_done", _seq(entry.quarantine_id)) is not None:
+    if wtxn.get("quarantine_done", store.seq_key(entry.quarantine_id)) is not None:
         raise Refused("FAILED_PRECONDITION", f"quarantined update {entry.quarantine_id} is already resolved")
     first_held = next(wtxn.scan("quarantine_held", _held_prefix(checked)))
-    if int.from_bytes(first_held[0][-8:], "big") != entry.quarantine_id:
+    if store.seq_of(first_held[0][-8:]) != entry.quarantine_id:
         raise Refused("FAILED_PRECONDITION",
-                      f"resolve quarantined update {int.from_bytes(first_held[0][-8:], 'big')} of this resident first")
+                      f"resolve quarantined update {store.seq_of(first_held[0][-8:])} of this resident first")
     response = pb.ResolveQuarantineResponse()
     if request.resolution == pb.RESOLUTION_DISCARD:
         ack = pb.EnrollmentAck(update_id=entry.update.update_id, outcome=DISCARDED,
@@ -748,7 +732,7 @@ def _open_entries(wtxn: WriteTxn, index: str, db: str, message, insurers: list[s
     out = []
     for insurer in sorted(insurers):
         prefix = insurer.encode() + SEP
-        for key, _ in wtxn.scan(index, prefix, prefix + _seq(after + 1)):
+        for key, _ in wtxn.scan(index, prefix, prefix + store.seq_key(after + 1)):
             out.append(message.FromString(wtxn.get(db, key[-8:])))
     return out
 
@@ -780,12 +764,12 @@ def acknowledge_notices(wtxn: WriteTxn, notice_ids: list[int], insurers: frozens
     """Close the caller's own notices; others' IDs are ignored (not even confirmed)."""
     done = 0
     for notice_id in notice_ids:
-        raw = wtxn.get("notice", _seq(notice_id))
+        raw = wtxn.get("notice", store.seq_key(notice_id))
         if raw is None:
             continue
         notice = pb.InsurerNotice.FromString(raw)
         if notice.insurer_number in insurers and wtxn.delete(
-                "notice_open", notice.insurer_number.encode() + SEP + _seq(notice_id)):
+                "notice_open", notice.insurer_number.encode() + SEP + store.seq_key(notice_id)):
             done += 1
     return done
 
@@ -835,7 +819,7 @@ def link_card(wtxn: WriteTxn, request: pb.LinkCardRequest, now: float) -> pb.Lin
                            card_serial=identifiers.card_serial_text(serial_key),
                            insurer_number=identifiers.normalize_insurer_number(request.insurer_number),
                            insured_number=request.insured_number, linked_time=stamp, consent_time=stamp)
-    wtxn.put("link_notice", resident_id.encode() + SEP + _seq(notice_id), notice.SerializeToString(deterministic=True))
+    wtxn.put("link_notice", resident_id.encode() + SEP + store.seq_key(notice_id), notice.SerializeToString(deterministic=True))
     return pb.LinkCardResponse(link_notice_id=notice_id,
                                replaced_card_serial=identifiers.card_serial_text(replaced) if replaced else "",
                                loose_matches=loose_matches(wtxn, resident_id, request.person))

@@ -25,18 +25,20 @@ holding d, or for a qualification lost by d the view of its last covered day.
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from onshi.core import dated as dated_parts
-from onshi.core import dates, identifiers
+from onshi.core import dates, identifiers, twins
 from onshi.v1 import eligibility_pb2, qualification_pb2
 
 VERSION = 2
 HEADER = struct.Struct("<HHi")
 ENTRY = struct.Struct("<iiQIIii")
+# The header and the first entry's acquisition and loss days, in one unpack: how
+# the claims' fast path reads a record of one qualification.
+HEADER_AND_FIRST_DAYS = struct.Struct("<HHiii")
 MAX_ENTRIES = 1024  # views per person; keeps engine buffers fixed-size
 MAX_QUALIFICATIONS = 255  # far above any real person
 
@@ -68,6 +70,7 @@ def shown(e: Entry, day: int) -> bool:
 
 
 def varint(n: int) -> bytes:
+    """Protobuf's varint of n >= 0 (the payloads' framing)."""
     if 0 <= n < 0x80:
         return _ONE_BYTE[n]  # most lengths here: a person, an ack
     out = bytearray()
@@ -116,19 +119,19 @@ class Row(NamedTuple):
     views: tuple[View, ...]
 
 
-def _read_varint(buf: bytes, i: int, end: int | None = None) -> tuple[int, int]:
+def read_varint(buf: bytes, i: int, end: int | None = None) -> tuple[int, int]:
     """(value, index after it) of the varint at buf[i]; it must end before `end`."""
-    end = len(buf) if end is None else end
+    if end is None:
+        end = len(buf)
     value = shift = 0
-    while True:
-        if i >= end or shift >= 64:  # at most 10 bytes, as protobuf
-            raise ValueError("corrupt varint")
+    while i < end and shift < 64:  # at most 10 bytes, as protobuf
         b = buf[i]
-        value |= (b & 0x7F) << shift
         i += 1
-        if not b & 0x80:
-            return value, i
+        if b < 0x80:
+            return value | (b << shift), i
+        value |= (b & 0x7F) << shift
         shift += 7
+    raise ValueError("corrupt varint")
 
 
 def split_record_pure(value: bytes) -> tuple[int, list[tuple[int, int, int, int, int, bytes, bytes]]]:
@@ -147,10 +150,10 @@ def split_record_pure(value: bytes) -> tuple[int, list[tuple[int, int, int, int,
         end = off + length
         if length == 0 or end > len(value) or value[off] != QUALIFICATION_TAG[0]:
             raise ValueError("corrupt history record")
-        _, start = _read_varint(value, off + 1, end)  # the payload length
+        _, start = read_varint(value, off + 1, end)  # the payload length
         person = b""
         if start < end and value[start] == PERSON_TAG[0]:
-            size, at = _read_varint(value, start + 1, end)
+            size, at = read_varint(value, start + 1, end)
             if at + size > end:
                 raise ValueError("corrupt history record")
             person = value[at:at + size]
@@ -165,12 +168,12 @@ def number_fields_pure(body: bytes) -> tuple[str, str, str, str]:
     found = {2: b"", 4: b"", 5: b"", 6: b""}
     i, n = 0, len(body)
     while i < n:
-        tag, i = _read_varint(body, i)
+        tag, i = read_varint(body, i)
         field, wire = tag >> 3, tag & 7
         if wire == 0:
-            _, i = _read_varint(body, i)
+            _, i = read_varint(body, i)
         elif wire == 2:
-            size, i = _read_varint(body, i)
+            size, i = read_varint(body, i)
             if i + size > n:
                 raise ValueError("corrupt qualification")
             if field in found:
@@ -203,14 +206,16 @@ def join_record_pure(birth_day: int, entries: list[tuple[int, int, int, int, int
     return b"".join(head) + b"".join(payloads)
 
 
-_PURE = (split_record_pure, number_fields_pure, join_record_pure, identifiers.number_hash)
-if os.environ.get("ONSHI_PURE_APPLY") == "1":  # the reference, e.g. to compare
-    split_record, number_fields, join_record, number_hash = _PURE
-else:
-    try:
-        from onshi.ext._apply import join_record, number_fields, number_hash, split_record
-    except ImportError:  # not built: the pure twins
-        split_record, number_fields, join_record, number_hash = _PURE
+def codec(kind: str | None = None) -> tuple:
+    """(split_record, number_fields, join_record, number_hash): the native twins
+    (onshi.ext._apply) or the pure ones above, as `kind` or ONSHI_ENGINE says (twins.load)."""
+    native = twins.load("_apply", kind)
+    if native is None:
+        return split_record_pure, number_fields_pure, join_record_pure, identifiers.number_hash
+    return native.split_record, native.number_fields, native.join_record, native.number_hash
+
+
+split_record, number_fields, join_record, number_hash = codec()  # chosen once, at import
 
 
 def decode_rows(value: bytes) -> tuple[int, list[Row]]:
@@ -384,10 +389,8 @@ def parse_history(value: bytes | memoryview) -> tuple[int, list[Entry]]:
 
 
 def unframe(payload: bytes) -> qualification_pb2.Qualification:
-    i = 1  # skip the tag, then the varint length
-    while payload[i] & 0x80:
-        i += 1
-    return qualification_pb2.Qualification.FromString(payload[i + 1:])
+    _, start = read_varint(payload, 1)  # after the tag, the varint length
+    return qualification_pb2.Qualification.FromString(payload[start:])
 
 
 def qualifications(value: bytes | memoryview) -> list[tuple[qualification_pb2.Person,

@@ -22,7 +22,6 @@ import struct
 from onshi.core import dates
 from onshi.v1 import qualification_pb2 as qpb
 
-PERSON_DB = b"person"
 MIN_DAY = -(2**31)
 _ENTRY = struct.Struct("<iI")
 

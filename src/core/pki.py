@@ -46,6 +46,22 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 ROLES = ("facility", "insurer", "review", "operator")
 URN_PREFIX = "urn:onshi:"
 CERT_URN = URN_PREFIX + "cert:"  # + the certificate's serial, lowercase hex
+
+
+def role_and_codes(cert: x509.Certificate) -> tuple[set[str], frozenset[str]]:
+    """The roles a caller certificate names (urn:onshi:role:<role>) and, for a
+    single role, its codes (urn:onshi:<role>:<code>). Checking them (one role,
+    the codes a role needs) is the server's: onshi.server.auth."""
+    try:
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+            .get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    roles = {u[len(URN_PREFIX) + 5:] for u in uris if u.startswith(URN_PREFIX + "role:")}
+    if len(roles) != 1:
+        return roles, frozenset()
+    prefix = f"{URN_PREFIX}{next(iter(roles))}:"
+    return roles, frozenset(u[len(prefix):] for u in uris if u.startswith(prefix))
 CALLER_CRL = os.path.join("onshi", "caller-crl.der")
 
 # Demo identities. Insurer numbers carry valid check digits (DOMAIN.md §2).

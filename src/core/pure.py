@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import lmdb
 
 from onshi.core import history, identifiers
-from onshi.core.store import open_env
+from onshi.core.store import link_key, open_env
 
 _NO_RECORD = history.response(history.NO_RECORD)
 
@@ -109,7 +109,7 @@ class PureEngine:
 
     def history_by_link(self, link_id: int) -> bytes | None:
         with self._read(buffers=False) as txn:
-            return txn.get(link_id.to_bytes(8, "big"), db=self._history)
+            return txn.get(link_key(link_id), db=self._history)
 
     def _by_card(self, txn, serial_key, day):
         link = txn.get(serial_key, db=self._card)

@@ -41,7 +41,6 @@ Resident = enrollment_pb2.Resident
 Reason = enrollment_pb2.QuarantineReason
 Rule = enrollment_pb2.MatchRule
 
-REGISTRY_DB = b"registry"
 RESIDENT_ID_LEN = 11  # 住民票コード
 _DIGITS = re.compile(r"[0-9]+")
 

@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from google.protobuf.message import DecodeError
+from onshi.core import pki
 from onshi.v1 import relay_pb2
 
 SIGNING_PREFIX = b"onshi/v1/relay-token\n"
@@ -127,19 +128,17 @@ def load_private_key(path: str) -> rsa.RSAPrivateKey:
 
 def insurer_keys_from_certificates(paths: list[str]) -> dict[str, rsa.RSAPublicKey]:
     """insurer number -> public key, from onshi insurer client certificates."""
-    from onshi.server.auth import caller_from_certificate
-
     keys: dict[str, rsa.RSAPublicKey] = {}
     for path in paths:
         with open(path, "rb") as f:
             cert = x509.load_pem_x509_certificate(f.read())
-        caller = caller_from_certificate(cert)
+        roles, codes = pki.role_and_codes(cert)
         key = cert.public_key()
         # relay.proto's sealing-key: RSA of 2048 bits or more (an insurer with
         # another key gets no token; FindInsurer logs it as no-key=).
-        if caller.role != "insurer" or not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
+        if roles != {"insurer"} or not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
             continue
-        for number in caller.codes:
+        for number in codes:
             keys[number] = key
     return keys
 

@@ -32,7 +32,6 @@ from onshi.core import dates, history, persons
 from onshi.core.store import link_id_of, link_key
 from onshi.v1 import claims_pb2, qualification_pb2
 
-BASIC4_DB = b"basic4"
 _DAY_OFFSET = 1 << 31
 MAX_KANA_BYTES = 300  # keeps the key under LMDB's 511-byte limit
 

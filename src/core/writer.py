@@ -17,8 +17,8 @@ from typing import TypeVar
 
 import lmdb
 
-from onshi.core import dates, history, identifiers, persons, unknown
-from onshi.core.store import DB_NAMES, link_id_of, link_key, open_env
+from onshi.core import dates, history, identifiers, persons, store, unknown
+from onshi.core.store import link_id_of, link_key, open_env
 from onshi.v1 import qualification_pb2
 
 T = TypeVar("T")
@@ -46,12 +46,12 @@ class Writer:
         self.env = open_env(self.path, readonly=False, map_size=map_size)
         self.max_map_size = max_map_size
         with self.env.begin(write=True) as txn:
-            self.dbs = {name.decode(): self.env.open_db(name, txn=txn) for name in DB_NAMES}
-            # 不詳 identification index (onshi.core.unknown), kept by put_history and bulk_load.
-            self.dbs["basic4"] = self.env.open_db(unknown.BASIC4_DB, txn=txn)
+            # The lookup chain and the 不詳 index (onshi.core.unknown), kept by put_history and bulk_load.
+            self.dbs = {name.decode(): self.env.open_db(name, txn=txn) for name in store.names("writer")}
 
     def open_db(self, name: bytes, **kwargs) -> lmdb._Database:
-        """A further named database for a service built on the writer (ingest, audit...)."""
+        """A further named database for a service built on the writer (one of
+        store.DATABASES: enrollment's, the claims ledger; a test's own)."""
         db = self.env.open_db(name, **kwargs)
         self.dbs[name.decode()] = db
         return db
@@ -236,16 +236,16 @@ class WriteTxn:
 
     # -- link IDs ---------------------------------------------------------
     def new_link_id(self) -> int:
-        raw = self.txn.get(b"next_link_id", db=self.dbs["meta"])
-        link_id = int.from_bytes(raw, "big") if raw else 1
-        self.txn.put(b"next_link_id", (link_id + 1).to_bytes(8, "big"), db=self.dbs["meta"])
+        raw = self.txn.get(store.NEXT_LINK_ID, db=self.dbs["meta"])
+        link_id = link_id_of(raw) if raw else 1
+        self.txn.put(store.NEXT_LINK_ID, link_key(link_id + 1), db=self.dbs["meta"])
         return link_id
 
     def reserve_link_ids(self, highest: int) -> None:
-        raw = self.txn.get(b"next_link_id", db=self.dbs["meta"])
-        current = int.from_bytes(raw, "big") if raw else 1
+        raw = self.txn.get(store.NEXT_LINK_ID, db=self.dbs["meta"])
+        current = link_id_of(raw) if raw else 1
         if highest + 1 > current:
-            self.txn.put(b"next_link_id", (highest + 1).to_bytes(8, "big"), db=self.dbs["meta"])
+            self.txn.put(store.NEXT_LINK_ID, link_key(highest + 1), db=self.dbs["meta"])
 
     # -- reads ------------------------------------------------------------
     def history(self, link_id: int) -> list[tuple[Person, Qualification]]:
@@ -388,6 +388,6 @@ class WriteTxn:
         """A durable counter in `meta` (quarantine IDs, notice IDs...): 1, 2, 3..."""
         key = b"seq:" + counter
         raw = self.txn.get(key, db=self.dbs["meta"])
-        value = int.from_bytes(raw, "big") + 1 if raw else 1
-        self.txn.put(key, value.to_bytes(8, "big"), db=self.dbs["meta"])
+        value = store.seq_of(raw) + 1 if raw else 1
+        self.txn.put(key, store.seq_key(value), db=self.dbs["meta"])
         return value

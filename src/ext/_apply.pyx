@@ -13,57 +13,10 @@ from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
-cdef enum:
-    VERSION = 2
-    HEADER_SIZE = 8    # <HHi
-    ENTRY_SIZE = 32    # <iiQIIii
-    QUALIFICATION_TAG = 0x12
-    PERSON_TAG = 0x0A
-
-
-cdef inline uint32_t rd32(const uint8_t *p) noexcept nogil:
-    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
-
-
-cdef inline void wr32(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = v & 0xFF
-    p[1] = (v >> 8) & 0xFF
-    p[2] = (v >> 16) & 0xFF
-    p[3] = (v >> 24) & 0xFF
-
-
-cdef inline Py_ssize_t read_varint(const uint8_t *p, Py_ssize_t i, Py_ssize_t end, uint64_t *out) noexcept nogil:
-    """Index after the varint at p[i], its value in *out; -1 if it runs past end."""
-    cdef uint64_t value = 0
-    cdef int shift = 0
-    cdef uint8_t b
-    while i < end and shift < 64:
-        b = p[i]
-        i += 1
-        value |= (<uint64_t>(b & 0x7F)) << shift
-        if not b & 0x80:
-            out[0] = value
-            return i
-        shift += 7
-    return -1
-
-
-cdef inline Py_ssize_t varint_size(uint64_t n) noexcept nogil:
-    cdef Py_ssize_t size = 1
-    while n >= 0x80:
-        n >>= 7
-        size += 1
-    return size
-
-
-cdef inline Py_ssize_t write_varint(uint8_t *p, uint64_t n) noexcept nogil:
-    cdef Py_ssize_t i = 0
-    while n >= 0x80:
-        p[i] = (n & 0x7F) | 0x80
-        n >>= 7
-        i += 1
-    p[i] = n
-    return i + 1
+from onshi.ext.record cimport (E_ACQUISITION, E_HASH, E_LENGTH, E_LOSS, E_OFFSET, E_VIEW_END, E_VIEW_FIRST,
+                               ENTRY_SIZE, H_BIRTH, H_COUNT, H_VERSION, HEADER_SIZE, PERSON_TAG,
+                               QUALIFICATION_TAG, RECORD_VERSION, fnv1a64, rd16, rd32, rd64, read_varint,
+                               varint_size, wr16, wr32, wr64, write_varint)
 
 
 def split_record(bytes value not None):
@@ -75,18 +28,18 @@ def split_record(bytes value not None):
     cdef Py_ssize_t start, end, at
     cdef uint64_t size, nhash
     cdef const uint8_t *e
-    if n < HEADER_SIZE or (p[0] | (p[1] << 8)) != VERSION:
+    if n < HEADER_SIZE or rd16(p + H_VERSION) != RECORD_VERSION:
         raise ValueError("history record version not supported" if n >= HEADER_SIZE else "corrupt history record")
-    count = p[2] | (p[3] << 8)
+    count = rd16(p + H_COUNT)
     if HEADER_SIZE + <Py_ssize_t>count * ENTRY_SIZE > n:
         raise ValueError("corrupt history record")
     out = []
     person = b""
     for i in range(count):
         e = p + HEADER_SIZE + i * ENTRY_SIZE
-        nhash = (<uint64_t>rd32(e + 8)) | ((<uint64_t>rd32(e + 12)) << 32)
-        off = rd32(e + 16)
-        length = rd32(e + 20)
+        nhash = rd64(e + E_HASH)
+        off = rd32(e + E_OFFSET)
+        length = rd32(e + E_LENGTH)
         end = <Py_ssize_t>off + length
         if length == 0 or end > n or p[off] != QUALIFICATION_TAG:
             raise ValueError("corrupt history record")
@@ -104,9 +57,10 @@ def split_record(bytes value not None):
             else:
                 this_person = person = PyBytes_FromStringAndSize(<const char *>p + at, <Py_ssize_t>size)
             start = at + <Py_ssize_t>size
-        out.append((<int32_t>rd32(e), <int32_t>rd32(e + 4), nhash, <int32_t>rd32(e + 24), <int32_t>rd32(e + 28),
+        out.append((<int32_t>rd32(e + E_ACQUISITION), <int32_t>rd32(e + E_LOSS), nhash,
+                    <int32_t>rd32(e + E_VIEW_FIRST), <int32_t>rd32(e + E_VIEW_END),
                     this_person, PyBytes_FromStringAndSize(<const char *>p + start, end - start)))
-    return <int32_t>rd32(p + 4), out
+    return <int32_t>rd32(p + H_BIRTH), out
 
 
 def number_fields(bytes body not None):
@@ -184,11 +138,9 @@ def join_record(int birth_day, list entries not None):
         raise ValueError("history record too large")
     record = PyBytes_FromStringAndSize(NULL, total)
     out = <uint8_t *>PyBytes_AS_STRING(record)
-    out[0] = VERSION
-    out[1] = 0
-    out[2] = count & 0xFF
-    out[3] = (count >> 8) & 0xFF
-    wr32(out + 4, <uint32_t><int32_t>birth_day)
+    wr16(out + H_VERSION, RECORD_VERSION)
+    wr16(out + H_COUNT, <uint16_t>count)
+    wr32(out + H_BIRTH, <uint32_t><int32_t>birth_day)
     offset = HEADER_SIZE + count * ENTRY_SIZE
     for i in range(count):
         entry = <tuple>entries[i]
@@ -197,14 +149,13 @@ def join_record(int birth_day, list entries not None):
         pf = PyBytes_GET_SIZE(person_field)
         inner = pf + PyBytes_GET_SIZE(body)
         e = out + HEADER_SIZE + i * ENTRY_SIZE
-        wr32(e, <uint32_t><int32_t>acq)
-        wr32(e + 4, <uint32_t><int32_t>loss)
-        wr32(e + 8, <uint32_t>(nhash & 0xFFFFFFFF))
-        wr32(e + 12, <uint32_t>(nhash >> 32))
-        wr32(e + 16, <uint32_t>offset)
-        wr32(e + 20, <uint32_t>(1 + varint_size(inner) + inner))
-        wr32(e + 24, <uint32_t><int32_t>first)
-        wr32(e + 28, <uint32_t><int32_t>end)
+        wr32(e + E_ACQUISITION, <uint32_t><int32_t>acq)
+        wr32(e + E_LOSS, <uint32_t><int32_t>loss)
+        wr64(e + E_HASH, nhash)
+        wr32(e + E_OFFSET, <uint32_t>offset)
+        wr32(e + E_LENGTH, <uint32_t>(1 + varint_size(inner) + inner))
+        wr32(e + E_VIEW_FIRST, <uint32_t><int32_t>first)
+        wr32(e + E_VIEW_END, <uint32_t><int32_t>end)
         out[offset] = QUALIFICATION_TAG
         offset += 1
         offset += write_varint(out + offset, <uint64_t>inner)
@@ -217,9 +168,4 @@ def join_record(int birth_day, list entries not None):
 
 def number_hash(bytes key not None):
     """FNV-1a 64 of a number key (identifiers.number_hash, the engines' hash)."""
-    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(key)
-    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(key)
-    cdef uint64_t h = 0xCBF29CE484222325ULL
-    for i in range(n):
-        h = (h ^ p[i]) * 0x100000001B3ULL
-    return h
+    return fnv1a64(<const uint8_t *>PyBytes_AS_STRING(key), <size_t>PyBytes_GET_SIZE(key))

@@ -25,31 +25,17 @@ from libc.string cimport memcmp, memcpy, memset
 cdef extern from "<stdio.h>" nogil:
     int snprintf(char *buf, size_t size, const char *fmt, ...)
 
+from onshi.ext.record cimport (E_ACQUISITION, E_HASH, E_LOSS, ENTRY_SIZE, H_BIRTH, H_COUNT, H_VERSION,
+                               HEADER_SIZE, RECORD_VERSION, fnv1a64, rd16, rd32, rd64, read_varint,
+                               varint_size, write_varint)
+
 cdef enum:
-    HEADER_SIZE = 8       # history record: <HHi  version, entry count, birth day
-    ENTRY_SIZE = 32       # <iiQIIii acquisition, loss, number hash, payload offset, length,
-                          #          view first day, view end day
-    RECORD_VERSION = 2
     MAX_SYMBOL = 20       # onshi.core.identifiers
     MAX_NUMBER = 20
     MAX_LEDGER_FACILITY = 480  # onshi.core.claims
     MAX_SYMBOL_BYTES = 80  # a folded symbol of MAX_SYMBOL characters in UTF-8
     KEY_MAX = 160         # insurer 8 + symbol 80 + number 20 + branch 2 + separators, with room
     OUTCOME_OK = 1
-
-cdef extern from *:
-    """
-    #define ONSHI_FNV_OFFSET 0xCBF29CE484222325ULL
-    #define ONSHI_FNV_PRIME 0x100000001B3ULL
-    """
-    const uint64_t FNV_OFFSET "ONSHI_FNV_OFFSET"
-    const uint64_t FNV_PRIME "ONSHI_FNV_PRIME"
-
-
-cdef struct uint16_t_pair:  # the record header's first two fields (little-endian, as x86 reads)
-    unsigned short version
-    unsigned short count
-
 
 cdef struct Span:
     Py_ssize_t off
@@ -77,32 +63,25 @@ cdef struct Claim:
     bint not_found     # plain claim whose number nobody holds: RETURN (Batch.not_found_tail)
 
 
-cdef inline int read_varint(const uint8_t* p, Py_ssize_t end, Py_ssize_t* pos, uint64_t* out) noexcept nogil:
-    cdef uint64_t v = 0
-    cdef int shift = 0
-    cdef uint8_t b
-    while pos[0] < end and shift < 70:
-        b = p[pos[0]]
-        pos[0] += 1
-        if shift < 64:
-            v |= (<uint64_t>(b & 0x7F)) << shift
-        if not (b & 0x80):
-            out[0] = v
-            return 0
-        shift += 7
-    return -1
+cdef inline int next_varint(const uint8_t* p, Py_ssize_t end, Py_ssize_t* pos, uint64_t* out) noexcept nogil:
+    """record.read_varint at *pos, advancing it; -1 if the varint is broken."""
+    cdef Py_ssize_t after = read_varint(p, pos[0], end, out)
+    if after < 0:
+        return -1
+    pos[0] = after
+    return 0
 
 
 cdef inline int skip_field(const uint8_t* p, Py_ssize_t end, Py_ssize_t* pos, int wire) noexcept nogil:
     cdef uint64_t v
     if wire == 0:
-        return read_varint(p, end, pos, &v)
+        return next_varint(p, end, pos, &v)
     if wire == 1:
         pos[0] += 8
     elif wire == 5:
         pos[0] += 4
     elif wire == 2:
-        if read_varint(p, end, pos, &v) < 0 or v > <uint64_t>(end - pos[0]):
+        if next_varint(p, end, pos, &v) < 0 or v > <uint64_t>(end - pos[0]):
             return -1
         pos[0] += <Py_ssize_t>v
     else:  # groups: not in our protos
@@ -116,12 +95,12 @@ cdef int parse_date(const uint8_t* p, Py_ssize_t start, Py_ssize_t end, int32_t*
     cdef uint64_t tag, v
     cdef int field, wire
     while pos < end:
-        if read_varint(p, end, &pos, &tag) < 0:
+        if next_varint(p, end, &pos, &tag) < 0:
             return -1
         field = <int>(tag >> 3)
         wire = <int>(tag & 7)
         if 1 <= field <= 3:
-            if wire != 0 or read_varint(p, end, &pos, &v) < 0:
+            if wire != 0 or next_varint(p, end, &pos, &v) < 0:
                 return -1
             ymd[field - 1] = <int32_t>v  # int32 on the wire: the low 32 bits
         elif skip_field(p, end, &pos, wire) < 0:
@@ -196,7 +175,7 @@ cdef int parse_claim(const uint8_t* p, Py_ssize_t start, Py_ssize_t end, Claim* 
     cdef int32_t* ymd
     c.plain = True
     while pos < end:
-        if read_varint(p, end, &pos, &tag) < 0:
+        if next_varint(p, end, &pos, &tag) < 0:
             return -1
         field = <int>(tag >> 3)
         wire = <int>(tag & 7)
@@ -207,12 +186,12 @@ cdef int parse_claim(const uint8_t* p, Py_ssize_t start, Py_ssize_t end, Claim* 
                 c.plain = False
             c.seen |= 1u << field
         if field == 14 and wire == 0:
-            if read_varint(p, end, &pos, &v) < 0:
+            if next_varint(p, end, &pos, &v) < 0:
                 return -1
             c.points = <int64_t>v
             continue
         if 1 <= field <= 9 and wire == 2:
-            if read_varint(p, end, &pos, &v) < 0 or v > <uint64_t>(end - pos):
+            if next_varint(p, end, &pos, &v) < 0 or v > <uint64_t>(end - pos):
                 return -1
             vstart = pos
             pos += <Py_ssize_t>v
@@ -442,56 +421,39 @@ cdef class Batch:
         return rows
 
 
-cdef inline Py_ssize_t varint_size(Py_ssize_t v) noexcept nogil:
-    cdef Py_ssize_t n = 1
-    while v >= 0x80:
-        v >>= 7
-        n += 1
-    return n
-
-
 cdef inline Py_ssize_t put_varint(char* out, Py_ssize_t pos, Py_ssize_t v) noexcept nogil:
-    while v >= 0x80:
-        out[pos] = <char>((v & 0x7F) | 0x80)
-        v >>= 7
-        pos += 1
-    out[pos] = <char>v
-    return pos + 1
+    """record.write_varint at out[pos]; returns the position after it."""
+    return pos + write_varint(<uint8_t*>out + pos, <uint64_t>v)
 
 
 cdef bint covers(const char* value, Py_ssize_t size, bytes key, Claim* c) noexcept:
     """claims.billed_covers: the billed qualification (same person: birth date;
     one entry reached through the number index, or an entry of the number's hash)
     covers first..last."""
-    cdef uint16_t_pair head
-    cdef int32_t birth, acq, loss
-    cdef uint64_t nhash, h
-    cdef Py_ssize_t i, klen
-    cdef const uint8_t* k
+    cdef const uint8_t* rec = <const uint8_t*>value
+    cdef const uint8_t* e
+    cdef int32_t acq, loss
+    cdef uint64_t h
+    cdef Py_ssize_t i
     cdef int count
     if size < HEADER_SIZE:
         return False
-    memcpy(&head, value, 4)
-    memcpy(&birth, value + 4, 4)
-    if head.version != RECORD_VERSION or birth != c.birth_day:
+    if rd16(rec + H_VERSION) != RECORD_VERSION or <int32_t>rd32(rec + H_BIRTH) != c.birth_day:
         return False
-    count = head.count
+    count = rd16(rec + H_COUNT)
     if size < HEADER_SIZE + <Py_ssize_t>count * ENTRY_SIZE:
         return False
     if count == 1:
-        memcpy(&acq, value + HEADER_SIZE, 4)
-        memcpy(&loss, value + HEADER_SIZE + 4, 4)
+        e = rec + HEADER_SIZE
+        acq = <int32_t>rd32(e + E_ACQUISITION)
+        loss = <int32_t>rd32(e + E_LOSS)
         return acq <= c.first_day and c.last_day < loss
-    h = FNV_OFFSET
-    k = <const uint8_t*>PyBytes_AS_STRING(key)
-    klen = PyBytes_GET_SIZE(key)
-    for i in range(klen):
-        h = (h ^ k[i]) * FNV_PRIME
+    h = fnv1a64(<const uint8_t*>PyBytes_AS_STRING(key), <size_t>PyBytes_GET_SIZE(key))
     for i in range(count):
-        memcpy(&acq, value + HEADER_SIZE + i * ENTRY_SIZE, 4)
-        memcpy(&loss, value + HEADER_SIZE + i * ENTRY_SIZE + 4, 4)
-        memcpy(&nhash, value + HEADER_SIZE + i * ENTRY_SIZE + 8, 8)
-        if nhash == h and acq <= c.first_day and c.last_day < loss:
+        e = rec + HEADER_SIZE + i * ENTRY_SIZE
+        acq = <int32_t>rd32(e + E_ACQUISITION)
+        loss = <int32_t>rd32(e + E_LOSS)
+        if rd64(e + E_HASH) == h and acq <= c.first_day and c.last_day < loss:
             return True
     return False
 
@@ -516,7 +478,7 @@ def parse(bytes raw not None, dict symbols not None, bytes facility=None):
     batch.denied = -1
     # count the claims first (one allocation)
     while pos < end:
-        if read_varint(p, end, &pos, &tag) < 0:
+        if next_varint(p, end, &pos, &tag) < 0:
             return None
         if tag == 0x0A:
             n += 1
@@ -529,11 +491,11 @@ def parse(bytes raw not None, dict symbols not None, bytes facility=None):
     pos = 0
     i = 0
     while pos < end:
-        read_varint(p, end, &pos, &tag)
+        next_varint(p, end, &pos, &tag)
         if tag != 0x0A:
             skip_field(p, end, &pos, <int>(tag & 7))
             continue
-        read_varint(p, end, &pos, &v)
+        next_varint(p, end, &pos, &v)
         vstart = pos
         pos += <Py_ssize_t>v
         c = &batch.claims[i]
@@ -617,7 +579,7 @@ def split(bytes raw not None, int parts, double first_share=-1.0):
     cdef list starts = []
     while pos < end:
         starts.append(pos)
-        if read_varint(p, end, &pos, &tag) < 0 or tag != 0x0A or skip_field(p, end, &pos, 2) < 0:
+        if next_varint(p, end, &pos, &tag) < 0 or tag != 0x0A or skip_field(p, end, &pos, 2) < 0:
             return None
         n += 1
     starts.append(end)

@@ -23,17 +23,16 @@ from libc.string cimport memcmp, memcpy, memset
 # py-lmdb's Python package, and the module's package (onshi) maps onto src/.
 include "lmdb.pxd"
 
+from onshi.ext.record cimport (E_ACQUISITION, E_HASH, E_LENGTH, E_LOSS, E_OFFSET, E_VIEW_END, E_VIEW_FIRST,
+                               ENTRY_SIZE, H_BIRTH, H_COUNT, H_VERSION, HEADER_SIZE, MAX_ENTRIES,
+                               RECORD_VERSION, fnv1a64, rd16, rd32, rd64)
+
 import os
 
 cdef extern from "<unistd.h>" nogil:
     int usleep(unsigned int usec)
 
 cdef enum:
-    HEADER_SIZE = 8       # <HHi   version, entry count, birth day
-    ENTRY_SIZE = 32       # <iiQIIii acquisition, loss, number hash, payload offset, length,
-                          #          view first day, view end day
-    RECORD_VERSION = 2
-    MAX_ENTRIES = 1024    # as onshi.core.history
     POOL_MAX = 16         # idle read transactions kept (each holds a reader slot)
     MAX_DBS = 32          # as onshi.core.store
     MAX_READERS = 1024
@@ -51,15 +50,6 @@ cdef enum:
     ERR_ENTRIES = -1003
     ERR_PAYLOAD = -1004
 
-cdef extern from *:
-    """
-    #define ONSHI_FNV_OFFSET 0xCBF29CE484222325ULL
-    #define ONSHI_FNV_PRIME 0x100000001B3ULL
-    """
-    const uint64_t FNV_OFFSET "ONSHI_FNV_OFFSET"
-    const uint64_t FNV_PRIME "ONSHI_FNV_PRIME"
-
-
 class LmdbError(RuntimeError):
     """An unexpected liblmdb error (the message is mdb_strerror's)."""
 
@@ -68,26 +58,7 @@ class LmdbError(RuntimeError):
         self.code = code
 
 
-# --- records ---------------------------------------------------------------
-
-cdef inline uint16_t rd16(const uint8_t *p) noexcept nogil:
-    return <uint16_t>(p[0] | (<uint16_t>p[1] << 8))
-
-cdef inline uint32_t rd32(const uint8_t *p) noexcept nogil:
-    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
-
-cdef inline uint64_t rd64(const uint8_t *p) noexcept nogil:
-    return rd32(p) | (<uint64_t>rd32(p + 4) << 32)
-
-
-cdef inline uint64_t fnv1a64(const uint8_t *key, size_t n) noexcept nogil:
-    """FNV-1a 64, as onshi.core.identifiers.number_hash."""
-    cdef uint64_t h = FNV_OFFSET
-    cdef size_t i
-    for i in range(n):
-        h = (h ^ key[i]) * FNV_PRIME
-    return h
-
+# --- records (layout: onshi.ext.record, onshi.core.history) -------------------
 
 cdef struct Choice:
     # What to answer from one history record: the validity and the chosen
@@ -103,14 +74,14 @@ cdef struct Choice:
 
 cdef inline bint shown(const uint8_t *e, int64_t day) noexcept nogil:
     """history.shown: the view of its qualification a check on `day` looks at."""
-    cdef int64_t loss = <int32_t>rd32(e + 4)
+    cdef int64_t loss = <int32_t>rd32(e + E_LOSS)
     cdef int64_t d = day if day < loss else loss - 1
-    return <int32_t>rd32(e + 24) <= d and d < <int32_t>rd32(e + 28)
+    return <int32_t>rd32(e + E_VIEW_FIRST) <= d and d < <int32_t>rd32(e + E_VIEW_END)
 
 
 cdef inline void choose(Choice *ch, const uint8_t *e) noexcept nogil:
-    ch.off[ch.nchosen] = rd32(e + 16)
-    ch.len[ch.nchosen] = rd32(e + 20)
+    ch.off[ch.nchosen] = rd32(e + E_OFFSET)
+    ch.len[ch.nchosen] = rd32(e + E_LENGTH)
     ch.size += ch.len[ch.nchosen]
     ch.nchosen += 1
 
@@ -130,27 +101,27 @@ cdef int decide(const uint8_t *rec, size_t size, bint by_number, uint64_t number
     ch.validity = NO_RECORD
     if size < HEADER_SIZE:
         return ERR_SHORT
-    if rd16(rec) != RECORD_VERSION:
+    if rd16(rec + H_VERSION) != RECORD_VERSION:
         return ERR_VERSION
-    count = rd16(rec + 2)
+    count = rd16(rec + H_COUNT)
     if count > MAX_ENTRIES or HEADER_SIZE + <size_t>ENTRY_SIZE * count > size:
         return ERR_ENTRIES
     for i in range(count):
         e = rec + HEADER_SIZE + ENTRY_SIZE * i
-        off = rd32(e + 16)
-        length = rd32(e + 20)
+        off = rd32(e + E_OFFSET)
+        length = rd32(e + E_LENGTH)
         if <uint64_t>off + length > size:
             return ERR_PAYLOAD
-    if by_number and <int64_t><int32_t>rd32(rec + 4) != claimed_birth:
+    if by_number and <int64_t><int32_t>rd32(rec + H_BIRTH) != claimed_birth:
         return 0
     for i in range(count):
         e = rec + HEADER_SIZE + ENTRY_SIZE * i
-        if by_number and rd64(e + 8) != number_hash:
+        if by_number and rd64(e + E_HASH) != number_hash:
             continue
-        acq = <int32_t>rd32(e)
+        acq = <int32_t>rd32(e + E_ACQUISITION)
         if acq <= day and shown(e, day):
             last_started = i
-            if day < <int32_t>rd32(e + 4):
+            if day < <int32_t>rd32(e + E_LOSS):
                 nvalid += 1
                 choose(ch, e)
     if nvalid:
@@ -163,9 +134,9 @@ cdef int decide(const uint8_t *rec, size_t size, bint by_number, uint64_t number
     ch.validity = INVALID
     if by_number:
         # a lost number never reveals the newer qualification, only that it exists
-        acq = <int32_t>rd32(e)
+        acq = <int32_t>rd32(e + E_ACQUISITION)
         for i in range(count):
-            if <int32_t>rd32(rec + HEADER_SIZE + ENTRY_SIZE * i) > acq:
+            if <int32_t>rd32(rec + HEADER_SIZE + ENTRY_SIZE * i + E_ACQUISITION) > acq:
                 ch.validity = INVALID_NEWER_EXISTS
                 break
     return 0
@@ -1155,7 +1126,7 @@ cdef class NativeEngine:
         cdef uint8_t key[8]
         cdef MDB_val kv, rec
         cdef int rc, i
-        for i in range(8):
+        for i in range(8):  # store.link_key: 8 bytes, big-endian
             key[i] = (link_id >> (56 - 8 * i)) & 0xFF
         kv.mv_data = key
         kv.mv_size = 8
@@ -1373,6 +1344,6 @@ cdef int raise_for(int rc, const void *link, size_t link_len) except -1:
                 ERR_PAYLOAD: "payload offsets run past the value"}[rc]
         where = ""
         if link != NULL and link_len == 8:
-            where = f" of link {int.from_bytes(PyBytes_FromStringAndSize(<const char *>link, 8), 'big')}"
+            where = f" of link {be64(link)}"  # a link key: store.link_id_of
         raise ValueError(f"corrupt history record{where}: {what}")
     raise LmdbError("lookup", rc)

@@ -9,7 +9,6 @@ cross a fork) and builds its own server.
 
 The default stack is grpc's threaded server: on this 2-core machine it measured
 faster than grpc.aio on uvloop (bench/server.py, bench/RESULTS.md "Server").
-`create_aio_server` is kept for that comparison.
 """
 
 from __future__ import annotations
@@ -111,33 +110,39 @@ def create_server(
     card_proof: eligibility.CardProof | None = None,
     audit: eligibility.Audit | None = None,
     threads: int | None = None,
+) -> Serving:
+    """A threaded gRPC server with EligibilityService over `engine`, health and
+    reflection, bound but not started."""
+    return threaded_server(
+        eligibility.build_eligibility_handlers(engine, card_proof=card_proof, audit=audit),
+        address=address,
+        credentials=credentials,
+        interceptors=interceptors,
+        threads=handler_threads(audit) if threads is None else threads,
+    )
+
+
+def threaded_server(
+    service: grpc.GenericRpcHandler,
+    *,
+    address: str = "127.0.0.1:0",
+    credentials: grpc.ServerCredentials | None = None,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    threads: int = DEFAULT_THREADS,
     extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
     extra_service_names: Sequence[str] = (),
-    handler_wrap: Callable | None = None,
-    eligibility_handler: grpc.GenericRpcHandler | None = None,
 ) -> Serving:
-    """A threaded gRPC server with EligibilityService, health and reflection,
-    bound but not started. Other services (ingest, claims, audit...) join
-    through extra_handlers + extra_service_names (for health and reflection).
-    `eligibility_handler` replaces the service's handlers (bench: the empty
-    handler on the same stack)."""
-    if threads is None:
-        threads = handler_threads(audit)
+    """The server `onshi serve` runs, around `service` (EligibilityService's
+    method handlers): options, handler threads, health and reflection. Other
+    services join through extra_handlers + extra_service_names (for health and
+    reflection)."""
     executor = futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onshi")
     server = grpc.server(
         executor,
         interceptors=list(interceptors),
         options=SERVER_OPTIONS,
     )
-    server.add_generic_rpc_handlers(
-        (
-            eligibility_handler
-            or eligibility.build_eligibility_handlers(
-                engine, card_proof=card_proof, audit=audit, wrap=handler_wrap
-            ),
-            *extra_handlers,
-        )
-    )
+    server.add_generic_rpc_handlers((service, *extra_handlers))
     # Health and reflection parse their own requests too (onshi.server.handlers);
     # at most one reflection stream per worker holds a handler thread.
     services = handlers.Services(server, asyncio=False, stream_slots=STREAM_SLOTS)
@@ -154,28 +159,6 @@ def create_server(
     if port == 0:
         raise OSError(errno.EADDRINUSE, f"could not bind {address}")
     return Serving(server, health_servicer, port, executor)
-
-
-async def create_aio_server(
-    engine, *, address: str = "127.0.0.1:0", empty_response: bytes | None = None
-):
-    """grpc.aio variant (bench only): same handlers, same options, health and reflection."""
-    from grpc_health.v1 import _async as health_async
-
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    if empty_response is not None:
-        server.add_generic_rpc_handlers(
-            (eligibility.build_empty_handlers(empty_response, asyncio=True),)
-        )
-    else:
-        server.add_generic_rpc_handlers(
-            (eligibility.build_eligibility_handlers(engine, asyncio=True),)
-        )
-    health_servicer = health_async.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(SERVICE_NAMES, server)
-    port = server.add_insecure_port(address)
-    return server, health_servicer, port
 
 
 # --- the port ----------------------------------------------------------------
@@ -210,7 +193,6 @@ class WorkerConfig:
     address: str
     grace: float = 5.0
     threads: int | None = None  # None: handler_threads(audit) in create_server
-    handler_delay: float = 0.0  # test only: slow every check (graceful-shutdown test)
     # Called in the worker, after fork and after the engine is open, to build the
     # bound (unstarted) server: where TLS credentials, interceptors, card-proof
     # and audit hooks and further services come in (gRPC objects must not be
@@ -224,17 +206,6 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         PR_SET_PDEATHSIG = 1
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-def _slow(delay: float):
-    def wrap(fn):
-        def handler(raw, context):
-            time.sleep(delay)
-            return fn(raw, context)
-
-        return handler
-
-    return wrap
 
 
 def stop_on_signals() -> threading.Event:
@@ -258,12 +229,7 @@ def run_worker(
     if config.build_server is not None:
         serving = config.build_server(engine, config.address)
     else:
-        serving = create_server(
-            engine,
-            address=config.address,
-            threads=config.threads,
-            handler_wrap=_slow(config.handler_delay) if config.handler_delay else None,
-        )
+        serving = create_server(engine, address=config.address, threads=config.threads)
     serving.server.start()
     ready(engine.kind)
     while not stop.wait(1.0):
@@ -334,7 +300,6 @@ def serve(
     grace: float = 5.0,
     threads: int | None = None,
     port_file: str | None = None,
-    handler_delay: float = 0.0,
     build_server: Callable[..., Serving] | None = None,
     startup_timeout: float = 60.0,
     max_restarts: int = 5,
@@ -373,7 +338,6 @@ def serve(
                 format_address(host, bound),
                 grace,
                 threads,
-                handler_delay,
                 build_server,
             )
             pool = _Workers(config, ready_w)

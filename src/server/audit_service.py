@@ -6,7 +6,7 @@ purpose (cardproof.PURPOSE_LIST_MY_ACCESS, so a proof made for a check is
 refused here, and the other way); the answer
 holds only records about the person that card is linked to — by link ID, or by
 the digests of the card serial and insured numbers the person holds now (see
-trust.PersonDirectory.subjects). The reading itself is logged (flag SELF) and
+PersonDirectory.subjects). The reading itself is logged (flag SELF) and
 left out of the listing.
 """
 
@@ -18,8 +18,11 @@ import grpc
 from google.protobuf import timestamp_pb2
 from onshi.core import audit, cardproof
 from onshi.core.cardproof import CardProofError, MalformedProof
-from onshi.server import auth, trust
+from onshi.server import auth, trust_status
+from onshi.server.access_log import card_subject, log_async
 from onshi.server.eligibility import timestamp_ns
+from onshi.server.errors import FieldErrors
+from onshi.server.person_directory import PersonDirectory
 from onshi.v1 import audit_pb2, audit_pb2_grpc
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
@@ -51,13 +54,14 @@ def my_records(audit_dir: str, link_id: int, subjects: set[str], since_ns: int =
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, ctx: trust.TrustContext, directory: trust.PersonDirectory):
-        self.ctx = ctx
+    def __init__(self, trust, directory: PersonDirectory):
+        """`trust`: the process's trust_setup.IngestTrust."""
+        self.trust = trust
         self.directory = directory
 
     async def ListMyAccess(self, request, context):
         # Checked before the proof: a bad field must not spend the card's nonce.
-        errors = trust.FieldErrors()
+        errors = FieldErrors()
         page = request.page_size or DEFAULT_PAGE
         if not 0 < page <= MAX_PAGE:
             errors.add("page_size", f"must be 1-{MAX_PAGE}")
@@ -66,29 +70,26 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             caller = auth.caller_of(context)
             if errors.violations:
                 raise errors
-            if self.ctx.verifier is None:
+            if self.trust.verifier is None:
                 raise auth.AuthError(grpc.StatusCode.FAILED_PRECONDITION, "card proof is not configured")
-            proof = self.ctx.verifier.verify_request(request, caller.facility_code,
+            proof = self.trust.verifier.verify_request(request, caller.facility_code,
                                                      purpose=cardproof.PURPOSE_LIST_MY_ACCESS)
-        except (CardProofError, MalformedProof, auth.AuthError, trust.FieldErrors) as exc:
-            await trust.abort_trust_async(context, exc)
+        except (CardProofError, MalformedProof, auth.AuthError, FieldErrors) as exc:
+            await trust_status.abort_async(context, exc)
         link_id = self.directory.link_of_card(proof.serial_key)
         records: list[audit.AuditRecord] = []
-        if link_id is not None and self.ctx.audit_dir:
+        if link_id is not None and self.trust.audit_dir:
             # Reading every stream's segments takes a while: off the event loop.
             records = await asyncio.get_running_loop().run_in_executor(
-                None, my_records, self.ctx.audit_dir, link_id, self.directory.subjects(link_id), since)
-        await trust.log_async(self.ctx.log, audit.AuditRecord(
-            actor=caller.label, action="ListMyAccess", subject=trust.card_subject(proof.serial_key),
+                None, my_records, self.trust.audit_dir, link_id, self.directory.subjects(link_id), since)
+        await log_async(self.trust.log, audit.AuditRecord(
+            actor=caller.label, action="ListMyAccess", subject=card_subject(proof.serial_key),
             link_id=link_id or 0, items=f"records={min(len(records), page)}", purpose="the person reads their log",
             request_id=proof.nonce.hex(), flags=audit.FLAG_SELF))
         return audit_pb2.ListMyAccessResponse(records=[access_record(r) for r in records[:page]],
                                               truncated=len(records) > page)
 
 
-def add_to_server(server, group) -> list[str]:
-    ctx = trust.configured()
-    if ctx is None:
-        return []
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ctx, trust.PersonDirectory(group.env, group.dbs)), server)
+def add_to_server(server, directory: PersonDirectory, trust) -> list[str]:
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(trust, directory), server)
     return [SERVICE_NAME]

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 from onshi.core import pki
-from onshi.core.pki import CERT_URN, ROLES, URN_PREFIX
+from onshi.core.pki import CERT_URN, ROLES
 
 ROLE_KEY = "x-onshi-role"
 FACILITY_KEY = "x-onshi-facility"
@@ -121,18 +121,11 @@ def denied(message: str) -> AuthError:
 
 def caller_from_certificate(cert: x509.Certificate) -> Caller:
     """Role and codes from an onshi client certificate (already chain-verified by TLS)."""
-    try:
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
-            .get_values_for_type(x509.UniformResourceIdentifier)
-    except x509.ExtensionNotFound:
-        uris = []
-    roles = {u[len(URN_PREFIX) + 5:] for u in uris if u.startswith(URN_PREFIX + "role:")}
+    roles, codes = pki.role_and_codes(cert)
     subject = cert.subject.rfc4514_string()
     if len(roles) != 1 or next(iter(roles)) not in ROLES:
         raise unauthenticated(f"client certificate {subject} carries no onshi role")
     role = roles.pop()
-    prefix = f"{URN_PREFIX}{role}:"
-    codes = frozenset(u[len(prefix):] for u in uris if u.startswith(prefix))
     if role == FACILITY and (len(codes) != 1 or not all(len(c) == 10 and c.isdigit() for c in codes)):
         raise unauthenticated(f"facility certificate {subject} must name exactly one 10-digit facility code")
     if role == INSURER and not codes:
@@ -302,20 +295,8 @@ def _split(value: str | None) -> set[str]:
 
 def caller_of(context) -> Caller:
     """The authenticated caller of this RPC (raises AuthError UNAUTHENTICATED).
-    Remembered on the context: the interceptor, the card-proof and the audit
-    hooks all ask, and auth_context() builds a new dict each time."""
-    caller = getattr(context, "_onshi_caller", None)
-    if caller is not None:
-        return caller
-    caller = _caller_of(context)
-    try:
-        context._onshi_caller = caller
-    except AttributeError:  # grpc.aio's Cython context takes no attributes
-        pass
-    return caller
-
-
-def _caller_of(context) -> Caller:
+    Taken once per call: by the role interceptor, which hands it to handlers
+    marked `takes_caller`, or by a handler at its start, which passes it on."""
     identities = context.peer_identities()  # None without a verified client certificate
     if identities:
         return _certs.get(context, tuple(identities))
@@ -335,17 +316,18 @@ def _caller_of(context) -> Caller:
     raise unauthenticated("no client certificate (mTLS required)")
 
 
-def tls_identity(context) -> Caller | None:
-    """The caller proven by a client certificate, or None on a plaintext
-    connection (tests, --insecure-dev), where services keep their metadata rules."""
-    identities = context.peer_identities()
-    return _certs.get(context, tuple(identities)) if identities else None
+def caller_if_any(context) -> Caller | None:
+    """The caller, or None on a plaintext server without --insecure-dev (no
+    trust options), where services keep their metadata rules. A certificate
+    that makes no caller raises AuthError, as in caller_of."""
+    if _insecure_dev or context.peer_identities():
+        return caller_of(context)
+    return None
 
 
-def caller_facility(context) -> str:
+def caller_facility(caller: Caller, context) -> str:
     """The facility code of a facility caller; PERMISSION_DENIED for other roles,
     and for a declared x-onshi-facility that is not the certificate's."""
-    caller = caller_of(context)
     code = caller.facility_code
     if code is None:
         raise denied(f"{caller.label} is not a facility")
@@ -355,10 +337,9 @@ def caller_facility(context) -> str:
     return code
 
 
-def caller_insurers(context) -> frozenset[str]:
+def caller_insurers(caller: Caller, context) -> frozenset[str]:
     """The insurer numbers this caller may act for: the certificate's, narrowed to
     the declared x-onshi-insurer if present; declaring another one is PERMISSION_DENIED."""
-    caller = caller_of(context)
     if caller.role != INSURER:
         raise denied(f"{caller.label} is not an insurer")
     declared = _split(_metadata(context).get(INSURER_KEY))
@@ -370,37 +351,26 @@ def caller_insurers(context) -> frozenset[str]:
     return caller.codes
 
 
-def require_role(context, *roles: str) -> Caller:
-    caller = caller_of(context)
-    if caller.role not in roles:
-        raise denied(f"{caller.label} may not call this (needs {' or '.join(roles)})")
-    return caller
-
-
-def require_insurer(context, insurer_number: str) -> None:
-    if insurer_number not in caller_insurers(context):
-        raise denied(f"insurer number {insurer_number} is not the caller's")
-
-
-def require_facility(context, facility_code: str) -> None:
-    if caller_facility(context) != facility_code:
-        raise denied(f"facility code {facility_code} is not the caller's")
-
-
 # --- the interceptor -------------------------------------------------------------
 
 def _abort(context, exc: AuthError):
     context.abort(exc.code, exc.message)
 
 
+def _allowed(context, roles: frozenset[str] | None) -> Caller:
+    caller = caller_of(context)
+    if roles is not None and caller.role not in roles and caller.role != DEV:
+        raise denied(f"{caller.label} may not call this method (allowed: {', '.join(sorted(roles))})")
+    return caller
+
+
 def _guard(behavior, roles: frozenset[str] | None, response_streaming: bool = False):
     """Check the caller before the handler runs; turn AuthError raised inside
-    the handler (caller_insurers & co.) into its status."""
+    the handler (caller_insurers & co.) into its status. A behaviour marked
+    `takes_caller` receives the caller as a third argument (taken once)."""
 
     def check(context) -> None:
-        caller = caller_of(context)
-        if roles is not None and caller.role not in roles and caller.role != DEV:
-            raise denied(f"{caller.label} may not call this method (allowed: {', '.join(sorted(roles))})")
+        _allowed(context, roles)
 
     if getattr(behavior, "experimental_non_blocking", False):
         # It answers through a callback without holding a thread (health Watch):
@@ -425,6 +395,14 @@ def _guard(behavior, roles: frozenset[str] | None, response_streaming: bool = Fa
             except AuthError as exc:
                 _abort(context, exc)
         return guarded_stream
+
+    if getattr(behavior, "takes_caller", False):
+        def guarded_with_caller(request, context):
+            try:
+                return behavior(request, context, _allowed(context, roles))
+            except AuthError as exc:
+                _abort(context, exc)
+        return guarded_with_caller
 
     def guarded(request, context):
         try:
@@ -472,11 +450,9 @@ def _aio_guard(behavior, roles: frozenset[str] | None, streaming: bool = False):
     """The grpc.aio variant of _guard: coroutine, async-generator or sync behaviours."""
     import inspect
 
-    async def check(context) -> None:
+    async def check(context) -> Caller:
         try:
-            caller = caller_of(context)
-            if roles is not None and caller.role not in roles and caller.role != DEV:
-                raise denied(f"{caller.label} may not call this method (allowed: {', '.join(sorted(roles))})")
+            return _allowed(context, roles)
         except AuthError as exc:
             await context.abort(exc.code, exc.message)
 
@@ -491,9 +467,13 @@ def _aio_guard(behavior, roles: frozenset[str] | None, streaming: bool = False):
         return guarded_gen
 
     if inspect.iscoroutinefunction(behavior):
+        takes_caller = getattr(behavior, "takes_caller", False)
+
         async def guarded(request, context):
-            await check(context)
+            caller = await check(context)
             try:
+                if takes_caller:
+                    return await behavior(request, context, caller)
                 return await behavior(request, context)
             except AuthError as exc:
                 await context.abort(exc.code, exc.message)

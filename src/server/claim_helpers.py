@@ -82,7 +82,7 @@ class Helpers:
     def __init__(self, path, local: rules.Verifier, count: int | None = None):
         self.local = local
         self.count = default_count() if count is None else count
-        if rules._native is None:  # the split is native; without it, verify here
+        if local.native is None:  # the split is native; without it, verify here
             self.count = 0
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding the writer's env
         self._idle: queue.SimpleQueue[_Helper] = queue.SimpleQueue()
@@ -114,7 +114,7 @@ class Helpers:
             self._idle.put(helper)
         waiting: list[_Helper] = []  # sent a part, answer not read yet
         try:
-            split = rules._native.split(raw, len(taken) + 1, self.local_share) if taken else None
+            split = self.local.native.split(raw, len(taken) + 1, self.local_share) if taken else None
             if split is None or split[1] < MIN_SPLIT_CLAIMS or split[1] > rules.MAX_BATCH:
                 return packed(self.local.verify_serialized(raw, facility, record))
             parts = split[0]

@@ -36,9 +36,10 @@ from concurrent import futures
 
 import grpc
 from onshi.core import claims as rules
+from onshi.core import store
 from onshi.core.pure import PureEngine
 from onshi.core.writer import StoreFull
-from onshi.server import auth, claim_helpers, trust
+from onshi.server import access_log, auth, claim_helpers
 from onshi.server.errors import StatusError, bad_request_status, refused
 from onshi.v1 import claims_pb2
 
@@ -53,13 +54,13 @@ MAX_MONTH = 9999_12
 
 # --- who is calling ------------------------------------------------------------
 
-def caller_facility(context) -> str | None:
+def caller_facility(caller: auth.Caller | None, context) -> str | None:
     """The facility code of a facility caller (pre-submission check), or None for
     a review body: the mTLS identity, or on a plaintext server (no trust
-    options) the x-onshi-facility metadata. Raises AuthError or StatusError."""
-    identity = auth.tls_identity(context)
-    if identity is not None:
-        return auth.caller_facility(context) if identity.role == auth.FACILITY else None
+    options, or --insecure-dev) the x-onshi-facility metadata. Raises AuthError
+    or StatusError."""
+    if caller is not None and caller.via_tls:
+        return auth.caller_facility(caller, context) if caller.role == auth.FACILITY else None
     for key, value in context.invocation_metadata() or ():
         if key == FACILITY_KEY:
             code = value.strip() if isinstance(value, str) else ""
@@ -67,14 +68,6 @@ def caller_facility(context) -> str | None:
                 raise StatusError(bad_request_status([(FACILITY_KEY, "must be a 10-digit facility code")]))
             return code
     return None
-
-
-def access_log_caller(context) -> auth.Caller | None:
-    """Who the access log names (None: not authenticated, a plaintext server)."""
-    try:
-        return auth.caller_of(context)
-    except auth.AuthError:
-        return None
 
 
 def engine_beside(writer):
@@ -92,8 +85,10 @@ def engine_beside(writer):
 class ClaimServicer:
     """VerifyClaims works on serialized batches (see add_to_server); Apportion on messages."""
 
-    def __init__(self, writer, engine=None):
+    def __init__(self, writer, engine=None, log=None):
+        """`log`: the access log (onshi.core.audit.AuditLog), if the trust layer has one."""
         self.writer = writer
+        self.log = log
         # The engine reads the same files the writer writes; it stays open for the
         # process's lifetime (closing a second LMDB env in a process drops the
         # process's lock-file locks, so it is only closed with the writer).
@@ -101,7 +96,7 @@ class ClaimServicer:
         self.verifier = rules.Verifier(self.engine, writer.env)
         # Each batch is split between this process and helper processes (claim_helpers).
         self.helpers = claim_helpers.Helpers(writer.path, self.verifier)
-        self.record_db = writer.open_db(rules.LEDGER_DB)
+        self.record_db = rules.open_ledger(writer)
         self.pool = futures.ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="onshi-claims")
         self.batches_verified = 0
 
@@ -111,8 +106,8 @@ class ClaimServicer:
         While batch i's verdicts are being sent (context.write waits for the
         transport), batch i+1 is read and verified: one send in flight at a
         time, in order."""
-        facility = caller_facility(context)  # the call's context is read here only
-        caller = access_log_caller(context) if _access_log() is not None else None
+        caller = auth.caller_if_any(context)  # the call's context is read here only
+        facility = caller_facility(caller, context)
         loop = asyncio.get_running_loop()
         recording = _Recording(self.writer, self.record_db) if facility is None else None
         ended = threading.Event()  # the call is over: a batch still on a thread stops there
@@ -160,9 +155,9 @@ class ClaimServicer:
                 recording.put(items)
             except Exception as exc:  # noqa: BLE001 - an earlier batch's commit failed
                 raise _unrecorded(exc) from None
-        if _access_log() is not None:  # parsed only when there is an access log
-            trust.audit_claims(caller, claims_pb2.VerifyClaimsRequest.FromString(raw).claims,
-                               claims_pb2.VerifyClaimsResponse.FromString(response))
+        if self.log is not None:  # parsed again only when there is an access log
+            access_log.write_claims(self.log, caller, claims_pb2.VerifyClaimsRequest.FromString(raw).claims,
+                                    claims_pb2.VerifyClaimsResponse.FromString(response).verdicts)
         self.batches_verified += 1
         return response
 
@@ -224,11 +219,6 @@ class ClaimServicer:
         return unresolved_points, unresolved_claims, dict(paid)
 
 
-def _access_log():
-    ctx = trust.configured()
-    return ctx.log if ctx is not None else None
-
-
 def _unrecorded(exc: BaseException) -> StatusError:
     if isinstance(exc, StoreFull):
         return refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -270,7 +260,7 @@ class _Recording:
         def change(t):
             meta = t.dbs["meta"]
             last = t.txn.get(rules.LEDGER_SEQ_KEY, db=meta)
-            seq = (int.from_bytes(last, "big") + 1 if last else 1).to_bytes(8, "big")
+            seq = store.seq_key(store.seq_of(last) + 1 if last else 1)
             t.txn.put(rules.LEDGER_SEQ_KEY, seq, db=meta)
             t.txn.cursor(db=record_db).putmulti([(prefix + seq, entries) for prefix, entries in groups],
                                                 append=False)
@@ -312,11 +302,12 @@ class _Recording:
             return self.error
 
 
-def add_to_server(server: grpc.Server, writer, engine=None) -> list[str]:
+def add_to_server(server: grpc.Server, writer, trust=None, engine=None) -> list[str]:
     """Register ClaimService (VerifyClaims on serialized bytes: the handler parses
     and serializes itself); returns its service names (for health and
-    reflection). `onshi ingest-serve` loads this module."""
-    servicer = ClaimServicer(writer, engine)
+    reflection). `onshi ingest-serve` loads this module; `trust` is its
+    trust_setup.IngestTrust, or None."""
+    servicer = ClaimServicer(writer, engine, trust.log if trust is not None else None)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {
         "VerifyClaims": grpc.stream_stream_rpc_method_handler(
             servicer.VerifyClaims, request_deserializer=None, response_serializer=None),

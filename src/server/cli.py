@@ -79,7 +79,8 @@ def register(subparsers) -> None:
         "--engine",
         choices=("native", "pure"),
         default=None,
-        help="lookup engine (default: $ONSHI_ENGINE, else native when built)",
+        help="lookup engine only (default: $ONSHI_ENGINE, the switch of every native module, "
+             "else native when built)",
     )
     serve.add_argument(
         "--threads",
@@ -91,11 +92,9 @@ def register(subparsers) -> None:
         "--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM"
     )
     serve.add_argument("--port-file", help="write the bound port here once every worker serves")
-    # Test only: every check sleeps this long, so the graceful-shutdown test has calls in flight.
-    serve.add_argument("--test-handler-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
-    from onshi.server import trust  # issue 5: mTLS roles, card proof, access log
+    from onshi.server import trust_options  # mTLS roles, card proof, access log
 
-    trust.add_arguments(serve)
+    trust_options.add_arguments(serve)
     serve.set_defaults(func=_serve)
 
     check = subparsers.add_parser(
@@ -139,17 +138,17 @@ def _serve(args) -> int:
     if args.workers < 1:
         print("onshi: --workers must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from onshi.server import trust
+    from onshi.server import trust_options
 
-    trust.check_serve_args(args, args.host)
-    if trust.trust_requested(args) and not args.insecure_dev:
+    trust_options.check_serve_args(args, args.host)
+    if trust_options.requested(args) and not args.insecure_dev:
         # Read the certificates once here, so a wrong path is one line from the
         # parent rather than a traceback from every worker.
         from onshi.server import auth
 
         auth.credentials_from_args(args, args.host)
     threads = args.threads  # None: app.create_server picks (fewer without an access log)
-    build = trust.server_builder(args, args.host, threads) if trust.trust_requested(args) else None
+    build = _trusted_server(args, threads) if trust_options.requested(args) else None
     return app.serve(
         args.data,
         host=args.host,
@@ -159,9 +158,27 @@ def _serve(args) -> int:
         grace=args.grace,
         threads=threads,
         port_file=args.port_file,
-        handler_delay=args.test_handler_delay_ms / 1000.0,
         build_server=build,
     )
+
+
+def _trusted_server(args, threads: int | None):
+    """build_server(engine, address) for app.serve: runs in each worker after
+    fork. The replay table is opened here, before fork: every worker maps it,
+    and so does every other server of the deployment (ingest-serve's ListMyAccess)."""
+    from onshi.server import app, trust_setup
+
+    replays = trust_setup.replay_table(args)
+
+    def build(engine, address):
+        trust = trust_setup.worker_trust(args, args.host, replays)
+        if trust.log is not None:  # its appenders are the handler threads: a full batch goes at once
+            trust.log.batch_target = threads or app.handler_threads(trust.log)
+        return app.create_server(engine, address=address, threads=threads, credentials=trust.credentials,
+                                 interceptors=trust.interceptors, card_proof=trust.hooks.card_proof,
+                                 audit=trust.hooks.audit if trust.log is not None else None)
+
+    return build
 
 
 def _date_arg(text: str | None, name: str):

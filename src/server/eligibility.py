@@ -7,25 +7,28 @@ body that does not parse is the client's INVALID_ARGUMENT, not gRPC's INTERNAL
 (response_serializer=None): building a protobuf object per answer would cost
 more than the lookup.
 
-The trust layer (issue 5) plugs in through two hooks, both optional:
+The trust layer (eligibility_trust.py) plugs in through two hooks, both optional:
 
-* `card_proof(request, context) -> (serial_key, extra)`: resolves the 20-byte
-  card serial key of a CheckByCardRequest — verifying card_certificate,
-  challenge and card_signature, or deciding whether this caller may present a
-  bare card_serial — and returns `extra`, bytes appended to the engine's
-  answer (serialized CheckResponse.warnings fields, field 3; protobuf allows
-  repeated fields in any order, so appending is a valid message). It may raise
-  FieldErrors / InvalidIdentifier / Rejected / StatusError, or call
-  context.abort().
+* `card_proof(request, caller, context) -> (serial_key, extra)`: resolves the
+  20-byte card serial key of a CheckByCardRequest — verifying
+  card_certificate, challenge and card_signature, or deciding whether this
+  caller may present a bare card_serial — and returns `extra`, bytes appended
+  to the engine's answer (serialized CheckResponse.warnings fields, field 3;
+  protobuf allows repeated fields in any order, so appending is a valid
+  message). It may raise FieldErrors / InvalidIdentifier / Rejected /
+  StatusError.
   Without it, a request carrying card proof fields answers FAILED_PRECONDITION
   and card_serial is trusted as is.
-* `audit(context, method, request, response)`: called after the answer is
-  computed and before it is returned (so a durable audit write can precede
-  the answer); `method` is "CheckByCard" or "CheckByNumber". It may raise
-  StatusError (UNAVAILABLE when the access log cannot write).
+* `audit(context, caller, method, request, key, response)`: called after the
+  answer is computed and before it is returned (so a durable audit write can
+  precede the answer); `method` is "CheckByCard" or "CheckByNumber", `key` the
+  card serial key or number key the engine looked up, `response` the answer's
+  bytes. It may raise StatusError (UNAVAILABLE when the access log cannot write).
 
-Both hooks receive the gRPC ServicerContext of the stack in use (threaded
-`grpc.ServicerContext` by default, see app.py).
+`caller` is the auth.Caller the role interceptor took for the call (the
+handlers are marked `takes_caller`), None on a server without it. `context` is
+the gRPC ServicerContext of the stack in use (threaded `grpc.ServicerContext`
+by default, see app.py).
 """
 
 from __future__ import annotations
@@ -62,11 +65,13 @@ class Rejected(Exception):
 
 
 class CardProof(Protocol):
-    def __call__(self, request: CheckByCardRequest, context: Any) -> tuple[bytes, bytes]: ...
+    def __call__(self, request: CheckByCardRequest, caller: Any, context: Any) -> tuple[bytes, bytes]: ...
 
 
 class Audit(Protocol):
-    def __call__(self, context: Any, method: str, request: Any, response: bytes) -> None: ...
+    def __call__(
+        self, context: Any, caller: Any, method: str, request: Any, key: bytes, response: bytes
+    ) -> None: ...
 
 
 def date_day(d, field: str, errors: FieldErrors) -> int | None:
@@ -125,7 +130,7 @@ class EligibilityAnswers:
         self._by_card = engine.check_by_card
         self._by_number = engine.check_by_number
 
-    def check_by_card(self, raw: bytes, context: Any) -> bytes:
+    def check_by_card(self, raw: bytes, context: Any, caller: Any = None) -> bytes:
         try:
             request = CheckByCardRequest.FromString(raw)
         except DecodeError as exc:
@@ -140,7 +145,7 @@ class EligibilityAnswers:
         if self.card_proof is not None:
             if day is None:  # before the proof: a bad date must not spend the card's nonce
                 raise errors
-            serial_key, extra = self.card_proof(request, context)
+            serial_key, extra = self.card_proof(request, caller, context)
         elif _has_card_proof(request):
             raise Rejected(
                 grpc.StatusCode.FAILED_PRECONDITION, "card proof verification not configured"
@@ -158,10 +163,10 @@ class EligibilityAnswers:
         if extra:
             response += extra
         if self.audit is not None:
-            self.audit(context, "CheckByCard", request, response)
+            self.audit(context, caller, "CheckByCard", request, serial_key, response)
         return response
 
-    def check_by_number(self, raw: bytes, context: Any) -> bytes:
+    def check_by_number(self, raw: bytes, context: Any, caller: Any = None) -> bytes:
         try:
             request = CheckByNumberRequest.FromString(raw)
         except DecodeError as exc:
@@ -187,33 +192,32 @@ class EligibilityAnswers:
             raise errors
         response = self._by_number(key, birth_day, day)
         if self.audit is not None:
-            self.audit(context, "CheckByNumber", request, response)
+            self.audit(context, caller, "CheckByNumber", request, key, response)
         return response
 
 
-def _threaded(
-    answer: Callable[[bytes, Any], bytes],
-) -> Callable[[bytes, grpc.ServicerContext], bytes]:
-    def handler(raw: bytes, context: grpc.ServicerContext) -> bytes:
+def _threaded(answer: Callable[..., bytes]) -> Callable[..., bytes]:
+    def handler(raw: bytes, context: grpc.ServicerContext, caller: Any = None) -> bytes:
         try:
-            return answer(raw, context)
+            return answer(raw, context, caller)
         except FieldErrors as exc:
             context.abort_with_status(bad_request_status(exc.violations))
         except InvalidIdentifier as exc:  # from a card_proof hook
             context.abort_with_status(bad_request_status([(exc.field, exc.description)]))
         except Rejected as exc:
             context.abort(exc.code, exc.message)
-        except StatusError as exc:  # from a hook (the access log cannot write)
+        except StatusError as exc:  # from a hook (a refused card proof, the access log cannot write)
             context.abort_with_status(exc.status)
 
     handler.__name__ = answer.__name__
+    handler.takes_caller = True  # the role interceptor passes the caller it took (auth)
     return handler
 
 
-def _asyncio(answer: Callable[[bytes, Any], bytes]):
-    async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+def _asyncio(answer: Callable[..., bytes]):
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext, caller: Any = None) -> bytes:
         try:
-            return answer(raw, context)
+            return answer(raw, context, caller)
         except FieldErrors as exc:
             await context.abort_with_status(bad_request_status(exc.violations))
         except InvalidIdentifier as exc:
@@ -224,6 +228,7 @@ def _asyncio(answer: Callable[[bytes, Any], bytes]):
             await context.abort(exc.status.code, exc.status.details, exc.status.trailing_metadata)
 
     handler.__name__ = answer.__name__
+    handler.takes_caller = True
     return handler
 
 
@@ -240,38 +245,15 @@ def build_eligibility_handlers(
     card_proof: CardProof | None = None,
     audit: Audit | None = None,
     asyncio: bool = False,
-    wrap: Callable | None = None,
 ) -> grpc.GenericRpcHandler:
-    """The EligibilityService as a generic handler for grpc.server or grpc.aio.server.
-
-    `wrap(fn) -> fn`, if given, wraps each method's handler (only tests use it,
-    to slow handlers down for the graceful-shutdown test); zero cost otherwise.
-    """
+    """The EligibilityService as a generic handler for grpc.server or grpc.aio.server."""
     answers = EligibilityAnswers(engine, card_proof=card_proof, audit=audit)
     adapt = _asyncio if asyncio else _threaded
     methods = {
         "CheckByCard": adapt(answers.check_by_card),
         "CheckByNumber": adapt(answers.check_by_number),
     }
-    if wrap is not None:
-        methods = {name: wrap(fn) for name, fn in methods.items()}
     return grpc.method_handlers_generic_handler(
         SERVICE_NAME, {n: _unary(f) for n, f in methods.items()}
     )
 
-
-def build_empty_handlers(response: bytes, *, asyncio: bool = False) -> grpc.GenericRpcHandler:
-    """The same two methods answering a fixed response without looking at the
-    request: the floor that the gRPC stack itself sets (bench/server.py)."""
-    if asyncio:
-
-        async def empty(raw, context):
-            return response
-    else:
-
-        def empty(raw, context):
-            return response
-
-    return grpc.method_handlers_generic_handler(
-        SERVICE_NAME, {"CheckByCard": _unary(empty), "CheckByNumber": _unary(empty)}
-    )

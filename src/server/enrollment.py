@@ -10,6 +10,7 @@ the committer hands a stream all of its acks from one commit in one wake-up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 
@@ -19,7 +20,8 @@ import lmdb
 from onshi.core import enrollment, identifiers, registry
 from onshi.core.identifiers import InvalidIdentifier
 from onshi.core.writer import StoreFull
-from onshi.server import trust
+from onshi.server import auth, handlers
+from onshi.server.access_log import EnrollmentAuditor
 from onshi.server.errors import bad_request_status
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import enrollment_pb2_grpc as pb_grpc
@@ -45,18 +47,15 @@ class CallerRefused(Exception):
         self.message = message
 
 
-def caller_insurers(context) -> frozenset[str]:
-    """The insurer number(s) this caller may write for.
-
-    Today: declared in metadata x-onshi-insurer (comma-separated). The trust
-    work replaces this one function with the identity of the mTLS client
-    certificate; nothing else here reads metadata.
-    """
-    from onshi.server import auth  # issue 5: under mTLS the certificate decides
-
+def caller_insurers(context) -> tuple[auth.Caller | None, frozenset[str]]:
+    """Who calls (None on a server without trust options) and the insurer
+    number(s) they may write for: under mTLS the certificate's, narrowed by
+    x-onshi-insurer; on a plaintext server (or --insecure-dev) the numbers
+    declared in metadata x-onshi-insurer (comma-separated)."""
     try:
-        if auth.tls_identity(context) is not None:
-            return auth.caller_insurers(context)
+        caller = auth.caller_if_any(context)
+        if caller is not None and caller.via_tls:
+            return caller, auth.caller_insurers(caller, context)
     except auth.AuthError as exc:
         raise CallerRefused(exc.code, exc.message) from None
     values = [v for k, v in context.invocation_metadata() if k == INSURER_METADATA]
@@ -69,7 +68,7 @@ def caller_insurers(context) -> frozenset[str]:
             out.add(identifiers.normalize_insurer_number(part, INSURER_METADATA))
         except InvalidIdentifier as exc:
             raise CallerRefused(grpc.StatusCode.UNAUTHENTICATED, f"{exc.field}: {exc.description}") from exc
-    return frozenset(out)
+    return caller, frozenset(out)
 
 
 async def _refuse(context, exc: Exception) -> None:
@@ -121,109 +120,30 @@ _END = object()
 
 
 class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
-    def __init__(self, group):
+    def __init__(self, group, log=None):
         self.group = group
+        self.log = log  # the access log (onshi.core.audit.AuditLog), if the trust layer has one
 
     async def StreamUpdates(self, request_iterator, context):
-        async for acks in self._stream(request_iterator, context, lambda update: (update,), _single_acks):
+        stream = await self._stream(context, lambda update: (update,), _single_acks)
+        async for acks in stream.answer(request_iterator, context):
             for ack in acks:
                 yield ack
 
     async def StreamUpdateBatches(self, request_iterator, context):
-        async for responses in self._stream(request_iterator, context, _batch_updates, _batched_acks):
+        stream = await self._stream(context, _batch_updates, _batched_acks)
+        async for responses in stream.answer(request_iterator, context):
             for response in responses:
                 yield response
 
-    async def _stream(self, request_iterator, context, updates_of, messages_of):
-        """Both stream RPCs: yields lists of response messages, in request order,
-        as commits return. The committer hands back acks serialized;
-        `messages_of(raw acks)` -> the messages to send."""
+    async def _stream(self, context, updates_of, messages_of) -> _UpdateStream:
         try:
-            insurers = caller_insurers(context)
+            caller, insurers = caller_insurers(context)
         except CallerRefused as exc:
             await _refuse(context, exc)
-        loop = asyncio.get_running_loop()
-        sink = _AckSink(loop)
-        room = asyncio.Event()
-        state = {"submitted": 0, "sent": 0}
-
-        # Set on the committer thread when one of this stream's writes failed (store
-        # full): its later updates must not apply without it, so they fail too.
-        aborted = [False]
-        auditor = trust.enrollment_auditor(context)  # issue 5: writes go to the persons' access log
-
-        def job_for(updates, now):
-            """One committer job for a slice of the stream's updates: their acks, in
-            order. It writes all of them or (if it raises) none."""
-            work: list = []
-            for update in updates:
-                try:
-                    work.append(enrollment.check_update(update, insurers))
-                except enrollment.Invalid as exc:  # no write, but its ack keeps its place in order
-                    work.append(enrollment.rejected_ack(update.update_id, exc.violations)
-                                .SerializeToString(deterministic=True))
-
-            def fn(wtxn):
-                if aborted[0]:
-                    raise StreamAborted("an earlier update of this stream was not written")
-                apply = enrollment.apply_update_raw
-                return [c if c.__class__ is bytes else apply(wtxn, c, now) for c in work]
-            return fn
-
-        def done(result, exc):
-            if exc is not None:
-                aborted[0] = True
-            sink.put(result if exc is None else exc)
-
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    while state["submitted"] - state["sent"] >= WINDOW:
-                        room.clear()
-                        await room.wait()
-                    now = time.time()
-                    updates = updates_of(request)
-                    if auditor is not None:
-                        auditor.note(updates)
-                    slices = [updates[i:i + JOB_UPDATES] for i in range(0, len(updates), JOB_UPDATES)]
-                    state["submitted"] += len(updates)
-                    self.group.submit_many([(job_for(part, now), done) for part in slices],
-                                           [len(part) for part in slices])
-            finally:
-                sink.put(_END)  # after every job of this stream was queued
-
-        async def send(raw: list[bytes]) -> list:
-            messages = messages_of(raw)
-            if auditor is not None:
-                await auditor.flush(_acks_in(messages))  # durable before the acks leave
-            return messages
-
-        reader = asyncio.ensure_future(read())
-        ended = False
-        try:
-            while not (ended and state["sent"] == state["submitted"]):
-                acks = []
-                for item in await sink.take():
-                    if item is _END:
-                        ended = True
-                        continue
-                    if isinstance(item, BaseException):
-                        # The store is full (or broken): nothing of that commit was
-                        # written; the client re-sends what has no ack.
-                        if acks:
-                            yield await send(acks)
-                        await _refuse(context, item)
-                    acks.extend(item)  # one job's acks
-                state["sent"] += len(acks)
-                if acks:
-                    yield await send(acks)
-                room.set()
-            try:
-                await reader  # surfaces a read error (client cancel...)
-            except CallerRefused as exc:
-                await _refuse(context, exc)
-        finally:
-            reader.cancel()
+        # The writes go to the persons' access log, before their acks.
+        auditor = EnrollmentAuditor(self.log, caller) if self.log is not None else None
+        return _UpdateStream(self.group, insurers, auditor, updates_of, messages_of)
 
     async def PutResidents(self, request, context):
         if len(request.residents) > MAX_RESIDENTS_PER_CALL:
@@ -257,7 +177,7 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
 
     async def ResolveQuarantine(self, request, context):
         try:
-            insurers = caller_insurers(context)
+            _, insurers = caller_insurers(context)
             v = []
             if request.resolution == pb.RESOLUTION_UNSPECIFIED:
                 v.append(("resolution", "required: RESOLUTION_APPLY or RESOLUTION_DISCARD"))
@@ -282,7 +202,7 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
 
     async def AcknowledgeNotices(self, request, context):
         try:
-            insurers = caller_insurers(context)
+            _, insurers = caller_insurers(context)
             ids = list(request.notice_ids)
             count = await self.group.apply_async(lambda wtxn: enrollment.acknowledge_notices(wtxn, ids, insurers))
         except Exception as exc:  # noqa: BLE001
@@ -291,7 +211,7 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
 
     async def _insurers(self, context, wanted: str) -> list[str]:
         try:
-            insurers = caller_insurers(context)
+            _, insurers = caller_insurers(context)
             if not wanted:
                 return sorted(insurers)
             insurer = identifiers.normalize_insurer_number(wanted)
@@ -304,6 +224,106 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         return [insurer]
 
 
+class _UpdateStream:
+    """One StreamUpdates / StreamUpdateBatches call: the updates it reads are
+    checked and queued for the committer in slices (one job each), and their
+    acks go back in request order as commits return. The committer hands back
+    acks serialized; `messages_of(raw acks)` makes the serialized responses to
+    send (gRPC sends them as they are)."""
+
+    def __init__(self, group, insurers: frozenset[str], auditor, updates_of, messages_of):
+        self.group = group
+        self.insurers = insurers
+        self.auditor = auditor
+        self.updates_of = updates_of
+        self.messages_of = messages_of
+        self.sink = _AckSink(asyncio.get_running_loop())
+        self.room = asyncio.Event()  # set when acks went out: the reader may queue more
+        self.submitted = 0           # updates queued
+        self.sent = 0                # acks sent
+        # Set on the committer thread when one of this stream's writes failed (store
+        # full): its later updates must not apply without it, so they fail too.
+        self.aborted = False
+
+    async def answer(self, request_iterator, context):
+        """The call's response messages, a list per wake-up, until every queued
+        update has its ack and the request stream ended."""
+        reader = asyncio.ensure_future(self.read(request_iterator))
+        ended = False
+        try:
+            while not (ended and self.sent == self.submitted):
+                acks = []
+                for item in await self.sink.take():
+                    if item is _END:
+                        ended = True
+                        continue
+                    if isinstance(item, BaseException):
+                        # The store is full (or broken): nothing of that commit was
+                        # written; the client re-sends what has no ack.
+                        if acks:
+                            yield await self.messages(acks)
+                        await _refuse(context, item)
+                    acks.extend(item)  # one job's acks
+                self.sent += len(acks)
+                if acks:
+                    yield await self.messages(acks)
+                self.room.set()
+            try:
+                await reader  # surfaces a read error (client cancel...)
+            except CallerRefused as exc:
+                await _refuse(context, exc)
+        finally:
+            reader.cancel()
+
+    async def read(self, request_iterator) -> None:
+        """Queue each request's updates, at most WINDOW of them without an ack."""
+        try:
+            async for request in request_iterator:
+                while self.submitted - self.sent >= WINDOW:
+                    self.room.clear()
+                    await self.room.wait()
+                now = time.time()
+                updates = self.updates_of(request)
+                if self.auditor is not None:
+                    self.auditor.note(updates)
+                slices = [updates[i:i + JOB_UPDATES] for i in range(0, len(updates), JOB_UPDATES)]
+                self.submitted += len(updates)
+                self.group.submit_many([(self.job(part, now), self.done) for part in slices],
+                                       [len(part) for part in slices])
+        finally:
+            self.sink.put(_END)  # after every job of this stream was queued
+
+    def job(self, updates, now: float):
+        """One committer job for a slice of the stream's updates: their acks, in
+        order. It writes all of them or (if it raises) none."""
+        work: list = []
+        for update in updates:
+            try:
+                work.append(enrollment.check_update(update, self.insurers))
+            except enrollment.Invalid as exc:  # no write, but its ack keeps its place in order
+                work.append(enrollment.rejected_ack(update.update_id, exc.violations)
+                            .SerializeToString(deterministic=True))
+        return functools.partial(self.write, work, now)
+
+    def write(self, work: list, now: float, wtxn) -> list[bytes]:
+        """On the committer thread, inside the batch's transaction."""
+        if self.aborted:
+            raise StreamAborted("an earlier update of this stream was not written")
+        apply = enrollment.apply_update_raw
+        return [c if c.__class__ is bytes else apply(wtxn, c, now) for c in work]
+
+    def done(self, result, exc) -> None:
+        """On the committer thread, after the commit: a job's acks (or its failure)."""
+        if exc is not None:
+            self.aborted = True
+        self.sink.put(result if exc is None else exc)
+
+    async def messages(self, raw: list[bytes]) -> list[bytes]:
+        if self.auditor is not None:  # durable before the acks leave
+            await self.auditor.flush([pb.EnrollmentAck.FromString(a) for a in raw])
+        return self.messages_of(raw)
+
+
 async def _read(group, fn, *args):
     """fn(read view, *args) on a pool thread: a listing reads every open entry
     of the caller's insurers, which must not stall the event loop (and every
@@ -314,25 +334,14 @@ async def _read(group, fn, *args):
     return await asyncio.get_running_loop().run_in_executor(None, run)
 
 
-def _single_acks(raw: list[bytes]) -> list[pb.EnrollmentAck]:
-    return [pb.EnrollmentAck.FromString(a) for a in raw]
+def _single_acks(raw: list[bytes]) -> list[bytes]:
+    return raw  # each a serialized EnrollmentAck, sent as it is
 
 
-def _batched_acks(raw: list[bytes]) -> list[pb.StreamUpdateBatchesResponse]:
-    """One response message per MAX_BATCH acks, each parsed from the acks' bytes
-    framed in one go (cheaper than building and copying ack messages)."""
-    return [pb.StreamUpdateBatchesResponse.FromString(enrollment.frame_acks(raw[i:i + MAX_BATCH]))
-            for i in range(0, len(raw), MAX_BATCH)]
-
-
-def _acks_in(messages: list) -> list[pb.EnrollmentAck]:
-    out = []
-    for m in messages:
-        if isinstance(m, pb.StreamUpdateBatchesResponse):
-            out.extend(m.acks)
-        else:
-            out.append(m)
-    return out
+def _batched_acks(raw: list[bytes]) -> list[bytes]:
+    """One serialized StreamUpdateBatchesResponse per MAX_BATCH acks, the acks'
+    bytes framed in one go (no ack message is built)."""
+    return [enrollment.frame_acks(raw[i:i + MAX_BATCH]) for i in range(0, len(raw), MAX_BATCH)]
 
 
 def _batch_updates(request: pb.StreamUpdateBatchesRequest):
@@ -365,9 +374,13 @@ class LinkServicer(pb_grpc.LinkServiceServicer):
         return pb.ListLinkNoticesResponse(notices=await _read(self.group, enrollment.list_link_notices, resident_id))
 
 
-def add_to_server(server, group) -> list[str]:
+def add_to_server(server, group, trust=None) -> list[str]:
+    """`trust`: the process's trust_setup.IngestTrust, or None."""
     enrollment.open_dbs(group)
-    pb_grpc.add_EnrollmentServiceServicer_to_server(EnrollmentServicer(group), server)
+    log = trust.log if trust is not None else None
+    # The streams' acks leave as the committer serialized them.
+    handlers.sending_bytes(pb_grpc.add_EnrollmentServiceServicer_to_server, EnrollmentServicer(group, log), server,
+                           ("StreamUpdates", "StreamUpdateBatches"))
     pb_grpc.add_LinkServiceServicer_to_server(LinkServicer(group), server)
     return [pb.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
             pb.DESCRIPTOR.services_by_name["LinkService"].full_name]

@@ -158,6 +158,31 @@ def parsing(handler: grpc.RpcMethodHandler, *, asyncio: bool,
         wrapped, request_deserializer=None, response_serializer=handler.response_serializer)
 
 
+def sending_bytes(add_servicer, servicer, server, methods: tuple[str, ...]) -> None:
+    """`add_servicer(servicer, server)` (a generated add_*_to_server), except that
+    `methods` return their response already serialized: gRPC sends those bytes
+    as they are, nothing parses them again to serialize them once more."""
+    caught = _Caught()
+    add_servicer(servicer, caught)
+    for name in methods:
+        h = caught.methods[name]
+        kind = next(k for k in _KINDS if getattr(h, k) is not None)
+        caught.methods[name] = getattr(grpc, f"{kind}_rpc_method_handler")(
+            getattr(h, kind), request_deserializer=h.request_deserializer, response_serializer=None)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(caught.service, caught.methods),))
+    server.add_registered_method_handlers(caught.service, caught.methods)
+
+
+class _Caught:
+    """Stands for the server while a generated add_*_to_server registers a service."""
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        pass  # the same methods come through add_registered_method_handlers
+
+    def add_registered_method_handlers(self, service: str, methods: dict) -> None:
+        self.service, self.methods = service, dict(methods)
+
+
 def _message_name(parse) -> str:
     owner = getattr(parse, "__self__", None)
     descriptor = getattr(owner, "DESCRIPTOR", None)

@@ -9,7 +9,6 @@ idempotency on (insurer, update_id) turns at-least-once into exactly-once.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import csv
 import json
@@ -54,12 +53,9 @@ def register(subparsers) -> None:
                        help="largest map size in bytes the store may grow to (default 1 TiB)")
     serve.add_argument("--map-size", type=int, default=None,
                        help="initial map size in bytes (default 1 GiB; it doubles on demand)")
-    # Test only: hold every commit's acks this long, so a crash test's SIGKILL can
-    # land between a commit and its acks (the updates re-sent must be DUPLICATE).
-    serve.add_argument("--test-ack-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
-    from onshi.server import trust  # issue 5: mTLS, access log, Trust/Audit/Relay services
+    from onshi.server import trust_options  # mTLS, access log, Trust/Audit/Relay services
 
-    trust.add_arguments(serve, relay=True)
+    trust_options.add_arguments(serve, relay=True)
     serve.set_defaults(func=_serve)
 
     ingest = subparsers.add_parser(
@@ -87,15 +83,12 @@ def register(subparsers) -> None:
 
 
 def _serve(args) -> int:
-    from onshi.server import secondary
+    from onshi.server import secondary, trust_setup
 
-    from onshi.server import trust
-
-    credentials, interceptors = trust.configure_secondary(args, args.host)
+    credentials, interceptors, trust = trust_setup.ingest_trust(args, args.host)
     return secondary.serve(args.data, host=args.host, port=args.port, grace=args.grace,
                            port_file=args.port_file, map_size=args.map_size, max_map_size=args.max_map_size,
-                           credentials=credentials, interceptors=interceptors,
-                           ack_delay=args.test_ack_delay_ms / 1000.0)
+                           credentials=credentials, interceptors=interceptors, trust=trust)
 
 
 # --- the client -----------------------------------------------------------------------

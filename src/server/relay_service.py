@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import grpc
 from onshi.core import audit, dates, identifiers
-from onshi.server import auth, trust
+from onshi.server import auth, trust_status
+from onshi.server.access_log import link_subject, log_async
 from onshi.server.errors import FieldErrors
+from onshi.server.person_directory import PersonDirectory
 from onshi.v1 import relay_pb2, relay_pb2_grpc
 
 SERVICE_NAME = relay_pb2.DESCRIPTOR.services_by_name["RelayService"].full_name
@@ -26,8 +28,9 @@ def _covers(q, day: int) -> bool:
 
 
 class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
-    def __init__(self, ctx: trust.TrustContext, directory: trust.PersonDirectory, today=dates.today_jst):
-        self.ctx = ctx
+    def __init__(self, trust, directory: PersonDirectory, today=dates.today_jst):
+        """`trust`: the process's trust_setup.IngestTrust."""
+        self.trust = trust
         self.directory = directory
         self.today = today
 
@@ -48,14 +51,14 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
                 key = None
             if errors.violations:
                 raise errors
-            mine = auth.caller_insurers(context)
+            mine = auth.caller_insurers(caller, context)
             insurer = identifiers.normalize_insurer_number(own.insurer_number)
             if insurer not in mine:
                 raise auth.denied(f"insurer number {insurer} is not the caller's")
-            if self.ctx.sealer is None:
+            if self.trust.sealer is None:
                 raise auth.AuthError(grpc.StatusCode.FAILED_PRECONDITION, "the relay has no signing key configured")
         except (FieldErrors, auth.AuthError, identifiers.InvalidIdentifier) as exc:
-            await trust.abort_trust_async(context, exc)
+            await trust_status.abort_async(context, exc)
         link_id = self.directory.link_of_number(key)
         if link_id is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such member of your insurer")
@@ -68,26 +71,22 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
                 continue
             member = relay_pb2.MemberNumber(insurer_number=q.insurer_number, symbol=q.symbol,
                                             number=q.number, branch=q.branch)
-            if not self.ctx.sealer.can_seal_for(q.insurer_number):
+            if not self.trust.sealer.can_seal_for(q.insurer_number):
                 skipped.append(q.insurer_number)  # no key: cannot answer without revealing the number
                 continue
-            token = self.ctx.sealer.seal(member, insurer, legal_basis)
+            token = self.trust.sealer.seal(member, insurer, legal_basis)
             matches.append(relay_pb2.InsurerMatch(insurer_number=q.insurer_number, token=token))
         items = "insurers=" + ",".join(m.insurer_number for m in matches)
         if skipped:
             items += " no-key=" + ",".join(skipped)
-        await trust.log_async(self.ctx.log, audit.AuditRecord(
-            actor=caller.label, action="RelayFindInsurer", subject=trust.link_subject(link_id),
+        await log_async(self.trust.log, audit.AuditRecord(
+            actor=caller.label, action="RelayFindInsurer", subject=link_subject(link_id),
             link_id=link_id, items=items, purpose=legal_basis, flags=audit.FLAG_RELAY))
         return relay_pb2.FindInsurerResponse(matches=matches)
 
 
-def add_to_server(server, group) -> list[str]:
-    ctx = trust.configured()
-    if ctx is None:
-        return []
-    relay_pb2_grpc.add_RelayServiceServicer_to_server(
-        RelayServicer(ctx, trust.PersonDirectory(group.env, group.dbs)), server)
+def add_to_server(server, directory: PersonDirectory, trust) -> list[str]:
+    relay_pb2_grpc.add_RelayServiceServicer_to_server(RelayServicer(trust, directory), server)
     return [SERVICE_NAME]
 
 

@@ -20,15 +20,18 @@ longest prefix of the batch that fits is committed and every job after it
 fails with StoreFull (never a later write without an earlier one).
 
 Services are assembled from SERVICE_MODULES: each module exposes
-`add_to_server(server, writer) -> list[str]` (the service names, for health and
-reflection) and receives the GroupWriter, whose `apply(fn)` / `apply_async(fn)`
-have Writer.apply's meaning (fn(WriteTxn), durable on return, re-runnable).
+`add_to_server(server, writer, trust) -> list[str]` (the service names, for
+health and reflection) and receives the GroupWriter, whose `apply(fn)` /
+`apply_async(fn)` have Writer.apply's meaning (fn(WriteTxn), durable on
+return, re-runnable), and the process's trust layer (trust_setup.IngestTrust,
+or None without trust options).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import importlib
 import logging
 import os
@@ -69,10 +72,9 @@ class _JobFailed(Exception):
 class GroupWriter:
     """Many writers' jobs, one committer thread, one transaction per batch."""
 
-    def __init__(self, writer: Writer, *, max_batch: int = MAX_BATCH, ack_delay: float = 0.0):
+    def __init__(self, writer: Writer, *, max_batch: int = MAX_BATCH):
         self.writer = writer
         self.max_batch = max_batch
-        self.ack_delay = ack_delay  # test only: widen the committed-but-not-yet-acked window
         self._queue: collections.deque[tuple[Callable[[WriteTxn], Any], Done, int]] = collections.deque()
         self._cv = threading.Condition()
         self._stopping = False
@@ -176,30 +178,8 @@ class GroupWriter:
 
     def _commit(self, batch: list) -> bool:
         """Run and commit a batch, then tell every owner; False if the store was full."""
-        failed: dict[int, BaseException] = {}
-        fns = [job[0] for job in batch]
-
-        def run_all(txn: WriteTxn) -> list:
-            started = time.perf_counter()
-            try:
-                return _run_all(txn)
-            finally:
-                self.work_seconds += time.perf_counter() - started
-
-        def _run_all(txn: WriteTxn) -> list:
-            out = []
-            for i, fn in enumerate(fns):
-                if i in failed:
-                    out.append(None)
-                    continue
-                try:
-                    out.append(fn(txn))
-                except lmdb.MapFullError:
-                    raise  # Writer.apply grows the map and runs the whole batch again
-                except Exception as exc:  # noqa: BLE001 - handed to the job's owner
-                    raise _JobFailed(i, exc) from exc
-            return out
-
+        failed: dict[int, BaseException] = {}  # job index -> what it raised: left out of the next run
+        run_all = functools.partial(self._run_jobs, [job[0] for job in batch], failed)
         results: list | None = None
         error: BaseException | None = None
         while True:
@@ -228,10 +208,28 @@ class GroupWriter:
                 break
         self.commits += error is None
         self.jobs += sum(job[2] for job in batch) if error is None else 0
-        if self.ack_delay and error is None:
-            time.sleep(self.ack_delay)
         self._deliver(batch, results, failed, error)
         return error is None
+
+    def _run_jobs(self, fns: list, failed: dict[int, BaseException], txn: WriteTxn) -> list:
+        """Inside the batch's transaction: each job's result (None for those in
+        `failed`); a job that raises ends the transaction with _JobFailed."""
+        started = time.perf_counter()
+        try:
+            out = []
+            for i, fn in enumerate(fns):
+                if i in failed:
+                    out.append(None)
+                    continue
+                try:
+                    out.append(fn(txn))
+                except lmdb.MapFullError:
+                    raise  # Writer.apply grows the map and runs the whole batch again
+                except Exception as exc:  # noqa: BLE001 - handed to the job's owner
+                    raise _JobFailed(i, exc) from exc
+            return out
+        finally:
+            self.work_seconds += time.perf_counter() - started
 
     def _deliver(self, batch: list, results: list | None, failed: dict, error: BaseException | None) -> None:
         for i, (_, done, _) in enumerate(batch):
@@ -274,7 +272,7 @@ class _ReadView:
 
 # --- assembly ----------------------------------------------------------------------
 
-def add_services(server, group: GroupWriter, modules=SERVICE_MODULES) -> list[str]:
+def add_services(server, group: GroupWriter, modules=SERVICE_MODULES, trust=None) -> list[str]:
     names: list[str] = []
     for name in modules:
         try:
@@ -283,7 +281,7 @@ def add_services(server, group: GroupWriter, modules=SERVICE_MODULES) -> list[st
             if exc.name != name:  # a real import error inside the module: show it
                 raise
             continue  # that service is not built yet
-        names.extend(module.add_to_server(server, group))
+        names.extend(module.add_to_server(server, group, trust))
     return names
 
 
@@ -292,19 +290,19 @@ class Secondary:
 
     def __init__(self, data: str, *, host: str = "127.0.0.1", port: int = 0, map_size: int | None = None,
                  max_map_size: int | None = None, modules=SERVICE_MODULES,
-                 credentials: grpc.ServerCredentials | None = None, interceptors=(), ack_delay: float = 0.0):
+                 credentials: grpc.ServerCredentials | None = None, interceptors=(), trust=None):
         kwargs = {"max_map_size": max_map_size} if max_map_size else {}
         if map_size:
             kwargs["map_size"] = map_size
         self.writer = Writer(data, **kwargs)
-        self.group = GroupWriter(self.writer, ack_delay=ack_delay)
+        self.group = GroupWriter(self.writer)
         self.server = grpc.aio.server(interceptors=list(interceptors), options=(
             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),))
         # Every handler here runs on the event loop and parses its own request
         # (onshi.server.handlers): a sync handler would run on a pool thread
         # that outlives its call when the caller cancels.
         services = handlers.Services(self.server, asyncio=True)
-        self.service_names = add_services(services, self.group, modules)
+        self.service_names = add_services(services, self.group, modules, trust)
         self.health = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_async.ReflectionServicer(
@@ -330,12 +328,12 @@ class Secondary:
 
 def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float = 5.0,
           port_file: str | None = None, map_size: int | None = None, max_map_size: int | None = None,
-          credentials: grpc.ServerCredentials | None = None, interceptors=(), ack_delay: float = 0.0) -> int:
+          credentials: grpc.ServerCredentials | None = None, interceptors=(), trust=None) -> int:
     logging.basicConfig(level=logging.INFO, format="onshi ingest: %(message)s")
 
     async def main() -> int:
         secondary = Secondary(data, host=host, port=port, map_size=map_size, max_map_size=max_map_size,
-                              credentials=credentials, interceptors=interceptors, ack_delay=ack_delay)
+                              credentials=credentials, interceptors=interceptors, trust=trust)
         await secondary.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -9,7 +9,8 @@ is what a card check would give; every use is written to the person's access
 log with the EMERGENCY flag, and a refused or ambiguous lookup is logged too.
 
 `add_to_server` here also adds AuditService and RelayService, so `onshi
-ingest-serve` lists one module for the whole trust layer.
+ingest-serve` lists one module for the whole trust layer. LookupByBasicInfo
+sends the answer's bytes as they were built (as EligibilityService does).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import unicodedata
 
 import grpc
 from onshi.core import audit, cardproof, dates, history
+from onshi.core.store import link_key
 from onshi.core.unknown import matching
-from onshi.server import auth, trust
+from onshi.server import auth, handlers, trust_status
+from onshi.server.access_log import describe_answer, link_subject, log_async
 from onshi.server.eligibility import date_day
 from onshi.server.errors import FieldErrors
-from onshi.v1 import eligibility_pb2, trust_pb2, trust_pb2_grpc
+from onshi.server.person_directory import PersonDirectory
+from onshi.v1 import trust_pb2, trust_pb2_grpc
 
 SERVICE_NAME = trust_pb2.DESCRIPTOR.services_by_name["TrustService"].full_name
 MAX_CANDIDATES = 50
@@ -32,13 +36,10 @@ def _fold(text: str) -> str:
     return "".join(unicodedata.normalize("NFKC", text).split())
 
 
-def _raw(response: bytes) -> eligibility_pb2.CheckResponse:
-    return eligibility_pb2.CheckResponse.FromString(response)
-
-
 class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
-    def __init__(self, ctx: trust.TrustContext, directory: trust.PersonDirectory, today=dates.today_jst):
-        self.ctx = ctx
+    def __init__(self, trust, directory: PersonDirectory, today=dates.today_jst):
+        """`trust`: the process's trust_setup.IngestTrust (failure mode is switched on it)."""
+        self.trust = trust
         self.directory = directory
         self.today = today
 
@@ -46,21 +47,22 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         caller = auth.caller_of(context)
         reason = request.reason.strip()
         if request.enabled and not reason:
-            await trust.abort_trust_async(context, FieldErrors([("reason", "required when enabling")]))
-        await trust.log_async(self.ctx.log, audit.AuditRecord(
+            await trust_status.abort_async(context, FieldErrors([("reason", "required when enabling")]))
+        await log_async(self.trust.log, audit.AuditRecord(
             actor=caller.label, action="SetSystemFailureMode", items=f"enabled={request.enabled}",
             purpose=reason or "back to normal operation"))
-        self.ctx.failure_mode = request.enabled
-        self.ctx.failure_reason = reason if request.enabled else ""
-        return trust_pb2.SetSystemFailureModeResponse(enabled=self.ctx.failure_mode)
+        self.trust.failure_mode = request.enabled
+        self.trust.failure_reason = reason if request.enabled else ""
+        return trust_pb2.SetSystemFailureModeResponse(enabled=self.trust.failure_mode)
 
     async def GetSystemFailureMode(self, request, context):
-        return trust_pb2.GetSystemFailureModeResponse(enabled=self.ctx.failure_mode,
-                                                      reason=self.ctx.failure_reason)
+        return trust_pb2.GetSystemFailureModeResponse(enabled=self.trust.failure_mode,
+                                                      reason=self.trust.failure_reason)
 
-    async def LookupByBasicInfo(self, request, context):
+    async def LookupByBasicInfo(self, request, context) -> bytes:
+        """A CheckResponse's bytes (registered without a response serializer)."""
         caller = auth.caller_of(context)
-        if not self.ctx.failure_mode:
+        if not self.trust.failure_mode:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                  "system failure mode is off: check by card or insurance-card number")
         errors = FieldErrors()
@@ -75,15 +77,15 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
             errors.add("address", "required (the fourth of the basic information)")
         day = date_day(request.as_of, "as_of", errors) if request.HasField("as_of") else self.today()
         if errors.violations:
-            await trust.abort_trust_async(context, errors)
+            await trust_status.abort_async(context, errors)
         found = self._candidates(birth_day, request, day)
         record = dict(actor=caller.label, action="LookupByBasicInfo", flags=audit.FLAG_EMERGENCY,
-                      purpose=f"system failure mode: {self.ctx.failure_reason}")
+                      purpose=f"system failure mode: {self.trust.failure_reason}")
         if len(found) != 1:
-            await trust.log_async(self.ctx.log, audit.AuditRecord(
+            await log_async(self.trust.log, audit.AuditRecord(
                 subject="basic4", items=f"candidates={len(found)}", **record))
             if not found:
-                return _raw(history.response(history.NO_RECORD))
+                return history.response(history.NO_RECORD)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                  f"{len(found)} persons match: add the kanji name or the full address, "
                                  "or use the self-declaration form")
@@ -91,10 +93,9 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         _, entries = history.parse_history(value)
         validity, chosen = history.choose_by_card(entries, day)
         response = history.response(validity, [entries[i].payload for i in chosen])
-        await trust.log_async(self.ctx.log, audit.AuditRecord(
-            subject=trust.link_subject(link_id), link_id=link_id,
-            items=trust.describe_response(response), **record))
-        return _raw(response)
+        await log_async(self.trust.log, audit.AuditRecord(
+            subject=link_subject(link_id), link_id=link_id, items=describe_answer(response), **record))
+        return response
 
     def _candidates(self, birth_day: int, request, day: int) -> list[tuple[int, bytes]]:
         """Persons whose basic information in force on `day` matches; the person
@@ -106,7 +107,7 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
                              [request.address], "", day, day, limit=MAX_CANDIDATES)
             out = []
             for c in found:
-                value = txn.get(c.link_id.to_bytes(8, "big"), db=self.directory.history)
+                value = txn.get(link_key(c.link_id), db=self.directory.history)
                 if value is not None:
                     out.append((c.link_id, bytes(value)))
         if len(out) > 1 and request.name.strip():
@@ -121,28 +122,30 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
 
     async def PutRevocationList(self, request, context):
         caller = auth.caller_of(context)
-        if self.ctx.verifier is None or not self.ctx.crl_path:
+        if self.trust.verifier is None or not self.trust.crl_path:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no JPKI CA / revocation list file configured")
         try:
-            count = cardproof.install_revocation_list(self.ctx.crl_path, request.crl, self.ctx.verifier.ca_certs)
+            count = cardproof.install_revocation_list(self.trust.crl_path, request.crl,
+                                                     self.trust.verifier.ca_certs)
         except ValueError as exc:
-            await trust.abort_trust_async(context, FieldErrors([("crl", str(exc))]))
-        await trust.log_async(self.ctx.log, audit.AuditRecord(
+            await trust_status.abort_async(context, FieldErrors([("crl", str(exc))]))
+        await log_async(self.trust.log, audit.AuditRecord(
             actor=caller.label, action="PutRevocationList", items=f"revoked={count}",
             purpose="card certificate revocation list update"))
         return trust_pb2.PutRevocationListResponse(revoked_count=count)
 
 
-def add_to_server(server, group) -> list[str]:
-    """TrustService + AuditService + RelayService, when trust.configure() was called."""
+def add_to_server(server, group, trust=None) -> list[str]:
+    """TrustService + AuditService + RelayService, when the process has a trust
+    layer (`trust`: its trust_setup.IngestTrust)."""
     from onshi.server import audit_service, relay_service
 
-    ctx = trust.configured()
-    if ctx is None:
+    if trust is None:
         return []
-    directory = trust.PersonDirectory(group.env, group.dbs)
-    trust_pb2_grpc.add_TrustServiceServicer_to_server(TrustServicer(ctx, directory), server)
+    directory = PersonDirectory(group.env, group.dbs)
+    handlers.sending_bytes(trust_pb2_grpc.add_TrustServiceServicer_to_server, TrustServicer(trust, directory),
+                           server, ("LookupByBasicInfo",))
     names = [SERVICE_NAME]
-    names += audit_service.add_to_server(server, group)
-    names += relay_service.add_to_server(server, group)
+    names += audit_service.add_to_server(server, directory, trust)
+    names += relay_service.add_to_server(server, directory, trust)
     return names
