@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "onshi.core.pki",          # onshi pki init (test PKI, issue 5)
     "onshi.core.audit",        # onshi audit verify|compact|show (issue 5)
     "onshi.terminal.cli",      # onshi terminal check|watch (clinic terminal, issue 6)
-    "onshi.server.bench_cli",  # onshi bench load|peers|scale|cost|plot (issue 7)
+    "onshi.server.bench_cli",  # onshi bench NAME: the benchmarks of bench/
 )
 
 
