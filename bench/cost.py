@@ -111,40 +111,49 @@ def drive(address: str, requests_path: str, seconds: float, inflight: int, resul
     finished = threading.Event()
     outstanding = [0]
 
-    def send():
-        with lock:
-            i = state["i"]
-            state["i"] = i + 1
-            outstanding[0] += 1
+    def take() -> int:  # under the lock: the next request, counted as outstanding
+        i = state["i"]
+        state["i"] = i + 1
+        outstanding[0] += 1
+        return i
+
+    def send(i: int | None = None):
+        if i is None:
+            with lock:
+                i = take()
         method, body = rows[i % len(rows)]
         fut = calls[i % len(calls)][method].future(body, metadata=metadata)
         fut.add_done_callback(on_done)
 
     def on_done(fut):
         ok = fut.exception() is None
+        nxt = None
         with lock:
             outstanding[0] -= 1
             if state["counting"]:
                 state["done" if ok else "failed"] += 1
-            stop = state["stop"]
-            if stop and outstanding[0] == 0:
-                finished.set()
-        if not stop and not rate:
-            send()
+            if state["stop"]:
+                if outstanding[0] == 0:
+                    finished.set()
+            elif not rate:
+                nxt = take()  # counted before the lock is let go: the stop below waits for it
+        if nxt is not None:
+            send(nxt)
 
     def pace():
         began = time.perf_counter()
         sent = 0
         while not state["stop"]:
             due = int((time.perf_counter() - began) * rate)
-            while sent < due and outstanding[0] < inflight:
+            while sent < due and outstanding[0] < inflight and not state["stop"]:
                 send()
                 sent += 1
             sent = max(sent, due - inflight)  # offered load the server could not take is dropped
             time.sleep(0.001)
 
+    pacer = threading.Thread(target=pace, daemon=True)
     if rate:
-        threading.Thread(target=pace, daemon=True).start()
+        pacer.start()
     else:
         for _ in range(inflight):
             send()
@@ -158,6 +167,11 @@ def drive(address: str, requests_path: str, seconds: float, inflight: int, resul
         state["counting"] = False
         ended = time.time()
         state["stop"] = True
+    if rate:
+        pacer.join()  # nothing is sent after this; then wait for what is in flight
+    with lock:
+        if outstanding[0] == 0:
+            finished.set()
     finished.wait(10)
     Path(result_path).write_text(json.dumps({"done": state["done"], "failed": state["failed"],
                                              "started": started, "ended": ended}))
