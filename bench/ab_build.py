@@ -38,7 +38,8 @@ def measure(store: str, rounds: int) -> dict:
 
     from onshi.core import claims as rules
     from onshi.core.store import open_env
-    from onshi.ext import NativeEngine, _engine
+    from onshi.ext._engine import NativeEngine
+    from onshi.ext import _engine
 
     cards, _, _ = engine_bench.sample_queries(Path(store), 50_000, 7)
     claims = claims_bench.sample_claims(Path(store), 20_000, dt.date(2026, 11, 1))

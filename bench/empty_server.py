@@ -20,7 +20,7 @@ import argparse
 import sys
 
 import grpc
-from onshi.server import app, eligibility
+from onshi.server import app, eligibility_service
 
 
 def empty_handlers(response: bytes, *, asyncio: bool = False) -> grpc.GenericRpcHandler:
@@ -36,7 +36,7 @@ def empty_handlers(response: bytes, *, asyncio: bool = False) -> grpc.GenericRpc
             return response
 
     method = grpc.unary_unary_rpc_method_handler(empty, request_deserializer=None, response_serializer=None)
-    return grpc.method_handlers_generic_handler(eligibility.SERVICE_NAME,
+    return grpc.method_handlers_generic_handler(eligibility_service.SERVICE_NAME,
                                                 {"CheckByCard": method, "CheckByNumber": method})
 
 

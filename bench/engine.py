@@ -198,7 +198,8 @@ def main(argv=None) -> int:
     common.add_record_flag(ap)
     args = ap.parse_args(argv)
 
-    from onshi.ext import NativeEngine, _engine
+    from onshi.ext._engine import NativeEngine
+    from onshi.ext import _engine
 
     path = dataset(args)
     sqlite_db = sqlite_store(path)

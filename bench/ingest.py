@@ -38,7 +38,7 @@ import grpc  # noqa: E402
 
 import common  # noqa: E402
 import ingest_support as s  # noqa: E402
-from onshi.server.ingest_cli import UpdateStreamer  # noqa: E402
+from onshi.commands.ingest import UpdateStreamer  # noqa: E402
 from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc  # noqa: E402
 from onshi.v1 import enrollment_pb2 as pb  # noqa: E402
 from onshi.v1 import enrollment_pb2_grpc  # noqa: E402
@@ -186,8 +186,8 @@ def run_writer_only(args) -> dict:
     single writer itself sustains (validation + apply + fsync'd group commits)."""
     from onshi.core import enrollment, registry
     from onshi.core.writer import Writer
-    from onshi.server.enrollment import JOB_UPDATES
-    from onshi.server.secondary import GroupWriter
+    from onshi.server.enrollment_service import JOB_UPDATES
+    from onshi.server.writer_server import GroupWriter
 
     tmp = Path(tempfile.mkdtemp(prefix="onshi-bench-writer-", dir=args.dir))
     writer = Writer(tmp / "store")

@@ -38,7 +38,7 @@ import common  # noqa: E402
 import grpc  # noqa: E402
 from onshi.core import registry  # noqa: E402
 from onshi.core.engine import open_engine  # noqa: E402
-from onshi.server.ingest_cli import UpdateStreamer  # noqa: E402
+from onshi.commands.ingest import UpdateStreamer  # noqa: E402
 from onshi.v1 import enrollment_pb2 as pb  # noqa: E402
 from onshi.v1 import enrollment_pb2_grpc  # noqa: E402
 

@@ -126,7 +126,7 @@ def diagnostic_handler(name: str, engine, sample: bytes):
 
     import grpc
     from empty_server import empty_handlers
-    from onshi.server import eligibility
+    from onshi.server import eligibility_service
 
     if name == "empty":
         return empty_handlers(sample)
@@ -138,11 +138,11 @@ def diagnostic_handler(name: str, engine, sample: bytes):
 
         h = grpc.unary_unary_rpc_method_handler(released)
         return grpc.method_handlers_generic_handler(
-            eligibility.SERVICE_NAME, {"CheckByCard": h, "CheckByNumber": h}
+            eligibility_service.SERVICE_NAME, {"CheckByCard": h, "CheckByNumber": h}
         )
     if name == "nolookup":
-        return eligibility.build_eligibility_handlers(_AnswerWithoutLookup(sample))
-    return eligibility.build_eligibility_handlers(engine)
+        return eligibility_service.build_eligibility_handlers(_AnswerWithoutLookup(sample))
+    return eligibility_service.build_eligibility_handlers(engine)
 
 
 async def create_aio_server(engine, *, address: str = "127.0.0.1:0", empty_response: bytes | None = None):
@@ -153,13 +153,13 @@ async def create_aio_server(engine, *, address: str = "127.0.0.1:0", empty_respo
     from grpc_health.v1 import health_pb2_grpc
     from empty_server import empty_handlers
     from grpc_reflection.v1alpha import reflection
-    from onshi.server import app, eligibility
+    from onshi.server import app, eligibility_service
 
     server = grpc.aio.server(options=app.SERVER_OPTIONS)
     if empty_response is not None:
         server.add_generic_rpc_handlers((empty_handlers(empty_response, asyncio=True),))
     else:
-        server.add_generic_rpc_handlers((eligibility.build_eligibility_handlers(engine, asyncio=True),))
+        server.add_generic_rpc_handlers((eligibility_service.build_eligibility_handlers(engine, asyncio=True),))
     health_servicer = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(app.SERVICE_NAMES, server)
@@ -243,7 +243,7 @@ def profile_handler(args) -> None:
 
     from onshi.core import dates, identifiers
     from onshi.core.engine import open_engine
-    from onshi.server import eligibility
+    from onshi.server import eligibility_service
     from onshi.v1 import eligibility_pb2
 
     engine = open_engine(dataset(args.persons), args.engine)
@@ -251,7 +251,7 @@ def profile_handler(args) -> None:
     msgs = [eligibility_pb2.CheckByCardRequest.FromString(b) for b in bodies]
     keys = [identifiers.card_serial_key(m.card_serial) for m in msgs]
     day = dates.today_jst()
-    answers = eligibility.EligibilityAnswers(engine)
+    answers = eligibility_service.EligibilityAnswers(engine)
     steps = [
         (
             "whole handler logic (EligibilityAnswers.check_by_card)",
@@ -259,13 +259,13 @@ def profile_handler(args) -> None:
         ),
         (
             "  parse CheckByCardRequest",
-            lambda: [eligibility.CheckByCardRequest.FromString(b) for b in bodies],
+            lambda: [eligibility_service.CheckByCardRequest.FromString(b) for b in bodies],
         ),
         (
             "  card_serial_key (hex -> 20-byte key)",
             lambda: [identifiers.card_serial_key(m.card_serial) for m in msgs],
         ),
-        ("  card proof fields present?", lambda: [eligibility._has_card_proof(m) for m in msgs]),
+        ("  card proof fields present?", lambda: [eligibility_service._has_card_proof(m) for m in msgs]),
         (
             "  as_of present? + today_jst()",
             lambda: [m.HasField("as_of") or dates.today_jst() for m in msgs],

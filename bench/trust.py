@@ -375,7 +375,7 @@ def hook_cost(s: Setup, verifier, tmp: Path) -> dict:
     thread: the part of the trust layer that is ours, without gRPC and TLS."""
     from cryptography import x509
     from onshi.core.engine import open_engine
-    from onshi.server.eligibility import EligibilityAnswers
+    from onshi.server.eligibility_service import EligibilityAnswers
     from onshi.server.eligibility_trust import EligibilityTrust
 
     engine = open_engine(s.store, "native" if native_built() else "pure")

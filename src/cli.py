@@ -1,42 +1,37 @@
-"""`onshi` command line. Each subsystem registers its own subcommands through a
-`register(subparsers)` function listed in COMMAND_MODULES, so this file stays a
+"""`onshi` command line. Each command group lives in onshi.commands and
+registers its subcommands through `register(subparsers)`, so this file stays a
 table of contents rather than a pile of handlers."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
+
+from .commands import audit, bench, claims, gen, ingest, pki, serve, terminal
 
 # gRPC's C core logs a refused TLS handshake at INFO on stderr, beside the one
 # line a client command prints about it; its documented default is ERROR.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-# module -> it defines register(subparsers); each subparser sets func=callable(args) -> int
-COMMAND_MODULES = (
-    "onshi.core.gen",          # onshi gen
-    "onshi.server.cli",        # onshi serve, onshi check
-    "onshi.core.claims_file",  # onshi claims verify (issue 4)
-    "onshi.server.ingest_cli", # onshi ingest-serve, onshi ingest-file (issue 3)
-    "onshi.core.pki",          # onshi pki init (test PKI, issue 5)
-    "onshi.core.audit",        # onshi audit verify|compact|show (issue 5)
-    "onshi.terminal.cli",      # onshi terminal check|watch (clinic terminal, issue 6)
-    "onshi.server.bench_cli",  # onshi bench NAME: the benchmarks of bench/
+# In the order `onshi --help` lists them; each subparser sets func=callable(args) -> int.
+COMMANDS = (
+    gen,       # onshi gen
+    serve,     # onshi serve, onshi check
+    claims,    # onshi claims verify
+    ingest,    # onshi ingest-serve, onshi ingest-file
+    pki,       # onshi pki init|card|revoke (test PKI)
+    audit,     # onshi audit verify|anchor|compact|show|keygen|seal
+    terminal,  # onshi terminal check|watch (clinic terminal)
+    bench,     # onshi bench NAME
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onshi", description="Online insurance-qualification checks (オンライン資格確認).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as exc:
-            if exc.name != name:  # a real import error inside the module: show it
-                raise
-            continue  # subsystem not installed in this build
-        module.register(sub)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
 
 

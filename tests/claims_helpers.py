@@ -79,9 +79,6 @@ class Opened:
 
     def __init__(self, path, kind: str):
         self.engine = open_engine(path, kind)
-        if not hasattr(self.engine, "histories_by_number"):
-            self.engine.close()
-            raise LookupError(f"{kind} engine has no histories_by_number yet")
         # py-lmdb opens a path once per process: reuse the pure engine's env.
         self.own_env = not hasattr(self.engine, "env")
         self.env = open_env(path, readonly=True) if self.own_env else self.engine.env

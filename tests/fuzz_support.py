@@ -37,7 +37,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import FieldDescriptor as F
-from grpc_health.v1 import health_pb2  # noqa: F401 - its descriptors join the pool
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from onshi.core import cardproof, dates
@@ -51,7 +51,6 @@ from onshi.v1 import (  # noqa: F401 - every service's descriptors join the pool
     relay_pb2,
     trust_pb2,
 )
-
 from tests.ingest_support import Proc, onshi
 from tests.trust_helpers import (
     FACILITY,
@@ -317,9 +316,8 @@ def served_methods(channel: grpc.Channel) -> list[Method]:
     out = []
     for service in answer.list_services_response.service:
         desc = pool.FindServiceByName(service.name)
-        for m in desc.methods:
-            out.append(Method(f"/{desc.full_name}/{m.name}", m.input_type, m.client_streaming,
-                              m.server_streaming))
+        out.extend(Method(f"/{desc.full_name}/{m.name}", m.input_type, m.client_streaming, m.server_streaming)
+                   for m in desc.methods)
     return out
 
 

@@ -157,9 +157,8 @@ def script(residents: int, total: int, seed: int = 7) -> list[pb.EnrollmentUpdat
     rng = random.Random(seed)
     people = [resident(i) for i in range(residents)]
     queues: list[list] = []
-    counter = 0
     per = max(1, total // residents)
-    for i, r in enumerate(people):
+    for i, _person in enumerate(people):
         ops = []
         year = 2000
         insurer = INSURERS[i % len(INSURERS)]
@@ -184,10 +183,9 @@ def script(residents: int, total: int, seed: int = 7) -> list[pb.EnrollmentUpdat
     rng.shuffle(order)
     cursor = [0] * residents
     out = []
-    for i in order:
+    for counter, i in enumerate(order, start=1):
         op = queues[i][cursor[i]]
         cursor[i] += 1
-        counter += 1
         uid = f"u{counter:07d}"
         r = people[i]
         kind, insurer, number, arg = op

@@ -35,7 +35,6 @@ from onshi.core import dates, enrollment, identifiers
 from onshi.v1 import eligibility_pb2
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import qualification_pb2 as qpb
-
 from tests import ingest_support as s
 
 PLAIN = "plain"
@@ -43,36 +42,15 @@ BENIGN = ("width", "spaces", "hiragana", "half_width_kana", "postcode_format", "
           "old_kanji_form", "non_jis_substitute", "address_notation", "ke_ga", "small_kana_large")
 ERRORS = ("kana_typo", "swapped_day_month", "wrong_sex", "stale_address")
 WRONG = ("namesake_same_town", "twin")
-KINDS = (PLAIN,) + BENIGN + ERRORS + WRONG
+KINDS = (PLAIN, *BENIGN, *ERRORS, *WRONG)
 # Share of residents per kind (wrong persons: pairs of residents per share).
 SHARES = {PLAIN: 0.25, **{k: 0.05 for k in BENIGN}, **{k: 0.03 for k in ERRORS}, **{k: 0.02 for k in WRONG}}
 
 AS_OF = "2024-12-01"  # after every acquisition, before every loss
 
-SURNAMES = [(k, v) for k, v in (pair.split(":") for pair in (
-    "佐藤:サトウ 鈴木:スズキ 高橋:タカハシ 田中:タナカ 伊藤:イトウ 渡辺:ワタナベ 山本:ヤマモト 中村:ナカムラ "
-    "小林:コバヤシ 加藤:カトウ 吉田:ヨシダ 山田:ヤマダ 佐々木:ササキ 山口:ヤマグチ 松本:マツモト 井上:イノウエ "
-    "木村:キムラ 林:ハヤシ 斎藤:サイトウ 清水:シミズ 山崎:ヤマザキ 森:モリ 池田:イケダ 橋本:ハシモト 阿部:アベ "
-    "石川:イシカワ 中島:ナカジマ 前田:マエダ 藤田:フジタ 後藤:ゴトウ 小川:オガワ 岡田:オカダ 長谷川:ハセガワ "
-    "村上:ムラカミ 近藤:コンドウ 石井:イシイ 坂本:サカモト 遠藤:エンドウ 青木:アオキ 藤井:フジイ 西村:ニシムラ "
-    "福田:フクダ 太田:オオタ 三浦:ミウラ 藤原:フジワラ 岡本:オカモト 松田:マツダ 中川:ナカガワ 中野:ナカノ "
-    "原田:ハラダ 小野:オノ 田村:タムラ 竹内:タケウチ 金子:カネコ 和田:ワダ 中山:ナカヤマ 石田:イシダ "
-    "上田:ウエダ 森田:モリタ 柴田:シバタ 酒井:サカイ 工藤:クドウ 横山:ヨコヤマ 宮本:ミヤモト 内田:ウチダ "
-    "高木:タカギ 安藤:アンドウ 谷口:タニグチ 大野:オオノ 丸山:マルヤマ 今井:イマイ 河野:コウノ 藤本:フジモト "
-    "村田:ムラタ 武田:タケダ 上野:ウエノ 杉山:スギヤマ 増田:マスダ 平野:ヒラノ 大塚:オオツカ 千葉:チバ "
-    "久保:クボ 松井:マツイ 小島:コジマ 岩崎:イワサキ 桜井:サクライ 野口:ノグチ 松尾:マツオ 菊地:キクチ").split())]
-MALE = [tuple(p.split(":")) for p in (
-    "太郎:タロウ 一郎:イチロウ 浩:ヒロシ 誠:マコト 隆:タカシ 健一:ケンイチ 修:オサム 茂:シゲル 清:キヨシ "
-    "翔太:ショウタ 大輔:ダイスケ 拓也:タクヤ 直樹:ナオキ 蓮:レン 陽翔:ハルト 湊:ミナト 悠真:ユウマ 大翔:ヒロト "
-    "涼:リョウ 翼:ツバサ 勇:イサム 俊介:シュンスケ 健太:ケンタ 雄一:ユウイチ 正:タダシ 明:アキラ 徹:トオル "
-    "潤:ジュン 航:ワタル 恭平:キョウヘイ 駿:シュン 雅之:マサユキ 和也:カズヤ 哲也:テツヤ 秀樹:ヒデキ "
-    "洋平:ヨウヘイ 進:ススム 実:ミノル 康弘:ヤスヒロ 智也:トモヤ").split()]
-FEMALE = [tuple(p.split(":")) for p in (
-    "花子:ハナコ 陽子:ヨウコ 恵子:ケイコ 幸子:サチコ 和子:カズコ 洋子:ヨウコ 裕子:ユウコ 直美:ナオミ "
-    "久美子:クミコ 美穂:ミホ 愛:アイ 彩:アヤ 結衣:ユイ 陽菜:ヒナ 凛:リン 葵:アオイ 美咲:ミサキ 京子:キョウコ "
-    "祥子:ショウコ 千尋:チヒロ 舞:マイ 瞳:ヒトミ 恭子:キョウコ 由美:ユミ 智子:トモコ 純子:ジュンコ 紬:ツムギ "
-    "芽依:メイ さくら:サクラ 真由美:マユミ 友美:トモミ 明美:アケミ 理恵:リエ 麻衣:マイ 美和:ミワ "
-    "奈々:ナナ 千秋:チアキ 香織:カオリ 沙織:サオリ 桃子:モモコ").split()]
+SURNAMES = [(k, v) for k, v in (pair.split(":") for pair in ["佐藤:サトウ", "鈴木:スズキ", "高橋:タカハシ", "田中:タナカ", "伊藤:イトウ", "渡辺:ワタナベ", "山本:ヤマモト", "中村:ナカムラ", "小林:コバヤシ", "加藤:カトウ", "吉田:ヨシダ", "山田:ヤマダ", "佐々木:ササキ", "山口:ヤマグチ", "松本:マツモト", "井上:イノウエ", "木村:キムラ", "林:ハヤシ", "斎藤:サイトウ", "清水:シミズ", "山崎:ヤマザキ", "森:モリ", "池田:イケダ", "橋本:ハシモト", "阿部:アベ", "石川:イシカワ", "中島:ナカジマ", "前田:マエダ", "藤田:フジタ", "後藤:ゴトウ", "小川:オガワ", "岡田:オカダ", "長谷川:ハセガワ", "村上:ムラカミ", "近藤:コンドウ", "石井:イシイ", "坂本:サカモト", "遠藤:エンドウ", "青木:アオキ", "藤井:フジイ", "西村:ニシムラ", "福田:フクダ", "太田:オオタ", "三浦:ミウラ", "藤原:フジワラ", "岡本:オカモト", "松田:マツダ", "中川:ナカガワ", "中野:ナカノ", "原田:ハラダ", "小野:オノ", "田村:タムラ", "竹内:タケウチ", "金子:カネコ", "和田:ワダ", "中山:ナカヤマ", "石田:イシダ", "上田:ウエダ", "森田:モリタ", "柴田:シバタ", "酒井:サカイ", "工藤:クドウ", "横山:ヨコヤマ", "宮本:ミヤモト", "内田:ウチダ", "高木:タカギ", "安藤:アンドウ", "谷口:タニグチ", "大野:オオノ", "丸山:マルヤマ", "今井:イマイ", "河野:コウノ", "藤本:フジモト", "村田:ムラタ", "武田:タケダ", "上野:ウエノ", "杉山:スギヤマ", "増田:マスダ", "平野:ヒラノ", "大塚:オオツカ", "千葉:チバ", "久保:クボ", "松井:マツイ", "小島:コジマ", "岩崎:イワサキ", "桜井:サクライ", "野口:ノグチ", "松尾:マツオ", "菊地:キクチ"])]
+MALE = [tuple(p.split(":")) for p in ["太郎:タロウ", "一郎:イチロウ", "浩:ヒロシ", "誠:マコト", "隆:タカシ", "健一:ケンイチ", "修:オサム", "茂:シゲル", "清:キヨシ", "翔太:ショウタ", "大輔:ダイスケ", "拓也:タクヤ", "直樹:ナオキ", "蓮:レン", "陽翔:ハルト", "湊:ミナト", "悠真:ユウマ", "大翔:ヒロト", "涼:リョウ", "翼:ツバサ", "勇:イサム", "俊介:シュンスケ", "健太:ケンタ", "雄一:ユウイチ", "正:タダシ", "明:アキラ", "徹:トオル", "潤:ジュン", "航:ワタル", "恭平:キョウヘイ", "駿:シュン", "雅之:マサユキ", "和也:カズヤ", "哲也:テツヤ", "秀樹:ヒデキ", "洋平:ヨウヘイ", "進:ススム", "実:ミノル", "康弘:ヤスヒロ", "智也:トモヤ"]]
+FEMALE = [tuple(p.split(":")) for p in ["花子:ハナコ", "陽子:ヨウコ", "恵子:ケイコ", "幸子:サチコ", "和子:カズコ", "洋子:ヨウコ", "裕子:ユウコ", "直美:ナオミ", "久美子:クミコ", "美穂:ミホ", "愛:アイ", "彩:アヤ", "結衣:ユイ", "陽菜:ヒナ", "凛:リン", "葵:アオイ", "美咲:ミサキ", "京子:キョウコ", "祥子:ショウコ", "千尋:チヒロ", "舞:マイ", "瞳:ヒトミ", "恭子:キョウコ", "由美:ユミ", "智子:トモコ", "純子:ジュンコ", "紬:ツムギ", "芽依:メイ", "さくら:サクラ", "真由美:マユミ", "友美:トモミ", "明美:アケミ", "理恵:リエ", "麻衣:マイ", "美和:ミワ", "奈々:ナナ", "千秋:チアキ", "香織:カオリ", "沙織:サオリ", "桃子:モモコ"]]
 # Registered old forms (inside JIS X 0208) and what insurers' systems write.
 OLD_FORM_SURNAMES = [("渡邊", "ワタナベ", "渡辺"), ("澤田", "サワダ", "沢田"), ("齋藤", "サイトウ", "斎藤"),
                      ("濱田", "ハマダ", "浜田"), ("廣瀬", "ヒロセ", "広瀬"), ("櫻井", "サクライ", "桜井"),
@@ -121,9 +99,9 @@ WIDE = str.maketrans("0123456789-", "０１２３４５６７８９－")
 HALF_KANA = dict(zip(
     "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモヤユヨラリルレロワヲン"
     "ァィゥェォッャュョー",
-    "ｱｲｳｴｵｶｷｸｹｺｻｼｽｾｿﾀﾁﾂﾃﾄﾅﾆﾇﾈﾉﾊﾋﾌﾍﾎﾏﾐﾑﾒﾓﾔﾕﾖﾗﾘﾙﾚﾛﾜｦﾝｧｨｩｪｫｯｬｭｮｰ"))
-VOICED = dict(zip("ガギグゲゴザジズゼゾダヂヅデドバビブベボヴ", "カキクケコサシスセソタチツテトハヒフヘホウ"))
-SEMI = dict(zip("パピプペポ", "ハヒフヘホ"))
+    "ｱｲｳｴｵｶｷｸｹｺｻｼｽｾｿﾀﾁﾂﾃﾄﾅﾆﾇﾈﾉﾊﾋﾌﾍﾎﾏﾐﾑﾒﾓﾔﾕﾖﾗﾘﾙﾚﾛﾜｦﾝｧｨｩｪｫｯｬｭｮｰ", strict=True))
+VOICED = dict(zip("ガギグゲゴザジズゼゾダヂヅデドバビブベボヴ", "カキクケコサシスセソタチツテトハヒフヘホウ", strict=True))
+SEMI = dict(zip("パピプペポ", "ハヒフヘホ", strict=True))
 TYPO_KANA = "アカサタナハマヤラワイキシチニヒミリ"
 
 
@@ -389,7 +367,7 @@ def generate(residents: int, seed: int = 14) -> Simulation:
     for group in by_number.values():
         slots = sorted(order[id(u)] for u in group)
         group.sort(key=lambda u: u.message.WhichOneof("change") != "acquisition")
-        for slot, u in zip(slots, group):
+        for slot, u in zip(slots, group, strict=True):
             updates[slot] = u
     return Simulation(people, updates)
 
@@ -445,7 +423,7 @@ def evaluate(sim: Simulation, acks: dict[str, pb.EnrollmentAck], engine) -> dict
         if u.number:
             checks.append((u, identifiers.number_key(u.message.insurer_number, "K1", u.number, "00")))
     answers = engine.check_by_number_batch([(key, u.birth_day) for u, key in checks], as_of)
-    for (u, _), raw in zip(checks, answers):
+    for (u, _), raw in zip(checks, answers, strict=True):
         if eligibility_pb2.CheckResponse.FromString(raw).validity == eligibility_pb2.VALIDITY_VALID:
             results[u.kind].visible += 1
     return results
@@ -463,7 +441,7 @@ def goals(results: dict[str, KindResult]) -> list[str]:
             failed.append(f"{kind}: {r.visible} wrong persons visible to a check")
         if kind not in WRONG and r.visible != r.acquisitions_accepted:  # the check itself works
             failed.append(f"{kind}: {r.acquisitions_accepted} acquisitions accepted, {r.visible} visible")
-        if kind in (PLAIN,) + BENIGN and r.quarantined_share > 0.005:
+        if kind in (PLAIN, *BENIGN) and r.quarantined_share > 0.005:
             failed.append(f"{kind}: {r.quarantined} of {r.sent} correct registrations quarantined")
     return failed
 
@@ -485,7 +463,7 @@ def run_in_process(sim: Simulation, store, chunk: int = 256) -> dict[str, pb.Enr
     transactions) on a real store at `store`; closed when done."""
     from onshi.core import enrollment, registry
     from onshi.core.writer import Writer
-    from onshi.server.secondary import GroupWriter
+    from onshi.server.writer_server import GroupWriter
 
     writer = Writer(store, map_size=1 << 26)
     enrollment.open_dbs(writer)

@@ -25,7 +25,7 @@ SEAMS = str(Path(__file__).resolve())
 
 
 def delay_checks(seconds: float) -> None:
-    from onshi.server.eligibility import EligibilityAnswers
+    from onshi.server.eligibility_service import EligibilityAnswers
 
     for name in ("check_by_card", "check_by_number"):
         answer = getattr(EligibilityAnswers, name)

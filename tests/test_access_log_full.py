@@ -16,12 +16,12 @@ import subprocess
 import grpc
 import pytest
 
+from onshi.client.statuses import error_reason
 from onshi.core import audit
 from onshi.core.cardproof import CardVerifier
 from onshi.core.engine import open_engine
 from onshi.server import access_log, app, auth
 from onshi.server.eligibility_trust import EligibilityTrust
-from onshi.server.errors import error_reason
 from onshi.terminal import screen
 from onshi.terminal.client import outcome_of_error
 from onshi.terminal.screen import Outcome

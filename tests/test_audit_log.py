@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+
 from onshi.cli import main as onshi
 from onshi.core import audit, twins
 from onshi.core.audit import AuditLog, AuditRecord
@@ -247,7 +248,7 @@ def test_sync_interval_is_bounded(tmp_path):
 def test_changed_byte_is_detected(tmp_path, capsys):
     write(tmp_path).close()
     path = segment(tmp_path)
-    start, end = offsets(path)[7]
+    start, _end = offsets(path)[7]
     with open(path, "r+b") as f:
         f.seek(start + 20)
         byte = f.read(1)
@@ -272,7 +273,7 @@ def test_removed_record_is_detected(tmp_path):
 def test_inserted_record_is_detected(tmp_path):
     write(tmp_path).close()
     path = segment(tmp_path)
-    start, end = offsets(path)[5]
+    _start, end = offsets(path)[5]
     with open(path, "rb") as f:
         data = f.read()
     # A well-formed record copied in (even with a correct-looking hash of its own).

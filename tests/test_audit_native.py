@@ -11,13 +11,13 @@ import threading
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from onshi.cli import main as onshi
 from onshi.core import audit
 from onshi.core.audit import AuditLog, AuditRecord
+from tests.conftest import require_native
 
-from tests.conftest import native_available
-
-pytestmark = pytest.mark.skipif(not native_available("_auditlog"), reason="native module not built")
+require_native("_auditlog")
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 records = st.builds(AuditRecord, actor=text, action=text, subject=text,

@@ -16,11 +16,11 @@ import uuid
 
 import grpc
 import pytest
+
+from onshi.client.statuses import error_reason
 from onshi.core import audit
-from onshi.server.errors import error_reason
 from onshi.v1 import audit_pb2, audit_pb2_grpc, eligibility_pb2_grpc, trust_pb2, trust_pb2_grpc
 from onshi.v1 import eligibility_pb2 as epb
-
 from tests.ingest_support import Proc, onshi
 from tests.trust_helpers import (
     FACILITY,
@@ -268,6 +268,7 @@ def test_emergency_lookup_is_off_by_default_operator_switched_and_marked(servers
 
 def test_revocation_list_pushed_through_ingest_takes_effect(servers):
     from cryptography.hazmat.primitives import serialization
+
     from onshi.core import pki
 
     elig, ingest, _ = servers

@@ -12,10 +12,10 @@ import os
 import shutil
 
 import pytest
+
 from onshi.cli import main as onshi
 from onshi.core import audit, twins
 from onshi.core.audit import AuditLog
-
 from tests.test_audit_log import offsets, rec, segment
 
 KEY = bytes(range(32))
@@ -62,7 +62,7 @@ def rewrite_head_to_match(directory, stream: str, key: bytes | None = None) -> N
     """What an attacker writes after cutting records: a head that matches the
     stream as it now is (a MAC only if they had the key)."""
     path = segment(directory, stream, 2)
-    scan = audit._scan_segment(path)
+    scan = audit.scan_segment(path)
     with open(head_path(directory, stream), "wb") as f:
         f.write(audit.head_line(stream, 2, scan.records_before + scan.count, scan.last_hash, key))
 
@@ -132,7 +132,7 @@ def test_leading_segments_removed_behind_a_made_up_anchor_are_detected(tmp_path)
     so it links) to hide the oldest records is not a compaction the manifest
     recorded."""
     two_workers(tmp_path)
-    scan = audit._scan_segment(segment(tmp_path, "pid100", 1))
+    scan = audit.scan_segment(segment(tmp_path, "pid100", 1))
     os.unlink(segment(tmp_path, "pid100", 1))
     with open(tmp_path / "pid100" / "anchor", "w") as f:
         json.dump({"seq": 1, "records": scan.records_before + scan.count, "hash": scan.last_hash.hex()}, f)

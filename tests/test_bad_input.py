@@ -12,9 +12,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from onshi.client.statuses import field_violations
 from onshi.core.cardproof import PURPOSE_LIST_MY_ACCESS
 from onshi.server import errors, handlers
-from onshi.server.errors import field_violations
 from onshi.v1 import audit_pb2, eligibility_pb2, trust_pb2
 from onshi.v1 import claims_pb2 as cpb
 from onshi.v1 import enrollment_pb2 as epb

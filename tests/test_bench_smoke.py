@@ -163,7 +163,7 @@ def bench_out(tmp_path_factory):
 
 
 def test_every_benchmark_has_a_smoke_run():
-    from onshi.server import bench_cli
+    from onshi.commands import bench as bench_cli
 
     assert set(SMALL) | {"trust", "load"} == set(bench_cli.BENCHMARKS)
     scripts = {p.stem for p in BENCH.glob("*.py")} - {"common", "empty_server", "seams"}  # helpers, not benches

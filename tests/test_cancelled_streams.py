@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from onshi.core import dates
-from onshi.server import app, claims
+from onshi.server import app, claim_service
 from onshi.v1 import claims_pb2 as cpb
 from onshi.v1 import claims_pb2_grpc, eligibility_pb2, eligibility_pb2_grpc, enrollment_pb2_grpc
 from onshi.v1 import enrollment_pb2 as epb
@@ -116,7 +116,7 @@ def test_cancelled_streams_neither_crash_nor_hang_either_server(tmp_path):
     servers still answer."""
     serve, ingest = start(tmp_path)
     try:
-        cancel_every_stream(serve, ingest, rounds=2 * claims.VERIFY_THREADS + 2)
+        cancel_every_stream(serve, ingest, rounds=2 * claim_service.VERIFY_THREADS + 2)
         assert_both_answer(serve, ingest)
     finally:
         serve.kill()
@@ -149,7 +149,7 @@ def test_idle_streams_do_not_take_every_handler_thread(tmp_path):
             next(refused)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         claims_stub = claims_pb2_grpc.ClaimServiceStub(secure_channel(ingest.port, facility_stem()))
-        for _ in range(2 * claims.VERIFY_THREADS + 2):
+        for _ in range(2 * claim_service.VERIFY_THREADS + 2):
             stream = claims_stub.VerifyClaims(Idle(BATCH), timeout=CALL)
             next(stream)
             opened.append(stream)
@@ -192,7 +192,7 @@ def test_cancelled_streams_under_asan_and_ubsan(tmp_path):
     env["ONSHI_CLAIM_HELPERS"] = "0"
     serve, ingest = start(tmp_path, env=env)
     try:
-        cancel_every_stream(serve, ingest, rounds=claims.VERIFY_THREADS + 2)
+        cancel_every_stream(serve, ingest, rounds=claim_service.VERIFY_THREADS + 2)
         assert_both_answer(serve, ingest)
     finally:
         serve.kill()

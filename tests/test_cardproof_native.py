@@ -9,12 +9,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from onshi.core import cardproof, twins
+from tests.conftest import require_native
 
-from tests.conftest import native_available
-
-_cardproof = twins.load("_cardproof", "native") if native_available("_cardproof") else None
-pytestmark = pytest.mark.skipif(_cardproof is None, reason="native module not built")
+require_native("_cardproof")
+_cardproof = twins.load("_cardproof", "native")
 
 KEYS = [rsa.generate_private_key(public_exponent=e, key_size=bits) for e, bits in ((65537, 2048), (3, 1024),
                                                                                    (65537, 3072))]

@@ -109,10 +109,10 @@ def test_bad_rows_name_the_line(tmp_path, store):
 def test_a_declaration_may_list_several_addresses(store, tmp_path):
     """Seed 004: 住所（複数存在する場合は全て） — `decl_other_addresses` carries the
     further addresses (separated by |); one of them matching is enough."""
-    header = HEADER + ["decl_other_addresses"]
+    header = [*HEADER, "decl_other_addresses"]
     row = ["c1", "1310000001", "77777777", "", "777777777", "", "1952-02-02", "2024-04-20", "", "", "medical", "50",
            "すずき はなこ", "F", "沖縄県那覇市泉崎1-1"]
-    write_csv(tmp_path / "in.csv", [row + [""], ["c2", *row[1:], "北海道札幌市1-1|大阪府大阪市北区梅田2-2-2"]], header)
+    write_csv(tmp_path / "in.csv", [[*row, ""], ["c2", *row[1:], "北海道札幌市1-1|大阪府大阪市北区梅田2-2-2"]], header)
     out = run("--data", store, tmp_path / "in.csv", tmp_path / "out.csv")
     assert out.returncode == 0, out.stderr
     assert [r["outcome"] for r in read_out(tmp_path / "out.csv")] == ["UNRESOLVED", "RESOLVED_UNKNOWN"]

@@ -11,11 +11,11 @@ import datetime as dt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from onshi.core import claims as rules
 from onshi.core import twins
 from onshi.core.pure import PureEngine
 from onshi.v1 import claims_pb2 as cpb
-
 from tests.claims_helpers import (
     ELDERLY,
     FACILITY,
@@ -28,10 +28,10 @@ from tests.claims_helpers import (
     qual,
     write_people,
 )
-from tests.conftest import native_available
+from tests.conftest import require_native
 
-_claims = twins.load("_claims", "native") if native_available("_claims") else None
-pytestmark = pytest.mark.skipif(_claims is None, reason="native claims pass not built")
+require_native("_claims")
+_claims = twins.load("_claims", "native")
 
 D = dt.date
 # (insurer, symbol, number, branch, acquired, lost) per person; births below
@@ -196,7 +196,7 @@ def test_split_cuts_at_claim_boundaries(parts, share):
     assert n == 101 and len(pieces) == parts
     assert b"".join(p for p, _ in pieces) == raw
     bases = [base for _, base in pieces]
-    for (piece, base), nxt in zip(pieces, [*bases[1:], n]):
+    for (piece, base), nxt in zip(pieces, [*bases[1:], n], strict=True):
         assert list(cpb.VerifyClaimsRequest.FromString(piece).claims) == claims[base:nxt]
     want_first = int(101 * (share if share >= 0 else 1 / parts) + 0.5)
     assert bases[1] == want_first

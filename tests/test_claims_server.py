@@ -1,4 +1,4 @@
-"""ClaimService through the real secondary process (`onshi ingest-serve`, killed
+"""ClaimService through the real writer process (`onshi ingest-serve`, killed
 at the end) on 127.0.0.1 port 0: verdict streams, recording and apportionment,
 pre-submission checks restricted to the facility, bad input as INVALID_ARGUMENT,
 and flow control against a slow reader."""
@@ -13,12 +13,12 @@ import time
 
 import grpc
 import pytest
-from onshi.server.claims import _Recording
-from onshi.server.errors import field_violations
+
+from onshi.client.statuses import field_violations
+from onshi.server.claim_service import _Recording
 from onshi.v1 import claims_pb2 as cpb
 from onshi.v1 import claims_pb2_grpc
 from onshi.v1 import qualification_pb2 as qpb
-
 from tests.claims_helpers import (
     FACILITY,
     KUMIAI,
@@ -418,7 +418,7 @@ def test_recording_waits_for_its_commits_behind_a_slow_one(tmp_path):
 
     from onshi.core import claims as rules
     from onshi.core.writer import Writer
-    from onshi.server.secondary import GroupWriter
+    from onshi.server.writer_server import GroupWriter
 
     writer = Writer(tmp_path / "store")
     group = GroupWriter(writer)

@@ -15,10 +15,10 @@ import threading
 
 import grpc
 import pytest
-from onshi.server import client
-from onshi.server.ingest_cli import CSV_COLUMNS
-from onshi.v1 import enrollment_pb2, enrollment_pb2_grpc
 
+from onshi.client import connection
+from onshi.commands.ingest import CSV_COLUMNS
+from onshi.v1 import enrollment_pb2, enrollment_pb2_grpc
 from tests import ingest_support as s
 from tests.trust_helpers import FACILITY, INSURER_A, INSURER_B, build_store, pki_dir, secure_channel
 
@@ -93,18 +93,18 @@ def claims_csv(path):
 
 def test_callers_are_found_by_role_code_or_file_stem():
     pki = pki_dir()
-    assert client.find_identity(pki, "operator").files[1].endswith("/onshi/operator.pem")
-    assert client.find_identity(pki, f"insurer:{INSURER_A}").files[1].endswith("/onshi/insurer-a.pem")
-    b = client.find_identity(pki, f"insurer:{INSURER_B}")
+    assert connection.find_identity(pki, "operator").files[1].endswith("/onshi/operator.pem")
+    assert connection.find_identity(pki, f"insurer:{INSURER_A}").files[1].endswith("/onshi/insurer-a.pem")
+    b = connection.find_identity(pki, f"insurer:{INSURER_B}")
     assert b.files[1].endswith("/onshi/insurer-b.pem") and INSURER_B in b.codes
-    assert client.find_identity(pki, f"facility:{FACILITY}").files[1].endswith(f"/onshi/facility-{FACILITY}.pem")
-    assert client.find_identity(pki, "insurer-c").files[1].endswith("/onshi/insurer-c.pem")
-    with pytest.raises(client.ConnectError, match="no client certificate for insurer:99999999"):
-        client.find_identity(pki, "insurer:99999999")
-    with pytest.raises(client.ConnectError, match="not a certificate"):
-        client.find_identity(pki, "nobody")
-    with pytest.raises(client.ConnectError, match="not an `onshi pki init` directory"):
-        client.find_identity(pki + "/nope", "operator")
+    assert connection.find_identity(pki, f"facility:{FACILITY}").files[1].endswith(f"/onshi/facility-{FACILITY}.pem")
+    assert connection.find_identity(pki, "insurer-c").files[1].endswith("/onshi/insurer-c.pem")
+    with pytest.raises(connection.ConnectError, match="no client certificate for insurer:99999999"):
+        connection.find_identity(pki, "insurer:99999999")
+    with pytest.raises(connection.ConnectError, match="not a certificate"):
+        connection.find_identity(pki, "nobody")
+    with pytest.raises(connection.ConnectError, match="not an `onshi pki init` directory"):
+        connection.find_identity(pki + "/nope", "operator")
 
 
 # --- against the secured servers -------------------------------------------------------------

@@ -15,7 +15,6 @@ from onshi.core.engine import open_engine
 from onshi.core.identifiers import InvalidIdentifier, with_check_digit
 from onshi.v1 import eligibility_pb2 as epb
 from onshi.v1 import qualification_pb2 as qpb
-
 from tests import model
 from tests.conftest import native_available
 from tests.model import ModelPerson, Qual

@@ -24,7 +24,7 @@ def test_no_input_gets_internal_or_unknown(tmp_path, secure, examples, seed):
         report = fz.run(targets, examples, seed)
         assert not report.bad, "\n".join(fz.describe(b) for b in report.bad[:10])
         assert report.examples == examples
-        for target, before in zip(targets, known):
+        for target, before in zip(targets, known, strict=True):
             assert target.alive(), target.name
             assert fz.known_answer(target) == before, target.name
         # Every method was called, and not only refused at the door.

@@ -17,7 +17,8 @@ from onshi.cli import main as cli_main
 from onshi.core import dates, gen, history, identifiers, insurers
 from onshi.core.pure import PureEngine
 from onshi.core.store import link_id_of, link_key
-from onshi.v1 import eligibility_pb2, qualification_pb2 as pb
+from onshi.v1 import eligibility_pb2
+from onshi.v1 import qualification_pb2 as pb
 
 PERSONS = 2_000
 SEED = 7
@@ -232,7 +233,7 @@ def test_each_feature_is_present(store, persons, content):
                             "dual", "elderly_recipient", "limit_amount", "specific_disease", "subsidy",
                             "preschool", "seamen", "nhi_union", "short_term")}
     ratios = set()
-    for person, quals in persons.values():
+    for _person, quals in persons.values():
         for q in quals:
             ratios.add(q.burden_ratio_percent)
             found["dependent"] += q.relationship == pb.RELATIONSHIP_DEPENDENT and q.branch != "00"

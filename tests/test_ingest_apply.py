@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from onshi.core import history as history_mod
 from onshi.core import enrollment, registry
+from onshi.core import history as history_mod
 from onshi.core.writer import StoreFull, Writer
-from onshi.server.secondary import GroupWriter
+from onshi.server.writer_server import GroupWriter
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import qualification_pb2 as qpb
 from tests import ingest_support as s
@@ -40,7 +40,7 @@ def send(group, *updates, insurers=ALL):
         except enrollment.Invalid as exc:
             out.append(enrollment.rejected_ack(u.update_id, exc.violations))
             continue
-        out.append(group.apply(lambda t: enrollment.apply_update(t, checked, 0.0)))
+        out.append(group.apply(lambda t, checked=checked: enrollment.apply_update(t, checked, 0.0)))
     return out
 
 
@@ -260,7 +260,7 @@ def test_full_disk_raises_store_full_and_nothing_is_corrupted(tmp_path):
                 group.apply(lambda t, r=r: registry.put(t, r))
                 u = s.acquisition(f"f{i}", s.EMPLOYEE, r, f"F{i}", "2024-04-01")
                 checked = enrollment.check_update(u, ALL)
-                assert group.apply(lambda t: enrollment.apply_update(t, checked, 0.0)).outcome == ACCEPTED
+                assert group.apply(lambda t, checked=checked: enrollment.apply_update(t, checked, 0.0)).outcome == ACCEPTED
                 accepted.append(r)
         assert len(accepted) > 10
         # Room again (the filler goes): the same writer carries on.

@@ -1,4 +1,4 @@
-"""The crash test of issue 3: a client streams 50,000 updates; the ingest server
+"""The writer's crash test: a client streams 50,000 updates; the ingest server
 is killed with SIGKILL mid-stream and restarted on the same port; the client
 re-sends what had no ack. The final store must equal a model that applied each
 update exactly once, and every ACCEPTED ack must be in the store."""
@@ -11,10 +11,10 @@ import time
 import grpc
 import pytest
 
+from onshi.commands.ingest import UpdateStreamer
 from onshi.core import enrollment
 from onshi.core.store import open_env
 from onshi.core.writer import Writer, WriteTxn
-from onshi.server.ingest_cli import UpdateStreamer
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import enrollment_pb2_grpc
 from tests import ingest_support as s

@@ -12,8 +12,8 @@ import os
 import subprocess
 
 import pytest
-from onshi.core import infile
 
+from onshi.core import infile
 from tests import ingest_support as s
 from tests.claims_helpers import KYOKAI, D, person, qual, write_people
 from tests.trust_helpers import pki_dir
@@ -51,7 +51,7 @@ def test_lines_are_bounded_decoded_and_numbered():
     it = iter(lines)
     assert next(it) == "a,b\r\n"  # BOM dropped, line end kept (csv wants it)
     assert next(it) == "c,d\n" and lines.line == 2
-    with pytest.raises(infile.InputError, match="f.csv: line 3 is longer than 16 bytes"):
+    with pytest.raises(infile.InputError, match=r"f\.csv: line 3 is longer than 16 bytes"):
         next(it)
     exact = infile.TextLines(io.BytesIO(b"x" * 16 + b"\n"), "f", max_line=16)
     assert list(exact) == ["x" * 16 + "\n"]  # the bound is on the line, not its end

@@ -16,19 +16,18 @@ import threading
 
 import lmdb
 import pytest
+
 from onshi.core import dates, history, identifiers
 from onshi.core.pure import PureEngine
 from onshi.core.store import link_key
 from onshi.core.writer import Writer
 from onshi.v1 import eligibility_pb2 as epb
 from onshi.v1 import qualification_pb2 as qpb
+from tests.conftest import require_native
 
-from tests.conftest import native_available
+require_native()
 
-if not native_available():  # in CI the shared suite fails loudly instead
-    pytest.skip("native engine not built", allow_module_level=True)
-
-from onshi.ext import NativeEngine
+from onshi.ext._engine import NativeEngine  # noqa: E402 - only once it is known to be built
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,18 +38,18 @@ PATTERNS = 6
 
 
 def serial(i: int) -> bytes:
-    return identifiers.card_serial_key("C0DE%06X" % i)
+    return identifiers.card_serial_key(f"C0DE{i:06X}")
 
 
 def insurer(scheme: str, i: int) -> str:
-    return identifiers.with_check_digit(scheme + "%05d" % (i % 1000))
+    return identifiers.with_check_digit(f"{scheme}{i % 1000:05d}")
 
 
 def qual(ins: str, i: int, j: int, acq: int, loss: int | None, name_pad: int = 0) -> qpb.Qualification:
     late = identifiers.is_late_elderly(ins)
     q = qpb.Qualification(
         insurer_number=ins, insurer_name="保険者" + "髙" * name_pad, symbol="" if late else f"記{i % 97}",
-        number=f"{i}-{j}", branch="" if late else "%02d" % (j % 3),
+        number=f"{i}-{j}", branch="" if late else f"{j % 3:02d}",
         acquisition_date=dates.to_proto(dates.from_day(acq)), burden_ratio_percent=30)
     if loss is not None:
         q.loss_date.CopyFrom(dates.to_proto(dates.from_day(loss)))
@@ -148,7 +147,7 @@ def number_queries(n_persons: int) -> list[tuple[bytes, int]]:
     for i in range(n_persons):
         for key in number_keys(i):
             out += [(key, birth_day(i)), (key, birth_day(i) + 1)]
-    return out + [(b"01234567\x1fx\x1f1\x1f00", 0)]
+    return [*out, (b"01234567\x1fx\x1f1\x1f00", 0)]
 
 
 # --- answers -------------------------------------------------------------------
@@ -279,7 +278,7 @@ def test_closing_while_other_threads_check(store):
                 if "closed" not in str(exc):
                     errors.append(exc)
                 return
-            except BaseException as exc:  # pragma: no cover - reported below
+            except BaseException as exc:  # noqa: BLE001 - any failure in the thread is reported below
                 errors.append(exc)
                 return
 
@@ -363,7 +362,7 @@ def test_map_resize_by_the_writer_while_open(tmp_path):
             try:
                 native.check_by_card_batch([serial(i) for i in range(0, 600, 7)], 18000)
                 native.check_by_card(serial(3), 18000)
-            except BaseException as exc:  # pragma: no cover - reported below
+            except BaseException as exc:  # noqa: BLE001 - any failure in the thread is reported below
                 errors.append(exc)
                 return
 

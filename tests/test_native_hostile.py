@@ -26,18 +26,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from onshi.core import cardproof, history
 from onshi.core.pure import PureEngine
 from onshi.v1 import claims_pb2 as cpb
-
 from tests import sanitized
-from tests.conftest import native_available
+from tests.conftest import require_native
 
-if not native_available():  # in CI the shared suite fails loudly instead
-    pytest.skip("native extensions not built", allow_module_level=True)
+require_native()
 
-from onshi.ext import _apply, _auditlog, _cardproof, _claims, _engine  # noqa: E402
-
+from onshi.ext import _auditlog, _cardproof, _claims, _engine, _record  # noqa: E402
 from tests.test_native import birth_day, number_keys, serial, write_persons  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,7 +123,7 @@ def close_race(root: str, iterations: int) -> None:
         errors: list[BaseException] = []
         started = threading.Barrier(5)
 
-        def hammer():
+        def hammer(native=native, errors=errors, started=started):
             started.wait()
             while True:
                 try:
@@ -135,7 +133,7 @@ def close_race(root: str, iterations: int) -> None:
                     if "closed" not in str(exc):
                         errors.append(exc)
                     return
-                except BaseException as exc:  # pragma: no cover - reported below
+                except BaseException as exc:  # noqa: BLE001 - any failure in the thread is reported below
                     errors.append(exc)
                     return
 
@@ -191,13 +189,11 @@ def test_batch_keeps_the_keys_its_items_make_alive(engines):
                                                                                        18600)
 
 
-def test_tuning_knobs_refuse_a_stride_that_never_advances(engines):
-    native, _ = engines
-    with pytest.raises(ValueError):
-        _engine._tune(prefetch_stride_bytes=0)
-    with pytest.raises(ValueError):
-        _engine._tune(prefetch_stride_bytes=-64)
-    assert native.check_by_card_batch([serial(1)], 18600) == [native.check_by_card(serial(1), 18600)]
+def test_the_engine_a_server_loads_has_every_technique_and_no_switch():
+    """The batch techniques are left out only in a variant build for the bench
+    (setup.py, ONSHI_ENGINE_VARIANT); the built module has no way to turn them off."""
+    assert _engine.variant() == ""
+    assert not any(name.startswith("_tune") or "knob" in name for name in dir(_engine))
 
 
 def test_an_engine_is_initialised_once(engines, store):
@@ -225,10 +221,6 @@ def test_engine_entry_points_take_hostile_arguments(engines, key, day, birth, li
     assert raw is None or history.parse_history(raw)
     ordinary(native.check_by_card_batch, key, day)  # a bytes object iterates as ints
     ordinary(_engine.NativeEngine, key)
-    try:
-        ordinary(_engine._tune, directories=birth, prefetch_bytes_per_page=link, prefetch_stride_bytes=day)
-    finally:
-        _engine._tune(directories=True, prefetch_bytes_per_page=1 << 30, prefetch_stride_bytes=64)
     assert native.check_by_card(serial(3), 18600) == pure.check_by_card(serial(3), 18600)
 
 
@@ -367,17 +359,17 @@ def test_join_record_sizes_and_fills_from_the_same_entries():
     second: an entry replaced in between was copied past the end of the record."""
     entries = [(0, 2**31 - 1, 7, 0, 0, b"", b"\x12\x01x"), (18000, 2**31 - 1, 8, 0, 0, b"", b"\x12\x01z")]
     entries[0] = (Swapping(entries, 17000), *entries[0][1:])
-    birth, views = _apply.split_record(_apply.join_record(100, entries))
+    birth, views = _record.split_record(_record.join_record(100, entries))
     assert birth == 100 and [v[6] for v in views] == [b"\x12\x01x", b"\x12\x01z"]
     for bad in ([(1, 2)], [(1, 2, 3, 4, 5, b"", b"x", 8)], [(1, 2, 3, 4, 5, b"", "text")], [None],
                 [[1, 2, 3, 4, 5, b"", b"x"]], [(2**40, 0, 0, 0, 0, b"", b"")], [(0, 0, -1, 0, 0, b"", b"")],
                 [(0, 0, 2**64, 0, 0, b"", b"")]):
         with pytest.raises((ValueError, TypeError, OverflowError)):
-            _apply.join_record(0, bad)
+            _record.join_record(0, bad)
 
 
 def sample_record() -> bytes:
-    return _apply.join_record(9000, [(18000, 19000, 5, 0, 0, b"ab", b"\x12\x0201"),
+    return _record.join_record(9000, [(18000, 19000, 5, 0, 0, b"ab", b"\x12\x0201"),
                                      (19000, 2**31 - 1, 6, 0, 0, b"ab", b"")])
 
 
@@ -390,14 +382,14 @@ entry = st.tuples(indices, indices, indices, indices, indices, st.binary(max_siz
        birth=st.one_of(indices, hostile),
        entries=st.one_of(st.lists(st.one_of(entry, hostile), max_size=3), hostile))
 def test_record_entry_points_take_hostile_arguments(value, body, birth, entries):
-    split = ordinary(_apply.split_record, value)
+    split = ordinary(_record.split_record, value)
     assert split is None or isinstance(split[0], int)
-    fields = ordinary(_apply.number_fields, body)
+    fields = ordinary(_record.number_fields, body)
     assert fields is None or all(isinstance(f, str) for f in fields)
-    record = ordinary(_apply.join_record, birth, entries)
+    record = ordinary(_record.join_record, birth, entries)
     if record is not None:
-        assert len(_apply.split_record(record)[1]) == len(entries)
-    ordinary(_apply.number_hash, value)
+        assert len(_record.split_record(record)[1]) == len(entries)
+    ordinary(_record.number_hash, value)
 
 
 # --- card proofs -----------------------------------------------------------------------
@@ -471,7 +463,6 @@ def test_a_damaged_replay_lock_refuses_the_proof():
     """A lock error other than EBUSY/EOWNERDEAD was ignored and the table written
     unlocked; now it refuses (fail closed) with a status of its own."""
     from onshi.server import trust_status
-
     from tests.test_trust_cardproof import verifier
     from tests.trust_helpers import FACILITY, proof_fields
     table = cardproof.SharedReplayCache(300, slots=64, kind="native")
@@ -502,7 +493,7 @@ def card_certificate(kind: str) -> tuple[bytes, object]:
     with open(os.path.join(base, "ca.key.pem"), "rb") as f:
         ca_key = serialization.load_pem_private_key(f.read(), None)
     key = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kind)]))
             .issuer_name(ca.subject).public_key(key.public_key()).serial_number(0x4242)
             .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
@@ -529,7 +520,6 @@ def test_card_keys_that_are_not_pkcs1_rsa_are_card_proof_refusals(kind):
     to pass), a key the parsers refuse (ValueError: INTERNAL at the server) and
     an EC key are all the same refusal: an untrusted card certificate."""
     from onshi.server import trust_status
-
     from tests.test_trust_cardproof import verifier
     from tests.trust_helpers import FACILITY
     der, key = card_certificate(kind)
@@ -629,7 +619,7 @@ def test_hostile_use_under_asan_and_ubsan(tmp_path):
     libasan preloaded: an overrun or undefined behaviour fails the run even where
     the normal build reads memory that happens to be mapped."""
     env = sanitized.sanitized_env(str(tmp_path / "tree"))
-    tests = ["tests/test_native_hostile.py", "tests/test_claims_native.py", "tests/test_apply_native.py",
+    tests = ["tests/test_native_hostile.py", "tests/test_claims_native.py", "tests/test_record_native.py",
              "tests/test_cardproof_native.py", "tests/test_audit_native.py",
              "tests/test_native.py", "-k", "not leak"]
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
@@ -640,7 +630,7 @@ def test_hostile_use_under_asan_and_ubsan(tmp_path):
 
 @pytest.mark.skipif(not SANITIZED, reason="only in the sanitized run")
 def test_the_sanitized_build_is_the_one_loaded():
-    for module in (_apply, _auditlog, _cardproof, _claims, _engine):
+    for module in (_record, _auditlog, _cardproof, _claims, _engine):
         assert not module.__file__.startswith(os.path.join(ROOT, "src")), module.__file__
 
 

@@ -10,8 +10,8 @@ from onshi.core import audit, dates, identifiers
 from onshi.core.store import open_env
 from onshi.core.writer import Writer
 from onshi.server.access_log import card_subject
-from onshi.server.person_directory import PersonDirectory
 from onshi.server.audit_service import my_records
+from onshi.server.person_directory import PersonDirectory
 from onshi.v1 import qualification_pb2 as qpb
 
 OLD, NEW, OTHER = "A10001", "A10002", "B20001"

@@ -13,7 +13,6 @@ insurers' systems wrote them; every update accounted for.
 from __future__ import annotations
 
 from onshi.core.engine import open_engine
-
 from tests import registry_sim as sim
 
 

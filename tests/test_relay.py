@@ -8,9 +8,9 @@ import os
 
 import grpc
 import pytest
+
 from onshi.core import audit, pki, relay
 from onshi.v1 import relay_pb2, relay_pb2_grpc
-
 from tests.ingest_support import Proc, onshi
 from tests.trust_helpers import (
     INSURER_A,
@@ -91,7 +91,7 @@ def test_token_for_b_is_refused_by_a_third_insurer(ingest):
 def test_token_not_signed_by_the_relay_is_refused(ingest):
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    proc, _ = ingest
+    _proc, _ = ingest
     forger = relay.TokenSealer(ed25519.Ed25519PrivateKey.generate(),
                                relay.insurer_keys_from_pki(pki_dir()))
     token = forger.seal(relay_pb2.MemberNumber(insurer_number=INSURER_B, number="200"), INSURER_A, "x")

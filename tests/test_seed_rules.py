@@ -7,15 +7,15 @@ Each test names the seed sentence it holds the code to."""
 from __future__ import annotations
 
 import pytest
+
 from onshi.core import claims, dated, dates, enrollment, registry
 from onshi.core.engine import open_engine
 from onshi.core.writer import Writer
-from onshi.server.secondary import GroupWriter
+from onshi.server.writer_server import GroupWriter
 from onshi.v1 import claims_pb2 as cpb
 from onshi.v1 import eligibility_pb2 as epb
 from onshi.v1 import enrollment_pb2 as pb
 from onshi.v1 import qualification_pb2 as qpb
-
 from tests import ingest_support as s
 
 ACCEPTED, QUARANTINED = pb.ENROLLMENT_OUTCOME_ACCEPTED, pb.ENROLLMENT_OUTCOME_QUARANTINED
@@ -450,8 +450,8 @@ def test_the_failure_mode_lookup_matches_todays_details_and_shows_each_insurers_
     person at the desk gives today's name and address, so those match (the old
     ones no longer do); the answer shows each qualification with the details its
     own insurer registered, as a card check does."""
+    from onshi.server.failure_mode import TrustServicer
     from onshi.server.person_directory import PersonDirectory
-    from onshi.server.trust_service import TrustServicer
     from onshi.v1 import trust_pb2
 
     r = s.resident(15)
@@ -473,7 +473,7 @@ def test_the_failure_mode_lookup_matches_todays_details_and_shows_each_insurers_
 
 def test_ingest_file_rows_carry_the_effective_date():
     """`onshi ingest-file`'s CSV names when a dated change takes effect."""
-    from onshi.server.ingest_cli import update_from_csv
+    from onshi.commands.ingest import update_from_csv
 
     row = dict(update_id="u1", insurer_number=s.KYOKAI, resident_id="10000000001", change="burden_ratio",
                name="山田太郎", name_kana="ヤマダタロウ", birth_date="1960-01-01", sex="1", address="東京都",

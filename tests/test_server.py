@@ -19,10 +19,11 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from onshi.client.statuses import field_violations
 from onshi.core import dates, identifiers
 from onshi.core.engine import open_engine
 from onshi.core.writer import Writer
-from onshi.server.errors import field_violations
 from onshi.v1 import eligibility_pb2, qualification_pb2
 
 D = dates.to_proto
@@ -35,10 +36,17 @@ START_TIMEOUT = 30.0
 # --- the store -------------------------------------------------------------------
 
 from tests.builders import (  # noqa: E402  (shared with the other server tests)
-    KYOKAI, LATE, MUTUAL, NHI, NON_JIS_NAME, PAYER, UNION, person, qual,
+    KYOKAI,
+    LATE,
+    MUTUAL,
+    NHI,
+    NON_JIS_NAME,
+    PAYER,
+    UNION,
+    person,
+    qual,
 )
 from tests.seams import SEAMS  # noqa: E402
-
 
 PERSONS = {
     # card serial -> (person, qualifications)
@@ -334,7 +342,7 @@ def test_number_answers_are_the_engines_bytes(channel, engine):
 
 
 def test_typed_lost_number_hides_the_newer_insurer(channel):
-    _, (old, new) = PERSONS["B2"]
+    _, (old, _new) = PERSONS["B2"]
     request = E.CheckByNumberRequest(
         insurer_number=old.insurer_number,
         symbol=old.symbol,
@@ -384,7 +392,7 @@ def test_absent_as_of_means_today_in_japan(channel, engine):
 
 
 def test_stub_client_reads_the_answer(server):
-    from onshi.server.client import EligibilityClient
+    from onshi.client.connection import EligibilityClient
 
     with EligibilityClient(server.target) as client:
         answer = client.check_by_card("c3", dt.date(2024, 1, 1))
@@ -798,7 +806,7 @@ def test_arbitrary_fields_never_answer_internal(channel):
     check()
 
 
-# --- the trust layer's hooks (issue 5 plugs in here) -------------------------------
+# --- the trust layer's hooks -------------------------------
 
 
 def test_card_proof_and_audit_hooks_on_a_real_server(engine):

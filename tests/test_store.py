@@ -8,6 +8,7 @@ import pathlib
 import re
 
 import pytest
+
 from onshi.core import claims, enrollment, store
 from onshi.core.writer import Writer
 

@@ -17,8 +17,8 @@ import types
 from pathlib import Path
 
 import pytest
-from onshi.core import twins
 
+from onshi.core import twins
 from tests.conftest import require_native
 
 EXT = Path(__file__).resolve().parent.parent / "src" / "ext"
@@ -41,10 +41,10 @@ def _stub_params(fn: ast.FunctionDef) -> list[tuple[str, str, str]]:
     positional = a.posonlyargs + a.args
     defaults = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
     out = [(p.arg, "POSITIONAL_ONLY" if i < len(a.posonlyargs) else "POSITIONAL_OR_KEYWORD", _default(d))
-           for i, (p, d) in enumerate(zip(positional, defaults))]
+           for i, (p, d) in enumerate(zip(positional, defaults, strict=True))]
     if a.vararg:
         out.append((a.vararg.arg, "VAR_POSITIONAL", NO_DEFAULT))
-    out += [(p.arg, "KEYWORD_ONLY", _default(d)) for p, d in zip(a.kwonlyargs, a.kw_defaults)]
+    out += [(p.arg, "KEYWORD_ONLY", _default(d)) for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True)]
     if a.kwarg:
         out.append((a.kwarg.arg, "VAR_KEYWORD", NO_DEFAULT))
     return out
@@ -83,7 +83,7 @@ def _source_constructor(pyx: str, cls: str) -> list[tuple[str, str, str]]:
 def _split_top(params: str) -> list[str]:
     parts, depth, cur = [], 0, ""
     for ch in params:
-        depth += ch in "([" and 1 or (ch in ")]" and -1) or 0
+        depth += (ch in "([" and 1) or (ch in ")]" and -1) or 0
         if ch == "," and depth == 0:
             parts.append(cur)
             cur = ""

@@ -11,8 +11,8 @@ import os
 from types import SimpleNamespace
 
 import pytest
-from onshi.cli import main
 
+from onshi.cli import main
 from tests.test_terminal_support import (
     FACILITY,
     KYOKAI,
@@ -212,10 +212,10 @@ def test_server_refusals_of_card_proofs_map_to_outcomes(server, pki_dir, card, o
     import grpc
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
+
     from onshi.core import cardproof
     from onshi.terminal.client import EligibilityConnection, ServerConfig, outcome_of_error
     from onshi.v1 import eligibility_pb2
-
     from tests.test_terminal_support import card_files
 
     cert_path, key_path = card_files(pki_dir, card)

@@ -17,8 +17,8 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from onshi.cli import main
 
+from onshi.cli import main
 from tests.test_terminal_support import (
     FACILITY,
     NON_JIS_NAME,

@@ -8,10 +8,10 @@ import datetime as dt
 import json
 
 import pytest
+
 from onshi.terminal import screen
 from onshi.terminal.screen import Outcome, Result
 from onshi.v1 import eligibility_pb2
-
 from tests.test_terminal_support import NON_JIS_NAME, SATO, SUZUKI, TAKAHASHI, YOSHIDA
 
 E = eligibility_pb2

@@ -26,6 +26,7 @@ import threading
 import time
 
 import pytest
+
 from onshi.core import dates, identifiers
 from onshi.core.writer import Writer
 from onshi.v1 import qualification_pb2
@@ -40,9 +41,15 @@ FACILITY = "1310000001"
 # --- the store ---------------------------------------------------------------------
 
 from tests.builders import (  # noqa: E402  (shared with the other server tests)
-    KYOKAI, LATE, NON_JIS_NAME, PAYER, SEAMEN, UNION, person, qual,
+    KYOKAI,
+    LATE,
+    NON_JIS_NAME,
+    PAYER,
+    SEAMEN,
+    UNION,
+    person,
+    qual,
 )
-
 
 YOSHIDA = (
     person(NON_JIS_NAME, "ヨシダ カツコ", dt.date(1980, 5, 17)),

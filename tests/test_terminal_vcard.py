@@ -9,10 +9,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+
 from onshi.core import cardproof
 from onshi.terminal import jpki
 from onshi.terminal.vcard import ATR, load_card
-
 from tests.test_terminal_support import PIN, card_files, shared_pki
 
 

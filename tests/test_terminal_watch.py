@@ -250,7 +250,7 @@ def test_fifo_device_directory_and_oversize_requests_never_block_the_watcher(ser
     put_request(req, "006-valid.json", number_request(YOSHIDA))
     proc = watcher(server, pki_dir, req, res, "--once")
     try:
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

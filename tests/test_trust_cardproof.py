@@ -10,10 +10,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+
 from onshi.core import cardproof, pki
 from onshi.core.cardproof import CardProofError, CardVerifier, MalformedProof
 from onshi.v1 import eligibility_pb2
-
 from tests.conftest import native_available
 from tests.trust_helpers import (
     FACILITY,

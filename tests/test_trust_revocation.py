@@ -14,9 +14,9 @@ import time
 
 import grpc
 import pytest
+
 from onshi.core import pki
 from onshi.v1 import audit_pb2, audit_pb2_grpc, eligibility_pb2_grpc
-
 from tests.ingest_support import Proc, onshi
 from tests.trust_helpers import FACILITY, access_proof_fields, build_store, card_request, pki_dir
 

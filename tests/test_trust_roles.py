@@ -1,4 +1,4 @@
-"""Roles on the secondary services under mTLS (`onshi ingest-serve --pki`):
+"""Roles on the writer process's services under mTLS (`onshi ingest-serve --pki`):
 each role's allowed and denied calls, insurers only for their own numbers,
 facilities only for their own code; and `--insecure-dev` on loopback only."""
 
@@ -8,8 +8,8 @@ import subprocess
 
 import grpc
 import pytest
-from onshi.v1 import claims_pb2, claims_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
 
+from onshi.v1 import claims_pb2, claims_pb2_grpc, enrollment_pb2, enrollment_pb2_grpc
 from tests.ingest_support import Proc, _env, onshi
 from tests.trust_helpers import (
     FACILITY,
@@ -60,7 +60,7 @@ def test_insurer_reads_its_own_notices_only(ingest):
     assert code(lambda: enrollment(ingest, "insurer-a").ListNotices(
         req(), timeout=10, metadata=(("x-onshi-insurer", INSURER_B),))) == grpc.StatusCode.PERMISSION_DENIED
     for stem in (facility_stem(), "review", "operator"):
-        assert code(lambda: enrollment(ingest, stem).ListNotices(req(), timeout=10)) == \
+        assert code(lambda stem=stem: enrollment(ingest, stem).ListNotices(req(), timeout=10)) == \
             grpc.StatusCode.PERMISSION_DENIED, stem
 
 
@@ -79,9 +79,9 @@ def test_card_linking_is_the_portals_not_a_facilitys(ingest):
     link = enrollment_pb2.LinkCardRequest(card_serial="ABCD", resident_id="10000000001", consent=True)
     notices = enrollment_pb2.ListLinkNoticesRequest(resident_id="10000000001")
     for stem in (facility_stem(), "insurer-a", "review"):
-        assert code(lambda: links(secure_channel(ingest, stem)).LinkCard(link, timeout=10)) == \
+        assert code(lambda stem=stem: links(secure_channel(ingest, stem)).LinkCard(link, timeout=10)) == \
             grpc.StatusCode.PERMISSION_DENIED, stem
-        assert code(lambda: links(secure_channel(ingest, stem)).ListLinkNotices(notices, timeout=10)) == \
+        assert code(lambda stem=stem: links(secure_channel(ingest, stem)).ListLinkNotices(notices, timeout=10)) == \
             grpc.StatusCode.PERMISSION_DENIED, stem
     assert code(lambda: links(secure_channel(ingest, "operator")).ListLinkNotices(notices, timeout=10)) is None
 
@@ -150,9 +150,8 @@ def test_replay_to_another_worker_is_refused(tmp_path):
     """`onshi serve --workers 2`: the replay cache is shared by the workers."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from onshi.server.errors import error_reason
+    from onshi.client.statuses import error_reason
     from onshi.v1 import eligibility_pb2_grpc
-
     from tests.trust_helpers import card_request
 
     build_store(str(tmp_path / "store"))

@@ -9,17 +9,16 @@ import time
 
 import grpc
 import pytest
+
+from onshi.client.statuses import error_reason, field_violations
 from onshi.core import audit
 from onshi.core.cardproof import CardVerifier
 from onshi.core.engine import open_engine
 from onshi.server import app, auth
 from onshi.server.access_log import card_subject
 from onshi.server.eligibility_trust import EligibilityTrust
-from onshi.server.errors import error_reason
-from onshi.server.errors import field_violations
 from onshi.v1 import eligibility_pb2 as epb
 from onshi.v1 import eligibility_pb2_grpc
-
 from tests.trust_helpers import (
     FACILITY,
     INSURER_A,
@@ -171,6 +170,7 @@ def test_client_certificate_without_role_is_unauthenticated(served, tmp_path):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     from onshi.core import pki
 
     port, _ = served
@@ -247,9 +247,9 @@ def test_tls13_is_negotiated(served):
     ctx = ssl.create_default_context(cafile=ca)
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["h2"])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            assert tls.version() == "TLSv1.3"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.version() == "TLSv1.3"
 
 
 def test_each_check_takes_its_caller_once_and_logs_the_key_it_looked_up(served, monkeypatch):

@@ -8,10 +8,10 @@ import datetime as dt
 import importlib
 
 import pytest
+
 from onshi.core import audit, cardproof, claims, history, twins
 from onshi.core.engine import open_engine
 from onshi.core.pure import PureEngine
-
 from tests.claims_helpers import KYOKAI, person, qual, write_people
 from tests.conftest import require_native
 

@@ -14,6 +14,7 @@ import time
 
 import grpc
 from cryptography.hazmat.primitives import serialization
+
 from onshi.core import cardproof, dates, pki
 from onshi.core.writer import Writer
 from onshi.server import auth

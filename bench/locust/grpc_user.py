@@ -180,7 +180,7 @@ def caller(identity: str):
     if pki is None:
         return None
     if identity not in _callers:
-        from onshi.server.client import ConnectError, find_identity, read_credentials
+        from onshi.client.connection import ConnectError, find_identity, read_credentials
 
         try:
             who = find_identity(pki, identity)
@@ -192,10 +192,10 @@ def caller(identity: str):
 
 
 def open_channel(address: str, identity: str, options=()) -> grpc.Channel:
-    from onshi.server import client
+    from onshi.client import connection
 
     found = caller(identity)
-    return client.open_channel(address, found[1] if found else None, options)
+    return connection.open_channel(address, found[1] if found else None, options)
 
 
 _queries: dict | None = None
@@ -314,7 +314,7 @@ class GrpcUser(User):
     abstract = True
     stub_classes: tuple = ()
     target: str | None = None  # None: --host
-    identity = "operator"      # which client certificate of the PKI (onshi.server.client.find_identity)
+    identity = "operator"      # which client certificate of the PKI (onshi.client.connection.find_identity)
 
     def __init__(self, environment):
         super().__init__(environment)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import re
 
-from onshi.core import kana
+from . import kana
 
 _DASHES = re.compile("[\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff70\u2500\u2501\u2043\ufe63\u002d]+")
 _POSTCODE = re.compile(r"^〒?\d{3}-?\d{4}(?!\d)")
@@ -74,7 +74,7 @@ def kanji_number(text: str) -> int:
     return total + digit
 
 
-def _to_digits(match: re.Match) -> str:
+def _to_digits(match: re.Match[str]) -> str:
     return str(kanji_number(match.group(1)))
 
 

@@ -59,10 +59,14 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypedDict, cast
 
-from onshi.core import twins
+from . import twins
+
+if TYPE_CHECKING:
+    from ..ext._auditlog import GroupCommit
 
 MAGIC = b"ONSHIAUD"
 VERSION = 1
@@ -88,6 +92,27 @@ HEAD_MAC_CONTEXT = b"onshi/v1/audit-head\n"
 MANIFEST_MAC_CONTEXT = b"onshi/v1/audit-manifest\n"
 MANIFEST = "manifest"
 MANIFEST_MAGIC = "onshi-audit-manifest 1"
+
+
+class Point(TypedDict):
+    """Where a stream's chain is: its segment, records so far, chain value (hex)."""
+    seq: int
+    records: int
+    hash: str
+
+
+class Head(Point, total=False):
+    """The head file (head_line): a Point, with its MAC when the log is keyed."""
+    mac: str
+
+
+class ExternalAnchor(TypedDict):
+    """What anchor_of gives and verify(against=) takes."""
+    directory: str
+    time_ns: int
+    manifest_events: int
+    manifest_digest: str
+    streams: dict[str, Point]
 
 
 class ManifestError(RuntimeError):
@@ -120,7 +145,7 @@ def head_mac(key: bytes, stream: str, seq: int, records: int, hash_hex: str) -> 
 
 def head_line(stream: str, seq: int, records: int, last_hash: bytes, key: bytes | None = None) -> bytes:
     """The head file's bytes (the native writer writes the same)."""
-    fields = {"seq": seq, "records": records, "hash": last_hash.hex()}
+    fields: Head = {"seq": seq, "records": records, "hash": last_hash.hex()}
     if key:
         fields["mac"] = head_mac(key, stream, seq, records, fields["hash"])
     return json.dumps(fields).encode().ljust(HEAD_SIZE - 1) + b"\n"
@@ -178,7 +203,7 @@ def segment_name(seq: int) -> str:
     return f"seg-{seq:08d}.log"
 
 
-def _segments(stream_dir: str) -> list[tuple[int, str]]:
+def segment_files(stream_dir: str) -> list[tuple[int, str]]:
     out = []
     for name in os.listdir(stream_dir):
         if name.startswith("seg-") and name.endswith(".log"):
@@ -242,7 +267,7 @@ class AuditLog:
         self.durable = durable
         self.segment_bytes = segment_bytes
         self.clock = clock
-        self._lockfile = open(os.path.join(self.stream_dir, "lock"), "a+b")
+        self._lockfile = open(os.path.join(self.stream_dir, "lock"), "a+b")  # noqa: SIM115 - the writer's lock, for its life
         try:
             fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -287,7 +312,7 @@ class AuditLog:
         self._fill = threading.Condition(self._lock)  # a gathering leader waits here
         native = twins.load("_auditlog", kind)
         self._rotate_code = native.ROTATE if native is not None else None
-        self._core = native.GroupCommit(
+        self._core: GroupCommit | None = native.GroupCommit(
             self.fd, self._head_fd, self.size, self.allocated, self.seq, self.total, self.last_hash, durable,
             segment_bytes, PREALLOCATE, key or b"", stream.encode()) if native is not None else None
         if self._core is not None:
@@ -338,13 +363,13 @@ class AuditLog:
 
     # -- opening: find the tail, cut a torn record ------------------------------
     def _open_tail(self) -> None:
-        segs = _segments(self.stream_dir)
+        segs = segment_files(self.stream_dir)
         if not segs:
             prev, before = _anchor(self.stream_dir)
             self._start_segment(1 if prev == ZERO_HASH else _anchor_seq(self.stream_dir) + 1, before, prev)
             return
         seq, path = segs[-1]
-        scan = _scan_segment(path)
+        scan = scan_segment(path)
         head = _head(self.stream_dir)
         if scan.error and not _unacknowledged(scan, head):
             raise RuntimeError(f"audit segment {path} is damaged: {scan.error} (run `onshi audit verify`)")
@@ -395,7 +420,7 @@ class AuditLog:
     def append(self, record: AuditRecord) -> None:
         self.append_many((record,))
 
-    def append_many(self, records) -> None:
+    def append_many(self, records: Sequence[AuditRecord]) -> None:
         """Add records and return once they are durable (raises if writing failed).
 
         No writer thread: the first caller finding nobody writing becomes the
@@ -416,7 +441,7 @@ class AuditLog:
             bodies.append(encode(r, now))
         if self._core is not None:
             if self._core.append(bodies) == self._rotate_code:  # durable; this caller rotates
-                self._rotate_native()
+                self._rotate_native(self._core)
             return
         with self._lock:
             if self._closing:
@@ -447,7 +472,7 @@ class AuditLog:
             self._batch = _Batch(self._lock)
         try:
             self._write(batch.records)
-        except BaseException as exc:  # disk full, EIO: every waiter learns it
+        except BaseException as exc:  # noqa: BLE001 - disk full, EIO: every waiter learns it
             # Fail-stop: a partial write may be on disk, so nothing more is
             # appended after it; answers stop until an operator restarts.
             batch.error = exc
@@ -535,9 +560,8 @@ class AuditLog:
         record_event(self.directory, "rotate", self.stream, self.seq, self.total, self.last_hash, self.key,
                      self.clock())
 
-    def _rotate_native(self) -> None:
+    def _rotate_native(self, core: GroupCommit) -> None:
         """The native group commit made this caller the writer for a rotation."""
-        core = self._core
         self.size, self.allocated, self.total, self.last_hash = core.size, core.allocated, core.total, core.last_hash
         try:
             self._rotate()
@@ -610,7 +634,7 @@ class SegmentScan:
     hashes: dict[int, bytes] = field(default_factory=dict)  # records -> chain value (the wanted ones)
 
 
-def _scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None,
+def scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None,
                   want: set[int] | frozenset[int] = frozenset()) -> SegmentScan:
     """Check one segment's chain; `want`: record counts (from the stream's
     start) whose chain value to keep in scan.hashes."""
@@ -668,7 +692,7 @@ def _scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None,
     return scan
 
 
-def _head(stream_dir: str) -> dict | None:
+def _head(stream_dir: str) -> Head | None:
     """The head tripwire: records acknowledged so far (None if absent/unreadable)."""
     try:
         with open(os.path.join(stream_dir, "head"), "rb") as f:
@@ -679,10 +703,10 @@ def _head(stream_dir: str) -> dict | None:
     if not (isinstance(head, dict) and isinstance(head.get("seq"), int) and isinstance(head.get("records"), int)
             and isinstance(head.get("hash"), str) and isinstance(head.get("mac", ""), str)):
         return None
-    return head
+    return cast(Head, head)  # its fields checked above
 
 
-def head_problem(head: dict | None, stream: str, key: bytes | None) -> str | None:
+def head_problem(head: Head | None, stream: str, key: bytes | None) -> str | None:
     """Why a head cannot be trusted under `key` (None: fine, or no head)."""
     if head is None:
         return None
@@ -696,7 +720,7 @@ def head_problem(head: dict | None, stream: str, key: bytes | None) -> str | Non
     return None
 
 
-def _unacknowledged(scan: SegmentScan, head: dict | None) -> bool:
+def _unacknowledged(scan: SegmentScan, head: Head | None) -> bool:
     """A bad record at the end of the live segment is a crash mid-write only if
     no acknowledged record is lost: the head must not count past the good ones.
     Without a head only a plain truncation qualifies."""
@@ -705,7 +729,7 @@ def _unacknowledged(scan: SegmentScan, head: dict | None) -> bool:
     return head["records"] <= scan.records_before + scan.count and head["seq"] <= scan.seq
 
 
-def _anchor_record(stream_dir: str) -> dict | None:
+def _anchor_record(stream_dir: str) -> Point | None:
     """The compaction anchor {seq, records, hash}, None if there is none;
     ValueError if it is there but unreadable."""
     path = os.path.join(stream_dir, "anchor")
@@ -722,7 +746,7 @@ def _anchor_record(stream_dir: str) -> dict | None:
             raise TypeError
     except (KeyError, TypeError, ValueError):
         raise ValueError("anchor unreadable") from None
-    return a
+    return cast(Point, a)  # its fields checked above
 
 
 def _anchor(stream_dir: str) -> tuple[bytes, int]:
@@ -815,20 +839,20 @@ def _write_manifest(directory: str, events: list[StreamEvent], key: bytes | None
 
 
 @contextlib.contextmanager
-def _manifest_locked(directory: str):
+def _manifest_locked(directory: str) -> Iterator[None]:
     with open(os.path.join(directory, MANIFEST + ".lock"), "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
 def _holds_records(stream_dir: str) -> bool:
-    segs = _segments(stream_dir)
+    segs = segment_files(stream_dir)
     if not segs:
         try:
             return _anchor(stream_dir)[1] > 0
         except ValueError:
             return True
-    scan = _scan_segment(segs[-1][1])
+    scan = scan_segment(segs[-1][1])
     return scan.records_before + scan.count > 0 or len(segs) > 1
 
 
@@ -865,7 +889,7 @@ def record_event(directory: str, event: str, stream: str, seq: int, records: int
     """Append one event to the manifest (durable on return)."""
     with _manifest_locked(directory):
         m = _writable_manifest(directory, key)
-        events = m.events + [StreamEvent(event, stream, seq, records, last_hash.hex(), time_ns or time.time_ns())]
+        events = [*m.events, StreamEvent(event, stream, seq, records, last_hash.hex(), time_ns or time.time_ns())]
         _write_manifest(directory, events, key)
 
 
@@ -890,7 +914,7 @@ def streams(directory: str) -> list[str]:
                   if os.path.isdir(os.path.join(directory, d)))
 
 
-def verify(directory: str, key: bytes | None = None, against: dict | None = None) -> VerifyReport:
+def verify(directory: str, key: bytes | None = None, against: ExternalAnchor | None = None) -> VerifyReport:
     """Check every stream's hash chain, segment links, anchor and head, and
     that every stream the manifest names exists and passes through each point
     the manifest (and `against`, an earlier `anchor_of`) recorded for it.
@@ -924,7 +948,7 @@ def verify(directory: str, key: bytes | None = None, against: dict | None = None
     return report
 
 
-def _check_manifest_prefix(report: VerifyReport, m: Manifest, against: dict) -> None:
+def _check_manifest_prefix(report: VerifyReport, m: Manifest, against: ExternalAnchor) -> None:
     count = against.get("manifest_events", 0)
     digest = hashlib.sha256("".join(e.line() + "\n" for e in m.events[:count]).encode()).hexdigest()
     if len(m.events) < count or digest != against.get("manifest_digest"):
@@ -932,10 +956,11 @@ def _check_manifest_prefix(report: VerifyReport, m: Manifest, against: dict) -> 
                     f"{len(m.events)} now): rewritten or rolled back")
 
 
-def _verify_stream(report: VerifyReport, name: str, stream_dir: str, points: list, compactions: set,
+def _verify_stream(report: VerifyReport, name: str, stream_dir: str, points: list[tuple[int, int, str, str]],
+                   compactions: set[tuple[int, int, str]],
                    key: bytes | None, registered: bool, keyed: bool) -> None:
     report.streams += 1
-    segs = _segments(stream_dir)
+    segs = segment_files(stream_dir)
     head = _head(stream_dir)
     try:
         anchor = _anchor_record(stream_dir)
@@ -956,7 +981,7 @@ def _verify_stream(report: VerifyReport, name: str, stream_dir: str, points: lis
         found[(anchor["seq"], anchor["records"])] = prev_hash
     for i, (seq, path) in enumerate(segs):
         report.segments += 1
-        scan = _scan_segment(path, want=want)
+        scan = scan_segment(path, want=want)
         where = f"{name}/{segment_name(seq)}"
         if seq != expect_seq:
             report.fail(f"{where}: expected segment {expect_seq} (a segment was removed or added)")
@@ -1011,15 +1036,15 @@ def read(directory: str, match: Callable[[AuditRecord], bool] | None = None) -> 
     filtered: a linear scan (tests, `onshi audit show`). One person's records:
     `read_about`."""
     for stream_dir in streams(directory):
-        for _, path in _segments(stream_dir):
+        for _, path in segment_files(stream_dir):
             found: list[AuditRecord] = []
 
-            def visit(_pos, body):
+            def visit(_pos: int, body: bytes, found: list[AuditRecord] = found) -> None:
                 rec = decode(body)
                 if match is None or match(rec):
                     found.append(rec)
 
-            _scan_segment(path, visit)
+            scan_segment(path, visit)
             yield from found
 
 
@@ -1048,11 +1073,11 @@ def build_index(segment_path: str) -> bytes:
     """Sorted (subject digest, offset) entries of a sealed segment."""
     entries: list[tuple[int, int]] = []
 
-    def visit(pos, body):
+    def visit(pos: int, body: bytes) -> None:
         for key in subject_keys(decode(body)):
             entries.append((_key_digest(key), pos))
 
-    scan = _scan_segment(segment_path, visit)
+    scan = scan_segment(segment_path, visit)
     if scan.error:
         raise ValueError(f"{segment_path}: {scan.error}")
     entries.sort()
@@ -1130,17 +1155,17 @@ def read_about(directory: str, keys: set[str]) -> Iterator[AuditRecord]:
     """
     digests = {_key_digest(k) for k in keys}
     for stream_dir in streams(directory):
-        segs = _segments(stream_dir)
+        segs = segment_files(stream_dir)
         for i, (_, path) in enumerate(segs):
             if i == len(segs) - 1:  # live: scan
                 found: list[AuditRecord] = []
 
-                def visit(_pos, body, found=found):
+                def visit(_pos: int, body: bytes, found: list[AuditRecord] = found) -> None:
                     rec = decode(body)
                     if subject_keys(rec) & keys:
                         found.append(rec)
 
-                _scan_segment(path, visit)
+                scan_segment(path, visit)
                 yield from found
                 continue
             try:
@@ -1164,7 +1189,7 @@ def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq
     """Delete leading sealed segments older than the retention; record the
     compaction in the manifest and write the anchor first, so that a crash in
     between leaves a chain that still verifies."""
-    segs = _segments(stream_dir)
+    segs = segment_files(stream_dir)
     if keep_seq is None:
         keep_seq = segs[-1][0] if segs else 0
     cutoff = now_ns - int(retention_days * 86400e9)
@@ -1172,7 +1197,7 @@ def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq
     for seq, path in segs:
         if seq >= keep_seq:
             break
-        scan = _scan_segment(path)
+        scan = scan_segment(path)
         if scan.error or scan.last_time_ns >= cutoff:
             break
         drop.append((seq, path, scan))
@@ -1194,18 +1219,20 @@ def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq
 
 # --- external anchors and adoption -------------------------------------------------
 
-def anchor_of(directory: str) -> dict:
+def anchor_of(directory: str) -> ExternalAnchor:
     """Where every stream's chain is now (its head) and how far the manifest
     goes: keep it off the host (printed by `onshi audit anchor`); `verify(...,
     against=it)` later fails if the log no longer reaches it."""
     m = load_manifest(directory)
-    out = {"directory": os.path.abspath(directory), "time_ns": time.time_ns(), "manifest_events": len(m.events),
+    out: ExternalAnchor = {
+           "directory": os.path.abspath(directory), "time_ns": time.time_ns(), "manifest_events": len(m.events),
            "manifest_digest": hashlib.sha256("".join(e.line() + "\n" for e in m.events).encode()).hexdigest(),
            "streams": {}}
     for stream_dir in streams(directory):
         head = _head(stream_dir)
         if head is not None:
-            out["streams"][os.path.basename(stream_dir)] = {k: head[k] for k in ("seq", "records", "hash")}
+            out["streams"][os.path.basename(stream_dir)] = Point(seq=head["seq"], records=head["records"],
+                                                                 hash=head["hash"])
     return out
 
 
@@ -1227,7 +1254,7 @@ def seal(directory: str, key: bytes | None = None) -> list[str]:
     locks = []
     try:
         for stream_dir in streams(directory):
-            lock = open(os.path.join(stream_dir, "lock"), "a+b")
+            lock = open(os.path.join(stream_dir, "lock"), "a+b")  # noqa: SIM115 - all held until sealed
             locks.append(lock)
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -1241,10 +1268,10 @@ def seal(directory: str, key: bytes | None = None) -> list[str]:
                 a = _anchor_record(stream_dir)
                 if a is not None:
                     events.append(StreamEvent("adopt-anchor", name, a["seq"], a["records"], a["hash"], now))
-                segs = _segments(stream_dir)
+                segs = segment_files(stream_dir)
                 if not segs:
                     continue
-                scan = _scan_segment(segs[-1][1])
+                scan = scan_segment(segs[-1][1])
                 seq, records = segs[-1][0], scan.records_before + scan.count
                 events.append(StreamEvent("adopt", name, seq, records, scan.last_hash.hex(), now))
                 fd = os.open(os.path.join(stream_dir, "head"), os.O_WRONLY | os.O_CREAT, 0o640)
@@ -1258,168 +1285,3 @@ def seal(directory: str, key: bytes | None = None) -> list[str]:
         for lock in locks:
             lock.close()
     return []
-
-
-# --- CLI ---------------------------------------------------------------------
-
-def _key_arg(args) -> bytes | None:
-    return load_key(args.key) if getattr(args, "key", None) else None
-
-
-def _cmd_verify(args) -> int:
-    try:
-        key = _key_arg(args)
-        against = None
-        if args.against:
-            with open(args.against, "rb") as f:
-                against = json.loads(f.read(1 << 20))
-            if not isinstance(against, dict) or not isinstance(against.get("streams"), dict):
-                raise ValueError(f"{args.against}: not an `onshi audit anchor` file")
-    except (OSError, ValueError) as exc:
-        print(f"onshi audit verify: {exc}")
-        return 2
-    report = verify(args.dir, key, against)
-    for note in report.notes:
-        print(f"note: {note}")
-    for problem in report.problems:
-        print(f"TAMPERED: {problem}")
-    state = "OK" if report.ok else "FAILED"
-    checked = " (MACs checked)" if key else ""
-    print(f"audit verify {state}{checked}: {report.streams} streams, {report.segments} segments, "
-          f"{report.records} records")
-    return 0 if report.ok else 1
-
-
-def _cmd_anchor(args) -> int:
-    try:
-        key = _key_arg(args)
-    except (OSError, ValueError) as exc:
-        print(f"onshi audit anchor: {exc}")
-        return 2
-    report = verify(args.dir, key)
-    if not report.ok:
-        for problem in report.problems:
-            print(f"TAMPERED: {problem}")
-        print("onshi audit anchor: the log does not verify; no anchor written")
-        return 1
-    print(json.dumps(anchor_of(args.dir), sort_keys=True))
-    return 0
-
-
-def _cmd_keygen(args) -> int:
-    try:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        print(f"onshi audit keygen: {args.out}: {exc.strerror} (an existing key is never replaced)")
-        return 2
-    with os.fdopen(fd, "w") as f:
-        f.write(os.urandom(KEY_BYTES).hex() + "\n")
-    print(f"audit key written to {args.out} (keep it off the log's disk; the servers and `onshi audit verify` "
-          f"need it; key id {key_id(load_key(args.out))})")
-    return 0
-
-
-def _cmd_seal(args) -> int:
-    try:
-        key = _key_arg(args)
-    except (OSError, ValueError) as exc:
-        print(f"onshi audit seal: {exc}")
-        return 2
-    problems = seal(args.dir, key)
-    for problem in problems:
-        print(f"not sealed: {problem}")
-    if problems:
-        return 1
-    print(f"{args.dir}: every stream recorded in {MANIFEST}" + (" and sealed with the key" if key else ""))
-    return 0
-
-
-def _cmd_compact(args) -> int:
-    try:
-        key = _key_arg(args)
-        check_manifest(args.dir, key)
-    except (OSError, ValueError, ManifestError) as exc:
-        print(f"onshi audit compact: {exc}")
-        return 2
-    total = 0
-    for stream_dir in streams(args.dir):
-        lock = open(os.path.join(stream_dir, "lock"), "a+b")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"{stream_dir}: in use by a running server (it compacts itself); skipped")
-            lock.close()
-            continue
-        try:
-            total += len(compact_stream(stream_dir, args.retention_days, time.time_ns(), key=key))
-        finally:
-            lock.close()
-    print(f"dropped {total} segments older than {args.retention_days:g} days")
-    return 0
-
-
-def _cmd_show(args) -> int:
-    """Every record, or one person's; a segment that is not a readable onshi
-    audit segment ends it with one line and exit 2 (verify says more)."""
-    if not os.path.isdir(args.dir):
-        print(f"onshi audit show: {args.dir}: no such directory")
-        return 2
-    link = args.link_id
-    for stream_dir in streams(args.dir):
-        for _, path in _segments(stream_dir):
-            found: list[AuditRecord] = []
-
-            def visit(_pos, body, found=found):
-                try:
-                    rec = decode(body)
-                except (ValueError, UnicodeDecodeError, struct.error) as exc:
-                    raise ValueError(f"undecodable record ({exc})") from None
-                if not link or rec.link_id == link:
-                    found.append(rec)
-
-            try:
-                scan = _scan_segment(path, visit)
-            except (OSError, ValueError) as exc:
-                scan = SegmentScan(error=str(exc))
-            for rec in found:
-                when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec.time_ns / 1e9))
-                flag = " EMERGENCY" if rec.emergency else ""
-                print(f"{when}Z {rec.actor} {rec.action} link={rec.link_id} {rec.subject} [{rec.items}] "
-                      f"purpose={rec.purpose}{flag}")
-            if scan.error and not scan.torn:
-                print(f"onshi audit show: {path}: {scan.error} (run `onshi audit verify --dir {args.dir}`)")
-                return 2
-    return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("audit", help="the access log: verify, anchor, compact, show, keygen, seal")
-    sub = p.add_subparsers(dest="audit_command", required=True)
-    v = sub.add_parser("verify", help="check the hash chains, heads and manifest; exit 1 if anything was "
-                                      "edited, removed, inserted or deleted")
-    v.add_argument("--dir", required=True)
-    v.add_argument("--key", help="the audit key file: check the MACs of the heads and the manifest")
-    v.add_argument("--against", metavar="ANCHOR", help="an earlier `onshi audit anchor` output kept elsewhere: "
-                                                       "fail if the log no longer reaches it")
-    v.set_defaults(func=_cmd_verify)
-    a = sub.add_parser("anchor", help="verify, then print where every stream is now (JSON): keep it off the host")
-    a.add_argument("--dir", required=True)
-    a.add_argument("--key")
-    a.set_defaults(func=_cmd_anchor)
-    c = sub.add_parser("compact", help="drop segments older than the retention (streams not in use)")
-    c.add_argument("--dir", required=True)
-    c.add_argument("--retention-days", type=float, default=DEFAULT_RETENTION_DAYS)
-    c.add_argument("--key", help="the audit key file (a keyed log)")
-    c.set_defaults(func=_cmd_compact)
-    s = sub.add_parser("show", help="print records (optionally one person's)")
-    s.add_argument("--dir", required=True)
-    s.add_argument("--link-id", type=int, default=0)
-    s.set_defaults(func=_cmd_show)
-    k = sub.add_parser("keygen", help="write a new audit key (64 hex digits) to a file that must not exist")
-    k.add_argument("--out", required=True)
-    k.set_defaults(func=_cmd_keygen)
-    e = sub.add_parser("seal", help="record every stream in a new manifest (a log from an older onshi), or key "
-                                    "an unkeyed log; servers stopped")
-    e.add_argument("--dir", required=True)
-    e.add_argument("--key")
-    e.set_defaults(func=_cmd_seal)

@@ -26,18 +26,28 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
+import mmap
 import os
 import struct
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from onshi.core import history, identifiers, pki, twins
+
+from ..v1 import audit_pb2, eligibility_pb2
+from . import history, identifiers, pki, twins
+
+if TYPE_CHECKING:
+    from ..ext._cardproof import NonceTable
 
 CHALLENGE_PREFIX = "onshi/v1/card-proof\n"
 # What a proof is for: the gRPC method it was signed for, inside the signed
@@ -117,7 +127,7 @@ def sign_challenge(private_key: rsa.RSAPrivateKey, purpose: str, facility_code: 
                             hashes.SHA256())
 
 
-def signature_checker(key: rsa.RSAPublicKey, kind: str | None = None):
+def signature_checker(key: rsa.RSAPublicKey, kind: str | None = None) -> Callable[[bytes, bytes], bool]:
     """(signature, message) -> bool: PKCS#1 v1.5 over SHA-256 by this card key.
 
     Native (src/ext/_cardproof.pyx) as `kind` or ONSHI_ENGINE says (twins.load):
@@ -125,9 +135,10 @@ def signature_checker(key: rsa.RSAPublicKey, kind: str | None = None):
     two thread switches per check."""
     native = twins.load("_cardproof", kind)
     if native is not None:
-        return native.RsaPublicKey(key.public_bytes(serialization.Encoding.DER,
-                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
-                                   ).verify_pkcs1v15_sha256
+        checker: Callable[[bytes, bytes], bool] = native.RsaPublicKey(
+            key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        ).verify_pkcs1v15_sha256
+        return checker
 
     def check(signature: bytes, message: bytes) -> bool:
         try:
@@ -167,7 +178,7 @@ class VerifiedCard:
     warn_from: float          # not_after minus 3 months
     public_key: rsa.RSAPublicKey
     expiring_warning: bytes   # framed CheckResponse.warnings entry
-    signed_by_card: object    # signature_checker(public_key)
+    signed_by_card: Callable[[bytes, bytes], bool]  # signature_checker(public_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +206,7 @@ class RevocationList:
         self.serials = serials
         self.path = path
         self.ca_certs = ca_certs or []
-        self._mtime = None
+        self._mtime: int | None = None
         self._looked = 0.0
         if path:
             self._reload()
@@ -210,6 +221,8 @@ class RevocationList:
         return pki.crl_serials(data, ca_certs, "a configured JPKI CA")
 
     def _reload(self) -> None:
+        if not self.path:
+            return
         try:
             mtime = os.stat(self.path).st_mtime_ns
         except FileNotFoundError:
@@ -311,7 +324,6 @@ class SharedReplayCache:
     def __init__(self, window: float, slots: int = 1 << 20, kind: str | None = None, path: str | None = None):
         """kind: native (a process-shared mutex, src/ext/_cardproof.pyx) or pure,
         as `kind` or ONSHI_ENGINE says (twins.load)."""
-        import mmap
         import tempfile
 
         self.window = window
@@ -320,35 +332,37 @@ class SharedReplayCache:
         ext = twins.load("_cardproof", kind)
         native = ext is not None
         size = self.LOCK_AREA + slots * self.SLOT.size
-        self._file = None
+        self._file: io.FileIO | None = None
+        self._mm: mmap.mmap | None = None
         init_lock = True
         if path is not None:
             self._file, init_lock = self._open_file(path, slots, native, size)
         # Native when built: the same table under a process-shared mutex, so a
         # check takes no fcntl() (each one releases the GIL: thread switches).
-        if native:
+        self._native: NonceTable | None
+        if ext is not None:
             self._native = ext.NonceTable(slots, self.PROBE, self._file.fileno(), self.TABLE_OFFSET, init_lock) \
                 if self._file is not None else ext.NonceTable(slots, self.PROBE)
             return
         self._native = None
         if self._file is not None:
             self._mm = mmap.mmap(self._file.fileno(), size, offset=self.TABLE_OFFSET)
-            self._lock_file = self._file
+            self._lock_file: io.FileIO | io.BufferedRandom = self._file
             self._lock_at = self.TABLE_OFFSET
         else:
             self._mm = mmap.mmap(-1, size)  # anonymous, shared with forked children
             # Between processes a POSIX record lock on an unlinked file: the kernel
             # drops it if a worker dies holding it (a semaphore would stay taken).
-            self._lock_file = tempfile.TemporaryFile()
+            self._lock_file = tempfile.TemporaryFile()  # noqa: SIM115 - the cache's lock, for its life
             self._lock_at = 0
         # POSIX locks do not exclude threads of one process: a thread lock too.
         self._thread_lock = threading.Lock()
 
-    def _open_file(self, path: str, slots: int, native: bool, size: int):
+    def _open_file(self, path: str, slots: int, native: bool, size: int) -> tuple[io.FileIO, bool]:
         import fcntl
 
         kind = self.LOCK_NATIVE if native else self.LOCK_RECORD
-        f = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b", buffering=0)
+        f = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b", buffering=0)  # noqa: SIM115 - mapped for the cache's life
         try:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -390,19 +404,19 @@ class SharedReplayCache:
     def close(self) -> None:
         """Unmap the table and give up the file (its flock goes with it)."""
         self._native = None
-        if getattr(self, "_mm", None) is not None:
+        if self._mm is not None:
             self._mm.close()
             self._mm = None
         if self._file is not None:
             self._file.close()
             self._file = None
 
-    def _locked(self):
+    def _locked(self) -> AbstractContextManager[None]:
         import contextlib
         import fcntl
 
         @contextlib.contextmanager
-        def held():
+        def held() -> Iterator[None]:
             with self._thread_lock:
                 fcntl.lockf(self._lock_file, fcntl.LOCK_EX, 1, self._lock_at)
                 try:
@@ -418,6 +432,8 @@ class SharedReplayCache:
             if found < 0:
                 raise ReplayCacheFull()
             return found == 1
+        if self._mm is None:
+            raise ValueError("the replay cache is closed")
         size = self.SLOT.size
         start = int.from_bytes(digest[:8], "little") % (self.slots - self.PROBE)
         lo, hi = self.LOCK_AREA + start * size, self.LOCK_AREA + (start + self.PROBE) * size
@@ -447,7 +463,8 @@ class ReplayCacheFull(RuntimeError):
 
 class CardVerifier:
     def __init__(self, ca_certs: list[x509.Certificate], revocations: RevocationList | None = None, *,
-                 freshness: float = FRESHNESS_SECONDS, clock=time.time, cache_size: int = CERT_CACHE_SIZE,
+                 freshness: float = FRESHNESS_SECONDS, clock: Callable[[], float] = time.time,
+                 cache_size: int = CERT_CACHE_SIZE,
                  replays: ReplayCache | SharedReplayCache | None = None):
         if not ca_certs:
             raise ValueError("at least one JPKI CA certificate is needed")
@@ -461,7 +478,7 @@ class CardVerifier:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_files(cls, ca_paths: list[str], crl_path: str | None = None, **kwargs) -> CardVerifier:
+    def from_files(cls, ca_paths: list[str], crl_path: str | None = None, **kwargs: Any) -> CardVerifier:
         cas = []
         for p in ca_paths:
             with open(p, "rb") as f:
@@ -592,7 +609,8 @@ class CardVerifier:
             raise CardProofError("CARD_PROOF_REPLAYED")
         return Proof(card, nonce, card.expiring_warning if now >= card.warn_from else b"")
 
-    def verify_request(self, request, caller_facility: str | None, *, purpose: str) -> Proof:
+    def verify_request(self, request: eligibility_pb2.CheckByCardRequest | audit_pb2.ListMyAccessRequest,
+                       caller_facility: str | None, *, purpose: str) -> Proof:
         """Verify the proof fields of a CheckByCardRequest (or any message with
         card_certificate, challenge, card_signature) for `purpose`."""
         ch = request.challenge

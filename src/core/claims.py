@@ -19,11 +19,21 @@ from __future__ import annotations
 
 import struct
 import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
 
+import lmdb
 from google.protobuf.message import DecodeError
-from onshi.core import dates, history, identifiers, store, twins, unknown
-from onshi.v1 import claims_pb2, qualification_pb2
+from google.type import date_pb2
+
+from ..v1 import claims_pb2, qualification_pb2
+from . import dates, history, identifiers, store, twins, unknown
+from .dated import Certificate
+
+if TYPE_CHECKING:
+    from ..ext._claims import Batch
+    from .writer import Writer
 
 OK = claims_pb2.OUTCOME_OK
 REROUTE = claims_pb2.OUTCOME_REROUTE
@@ -87,12 +97,12 @@ class Run:
 
 @dataclass(slots=True)
 class Decision:
-    outcome: int
+    outcome: claims_pb2.Outcome
     runs: list[Run] = field(default_factory=list)
-    return_reason: int = 0
+    return_reason: claims_pb2.ReturnReason = claims_pb2.RETURN_REASON_UNSPECIFIED
     detail: str = ""
-    flags: list[int] = field(default_factory=list)
-    value: bytes | None = None  # the history the runs index into
+    flags: list[claims_pb2.CertificateFlag] = field(default_factory=list)
+    value: bytes | None = None  # the history the runs index into (set when there are runs)
 
 
 def payer_runs(entries: list[history.Entry], billed_hash: int | None,
@@ -106,9 +116,8 @@ def payer_runs(entries: list[history.Entry], billed_hash: int | None,
         billed = -1
         for i, e in enumerate(entries):
             if e.acquisition_day <= day < e.loss_day and history.shown(e, day):
-                if billed_hash is not None and e.number_hash == billed_hash:
-                    if billed < 0:
-                        billed = i
+                if billed_hash is not None and e.number_hash == billed_hash and billed < 0:
+                    billed = i
                 key = (e.acquisition_day, e.loss_day, e.number_hash)
                 if best_key is None or key > best_key:
                     best, best_key = i, key
@@ -182,7 +191,7 @@ def decide_identified(value: bytes, visit_days: list[int]) -> Decision:
     return Decision(RESOLVED_UNKNOWN, runs, value=value)
 
 
-def _billed_entry(entries, billed_hash, first_day) -> int | None:
+def _billed_entry(entries: list[history.Entry], billed_hash: int, first_day: int) -> int | None:
     """The billed qualification to compare certificates with: the last one of the
     billed number begun by the first visit day (its view then), else its first one."""
     mine = [i for i, e in enumerate(entries) if e.number_hash == billed_hash]
@@ -194,16 +203,15 @@ def _billed_entry(entries, billed_hash, first_day) -> int | None:
 
 # --- certificates -------------------------------------------------------------
 
-def _cert_valid(cert, day: int) -> bool:
+def _cert_valid(cert: Certificate, day: int) -> bool:
     if cert.HasField("valid_from") and dates.to_day(dates.from_proto(cert.valid_from)) > day:
         return False
     # valid_until is the last valid day (有効期限), inclusive.
-    if cert.HasField("valid_until") and dates.to_day(dates.from_proto(cert.valid_until)) < day:
-        return False
-    return True
+    return not (cert.HasField("valid_until") and dates.to_day(dates.from_proto(cert.valid_until)) < day)
 
 
-def certificate_view(q: qualification_pb2.Qualification, day: int) -> tuple:
+def certificate_view(q: qualification_pb2.Qualification,
+                     day: int) -> tuple[tuple[str, bool] | None, int | None, frozenset[int], int]:
     """What a claim's amount depends on, as valid on `day`."""
     limit = None
     if q.HasField("limit_amount") and _cert_valid(q.limit_amount, day):
@@ -215,8 +223,9 @@ def certificate_view(q: qualification_pb2.Qualification, day: int) -> tuple:
     return limit, elderly, diseases, q.burden_ratio_percent
 
 
-def certificate_flags(entries: list[history.Entry], billed_entry: int, runs: list[Run]) -> list[int]:
-    flags: set[int] = set()
+def certificate_flags(entries: list[history.Entry], billed_entry: int,
+                      runs: list[Run]) -> list[claims_pb2.CertificateFlag]:
+    flags: set[claims_pb2.CertificateFlag] = set()
     for run in runs:
         if run.payer == BILLED:
             continue
@@ -281,7 +290,7 @@ _LEN = struct.Struct("<I")
 MAX_LEDGER_FACILITY = 480  # LMDB keys are at most 511 bytes
 
 
-def open_ledger(writer):
+def open_ledger(writer: Writer) -> lmdb._Database:
     """The ledger's database, on the writer (store.DATABASES: kept by claims)."""
     (name,) = store.names("claims")
     return writer.open_db(name)
@@ -295,7 +304,7 @@ def month_prefix(facility_code: str, month: int) -> bytes:
     return ledger_prefix(facility_code) + _MONTH.pack(month)
 
 
-def pack_ledger(rows) -> list[tuple[bytes, bytes]]:
+def pack_ledger(rows: Iterable[tuple[bytes, bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """[(facility-month prefix, claim ID, payers)] in claim order -> one
     (prefix, entries) per prefix, sorted by prefix; entries keep claim order."""
     groups: dict[bytes, list[bytes]] = {}
@@ -308,7 +317,7 @@ def pack_ledger(rows) -> list[tuple[bytes, bytes]]:
     return [(prefix, b"".join(groups[prefix])) for prefix in sorted(groups)]
 
 
-def unpack_entries(value: bytes):
+def unpack_entries(value: bytes | memoryview) -> Iterator[tuple[bytes, bytes]]:
     """(claim ID, payers) of one ledger value, in order."""
     value = bytes(value)
     pos, end = 0, len(value)
@@ -322,7 +331,7 @@ def unpack_entries(value: bytes):
         pos += 4 + n
 
 
-def encode_payers(payers) -> bytes:
+def encode_payers(payers: Iterable[tuple[str, int]]) -> bytes:
     return "\x1e".join(f"{ins}\x1f{pts}" for ins, pts in payers).encode()
 
 
@@ -341,7 +350,11 @@ def apportion(unresolved_points: int, paid: dict[str, int]) -> list[tuple[str, i
     if not insurers:
         return []
     shares = largest_remainder(unresolved_points, [paid[i] for i in insurers])
-    return [(i, paid[i], s) for i, s in zip(insurers, shares)]
+    return [(i, paid[i], s) for i, s in zip(insurers, shares, strict=True)]
+
+
+def _number_not_found() -> Decision:
+    return Decision(RETURN, return_reason=NUMBER_NOT_FOUND, detail="no person holds the billed number")
 
 
 def _iso(day: int) -> str:
@@ -365,19 +378,39 @@ MAX_NUMBER = identifiers.MAX_NUMBER
 _UNKNOWN = "不詳"  # insurer cache value of 77777777 / 77777779
 
 
-def _file_prepared(i: int, prepared: tuple, keys: list, rows: list, unknown_claims: list,
-                   settled: dict, errors: list) -> None:
+# Verifier._prepare's result: ("lookup", key, birth, first, last, days) |
+# ("unknown", birth, first, last, days, claim) | ("settled", Decision) | ("error", violations)
+_Prepared = (tuple[Literal["lookup"], bytes, int, int, int, tuple[int, ...]]
+             | tuple[Literal["unknown"], int, int, int, tuple[int, ...], claims_pb2.Claim]
+             | tuple[Literal["settled"], Decision] | tuple[Literal["error"], list[tuple[str, str]]])
+_Row = tuple[int, int, int, int, tuple[int, ...]]  # (claim index, birth, first, last, visit days) per key
+_UnknownClaim = tuple[int, int, int, int, tuple[int, ...], claims_pb2.Claim]  # (claim index, ..., claim)
+# verify_serialized's answer: ("ok", serialized response, ledger rows or None) |
+# ("denied", message) | ("invalid", violations)
+BatchResult = (tuple[Literal["ok"], bytes, list[tuple[bytes, bytes, bytes]] | None]
+               | tuple[Literal["denied"], str] | tuple[Literal["invalid"], list[tuple[str, str]]])
+
+
+def _file_prepared(i: int, prepared: _Prepared, keys: list[bytes], rows: list[_Row],
+                   unknown_claims: list[_UnknownClaim], settled: dict[int, Decision] | dict[int, Decision | None],
+                   errors: list[tuple[str, str]]) -> None:
     """Files claim i's `Verifier._prepare` result under its kind (both verify paths)."""
-    kind, *rest = prepared
-    if kind == "lookup":
-        keys.append(rest[0])
-        rows.append((i, *rest[1:]))
-    elif kind == "unknown":
-        unknown_claims.append((i, *rest))
-    elif kind == "settled":
-        settled[i] = rest[0]
+    if prepared[0] == "lookup":
+        keys.append(prepared[1])
+        rows.append((i, *prepared[2:]))
+    elif prepared[0] == "unknown":
+        unknown_claims.append((i, *prepared[1:]))
+    elif prepared[0] == "settled":
+        settled[i] = prepared[1]
     else:
-        errors.extend(rest[0])
+        errors.extend(prepared[1])
+
+
+class Histories(Protocol):
+    """What a Verifier reads through an engine (native or pure)."""
+
+    def histories_by_number(self, number_keys: list[bytes]) -> list[bytes | None]: ...
+    def history_by_link(self, link_id: int) -> bytes | None: ...
 
 
 class Verifier:
@@ -385,21 +418,23 @@ class Verifier:
 
     engine: anything with histories_by_number(keys) and history_by_link(link_id)
     (native or pure engine); basic4_env: an lmdb.Environment on the same store for
-    the 不詳 index (the writer's env in the secondary process, a read-only env in
+    the 不詳 index (the writer's env in the writer process, a read-only env in
     the CLI). Number lookups for a whole batch are one engine call; only claims
     the headers cannot settle as OK are decoded. kind: the plain claims' native
     pass (onshi.ext._claims, whose reference these rules are) or none, as
     `kind` or ONSHI_ENGINE says (twins.load).
     """
 
-    def __init__(self, engine, basic4_env, kind: str | None = None):
+    def __init__(self, engine: Histories, basic4_env: lmdb.Environment, kind: str | None = None):
         self.engine = engine
         self.env = basic4_env
+        self.basic4_db: lmdb._Database | None
         try:
             self.basic4_db = basic4_env.open_db(b"basic4", create=False)
-        except Exception:  # lmdb.NotFoundError, or a read-only env without the DB
+        except lmdb.Error:  # NotFoundError, or a read-only env without the DB
             self.basic4_db = None  # a store built before the index: 不詳 stays UNRESOLVED
-        self._insurers: dict[str, object] = {}
+        # insurer number as sent -> (normalised, late-elderly?), _UNKNOWN, or why it is invalid
+        self._insurers: dict[str, tuple[str, bool] | str | identifiers.InvalidIdentifier] = {}
         self._days: dict[int, int] = {}
         self._symbols: dict[str, str] = {}  # symbol as sent -> folded (valid lengths only)
         self._insurer_hash: dict[bytes, int] = {}  # FNV state after "insurer\x1f"
@@ -407,14 +442,15 @@ class Verifier:
         self._normalized: dict[str, str] = {}  # insurer number as billed -> normalised (ledger)
         self.native = twins.load("_claims", kind)  # None: Python decides every claim
         not_found = claims_pb2.Verdict()
-        fill_verdict(not_found, self._settle(None, b"", 0, 0, 0, (), None), 0)
+        fill_verdict(not_found, _number_not_found(), 0)
         self._not_found_tail = not_found.SerializeToString()  # the fields after claim_id
 
     # The loops below are deliberately flat: they run once per claim at 10^5/s.
     # The common claim (ASCII number of a known insurer, dates seen before, no
     # visit_days) is prepared inline from caches; anything else goes through
     # _prepare, which also fills the caches and reports malformed claims.
-    def verify(self, claims, base: int = 0, *, facility: bool = False) -> claims_pb2.VerifyClaimsResponse:
+    def verify(self, claims: Sequence[claims_pb2.Claim], base: int = 0, *,
+               facility: bool = False) -> claims_pb2.VerifyClaimsResponse:
         """Verdicts for claims[i]; `base`: the index of claims[0] in the whole batch (for errors);
         `facility`: for a facility's pre-submission check (fill_verdict withholds other payers)."""
         n = len(claims)
@@ -424,9 +460,9 @@ class Verifier:
         days_of = self._days
         symbols = self._symbols
         keys: list[bytes] = []
-        rows: list[tuple] = []  # (index, birth, first, last, days) per key
+        rows: list[_Row] = []
         settled: dict[int, Decision] = {}
-        unknown_claims: list[tuple] = []
+        unknown_claims: list[_UnknownClaim] = []
         errors: list[tuple[str, str]] = []
         ids: list[str] = []
         for i in range(n):
@@ -441,7 +477,7 @@ class Verifier:
             last = days_of.get(pb)
             birth = days_of.get((bd.year << 64) | ((bd.month & 0xFFFFFFFF) << 32) | (bd.day & 0xFFFFFFFF))
             info = insurers.get(c.insurer_number)
-            if (first is not None and last is not None and birth is not None and info.__class__ is tuple
+            if (first is not None and last is not None and birth is not None and type(info) is tuple
                     and pa >> 32 == pb >> 32 and first <= last and not c.visit_days):
                 number = c.number
                 # An ASCII number without spaces folds to itself (NFKC); symbols
@@ -490,7 +526,7 @@ class Verifier:
         return resp
 
     def verify_serialized(self, raw: bytes, facility: str | None = None, record: bool = False,
-                          base: int = 0) -> tuple:
+                          base: int = 0) -> BatchResult:
         """One serialized VerifyClaimsRequest: ("ok", serialized response, ledger
         rows or None) | ("denied", message) | ("invalid", violations).
 
@@ -504,18 +540,18 @@ class Verifier:
             claims = claims_pb2.VerifyClaimsRequest.FromString(raw).claims
         except DecodeError as exc:  # the sender's bug: a clear INVALID_ARGUMENT, not a crash
             return ("invalid", [("claims", f"not a serialized VerifyClaimsRequest ({exc})")])
-        batch = None
+        batch: Batch | None = None
         if self.native is not None and len(claims) <= MAX_BATCH:
             batch = self.native.parse(raw, self._symbol_bytes, None if facility is None else facility.encode())
         if batch is None:
             return self._verify_serialized_python(claims, facility, record, base)
-        if batch.denied >= 0:
+        if batch.denied >= 0 and facility is not None:  # only a facility's batch is denied
             return ("denied", _denied(base + batch.denied, claims[batch.denied], facility))
         keys = list(batch.keys)
         n_plain = len(keys)
-        rows: list[tuple] = []
+        rows: list[_Row] = []
         settled: dict[int, Decision | None] = {}
-        unknown_claims: list[tuple] = []
+        unknown_claims: list[_UnknownClaim] = []
         errors: list[tuple[str, str]] = []
         for i in batch.other_indices():
             _file_prepared(i, self._prepare(claims[i], base + i), keys, rows, unknown_claims, settled, errors)
@@ -543,7 +579,7 @@ class Verifier:
         for i, birth, first, last, days, c in unknown_claims:
             settled[i] = self._identify(c, birth, first, last, days)
         spliced: list[tuple[int, bytes]] = []
-        recorded: list[tuple[int, bytes, bytes]] = []
+        recorded: list[tuple[int, bytes, bytes, bytes]] = []
         for i in sorted(settled):
             d = settled[i]
             c = claims[i]
@@ -560,7 +596,8 @@ class Verifier:
             return ("ok", response, None)
         return ("ok", response, batch.ledger(recorded))
 
-    def _verify_serialized_python(self, claims, facility: str | None, record: bool, base: int = 0) -> tuple:
+    def _verify_serialized_python(self, claims: Sequence[claims_pb2.Claim], facility: str | None, record: bool,
+                                  base: int = 0) -> BatchResult:
         if facility is not None:
             for i, c in enumerate(claims):
                 if c.facility_code != facility:
@@ -572,7 +609,7 @@ class Verifier:
         items = ledger_items(claims, response, self._normalized) if record else None
         return ("ok", response.SerializeToString(), items)
 
-    def _prepare(self, c, i: int) -> tuple:
+    def _prepare(self, c: claims_pb2.Claim, i: int) -> _Prepared:
         """The general preparation of one claim: ("lookup", key, birth, first,
         last, days) | ("unknown", birth, first, last, days, claim) |
         ("settled", Decision) | ("error", violations)."""
@@ -603,17 +640,18 @@ class Verifier:
             self._symbol_bytes[c.symbol.encode()] = symbol.encode()
         return ("lookup", key, birth, first, last, days)
 
-    def _settle(self, value, key, birth, first, last, days, c) -> Decision | None:
+    def _settle(self, value: bytes | None, key: bytes, birth: int, first: int, last: int, days: tuple[int, ...],
+                c: claims_pb2.Claim) -> Decision | None:
         """Beyond the single-qualification fast path: None when OK."""
         if value is None:
-            return Decision(RETURN, return_reason=NUMBER_NOT_FOUND, detail="no person holds the billed number")
+            return _number_not_found()
         nhash = self._number_hash(key)
         if billed_covers(value, nhash, birth, first, last):
             return None
         return decide(value, nhash, birth, _visit_days(first, last, days),
                       public_expense=bool(c.public_expense_numbers), high_cost=c.high_cost)
 
-    def _identify(self, c, birth, first, last, days) -> Decision:
+    def _identify(self, c: claims_pb2.Claim, birth: int, first: int, last: int, days: tuple[int, ...]) -> Decision:
         if not c.HasField("declaration") or not c.declaration.name_kana or not c.declaration.sex:
             return Decision(UNRESOLVED, detail="不詳 claim without kana name and sex in its declaration")
         if self.basic4_db is None:
@@ -621,7 +659,7 @@ class Verifier:
         with self.env.begin() as txn:
             link, value, why = unknown.identify(txn, self.basic4_db, self.engine.history_by_link,
                                                 birth, c.declaration, first, last)
-        if link is None:
+        if link is None or value is None:  # both or neither
             return Decision(UNRESOLVED, detail=why)
         return decide_identified(value, _visit_days(first, last, days))
 
@@ -640,7 +678,7 @@ class Verifier:
             h = ((h ^ byte) * prime) & 0xFFFFFFFFFFFFFFFF
         return h
 
-    def _insurer(self, insurer: str):
+    def _insurer(self, insurer: str) -> tuple[str, bool] | str:
         """(normalised number, late-elderly?) or _UNKNOWN for a 不詳 claim; raises
         InvalidIdentifier. Cached by the text as sent (a few thousand insurers)."""
         info = self._insurers.get(insurer)
@@ -660,7 +698,7 @@ class Verifier:
             raise info
         return info
 
-    def _day(self, d, field: str) -> int:
+    def _day(self, d: date_pb2.Date, field: str) -> int:
         # int32 fields packed without overlap: no impossible date aliases a real one
         packed = (d.year << 64) | ((d.month & 0xFFFFFFFF) << 32) | (d.day & 0xFFFFFFFF)
         day = self._days.get(packed)
@@ -674,7 +712,7 @@ class Verifier:
             self._days[packed] = day
         return day
 
-    def _period(self, c, i: int) -> tuple[int, int, tuple[int, ...]]:
+    def _period(self, c: claims_pb2.Claim, i: int) -> tuple[int, int, tuple[int, ...]]:
         a, b = c.first_visit_date, c.last_visit_date
         first = self._day(a, f"claims[{i}].first_visit_date")
         last = self._day(b, f"claims[{i}].last_visit_date")
@@ -710,8 +748,9 @@ def fill_verdict(v: claims_pb2.Verdict, d: Decision, points: int, *, facility: b
     v.detail = d.detail
     v.flags.extend(d.flags)
     if d.runs:
+        assert d.value is not None  # a decision with runs carries the history they index into
         _, entries = history.parse_history(d.value)
-        for run, pts in zip(d.runs, run_points(points, d.runs)):
+        for run, pts in zip(d.runs, run_points(points, d.runs), strict=True):
             if facility and run.payer != BILLED:
                 v.detail = WITHHELD
                 continue
@@ -722,7 +761,7 @@ def fill_verdict(v: claims_pb2.Verdict, d: Decision, points: int, *, facility: b
                            symbol=q.symbol, number=q.number, branch=q.branch, points=pts)
 
 
-def ledger_row(c, v, normalized: dict[str, str]) -> tuple[bytes, bytes, bytes]:
+def ledger_row(c: claims_pb2.Claim, v: claims_pb2.Verdict, normalized: dict[str, str]) -> tuple[bytes, bytes, bytes]:
     """A claim's ledger row (facility-month prefix, claim ID, who pays what) from its verdict."""
     outcome = v.outcome
     if outcome == OK:
@@ -742,12 +781,13 @@ def ledger_row(c, v, normalized: dict[str, str]) -> tuple[bytes, bytes, bytes]:
     return month_prefix(c.facility_code, a.year * 100 + a.month), c.claim_id.encode(), value
 
 
-def ledger_items(claims, response: claims_pb2.VerifyClaimsResponse, normalized: dict) -> list[tuple]:
+def ledger_items(claims: Sequence[claims_pb2.Claim], response: claims_pb2.VerifyClaimsResponse,
+                 normalized: dict[str, str]) -> list[tuple[bytes, bytes, bytes]]:
     """Every claim's ledger row, in claim order (pack_ledger groups them)."""
-    return [ledger_row(c, v, normalized) for c, v in zip(claims, response.verdicts)]
+    return [ledger_row(c, v, normalized) for c, v in zip(claims, response.verdicts, strict=True)]
 
 
-def _denied(i: int, c, facility: str) -> str:
+def _denied(i: int, c: claims_pb2.Claim, facility: str) -> str:
     return f"claims[{i}]: facility {c.facility_code!r} is not the caller's ({facility})"
 
 

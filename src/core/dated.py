@@ -15,14 +15,29 @@ inside the qualification's coverage, which no check could show, is dropped.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
-from onshi.core import dates
-from onshi.v1 import qualification_pb2 as qpb
+from google.protobuf.message import Message
+
+from ..v1 import qualification_pb2 as qpb
+from . import dates
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRichComparison
 
 NEVER = dates.NEVER
 MIN_DAY = -(2**31)
 SCHOOL_AGE_RATIO = 30  # 義務教育就学後～70歳未満: 3割 (健康保険法 第74条)
+
+# What has a validity period (valid_from, valid_until): one kind at a time.
+_Cert = TypeVar("_Cert", qpb.ElderlyRecipientCertificate, qpb.LimitAmountCertificate,
+                qpb.SpecificDiseaseCertificate, qpb.PublicExpenseSubsidy)
+Certificate = (qpb.ElderlyRecipientCertificate | qpb.LimitAmountCertificate | qpb.SpecificDiseaseCertificate
+               | qpb.PublicExpenseSubsidy)
+_Message = TypeVar("_Message", bound=Message)
+_Key = TypeVar("_Key", bound="SupportsRichComparison")
 
 # What changes with the day; everything else of a Qualification is static.
 _DATED_FIELDS = ("burden_ratio_percent", "preschool", "preschool_until", "elderly_recipient",
@@ -74,7 +89,7 @@ def of_qualification(q: qpb.Qualification) -> Dated:
         [_copy(c) for c in q.specific_diseases], [_copy(s) for s in q.subsidies])
 
 
-def _copy(message):
+def _copy(message: _Message) -> _Message:
     out = type(message)()
     out.CopyFrom(message)
     return out
@@ -82,16 +97,16 @@ def _copy(message):
 
 # --- validity of one certificate ------------------------------------------------
 
-def first_day(cert) -> int:
+def first_day(cert: Certificate) -> int:
     return dates.proto_day(cert.valid_from) if cert.HasField("valid_from") else MIN_DAY
 
 
-def end_day(cert) -> int:
+def end_day(cert: Certificate) -> int:
     """First day the certificate no longer applies (valid_until is its last day, 有効期限)."""
     return dates.proto_day(cert.valid_until) + 1 if cert.HasField("valid_until") else NEVER
 
 
-def _in_force(cert, day: int) -> bool:
+def _in_force(cert: Certificate, day: int) -> bool:
     return first_day(cert) <= day < end_day(cert)
 
 
@@ -111,20 +126,20 @@ def preschool_until(birth_day: int) -> int:
 
 # --- what is shown on a day --------------------------------------------------------
 
-def _rank(cert) -> tuple[int, bytes]:
+def _rank(cert: Certificate) -> tuple[int, bytes]:
     """A later certificate supersedes; between two begun the same day, the
     choice must not depend on the order they were stored in."""
     return first_day(cert), cert.SerializeToString(deterministic=True)
 
 
-def _latest(certs, day):
+def _latest(certs: Iterable[_Cert], day: int) -> _Cert | None:
     """The certificate in force on `day` that began last."""
     return max((c for c in certs if _in_force(c, day)), key=_rank, default=None)
 
 
-def _latest_per_key(certs, day, key):
+def _latest_per_key(certs: Iterable[_Cert], day: int, key: Callable[[_Cert], _Key]) -> list[_Cert]:
     """The certificate in force on `day` that began last, for each key, in key order."""
-    chosen: dict = {}
+    chosen: dict[_Key, _Cert] = {}
     for c in certs:
         if _in_force(c, day):
             k = key(c)
@@ -206,7 +221,7 @@ def dated_of(shown: list[tuple[int, qpb.Qualification]]) -> Dated:
     d = Dated(_static(first_q), [])
     seen: set[bytes] = set()
 
-    def collect(target: list, certs) -> None:
+    def collect(target: list[_Cert], certs: Iterable[_Cert]) -> None:
         for c in certs:
             key = c.SerializeToString(deterministic=True)
             if key not in seen:
@@ -234,7 +249,7 @@ def change_ratio(d: Dated, percent: int, from_day: int) -> None:
     d.ratios = [(first, p) for first, p in d.ratios if first < from_day] + [(from_day, percent)]
 
 
-def _replace_from(stored: list, given: list, start: int) -> list:
+def _replace_from(stored: list[_Cert], given: list[_Cert], start: int) -> list[_Cert]:
     """Certificates of one kind from `start` on are `given`: earlier ones stay,
     ending the day before `start` at the latest."""
     kept = []
@@ -248,19 +263,22 @@ def _replace_from(stored: list, given: list, start: int) -> list:
     return kept + [_copy(c) for c in given]
 
 
-def _replace_kind(stored: list, given: list, default_start: int) -> list:
+def _replace_kind(stored: list[_Cert], given: list[_Cert], default_start: int) -> list[_Cert]:
     start = min((first_day(c) for c in given), default=default_start)
     return _replace_from(stored, given, start)
 
 
-def _replace_keyed(stored: list, given: list, default_start: int, key) -> list:
-    out = []
+def _replace_keyed(stored: list[_Cert], given: list[_Cert], default_start: int,
+                   key: Callable[[_Cert], Hashable]) -> list[_Cert]:
+    out: list[_Cert] = []
     for k in dict.fromkeys([key(c) for c in stored] + [key(c) for c in given]):
         out += _replace_kind([c for c in stored if key(c) == k], [c for c in given if key(c) == k], default_start)
     return out
 
 
-def change_certificates(d: Dated, elderly, limit, diseases, default_start: int) -> None:
+def change_certificates(d: Dated, elderly: qpb.ElderlyRecipientCertificate | None,
+                        limit: qpb.LimitAmountCertificate | None,
+                        diseases: Iterable[qpb.SpecificDiseaseCertificate], default_start: int) -> None:
     """A certificates change: each kind it carries takes effect from its
     certificates' earliest valid_from; a kind it does not carry ends on
     `default_start` (its effective date, or the day it is applied)."""
@@ -269,6 +287,6 @@ def change_certificates(d: Dated, elderly, limit, diseases, default_start: int) 
     d.diseases = _replace_keyed(d.diseases, list(diseases), default_start, lambda c: c.disease)
 
 
-def change_subsidies(d: Dated, subsidies, default_start: int) -> None:
+def change_subsidies(d: Dated, subsidies: Iterable[qpb.PublicExpenseSubsidy], default_start: int) -> None:
     """The same per programme (payer and recipient number)."""
     d.subsidies = _replace_keyed(d.subsidies, list(subsidies), default_start, _subsidy_key)

@@ -13,7 +13,7 @@ import datetime as dt
 import os
 from typing import Protocol
 
-from onshi.core import dates, identifiers, twins
+from . import dates, identifiers, twins
 
 
 class Engine(Protocol):
@@ -23,15 +23,18 @@ class Engine(Protocol):
     def check_by_number(self, number_key: bytes, birth_day: int, as_of_day: int) -> bytes: ...
     def check_by_card_batch(self, serial_keys: list[bytes], as_of_day: int) -> list[bytes]: ...
     def check_by_number_batch(self, queries: list[tuple[bytes, int]], as_of_day: int) -> list[bytes]: ...
+    def histories_by_number(self, number_keys: list[bytes]) -> list[bytes | None]: ...
+    def history_by_link(self, link_id: int) -> bytes | None: ...
     def close(self) -> None: ...
 
 
-def open_engine(path: str | os.PathLike, kind: str | None = None) -> Engine:
+def open_engine(path: str | os.PathLike[str], kind: str | None = None) -> Engine:
     """The engine `kind` (native or pure) names, else the one ONSHI_ENGINE does (twins.load)."""
     native = twins.load("_engine", kind)
     if native is not None:
-        return native.NativeEngine(os.fspath(path))
-    from onshi.core.pure import PureEngine
+        engine: Engine = native.NativeEngine(os.fspath(path))
+        return engine
+    from .pure import PureEngine
 
     return PureEngine(path)
 

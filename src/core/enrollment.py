@@ -1,7 +1,7 @@
 """Applying insurers' updates to people's histories, inside one WriteTxn.
 
 Every function here runs inside `Writer.apply` (usually many updates per
-transaction, see onshi.server.secondary): it reads and writes only through the
+transaction, see onshi.server.writer_server): it reads and writes only through the
 WriteTxn, never has effects outside it, and may be re-run from scratch when the
 map grows. Checks come before writes, so an update either applies whole or
 leaves nothing but its outcome record.
@@ -28,17 +28,21 @@ Databases: those store.DATABASES lists as kept by "enrollment" (opened by `open_
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+from google.type import date_pb2
 
-from onshi.core import dated, dates, history, identifiers, persons, registry, store
-from onshi.core.identifiers import InvalidIdentifier
-from onshi.core.store import link_id_of, link_key
-from onshi.core.writer import WriteTxn
-from onshi.v1 import enrollment_pb2 as pb
-from onshi.v1 import qualification_pb2 as qpb
+from ..v1 import enrollment_pb2 as pb
+from ..v1 import qualification_pb2 as qpb
+from . import dated, dates, history, identifiers, persons, registry, store
+from .identifiers import InvalidIdentifier
+from .store import link_id_of, link_key
+from .writer import Writer, WriteTxn
 
 ACCEPTED = pb.ENROLLMENT_OUTCOME_ACCEPTED
 DUPLICATE = pb.ENROLLMENT_OUTCOME_DUPLICATE
@@ -55,15 +59,17 @@ SEP = b"\x1f"
 ADDING = ("acquisition", "dependent_addition")
 ENDING = ("loss", "dependent_removal")
 AMENDING = ("burden_ratio_change", "certificates_change", "subsidies_change")
-REGISTERING = ADDING + ("basic_information_change",)  # checked against the registry
+REGISTERING = (*ADDING, "basic_information_change")  # checked against the registry
+
+_Entry = TypeVar("_Entry", bound=Message)  # a message kept in an LMDB database
 
 
-def open_dbs(writer) -> None:
+def open_dbs(writer: Writer) -> None:
     for name in store.names("enrollment"):
         writer.open_db(name)
 
 
-def bulk_load_residents(writer, residents: Iterable[tuple[int, pb.Resident]]) -> int:
+def bulk_load_residents(writer: Writer, residents: Iterable[tuple[int, pb.Resident]]) -> int:
     """For a bulk-loaded store (`onshi gen`): the registry records and resident ->
     link ID rows of its people, so insurers' updates find the same link IDs.
     Needs empty registry/resident_link databases; uses the writer's sorted
@@ -81,7 +87,7 @@ def bulk_load_residents(writer, residents: Iterable[tuple[int, pb.Resident]]) ->
         links.append((resident_id.encode(), link_key(link_id)))
     records.sort()
     links.sort()
-    for (a, _), (b, _) in zip(links, links[1:]):
+    for (a, _), (b, _) in itertools.pairwise(links):
         if a == b:
             raise ValueError(f"resident {a.decode()} appears twice")
     writer._put_sorted("registry", records)
@@ -227,7 +233,8 @@ def _insurer(text: str) -> str:
     return identifiers.normalize_insurer_number(text)
 
 
-def _number_key(insurer, symbol, number, branch, prefix, v) -> bytes:
+def _number_key(insurer: str, symbol: str, number: str, branch: str, prefix: str,
+                v: list[tuple[str, str]]) -> bytes:
     if not insurer:
         return b""
     try:
@@ -237,7 +244,7 @@ def _number_key(insurer, symbol, number, branch, prefix, v) -> bytes:
         return b""
 
 
-def _check_date(d, field, v, required=False) -> None:
+def _check_date(d: date_pb2.Date, field: str, v: list[tuple[str, str]], required: bool = False) -> None:
     year, month, day = d.year, d.month, d.day
     if not required and (year, month, day) == (0, 0, 0):
         return
@@ -247,7 +254,7 @@ def _check_date(d, field, v, required=False) -> None:
         v.append((field, "required, a real calendar date" if required else "not a real calendar date"))
 
 
-def _check_period(cert, prefix, v) -> None:
+def _check_period(cert: dated.Certificate, prefix: str, v: list[tuple[str, str]]) -> None:
     _check_date(cert.valid_from, f"{prefix}.valid_from", v, required=True)
     _check_date(cert.valid_until, f"{prefix}.valid_until", v)
     if cert.HasField("valid_until") and (cert.valid_until.year, cert.valid_until.month, cert.valid_until.day) < (
@@ -255,14 +262,16 @@ def _check_period(cert, prefix, v) -> None:
         v.append((f"{prefix}.valid_until", "before valid_from"))
 
 
-def _check_ratio(ratio, card_kind, field, v) -> None:
+def _check_ratio(ratio: int, card_kind: int, field: str, v: list[tuple[str, str]]) -> None:
     # 資格証明書: the patient pays 100 % and claims back.
     allowed = (100,) if card_kind == qpb.CARD_KIND_ELIGIBILITY_CERTIFICATE else BURDEN_RATIOS
     if ratio not in allowed:
         v.append((field, "must be 10, 20 or 30 (100 for an eligibility certificate)"))
 
 
-def _check_certificates(elderly, limit, diseases, prefix, v) -> None:
+def _check_certificates(elderly: qpb.ElderlyRecipientCertificate | None, limit: qpb.LimitAmountCertificate | None,
+                        diseases: Iterable[qpb.SpecificDiseaseCertificate], prefix: str,
+                        v: list[tuple[str, str]]) -> None:
     if elderly is not None:
         if elderly.burden_ratio_percent not in (10, 20, 30):
             v.append((f"{prefix}.elderly_recipient.burden_ratio_percent", "must be 10, 20 or 30"))
@@ -279,7 +288,7 @@ def _check_certificates(elderly, limit, diseases, prefix, v) -> None:
         _check_period(d, f"{prefix}.specific_diseases[{i}]", v)
 
 
-def _check_subsidies(subsidies, prefix, v) -> None:
+def _check_subsidies(subsidies: Iterable[qpb.PublicExpenseSubsidy], prefix: str, v: list[tuple[str, str]]) -> None:
     for i, s in enumerate(subsidies):
         f = f"{prefix}[{i}]"
         payer = identifiers._fold(s.payer_number)
@@ -361,7 +370,7 @@ class _Stored:
     """A resident's link and history rows, read once per update in its
     transaction (the gate and the change both look at them)."""
 
-    __slots__ = ("wtxn", "resident_id", "_read", "link_id", "birth_day", "rows")
+    __slots__ = ("_read", "birth_day", "link_id", "resident_id", "rows", "wtxn")
 
     def __init__(self, wtxn: WriteTxn, resident_id: str):
         self.wtxn = wtxn
@@ -392,7 +401,8 @@ def _registry_gate(wtxn: WriteTxn, checked: Checked, now: float,
 
 
 def gate_reasons(wtxn: WriteTxn, checked: Checked, person: qpb.Person,
-                 person_bytes: bytes | None = None, stored: _Stored | None = None) -> tuple[list[int], str]:
+                 person_bytes: bytes | None = None,
+                 stored: _Stored | None = None) -> tuple[list[pb.QuarantineReason], str]:
     """Why an update may not apply yet: a registration against the registry, a
     change of a registered qualification against that qualification."""
     if checked.kind in REGISTERING:
@@ -400,7 +410,8 @@ def gate_reasons(wtxn: WriteTxn, checked: Checked, person: qpb.Person,
     return qualification_reasons(stored or _Stored(wtxn, checked.resident_id), checked, person)
 
 
-def qualification_reasons(stored: _Stored, checked: Checked, person: qpb.Person) -> tuple[list[int], str]:
+def qualification_reasons(stored: _Stored, checked: Checked,
+                          person: qpb.Person) -> tuple[list[pb.QuarantineReason], str]:
     """A loss or an amendment names its qualification by resident and insured
     number; the facts that never change — birth date and sex — must be those
     registered with it (name and address may have moved on since). A number the
@@ -429,7 +440,7 @@ def _birth_and_sex(person_bytes: bytes) -> tuple[tuple[int, int, int], int]:
 
 
 def registry_reasons(wtxn: WriteTxn, resident_id: str, person: qpb.Person,
-                     person_bytes: bytes | None = None) -> tuple[list[int], str]:
+                     person_bytes: bytes | None = None) -> tuple[list[pb.QuarantineReason], str]:
     raw = wtxn.get("registry", resident_id.encode())
     if raw is None:
         return [pb.QUARANTINE_REASON_RESIDENT_UNKNOWN], "resident ID not in the registry"
@@ -462,7 +473,7 @@ def _timestamp(now: float) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def quarantine(wtxn: WriteTxn, update: pb.EnrollmentUpdate, checked: Checked, reasons: list[int],
+def quarantine(wtxn: WriteTxn, update: pb.EnrollmentUpdate, checked: Checked, reasons: list[pb.QuarantineReason],
                message: str, now: float) -> pb.EnrollmentAck:
     qid = wtxn.next_sequence(b"quarantine")
     entry = pb.QuarantinedUpdate(quarantine_id=qid, update=update, reasons=reasons, message=message,
@@ -501,7 +512,7 @@ def _find(rows: list[history.Row], number_key: bytes, open_only: bool) -> int | 
     return found
 
 
-def _day(d) -> int:
+def _day(d: date_pb2.Date) -> int:
     return dates.proto_day(d)
 
 
@@ -510,7 +521,8 @@ def apply_day(now: float) -> int:
     return int((now + 9 * 3600) // 86400)
 
 
-def _effective(change, now: float) -> int:
+def _effective(change: pb.BurdenRatioChange | pb.CertificatesChange | pb.SubsidiesChange
+               | pb.BasicInformationChange, now: float) -> int:
     return _day(change.effective_date) if change.HasField("effective_date") else apply_day(now)
 
 
@@ -619,6 +631,7 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float, stored: _Stored)
         elif kind == "subsidies_change":
             dated.change_subsidies(changed, change.subsidies, _effective(change, now))
         # the number and the person never change here
+        assert birth_day is not None  # the person has rows, so a stored birth day
         rows[index] = history.encode_row(changed, row.person, birth_day, row.number_key)
 
     # Accepted: every check passed; now write.
@@ -626,8 +639,11 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float, stored: _Stored)
         link_id = wtxn.new_link_id()
         wtxn.put("resident_link", checked.resident_id.encode(), link_key(link_id))
     if timeline is not None and timeline != old_timeline:
-        birth_day = _day(persons.person(persons.current(timeline)).birth_date)
+        current = persons.current(timeline)
+        assert current is not None  # persons.add above: never empty
+        birth_day = _day(persons.person(current).birth_date)
         wtxn.put_persons(link_id, timeline, old=old_timeline or [])
+    assert birth_day is not None  # an acquisition gives one; any other change needs rows, which have one
     wtxn.put_rows(link_id, birth_day, rows, old_keys=old_keys,
                   unowned=checked.number_key if kind in ADDING else None)  # its owner was checked above
     for notice in notices:
@@ -718,7 +734,7 @@ def resolve(wtxn: WriteTxn, request: pb.ResolveQuarantineRequest, insurers: froz
         return response
     # Release what waited behind it, in order, until one still does not match.
     for key, _ in list(wtxn.scan("quarantine_held", _held_prefix(checked))):
-        waiting = pb.QuarantinedUpdate.FromString(wtxn.get("quarantine", key[-8:]))
+        waiting = pb.QuarantinedUpdate.FromString(_indexed(wtxn, "quarantine", key[-8:]))
         released = _try_apply(wtxn, waiting, waiting.update, now)
         if released.outcome == QUARANTINED:
             break
@@ -726,14 +742,23 @@ def resolve(wtxn: WriteTxn, request: pb.ResolveQuarantineRequest, insurers: froz
     return response
 
 
-def _open_entries(wtxn: WriteTxn, index: str, db: str, message, insurers: list[str], after: int) -> list:
+def _indexed(wtxn: WriteTxn, db: str, key: bytes) -> bytes:
+    """The record an index entry points at (its absence is a corrupt store)."""
+    raw = wtxn.get(db, key)
+    if raw is None:
+        raise ValueError(f"{db} {store.seq_of(key)} is indexed but not stored (corrupt store)")
+    return raw
+
+
+def _open_entries(wtxn: WriteTxn, index: str, db: str, message: type[_Entry], insurers: list[str],
+                  after: int) -> list[_Entry]:
     """The insurers' open entries numbered after `after`, from index `index`
     (insurer SEP seq) into `db` (seq -> message); quarantine and notices alike."""
     out = []
     for insurer in sorted(insurers):
         prefix = insurer.encode() + SEP
         for key, _ in wtxn.scan(index, prefix, prefix + store.seq_key(after + 1)):
-            out.append(message.FromString(wtxn.get(db, key[-8:])))
+            out.append(message.FromString(_indexed(wtxn, db, key[-8:])))
     return out
 
 
@@ -800,7 +825,7 @@ def link_card(wtxn: WriteTxn, request: pb.LinkCardRequest, now: float) -> pb.Lin
         v.extend(registry.person_violations(request.person, "person"))
     if not request.consent:
         v.append(("consent", "the person's consent is required"))
-    if v:
+    if v or resident_id is None:
         raise Refused("INVALID_ARGUMENT", "invalid link request", v)
     reasons, message = registry_reasons(wtxn, resident_id, request.person)
     if reasons:

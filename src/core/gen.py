@@ -38,20 +38,25 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TextIO, TypeVar
 
 from google.type import date_pb2
 
-from onshi.core import dates, identifiers
-from onshi.core import insurers as ins
-from onshi.core.writer import Writer
-from onshi.v1 import qualification_pb2 as pb
+from ..v1 import qualification_pb2 as pb
+from . import dates, identifiers
+from . import insurers as ins
+from .writer import Writer
 
 REFERENCE = dt.date(2026, 4, 1)
 HORIZON = dt.date(2028, 3, 31)
 R = dates.to_day(REFERENCE)
 HORIZON_DAY = dates.to_day(HORIZON)
 NEVER = dates.NEVER
+_T = TypeVar("_T")
+# (link ID, person, qualifications, card serial key or None): what Writer.bulk_load takes
+PersonRow = tuple[int, pb.Person, list[pb.Qualification], bytes | None]
 BYTES_PER_PERSON_ESTIMATE = 2_600  # measured ~1.3-1.5 KB; the writer grows the map anyway
 
 # Loss reasons (資格喪失事由), the proto enum equals the real codes.
@@ -59,6 +64,7 @@ DEATH = pb.LOSS_REASON_DEATH
 PUBLIC_ASSISTANCE = pb.LOSS_REASON_PUBLIC_ASSISTANCE
 OTHER_INSURANCE = pb.LOSS_REASON_OTHER_INSURANCE
 OTHER = pb.LOSS_REASON_OTHER
+NOT_LOST = pb.LOSS_REASON_UNSPECIFIED  # the reason of a qualification not lost
 INSURED = pb.RELATIONSHIP_INSURED
 DEPENDENT = pb.RELATIONSHIP_DEPENDENT
 
@@ -114,7 +120,7 @@ _MUTUAL_SYMBOLS = ("職", "組", "支", "所", "教", "警", "事", "員")
 _NHI_SYMBOLS = ("中", "東", "西", "南", "北", "本", "新", "旧")
 _KANA_SYMBOLS = "アイウエオカキクケコサシスセソ"
 
-SUBSIDIES = (
+SUBSIDIES: tuple[tuple[str, str, int, tuple[int, ...]], ...] = (
     # (法別番号, programme, burden ratio %, monthly caps to choose from)
     ("54", "難病医療（指定難病）", 20, (2_500, 5_000, 10_000, 20_000, 30_000)),
     ("52", "小児慢性特定疾病", 20, (1_250, 2_500, 5_000, 10_000)),
@@ -133,11 +139,11 @@ class Entry:
     symbol: str
     number: str
     branch: str
-    relationship: int
+    relationship: pb.Relationship
     acq: int
     loss: int = NEVER
-    reason: int = 0
-    card_kind: int = pb.CARD_KIND_EMPLOYEE
+    reason: pb.LossReason = NOT_LOST
+    card_kind: pb.CardKind = pb.CARD_KIND_EMPLOYEE
     dual: bool = False  # kept open beside 後期高齢者医療 (seamen / mutual aid)
 
 
@@ -145,13 +151,13 @@ class Entry:
 class Member:
     name: str
     kana: str
-    sex: int
+    sex: pb.Sex
     birth: dt.date
     birth_day: int
     entries: list[Entry] = field(default_factory=list)
     death_day: int | None = None
     late_ratio: int = 10
-    tags: set = field(default_factory=set)
+    tags: set[str] = field(default_factory=set)
     # Days of the birthdays that change rules, computed once: 70 (高齢受給者),
     # 75 (後期高齢者医療), and school entry (end of 未就学).
     b70: int = 0
@@ -171,7 +177,7 @@ class Summary:
     qualifications: int = 0
     cards_linked: int = 0
     insurers: int = 0
-    features: dict = field(default_factory=dict)
+    features: dict[str, int] = field(default_factory=dict)
 
 
 # --- date helpers ----------------------------------------------------------------
@@ -225,11 +231,11 @@ class Population:
         def ri(a: int, b: int | None = None) -> int:
             return int(rand() * a) if b is None else a + int(rand() * (b - a))
 
-        def pick(seq):
+        def pick(seq: Sequence[_T]) -> _T:
             return seq[int(rand() * len(seq))]
 
         self.ri = ri
-        self.pick = pick
+        self.pick: Callable[[Sequence[_T]], _T] = pick
         self.catalogue = ins.build_catalogue(self.rng)
         by = self.catalogue.by_scheme
         self.munis = self.catalogue.municipalities
@@ -304,7 +310,7 @@ class Population:
             return self.pick(self.mutual)
         return self.seamen[0]
 
-    def name(self, surname: tuple[str, str], sex: int, born: int) -> tuple[str, str]:
+    def name(self, surname: tuple[str, str], sex: pb.Sex, born: int) -> tuple[str, str]:
         male = sex == pb.SEX_MALE
         if self.rng.random() < RARE_GIVEN:
             given = self.pick(RARE_MALE if male else RARE_FEMALE)
@@ -316,7 +322,7 @@ class Population:
         s = SURNAMES[bisect.bisect(_SURNAME_CUM, self.rng.random() * _SURNAME_CUM[-1])]
         return s[0], s[1]
 
-    def member(self, surname, sex: int, age: int) -> Member:
+    def member(self, surname: tuple[str, str], sex: pb.Sex, age: int) -> Member:
         birth = dates.from_day(R - age * 365 - age // 4 - self.ri(365))
         name, kana = self.name(surname, sex, birth.year)
         m = Member(name, kana, sex, birth, dates.to_day(birth))
@@ -349,7 +355,8 @@ class Population:
             members = self.employee_household(surname, muni, scenario)
         return members, muni, addr, postcode
 
-    def employee_household(self, surname, muni, scenario) -> list[Member]:
+    def employee_household(self, surname: tuple[str, str], muni: ins.Municipality,
+                           scenario: str | None) -> list[Member]:
         rng = self.rng
         age = self.ri(22, 70) if scenario is None else 40
         if scenario is None and rng.random() < 0.03:
@@ -358,11 +365,12 @@ class Population:
         head = self.member(surname, sex, age)
         members = [head]
         if age >= 25 and (rng.random() < 0.4 or scenario is not None):
-            members.append(self.member(surname, 3 - sex, max(20, age + self.ri(-5, 6))))
+            members.append(self.member(surname, _other_sex(sex), max(20, age + self.ri(-5, 6))))
         if 25 <= age <= 60:
             kids = self.pick((0, 0, 0, 0, 1, 1, 2, 2, 3)) if scenario is None else 2
             for _ in range(kids):
-                members.append(self.member(surname, self.pick((1, 2)), self.ri(0, min(23, age - 21))))
+                members.append(self.member(surname, self.pick((pb.SEX_MALE, pb.SEX_FEMALE)),
+                                           self.ri(0, min(23, age - 21))))
         # The insured's periods of employment, newest first, then in date order.
         periods = self.career(head, self.employer(muni), muni, force_change=scenario == "job_change")
         for i, m in enumerate(members):
@@ -409,7 +417,7 @@ class Population:
         if employer.scheme == ins.KYOKAI and rng.random() < 0.002:
             kind = pb.CARD_KIND_DAY_LABOURER
         sym, num = self.household_number(employer)
-        periods = [Entry(employer, sym, num, "00", INSURED, start, NEVER, 0, kind)]
+        periods = [Entry(employer, sym, num, "00", INSURED, start, NEVER, NOT_LOST, kind)]
         changes = 0
         while changes < 2 and (rng.random() < 0.3 or (force_change and changes == 0)):
             nxt = periods[0]
@@ -436,17 +444,19 @@ class Population:
             self.counts["job_changes"] += 1
         return periods
 
-    def nhi_household(self, surname, muni, scenario) -> list[Member]:
+    def nhi_household(self, surname: tuple[str, str], muni: ins.Municipality,
+                      scenario: str | None) -> list[Member]:
         rng = self.rng
         age = self.pick((self.ri(20, 65), self.ri(60, 75))) if scenario is None else 50
         sex = pb.SEX_MALE if rng.random() < 0.6 else pb.SEX_FEMALE
         head = self.member(surname, sex, age)
         members = [head]
         if rng.random() < 0.5:
-            members.append(self.member(surname, 3 - sex, max(20, age + self.ri(-5, 6))))
+            members.append(self.member(surname, _other_sex(sex), max(20, age + self.ri(-5, 6))))
         if 25 <= age <= 55 and rng.random() < 0.5:
             for _ in range(self.pick((1, 1, 2, 3))):
-                members.append(self.member(surname, self.pick((1, 2)), self.ri(0, min(20, age - 21))))
+                members.append(self.member(surname, self.pick((pb.SEX_MALE, pb.SEX_FEMALE)),
+                                           self.ri(0, min(20, age - 21))))
         insurer = muni.nhi if rng.random() < 0.9 else self.pick(self.nhi_unions)
         sym, num = self.household_number(insurer)
         start = max(head.birth_day + 1, R - self.ri(1, 20 * 365))
@@ -459,7 +469,7 @@ class Population:
         elif r < 0.012:
             kind = pb.CARD_KIND_ELIGIBILITY_CERTIFICATE
         for i, m in enumerate(members):
-            m.entries.append(Entry(insurer, sym, num, f"{i:02d}", INSURED, max(start, m.birth_day), NEVER, 0,
+            m.entries.append(Entry(insurer, sym, num, f"{i:02d}", INSURED, max(start, m.birth_day), NEVER, NOT_LOST,
                                    pb.CARD_KIND_STUDENT_SPECIAL if i and age_on(m.birth, R) in (19, 20, 21)
                                    and rng.random() < 0.2 else kind))
         for m in members:
@@ -476,14 +486,15 @@ class Population:
                 self.die(m, R - self.ri(1, 1500))
         return members
 
-    def elderly_household(self, surname, muni, scenario) -> list[Member]:
+    def elderly_household(self, surname: tuple[str, str], muni: ins.Municipality,
+                          scenario: str | None) -> list[Member]:
         rng = self.rng
         age = min(104, 75 + int(rng.expovariate(1 / 8))) if scenario is None else 80
         sex = pb.SEX_MALE if rng.random() < 0.45 else pb.SEX_FEMALE
         head = self.member(surname, sex, age)
         members = [head]
         if rng.random() < 0.45:
-            members.append(self.member(surname, 3 - sex, max(66, age + self.ri(-6, 4))))
+            members.append(self.member(surname, _other_sex(sex), max(66, age + self.ri(-6, 4))))
         for m in members:
             dual = scenario == "dual" if scenario else rng.random() < 0.01
             b75 = m.b75
@@ -493,12 +504,12 @@ class Population:
                 plan = self.seamen[0] if rng.random() < 0.3 else self.pick(self.mutual)
                 sym, num = self.household_number(plan)
                 kind = pb.CARD_KIND_SEAMEN if plan.scheme == ins.SEAMEN else pb.CARD_KIND_EMPLOYEE
-                m.entries.append(Entry(plan, sym, num, "00", INSURED, b65 - self.ri(1, 3000), NEVER, 0,
+                m.entries.append(Entry(plan, sym, num, "00", INSURED, b65 - self.ri(1, 3000), NEVER, NOT_LOST,
                                        kind, dual=True))
                 m.tags.add("dual")
             else:
                 sym, num = self.household_number(muni.nhi)
-                m.entries.append(Entry(muni.nhi, sym, num, "00", INSURED, b65 - self.ri(0, 2000), NEVER, 0,
+                m.entries.append(Entry(muni.nhi, sym, num, "00", INSURED, b65 - self.ri(0, 2000), NEVER, NOT_LOST,
                                        pb.CARD_KIND_NATIONAL_HEALTH))
             if b75 > HORIZON_DAY:
                 continue
@@ -512,7 +523,7 @@ class Population:
             return
         sym, num = self.household_number(muni.nhi)
         for i, m in enumerate(members):
-            m.entries.append(Entry(muni.nhi, sym, num, f"{i:02d}", INSURED, day, NEVER, 0,
+            m.entries.append(Entry(muni.nhi, sym, num, f"{i:02d}", INSURED, day, NEVER, NOT_LOST,
                                    pb.CARD_KIND_NATIONAL_HEALTH))
 
     def move_at_75(self, m: Member, muni: ins.Municipality) -> None:
@@ -529,7 +540,7 @@ class Population:
         # A plan begun after 75 (an older spouse drawn as a dependent) never happened.
         m.entries = [e for e in m.entries if e.dual or e.acq < b75]
         sym, num = self.household_number(muni.late_elderly)
-        m.entries.append(Entry(muni.late_elderly, sym, num, "", INSURED, b75, NEVER, 0,
+        m.entries.append(Entry(muni.late_elderly, sym, num, "", INSURED, b75, NEVER, NOT_LOST,
                                pb.CARD_KIND_LATE_ELDERLY))
         self.counts["late_elderly_moves"] += 1
         if any(e.dual and e.loss == NEVER for e in m.entries):
@@ -661,7 +672,11 @@ class Population:
 FIXED_SCENARIOS = ("employee", "job_change", "elderly", "dual", "death", "nhi", "assistance", "dual")
 
 
-def cut(m: Member, day: int, reason: int) -> bool:
+def _other_sex(sex: pb.Sex) -> pb.Sex:
+    return pb.SEX_FEMALE if sex == pb.SEX_MALE else pb.SEX_MALE
+
+
+def cut(m: Member, day: int, reason: pb.LossReason) -> bool:
     """Everything still open on `day` is lost on `day` for `reason`; plans acquired
     on or after it never happened. Returns whether anything was lost."""
     changed = False
@@ -704,9 +719,9 @@ class Samples:
     NUMBER_KINDS = ("valid_insured", "dependent", "lost_newer_exists", "late_elderly", "public_assistance",
                     "dual_enrolled_plan")
 
-    def __init__(self):
-        self.cards: dict[str, dict] = {}
-        self.numbers: dict[str, dict] = {}
+    def __init__(self) -> None:
+        self.cards: dict[str, dict[str, str]] = {}
+        self.numbers: dict[str, dict[str, str]] = {}
 
     def full(self) -> bool:
         return len(self.cards) == len(self.CARD_KINDS) and len(self.numbers) == len(self.NUMBER_KINDS)
@@ -751,7 +766,7 @@ class Samples:
                                       "branch": e.branch, "birth_date": m.birth.isoformat(),
                                       "expect": expected_by_number(es, e, R), "insurer_name": e.insurer.name}
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, list[dict[str, str]]]:
         cards = [{"kind": k, **self.cards[k]} for k in self.CARD_KINDS if k in self.cards]
         cards.append({"kind": "unknown_card", "card_serial": UNKNOWN_CARD, "expect": "VALIDITY_NO_RECORD"})
         numbers = [{"kind": k, **self.numbers[k]} for k in self.NUMBER_KINDS if k in self.numbers]
@@ -764,7 +779,8 @@ UNKNOWN_CARD = "A5" * 18
 
 # --- driving the writer -----------------------------------------------------------------
 
-def persons_stream(pop: Population, persons: int, samples: Samples, summary: Summary, progress=None):
+def persons_stream(pop: Population, persons: int, samples: Samples, summary: Summary,
+                   progress: ProgressBar | None = None) -> Iterator[PersonRow]:
     """(link_id, Person, [Qualification], serial key | None) in link-ID order."""
     rng = pop.rng
     link_id = 0
@@ -807,7 +823,7 @@ def persons_stream(pop: Population, persons: int, samples: Samples, summary: Sum
 
 
 class ProgressBar:
-    def __init__(self, total: int, stream=None):
+    def __init__(self, total: int, stream: TextIO | None = None):
         self.total = total
         self.stream = stream or sys.stderr
         self.started = time.perf_counter()
@@ -839,13 +855,13 @@ def resident_id(link_id: int) -> str:
     return f"{link_id:011d}"
 
 
-def with_residents(writer: Writer, stream, chunk: int = 100_000):
+def with_residents(writer: Writer, stream: Iterable[PersonRow], chunk: int = 100_000) -> Iterator[PersonRow]:
     """Pass persons through to Writer.bulk_load while registering each one in the
     resident registry (the J-LIS stand-in), so insurers' updates for generated
     people match their registry record instead of being quarantined as unknown.
     Resident IDs follow link IDs, so each chunk appends in key order."""
-    from onshi.core.enrollment import bulk_load_residents
-    from onshi.v1 import enrollment_pb2
+    from ..v1 import enrollment_pb2
+    from .enrollment import bulk_load_residents
 
     pending = []
     for link_id, person, quals, serial_key in stream:
@@ -860,8 +876,8 @@ def with_residents(writer: Writer, stream, chunk: int = 100_000):
     bulk_load_residents(writer, pending)
 
 
-def generate(out: str | os.PathLike, persons: int, seed: int = 1, progress: bool = False,
-             spill_rows: int | None = None) -> dict:
+def generate(out: str | os.PathLike[str], persons: int, seed: int = 1, progress: bool = False,
+             spill_rows: int | None = None) -> dict[str, Any]:
     """Generate `persons` persons into an empty store at `out`; returns the summary
     (also written to out/gen.json). `spill_rows` overrides how many index rows the
     writer sorts in memory before spilling sorted runs to disk."""
@@ -912,7 +928,7 @@ def generate(out: str | os.PathLike, persons: int, seed: int = 1, progress: bool
     return result
 
 
-def examples(info: dict) -> str:
+def examples(info: dict[str, Any]) -> str:
     """How to query a generated store, from its gen.json."""
     lines = [f"Try (answers as of {info.get('as_of', '?')} or later):"]
     for c in info.get("samples", {}).get("cards", []):
@@ -924,40 +940,3 @@ def examples(info: dict) -> str:
 
 
 # --- CLI ---------------------------------------------------------------------------------
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("gen", help="generate a deterministic synthetic population into a store",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--persons", type=int, default=100_000, help="number of persons (default 100000)")
-    p.add_argument("--out", required=True, help="store directory (must not hold a store yet)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a tty")
-    p.add_argument("--show", action="store_true", help="only print how to query the store at --out (from gen.json)")
-    p.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    if args.show:
-        try:
-            with open(os.path.join(args.out, "gen.json")) as f:
-                print(examples(json.load(f)))
-        except (OSError, ValueError) as exc:
-            print(f"onshi gen: no gen.json in {args.out}: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    if args.persons < 1:
-        print("onshi gen: --persons must be at least 1", file=sys.stderr)
-        return 2
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        print(f"onshi gen: {args.out} is not a directory", file=sys.stderr)
-        return 2
-    if os.path.exists(os.path.join(args.out, "data.mdb")):
-        print(f"onshi gen: {args.out} already holds a store; choose an empty directory", file=sys.stderr)
-        return 2
-    info = generate(args.out, args.persons, args.seed, progress=args.progress or sys.stderr.isatty())
-    print(f"persons {info['persons']:,}  qualifications {info['qualifications']:,}  cards linked "
-          f"{info['cards_linked']:,}  insurers {info['insurers']:,}")
-    print(f"bytes on disk {info['bytes']:,} ({info['bytes_per_person']:,} per person)  "
-          f"{info['seconds']:,} s  {info['persons_per_second']:,} persons/s")
-    print(examples(info))
-    return 0

@@ -26,12 +26,13 @@ holding d, or for a qualification lost by d the view of its last covered day.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from onshi.core import dated as dated_parts
-from onshi.core import dates, identifiers, twins
-from onshi.v1 import eligibility_pb2, qualification_pb2
+from ..v1 import eligibility_pb2, qualification_pb2
+from . import dated as dated_parts
+from . import dates, identifiers, twins
 
 VERSION = 2
 HEADER = struct.Struct("<HHi")
@@ -100,7 +101,7 @@ def qualification_number_key(q: qualification_pb2.Qualification) -> bytes:
 # only the qualification it changes. `compile_history_reference` and
 # `decode_reference` build and read records the obvious way; tests hold the two
 # ways to the same bytes and messages. The byte work has a native twin
-# (onshi.ext._apply) with the same interface as the pure functions below.
+# (onshi.ext._record) with the same interface as the pure functions below.
 
 
 class View(NamedTuple):
@@ -206,10 +207,18 @@ def join_record_pure(birth_day: int, entries: list[tuple[int, int, int, int, int
     return b"".join(head) + b"".join(payloads)
 
 
-def codec(kind: str | None = None) -> tuple:
+# (acquisition day, loss day, number hash, view first day, view end day, person field, body)
+RecordEntry = tuple[int, int, int, int, int, bytes, bytes]
+Codec = tuple[Callable[[bytes], tuple[int, list[RecordEntry]]],  # split_record
+              Callable[[bytes], tuple[str, str, str, str]],  # number_fields
+              Callable[[int, list[RecordEntry]], bytes],  # join_record
+              Callable[[bytes], int]]  # number_hash
+
+
+def codec(kind: str | None = None) -> Codec:
     """(split_record, number_fields, join_record, number_hash): the native twins
-    (onshi.ext._apply) or the pure ones above, as `kind` or ONSHI_ENGINE says (twins.load)."""
-    native = twins.load("_apply", kind)
+    (onshi.ext._record) or the pure ones above, as `kind` or ONSHI_ENGINE says (twins.load)."""
+    native = twins.load("_record", kind)
     if native is None:
         return split_record_pure, number_fields_pure, join_record_pure, identifiers.number_hash
     return native.split_record, native.number_fields, native.join_record, native.number_hash
@@ -226,7 +235,7 @@ def decode_rows(value: bytes) -> tuple[int, list[Row]]:
     last = None
     for acq, loss, nhash, first, end, person, body in entries:
         if last is not None and last.acquisition_day == acq and last.loss_day == loss and last.number_hash == nhash:
-            last = rows[-1] = last._replace(views=last.views + (View(first, end, body),))
+            last = rows[-1] = last._replace(views=(*last.views, View(first, end, body)))
             continue
         last = Row(acq, loss, nhash, known(body) or _body_key(body), person, (View(first, end, body),))
         rows.append(last)
@@ -284,8 +293,9 @@ def encode_row(q: dated_parts.Dated | qualification_pb2.Qualification, person: b
     """The Row of a qualification (a Qualification as registered, or its Dated
     account) with its own person (serialized, deterministic); `number_key`, if
     the caller has it, must be the qualification's (the writer knows it)."""
-    plain = _plain_body(q) if isinstance(q, qualification_pb2.Qualification) else None
-    if plain is not None:  # most qualifications: no dated part, one view, one serialization
+    views: tuple[View, ...]
+    # Most qualifications have no dated part: one view, one serialization.
+    if isinstance(q, qualification_pb2.Qualification) and (plain := _plain_body(q)) is not None:
         acq = dates.proto_day(q.acquisition_date)
         loss = dates.proto_day(q.loss_date) if q.HasField("loss_date") else dates.NEVER
         key = qualification_number_key(q) if number_key is None else number_key
@@ -355,7 +365,7 @@ def compile_history_reference(persons: list[qualification_pb2.Person],
         raise ValueError(f"at most {MAX_QUALIFICATIONS} qualifications per person")
     rows = []
     keys = []
-    for person, q in zip(persons, qualifications):
+    for person, q in zip(persons, qualifications, strict=True):
         key = qualification_number_key(q)
         d = dated_parts.of_qualification(q)
         acq, loss = d.acquisition_day, d.loss_day
@@ -420,7 +430,7 @@ def qualifications_reference(value: bytes | memoryview) -> list[tuple[qualificat
     return out
 
 
-def response(validity: int, payloads: list[bytes] = ()) -> bytes:
+def response(validity: int, payloads: Iterable[bytes] = ()) -> bytes:
     return b"\x08" + bytes((validity,)) + b"".join(payloads)
 
 

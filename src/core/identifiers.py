@@ -18,7 +18,7 @@ SERIAL_KEY_LEN = 20
 MAX_SYMBOL = 20
 MAX_NUMBER = 20
 
-_HEX = re.compile(r"[0-9A-Fa-f]{1,%d}" % MAX_SERIAL_HEX)
+_HEX = re.compile(rf"[0-9A-Fa-f]{{1,{MAX_SERIAL_HEX}}}")
 _DIGITS = re.compile(r"[0-9]+")
 
 

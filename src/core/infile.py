@@ -16,22 +16,26 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
+from typing import IO, TypeVar
 
 MAX_LINE_BYTES = 1 << 20  # one line of an input file; claims and updates are a few hundred bytes
+
+
+_Record = TypeVar("_Record")
 
 
 class InputError(ValueError):
     """A file that cannot be read or written as the tool needs; str() is the line to print."""
 
 
-def open_input(path: str):
+def open_input(path: str) -> IO[bytes]:
     """A binary stream of `path` ('-' is stdin); InputError for what cannot be opened.
     A FIFO or a device given on the command line is read (a pipe is a fine input);
     the line bound ends what never ends."""
     if path == "-":
         return sys.stdin.buffer
     try:
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        return open(path, "rb")
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
 
@@ -41,7 +45,7 @@ class TextLines:
     dropped), each at most `max_line` bytes. `line` is the number of the last
     line read, `position` the bytes read so far (for a progress bar)."""
 
-    def __init__(self, stream, name: str, max_line: int = MAX_LINE_BYTES):
+    def __init__(self, stream: IO[bytes], name: str, max_line: int = MAX_LINE_BYTES) -> None:
         self.stream = stream
         self.name = name
         self.max_line = max_line
@@ -70,7 +74,7 @@ class TextLines:
                                  f"at byte {exc.start + 1} of the line)") from None
 
 
-def csv_records(reader, lines: TextLines) -> Iterator:
+def csv_records(reader: Iterator[_Record], lines: TextLines) -> Iterator[_Record]:
     """The records of a csv reader over `lines`; csv's own errors (a field over
     csv.field_size_limit(), a quote left open at the end) as InputError naming
     the line read last."""
@@ -84,7 +88,7 @@ def csv_records(reader, lines: TextLines) -> Iterator:
         yield record
 
 
-def csv_header(reader, lines: TextLines) -> list[str]:
+def csv_header(reader: csv.DictReader[str], lines: TextLines) -> list[str]:
     """A csv.DictReader's field names (reading the first record), errors as in csv_records."""
     try:
         return list(reader.fieldnames or ())
@@ -98,7 +102,7 @@ class Output:
     no half file that looks whole. '-' is stdout; an existing FIFO or device
     (/dev/null) is written directly."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         self.path = path
         self.tmp: str | None = None
         if path == "-":

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from onshi.core.identifiers import with_check_digit
+from .identifiers import with_check_digit
 
 # (code, name, population in 10,000s (2020 census, rounded), first postcode digits)
 PREFECTURES = (
@@ -88,8 +88,8 @@ class Municipality:
     name: str          # e.g. 高松市
     postcode_head: str  # 3 digits
     towns: tuple[str, ...]
-    nhi: Insurer | None = None
-    late_elderly: Insurer | None = None
+    nhi: Insurer
+    late_elderly: Insurer
 
 
 @dataclass(slots=True)
@@ -114,7 +114,7 @@ def build_catalogue(rng: random.Random, municipalities: int = 760, unions: int =
     number (the 広域連合 of the prefecture issues one number per municipality)."""
     cat = Catalogue()
     total_pop = sum(p[2] for p in PREFECTURES)
-    for code, pref, pop, _ in PREFECTURES:
+    for code, pref, _pop, _ in PREFECTURES:
         cat.add(Insurer(with_check_digit(f"01{code:02d}001"), f"全国健康保険協会{pref}支部", KYOKAI, code, 0))
     cat.add(Insurer(with_check_digit("0213001"), "全国健康保険協会船員保険部", SEAMEN, 13, 0))
 
@@ -171,11 +171,12 @@ def build_catalogue(rng: random.Random, municipalities: int = 760, unions: int =
             if muni_code is None:
                 break
             towns = tuple(_place(rng) + rng.choice(_TOWN_TAIL) for _ in range(8))
-            muni = Municipality(code, muni_code, name, f"{post}{rng.randrange(10)}", towns)
-            muni.nhi = cat.add(Insurer(with_check_digit(f"{code:02d}{muni_code}"), name, NHI, code,
-                                       rng.randrange(4)))
-            muni.late_elderly = cat.add(Insurer(with_check_digit(f"39{code:02d}{muni_code}"),
-                                                f"{pref}後期高齢者医療広域連合", LATE_ELDERLY, code, 0))
+            muni = Municipality(code, muni_code, name, f"{post}{rng.randrange(10)}", towns,
+                                nhi=cat.add(Insurer(with_check_digit(f"{code:02d}{muni_code}"), name, NHI, code,
+                                                    rng.randrange(4))),
+                                late_elderly=cat.add(Insurer(with_check_digit(f"39{code:02d}{muni_code}"),
+                                                             f"{pref}後期高齢者医療広域連合", LATE_ELDERLY,
+                                                             code, 0)))
             cat.municipalities.append(muni)
     numbers = [i.number for i in cat.insurers]
     assert len(set(numbers)) == len(numbers), "insurer numbers must be unique"

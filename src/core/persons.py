@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import struct
 
-from onshi.core import dates
-from onshi.v1 import qualification_pb2 as qpb
+from ..v1 import qualification_pb2 as qpb
+from . import dates
 
 MIN_DAY = -(2**31)
 _ENTRY = struct.Struct("<iI")
@@ -60,8 +60,8 @@ def add(timeline: Timeline, first_day: int, person: bytes) -> Timeline:
         return timeline
     last_first = timeline[-1][0]
     if first_day <= last_first:
-        return timeline[:-1] + [(last_first, person)]
-    return timeline + [(first_day, person)]
+        return [*timeline[:-1], (last_first, person)]
+    return [*timeline, (first_day, person)]
 
 
 def current(timeline: Timeline) -> bytes | None:

@@ -31,19 +31,21 @@ from its renewal.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
 from dataclasses import dataclass
+from typing import TypedDict
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-ROLES = ("facility", "insurer", "review", "operator")
+from .callers import ROLES
+
 URN_PREFIX = "urn:onshi:"
 CERT_URN = URN_PREFIX + "cert:"  # + the certificate's serial, lowercase hex
 
@@ -88,7 +90,19 @@ class Issued:
     key: rsa.RSAPrivateKey
 
 
-def _now() -> dt.datetime:
+class Client(TypedDict):
+    role: str
+    codes: list[str]  # facility codes or insurer numbers
+
+
+class Manifest(TypedDict):
+    """What init() wrote (manifest.json)."""
+    cards: dict[str, dict[str, str]]  # card name -> serial, not_before, not_after, state
+    clients: dict[str, Client]  # certificate stem -> its caller
+    created: str
+
+
+def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
@@ -108,7 +122,7 @@ def make_ca(common_name: str, org: str = "onshi test", *, key: rsa.RSAPrivateKey
             days: int = 3650) -> Issued:
     key = key or new_rsa_key()
     name = _name(common_name, org=org)
-    now = _now()
+    now = now_utc()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name)
@@ -154,7 +168,7 @@ def issue_client(ca: Issued, role: str, codes: tuple[str, ...] = (), *, days: in
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
     key = new_rsa_key()
-    now = _now()
+    now = now_utc()
     serial = serial or x509.random_serial_number()
     uris = [x509.UniformResourceIdentifier(f"{URN_PREFIX}{role}:{c}") for c in codes]
     uris.append(x509.UniformResourceIdentifier(f"{URN_PREFIX}role:{role}"))
@@ -179,7 +193,7 @@ def issue_server(ca: Issued, hosts: tuple[str, ...] = ("localhost",), ips: tuple
     import ipaddress
 
     key = new_rsa_key()
-    now = _now()
+    now = now_utc()
     san = [x509.DNSName(h) for h in hosts] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     cert = (
         x509.CertificateBuilder()
@@ -202,15 +216,23 @@ def crl_serials(data: bytes, ca_certs: list[x509.Certificate], what: str = "a co
     try:
         crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
                else x509.load_der_x509_crl(data))
-        if not any(crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key()) for ca in ca_certs):
+        if not any(crl.issuer == ca.subject and _signed_by(crl, ca) for ca in ca_certs):
             raise ValueError(f"revocation list is not signed by {what}")
         return frozenset(r.serial_number for r in crl)
     except (x509.InvalidVersion, TypeError, UnsupportedAlgorithm) as exc:  # the parser's, not ValueErrors
         raise ValueError(f"not a revocation list ({exc})") from None
 
 
+def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    key = ca.public_key()
+    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey,
+                            ed448.Ed448PublicKey, dsa.DSAPublicKey)):
+        return False  # a key that cannot sign (X25519, X448, ML-KEM)
+    return crl.is_signature_valid(key)
+
+
 def make_crl(ca: Issued, revoked_serials: list[int], *, days: int = 7) -> x509.CertificateRevocationList:
-    now = _now()
+    now = now_utc()
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.cert.subject)
@@ -229,7 +251,7 @@ def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def key_pem(key) -> bytes:
+def key_pem(key: PrivateKeyTypes) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -241,7 +263,7 @@ def _write(path: str, data: bytes, private: bool = False) -> None:
         f.write(data)
 
 
-def _save(out: str, stem: str, issued: Issued, der: bool = False) -> None:
+def save_issued(out: str, stem: str, issued: Issued, der: bool = False) -> None:
     _write(os.path.join(out, stem + ".pem"), pem(issued.cert))
     _write(os.path.join(out, stem + ".key.pem"), key_pem(issued.key), private=True)
     if der:
@@ -257,19 +279,21 @@ def load_issued(cert_path: str, key_path: str) -> Issued:
         cert = x509.load_pem_x509_certificate(f.read())
     with open(key_path, "rb") as f:
         key = serialization.load_pem_private_key(f.read(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{key_path}: not an RSA key")
     return Issued(cert, key)
 
 
-def init(out: str) -> dict:
+def init(out: str) -> Manifest:
     """Create the whole test PKI under `out`; returns the card index."""
-    now = _now()
+    now = now_utc()
     jpki = make_ca("JPKI test CA for user authentication", org="J-LIS test")
-    _save(os.path.join(out, "jpki"), "ca", jpki)
-    index = {}
+    save_issued(os.path.join(out, "jpki"), "ca", jpki)
+    index: dict[str, dict[str, str]] = {}
     revoked = []
     for name, (serial, nb, na, is_revoked) in CARDS.items():
         card = issue_card(jpki, serial, now + dt.timedelta(days=nb), now + dt.timedelta(days=na))
-        _save(os.path.join(out, "cards"), name, card, der=True)
+        save_issued(os.path.join(out, "cards"), name, card, der=True)
         if is_revoked:
             revoked.append(serial)
         state = "revoked" if is_revoked else ("expired" if na < 0 else "not-yet-valid" if nb > 0
@@ -282,30 +306,30 @@ def init(out: str) -> dict:
 
     # A rogue CA with the very same subject names: what a forger would make.
     rogue_jpki = make_ca("JPKI test CA for user authentication", org="J-LIS test")
-    _save(os.path.join(out, "rogue"), "jpki-ca", rogue_jpki)
+    save_issued(os.path.join(out, "rogue"), "jpki-ca", rogue_jpki)
     name, serial = FORGED_CARD
     forged = issue_card(rogue_jpki, serial, now - dt.timedelta(days=365), now + dt.timedelta(days=365 * 4))
-    _save(os.path.join(out, "cards"), name, forged, der=True)
+    save_issued(os.path.join(out, "cards"), name, forged, der=True)
     index[name] = {"serial": format(serial, "X"), "state": "forged"}
 
     onshi = make_ca("onshi test CA")
-    _save(os.path.join(out, "onshi"), "ca", onshi)
-    _save(os.path.join(out, "onshi"), "server", issue_server(onshi))
-    clients = {}
+    save_issued(os.path.join(out, "onshi"), "ca", onshi)
+    save_issued(os.path.join(out, "onshi"), "server", issue_server(onshi))
+    clients: dict[str, Client] = {}
     for code in FACILITY_CODES:
-        _save(os.path.join(out, "onshi"), client_stem("facility", code), issue_client(onshi, "facility", (code,)))
+        save_issued(os.path.join(out, "onshi"), client_stem("facility", code), issue_client(onshi, "facility", (code,)))
         clients[client_stem("facility", code)] = {"role": "facility", "codes": [code]}
     for stem, numbers in INSURERS.items():
-        _save(os.path.join(out, "onshi"), stem, issue_client(onshi, "insurer", numbers))
+        save_issued(os.path.join(out, "onshi"), stem, issue_client(onshi, "insurer", numbers))
         clients[stem] = {"role": "insurer", "codes": list(numbers)}
     for role in ("review", "operator"):
-        _save(os.path.join(out, "onshi"), role, issue_client(onshi, role))
+        save_issued(os.path.join(out, "onshi"), role, issue_client(onshi, role))
         clients[role] = {"role": role, "codes": []}
     write_crl(os.path.join(out, CALLER_CRL), make_crl(onshi, [], days=365))
 
     rogue = make_ca("onshi test CA")  # same name, other key
-    _save(os.path.join(out, "rogue"), "ca", rogue)
-    _save(os.path.join(out, "rogue"), client_stem("facility", FACILITY_CODES[0]),
+    save_issued(os.path.join(out, "rogue"), "ca", rogue)
+    save_issued(os.path.join(out, "rogue"), client_stem("facility", FACILITY_CODES[0]),
           issue_client(rogue, "facility", (FACILITY_CODES[0],)))
 
     relay = ed25519.Ed25519PrivateKey.generate()
@@ -313,30 +337,14 @@ def init(out: str) -> dict:
     _write(os.path.join(out, "relay", "signing.pub.pem"), relay.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
-    manifest = {"cards": index, "clients": clients, "created": now.isoformat()}
+    manifest: Manifest = {"cards": index, "clients": clients, "created": now.isoformat()}
     _write(os.path.join(out, "cards", "index.json"), json.dumps(index, indent=2).encode())
     _write(os.path.join(out, "manifest.json"), json.dumps(manifest, indent=2).encode())
     return manifest
 
 
-def _cmd_init(args: argparse.Namespace) -> int:
-    if os.path.exists(os.path.join(args.out, "manifest.json")) and not args.force:
-        print(f"{args.out} already holds a test PKI (use --force to replace it)")
-        return 1
-    manifest = init(args.out)
-    print(f"test PKI written to {args.out}: {len(manifest['cards'])} cards, "
-          f"{len(manifest['clients'])} client certificates (TEST ONLY: never use in production)")
-    return 0
 
 
-def _cmd_card(args: argparse.Namespace) -> int:
-    """Issue one more card certificate for a serial already linked in a store."""
-    jpki = load_issued(os.path.join(args.pki, "jpki", "ca.pem"), os.path.join(args.pki, "jpki", "ca.key.pem"))
-    now = _now()
-    serial = int(args.serial, 16)
-    card = issue_card(jpki, serial, now - dt.timedelta(days=1), now + dt.timedelta(days=args.days))
-    _save(os.path.join(args.pki, "cards"), args.name or f"serial-{serial:X}", card, der=True)
-    return 0
 
 
 def write_crl(path: str, crl: x509.CertificateRevocationList) -> None:
@@ -359,54 +367,3 @@ def revoke_callers(pki_dir: str, serials: list[int], crl_path: str | None = None
     revoked = kept | frozenset(serials)
     write_crl(path, make_crl(ca, sorted(revoked), days=365))
     return revoked
-
-
-def _cmd_revoke(args: argparse.Namespace) -> int:
-    """Revoke caller certificates (facility, insurer, review body, operator)."""
-    serials = []
-    for path in args.cert or ():
-        try:
-            with open(path, "rb") as f:
-                serials.append(x509.load_pem_x509_certificate(f.read()).serial_number)
-        except (OSError, ValueError) as exc:
-            print(f"onshi pki revoke: {path}: not a readable PEM certificate ({exc})")
-            return 2
-    for text in args.serial or ():
-        try:
-            serials.append(int(text, 16))
-        except ValueError:
-            print(f"onshi pki revoke: --serial {text}: not a hexadecimal serial")
-            return 2
-    if not serials:
-        print("onshi pki revoke: name a certificate (--cert PEM) or a serial (--serial HEX)")
-        return 2
-    path = args.crl or os.path.join(args.pki, CALLER_CRL)
-    try:
-        revoked = revoke_callers(args.pki, serials, path)
-    except (OSError, ValueError) as exc:
-        print(f"onshi pki revoke: {exc}")
-        return 2
-    print(f"revoked {', '.join(format(s, 'x') for s in serials)}; {path} now lists {len(revoked)} "
-          "caller certificates (servers given it as --caller-crl reload it within a second, or on SIGHUP)")
-    return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("pki", help="test PKI: JPKI card certificates, onshi CA, client certificates")
-    sub = p.add_subparsers(dest="pki_command", required=True)
-    i = sub.add_parser("init", help="create a test JPKI CA, cards, onshi CA, server and client certificates")
-    i.add_argument("--out", required=True, help="directory to write (layout in docs/TRUST.md)")
-    i.add_argument("--force", action="store_true", help="replace an existing test PKI")
-    i.set_defaults(func=_cmd_init)
-    c = sub.add_parser("card", help="issue a card certificate for a given serial (hex)")
-    c.add_argument("--pki", required=True)
-    c.add_argument("--serial", required=True)
-    c.add_argument("--name")
-    c.add_argument("--days", type=int, default=365 * 5)
-    c.set_defaults(func=_cmd_card)
-    r = sub.add_parser("revoke", help="revoke caller certificates: add them to the onshi CA's CRL and write it")
-    r.add_argument("--pki", required=True, help="the PKI directory holding onshi/ca.pem and ca.key.pem")
-    r.add_argument("--cert", action="append", help="a caller certificate (PEM) to revoke; repeatable")
-    r.add_argument("--serial", action="append", help="a certificate serial (hex) to revoke; repeatable")
-    r.add_argument("--crl", help=f"the CRL file to update (default: PKI/{CALLER_CRL})")
-    r.set_defaults(func=_cmd_revoke)

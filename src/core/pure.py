@@ -7,20 +7,23 @@ from __future__ import annotations
 import os
 import threading
 import time
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Literal, overload
 
 import lmdb
 
-from onshi.core import history, identifiers
-from onshi.core.store import link_key, open_env
+from . import history, identifiers
+from .store import link_key, open_env
 
 _NO_RECORD = history.response(history.NO_RECORD)
 
 
 class PureEngine:
     kind = "pure"
+    _owns_env = True  # False when over_env: close() leaves the environment to its owner
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike[str]):
         self.env = open_env(path, readonly=True)
         self._init_txn_count()
         # Opened outside any transaction: py-lmdb 3.0 handles opened inside a
@@ -30,9 +33,9 @@ class PureEngine:
         self._history = self.env.open_db(b"history", create=False)
 
     @classmethod
-    def over_env(cls, env) -> "PureEngine":
+    def over_env(cls, env: lmdb.Environment) -> PureEngine:
         """A pure engine reading through an environment already open in this
-        process (the writer's, in the secondary process): py-lmdb refuses to open
+        process (the writer process's): py-lmdb refuses to open
         one path twice. close() then leaves the environment to its owner."""
         self = cls.__new__(cls)
         self.env = env
@@ -44,21 +47,25 @@ class PureEngine:
         return self
 
     def close(self) -> None:
-        if getattr(self, "_owns_env", True):
+        if self._owns_env:
             self.env.close()
 
     def _init_txn_count(self) -> None:
         self._lock = threading.Lock()
         self._live = 0  # read transactions open in this engine
 
+    @overload
+    def _read(self) -> AbstractContextManager[lmdb.Transaction[memoryview]]: ...
+    @overload
+    def _read(self, buffers: Literal[False]) -> AbstractContextManager[lmdb.Transaction[bytes]]: ...
     @contextmanager
-    def _read(self, buffers: bool = True):
+    def _read(self, buffers: bool = True) -> Iterator[lmdb.Transaction[Any]]:
         """A read transaction. When the writer has grown the map (MDB_MAP_RESIZED),
         adopt the new size, which LMDB allows only with no transaction live here."""
         while True:
             with self._lock:
                 try:
-                    txn = self.env.begin(buffers=buffers)
+                    txn = self.env.begin(buffers=True) if buffers else self.env.begin()
                 except lmdb.MapResizedError:
                     if self._live == 0:
                         self.env.set_mapsize(0)
@@ -111,7 +118,7 @@ class PureEngine:
         with self._read(buffers=False) as txn:
             return txn.get(link_key(link_id), db=self._history)
 
-    def _by_card(self, txn, serial_key, day):
+    def _by_card(self, txn: lmdb.Transaction[bytes | memoryview], serial_key: bytes, day: int) -> bytes:
         link = txn.get(serial_key, db=self._card)
         value = txn.get(link, db=self._history) if link is not None else None
         if value is None:
@@ -120,7 +127,8 @@ class PureEngine:
         validity, chosen = history.choose_by_card(entries, day)
         return history.response(validity, [entries[i].payload for i in chosen])
 
-    def _by_number(self, txn, number_key, birth_day, day):
+    def _by_number(self, txn: lmdb.Transaction[bytes | memoryview], number_key: bytes, birth_day: int,
+                   day: int) -> bytes:
         link = txn.get(number_key, db=self._number)
         value = txn.get(link, db=self._history) if link is not None else None
         if value is None:

@@ -33,9 +33,13 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from onshi.core import address, dates, kana, kanji
-from onshi.v1 import enrollment_pb2, qualification_pb2
+from ..v1 import enrollment_pb2, qualification_pb2
+from . import address, dates, kana, kanji
+
+if TYPE_CHECKING:
+    from .writer import WriteTxn
 
 Resident = enrollment_pb2.Resident
 Reason = enrollment_pb2.QuarantineReason
@@ -58,16 +62,16 @@ _RULES = {
 class Field:
     """How one text field of the basic information is compared."""
     name: str                                     # as in a LooseMatch: "person.name"
-    reason: int                                   # QuarantineReason when it differs
+    reason: Reason                                # when it differs
     notation: Callable[[str], str]
-    steps: tuple[tuple[int, Callable[[str], str]], ...]  # (MatchRule, fold), in order
+    steps: tuple[tuple[Rule, Callable[[str], str]], ...]  # (MatchRule, fold), in order
 
     def fold(self, text: str) -> str:
         for _, step in self.steps:
             text = step(text)
         return text
 
-    def compare(self, registered: str, written: str) -> tuple[int, ...] | None:
+    def compare(self, registered: str, written: str) -> tuple[Rule, ...] | None:
         """None when the texts differ, else the loose rules the match took
         (empty: equal as notation). Both texts already at notation level."""
         if registered == written:
@@ -77,7 +81,7 @@ class Field:
         return _rules_taken(self.steps, registered, written)
 
 
-def _rules_taken(steps, a: str, b: str) -> tuple[int, ...]:
+def _rules_taken(steps: tuple[tuple[Rule, Callable[[str], str]], ...], a: str, b: str) -> tuple[Rule, ...]:
     """The steps without which a and b would not match; if no single step is
     needed (two could each do it), the first that does it alone."""
     def folded(text: str, skip: int) -> str:
@@ -124,14 +128,14 @@ def normalize_address(text: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The registry match of one person against one record."""
-    reasons: tuple[int, ...]                         # QuarantineReason per differing field
-    loose: tuple[tuple[str, tuple[int, ...]], ...]   # (field, MatchRules) per loosely matched field
+    reasons: tuple[Reason, ...]                      # per differing field
+    loose: tuple[tuple[str, tuple[Rule, ...]], ...]  # (field, MatchRules) per loosely matched field
 
     def loose_matches(self) -> list[enrollment_pb2.LooseMatch]:
         return [enrollment_pb2.LooseMatch(field=f, rules=rules) for f, rules in self.loose]
 
 
-def mismatches(registered: Resident, person: qualification_pb2.Person) -> list[int]:
+def mismatches(registered: Resident, person: qualification_pb2.Person) -> list[Reason]:
     """QuarantineReason values for every field of `person` that differs from the record."""
     return list(_verdict(_matchable(registered), person).reasons)
 
@@ -140,7 +144,7 @@ def verdict(registered: Resident, person: qualification_pb2.Person) -> Verdict:
     return _verdict(_matchable(registered), person)
 
 
-def stored_mismatches(raw: bytes, person: qualification_pb2.Person, person_bytes: bytes | None = None) -> list[int]:
+def stored_mismatches(raw: bytes, person: qualification_pb2.Person, person_bytes: bytes | None = None) -> list[Reason]:
     """`mismatches` against a record as stored (serialized)."""
     return list(stored_verdict(raw, person, person_bytes).reasons)
 
@@ -163,11 +167,15 @@ def stored_verdict(raw: bytes, person: qualification_pb2.Person, person_bytes: b
     return found
 
 
+# (name, name at notation level), (kana, at notation level), (year, month, day), sex,
+# (address, at notation level)
+_Matchable = tuple[tuple[str, str], tuple[str, str], tuple[int, int, int], int, tuple[str, str]]
+
 _MAX_VERDICTS = 1 << 16
 _verdicts: dict[tuple[bytes, bytes], Verdict] = {}  # keyed by content, so never stale
 
 
-def _matchable(r: Resident) -> tuple:
+def _matchable(r: Resident) -> _Matchable:
     """The record's fields as registered and at notation level (most insurers
     write a field exactly as registered: then no normalisation is needed)."""
     return ((r.name, NAME.notation(r.name)), (r.name_kana, KANA.notation(r.name_kana)),
@@ -176,14 +184,14 @@ def _matchable(r: Resident) -> tuple:
 
 
 @functools.lru_cache(maxsize=1 << 16)  # keyed by the stored bytes, so never stale
-def _matchable_stored(raw: bytes) -> tuple:
+def _matchable_stored(raw: bytes) -> _Matchable:
     return _matchable(Resident.FromString(raw))
 
 
-def _verdict(record: tuple, person: qualification_pb2.Person) -> Verdict:
+def _verdict(record: _Matchable, person: qualification_pb2.Person) -> Verdict:
     name, kana_name, birth, sex, addr = record
-    reasons: list[int] = []
-    loose: list[tuple[str, tuple[int, ...]]] = []
+    reasons: list[Reason] = []
+    loose: list[tuple[str, tuple[Rule, ...]]] = []
     _compare(NAME, name, person.name, reasons, loose)
     _compare(KANA, kana_name, person.name_kana, reasons, loose)
     b = person.birth_date
@@ -195,7 +203,8 @@ def _verdict(record: tuple, person: qualification_pb2.Person) -> Verdict:
     return Verdict(tuple(reasons), tuple(loose))
 
 
-def _compare(field: Field, registered: tuple[str, str], written: str, reasons: list, loose: list) -> None:
+def _compare(field: Field, registered: tuple[str, str], written: str, reasons: list[Reason],
+             loose: list[tuple[str, tuple[Rule, ...]]]) -> None:
     raw, notation = registered
     if written == raw:  # as registered: nothing to normalise
         return
@@ -242,12 +251,12 @@ def resident_violations(resident: Resident, prefix: str = "residents") -> list[t
     return out + person_violations(as_person, prefix)
 
 
-def get(wtxn, resident_id: str) -> Resident | None:
+def get(wtxn: WriteTxn, resident_id: str) -> Resident | None:
     raw = wtxn.get("registry", resident_id.encode())
     return Resident.FromString(raw) if raw else None
 
 
-def put(wtxn, resident: Resident) -> None:
+def put(wtxn: WriteTxn, resident: Resident) -> None:
     """Store a record exactly as registered, keyed by its normalised resident ID."""
     record = Resident()
     record.CopyFrom(resident)

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from google.protobuf.message import DecodeError
-from onshi.core import pki
-from onshi.v1 import relay_pb2
+
+from ..v1 import relay_pb2
+from . import pki
 
 SIGNING_PREFIX = b"onshi/v1/relay-token\n"
 TOKEN_LIFETIME = 24 * 3600
@@ -40,7 +42,7 @@ MemberNumber = relay_pb2.MemberNumber
 class RelayTokenError(ValueError):
     """The token is refused; `reason` says why (bad signature, wrong recipient...)."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -49,7 +51,7 @@ class TokenSealer:
     """The relay's side: seal to a recipient's key and sign."""
 
     def __init__(self, signing_key: ed25519.Ed25519PrivateKey, recipient_keys: dict[str, rsa.RSAPublicKey],
-                 clock=time.time, lifetime: int = TOKEN_LIFETIME):
+                 clock: Callable[[], float] = time.time, lifetime: int = TOKEN_LIFETIME) -> None:
         self.signing_key = signing_key
         self.recipient_keys = recipient_keys
         self.clock = clock
@@ -123,7 +125,10 @@ def load_public_key(path: str) -> ed25519.Ed25519PublicKey:
 
 def load_private_key(path: str) -> rsa.RSAPrivateKey:
     with open(path, "rb") as f:
-        return serialization.load_pem_private_key(f.read(), password=None)
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{path}: not an RSA key")
+    return key
 
 
 def insurer_keys_from_certificates(paths: list[str]) -> dict[str, rsa.RSAPublicKey]:

@@ -88,7 +88,7 @@ def seq_of(key: bytes) -> int:
     return int.from_bytes(key, "big")
 
 
-def open_env(path: str | os.PathLike, *, readonly: bool, map_size: int = 1 << 30) -> lmdb.Environment:
+def open_env(path: str | os.PathLike[str], *, readonly: bool, map_size: int = 1 << 30) -> lmdb.Environment:
     path = os.fspath(path)
     if not readonly:
         os.makedirs(path, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Every native module is a measured hot spot of a pure-Python reference it is
 tested against: the lookup engine (_engine / onshi.core.pure), the history
-record codec (_apply / history.*_pure), the plain-claims pass (_claims /
+record codec (_record / history.*_pure), the plain-claims pass (_claims /
 claims.Verifier's rules), the card-proof steps (_cardproof / cardproof) and the
 access log's group commit (_auditlog / audit). One environment variable
 chooses for all of them, as py-lmdb's LMDB_FORCE_* choose its binding:
@@ -28,7 +28,7 @@ from types import ModuleType
 ENV = "ONSHI_ENGINE"
 NATIVE, PURE = "native", "pure"
 KINDS = (NATIVE, PURE)
-MODULES = ("_engine", "_apply", "_claims", "_cardproof", "_auditlog")  # src/ext/<name>.pyx
+MODULES = ("_engine", "_record", "_claims", "_cardproof", "_auditlog")  # src/ext/<name>.pyx
 
 
 def kind(requested: str | None = None) -> str:

@@ -26,11 +26,14 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from onshi.core import dates, history, persons
-from onshi.core.store import link_id_of, link_key
-from onshi.v1 import claims_pb2, qualification_pb2
+import lmdb
+
+from ..v1 import claims_pb2, qualification_pb2
+from . import dates, history, persons
+from .store import link_id_of, link_key
 
 _DAY_OFFSET = 1 << 31
 MAX_KANA_BYTES = 300  # keeps the key under LMDB's 511-byte limit
@@ -126,7 +129,8 @@ class Candidate:
     postcode: str
 
 
-def matching(txn, db, birth_day: int, sex: int, name_kana: str, addresses: list[str], postcode: str,
+def matching(txn: lmdb.Transaction[bytes | memoryview], db: lmdb._Database, birth_day: int, sex: int,
+             name_kana: str, addresses: list[str], postcode: str,
              first_day: int, last_day: int, limit: int | None = None) -> list[Candidate]:
     """Persons whose kana name, birth date and sex were theirs on some day of
     first_day..last_day, filtered by any of `addresses` (else the postcode)
@@ -158,7 +162,8 @@ def matching(txn, db, birth_day: int, sex: int, name_kana: str, addresses: list[
     return out[:limit] if limit is not None else out
 
 
-def candidates(txn, db, birth_day: int, declaration: claims_pb2.SelfDeclaration,
+def candidates(txn: lmdb.Transaction[bytes | memoryview], db: lmdb._Database, birth_day: int,
+               declaration: claims_pb2.SelfDeclaration,
                first_day: int, last_day: int) -> list[Candidate]:
     """Persons the declaration may name: `matching` with its addresses."""
     return matching(txn, db, birth_day, declaration.sex, declaration.name_kana,
@@ -204,7 +209,9 @@ def _covering(value: bytes, first_day: int, last_day: int) -> list[qualification
             and e.view_from <= last_day and first_day < e.view_until]
 
 
-def identify(txn, basic4_db, history_by_link, birth_day: int, declaration: claims_pb2.SelfDeclaration,
+def identify(txn: lmdb.Transaction[bytes | memoryview], basic4_db: lmdb._Database,
+             history_by_link: Callable[[int], bytes | None], birth_day: int,
+             declaration: claims_pb2.SelfDeclaration,
              first_day: int, last_day: int) -> tuple[int | None, bytes | None, str]:
     """(link ID, history) of the one person the declaration names, else
     (None, None, why)."""

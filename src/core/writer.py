@@ -13,13 +13,15 @@ import os
 import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import IO, Any, TypeVar
 
 import lmdb
 
-from onshi.core import dates, history, identifiers, persons, store, unknown
-from onshi.core.store import link_id_of, link_key, open_env
-from onshi.v1 import qualification_pb2
+from ..v1 import qualification_pb2
+from . import dates, history, identifiers, persons, store, unknown
+from .history import Row
+from .persons import Timeline
+from .store import link_id_of, link_key, open_env
 
 T = TypeVar("T")
 SPILL_ROWS = 16_000_000  # bulk_load rows held in memory per index (~2 GB of tuples); 10M persons never spill
@@ -41,7 +43,7 @@ class StoreFull(RuntimeError):
 
 
 class Writer:
-    def __init__(self, path: str | os.PathLike, *, map_size: int = 1 << 30, max_map_size: int = 1 << 40):
+    def __init__(self, path: str | os.PathLike[str], *, map_size: int = 1 << 30, max_map_size: int = 1 << 40):
         self.path = os.fspath(path)
         self.env = open_env(self.path, readonly=False, map_size=map_size)
         self.max_map_size = max_map_size
@@ -49,7 +51,7 @@ class Writer:
             # The lookup chain and the 不詳 index (onshi.core.unknown), kept by put_history and bulk_load.
             self.dbs = {name.decode(): self.env.open_db(name, txn=txn) for name in store.names("writer")}
 
-    def open_db(self, name: bytes, **kwargs) -> lmdb._Database:
+    def open_db(self, name: bytes, **kwargs: Any) -> lmdb._Database:
         """A further named database for a service built on the writer (one of
         store.DATABASES: enrollment's, the claims ledger; a test's own)."""
         db = self.env.open_db(name, **kwargs)
@@ -59,7 +61,7 @@ class Writer:
     def close(self) -> None:
         self.env.close()
 
-    def apply(self, change: Callable[["WriteTxn"], T]) -> T:
+    def apply(self, change: Callable[[WriteTxn], T]) -> T:
         """Run `change` in one write transaction, committed durably before returning.
 
         The map grows on demand: on MDB_MAP_FULL the transaction is aborted, the map
@@ -177,7 +179,7 @@ class _SortedRows:
         self.limit = max(1, limit)
         self.tmpdir = tmpdir
         self.rows: list[tuple[bytes, bytes]] = []
-        self.runs: list = []
+        self.runs: list[IO[bytes]] = []
 
     def add(self, row: tuple[bytes, bytes]) -> None:
         self.rows.append(row)
@@ -197,7 +199,7 @@ class _SortedRows:
         self.rows = []
 
     @staticmethod
-    def _read(run) -> Iterator[tuple[bytes, bytes]]:
+    def _read(run: IO[bytes]) -> Iterator[tuple[bytes, bytes]]:
         read, size, unpack = run.read, _RUN_ROW.size, _RUN_ROW.unpack
         while head := read(size):
             klen, vlen = unpack(head)
@@ -218,7 +220,8 @@ class _SortedRows:
 
 def _no_conflicts(numbers: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
     """Pass sorted (number key, link key) rows through; a key owned by two links raises."""
-    prev_key = prev_owner = None
+    prev_key: bytes | None = None
+    prev_owner = b""
     for key, owner in numbers:
         if key == prev_key and owner != prev_owner:
             raise NumberConflict(key, link_id_of(prev_owner))
@@ -229,10 +232,10 @@ def _no_conflicts(numbers: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[byte
 class WriteTxn:
     """One write transaction; every method keeps the indexes consistent."""
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict):
+    def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[str, lmdb._Database]):
         self.txn = txn
         self.dbs = dbs
-        self._cursors: dict[str, lmdb.Cursor] = {}
+        self._cursors: dict[str, lmdb.Cursor[bytes]] = {}
 
     # -- link IDs ---------------------------------------------------------
     def new_link_id(self) -> int:
@@ -253,13 +256,13 @@ class WriteTxn:
         value = self.txn.get(link_key(link_id), db=self.dbs["history"])
         return history.qualifications(value) if value else []
 
-    def history_rows(self, link_id: int) -> tuple[int | None, list[history.Row]]:
+    def history_rows(self, link_id: int) -> tuple[int | None, list[Row]]:
         """(birth day, encoded rows) of a person's history, nothing decoded: for
         put_rows, which re-encodes only what changed."""
         value = self.txn.get(link_key(link_id), db=self.dbs["history"])
         return history.decode_rows(value) if value else (None, [])
 
-    def persons(self, link_id: int) -> persons.Timeline:
+    def persons(self, link_id: int) -> Timeline:
         return persons.decode(self.txn.get(link_key(link_id), db=self.dbs["person"]))
 
     def link_of_number(self, key: bytes) -> int | None:
@@ -283,7 +286,7 @@ class WriteTxn:
         self.put_rows(link_id, dates.proto_day(person.birth_date), rows)
         self.put_persons(link_id, persons.add([], persons.MIN_DAY, person_bytes) if quals else [])
 
-    def put_rows(self, link_id: int, birth_day: int, rows: list[history.Row], *,
+    def put_rows(self, link_id: int, birth_day: int, rows: list[Row], *,
                  old_keys: set[bytes] | None = None, unowned: bytes | None = None) -> None:
         """Replace a person's qualifications, re-indexing their numbers.
 
@@ -314,8 +317,8 @@ class WriteTxn:
         for key in new_keys - old_keys:
             self.txn.put(key, lk, db=self.dbs["number"])
 
-    def put_persons(self, link_id: int, timeline: persons.Timeline,
-                    old: persons.Timeline | None = None) -> None:
+    def put_persons(self, link_id: int, timeline: Timeline,
+                    old: Timeline | None = None) -> None:
         """Replace a person's basic information over time, keeping the 不詳 index
         (unknown.basic4_rows) in step. `old`: the stored timeline, if just read."""
         lk = link_key(link_id)

@@ -1,10 +1,8 @@
-"""The native engine: Cython over liblmdb's C API (see _engine.pyx).
+"""The native modules: Cython over liblmdb's C API and byte work on records.
 
-Thin facade in the style of uvloop/msgspec: the compiled module holds only the
-lookups; argument checking lives in onshi.core.engine. `_apply` holds the
-ingest writer's byte work on history records, used through onshi.core.history.
+Each is loaded through onshi.core.twins, which falls back to (or is told to
+use) its pure-Python twin; importing this package loads none of them, so a
+checkout that is not built still imports. `_engine` holds only the lookups
+(argument checking lives in onshi.core.engine); `_record` is the history
+record codec the writer uses through onshi.core.history.
 """
-
-from onshi.ext._engine import NativeEngine
-
-__all__ = ["NativeEngine"]

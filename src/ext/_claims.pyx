@@ -1,5 +1,5 @@
 # cython: language_level=3, cdivision=True
-"""The common claim in one native pass (issue 4): a claim billed to the insurer
+"""The common claim in one native pass: a claim billed to the insurer
 that covered every visit day (~95% of review) is decided OK here, over the
 serialized VerifyClaimsRequest, without a Python object per claim.
 

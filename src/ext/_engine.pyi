@@ -1,7 +1,8 @@
 """Typed stub of the compiled native engine (src/ext/_engine.pyx)."""
 
 import os
-from typing import ClassVar, Iterable
+from collections.abc import Iterable
+from typing import ClassVar
 
 class LmdbError(RuntimeError):
     """An unexpected liblmdb error; `code` is its return code."""
@@ -34,13 +35,5 @@ class NativeEngine:
     def _directory_stats(self) -> dict[str, tuple[str, int, int, int]]:
         """{database: (state, pages, predicted, mispredicted)} of the batch prefetch directories."""
 
-def _tune(
-    *,
-    directories: bool | None = None,
-    prefetch_bytes_per_page: int | None = None,
-    word_compare_keys: bool | None = None,
-    prefetch_stride_bytes: int | None = None,
-    targeted_prefetch: bool | None = None,
-) -> None:
-    """Benchmark knobs (bench/engine.py): turn each batch technique off to measure it.
-    word_compare_keys applies to engines opened afterwards."""
+def variant() -> str:
+    """The techniques this build leaves out ("" for the production build)."""

@@ -563,32 +563,41 @@ cdef inline size_t dir_find(const Directory *d, Window w, size_t guess) noexcept
     return lo
 
 
-cdef size_t prefetch_bytes = 1 << 30   # per page; tuning knobs for bench/engine.py
-cdef size_t prefetch_stride = 64
-cdef bint directories_enabled = True
-cdef bint word_compare = True
+# The batch techniques below are always on in the module a server loads. Each can
+# be left out of a variant build only (ONSHI_ENGINE_VARIANT, setup.py), so that
+# bench/engine.py measures what it buys without a switch in production code.
+cdef extern from *:
+    """
+    #ifdef ONSHI_NO_DIRECTORIES
+    #define ONSHI_DIRECTORIES 0
+    #else
+    #define ONSHI_DIRECTORIES 1
+    #endif
+    #ifdef ONSHI_WHOLE_PAGE_PREFETCH
+    #define ONSHI_TARGETED_PREFETCH 0
+    #else
+    #define ONSHI_TARGETED_PREFETCH 1
+    #endif
+    #ifdef ONSHI_MEMCMP_KEYS
+    #define ONSHI_WORD_COMPARE 0
+    #else
+    #define ONSHI_WORD_COMPARE 1
+    #endif
+    """
+    const bint directories_enabled "ONSHI_DIRECTORIES"  # batch prefetch directories
+    const bint targeted "ONSHI_TARGETED_PREFETCH"       # prefetch only the lines LMDB's search will read
+    const bint word_compare "ONSHI_WORD_COMPARE"        # compare fixed-size keys a word at a time
+
+cdef enum:
+    PREFETCH_BYTES = 1 << 30  # of a page (all of it: pages are 4 KiB)
+    PREFETCH_STRIDE = 64      # a cache line
 
 
-def _tune(*, directories: bool | None = None, prefetch_bytes_per_page: int | None = None,
-          word_compare_keys: bool | None = None, prefetch_stride_bytes: int | None = None,
-          targeted_prefetch: bool | None = None):
-    """Benchmark knobs (bench/engine.py measures with and without each technique)."""
-    global directories_enabled, prefetch_bytes, word_compare, prefetch_stride, targeted
-    if targeted_prefetch is not None:
-        targeted = targeted_prefetch
-    if prefetch_stride_bytes is not None:
-        if prefetch_stride_bytes <= 0:  # prefetch_page would never advance
-            raise ValueError("prefetch_stride_bytes must be positive")
-        prefetch_stride = prefetch_stride_bytes
-    if directories is not None:
-        directories_enabled = directories
-    if word_compare_keys is not None:
-        word_compare = word_compare_keys
-    if prefetch_bytes_per_page is not None:
-        prefetch_bytes = prefetch_bytes_per_page
-
-
-cdef bint targeted = True   # prefetch only the lines LMDB's search will read
+def variant() -> str:
+    """The techniques this build leaves out ("" for the production build)."""
+    left = [name for name, on in (("no-directories", directories_enabled), ("whole-page-prefetch", targeted),
+                                  ("memcmp-keys", word_compare)) if not on]
+    return ",".join(left)
 
 
 # LMDB 0.9's page layout (mdb.c: MDB_page, MDB_node), read only to aim prefetches:
@@ -652,11 +661,11 @@ cdef inline void prefetch_search(const uint8_t *page, size_t psize, Window w, Wi
 
 cdef inline void prefetch_page(const uint8_t *page, size_t psize) noexcept nogil:
     cdef size_t off
-    cdef size_t end = psize if psize < prefetch_bytes else prefetch_bytes
+    cdef size_t end = psize if psize < PREFETCH_BYTES else PREFETCH_BYTES
     off = 0
     while off < end:
         prefetch(page + off)
-        off += prefetch_stride
+        off += PREFETCH_STRIDE
 
 
 cdef int walk(MDB_cursor *cur, const uint8_t *key, size_t key_len,

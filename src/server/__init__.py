@@ -1,1 +1,1 @@
-"""gRPC services: EligibilityService for clinics, and the secondary services."""
+"""gRPC services: EligibilityService for clinics, and the writer process's services."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from onshi.core import audit, history, identifiers
-from onshi.server import auth
-from onshi.server.errors import service_unavailable
+from ..core import audit, history, identifiers
+from . import auth
+from .errors import service_unavailable
 
 ACCESS_LOG_UNAVAILABLE = "ACCESS_LOG_UNAVAILABLE"
 
@@ -92,10 +92,9 @@ _CLAIM_OUTCOMES: dict[int, str] | None = None
 def _outcome(value: int):
     global _CLAIM_OUTCOMES
     if _CLAIM_OUTCOMES is None:
-        from onshi.v1 import claims_pb2
+        from ..v1 import claims_pb2
 
-        _CLAIM_OUTCOMES = {v.number: v.name for v in claims_pb2.Verdict.DESCRIPTOR.fields_by_name["outcome"]
-                           .enum_type.values}
+        _CLAIM_OUTCOMES = {number: name for name, number in claims_pb2.Outcome.items()}
     return _CLAIM_OUTCOMES.get(value, value)
 
 
@@ -109,7 +108,7 @@ def write_claims(log: audit.AuditLog, caller: auth.Caller | None, claims, verdic
     else:
         purpose = "claim review"
     records = []
-    for claim, verdict in zip(claims, verdicts):
+    for claim, verdict in zip(claims, verdicts, strict=True):
         try:
             subject = number_subject(identifiers.number_key(claim.insurer_number, claim.symbol, claim.number,
                                                             claim.branch))

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from onshi.server import eligibility, handlers
+
+from . import eligibility_service, handlers
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-SERVICE_NAMES = (eligibility.SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME)
+SERVICE_NAMES = (eligibility_service.SERVICE_NAME, HEALTH_SERVICE, reflection.SERVICE_NAME)
 WORKER_PID_KEY = "onshi-worker-pid"
 # A check request is well under 1 KiB and a card proof a few KiB; anything much
 # larger is refused by gRPC itself (RESOURCE_EXHAUSTED) before it is parsed.
@@ -64,7 +65,7 @@ SERVER_OPTIONS = (
     # No bandwidth-delay-product probing: it grows flow-control windows for
     # bulk streams, and these are small unary calls. With a card proof (~1.6 KB
     # per request) it cost ~2 thread switches and 10-20 us of server CPU per
-    # check (docs/INVESTIGATIONS.md, Trust); the secondary server's claim streams keep it.
+    # check (docs/INVESTIGATIONS.md, Trust); the writer process's claim streams keep it.
     ("grpc.http2.bdp_probe", 0),
 )
 
@@ -107,14 +108,14 @@ def create_server(
     address: str = "127.0.0.1:0",
     credentials: grpc.ServerCredentials | None = None,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
-    card_proof: eligibility.CardProof | None = None,
-    audit: eligibility.Audit | None = None,
+    card_proof: eligibility_service.CardProof | None = None,
+    audit: eligibility_service.Audit | None = None,
     threads: int | None = None,
 ) -> Serving:
     """A threaded gRPC server with EligibilityService over `engine`, health and
     reflection, bound but not started."""
     return threaded_server(
-        eligibility.build_eligibility_handlers(engine, card_proof=card_proof, audit=audit),
+        eligibility_service.build_eligibility_handlers(engine, card_proof=card_proof, audit=audit),
         address=address,
         credentials=credentials,
         interceptors=interceptors,
@@ -150,7 +151,7 @@ def threaded_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     names = (*SERVICE_NAMES, *extra_service_names)
     reflection.enable_server_reflection(names, services)
-    for name in (eligibility.SERVICE_NAME, *extra_service_names):
+    for name in (eligibility_service.SERVICE_NAME, *extra_service_names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if credentials is None:
         port = server.add_insecure_port(address)
@@ -216,11 +217,11 @@ def stop_on_signals() -> threading.Event:
 
 
 def run_worker(
-    config: WorkerConfig, ready: Callable[[str], None], stop: threading.Event | None = None
+    config: WorkerConfig, ready: Callable[[str], object], stop: threading.Event | None = None
 ) -> int:
     """Open the store, serve until SIGTERM/SIGINT, then stop gracefully:
     health NOT_SERVING first, then server.stop(grace) lets in-flight calls end."""
-    from onshi.core.engine import open_engine
+    from ..core.engine import open_engine
 
     stop = stop or stop_on_signals()
     # On an error the engine is left open on purpose: a handler thread may still
@@ -263,7 +264,7 @@ class _Workers:
         try:
             # First thing after fork: a stop forwarded while starting is kept.
             stop = stop_on_signals()
-            from onshi.server import auth
+            from . import auth
 
             # SIGHUP (forwarded by the supervisor): reload revocation lists, not stop.
             signal.signal(signal.SIGHUP, lambda *_: auth.reload_caller_revocations())
@@ -276,7 +277,7 @@ class _Workers:
                 lambda kind: os.write(ready_w, f"{os.getpid()} {kind}\n".encode()),
                 stop,
             )
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - a forked worker reports anything and exits below
             traceback.print_exc()
         finally:
             sys.stdout.flush()
@@ -308,7 +309,7 @@ def serve(
 
     `build_server(engine, address) -> Serving` runs in each worker after fork
     (see WorkerConfig.build_server)."""
-    from onshi.core.store import DATA_FILE
+    from ..core.store import DATA_FILE
 
     if not os.path.exists(os.path.join(data, DATA_FILE)):
         print(f"onshi: no store at {data} (run `onshi gen` first)", file=sys.stderr)
@@ -392,9 +393,9 @@ def _supervise(
         if ready_r in readable:
             buffer += os.read(ready_r, 4096)
             *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                pid, kind = line.decode().split()
-                ready[int(pid)] = kind
+            for ready_line in lines:
+                worker, kind = ready_line.decode().split()
+                ready[int(worker)] = kind
         # Stop requests: forward to every worker, once; a second one escalates.
         while signals:
             sig = signals.pop(0)
@@ -449,7 +450,7 @@ def _supervise(
         if not announced and not stopping and len(ready) == count and len(pool.pids) == count:
             announced = True
             kinds = ",".join(sorted(set(ready.values())))
-            line = (
+            serving = (
                 f"onshi: serving on {pool.config.address} workers={count} engine={kinds} "
                 f"pids={','.join(str(p) for p in sorted(ready))}"
             )
@@ -458,7 +459,7 @@ def _supervise(
                 with open(tmp, "w") as f:
                     f.write(f"{port}\n")
                 os.replace(tmp, port_file)
-            print(line, flush=True)
+            print(serving, flush=True)
         if not announced and not stopping and time.monotonic() - started > startup_timeout:
             print(
                 f"onshi: workers not serving after {startup_timeout:.0f} s; stopping",

@@ -16,14 +16,15 @@ import asyncio
 
 import grpc
 from google.protobuf import timestamp_pb2
-from onshi.core import audit, cardproof
-from onshi.core.cardproof import CardProofError, MalformedProof
-from onshi.server import auth, trust_status
-from onshi.server.access_log import card_subject, log_async
-from onshi.server.eligibility import timestamp_ns
-from onshi.server.errors import FieldErrors
-from onshi.server.person_directory import PersonDirectory
-from onshi.v1 import audit_pb2, audit_pb2_grpc
+
+from ..core import audit, cardproof
+from ..core.cardproof import CardProofError, MalformedProof
+from ..v1 import audit_pb2, audit_pb2_grpc
+from . import auth, trust_status
+from .access_log import card_subject, log_async
+from .eligibility_service import timestamp_ns
+from .errors import FieldErrors
+from .person_directory import PersonDirectory
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 DEFAULT_PAGE = 100

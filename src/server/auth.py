@@ -29,27 +29,24 @@ allowed to narrow the certificate.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from cryptography import x509
-from onshi.core import pki
-from onshi.core.pki import CERT_URN, ROLES
 
-ROLE_KEY = "x-onshi-role"
-FACILITY_KEY = "x-onshi-facility"
-INSURER_KEY = "x-onshi-insurer"
+from ..core import pki
+from ..core.callers import FACILITY, FACILITY_KEY, INSURER, INSURER_KEY, OPERATOR, REVIEW, ROLE_KEY, ROLES, is_loopback
+from ..core.pki import CERT_URN
 
 # Which roles may call what. Unknown onshi methods are denied (deny by default);
 # health and reflection are open to any authenticated caller.
-FACILITY, INSURER, REVIEW, OPERATOR = ROLES
 POLICY: dict[str, frozenset[str]] = {
-    # A bare card_serial is allowed only to the internal roles; eligibility.py's
+    # A bare card_serial is allowed only to the internal roles; eligibility_service's
     # card_proof hook enforces that facilities present a card proof.
     "/onshi.v1.EligibilityService/CheckByCard": frozenset({FACILITY, REVIEW, OPERATOR}),
     "/onshi.v1.EligibilityService/CheckByNumber": frozenset({FACILITY, REVIEW, OPERATOR}),
@@ -381,8 +378,10 @@ def _guard(behavior, roles: frozenset[str] | None, response_streaming: bool = Fa
             except AuthError as exc:
                 _abort(context, exc)
             return behavior(request, context, send_response_callback)
-        guarded_callback.experimental_non_blocking = True
-        guarded_callback.experimental_thread_pool = getattr(behavior, "experimental_thread_pool", None)
+        # grpc reads these attributes off the behaviour function itself
+        guarded_callback.experimental_non_blocking = True  # type: ignore[attr-defined]
+        guarded_callback.experimental_thread_pool = getattr(  # type: ignore[attr-defined]
+            behavior, "experimental_thread_pool", None)
         return guarded_callback
 
     if response_streaming:
@@ -450,7 +449,7 @@ def _aio_guard(behavior, roles: frozenset[str] | None, streaming: bool = False):
     """The grpc.aio variant of _guard: coroutine, async-generator or sync behaviours."""
     import inspect
 
-    async def check(context) -> Caller:
+    async def check(context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         try:
             return _allowed(context, roles)
         except AuthError as exc:
@@ -527,13 +526,6 @@ def pki_paths(pki_dir: str, stem: str) -> tuple[str, str, str]:
     return os.path.join(base, "ca.pem"), os.path.join(base, stem + ".pem"), os.path.join(base, stem + ".key.pem")
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def check_insecure_bind(host: str) -> None:
     """--insecure-dev binds loopback only, and says so loudly."""
     if not is_loopback(host):
@@ -596,7 +588,7 @@ def check_caller_crl(args) -> None:
     crl = caller_crl_path(args)
     if not crl:
         return
-    ca = args.client_ca or (pki_paths(args.pki, "server")[0] if getattr(args, "pki", None) else None)
+    ca = args.client_ca or pki_paths(args.pki, "server")[0]  # trust_options asked for one or the other
     try:
         with open(ca, "rb") as f:
             CallerRevocations(crl, x509.load_pem_x509_certificates(f.read()))

@@ -38,7 +38,7 @@ import queue
 import threading
 import time
 
-from onshi.core import claims as rules
+from ..core import claims as rules
 
 log = logging.getLogger("onshi.ingest")
 
@@ -114,27 +114,29 @@ class Helpers:
             self._idle.put(helper)
         waiting: list[_Helper] = []  # sent a part, answer not read yet
         try:
-            split = self.local.native.split(raw, len(taken) + 1, self.local_share) if taken else None
+            native = self.local.native
+            split = native.split(raw, len(taken) + 1, self.local_share) if taken and native is not None else None
             if split is None or split[1] < MIN_SPLIT_CLAIMS or split[1] > rules.MAX_BATCH:
                 return packed(self.local.verify_serialized(raw, facility, record))
             parts = split[0]
-            counts = [b - a for (_, a), (_, b) in zip(parts, [*parts[1:], (b"", split[1])])]
+            counts = [b - a for (_, a), (_, b) in zip(parts, [*parts[1:], (b"", split[1])], strict=True)]
             sent: list[tuple[_Helper | None, bytes, int, int]] = []
-            for helper, (part, base), count in zip(list(taken), parts[1:], counts[1:]):
+            for helper, (part, base), count in zip(list(taken), parts[1:], counts[1:], strict=False):  # a small batch may need fewer parts
+                sent_to: _Helper | None = helper
                 try:
                     helper.conn.send_bytes(pickle.dumps((part, facility, record, base), protocol=5))
                     waiting.append(helper)
                 except OSError:
                     self._drop(helper, taken)
-                    helper = None
-                sent.append((helper, part, base, count))
+                    sent_to = None
+                sent.append((sent_to, part, base, count))
             started = time.perf_counter()
             results = [packed(self.local.verify_serialized(parts[0][0], facility, record, 0))]
             speeds = [counts[0] / max(time.perf_counter() - started, 1e-6)]
-            for helper, part, base, count in sent:
-                answer = self._answer(helper, taken, waiting) if helper is not None else None
+            for target, part, base, count in sent:
+                answer = self._answer(target, taken, waiting) if target is not None else None
                 result = answer[0] if answer is not None else None
-                if result is None or result[0] == "error":
+                if answer is None or result is None or result[0] == "error":
                     if result is not None:
                         log.warning("claim helper failed (%s); verifying its part here", result[1])
                     result = packed(self.local.verify_serialized(part, facility, record, base))
@@ -210,7 +212,7 @@ def combine(results: list[tuple]) -> tuple:
 
 def _serve(conn, path: str) -> None:
     """A helper's life: verify parts until the pipe closes (ingest-serve exited)."""
-    from onshi.core.pure import PureEngine
+    from ..core.pure import PureEngine
 
     engine = PureEngine(path)
     verifier = rules.Verifier(engine, engine.env)

@@ -1,4 +1,4 @@
-"""EligibilityService's trust hooks (eligibility.py: `card_proof`, `audit`).
+"""EligibilityService's trust hooks (eligibility_service: `card_proof`, `audit`).
 
 The caller comes from the role interceptor, which took it once for the call
 (auth: a behaviour marked `takes_caller` receives it); both hooks also work on
@@ -11,11 +11,12 @@ without a second look at the proof.
 from __future__ import annotations
 
 import grpc
-from onshi.core import audit, cardproof, identifiers
-from onshi.core.cardproof import CardVerifier
-from onshi.server import auth, trust_status
-from onshi.server.access_log import actor, card_subject, describe_answer, number_subject, write_records
-from onshi.server.errors import refused
+
+from ..core import audit, cardproof, identifiers
+from ..core.cardproof import CardVerifier
+from . import auth, trust_status
+from .access_log import actor, card_subject, describe_answer, number_subject, write_records
+from .errors import refused
 
 PURPOSE_KEY = "x-onshi-purpose"
 REQUEST_ID_KEY = "x-request-id"

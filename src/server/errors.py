@@ -21,7 +21,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from onshi.core.identifiers import InvalidIdentifier
+from ..core.identifiers import InvalidIdentifier
 
 MAX_VIOLATIONS = 20          # field violations in one status (BadRequest details)
 MAX_VIOLATION_BYTES = 3000   # and their text, so the whole trailer stays far below 8 KiB
@@ -42,7 +42,7 @@ class FieldErrors(ValueError):
         self.args = ("; ".join(f"{f}: {d}" for f, d in self.violations),)
 
     @classmethod
-    def of(cls, exc: InvalidIdentifier) -> "FieldErrors":
+    def of(cls, exc: InvalidIdentifier) -> FieldErrors:
         return cls([(exc.field, exc.description)])
 
 
@@ -105,34 +105,3 @@ def service_unavailable(reason: str, message: str, **metadata: str) -> StatusErr
     detail.Pack(info)
     return StatusError(rpc_status.to_status(status_pb2.Status(
         code=code_pb2.UNAVAILABLE, message=message, details=[detail])))
-
-
-def _status(error: grpc.RpcError):
-    try:
-        return rpc_status.from_call(error)
-    except ValueError:  # status details that do not match the call's code/message
-        return None
-
-
-def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
-    """Client side: the (field, description) pairs of an INVALID_ARGUMENT error."""
-    status = _status(error)
-    out = []
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            br = error_details_pb2.BadRequest()
-            detail.Unpack(br)
-            out.extend((v.field, v.description) for v in br.field_violations)
-    return out
-
-
-def error_reason(error: grpc.RpcError) -> str | None:
-    """Client side: the google.rpc.ErrorInfo reason of a refused call (the trust
-    layer sends CARD_CERTIFICATE_EXPIRED, CARD_PROOF_REPLAYED, ...), or None."""
-    status = _status(error)
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    return None

@@ -6,7 +6,7 @@ caller's mistake. So services, health and reflection alike are registered
 through `Services(server)`: the method handlers they add are handed to gRPC as
 bytes-in handlers that parse the body themselves and answer INVALID_ARGUMENT
 (field violation "request") when it does not parse — the eligibility
-service's rule (eligibility.py parses by hand for the same reason), for every
+service's rule (eligibility_service parses by hand for the same reason), for every
 service. The wrapping happens once, at registration: nothing per call beyond
 the parse gRPC would have made anyway.
 
@@ -41,7 +41,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 
-from onshi.server.errors import StatusError, bad_request_status
+from .errors import StatusError, bad_request_status
 
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 # Attributes of a behaviour that gRPC's threaded server reads (the health

@@ -5,9 +5,11 @@ details, and the subjects under which the access log may name them.
 
 from __future__ import annotations
 
-from onshi.core import history, identifiers, persons
-from onshi.core.store import link_id_of, link_key
-from onshi.server.access_log import card_subject, link_subject, number_subject
+import lmdb
+
+from ..core import history, identifiers, persons
+from ..core.store import link_id_of, link_key
+from .access_log import card_subject, link_subject, number_subject
 
 
 class PersonDirectory:
@@ -25,7 +27,7 @@ class PersonDirectory:
                 return dbs[name]
             try:
                 return env.open_db(name.encode(), create=False)
-            except Exception:  # lmdb.NotFoundError: an older store without it
+            except lmdb.Error:  # NotFoundError: an older store without it
                 return None
 
         self.card = db("card")

@@ -10,12 +10,13 @@ with the legal basis or consent reference as its purpose.
 from __future__ import annotations
 
 import grpc
-from onshi.core import audit, dates, identifiers
-from onshi.server import auth, trust_status
-from onshi.server.access_log import link_subject, log_async
-from onshi.server.errors import FieldErrors
-from onshi.server.person_directory import PersonDirectory
-from onshi.v1 import relay_pb2, relay_pb2_grpc
+
+from ..core import audit, dates, identifiers
+from ..v1 import relay_pb2, relay_pb2_grpc
+from . import auth, trust_status
+from .access_log import link_subject, log_async
+from .errors import FieldErrors
+from .person_directory import PersonDirectory
 
 SERVICE_NAME = relay_pb2.DESCRIPTOR.services_by_name["RelayService"].full_name
 MAX_LEGAL_BASIS = 200

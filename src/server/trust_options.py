@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
-from onshi.core import audit, cardproof
-from onshi.server import auth
+from ..core import audit, cardproof
+from . import auth
 
 
 def add_arguments(parser, relay: bool = False) -> None:
@@ -69,7 +70,7 @@ def audit_key(args) -> bytes | None:
     return audit.load_key(path) if path else None
 
 
-def refuse(line: str):
+def refuse(line: str) -> NoReturn:
     """A server option that names a file with the wrong content: one line, exit 2
     (as the CLI does for a path that cannot be read)."""
     print(line, file=sys.stderr, flush=True)

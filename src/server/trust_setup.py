@@ -21,10 +21,11 @@ import time
 from dataclasses import dataclass
 
 import grpc
-from onshi.core import audit, cardproof
-from onshi.core.cardproof import CardVerifier
-from onshi.server import auth, trust_options
-from onshi.server.eligibility_trust import EligibilityTrust
+
+from ..core import audit, cardproof
+from ..core.cardproof import CardVerifier
+from . import auth, trust_options
+from .eligibility_trust import EligibilityTrust
 
 
 def replay_table(args, create_dir: bool = False) -> cardproof.SharedReplayCache | None:
@@ -119,7 +120,7 @@ class IngestTrust:
 def ingest_trust(args, host: str) -> tuple[grpc.ServerCredentials | None, list, IngestTrust | None]:
     """(credentials, interceptors, trust) for `onshi ingest-serve`. Without
     trust options: no TLS, no roles, no trust services (loopback only)."""
-    from onshi.core import relay
+    from ..core import relay
 
     trust_options.check_serve_args(args, host)
     if not trust_options.requested(args):

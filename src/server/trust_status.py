@@ -9,14 +9,17 @@ with BadRequest field violations; a caller the roles refuse keeps auth's code.
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from onshi.core import cardproof, identifiers
-from onshi.core.cardproof import CardProofError, MalformedProof
-from onshi.server import auth
-from onshi.server.errors import ERROR_DOMAIN, FieldErrors, StatusError, bad_request_status, refused
+
+from ..core import cardproof, identifiers
+from ..core.cardproof import CardProofError, MalformedProof
+from . import auth
+from .errors import ERROR_DOMAIN, FieldErrors, StatusError, bad_request_status, refused
 
 # What the trust checks raise; status_of answers each.
 TRUST_ERRORS = (CardProofError, MalformedProof, FieldErrors, identifiers.InvalidIdentifier, auth.AuthError)
@@ -51,7 +54,7 @@ def refusal(exc: Exception) -> StatusError:
     return StatusError(status_of(exc))
 
 
-async def abort_async(context, exc: Exception):
+async def abort_async(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
     """grpc.aio: end the call with the status of one of TRUST_ERRORS (never returns)."""
     status = status_of(exc)
     await context.abort(status.code, status.details, status.trailing_metadata)

@@ -19,17 +19,18 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
-from onshi.core import cardproof
-from onshi.terminal import jpki, reader
-from onshi.terminal.client import (
+
+from ..core import cardproof
+from ..v1 import eligibility_pb2
+from . import jpki, reader
+from .client import (
     ConfigError,
     EligibilityConnection,
     ServerConfig,
     answer,
     outcome_of_error,
 )
-from onshi.terminal.screen import Outcome, Result
-from onshi.v1 import eligibility_pb2
+from .screen import Outcome, Result
 
 PIN_FD_ENV = "ONSHI_TERMINAL_PIN_FD"  # test/automation hook: read the PIN from this file descriptor
 NONCE_BYTES = 32

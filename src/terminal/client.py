@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
-from onshi.core import dates
-from onshi.server.client import accepts_tcp
-from onshi.server.errors import error_reason
-from onshi.terminal.screen import Outcome, Result
-from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc
+
+from ..client.connection import accepts_tcp
+from ..client.statuses import error_reason
+from ..core import dates
+from ..v1 import eligibility_pb2, eligibility_pb2_grpc
+from .screen import Outcome, Result
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 FACILITY_URN = "urn:onshi:facility:"
@@ -181,7 +182,7 @@ def outcome_of_error(
     its UNAVAILABLE carries an ErrorInfo reason (e.g. ACCESS_LOG_UNAVAILABLE):
     then the server itself says it cannot serve, an outage.
     """
-    from onshi.server.errors import field_violations
+    from ..client.statuses import field_violations
 
     code = exc.code()
     details = exc.details() or ""
@@ -222,7 +223,7 @@ def outcome_of_error(
 
 
 def answer(response: eligibility_pb2.CheckResponse, method: str, **kw) -> Result:
-    from onshi.terminal.screen import BY_VALIDITY
+    from .screen import BY_VALIDITY
 
     outcome = BY_VALIDITY.get(response.validity, Outcome.ERROR)
     return Result(outcome, method, response=response, **kw)

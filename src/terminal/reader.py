@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onshi.terminal import jpki
+from . import jpki
 
 READ_CHUNK = 256  # short APDU maximum (Le = 00)
 
@@ -71,7 +71,7 @@ class CardProof:
 
 def _scard():
     try:
-        from smartcard import scard  # type: ignore[import-not-found]
+        from smartcard import scard
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise PcscUnavailable("pyscard is not installed: pip install 'onshi[terminal]'") from exc
     return scard

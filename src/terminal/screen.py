@@ -18,7 +18,8 @@ import json
 from dataclasses import dataclass, field
 
 from google.protobuf import json_format
-from onshi.v1 import eligibility_pb2, qualification_pb2
+
+from ..v1 import eligibility_pb2, qualification_pb2
 
 
 class Outcome(enum.Enum):
@@ -461,7 +462,7 @@ def next_steps(result: Result) -> list[tuple[str, str]]:
 def warnings(result: Result) -> list[tuple[int, str, str]]:
     """(code, 日本語, English) for the server's warnings, plus the terminal's own
     certificate-expiry warning when the server sent none (it read the card)."""
-    out = []
+    out: list[tuple[int, str, str]] = []
     codes = set()
     if result.response is not None:
         for w in result.response.warnings:

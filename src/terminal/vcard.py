@@ -31,7 +31,8 @@ import time
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from onshi.terminal import jpki
+
+from . import jpki
 
 VPCD_PORT = 0x8C7B  # 35963
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0, 1, 2, 4

@@ -32,9 +32,9 @@ import sys
 import threading
 from collections.abc import Callable
 
-from onshi.terminal import screen
-from onshi.terminal.client import ServerConfig
-from onshi.terminal.screen import Outcome, Result
+from . import screen
+from .client import ServerConfig
+from .screen import Outcome, Result
 
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
 MAX_REQUEST_BYTES = 64 * 1024  # a request is a few hundred bytes of JSON
@@ -113,7 +113,7 @@ def _date(text: str | None, field: str) -> dt.date | None:
 def answer_request(request: dict, config: ServerConfig, conn=None) -> Result:
     """One request document -> Result. Kinds: "number" (typed card) and "card"
     (read the card on this terminal's reader; the PIN is asked here)."""
-    from onshi.terminal import check
+    from . import check
 
     kind = request.get("kind", "number")
     as_of = _date(request.get("as_of"), "as_of")
@@ -122,6 +122,7 @@ def answer_request(request: dict, config: ServerConfig, conn=None) -> Result:
         if missing:
             raise ValueError(", ".join(f"{k}: required" for k in missing))
         birth = _date(request["birth_date"], "birth_date")
+        assert birth is not None  # required above
         return check.check_number(
             config,
             str(request["insurer_number"]),
@@ -206,7 +207,7 @@ def watch(
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    from onshi.terminal.client import ConfigError, EligibilityConnection
+    from .client import ConfigError, EligibilityConnection
 
     remove_stale_temporaries(res_dir)
     try:

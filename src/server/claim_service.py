@@ -1,6 +1,6 @@
-"""ClaimService (DOMAIN.md §6) in the secondary process, beside ingestion.
+"""ClaimService (DOMAIN.md §6) in the writer process (`onshi ingest-serve`), beside ingestion.
 
-VerifyClaims is a bidirectional stream on the secondary's grpc.aio server: the
+VerifyClaims is a bidirectional stream on the writer process's grpc.aio server: the
 handler (an async generator on the event loop) reads one batch, has it verified
 on a pool thread and yields its verdicts. gRPC asks for the next verdicts only
 after the previous message went to the transport, which hands it over only
@@ -35,13 +35,14 @@ from collections import defaultdict
 from concurrent import futures
 
 import grpc
-from onshi.core import claims as rules
-from onshi.core import store
-from onshi.core.pure import PureEngine
-from onshi.core.writer import StoreFull
-from onshi.server import access_log, auth, claim_helpers
-from onshi.server.errors import StatusError, bad_request_status, refused
-from onshi.v1 import claims_pb2
+
+from ..core import claims as rules
+from ..core import store
+from ..core.pure import PureEngine
+from ..core.writer import StoreFull
+from ..v1 import claims_pb2
+from . import access_log, auth, claim_helpers
+from .errors import StatusError, bad_request_status, refused
 
 SERVICE_NAME = claims_pb2.DESCRIPTOR.services_by_name["ClaimService"].full_name
 FACILITY_KEY = "x-onshi-facility"

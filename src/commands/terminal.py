@@ -48,7 +48,7 @@ def _server_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
-    from onshi.terminal.client import ServerConfig
+    from ..terminal.client import ServerConfig
 
     if args.pki and args.facility and not args.tls_cert:
         config = ServerConfig.from_pki(
@@ -125,7 +125,7 @@ def register(subparsers) -> None:
 
 
 def _check(args) -> int:
-    from onshi.terminal import check, screen
+    from ..terminal import check, screen
 
     as_of = _date(args.as_of, "--as-of")
     config = _config(args)
@@ -139,14 +139,15 @@ def _check(args) -> int:
         if birth is None:
             print("onshi terminal check: --number needs --birth YYYY-MM-DD", file=sys.stderr)
             return EXIT_USAGE
-        result = check.check_number(config, *args.number, birth, as_of=as_of)
+        insurer_number, symbol, number, branch = args.number  # nargs=4
+        result = check.check_number(config, insurer_number, symbol, number, branch, birth, as_of=as_of)
     sys.stdout.write(screen.to_json(result) if args.json else screen.render_text(result))
     sys.stdout.flush()
     return result.exit_code
 
 
 def _watch(args) -> int:
-    from onshi.terminal import watch
+    from ..terminal import watch
 
     return watch.watch(
         args.req_dir, args.res_dir, _config(args), once=args.once, interval=args.interval

@@ -1,5 +1,5 @@
 """The writer's record byte work (onshi.core.history): the fast path against the
-obvious one, and the native twins (onshi.ext._apply) against the pure ones.
+obvious one, and the native twins (onshi.ext._record) against the pure ones.
 
 compile_history (rows kept encoded, each view's person field spliced in) must
 give the same bytes as compile_history_reference (each view a copy with its
@@ -15,14 +15,15 @@ import datetime as dt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from onshi.core import dates, enrollment, history, identifiers, registry, twins
 from onshi.core.writer import Writer, WriteTxn
 from onshi.v1 import qualification_pb2 as Q
-
 from tests import ingest_support as s
 from tests.builders import KYOKAI, LATE, NHI, PAYER, UNION
+from tests.conftest import require_native
 
-_apply = twins.load("_apply", "native") if twins.built("_apply") else None
+native_codec = twins.load("_record", "native") if twins.built("_record") else None
 
 text = st.text(alphabet=st.sampled_from("0123456789ABｱｲ０１ 太郎𠮷\U000e0100-"), max_size=12)
 days = st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2100, 12, 31))
@@ -79,7 +80,7 @@ def histories(draw):
     quals = draw(st.lists(qualifications(), min_size=1, max_size=6))
     shared = draw(persons())
     owners = [shared if draw(st.booleans()) else draw(persons()) for _ in quals]
-    return dates.to_day(draw(days)), list(zip(owners, quals))
+    return dates.to_day(draw(days)), list(zip(owners, quals, strict=True))
 
 
 def _valid(pairs) -> bool:
@@ -130,7 +131,7 @@ def test_rows_rebuilt_from_their_views_encode_to_the_same_record(h, data):
     _, rows = history.decode_rows(value)
     keep = data.draw(st.lists(st.booleans(), min_size=len(rows), max_size=len(rows)))
     mixed = [r if k else history.encode_row(history.dated(r), r.person, birth, r.number_key)
-             for r, k in zip(rows, keep)]
+             for r, k in zip(rows, keep, strict=True)]
     assert mixed == rows
     assert history.compile_history(birth, mixed)[0] == value
 
@@ -199,20 +200,19 @@ def _outcome(fn, arg):
         return "ValueError"
 
 
-@pytest.mark.skipif(_apply is None, reason="native module not built")
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=80))
 def test_native_number_hash_is_the_engines_fnv(key):
-    assert _apply.number_hash(key) == identifiers.number_hash(key)
+    require_native("_record")
+    assert native_codec.number_hash(key) == identifiers.number_hash(key)
 
 
 def test_native_twins_are_used_when_built():
-    if _apply is None:
-        pytest.skip("native module not built")
+    require_native("_record")
     if twins.kind() == twins.PURE:
         pytest.skip("ONSHI_ENGINE=pure")
-    assert history.split_record is _apply.split_record
-    assert history.join_record is _apply.join_record
+    assert history.split_record is native_codec.split_record
+    assert history.join_record is native_codec.join_record
 
 
 def test_a_scripted_stream_leaves_canonical_records_that_match_the_model(impl, tmp_path, monkeypatch):

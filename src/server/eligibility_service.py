@@ -39,11 +39,12 @@ from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
-from onshi.core import dates, identifiers
-from onshi.core.engine import Engine
-from onshi.core.identifiers import InvalidIdentifier
-from onshi.server.errors import FieldErrors, StatusError, bad_request_status
-from onshi.v1 import eligibility_pb2
+
+from ..core import dates, identifiers
+from ..core.engine import Engine
+from ..core.identifiers import InvalidIdentifier
+from ..v1 import eligibility_pb2
+from .errors import FieldErrors, StatusError, bad_request_status
 
 SERVICE_NAME = "onshi.v1.EligibilityService"
 CheckByCardRequest = eligibility_pb2.CheckByCardRequest
@@ -144,6 +145,7 @@ class EligibilityAnswers:
         extra = b""
         if self.card_proof is not None:
             if day is None:  # before the proof: a bad date must not spend the card's nonce
+                assert errors is not None  # date_day put its violation there
                 raise errors
             serial_key, extra = self.card_proof(request, caller, context)
         elif _has_card_proof(request):
@@ -158,6 +160,7 @@ class EligibilityAnswers:
                 errors.add(exc.field, exc.description)  # with any as_of fault: all at once
                 raise errors from None
             if day is None:
+                assert errors is not None  # date_day put its violation there
                 raise errors
         response = self._by_card(serial_key, day)
         if extra:
@@ -188,7 +191,7 @@ class EligibilityAnswers:
             day = date_day(request.as_of, "as_of", errors)
         else:
             day = self.today()
-        if errors.violations:
+        if errors.violations or birth_day is None or day is None:  # None only with a violation
             raise errors
         response = self._by_number(key, birth_day, day)
         if self.audit is not None:
@@ -210,7 +213,7 @@ def _threaded(answer: Callable[..., bytes]) -> Callable[..., bytes]:
             context.abort_with_status(exc.status)
 
     handler.__name__ = answer.__name__
-    handler.takes_caller = True  # the role interceptor passes the caller it took (auth)
+    handler.takes_caller = True  # type: ignore[attr-defined]  # the role interceptor passes the caller it took (auth)
     return handler
 
 
@@ -228,7 +231,7 @@ def _asyncio(answer: Callable[..., bytes]):
             await context.abort(exc.status.code, exc.status.details, exc.status.trailing_metadata)
 
     handler.__name__ = answer.__name__
-    handler.takes_caller = True
+    handler.takes_caller = True  # type: ignore[attr-defined]  # as in _threaded
     return handler
 
 

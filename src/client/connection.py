@@ -23,15 +23,17 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import grpc
 from google.type import date_pb2
-from onshi.core import dates
-from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc
+
+from ..core import dates
+from ..v1 import eligibility_pb2, eligibility_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0  # seconds to connect, and for any answer the server owes
-DateLike = dt.date | date_pb2.Date | None
+DateLike: TypeAlias = dt.date | date_pb2.Date | None
 
 # Exit codes shared by the client commands: 1 the server gave no answer
 # (unreachable, refused the connection, stopped answering, failed), 2 the
@@ -105,8 +107,9 @@ def parse_identity(text: str) -> tuple[str, tuple[str, ...]]:
 def find_identity(pki_dir: str, wanted: str) -> Caller:
     """The client certificate of an `onshi pki init` directory that `wanted` names."""
     from cryptography import x509
-    from onshi.core.pki import ROLES
-    from onshi.server import auth
+
+    from ..core import pki
+    from ..core.callers import ROLES
 
     base = os.path.join(pki_dir, "onshi")
     ca = os.path.join(base, "ca.pem")
@@ -126,16 +129,19 @@ def find_identity(pki_dir: str, wanted: str) -> Caller:
             continue
         try:
             with open(path, "rb") as f:
-                caller = auth.caller_from_certificate(x509.load_pem_x509_certificate(f.read()))
-        except (OSError, ValueError, auth.AuthError):
+                roles, held = pki.role_and_codes(x509.load_pem_x509_certificate(f.read()))
+        except (OSError, ValueError):
             continue
-        have.append(caller.label)
-        if caller.role == role and set(codes) <= caller.codes:
-            found.append((len(caller.codes), name, caller))
+        if len(roles) != 1:
+            continue
+        label = f"{next(iter(roles))}:{','.join(sorted(held))}" if held else next(iter(roles))
+        have.append(label)
+        if roles == {role} and set(codes) <= held:
+            found.append((len(held), name, label, held))
     if not found:
         raise ConnectError(f"no client certificate for {wanted} in {base} (there: {', '.join(have) or 'none'})")
-    _, name, caller = min(found)  # the narrowest certificate that covers the codes
-    return Caller(f"{name} ({caller.label})", caller.role, tuple(sorted(caller.codes)),
+    _, name, label, held = min(found)  # the narrowest certificate that covers the codes
+    return Caller(f"{name} ({label})", role, tuple(sorted(held)),
                   (ca, os.path.join(base, name + ".pem"), os.path.join(base, name + ".key.pem")))
 
 
@@ -151,7 +157,7 @@ def caller_of(args, default_identity: str) -> Caller:
         return Caller(os.path.basename(args.tls_cert), files=(ca, args.tls_cert, args.tls_key))
     if args.pki:
         caller = find_identity(args.pki, wanted)
-        if args.tls_ca:
+        if args.tls_ca and caller.files is not None:  # find_identity gives files
             caller = Caller(caller.label, caller.role, caller.codes, (args.tls_ca, *caller.files[1:]))
         return caller
     role, codes = parse_identity(wanted) if args.identity else (None, ())
@@ -161,7 +167,7 @@ def caller_of(args, default_identity: str) -> Caller:
 # --- the channel ------------------------------------------------------------------------------
 
 def is_loopback_target(target: str) -> bool:
-    from onshi.server.auth import is_loopback
+    from ..core.callers import is_loopback
 
     host = target.rpartition(":")[0] if ":" in target else target
     return is_loopback(host.removeprefix("ipv4:").removeprefix("ipv6:").strip("[]"))
@@ -199,7 +205,7 @@ class Connection:
 
 
 def read_credentials(files: tuple[str, str, str]) -> grpc.ChannelCredentials:
-    ca, cert, key = files
+    _ca, _cert, _key = files
     blobs = []
     for path in files:
         try:
@@ -217,7 +223,7 @@ def open_channel(target: str, credentials: grpc.ChannelCredentials | None, optio
 
 def connect(args, default_identity: str, *, target: str | None = None, options=()) -> Connection:
     """A channel to --target as the caller the arguments name; raises ConnectError."""
-    from onshi.server import auth
+    from ..core import callers
 
     target = target or args.target
     caller = caller_of(args, default_identity)
@@ -227,8 +233,8 @@ def connect(args, default_identity: str, *, target: str | None = None, options=(
                                "or --tls-ca/--tls-cert/--tls-key")
         metadata: tuple = ()
         if caller.role:  # an --insecure-dev server takes the role the caller declares
-            metadata = ((auth.ROLE_KEY, caller.role),)
-            key = {auth.FACILITY: auth.FACILITY_KEY, auth.INSURER: auth.INSURER_KEY}.get(caller.role)
+            metadata = ((callers.ROLE_KEY, caller.role),)
+            key = {callers.FACILITY: callers.FACILITY_KEY, callers.INSURER: callers.INSURER_KEY}.get(caller.role)
             if key and caller.codes:
                 metadata += ((key, ",".join(caller.codes)),)
         return Connection(target, open_channel(target, None, options), caller, args.timeout, metadata)
@@ -276,7 +282,7 @@ class AnswerWatch:
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.expired = False
-        self._call = None
+        self._call: grpc.Call | None = None  # set by start(), before the watch runs
         self._owed = 0
         self._since = time.monotonic()
         self._lock = threading.Lock()
@@ -302,7 +308,7 @@ class AnswerWatch:
         while not self._stop.wait(min(0.25, self.seconds / 4)):
             with self._lock:
                 late = self._owed and time.monotonic() - self._since > self.seconds
-            if late:
+            if late and self._call is not None:
                 self.expired = True
                 self._call.cancel()
                 return

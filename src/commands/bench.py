@@ -33,7 +33,7 @@ BENCHMARKS = {
 
 
 def bench_dir() -> Path | None:
-    # src/server/bench_cli.py -> repository root (editable install / checkout)
+    # src/commands/bench.py -> repository root (editable install / checkout)
     here = Path(__file__).resolve().parents[2] / "bench"
     return here if (here / "common.py").exists() else None
 
@@ -56,6 +56,9 @@ def run(args) -> int:
         return 2
     sys.path.insert(0, str(where))
     spec = importlib.util.spec_from_file_location(f"onshi_bench_{args.name}", where / f"{args.name}.py")
+    if spec is None or spec.loader is None:
+        print(f"onshi bench: cannot load bench/{args.name}.py", file=sys.stderr)
+        return 2
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # as an import would: dataclasses look their module up there
     spec.loader.exec_module(module)

@@ -15,18 +15,20 @@ sends the answer's bytes as they were built (as EligibilityService does).
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 import grpc
-from onshi.core import audit, cardproof, dates, history
-from onshi.core.store import link_key
-from onshi.core.unknown import matching
-from onshi.server import auth, handlers, trust_status
-from onshi.server.access_log import describe_answer, link_subject, log_async
-from onshi.server.eligibility import date_day
-from onshi.server.errors import FieldErrors
-from onshi.server.person_directory import PersonDirectory
-from onshi.v1 import trust_pb2, trust_pb2_grpc
+
+from ..core import audit, cardproof, dates, history
+from ..core.store import link_key
+from ..core.unknown import matching
+from ..v1 import trust_pb2, trust_pb2_grpc
+from . import auth, handlers, trust_status
+from .access_log import describe_answer, link_subject, log_async
+from .eligibility_service import date_day
+from .errors import FieldErrors
+from .person_directory import PersonDirectory
 
 SERVICE_NAME = trust_pb2.DESCRIPTOR.services_by_name["TrustService"].full_name
 MAX_CANDIDATES = 50
@@ -76,14 +78,14 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         if not request.address.strip():
             errors.add("address", "required (the fourth of the basic information)")
         day = date_day(request.as_of, "as_of", errors) if request.HasField("as_of") else self.today()
-        if errors.violations:
+        if errors.violations or birth_day is None or day is None:  # None only with a violation
             await trust_status.abort_async(context, errors)
         found = self._candidates(birth_day, request, day)
-        record = dict(actor=caller.label, action="LookupByBasicInfo", flags=audit.FLAG_EMERGENCY,
-                      purpose=f"system failure mode: {self.trust.failure_reason}")
+        record = functools.partial(audit.AuditRecord, actor=caller.label, action="LookupByBasicInfo",
+                                   flags=audit.FLAG_EMERGENCY,
+                                   purpose=f"system failure mode: {self.trust.failure_reason}")
         if len(found) != 1:
-            await log_async(self.trust.log, audit.AuditRecord(
-                subject="basic4", items=f"candidates={len(found)}", **record))
+            await log_async(self.trust.log, record(subject="basic4", items=f"candidates={len(found)}"))
             if not found:
                 return history.response(history.NO_RECORD)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
@@ -93,8 +95,8 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         _, entries = history.parse_history(value)
         validity, chosen = history.choose_by_card(entries, day)
         response = history.response(validity, [entries[i].payload for i in chosen])
-        await log_async(self.trust.log, audit.AuditRecord(
-            subject=link_subject(link_id), link_id=link_id, items=describe_answer(response), **record))
+        await log_async(self.trust.log, record(subject=link_subject(link_id), link_id=link_id,
+                                               items=describe_answer(response)))
         return response
 
     def _candidates(self, birth_day: int, request, day: int) -> list[tuple[int, bytes]]:
@@ -138,7 +140,7 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
 def add_to_server(server, group, trust=None) -> list[str]:
     """TrustService + AuditService + RelayService, when the process has a trust
     layer (`trust`: its trust_setup.IngestTrust)."""
-    from onshi.server import audit_service, relay_service
+    from . import audit_service, relay_service
 
     if trust is None:
         return []

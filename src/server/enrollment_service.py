@@ -1,7 +1,7 @@
 """EnrollmentService and LinkService (grpc.aio) over the group-committing writer.
 
 A stream's updates are validated here, then queued as jobs for the committer
-(onshi.server.secondary.GroupWriter); each ack goes back only after the
+(onshi.server.writer_server.GroupWriter); each ack goes back only after the
 transaction holding its update committed, so an ACCEPTED ack is never ahead of
 the disk. Acks leave in request order (rejections wait their turn too), and
 the committer hands a stream all of its acks from one commit in one wake-up.
@@ -17,14 +17,14 @@ import time
 import grpc
 import lmdb
 
-from onshi.core import enrollment, identifiers, registry
-from onshi.core.identifiers import InvalidIdentifier
-from onshi.core.writer import StoreFull
-from onshi.server import auth, handlers
-from onshi.server.access_log import EnrollmentAuditor
-from onshi.server.errors import bad_request_status
-from onshi.v1 import enrollment_pb2 as pb
-from onshi.v1 import enrollment_pb2_grpc as pb_grpc
+from ..core import enrollment, identifiers, registry
+from ..core.identifiers import InvalidIdentifier
+from ..core.writer import StoreFull
+from ..v1 import enrollment_pb2 as pb
+from ..v1 import enrollment_pb2_grpc as pb_grpc
+from . import auth, handlers
+from .access_log import EnrollmentAuditor
+from .errors import bad_request_status
 
 INSURER_METADATA = "x-onshi-insurer"
 WINDOW = 8192           # updates in flight per stream before we stop reading (backpressure)

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 
-from onshi.v1 import eligibility_pb2
+from ..v1 import eligibility_pb2
 
 # Exit codes of `onshi check`: 0 valid; 10 + the validity code otherwise, so a
 # script can tell 無効 from 該当資格なし; 2 bad input; 1 no answer (server down...).
@@ -92,7 +92,7 @@ def register(subparsers) -> None:
         "--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM"
     )
     serve.add_argument("--port-file", help="write the bound port here once every worker serves")
-    from onshi.server import trust_options  # mTLS roles, card proof, access log
+    from ..server import trust_options  # mTLS roles, card proof, access log
 
     trust_options.add_arguments(serve)
     serve.set_defaults(func=_serve)
@@ -114,9 +114,9 @@ def register(subparsers) -> None:
     check.add_argument("--birth", metavar="YYYY-MM-DD", help="birth date (required with --number)")
     check.add_argument("--as-of", metavar="YYYY-MM-DD", help="visit date (default: today in Japan)")
     check.add_argument("--json", action="store_true", help="print the answer as JSON")
-    from onshi.server import client
+    from ..client import connection
 
-    client.add_arguments(check, identity_help="default operator, the internal role allowed a bare card "
+    connection.add_arguments(check, identity_help="default operator, the internal role allowed a bare card "
                                               "serial (facilities must send a card proof: onshi terminal)")
     check.set_defaults(func=_check)
 
@@ -128,23 +128,23 @@ def register(subparsers) -> None:
     health.add_argument("--service", default="", help="a service name (default: the whole server)")
     health.add_argument("--wait", action="store_true",
                         help="wait up to --timeout for the server to come up and serve")
-    client.add_arguments(health, identity_help="default operator (any caller of the PKI may ask)")
+    connection.add_arguments(health, identity_help="default operator (any caller of the PKI may ask)")
     health.set_defaults(func=_health)
 
 
 def _serve(args) -> int:
-    from onshi.server import app
+    from ..server import app
 
     if args.workers < 1:
         print("onshi: --workers must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from onshi.server import trust_options
+    from ..server import trust_options
 
     trust_options.check_serve_args(args, args.host)
     if trust_options.requested(args) and not args.insecure_dev:
         # Read the certificates once here, so a wrong path is one line from the
         # parent rather than a traceback from every worker.
-        from onshi.server import auth
+        from ..server import auth
 
         auth.credentials_from_args(args, args.host)
     threads = args.threads  # None: app.create_server picks (fewer without an access log)
@@ -166,7 +166,7 @@ def _trusted_server(args, threads: int | None):
     """build_server(engine, address) for app.serve: runs in each worker after
     fork. The replay table is opened here, before fork: every worker maps it,
     and so does every other server of the deployment (ingest-serve's ListMyAccess)."""
-    from onshi.server import app, trust_setup
+    from ..server import app, trust_setup
 
     replays = trust_setup.replay_table(args)
 
@@ -198,28 +198,30 @@ def _date_arg(text: str | None, name: str):
 
 def _check(args) -> int:
     import grpc
-    from onshi.server import client
-    from onshi.server.errors import field_violations
+
+    from ..client import connection
+    from ..client.statuses import field_violations
 
     as_of = _date_arg(args.as_of, "--as-of")
     birth = _date_arg(args.birth, "--birth")
     try:
-        with client.connect(args, "operator") as connection:
-            ask = client.EligibilityClient.over(connection)
+        with connection.connect(args, "operator") as conn:
+            ask = connection.EligibilityClient.over(conn)
             if args.card is not None:
                 response = ask.check_by_card(args.card, as_of)
             else:
-                response = ask.check_by_number(*args.number, birth, as_of)
-    except client.ConnectError as exc:
+                insurer_number, symbol, number, branch = args.number  # nargs=4
+                response = ask.check_by_number(insurer_number, symbol, number, branch, birth, as_of)
+    except connection.ConnectError as exc:
         print(f"onshi check: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
             print("onshi check: bad input", file=sys.stderr)
-            for name, description in field_violations(exc) or [("", exc.details())]:
+            for name, description in field_violations(exc) or [("", exc.details() or "")]:
                 print(f"  {name}: {description}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        line = client.no_answer(exc, args.target, secure=connection.secure, timeout=args.timeout)
+        line = connection.no_answer(exc, args.target, secure=conn.secure, timeout=args.timeout)
         print(f"onshi check: {line}", file=sys.stderr)
         return EXIT_NO_ANSWER
     if args.json:
@@ -238,20 +240,21 @@ def _check(args) -> int:
 def _health(args) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
-    from onshi.server import client
+
+    from ..client import connection
 
     try:
-        connection = client.connect(args, "operator")
-    except client.ConnectError as exc:
+        conn = connection.connect(args, "operator")
+    except connection.ConnectError as exc:
         print(f"onshi health: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    with connection:
+    with conn:
         try:
-            status = health_pb2_grpc.HealthStub(connection.channel).Check(
+            status = health_pb2_grpc.HealthStub(conn.channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout,
-                wait_for_ready=args.wait, metadata=connection.metadata).status
+                wait_for_ready=args.wait, metadata=conn.metadata).status
         except grpc.RpcError as exc:
-            line = client.no_answer(exc, args.target, secure=connection.secure, timeout=args.timeout)
+            line = connection.no_answer(exc, args.target, secure=conn.secure, timeout=args.timeout)
             print(f"onshi health: {line}", file=sys.stderr)
             return EXIT_NO_ANSWER
     name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
@@ -310,10 +313,10 @@ def format_response(response: eligibility_pb2.CheckResponse) -> str:
                 f"    特定疾病 specific disease  {DISEASE_TEXT.get(s.disease, s.disease)}  "
                 f"月額上限 cap ¥{s.monthly_cap_yen:,}  {_period(s)}"
             )
-        for s in q.subsidies:
+        for sub in q.subsidies:
             lines.append(
-                f"    公費 subsidy  {s.payer_number}/{s.recipient_number} {s.programme}  "
-                f"{s.burden_ratio_percent}%  cap ¥{s.monthly_cap_yen:,}  {_period(s)}"
+                f"    公費 subsidy  {sub.payer_number}/{sub.recipient_number} {sub.programme}  "
+                f"{sub.burden_ratio_percent}%  cap ¥{sub.monthly_cap_yen:,}  {_period(sub)}"
             )
     for w in response.warnings:
         lines.append(f"注意 warning: {eligibility_pb2.WarningCode.Name(w.code)} {w.message}")

@@ -1,4 +1,4 @@
-"""Typed stub of the writer's native byte work (src/ext/_apply.pyx); the pure
+"""Typed stub of the writer's native byte work (src/ext/_record.pyx); the pure
 twins with the same interface are in onshi.core.history (*_pure)."""
 
 def split_record(value: bytes) -> tuple[int, list[tuple[int, int, int, int, int, bytes, bytes]]]:

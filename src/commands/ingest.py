@@ -17,13 +17,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar, cast
 
 from google.protobuf import json_format
 
-from onshi.core import dates
-from onshi.core.infile import InputError, TextLines, csv_header, csv_records, open_input
-from onshi.v1 import enrollment_pb2 as pb
-from onshi.v1 import qualification_pb2 as qpb
+from ..core import dates
+from ..core.infile import InputError, TextLines, csv_header, csv_records, open_input
+from ..v1 import enrollment_pb2 as pb
+from ..v1 import qualification_pb2 as qpb
 
 EXIT_BAD_INPUT = 2
 EXIT_NO_ANSWER = 1
@@ -53,7 +54,9 @@ def register(subparsers) -> None:
                        help="largest map size in bytes the store may grow to (default 1 TiB)")
     serve.add_argument("--map-size", type=int, default=None,
                        help="initial map size in bytes (default 1 GiB; it doubles on demand)")
-    from onshi.server import trust_options  # mTLS, access log, Trust/Audit/Relay services
+    from ..server import (
+        trust_options,  # mTLS, access log, Trust/Audit/Relay services
+    )
 
     trust_options.add_arguments(serve, relay=True)
     serve.set_defaults(func=_serve)
@@ -74,19 +77,19 @@ def register(subparsers) -> None:
     ingest.add_argument("--batch", type=int, default=500,
                         help="updates per message (StreamUpdateBatches); 1 sends one per message (StreamUpdates)")
     ingest.add_argument("--no-progress", action="store_true")
-    from onshi.server import client
+    from ..client import connection
 
-    client.add_arguments(ingest, target_default=DEFAULT_TARGET, target_env="ONSHI_INGEST_TARGET",
+    connection.add_arguments(ingest, target_default=DEFAULT_TARGET, target_env="ONSHI_INGEST_TARGET",
                          identity_help="default: the insurer certificate covering the file's insurer numbers "
                                        "(insurer:NUMBER,...), operator with --registry")
     ingest.set_defaults(func=_ingest_file)
 
 
 def _serve(args) -> int:
-    from onshi.server import secondary, trust_setup
+    from ..server import trust_setup, writer_server
 
     credentials, interceptors, trust = trust_setup.ingest_trust(args, args.host)
-    return secondary.serve(args.data, host=args.host, port=args.port, grace=args.grace,
+    return writer_server.serve(args.data, host=args.host, port=args.port, grace=args.grace,
                            port_file=args.port_file, map_size=args.map_size, max_map_size=args.max_map_size,
                            credentials=credentials, interceptors=interceptors, trust=trust)
 
@@ -113,7 +116,7 @@ class UpdateStreamer:
         broken off and counts as a break (after a break, each attempt waits up
         to `timeout` for the server to come back)."""
         self.target = target
-        self.metadata = ((INSURER_METADATA, ",".join(sorted(set(insurers)))),) + tuple(metadata)
+        self.metadata = ((INSURER_METADATA, ",".join(sorted(set(insurers)))), *tuple(metadata))
         self.window = window
         self.batch = max(1, min(batch, window))
         self.retries = retries
@@ -127,8 +130,8 @@ class UpdateStreamer:
             on_ack: Callable[[pb.EnrollmentUpdate, pb.EnrollmentAck], None]) -> None:
         import grpc
 
-        from onshi.server.client import AnswerWatch, open_channel
-        from onshi.v1 import enrollment_pb2_grpc
+        from ..client.connection import AnswerWatch, open_channel
+        from ..v1 import enrollment_pb2_grpc
 
         source = iter(updates)
         unacked: collections.deque[pb.EnrollmentUpdate] = collections.deque()  # sent, oldest first
@@ -153,6 +156,7 @@ class UpdateStreamer:
                     while not room.acquire(timeout=0.1 if block else 0):
                         if stop.is_set() or not block:
                             return None
+                    update: pb.EnrollmentUpdate | None
                     if resend:
                         update = resend.popleft()
                     else:
@@ -203,10 +207,9 @@ class UpdateStreamer:
                     return
                 except grpc.RpcError as exc:
                     stop.set()
-                    with taking:  # the generator is not inside take(): every update is accounted for
-                        with lock:
-                            resend.extendleft(reversed(unacked))
-                            unacked.clear()
+                    with taking, lock:  # the generator is not inside take(): every update is accounted for
+                        resend.extendleft(reversed(unacked))
+                        unacked.clear()
                     self.stalled = bool(watch and watch.expired)
                     retry = exc.code().name in self.RETRYABLE and (acked_once or self.timeout is None)
                     if not retry or attempt >= self.retries:
@@ -232,12 +235,18 @@ CSV_COLUMNS = (
     "specific_diseases", "subsidies", "effective_date",
 )
 REGISTRY_COLUMNS = ("resident_id", "name", "name_kana", "birth_date", "sex", "address", "postcode")
-SEX = {"": 0, "1": qpb.SEX_MALE, "m": qpb.SEX_MALE, "male": qpb.SEX_MALE, "男": qpb.SEX_MALE,
+SEX = {"": qpb.SEX_UNSPECIFIED, "1": qpb.SEX_MALE, "m": qpb.SEX_MALE, "male": qpb.SEX_MALE, "男": qpb.SEX_MALE,
        "2": qpb.SEX_FEMALE, "f": qpb.SEX_FEMALE, "female": qpb.SEX_FEMALE, "女": qpb.SEX_FEMALE}
-RELATIONSHIP = {"": 0, "insured": qpb.RELATIONSHIP_INSURED, "本人": qpb.RELATIONSHIP_INSURED, "1": 1,
-                "dependent": qpb.RELATIONSHIP_DEPENDENT, "家族": qpb.RELATIONSHIP_DEPENDENT, "2": 2}
-LOSS_REASON = {"": 0, "01": 1, "1": 1, "death": 1, "02": 2, "2": 2, "public_assistance": 2,
-               "03": 3, "3": 3, "other_insurance": 3, "99": 99, "other": 99}
+RELATIONSHIP = {"": qpb.RELATIONSHIP_UNSPECIFIED, "insured": qpb.RELATIONSHIP_INSURED,
+                "本人": qpb.RELATIONSHIP_INSURED, "1": qpb.RELATIONSHIP_INSURED,
+                "dependent": qpb.RELATIONSHIP_DEPENDENT, "家族": qpb.RELATIONSHIP_DEPENDENT,
+                "2": qpb.RELATIONSHIP_DEPENDENT}
+_DEATH, _ASSISTANCE = qpb.LOSS_REASON_DEATH, qpb.LOSS_REASON_PUBLIC_ASSISTANCE
+_OTHER_INSURANCE, _OTHER = qpb.LOSS_REASON_OTHER_INSURANCE, qpb.LOSS_REASON_OTHER
+LOSS_REASON = {"": qpb.LOSS_REASON_UNSPECIFIED, "01": _DEATH, "1": _DEATH, "death": _DEATH,
+               "02": _ASSISTANCE, "2": _ASSISTANCE, "public_assistance": _ASSISTANCE,
+               "03": _OTHER_INSURANCE, "3": _OTHER_INSURANCE, "other_insurance": _OTHER_INSURANCE,
+               "99": _OTHER, "other": _OTHER}
 CHANGES = ("acquisition", "loss", "dependent_addition", "dependent_removal", "burden_ratio_change",
            "certificates_change", "subsidies_change", "basic_information_change")
 
@@ -267,7 +276,10 @@ def _int(text: str, field: str, line: int) -> int:
         raise BadRow(line, f"{field}: not a number: {text!r}") from None
 
 
-def _lookup(table: dict, text: str, field: str, line: int) -> int:
+_Value = TypeVar("_Value")
+
+
+def _lookup(table: dict[str, _Value], text: str, field: str, line: int) -> _Value:
     key = text.strip().lower()
     if key not in table:
         raise BadRow(line, f"{field}: unknown value {text!r} (one of {', '.join(k for k in table if k)})")
@@ -315,18 +327,19 @@ def update_from_csv(row: dict, line: int) -> pb.EnrollmentUpdate:
     if change not in CHANGES:
         raise BadRow(line, f"change: one of {', '.join(CHANGES)} expected, not {g('change')!r}")
     number = pb.InsuredNumber(symbol=g("symbol"), number=g("number"), branch=g("branch"))
-    certificates = {}
+    elderly: qpb.ElderlyRecipientCertificate | None = None
+    limit: qpb.LimitAmountCertificate | None = None
     if g("elderly_ratio") or g("elderly_from"):
         e = qpb.ElderlyRecipientCertificate(burden_ratio_percent=_int(g("elderly_ratio"), "elderly_ratio", line))
         _set_date(e, "valid_from", _date(g("elderly_from"), "elderly_from", line))
         _set_date(e, "valid_until", _date(g("elderly_until"), "elderly_until", line))
-        certificates["elderly_recipient"] = e
+        elderly = e
     if g("limit_category") or g("limit_from"):
         lim = qpb.LimitAmountCertificate(category=g("limit_category"),
                                          standard_burden_reduction=g("limit_reduction").lower() in ("1", "true", "yes"))
         _set_date(lim, "valid_from", _date(g("limit_from"), "limit_from", line))
         _set_date(lim, "valid_until", _date(g("limit_until"), "limit_until", line))
-        certificates["limit_amount"] = lim
+        limit = lim
     diseases = _json_list(g("specific_diseases"), qpb.SpecificDiseaseCertificate, "specific_diseases", line)
     subsidies = _json_list(g("subsidies"), qpb.PublicExpenseSubsidy, "subsidies", line)
     if change in ("acquisition", "dependent_addition"):
@@ -335,8 +348,9 @@ def update_from_csv(row: dict, line: int) -> pb.EnrollmentUpdate:
             relationship=_lookup(RELATIONSHIP, g("relationship"), "relationship", line),
             burden_ratio_percent=_int(g("burden_ratio"), "burden_ratio", line),
             preschool=g("preschool").lower() in ("1", "true", "yes"),
-            card_kind=_enum(qpb.CardKind, g("card_kind"), "CARD_KIND_", "card_kind", line),
-            specific_diseases=diseases, subsidies=subsidies, **certificates)
+            # proto3 enums are open: a number the schema does not name is kept as sent
+            card_kind=cast(qpb.CardKind, _enum(qpb.CardKind, g("card_kind"), "CARD_KIND_", "card_kind", line)),
+            specific_diseases=diseases, subsidies=subsidies, elderly_recipient=elderly, limit_amount=limit)
         _set_date(q, "acquisition_date", _date(g("acquisition_date"), "acquisition_date", line))
         getattr(update, change).qualification.CopyFrom(q)
     elif change in ("loss", "dependent_removal"):
@@ -350,8 +364,10 @@ def update_from_csv(row: dict, line: int) -> pb.EnrollmentUpdate:
     elif change == "certificates_change":
         c = update.certificates_change
         c.insured_number.CopyFrom(number)
-        for name, value in certificates.items():
-            getattr(c, name).CopyFrom(value)
+        if elderly is not None:
+            c.elderly_recipient.CopyFrom(elderly)
+        if limit is not None:
+            c.limit_amount.CopyFrom(limit)
         c.specific_diseases.extend(diseases)
     elif change == "subsidies_change":
         update.subsidies_change.insured_number.CopyFrom(number)
@@ -428,7 +444,7 @@ class Progress:
 def _ingest_file(args) -> int:
     import grpc
 
-    from onshi.server import client
+    from ..client import connection
 
     fmt = args.format or ("csv" if args.file.lower().endswith(".csv") else "jsonl")
     message_type, from_csv = (pb.Resident, resident_from_csv) if args.registry else (pb.EnrollmentUpdate, update_from_csv)
@@ -455,14 +471,14 @@ def _ingest_file(args) -> int:
         print(f"onshi ingest-file: --report {args.report}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        connection = client.connect(args, "operator" if args.registry else "insurer:" + ",".join(insurers))
-    except client.ConnectError as exc:
+        conn = connection.connect(args, "operator" if args.registry else "insurer:" + ",".join(insurers))
+    except connection.ConnectError as exc:
         print(f"onshi ingest-file: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     progress = Progress(len(rows), enabled=not args.no_progress)
     try:
         if args.registry:
-            return _send_registry(connection, rows, progress)
+            return _send_registry(conn, rows, progress)
         shown = [0]
 
         def on_ack(update, ack):
@@ -480,26 +496,26 @@ def _ingest_file(args) -> int:
             print(f"\nonshi ingest-file: stream broke ({exc.code().name}); re-sending what had no ack",
                   file=sys.stderr, flush=True)
 
-        from onshi.server.auth import INSURER_KEY
+        from ..server.auth import INSURER_KEY
 
         streamer = UpdateStreamer(args.target, insurers, retries=args.retries, batch=args.batch, on_break=on_break,
-                                  credentials=client.read_credentials(connection.caller.files)
-                                  if connection.secure else None, timeout=args.timeout,
-                                  metadata=tuple(kv for kv in connection.metadata if kv[0] != INSURER_KEY))
+                                  credentials=connection.read_credentials(conn.caller.files)
+                                  if conn.caller.files is not None else None, timeout=args.timeout,
+                                  metadata=tuple(kv for kv in conn.metadata if kv[0] != INSURER_KEY))
         try:
             streamer.run(rows, on_ack)
         except grpc.RpcError as exc:
             progress.finish()
             line = (f"no ack from {args.target} within {args.timeout:g} s" if streamer.stalled
-                    else client.no_answer(exc, args.target, secure=connection.secure, timeout=args.timeout))
+                    else connection.no_answer(exc, args.target, secure=conn.secure, timeout=args.timeout))
             print(f"onshi ingest-file: {line}", file=sys.stderr)
             _summary(progress)
-            return client.exit_code_of(exc) if not streamer.stalled else EXIT_NO_ANSWER
+            return connection.exit_code_of(exc) if not streamer.stalled else EXIT_NO_ANSWER
         progress.finish()
         _summary(progress)
         return 0
     finally:
-        connection.close()
+        conn.close()
         if report:
             report.close()
 
@@ -514,26 +530,26 @@ def _summary(progress: Progress) -> None:
               f"address notation): their acks name the field and rule (--report)", flush=True)
 
 
-def _send_registry(connection, residents: list, progress: Progress) -> int:
+def _send_registry(conn, residents: list, progress: Progress) -> int:
     import grpc
 
-    from onshi.server import client
-    from onshi.server.errors import field_violations
-    from onshi.v1 import enrollment_pb2_grpc
+    from ..client import connection
+    from ..client.statuses import field_violations
+    from ..v1 import enrollment_pb2_grpc
 
-    stub = enrollment_pb2_grpc.EnrollmentServiceStub(connection.channel)
+    stub = enrollment_pb2_grpc.EnrollmentServiceStub(conn.channel)
     for i in range(0, len(residents), 1000):
         page = residents[i:i + 1000]
         try:
-            stub.PutResidents(pb.PutResidentsRequest(residents=page), timeout=connection.timeout,
-                              metadata=connection.metadata)
+            stub.PutResidents(pb.PutResidentsRequest(residents=page), timeout=conn.timeout,
+                              metadata=conn.metadata)
         except grpc.RpcError as exc:
             progress.finish()
-            line = client.no_answer(exc, connection.target, secure=connection.secure, timeout=connection.timeout)
+            line = connection.no_answer(exc, conn.target, secure=conn.secure, timeout=conn.timeout)
             print(f"onshi ingest-file: {line}", file=sys.stderr)
             for field, description in field_violations(exc)[:20]:
                 print(f"  {field}: {description}", file=sys.stderr)
-            return client.exit_code_of(exc)
+            return connection.exit_code_of(exc)
         for _ in page:
             progress.tick("stored")
     progress.finish()

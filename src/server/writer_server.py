@@ -1,4 +1,5 @@
-"""`onshi ingest-serve`: the secondary gRPC process, the store's single writer.
+"""`onshi ingest-serve`: the writer process, the store's single writer, serving
+insurers' updates, card links, claims and the failure-mode lookup over gRPC.
 
 Eligibility servers open the same LMDB read-only and see each commit as soon as
 it returns (LMDB MVCC: a new read transaction sees the latest committed state),
@@ -19,7 +20,7 @@ writes and never leaves half of itself behind. When the store is full, the
 longest prefix of the batch that fits is committed and every job after it
 fails with StoreFull (never a later write without an earlier one).
 
-Services are assembled from SERVICE_MODULES: each module exposes
+Services are assembled from SERVICES: each module exposes
 `add_to_server(server, writer, trust) -> list[str]` (the service names, for
 health and reflection) and receives the GroupWriter, whose `apply(fn)` /
 `apply_async(fn)` have Writer.apply's meaning (fn(WriteTxn), durable on
@@ -32,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import importlib
 import logging
 import os
 import signal
@@ -49,13 +49,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import _async as reflection_async
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from onshi.core.writer import StoreFull, Writer, WriteTxn
-from onshi.server import handlers
+from ..core.writer import StoreFull, Writer, WriteTxn
+from . import claim_service, enrollment_service, failure_mode, handlers
 
 log = logging.getLogger("onshi.ingest")
 
-SERVICE_MODULES = ("onshi.server.enrollment", "onshi.server.claims",
-                   "onshi.server.trust_service")  # issue 5: Trust/Audit/Relay, when configured
+SERVICES = (enrollment_service, claim_service, failure_mode)
 MAX_BATCH = 8192        # writes per transaction (a job counts its weight); bounds one commit's latency
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # a PutResidents page of a few thousand records
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -202,7 +201,7 @@ class GroupWriter:
                     return False
                 error = exc
                 break
-            except Exception as exc:  # noqa: BLE001 - an LMDB error: nobody's write happened
+            except Exception as exc:
                 log.exception("commit failed")
                 error = exc
                 break
@@ -216,7 +215,7 @@ class GroupWriter:
         `failed`); a job that raises ends the transaction with _JobFailed."""
         started = time.perf_counter()
         try:
-            out = []
+            out: list[object] = []
             for i, fn in enumerate(fns):
                 if i in failed:
                     out.append(None)
@@ -225,7 +224,7 @@ class GroupWriter:
                     out.append(fn(txn))
                 except lmdb.MapFullError:
                     raise  # Writer.apply grows the map and runs the whole batch again
-                except Exception as exc:  # noqa: BLE001 - handed to the job's owner
+                except Exception as exc:
                     raise _JobFailed(i, exc) from exc
             return out
         finally:
@@ -234,17 +233,17 @@ class GroupWriter:
     def _deliver(self, batch: list, results: list | None, failed: dict, error: BaseException | None) -> None:
         for i, (_, done, _) in enumerate(batch):
             try:
-                if error is not None:
+                if results is None:  # with an error: nothing was written
                     done(None, error)
                 else:
                     done(results[i], failed.get(i))
-            except Exception:  # noqa: BLE001 - a broken callback must not stop the committer
+            except Exception:
                 log.exception("job callback failed")
 
 
 class _Health(health_async.HealthServicer):
     async def List(self, request, context):
-        from onshi.server.app import health_list
+        from .app import health_list
 
         return health_list(self._server_status)
 
@@ -272,24 +271,18 @@ class _ReadView:
 
 # --- assembly ----------------------------------------------------------------------
 
-def add_services(server, group: GroupWriter, modules=SERVICE_MODULES, trust=None) -> list[str]:
+def add_services(server, group: GroupWriter, trust=None) -> list[str]:
     names: list[str] = []
-    for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as exc:
-            if exc.name != name:  # a real import error inside the module: show it
-                raise
-            continue  # that service is not built yet
-        names.extend(module.add_to_server(server, group, trust))
+    for service in SERVICES:
+        names.extend(service.add_to_server(server, group, trust))
     return names
 
 
-class Secondary:
+class WriterServer:
     """The running process: writer, committer, aio server with health + reflection."""
 
     def __init__(self, data: str, *, host: str = "127.0.0.1", port: int = 0, map_size: int | None = None,
-                 max_map_size: int | None = None, modules=SERVICE_MODULES,
+                 max_map_size: int | None = None,
                  credentials: grpc.ServerCredentials | None = None, interceptors=(), trust=None):
         kwargs = {"max_map_size": max_map_size} if max_map_size else {}
         if map_size:
@@ -302,7 +295,7 @@ class Secondary:
         # (onshi.server.handlers): a sync handler would run on a pool thread
         # that outlives its call when the caller cancels.
         services = handlers.Services(self.server, asyncio=True)
-        self.service_names = add_services(services, self.group, modules, trust)
+        self.service_names = add_services(services, self.group, trust)
         self.health = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_async.ReflectionServicer(
@@ -332,27 +325,27 @@ def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float
     logging.basicConfig(level=logging.INFO, format="onshi ingest: %(message)s")
 
     async def main() -> int:
-        secondary = Secondary(data, host=host, port=port, map_size=map_size, max_map_size=max_map_size,
-                              credentials=credentials, interceptors=interceptors, trust=trust)
-        await secondary.start()
+        server = WriterServer(data, host=host, port=port, map_size=map_size, max_map_size=max_map_size,
+                                  credentials=credentials, interceptors=interceptors, trust=trust)
+        await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        from onshi.server import auth
+        from . import auth
 
         loop.add_signal_handler(signal.SIGHUP, auth.reload_caller_revocations)  # reload, not stop
-        print(f"onshi ingest-serve: listening on {host}:{secondary.port} "
-              f"({', '.join(secondary.service_names)})", flush=True)
+        print(f"onshi ingest-serve: listening on {host}:{server.port} "
+              f"({', '.join(server.service_names)})", flush=True)
         if port_file:
             tmp = f"{port_file}.{os.getpid()}.tmp"
             with open(tmp, "w") as f:
-                f.write(f"{secondary.port}\n")
+                f.write(f"{server.port}\n")
             os.replace(tmp, port_file)
         await stop.wait()
         started = time.monotonic()
-        await secondary.stop(grace)
-        g = secondary.group
+        await server.stop(grace)
+        g = server.group
         print(f"onshi ingest-serve: stopped ({g.jobs} writes in {g.commits} commits; "
               f"{g.work_seconds:.2f}s running writes, {max(g.apply_seconds - g.work_seconds, 0):.2f}s committing; "
               f"shutdown {time.monotonic() - started:.2f}s)", file=sys.stderr, flush=True)

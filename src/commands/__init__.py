@@ -1,0 +1,1 @@
+"""The `onshi` subcommands, one module per group; each defines register(subparsers)."""
