@@ -2,7 +2,7 @@
 hot paths: processes alternate between the builds so the machine's drift falls on
 both (a shared 2-core machine drifts more than a compiler directive moves).
 
-    .venv/bin/python bench/ab_build.py --other DIR [--persons 300000] [--pairs 6]
+    onshi bench ab_build --other DIR [--persons 300000] [--pairs 6]
 
 DIR holds another build as a package tree (DIR/onshi/ext/*.so beside a copy of
 src/); "this" is the checkout's own src/ext. Each process measures, in CPU time
@@ -70,17 +70,18 @@ def measure(store: str, rounds: int) -> dict:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    random.seed(1)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--other", required=True, help="package tree of the other build (DIR/onshi/ext/*.so)")
     ap.add_argument("--persons", type=int, default=300_000)
     ap.add_argument("--pairs", type=int, default=6, help="processes per build, alternating")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per process (best kept)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(measure(args.child, args.rounds)))
-        return
+        return 0
     import common
     store = str(common.dataset(args.persons))
     runs: dict[str, list[dict]] = {"this": [], "other": []}
@@ -101,8 +102,8 @@ def main() -> None:
         print(f"  {what:40} this {min(a):8.0f} ({statistics.median(a):8.0f})   other {min(b):8.0f} "
               f"({statistics.median(b):8.0f})   this/other best {min(a) / min(b):.3f}, "
               f"median {statistics.median(a) / statistics.median(b):.3f}")
+    return 0
 
 
 if __name__ == "__main__":
-    random.seed(1)
-    main()
+    sys.exit(main())

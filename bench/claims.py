@@ -1,12 +1,12 @@
-"""Claims benchmark (issue 4, must-show 3): claims/s through ONE VerifyClaims
+"""Claims benchmark: claims/s through ONE VerifyClaims
 stream of the real secondary process (`onshi ingest-serve`) over a 1M-person
 store, plus the same batches through Verifier.verify in-process (no gRPC) so the
 two can be compared in one run, and a cProfile of the in-process path.
 
-    .venv/bin/python bench/claims.py --persons 1000000 --claims 500000 [--write]
+    .venv/bin/python bench/claims.py --persons 1000000 --claims 500000 [--record]
 
-The dataset is `onshi gen --persons N` under bench/out/claims-gen-N (built once;
-ingest-serve adds the claims ledger to it). Claims are drawn from the store:
+The dataset is `onshi gen --persons N` under bench/out/claims-gen-N (built once,
+apart from the other benchmarks' stores: ingest-serve adds the claims ledger to it). Claims are drawn from the store:
 mostly billed to the qualification valid on the visit date, some to a lost one,
 some to numbers nobody holds, ~1% 不詳 with the person's declaration. Batches are
 serialized before the clock starts; the client sends raw bytes and counts
@@ -22,8 +22,6 @@ import io
 import os
 import pstats
 import random
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -34,25 +32,12 @@ from onshi.core import dates, history
 from onshi.core.store import link_id_of, open_env
 from onshi.v1 import claims_pb2 as cpb
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-OUT = BENCH / "out"
-RESULTS = BENCH / "RESULTS.md"
-SECTION = "## Claims (issue 4)"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+AREA = "Claims"
 FACILITIES = [f"13{n:08d}" for n in range(1, 201)]
 METHOD = "/onshi.v1.ClaimService/VerifyClaims"
-
-
-def onshi(*args: str) -> list[str]:
-    return [sys.executable, "-m", "onshi.cli", *args]
-
-
-def dataset(persons: int) -> Path:
-    path = OUT / f"claims-gen-{persons}-v{history.VERSION}"
-    if not (path / "gen.json").exists():
-        print(f"generating {persons} persons into {path} ...", flush=True)
-        subprocess.run(onshi("gen", "--persons", str(persons), "--out", str(path)), check=True)
-    return path
 
 
 def sample_claims(path: Path, count: int, visit_month: dt.date, seed: int = 4) -> list[cpb.Claim]:
@@ -115,7 +100,7 @@ def sample_claims(path: Path, count: int, visit_month: dt.date, seed: int = 4) -
 def prepared_batches(path: Path, args) -> list[bytes]:
     """Serialized batches, cached beside the dataset (sampling 1M claims from the
     store takes about a minute on a busy machine)."""
-    cache = OUT / f"claims-batches-{args.persons}-{args.claims}-{args.batch}-{args.month}.bin"
+    cache = common.OUT / f"claims-batches-{args.persons}-{args.claims}-{args.batch}-{args.month}.bin"
     if cache.exists():
         data = cache.read_bytes()
         out, i = [], 0
@@ -242,29 +227,6 @@ def breakdown(path: Path, raw_batches: list[bytes]) -> list[tuple[str, float]]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads) and of its children (the
-    claim helpers), from /proc."""
-    total = 0.0
-    for p in [pid, *children(pid)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            pass
-    return out
-
-
 def through_stream(port: int, raw_batches: list[bytes], facility: str | None, server_pid: int) -> tuple[float, float]:
     """One VerifyClaims stream; requests and responses stay serialized bytes."""
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=(
@@ -273,32 +235,15 @@ def through_stream(port: int, raw_batches: list[bytes], facility: str | None, se
     metadata = (("x-onshi-facility", facility),) if facility else None
     per_batch = [len(cpb.VerifyClaimsRequest.FromString(r).claims) for r in raw_batches]
     started = time.perf_counter()
-    server_cpu = cpu_seconds(server_pid)
+    server_cpu = common.tree_cpu(server_pid)  # with ingest-serve's claim helpers
     received = 0
     for _ in call(iter(raw_batches), metadata=metadata, timeout=600):
         received += 1
     elapsed = time.perf_counter() - started
-    server_cpu = cpu_seconds(server_pid) - server_cpu
+    server_cpu = common.tree_cpu(server_pid) - server_cpu
     channel.close()
     assert received == len(raw_batches)
     return sum(per_batch) / elapsed, sum(per_batch) / server_cpu
-
-
-def start_server(path: Path) -> tuple[subprocess.Popen, int]:
-    port_file = OUT / f"claims-bench.port.{os.getpid()}"
-    port_file.unlink(missing_ok=True)
-    proc = subprocess.Popen(onshi("ingest-serve", "--data", str(path), "--port", "0", "--port-file",
-                                  str(port_file)), stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not port_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit("ingest-serve did not start")
-        time.sleep(0.1)
-    port = int(port_file.read_text())
-    port_file.unlink()
-    time.sleep(2)  # ingest-serve's claim helpers start in about a second; a running service has them
-    return proc, port
 
 
 def only_facility(raw_batches: list[bytes], facility: str) -> list[bytes]:
@@ -311,17 +256,17 @@ def only_facility(raw_batches: list[bytes], facility: str) -> list[bytes]:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--persons", type=int, default=1_000_000)
     parser.add_argument("--claims", type=int, default=500_000)
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--month", default="2026-04", help="visit month (gen's reference month by default)")
-    parser.add_argument("--no-record", action="store_true", help="skip the review-body (recorded) stream")
-    parser.add_argument("--write", action="store_true", help=f"append the figures to {RESULTS.name}")
-    args = parser.parse_args()
+    parser.add_argument("--no-review", action="store_true", help="skip the review body's (recorded) stream")
+    common.add_record_flag(parser)
+    args = parser.parse_args(argv)
 
-    path = dataset(args.persons)
+    path = common.dataset(args.persons, name="claims-gen")
     t0 = time.perf_counter()
     raw = prepared_batches(path, args)
     n_claims = sum(len(cpb.VerifyClaimsRequest.FromString(r).claims) for r in raw)
@@ -338,72 +283,68 @@ def main() -> int:
     for name, micros in stages:
         print(f"  {name:36s} {micros:6.2f} us/claim (CPU)")
 
-    proc, port = start_server(path)
-    try:
+    with common.serve_secondary(path) as server:
+        # The claim helpers start in about a second after the server; a running service has them.
+        time.sleep(2)
+        port = int(server.address.rsplit(":", 1)[1])
         facility = FACILITIES[0]
-        rate_check = through_stream(port, only_facility(raw, facility), facility, proc.pid)
+        rate_check = through_stream(port, only_facility(raw, facility), facility, server.proc.pid)
         print(f"one stream, pre-submission check (not recorded): {rate_check[0]:,.0f} claims/s wall, "
               f"{rate_check[1]:,.0f} per server CPU-second", flush=True)
         rate_review = None
-        if not args.no_record:
-            rate_review = through_stream(port, raw, None, proc.pid)
+        if not args.no_review:
+            rate_review = through_stream(port, raw, None, server.proc.pid)
             print(f"one stream, review body (recorded per claim): {rate_review[0]:,.0f} claims/s wall, "
                   f"{rate_review[1]:,.0f} per server CPU-second", flush=True)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
-    if args.write:
-        write_results(args, n_claims, counts, rate_local, rate_python, rate_check, rate_review, profile, stages)
+    if args.record:
+        common.record_run(AREA, *report(args.persons, n_claims, counts, rate_local, rate_python, rate_check,
+                                        rate_review, profile, stages))
     return 0
 
 
-def write_results(args, n, counts, rate_local, rate_python, rate_check, rate_review, profile, stages) -> None:
+def report(persons, n, counts, rate_local, rate_python, rate_check, rate_review, profile, stages):
+    """(figures, markdown body) of a run."""
     from onshi.server.claim_helpers import default_count
 
     engine = os.environ.get("ONSHI_ENGINE") or "auto (native when built)"
     mix = ", ".join(f"{k} {v / n:.1%}" for k, v in counts.most_common())
-    lines = [
-        "",
-        f"### {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC — `python bench/claims.py "
-        f"--persons {args.persons} --claims {args.claims} --batch {args.batch}`",
-        "",
-        f"{os.cpu_count()} cores shared with other engineers; engine {engine}; ingest-serve claim helpers: "
-        f"{default_count()}; verdict mix: {mix}.",
-        "",
-        "| path | claims/s (wall) | claims per CPU-second | wall vs target 200,000 |",
-        "|---|---:|---:|---:|",
-        f"| in-process, Python rules only (Verifier.verify + ledger rows, no gRPC) | {rate_python[0]:,.0f} | "
-        f"{rate_python[1]:,.0f} | {rate_python[0] / 200_000:.2f}× |",
-        f"| in-process, native pass + Python rest (verify_serialized + ledger rows, no gRPC) | "
-        f"{rate_local[0]:,.0f} | {rate_local[1]:,.0f} | {rate_local[0] / 200_000:.2f}× |",
-        f"| one VerifyClaims stream, ingest-serve, pre-submission (not recorded) | {rate_check[0]:,.0f} | "
-        f"{rate_check[1]:,.0f} (server + helpers) | {rate_check[0] / 200_000:.2f}× |",
-    ]
+    rows = [("in-process, Python rules only (Verifier.verify + ledger rows, no gRPC)", rate_python, ""),
+            ("in-process, native pass + Python rest (verify_serialized + ledger rows, no gRPC)", rate_local, ""),
+            ("one VerifyClaims stream, ingest-serve, pre-submission (not recorded)", rate_check,
+             " (server + helpers)")]
     if rate_review is not None:
-        lines.append(f"| one VerifyClaims stream, ingest-serve, review body (recorded: a value per facility-month, "
-                     f"group-committed behind the verdicts) | {rate_review[0]:,.0f} | {rate_review[1]:,.0f} "
-                     f"(server + helpers) | {rate_review[0] / 200_000:.2f}× |")
-    lines.append("")
-    lines.append(f"Load average at the end of the run: {os.getloadavg()[0]:.1f} (other engineers' jobs share "
-                 "the 2 cores, so wall-clock rates understate; per-CPU-second rates are the cost).")
-    lines += ["", "CPU per claim by stage (measured separately over the first 20 batches; the whole verify "
-              "includes the lookups and the build):", "", "| stage | µs/claim (CPU) |", "|---|---:|",
-              *[f"| {name} | {micros:.2f} |" for name, micros in stages]]
-    lines += ["", "Where the in-process time goes (cProfile, top by own time):", "", "```",
-              *[l for l in profile.splitlines() if l.strip()][:22], "```", ""]
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n"
-    # append under our own heading (before the next section, if any)
-    start = text.index(SECTION) + len(SECTION)
-    nxt = text.find("\n## ", start)
-    block = "\n".join(lines)
-    text = text[:nxt] + block + text[nxt:] if nxt != -1 else text.rstrip("\n") + "\n" + block
-    RESULTS.write_text(text)
+        rows.append(("one VerifyClaims stream, ingest-serve, review body (recorded: a value per facility-month, "
+                     "group-committed behind the verdicts)", rate_review, " (server + helpers)"))
+    lines = [
+        f"Engine {engine}; ingest-serve claim helpers: {default_count()}; verdict mix: {mix}. Wall-clock rates "
+        "understate on a shared machine; per-CPU-second rates are the cost.",
+        "",
+        common.md_table(["path", "claims/s (wall)", "claims per CPU-second", "wall vs target 200,000"],
+                        [(what, f"{r[0]:,.0f}", f"{r[1]:,.0f}{who}", f"{r[0] / 200_000:.2f}×") for what, r, who in rows]),
+        "",
+        "CPU per claim by stage (measured separately over the first 20 batches; the whole verify includes the "
+        "lookups and the build):",
+        "",
+        common.md_table(["stage", "µs/claim (CPU)"], [(name, f"{micros:.2f}") for name, micros in stages]),
+        "",
+        "Where the in-process time goes (cProfile, top by own time):",
+        "",
+        "```",
+        *[line for line in profile.splitlines() if line.strip()][:22],
+        "```",
+    ]
+    met = lambda rate: f"≥ 200,000: {'met' if rate >= 200_000 else '**not met**'}"
+    store = f"{persons:,}-person store"
+    figures = [(f"claims/s through one VerifyClaims stream, pre-submission (not recorded; {store})",
+                f"{rate_check[0]:,.0f} ({rate_check[1]:,.0f} per CPU-second, server + helpers)", met(rate_check[0]))]
+    if rate_review is not None:
+        figures.append((f"claims/s through one VerifyClaims stream, recorded by a review body ({store})",
+                        f"{rate_review[0]:,.0f} ({rate_review[1]:,.0f} per CPU-second, server + helpers)",
+                        met(rate_review[0])))
+    figures.append((f"claims/s in-process, native pass + Python rest · Python rules only ({store})",
+                    f"{rate_local[0]:,.0f} · {rate_python[0]:,.0f}", "—"))
+    return figures, "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """What every benchmark shares: the machine, the datasets under bench/out/, the
-servers it starts on loopback, process CPU accounting, query samples and the
-RESULTS.md writer. Runnable scripts live beside this file (load.py, peers.py,
-scale.py, cost.py, plot.py); they import it as `common`."""
+servers it starts on loopback, process CPU accounting, query samples, and the
+writers of bench/RESULTS.md (current figures) and docs/INVESTIGATIONS.md (every
+recorded run). Runnable scripts live beside this file; they import it as
+`common`."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-OUT = BENCH / "out"  # gitignored: datasets, CSVs, SQLite files
+OUT = Path(os.environ.get("ONSHI_BENCH_OUT") or BENCH / "out")  # gitignored: datasets, CSVs, SQLite files
 DATA = Path(os.environ.get("ONSHI_BENCH_DATA") or BENCH / "data")  # committed: figures the plots are drawn from
 RESULTS = Path(os.environ.get("ONSHI_BENCH_RESULTS") or BENCH / "RESULTS.md")  # override: dry runs
 COMPLETE = ".complete"  # marker written after a dataset finished generating (as scripts/run.sh)
@@ -90,19 +92,20 @@ def locust_cmd() -> list[str]:
 
 # --- datasets ---------------------------------------------------------------
 
-def dataset_dir(persons: int) -> Path:
+def dataset_dir(persons: int, name: str = "gen") -> Path:
     """Named after the history record version, so a cached store of an older
     layout is generated again rather than read wrongly."""
     from onshi.core import history
-    return OUT / f"gen-{persons}-v{history.VERSION}"
+    return OUT / f"{name}-{persons}-v{history.VERSION}"
 
 
-def dataset(persons: int, *, quiet: bool = False) -> Path:
+def dataset(persons: int, *, quiet: bool = False, name: str = "gen") -> Path:
     """A generated store of `persons` persons, reused when already complete.
+    `name` keeps a bench's own copy apart (one that servers write into).
 
     Generation time and size are recorded in bench-gen.json beside the store so the
     scale table can report them without regenerating."""
-    path = dataset_dir(persons)
+    path = dataset_dir(persons, name)
     if (path / COMPLETE).exists():
         return path
     if path.exists():
@@ -390,6 +393,25 @@ def total_cpu(pids: list[int]) -> float:
     return total
 
 
+def tree_cpu(pid: int) -> float:
+    """A process's CPU and that of every process it started (workers, helpers)."""
+    return total_cpu([pid, *descendants(pid)])
+
+
+def switches(pid: int, involuntary: bool = False) -> int:
+    """Voluntary context switches over all of a process's threads (each one a
+    thread blocking: on the GIL, a futex, epoll), so per call they count
+    hand-offs; with `involuntary`, preemptions as well."""
+    keys = ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches") if involuntary else ("voluntary_ctxt_switches",)
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(keys):
+                    total += int(line.split()[1])
+    return total
+
+
 # --- statistics ------------------------------------------------------------------
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -399,53 +421,115 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
+def median(values) -> float:
+    """The middle value (the upper one of an even count), as the tables report."""
+    values = sorted(values)
+    return values[len(values) // 2] if values else float("nan")
+
+
 def fmt_ms(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.2f}"
 
 
-# --- RESULTS.md -------------------------------------------------------------------
+# --- RESULTS.md and the investigations log ----------------------------------------
+#
+# bench/RESULTS.md holds the current figures: one table per area, a row per
+# figure with the command that made it, when and at what load. A recorded run
+# replaces the rows of the figures it measured and adds its whole output, dated,
+# at the end of its area in docs/INVESTIGATIONS.md (where the earlier runs and
+# the investigations behind the figures are kept).
 
-def append_results(section: str, intro: str, header: list[str], row: list[str]) -> None:
-    """Append a table row under `## {section}`; creates the section (with `intro`
-    and the table header) the first time. Other sections are left untouched."""
-    heading = f"## {section}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    line = "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in row) + " |\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.strip() == heading), None)
+LOG = Path(os.environ.get("ONSHI_BENCH_LOG") or ROOT / "docs" / "INVESTIGATIONS.md")  # override: dry runs
+FIGURE_HEADER = ("figure", "measured", "target", "command", "when (UTC) · load")
+
+
+def add_record_flag(parser) -> None:
+    parser.add_argument("--record", action="store_true",
+                        help="put the figures in bench/RESULTS.md (replacing the rows of the same figures) and the "
+                             "whole run, dated, in docs/INVESTIGATIONS.md (default: print only)")
+
+
+@dataclass
+class Run:
+    """A recorded run: the command a person would retype, when it ended, the load then."""
+    command: str = field(default_factory=lambda: command_line())
+    when: str = field(default_factory=lambda: now_utc())
+    load: float = field(default_factory=lambda: os.getloadavg()[0])
+
+
+def record_run(area: str, figures: list[tuple[str, str, str]], body: str, run: Run | None = None) -> Run:
+    """The run's (figure, measured, target) rows into RESULTS.md and `body`
+    (markdown: its tables and notes) into the log, both under `## {area}`."""
+    run = run or Run()
+    put_figures(area, figures, run)
+    log_entry(area, body, run)
+    print(f"bench: recorded in {RESULTS} ({area}) and {LOG}", flush=True)
+    return run
+
+
+def cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(header, rows) -> str:
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _section(lines: list[str], area: str) -> tuple[int, int] | None:
+    """(heading line, end) of `## {area}`: up to the next `## ` heading."""
+    start = next((i for i, line in enumerate(lines) if line.rstrip("\n") == f"## {area}"), None)
     if start is None:
-        block = f"\n{heading}\n\n{intro.strip()}\n\n" if intro.strip() else f"\n{heading}\n\n"
-        block += "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + line
-        RESULTS.write_text(text.rstrip("\n") + "\n" + block)
-        return
+        return None
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    # After the last row of this section's table with this header (a note's own
-    # table further down is not it); a new table at the section's end if none.
-    head = "| " + " | ".join(header) + " |"
-    table = next((i for i in range(start, end) if lines[i].strip() == head), None)
+    return start, end
+
+
+def put_figures(area: str, figures: list[tuple[str, str, str]], run: Run) -> None:
+    """Each figure's row of the area's table replaced (or added after its last
+    row); the section and its table are made when missing."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    lines = text.splitlines(keepends=True)
+    head = md_table(FIGURE_HEADER, []).split("\n")
+    if _section(lines, area) is None:
+        lines[-1] = lines[-1].rstrip("\n") + "\n"
+        lines += ["\n", f"## {area}\n", "\n", head[0] + "\n", head[1] + "\n"]
+    start, end = _section(lines, area)
+    table = next((i for i in range(start, end) if lines[i].rstrip("\n") == head[0]), None)
     if table is None:
-        block = ["\n", head + "\n", "|" + "---|" * len(header) + "\n", line]
-        lines[end:end] = block
-    else:
-        last_row = table
-        while last_row + 1 < end and lines[last_row + 1].startswith("|"):
-            last_row += 1
-        lines.insert(last_row + 1, line)
+        while end > start + 1 and not lines[end - 1].strip():
+            end -= 1
+        lines[end:end] = ["\n", head[0] + "\n", head[1] + "\n"]
+        table = end + 1
+    for what, measured, target in figures:
+        row = md_table(FIGURE_HEADER, [(what, measured, target, f"`{run.command}`",
+                                        f"{run.when.removesuffix(' UTC')} · {run.load:.1f}")]).split("\n")[2] + "\n"
+        last = table + 1
+        while last + 1 < len(lines) and lines[last + 1].startswith("|"):
+            last += 1
+        mine = next((i for i in range(table + 2, last + 1) if lines[i].startswith(f"| {cell(what)} |")), None)
+        if mine is None:
+            lines.insert(last + 1, row)
+        else:
+            lines[mine] = row
     RESULTS.write_text("".join(lines))
 
 
-def append_note(section: str, note: str) -> None:
-    """A paragraph at the end of a section (e.g. a profile of a missed target)."""
-    heading = f"## {section}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+def log_entry(area: str, body: str, run: Run) -> None:
+    """A dated entry at the end of the log's `## {area}` (made when missing)."""
+    text = LOG.read_text() if LOG.exists() else "# Investigations\n"
     lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.strip() == heading), None)
-    if start is None:
-        RESULTS.write_text(text.rstrip("\n") + f"\n\n{heading}\n\n{note.strip()}\n")
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    lines[end:end] = ["\n" if lines[end - 1].strip() else "", note.strip() + "\n", "\n" if end < len(lines) else ""]
-    RESULTS.write_text("".join(lines))
+    if _section(lines, area) is None:
+        lines[-1] = lines[-1].rstrip("\n") + "\n"
+        lines += ["\n", f"## {area}\n"]
+    _, end = _section(lines, area)
+    while not lines[end - 1].strip():
+        end -= 1
+    entry = (f"\n### {run.when} — `{run.command}`\n\n{machine()}, load average {run.load:.1f}.\n\n"
+             f"{body.strip()}\n")
+    lines[end:end] = [entry] + (["\n"] if end < len(lines) and lines[end].startswith("## ") else [])
+    LOG.write_text("".join(lines))
 
 
 def record(name: str, entry: dict) -> None:

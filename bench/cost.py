@@ -30,20 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-SECTION = "Server cost (issue 7)"
-INTRO = """\
-`onshi bench cost` (bench/cost.py): `onshi serve --insecure-dev` worker
-processes vs the same stack with an empty handler that returns a fixed real
-answer (bench/empty_server.py: the floor gRPC itself sets). CPU per check = the
-workers' own utime+stime (/proc/PID/stat) over the checks answered in the same
-window, with driver processes offering the terminal mix at a fixed rate
-(--rate, default 1,000/s) to every stack alike — CPU per call falls as a worker
-gets busier, so stacks are compared at the same load. Throughput: the drivers
-in a closed loop. The drivers share the 2 cores. Targets: CPU per check ≤ 1.1×
-the empty floor and ≤ 250 µs; 2 workers ≥ 1.7× one (throughput)."""
-HEADER = ["date (UTC)", "command", "persons", "µs CPU/check, 1 worker (empty)", "÷ floor (paced · saturated)",
-          "checks/s 1 worker (empty)", "checks/s 2 workers (empty)", "2 ÷ 1",
-          "µs CPU/check 2 workers (paced · saturated)", "targets", "machine"]
+AREA = "Cost"
+HEADER = ["persons", "µs CPU/check, 1 worker (empty)", "÷ floor (paced · saturated)", "checks/s 1 worker (empty)",
+          "checks/s 2 workers (empty)", "2 ÷ 1", "µs CPU/check 2 workers (paced · saturated)", "targets", "load"]
 CARD = "/onshi.v1.EligibilityService/CheckByCard"
 NUMBER = "/onshi.v1.EligibilityService/CheckByNumber"
 
@@ -58,7 +47,7 @@ def parse_args(argv):
     p.add_argument("--inflight", type=int, default=16, help="outstanding calls per driver (default 16)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; best kept (default 2)")
     p.add_argument("--profile", action="store_true", help="py-spy a worker of the real server under load")
-    p.add_argument("--no-record", action="store_true")
+    common.add_record_flag(p)
     # internal: one driver process
     p.add_argument("--drive", help=argparse.SUPPRESS)
     p.add_argument("--requests", help=argparse.SUPPRESS)
@@ -122,40 +111,49 @@ def drive(address: str, requests_path: str, seconds: float, inflight: int, resul
     finished = threading.Event()
     outstanding = [0]
 
-    def send():
-        with lock:
-            i = state["i"]
-            state["i"] = i + 1
-            outstanding[0] += 1
+    def take() -> int:  # under the lock: the next request, counted as outstanding
+        i = state["i"]
+        state["i"] = i + 1
+        outstanding[0] += 1
+        return i
+
+    def send(i: int | None = None):
+        if i is None:
+            with lock:
+                i = take()
         method, body = rows[i % len(rows)]
         fut = calls[i % len(calls)][method].future(body, metadata=metadata)
         fut.add_done_callback(on_done)
 
     def on_done(fut):
         ok = fut.exception() is None
+        nxt = None
         with lock:
             outstanding[0] -= 1
             if state["counting"]:
                 state["done" if ok else "failed"] += 1
-            stop = state["stop"]
-            if stop and outstanding[0] == 0:
-                finished.set()
-        if not stop and not rate:
-            send()
+            if state["stop"]:
+                if outstanding[0] == 0:
+                    finished.set()
+            elif not rate:
+                nxt = take()  # counted before the lock is let go: the stop below waits for it
+        if nxt is not None:
+            send(nxt)
 
     def pace():
         began = time.perf_counter()
         sent = 0
         while not state["stop"]:
             due = int((time.perf_counter() - began) * rate)
-            while sent < due and outstanding[0] < inflight:
+            while sent < due and outstanding[0] < inflight and not state["stop"]:
                 send()
                 sent += 1
             sent = max(sent, due - inflight)  # offered load the server could not take is dropped
             time.sleep(0.001)
 
+    pacer = threading.Thread(target=pace, daemon=True)
     if rate:
-        threading.Thread(target=pace, daemon=True).start()
+        pacer.start()
     else:
         for _ in range(inflight):
             send()
@@ -169,6 +167,11 @@ def drive(address: str, requests_path: str, seconds: float, inflight: int, resul
         state["counting"] = False
         ended = time.time()
         state["stop"] = True
+    if rate:
+        pacer.join()  # nothing is sent after this; then wait for what is in flight
+    with lock:
+        if outstanding[0] == 0:
+            finished.set()
     finished.wait(10)
     Path(result_path).write_text(json.dumps({"done": state["done"], "failed": state["failed"],
                                              "started": started, "ended": ended}))
@@ -324,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
               "profile": profile, "machine": common.machine(), "loadavg": os.getloadavg()[0],
               "drivers": args.drivers, "inflight": args.inflight}
     report(result)
-    if not args.no_record:
-        write(result)
+    if args.record:
+        common.record_run(AREA, *figures_and_body(result))
+        common.record("cost", result)
     return 0 if all(targets.values()) else 1
 
 
@@ -347,12 +351,12 @@ def report(r: dict) -> None:
             print(f"    {share:6.1%}  {name}")
 
 
-def write(r: dict, record: bool = True) -> None:
+def figures_and_body(r: dict) -> tuple[list[tuple[str, str, str]], str]:
     b = r["best"]
     t = r["targets"]
     persons = f"{r['persons']:,}" if isinstance(r["persons"], int) else r["persons"]
     rate = r.get("rate", 1000)
-    row = [r["date"], f"`{r['command']}`", persons,
+    row = [persons,
            (f"at {rate:,.0f}/s: {b['real 1']['cpu_us_per_check']:.0f} ({b['empty 1']['cpu_us_per_check']:.0f}); "
             f"saturated: {b['real 1']['closed_cpu_us_per_check']:.0f} "
             f"({b['empty 1']['closed_cpu_us_per_check']:.0f})"),
@@ -366,11 +370,11 @@ def write(r: dict, record: bool = True) -> None:
             f"≤ 250 µs: {common.verdict(t['cpu <= 250 us'])} at {rate:,.0f}/s, "
             f"{common.verdict(t.get('saturated cpu <= 250 us'))} saturated; "
             f"2 workers ≥ 1.7×: {common.verdict(t['2 workers >= 1.7x'])}"),
-           f"{r['machine']}, load avg {r['loadavg']:.1f}, {r['drivers']} drivers × {r['inflight']} in flight"]
-    common.append_results(SECTION, INTRO, HEADER, row)
+           f"{r['drivers']} drivers × {r['inflight']} in flight"]
+    notes = [common.md_table(HEADER, [row])]
     if not t["2 workers >= 1.7x"]:
-        common.append_note(SECTION, (
-            f"2 workers ({r['date']}): {r['scaling']}× one. The load drivers run on the same 2 cores and cost "
+        notes.append(
+            f"2 workers: {r['scaling']}× one. The load drivers run on the same 2 cores and cost "
             f"{b['real 1']['driver_us_per_check']:.0f} µs CPU per check against the saturated server's "
             f"{b['real 1']['closed_cpu_us_per_check']:.0f} µs, so one worker has a core to itself while two workers "
             f"share both cores with the drivers: the most 2 workers can show on this machine is "
@@ -378,13 +382,26 @@ def write(r: dict, record: bool = True) -> None:
             f"same offered load instead: {b['real 2']['cpu_us_per_check']:.0f} µs with 2 workers vs "
             f"{b['real 1']['cpu_us_per_check']:.0f} µs with 1 "
             f"({r['cpu_ratio_2_over_1']}×; no shared locks between worker processes, each has its own "
-            f"LMDB read transactions). Measuring ≥ 1.7× needs the load generated on another machine."))
+            f"LMDB read transactions). Measuring ≥ 1.7× needs the load generated on another machine.")
     if r["profile"]:
-        lines = "; ".join(f"{share:.0%} {name}" for name, share in r["profile"][:10])
-        common.append_note(SECTION, f"Where a worker's time goes ({r['date']}, py-spy self time, "
-                                    f"one worker under the same load): {lines}.")
-    if record:
-        common.record("cost", r)
+        notes.append("Where a worker's time goes (py-spy self time, one worker under the same load): "
+                     + "; ".join(f"{share:.0%} {name}" for name, share in r["profile"][:10]) + ".")
+    met = lambda ok: "met" if ok else "**not met**"
+    r1, e1 = b["real 1"], b["empty 1"]
+    figures = [
+        (f"server CPU per check, one `onshi serve` worker at {rate:,.0f} checks/s (empty handler)",
+         f"{r1['cpu_us_per_check']:.0f} µs ({e1['cpu_us_per_check']:.0f})", f"≤ 250 µs: {met(t['cpu <= 250 us'])}"),
+        ("server CPU per check, one worker saturated (empty handler)",
+         f"{r1['closed_cpu_us_per_check']:.0f} µs ({e1['closed_cpu_us_per_check']:.0f}); "
+         f"{r1['checks_per_s']:,.0f} checks/s", f"≤ 250 µs: {met(t['saturated cpu <= 250 us'])}"),
+        ("server CPU per check ÷ empty handler on the same stack: paced · saturated",
+         f"{r['ratio_floor']}× · {r['saturated_ratio_floor']}×",
+         f"≤ 1.1×: {met(t['cpu <= 1.1x floor'])} · {met(t['saturated cpu <= 1.1x floor'])}"),
+        ("checks/s, 2 workers ÷ 1 (load drivers on the same 2 cores)",
+         f"{r['scaling']}× (the most measurable here: {r['scaling_ceiling_here']}×)",
+         f"≥ 1.7×: {met(t['2 workers >= 1.7x'])}"),
+    ]
+    return figures, "\n\n".join(notes)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,16 @@
-"""Engine benchmark (issue 2, must-show 4): card and number checks per second for
+"""Engine benchmark: card and number checks per second for
 the native engine (single calls and batch), the pure engine and the same lookup
 chain in stdlib SQLite, all measured in one run over one dataset.
 
     .venv/bin/python bench/engine.py --persons 1000000 [--data DIR]
 
-The dataset is built once per (persons, seed) with `onshi gen` when it exists,
-else with the small generator below, and reused by later runs.
+The dataset is built once per (persons, seed) with `onshi gen` and reused by
+later runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import random
 import shutil
@@ -25,110 +24,28 @@ from pathlib import Path
 import lmdb
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # bench/common.py: shared datasets, machine, RESULTS.md
+import common
 from onshi.core import dates, history, identifiers
 from onshi.core.pure import PureEngine
 from onshi.core.store import link_id_of
-from onshi.core.writer import Writer
-from onshi.v1 import qualification_pb2 as qpb
 
-HAVE_GEN = (common.ROOT / "src" / "core" / "gen.py").exists()
-SECTION = "Engine (issue 2)"
-BEGIN, END = "<!-- bench/engine.py: begin -->", "<!-- bench/engine.py: end -->"
-
-
-# --- a small stand-in generator (until `onshi gen` lands) -------------------
-
-_SURNAMES = ["佐藤", "鈴木", "髙橋", "田中", "伊藤", "渡辺", "山本", "中村", "小林", "𠮷田", "加藤", "山田"]
-_GIVEN = ["太郎", "花子", "翔太", "美咲", "健一", "陽菜", "大輔", "さくら", "葛\U000E0100飾", "蓮"]
-_KANA = ["サトウ タロウ", "スズキ ハナコ", "タカハシ ショウタ", "タナカ ミサキ"]
-_PREFS = ["東京都千代田区千代田１－１", "大阪府大阪市北区梅田３－１－１", "北海道札幌市中央区北一条西２丁目",
-          "福岡県福岡市博多区博多駅前２－１"]
-
-
-def _insurers(rng: random.Random, count: int) -> list[tuple[str, str]]:
-    out = []
-    for i in range(count):
-        scheme = rng.choice(["01", "06", "06", "31", "32", "39", "02"])
-        body = scheme + "%05d" % (i % 100000)
-        out.append((identifiers.with_check_digit(body), f"保険者{i:04d}"))
-    # municipal NHI: 6 digits
-    for i in range(count // 4):
-        out.append((identifiers.with_check_digit("%05d" % (10000 + i)), f"市町村国保{i:04d}"))
-    return out
-
-
-def _date(day: int):
-    return dates.to_proto(dates.from_day(day))
-
-
-def mini_population(persons: int, seed: int):
-    """(link_id, person, qualifications, serial_key) in link order; unique numbers."""
-    rng = random.Random(seed)
-    insurers = _insurers(rng, 3000)
-    today = dates.to_day(dt.date(2026, 4, 1))
-    for link_id in range(1, persons + 1):
-        birth = rng.randrange(dates.to_day(dt.date(1930, 1, 1)), today - 30)
-        person = qpb.Person(
-            name=rng.choice(_SURNAMES) + " " + rng.choice(_GIVEN), name_kana=rng.choice(_KANA),
-            sex=rng.choice((1, 2)), birth_date=_date(birth),
-            address=rng.choice(_PREFS) + f"－{link_id % 97}", postcode="%03d-%04d" % (rng.randrange(1000), rng.randrange(10000)))
-        n_quals = rng.choices((1, 2, 3), weights=(70, 25, 5))[0]
-        start = max(birth, today - rng.randrange(365, 365 * 30))
-        quals = []
-        for j in range(n_quals):
-            ins, ins_name = rng.choice(insurers)
-            late = identifiers.is_late_elderly(ins)
-            last = j == n_quals - 1
-            loss = None if last and rng.random() > 0.05 else start + rng.randrange(30, 3000)
-            q = qpb.Qualification(
-                insurer_number=ins, insurer_name=ins_name,
-                symbol="" if late else str(rng.randrange(1, 99999)), number=f"{link_id}-{j}",
-                branch="" if late else rng.choice(("00", "01", "02")),
-                relationship=rng.choice((1, 2)), acquisition_date=_date(start),
-                burden_ratio_percent=rng.choice((10, 20, 30)), card_kind=4 if late else 1)
-            if loss is not None:
-                q.loss_date.CopyFrom(_date(loss))
-                q.loss_reason = 3 if not last else rng.choice((1, 2, 99))
-            if rng.random() < 0.1:
-                q.limit_amount.category = rng.choice(("ア", "イ", "ウ", "現役並みⅢ", "一般Ⅰ"))
-                q.limit_amount.valid_from.CopyFrom(_date(start))
-            if rng.random() < 0.05:
-                q.subsidies.add(payer_number=identifiers.with_check_digit("5413%03d" % rng.randrange(1000)),
-                                recipient_number="%07d" % rng.randrange(10**7), programme="子ども医療費助成",
-                                burden_ratio_percent=0, valid_from=_date(start))
-            quals.append(q)
-            if loss is None:
-                break
-            start = loss
-        serial = rng.getrandbits(128).to_bytes(identifiers.SERIAL_KEY_LEN, "big") if rng.random() < 0.9 else None
-        yield link_id, person, quals, serial
+AREA = "Engine"
 
 
 def dataset(args) -> Path:
     """`onshi gen` output, shared with the other benchmarks (bench/out/gen-N) for the
-    default seed; the stand-in generator only when gen is not in this checkout."""
-    if args.data:
-        path = Path(args.data)
-    elif HAVE_GEN and args.seed == 1:
+    default seed; a store of its own for another seed or --data."""
+    if not args.data and args.seed == 1:
         return common.dataset(args.persons)
-    else:
-        path = common.OUT / f"{'gen' if HAVE_GEN else 'mini'}-{args.persons}-s{args.seed}"
+    path = Path(args.data) if args.data else common.OUT / f"gen-{args.persons}-s{args.seed}-v{history.VERSION}"
     if (path / common.COMPLETE).exists() or (args.data and (path / "data.mdb").exists()):
         return path
     if path.exists():
         shutil.rmtree(path)
     started = time.perf_counter()
     print(f"bench: building {args.persons:,} persons into {path}", flush=True)
-    if HAVE_GEN:
-        subprocess.run([*common.onshi_cmd(), "gen", "--persons", str(args.persons), "--seed", str(args.seed),
-                        "--out", str(path)], check=True)
-    else:
-        writer = Writer(path, map_size=1 << 32)
-        try:
-            writer.bulk_load(mini_population(args.persons, args.seed))
-        finally:
-            writer.close()
+    subprocess.run([*common.onshi_cmd(), "gen", "--persons", str(args.persons), "--seed", str(args.seed),
+                    "--out", str(path)], check=True)
     (path / common.COMPLETE).touch()
     print(f"bench: built in {time.perf_counter() - started:.0f} s", flush=True)
     return path
@@ -278,7 +195,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", help="an existing store (or where to build one)")
     ap.add_argument("--sample", type=int, default=100_000, help="queries drawn per kind (default 100000)")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
-    ap.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
+    common.add_record_flag(ap)
     args = ap.parse_args(argv)
 
     from onshi.ext._engine import NativeEngine
@@ -362,8 +279,8 @@ def main(argv=None) -> int:
     print(f"targets: >= 1,000,000/s {'met' if headline >= 1e6 else 'NOT met'}; >= 5x pure "
           f"{'met' if headline >= 5 * f['card_pure'] else 'NOT met'}; >= 20x SQLite "
           f"{'met' if headline >= 20 * f['card_sql'] else 'NOT met'}")
-    if not args.no_record:
-        write_results(args, path, n, pure_n, sqlite_n, day, rows, f)
+    if args.record:
+        common.record_run(AREA, *report(args, path, n, pure_n, sqlite_n, day, rows, f))
     return 0
 
 
@@ -387,35 +304,28 @@ def rounds(configs, repeats: int) -> dict[str, tuple[float, float, float]]:
     return {k: (max(v), statistics.median(v), max(wall[k])) for k, v in cpu.items()}
 
 
-def write_results(args, path, n, pure_n, sqlite_n, day, rows, f) -> None:
+def report(args, path, n, pure_n, sqlite_n, day, rows, f) -> tuple[list[tuple[str, str, str]], str]:
+    """(figures, markdown body) of a run."""
     ns = lambda r: f"{1e9 / r:,.0f} ns"
     info = common.gen_info(path) or {}
+    h = f["card_batch_1000"]
     lines = [
-        BEGIN,
-        f"Command: `{common.command_line()}` — {common.now_utc()} — {common.machine()} "
-        f"(`nproc` {os.cpu_count()}, shared with other engineers' jobs).",
         f"Dataset: `{path}` ({args.persons:,} persons{', %s bytes' % format(info['bytes'], ',') if info.get('bytes') else ''}, "
-        f"{'onshi gen' if HAVE_GEN else 'stand-in generator'}, seed {args.seed}); as_of day {day} "
+        f"onshi gen, seed {args.seed}); as_of day {day} "
         f"({dates.from_day(day).isoformat()}); queries drawn uniformly from the store with 5 % unknown keys, "
         f"{n:,} per kind (pure {pure_n:,}, SQLite {sqlite_n:,}); answers checked identical across the three "
         "engines first. Rates are checks per CPU-second of the measuring thread (one core): best of "
         f"{args.repeats} interleaved rounds after a warm-up pass (median beside it), so every engine meets the "
         "same spells of contention; every answer is the serialized CheckResponse, ready to send.",
         "",
-        "| engine | what | checks/s (CPU, best) | median | checks/s (wall, best) | per check (CPU) |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for name, mode, best, median, wall in rows:
-        lines.append(f"| {name} | {mode} | {best:,.0f} | {median:,.0f} | {wall:,.0f} | {ns(best)} |")
-    h = f["card_batch_1000"]
-    lines += [
+        common.md_table(["engine", "what", "checks/s (CPU, best)", "median", "checks/s (wall, best)", "per check (CPU)"],
+                        [(name, mode, f"{best:,.0f}", f"{median:,.0f}", f"{wall:,.0f}", ns(best))
+                         for name, mode, best, median, wall in rows]),
         "",
         f"**Card checks, one core:** native batch (1,000 per call) **{h:,.0f}/s** = "
         f"**{h / f['card_pure']:.1f}× pure** and **{h / f['card_sql']:.1f}× SQLite**; native single calls "
         f"{f['card_native_1']:,.0f}/s = {f['card_native_1'] / f['card_pure']:.1f}× pure, "
-        f"{f['card_native_1'] / f['card_sql']:.1f}× SQLite. Targets (≥ 1,000,000/s, ≥ 5× pure, ≥ 20× SQLite) "
-        f"at batches of 1,000: {'met' if h >= 1e6 else 'not met'} / {'met' if h >= 5 * f['card_pure'] else 'not met'} / "
-        f"{'met' if h >= 20 * f['card_sql'] else 'not met'}.",
+        f"{f['card_native_1'] / f['card_sql']:.1f}× SQLite.",
         f"**Number checks:** native batch {f['num_native_b']:,.0f}/s, single {f['num_native_1']:,.0f}/s, "
         f"pure {f['num_pure']:,.0f}/s, SQLite {f['num_sql']:,.0f}/s.",
         "",
@@ -428,22 +338,21 @@ def write_results(args, path, n, pure_n, sqlite_n, day, rows, f) -> None:
         + f". At batches of 1,000: no prefetch (no leaf-page directory) {ns(f['no_dir'])}, whole-page prefetch "
         f"{ns(f['whole_page'])}, LMDB's memcmp key order instead of word compares {ns(f['memcmp'])}; "
         f"everything on {ns(h)}.",
-        END,
     ]
-    block = "\n".join(lines) + "\n"
-    results = common.RESULTS
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    heading = f"## {SECTION}"
-    if heading not in text:
-        text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}"
-    elif BEGIN in text and END in text:
-        start, end = text.index(BEGIN), text.index(END) + len(END) + 1
-        text = text[:start] + block + text[end:]
-    else:
-        at = text.index(heading) + len(heading) + 1
-        text = text[:at] + "\n" + block + text[at:]
-    results.write_text(text)
-    print(f"bench: recorded in {results}")
+    of = f"{args.persons:,} persons, one core"
+    met = lambda ok: "met" if ok else "**not met**"
+    figures = [
+        (f"card checks/s, native, batches of 1,000 ({of})", f"{h:,.0f}", f"≥ 1,000,000: {met(h >= 1e6)}"),
+        (f"native batches of 1,000 ÷ pure single calls, card checks ({of})", f"{h / f['card_pure']:.1f}×",
+         f"≥ 5×: {met(h >= 5 * f['card_pure'])}"),
+        (f"native batches of 1,000 ÷ SQLite chain, card checks ({of})", f"{h / f['card_sql']:.1f}×",
+         f"≥ 20×: {met(h >= 20 * f['card_sql'])}"),
+        (f"card checks/s, single calls: native · pure · SQLite ({of})",
+         f"{f['card_native_1']:,.0f} · {f['card_pure']:,.0f} · {f['card_sql']:,.0f}", "—"),
+        (f"number checks/s: native batches of 1,000 · native single · pure · SQLite ({of})",
+         f"{f['num_native_b']:,.0f} · {f['num_native_1']:,.0f} · {f['num_pure']:,.0f} · {f['num_sql']:,.0f}", "—"),
+    ]
+    return figures, "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ servers list (the generator: tests/fuzz_support.py; the suite runs a bounded
 share of it, tests/test_fuzz.py), and prints the status counts per server and
 every INTERNAL/UNKNOWN with its body. At the end each server must still be up
 and answer a known check exactly as before. Exit 1 on any INTERNAL/UNKNOWN, a
-dead server or a changed answer. `--record` appends the figures to RESULTS.md.
+dead server or a changed answer. `--record`: the figures into bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def main(argv=None) -> int:
     parser.add_argument("--examples", type=int, default=20_000, help="calls in all (default 20,000)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--plaintext", action="store_true", help="also fuzz both servers without trust options")
-    parser.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
+    common.add_record_flag(parser)
     args = parser.parse_args(argv)
     failed = False
-    lines = []
+    rows, bad = [], 0
     setups = (True, False) if args.plaintext else (True,)
     with tempfile.TemporaryDirectory(prefix="onshi-fuzz-") as tmp:
         for secure in setups:
@@ -53,36 +53,22 @@ def main(argv=None) -> int:
                           f"{'answered as before' if same else 'CHANGED'}")
                     failed |= not same
                 failed |= bool(report.bad)
-                lines.append(_row(report, secure))
+                bad += sum(report.codes[c] for c in ("INTERNAL", "UNKNOWN", "DEADLINE_EXCEEDED"))
+                rows.append((f"{'mTLS + access log' if secure else 'no trust options'}", f"{report.examples:,}",
+                             f"{report.seconds:.0f} s",
+                             ", ".join(f"{c} {n:,}" for c, n in report.codes.most_common())))
             finally:
                 for t in targets:
                     t.close()
     if args.record:
-        _record(lines, failed)
+        verdict = "no INTERNAL/UNKNOWN, both servers up, known checks unchanged" if not failed else "FAILED"
+        examples = sum(int(r[1].replace(",", "")) for r in rows)
+        common.record_run("Fuzz", [(
+            f"generated, mutated and garbage requests to every RPC of both servers ({len(rows)} set-ups)",
+            f"{examples:,} calls: {bad:,} INTERNAL/UNKNOWN/DEADLINE_EXCEEDED; {verdict}",
+            f"none, servers up: {'met' if not failed else '**not met**'}")],
+            f"{verdict}\n\n" + common.md_table(["servers", "examples", "time", "statuses"], rows))
     return 1 if failed else 0
-
-
-def _row(report, secure: bool) -> str:
-    codes = ", ".join(f"{c} {n:,}" for c, n in report.codes.most_common())
-    return (f"| {'mTLS + access log' if secure else 'no trust options'} | {report.examples:,} | "
-            f"{report.seconds:.0f} s | {codes} |")
-
-
-def _record(lines: list[str], failed: bool) -> None:
-    text = common.RESULTS.read_text()
-    head = "\n".join([
-        "## Fuzz: every RPC of both servers",
-        "",
-        f"{common.now_utc()}, {common.machine()}: `{common.command_line()}`"
-        f" — {'FAILED' if failed else 'no INTERNAL/UNKNOWN, both servers up, known checks unchanged'}",
-        "",
-        "| servers | examples | time | statuses |",
-        "|---|---:|---:|---|",
-        *lines,
-        "",
-    ])
-    title, _, rest = text.partition("\n\n")
-    common.RESULTS.write_text(f"{title}\n\n{head}\n{rest}")
 
 
 if __name__ == "__main__":

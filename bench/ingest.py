@@ -1,7 +1,7 @@
-"""Ingest benchmark (issue 3): durable updates/s through `onshi ingest-serve`
+"""Ingest benchmark: durable updates/s through `onshi ingest-serve`
 with group commit, and the visibility lag on a running `onshi serve`.
 
-    .venv/bin/python bench/ingest.py --residents 20000 --updates 100000 --streams 3 [--write]
+    .venv/bin/python bench/ingest.py --residents 20000 --updates 100000 --streams 3 [--record]
 
 1. a fresh store; `onshi ingest-serve` on it; the registry loaded (PutResidents);
 2. `onshi serve` (1 worker) opened on the same store, read-only;
@@ -23,7 +23,6 @@ import os
 import queue
 import re
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -31,31 +30,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests/ingest_support imports tests.seams
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import grpc  # noqa: E402
 
+import common  # noqa: E402
 import ingest_support as s  # noqa: E402
 from onshi.commands.ingest import UpdateStreamer  # noqa: E402
 from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc  # noqa: E402
 from onshi.v1 import enrollment_pb2 as pb  # noqa: E402
 from onshi.v1 import enrollment_pb2_grpc  # noqa: E402
 
-SECTION = "## Ingest (issue 3)"
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(p / 100 * len(values)))]
-
-
-def process_cpu(pid: int) -> float:
-    """user + system CPU seconds of a process and its threads (/proc/PID/stat)."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+AREA = "Ingest"
 
 
 def load_registry(target: str, residents: int) -> float:
@@ -142,7 +130,7 @@ def run(args) -> dict:
         checkers = [threading.Thread(target=checker, daemon=True) for _ in range(args.checkers)]
         for t in checkers:
             t.start()
-        cpu_before = process_cpu(ingest.proc.pid)
+        cpu_before = common.cpu_seconds(ingest.proc.pid)
         client_cpu_before = time.process_time()
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
@@ -155,7 +143,7 @@ def run(args) -> dict:
         for t in senders:
             t.join(timeout=args.timeout)
         elapsed = last_ack[0] - started
-        server_cpu = process_cpu(ingest.proc.pid) - cpu_before
+        server_cpu = common.cpu_seconds(ingest.proc.pid) - cpu_before
         client_cpu = time.process_time() - client_cpu_before  # includes the visibility checkers
         load_after = os.getloadavg()[0]
         for _ in checkers:
@@ -163,6 +151,8 @@ def run(args) -> dict:
         for t in checkers:
             t.join(timeout=30)
         acked = sum(outcomes.values())
+        latencies.sort()
+        lags.sort()
         ingest.stop()
         stats = re.search(r"(\d+) writes in (\d+) commits; ([\d.]+)s running writes, ([\d.]+)s committing",
                           ingest.log.read_text())
@@ -178,8 +168,9 @@ def run(args) -> dict:
             "load": f"{load_before:.1f}->{load_after:.1f}",
             "commits": commits, "per_commit": writes / commits if commits else 0.0,
             "work_s": work_s, "commit_s": commit_s,
-            "latency_p50_ms": 1000 * pct(latencies, 50), "latency_p99_ms": 1000 * pct(latencies, 99),
-            "lag_p50_ms": 1000 * pct(lags, 50), "lag_p99_ms": 1000 * pct(lags, 99),
+            "latency_p50_ms": 1000 * common.percentile(latencies, 50),
+            "latency_p99_ms": 1000 * common.percentile(latencies, 99),
+            "lag_p50_ms": 1000 * common.percentile(lags, 50), "lag_p99_ms": 1000 * common.percentile(lags, 99),
             "lag_max_ms": 1000 * max(lags) if lags else float("nan"),
             "lag_samples": len(lags), "lag_misses": misses[0], "first_try": first_try[0], "checked_by": "onshi serve" if serve else "none",
         }
@@ -299,10 +290,10 @@ def echo_floor(messages: int = 20_000) -> str:
             try:
                 while not port_file.exists() or not port_file.read_text():
                     time.sleep(0.05)
-                cpu, started = process_cpu(proc.pid), time.perf_counter()
+                cpu, started = common.cpu_seconds(proc.pid), time.perf_counter()
                 with grpc.insecure_channel(f"127.0.0.1:{port_file.read_text()}") as channel:
                     n = sum(1 for _ in enrollment_pb2_grpc.EnrollmentServiceStub(channel).StreamUpdates(iter(updates)))
-                elapsed, cpu = time.perf_counter() - started, process_cpu(proc.pid) - cpu
+                elapsed, cpu = time.perf_counter() - started, common.cpu_seconds(proc.pid) - cpu
             finally:
                 proc.kill()
                 proc.wait()
@@ -310,14 +301,10 @@ def echo_floor(messages: int = 20_000) -> str:
     return "  - gRPC floor, echo StreamUpdates doing no work (" + "; ".join(lines) + f"; {messages:,} messages)"
 
 
-def report(r: dict, command: str) -> str:
-    import common
-
+def report(r: dict) -> str:
     return "\n".join([
-        f"- {common.now_utc()} on {common.machine()}",
-        f"  `{command}`",
-        f"  - durable updates/s (group commit, fsync per commit): **{r['per_s']:,.0f}/s** "
-        f"({r['acked']:,} acks, {r['accepted']:,} ACCEPTED, {r['streams']} streams, {r['rpc']}, {r['seconds']:.2f} s; "
+        f"- {r['rpc']}: durable updates/s (group commit, fsync per commit): **{r['per_s']:,.0f}/s** "
+        f"({r['acked']:,} acks, {r['accepted']:,} ACCEPTED, {r['streams']} streams, {r['seconds']:.2f} s; "
         f"{r['commits']:,} commits, {r['per_commit']:.0f} writes/commit; committer wall time {r['work_s']:.1f} s "
         f"running writes + {r['commit_s']:.1f} s committing/fsync)",
         f"  - ingest server CPU: {r['server_cpu_s']:.1f} s = **{r['per_cpu_s']:,.0f} updates per server CPU-second** "
@@ -332,19 +319,25 @@ def report(r: dict, command: str) -> str:
     ])
 
 
-def write_results(text: str) -> None:
-    path = ROOT / "bench" / "RESULTS.md"
-    current = path.read_text() if path.exists() else "# Benchmark results\n"
-    if SECTION not in current:
-        current = current.rstrip("\n") + f"\n\n{SECTION}\n\n"
-    head, _, tail = current.partition(SECTION)
-    # Append this run at the end of our section (before the next "## " heading).
-    match = re.search(r"\n## ", tail)
-    body, rest = (tail[:match.start()], tail[match.start():]) if match else (tail, "")
-    path.write_text(head + SECTION + body.rstrip("\n") + "\n\n" + text + "\n" + rest)
+def figures(results: list[dict], writer: dict | None) -> list[tuple[str, str, str]]:
+    out = []
+    for r in results:
+        batched = r["rpc"] != "StreamUpdates"
+        out.append((f"durable updates/s through ingest-serve, {r['rpc']}, {r['streams']} streams",
+                    f"{r['per_s']:,.0f} ({r['per_cpu_s']:,.0f} per server CPU-second)",
+                    f"≥ 20,000: {'met' if r['per_s'] >= 20_000 else '**not met**'}" if batched else "—"))
+        if r["lag_samples"]:
+            met = r["lag_p99_ms"] <= 1000 and not r["lag_misses"]
+            out.append((f"visibility lag, ack → seen by a check on `onshi serve`, p99 ({r['rpc']})",
+                        f"{r['lag_p99_ms']:.0f} ms ({r['first_try']} of {r['lag_samples']} seen by the first check)",
+                        f"≤ 1 s: {'met' if met else '**not met**'}"))
+    if writer:
+        out.append(("durable updates/s, the writer alone (GroupWriter in process, no gRPC)",
+                    f"{writer['per_s']:,.0f} ({writer['per_cpu_s']:,.0f} per CPU-second)", "—"))
+    return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--residents", type=int, default=20_000)
     parser.add_argument("--updates", type=int, default=100_000)
@@ -361,16 +354,16 @@ def main() -> int:
                         help="also measure the writer alone (GroupWriter in process, no gRPC)")
     parser.add_argument("--echo", action="store_true",
                         help="also measure gRPC's per-message floor (an echo StreamUpdates server, no work)")
-    parser.add_argument("--write", action="store_true", help=f"append the figures to bench/RESULTS.md {SECTION}")
-    args = parser.parse_args()
-    command = "python bench/ingest.py " + " ".join(sys.argv[1:])
+    common.add_record_flag(parser)
+    args = parser.parse_args(argv)
     results = []
     for batch in [int(b) for b in str(args.batch).split(",")]:
         args_one = argparse.Namespace(**{**vars(args), "batch": batch})
         results.append(run(args_one))
-    texts = [report(r, command) for r in results]
-    if args.writer_only:
-        texts.append(report_writer_only(run_writer_only(args)))
+    texts = [report(r) for r in results]
+    writer = run_writer_only(args) if args.writer_only else None
+    if writer:
+        texts.append(report_writer_only(writer))
     if args.echo:
         texts.append(echo_floor())
     if len(results) > 1:
@@ -380,8 +373,8 @@ def main() -> int:
             f"{r['per_cpu_s'] / base['per_cpu_s']:.2f}x per server CPU-second" for r in results[1:]))
     text = "\n".join(texts)
     print(text)
-    if args.write:
-        write_results(text)
+    if args.record:
+        common.record_run(AREA, figures(results, writer), text)
     return 0
 
 

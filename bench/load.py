@@ -1,6 +1,6 @@
 """Load benchmark: locust headless against servers this script starts itself on
 loopback, exact latency percentiles, pass/fail against the targets, one row in
-bench/RESULTS.md "## Load (issue 7)".
+bench/RESULTS.md "Load".
 
     onshi bench load terminal --rate 1000 --duration 60
     python bench/load.py mixed --rate 1000 --duration 60
@@ -35,18 +35,9 @@ CHECKS = ("CheckByCard", "CheckByNumber")
 TARGET_RATE = 1000  # checks/s: about the national weekday-morning peak
 TARGET_SECONDS = 60
 TARGET_P99_MS = 10.0
-SECTION = "Load (issue 7)"
-INTRO = """\
-`onshi bench load SCENARIO --rate R --duration S` (bench/load.py): servers started
-by the bench on loopback (`onshi serve --workers 2`, and `onshi ingest-serve` for
-review/insurer/mixed), locust headless on the same 2 cores (locust included, as
-the target says). Latencies are exact (each locust process records every call;
-locust's own CSV percentiles are whole milliseconds) and cover successful calls;
-p50/p95/p99/max in ms. Target: terminal (and mixed) at 1,000 checks/s for 60 s,
-p99 ≤ 10 ms, no failures; the target column says whether this run was at the
-target load and whether it holds. Plot: [load-terminal.png](load-terminal.png)."""
-HEADER = ["date (UTC)", "scenario", "command", "persons", "server", "offered/s", "achieved/s",
-          "p50", "p95", "p99", "max", "failures", "streams", "target", "machine"]
+AREA = "Load"
+HEADER = ["scenario", "persons", "server", "offered/s", "achieved/s", "p50", "p95", "p99", "max", "failures",
+          "streams", "target", "CPU µs/check"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "to tell the server's latency from the load generator's")
     p.add_argument("--profile", action="store_true",
                    help="py-spy locust and one server worker during the run (where the time goes)")
-    p.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    common.add_record_flag(p)
     p.add_argument("--out", type=Path, default=common.OUT / "load", help="CSV and raw latency directory")
     return p.parse_args(argv)
 
@@ -99,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_once(args, rate, eligibility, secondary, data)
             print_result(result)
             ok = ok and result["target_ok"] is not False
-            if not args.no_record:
+            if args.record:
                 record(args, result)
     return 0 if ok else 1
 
@@ -152,7 +143,8 @@ def run_once(args, rate: float, eligibility, secondary, data: Path) -> dict:
         # Default: one user per 50 checks/s (20 at the 1,000/s target). Each
         # user is a gevent greenlet blocked in grpc through a thread hand-off;
         # with 100 users at 10/s the client itself added ~15 ms at p99 while the
-        # server answered the same load within 1 ms (RESULTS.md "Load", --client direct).
+        # server answered the same load within 1 ms (--client direct; the runs
+        # are in docs/INVESTIGATIONS.md, "Load").
         terminals = args.terminals or int(min(200, max(1, rate // 50)))
         users += terminals
         env.update(ONSHI_BENCH_RATE=str(rate), ONSHI_BENCH_TERMINALS=str(terminals))
@@ -410,21 +402,31 @@ def record(args, r: dict) -> None:
     requests = max(1.0, r["count"] * r["duration"] / (r["duration"] - r["warmup"]))  # the whole run, roughly
     server_us = 1e6 * r["eligibility_cpu_s"] / requests
     locust_us = 1e6 * r["locust_cpu_s"] / requests
+    client = "client" if r.get("client") == "direct" else "locust"
     scenario = r["scenario"] if r.get("client") != "direct" else f"{r['scenario']} (direct client, no locust)"
     scenario += f", {r['terminals']} terminals" if r.get("terminals") else ""
-    row = [r["date"], scenario, f"`{r['command']}`", persons,
-           f"{r['workers']} workers, {r['engine']}{f', nice {args.nice}' if args.nice else ''}",
+    row = [scenario, persons, f"{r['workers']} workers, {r['engine']}{f', nice {args.nice}' if args.nice else ''}",
            f"{r['offered']:g}", f"{r['achieved']:g}",
            common.fmt_ms(r["p50"]), common.fmt_ms(r["p95"]), common.fmt_ms(r["p99"]), common.fmt_ms(r["max"]),
-           str(r["failures"]), streams, r["target"],
-           (f"{r['machine']}, load avg {r['loadavg']:.1f}; CPU µs/check: server {server_us:.0f}, "
-            f"{'client' if r.get('client') == 'direct' else 'locust'} {locust_us:.0f}")]
-    common.append_results(SECTION, INTRO, HEADER, row)
+           str(r["failures"]), streams, r["target"], f"server {server_us:.0f}, {client} {locust_us:.0f}"]
+    body = common.md_table(HEADER, [row])
     if r.get("profiles"):
-        common.append_note(SECTION, f"Profile of the {r['scenario']} run at {r['offered']:g}/s ({r['date']}), py-spy "
-                           "self time of Python work: " + " — ".join(
-                               f"{who}: " + "; ".join(f"{share:.0%} {name}" for name, share in top[:8])
-                               for who, top in r["profiles"].items()) + ".")
+        body += ("\n\nProfile, py-spy self time of Python work: " + " — ".join(
+            f"{who}: " + "; ".join(f"{share:.0%} {name}" for name, share in top[:8])
+            for who, top in r["profiles"].items()) + ".")
+    users = (f"{r['terminals']} {'direct-client connections' if r.get('client') == 'direct' else 'locust users'}"
+             if r.get("terminals") else "")
+    if r["scenario"] in ("terminal", "mixed"):
+        what = (f"{r['scenario']}: check latency at {r['offered']:g} checks/s for {r['duration']:g} s, {users} "
+                f"({persons} persons)")
+        measured = (f"p99 {common.fmt_ms(r['p99'])} ms (p50 {common.fmt_ms(r['p50'])}, max {common.fmt_ms(r['max'])}), "
+                    f"{r['achieved']:g}/s, {r['failures']} failures")
+    else:
+        unit = "claims" if r["scenario"] == "review" else "updates"
+        what = f"{r['scenario']}: {unit}/s through one stream, offered {r['offered']:g}/s ({persons} persons)"
+        measured = f"{r['achieved']:g}/s, batch p99 {common.fmt_ms(r['p99'])} ms, {r['failures']} failures"
+    common.record_run(AREA, [(what, measured, r["target"])], body,
+                      common.Run(command=r["command"], when=r["date"], load=r["loadavg"]))
     common.record("load", {k: v for k, v in r.items() if k != "out"})
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,20 +38,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-SECTION = "Peers (issue 7)"
-INTRO = """\
-`onshi bench peers` (bench/peers.py): the card check chain (serial → link ID →
-history → answer bytes for the visit date) on one store, all in one run, one
-core each. Figures are checks per CPU-second (the bench process's CPU time, plus
-redis-server's for Redis), not per wall second, so that other sessions' load on
-these 2 cores does not decide the comparison; best of the rounds. SQLite and
-Redis decide with the pure engine's Python code over the same record bytes
-(answers checked identical to native's); "(fetch)" is the storage lookup
-alone. Targets: native ≥ 20× SQLite, and ahead of Redis pipelined (native
-single calls against both). Plot: [peers.png](peers.png)."""
-HEADER = ["date (UTC)", "command", "persons", "native checks/s (batch)", "pure", "SQLite (fetch)",
-          "Redis (fetch)", "Redis pipelined (fetch)", "bytes/person LMDB · SQLite · Redis",
-          "native ÷ SQLite", "native ÷ Redis pipelined", "targets", "machine"]
+AREA = "Peers"
+HEADER = ["persons", "native checks/s (batch)", "pure", "SQLite (fetch)", "Redis (fetch)", "Redis pipelined (fetch)",
+          "bytes/person LMDB · SQLite · Redis", "native ÷ SQLite", "native ÷ Redis pipelined", "targets"]
 PIPELINE = 100
 
 
@@ -65,7 +53,7 @@ def parse_args(argv):
     p.add_argument("--seconds", type=float, default=2.0, help="seconds per round per peer (default 2)")
     p.add_argument("--rounds", type=int, default=3, help="rounds; the best is kept (default 3)")
     p.add_argument("--no-redis", action="store_true", help="skip Redis (e.g. redis-server not installed)")
-    p.add_argument("--no-record", action="store_true", help="print only")
+    common.add_record_flag(p)
     return p.parse_args(argv)
 
 
@@ -105,18 +93,12 @@ def build_sqlite(env, path: Path) -> float:
     return time.perf_counter() - started
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def redis_server():
     exe = "redis-server"
     if subprocess.run(["sh", "-c", f"command -v {exe}"], capture_output=True, check=False).returncode:
         raise FileNotFoundError("redis-server not installed (ONSHI_EXTRAS=bench scripts/setup.sh)")
-    port = free_port()
+    port = common.free_port()
     workdir = tempfile.mkdtemp(prefix="onshi-redis-")
     proc = subprocess.Popen([exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                              "--appendonly", "no", "--protected-mode", "yes", "--dir", workdir],
@@ -304,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     ok_redis = None if vs_redis is None else vs_redis > 1
     result["targets"] = {"native >= 20x SQLite": ok_sqlite, "native > Redis pipelined": ok_redis}
     report(result)
-    if not args.no_record:
-        write(result)
+    if args.record:
+        common.record_run(AREA, *figures_and_body(result))
+        common.record("peers", result)
     return 0 if ok_sqlite and ok_redis is not False else 1
 
 
@@ -332,7 +315,7 @@ def report(r: dict) -> None:
               f"{'pass' if r['targets']['native > Redis pipelined'] else 'FAIL'})")
 
 
-def write(r: dict) -> None:
+def figures_and_body(r: dict) -> tuple[list[tuple[str, str, str]], str]:
     c = r["checks_per_s"]
     b = r["bytes_per_person"]
 
@@ -341,16 +324,21 @@ def write(r: dict) -> None:
             return "not measured"
         return f"{c[name]:,}" + (f" ({c[fetch]:,})" if fetch and fetch in c else "")
 
-    targets = (f"≥ 20× SQLite: {common.verdict(r['targets']['native >= 20x SQLite'])}; "
-               f"> Redis pipelined: {common.verdict(r['targets']['native > Redis pipelined'])}")
-    row = [r["date"], f"`{r['command']}`", f"{r['persons']:,}", f(("native"), "native batch"), f("pure"),
-           f("SQLite", "SQLite fetch"), f("Redis", "Redis fetch"), f("Redis pipelined", "Redis pipelined fetch"),
-           " · ".join(f"{b[k]:,.0f}" if k in b else "—" for k in ("LMDB", "SQLite", "Redis")),
+    ok_sqlite, ok_redis = r["targets"]["native >= 20x SQLite"], r["targets"]["native > Redis pipelined"]
+    targets = f"≥ 20× SQLite: {common.verdict(ok_sqlite)}; > Redis pipelined: {common.verdict(ok_redis)}"
+    sizes = " · ".join(f"{b[k]:,.0f}" if k in b else "—" for k in ("LMDB", "SQLite", "Redis"))
+    row = [f"{r['persons']:,}", f("native", "native batch"), f("pure"), f("SQLite", "SQLite fetch"),
+           f("Redis", "Redis fetch"), f("Redis pipelined", "Redis pipelined fetch"), sizes,
            f"{r['native_over_sqlite']}×",
-           f"{r['native_over_redis_pipelined']}×" if r["native_over_redis_pipelined"] else "—",
-           targets, f"{r['machine']}, load avg {r['loadavg']:.1f}"]
-    common.append_results(SECTION, INTRO, HEADER, row)
-    common.record("peers", r)
+           f"{r['native_over_redis_pipelined']}×" if r["native_over_redis_pipelined"] else "—", targets]
+    of = f"{r['persons']:,} persons, card checks per CPU-second"
+    met = lambda ok: "not measured" if ok is None else "met" if ok else "**not met**"
+    figures = [(f"native single calls ÷ SQLite chain ({of})", f"{r['native_over_sqlite']}×", f"≥ 20×: {met(ok_sqlite)}")]
+    if r["native_over_redis_pipelined"]:
+        figures.append((f"native single calls ÷ Redis pipelined ({of})", f"{r['native_over_redis_pipelined']}×",
+                        f"ahead: {met(ok_redis)}"))
+    figures.append((f"bytes per person: LMDB · SQLite · Redis ({r['persons']:,} persons)", sizes, "—"))
+    return figures, common.md_table(HEADER, [row])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Registry match benchmark: a simulated registration stream with known ground
 truth through the real ingest path, scored per kind.
 
-    .venv/bin/python bench/registry.py --residents 20000 [--write]
+    .venv/bin/python bench/registry.py --residents 20000 [--record]
 
 1. tests/registry_sim.py generates the registry and the stream (every resident
    of one kind: plain, a benign way of writing the same facts, an injected
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib.util
-import re
 import shutil
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from onshi.v1 import enrollment_pb2_grpc  # noqa: E402
 from tests import ingest_support as s  # noqa: E402
 from tests import registry_sim as sim  # noqa: E402
 
-SECTION = "## Registry match (issue 14)"
+AREA = "Registry"
 
 
 def stream(target: str, simulation: sim.Simulation, batch: int) -> dict[str, pb.EnrollmentAck]:
@@ -158,7 +157,8 @@ def run(args) -> dict:
             "engine": engine_kind, "match_us": cost_us, "cache_share": cache_share}
 
 
-def report(r: dict, command: str) -> str:
+def report(r: dict) -> tuple[list[tuple[str, str, str]], str]:
+    """(figures, markdown body) of a run."""
     results = r["results"]
     total = sim.KindResult()
     for k in results.values():
@@ -169,8 +169,6 @@ def report(r: dict, command: str) -> str:
     wrong = sum(results[k].sent for k in sim.WRONG)
     visible = sum(results[k].visible for k in sim.WRONG)
     lines = [
-        f"{common.now_utc()}, {common.machine()}: `{command}`",
-        "",
         sim.table(results),
         "",
         f"- {r['residents']:,} residents, {r['updates']:,} updates sent, {r['acked']:,} acked: accepted "
@@ -192,30 +190,20 @@ def report(r: dict, command: str) -> str:
                      "would quarantine, of correct registrations: " + ", ".join(
                          f"{k} {100 * shares[k]:.1f} %" for k in (sim.PLAIN,) + sim.BENIGN)
                      + f"; their match: {r['baseline']['cost_us']:.1f} µs per update, caches cold")
-    return "\n".join(lines)
+    figures = [
+        ("registration stream with ground truth: goals (0 wrong persons visible, every error quarantined, "
+         "≤ 0.5 % of correct registrations quarantined)",
+         "all hold" if not r["failed"] else "; ".join(r["failed"]), "all hold: " + ("met" if not r["failed"]
+                                                                                   else "**not met**")),
+        ("wrong persons visible to a check · correct registrations quarantined, worst kind",
+         f"{visible} of {wrong:,} · {100 * worst.quarantined_share:.2f} % ({r['residents']:,} residents, "
+         f"{r['updates']:,} updates)", "0 · ≤ 0.5 %"),
+        ("registry match per update, caches cold", f"{r['match_us']:.1f} µs", "—"),
+    ]
+    return figures, "\n".join(lines)
 
 
-INTRO = ("The registry check on a simulated registration stream with known ground truth "
-         "(`bench/registry.py`; the kinds and goals are in its docstring and tests/registry_sim.py). "
-         "Newest run first.")
-
-
-def write_results(text: str) -> None:
-    """This run first in its section, the section first in RESULTS.md (current figures first)."""
-    path = ROOT / "bench" / "RESULTS.md"
-    title, _, rest = path.read_text().partition("\n")
-    earlier = ""
-    if SECTION in rest:
-        before, _, after = rest.partition(SECTION)
-        match = re.search(r"\n## ", after)
-        body, tail = (after[:match.start()], after[match.start():]) if match else (after, "")
-        earlier = body.strip().removeprefix(INTRO).strip()
-        rest = before.rstrip("\n") + "\n" + tail
-    section = f"{SECTION}\n\n{INTRO}\n\n{text}\n" + (f"\n{earlier}\n" if earlier else "")
-    path.write_text(f"{title}\n\n{section}\n{rest.lstrip(chr(10))}")
-
-
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--residents", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=14)
@@ -223,14 +211,13 @@ def main() -> int:
     parser.add_argument("--baseline", metavar="REGISTRY_PY",
                         help="also score another version of src/core/registry.py on the same stream")
     parser.add_argument("--dir", default=None, help="where the temporary store goes (default: $TMPDIR)")
-    parser.add_argument("--write", action="store_true", help=f"put the figures first in bench/RESULTS.md {SECTION}")
-    args = parser.parse_args()
-    command = ".venv/bin/python bench/registry.py " + " ".join(sys.argv[1:])
+    common.add_record_flag(parser)
+    args = parser.parse_args(argv)
     r = run(args)
-    text = report(r, command)
+    figures, text = report(r)
     print(text)
-    if args.write:
-        write_results(text)
+    if args.record:
+        common.record_run(AREA, figures, text)
     return 0 if not r["failed"] else 1
 
 

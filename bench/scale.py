@@ -5,7 +5,7 @@ store costs to build and to keep, and the projection to 125 million.
     python bench/scale.py --sizes 100000,1000000 --no-gen
 
 Stores come from `onshi gen` under bench/out/gen-N and are reused: the first
-run generates them (10M took the time recorded in bench/RESULTS.md "Scale";
+run generates them (10M took the time recorded in bench/RESULTS.md "Engine";
 --no-gen skips sizes not generated yet, and the table says "not measured").
 Queries are card serials and numbers spread evenly over each store's key space,
 so lookups touch the whole B-tree as national traffic would; a first warm-up
@@ -25,16 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 from peers import rate
 
-SECTION = "Scale (issue 7)"
-INTRO = """\
-`onshi bench scale` (bench/scale.py): native engine single-call card and number
-checks (and card batches of 1,000) per CPU-second on stores of each size made
-by `onshi gen`, queries spread over the whole key space, best of the rounds
-after a warm-up pass, one core. "gen" is how long `onshi gen` took: wall time
-on this shared machine, and its own CPU time (what a core of its own would
-take). Target: 10M persons ≥ 70% of the 100k card checks/s."""
-HEADER = ["date (UTC)", "command", "persons", "card checks/s", "card batch/s", "number checks/s",
-          "÷ smallest", "B-tree depth card·history", "bytes/person", "store", "gen", "target", "machine"]
+AREA = "Scale"
+HEADER = ["persons", "card checks/s", "card batch/s", "number checks/s", "÷ smallest", "B-tree depth card·history",
+          "bytes/person", "store", "gen", "target"]
 NATIONAL = 125_000_000
 
 
@@ -47,7 +40,7 @@ def parse_args(argv):
     p.add_argument("--queries", type=int, default=50_000)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--no-record", action="store_true")
+    common.add_record_flag(p)
     return p.parse_args(argv)
 
 
@@ -110,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
               "rows": rows, "target_10m_over_100k": ok, "machine": common.machine(),
               "loadavg": os.getloadavg()[0], "projection": projection(rows)}
     report(result)
-    if not args.no_record:
-        write(result)
+    if args.record:
+        common.record_run(AREA, *figures_and_body(result))
+        common.record("scale", result)
     return 0 if ok is not False else 1
 
 
@@ -155,38 +149,45 @@ def report(r: dict) -> None:
               f"gen {p['gen_s'] / 3600:,.1f} h ({p.get('basis', 'wall')} time)")
 
 
-def write(r: dict) -> None:
+def figures_and_body(r: dict) -> tuple[list[tuple[str, str, str]], str]:
     base = next((row for row in r["rows"] if "checks_per_s" in row), None)
+    rows, figures = [], []
     for row in r["rows"]:
         if "missing" in row:
-            cells = [f"{row['persons']:,}", "not measured: " + row["missing"], "", "", "", "", "", "", "", "—"]
-        else:
-            c = row["checks_per_s"]
-            ratio = c["card"] / base["checks_per_s"]["card"] if base else float("nan")
-            target = "—"
-            if row["persons"] >= 10_000_000 and base and base["persons"] <= 100_000:
-                target = common.verdict(ratio >= 0.7)
-            gen = f"{row['gen_s']:,.0f} s wall" if row.get("gen_s") else "(reused; time not recorded)"
-            if row.get("gen_cpu_s"):
-                gen += f", {row['gen_cpu_s']:,.0f} s CPU"
-            d = row["depths"]
-            cells = [f"{row['persons']:,}", f"{c['card']:,}", f"{c['card batch']:,}", f"{c['number']:,}",
+            rows.append([f"{row['persons']:,}", "not measured: " + row["missing"], "", "", "", "", "", "", "", "—"])
+            continue
+        c = row["checks_per_s"]
+        ratio = c["card"] / base["checks_per_s"]["card"] if base else float("nan")
+        target = "—"
+        if row["persons"] >= 10_000_000 and base and base["persons"] <= 100_000:
+            target = common.verdict(ratio >= 0.7)
+            figures.append((f"{row['persons']:,} ÷ {base['persons']:,} persons, native card checks/s", f"{ratio:.0%}",
+                            f"≥ 70 %: {'met' if ratio >= 0.7 else '**not met**'}"))
+        gen = f"{row['gen_s']:,.0f} s wall" if row.get("gen_s") else "(reused; time not recorded)"
+        if row.get("gen_cpu_s"):
+            gen += f", {row['gen_cpu_s']:,.0f} s CPU"
+        d = row["depths"]
+        rows.append([f"{row['persons']:,}", f"{c['card']:,}", f"{c['card batch']:,}", f"{c['number']:,}",
                      f"{ratio:.0%}", f"{d['card']}·{d['history']}", f"{row['bytes_per_person']:,.0f}",
-                     f"{row['bytes'] / 1e9:.2f} GB", gen, target]
-        common.append_results(SECTION, INTRO, HEADER,
-                              [r["date"], f"`{r['command']}`", *cells,
-                               f"{r['machine']}, load avg {r['loadavg']:.1f}"])
+                     f"{row['bytes'] / 1e9:.2f} GB", gen, target])
+        figures.append((f"{r['engine']} card checks/s, single calls · batches of 1,000 · number checks "
+                        f"({row['persons']:,} persons, one core)",
+                        f"{c['card']:,} · {c['card batch']:,} · {c['number']:,}", "—"))
+    body = common.md_table(HEADER, rows)
     if r["projection"]:
         p = r["projection"]
-        common.append_note(SECTION, (
-            f"Projection ({r['date']}, from the {p['from_persons']:,}-person store, linear): 125 million "
+        body += (
+            f"\n\nProjection (from the {p['from_persons']:,}-person store, linear): 125 million "
             f"persons ≈ {p['bytes'] / 1e9:,.0f} GB on disk and ≈ {p['gen_s'] / 3600:,.1f} h of `onshi gen` "
             f"({'on one core of its own, from its CPU time' if p.get('basis') == 'CPU' else 'wall time on this shared machine'}; "
             f"sorted append loads keep the per-person cost flat, and the build is one process, so a "
             f"machine's other cores do not shorten it). {p['bytes'] / 1e9:,.0f} GB is more than this machine's "
-            f"24 GiB of memory: at national scale lookups would read pages from disk unless the serving "
-            f"machine has the memory (LMDB serves from the page cache)."))
-    common.record("scale", r)
+            f"{common.machine().split(', ')[1]} of memory: at national scale lookups would read pages from disk unless "
+            f"the serving machine has the memory (LMDB serves from the page cache).")
+        figures.append(("projected to 125 million persons: store size · `onshi gen` time",
+                        f"{p['bytes'] / 1e9:,.0f} GB · {p['gen_s'] / 3600:,.1f} h ({p.get('basis', 'wall')} time)",
+                        "—"))
+    return figures, body
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """`onshi` with bench-only changes to the trust layer, for comparisons that
-production must never run with (bench/trust.py, bench/trust_switches.py).
+production must never run with (bench/trust.py).
 
     python bench/seams.py [--no-sync] [--wait-ms MS] -- serve ...
 

@@ -25,11 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-OUT = BENCH / "out"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+AREA = "Server"
 METHOD = "/onshi.v1.EligibilityService/CheckByCard"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- data -------------------------------------------------------------------
@@ -38,7 +38,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def dataset(persons: int) -> Path:
     """A simple population (one qualification each, every person with a card),
     loaded through the writer; cached under bench/out/."""
-    path = OUT / f"server-{persons}"
+    path = common.OUT / f"server-{persons}"
     if (path / ".complete").exists():
         return path
     import datetime as dt
@@ -287,25 +287,6 @@ def profile_handler(args) -> None:
 # --- the bench ------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
-
-
-def switches(pid: int) -> int:
-    """Voluntary context switches of all the process's threads: each is a thread
-    blocking (on the GIL, a futex, epoll), so per check it shows hand-offs."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            for line in (task / "status").read_text().splitlines():
-                if line.startswith("voluntary_ctxt_switches"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass  # a thread that just ended
-    return total
-
-
 def run_one(args, data: Path, stack: str, handler: str) -> dict:
     me = [sys.executable, __file__]
     server = subprocess.Popen(
@@ -349,9 +330,9 @@ def run_one(args, data: Path, stack: str, handler: str) -> dict:
             text=True,
         )
         assert client_proc.stdout.readline().strip() == "start"
-        cpu0, sw0 = cpu_seconds(server.pid), switches(server.pid)
+        cpu0, sw0 = common.cpu_seconds(server.pid), common.switches(server.pid)
         result = json.loads(client_proc.stdout.readline())
-        cpu1, sw1 = cpu_seconds(server.pid), switches(server.pid)
+        cpu1, sw1 = common.cpu_seconds(server.pid), common.switches(server.pid)
         client_proc.wait(30)
     finally:
         server.stdin.close()
@@ -389,17 +370,11 @@ def bench(args) -> None:
     fields = ("checks_per_s", "cpu_us_per_check", "switches_per_check")
     med = {k: {f: statistics.median(x[f] for x in v) for f in fields} for k, v in runs.items()}
     engine = runs[(stacks[0], "check")][0]["engine"]
-    print(
-        f"\nmedian of {args.rounds} rounds, {args.persons:,} persons, engine={engine}, "
-        f"{args.seconds:g} s windows, concurrency {args.concurrency}, {args.threads} handler threads"
-    )
+    intro = (f"Median of {args.rounds} rounds, {args.persons:,} persons, engine={engine}, "
+             f"{args.seconds:g} s windows, concurrency {args.concurrency}, {args.threads} handler threads.")
     # Ratios are taken within each round (empty and check ran back to back), then
     # the median: robust to other load on a shared machine drifting between rounds.
-    print(
-        "| stack | handler | checks/s | server CPU µs/check | CPU vs empty handler"
-        " (median of rounds) | voluntary switches/check |"
-    )
-    print("|---|---|---:|---:|---:|---:|")
+    rows, figures = [], []
     for stack in stacks:
         for handler in handlers if stack.startswith("threaded") else ("empty", "check"):
             m = med[(stack, handler)]
@@ -407,22 +382,31 @@ def bench(args) -> None:
                 c["cpu_us_per_check"] / e["cpu_us_per_check"]
                 for e, c in zip(runs[(stack, "empty")], runs[(stack, handler)])
             )
-            shown = f"{ratio:.2f}×"
-            print(
-                f"| {stack} | {handler} | {m['checks_per_s']:,.0f} | {m['cpu_us_per_check']:.1f} "
-                f"| {shown} | {m['switches_per_check']:.2f} |"
-            )
+            rows.append((stack, handler, f"{m['checks_per_s']:,.0f}", f"{m['cpu_us_per_check']:.1f}",
+                         f"{ratio:.2f}×", f"{m['switches_per_check']:.2f}"))
+            if handler == "check":
+                threads = stack.split(":")[1] if ":" in stack else args.threads
+                name = f"threaded, {threads} handler threads" if stack.startswith("threaded") else "aio + uvloop"
+                figures.append((f"server CPU per check ÷ empty handler, {name}, one process in a closed loop",
+                                f"{ratio:.2f}× ({m['cpu_us_per_check']:.0f} µs)",
+                                f"≤ 1.1×: {'met' if ratio <= 1.1 else '**not met**'}"))
+    body = intro + "\n\n" + common.md_table(
+        ["stack", "handler", "checks/s", "server CPU µs/check", "CPU vs empty handler (median of rounds)",
+         "voluntary switches/check"], rows)
     if len(stacks) == 2:
         a, b = (runs[(s, "check")] for s in stacks)
         rate = statistics.median(x["checks_per_s"] / y["checks_per_s"] for x, y in zip(a, b))
         cpu = statistics.median(x["cpu_us_per_check"] / y["cpu_us_per_check"] for x, y in zip(a, b))
-        print(
-            f"\n{stacks[0]} / {stacks[1]} (check, median of rounds): {rate:.2f}× checks/s, "
-            f"{cpu:.2f}× CPU per check"
-        )
+        body += (f"\n\n{stacks[0]} / {stacks[1]} (check, median of rounds): {rate:.2f}× checks/s, "
+                 f"{cpu:.2f}× CPU per check")
+        figures.append((f"{stacks[0]} ÷ {stacks[1]} server: checks/s · CPU per check", f"{rate:.2f}× · {cpu:.2f}×",
+                        "—"))
+    print("\n" + body)
+    if args.record:
+        common.record_run(AREA, figures, body)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -458,7 +442,8 @@ def main() -> None:
         action="store_true",
         help="time the handler's steps in process, no gRPC",
     )
-    args = parser.parse_args()
+    common.add_record_flag(parser)
+    args = parser.parse_args(argv)
     if args.profile_handler:
         profile_handler(args)
     elif args.mode == "_serve":

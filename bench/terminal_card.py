@@ -3,7 +3,7 @@
 virtual card's TCP_QUICKACK saves (vpcd writes length and APDU separately;
 with delayed ACKs each APDU waits ~40 ms).
 
-    .venv/bin/python bench/terminal_card.py [--rounds 30]
+    onshi bench terminal_card [--rounds 30]
 
 Reuses the test harness (tests/test_terminal_support.py) for pcscd, the test
 PKI, the store and the server. Prints medians in milliseconds, measured in one
@@ -45,10 +45,10 @@ def median_ms(fn, rounds: int) -> float:
     return statistics.median(times)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=30)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     pki_dir = shared_pki()
     server = shared_server()
     pcsc = Pcsc(tempfile.mkdtemp(prefix="onshi-bench-pcsc-"))

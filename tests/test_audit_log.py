@@ -60,6 +60,47 @@ def verify_exit(directory) -> int:
     return onshi(["audit", "verify", "--dir", str(directory)])
 
 
+HOUR_MS = 3_600_000
+
+
+def gathering_log(tmp_path, monkeypatch, target: int) -> AuditLog:
+    """A log whose sync interval no test outlives (an hour): after its first
+    record every leader comes within the interval, so a batch closes only
+    when it holds `target` records, or at close()."""
+    monkeypatch.setattr(audit, "MAX_SYNC_INTERVAL_MS", HOUR_MS)
+    log = AuditLog(str(tmp_path), "s", sync_interval_ms=HOUR_MS)
+    log.batch_target = 1  # the first record is a full batch: written, the interval starts
+    log.append(rec(9999))
+    log.batch_target = target
+    return log
+
+
+def wait_for(condition, limit: float = 60.0) -> bool:
+    """Poll until condition() holds; False if it still does not after `limit`
+    seconds (a liveness limit for a state that, if reached at all, comes in
+    milliseconds: not a bound on how fast)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def run_appenders(target, count: int, barrier: threading.Barrier) -> list[threading.Thread]:
+    """Start `count` appenders in lock-step; the ones still running after the
+    liveness limit (the barrier is broken so none stays behind it)."""
+    threads = [threading.Thread(target=target, args=(k,), daemon=True) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    stuck = [t for t in threads if t.is_alive()]
+    if stuck:
+        barrier.abort()
+    return stuck
+
+
 def test_records_round_trip_and_verify(tmp_path):
     write(tmp_path).close()
     got = list(audit.read(str(tmp_path)))
@@ -96,13 +137,13 @@ def test_syncs_are_spaced_by_the_sync_interval(tmp_path):
     assert audit.verify(str(tmp_path)).records == 5
 
 
-def test_a_full_batch_is_written_without_waiting_out_the_interval(tmp_path):
-    """batch_target appenders (the server's handler threads) fill a batch:
-    the leader writes it at once instead of waiting out the interval. 20
-    rounds of 4 lock-step appenders would take >= 2 s if every round waited
-    the 100 ms interval."""
-    log = AuditLog(str(tmp_path), "s", sync_interval_ms=100)
-    log.batch_target = 4
+def test_a_full_batch_is_written_without_waiting_out_the_interval(tmp_path, monkeypatch):
+    """batch_target appenders (the server's handler threads) fill a batch: its
+    leader writes it at once instead of waiting out the interval. The interval
+    here is an hour, so a leader that waited for it would never return; the
+    log's counts say how each batch closed."""
+    log = gathering_log(tmp_path, monkeypatch, target=4)
+    filled, batches = log.batches_filled, log.batches
     rounds = 20
     barrier = threading.Barrier(4)
 
@@ -111,16 +152,12 @@ def test_a_full_batch_is_written_without_waiting_out_the_interval(tmp_path):
             barrier.wait()
             log.append(rec(k * 1000 + i))
 
-    threads = [threading.Thread(target=appender, args=(k,)) for k in range(4)]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert time.monotonic() - start < rounds * 0.100
-    assert log.records == 4 * rounds
-    log.close()
-    assert audit.verify(str(tmp_path)).records == 4 * rounds
+    stuck = run_appenders(appender, 4, barrier=barrier)
+    log.close()  # writes a batch a stuck leader still gathers
+    assert not stuck, "a full batch waited for the interval"
+    assert log.batches - batches == rounds  # one batch per round: the four records of each
+    assert log.batches_filled - filled == rounds and log.batches_timed == 0
+    assert audit.verify(str(tmp_path)).records == 1 + 4 * rounds
 
 
 def test_gathering_filling_and_rotating_at_once_lose_nothing(tmp_path):
@@ -152,51 +189,55 @@ def test_gathering_filling_and_rotating_at_once_lose_nothing(tmp_path):
     assert len(os.listdir(os.path.join(str(tmp_path), "s"))) > 3  # it rotated
 
 
-def test_no_leader_waits_out_the_interval_for_a_batch_already_written(tmp_path):
-    """Free-running appenders (a server with requests queued): every batch
-    fills at once and is written; a leader whose batch was written for it
-    returns then, even though the next batch's leader is already gathering.
-    Only a last, partial batch may wait out the interval (and a slow disk
-    may hold one more batch that long)."""
-    interval = 0.1
-    log = AuditLog(str(tmp_path), "s", sync_interval_ms=interval * 1000)
-    log.batch_target = 4
-    slow = []
-    lock = threading.Lock()
+def test_no_leader_waits_out_the_interval_for_a_batch_already_written(tmp_path, monkeypatch):
+    """Free-running appenders (a server with requests queued): batches fill
+    while the next batch's leader is already gathering, and every leader
+    returns once its batch is written. With an hour's interval a leader left
+    waiting after its batch was written would never return, and with fewer
+    than batch_target appenders left the stream stops: the log would not get
+    far. By the log's counts every batch closed full but the one close()
+    wrote when the appenders stopped."""
+    log = gathering_log(tmp_path, monkeypatch, target=4)
+    filled, batches = log.batches_filled, log.batches
+    stop = threading.Event()
+    appended = [0] * 8
 
     def appender(k):
-        for i in range(30):
-            start = time.monotonic()
-            log.append(rec(k * 1000 + i))
-            if time.monotonic() - start > interval * 0.75:
-                with lock:
-                    slow.append(k * 1000 + i)
+        for i in range(1000):
+            if stop.is_set():
+                return
+            try:
+                log.append(rec(k * 1000 + i))
+            except RuntimeError:  # closed while this one was on its way in
+                assert stop.is_set()
+                return
+            appended[k] += 1
 
-    threads = [threading.Thread(target=appender, args=(k,)) for k in range(8)]
-    for t in threads:
+    workers = [threading.Thread(target=appender, args=(k,), daemon=True) for k in range(len(appended))]
+    for t in workers:
         t.start()
-    for t in threads:
-        t.join()
-    log.close()
-    # The fault this guards against leaves a leader waiting out the interval in
-    # (nearly) every batch: ~60 slow appends of 240 (it failed 4/4 that way).
-    # A loaded machine descheduling appenders makes a few more slow, not half of
-    # the batches' worth: the bound sits between the two.
-    batches = 240 // log.batch_target
-    assert len(slow) < batches // 2, slow
-    assert audit.verify(str(tmp_path)).records == 240
+    reached = wait_for(lambda: log.records >= 400)
+    stop.set()
+    log.close()  # writes the batch the last appenders wait in: fewer than batch_target are left
+    for t in workers:
+        t.join(timeout=60)
+    assert reached, f"appenders stopped at {log.records} records: a leader waited for a written batch"
+    assert not any(t.is_alive() for t in workers)
+    closed_otherwise = log.batches - batches - (log.batches_filled - filled)
+    assert closed_otherwise <= 1 and log.batches_timed == 0, (log.batches, log.batches_filled, log.batches_timed)
+    assert audit.verify(str(tmp_path)).records == 1 + sum(appended)
 
 
-def test_close_writes_a_batch_that_is_still_gathering(tmp_path):
-    log = AuditLog(str(tmp_path), "s", sync_interval_ms=100)
-    log.append(rec(0))  # a sync just happened: the next leader gathers up to 100 ms
-    t = threading.Thread(target=log.append, args=(rec(1),))
+def test_close_writes_a_batch_that_is_still_gathering(tmp_path, monkeypatch):
+    log = gathering_log(tmp_path, monkeypatch, target=4)  # a sync just happened
+    t = threading.Thread(target=log.append, args=(rec(1),), daemon=True)
     t.start()
-    time.sleep(0.01)
+    assert wait_for(lambda: log.gathering), "the lone record's leader never gathered"
     log.close()
-    t.join(timeout=10)
+    t.join(timeout=60)
     assert not t.is_alive()
-    assert [r.request_id for r in audit.read(str(tmp_path))] == ["r0", "r1"]
+    assert log.batches_filled == log.batches_timed == 0  # written by close()
+    assert [r.request_id for r in audit.read(str(tmp_path))] == ["r9999", "r1"]
 
 
 def test_sync_interval_is_bounded(tmp_path):

@@ -1,11 +1,14 @@
 """Smoke test of the benchmark tooling (bench/): the locust terminal scenario
 for a few seconds at a low rate against servers `onshi bench load` starts on a
-tiny generated store, and the locustfiles run by hand with a plain locust
-command line against mTLS servers as scripts/run.sh starts them (and against a
-dead port, which must fail the run). It checks that the tooling works end to
-end (servers start, locust drives them through the gevent interceptor, exact
-latencies are collected, answers come back), never how fast anything is.
-Skipped when the bench extra (locust) is not installed."""
+tiny generated store, the locustfiles run by hand with a plain locust command
+line against mTLS servers as scripts/run.sh starts them (and against a dead
+port, which must fail the run), the trust bench in each of its modes, every
+other benchmark through `onshi bench NAME` at small sizes, and the writers of
+bench/RESULTS.md and docs/INVESTIGATIONS.md. It checks that the
+tooling works end to end (servers start, locust drives them through the gevent
+interceptor, exact latencies are collected, answers come back, figures land in
+their area), never how fast anything is. Skipped when the bench extra (locust)
+is not installed."""
 
 from __future__ import annotations
 
@@ -42,9 +45,9 @@ def test_terminal_scenario_runs_against_servers_it_starts(tmp_path):
     results = tmp_path / "RESULTS.md"
     proc = subprocess.run(
         [*_onshi(), "bench", "load", "terminal", "--data", str(store), "--rate", "40", "--duration", "5",
-         "--workers", "1", "--terminals", "4", "--no-record", "--out", str(tmp_path / "load")],
+         "--workers", "1", "--terminals", "4", "--out", str(tmp_path / "load")],
         capture_output=True, text=True, timeout=90, cwd=ROOT, check=False,
-        env={**os.environ, "ONSHI_BENCH_RESULTS": str(results)})
+        env={**os.environ, "ONSHI_BENCH_RESULTS": str(results), "ONSHI_BENCH_LOG": str(tmp_path / "log.md")})
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     timed = re.search(r"\((\d+) timed checks\)", out)
@@ -55,39 +58,155 @@ def test_terminal_scenario_runs_against_servers_it_starts(tmp_path):
     assert re.search(r"p99 \d+\.\d\d", out), out
     csvs = list((tmp_path / "load").glob("*/locust_stats.csv"))
     assert csvs, "locust wrote no CSV"
-    assert not results.exists()  # --no-record
+    assert not results.exists()  # without --record nothing is written
 
 
-def test_results_rows_go_under_their_own_section(tmp_path, monkeypatch):
+def _run(when: str):
+    import common
+
+    return common.Run(command="python bench/x.py --a", when=f"{when} UTC", load=1.25)
+
+
+def test_a_figure_replaces_its_row_in_its_area_only(tmp_path, monkeypatch):
+    """A recorded figure replaces the row of the same figure in its area's
+    table (the current figures); a new figure joins the table; another area,
+    and a note's own table below, are left as they were."""
     import common
 
     results = tmp_path / "RESULTS.md"
-    results.write_text("# Benchmark results\n\n## Engine (issue 2)\n\n| a |\n|---|\n| 1 |\n")
+    head = "| " + " | ".join(common.FIGURE_HEADER) + " |\n|---|---|---|---|---|\n"
+    results.write_text("# Benchmark results\n\nintro\n\n## Engine\n\nwhat\n\n" + head
+                       + "| card checks/s | 1 | ≥ 2: **not met** | `old` | 2026-11-21 13:21 · 0.5 |\n"
+                       + "| pure | 3 | — | `old` | 2026-11-21 13:21 · 0.5 |\n\nReading:\n\n| run | x |\n|---|---|\n"
+                       + "| a | 9 |\n\n## Trust\n\n" + head + "| share | 30% | ≤ 30 % | `t` | 2026-12-03 12:00 · 3.8 |\n")
     monkeypatch.setattr(common, "RESULTS", results)
-    common.append_results("Load (issue 7)", "intro text", ["x", "y"], ["1", "2"])
-    common.append_results("Load (issue 7)", "intro text", ["x", "y"], ["3", "4|5"])
-    common.append_note("Load (issue 7)", "a note")
+    common.put_figures("Engine", [("card checks/s", "2", "≥ 2: met"), ("a|b", "4", "—")], _run("2026-12-04 10:00"))
+    common.put_figures("Server", [("cpu", "5 µs", "—")], _run("2026-12-04 10:01"))
     text = results.read_text()
-    assert text.startswith("# Benchmark results\n\n## Engine (issue 2)\n\n| a |\n|---|\n| 1 |\n")
-    load = text.split("## Load (issue 7)", 1)[1]
-    assert load.count("intro text") == 1
-    assert "| x | y |\n|---|---|\n| 1 | 2 |\n| 3 | 4\\|5 |\n" in load
-    assert load.rstrip().endswith("a note")
+    engine = text.split("## Engine", 1)[1].split("## Trust", 1)[0]
+    assert engine.count("| card checks/s |") == 1
+    assert ("| card checks/s | 2 | ≥ 2: met | `python bench/x.py --a` | 2026-12-04 10:00 · 1.2 |\n"
+            "| pure | 3 | — | `old` | 2026-11-21 13:21 · 0.5 |\n"
+            "| a\\|b | 4 | — | `python bench/x.py --a` | 2026-12-04 10:00 · 1.2 |\n\nReading:") in engine
+    assert "| run | x |\n|---|---|\n| a | 9 |\n" in engine
+    assert "| share | 30% | ≤ 30 % | `t` | 2026-12-03 12:00 · 3.8 |" in text.split("## Trust", 1)[1]
+    assert text.rstrip().endswith("## Server\n\n" + head + "| cpu | 5 µs | — | `python bench/x.py --a` | "
+                                  "2026-12-04 10:01 · 1.2 |")
 
 
-def test_results_rows_join_their_table_not_a_notes_table(tmp_path, monkeypatch):
-    """A note with a table of its own after the section's table: new rows
-    still go under the table with their header."""
+def test_a_run_is_logged_at_the_end_of_its_area(tmp_path, monkeypatch):
     import common
 
-    results = tmp_path / "RESULTS.md"
-    results.write_text("# Benchmark results\n\n## Trust\n\nintro\n\n| x | y |\n|---|---|\n| 1 | 2 |\n\n"
-                       "Reading:\n\n| run | share |\n|---|---|\n| a | 9 |\n\n## Next\n\n| z |\n|---|\n| 0 |\n")
-    monkeypatch.setattr(common, "RESULTS", results)
-    common.append_results("Trust", "intro", ["x", "y"], ["3", "4"])
-    text = results.read_text()
-    assert "| x | y |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n\nReading:" in text
-    assert "| run | share |\n|---|---|\n| a | 9 |\n\n## Next" in text
+    log = tmp_path / "INVESTIGATIONS.md"
+    log.write_text("# Investigations\n\n## Engine\n\n### 2026-11-21 — old\n\ntext\n\n## Trust\n\n### t\n")
+    monkeypatch.setattr(common, "LOG", log)
+    common.log_entry("Engine", "| x |\n|---|\n| 1 |", _run("2026-12-04 10:00"))
+    common.log_entry("Fuzz", "body", _run("2026-12-04 10:05"))
+    text = log.read_text()
+    engine = text.split("## Engine", 1)[1].split("## Trust", 1)[0]
+    assert engine.index("### 2026-11-21 — old") < engine.index("### 2026-12-04 10:00 UTC — `python bench/x.py --a`")
+    assert engine.endswith("load average 1.2.\n\n| x |\n|---|\n| 1 |\n\n")
+    assert text.endswith("## Fuzz\n\n### 2026-12-04 10:05 UTC — `python bench/x.py --a`\n\n"
+                         f"{common.machine()}, load average 1.2.\n\nbody\n")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", [["--in-process", "--checks", "200", "--threads", "4"],
+                                  ["--rounds", "1", "--checks", "100", "--rate", "200", "--threads", "2"],
+                                  ["--sequential", "--rounds", "1", "--checks", "100", "--threads", "2",
+                                   "--configs", "mtls-proof-log,mtls-proof-nosync"]],
+                         ids=["in-process", "paired", "sequential"])
+def test_trust_bench_records_its_figures(tmp_path, mode):
+    """bench/trust.py in each mode: servers start, checks are answered, the
+    access log verifies, and --record puts its figures in the Trust area."""
+    results, log = tmp_path / "RESULTS.md", tmp_path / "log.md"
+    proc = subprocess.run([sys.executable, "bench/trust.py", *mode, "--record"], capture_output=True, text=True,
+                          timeout=110, cwd=ROOT, check=False,
+                          env={**os.environ, "ONSHI_BENCH_RESULTS": str(results), "ONSHI_BENCH_LOG": str(log),
+                               "ONSHI_BENCH_DATA": str(tmp_path / "data")})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Errors 0" in out or "--in-process" in mode, out
+    if "--in-process" not in mode:
+        assert "access log verify ok=True" in out, out
+    table = results.read_text().split("## Trust", 1)[1]
+    assert "share of server CPU per check, whole trust layer" in table or "AuditLog.append" in table, table
+    assert "## Trust\n\n### " in log.read_text()
+
+
+# --- every benchmark through `onshi bench NAME`, at small sizes ------------------------------------
+
+# name -> (small arguments, the RESULTS.md area its --record writes; None: it prints only).
+# trust and load have tests of their own above.
+SMALL = {
+    "engine": (["--persons", "2000", "--sample", "1000", "--repeats", "1"], "Engine"),
+    "scale": (["--sizes", "2000,3000", "--queries", "1000", "--seconds", "0.2", "--rounds", "1"], "Scale"),
+    "peers": (["--persons", "2000", "--queries", "1000", "--seconds", "0.2", "--rounds", "1"], "Peers"),
+    "server": (["--persons", "2000", "--seconds", "0.5", "--warmup", "0.2", "--rounds", "1"], "Server"),
+    "cost": (["--persons", "2000", "--seconds", "1", "--rounds", "1"], "Cost"),
+    "claims": (["--persons", "2000", "--claims", "2000", "--batch", "500"], "Claims"),
+    "ingest": (["--residents", "1000", "--updates", "3000", "--streams", "3", "--batch", "1,500", "--writer-only"],
+               "Ingest"),
+    "registry": (["--residents", "1000"], "Registry"),
+    "fuzz": (["--examples", "400", "--plaintext"], "Fuzz"),
+    "terminal_card": (["--rounds", "2"], None),
+    "ab_build": (["--persons", "2000", "--pairs", "1", "--rounds", "1"], None),
+    "plot": ([], None),
+}
+SLOW = {"cost"}  # over 20 s even at small sizes (it paces its load for seconds per configuration)
+# Known broken, strict: the mark must go when the bench runs again.
+BROKEN = {"engine": "bench/engine.py still turns techniques off with _engine._tune, which the engine no longer "
+                    "has (they are left out in a variant build now, setup.py ONSHI_ENGINE_VARIANT)"}
+
+
+def _param(name: str):
+    marks = [pytest.mark.slow] if name in SLOW else []
+    if name in BROKEN:
+        marks.append(pytest.mark.xfail(reason=BROKEN[name], strict=True, raises=AssertionError))
+    return pytest.param(name, marks=marks)
+
+
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory):
+    """One scratch bench/out for the module: the small stores are generated once."""
+    return tmp_path_factory.mktemp("bench-out")
+
+
+def test_every_benchmark_has_a_smoke_run():
+    from onshi.commands import bench as bench_cli
+
+    assert set(SMALL) | {"trust", "load"} == set(bench_cli.BENCHMARKS)
+    scripts = {p.stem for p in BENCH.glob("*.py")} - {"common", "empty_server", "seams"}  # helpers, not benches
+    assert scripts == set(bench_cli.BENCHMARKS)
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("name", [_param(n) for n in sorted(SMALL)])
+def test_a_benchmark_runs_at_small_sizes(name, tmp_path, bench_out):
+    """`onshi bench NAME` at small sizes runs to its end: exit 0, or 1 where a
+    target is missed at these sizes (how fast is not this test's business),
+    never a traceback; with --record its figures land in its RESULTS.md area
+    and the run in the log, in scratch files."""
+    args, area = SMALL[name]
+    results, log, data = tmp_path / "RESULTS.md", tmp_path / "log.md", tmp_path / "data"
+    if name == "ab_build":
+        args = [*args, "--other", str(tmp_path / "other")]  # no other build: the checkout's own, twice
+    if name == "plot":
+        args = ["--out", str(tmp_path)]
+    env = {**os.environ, "ONSHI_BENCH_RESULTS": str(results), "ONSHI_BENCH_LOG": str(log),
+           "ONSHI_BENCH_DATA": str(data if area else BENCH / "data"), "ONSHI_BENCH_OUT": str(bench_out)}
+    proc = subprocess.run([*_onshi(), "bench", name, *args, *(["--record"] if area else [])], capture_output=True,
+                          text=True, timeout=380, cwd=ROOT, env=env, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode in (0, 1) and "Traceback" not in out, out[-4000:]
+    if area is None:
+        assert proc.returncode == 0, out[-4000:]
+        if name == "plot":
+            assert sorted(p.name for p in tmp_path.glob("*.png")), out
+        return
+    table = results.read_text().split(f"## {area}\n", 1)[1].split("\n## ", 1)[0]
+    assert f"| `onshi bench {name} " in table, table
+    assert f"## {area}\n\n### " in log.read_text()
 
 
 # --- plain locust, as its users run it, against the README's mTLS servers ------------------------

@@ -688,11 +688,11 @@ def test_sigterm_drains_in_flight_calls_and_exits_0(store, impl, engine):
         with futures.ThreadPoolExecutor(len(channels)) as pool:
             calls = [pool.submit(raw_call, ch, "CheckByCard", request) for ch in channels]
             time.sleep(delay / 2)  # every call is now inside a handler
-            started = time.monotonic()
+            in_flight = [c for c in calls if not c.done()]
             srv.proc.send_signal(signal.SIGTERM)
             answers = [c.result(timeout=10) for c in calls]
-        assert answers == [expected] * len(channels)
-        assert time.monotonic() - started >= delay / 4  # they were not cut short
+        assert in_flight, "every call was answered before the stop: nothing to hold"
+        assert answers == [expected] * len(channels)  # those in flight were answered, not cut short
         assert srv.proc.wait(20) == 0, "".join(srv.stderr)
         watcher.join(10)
         assert statuses[0] == health_pb2.HealthCheckResponse.SERVING

@@ -298,6 +298,8 @@ class AuditLog:
         self._failed: BaseException | None = None
         self._batches = 0
         self._records = 0
+        self._filled_batches = 0  # closed full within the interval (batches_filled)
+        self._timed_batches = 0   # closed by the interval running out (batches_timed)
         # At most one fdatasync per interval: a batch's leader that comes sooner
         # waits out the rest while arrivals join its batch. Under load a sync
         # (the log's largest cost, docs/TRUST.md) then carries several records; a lone
@@ -340,6 +342,24 @@ class AuditLog:
     @property
     def records(self) -> int:
         return self._core.records if self._core is not None else self._records
+
+    @property
+    def batches_filled(self) -> int:
+        """Batches whose leader came within the sync interval and wrote them
+        because they held batch_target records (at once, or while it waited)."""
+        return self._core.batches_filled if self._core is not None else self._filled_batches
+
+    @property
+    def batches_timed(self) -> int:
+        """Batches whose leader waited out the rest of the sync interval
+        without the batch filling. The rest of `batches` were written at once:
+        the interval had passed, the log is unsynced, or it was closing."""
+        return self._core.batches_timed if self._core is not None else self._timed_batches
+
+    @property
+    def gathering(self) -> bool:
+        """A leader is waiting out the interval while its batch fills."""
+        return self._core.gathering if self._core is not None else self._gathering
 
     # -- opening: find the tail, cut a torn record ------------------------------
     def _open_tail(self) -> None:
@@ -442,8 +462,9 @@ class AuditLog:
             self._writing = True
         # Let handlers that are about to append join this batch before it
         # closes: fewer, larger syncs (the sync interval, else one GIL switch).
+        closed = ""
         if self.durable and self.sync_interval_ns:
-            self._gather(self._last_sync_ns + self.sync_interval_ns)
+            closed = self._gather(self._last_sync_ns + self.sync_interval_ns)
             self._last_sync_ns = time.monotonic_ns()
         elif self.yield_before_batch:
             time.sleep(0)
@@ -458,6 +479,10 @@ class AuditLog:
         with self._lock:
             if batch.error is not None:
                 self._failed = batch.error
+            elif closed == "filled":
+                self._filled_batches += 1
+            elif closed == "timed":
+                self._timed_batches += 1
             batch.done = True
             batch.cond.notify_all()
             self._writing = False
@@ -476,10 +501,14 @@ class AuditLog:
     def _filled(self) -> bool:
         return 0 < self._batch_target <= len(self._batch.records)
 
-    def _gather(self, due_ns: int) -> None:
+    def _gather(self, due_ns: int) -> str:
         """The leader, before closing its batch: wait until due_ns while the
-        batch fills (ends early when full or closing)."""
+        batch fills (ends early when full or closing). Returns why the batch
+        closes: "filled", "timed" (the interval ran out), or "" (the interval
+        had passed already, or the log is closing)."""
         with self._lock:
+            if time.monotonic_ns() >= due_ns or self._closing:
+                return ""
             self._gathering = True
             try:
                 while not self._closing and not self._filled():
@@ -489,6 +518,9 @@ class AuditLog:
                     self._fill.wait(left)
             finally:
                 self._gathering = False
+            if self._filled():
+                return "filled"
+            return "" if self._closing else "timed"
 
     def _write(self, bodies: list[bytes]) -> None:
         out = []

@@ -103,7 +103,7 @@ class PureEngine:
         """Raw history records of the persons holding these number keys, in input
         order (None for an unknown number); one read transaction for the batch.
         (Sorting the keys first cost more than it saved: 5,000 of a million keys
-        share few leaf pages; bench/RESULTS.md, Claims.)"""
+        share few leaf pages; docs/INVESTIGATIONS.md, Claims.)"""
         out: list[bytes | None] = []
         append = out.append
         with self._read(buffers=False) as txn:

@@ -20,8 +20,11 @@ class GroupCommit:
     force_rotate: bool
     sync_interval_ns: int
     batch_target: int
+    gathering: bool  # a leader is waiting for its batch to fill
     batches: int
     records: int
+    batches_filled: int  # batches closed full within the interval
+    batches_timed: int  # batches closed by the interval running out
     def __init__(self, fd: int, head_fd: int, size: int, allocated: int, seq: int, total: int,
                  last_hash: bytes, durable: bool, segment_bytes: int, preallocate: int,
                  mac_key: bytes = b"", stream: bytes = b"") -> None: ...

@@ -160,10 +160,13 @@ cdef class GroupCommit:
     # The leader stops waiting once the batch holds this many records (the
     # handler threads that can append: no more can come); 0 = the whole interval.
     cdef public int batch_target
-    cdef bint gathering
+    cdef readonly bint gathering
     cdef pthread_cond_t fill        # a gathering leader waits here (CLOCK_MONOTONIC)
     cdef unsigned char last[HASH]
     cdef readonly unsigned long long batches, records
+    # How batches closed (as AuditLog.batches_filled / batches_timed): full
+    # within the interval, or when the interval ran out.
+    cdef readonly unsigned long long batches_filled, batches_timed
     # HMAC-SHA256 of the head (audit.head_mac), when the log has a key: the
     # inner and outer digests with the padded key already absorbed.
     cdef EVP_MD_CTX *mac_inner
@@ -344,17 +347,20 @@ cdef class GroupCommit:
         cdef int err
         cdef long long due
         cdef timespec until
+        cdef int closed = 0  # 1: filled within the interval, 2: the interval ran out
         if self.durable and self.sync_interval_ns > 0 and not keep_locked:
             due = self.last_sync_ns + self.sync_interval_ns
-            if mono_ns() < due and not self.closing and not self._filled():
-                self.writing = True  # arrivals join this batch and wait; none leads
-                self.gathering = True
-                until.tv_sec = due // 1000000000
-                until.tv_nsec = due % 1000000000
-                while not self.closing and not self._filled():
-                    if pthread_cond_timedwait(&self.fill, &self.mutex, &until) != 0:  # ETIMEDOUT (or an error)
-                        break
-                self.gathering = False
+            if mono_ns() < due and not self.closing:
+                if not self._filled():
+                    self.writing = True  # arrivals join this batch and wait; none leads
+                    self.gathering = True
+                    until.tv_sec = due // 1000000000
+                    until.tv_nsec = due % 1000000000
+                    while not self.closing and not self._filled():
+                        if pthread_cond_timedwait(&self.fill, &self.mutex, &until) != 0:  # ETIMEDOUT (or an error)
+                            break
+                    self.gathering = False
+                closed = 1 if self._filled() else (0 if self.closing else 2)
             self.last_sync_ns = mono_ns()
         batch = self.pending
         number = self.open_batch
@@ -376,6 +382,10 @@ cdef class GroupCommit:
             pthread_cond_broadcast(&self.turn[1])
             return C_DURABLE
         self.done_batch = number
+        if closed == 1:
+            self.batches_filled += 1
+        elif closed == 2:
+            self.batches_timed += 1
         if wake != NULL:
             wake[0], wake[1] = number, 0
         else:

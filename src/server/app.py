@@ -42,11 +42,11 @@ WORKER_PID_KEY = "onshi-worker-pid"
 MAX_REQUEST_BYTES = 64 * 1024
 # Handler threads per worker. gRPC Python runs handlers under the GIL, so for
 # handlers that never wait, more threads only add GIL and queue hand-offs: 2
-# threads measured about 1/3 less server CPU per check than 8 (bench/RESULTS.md,
+# threads measured about 1/3 less server CPU per check than 8 (docs/INVESTIGATIONS.md,
 # "Server"). Handlers that wait (the durable access log's group commit) need
 # more threads in flight to fill a batch; with the native group commit 4
 # measured less CPU per check than 8 at a higher rate (fewer GIL hand-offs;
-# bench/RESULTS.md, "Trust").
+# docs/INVESTIGATIONS.md, "Trust").
 DEFAULT_THREADS = 2
 WAITING_HANDLER_THREADS = 4
 # Calls that read a request stream (server reflection) hold a handler thread
@@ -65,7 +65,7 @@ SERVER_OPTIONS = (
     # No bandwidth-delay-product probing: it grows flow-control windows for
     # bulk streams, and these are small unary calls. With a card proof (~1.6 KB
     # per request) it cost ~2 thread switches and 10-20 us of server CPU per
-    # check (bench/RESULTS.md, Trust); the writer process's claim streams keep it.
+    # check (docs/INVESTIGATIONS.md, Trust); the writer process's claim streams keep it.
     ("grpc.http2.bdp_probe", 0),
 )
 
