@@ -198,9 +198,11 @@ def main(argv=None) -> int:
     common.add_record_flag(ap)
     args = ap.parse_args(argv)
 
+    import variants  # bench/variants.py
     from onshi.ext._engine import NativeEngine
-    from onshi.ext import _engine
 
+    # each technique's worth: the same engine built without it (compiled before any timing)
+    builds = {v: variants.load(v) for v in variants.TECHNIQUES}
     path = dataset(args)
     sqlite_db = sqlite_store(path)
     day = dates.today_jst()
@@ -213,6 +215,7 @@ def main(argv=None) -> int:
     # reader table under it (one LMDB env per store per process is the rule)
     pure = PureEngine(path)
     native = NativeEngine(str(path))
+    without = {v: module.NativeEngine(str(path)) for v, module in builds.items()}
     sql = SqliteEngine(sqlite_db)
     try:
         # the three engines must agree before their speed means anything
@@ -222,47 +225,41 @@ def main(argv=None) -> int:
             assert native.check_by_number(k, b, day) == pure.check_by_number(k, b, day) == \
                 sql.check_by_number(k, b, day)
         assert native.check_by_card_batch(cards[:5000], day) == [native.check_by_card(k, day) for k in cards[:5000]]
+        for engine in without.values():  # a technique left out changes the speed, never an answer
+            assert engine.check_by_card_batch(cards[:5000], day) == native.check_by_card_batch(cards[:5000], day)
 
         unknown = [k for k in cards if native.check_by_card(k, day) == history.response(history.NO_RECORD)]
 
-        def knobs(**kw):
-            return lambda: _engine._tune(**kw)
-
-        on = knobs(directories=True, targeted_prefetch=True)
-        # (key, engine, what, run, checks, set-up before each pass)
+        # (key, engine, what, run, checks)
         configs = [
-            ("card_native_1", "native", "card, single calls", lambda: [native.check_by_card(k, day) for k in cards], n, on),
+            ("card_native_1", "native", "card, single calls", lambda: [native.check_by_card(k, day) for k in cards], n),
             *[(f"card_batch_{size}", "native", f"card, batches of {size:,}",
-               batched(native.check_by_card_batch, cards, size, day), n, on) for size in (100, 1000, 10_000, n)],
-            ("card_pure", "pure", "card, single calls", lambda: [pure.check_by_card(k, day) for k in cards[:pure_n]], pure_n, on),
-            ("card_pure_b", "pure", "card, batches of 1,000", batched(pure.check_by_card_batch, cards[:pure_n], 1000, day), pure_n, on),
-            ("card_sql", "sqlite", "card, single calls", lambda: [sql.check_by_card(k, day) for k in cards[:sqlite_n]], sqlite_n, on),
-            ("num_native_1", "native", "number, single calls", lambda: [native.check_by_number(k, b, day) for k, b in numbers], n, on),
-            ("num_native_b", "native", "number, batches of 1,000", batched(native.check_by_number_batch, numbers, 1000, day), n, on),
-            ("num_pure", "pure", "number, single calls", lambda: [pure.check_by_number(k, b, day) for k, b in numbers[:pure_n]], pure_n, on),
-            ("num_sql", "sqlite", "number, single calls", lambda: [sql.check_by_number(k, b, day) for k, b in numbers[:sqlite_n]], sqlite_n, on),
+               batched(native.check_by_card_batch, cards, size, day), n) for size in (100, 1000, 10_000, n)],
+            ("card_pure", "pure", "card, single calls", lambda: [pure.check_by_card(k, day) for k in cards[:pure_n]], pure_n),
+            ("card_pure_b", "pure", "card, batches of 1,000", batched(pure.check_by_card_batch, cards[:pure_n], 1000, day), pure_n),
+            ("card_sql", "sqlite", "card, single calls", lambda: [sql.check_by_card(k, day) for k in cards[:sqlite_n]], sqlite_n),
+            ("num_native_1", "native", "number, single calls", lambda: [native.check_by_number(k, b, day) for k, b in numbers], n),
+            ("num_native_b", "native", "number, batches of 1,000", batched(native.check_by_number_batch, numbers, 1000, day), n),
+            ("num_pure", "pure", "number, single calls", lambda: [pure.check_by_number(k, b, day) for k, b in numbers[:pure_n]], pure_n),
+            ("num_sql", "sqlite", "number, single calls", lambda: [sql.check_by_number(k, b, day) for k, b in numbers[:sqlite_n]], sqlite_n),
             # where the time goes: a bare call, one B-tree walk, the raw record, each technique off
-            ("miss", "native", "card miss: renew + 1 walk + reset", lambda: [native.check_by_card(k, day) for k in unknown], len(unknown), on),
-            ("hop", "native", "history_by_link: renew + 1 walk + copy", lambda: [native.history_by_link(x) for x in links], len(links), on),
-            ("no_dir", "native", "card, batches of 1,000, no prefetch", batched(native.check_by_card_batch, cards, 1000, day), n,
-             knobs(directories=False)),
-            ("whole_page", "native", "card, batches of 1,000, whole-page prefetch", batched(native.check_by_card_batch, cards, 1000, day), n,
-             knobs(directories=True, targeted_prefetch=False)),
+            ("miss", "native", "card miss: renew + 1 walk + reset", lambda: [native.check_by_card(k, day) for k in unknown], len(unknown)),
+            ("hop", "native", "history_by_link: renew + 1 walk + copy", lambda: [native.history_by_link(x) for x in links], len(links)),
+            ("no_dir", "native", "card, batches of 1,000, no prefetch",
+             batched(without["no-directories"].check_by_card_batch, cards, 1000, day), n),
+            ("whole_page", "native", "card, batches of 1,000, whole-page prefetch",
+             batched(without["whole-page-prefetch"].check_by_card_batch, cards, 1000, day), n),
+            ("memcmp", "native", "card, batches of 1,000, memcmp key order",
+             batched(without["memcmp-keys"].check_by_card_batch, cards, 1000, day), n),
         ]
         print(f"bench: {path} ({args.persons:,} persons), {n:,} card and number queries, as_of day {day}; "
               f"{args.repeats} interleaved rounds", flush=True)
         results = rounds(configs, args.repeats)
-        on()
-        native.close()
-        _engine._tune(word_compare_keys=False)  # set when an engine opens
-        native = NativeEngine(str(path))
-        results.update(rounds([("memcmp", "native", "card, batches of 1,000, memcmp key order",
-                                batched(native.check_by_card_batch, cards, 1000, day), n, on)], args.repeats))
-        _engine._tune(word_compare_keys=True)
-        rows = [(engine, what, *results[key]) for key, engine, what, *_ in configs] + \
-            [("native", "card, batches of 1,000, memcmp key order", *results["memcmp"])]
+        rows = [(engine, what, *results[key]) for key, engine, what, *_ in configs]
         f = {key: results[key][0] for key in results}
     finally:
+        for engine in without.values():
+            engine.close()
         native.close()
         pure.close()
         sql.close()
@@ -290,12 +287,10 @@ def rounds(configs, repeats: int) -> dict[str, tuple[float, float, float]]:
     median checks per CPU-second of this thread, best per wall-second)."""
     cpu: dict[str, list[float]] = {}
     wall: dict[str, list[float]] = {}
-    for key, _, _, run, count, setup in configs:
-        setup()
+    for _key, _, _, run, _count in configs:
         run()
     for r in range(repeats):
-        for key, engine, what, run, count, setup in configs:
-            setup()
+        for key, _engine, _what, run, count in configs:
             c0, w0 = time.thread_time(), time.perf_counter()
             run()
             cpu.setdefault(key, []).append(count / (time.thread_time() - c0))

@@ -154,16 +154,8 @@ SMALL = {
     "plot": ([], None),
 }
 SLOW = {"cost"}  # over 20 s even at small sizes (it paces its load for seconds per configuration)
-# Known broken, strict: the mark must go when the bench runs again.
-BROKEN = {"engine": "bench/engine.py still turns techniques off with _engine._tune, which the engine no longer "
-                    "has (they are left out in a variant build now, setup.py ONSHI_ENGINE_VARIANT)"}
-
-
 def _param(name: str):
-    marks = [pytest.mark.slow] if name in SLOW else []
-    if name in BROKEN:
-        marks.append(pytest.mark.xfail(reason=BROKEN[name], strict=True, raises=AssertionError))
-    return pytest.param(name, marks=marks)
+    return pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else [])
 
 
 @pytest.fixture(scope="module")
