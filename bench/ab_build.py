@@ -32,14 +32,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def measure(store: str, rounds: int) -> dict:
     """One process: ns per check / per claim, best of `rounds`."""
+    from pathlib import Path
+
     import claims as claims_bench  # bench/claims.py
     import engine as engine_bench  # bench/engine.py
-    from pathlib import Path
 
     from onshi.core import claims as rules
     from onshi.core.store import open_env
-    from onshi.ext._engine import NativeEngine
     from onshi.ext import _engine
+    from onshi.ext._engine import NativeEngine
 
     cards, _, _ = engine_bench.sample_queries(Path(store), 50_000, 7)
     claims = claims_bench.sample_claims(Path(store), 20_000, dt.date(2026, 11, 1))

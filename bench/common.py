@@ -176,6 +176,7 @@ def sample_queries(path: Path, count: int = 20_000, seed: int = 7, *, cache: boo
         with contextlib.suppress(OSError, ValueError):
             return json.loads(cached.read_text())
     import lmdb
+
     from onshi.core import dates, history, identifiers
 
     rng = random.Random(seed)
@@ -252,7 +253,7 @@ class Server:
         self.log_path = OUT / "logs" / f"{name}-{os.getpid()}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.ready_line = ""
-        self.log = open(self.log_path, "w+")  # noqa: SIM115 - open for the server's lifetime, closed in stop()
+        self.log = open(self.log_path, "w+")
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env={**os.environ, **(env or {})}, start_new_session=True)
         self.address = self._wait_ready(ready_timeout)
@@ -543,7 +544,7 @@ def load_records(name: str) -> list[dict]:
     path = DATA / f"{name}.jsonl"
     if not path.exists():
         return []
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def verdict(ok: bool | None) -> str:

@@ -63,6 +63,7 @@ def parse_args(argv):
 def requests_file(store: Path, out: Path) -> Path:
     """Pre-serialized requests of the terminal mix, shared by the drivers."""
     from google.type import date_pb2
+
     from onshi.v1 import eligibility_pb2 as e
 
     q = common.sample_queries(store)
@@ -386,7 +387,8 @@ def figures_and_body(r: dict) -> tuple[list[tuple[str, str, str]], str]:
     if r["profile"]:
         notes.append("Where a worker's time goes (py-spy self time, one worker under the same load): "
                      + "; ".join(f"{share:.0%} {name}" for name, share in r["profile"][:10]) + ".")
-    met = lambda ok: "met" if ok else "**not met**"
+    def met(ok):
+        return "met" if ok else "**not met**"
     r1, e1 = b["real 1"], b["empty 1"]
     figures = [
         (f"server CPU per check, one `onshi serve` worker at {rate:,.0f} checks/s (empty handler)",

@@ -20,6 +20,7 @@ import argparse
 import sys
 
 import grpc
+
 from onshi.server import app, eligibility_service
 
 

@@ -25,6 +25,7 @@ import lmdb
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
+
 from onshi.core import dates, history, identifiers
 from onshi.core.pure import PureEngine
 from onshi.core.store import link_id_of
@@ -75,7 +76,7 @@ def sample_queries(path: Path, count: int, seed: int) -> tuple[list[bytes], list
         env.close()
     unknown = count // 20
     cards[:unknown] = [rng.getrandbits(120).to_bytes(identifiers.SERIAL_KEY_LEN, "big") for _ in range(unknown)]
-    numbers[:unknown] = [(identifiers.number_key(identifiers.with_check_digit("0199%03d" % rng.randrange(1000)),
+    numbers[:unknown] = [(identifiers.number_key(identifiers.with_check_digit(f"0199{rng.randrange(1000):03d}"),
                                                  "無", str(rng.randrange(10**7)), "00"), 0) for _ in range(unknown)]
     rng.shuffle(cards)
     rng.shuffle(numbers)
@@ -162,7 +163,7 @@ class SqliteEngine:
         rows = self.con.execute(self.by_card, (serial_key,)).fetchall()
         if not rows:
             return history.response(history.NO_RECORD)
-        entries = [history.Entry(a, l, h & 0xFFFFFFFFFFFFFFFF, p, f, u) for a, l, h, p, f, u in rows]
+        entries = [history.Entry(a, loss, h & 0xFFFFFFFFFFFFFFFF, p, f, u) for a, loss, h, p, f, u in rows]
         validity, chosen = history.choose_by_card(entries, day)
         return history.response(validity, [entries[i].payload for i in chosen])
 
@@ -170,7 +171,7 @@ class SqliteEngine:
         rows = self.con.execute(self.by_number, (number_key,)).fetchall()
         if not rows:
             return history.response(history.NO_RECORD)
-        entries = [history.Entry(a, l, h & 0xFFFFFFFFFFFFFFFF, p, f, u) for _, a, l, h, p, f, u in rows]
+        entries = [history.Entry(a, loss, h & 0xFFFFFFFFFFFFFFFF, p, f, u) for _, a, loss, h, p, f, u in rows]
         validity, chosen = history.choose_by_number(entries, rows[0][0], identifiers.number_hash(number_key),
                                                     birth_day, day)
         return history.response(validity, [entries[i].payload for i in chosen])
@@ -199,6 +200,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import variants  # bench/variants.py
+
     from onshi.ext._engine import NativeEngine
 
     # each technique's worth: the same engine built without it (compiled before any timing)
@@ -301,11 +303,12 @@ def rounds(configs, repeats: int) -> dict[str, tuple[float, float, float]]:
 
 def report(args, path, n, pure_n, sqlite_n, day, rows, f) -> tuple[list[tuple[str, str, str]], str]:
     """(figures, markdown body) of a run."""
-    ns = lambda r: f"{1e9 / r:,.0f} ns"
+    def ns(r):
+        return f"{1e9 / r:,.0f} ns"
     info = common.gen_info(path) or {}
     h = f["card_batch_1000"]
     lines = [
-        f"Dataset: `{path}` ({args.persons:,} persons{', %s bytes' % format(info['bytes'], ',') if info.get('bytes') else ''}, "
+        f"Dataset: `{path}` ({args.persons:,} persons{', {} bytes'.format(format(info['bytes'], ',')) if info.get('bytes') else ''}, "
         f"onshi gen, seed {args.seed}); as_of day {day} "
         f"({dates.from_day(day).isoformat()}); queries drawn uniformly from the store with 5 % unknown keys, "
         f"{n:,} per kind (pure {pure_n:,}, SQLite {sqlite_n:,}); answers checked identical across the three "
@@ -335,7 +338,8 @@ def report(args, path, n, pure_n, sqlite_n, day, rows, f) -> tuple[list[tuple[st
         f"everything on {ns(h)}.",
     ]
     of = f"{args.persons:,} persons, one core"
-    met = lambda ok: "met" if ok else "**not met**"
+    def met(ok):
+        return "met" if ok else "**not met**"
     figures = [
         (f"card checks/s, native, batches of 1,000 ({of})", f"{h:,.0f}", f"≥ 1,000,000: {met(h >= 1e6)}"),
         (f"native batches of 1,000 ÷ pure single calls, card checks ({of})", f"{h / f['card_pure']:.1f}×",

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
                 known = [fz.known_answer(t) for t in targets]
                 report = fz.run(targets, args.examples // len(setups), args.seed, log=sys.stdout)
                 fz.print_report(report)
-                for t, before in zip(targets, known):
+                for t, before in zip(targets, known, strict=True):
                     same = t.alive() and fz.known_answer(t) == before
                     print(f"  {t.name}: {'up' if t.alive() else 'DEAD'}, known check "
                           f"{'answered as before' if same else 'CHANGED'}")

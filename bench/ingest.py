@@ -34,14 +34,17 @@ sys.path.insert(0, str(ROOT))  # tests/ingest_support imports tests.seams
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import grpc  # noqa: E402
-
 import common  # noqa: E402
+import grpc  # noqa: E402
 import ingest_support as s  # noqa: E402
+
 from onshi.commands.ingest import UpdateStreamer  # noqa: E402
-from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc  # noqa: E402
+from onshi.v1 import (  # noqa: E402
+    eligibility_pb2,
+    eligibility_pb2_grpc,
+    enrollment_pb2_grpc,
+)
 from onshi.v1 import enrollment_pb2 as pb  # noqa: E402
-from onshi.v1 import enrollment_pb2_grpc  # noqa: E402
 
 AREA = "Ingest"
 

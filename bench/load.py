@@ -309,7 +309,7 @@ def summarize(args, rate: float, out: Path, raw_dir: Path, code: int, wall: floa
     for path in raw_dir.glob("raw-*.json"):
         raw = json.loads(path.read_text())
         for name, values in raw["samples"].items():
-            timed.setdefault(name, []).extend(zip(raw["times"][name], values))
+            timed.setdefault(name, []).extend(zip(raw["times"][name], values, strict=True))
         for what, n in raw["failures"].items():
             failures[what] = failures.get(what, 0) + n
         for what, n in raw["answers"].items():

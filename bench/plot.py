@@ -102,7 +102,7 @@ def plot_peers(runs: list[dict], out: Path) -> Path | None:
               for n in names]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     bars = ax.barh(names[::-1], values[::-1], color=colors[::-1])
-    for bar, v in zip(bars, values[::-1]):
+    for bar, v in zip(bars, values[::-1], strict=True):
         ax.text(v, bar.get_y() + bar.get_height() / 2, f" {v:,.0f}/s", va="center", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("card checks per CPU-second (log); answers ready to send")

@@ -36,12 +36,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import common  # noqa: E402
 import grpc  # noqa: E402
+
+from onshi.commands.ingest import UpdateStreamer  # noqa: E402
 from onshi.core import registry  # noqa: E402
 from onshi.core.engine import open_engine  # noqa: E402
-from onshi.commands.ingest import UpdateStreamer  # noqa: E402
 from onshi.v1 import enrollment_pb2 as pb  # noqa: E402
 from onshi.v1 import enrollment_pb2_grpc  # noqa: E402
-
 from tests import ingest_support as s  # noqa: E402
 from tests import registry_sim as sim  # noqa: E402
 
@@ -164,7 +164,7 @@ def report(r: dict) -> tuple[list[tuple[str, str, str]], str]:
     for k in results.values():
         for name in ("sent", "accepted", "quarantined", "rejected", "loose"):
             setattr(total, name, getattr(total, name) + getattr(k, name))
-    correct = [results[k] for k in (sim.PLAIN,) + sim.BENIGN]
+    correct = [results[k] for k in (sim.PLAIN, *sim.BENIGN)]
     worst = max(correct, key=lambda k: k.quarantined_share)
     wrong = sum(results[k].sent for k in sim.WRONG)
     visible = sum(results[k].visible for k in sim.WRONG)
@@ -188,7 +188,7 @@ def report(r: dict) -> tuple[list[tuple[str, str, str]], str]:
         shares = r["baseline"]["shares"]
         lines.append(f"- the rules of `{r['baseline_path']}` on the same stream (verdicts and held-behind only) "
                      "would quarantine, of correct registrations: " + ", ".join(
-                         f"{k} {100 * shares[k]:.1f} %" for k in (sim.PLAIN,) + sim.BENIGN)
+                         f"{k} {100 * shares[k]:.1f} %" for k in (sim.PLAIN, *sim.BENIGN))
                      + f"; their match: {r['baseline']['cost_us']:.1f} µs per update, caches cold")
     figures = [
         ("registration stream with ground truth: goals (0 wrong persons visible, every error quarantined, "

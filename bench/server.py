@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 AREA = "Server"
 METHOD = "/onshi.v1.EligibilityService/CheckByCard"
@@ -126,6 +126,7 @@ def diagnostic_handler(name: str, engine, sample: bytes):
 
     import grpc
     from empty_server import empty_handlers
+
     from onshi.server import eligibility_service
 
     if name == "empty":
@@ -149,10 +150,11 @@ async def create_aio_server(engine, *, address: str = "127.0.0.1:0", empty_respo
     """The grpc.aio stack: the same handlers (or the empty ones), the same
     options, health and reflection."""
     import grpc
+    from empty_server import empty_handlers
     from grpc_health.v1 import _async as health_async
     from grpc_health.v1 import health_pb2_grpc
-    from empty_server import empty_handlers
     from grpc_reflection.v1alpha import reflection
+
     from onshi.server import app, eligibility_service
 
     server = grpc.aio.server(options=app.SERVER_OPTIONS)
@@ -380,7 +382,7 @@ def bench(args) -> None:
             m = med[(stack, handler)]
             ratio = statistics.median(
                 c["cpu_us_per_check"] / e["cpu_us_per_check"]
-                for e, c in zip(runs[(stack, "empty")], runs[(stack, handler)])
+                for e, c in zip(runs[(stack, "empty")], runs[(stack, handler)], strict=True)
             )
             rows.append((stack, handler, f"{m['checks_per_s']:,.0f}", f"{m['cpu_us_per_check']:.1f}",
                          f"{ratio:.2f}×", f"{m['switches_per_check']:.2f}"))
@@ -395,8 +397,8 @@ def bench(args) -> None:
          "voluntary switches/check"], rows)
     if len(stacks) == 2:
         a, b = (runs[(s, "check")] for s in stacks)
-        rate = statistics.median(x["checks_per_s"] / y["checks_per_s"] for x, y in zip(a, b))
-        cpu = statistics.median(x["cpu_us_per_check"] / y["cpu_us_per_check"] for x, y in zip(a, b))
+        rate = statistics.median(x["checks_per_s"] / y["checks_per_s"] for x, y in zip(a, b, strict=True))
+        cpu = statistics.median(x["cpu_us_per_check"] / y["cpu_us_per_check"] for x, y in zip(a, b, strict=True))
         body += (f"\n\n{stacks[0]} / {stacks[1]} (check, median of rounds): {rate:.2f}× checks/s, "
                  f"{cpu:.2f}× CPU per check")
         figures.append((f"{stacks[0]} ÷ {stacks[1]} server: checks/s · CPU per check", f"{rate:.2f}× · {cpu:.2f}×",

@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from onshi.terminal import check, jpki, reader
 from onshi.terminal.client import ServerConfig
-
 from tests.test_terminal_support import FACILITY, PIN, Pcsc, card_files, shared_pki, shared_server
 
 

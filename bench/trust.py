@@ -53,6 +53,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import grpc
+
 from onshi.core import audit, cardproof, dates, pki, twins
 from onshi.core.writer import Writer
 from onshi.server import auth
@@ -88,9 +89,9 @@ class Setup:
         return {"plain": ([], None, False),
                 "mtls-serial": (tls, self.operator, False),
                 "mtls-proof": (tls, self.facility, True),
-                WHOLE: (tls + ["--audit-dir", str(tmp / "audit")], self.facility, True),
-                "mtls-proof-nosync": (tls + ["--audit-dir", str(tmp / "audit-nosync")], self.facility, True),
-                "mtls-proof-wait1ms": (tls + ["--audit-dir", str(tmp / "audit-wait")], self.facility, True)}
+                WHOLE: ([*tls, "--audit-dir", str(tmp / "audit")], self.facility, True),
+                "mtls-proof-nosync": ([*tls, "--audit-dir", str(tmp / "audit-nosync")], self.facility, True),
+                "mtls-proof-wait1ms": ([*tls, "--audit-dir", str(tmp / "audit-wait")], self.facility, True)}
 
 
 # Bench-only server changes (bench/seams.py options) per configuration.
@@ -281,7 +282,7 @@ def paired(args, s: Setup, tmp: Path) -> dict:
                 requests = (plain.requests(s.keys, args.checks), other.requests(s.keys, args.checks))
                 out: dict[str, dict] = {}
                 threads = [threading.Thread(target=lambda r=r, q=q, out=out: out.__setitem__(r.name, r.measure(q, args.rate)))
-                           for r, q in zip((plain, other), requests)]
+                           for r, q in zip((plain, other), requests, strict=True)]
                 for t in threads:
                     t.start()
                 for t in threads:
@@ -374,6 +375,7 @@ def hook_cost(s: Setup, verifier, tmp: Path) -> dict:
     record without the sync wait), next to the same check without them, in one
     thread: the part of the trust layer that is ours, without gRPC and TLS."""
     from cryptography import x509
+
     from onshi.core.engine import open_engine
     from onshi.server.eligibility_service import EligibilityAnswers
     from onshi.server.eligibility_trust import EligibilityTrust

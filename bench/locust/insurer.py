@@ -25,6 +25,7 @@ import secrets
 from google.type import date_pb2
 from grpc_user import BatchStream, GrpcUser, caller, fire, note_answer, open_channel, role
 from locust import constant_throughput, task
+
 from onshi.core import identifiers
 
 BATCH = int(os.environ.get("ONSHI_BENCH_UPDATE_BATCH", "100"))

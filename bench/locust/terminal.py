@@ -26,6 +26,7 @@ import grpc
 from google.type import date_pb2
 from grpc_user import CHECK_ROLE, GrpcUser, load_queries, note_answer, role
 from locust import constant_throughput, task
+
 from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc
 
 RATE = float(os.environ.get("ONSHI_BENCH_RATE", "100"))
