@@ -10,8 +10,11 @@ ldflags = [] if not debug else ["-fsanitize=address,undefined"]
 # A bench-only build of the engine that leaves techniques out, to measure each
 # (bench/engine.py builds it into build/variant-*; never installed):
 # ONSHI_ENGINE_VARIANT=no-directories,whole-page-prefetch,memcmp-keys (any of them).
-VARIANTS = {"no-directories": "ONSHI_NO_DIRECTORIES", "whole-page-prefetch": "ONSHI_WHOLE_PAGE_PREFETCH",
-            "memcmp-keys": "ONSHI_MEMCMP_KEYS"}
+VARIANTS = {
+    "no-directories": "ONSHI_NO_DIRECTORIES",
+    "whole-page-prefetch": "ONSHI_WHOLE_PAGE_PREFETCH",
+    "memcmp-keys": "ONSHI_MEMCMP_KEYS",
+}
 variant = [v for v in os.environ.get("ONSHI_ENGINE_VARIANT", "").split(",") if v]
 unknown = sorted(set(variant) - set(VARIANTS))
 if unknown:
@@ -21,8 +24,14 @@ if unknown:
 def native(name, libraries=()):
     """One Cython module src/ext/<name>.pyx -> onshi.ext.<name>."""
     macros = [(VARIANTS[v], "1") for v in variant] if name == "_engine" else []
-    return Extension(f"onshi.ext.{name}", [f"src/ext/{name}.pyx"], libraries=list(libraries),
-                     extra_compile_args=cflags, extra_link_args=ldflags, define_macros=macros)
+    return Extension(
+        f"onshi.ext.{name}",
+        [f"src/ext/{name}.pyx"],
+        libraries=list(libraries),
+        extra_compile_args=cflags,
+        extra_link_args=ldflags,
+        define_macros=macros,
+    )
 
 
 def package_include() -> str:
@@ -38,9 +47,17 @@ def package_include() -> str:
 
 
 # Every native module has a pure-Python twin, so a checkout without a C toolchain still runs.
-exts = [e for e in (native("_engine", ["lmdb"]), native("_record"), native("_claims"),
-                      native("_cardproof", ["crypto"]), native("_auditlog", ["crypto"]))
-        if os.path.exists(e.sources[0])]
+exts = [
+    e
+    for e in (
+        native("_engine", ["lmdb"]),
+        native("_record"),
+        native("_claims"),
+        native("_cardproof", ["crypto"]),
+        native("_auditlog", ["crypto"]),
+    )
+    if os.path.exists(e.sources[0])
+]
 # Bounds checking and negative-index wrapping stay on (Cython's defaults) in every
 # module. They guard Python list/tuple/memoryview indexing only; the hot loops of
 # the engine's lookups and of the claims pass index C pointers, which Cython never

@@ -56,7 +56,7 @@ def measure(store: str, rounds: int) -> dict:
     for _ in range(rounds):
         t = time.thread_time()
         for i in range(0, len(cards), 1000):
-            native.check_by_card_batch(cards[i:i + 1000], 20778)
+            native.check_by_card_batch(cards[i : i + 1000], 20778)
         best["batch"].append((time.thread_time() - t) / len(cards) * 1e9)
         t = time.thread_time()
         for key in cards[:20_000]:
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.child, args.rounds)))
         return 0
     import common
+
     store = str(common.dataset(args.persons))
     runs: dict[str, list[dict]] = {"this": [], "other": []}
     for i in range(2 * args.pairs):
@@ -91,18 +92,29 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ)
         if which == "other":
             env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(args.other), env.get("PYTHONPATH", "")])
-        done = subprocess.run([sys.executable, __file__, "--other", args.other, "--rounds", str(args.rounds),
-                               "--child", store], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+        done = subprocess.run(
+            [sys.executable, __file__, "--other", args.other, "--rounds", str(args.rounds), "--child", store],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
         runs[which].append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"ab: {which:5} {runs[which][-1]}", flush=True)
     print(f"store {store}, {args.pairs} processes per build, {args.rounds} rounds each; CPU ns, best (median)")
-    for k, what in (("batch", "card check, batches of 1,000"), ("single", "card check, single calls"),
-                    ("claims", "claim, verify_serialized (native pass)")):
+    for k, what in (
+        ("batch", "card check, batches of 1,000"),
+        ("single", "card check, single calls"),
+        ("claims", "claim, verify_serialized (native pass)"),
+    ):
         a = [r[k] for r in runs["this"]]
         b = [r[k] for r in runs["other"]]
-        print(f"  {what:40} this {min(a):8.0f} ({statistics.median(a):8.0f})   other {min(b):8.0f} "
-              f"({statistics.median(b):8.0f})   this/other best {min(a) / min(b):.3f}, "
-              f"median {statistics.median(a) / statistics.median(b):.3f}")
+        print(
+            f"  {what:40} this {min(a):8.0f} ({statistics.median(a):8.0f})   other {min(b):8.0f} "
+            f"({statistics.median(b):8.0f})   this/other best {min(a) / min(b):.3f}, "
+            f"median {statistics.median(a) / statistics.median(b):.3f}"
+        )
     return 0
 
 

@@ -47,8 +47,10 @@ def sample_claims(path: Path, count: int, visit_month: dt.date, seed: int = 4) -
     env = open_env(path, readonly=True)
     hist = env.open_db(b"history", create=False)
     first_day = dates.to_day(visit_month)
-    month_len = (visit_month.replace(month=visit_month.month % 12 + 1, year=visit_month.year + visit_month.month // 12)
-                 - visit_month).days
+    month_len = (
+        visit_month.replace(month=visit_month.month % 12 + 1, year=visit_month.year + visit_month.month // 12)
+        - visit_month
+    ).days
     claims: list[cpb.Claim] = []
     with env.begin() as txn:
         total = txn.stat(hist)["entries"]
@@ -77,19 +79,26 @@ def sample_claims(path: Path, count: int, visit_month: dt.date, seed: int = 4) -
                 kind = "unknown"
             q = history.unframe(entry.payload)
             c = cpb.Claim(
-                claim_id=f"{link_id_of(key)}-{len(claims)}", facility_code=rng.choice(FACILITIES),
-                insurer_number=q.insurer_number, symbol=q.symbol, number=q.number, branch=q.branch,
+                claim_id=f"{link_id_of(key)}-{len(claims)}",
+                facility_code=rng.choice(FACILITIES),
+                insurer_number=q.insurer_number,
+                symbol=q.symbol,
+                number=q.number,
+                branch=q.branch,
                 birth_date=dates.to_proto(dates.from_day(birth_day)),
                 first_visit_date=dates.to_proto(dates.from_day(first)),
                 last_visit_date=dates.to_proto(dates.from_day(last)),
-                kind=cpb.CLAIM_KIND_MEDICAL, points=rng.randrange(100, 20_000))
+                kind=cpb.CLAIM_KIND_MEDICAL,
+                points=rng.randrange(100, 20_000),
+            )
             if kind == "stranger":
                 c.number = "999" + c.number
             elif kind == "unknown":
                 p = q.person
                 c.insurer_number, c.symbol, c.number, c.branch = "77777777", "", "777777777", ""
-                c.declaration.CopyFrom(cpb.SelfDeclaration(name=p.name, name_kana=p.name_kana, sex=p.sex,
-                                                           address=p.address))
+                c.declaration.CopyFrom(
+                    cpb.SelfDeclaration(name=p.name, name_kana=p.name_kana, sex=p.sex, address=p.address)
+                )
             claims.append(c)
             if len(claims) >= count:
                 break
@@ -106,8 +115,8 @@ def prepared_batches(path: Path, args) -> list[bytes]:
         data = cache.read_bytes()
         out, i = [], 0
         while i < len(data):
-            n = int.from_bytes(data[i:i + 4], "big")
-            out.append(data[i + 4:i + 4 + n])
+            n = int.from_bytes(data[i : i + 4], "big")
+            out.append(data[i + 4 : i + 4 + n])
             i += 4 + n
         return out
     claims = sample_claims(path, args.claims, dates.parse_iso(args.month + "-01"))
@@ -119,8 +128,9 @@ def prepared_batches(path: Path, args) -> list[bytes]:
 
 
 def batches_of(claims: list[cpb.Claim], size: int) -> list[bytes]:
-    return [cpb.VerifyClaimsRequest(claims=claims[i:i + size]).SerializeToString()
-            for i in range(0, len(claims), size)]
+    return [
+        cpb.VerifyClaimsRequest(claims=claims[i : i + size]).SerializeToString() for i in range(0, len(claims), size)
+    ]
 
 
 def in_process(path: Path, raw_batches: list[bytes], profile: bool) -> tuple[tuple, tuple, Counter, str]:
@@ -153,7 +163,7 @@ def in_process(path: Path, raw_batches: list[bytes], profile: bool) -> tuple[tup
     if profile:
         prof = cProfile.Profile()
         prof.enable()
-        for raw in raw_batches[:max(1, len(raw_batches) // 10)]:
+        for raw in raw_batches[: max(1, len(raw_batches) // 10)]:
             verifier.verify_serialized(raw, None, True)
         prof.disable()
         buf = io.StringIO()
@@ -194,8 +204,23 @@ def breakdown(path: Path, raw_batches: list[bytes]) -> list[tuple[str, float]]:
     def reads(claims):
         for c in claims:
             a, b, bd = c.first_visit_date, c.last_visit_date, c.birth_date
-            (a.year, a.month, a.day, b.year, b.month, b.day, bd.year, bd.month, bd.day,  # noqa: B018 - the reads are what is timed
-             c.insurer_number, c.symbol, c.number, c.branch, c.claim_id, c.visit_days)
+            _ = (  # the reads are what is timed
+                a.year,
+                a.month,
+                a.day,
+                b.year,
+                b.month,
+                b.day,
+                bd.year,
+                bd.month,
+                bd.day,
+                c.insurer_number,
+                c.symbol,
+                c.number,
+                c.branch,
+                c.claim_id,
+                c.visit_days,
+            )
 
     def build(claims):
         resp = cpb.VerifyClaimsResponse()
@@ -210,11 +235,15 @@ def breakdown(path: Path, raw_batches: list[bytes]) -> list[tuple[str, float]]:
         ("read the claim fields", lambda i: reads(requests[i].claims)),
         ("native histories_by_number", lambda i: engine.histories_by_number(keys[i])),
         ("build + serialize OK verdicts", lambda i: build(requests[i].claims)),
-        ("whole Verifier.verify + serialize (Python rules only)",
-         lambda i: verifier.verify(requests[i].claims).SerializeToString()),
+        (
+            "whole Verifier.verify + serialize (Python rules only)",
+            lambda i: verifier.verify(requests[i].claims).SerializeToString(),
+        ),
         ("native pass: parse + number keys (onshi.ext._claims)", lambda i: native.parse(batches[i], {}, None)),
-        ("whole verify_serialized (native pass + Python rest + ledger rows)",
-         lambda i: verifier.verify_serialized(batches[i], None, True)),
+        (
+            "whole verify_serialized (native pass + Python rest + ledger rows)",
+            lambda i: verifier.verify_serialized(batches[i], None, True),
+        ),
     ]
     out = []
     for name, fn in stages:
@@ -230,8 +259,10 @@ def breakdown(path: Path, raw_batches: list[bytes]) -> list[tuple[str, float]]:
 
 def through_stream(port: int, raw_batches: list[bytes], facility: str | None, server_pid: int) -> tuple[float, float]:
     """One VerifyClaims stream; requests and responses stay serialized bytes."""
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=(
-        ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)))
+    channel = grpc.insecure_channel(
+        f"127.0.0.1:{port}",
+        options=(("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)),
+    )
     call = channel.stream_stream(METHOD, request_serializer=None, response_deserializer=None)
     metadata = (("x-onshi-facility", facility),) if facility else None
     per_batch = [len(cpb.VerifyClaimsRequest.FromString(r).claims) for r in raw_batches]
@@ -275,10 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n_claims} claims in {len(raw)} batches of {args.batch} (prepared in {prep:.1f}s)", flush=True)
 
     rate_local, rate_python, counts, profile = in_process(path, raw, profile=True)
-    print(f"in-process Verifier.verify_serialized: {rate_local[0]:,.0f} claims/s wall, {rate_local[1]:,.0f} claims "
-          f"per CPU-second  {dict(counts)}", flush=True)
-    print(f"in-process, Python rules only: {rate_python[0]:,.0f} claims/s wall, {rate_python[1]:,.0f} claims "
-          f"per CPU-second", flush=True)
+    print(
+        f"in-process Verifier.verify_serialized: {rate_local[0]:,.0f} claims/s wall, {rate_local[1]:,.0f} claims "
+        f"per CPU-second  {dict(counts)}",
+        flush=True,
+    )
+    print(
+        f"in-process, Python rules only: {rate_python[0]:,.0f} claims/s wall, {rate_python[1]:,.0f} claims "
+        f"per CPU-second",
+        flush=True,
+    )
     print(profile)
     stages = breakdown(path, raw)
     for name, micros in stages:
@@ -290,17 +327,25 @@ def main(argv: list[str] | None = None) -> int:
         port = int(server.address.rsplit(":", 1)[1])
         facility = FACILITIES[0]
         rate_check = through_stream(port, only_facility(raw, facility), facility, server.proc.pid)
-        print(f"one stream, pre-submission check (not recorded): {rate_check[0]:,.0f} claims/s wall, "
-              f"{rate_check[1]:,.0f} per server CPU-second", flush=True)
+        print(
+            f"one stream, pre-submission check (not recorded): {rate_check[0]:,.0f} claims/s wall, "
+            f"{rate_check[1]:,.0f} per server CPU-second",
+            flush=True,
+        )
         rate_review = None
         if not args.no_review:
             rate_review = through_stream(port, raw, None, server.proc.pid)
-            print(f"one stream, review body (recorded per claim): {rate_review[0]:,.0f} claims/s wall, "
-                  f"{rate_review[1]:,.0f} per server CPU-second", flush=True)
+            print(
+                f"one stream, review body (recorded per claim): {rate_review[0]:,.0f} claims/s wall, "
+                f"{rate_review[1]:,.0f} per server CPU-second",
+                flush=True,
+            )
 
     if args.record:
-        common.record_run(AREA, *report(args.persons, n_claims, counts, rate_local, rate_python, rate_check,
-                                        rate_review, profile, stages))
+        common.record_run(
+            AREA,
+            *report(args.persons, n_claims, counts, rate_local, rate_python, rate_check, rate_review, profile, stages),
+        )
     return 0
 
 
@@ -310,19 +355,28 @@ def report(persons, n, counts, rate_local, rate_python, rate_check, rate_review,
 
     engine = os.environ.get("ONSHI_ENGINE") or "auto (native when built)"
     mix = ", ".join(f"{k} {v / n:.1%}" for k, v in counts.most_common())
-    rows = [("in-process, Python rules only (Verifier.verify + ledger rows, no gRPC)", rate_python, ""),
-            ("in-process, native pass + Python rest (verify_serialized + ledger rows, no gRPC)", rate_local, ""),
-            ("one VerifyClaims stream, ingest-serve, pre-submission (not recorded)", rate_check,
-             " (server + helpers)")]
+    rows = [
+        ("in-process, Python rules only (Verifier.verify + ledger rows, no gRPC)", rate_python, ""),
+        ("in-process, native pass + Python rest (verify_serialized + ledger rows, no gRPC)", rate_local, ""),
+        ("one VerifyClaims stream, ingest-serve, pre-submission (not recorded)", rate_check, " (server + helpers)"),
+    ]
     if rate_review is not None:
-        rows.append(("one VerifyClaims stream, ingest-serve, review body (recorded: a value per facility-month, "
-                     "group-committed behind the verdicts)", rate_review, " (server + helpers)"))
+        rows.append(
+            (
+                "one VerifyClaims stream, ingest-serve, review body (recorded: a value per facility-month, "
+                "group-committed behind the verdicts)",
+                rate_review,
+                " (server + helpers)",
+            )
+        )
     lines = [
         f"Engine {engine}; ingest-serve claim helpers: {default_count()}; verdict mix: {mix}. Wall-clock rates "
         "understate on a shared machine; per-CPU-second rates are the cost.",
         "",
-        common.md_table(["path", "claims/s (wall)", "claims per CPU-second", "wall vs target 200,000"],
-                        [(what, f"{r[0]:,.0f}", f"{r[1]:,.0f}{who}", f"{r[0] / 200_000:.2f}×") for what, r, who in rows]),
+        common.md_table(
+            ["path", "claims/s (wall)", "claims per CPU-second", "wall vs target 200,000"],
+            [(what, f"{r[0]:,.0f}", f"{r[1]:,.0f}{who}", f"{r[0] / 200_000:.2f}×") for what, r, who in rows],
+        ),
         "",
         "CPU per claim by stage (measured separately over the first 20 batches; the whole verify includes the "
         "lookups and the build):",
@@ -335,17 +389,33 @@ def report(persons, n, counts, rate_local, rate_python, rate_check, rate_review,
         *[line for line in profile.splitlines() if line.strip()][:22],
         "```",
     ]
+
     def met(rate):
         return f"≥ 200,000: {'met' if rate >= 200_000 else '**not met**'}"
+
     store = f"{persons:,}-person store"
-    figures = [(f"claims/s through one VerifyClaims stream, pre-submission (not recorded; {store})",
-                f"{rate_check[0]:,.0f} ({rate_check[1]:,.0f} per CPU-second, server + helpers)", met(rate_check[0]))]
+    figures = [
+        (
+            f"claims/s through one VerifyClaims stream, pre-submission (not recorded; {store})",
+            f"{rate_check[0]:,.0f} ({rate_check[1]:,.0f} per CPU-second, server + helpers)",
+            met(rate_check[0]),
+        )
+    ]
     if rate_review is not None:
-        figures.append((f"claims/s through one VerifyClaims stream, recorded by a review body ({store})",
-                        f"{rate_review[0]:,.0f} ({rate_review[1]:,.0f} per CPU-second, server + helpers)",
-                        met(rate_review[0])))
-    figures.append((f"claims/s in-process, native pass + Python rest · Python rules only ({store})",
-                    f"{rate_local[0]:,.0f} · {rate_python[0]:,.0f}", "—"))
+        figures.append(
+            (
+                f"claims/s through one VerifyClaims stream, recorded by a review body ({store})",
+                f"{rate_review[0]:,.0f} ({rate_review[1]:,.0f} per CPU-second, server + helpers)",
+                met(rate_review[0]),
+            )
+        )
+    figures.append(
+        (
+            f"claims/s in-process, native pass + Python rest · Python rules only ({store})",
+            f"{rate_local[0]:,.0f} · {rate_python[0]:,.0f}",
+            "—",
+        )
+    )
     return figures, "\n".join(lines)
 
 

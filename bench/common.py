@@ -35,6 +35,7 @@ SERVING = re.compile(r"(?:serving|listening) on (\S+?):(\d+)")  # serve | ingest
 
 # --- the machine ------------------------------------------------------------
 
+
 def machine() -> str:
     model = platform.processor() or "unknown CPU"
     with contextlib.suppress(OSError):
@@ -73,6 +74,7 @@ def command_line() -> str:
 
 # --- onshi executables ------------------------------------------------------
 
+
 def onshi_cmd() -> list[str]:
     exe = Path(sys.executable).with_name("onshi")
     if exe.exists():
@@ -92,10 +94,12 @@ def locust_cmd() -> list[str]:
 
 # --- datasets ---------------------------------------------------------------
 
+
 def dataset_dir(persons: int, name: str = "gen") -> Path:
     """Named after the history record version, so a cached store of an older
     layout is generated again rather than read wrongly."""
     from onshi.core import history
+
     return OUT / f"{name}-{persons}-v{history.VERSION}"
 
 
@@ -122,9 +126,15 @@ def dataset(persons: int, *, quiet: bool = False, name: str = "gen") -> Path:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     # Wall time on a shared machine is mostly other people's work; CPU time is gen's.
-    info = {"persons": persons, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
-            "bytes": store_bytes(path), "date": now_utc(), "machine": machine(),
-            "loadavg": os.getloadavg()[0]}
+    info = {
+        "persons": persons,
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu, 1),
+        "bytes": store_bytes(path),
+        "date": now_utc(),
+        "machine": machine(),
+        "loadavg": os.getloadavg()[0],
+    }
     (path / "bench-gen.json").write_text(json.dumps(info, indent=1))
     (path / COMPLETE).touch()
     return path
@@ -161,6 +171,7 @@ def copy_dataset(src: Path, dst: Path) -> Path:
 
 
 # --- query samples ------------------------------------------------------------
+
 
 def sample_queries(path: Path, count: int = 20_000, seed: int = 7, *, cache: bool = True) -> dict:
     """Card serials and insured numbers that exist in the store, sampled uniformly
@@ -200,8 +211,7 @@ def sample_queries(path: Path, count: int = 20_000, seed: int = 7, *, cache: boo
             insurer, symbol, number, branch = key.decode().split("\x1f")
             numbers.append([insurer, symbol, number, branch, dates.from_day(birth_day).isoformat()])
     env.close()
-    out = {"cards": sorted(cards), "numbers": sorted(numbers),
-           "as_of": dates.from_day(dates.today_jst()).isoformat()}
+    out = {"cards": sorted(cards), "numbers": sorted(numbers), "as_of": dates.from_day(dates.today_jst()).isoformat()}
     random.Random(seed).shuffle(out["cards"])
     random.Random(seed).shuffle(out["numbers"])
     if cache:
@@ -254,8 +264,14 @@ class Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.ready_line = ""
         self.log = open(self.log_path, "w+")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
         self.address = self._wait_ready(ready_timeout)
 
     def _wait_ready(self, timeout: float) -> str:
@@ -334,8 +350,9 @@ def insecure_flag(command: str) -> list[str]:
     """Once mTLS lands, local demos need `--insecure-dev` (loopback only); the
     benchmarks measure the bare service, so pass it when the command has it."""
     try:
-        help_text = subprocess.run([*onshi_cmd(), command, "--help"], capture_output=True, text=True,
-                                   timeout=30, check=False).stdout
+        help_text = subprocess.run(
+            [*onshi_cmd(), command, "--help"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return []
     return ["--insecure-dev"] if "--insecure-dev" in help_text else []
@@ -343,8 +360,7 @@ def insecure_flag(command: str) -> list[str]:
 
 def has_command(command: str) -> bool:
     try:
-        r = subprocess.run([*onshi_cmd(), command, "--help"], capture_output=True, text=True, timeout=30,
-                           check=False)
+        r = subprocess.run([*onshi_cmd(), command, "--help"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return r.returncode == 0
@@ -369,7 +385,7 @@ def descendants(pid: int) -> list[int]:
         if entry.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
                 stat = Path(f"/proc/{entry}/stat").read_text()
-                ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+                ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
                 children.setdefault(ppid, []).append(int(entry))
     out, todo = [], [pid]
     while todo:
@@ -382,7 +398,7 @@ def descendants(pid: int) -> list[int]:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of one process, from the kernel's own accounting."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -415,6 +431,7 @@ def switches(pid: int, involuntary: bool = False) -> int:
 
 # --- statistics ------------------------------------------------------------------
 
+
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -445,14 +462,18 @@ FIGURE_HEADER = ("figure", "measured", "target", "command", "when (UTC) · load"
 
 
 def add_record_flag(parser) -> None:
-    parser.add_argument("--record", action="store_true",
-                        help="put the figures in bench/RESULTS.md (replacing the rows of the same figures) and the "
-                             "whole run, dated, in docs/INVESTIGATIONS.md (default: print only)")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="put the figures in bench/RESULTS.md (replacing the rows of the same figures) and the "
+        "whole run, dated, in docs/INVESTIGATIONS.md (default: print only)",
+    )
 
 
 @dataclass
 class Run:
     """A recorded run: the command a person would retype, when it ended, the load then."""
+
     command: str = field(default_factory=lambda: command_line())
     when: str = field(default_factory=lambda: now_utc())
     load: float = field(default_factory=lambda: os.getloadavg()[0])
@@ -504,8 +525,13 @@ def put_figures(area: str, figures: list[tuple[str, str, str]], run: Run) -> Non
         lines[end:end] = ["\n", head[0] + "\n", head[1] + "\n"]
         table = end + 1
     for what, measured, target in figures:
-        row = md_table(FIGURE_HEADER, [(what, measured, target, f"`{run.command}`",
-                                        f"{run.when.removesuffix(' UTC')} · {run.load:.1f}")]).split("\n")[2] + "\n"
+        row = (
+            md_table(
+                FIGURE_HEADER,
+                [(what, measured, target, f"`{run.command}`", f"{run.when.removesuffix(' UTC')} · {run.load:.1f}")],
+            ).split("\n")[2]
+            + "\n"
+        )
         last = table + 1
         while last + 1 < len(lines) and lines[last + 1].startswith("|"):
             last += 1
@@ -527,8 +553,7 @@ def log_entry(area: str, body: str, run: Run) -> None:
     _, end = _section(lines, area)
     while not lines[end - 1].strip():
         end -= 1
-    entry = (f"\n### {run.when} — `{run.command}`\n\n{machine()}, load average {run.load:.1f}.\n\n"
-             f"{body.strip()}\n")
+    entry = f"\n### {run.when} — `{run.command}`\n\n{machine()}, load average {run.load:.1f}.\n\n{body.strip()}\n"
     lines[end:end] = [entry] + (["\n"] if end < len(lines) and lines[end].startswith("## ") else [])
     LOG.write_text("".join(lines))
 

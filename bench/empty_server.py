@@ -37,8 +37,9 @@ def empty_handlers(response: bytes, *, asyncio: bool = False) -> grpc.GenericRpc
             return response
 
     method = grpc.unary_unary_rpc_method_handler(empty, request_deserializer=None, response_serializer=None)
-    return grpc.method_handlers_generic_handler(eligibility_service.SERVICE_NAME,
-                                                {"CheckByCard": method, "CheckByNumber": method})
+    return grpc.method_handlers_generic_handler(
+        eligibility_service.SERVICE_NAME, {"CheckByCard": method, "CheckByNumber": method}
+    )
 
 
 def typical_answer(data: str) -> bytes:
@@ -71,11 +72,14 @@ def main() -> int:
         return app.threaded_server(empty_handlers(answer), address=address, threads=args.threads)
 
     if "build_server" not in app.serve.__code__.co_varnames:
-        print("empty_server: app.serve has no build_server hook any more; update bench/empty_server.py",
-              file=sys.stderr)
+        print(
+            "empty_server: app.serve has no build_server hook any more; update bench/empty_server.py", file=sys.stderr
+        )
         return 2
-    return app.serve(args.data, host="127.0.0.1", port=args.port, workers=args.workers,
-                     threads=args.threads, build_server=build)
+    return app.serve(
+        args.data, host="127.0.0.1", port=args.port, workers=args.workers, threads=args.threads, build_server=build
+    )
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -45,14 +45,17 @@ def dataset(args) -> Path:
         shutil.rmtree(path)
     started = time.perf_counter()
     print(f"bench: building {args.persons:,} persons into {path}", flush=True)
-    subprocess.run([*common.onshi_cmd(), "gen", "--persons", str(args.persons), "--seed", str(args.seed),
-                    "--out", str(path)], check=True)
+    subprocess.run(
+        [*common.onshi_cmd(), "gen", "--persons", str(args.persons), "--seed", str(args.seed), "--out", str(path)],
+        check=True,
+    )
     (path / common.COMPLETE).touch()
     print(f"bench: built in {time.perf_counter() - started:.0f} s", flush=True)
     return path
 
 
 # --- queries ------------------------------------------------------------------
+
 
 def sample_queries(path: Path, count: int, seed: int) -> tuple[list[bytes], list[tuple[bytes, int]], list[int]]:
     """Existing card keys and (number key, birth day) pairs drawn uniformly from the
@@ -76,14 +79,22 @@ def sample_queries(path: Path, count: int, seed: int) -> tuple[list[bytes], list
         env.close()
     unknown = count // 20
     cards[:unknown] = [rng.getrandbits(120).to_bytes(identifiers.SERIAL_KEY_LEN, "big") for _ in range(unknown)]
-    numbers[:unknown] = [(identifiers.number_key(identifiers.with_check_digit(f"0199{rng.randrange(1000):03d}"),
-                                                 "無", str(rng.randrange(10**7)), "00"), 0) for _ in range(unknown)]
+    numbers[:unknown] = [
+        (
+            identifiers.number_key(
+                identifiers.with_check_digit(f"0199{rng.randrange(1000):03d}"), "無", str(rng.randrange(10**7)), "00"
+            ),
+            0,
+        )
+        for _ in range(unknown)
+    ]
     rng.shuffle(cards)
     rng.shuffle(numbers)
     return cards, numbers, links
 
 
 # --- the same chain in SQLite ---------------------------------------------------
+
 
 def sqlite_store(path: Path) -> Path:
     """card(serial PK -> link), number(key PK -> link), person(link PK, birth),
@@ -125,8 +136,19 @@ def sqlite_store(path: Path) -> Path:
             for link, birth, es in people():
                 persons.append((link, birth))
                 # SQLite integers are signed 64-bit: store the hash two's-complement
-                entries.extend((link, i, e.acquisition_day, e.loss_day, e.number_hash - (1 << 64) * (e.number_hash >> 63),
-                                e.payload, e.view_from, e.view_until) for i, e in enumerate(es))
+                entries.extend(
+                    (
+                        link,
+                        i,
+                        e.acquisition_day,
+                        e.loss_day,
+                        e.number_hash - (1 << 64) * (e.number_hash >> 63),
+                        e.payload,
+                        e.view_from,
+                        e.view_until,
+                    )
+                    for i, e in enumerate(es)
+                )
                 if len(entries) > 200_000:
                     con.executemany("INSERT INTO entry VALUES (?, ?, ?, ?, ?, ?, ?, ?)", entries)
                     con.executemany("INSERT INTO person VALUES (?, ?)", persons)
@@ -152,12 +174,16 @@ class SqliteEngine:
     def __init__(self, db: Path):
         self.con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
         self.con.execute("PRAGMA mmap_size = 17179869184")
-        self.by_card = "SELECT e.acq, e.loss, e.hash, e.payload, e.view_from, e.view_until FROM card c " \
-                       "JOIN entry e ON e.link = c.link " \
-                       "WHERE c.serial = ? ORDER BY e.seq"
-        self.by_number = "SELECT p.birth, e.acq, e.loss, e.hash, e.payload, e.view_from, e.view_until FROM number n " \
-                         "JOIN person p ON p.link = n.link JOIN entry e ON e.link = n.link " \
-                         "WHERE n.key = ? ORDER BY e.seq"
+        self.by_card = (
+            "SELECT e.acq, e.loss, e.hash, e.payload, e.view_from, e.view_until FROM card c "
+            "JOIN entry e ON e.link = c.link "
+            "WHERE c.serial = ? ORDER BY e.seq"
+        )
+        self.by_number = (
+            "SELECT p.birth, e.acq, e.loss, e.hash, e.payload, e.view_from, e.view_until FROM number n "
+            "JOIN person p ON p.link = n.link JOIN entry e ON e.link = n.link "
+            "WHERE n.key = ? ORDER BY e.seq"
+        )
 
     def check_by_card(self, serial_key: bytes, day: int) -> bytes:
         rows = self.con.execute(self.by_card, (serial_key,)).fetchall()
@@ -172,8 +198,9 @@ class SqliteEngine:
         if not rows:
             return history.response(history.NO_RECORD)
         entries = [history.Entry(a, loss, h & 0xFFFFFFFFFFFFFFFF, p, f, u) for _, a, loss, h, p, f, u in rows]
-        validity, chosen = history.choose_by_number(entries, rows[0][0], identifiers.number_hash(number_key),
-                                                    birth_day, day)
+        validity, chosen = history.choose_by_number(
+            entries, rows[0][0], identifiers.number_hash(number_key), birth_day, day
+        )
         return history.response(validity, [entries[i].payload for i in chosen])
 
     def close(self) -> None:
@@ -182,10 +209,12 @@ class SqliteEngine:
 
 # --- measuring ---------------------------------------------------------------
 
+
 def batched(fn, items, size, day):
     def run():
         for i in range(0, len(items), size):
-            fn(items[i:i + size], day)
+            fn(items[i : i + size], day)
+
     return run
 
 
@@ -224,8 +253,9 @@ def main(argv=None) -> int:
         for k in cards[:3000]:
             assert native.check_by_card(k, day) == pure.check_by_card(k, day) == sql.check_by_card(k, day)
         for k, b in numbers[:3000]:
-            assert native.check_by_number(k, b, day) == pure.check_by_number(k, b, day) == \
-                sql.check_by_number(k, b, day)
+            assert (
+                native.check_by_number(k, b, day) == pure.check_by_number(k, b, day) == sql.check_by_number(k, b, day)
+            )
         assert native.check_by_card_batch(cards[:5000], day) == [native.check_by_card(k, day) for k in cards[:5000]]
         for engine in without.values():  # a technique left out changes the speed, never an answer
             assert engine.check_by_card_batch(cards[:5000], day) == native.check_by_card_batch(cards[:5000], day)
@@ -235,27 +265,107 @@ def main(argv=None) -> int:
         # (key, engine, what, run, checks)
         configs = [
             ("card_native_1", "native", "card, single calls", lambda: [native.check_by_card(k, day) for k in cards], n),
-            *[(f"card_batch_{size}", "native", f"card, batches of {size:,}",
-               batched(native.check_by_card_batch, cards, size, day), n) for size in (100, 1000, 10_000, n)],
-            ("card_pure", "pure", "card, single calls", lambda: [pure.check_by_card(k, day) for k in cards[:pure_n]], pure_n),
-            ("card_pure_b", "pure", "card, batches of 1,000", batched(pure.check_by_card_batch, cards[:pure_n], 1000, day), pure_n),
-            ("card_sql", "sqlite", "card, single calls", lambda: [sql.check_by_card(k, day) for k in cards[:sqlite_n]], sqlite_n),
-            ("num_native_1", "native", "number, single calls", lambda: [native.check_by_number(k, b, day) for k, b in numbers], n),
-            ("num_native_b", "native", "number, batches of 1,000", batched(native.check_by_number_batch, numbers, 1000, day), n),
-            ("num_pure", "pure", "number, single calls", lambda: [pure.check_by_number(k, b, day) for k, b in numbers[:pure_n]], pure_n),
-            ("num_sql", "sqlite", "number, single calls", lambda: [sql.check_by_number(k, b, day) for k, b in numbers[:sqlite_n]], sqlite_n),
+            *[
+                (
+                    f"card_batch_{size}",
+                    "native",
+                    f"card, batches of {size:,}",
+                    batched(native.check_by_card_batch, cards, size, day),
+                    n,
+                )
+                for size in (100, 1000, 10_000, n)
+            ],
+            (
+                "card_pure",
+                "pure",
+                "card, single calls",
+                lambda: [pure.check_by_card(k, day) for k in cards[:pure_n]],
+                pure_n,
+            ),
+            (
+                "card_pure_b",
+                "pure",
+                "card, batches of 1,000",
+                batched(pure.check_by_card_batch, cards[:pure_n], 1000, day),
+                pure_n,
+            ),
+            (
+                "card_sql",
+                "sqlite",
+                "card, single calls",
+                lambda: [sql.check_by_card(k, day) for k in cards[:sqlite_n]],
+                sqlite_n,
+            ),
+            (
+                "num_native_1",
+                "native",
+                "number, single calls",
+                lambda: [native.check_by_number(k, b, day) for k, b in numbers],
+                n,
+            ),
+            (
+                "num_native_b",
+                "native",
+                "number, batches of 1,000",
+                batched(native.check_by_number_batch, numbers, 1000, day),
+                n,
+            ),
+            (
+                "num_pure",
+                "pure",
+                "number, single calls",
+                lambda: [pure.check_by_number(k, b, day) for k, b in numbers[:pure_n]],
+                pure_n,
+            ),
+            (
+                "num_sql",
+                "sqlite",
+                "number, single calls",
+                lambda: [sql.check_by_number(k, b, day) for k, b in numbers[:sqlite_n]],
+                sqlite_n,
+            ),
             # where the time goes: a bare call, one B-tree walk, the raw record, each technique off
-            ("miss", "native", "card miss: renew + 1 walk + reset", lambda: [native.check_by_card(k, day) for k in unknown], len(unknown)),
-            ("hop", "native", "history_by_link: renew + 1 walk + copy", lambda: [native.history_by_link(x) for x in links], len(links)),
-            ("no_dir", "native", "card, batches of 1,000, no prefetch",
-             batched(without["no-directories"].check_by_card_batch, cards, 1000, day), n),
-            ("whole_page", "native", "card, batches of 1,000, whole-page prefetch",
-             batched(without["whole-page-prefetch"].check_by_card_batch, cards, 1000, day), n),
-            ("memcmp", "native", "card, batches of 1,000, memcmp key order",
-             batched(without["memcmp-keys"].check_by_card_batch, cards, 1000, day), n),
+            (
+                "miss",
+                "native",
+                "card miss: renew + 1 walk + reset",
+                lambda: [native.check_by_card(k, day) for k in unknown],
+                len(unknown),
+            ),
+            (
+                "hop",
+                "native",
+                "history_by_link: renew + 1 walk + copy",
+                lambda: [native.history_by_link(x) for x in links],
+                len(links),
+            ),
+            (
+                "no_dir",
+                "native",
+                "card, batches of 1,000, no prefetch",
+                batched(without["no-directories"].check_by_card_batch, cards, 1000, day),
+                n,
+            ),
+            (
+                "whole_page",
+                "native",
+                "card, batches of 1,000, whole-page prefetch",
+                batched(without["whole-page-prefetch"].check_by_card_batch, cards, 1000, day),
+                n,
+            ),
+            (
+                "memcmp",
+                "native",
+                "card, batches of 1,000, memcmp key order",
+                batched(without["memcmp-keys"].check_by_card_batch, cards, 1000, day),
+                n,
+            ),
         ]
-        print(f"bench: {path} ({args.persons:,} persons), {n:,} card and number queries, as_of day {day}; "
-              f"{args.repeats} interleaved rounds", flush=True)
+        print(
+            f"bench: {path} ({args.persons:,} persons), {n:,} card and number queries, as_of day {day}; "
+            f"{args.repeats} interleaved rounds",
+            flush=True,
+        )
         results = rounds(configs, args.repeats)
         rows = [(engine, what, *results[key]) for key, engine, what, *_ in configs]
         f = {key: results[key][0] for key in results}
@@ -271,13 +381,19 @@ def main(argv=None) -> int:
     for engine, what, best, median, wall in rows:
         print(f"  {engine:<8} {what:<46} {best:>12,.0f} /s CPU (median {median:>10,.0f}) {wall:>12,.0f} /s wall")
     print()
-    print(f"card checks/s (best CPU, one core): native batch(1,000) {headline:,.0f}, native single "
-          f"{f['card_native_1']:,.0f}, pure {f['card_pure']:,.0f}, SQLite {f['card_sql']:,.0f}")
-    print(f"ratios: native batch / pure {headline / f['card_pure']:.1f}x, / SQLite {headline / f['card_sql']:.1f}x; "
-          f"native single / pure {f['card_native_1'] / f['card_pure']:.1f}x, / SQLite {f['card_native_1'] / f['card_sql']:.1f}x")
-    print(f"targets: >= 1,000,000/s {'met' if headline >= 1e6 else 'NOT met'}; >= 5x pure "
-          f"{'met' if headline >= 5 * f['card_pure'] else 'NOT met'}; >= 20x SQLite "
-          f"{'met' if headline >= 20 * f['card_sql'] else 'NOT met'}")
+    print(
+        f"card checks/s (best CPU, one core): native batch(1,000) {headline:,.0f}, native single "
+        f"{f['card_native_1']:,.0f}, pure {f['card_pure']:,.0f}, SQLite {f['card_sql']:,.0f}"
+    )
+    print(
+        f"ratios: native batch / pure {headline / f['card_pure']:.1f}x, / SQLite {headline / f['card_sql']:.1f}x; "
+        f"native single / pure {f['card_native_1'] / f['card_pure']:.1f}x, / SQLite {f['card_native_1'] / f['card_sql']:.1f}x"
+    )
+    print(
+        f"targets: >= 1,000,000/s {'met' if headline >= 1e6 else 'NOT met'}; >= 5x pure "
+        f"{'met' if headline >= 5 * f['card_pure'] else 'NOT met'}; >= 20x SQLite "
+        f"{'met' if headline >= 20 * f['card_sql'] else 'NOT met'}"
+    )
     if args.record:
         common.record_run(AREA, *report(args, path, n, pure_n, sqlite_n, day, rows, f))
     return 0
@@ -303,8 +419,10 @@ def rounds(configs, repeats: int) -> dict[str, tuple[float, float, float]]:
 
 def report(args, path, n, pure_n, sqlite_n, day, rows, f) -> tuple[list[tuple[str, str, str]], str]:
     """(figures, markdown body) of a run."""
+
     def ns(r):
         return f"{1e9 / r:,.0f} ns"
+
     info = common.gen_info(path) or {}
     h = f["card_batch_1000"]
     lines = [
@@ -316,9 +434,13 @@ def report(args, path, n, pure_n, sqlite_n, day, rows, f) -> tuple[list[tuple[st
         f"{args.repeats} interleaved rounds after a warm-up pass (median beside it), so every engine meets the "
         "same spells of contention; every answer is the serialized CheckResponse, ready to send.",
         "",
-        common.md_table(["engine", "what", "checks/s (CPU, best)", "median", "checks/s (wall, best)", "per check (CPU)"],
-                        [(name, mode, f"{best:,.0f}", f"{median:,.0f}", f"{wall:,.0f}", ns(best))
-                         for name, mode, best, median, wall in rows]),
+        common.md_table(
+            ["engine", "what", "checks/s (CPU, best)", "median", "checks/s (wall, best)", "per check (CPU)"],
+            [
+                (name, mode, f"{best:,.0f}", f"{median:,.0f}", f"{wall:,.0f}", ns(best))
+                for name, mode, best, median, wall in rows
+            ],
+        ),
         "",
         f"**Card checks, one core:** native batch (1,000 per call) **{h:,.0f}/s** = "
         f"**{h / f['card_pure']:.1f}× pure** and **{h / f['card_sql']:.1f}× SQLite**; native single calls "
@@ -331,25 +453,44 @@ def report(args, path, n, pure_n, sqlite_n, day, rows, f) -> tuple[list[tuple[st
         f"walk of the card B-tree, reset, answer) {ns(f['miss'])}; renew + one walk of the history B-tree + "
         f"copying the raw record out {ns(f['hop'])}; the full chain is two walks + decision + copy. Batches drop "
         "the per-call costs and overlap the page misses: "
-        + ", ".join(f"{int(k.rsplit('_', 1)[1]):,} per call {ns(v)}" for k, v in
-                    sorted(((k, v) for k, v in f.items() if k.startswith("card_batch_")), key=lambda kv: int(kv[0].rsplit("_", 1)[1])))
+        + ", ".join(
+            f"{int(k.rsplit('_', 1)[1]):,} per call {ns(v)}"
+            for k, v in sorted(
+                ((k, v) for k, v in f.items() if k.startswith("card_batch_")),
+                key=lambda kv: int(kv[0].rsplit("_", 1)[1]),
+            )
+        )
         + f". At batches of 1,000: no prefetch (no leaf-page directory) {ns(f['no_dir'])}, whole-page prefetch "
         f"{ns(f['whole_page'])}, LMDB's memcmp key order instead of word compares {ns(f['memcmp'])}; "
         f"everything on {ns(h)}.",
     ]
     of = f"{args.persons:,} persons, one core"
+
     def met(ok):
         return "met" if ok else "**not met**"
+
     figures = [
         (f"card checks/s, native, batches of 1,000 ({of})", f"{h:,.0f}", f"≥ 1,000,000: {met(h >= 1e6)}"),
-        (f"native batches of 1,000 ÷ pure single calls, card checks ({of})", f"{h / f['card_pure']:.1f}×",
-         f"≥ 5×: {met(h >= 5 * f['card_pure'])}"),
-        (f"native batches of 1,000 ÷ SQLite chain, card checks ({of})", f"{h / f['card_sql']:.1f}×",
-         f"≥ 20×: {met(h >= 20 * f['card_sql'])}"),
-        (f"card checks/s, single calls: native · pure · SQLite ({of})",
-         f"{f['card_native_1']:,.0f} · {f['card_pure']:,.0f} · {f['card_sql']:,.0f}", "—"),
-        (f"number checks/s: native batches of 1,000 · native single · pure · SQLite ({of})",
-         f"{f['num_native_b']:,.0f} · {f['num_native_1']:,.0f} · {f['num_pure']:,.0f} · {f['num_sql']:,.0f}", "—"),
+        (
+            f"native batches of 1,000 ÷ pure single calls, card checks ({of})",
+            f"{h / f['card_pure']:.1f}×",
+            f"≥ 5×: {met(h >= 5 * f['card_pure'])}",
+        ),
+        (
+            f"native batches of 1,000 ÷ SQLite chain, card checks ({of})",
+            f"{h / f['card_sql']:.1f}×",
+            f"≥ 20×: {met(h >= 20 * f['card_sql'])}",
+        ),
+        (
+            f"card checks/s, single calls: native · pure · SQLite ({of})",
+            f"{f['card_native_1']:,.0f} · {f['card_pure']:,.0f} · {f['card_sql']:,.0f}",
+            "—",
+        ),
+        (
+            f"number checks/s: native batches of 1,000 · native single · pure · SQLite ({of})",
+            f"{f['num_native_b']:,.0f} · {f['num_native_1']:,.0f} · {f['num_pure']:,.0f} · {f['num_sql']:,.0f}",
+            "—",
+        ),
     ]
     return figures, "\n".join(lines)
 

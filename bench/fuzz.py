@@ -49,25 +49,38 @@ def main(argv=None) -> int:
                 fz.print_report(report)
                 for t, before in zip(targets, known, strict=True):
                     same = t.alive() and fz.known_answer(t) == before
-                    print(f"  {t.name}: {'up' if t.alive() else 'DEAD'}, known check "
-                          f"{'answered as before' if same else 'CHANGED'}")
+                    print(
+                        f"  {t.name}: {'up' if t.alive() else 'DEAD'}, known check "
+                        f"{'answered as before' if same else 'CHANGED'}"
+                    )
                     failed |= not same
                 failed |= bool(report.bad)
                 bad += sum(report.codes[c] for c in ("INTERNAL", "UNKNOWN", "DEADLINE_EXCEEDED"))
-                rows.append((f"{'mTLS + access log' if secure else 'no trust options'}", f"{report.examples:,}",
-                             f"{report.seconds:.0f} s",
-                             ", ".join(f"{c} {n:,}" for c, n in report.codes.most_common())))
+                rows.append(
+                    (
+                        f"{'mTLS + access log' if secure else 'no trust options'}",
+                        f"{report.examples:,}",
+                        f"{report.seconds:.0f} s",
+                        ", ".join(f"{c} {n:,}" for c, n in report.codes.most_common()),
+                    )
+                )
             finally:
                 for t in targets:
                     t.close()
     if args.record:
         verdict = "no INTERNAL/UNKNOWN, both servers up, known checks unchanged" if not failed else "FAILED"
         examples = sum(int(r[1].replace(",", "")) for r in rows)
-        common.record_run("Fuzz", [(
-            f"generated, mutated and garbage requests to every RPC of both servers ({len(rows)} set-ups)",
-            f"{examples:,} calls: {bad:,} INTERNAL/UNKNOWN/DEADLINE_EXCEEDED; {verdict}",
-            f"none, servers up: {'met' if not failed else '**not met**'}")],
-            f"{verdict}\n\n" + common.md_table(["servers", "examples", "time", "statuses"], rows))
+        common.record_run(
+            "Fuzz",
+            [
+                (
+                    f"generated, mutated and garbage requests to every RPC of both servers ({len(rows)} set-ups)",
+                    f"{examples:,} calls: {bad:,} INTERNAL/UNKNOWN/DEADLINE_EXCEEDED; {verdict}",
+                    f"none, servers up: {'met' if not failed else '**not met**'}",
+                )
+            ],
+            f"{verdict}\n\n" + common.md_table(["servers", "examples", "time", "statuses"], rows),
+        )
     return 1 if failed else 0
 
 

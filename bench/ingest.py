@@ -114,15 +114,23 @@ def run(args) -> dict:
                         return
                     acked, insurer, symbol, number, branch, birth = item
                     request = eligibility_pb2.CheckByNumberRequest(
-                        insurer_number=insurer, symbol=symbol, number=number, branch=branch, birth_date=birth,
-                        as_of=s.date("2030-01-01"))
+                        insurer_number=insurer,
+                        symbol=symbol,
+                        number=number,
+                        branch=branch,
+                        birth_date=birth,
+                        as_of=s.date("2030-01-01"),
+                    )
                     deadline = acked + 5.0
                     attempt = 0
                     while True:
                         attempt += 1
                         response = stub.CheckByNumber(request, timeout=5)
-                        if response.validity in (eligibility_pb2.VALIDITY_VALID, eligibility_pb2.VALIDITY_INVALID,
-                                                 eligibility_pb2.VALIDITY_INVALID_NEWER_EXISTS):
+                        if response.validity in (
+                            eligibility_pb2.VALIDITY_VALID,
+                            eligibility_pb2.VALIDITY_INVALID,
+                            eligibility_pb2.VALIDITY_INVALID_NEWER_EXISTS,
+                        ):
                             lags.append(time.perf_counter() - acked)
                             first_try[0] += attempt == 1
                             break
@@ -157,25 +165,37 @@ def run(args) -> dict:
         latencies.sort()
         lags.sort()
         ingest.stop()
-        stats = re.search(r"(\d+) writes in (\d+) commits; ([\d.]+)s running writes, ([\d.]+)s committing",
-                          ingest.log.read_text())
+        stats = re.search(
+            r"(\d+) writes in (\d+) commits; ([\d.]+)s running writes, ([\d.]+)s committing", ingest.log.read_text()
+        )
         writes, commits = (int(stats.group(1)), int(stats.group(2))) if stats else (0, 0)
         work_s, commit_s = (float(stats.group(3)), float(stats.group(4))) if stats else (0.0, 0.0)
         return {
             "registry_per_s": registry_rate,
             "rpc": "StreamUpdates" if args.batch == 1 else f"StreamUpdateBatches x{args.batch}",
-            "updates": sent_count, "acked": acked, "streams": len(streams),
+            "updates": sent_count,
+            "acked": acked,
+            "streams": len(streams),
             "accepted": outcomes.get(pb.ENROLLMENT_OUTCOME_ACCEPTED, 0),
-            "seconds": elapsed, "per_s": acked / elapsed if elapsed > 0 else 0.0,
-            "server_cpu_s": server_cpu, "client_cpu_s": client_cpu, "per_cpu_s": acked / server_cpu if server_cpu > 0 else 0.0,
+            "seconds": elapsed,
+            "per_s": acked / elapsed if elapsed > 0 else 0.0,
+            "server_cpu_s": server_cpu,
+            "client_cpu_s": client_cpu,
+            "per_cpu_s": acked / server_cpu if server_cpu > 0 else 0.0,
             "load": f"{load_before:.1f}->{load_after:.1f}",
-            "commits": commits, "per_commit": writes / commits if commits else 0.0,
-            "work_s": work_s, "commit_s": commit_s,
+            "commits": commits,
+            "per_commit": writes / commits if commits else 0.0,
+            "work_s": work_s,
+            "commit_s": commit_s,
             "latency_p50_ms": 1000 * common.percentile(latencies, 50),
             "latency_p99_ms": 1000 * common.percentile(latencies, 99),
-            "lag_p50_ms": 1000 * common.percentile(lags, 50), "lag_p99_ms": 1000 * common.percentile(lags, 99),
+            "lag_p50_ms": 1000 * common.percentile(lags, 50),
+            "lag_p99_ms": 1000 * common.percentile(lags, 99),
             "lag_max_ms": 1000 * max(lags) if lags else float("nan"),
-            "lag_samples": len(lags), "lag_misses": misses[0], "first_try": first_try[0], "checked_by": "onshi serve" if serve else "none",
+            "lag_samples": len(lags),
+            "lag_misses": misses[0],
+            "first_try": first_try[0],
+            "checked_by": "onshi serve" if serve else "none",
         }
     finally:
         ingest.kill()
@@ -220,27 +240,35 @@ def run_writer_only(args) -> dict:
         commits_before = group.commits
         for i in range(0, len(updates), 500):  # arrive in stream-sized messages, as at the server
             now = time.time()
-            checked = [enrollment.check_update(u, insurers) for u in updates[i:i + 500]]
-            slices = [checked[j:j + JOB_UPDATES] for j in range(0, len(checked), JOB_UPDATES)]
+            checked = [enrollment.check_update(u, insurers) for u in updates[i : i + 500]]
+            slices = [checked[j : j + JOB_UPDATES] for j in range(0, len(checked), JOB_UPDATES)]
             group.submit_many([(job(part, now), finished) for part in slices], [len(part) for part in slices])
         done.wait(args.timeout)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         commits = group.commits - commits_before
         group.close()
-        return {"updates": len(updates), "accepted": outcomes.get(pb.ENROLLMENT_OUTCOME_ACCEPTED, 0),
-                "seconds": elapsed, "per_s": len(updates) / elapsed, "per_cpu_s": len(updates) / cpu,
-                "commits": commits, "per_commit": len(updates) / max(commits, 1),
-                "load": f"{os.getloadavg()[0]:.1f}"}
+        return {
+            "updates": len(updates),
+            "accepted": outcomes.get(pb.ENROLLMENT_OUTCOME_ACCEPTED, 0),
+            "seconds": elapsed,
+            "per_s": len(updates) / elapsed,
+            "per_cpu_s": len(updates) / cpu,
+            "commits": commits,
+            "per_commit": len(updates) / max(commits, 1),
+            "load": f"{os.getloadavg()[0]:.1f}",
+        }
     finally:
         writer.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def report_writer_only(r: dict) -> str:
-    return (f"  - writer alone (GroupWriter in process, no gRPC; validation + apply + fsync'd commits): "
-            f"**{r['per_s']:,.0f} durable updates/s** ({r['accepted']:,} ACCEPTED, {r['seconds']:.2f} s, "
-            f"{r['commits']} commits, {r['per_commit']:.0f} writes/commit), "
-            f"{r['per_cpu_s']:,.0f} per CPU-second; load average {r['load']}")
+    return (
+        f"  - writer alone (GroupWriter in process, no gRPC; validation + apply + fsync'd commits): "
+        f"**{r['per_s']:,.0f} durable updates/s** ({r['accepted']:,} ACCEPTED, {r['seconds']:.2f} s, "
+        f"{r['commits']} commits, {r['per_commit']:.0f} writes/commit), "
+        f"{r['per_cpu_s']:,.0f} per CPU-second; load average {r['load']}"
+    )
 
 
 def _echo_server(stack: str, port_file: str) -> None:
@@ -283,8 +311,7 @@ def echo_floor(messages: int = 20_000) -> str:
     """gRPC Python's own cost per StreamUpdates message: an echo server, no work."""
     import subprocess
 
-    updates = [s.acquisition(f"u{i}", s.EMPLOYEE, s.resident(i % 100), f"N{i}", "2024-04-01")
-               for i in range(messages)]
+    updates = [s.acquisition(f"u{i}", s.EMPLOYEE, s.resident(i % 100), f"N{i}", "2024-04-01") for i in range(messages)]
     lines = []
     for stack in ("aio", "threaded"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -305,38 +332,53 @@ def echo_floor(messages: int = 20_000) -> str:
 
 
 def report(r: dict) -> str:
-    return "\n".join([
-        f"- {r['rpc']}: durable updates/s (group commit, fsync per commit): **{r['per_s']:,.0f}/s** "
-        f"({r['acked']:,} acks, {r['accepted']:,} ACCEPTED, {r['streams']} streams, {r['seconds']:.2f} s; "
-        f"{r['commits']:,} commits, {r['per_commit']:.0f} writes/commit; committer wall time {r['work_s']:.1f} s "
-        f"running writes + {r['commit_s']:.1f} s committing/fsync)",
-        f"  - ingest server CPU: {r['server_cpu_s']:.1f} s = **{r['per_cpu_s']:,.0f} updates per server CPU-second** "
-        f"(what one free core would sustain; 1-min load average {r['load']} on 2 shared cores); "
-        f"client process CPU {r['client_cpu_s']:.1f} s",
-        f"  - send -> ACCEPTED ack latency p50 {r['latency_p50_ms']:.1f} ms, p99 {r['latency_p99_ms']:.1f} ms",
-        f"  - visibility lag (ack -> seen by CheckByNumber on {r['checked_by']}): p50 {r['lag_p50_ms']:.2f} ms, "
-        f"p99 {r['lag_p99_ms']:.2f} ms, max {r['lag_max_ms']:.2f} ms ({r['lag_samples']} samples, "
-        f"{r['first_try']} seen by the first check after the ack, {r['lag_misses']} not seen within 5 s; "
-        f"the lag is the check RPC's own latency on the loaded machine)",
-        f"  - registry load (PutResidents, 5,000 per call): {r['registry_per_s']:,.0f} records/s",
-    ])
+    return "\n".join(
+        [
+            f"- {r['rpc']}: durable updates/s (group commit, fsync per commit): **{r['per_s']:,.0f}/s** "
+            f"({r['acked']:,} acks, {r['accepted']:,} ACCEPTED, {r['streams']} streams, {r['seconds']:.2f} s; "
+            f"{r['commits']:,} commits, {r['per_commit']:.0f} writes/commit; committer wall time {r['work_s']:.1f} s "
+            f"running writes + {r['commit_s']:.1f} s committing/fsync)",
+            f"  - ingest server CPU: {r['server_cpu_s']:.1f} s = **{r['per_cpu_s']:,.0f} updates per server CPU-second** "
+            f"(what one free core would sustain; 1-min load average {r['load']} on 2 shared cores); "
+            f"client process CPU {r['client_cpu_s']:.1f} s",
+            f"  - send -> ACCEPTED ack latency p50 {r['latency_p50_ms']:.1f} ms, p99 {r['latency_p99_ms']:.1f} ms",
+            f"  - visibility lag (ack -> seen by CheckByNumber on {r['checked_by']}): p50 {r['lag_p50_ms']:.2f} ms, "
+            f"p99 {r['lag_p99_ms']:.2f} ms, max {r['lag_max_ms']:.2f} ms ({r['lag_samples']} samples, "
+            f"{r['first_try']} seen by the first check after the ack, {r['lag_misses']} not seen within 5 s; "
+            f"the lag is the check RPC's own latency on the loaded machine)",
+            f"  - registry load (PutResidents, 5,000 per call): {r['registry_per_s']:,.0f} records/s",
+        ]
+    )
 
 
 def figures(results: list[dict], writer: dict | None) -> list[tuple[str, str, str]]:
     out = []
     for r in results:
         batched = r["rpc"] != "StreamUpdates"
-        out.append((f"durable updates/s through ingest-serve, {r['rpc']}, {r['streams']} streams",
-                    f"{r['per_s']:,.0f} ({r['per_cpu_s']:,.0f} per server CPU-second)",
-                    f"≥ 20,000: {'met' if r['per_s'] >= 20_000 else '**not met**'}" if batched else "—"))
+        out.append(
+            (
+                f"durable updates/s through ingest-serve, {r['rpc']}, {r['streams']} streams",
+                f"{r['per_s']:,.0f} ({r['per_cpu_s']:,.0f} per server CPU-second)",
+                f"≥ 20,000: {'met' if r['per_s'] >= 20_000 else '**not met**'}" if batched else "—",
+            )
+        )
         if r["lag_samples"]:
             met = r["lag_p99_ms"] <= 1000 and not r["lag_misses"]
-            out.append((f"visibility lag, ack → seen by a check on `onshi serve`, p99 ({r['rpc']})",
-                        f"{r['lag_p99_ms']:.0f} ms ({r['first_try']} of {r['lag_samples']} seen by the first check)",
-                        f"≤ 1 s: {'met' if met else '**not met**'}"))
+            out.append(
+                (
+                    f"visibility lag, ack → seen by a check on `onshi serve`, p99 ({r['rpc']})",
+                    f"{r['lag_p99_ms']:.0f} ms ({r['first_try']} of {r['lag_samples']} seen by the first check)",
+                    f"≤ 1 s: {'met' if met else '**not met**'}",
+                )
+            )
     if writer:
-        out.append(("durable updates/s, the writer alone (GroupWriter in process, no gRPC)",
-                    f"{writer['per_s']:,.0f} ({writer['per_cpu_s']:,.0f} per CPU-second)", "—"))
+        out.append(
+            (
+                "durable updates/s, the writer alone (GroupWriter in process, no gRPC)",
+                f"{writer['per_s']:,.0f} ({writer['per_cpu_s']:,.0f} per CPU-second)",
+                "—",
+            )
+        )
     return out
 
 
@@ -346,17 +388,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--updates", type=int, default=100_000)
     parser.add_argument("--streams", type=int, default=3, help="one per insurer, at most 3")
     parser.add_argument("--window", type=int, default=4096, help="unacked updates per stream")
-    parser.add_argument("--batch", default="1,500",
-                        help="updates per message, comma-separated runs: 1 = StreamUpdates, more = "
-                             "StreamUpdateBatches (each run on a fresh store)")
+    parser.add_argument(
+        "--batch",
+        default="1,500",
+        help="updates per message, comma-separated runs: 1 = StreamUpdates, more = "
+        "StreamUpdateBatches (each run on a fresh store)",
+    )
     parser.add_argument("--sample", type=int, default=50, help="check every Nth acquisition for visibility")
     parser.add_argument("--checkers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--dir", default=None, help="where the temporary store goes (default: $TMPDIR)")
-    parser.add_argument("--writer-only", action="store_true",
-                        help="also measure the writer alone (GroupWriter in process, no gRPC)")
-    parser.add_argument("--echo", action="store_true",
-                        help="also measure gRPC's per-message floor (an echo StreamUpdates server, no work)")
+    parser.add_argument(
+        "--writer-only", action="store_true", help="also measure the writer alone (GroupWriter in process, no gRPC)"
+    )
+    parser.add_argument(
+        "--echo",
+        action="store_true",
+        help="also measure gRPC's per-message floor (an echo StreamUpdates server, no work)",
+    )
     common.add_record_flag(parser)
     args = parser.parse_args(argv)
     results = []
@@ -371,9 +420,14 @@ def main(argv: list[str] | None = None) -> int:
         texts.append(echo_floor())
     if len(results) > 1:
         base = results[0]
-        texts.append("  - ratios to the first run: " + ", ".join(
-            f"{r['rpc']}: {r['per_s'] / base['per_s']:.2f}x updates/s, "
-            f"{r['per_cpu_s'] / base['per_cpu_s']:.2f}x per server CPU-second" for r in results[1:]))
+        texts.append(
+            "  - ratios to the first run: "
+            + ", ".join(
+                f"{r['rpc']}: {r['per_s'] / base['per_s']:.2f}x updates/s, "
+                f"{r['per_cpu_s'] / base['per_cpu_s']:.2f}x per server CPU-second"
+                for r in results[1:]
+            )
+        )
     text = "\n".join(texts)
     print(text)
     if args.record:

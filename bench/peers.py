@@ -39,14 +39,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 AREA = "Peers"
-HEADER = ["persons", "native checks/s (batch)", "pure", "SQLite (fetch)", "Redis (fetch)", "Redis pipelined (fetch)",
-          "bytes/person LMDB · SQLite · Redis", "native ÷ SQLite", "native ÷ Redis pipelined", "targets"]
+HEADER = [
+    "persons",
+    "native checks/s (batch)",
+    "pure",
+    "SQLite (fetch)",
+    "Redis (fetch)",
+    "Redis pipelined (fetch)",
+    "bytes/person LMDB · SQLite · Redis",
+    "native ÷ SQLite",
+    "native ÷ Redis pipelined",
+    "targets",
+]
 PIPELINE = 100
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="onshi bench peers", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="onshi bench peers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--persons", type=int, default=1_000_000, help="dataset size (default 1,000,000)")
     p.add_argument("--data", type=Path, help="use this store instead of a generated one")
     p.add_argument("--queries", type=int, default=50_000, help="distinct card serials sampled (default 50,000)")
@@ -58,6 +69,7 @@ def parse_args(argv):
 
 
 # --- the chain in each peer -------------------------------------------------------
+
 
 def decide(value, day: int) -> bytes:
     """The pure engine's decision over a fetched history record."""
@@ -100,9 +112,25 @@ def redis_server():
         raise FileNotFoundError("redis-server not installed (ONSHI_EXTRAS=bench scripts/setup.sh)")
     port = common.free_port()
     workdir = tempfile.mkdtemp(prefix="onshi-redis-")
-    proc = subprocess.Popen([exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                             "--appendonly", "no", "--protected-mode", "yes", "--dir", workdir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         import redis
 
@@ -150,6 +178,7 @@ def load_redis(client, env) -> tuple[float, int]:
 
 # --- measuring ----------------------------------------------------------------------
 
+
 def rate(fn, keys: list, seconds: float, per_call: int = 1, other_pids: tuple = ()) -> float:
     """Calls fn over the keys (cycling) for about `seconds` of wall time and
     returns checks per CPU-second: this process's CPU time plus that of
@@ -182,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = [identifiers.card_serial_key(s) for s in queries["cards"]]
     # A fixed visit date inside the generated data (gen.py REFERENCE onwards).
     day = dates.today_jst()
-    batches = [keys[i:i + 1000] for i in range(0, len(keys) - 999, 1000)] or [keys]
-    pipes = [keys[i:i + PIPELINE] for i in range(0, len(keys) - PIPELINE + 1, PIPELINE)]
+    batches = [keys[i : i + 1000] for i in range(0, len(keys) - 999, 1000)] or [keys]
+    pipes = [keys[i : i + PIPELINE] for i in range(0, len(keys) - PIPELINE + 1, PIPELINE)]
 
     native = open_engine(store, "native")
     pure = open_engine(store, "pure")
@@ -264,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
             for name, (fn, items, per, others) in peers.items():
                 r = rate(fn, items, args.seconds, per, others)
                 best[name] = max(best.get(name, 0.0), r)
-            print(f"peers: round {rnd + 1}/{args.rounds}: " +
-                  ", ".join(f"{n} {best[n]:,.0f}/s" for n in peers), flush=True)
+            print(
+                f"peers: round {rnd + 1}/{args.rounds}: " + ", ".join(f"{n} {best[n]:,.0f}/s" for n in peers),
+                flush=True,
+            )
     native.close()
     pure.close()
     db.close()
@@ -273,11 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"LMDB": common.store_bytes(store), "SQLite": sqlite_path.stat().st_size}
     if "bytes" in redis_info:
         sizes["Redis"] = redis_info["bytes"]
-    result = {"date": common.now_utc(), "command": common.command_line(), "persons": persons,
-              "checks_per_s": {k: round(v) for k, v in best.items()},
-              "bytes_per_person": {k: round(v / persons, 1) for k, v in sizes.items()},
-              "sqlite_build_s": round(sqlite_build, 1) if sqlite_build else None, "redis": redis_info,
-              "machine": common.machine(), "loadavg": os.getloadavg()[0]}
+    result = {
+        "date": common.now_utc(),
+        "command": common.command_line(),
+        "persons": persons,
+        "checks_per_s": {k: round(v) for k, v in best.items()},
+        "bytes_per_person": {k: round(v / persons, 1) for k, v in sizes.items()},
+        "sqlite_build_s": round(sqlite_build, 1) if sqlite_build else None,
+        "redis": redis_info,
+        "machine": common.machine(),
+        "loadavg": os.getloadavg()[0],
+    }
     vs_sqlite = best["native"] / best["SQLite"]
     vs_redis = best["native"] / best["Redis pipelined"] if "Redis pipelined" in best else None
     result["native_over_sqlite"] = round(vs_sqlite, 1)
@@ -303,16 +340,22 @@ def _persons(store: Path) -> int:
 
 
 def report(r: dict) -> None:
-    print(f"\npeers on {r['persons']:,} persons (card checks per CPU-second, best of rounds; "
-          f"load avg {r['loadavg']:.1f}):")
+    print(
+        f"\npeers on {r['persons']:,} persons (card checks per CPU-second, best of rounds; "
+        f"load avg {r['loadavg']:.1f}):"
+    )
     for name, v in r["checks_per_s"].items():
         print(f"  {name:24s} {v:>12,}")
     print("  bytes per person: " + ", ".join(f"{k} {v:,.0f}" for k, v in r["bytes_per_person"].items()))
-    print(f"  native ÷ SQLite {r['native_over_sqlite']}× (target ≥ 20×: "
-          f"{'pass' if r['targets']['native >= 20x SQLite'] else 'FAIL'})")
+    print(
+        f"  native ÷ SQLite {r['native_over_sqlite']}× (target ≥ 20×: "
+        f"{'pass' if r['targets']['native >= 20x SQLite'] else 'FAIL'})"
+    )
     if r["native_over_redis_pipelined"] is not None:
-        print(f"  native ÷ Redis pipelined {r['native_over_redis_pipelined']}× (target > 1: "
-              f"{'pass' if r['targets']['native > Redis pipelined'] else 'FAIL'})")
+        print(
+            f"  native ÷ Redis pipelined {r['native_over_redis_pipelined']}× (target > 1: "
+            f"{'pass' if r['targets']['native > Redis pipelined'] else 'FAIL'})"
+        )
 
 
 def figures_and_body(r: dict) -> tuple[list[tuple[str, str, str]], str]:
@@ -327,17 +370,34 @@ def figures_and_body(r: dict) -> tuple[list[tuple[str, str, str]], str]:
     ok_sqlite, ok_redis = r["targets"]["native >= 20x SQLite"], r["targets"]["native > Redis pipelined"]
     targets = f"≥ 20× SQLite: {common.verdict(ok_sqlite)}; > Redis pipelined: {common.verdict(ok_redis)}"
     sizes = " · ".join(f"{b[k]:,.0f}" if k in b else "—" for k in ("LMDB", "SQLite", "Redis"))
-    row = [f"{r['persons']:,}", f("native", "native batch"), f("pure"), f("SQLite", "SQLite fetch"),
-           f("Redis", "Redis fetch"), f("Redis pipelined", "Redis pipelined fetch"), sizes,
-           f"{r['native_over_sqlite']}×",
-           f"{r['native_over_redis_pipelined']}×" if r["native_over_redis_pipelined"] else "—", targets]
+    row = [
+        f"{r['persons']:,}",
+        f("native", "native batch"),
+        f("pure"),
+        f("SQLite", "SQLite fetch"),
+        f("Redis", "Redis fetch"),
+        f("Redis pipelined", "Redis pipelined fetch"),
+        sizes,
+        f"{r['native_over_sqlite']}×",
+        f"{r['native_over_redis_pipelined']}×" if r["native_over_redis_pipelined"] else "—",
+        targets,
+    ]
     of = f"{r['persons']:,} persons, card checks per CPU-second"
+
     def met(ok):
         return "not measured" if ok is None else "met" if ok else "**not met**"
-    figures = [(f"native single calls ÷ SQLite chain ({of})", f"{r['native_over_sqlite']}×", f"≥ 20×: {met(ok_sqlite)}")]
+
+    figures = [
+        (f"native single calls ÷ SQLite chain ({of})", f"{r['native_over_sqlite']}×", f"≥ 20×: {met(ok_sqlite)}")
+    ]
     if r["native_over_redis_pipelined"]:
-        figures.append((f"native single calls ÷ Redis pipelined ({of})", f"{r['native_over_redis_pipelined']}×",
-                        f"ahead: {met(ok_redis)}"))
+        figures.append(
+            (
+                f"native single calls ÷ Redis pipelined ({of})",
+                f"{r['native_over_redis_pipelined']}×",
+                f"ahead: {met(ok_redis)}",
+            )
+        )
     figures.append((f"bytes per person: LMDB · SQLite · Redis ({r['persons']:,} persons)", sizes, "—"))
     return figures, common.md_table(HEADER, [row])
 

@@ -21,8 +21,9 @@ import common
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="onshi bench plot", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="onshi bench plot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=common.BENCH, help="directory for the PNGs (default bench/)")
     return p.parse_args(argv)
 
@@ -38,7 +39,7 @@ def latest_sweep(runs: list[dict]) -> list[dict]:
         last = sweeps[-1]["command"]
         chosen = [r for r in sweeps if r["command"] == last]
         # the last occurrence of that sweep only
-        chosen = chosen[-len(last.split("--sweep", 1)[1].split()[0].split(",")):]
+        chosen = chosen[-len(last.split("--sweep", 1)[1].split()[0].split(",")) :]
     else:
         by_rate = {}
         for r in terminal:
@@ -69,13 +70,25 @@ def plot_load(runs: list[dict], out: Path) -> Path | None:
     first = points[0]
     data = f"{first['persons']:,} persons" if first.get("persons") else "custom store"
     if first.get("terminals"):
-        data += f", {first['terminals']} locust users" if len({r.get("terminals") for r in points}) == 1 \
+        data += (
+            f", {first['terminals']} locust users"
+            if len({r.get("terminals") for r in points}) == 1
             else ", locust users = rate/10"
-    ax.set_title(f"terminal: latency vs offered load — {first['workers']} workers, {data}\n"
-                 f"{first['date']}, {first['machine']}", fontsize=8)
+        )
+    ax.set_title(
+        f"terminal: latency vs offered load — {first['workers']} workers, {data}\n{first['date']}, {first['machine']}",
+        fontsize=8,
+    )
     for r in points:
-        ax.annotate(f"{r['achieved']:.0f}/s", (r["offered"], r["p50"]), textcoords="offset points",
-                    xytext=(0, -12), ha="center", fontsize=7, color="dimgray")
+        ax.annotate(
+            f"{r['achieved']:.0f}/s",
+            (r["offered"], r["p50"]),
+            textcoords="offset points",
+            xytext=(0, -12),
+            ha="center",
+            fontsize=7,
+            color="dimgray",
+        )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -98,8 +111,7 @@ def plot_peers(runs: list[dict], out: Path) -> Path | None:
     order = ["native batch", "native", "pure", "SQLite", "Redis pipelined", "Redis"]
     names = [n for n in order if n in r["checks_per_s"]]
     values = [r["checks_per_s"][n] for n in names]
-    colors = ["#1f77b4" if n.startswith("native") else "#7f7f7f" if n == "pure" else "#ff7f0e"
-              for n in names]
+    colors = ["#1f77b4" if n.startswith("native") else "#7f7f7f" if n == "pure" else "#ff7f0e" for n in names]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     bars = ax.barh(names[::-1], values[::-1], color=colors[::-1])
     for bar, v in zip(bars, values[::-1], strict=True):
@@ -108,9 +120,12 @@ def plot_peers(runs: list[dict], out: Path) -> Path | None:
     ax.set_xlabel("card checks per CPU-second (log); answers ready to send")
     b = r["bytes_per_person"]
     sizes = ", ".join(f"{k} {v:,.0f}" for k, v in b.items())
-    ax.set_title(f"peers on {r['persons']:,} persons — native ÷ SQLite {r['native_over_sqlite']}×, "
-                 f"÷ Redis pipelined {r['native_over_redis_pipelined']}×\nbytes/person: {sizes}; "
-                 f"{r['date']}", fontsize=8)
+    ax.set_title(
+        f"peers on {r['persons']:,} persons — native ÷ SQLite {r['native_over_sqlite']}×, "
+        f"÷ Redis pipelined {r['native_over_redis_pipelined']}×\nbytes/person: {sizes}; "
+        f"{r['date']}",
+        fontsize=8,
+    )
     ax.set_xlim(right=max(values) * 4)
     fig.tight_layout()
     path = out / "peers.png"
@@ -121,8 +136,11 @@ def plot_peers(runs: list[dict], out: Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    made = [p for p in (plot_load(common.load_records("load"), args.out),
-                        plot_peers(common.load_records("peers"), args.out)) if p]
+    made = [
+        p
+        for p in (plot_load(common.load_records("load"), args.out), plot_peers(common.load_records("peers"), args.out))
+        if p
+    ]
     for p in made:
         print(f"plot: wrote {p}")
     return 0

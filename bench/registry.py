@@ -86,8 +86,10 @@ def match_cost(simulation: sim.Simulation, module=registry, rounds: int = 3) -> 
     cache cleared first (best of `rounds`: the machine is shared); and the
     share of updates the writer's verdict cache would answer."""
     records = {r.record.resident_id: r.record.SerializeToString(deterministic=True) for r in simulation.residents}
-    pairs = [(records[u.message.resident_id], u.message.person, u.message.person.SerializeToString(deterministic=True))
-             for u in simulation.updates]
+    pairs = [
+        (records[u.message.resident_id], u.message.person, u.message.person.SerializeToString(deterministic=True))
+        for u in simulation.updates
+    ]
     verdict = getattr(module, "stored_verdict", None) or module.stored_mismatches
     best = float("inf")
     for _ in range(rounds):
@@ -135,8 +137,9 @@ def run(args) -> dict:
             stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
             records = simulation.registry()
             for i in range(0, len(records), 5000):
-                stub.PutResidents(pb.PutResidentsRequest(residents=records[i:i + 5000]), wait_for_ready=True,
-                                  timeout=120)
+                stub.PutResidents(
+                    pb.PutResidentsRequest(residents=records[i : i + 5000]), wait_for_ready=True, timeout=120
+                )
         started = time.perf_counter()
         acks = stream(ingest.target, simulation, args.batch)
         ingest_s = time.perf_counter() - started
@@ -152,9 +155,20 @@ def run(args) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
     cost_us, cache_share = match_cost(simulation)
     before = baseline(args.baseline, simulation) if args.baseline else None
-    return {"baseline": before, "baseline_path": args.baseline,"residents": len(simulation.residents), "updates": len(simulation.updates), "acked": len(acks),
-            "results": results, "failed": sim.goals(results), "generate_s": generated, "ingest_s": ingest_s,
-            "engine": engine_kind, "match_us": cost_us, "cache_share": cache_share}
+    return {
+        "baseline": before,
+        "baseline_path": args.baseline,
+        "residents": len(simulation.residents),
+        "updates": len(simulation.updates),
+        "acked": len(acks),
+        "results": results,
+        "failed": sim.goals(results),
+        "generate_s": generated,
+        "ingest_s": ingest_s,
+        "engine": engine_kind,
+        "match_us": cost_us,
+        "cache_share": cache_share,
+    }
 
 
 def report(r: dict) -> tuple[list[tuple[str, str, str]], str]:
@@ -186,18 +200,25 @@ def report(r: dict) -> tuple[list[tuple[str, str, str]], str]:
     ]
     if r["baseline"]:
         shares = r["baseline"]["shares"]
-        lines.append(f"- the rules of `{r['baseline_path']}` on the same stream (verdicts and held-behind only) "
-                     "would quarantine, of correct registrations: " + ", ".join(
-                         f"{k} {100 * shares[k]:.1f} %" for k in (sim.PLAIN, *sim.BENIGN))
-                     + f"; their match: {r['baseline']['cost_us']:.1f} µs per update, caches cold")
+        lines.append(
+            f"- the rules of `{r['baseline_path']}` on the same stream (verdicts and held-behind only) "
+            "would quarantine, of correct registrations: "
+            + ", ".join(f"{k} {100 * shares[k]:.1f} %" for k in (sim.PLAIN, *sim.BENIGN))
+            + f"; their match: {r['baseline']['cost_us']:.1f} µs per update, caches cold"
+        )
     figures = [
-        ("registration stream with ground truth: goals (0 wrong persons visible, every error quarantined, "
-         "≤ 0.5 % of correct registrations quarantined)",
-         "all hold" if not r["failed"] else "; ".join(r["failed"]), "all hold: " + ("met" if not r["failed"]
-                                                                                   else "**not met**")),
-        ("wrong persons visible to a check · correct registrations quarantined, worst kind",
-         f"{visible} of {wrong:,} · {100 * worst.quarantined_share:.2f} % ({r['residents']:,} residents, "
-         f"{r['updates']:,} updates)", "0 · ≤ 0.5 %"),
+        (
+            "registration stream with ground truth: goals (0 wrong persons visible, every error quarantined, "
+            "≤ 0.5 % of correct registrations quarantined)",
+            "all hold" if not r["failed"] else "; ".join(r["failed"]),
+            "all hold: " + ("met" if not r["failed"] else "**not met**"),
+        ),
+        (
+            "wrong persons visible to a check · correct registrations quarantined, worst kind",
+            f"{visible} of {wrong:,} · {100 * worst.quarantined_share:.2f} % ({r['residents']:,} residents, "
+            f"{r['updates']:,} updates)",
+            "0 · ≤ 0.5 %",
+        ),
         ("registry match per update, caches cold", f"{r['match_us']:.1f} µs", "—"),
     ]
     return figures, "\n".join(lines)
@@ -208,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--residents", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--batch", type=int, default=500, help="updates per StreamUpdateBatches message")
-    parser.add_argument("--baseline", metavar="REGISTRY_PY",
-                        help="also score another version of src/core/registry.py on the same stream")
+    parser.add_argument(
+        "--baseline",
+        metavar="REGISTRY_PY",
+        help="also score another version of src/core/registry.py on the same stream",
+    )
     parser.add_argument("--dir", default=None, help="where the temporary store goes (default: $TMPDIR)")
     common.add_record_flag(parser)
     args = parser.parse_args(argv)

@@ -26,14 +26,25 @@ import common
 from peers import rate
 
 AREA = "Scale"
-HEADER = ["persons", "card checks/s", "card batch/s", "number checks/s", "÷ smallest", "B-tree depth card·history",
-          "bytes/person", "store", "gen", "target"]
+HEADER = [
+    "persons",
+    "card checks/s",
+    "card batch/s",
+    "number checks/s",
+    "÷ smallest",
+    "B-tree depth card·history",
+    "bytes/person",
+    "store",
+    "gen",
+    "target",
+]
 NATIONAL = 125_000_000
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="onshi bench scale", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="onshi bench scale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", default="100000,1000000,10000000", help="comma-separated persons")
     p.add_argument("--no-gen", action="store_true", help="skip sizes whose store is not generated yet")
     p.add_argument("--engine", default="native", choices=("native", "pure"))
@@ -50,15 +61,18 @@ def measure(store: Path, engine_kind: str, queries: int, seconds: float, rounds:
 
     q = common.sample_queries(store, queries)
     cards = [identifiers.card_serial_key(s) for s in q["cards"]]
-    numbers = [(identifiers.number_key(i, s, n, b), dates.to_day(dates.parse_iso(birth)))
-               for i, s, n, b, birth in q["numbers"]]
-    batches = [cards[i:i + 1000] for i in range(0, len(cards) - 999, 1000)] or [cards]
+    numbers = [
+        (identifiers.number_key(i, s, n, b), dates.to_day(dates.parse_iso(birth))) for i, s, n, b, birth in q["numbers"]
+    ]
+    batches = [cards[i : i + 1000] for i in range(0, len(cards) - 999, 1000)] or [cards]
     day = dates.today_jst()
     engine = open_engine(store, engine_kind)
     try:
-        runs = {"card": (lambda k: engine.check_by_card(k, day), cards, 1),
-                "card batch": (lambda b: engine.check_by_card_batch(b, day), batches, len(batches[0])),
-                "number": (lambda kb: engine.check_by_number(kb[0], kb[1], day), numbers, 1)}
+        runs = {
+            "card": (lambda k: engine.check_by_card(k, day), cards, 1),
+            "card batch": (lambda b: engine.check_by_card_batch(b, day), batches, len(batches[0])),
+            "number": (lambda kb: engine.check_by_number(kb[0], kb[1], day), numbers, 1),
+        }
         for fn, items, _ in runs.values():  # warm-up: every sampled key once
             for item in items:
                 fn(item)
@@ -88,20 +102,39 @@ def main(argv: list[str] | None = None) -> int:
         depths = btree_depths(path)
         info = common.gen_info(path)
         size = common.store_bytes(path)
-        rows.append({"persons": persons, "checks_per_s": figures, "bytes": size,
-                     "bytes_per_person": round(size / persons, 1), "gen_s": info.get("seconds"),
-                     "gen_cpu_s": info.get("cpu_seconds"),
-                     "gen_date": info.get("date"), "depths": depths})
-        print(f"scale: {persons:,} persons: " + ", ".join(f"{k} {v:,}/s" for k, v in figures.items()) +
-              f"; {size / persons:,.0f} B/person; B-tree depth {depths}", flush=True)
+        rows.append(
+            {
+                "persons": persons,
+                "checks_per_s": figures,
+                "bytes": size,
+                "bytes_per_person": round(size / persons, 1),
+                "gen_s": info.get("seconds"),
+                "gen_cpu_s": info.get("cpu_seconds"),
+                "gen_date": info.get("date"),
+                "depths": depths,
+            }
+        )
+        print(
+            f"scale: {persons:,} persons: "
+            + ", ".join(f"{k} {v:,}/s" for k, v in figures.items())
+            + f"; {size / persons:,.0f} B/person; B-tree depth {depths}",
+            flush=True,
+        )
     base = next((r for r in rows if r["persons"] == min(sizes) and "checks_per_s" in r), None)
     top = next((r for r in rows if r["persons"] == max(sizes) and "checks_per_s" in r), None)
     ok = None
     if base and top and top is not base:
         ok = top["checks_per_s"]["card"] >= 0.7 * base["checks_per_s"]["card"]
-    result = {"date": common.now_utc(), "command": common.command_line(), "engine": args.engine,
-              "rows": rows, "target_10m_over_100k": ok, "machine": common.machine(),
-              "loadavg": os.getloadavg()[0], "projection": projection(rows)}
+    result = {
+        "date": common.now_utc(),
+        "command": common.command_line(),
+        "engine": args.engine,
+        "rows": rows,
+        "target_10m_over_100k": ok,
+        "machine": common.machine(),
+        "loadavg": os.getloadavg()[0],
+        "projection": projection(rows),
+    }
     report(result)
     if args.record:
         common.record_run(AREA, *figures_and_body(result))
@@ -117,8 +150,10 @@ def btree_depths(path: Path) -> dict:
     env = lmdb.open(str(path), readonly=True, max_dbs=32, lock=False)
     try:
         with env.begin() as txn:
-            return {name: txn.stat(env.open_db(name.encode(), txn=txn, create=False))["depth"]
-                    for name in ("card", "number", "history")}
+            return {
+                name: txn.stat(env.open_db(name.encode(), txn=txn, create=False))["depth"]
+                for name in ("card", "number", "history")
+            }
     finally:
         env.close()
 
@@ -133,8 +168,12 @@ def projection(rows: list[dict]) -> dict | None:
     # CPU time when recorded: what a core of its own would take (wall time on
     # this shared machine is mostly other sessions' work).
     basis = "CPU" if top.get("gen_cpu_s") else "wall"
-    return {"from_persons": top["persons"], "bytes": round(top["bytes"] * factor),
-            "gen_s": round((top.get("gen_cpu_s") or top["gen_s"]) * factor), "basis": basis}
+    return {
+        "from_persons": top["persons"],
+        "bytes": round(top["bytes"] * factor),
+        "gen_s": round((top.get("gen_cpu_s") or top["gen_s"]) * factor),
+        "basis": basis,
+    }
 
 
 def report(r: dict) -> None:
@@ -145,8 +184,10 @@ def report(r: dict) -> None:
         print(f"  largest ÷ smallest card checks/s ≥ 70%: {'pass' if r['target_10m_over_100k'] else 'FAIL'}")
     if r["projection"]:
         p = r["projection"]
-        print(f"  projected to 125M persons (from {p['from_persons']:,}): {p['bytes'] / 1e9:,.0f} GB, "
-              f"gen {p['gen_s'] / 3600:,.1f} h ({p.get('basis', 'wall')} time)")
+        print(
+            f"  projected to 125M persons (from {p['from_persons']:,}): {p['bytes'] / 1e9:,.0f} GB, "
+            f"gen {p['gen_s'] / 3600:,.1f} h ({p.get('basis', 'wall')} time)"
+        )
 
 
 def figures_and_body(r: dict) -> tuple[list[tuple[str, str, str]], str]:
@@ -161,18 +202,39 @@ def figures_and_body(r: dict) -> tuple[list[tuple[str, str, str]], str]:
         target = "—"
         if row["persons"] >= 10_000_000 and base and base["persons"] <= 100_000:
             target = common.verdict(ratio >= 0.7)
-            figures.append((f"{row['persons']:,} ÷ {base['persons']:,} persons, native card checks/s", f"{ratio:.0%}",
-                            f"≥ 70 %: {'met' if ratio >= 0.7 else '**not met**'}"))
+            figures.append(
+                (
+                    f"{row['persons']:,} ÷ {base['persons']:,} persons, native card checks/s",
+                    f"{ratio:.0%}",
+                    f"≥ 70 %: {'met' if ratio >= 0.7 else '**not met**'}",
+                )
+            )
         gen = f"{row['gen_s']:,.0f} s wall" if row.get("gen_s") else "(reused; time not recorded)"
         if row.get("gen_cpu_s"):
             gen += f", {row['gen_cpu_s']:,.0f} s CPU"
         d = row["depths"]
-        rows.append([f"{row['persons']:,}", f"{c['card']:,}", f"{c['card batch']:,}", f"{c['number']:,}",
-                     f"{ratio:.0%}", f"{d['card']}·{d['history']}", f"{row['bytes_per_person']:,.0f}",
-                     f"{row['bytes'] / 1e9:.2f} GB", gen, target])
-        figures.append((f"{r['engine']} card checks/s, single calls · batches of 1,000 · number checks "
-                        f"({row['persons']:,} persons, one core)",
-                        f"{c['card']:,} · {c['card batch']:,} · {c['number']:,}", "—"))
+        rows.append(
+            [
+                f"{row['persons']:,}",
+                f"{c['card']:,}",
+                f"{c['card batch']:,}",
+                f"{c['number']:,}",
+                f"{ratio:.0%}",
+                f"{d['card']}·{d['history']}",
+                f"{row['bytes_per_person']:,.0f}",
+                f"{row['bytes'] / 1e9:.2f} GB",
+                gen,
+                target,
+            ]
+        )
+        figures.append(
+            (
+                f"{r['engine']} card checks/s, single calls · batches of 1,000 · number checks "
+                f"({row['persons']:,} persons, one core)",
+                f"{c['card']:,} · {c['card batch']:,} · {c['number']:,}",
+                "—",
+            )
+        )
     body = common.md_table(HEADER, rows)
     if r["projection"]:
         p = r["projection"]
@@ -183,10 +245,15 @@ def figures_and_body(r: dict) -> tuple[list[tuple[str, str, str]], str]:
             f"sorted append loads keep the per-person cost flat, and the build is one process, so a "
             f"machine's other cores do not shorten it). {p['bytes'] / 1e9:,.0f} GB is more than this machine's "
             f"{common.machine().split(', ')[1]} of memory: at national scale lookups would read pages from disk unless "
-            f"the serving machine has the memory (LMDB serves from the page cache).")
-        figures.append(("projected to 125 million persons: store size · `onshi gen` time",
-                        f"{p['bytes'] / 1e9:,.0f} GB · {p['gen_s'] / 3600:,.1f} h ({p.get('basis', 'wall')} time)",
-                        "—"))
+            f"the serving machine has the memory (LMDB serves from the page cache)."
+        )
+        figures.append(
+            (
+                "projected to 125 million persons: store size · `onshi gen` time",
+                f"{p['bytes'] / 1e9:,.0f} GB · {p['gen_s'] / 3600:,.1f} h ({p.get('basis', 'wall')} time)",
+                "—",
+            )
+        )
     return figures, body
 
 

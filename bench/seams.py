@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
         wait_instead_of_logging(args.wait_ms / 1000.0)
     from onshi.cli import main as onshi
 
-    return onshi(argv[cut + 1:])
+    return onshi(argv[cut + 1 :])
 
 
 if __name__ == "__main__":

@@ -190,9 +190,7 @@ def serve(args) -> None:
         import uvloop
 
         async def main():
-            server, _, port = await create_aio_server(
-                engine, address="127.0.0.1:0", empty_response=empty
-            )
+            server, _, port = await create_aio_server(engine, address="127.0.0.1:0", empty_response=empty)
             await server.start()
             print(f"port {port} engine={engine.kind}", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -372,8 +370,10 @@ def bench(args) -> None:
     fields = ("checks_per_s", "cpu_us_per_check", "switches_per_check")
     med = {k: {f: statistics.median(x[f] for x in v) for f in fields} for k, v in runs.items()}
     engine = runs[(stacks[0], "check")][0]["engine"]
-    intro = (f"Median of {args.rounds} rounds, {args.persons:,} persons, engine={engine}, "
-             f"{args.seconds:g} s windows, concurrency {args.concurrency}, {args.threads} handler threads.")
+    intro = (
+        f"Median of {args.rounds} rounds, {args.persons:,} persons, engine={engine}, "
+        f"{args.seconds:g} s windows, concurrency {args.concurrency}, {args.threads} handler threads."
+    )
     # Ratios are taken within each round (empty and check ran back to back), then
     # the median: robust to other load on a shared machine drifting between rounds.
     rows, figures = [], []
@@ -384,34 +384,58 @@ def bench(args) -> None:
                 c["cpu_us_per_check"] / e["cpu_us_per_check"]
                 for e, c in zip(runs[(stack, "empty")], runs[(stack, handler)], strict=True)
             )
-            rows.append((stack, handler, f"{m['checks_per_s']:,.0f}", f"{m['cpu_us_per_check']:.1f}",
-                         f"{ratio:.2f}×", f"{m['switches_per_check']:.2f}"))
+            rows.append(
+                (
+                    stack,
+                    handler,
+                    f"{m['checks_per_s']:,.0f}",
+                    f"{m['cpu_us_per_check']:.1f}",
+                    f"{ratio:.2f}×",
+                    f"{m['switches_per_check']:.2f}",
+                )
+            )
             if handler == "check":
                 threads = stack.split(":")[1] if ":" in stack else args.threads
                 name = f"threaded, {threads} handler threads" if stack.startswith("threaded") else "aio + uvloop"
-                figures.append((f"server CPU per check ÷ empty handler, {name}, one process in a closed loop",
-                                f"{ratio:.2f}× ({m['cpu_us_per_check']:.0f} µs)",
-                                f"≤ 1.1×: {'met' if ratio <= 1.1 else '**not met**'}"))
-    body = intro + "\n\n" + common.md_table(
-        ["stack", "handler", "checks/s", "server CPU µs/check", "CPU vs empty handler (median of rounds)",
-         "voluntary switches/check"], rows)
+                figures.append(
+                    (
+                        f"server CPU per check ÷ empty handler, {name}, one process in a closed loop",
+                        f"{ratio:.2f}× ({m['cpu_us_per_check']:.0f} µs)",
+                        f"≤ 1.1×: {'met' if ratio <= 1.1 else '**not met**'}",
+                    )
+                )
+    body = (
+        intro
+        + "\n\n"
+        + common.md_table(
+            [
+                "stack",
+                "handler",
+                "checks/s",
+                "server CPU µs/check",
+                "CPU vs empty handler (median of rounds)",
+                "voluntary switches/check",
+            ],
+            rows,
+        )
+    )
     if len(stacks) == 2:
         a, b = (runs[(s, "check")] for s in stacks)
         rate = statistics.median(x["checks_per_s"] / y["checks_per_s"] for x, y in zip(a, b, strict=True))
         cpu = statistics.median(x["cpu_us_per_check"] / y["cpu_us_per_check"] for x, y in zip(a, b, strict=True))
-        body += (f"\n\n{stacks[0]} / {stacks[1]} (check, median of rounds): {rate:.2f}× checks/s, "
-                 f"{cpu:.2f}× CPU per check")
-        figures.append((f"{stacks[0]} ÷ {stacks[1]} server: checks/s · CPU per check", f"{rate:.2f}× · {cpu:.2f}×",
-                        "—"))
+        body += (
+            f"\n\n{stacks[0]} / {stacks[1]} (check, median of rounds): {rate:.2f}× checks/s, {cpu:.2f}× CPU per check"
+        )
+        figures.append(
+            (f"{stacks[0]} ÷ {stacks[1]} server: checks/s · CPU per check", f"{rate:.2f}× · {cpu:.2f}×", "—")
+        )
     print("\n" + body)
     if args.record:
         common.record_run(AREA, figures, body)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode")
     s = sub.add_parser("_serve")
     s.add_argument("--stack", choices=("threaded", "aio"))
@@ -427,18 +451,14 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--concurrency", type=int, default=32)
     c.add_argument("--target")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--stacks", default="threaded,aio", help="threaded, threaded:THREADS, aio (comma-separated)"
-    )
+    parser.add_argument("--stacks", default="threaded,aio", help="threaded, threaded:THREADS, aio (comma-separated)")
     parser.add_argument(
         "--handlers",
         default="empty,check",
         help="threaded stack handlers, from empty,gil,nolookup,check (see diagnostic_handler)",
     )
     parser.add_argument("--engine", default=os.environ.get("ONSHI_ENGINE", "native"))
-    parser.add_argument(
-        "--threads", type=int, default=2, help="threaded server handler threads (onshi serve: 2)"
-    )
+    parser.add_argument("--threads", type=int, default=2, help="threaded server handler threads (onshi serve: 2)")
     parser.add_argument(
         "--profile-handler",
         action="store_true",

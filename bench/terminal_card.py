@@ -65,16 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         delayed = median_ms(card_session, args.rounds)
     finally:
         pcsc.stop()
-    print(
-        f"card session (select, read cert, tries, verify, sign), TCP_QUICKACK: {quick:.1f} ms median"
-    )
+    print(f"card session (select, read cert, tries, verify, sign), TCP_QUICKACK: {quick:.1f} ms median")
     print(
         f"card session, delayed ACKs (--no-quickack):                        {delayed:.1f} ms median "
         f"({delayed / quick:.1f}x)"
     )
-    print(
-        f"whole check_card (card session + new mTLS channel + CheckByCard):   {full:.1f} ms median"
-    )
+    print(f"whole check_card (card session + new mTLS channel + CheckByCard):   {full:.1f} ms median")
     return 0
 
 

@@ -66,14 +66,18 @@ FACILITY = pki.FACILITY_CODES[0]
 METHOD = "/onshi.v1.EligibilityService/CheckByCard"
 WHOLE = "mtls-proof-log"
 # What each configuration adds, as the figures name it.
-LABELS = {"mtls-serial": "mTLS + roles", "mtls-proof": "mTLS + roles + card proof",
-          WHOLE: "whole trust layer (mTLS + card proof + durable log)",
-          "mtls-proof-nosync": "mTLS + card proof + unsynced log",
-          "mtls-proof-wait1ms": "mTLS + card proof + 1 ms sleep instead of the log"}
+LABELS = {
+    "mtls-serial": "mTLS + roles",
+    "mtls-proof": "mTLS + roles + card proof",
+    WHOLE: "whole trust layer (mTLS + card proof + durable log)",
+    "mtls-proof-nosync": "mTLS + card proof + unsynced log",
+    "mtls-proof-wait1ms": "mTLS + card proof + 1 ms sleep instead of the log",
+}
 TARGET = 0.30
 
 
 # --- set-up: a PKI, a store with the cards' persons, the callers ----------------
+
 
 @dataclass
 class Setup:
@@ -86,12 +90,14 @@ class Setup:
     def configs(self, tmp: Path) -> dict[str, tuple[list[str], grpc.ChannelCredentials | None, bool]]:
         """name -> (serve options, client credentials, sends card proofs)."""
         tls = ["--pki", self.pki_dir]
-        return {"plain": ([], None, False),
-                "mtls-serial": (tls, self.operator, False),
-                "mtls-proof": (tls, self.facility, True),
-                WHOLE: ([*tls, "--audit-dir", str(tmp / "audit")], self.facility, True),
-                "mtls-proof-nosync": ([*tls, "--audit-dir", str(tmp / "audit-nosync")], self.facility, True),
-                "mtls-proof-wait1ms": ([*tls, "--audit-dir", str(tmp / "audit-wait")], self.facility, True)}
+        return {
+            "plain": ([], None, False),
+            "mtls-serial": (tls, self.operator, False),
+            "mtls-proof": (tls, self.facility, True),
+            WHOLE: ([*tls, "--audit-dir", str(tmp / "audit")], self.facility, True),
+            "mtls-proof-nosync": ([*tls, "--audit-dir", str(tmp / "audit-nosync")], self.facility, True),
+            "mtls-proof-wait1ms": ([*tls, "--audit-dir", str(tmp / "audit-wait")], self.facility, True),
+        }
 
 
 # Bench-only server changes (bench/seams.py options) per configuration.
@@ -123,16 +129,29 @@ def build_store(path: Path) -> None:
     writer = Writer(str(path))
     try:
         for link_id, card in enumerate(CARDS, start=1):
-            person = qpb.Person(name=f"患者{link_id}", name_kana="カンジャ", sex=1,
-                                birth_date=dates.to_proto(dt.date(1970, 1, link_id)), address="東京都")
-            q = qpb.Qualification(insurer_number="01130012", insurer_name="協会けんぽ", symbol="S",
-                                  number=str(100 + link_id), branch="00", relationship=1,
-                                  acquisition_date=dates.to_proto(dt.date(2020, 4, 1)), burden_ratio_percent=30)
+            person = qpb.Person(
+                name=f"患者{link_id}",
+                name_kana="カンジャ",
+                sex=1,
+                birth_date=dates.to_proto(dt.date(1970, 1, link_id)),
+                address="東京都",
+            )
+            q = qpb.Qualification(
+                insurer_number="01130012",
+                insurer_name="協会けんぽ",
+                symbol="S",
+                number=str(100 + link_id),
+                branch="00",
+                relationship=1,
+                acquisition_date=dates.to_proto(dt.date(2020, 4, 1)),
+                burden_ratio_percent=30,
+            )
 
             def change(t, link_id=link_id, person=person, q=q, card=card):
                 t.reserve_link_ids(link_id)
                 t.put_history(link_id, person, [q])
                 t.link_card(pki.CARDS[card][0].to_bytes(20, "big"), link_id)
+
             writer.apply(change)
     finally:
         writer.close()
@@ -155,20 +174,25 @@ def proof_requests(keys: dict, count: int) -> list[bytes]:
     for i in range(count):
         der, key = keys[CARDS[i % len(CARDS)]]
         nonce = os.urandom(16)
-        out.append(epb.CheckByCardRequest(
-            card_certificate=der,
-            card_signature=cardproof.sign_challenge(key, cardproof.PURPOSE_CHECK_BY_CARD, FACILITY, now, nonce),
-            challenge=epb.CardChallenge(facility_code=FACILITY, timestamp_unix=now, nonce=nonce),
-        ).SerializeToString())
+        out.append(
+            epb.CheckByCardRequest(
+                card_certificate=der,
+                card_signature=cardproof.sign_challenge(key, cardproof.PURPOSE_CHECK_BY_CARD, FACILITY, now, nonce),
+                challenge=epb.CardChallenge(facility_code=FACILITY, timestamp_unix=now, nonce=nonce),
+            ).SerializeToString()
+        )
     return out
 
 
 def serial_requests(count: int) -> list[bytes]:
-    return [epb.CheckByCardRequest(card_serial=format(pki.CARDS[CARDS[i % len(CARDS)]][0], "X")).SerializeToString()
-            for i in range(count)]
+    return [
+        epb.CheckByCardRequest(card_serial=format(pki.CARDS[CARDS[i % len(CARDS)]][0], "X")).SerializeToString()
+        for i in range(count)
+    ]
 
 
 # --- servers and their load ----------------------------------------------------------
+
 
 def drive(calls: list, requests: list[bytes], rate: float = 0.0) -> tuple[float, list[float], int]:
     """Send every request once over the client threads' calls; (wall s, sorted
@@ -221,10 +245,28 @@ class Running:
     def __init__(self, name: str, store: Path, options: list[str], credentials, threads: int, proofs: bool):
         self.name, self.proofs = name, proofs
         engine = "native" if native_built() else "pure"
-        self.server = common.Server([*onshi_cmd(SEAMS.get(name, [])), "serve", "--data", str(store), "--port", "0",
-                                     "--workers", "1", "--engine", engine, *options], f"trust-{name}")
-        self.channels = [grpc.secure_channel(self.server.address, credentials) if credentials
-                         else grpc.insecure_channel(self.server.address) for _ in range(threads)]
+        self.server = common.Server(
+            [
+                *onshi_cmd(SEAMS.get(name, [])),
+                "serve",
+                "--data",
+                str(store),
+                "--port",
+                "0",
+                "--workers",
+                "1",
+                "--engine",
+                engine,
+                *options,
+            ],
+            f"trust-{name}",
+        )
+        self.channels = [
+            grpc.secure_channel(self.server.address, credentials)
+            if credentials
+            else grpc.insecure_channel(self.server.address)
+            for _ in range(threads)
+        ]
         self.calls = [c.unary_unary(METHOD) for c in self.channels]
         self.rounds: list[dict] = []
 
@@ -235,8 +277,13 @@ class Running:
         before = common.total_cpu(self.server.pids())
         wall, latencies, errors = drive(self.calls, requests, rate)
         cpu = common.total_cpu(self.server.pids()) - before
-        one = {"cpu_us": cpu / len(requests) * 1e6, "rate": len(requests) / wall, "errors": errors,
-               "p50_ms": common.percentile(latencies, 50) * 1e3, "p99_ms": common.percentile(latencies, 99) * 1e3}
+        one = {
+            "cpu_us": cpu / len(requests) * 1e6,
+            "rate": len(requests) / wall,
+            "errors": errors,
+            "p50_ms": common.percentile(latencies, 50) * 1e3,
+            "p99_ms": common.percentile(latencies, 99) * 1e3,
+        }
         self.rounds.append(one)
         return one
 
@@ -281,24 +328,34 @@ def paired(args, s: Setup, tmp: Path) -> dict:
                 other = running[name]
                 requests = (plain.requests(s.keys, args.checks), other.requests(s.keys, args.checks))
                 out: dict[str, dict] = {}
-                threads = [threading.Thread(target=lambda r=r, q=q, out=out: out.__setitem__(r.name, r.measure(q, args.rate)))
-                           for r, q in zip((plain, other), requests, strict=True)]
+                threads = [
+                    threading.Thread(target=lambda r=r, q=q, out=out: out.__setitem__(r.name, r.measure(q, args.rate)))
+                    for r, q in zip((plain, other), requests, strict=True)
+                ]
                 for t in threads:
                     t.start()
                 for t in threads:
                     t.join()
                 p, c = out["plain"]["cpu_us"], out[name]["cpu_us"]
                 shares[name].append((p, c))
-                print(f"round {round_no + 1}/{args.rounds}: plain {p:.0f} µs, {name} {c:.0f} µs per check: "
-                      f"share {(c - p) / c:.0%}", flush=True)
+                print(
+                    f"round {round_no + 1}/{args.rounds}: plain {p:.0f} µs, {name} {c:.0f} µs per check: "
+                    f"share {(c - p) / c:.0%}",
+                    flush=True,
+                )
         slowest = min(x["rate"] for r in running.values() for x in r.rounds)
         errors = sum(x["errors"] for r in running.values() for x in r.rounds)
     finally:
         stop(running)
-    rows = {name: {"share": common.median((c - p) / c for p, c in pairs),
-                   "shares": [(c - p) / c for p, c in pairs],
-                   "cpu_us": common.median(c for _, c in pairs), "plain_us": common.median(p for p, _ in pairs)}
-            for name, pairs in shares.items()}
+    rows = {
+        name: {
+            "share": common.median((c - p) / c for p, c in pairs),
+            "shares": [(c - p) / c for p, c in pairs],
+            "cpu_us": common.median(c for _, c in pairs),
+            "plain_us": common.median(p for p, _ in pairs),
+        }
+        for name, pairs in shares.items()
+    }
     return {"mode": "paired", "rate": args.rate, "rows": rows, "slowest": slowest, "errors": errors}
 
 
@@ -310,9 +367,11 @@ def sequential(args, s: Setup, tmp: Path) -> dict:
             print(f"round {round_no + 1}/{args.rounds}", flush=True)
             for r in running.values():
                 r.measure(r.requests(s.keys, args.checks), args.rate)
-        summary = {name: {key: common.median(x[key] for x in r.rounds)
-                          for key in ("cpu_us", "rate", "p50_ms", "p99_ms")}
-                   | {"rounds_us": [x["cpu_us"] for x in r.rounds]} for name, r in running.items()}
+        summary = {
+            name: {key: common.median(x[key] for x in r.rounds) for key in ("cpu_us", "rate", "p50_ms", "p99_ms")}
+            | {"rounds_us": [x["cpu_us"] for x in r.rounds]}
+            for name, r in running.items()
+        }
         errors = sum(x["errors"] for r in running.values() for x in r.rounds)
     finally:
         stop(running)
@@ -323,6 +382,7 @@ def sequential(args, s: Setup, tmp: Path) -> dict:
 
 # --- in-process: the card proof and the access log without a server --------------------
 
+
 def in_process(args, s: Setup, tmp: Path) -> dict:
     jpki = Path(s.pki_dir) / "jpki"
     verifier = cardproof.CardVerifier.from_files([str(jpki / "ca.pem")], str(jpki / "crl.der"))
@@ -331,9 +391,17 @@ def in_process(args, s: Setup, tmp: Path) -> dict:
     for i in range(400):
         der, key = s.keys[CARDS[i % len(CARDS)]]
         nonce = os.urandom(16)
-        proofs.append((der, FACILITY, now, nonce,
-                       cardproof.sign_challenge(key, cardproof.PURPOSE_CHECK_BY_CARD, FACILITY, now, nonce), FACILITY))
-    for proof in proofs[:len(CARDS)]:
+        proofs.append(
+            (
+                der,
+                FACILITY,
+                now,
+                nonce,
+                cardproof.sign_challenge(key, cardproof.PURPOSE_CHECK_BY_CARD, FACILITY, now, nonce),
+                FACILITY,
+            )
+        )
+    for proof in proofs[: len(CARDS)]:
         verifier.card(proof[0])
     t = time.process_time()
     for proof in proofs:
@@ -349,8 +417,14 @@ def in_process(args, s: Setup, tmp: Path) -> dict:
         if kind == twins.NATIVE and not twins.built("_auditlog"):
             continue
         logs[kind] = appends(tmp / f"audit-{kind}", kind, threads=args.threads, each=args.checks // args.threads)
-    return {"mode": "in-process", "verify_us": verify_us, "chain_us": chain_us, **hooks, "logs": logs,
-            "native_card": twins.built("_cardproof")}
+    return {
+        "mode": "in-process",
+        "verify_us": verify_us,
+        "chain_us": chain_us,
+        **hooks,
+        "logs": logs,
+        "native_card": twins.built("_cardproof"),
+    }
 
 
 class _Context:
@@ -382,9 +456,12 @@ def hook_cost(s: Setup, verifier, tmp: Path) -> dict:
 
     engine = open_engine(s.store, "native" if native_built() else "pure")
     pem = (Path(s.pki_dir) / "onshi" / (pki.client_stem("facility", FACILITY) + ".pem")).read_bytes()
-    identities = tuple(u.encode() for u in x509.load_pem_x509_certificate(pem).extensions
-                       .get_extension_for_class(x509.SubjectAlternativeName).value
-                       .get_values_for_type(x509.UniformResourceIdentifier))
+    identities = tuple(
+        u.encode()
+        for u in x509.load_pem_x509_certificate(pem)
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value.get_values_for_type(x509.UniformResourceIdentifier)
+    )
     log = audit.AuditLog(str(tmp / "hook-audit"), "h", durable=False)
     hooks = EligibilityTrust(verifier, log)
     with_trust = EligibilityAnswers(engine, card_proof=hooks.card_proof, audit=hooks.audit)
@@ -397,8 +474,10 @@ def hook_cost(s: Setup, verifier, tmp: Path) -> dict:
     guarded = auth._guard(with_caller, auth.POLICY[METHOD])
     n = 600
     out = {}
-    for name, check, reqs in (("hooks_off", without.check_by_card, serial_requests(n)),
-                              ("hooks_on", guarded, proof_requests(s.keys, n))):
+    for name, check, reqs in (
+        ("hooks_off", without.check_by_card, serial_requests(n)),
+        ("hooks_on", guarded, proof_requests(s.keys, n)),
+    ):
         t = time.process_time()
         for raw in reqs:
             check(raw, _Context(pem, identities))
@@ -414,8 +493,14 @@ def appends(directory: Path, kind: str, threads: int, each: int) -> dict:
     batches closed, and each append's latency."""
     log = audit.AuditLog(str(directory), "bench", kind=kind)
     log.batch_target = threads
-    record = audit.AuditRecord(actor="facility:1310000001", action="CheckByCard", subject="card:x",
-                               items="validity=1", purpose="visit", request_id="r")
+    record = audit.AuditRecord(
+        actor="facility:1310000001",
+        action="CheckByCard",
+        subject="card:x",
+        items="validity=1",
+        purpose="visit",
+        request_id="r",
+    )
     latencies: list[float] = []
     lock = threading.Lock()
     barrier = threading.Barrier(threads)
@@ -439,14 +524,23 @@ def appends(directory: Path, kind: str, threads: int, each: int) -> dict:
     wall = time.perf_counter() - started
     log.close()
     latencies.sort()
-    return {"threads": threads, "appends": log.records, "per_s": log.records / wall,
-            "per_sync": log.records / max(log.batches, 1), "batches": log.batches,
-            "filled": log.batches_filled, "timed": log.batches_timed,
-            "p50_ms": common.percentile(latencies, 50) * 1e3, "p99_ms": common.percentile(latencies, 99) * 1e3,
-            "max_ms": latencies[-1] * 1e3, "interval_ms": audit.DEFAULT_SYNC_INTERVAL_MS}
+    return {
+        "threads": threads,
+        "appends": log.records,
+        "per_s": log.records / wall,
+        "per_sync": log.records / max(log.batches, 1),
+        "batches": log.batches,
+        "filled": log.batches_filled,
+        "timed": log.batches_timed,
+        "p50_ms": common.percentile(latencies, 50) * 1e3,
+        "p99_ms": common.percentile(latencies, 99) * 1e3,
+        "max_ms": latencies[-1] * 1e3,
+        "interval_ms": audit.DEFAULT_SYNC_INTERVAL_MS,
+    }
 
 
 # --- reporting ---------------------------------------------------------------------------
+
 
 def verdict(share: float) -> str:
     return f"≤ 30 %: {'met' if share <= TARGET else '**not met**'}"
@@ -461,39 +555,100 @@ def at(r: dict) -> str:
 def report(r: dict) -> tuple[list[tuple[str, str, str]], str]:
     """(figures, markdown body) of a run, as printed and recorded."""
     if r["mode"] == "in-process":
-        rows = [(w, f"{x['per_s']:,.0f}", f"{x['per_sync']:.1f}", f"{x['batches']:,}", f"{x['filled']:,}",
-                 f"{x['timed']:,}", f"{x['p50_ms']:.2f}", f"{x['p99_ms']:.2f}", f"{x['max_ms']:.1f}")
-                for w, x in r["logs"].items()]
-        body = (f"CardVerifier.verify with a cached certificate {r['verify_us']:.1f} µs CPU (first chain check "
-                f"{r['chain_us']:.0f} µs; native RSA {'on' if r['native_card'] else 'OFF'}). One thread, no gRPC "
-                f"or TLS: a check {r['hooks_off_us']:.0f} µs CPU without the trust hooks, {r['hooks_on_us']:.0f} µs "
-                f"with role check + card proof + access-log record (unsynced). AuditLog.append "
-                f"from {next(iter(r['logs'].values()))['threads']} free-running threads, batch_target = threads, "
-                f"sync interval {audit.DEFAULT_SYNC_INTERVAL_MS:g} ms:\n\n" + common.md_table(
-                    ["writer", "appends/s", "records per fdatasync", "batches", "closed full", "closed by the timer",
-                     "append p50 ms", "p99 ms", "max ms"], rows))
-        figures = [("CardVerifier.verify, cached certificate, in-process (CPU)", f"{r['verify_us']:.1f} µs", "—"),
-                   ("trust hooks (role check + card proof + record), in-process, one thread (CPU per check)",
-                    f"{r['hooks_on_us'] - r['hooks_off_us']:.1f} µs ({r['hooks_off_us']:.0f} → {r['hooks_on_us']:.0f})",
-                    "—")]
-        figures += [(f"AuditLog.append from {x['threads']} threads, {w} writer: appends/s · records per sync",
-                     f"{x['per_s']:,.0f} · {x['per_sync']:.1f}", "—") for w, x in r["logs"].items()]
+        rows = [
+            (
+                w,
+                f"{x['per_s']:,.0f}",
+                f"{x['per_sync']:.1f}",
+                f"{x['batches']:,}",
+                f"{x['filled']:,}",
+                f"{x['timed']:,}",
+                f"{x['p50_ms']:.2f}",
+                f"{x['p99_ms']:.2f}",
+                f"{x['max_ms']:.1f}",
+            )
+            for w, x in r["logs"].items()
+        ]
+        body = (
+            f"CardVerifier.verify with a cached certificate {r['verify_us']:.1f} µs CPU (first chain check "
+            f"{r['chain_us']:.0f} µs; native RSA {'on' if r['native_card'] else 'OFF'}). One thread, no gRPC "
+            f"or TLS: a check {r['hooks_off_us']:.0f} µs CPU without the trust hooks, {r['hooks_on_us']:.0f} µs "
+            f"with role check + card proof + access-log record (unsynced). AuditLog.append "
+            f"from {next(iter(r['logs'].values()))['threads']} free-running threads, batch_target = threads, "
+            f"sync interval {audit.DEFAULT_SYNC_INTERVAL_MS:g} ms:\n\n"
+            + common.md_table(
+                [
+                    "writer",
+                    "appends/s",
+                    "records per fdatasync",
+                    "batches",
+                    "closed full",
+                    "closed by the timer",
+                    "append p50 ms",
+                    "p99 ms",
+                    "max ms",
+                ],
+                rows,
+            )
+        )
+        figures = [
+            ("CardVerifier.verify, cached certificate, in-process (CPU)", f"{r['verify_us']:.1f} µs", "—"),
+            (
+                "trust hooks (role check + card proof + record), in-process, one thread (CPU per check)",
+                f"{r['hooks_on_us'] - r['hooks_off_us']:.1f} µs ({r['hooks_off_us']:.0f} → {r['hooks_on_us']:.0f})",
+                "—",
+            ),
+        ]
+        figures += [
+            (
+                f"AuditLog.append from {x['threads']} threads, {w} writer: appends/s · records per sync",
+                f"{x['per_s']:,.0f} · {x['per_sync']:.1f}",
+                "—",
+            )
+            for w, x in r["logs"].items()
+        ]
         return figures, body
     rows = r["rows"]
     if r["mode"] == "paired":
         table = common.md_table(
-            ["config", "server CPU µs/check (median)", "plain in the same pairs µs", "share per round", "share (median)"],
-            [(name, f"{x['cpu_us']:.0f}", f"{x['plain_us']:.0f}", " / ".join(f"{v:.0%}" for v in x["shares"]),
-              f"**{x['share']:.0%}**") for name, x in rows.items()])
+            [
+                "config",
+                "server CPU µs/check (median)",
+                "plain in the same pairs µs",
+                "share per round",
+                "share (median)",
+            ],
+            [
+                (
+                    name,
+                    f"{x['cpu_us']:.0f}",
+                    f"{x['plain_us']:.0f}",
+                    " / ".join(f"{v:.0%}" for v in x["shares"]),
+                    f"**{x['share']:.0%}**",
+                )
+                for name, x in rows.items()
+            ],
+        )
         kept = f"; every server kept ≥ {r['slowest']:,.0f} checks/s in every round"
         if r["slowest"] < 0.95 * r["rate"]:
             kept += " (**not an equal load**: a server fell behind the offered rate)"
     else:
         table = common.md_table(
             ["config", "server CPU µs/check (median)", "× plain", "share", "rounds µs", "checks/s", "p50 ms", "p99 ms"],
-            [(name, f"{x['cpu_us']:.0f}", f"{x['cpu_us'] / rows['plain']['cpu_us']:.2f}", f"{x['share']:.0%}",
-              " / ".join(f"{v:.0f}" for v in x["rounds_us"]), f"{x['rate']:,.0f}", f"{x['p50_ms']:.2f}",
-              f"{x['p99_ms']:.2f}") for name, x in rows.items()])
+            [
+                (
+                    name,
+                    f"{x['cpu_us']:.0f}",
+                    f"{x['cpu_us'] / rows['plain']['cpu_us']:.2f}",
+                    f"{x['share']:.0%}",
+                    " / ".join(f"{v:.0f}" for v in x["rounds_us"]),
+                    f"{x['rate']:,.0f}",
+                    f"{x['p50_ms']:.2f}",
+                    f"{x['p99_ms']:.2f}",
+                )
+                for name, x in rows.items()
+            ],
+        )
         kept = ""
     body = f"{table}\n\nErrors {r['errors']}{kept}."
     figures = []
@@ -502,30 +657,45 @@ def report(r: dict) -> tuple[list[tuple[str, str, str]], str]:
             continue
         measured = f"{x['share']:.0%}"
         if r["mode"] == "paired":
-            measured += (f" (rounds {min(x['shares']):.0%}–{max(x['shares']):.0%}; {x['cpu_us']:.0f} vs plain "
-                         f"{x['plain_us']:.0f} µs)")
+            measured += (
+                f" (rounds {min(x['shares']):.0%}–{max(x['shares']):.0%}; {x['cpu_us']:.0f} vs plain "
+                f"{x['plain_us']:.0f} µs)"
+            )
             if r["slowest"] < 0.95 * r["rate"]:
                 measured += f"; not an equal load: a server fell to {r['slowest']:,.0f}/s"
         else:
             measured += f" ({x['cpu_us']:.0f} vs plain {rows['plain']['cpu_us']:.0f} µs)"
-        figures.append((f"share of server CPU per check, {LABELS[name]}, {at(r)}", measured,
-                        verdict(x["share"]) if name == WHOLE else "—"))
+        figures.append(
+            (
+                f"share of server CPU per check, {LABELS[name]}, {at(r)}",
+                measured,
+                verdict(x["share"]) if name == WHOLE else "—",
+            )
+        )
     return figures, body
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/trust.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bench/trust.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--sequential", action="store_true", help="configurations one after another (see above)")
     mode.add_argument("--in-process", action="store_true", help="card proof and access log without servers")
-    parser.add_argument("--rate", type=float, default=None,
-                        help="checks/s offered to each server (default 1000; --sequential: 0, a closed loop)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="checks/s offered to each server (default 1000; --sequential: 0, a closed loop)",
+    )
     parser.add_argument("--checks", type=int, default=3000, help="checks per server per round (in-process: appends)")
     parser.add_argument("--threads", type=int, default=8, help="client threads per server (in-process: appenders)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
-    parser.add_argument("--configs", default="mtls-serial,mtls-proof,mtls-proof-log",
-                        help="configurations besides plain, from " + ", ".join(LABELS))
+    parser.add_argument(
+        "--configs",
+        default="mtls-serial,mtls-proof,mtls-proof-log",
+        help="configurations besides plain, from " + ", ".join(LABELS),
+    )
     common.add_record_flag(parser)
     args = parser.parse_args(argv)
     args.configs = [c for c in args.configs.split(",") if c]

@@ -25,10 +25,14 @@ def build(variant: str) -> str:
     """Build (or bring up to date: setuptools rebuilds only what changed) the
     engine without `variant`'s techniques; the path of its _engine module."""
     lib = common.ROOT / "build" / f"variant-{variant}"
-    done = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(lib),
-                           "--build-temp", str(lib) + "-tmp"], cwd=common.ROOT,
-                          env=dict(os.environ, ONSHI_ENGINE_VARIANT=variant), capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(lib), "--build-temp", str(lib) + "-tmp"],
+        cwd=common.ROOT,
+        env=dict(os.environ, ONSHI_ENGINE_VARIANT=variant),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if done.returncode:
         raise RuntimeError(f"variant build {variant} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     (path,) = glob.glob(str(lib / "onshi" / "ext" / "_engine.*.so"))

@@ -16,19 +16,21 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 # In the order `onshi --help` lists them; each subparser sets func=callable(args) -> int.
 COMMANDS = (
-    gen,       # onshi gen
-    serve,     # onshi serve, onshi check
-    claims,    # onshi claims verify
-    ingest,    # onshi ingest-serve, onshi ingest-file
-    pki,       # onshi pki init|card|revoke (test PKI)
-    audit,     # onshi audit verify|anchor|compact|show|keygen|seal
+    gen,  # onshi gen
+    serve,  # onshi serve, onshi check
+    claims,  # onshi claims verify
+    ingest,  # onshi ingest-serve, onshi ingest-file
+    pki,  # onshi pki init|card|revoke (test PKI)
+    audit,  # onshi audit verify|anchor|compact|show|keygen|seal
     terminal,  # onshi terminal check|watch (clinic terminal)
-    bench,     # onshi bench NAME
+    bench,  # onshi bench NAME
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onshi", description="Online insurance-qualification checks (オンライン資格確認).")
+    parser = argparse.ArgumentParser(
+        prog="onshi", description="Online insurance-qualification checks (オンライン資格確認)."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)

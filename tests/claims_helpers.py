@@ -15,28 +15,50 @@ from onshi.v1 import claims_pb2 as cpb
 from onshi.v1 import qualification_pb2 as qpb
 
 D = dt.date
-KYOKAI = with_check_digit("0113001")   # 協会けんぽ
-KUMIAI = with_check_digit("0613002")   # 健保組合
-SEAMEN = with_check_digit("0213001")   # 船員保険
+KYOKAI = with_check_digit("0113001")  # 協会けんぽ
+KUMIAI = with_check_digit("0613002")  # 健保組合
+SEAMEN = with_check_digit("0213001")  # 船員保険
 ELDERLY = with_check_digit("3913001")  # 後期高齢者
-NHI = with_check_digit("13101")        # municipal 国保, 6 digits
+NHI = with_check_digit("13101")  # municipal 国保, 6 digits
 FACILITY = "1310000001"
 OTHER_FACILITY = "1310000002"
 
 
-def person(kana: str, birth: dt.date, sex: int = 1, address: str = "東京都千代田区千代田1-1",
-           name: str = "患者", postcode: str = "1000001") -> qpb.Person:
-    return qpb.Person(name=name, name_kana=kana, sex=sex, birth_date=dates.to_proto(birth),
-                      address=address, postcode=postcode)
+def person(
+    kana: str,
+    birth: dt.date,
+    sex: int = 1,
+    address: str = "東京都千代田区千代田1-1",
+    name: str = "患者",
+    postcode: str = "1000001",
+) -> qpb.Person:
+    return qpb.Person(
+        name=name, name_kana=kana, sex=sex, birth_date=dates.to_proto(birth), address=address, postcode=postcode
+    )
 
 
-def qual(insurer: str, symbol: str, number: str, branch: str, acquired: dt.date,
-         lost: dt.date | None = None, name: str = "", **extra) -> qpb.Qualification:
+def qual(
+    insurer: str,
+    symbol: str,
+    number: str,
+    branch: str,
+    acquired: dt.date,
+    lost: dt.date | None = None,
+    name: str = "",
+    **extra,
+) -> qpb.Qualification:
     return qpb.Qualification(
-        insurer_number=insurer, insurer_name=name or f"保険者{insurer}", symbol=symbol,
-        number=number, branch=branch, acquisition_date=dates.to_proto(acquired),
-        loss_date=dates.to_proto(lost) if lost else None, loss_reason=3 if lost else 0,
-        burden_ratio_percent=extra.pop("burden_ratio_percent", 30), **extra)
+        insurer_number=insurer,
+        insurer_name=name or f"保険者{insurer}",
+        symbol=symbol,
+        number=number,
+        branch=branch,
+        acquisition_date=dates.to_proto(acquired),
+        loss_date=dates.to_proto(lost) if lost else None,
+        loss_reason=3 if lost else 0,
+        burden_ratio_percent=extra.pop("burden_ratio_percent", 30),
+        **extra,
+    )
 
 
 def write_people(path, people: list[tuple[qpb.Person, list[qpb.Qualification]]]) -> list[int]:
@@ -44,34 +66,80 @@ def write_people(path, people: list[tuple[qpb.Person, list[qpb.Qualification]]])
     try:
         links = []
         for p, quals in people:
+
             def change(txn, p=p, quals=quals):
                 link = txn.new_link_id()
                 txn.put_history(link, p, quals)
                 return link
+
             links.append(writer.apply(change))
         return links
     finally:
         writer.close()
 
 
-def claim(claim_id: str, insurer: str, symbol: str, number: str, branch: str, birth: dt.date,
-          first: dt.date, last: dt.date | None = None, *, days=(), points: int = 100,
-          facility: str = FACILITY, declaration: cpb.SelfDeclaration | None = None,
-          public_expense=(), high_cost: bool = False) -> cpb.Claim:
-    return cpb.Claim(claim_id=claim_id, facility_code=facility, insurer_number=insurer, symbol=symbol,
-                     number=number, branch=branch, birth_date=dates.to_proto(birth),
-                     first_visit_date=dates.to_proto(first), last_visit_date=dates.to_proto(last or first),
-                     visit_days=list(days), kind=cpb.CLAIM_KIND_MEDICAL, points=points,
-                     declaration=declaration, public_expense_numbers=list(public_expense),
-                     high_cost=high_cost)
+def claim(
+    claim_id: str,
+    insurer: str,
+    symbol: str,
+    number: str,
+    branch: str,
+    birth: dt.date,
+    first: dt.date,
+    last: dt.date | None = None,
+    *,
+    days=(),
+    points: int = 100,
+    facility: str = FACILITY,
+    declaration: cpb.SelfDeclaration | None = None,
+    public_expense=(),
+    high_cost: bool = False,
+) -> cpb.Claim:
+    return cpb.Claim(
+        claim_id=claim_id,
+        facility_code=facility,
+        insurer_number=insurer,
+        symbol=symbol,
+        number=number,
+        branch=branch,
+        birth_date=dates.to_proto(birth),
+        first_visit_date=dates.to_proto(first),
+        last_visit_date=dates.to_proto(last or first),
+        visit_days=list(days),
+        kind=cpb.CLAIM_KIND_MEDICAL,
+        points=points,
+        declaration=declaration,
+        public_expense_numbers=list(public_expense),
+        high_cost=high_cost,
+    )
 
 
-def unknown_claim(claim_id: str, birth: dt.date, first: dt.date, last: dt.date | None = None, *,
-                  late_elderly: bool = False, points: int = 100, facility: str = FACILITY,
-                  days=(), **declared) -> cpb.Claim:
-    return claim(claim_id, "77777777", "", "77777777" if late_elderly else "777777777", "",
-                 birth, first, last, days=days, points=points, facility=facility,
-                 declaration=cpb.SelfDeclaration(**declared))
+def unknown_claim(
+    claim_id: str,
+    birth: dt.date,
+    first: dt.date,
+    last: dt.date | None = None,
+    *,
+    late_elderly: bool = False,
+    points: int = 100,
+    facility: str = FACILITY,
+    days=(),
+    **declared,
+) -> cpb.Claim:
+    return claim(
+        claim_id,
+        "77777777",
+        "",
+        "77777777" if late_elderly else "777777777",
+        "",
+        birth,
+        first,
+        last,
+        days=days,
+        points=points,
+        facility=facility,
+        declaration=cpb.SelfDeclaration(**declared),
+    )
 
 
 class Opened:

@@ -30,7 +30,7 @@ def require_native(name: str | None = None) -> None:
 
 @pytest.fixture(scope="module", params=IMPLS)
 def impl(request) -> str:
-    """"native" or "pure": the side of every twin this test runs against. A test
+    """ "native" or "pure": the side of every twin this test runs against. A test
     passes it where it opens one (open_engine, history.codec, claims.Verifier,
     cardproof's, AuditLog: `kind=impl`) or as ONSHI_ENGINE to the processes it
     starts. Module-scoped, so a module's servers are started once per side."""

@@ -76,9 +76,35 @@ UINT64 = (0, 1, 2**64 - 1, 2**63, 2**63 - 1, 2**32, 10**6)
 UINT32 = (0, 1, 2**32 - 1, 2**31)
 YEARS = (0, 1, 1970, 2024, 9999, 10_000, 2**31 - 1, -1, -(2**31))
 TEXTS = (
-    "", " ", "0", "00", "1310000001", "06139992", "01130012", "77777777", "777777777", "ヤマダタロウ", "山田太郎",
-    "\u0000", "\x1f", "a\x1fb", "\n\r\t", "\u202e\u202d", "e\u0301\u0301\u0301", "\U0001f600" * 3, "𠮷野家",
-    "０６１３９９９２", "ｱｲｳ", "\ufeff", "\uffff", "A" * 129, "9" * 65, "-1", "1e9", "%s%n", "'; DROP TABLE x; --",
+    "",
+    " ",
+    "0",
+    "00",
+    "1310000001",
+    "06139992",
+    "01130012",
+    "77777777",
+    "777777777",
+    "ヤマダタロウ",
+    "山田太郎",
+    "\u0000",
+    "\x1f",
+    "a\x1fb",
+    "\n\r\t",
+    "\u202e\u202d",
+    "e\u0301\u0301\u0301",
+    "\U0001f600" * 3,
+    "𠮷野家",
+    "０６１３９９９２",
+    "ｱｲｳ",
+    "\ufeff",
+    "\uffff",
+    "A" * 129,
+    "9" * 65,
+    "-1",
+    "1e9",
+    "%s%n",
+    "'; DROP TABLE x; --",
 )
 ODD_CHARS = "\u0000\u0001\x1f\u200b\u202e\ufeff\uffff\U0001f600𠮷ア０ｱé\u0301\n"
 
@@ -150,8 +176,9 @@ class Generator:
             if r.random() > density:
                 continue
             repeated = f.is_repeated
-            count = (r.choice((0, 1, 2, 3, 3, 50)) if r.random() < 0.97 else r.choice((1000, 10_000))) \
-                if repeated else 1
+            count = (
+                (r.choice((0, 1, 2, 3, 3, 50)) if r.random() < 0.97 else r.choice((1000, 10_000))) if repeated else 1
+            )
             if depth:
                 count = min(count, 50)
             if f.type == F.TYPE_MESSAGE:
@@ -224,8 +251,11 @@ class Generator:
         for _ in range(r.randint(1, 3)):
             target = msg
             for _depth in range(4):
-                subs = [f for f in target.DESCRIPTOR.fields if f.type == F.TYPE_MESSAGE
-                        and not f.is_repeated and target.HasField(f.name)]
+                subs = [
+                    f
+                    for f in target.DESCRIPTOR.fields
+                    if f.type == F.TYPE_MESSAGE and not f.is_repeated and target.HasField(f.name)
+                ]
                 if not subs or r.random() < 0.5:
                     break
                 target = getattr(target, r.choice(subs).name)
@@ -265,22 +295,22 @@ class Generator:
         r = self.rng
         how = r.randrange(9)
         if how == 0 and raw:
-            return raw[: r.randrange(len(raw))]                            # cut short
+            return raw[: r.randrange(len(raw))]  # cut short
         if how == 1 and raw:
-            return self.flip(raw)                                        # a few bytes changed
+            return self.flip(raw)  # a few bytes changed
         if how == 2:
-            return r.randbytes(r.choice((1, 5, 64, 1000)))              # garbage
+            return r.randbytes(r.choice((1, 5, 64, 1000)))  # garbage
         if how == 3:
-            return raw + b"\x0a\x04\xff\xfe\xc0\x80"                     # field 1: invalid UTF-8
+            return raw + b"\x0a\x04\xff\xfe\xc0\x80"  # field 1: invalid UTF-8
         if how == 4:
-            return raw + b"\x0a\xff\xff\xff\xff\x0f"                     # a length far past the end
+            return raw + b"\x0a\xff\xff\xff\xff\x0f"  # a length far past the end
         if how == 5:
-            return b"\x0b" * 200 + b"\x0c" * 200                          # nested groups, deeper than any limit
+            return b"\x0b" * 200 + b"\x0c" * 200  # nested groups, deeper than any limit
         if how == 6:
-            return raw + b"\x09" + b"\x00" * 3                           # fixed64 cut short
+            return raw + b"\x09" + b"\x00" * 3  # fixed64 cut short
         if how == 7:
-            return raw + b"\xf8\xff\xff\xff\x0f\x01"                     # an unknown field number near the max
-        return b"\x12" + bytes([r.randrange(1, 128)]) + raw[:40]          # a wrong wire type/length up front
+            return raw + b"\xf8\xff\xff\xff\x0f\x01"  # an unknown field number near the max
+        return b"\x12" + bytes([r.randrange(1, 128)]) + raw[:40]  # a wrong wire type/length up front
 
     def metadata(self) -> tuple:
         r = self.rng
@@ -299,6 +329,7 @@ def message_class(descriptor):
 
 # --- what each server serves -------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Method:
     path: str
@@ -310,14 +341,21 @@ class Method:
 def served_methods(channel: grpc.Channel) -> list[Method]:
     """Every method of every service the server lists through reflection."""
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    answer = next(iter(stub.ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=CALL_TIMEOUT)))
+    answer = next(
+        iter(
+            stub.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=CALL_TIMEOUT
+            )
+        )
+    )
     pool = descriptor_pool.Default()
     out = []
     for service in answer.list_services_response.service:
         desc = pool.FindServiceByName(service.name)
-        out.extend(Method(f"/{desc.full_name}/{m.name}", m.input_type, m.client_streaming, m.server_streaming)
-                   for m in desc.methods)
+        out.extend(
+            Method(f"/{desc.full_name}/{m.name}", m.input_type, m.client_streaming, m.server_streaming)
+            for m in desc.methods
+        )
     return out
 
 
@@ -344,9 +382,11 @@ def call(channel: grpc.Channel, method: Method, example: Example, metadata: tupl
 
 # --- the servers -------------------------------------------------------------------
 
+
 @dataclass
 class Target:
     """One running server and how to reach it as each role."""
+
     name: str
     proc: Proc
     secure: bool
@@ -357,16 +397,20 @@ class Target:
         key = role if self.secure else "plain"
         if key not in self.channels:
             target = f"127.0.0.1:{self.proc.port}"
-            self.channels[key] = (grpc.secure_channel(target, client_credentials(ROLE_STEMS[role]))
-                                  if self.secure else grpc.insecure_channel(target))
+            self.channels[key] = (
+                grpc.secure_channel(target, client_credentials(ROLE_STEMS[role]))
+                if self.secure
+                else grpc.insecure_channel(target)
+            )
         return self.channels[key]
 
     def metadata(self, role: str) -> tuple:
         """Plaintext servers (no trust options) take the caller's codes from metadata."""
         if self.secure:
             return ()
-        return {"facility": (("x-onshi-facility", FACILITY),), "insurer": (("x-onshi-insurer", INSURER_A),)
-                }.get(role, ())
+        return {"facility": (("x-onshi-facility", FACILITY),), "insurer": (("x-onshi-insurer", INSURER_A),)}.get(
+            role, ()
+        )
 
     def alive(self) -> bool:
         return self.proc.proc.poll() is None
@@ -389,8 +433,13 @@ def start_servers(base: Path, *, secure: bool, env: dict | None = None) -> list[
     env = {"ONSHI_CLAIM_HELPERS": "0", **(env or {})}
     for name, argv in (("serve", ("serve", "--workers", "1")), ("ingest-serve", ("ingest-serve",))):
         port_file = base / f"{name}-{tag}.port"
-        proc = Proc(onshi(*argv, "--data", str(store), "--port", "0", "--port-file", str(port_file), *trust),
-                    port_file, base / f"{name}-{tag}.log", timeout=60, env=env)
+        proc = Proc(
+            onshi(*argv, "--data", str(store), "--port", "0", "--port-file", str(port_file), *trust),
+            port_file,
+            base / f"{name}-{tag}.log",
+            timeout=60,
+            env=env,
+        )
         targets.append(Target(name, proc, secure))
     for t in targets:
         t.methods = served_methods(t.channel("operator"))
@@ -404,6 +453,7 @@ def roles_for(path: str) -> list[str]:
 
 # --- valid requests to start from ----------------------------------------------------
 
+
 def seeds() -> dict[str, Callable[[], list]]:
     from google.type import date_pb2
 
@@ -412,22 +462,59 @@ def seeds() -> dict[str, Callable[[], list]]:
     def d(y, m, day):
         return date_pb2.Date(year=y, month=m, day=day)
 
-    claim = claims_pb2.Claim(claim_id="fz1", facility_code=FACILITY, insurer_number=INSURER_A, symbol="A1",
-                             number="100", branch="00", birth_date=d(1970, 1, 2), first_visit_date=d(2024, 4, 2),
-                             last_visit_date=d(2024, 4, 2), visit_days=[2], kind=1, points=100)
-    unknown = claims_pb2.Claim(claim_id="fz2", facility_code=FACILITY, insurer_number="77777777",
-                               number="777777777", birth_date=d(1990, 5, 6), first_visit_date=d(2024, 4, 2),
-                               last_visit_date=d(2024, 4, 2), kind=1, points=100,
-                               declaration=claims_pb2.SelfDeclaration(name_kana="スズキイチロウ", sex=1,
-                                                                      address="東京都千代田区千代田1-1"))
-    person = qualification_pb2.Person(name="布瑠部 由良", name_kana="フルベ ユラ", sex=2, birth_date=d(1999, 9, 9),
-                                      address="東京都港区1-1", postcode="1050001")
-    qual = qualification_pb2.Qualification(symbol="Z9", number="9", branch="00", relationship=1,
-                                           acquisition_date=d(2024, 4, 1), burden_ratio_percent=30)
-    update = epb.EnrollmentUpdate(update_id="fz-u1", insurer_number=INSURER_A, resident_id="10000009999",
-                                  person=person, acquisition=epb.Acquisition(qualification=qual))
-    resident = epb.Resident(resident_id="10000009999", name=person.name, name_kana=person.name_kana, sex=2,
-                            birth_date=person.birth_date, address=person.address, postcode=person.postcode)
+    claim = claims_pb2.Claim(
+        claim_id="fz1",
+        facility_code=FACILITY,
+        insurer_number=INSURER_A,
+        symbol="A1",
+        number="100",
+        branch="00",
+        birth_date=d(1970, 1, 2),
+        first_visit_date=d(2024, 4, 2),
+        last_visit_date=d(2024, 4, 2),
+        visit_days=[2],
+        kind=1,
+        points=100,
+    )
+    unknown = claims_pb2.Claim(
+        claim_id="fz2",
+        facility_code=FACILITY,
+        insurer_number="77777777",
+        number="777777777",
+        birth_date=d(1990, 5, 6),
+        first_visit_date=d(2024, 4, 2),
+        last_visit_date=d(2024, 4, 2),
+        kind=1,
+        points=100,
+        declaration=claims_pb2.SelfDeclaration(name_kana="スズキイチロウ", sex=1, address="東京都千代田区千代田1-1"),
+    )
+    person = qualification_pb2.Person(
+        name="布瑠部 由良",
+        name_kana="フルベ ユラ",
+        sex=2,
+        birth_date=d(1999, 9, 9),
+        address="東京都港区1-1",
+        postcode="1050001",
+    )
+    qual = qualification_pb2.Qualification(
+        symbol="Z9", number="9", branch="00", relationship=1, acquisition_date=d(2024, 4, 1), burden_ratio_percent=30
+    )
+    update = epb.EnrollmentUpdate(
+        update_id="fz-u1",
+        insurer_number=INSURER_A,
+        resident_id="10000009999",
+        person=person,
+        acquisition=epb.Acquisition(qualification=qual),
+    )
+    resident = epb.Resident(
+        resident_id="10000009999",
+        name=person.name,
+        name_kana=person.name_kana,
+        sex=2,
+        birth_date=person.birth_date,
+        address=person.address,
+        postcode=person.postcode,
+    )
 
     def copies(msg, n):
         def make():
@@ -437,50 +524,73 @@ def seeds() -> dict[str, Callable[[], list]]:
                 m.CopyFrom(msg)
                 out.append(m)
             return out
+
         return make
 
     def card(cls, purpose):
         def make():
             return [cls(**_proof_fields(purpose))]
+
         return make
 
     return {
-        "/onshi.v1.EligibilityService/CheckByCard": card(eligibility_pb2.CheckByCardRequest,
-                                                          cardproof.PURPOSE_CHECK_BY_CARD),
-        "/onshi.v1.EligibilityService/CheckByNumber": lambda: [eligibility_pb2.CheckByNumberRequest(
-            insurer_number=INSURER_C, symbol="C1", number="400", branch="00", birth_date=d(1990, 5, 6),
-            as_of=d(2024, 4, 2))],
+        "/onshi.v1.EligibilityService/CheckByCard": card(
+            eligibility_pb2.CheckByCardRequest, cardproof.PURPOSE_CHECK_BY_CARD
+        ),
+        "/onshi.v1.EligibilityService/CheckByNumber": lambda: [
+            eligibility_pb2.CheckByNumberRequest(
+                insurer_number=INSURER_C,
+                symbol="C1",
+                number="400",
+                branch="00",
+                birth_date=d(1990, 5, 6),
+                as_of=d(2024, 4, 2),
+            )
+        ],
         "/onshi.v1.AuditService/ListMyAccess": card(audit_pb2.ListMyAccessRequest, cardproof.PURPOSE_LIST_MY_ACCESS),
         "/onshi.v1.ClaimService/VerifyClaims": copies(claims_pb2.VerifyClaimsRequest(claims=[claim, unknown]), 3),
-        "/onshi.v1.ClaimService/Apportion": lambda: [claims_pb2.ApportionRequest(
-            facility_code=FACILITY, first_month=d(2024, 4, 0), last_month=d(2024, 6, 0))],
+        "/onshi.v1.ClaimService/Apportion": lambda: [
+            claims_pb2.ApportionRequest(facility_code=FACILITY, first_month=d(2024, 4, 0), last_month=d(2024, 6, 0))
+        ],
         "/onshi.v1.EnrollmentService/StreamUpdates": copies(update, 3),
         "/onshi.v1.EnrollmentService/StreamUpdateBatches": copies(epb.StreamUpdateBatchesRequest(updates=[update]), 3),
         "/onshi.v1.EnrollmentService/PutResidents": lambda: [epb.PutResidentsRequest(residents=[resident])],
-        "/onshi.v1.EnrollmentService/ListQuarantine": lambda: [epb.ListQuarantineRequest(
-            insurer_number=INSURER_A, page_size=10, after_quarantine_id=1)],
-        "/onshi.v1.EnrollmentService/ResolveQuarantine": lambda: [epb.ResolveQuarantineRequest(
-            quarantine_id=1, resolution=epb.RESOLUTION_DISCARD, reason="duplicate")],
-        "/onshi.v1.EnrollmentService/ListNotices": lambda: [epb.ListNoticesRequest(
-            insurer_number=INSURER_A, page_size=10, after_notice_id=1)],
+        "/onshi.v1.EnrollmentService/ListQuarantine": lambda: [
+            epb.ListQuarantineRequest(insurer_number=INSURER_A, page_size=10, after_quarantine_id=1)
+        ],
+        "/onshi.v1.EnrollmentService/ResolveQuarantine": lambda: [
+            epb.ResolveQuarantineRequest(quarantine_id=1, resolution=epb.RESOLUTION_DISCARD, reason="duplicate")
+        ],
+        "/onshi.v1.EnrollmentService/ListNotices": lambda: [
+            epb.ListNoticesRequest(insurer_number=INSURER_A, page_size=10, after_notice_id=1)
+        ],
         "/onshi.v1.EnrollmentService/AcknowledgeNotices": lambda: [epb.AcknowledgeNoticesRequest(notice_ids=[1, 2])],
-        "/onshi.v1.LinkService/LinkCard": lambda: [epb.LinkCardRequest(
-            card_serial="ABC123", resident_id="10000009999", insurer_number=INSURER_A)],
+        "/onshi.v1.LinkService/LinkCard": lambda: [
+            epb.LinkCardRequest(card_serial="ABC123", resident_id="10000009999", insurer_number=INSURER_A)
+        ],
         "/onshi.v1.LinkService/ListLinkNotices": lambda: [epb.ListLinkNoticesRequest(resident_id="10000009999")],
-        "/onshi.v1.RelayService/FindInsurer": lambda: [relay_pb2.FindInsurerRequest(
-            own_member=relay_pb2.MemberNumber(insurer_number=INSURER_A, symbol="A1", number="100", branch="00"),
-            legal_basis="健康保険法 第197条")],
-        "/onshi.v1.TrustService/SetSystemFailureMode": lambda: [trust_pb2.SetSystemFailureModeRequest(
-            enabled=True, reason="drill")],
-        "/onshi.v1.TrustService/LookupByBasicInfo": lambda: [trust_pb2.LookupByBasicInfoRequest(
-            name_kana="スズキイチロウ", sex=1, birth_date=d(1990, 5, 6), address="東京都千代田区千代田1-1")],
+        "/onshi.v1.RelayService/FindInsurer": lambda: [
+            relay_pb2.FindInsurerRequest(
+                own_member=relay_pb2.MemberNumber(insurer_number=INSURER_A, symbol="A1", number="100", branch="00"),
+                legal_basis="健康保険法 第197条",
+            )
+        ],
+        "/onshi.v1.TrustService/SetSystemFailureMode": lambda: [
+            trust_pb2.SetSystemFailureModeRequest(enabled=True, reason="drill")
+        ],
+        "/onshi.v1.TrustService/LookupByBasicInfo": lambda: [
+            trust_pb2.LookupByBasicInfoRequest(
+                name_kana="スズキイチロウ", sex=1, birth_date=d(1990, 5, 6), address="東京都千代田区千代田1-1"
+            )
+        ],
         "/onshi.v1.TrustService/PutRevocationList": lambda: [trust_pb2.PutRevocationListRequest(crl=_crl())],
         "/grpc.health.v1.Health/Check": lambda: [health_pb2.HealthCheckRequest(service="onshi.v1.EligibilityService")],
         "/grpc.health.v1.Health/Watch": lambda: [health_pb2.HealthCheckRequest(service="")],
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": lambda: [
             reflection_pb2.ServerReflectionRequest(file_containing_symbol="onshi.v1.ClaimService"),
             reflection_pb2.ServerReflectionRequest(list_services=""),
-            reflection_pb2.ServerReflectionRequest(file_by_filename="onshi/v1/claims.proto")],
+            reflection_pb2.ServerReflectionRequest(file_by_filename="onshi/v1/claims.proto"),
+        ],
     }
 
 
@@ -496,22 +606,42 @@ def _crl() -> bytes:
 
 # --- a run -------------------------------------------------------------------------
 
-KNOWN_NUMBER = eligibility_pb2.CheckByNumberRequest(insurer_number=INSURER_C, symbol="C1", number="400",
-                                                    branch="00", birth_date=dates.to_proto(dt.date(1990, 5, 6)),
-                                                    as_of=dates.to_proto(dt.date(2024, 4, 2)))
-KNOWN_CLAIM = claims_pb2.VerifyClaimsRequest(claims=[claims_pb2.Claim(
-    claim_id="known", facility_code=FACILITY, insurer_number=INSURER_C, symbol="C1", number="400", branch="00",
-    birth_date=dates.to_proto(dt.date(1990, 5, 6)), first_visit_date=dates.to_proto(dt.date(2024, 4, 2)),
-    last_visit_date=dates.to_proto(dt.date(2024, 4, 2)), kind=1, points=100)])
+KNOWN_NUMBER = eligibility_pb2.CheckByNumberRequest(
+    insurer_number=INSURER_C,
+    symbol="C1",
+    number="400",
+    branch="00",
+    birth_date=dates.to_proto(dt.date(1990, 5, 6)),
+    as_of=dates.to_proto(dt.date(2024, 4, 2)),
+)
+KNOWN_CLAIM = claims_pb2.VerifyClaimsRequest(
+    claims=[
+        claims_pb2.Claim(
+            claim_id="known",
+            facility_code=FACILITY,
+            insurer_number=INSURER_C,
+            symbol="C1",
+            number="400",
+            branch="00",
+            birth_date=dates.to_proto(dt.date(1990, 5, 6)),
+            first_visit_date=dates.to_proto(dt.date(2024, 4, 2)),
+            last_visit_date=dates.to_proto(dt.date(2024, 4, 2)),
+            kind=1,
+            points=100,
+        )
+    ]
+)
 
 
 def known_answer(target: Target) -> bytes:
     """A check the fuzz cannot change (a person no seed touches), as raw bytes."""
     if target.name == "serve":
         return target.channel("review").unary_unary("/onshi.v1.EligibilityService/CheckByNumber")(
-            KNOWN_NUMBER.SerializeToString(), timeout=CALL_TIMEOUT)
+            KNOWN_NUMBER.SerializeToString(), timeout=CALL_TIMEOUT
+        )
     responses = target.channel("facility").stream_stream("/onshi.v1.ClaimService/VerifyClaims")(
-        iter([KNOWN_CLAIM.SerializeToString()]), timeout=CALL_TIMEOUT, metadata=target.metadata("facility"))
+        iter([KNOWN_CLAIM.SerializeToString()]), timeout=CALL_TIMEOUT, metadata=target.metadata("facility")
+    )
     return b"".join(responses)
 
 
@@ -526,8 +656,7 @@ class Report:
 
     def add(self, target: Target, example: Example, role: str, code: grpc.StatusCode, seconds: float) -> None:
         self.examples += 1
-        self.slowest = sorted([*self.slowest, (seconds, target.name, example.method, code.name)],
-                              reverse=True)[:5]
+        self.slowest = sorted([*self.slowest, (seconds, target.name, example.method, code.name)], reverse=True)[:5]
         self.codes[code.name] += 1
         self.by_server[target.name + (" (mTLS)" if target.secure else " (plaintext)")][code.name] += 1
         if code in BAD_CODES:
@@ -560,10 +689,11 @@ def run(targets: list[Target], examples: int, seed: int, *, log=None) -> Report:
 
 def describe(bad) -> str:
     name, secure, role, code, example = bad
-    bodies = " | ".join(b[:200].hex() + ("..." if len(b) > 200 else "") + f" ({len(b)} bytes)"
-                        for b in example.bodies)
-    return (f"{code}: {name} ({'mTLS' if secure else 'plaintext'}) {example.method} as {role}, "
-            f"{example.kind} body {bodies} metadata {example.metadata}")
+    bodies = " | ".join(b[:200].hex() + ("..." if len(b) > 200 else "") + f" ({len(b)} bytes)" for b in example.bodies)
+    return (
+        f"{code}: {name} ({'mTLS' if secure else 'plaintext'}) {example.method} as {role}, "
+        f"{example.kind} body {bodies} metadata {example.metadata}"
+    )
 
 
 def print_report(report: Report, out=sys.stdout) -> None:
@@ -571,14 +701,16 @@ def print_report(report: Report, out=sys.stdout) -> None:
     for server, codes in sorted(report.by_server.items()):
         print(f"  {server}: " + ", ".join(f"{c} {n}" for c, n in codes.most_common()), file=out)
     print("  total: " + ", ".join(f"{c} {n}" for c, n in report.codes.most_common()), file=out)
-    print("  slowest calls: " + "; ".join(f"{s:.2f} s {name} {m} {c}" for s, name, m, c in report.slowest),
-          file=out)
+    print("  slowest calls: " + "; ".join(f"{s:.2f} s {name} {m} {c}" for s, name, m, c in report.slowest), file=out)
 
 
 # --- every field at its edges ---------------------------------------------------------
 
 EDGE_INTS = {
-    "int32": (2**31 - 1, -(2**31)), "int64": (2**63 - 1, -(2**63)), "uint64": (2**64 - 1,), "uint32": (2**32 - 1,),
+    "int32": (2**31 - 1, -(2**31)),
+    "int64": (2**63 - 1, -(2**63)),
+    "uint64": (2**64 - 1,),
+    "uint32": (2**32 - 1,),
 }
 
 
@@ -620,8 +752,11 @@ def edge_cases(base, prefix: str = "", depth: int = 0):
             else:
                 if depth >= 3 or f.message_type.GetOptions().map_entry:
                     continue
-                template = getattr(base, f.name)[0] if f.is_repeated and len(getattr(base, f.name)) \
+                template = (
+                    getattr(base, f.name)[0]
+                    if f.is_repeated and len(getattr(base, f.name))
                     else (None if f.is_repeated else getattr(base, f.name))
+                )
                 if template is None:
                     continue
                 for sub_path, sub in edge_cases(template, path + ".", depth + 1):

@@ -88,14 +88,23 @@ def store_population(path, persons: list[ModelPerson]) -> list[int]:
     links = []
     try:
         for i, person in enumerate(persons):
-            proto_person = pb.Person(name=f"患者{i}", name_kana=f"カンジャ{i}", sex=1 + i % 2,
-                                     birth_date=dates.to_proto(person.birth))
-            quals = [pb.Qualification(
-                insurer_number=q.insurer, insurer_name=q.name or f"保険者{q.insurer}",
-                symbol=q.symbol, number=q.number, branch=q.branch,
-                acquisition_date=dates.to_proto(q.acquired),
-                loss_date=dates.to_proto(q.lost) if q.lost else None,
-                loss_reason=3 if q.lost else 0, burden_ratio_percent=30) for q in person.quals]
+            proto_person = pb.Person(
+                name=f"患者{i}", name_kana=f"カンジャ{i}", sex=1 + i % 2, birth_date=dates.to_proto(person.birth)
+            )
+            quals = [
+                pb.Qualification(
+                    insurer_number=q.insurer,
+                    insurer_name=q.name or f"保険者{q.insurer}",
+                    symbol=q.symbol,
+                    number=q.number,
+                    branch=q.branch,
+                    acquisition_date=dates.to_proto(q.acquired),
+                    loss_date=dates.to_proto(q.lost) if q.lost else None,
+                    loss_reason=3 if q.lost else 0,
+                    burden_ratio_percent=30,
+                )
+                for q in person.quals
+            ]
 
             def change(txn, person=person, proto_person=proto_person, quals=quals):
                 link = txn.new_link_id()

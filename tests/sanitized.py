@@ -20,8 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _runtime(name: str) -> str | None:
     try:
-        path = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        path = subprocess.run(
+            ["gcc", f"-print-file-name={name}"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return path if os.path.isabs(path) and os.path.exists(path) else None
@@ -40,9 +41,23 @@ def build() -> str:
     """Build (or bring up to date) the sanitized extensions; returns their directory."""
     lib = os.path.join(ROOT, "build", "asan-lib")
     env = dict(os.environ, ONSHI_DEBUG_BUILD="1")
-    done = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", lib,
-                           "--build-temp", os.path.join(ROOT, "build", "asan-tmp")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "setup.py",
+            "-q",
+            "build_ext",
+            "--build-lib",
+            lib,
+            "--build-temp",
+            os.path.join(ROOT, "build", "asan-tmp"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if done.returncode:
         raise RuntimeError(f"sanitized build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return os.path.join(lib, "onshi", "ext")

@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
         delay_commits(args.ack_delay_ms / 1000.0)
     from onshi.cli import main as onshi
 
-    return onshi(argv[cut + 1:])
+    return onshi(argv[cut + 1 :])
 
 
 if __name__ == "__main__":

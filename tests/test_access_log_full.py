@@ -37,8 +37,9 @@ from tests.trust_helpers import (
     server_credentials,
 )
 
-CHECK = eligibility_pb2.CheckByNumberRequest(insurer_number=INSURER_C, symbol="C1", number="400", branch="00",
-                                             birth_date={"year": 1990, "month": 5, "day": 6})
+CHECK = eligibility_pb2.CheckByNumberRequest(
+    insurer_number=INSURER_C, symbol="C1", number="400", branch="00", birth_date={"year": 1990, "month": 5, "day": 6}
+)
 
 
 @contextlib.contextmanager
@@ -72,8 +73,13 @@ def test_a_check_answers_unavailable_and_the_terminal_shows_the_outage_procedure
         engine = open_engine(str(tmp_path / "store"), "pure")
         jpki = os.path.join(pki_dir(), "jpki")
         hooks = EligibilityTrust(CardVerifier.from_files([os.path.join(jpki, "ca.pem")]), log)
-        serving = app.create_server(engine, credentials=server_credentials(), interceptors=auth.interceptors(),
-                                    card_proof=hooks.card_proof, audit=hooks.audit)
+        serving = app.create_server(
+            engine,
+            credentials=server_credentials(),
+            interceptors=auth.interceptors(),
+            card_proof=hooks.card_proof,
+            audit=hooks.audit,
+        )
         serving.server.start()
         target = f"127.0.0.1:{serving.port}"
         try:
@@ -103,9 +109,24 @@ def test_ingest_serve_answers_unavailable_when_its_access_log_is_full(tmp_path):
 
     build_store(str(tmp_path / "store"))
     with tiny_disk(tmp_path / "disk", "1100k") as disk:
-        proc = Proc(onshi("ingest-serve", "--data", str(tmp_path / "store"), "--port", "0", "--port-file",
-                          str(tmp_path / "port"), "--pki", pki_dir(), "--audit-dir", str(disk / "audit")),
-                    tmp_path / "port", tmp_path / "log", env={"ONSHI_CLAIM_HELPERS": "0"})
+        proc = Proc(
+            onshi(
+                "ingest-serve",
+                "--data",
+                str(tmp_path / "store"),
+                "--port",
+                "0",
+                "--port-file",
+                str(tmp_path / "port"),
+                "--pki",
+                pki_dir(),
+                "--audit-dir",
+                str(disk / "audit"),
+            ),
+            tmp_path / "port",
+            tmp_path / "log",
+            env={"ONSHI_CLAIM_HELPERS": "0"},
+        )
         try:
             stub = claims_pb2_grpc.ClaimServiceStub(secure_channel(proc.port, "review"))
             batch = cpb.VerifyClaimsRequest(claims=[claim(i) for i in range(10_000)])

@@ -26,8 +26,15 @@ def writer(impl, monkeypatch):
 
 
 def rec(i: int, **kw) -> AuditRecord:
-    return AuditRecord(actor="facility:1310000001", action="CheckByCard", subject=f"card:{i:04x}",
-                       items="validity=1 qualifications=1", purpose="visit", request_id=f"r{i}", **kw)
+    return AuditRecord(
+        actor="facility:1310000001",
+        action="CheckByCard",
+        subject=f"card:{i:04x}",
+        items="validity=1 qualifications=1",
+        purpose="visit",
+        request_id=f"r{i}",
+        **kw,
+    )
 
 
 def write(directory, n=20, stream="s", **kw) -> AuditLog:
@@ -111,8 +118,9 @@ def test_records_round_trip_and_verify(tmp_path):
 
 def test_group_commit_batches_concurrent_appenders(tmp_path):
     log = AuditLog(str(tmp_path), "s")
-    threads = [threading.Thread(target=lambda k=k: [log.append(rec(k * 1000 + i)) for i in range(50)])
-               for k in range(8)]
+    threads = [
+        threading.Thread(target=lambda k=k: [log.append(rec(k * 1000 + i)) for i in range(50)]) for k in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -415,11 +423,15 @@ def test_reopen_after_crash_cuts_the_unacknowledged_tail(tmp_path):
 def test_read_about_one_person_uses_the_index_of_sealed_segments(tmp_path):
     log = AuditLog(str(tmp_path), "s")
     for i in range(30):
-        log.append(AuditRecord(actor="facility:1310000001", action="CheckByCard",
-                               subject=f"card:{i % 3}", request_id=f"a{i}"))
+        log.append(
+            AuditRecord(actor="facility:1310000001", action="CheckByCard", subject=f"card:{i % 3}", request_id=f"a{i}")
+        )
     log.rotate()
-    log.append(AuditRecord(actor="insurer:06139992", action="RelayFindInsurer", subject="link:7", link_id=7,
-                           request_id="relay"))
+    log.append(
+        AuditRecord(
+            actor="insurer:06139992", action="RelayFindInsurer", subject="link:7", link_id=7, request_id="relay"
+        )
+    )
     log.rotate()
     log.append(AuditRecord(actor="facility:1310000002", action="CheckByCard", subject="card:1", request_id="live"))
     log.close()

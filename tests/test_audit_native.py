@@ -20,9 +20,18 @@ from tests.conftest import require_native
 require_native("_auditlog")
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
-records = st.builds(AuditRecord, actor=text, action=text, subject=text,
-                    link_id=st.integers(0, 2**63 - 1), items=text, purpose=text, request_id=text,
-                    flags=st.integers(0, 255), time_ns=st.integers(1, 2**62))
+records = st.builds(
+    AuditRecord,
+    actor=text,
+    action=text,
+    subject=text,
+    link_id=st.integers(0, 2**63 - 1),
+    items=text,
+    purpose=text,
+    request_id=text,
+    flags=st.integers(0, 255),
+    time_ns=st.integers(1, 2**62),
+)
 # A list of steps: a batch of records appended by one call, or a forced rotation.
 steps = st.lists(st.one_of(st.lists(records, min_size=1, max_size=5), st.just("rotate")), max_size=25)
 
@@ -39,17 +48,30 @@ def files(directory) -> dict[str, bytes]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(steps=steps, segment_bytes=st.sampled_from([300, 2000, audit.DEFAULT_SEGMENT_BYTES]),
-       durable=st.booleans(), keyed=st.booleans())
+@given(
+    steps=steps,
+    segment_bytes=st.sampled_from([300, 2000, audit.DEFAULT_SEGMENT_BYTES]),
+    durable=st.booleans(),
+    keyed=st.booleans(),
+)
 def test_native_and_python_writers_write_the_same_bytes(tmp_path_factory, steps, segment_bytes, durable, keyed):
     """Segments, heads (with their MAC when the log has a key) and manifest."""
     # durable=False takes the native writer's other path (it leads with the GIL held).
     base = tmp_path_factory.mktemp("diff")
     key = bytes(range(32)) if keyed else None
     # A fixed clock: rotate() appends a record stamped by it, manifest events too.
-    logs = {kind: AuditLog(str(base / kind), "s", segment_bytes=segment_bytes, kind=kind,
-                           clock=lambda: 1_700_000_000_000_000_000, durable=durable, key=key)
-            for kind in ("native", "pure")}
+    logs = {
+        kind: AuditLog(
+            str(base / kind),
+            "s",
+            segment_bytes=segment_bytes,
+            kind=kind,
+            clock=lambda: 1_700_000_000_000_000_000,
+            durable=durable,
+            key=key,
+        )
+        for kind in ("native", "pure")
+    }
     assert logs["native"].native and not logs["pure"].native
     heads = {}
     for step in steps:

@@ -35,8 +35,9 @@ from tests.trust_helpers import (
     secure_channel,
 )
 
-NUMBER_OF_1 = epb.CheckByNumberRequest(insurer_number=INSURER_A, symbol="A1", number="100", branch="00",
-                                       birth_date={"year": 1970, "month": 1, "day": 2})
+NUMBER_OF_1 = epb.CheckByNumberRequest(
+    insurer_number=INSURER_A, symbol="A1", number="100", branch="00", birth_date={"year": 1970, "month": 1, "day": 2}
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +48,29 @@ def servers(tmp_path_factory):
     crl = base / "crl.der"  # a copy: PutRevocationList replaces it
     shutil.copy(os.path.join(pki_dir(), "jpki", "crl.der"), crl)
     common = ("--pki", pki_dir(), "--audit-dir", str(base / "audit"), "--crl", str(crl))
-    elig = Proc(onshi("serve", "--data", str(store), "--port", "0", "--workers", "1", "--engine", "pure",
-                      "--port-file", str(base / "serve.port"), *common), base / "serve.port", base / "serve.log")
-    ingest = Proc(onshi("ingest-serve", "--data", str(store), "--port", "0", "--port-file",
-                        str(base / "ingest.port"), *common), base / "ingest.port", base / "ingest.log")
+    elig = Proc(
+        onshi(
+            "serve",
+            "--data",
+            str(store),
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--engine",
+            "pure",
+            "--port-file",
+            str(base / "serve.port"),
+            *common,
+        ),
+        base / "serve.port",
+        base / "serve.log",
+    )
+    ingest = Proc(
+        onshi("ingest-serve", "--data", str(store), "--port", "0", "--port-file", str(base / "ingest.port"), *common),
+        base / "ingest.port",
+        base / "ingest.log",
+    )
     yield elig.port, ingest.port, str(base / "audit")
     elig.stop()
     ingest.stop()
@@ -79,8 +99,9 @@ def test_a_person_sees_exactly_their_own_accesses(servers):
     s.CheckByNumber(NUMBER_OF_1, timeout=10, metadata=(("x-onshi-purpose", "pre-submission check"),))
     mine = my_access(ingest, "valid-1")
     seen = sorted((r.accessor_codes[0], r.action) for r in mine.records)
-    assert seen == sorted([(FACILITY, "CheckByCard"), (OTHER_FACILITY, "CheckByCard"),
-                           (OTHER_FACILITY, "CheckByNumber")])
+    assert seen == sorted(
+        [(FACILITY, "CheckByCard"), (OTHER_FACILITY, "CheckByCard"), (OTHER_FACILITY, "CheckByNumber")]
+    )
     assert all(r.accessor_role == audit_pb2.ACCESSOR_ROLE_FACILITY for r in mine.records)
     assert "pre-submission check" in {r.purpose for r in mine.records}
     theirs = my_access(ingest, "valid-2")
@@ -93,10 +114,19 @@ def test_claim_review_is_in_the_persons_log(servers):
     from onshi.v1 import claims_pb2, claims_pb2_grpc
 
     _, ingest, _ = servers
-    claim = claims_pb2.Claim(claim_id="rv-1", facility_code=FACILITY, insurer_number=INSURER_A, symbol="A1",
-                             number="100", branch="00", birth_date={"year": 1970, "month": 1, "day": 2},
-                             first_visit_date={"year": 2024, "month": 4, "day": 2},
-                             last_visit_date={"year": 2024, "month": 4, "day": 2}, kind=1, points=100)
+    claim = claims_pb2.Claim(
+        claim_id="rv-1",
+        facility_code=FACILITY,
+        insurer_number=INSURER_A,
+        symbol="A1",
+        number="100",
+        branch="00",
+        birth_date={"year": 1970, "month": 1, "day": 2},
+        first_visit_date={"year": 2024, "month": 4, "day": 2},
+        last_visit_date={"year": 2024, "month": 4, "day": 2},
+        kind=1,
+        points=100,
+    )
     stub = claims_pb2_grpc.ClaimServiceStub(secure_channel(ingest, "review"))
     list(stub.VerifyClaims(iter([claims_pb2.VerifyClaimsRequest(claims=[claim])]), timeout=10))
     reviews = [r for r in my_access(ingest, "valid-1").records if r.action == "VerifyClaims"]
@@ -110,10 +140,13 @@ def test_enrollment_write_is_in_the_persons_log(servers):
 
     _, ingest, _ = servers
     update = enrollment_pb2.EnrollmentUpdate(
-        update_id="u-ratio-1", insurer_number="01130012", resident_id="R2",
+        update_id="u-ratio-1",
+        insurer_number="01130012",
+        resident_id="R2",
         burden_ratio_change=enrollment_pb2.BurdenRatioChange(
-            insured_number=enrollment_pb2.InsuredNumber(symbol="B2", number="300", branch="01"),
-            burden_ratio_percent=20))
+            insured_number=enrollment_pb2.InsuredNumber(symbol="B2", number="300", branch="01"), burden_ratio_percent=20
+        ),
+    )
     stub = enrollment_pb2_grpc.EnrollmentServiceStub(secure_channel(ingest, "insurer-b"))
     acks = list(stub.StreamUpdates(iter([update]), timeout=10))
     assert [a.update_id for a in acks] == ["u-ratio-1"]
@@ -155,20 +188,30 @@ def test_a_check_proof_is_refused_by_list_my_access_and_the_other_way(servers):
     access = audit_pb2_grpc.AuditServiceStub(secure_channel(ingest, facility_stem()))
     for_check = proof_fields("valid-1")
     assert check.CheckByCard(epb.CheckByCardRequest(**for_check), timeout=10).qualifications
-    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**for_check), timeout=10)) == \
-        (grpc.StatusCode.UNAUTHENTICATED, "CARD_SIGNATURE_INVALID")
+    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**for_check), timeout=10)) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CARD_SIGNATURE_INVALID",
+    )
     unused_for_check = proof_fields("valid-1")
-    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**unused_for_check), timeout=10)) \
-        == (grpc.StatusCode.UNAUTHENTICATED, "CARD_SIGNATURE_INVALID")
+    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**unused_for_check), timeout=10)) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CARD_SIGNATURE_INVALID",
+    )
     for_access = access_proof_fields("valid-1")
     access.ListMyAccess(audit_pb2.ListMyAccessRequest(**for_access), timeout=10)
-    assert _refusal(lambda: check.CheckByCard(epb.CheckByCardRequest(**for_access), timeout=10)) == \
-        (grpc.StatusCode.UNAUTHENTICATED, "CARD_SIGNATURE_INVALID")
+    assert _refusal(lambda: check.CheckByCard(epb.CheckByCardRequest(**for_access), timeout=10)) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CARD_SIGNATURE_INVALID",
+    )
     # Each still works once for its own purpose, and only once.
-    assert _refusal(lambda: check.CheckByCard(epb.CheckByCardRequest(**for_check), timeout=10)) == \
-        (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
-    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**for_access), timeout=10)) == \
-        (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+    assert _refusal(lambda: check.CheckByCard(epb.CheckByCardRequest(**for_check), timeout=10)) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CARD_PROOF_REPLAYED",
+    )
+    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**for_access), timeout=10)) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CARD_PROOF_REPLAYED",
+    )
 
 
 def test_a_nonce_is_accepted_once_across_both_servers(servers):
@@ -180,13 +223,17 @@ def test_a_nonce_is_accepted_once_across_both_servers(servers):
     access = audit_pb2_grpc.AuditServiceStub(secure_channel(ingest, facility_stem()))
     nonce = os.urandom(16)
     check.CheckByCard(card_request("valid-2", nonce=nonce), timeout=10)
-    assert _refusal(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(
-        **access_proof_fields("valid-2", nonce=nonce)), timeout=10)) == \
-        (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+    assert _refusal(
+        lambda: access.ListMyAccess(
+            audit_pb2.ListMyAccessRequest(**access_proof_fields("valid-2", nonce=nonce)), timeout=10
+        )
+    ) == (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
     nonce = os.urandom(16)
     access.ListMyAccess(audit_pb2.ListMyAccessRequest(**access_proof_fields("valid-2", nonce=nonce)), timeout=10)
-    assert _refusal(lambda: check.CheckByCard(card_request("valid-2", nonce=nonce), timeout=10)) == \
-        (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+    assert _refusal(lambda: check.CheckByCard(card_request("valid-2", nonce=nonce), timeout=10)) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CARD_PROOF_REPLAYED",
+    )
 
 
 def test_a_proof_used_on_one_eligibility_server_is_refused_by_another_and_after_restart(servers, tmp_path):
@@ -194,27 +241,63 @@ def test_a_proof_used_on_one_eligibility_server_is_refused_by_another_and_after_
     the first) shares the replay table; so does a server started again."""
     elig, _, audit_dir = servers
     store = os.path.join(os.path.dirname(audit_dir), "store")  # the fixture's layout
-    second = Proc(onshi("serve", "--data", store, "--port", "0", "--workers", "1", "--engine", "pure",
-                        "--port-file", str(tmp_path / "port"), "--pki", pki_dir()), tmp_path / "port",
-                  tmp_path / "log")
+    second = Proc(
+        onshi(
+            "serve",
+            "--data",
+            store,
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--engine",
+            "pure",
+            "--port-file",
+            str(tmp_path / "port"),
+            "--pki",
+            pki_dir(),
+        ),
+        tmp_path / "port",
+        tmp_path / "log",
+    )
     try:
         request = card_request("valid-3")
         first_stub = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(elig, facility_stem()))
         second_stub = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(second.port, facility_stem()))
         assert first_stub.CheckByCard(request, timeout=10).validity == epb.VALIDITY_VALID
-        assert _refusal(lambda: second_stub.CheckByCard(request, timeout=10)) == \
-            (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+        assert _refusal(lambda: second_stub.CheckByCard(request, timeout=10)) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "CARD_PROOF_REPLAYED",
+        )
         request = card_request("valid-3")
         assert second_stub.CheckByCard(request, timeout=10).validity == epb.VALIDITY_VALID
     finally:
         second.stop()
-    second = Proc(onshi("serve", "--data", store, "--port", "0", "--workers", "1", "--engine", "pure",
-                        "--port-file", str(tmp_path / "port"), "--pki", pki_dir()), tmp_path / "port",
-                  tmp_path / "log")
+    second = Proc(
+        onshi(
+            "serve",
+            "--data",
+            store,
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--engine",
+            "pure",
+            "--port-file",
+            str(tmp_path / "port"),
+            "--pki",
+            pki_dir(),
+        ),
+        tmp_path / "port",
+        tmp_path / "log",
+    )
     try:
         again = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(second.port, facility_stem()))
-        assert _refusal(lambda: again.CheckByCard(request, timeout=10)) == \
-            (grpc.StatusCode.UNAUTHENTICATED, "CARD_PROOF_REPLAYED")
+        assert _refusal(lambda: again.CheckByCard(request, timeout=10)) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "CARD_PROOF_REPLAYED",
+        )
     finally:
         second.stop()
 
@@ -228,9 +311,12 @@ def test_expired_card_cannot_read_its_log(servers):
 
 def test_emergency_lookup_is_off_by_default_operator_switched_and_marked(servers):
     _, ingest, audit_dir = servers
-    lookup = trust_pb2.LookupByBasicInfoRequest(name_kana="すずき いちろう", sex=1,
-                                                birth_date={"year": 1990, "month": 5, "day": 6},
-                                                address="東京都千代田区千代田1丁目1番")
+    lookup = trust_pb2.LookupByBasicInfoRequest(
+        name_kana="すずき いちろう",
+        sex=1,
+        birth_date={"year": 1990, "month": 5, "day": 6},
+        address="東京都千代田区千代田1丁目1番",
+    )
     facility = trust_stub(ingest, facility_stem())
     with pytest.raises(grpc.RpcError) as info:
         facility.LookupByBasicInfo(lookup, timeout=10)
@@ -239,16 +325,20 @@ def test_emergency_lookup_is_off_by_default_operator_switched_and_marked(servers
         facility.SetSystemFailureMode(trust_pb2.SetSystemFailureModeRequest(enabled=True, reason="x"), timeout=10)
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     operator = trust_stub(ingest, "operator")
-    operator.SetSystemFailureMode(trust_pb2.SetSystemFailureModeRequest(enabled=True, reason="network outage"),
-                                  timeout=10)
+    operator.SetSystemFailureMode(
+        trust_pb2.SetSystemFailureModeRequest(enabled=True, reason="network outage"), timeout=10
+    )
     try:
         answer = facility.LookupByBasicInfo(lookup, timeout=10)
         assert answer.validity == epb.VALIDITY_VALID
         assert answer.qualifications[0].person.name == "鈴木一郎"
         # Same kana, sex and birth date, two addresses: the address decides.
-        twin = trust_pb2.LookupByBasicInfoRequest(name_kana="ナカムラロクロウ", sex=1,
-                                                  birth_date={"year": 1965, "month": 2, "day": 3},
-                                                  address="東京都港区芝公園4-2-9")
+        twin = trust_pb2.LookupByBasicInfoRequest(
+            name_kana="ナカムラロクロウ",
+            sex=1,
+            birth_date={"year": 1965, "month": 2, "day": 3},
+            address="東京都港区芝公園4-2-9",
+        )
         assert facility.LookupByBasicInfo(twin, timeout=10).qualifications[0].insurer_number == INSURER_A
         twin.address = "東京都港区"
         with pytest.raises(grpc.RpcError) as info:
@@ -282,7 +372,8 @@ def test_revocation_list_pushed_through_ingest_takes_effect(servers):
         trust_stub(ingest, "operator").PutRevocationList(trust_pb2.PutRevocationListRequest(crl=b"junk"), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     answer = trust_stub(ingest, "operator").PutRevocationList(
-        trust_pb2.PutRevocationListRequest(crl=crl.public_bytes(serialization.Encoding.DER)), timeout=10)
+        trust_pb2.PutRevocationListRequest(crl=crl.public_bytes(serialization.Encoding.DER)), timeout=10
+    )
     assert answer.revoked_count == 2
     deadline = time.monotonic() + 10
     while True:
@@ -299,9 +390,27 @@ def test_sigkill_of_a_busy_server_loses_no_answered_record(tmp_path):
     store = tmp_path / "store"
     build_store(str(store))
     audit_dir = tmp_path / "audit"
-    elig = Proc(onshi("serve", "--data", str(store), "--port", "0", "--workers", "1", "--engine", "pure",
-                      "--port-file", str(tmp_path / "port"), "--pki", pki_dir(), "--audit-dir", str(audit_dir)),
-                tmp_path / "port", tmp_path / "log")
+    elig = Proc(
+        onshi(
+            "serve",
+            "--data",
+            str(store),
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--engine",
+            "pure",
+            "--port-file",
+            str(tmp_path / "port"),
+            "--pki",
+            pki_dir(),
+            "--audit-dir",
+            str(audit_dir),
+        ),
+        tmp_path / "port",
+        tmp_path / "log",
+    )
     answered: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -350,35 +459,81 @@ def test_servers_keep_a_keyed_log_across_sigkill_and_refuse_to_run_it_without_th
     key = key_dir / "audit.key"
     assert subprocess.run(onshi("audit", "keygen", "--out", str(key)), capture_output=True).returncode == 0
     common = ("--pki", pki_dir(), "--audit-dir", str(audit_dir), "--audit-key", str(key))
-    elig = Proc(onshi("serve", "--data", str(store), "--port", "0", "--workers", "2", "--engine", "pure",
-                      "--port-file", str(tmp_path / "serve.port"), *common), tmp_path / "serve.port",
-                tmp_path / "serve.log")
-    ingest = Proc(onshi("ingest-serve", "--data", str(store), "--port", "0", "--port-file",
-                        str(tmp_path / "ingest.port"), *common), tmp_path / "ingest.port", tmp_path / "ingest.log")
+    elig = Proc(
+        onshi(
+            "serve",
+            "--data",
+            str(store),
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--engine",
+            "pure",
+            "--port-file",
+            str(tmp_path / "serve.port"),
+            *common,
+        ),
+        tmp_path / "serve.port",
+        tmp_path / "serve.log",
+    )
+    ingest = Proc(
+        onshi(
+            "ingest-serve", "--data", str(store), "--port", "0", "--port-file", str(tmp_path / "ingest.port"), *common
+        ),
+        tmp_path / "ingest.port",
+        tmp_path / "ingest.log",
+    )
     for _ in range(5):
         check_card(elig.port, "valid-2")
     my_access(ingest.port, "valid-2")
     elig.kill()
     ingest.kill()
-    verify = subprocess.run(onshi("audit", "verify", "--dir", str(audit_dir), "--key", str(key)),
-                            capture_output=True, text=True)
+    verify = subprocess.run(
+        onshi("audit", "verify", "--dir", str(audit_dir), "--key", str(key)), capture_output=True, text=True
+    )
     assert verify.returncode == 0, verify.stdout
     assert "OK (MACs checked): 3 streams" in verify.stdout
-    without = subprocess.run(onshi("ingest-serve", "--data", str(store), "--port", "0", "--pki", pki_dir(),
-                                   "--audit-dir", str(audit_dir)), capture_output=True, text=True, timeout=60)
+    without = subprocess.run(
+        onshi("ingest-serve", "--data", str(store), "--port", "0", "--pki", pki_dir(), "--audit-dir", str(audit_dir)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert without.returncode != 0 and "sealed with an audit key" in without.stderr
     assert "Traceback" not in without.stderr
     inside = audit_dir / "audit.key"
     shutil.copy(key, inside)
-    refused = subprocess.run(onshi("ingest-serve", "--data", str(store), "--port", "0", "--pki", pki_dir(),
-                                   "--audit-dir", str(audit_dir), "--audit-key", str(inside)),
-                             capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        onshi(
+            "ingest-serve",
+            "--data",
+            str(store),
+            "--port",
+            "0",
+            "--pki",
+            pki_dir(),
+            "--audit-dir",
+            str(audit_dir),
+            "--audit-key",
+            str(inside),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode != 0 and "inside the access log directory" in refused.stderr
     os.unlink(inside)
-    again = Proc(onshi("ingest-serve", "--data", str(store), "--port", "0", "--port-file",
-                       str(tmp_path / "ingest.port"), *common), tmp_path / "ingest.port", tmp_path / "ingest2.log")
+    again = Proc(
+        onshi(
+            "ingest-serve", "--data", str(store), "--port", "0", "--port-file", str(tmp_path / "ingest.port"), *common
+        ),
+        tmp_path / "ingest.port",
+        tmp_path / "ingest2.log",
+    )
     my_access(again.port, "valid-2")
     again.stop()
-    verify = subprocess.run(onshi("audit", "verify", "--dir", str(audit_dir), "--key", str(key)),
-                            capture_output=True, text=True)
+    verify = subprocess.run(
+        onshi("audit", "verify", "--dir", str(audit_dir), "--key", str(key)), capture_output=True, text=True
+    )
     assert verify.returncode == 0, verify.stdout

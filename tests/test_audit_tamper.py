@@ -76,6 +76,7 @@ def rewrite_manifest_without(directory, stream: str, key: bytes | None = None) -
 
 # --- deletion, no key ------------------------------------------------------------------
 
+
 def test_an_intact_log_verifies(tmp_path):
     two_workers(tmp_path)
     assert problems(tmp_path) == ""
@@ -147,6 +148,7 @@ def test_a_stream_added_by_hand_is_detected(tmp_path):
 
 # --- what the key adds ------------------------------------------------------------------
 
+
 def test_without_a_key_a_recomputed_head_and_manifest_are_not_caught(tmp_path):
     """The limit of a keyless log, stated in docs/TRUST.md: SHA-256 chains have
     no secret, so whoever can write the files can cut records or drop a stream
@@ -155,8 +157,9 @@ def test_without_a_key_a_recomputed_head_and_manifest_are_not_caught(tmp_path):
     cut_last_records(tmp_path, "pid200", 3)
     rewrite_head_to_match(tmp_path, "pid200")
     m = audit.load_manifest(str(tmp_path))
-    audit._write_manifest(str(tmp_path), [e for e in m.events if not (e.stream == "pid200" and e.event == "close")],
-                          None)
+    audit._write_manifest(
+        str(tmp_path), [e for e in m.events if not (e.stream == "pid200" and e.event == "close")], None
+    )
     shutil.rmtree(tmp_path / "pid100")
     rewrite_manifest_without(tmp_path, "pid100")
     assert problems(tmp_path) == ""
@@ -168,8 +171,9 @@ def test_with_a_key_a_recomputed_head_is_caught(tmp_path):
     cut_last_records(tmp_path, "pid200", 3)
     rewrite_head_to_match(tmp_path, "pid200")  # no MAC: the attacker has no key
     m = audit.load_manifest(str(tmp_path))
-    audit._write_manifest(str(tmp_path), [e for e in m.events if not (e.stream == "pid200" and e.event == "close")],
-                          None)
+    audit._write_manifest(
+        str(tmp_path), [e for e in m.events if not (e.stream == "pid200" and e.event == "close")], None
+    )
     found = problems(tmp_path, KEY)
     assert "pid200: head carries no MAC" in found and "manifest is not sealed with the audit key" in found
     rewrite_head_to_match(tmp_path, "pid200", OTHER_KEY)  # a MAC under a key of their own
@@ -232,6 +236,7 @@ def test_audit_anchor_command_prints_a_usable_anchor(tmp_path, capsys):
 
 
 # --- writers never seal over evidence --------------------------------------------------
+
 
 def test_a_writer_refuses_a_stream_whose_records_were_cut(tmp_path):
     log = AuditLog(str(tmp_path), "ingest")
@@ -311,6 +316,7 @@ def test_compaction_is_recorded_and_still_verifies_under_the_key(tmp_path):
 
 
 # --- audit show ------------------------------------------------------------------------
+
 
 def test_audit_show_on_a_garbage_segment_exits_2_with_one_line(tmp_path, capsys):
     two_workers(tmp_path, n=2)

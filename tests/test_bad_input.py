@@ -28,7 +28,8 @@ def servers(tmp_path_factory):
     serve, ingest = targets
     # With the failure mode on, LookupByBasicInfo looks further than its switch.
     ingest.channel("operator").unary_unary("/onshi.v1.TrustService/SetSystemFailureMode")(
-        trust_pb2.SetSystemFailureModeRequest(enabled=True, reason="drill").SerializeToString(), timeout=10)
+        trust_pb2.SetSystemFailureModeRequest(enabled=True, reason="drill").SerializeToString(), timeout=10
+    )
     yield serve, ingest
     for t in targets:
         t.close()
@@ -81,18 +82,31 @@ def test_the_largest_ids_are_answered(servers):
     _, ingest = servers
     last = 2**64 - 1
     for path, request, response in (
-        ("/onshi.v1.EnrollmentService/ListNotices", epb.ListNoticesRequest(after_notice_id=last),
-         epb.ListNoticesResponse),
-        ("/onshi.v1.EnrollmentService/ListQuarantine", epb.ListQuarantineRequest(after_quarantine_id=last),
-         epb.ListQuarantineResponse),
-        ("/onshi.v1.EnrollmentService/AcknowledgeNotices", epb.AcknowledgeNoticesRequest(notice_ids=[last]),
-         epb.AcknowledgeNoticesResponse),
+        (
+            "/onshi.v1.EnrollmentService/ListNotices",
+            epb.ListNoticesRequest(after_notice_id=last),
+            epb.ListNoticesResponse,
+        ),
+        (
+            "/onshi.v1.EnrollmentService/ListQuarantine",
+            epb.ListQuarantineRequest(after_quarantine_id=last),
+            epb.ListQuarantineResponse,
+        ),
+        (
+            "/onshi.v1.EnrollmentService/AcknowledgeNotices",
+            epb.AcknowledgeNoticesRequest(notice_ids=[last]),
+            epb.AcknowledgeNoticesResponse,
+        ),
     ):
-        answer = response.FromString(ingest.channel("insurer").unary_unary(path)(request.SerializeToString(),
-                                                                                 timeout=10))
+        answer = response.FromString(
+            ingest.channel("insurer").unary_unary(path)(request.SerializeToString(), timeout=10)
+        )
         assert answer == response(), path  # nothing after the largest ID, nothing acknowledged
-    err = error(ingest, "/onshi.v1.EnrollmentService/ResolveQuarantine", epb.ResolveQuarantineRequest(
-        quarantine_id=last, resolution=epb.RESOLUTION_DISCARD, reason="duplicate"))
+    err = error(
+        ingest,
+        "/onshi.v1.EnrollmentService/ResolveQuarantine",
+        epb.ResolveQuarantineRequest(quarantine_id=last, resolution=epb.RESOLUTION_DISCARD, reason="duplicate"),
+    )
     assert err.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -107,8 +121,11 @@ def test_a_month_in_year_2147483647_is_invalid_argument(servers):
 def test_a_timestamp_outside_its_range_is_invalid_argument(servers):
     _, ingest = servers
     for since, field in (({"seconds": 2**63 - 1}, "since.seconds"), ({"seconds": 1, "nanos": -5}, "since.nanos")):
-        err = error(ingest, "/onshi.v1.AuditService/ListMyAccess",
-                    audit_pb2.ListMyAccessRequest(since=since, **fz._proof_fields(PURPOSE_LIST_MY_ACCESS)))
+        err = error(
+            ingest,
+            "/onshi.v1.AuditService/ListMyAccess",
+            audit_pb2.ListMyAccessRequest(since=since, **fz._proof_fields(PURPOSE_LIST_MY_ACCESS)),
+        )
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert [f for f, _ in field_violations(err)] == [field]
 
@@ -118,10 +135,16 @@ def test_a_megabyte_of_text_is_invalid_argument(servers):
     _, ingest = servers
     long = "x" * (1 << 20)
     for path, request, role in (
-        ("/onshi.v1.TrustService/SetSystemFailureMode",
-         trust_pb2.SetSystemFailureModeRequest(enabled=True, reason=long), "operator"),
-        ("/onshi.v1.EnrollmentService/ResolveQuarantine",
-         epb.ResolveQuarantineRequest(quarantine_id=1, resolution=epb.RESOLUTION_DISCARD, reason=long), "insurer"),
+        (
+            "/onshi.v1.TrustService/SetSystemFailureMode",
+            trust_pb2.SetSystemFailureModeRequest(enabled=True, reason=long),
+            "operator",
+        ),
+        (
+            "/onshi.v1.EnrollmentService/ResolveQuarantine",
+            epb.ResolveQuarantineRequest(quarantine_id=1, resolution=epb.RESOLUTION_DISCARD, reason=long),
+            "insurer",
+        ),
     ):
         err = error(ingest, path, request, role)
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -151,8 +174,12 @@ def test_a_revocation_list_that_does_not_parse_is_invalid_argument(servers):
     crl = bytearray(fz._crl())
     version = bytes(crl).index(b"\x02\x01\x01")  # tbsCertList version v2
     crl[version + 2] = 7
-    err = error(ingest, "/onshi.v1.TrustService/PutRevocationList", trust_pb2.PutRevocationListRequest(crl=bytes(crl)),
-                "operator")
+    err = error(
+        ingest,
+        "/onshi.v1.TrustService/PutRevocationList",
+        trust_pb2.PutRevocationListRequest(crl=bytes(crl)),
+        "operator",
+    )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [f for f, _ in field_violations(err)] == ["crl"]
 
@@ -163,8 +190,13 @@ def test_ten_thousand_bad_claims_answer_with_a_short_trailer(servers):
     metadata limit (1.46 MB before, which clients refused)."""
     _, ingest = servers
     bad = cpb.Claim(claim_id="b", facility_code=FACILITY, insurer_number="123")
-    err = error(ingest, "/onshi.v1.ClaimService/VerifyClaims", cpb.VerifyClaimsRequest(claims=[bad] * 10_000),
-                "review", stream=True)
+    err = error(
+        ingest,
+        "/onshi.v1.ClaimService/VerifyClaims",
+        cpb.VerifyClaimsRequest(claims=[bad] * 10_000),
+        "review",
+        stream=True,
+    )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     violations = field_violations(err)
     assert len(violations) <= errors.MAX_VIOLATIONS + 1
@@ -176,7 +208,7 @@ def test_ten_thousand_bad_claims_answer_with_a_short_trailer(servers):
 def test_capped_keeps_the_first_violations_and_counts_the_rest():
     many = [(f"claims[{i}].insurer_number", "must be 8 digits") for i in range(10_000)]
     capped = errors.capped(many)
-    assert capped[:-1] == many[:len(capped) - 1]
+    assert capped[:-1] == many[: len(capped) - 1]
     assert capped[-1] == ("…", f"and {10_000 - len(capped) + 1} more violations")
     assert errors.capped(many[:3]) == many[:3]
     long = [("f", "é" * 5000)] * 50  # long descriptions: cut, and fewer of them

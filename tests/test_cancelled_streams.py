@@ -41,13 +41,41 @@ def start(base, env: dict | None = None) -> tuple[Proc, Proc]:
     """`onshi serve` and `onshi ingest-serve` with mTLS and an access log, on one store."""
     build_store(str(base / "store"))
     trust = ("--pki", pki_dir(), "--audit-dir", str(base / "audit"))
-    serve = Proc(onshi("serve", "--data", str(base / "store"), "--port", "0", "--workers", "1",
-                       "--port-file", str(base / "serve.port"), *trust),
-                 base / "serve.port", base / "serve.log", timeout=120, env=env)
+    serve = Proc(
+        onshi(
+            "serve",
+            "--data",
+            str(base / "store"),
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--port-file",
+            str(base / "serve.port"),
+            *trust,
+        ),
+        base / "serve.port",
+        base / "serve.log",
+        timeout=120,
+        env=env,
+    )
     try:
-        ingest = Proc(onshi("ingest-serve", "--data", str(base / "store"), "--port", "0",
-                            "--port-file", str(base / "ingest.port"), *trust),
-                      base / "ingest.port", base / "ingest.log", timeout=120, env=env)
+        ingest = Proc(
+            onshi(
+                "ingest-serve",
+                "--data",
+                str(base / "store"),
+                "--port",
+                "0",
+                "--port-file",
+                str(base / "ingest.port"),
+                *trust,
+            ),
+            base / "ingest.port",
+            base / "ingest.log",
+            timeout=120,
+            env=env,
+        )
     except BaseException:
         serve.kill()
         raise
@@ -55,10 +83,19 @@ def start(base, env: dict | None = None) -> tuple[Proc, Proc]:
 
 
 def claim(i: int) -> cpb.Claim:
-    return cpb.Claim(claim_id=f"c{i}", facility_code=FACILITY, insurer_number=INSURER_C, symbol="C1", number="400",
-                     branch="00", birth_date=dates.to_proto(D(1990, 5, 6)),
-                     first_visit_date=dates.to_proto(D(2024, 4, 2)), last_visit_date=dates.to_proto(D(2024, 4, 2)),
-                     kind=cpb.CLAIM_KIND_MEDICAL, points=100)
+    return cpb.Claim(
+        claim_id=f"c{i}",
+        facility_code=FACILITY,
+        insurer_number=INSURER_C,
+        symbol="C1",
+        number="400",
+        branch="00",
+        birth_date=dates.to_proto(D(1990, 5, 6)),
+        first_visit_date=dates.to_proto(D(2024, 4, 2)),
+        last_visit_date=dates.to_proto(D(2024, 4, 2)),
+        kind=cpb.CLAIM_KIND_MEDICAL,
+        points=100,
+    )
 
 
 BATCH = cpb.VerifyClaimsRequest(claims=[claim(i) for i in range(500)])
@@ -90,10 +127,13 @@ def cancel_every_stream(serve: Proc, ingest: Proc, rounds: int) -> None:
             cancel_after(enrollment.StreamUpdateBatches(batches, timeout=CALL), 1)
         for proc in (serve, ingest):
             channel = secure_channel(proc.port, facility_stem())
-            cancel_after(health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=CALL),
-                         1)
-            cancel_after(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
-                iter([reflection_pb2.ServerReflectionRequest(list_services="")] * 3), timeout=CALL), 1)
+            cancel_after(health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=CALL), 1)
+            cancel_after(
+                reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")] * 3), timeout=CALL
+                ),
+                1,
+            )
             channel.close()
         assert serve.proc.poll() is None, "onshi serve died:\n" + serve.log.read_text()[-3000:]
         assert ingest.proc.poll() is None, "onshi ingest-serve died:\n" + ingest.log.read_text()[-3000:]
@@ -104,9 +144,12 @@ def assert_both_answer(serve: Proc, ingest: Proc) -> None:
     answers = list(stub.VerifyClaims(iter([BATCH] * 3), timeout=CALL))
     assert [len(a.verdicts) for a in answers] == [500] * 3
     check = eligibility_pb2_grpc.EligibilityServiceStub(secure_channel(serve.port, facility_stem()))
-    answer = check.CheckByNumber(eligibility_pb2.CheckByNumberRequest(
-        insurer_number=INSURER_C, symbol="C1", number="400", branch="00",
-        birth_date=dates.to_proto(D(1990, 5, 6))), timeout=CALL)
+    answer = check.CheckByNumber(
+        eligibility_pb2.CheckByNumberRequest(
+            insurer_number=INSURER_C, symbol="C1", number="400", branch="00", birth_date=dates.to_proto(D(1990, 5, 6))
+        ),
+        timeout=CALL,
+    )
     assert answer.validity == eligibility_pb2.VALIDITY_VALID
 
 

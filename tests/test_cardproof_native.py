@@ -16,8 +16,9 @@ from tests.conftest import require_native
 require_native("_cardproof")
 _cardproof = twins.load("_cardproof", "native")
 
-KEYS = [rsa.generate_private_key(public_exponent=e, key_size=bits) for e, bits in ((65537, 2048), (3, 1024),
-                                                                                   (65537, 3072))]
+KEYS = [
+    rsa.generate_private_key(public_exponent=e, key_size=bits) for e, bits in ((65537, 2048), (3, 1024), (65537, 3072))
+]
 
 
 def checkers(key):
@@ -25,15 +26,19 @@ def checkers(key):
 
 
 @settings(max_examples=150, deadline=None)
-@given(k=st.sampled_from(range(len(KEYS))), message=st.binary(max_size=300), flip=st.integers(min_value=-1),
-       other=st.binary(max_size=300), how=st.sampled_from(["valid", "flip", "message", "truncate", "extend",
-                                                            "garbage", "other-key"]))
+@given(
+    k=st.sampled_from(range(len(KEYS))),
+    message=st.binary(max_size=300),
+    flip=st.integers(min_value=-1),
+    other=st.binary(max_size=300),
+    how=st.sampled_from(["valid", "flip", "message", "truncate", "extend", "garbage", "other-key"]),
+)
 def test_signature_check_agrees_with_cryptography(k, message, flip, other, how):
     key = KEYS[k]
     signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
     if how == "flip":
         i = flip % len(signature) if flip >= 0 else 0
-        signature = signature[:i] + bytes([signature[i] ^ 0x01]) + signature[i + 1:]
+        signature = signature[:i] + bytes([signature[i] ^ 0x01]) + signature[i + 1 :]
     elif how == "message":
         message = message + b"x" if other == message else other
     elif how == "truncate":
@@ -76,8 +81,11 @@ def test_non_rsa_key_is_refused():
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    spki = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with pytest.raises(ValueError):
         _cardproof.RsaPublicKey(spki)
     with pytest.raises(ValueError):
@@ -117,8 +125,10 @@ def test_keys_of_other_sizes_check_only_their_own_length():
 
 
 @settings(max_examples=200, deadline=None)
-@given(ops=st.lists(st.tuples(st.integers(0, 60), st.floats(0, 50)), max_size=200),
-       slots=st.sampled_from([33, 40, 64, 200]))
+@given(
+    ops=st.lists(st.tuples(st.integers(0, 60), st.floats(0, 50)), max_size=200),
+    slots=st.sampled_from([33, 40, 64, 200]),
+)
 def test_nonce_table_agrees_with_the_reference(ops, slots):
     """Same nonces at the same (non-decreasing) times into a small table, so
     collisions, expiry, slot reuse and a full window all happen: same answers."""

@@ -36,10 +36,14 @@ _claims = twins.load("_claims", "native")
 D = dt.date
 # (insurer, symbol, number, branch, acquired, lost) per person; births below
 PEOPLE = [
-    (D(1980, 6, 6), [(KYOKAI, "12", "777", "00", D(2020, 1, 1), D(2024, 4, 1)),
-                     (KUMIAI, "A", "9", "01", D(2024, 4, 1), None)]),
-    (D(1950, 1, 1), [(SEAMEN, "本省1", "55", "00", D(2019, 1, 1), None),
-                     (ELDERLY, "", "12345678", "", D(2024, 1, 15), None)]),
+    (
+        D(1980, 6, 6),
+        [(KYOKAI, "12", "777", "00", D(2020, 1, 1), D(2024, 4, 1)), (KUMIAI, "A", "9", "01", D(2024, 4, 1), None)],
+    ),
+    (
+        D(1950, 1, 1),
+        [(SEAMEN, "本省1", "55", "00", D(2019, 1, 1), None), (ELDERLY, "", "12345678", "", D(2024, 1, 15), None)],
+    ),
     (D(1990, 2, 2), [(NHI, "国", "1-2", "00", D(2024, 4, 20), None)]),
     (D(1975, 3, 3), [(KYOKAI, "X9", "31", "2", D(2024, 4, 10), D(2024, 4, 15))]),
     # the longest symbol, 4 UTF-8 bytes a character: the native key buffer's worst case
@@ -51,8 +55,9 @@ FULL_WIDTH = str.maketrans("0123456789AX", "０１２３４５６７８９ＡＸ
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("native-claims")
-    write_people(path, [(person(f"カナ{i}", birth), [qual(*q) for q in quals])
-                        for i, (birth, quals) in enumerate(PEOPLE)])
+    write_people(
+        path, [(person(f"カナ{i}", birth), [qual(*q) for q in quals]) for i, (birth, quals) in enumerate(PEOPLE)]
+    )
     engine = PureEngine(path)
     yield engine
     engine.close()
@@ -70,9 +75,13 @@ def _date(draw, month_base: D):
     if kind == "ok":
         return cpb.Claim().first_visit_date.__class__(year=d.year, month=d.month, day=d.day)
     date = cpb.Claim().first_visit_date.__class__
-    return {"month13": date(year=2024, month=13, day=1), "day33": date(year=2024, month=3, day=33),
-            "feb30": date(year=2024, month=2, day=30), "year0": date(year=0, month=4, day=1),
-            "missing": date()}[kind]
+    return {
+        "month13": date(year=2024, month=13, day=1),
+        "day33": date(year=2024, month=3, day=33),
+        "feb30": date(year=2024, month=2, day=30),
+        "year0": date(year=0, month=4, day=1),
+        "missing": date(),
+    }[kind]
 
 
 @st.composite
@@ -95,11 +104,17 @@ def claims(draw, i: int):
     month = draw(st.sampled_from((D(2024, 4, 1), D(2024, 3, 1), D(2024, 1, 1), D(2023, 12, 1))))
     first = draw(st.integers(1, 28))
     last = draw(st.integers(first, min(30, first + 14)))
-    c = cpb.Claim(claim_id=draw(st.sampled_from((f"c{i}", f"c{i}", "dup", ""))),
-                  facility_code=draw(st.sampled_from((FACILITY, FACILITY, OTHER_FACILITY))),
-                  insurer_number=insurer, symbol=symbol, number=number, branch=branch,
-                  kind=cpb.CLAIM_KIND_MEDICAL, points=draw(st.integers(-5, 20_000)),
-                  high_cost=draw(st.integers(0, 9)) == 0)
+    c = cpb.Claim(
+        claim_id=draw(st.sampled_from((f"c{i}", f"c{i}", "dup", ""))),
+        facility_code=draw(st.sampled_from((FACILITY, FACILITY, OTHER_FACILITY))),
+        insurer_number=insurer,
+        symbol=symbol,
+        number=number,
+        branch=branch,
+        kind=cpb.CLAIM_KIND_MEDICAL,
+        points=draw(st.integers(-5, 20_000)),
+        high_cost=draw(st.integers(0, 9)) == 0,
+    )
     b = birth if draw(st.integers(0, 9)) else birth + dt.timedelta(days=1)
     c.birth_date.CopyFrom(type(c.birth_date)(year=b.year, month=b.month, day=b.day))
     c.first_visit_date.CopyFrom(type(c.birth_date)(year=month.year, month=month.month, day=first))
@@ -117,10 +132,18 @@ def claims(draw, i: int):
         c.declaration.sex = 1
     raw = c.SerializeToString()
     # wire-level oddities: a field sent twice (protobuf merges: the last wins), an unknown field
-    extra = draw(st.sampled_from((b"",) * 6 + (
-        cpb.Claim(number="9").SerializeToString(), cpb.Claim(insurer_number=KUMIAI).SerializeToString(),
-        cpb.Claim(first_visit_date=c.last_visit_date).SerializeToString(),
-        cpb.Claim(points=7).SerializeToString(), b"\xf8\x06\x01")))  # field 111, varint
+    extra = draw(
+        st.sampled_from(
+            (b"",) * 6
+            + (
+                cpb.Claim(number="9").SerializeToString(),
+                cpb.Claim(insurer_number=KUMIAI).SerializeToString(),
+                cpb.Claim(first_visit_date=c.last_visit_date).SerializeToString(),
+                cpb.Claim(points=7).SerializeToString(),
+                b"\xf8\x06\x01",
+            )
+        )
+    )  # field 111, varint
     raw += extra
     return b"\x0a" + _varint(len(raw)) + raw
 
@@ -149,8 +172,9 @@ def compare(native, python, raw: bytes, facility, record: bool) -> tuple:
     return got
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_native_pass_and_python_rules_agree(store, data):
     n = data.draw(st.integers(1, 12))
@@ -165,8 +189,9 @@ def test_native_pass_and_python_rules_agree(store, data):
 def test_a_plain_batch_is_decided_natively(store):
     """The common claim really takes the native pass (so the test above compares
     two paths): an OK claim billed to the covering number is a plain key."""
-    c = cpb.Claim(claim_id="c1", facility_code=FACILITY, insurer_number=KUMIAI, symbol="A", number="9",
-                  branch="1", points=12)
+    c = cpb.Claim(
+        claim_id="c1", facility_code=FACILITY, insurer_number=KUMIAI, symbol="A", number="9", branch="1", points=12
+    )
     c.birth_date.CopyFrom(type(c.birth_date)(year=1980, month=6, day=6))
     c.first_visit_date.CopyFrom(type(c.birth_date)(year=2024, month=4, day=3))
     c.last_visit_date.CopyFrom(type(c.birth_date)(year=2024, month=4, day=9))
@@ -205,8 +230,15 @@ def test_split_cuts_at_claim_boundaries(parts, share):
 
 def test_a_long_folded_symbol_is_keyed_natively_once_python_folded_it(store):
     symbol = "\U0002000b" * 20  # 80 UTF-8 bytes: the longest symbol the native key holds
-    c = cpb.Claim(claim_id="long", facility_code=FACILITY, insurer_number=KUMIAI, symbol=symbol,
-                  number="8" * 20, branch="99", points=5)
+    c = cpb.Claim(
+        claim_id="long",
+        facility_code=FACILITY,
+        insurer_number=KUMIAI,
+        symbol=symbol,
+        number="8" * 20,
+        branch="99",
+        points=5,
+    )
     c.birth_date.CopyFrom(type(c.birth_date)(year=1966, month=6, day=6))
     c.first_visit_date.CopyFrom(type(c.birth_date)(year=2024, month=4, day=3))
     c.last_visit_date.CopyFrom(type(c.birth_date)(year=2024, month=4, day=3))

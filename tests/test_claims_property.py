@@ -37,6 +37,7 @@ NEVER = dt.date.max
 
 # --- the naive model -------------------------------------------------------------
 
+
 @dataclass
 class MQual:
     insurer: str
@@ -102,8 +103,12 @@ def model_days(billed: MQual | None, quals: list[MQual], days: list[dt.date]):
 def model_verdict(people: list[MPerson], c: dict):
     days = c["days"]
     if c["unknown"]:
-        matches = [p for p in people if (p.kana, p.sex, p.birth) == (c["kana"], c["sex"], c["birth"])
-                   and (not c["address"] or p.address == c["address"])]
+        matches = [
+            p
+            for p in people
+            if (p.kana, p.sex, p.birth) == (c["kana"], c["sex"], c["birth"])
+            and (not c["address"] or p.address == c["address"])
+        ]
         if len(matches) != 1:
             return cpb.OUTCOME_UNRESOLVED, 0, []
         payers, _ = model_days(None, matches[0].quals, days)
@@ -136,10 +141,13 @@ def runs(payers: list[MQual], days: list[dt.date], points: int) -> list[tuple]:
         else:
             groups.append([payer, day, day, 1])
     shares = split_points(points, [g[3] for g in groups]) if len(groups) > 1 else [points]
-    return [(g[0].insurer, g[0].number, g[1].isoformat(), g[2].isoformat(), s) for g, s in zip(groups, shares, strict=True)]
+    return [
+        (g[0].insurer, g[0].number, g[1].isoformat(), g[2].isoformat(), s) for g, s in zip(groups, shares, strict=True)
+    ]
 
 
 # --- generation ----------------------------------------------------------------------
+
 
 @st.composite
 def populations(draw):
@@ -156,8 +164,15 @@ def populations(draw):
             quals.append(MQual(draw(st.sampled_from(INSURERS)), str(next(serial)), start, lost))
             step = draw(st.integers(-20, 5))  # next one: overlap, same day, or a gap
             start = (lost or start + dt.timedelta(days=30)) + dt.timedelta(days=step)
-        people.append(MPerson(draw(st.sampled_from(BIRTHS)), draw(st.sampled_from((1, 2))),
-                              draw(st.sampled_from(KANAS)), draw(st.sampled_from(ADDRESSES)), quals))
+        people.append(
+            MPerson(
+                draw(st.sampled_from(BIRTHS)),
+                draw(st.sampled_from((1, 2))),
+                draw(st.sampled_from(KANAS)),
+                draw(st.sampled_from(ADDRESSES)),
+                quals,
+            )
+        )
     return people
 
 
@@ -173,12 +188,19 @@ def claims_for(draw, people: list[MPerson]):
     picked = draw(st.lists(st.integers(first, last), max_size=4)) if draw(st.booleans()) else []
     period = [anchor.replace(day=d) for d in range(first, last + 1)]
     days = sorted({anchor.replace(day=d) for d in (first, last, *picked)}) if picked else period
-    c = dict(year=anchor.year, month=anchor.month, first=first, last=last, picked=picked, days=days,
-             points=draw(st.integers(0, 10_000)), public_expense=draw(st.booleans()) and draw(st.booleans()))
+    c = dict(
+        year=anchor.year,
+        month=anchor.month,
+        first=first,
+        last=last,
+        picked=picked,
+        days=days,
+        points=draw(st.integers(0, 10_000)),
+        public_expense=draw(st.booleans()) and draw(st.booleans()),
+    )
     kind = draw(st.sampled_from(("billed", "billed", "billed", "billed", "unknown", "stranger")))
     if kind == "unknown":
-        c.update(unknown=True, kana=p.kana, sex=p.sex, birth=p.birth,
-                 address=draw(st.sampled_from(("", p.address))))
+        c.update(unknown=True, kana=p.kana, sex=p.sex, birth=p.birth, address=draw(st.sampled_from(("", p.address))))
     else:
         q = draw(st.sampled_from(p.quals))
         number = q.number if kind == "billed" else "1"
@@ -191,11 +213,30 @@ def to_proto(i: int, c: dict) -> cpb.Claim:
     first = dt.date(c["year"], c["month"], c["first"])
     last = dt.date(c["year"], c["month"], c["last"])
     if c["unknown"]:
-        return unknown_claim(f"c{i}", c["birth"], first, last, days=c["picked"], points=c["points"],
-                             name_kana=c["kana"],
-                             sex=c["sex"], address=c["address"])
-    out = claim(f"c{i}", c["key"][0], c["symbol"], c["key"][1], c["branch"], c["birth"], first, last,
-                days=c["picked"], points=c["points"], public_expense=["12345675"] if c["public_expense"] else [])
+        return unknown_claim(
+            f"c{i}",
+            c["birth"],
+            first,
+            last,
+            days=c["picked"],
+            points=c["points"],
+            name_kana=c["kana"],
+            sex=c["sex"],
+            address=c["address"],
+        )
+    out = claim(
+        f"c{i}",
+        c["key"][0],
+        c["symbol"],
+        c["key"][1],
+        c["branch"],
+        c["birth"],
+        first,
+        last,
+        days=c["picked"],
+        points=c["points"],
+        public_expense=["12345675"] if c["public_expense"] else [],
+    )
     return out
 
 
@@ -214,10 +255,16 @@ def test_model_and_service_agree(impl, data):
     people = data.draw(populations())
     claims = data.draw(st.lists(claims_for(people), min_size=1, max_size=12))
     with tempfile.TemporaryDirectory() as tmp:
-        write_people(tmp, [
-            (person(p.kana, p.birth, sex=p.sex, address=p.address),
-             [qual(q.insurer, q.symbol, q.number, q.branch, q.acquired, q.lost) for q in p.quals])
-            for p in people])
+        write_people(
+            tmp,
+            [
+                (
+                    person(p.kana, p.birth, sex=p.sex, address=p.address),
+                    [qual(q.insurer, q.symbol, q.number, q.branch, q.acquired, q.lost) for q in p.quals],
+                )
+                for p in people
+            ],
+        )
         opened = Opened(tmp, impl)
         try:
             verdicts = opened.verify(*[to_proto(i, c) for i, c in enumerate(claims)])

@@ -44,9 +44,25 @@ class IngestServe:
         port_file = tmp_path / "port"
         env = dict(os.environ, **(env or {}), **({"ONSHI_ENGINE": engine} if engine else {}))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onshi.cli", "ingest-serve", "--data", str(data), "--port", "0",
-             "--port-file", str(port_file), "--grace", "1", *extra],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"))
+            [
+                sys.executable,
+                "-m",
+                "onshi.cli",
+                "ingest-serve",
+                "--data",
+                str(data),
+                "--port",
+                "0",
+                "--port-file",
+                str(port_file),
+                "--grace",
+                "1",
+                *extra,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "serve.log", "wb"),
+        )
         deadline = time.monotonic() + 30
         while not port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -65,16 +81,25 @@ class IngestServe:
 
 
 def two_people(data):
-    write_people(data, [
-        (person("ヤマダ タロウ", TARO), [
-            qual(KYOKAI, "12", "345", "00", D(2020, 1, 1), D(2024, 4, 1)),
-            qual(KUMIAI, "A", "9", "00", D(2024, 4, 1)),
-        ]),
-        (person("スズキ ハナコ", HANAKO, sex=2), [
-            qual(KYOKAI, "12", "777", "00", D(2015, 1, 1), D(2024, 4, 15)),
-            qual(NHI, "国", "1-2", "00", D(2024, 4, 15)),
-        ]),
-    ])
+    write_people(
+        data,
+        [
+            (
+                person("ヤマダ タロウ", TARO),
+                [
+                    qual(KYOKAI, "12", "345", "00", D(2020, 1, 1), D(2024, 4, 1)),
+                    qual(KUMIAI, "A", "9", "00", D(2024, 4, 1)),
+                ],
+            ),
+            (
+                person("スズキ ハナコ", HANAKO, sex=2),
+                [
+                    qual(KYOKAI, "12", "777", "00", D(2015, 1, 1), D(2024, 4, 15)),
+                    qual(NHI, "国", "1-2", "00", D(2024, 4, 15)),
+                ],
+            ),
+        ],
+    )
 
 
 @pytest.fixture
@@ -98,41 +123,52 @@ def serve_default(tmp_path):
 
 def months(first=(2024, 4), last=(2024, 4)):
     from google.type import date_pb2
-    return dict(first_month=date_pb2.Date(year=first[0], month=first[1]),
-                last_month=date_pb2.Date(year=last[0], month=last[1]))
+
+    return dict(
+        first_month=date_pb2.Date(year=first[0], month=first[1]), last_month=date_pb2.Date(year=last[0], month=last[1])
+    )
 
 
 def verify(stub, batches, metadata=None):
-    return list(stub.VerifyClaims(iter([cpb.VerifyClaimsRequest(claims=b) for b in batches]),
-                                  metadata=metadata, timeout=30))
+    return list(
+        stub.VerifyClaims(iter([cpb.VerifyClaimsRequest(claims=b) for b in batches]), metadata=metadata, timeout=30)
+    )
 
 
 def test_verdict_stream_records_and_apportions(serve):
     stub = serve.stub
     batch1 = [
-        claim("k1", KYOKAI, "12", "345", "00", TARO, D(2024, 4, 2), points=1000),           # -> 組合
+        claim("k1", KYOKAI, "12", "345", "00", TARO, D(2024, 4, 2), points=1000),  # -> 組合
         claim("k2", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 1), D(2024, 4, 10), points=3000),  # OK
         claim("k3", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 14), D(2024, 4, 15), points=2000),  # split
     ]
     batch2 = [
         unknown_claim("u1", D(1999, 1, 1), D(2024, 4, 3), points=100, name_kana="ダレ", sex=qpb.SEX_MALE),
         unknown_claim("u2", D(1999, 1, 1), D(2024, 4, 4), points=1, name_kana="ダレ", sex=qpb.SEX_MALE),
-        claim("k4", KYOKAI, "12", "999", "00", TARO, D(2024, 4, 2), points=500),            # return
+        claim("k4", KYOKAI, "12", "999", "00", TARO, D(2024, 4, 2), points=500),  # return
     ]
     responses = verify(stub, [batch1, batch2])
     assert [[v.claim_id for v in r.verdicts] for r in responses] == [["k1", "k2", "k3"], ["u1", "u2", "k4"]]
     outcomes = [v.outcome for r in responses for v in r.verdicts]
-    assert outcomes == [cpb.OUTCOME_REROUTE, cpb.OUTCOME_OK, cpb.OUTCOME_SPLIT,
-                        cpb.OUTCOME_UNRESOLVED, cpb.OUTCOME_UNRESOLVED, cpb.OUTCOME_RETURN]
+    assert outcomes == [
+        cpb.OUTCOME_REROUTE,
+        cpb.OUTCOME_OK,
+        cpb.OUTCOME_SPLIT,
+        cpb.OUTCOME_UNRESOLVED,
+        cpb.OUTCOME_UNRESOLVED,
+        cpb.OUTCOME_RETURN,
+    ]
 
     r = stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months()), timeout=10)
     # paid: 組合 1000, 協会 3000 + 1000 (split half), 国保 1000; unresolved 101 points in 2 claims
     assert (r.unresolved_points, r.unresolved_claims, r.paid_points) == (101, 2, 6000)
     assert [(s.insurer_number, s.paid_points) for s in r.shares] == sorted(
-        [(KYOKAI, 4000), (KUMIAI, 1000), (NHI, 1000)])
+        [(KYOKAI, 4000), (KUMIAI, 1000), (NHI, 1000)]
+    )
     assert sum(s.share_points for s in r.shares) == 101
-    assert {s.insurer_number: s.share_points for s in r.shares} == {KYOKAI: 68, KUMIAI: 17, NHI: 16} or \
-        {s.insurer_number: s.share_points for s in r.shares} == {KYOKAI: 67, KUMIAI: 17, NHI: 17}
+    assert {s.insurer_number: s.share_points for s in r.shares} == {KYOKAI: 68, KUMIAI: 17, NHI: 16} or {
+        s.insurer_number: s.share_points for s in r.shares
+    } == {KYOKAI: 67, KUMIAI: 17, NHI: 17}
 
     # re-verifying the same claims replaces their records: totals do not double
     verify(stub, [batch1, batch2])
@@ -154,8 +190,10 @@ def test_same_claim_twice_in_a_batch_counts_once(serve):
 
 
 def test_unresolved_without_payments_is_failed_precondition(serve):
-    verify(serve.stub, [[unknown_claim("u", D(1999, 1, 1), D(2024, 4, 3), name_kana="ダレ", sex=1,
-                                       facility=OTHER_FACILITY)]])
+    verify(
+        serve.stub,
+        [[unknown_claim("u", D(1999, 1, 1), D(2024, 4, 3), name_kana="ダレ", sex=1, facility=OTHER_FACILITY)]],
+    )
     with pytest.raises(grpc.RpcError) as err:
         serve.stub.Apportion(cpb.ApportionRequest(facility_code=OTHER_FACILITY, **months()))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -167,8 +205,7 @@ def test_pre_submission_check_is_own_facility_only_and_not_recorded(serve):
     assert r.verdicts[0].outcome == cpb.OUTCOME_REROUTE
     assert serve.stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months())).paid_points == 0
     with pytest.raises(grpc.RpcError) as err:
-        verify(serve.stub, [[claim("p2", KYOKAI, "12", "345", "00", TARO, D(2024, 4, 2),
-                                   facility=OTHER_FACILITY)]], md)
+        verify(serve.stub, [[claim("p2", KYOKAI, "12", "345", "00", TARO, D(2024, 4, 2), facility=OTHER_FACILITY)]], md)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.RpcError) as err:
         verify(serve.stub, [[]], (("x-onshi-facility", "12"),))
@@ -178,8 +215,9 @@ def test_pre_submission_check_is_own_facility_only_and_not_recorded(serve):
 def test_bad_input_is_invalid_argument_with_fields(serve):
     bad = claim("b", KYOKAI, "12", "345", "00", TARO, D(2024, 3, 30), D(2024, 4, 2))
     good = claim("g", KYOKAI, "12", "345", "00", TARO, D(2024, 3, 2))
-    calls = serve.stub.VerifyClaims(iter([cpb.VerifyClaimsRequest(claims=[good]),
-                                          cpb.VerifyClaimsRequest(claims=[good, bad])]), timeout=10)
+    calls = serve.stub.VerifyClaims(
+        iter([cpb.VerifyClaimsRequest(claims=[good]), cpb.VerifyClaimsRequest(claims=[good, bad])]), timeout=10
+    )
     first = next(calls)
     assert first.verdicts[0].outcome == cpb.OUTCOME_OK  # earlier batches are answered
     with pytest.raises(grpc.RpcError) as err:
@@ -202,9 +240,12 @@ def test_slow_reader_holds_the_server_back(serve_default):
     sent = []
 
     def make(b):
-        return cpb.VerifyClaimsRequest(claims=[
-            claim(f"slow-{b}-{i}-" + "x" * 100, KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=1)
-            for i in range(size)])
+        return cpb.VerifyClaimsRequest(
+            claims=[
+                claim(f"slow-{b}-{i}-" + "x" * 100, KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=1)
+                for i in range(size)
+            ]
+        )
 
     def requests():
         for b in range(batches):
@@ -217,8 +258,12 @@ def test_slow_reader_holds_the_server_back(serve_default):
     time.sleep(2.0)  # the reader stalls; the server must stall too
 
     def verified() -> int:
-        return serve_default.stub.Apportion(cpb.ApportionRequest(facility_code=FACILITY, **months()),
-                                    timeout=10).paid_points // size
+        return (
+            serve_default.stub.Apportion(
+                cpb.ApportionRequest(facility_code=FACILITY, **months()), timeout=10
+            ).paid_points
+            // size
+        )
 
     # wait (bounded) until the server stops: on a loaded machine it may still be
     # filling the transport windows after the first sleep
@@ -242,9 +287,12 @@ def test_full_store_is_resource_exhausted_and_keeps_what_was_recorded(tmp_path):
     two_people(tmp_path / "store")
     server = IngestServe(tmp_path / "store", tmp_path, "--map-size", str(1 << 20), "--max-map-size", str(1 << 21))
     try:
+
         def batch(b):
-            return [claim(f"full-{b}-{i}-" + "y" * 300, KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=1)
-                    for i in range(1000)]
+            return [
+                claim(f"full-{b}-{i}-" + "y" * 300, KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=1)
+                for i in range(1000)
+            ]
 
         answered = 0
         with pytest.raises(grpc.RpcError) as err:
@@ -260,8 +308,11 @@ def test_full_store_is_resource_exhausted_and_keeps_what_was_recorded(tmp_path):
         assert partial == 0 and 0 < recorded <= answered
         assert answered - recorded <= _Recording.MAX_UNRECORDED + 1
         # still answering: a pre-submission check writes nothing
-        (ok,) = verify(server.stub, [[claim("after", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2))]],
-                       (("x-onshi-facility", FACILITY),))
+        (ok,) = verify(
+            server.stub,
+            [[claim("after", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2))]],
+            (("x-onshi-facility", FACILITY),),
+        )
         assert ok.verdicts[0].outcome == cpb.OUTCOME_OK
     finally:
         server.stop()
@@ -285,13 +336,16 @@ def mixed_batch(n: int, facility: str = FACILITY) -> list:
     kinds = [
         lambda i: claim(f"m{i}", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=i, facility=facility),
         lambda i: claim(f"m{i}", KYOKAI, "12", "345", "00", TARO, D(2024, 4, 2), points=i, facility=facility),
-        lambda i: claim(f"m{i}", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 14), D(2024, 4, 15), points=i,
-                        facility=facility),
-        lambda i: unknown_claim(f"m{i}", HANAKO, D(2024, 4, 3), name_kana="スズキ ハナコ", sex=2, points=i,
-                                facility=facility),
+        lambda i: claim(
+            f"m{i}", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 14), D(2024, 4, 15), points=i, facility=facility
+        ),
+        lambda i: unknown_claim(
+            f"m{i}", HANAKO, D(2024, 4, 3), name_kana="スズキ ハナコ", sex=2, points=i, facility=facility
+        ),
         lambda i: claim(f"m{i}", KYOKAI, "12", "999", "00", TARO, D(2024, 4, 2), points=i, facility=facility),
-        lambda i: claim(f"m{i}", "０１１３００１２", "１２", "７７７", "0", HANAKO, D(2024, 4, 2), points=i,
-                        facility=facility),
+        lambda i: claim(
+            f"m{i}", "０１１３００１２", "１２", "７７７", "0", HANAKO, D(2024, 4, 2), points=i, facility=facility
+        ),
     ]
     return [kinds[i % len(kinds)](i) for i in range(n)]
 
@@ -375,8 +429,10 @@ def test_an_ok_stream_survives_sigkill_right_after_its_status(tmp_path):
     two_people(tmp_path / "store")
     server = IngestServe(tmp_path / "store", tmp_path)
     try:
-        batches = [[claim(f"d{b}-{i}", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=1)
-                    for i in range(200)] for b in range(10)]
+        batches = [
+            [claim(f"d{b}-{i}", KYOKAI, "12", "777", "00", HANAKO, D(2024, 4, 2), points=1) for i in range(200)]
+            for b in range(10)
+        ]
         assert len(verify(server.stub, batches)) == 10
     finally:
         server.stop()  # SIGKILL
@@ -400,8 +456,9 @@ def test_an_aborted_stream_still_records_the_batches_it_answered(serve_default):
     bad[1].first_visit_date.month = 13
     answered = []
     with pytest.raises(grpc.RpcError) as err:
-        for response in stub.VerifyClaims(iter([cpb.VerifyClaimsRequest(claims=b) for b in
-                                                 [batch(10), batch(11), bad, batch(12)]]), timeout=30):
+        for response in stub.VerifyClaims(
+            iter([cpb.VerifyClaimsRequest(claims=b) for b in [batch(10), batch(11), bad, batch(12)]]), timeout=30
+        ):
             answered.append(response)  # noqa: PERF402 - keeps what arrived before the error
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and len(answered) == 2
     deadline = time.monotonic() + 10
@@ -449,8 +506,9 @@ def test_recording_waits_for_its_commits_behind_a_slow_one(tmp_path):
 
 
 def test_unparseable_batch_is_invalid_argument(serve_default):
-    call = serve_default.channel.stream_stream("/onshi.v1.ClaimService/VerifyClaims",
-                                               request_serializer=None, response_deserializer=None)
+    call = serve_default.channel.stream_stream(
+        "/onshi.v1.ClaimService/VerifyClaims", request_serializer=None, response_deserializer=None
+    )
     with pytest.raises(grpc.RpcError) as err:
         list(call(iter([b"\x0a\x05abc"]), timeout=10))  # a claim cut short
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -27,13 +27,41 @@ from tests.trust_helpers import FACILITY, INSURER_A, INSURER_B, build_store, pki
 def secured(tmp_path_factory):
     base = tmp_path_factory.mktemp("client-tools")
     build_store(str(base / "store"))
-    ingest = s.Proc(s.onshi("ingest-serve", "--data", str(base / "store"), "--port", "0", "--port-file",
-                            str(base / "ingest.port"), "--pki", pki_dir()),
-                    base / "ingest.port", base / "ingest.log", env=s.INGEST_ENV)
+    ingest = s.Proc(
+        s.onshi(
+            "ingest-serve",
+            "--data",
+            str(base / "store"),
+            "--port",
+            "0",
+            "--port-file",
+            str(base / "ingest.port"),
+            "--pki",
+            pki_dir(),
+        ),
+        base / "ingest.port",
+        base / "ingest.log",
+        env=s.INGEST_ENV,
+    )
     try:
-        serve = s.Proc(s.onshi("serve", "--data", str(base / "store"), "--port", "0", "--workers", "1",
-                               "--port-file", str(base / "serve.port"), "--pki", pki_dir()),
-                       base / "serve.port", base / "serve.log", env=s.INGEST_ENV)  # one deployment: one switch
+        serve = s.Proc(
+            s.onshi(
+                "serve",
+                "--data",
+                str(base / "store"),
+                "--port",
+                "0",
+                "--workers",
+                "1",
+                "--port-file",
+                str(base / "serve.port"),
+                "--pki",
+                pki_dir(),
+            ),
+            base / "serve.port",
+            base / "serve.log",
+            env=s.INGEST_ENV,
+        )  # one deployment: one switch
     except Exception:
         ingest.stop()
         raise
@@ -43,8 +71,13 @@ def secured(tmp_path_factory):
 
 
 def run(*args, env=None, timeout=90):
-    return subprocess.run(s.onshi(*args), capture_output=True, text=True, timeout=timeout,
-                          env={**s._env(), "ONSHI_PKI": "", **(env or {})})
+    return subprocess.run(
+        s.onshi(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**s._env(), "ONSHI_PKI": "", **(env or {})},
+    )
 
 
 def one_line(err: str) -> str:
@@ -60,8 +93,17 @@ def registry_csv(path, residents):
         w.writerow(["resident_id", "name", "name_kana", "birth_date", "sex", "address", "postcode"])
         for r in residents:
             b = r.birth_date
-            w.writerow([r.resident_id, r.name, r.name_kana, f"{b.year:04d}-{b.month:02d}-{b.day:02d}", r.sex,
-                        r.address, r.postcode])
+            w.writerow(
+                [
+                    r.resident_id,
+                    r.name,
+                    r.name_kana,
+                    f"{b.year:04d}-{b.month:02d}-{b.day:02d}",
+                    r.sex,
+                    r.address,
+                    r.postcode,
+                ]
+            )
 
 
 def updates_csv(path, residents, insurer):
@@ -70,16 +112,42 @@ def updates_csv(path, residents, insurer):
         w.writeheader()
         for i, r in enumerate(residents):
             b = r.birth_date
-            w.writerow(dict(update_id=f"tools-{r.resident_id}", insurer_number=insurer, resident_id=r.resident_id,
-                            change="acquisition", name=r.name, name_kana=r.name_kana,
-                            birth_date=f"{b.year:04d}-{b.month:02d}-{b.day:02d}", sex=str(r.sex),
-                            address=r.address, postcode=r.postcode, symbol="T1", number=f"{700 + i}", branch="00",
-                            relationship="insured", insurer_name="テスト健保", card_kind="employee",
-                            acquisition_date="2024-04-01", burden_ratio="30"))
+            w.writerow(
+                dict(
+                    update_id=f"tools-{r.resident_id}",
+                    insurer_number=insurer,
+                    resident_id=r.resident_id,
+                    change="acquisition",
+                    name=r.name,
+                    name_kana=r.name_kana,
+                    birth_date=f"{b.year:04d}-{b.month:02d}-{b.day:02d}",
+                    sex=str(r.sex),
+                    address=r.address,
+                    postcode=r.postcode,
+                    symbol="T1",
+                    number=f"{700 + i}",
+                    branch="00",
+                    relationship="insured",
+                    insurer_name="テスト健保",
+                    card_kind="employee",
+                    acquisition_date="2024-04-01",
+                    burden_ratio="30",
+                )
+            )
 
 
-CLAIMS_HEADER = ["claim_id", "facility_code", "insurer_number", "symbol", "number", "branch", "birth_date",
-                 "first_visit_date", "kind", "points"]
+CLAIMS_HEADER = [
+    "claim_id",
+    "facility_code",
+    "insurer_number",
+    "symbol",
+    "number",
+    "branch",
+    "birth_date",
+    "first_visit_date",
+    "kind",
+    "points",
+]
 
 
 def claims_csv(path):
@@ -90,6 +158,7 @@ def claims_csv(path):
 
 
 # --- which certificate ---------------------------------------------------------------------
+
 
 def test_callers_are_found_by_role_code_or_file_stem():
     pki = pki_dir()
@@ -108,6 +177,7 @@ def test_callers_are_found_by_role_code_or_file_stem():
 
 
 # --- against the secured servers -------------------------------------------------------------
+
 
 def test_stream_update_batches_is_an_insurers_method(secured):
     ingest, _ = secured
@@ -129,20 +199,38 @@ def test_ingest_file_over_mtls_as_operator_then_as_the_files_insurer(secured, tm
     registry_csv(tmp_path / "registry.csv", residents)
     updates_csv(tmp_path / "updates.csv", residents, INSURER_A)
     env = {"ONSHI_PKI": pki_dir()}  # as the README's `export ONSHI_PKI=var/pki`
-    out = run("ingest-file", str(tmp_path / "registry.csv"), "--registry", "--target", ingest.target,
-              "--no-progress", env=env)
+    out = run(
+        "ingest-file", str(tmp_path / "registry.csv"), "--registry", "--target", ingest.target, "--no-progress", env=env
+    )
     assert out.returncode == 0, out.stderr
     assert "3 registry records stored" in out.stdout
     # The bulk path (StreamUpdateBatches), with the certificate covering the file's insurer.
     out = run("ingest-file", str(tmp_path / "updates.csv"), "--target", ingest.target, "--no-progress", env=env)
     assert out.returncode == 0, out.stderr
     assert "3 of 3 updates: accepted 3" in out.stdout
-    out = run("ingest-file", str(tmp_path / "updates.csv"), "--target", ingest.target, "--no-progress",
-              "--batch", "1", "--pki", pki_dir())
+    out = run(
+        "ingest-file",
+        str(tmp_path / "updates.csv"),
+        "--target",
+        ingest.target,
+        "--no-progress",
+        "--batch",
+        "1",
+        "--pki",
+        pki_dir(),
+    )
     assert out.returncode == 0 and "duplicate 3" in out.stdout, out.stderr
     # Another insurer's certificate may not send insurer A's updates: refused, one line, exit 2.
-    out = run("ingest-file", str(tmp_path / "updates.csv"), "--target", ingest.target, "--no-progress",
-              "--as", f"insurer:{INSURER_B}", env=env)
+    out = run(
+        "ingest-file",
+        str(tmp_path / "updates.csv"),
+        "--target",
+        ingest.target,
+        "--no-progress",
+        "--as",
+        f"insurer:{INSURER_B}",
+        env=env,
+    )
     assert out.returncode == 2
     assert "PERMISSION_DENIED" in one_line(out.stderr)
     # A file for an insurer the PKI has no certificate for: said before anything is sent.
@@ -156,13 +244,32 @@ def test_claims_verify_over_mtls_as_review_body_or_facility(secured, tmp_path):
     ingest, _ = secured
     claims_csv(tmp_path / "in.csv")
     for extra in ((), ("--facility", FACILITY)):
-        out = run("claims", "verify", str(tmp_path / "in.csv"), str(tmp_path / "out.csv"), "--target",
-                  ingest.target, "--pki", pki_dir(), *extra)
+        out = run(
+            "claims",
+            "verify",
+            str(tmp_path / "in.csv"),
+            str(tmp_path / "out.csv"),
+            "--target",
+            ingest.target,
+            "--pki",
+            pki_dir(),
+            *extra,
+        )
         assert out.returncode == 0, out.stderr
         with open(tmp_path / "out.csv", newline="", encoding="utf-8") as f:
             assert [(r["claim_id"], r["outcome"]) for r in csv.DictReader(f)] == [("t1", "OK")]
-    out = run("claims", "verify", str(tmp_path / "in.csv"), str(tmp_path / "denied.csv"), "--target", ingest.target,
-              "--pki", pki_dir(), "--as", "insurer-a")
+    out = run(
+        "claims",
+        "verify",
+        str(tmp_path / "in.csv"),
+        str(tmp_path / "denied.csv"),
+        "--target",
+        ingest.target,
+        "--pki",
+        pki_dir(),
+        "--as",
+        "insurer-a",
+    )
     assert out.returncode == 2
     assert "PERMISSION_DENIED" in one_line(out.stderr)
     assert not (tmp_path / "denied.csv").exists()  # no verdict file from a refused run
@@ -185,8 +292,21 @@ def test_check_and_health_over_mtls(secured):
 
 def test_mtls_to_a_plaintext_server_is_one_line(tmp_path):
     build_store(str(tmp_path / "store"))
-    plain = s.Proc(s.onshi("serve", "--data", str(tmp_path / "store"), "--port", "0", "--workers", "1",
-                           "--port-file", str(tmp_path / "port")), tmp_path / "port", tmp_path / "log")
+    plain = s.Proc(
+        s.onshi(
+            "serve",
+            "--data",
+            str(tmp_path / "store"),
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--port-file",
+            str(tmp_path / "port"),
+        ),
+        tmp_path / "port",
+        tmp_path / "log",
+    )
     try:
         out = run("check", "--card", "1002", "--target", plain.target, "--pki", pki_dir())
     finally:
@@ -197,6 +317,7 @@ def test_mtls_to_a_plaintext_server_is_one_line(tmp_path):
 
 # --- no answer ----------------------------------------------------------------------------------
 
+
 def commands(tmp_path, target):
     registry_csv(tmp_path / "registry.csv", [s.resident(9200)])
     updates_csv(tmp_path / "updates.csv", [s.resident(9200)], INSURER_A)
@@ -205,12 +326,24 @@ def commands(tmp_path, target):
         "check": ("check", "--card", "1002", "--target", target),
         "health": ("health", "--target", target),
         "ingest-file": ("ingest-file", str(tmp_path / "updates.csv"), "--target", target, "--no-progress"),
-        "ingest-file --batch 1": ("ingest-file", str(tmp_path / "updates.csv"), "--target", target, "--batch", "1",
-                                  "--no-progress"),
-        "ingest-file --registry": ("ingest-file", str(tmp_path / "registry.csv"), "--registry", "--target", target,
-                                   "--no-progress"),
-        "claims verify": ("claims", "verify", str(tmp_path / "in.csv"), str(tmp_path / "out.csv"),
-                          "--target", target),
+        "ingest-file --batch 1": (
+            "ingest-file",
+            str(tmp_path / "updates.csv"),
+            "--target",
+            target,
+            "--batch",
+            "1",
+            "--no-progress",
+        ),
+        "ingest-file --registry": (
+            "ingest-file",
+            str(tmp_path / "registry.csv"),
+            "--registry",
+            "--target",
+            target,
+            "--no-progress",
+        ),
+        "claims verify": ("claims", "verify", str(tmp_path / "in.csv"), str(tmp_path / "out.csv"), "--target", target),
     }
 
 

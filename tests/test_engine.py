@@ -20,11 +20,11 @@ from tests.conftest import native_available
 from tests.model import ModelPerson, Qual
 
 D = dt.date
-KYOKAI = with_check_digit("0113001")   # 協会けんぽ
-KUMIAI = with_check_digit("0613002")   # 健保組合
-SEAMEN = with_check_digit("0213001")   # 船員保険
+KYOKAI = with_check_digit("0113001")  # 協会けんぽ
+KUMIAI = with_check_digit("0613002")  # 健保組合
+SEAMEN = with_check_digit("0213001")  # 船員保険
 ELDERLY = with_check_digit("3913001")  # 後期高齢者
-NHI = with_check_digit("13101")        # municipal 国保, 6 digits
+NHI = with_check_digit("13101")  # municipal 国保, 6 digits
 BIRTH = D(1960, 5, 1)
 
 
@@ -41,14 +41,23 @@ def population():
     """Hand-built histories covering each rule of DOMAIN.md §3."""
     return [
         # 0: moved from 協会けんぽ to a 組合 on 4/1 (DOMAIN.md §6 example)
-        ModelPerson(BIRTH, [Qual(KYOKAI, "12", "345", "00", D(2020, 1, 1), D(2024, 4, 1)),
-                            Qual(KUMIAI, "A", "9", "00", D(2024, 4, 1))], card="ABC123"),
+        ModelPerson(
+            BIRTH,
+            [
+                Qual(KYOKAI, "12", "345", "00", D(2020, 1, 1), D(2024, 4, 1)),
+                Qual(KUMIAI, "A", "9", "00", D(2024, 4, 1)),
+            ],
+            card="ABC123",
+        ),
         # 1: dependent in the same household as 2 (branch 01 vs 00)
         ModelPerson(D(2015, 8, 8), [Qual(KYOKAI, "77", "100", "01", D(2015, 8, 8))], card="ff01"),
         ModelPerson(D(1985, 2, 2), [Qual(KYOKAI, "77", "100", "00", D(2010, 4, 1))], card="ff00"),
         # 3: dual enrollment, seamen + late-elderly
-        ModelPerson(D(1948, 3, 3), [Qual(SEAMEN, "5", "66", "00", D(2010, 1, 1)),
-                                    Qual(ELDERLY, "", "12345678", "", D(2023, 3, 3))], card="DEAD"),
+        ModelPerson(
+            D(1948, 3, 3),
+            [Qual(SEAMEN, "5", "66", "00", D(2010, 1, 1)), Qual(ELDERLY, "", "12345678", "", D(2023, 3, 3))],
+            card="DEAD",
+        ),
         # 4: lost, nothing newer (death)
         ModelPerson(D(1940, 1, 1), [Qual(NHI, "国", "1-2", "00", D(2000, 1, 1), D(2024, 2, 10))], card="beef"),
         # 5: registered, card linked, qualification starts in the future
@@ -151,11 +160,12 @@ def test_non_jis_name_is_byte_exact(tmp_path, open_store_engine):
     from onshi.core import dates
     from onshi.core.writer import Writer
 
-    name = "𠮷田 髙﨑 葛\U000E0100"  # non-JIS X 0208 characters and an IVS
+    name = "𠮷田 髙﨑 葛\U000e0100"  # non-JIS X 0208 characters and an IVS
     writer = Writer(tmp_path / "s")
     person = qpb.Person(name=name, name_kana="ヨシダ", birth_date=dates.to_proto(BIRTH))
-    q = qpb.Qualification(insurer_number=KYOKAI, symbol="1", number="2", branch="00",
-                          acquisition_date=dates.to_proto(D(2020, 1, 1)))
+    q = qpb.Qualification(
+        insurer_number=KYOKAI, symbol="1", number="2", branch="00", acquisition_date=dates.to_proto(D(2020, 1, 1))
+    )
 
     def change(txn):
         link = txn.new_link_id()
@@ -177,9 +187,11 @@ def test_batches_equal_single_calls(store, open_store_engine):
     keys = [identifiers.card_serial_key(s) for s in serials]
     as_of = dates.to_day(D(2024, 4, 1))
     assert engine.check_by_card_batch(keys, as_of) == [engine.check_by_card(k, as_of) for k in keys]
-    queries = [(identifiers.number_key(KYOKAI, "12", "345", "00"), dates.to_day(BIRTH)),
-               (identifiers.number_key(ELDERLY, "", "12345678", ""), dates.to_day(D(1948, 3, 3))),
-               (identifiers.number_key(KYOKAI, "12", "000", "00"), dates.to_day(BIRTH))]
+    queries = [
+        (identifiers.number_key(KYOKAI, "12", "345", "00"), dates.to_day(BIRTH)),
+        (identifiers.number_key(ELDERLY, "", "12345678", ""), dates.to_day(D(1948, 3, 3))),
+        (identifiers.number_key(KYOKAI, "12", "000", "00"), dates.to_day(BIRTH)),
+    ]
     assert engine.check_by_number_batch(queries, as_of) == [engine.check_by_number(k, b, as_of) for k, b in queries]
     assert engine.check_by_card_batch([], as_of) == []
 
@@ -223,8 +235,9 @@ def test_number_conflict_leaves_store_intact(store):
 
     writer = Writer(store)
     person = qpb.Person(name="別人", birth_date=dates.to_proto(D(1970, 1, 1)))
-    stolen = qpb.Qualification(insurer_number=KYOKAI, symbol="12", number="345", branch="00",
-                               acquisition_date=dates.to_proto(D(2024, 1, 1)))
+    stolen = qpb.Qualification(
+        insurer_number=KYOKAI, symbol="12", number="345", branch="00", acquisition_date=dates.to_proto(D(2024, 1, 1))
+    )
 
     def change(txn):
         txn.put_history(txn.new_link_id(), person, [stolen])
@@ -253,7 +266,11 @@ def populations(draw):
         quals = []
         for _ in range(draw(st.integers(0, 4))):
             insurer = draw(st.sampled_from(INSURERS))
-            number = draw(st.sampled_from(["1", "2", "10-3"])) if insurer != ELDERLY else draw(st.sampled_from(["11111111", "22222222"]))
+            number = (
+                draw(st.sampled_from(["1", "2", "10-3"]))
+                if insurer != ELDERLY
+                else draw(st.sampled_from(["11111111", "22222222"]))
+            )
             branch = draw(st.sampled_from(["00", "01"]))
             acq = START + dt.timedelta(days=draw(st.integers(0, 40)))
             lost = None if draw(st.booleans()) else acq + dt.timedelta(days=draw(st.integers(1, 30)))
@@ -277,14 +294,15 @@ def interesting_days(persons):
 
 
 def summary(resp: epb.CheckResponse):
-    return resp.validity, sorted((q.insurer_number, q.number, q.branch, q.acquisition_date.day, q.acquisition_date.month)
-                                 for q in resp.qualifications)
+    return resp.validity, sorted(
+        (q.insurer_number, q.number, q.branch, q.acquisition_date.day, q.acquisition_date.month)
+        for q in resp.qualifications
+    )
 
 
 def model_summary(validity, quals):
     # stored payloads keep the branch as registered; only the lookup key drops it
-    return validity, sorted((q.insurer, q.number, q.branch, q.acquired.day, q.acquired.month)
-                            for q in quals)
+    return validity, sorted((q.insurer, q.number, q.branch, q.acquired.day, q.acquired.month) for q in quals)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

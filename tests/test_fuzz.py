@@ -15,8 +15,9 @@ import pytest
 from tests import fuzz_support as fz
 
 
-@pytest.mark.parametrize("secure,examples,seed", [(True, 2500, 11), (False, 1000, 12)],
-                         ids=["mtls-access-log", "no-trust-options"])
+@pytest.mark.parametrize(
+    "secure,examples,seed", [(True, 2500, 11), (False, 1000, 12)], ids=["mtls-access-log", "no-trust-options"]
+)
 def test_no_input_gets_internal_or_unknown(tmp_path, secure, examples, seed):
     targets = fz.start_servers(tmp_path, secure=secure)
     try:

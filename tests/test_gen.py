@@ -95,6 +95,7 @@ def covers(q, d: int) -> bool:
 
 # --- determinism and counts -----------------------------------------------------------
 
+
 def test_same_seed_gives_an_identical_store(store, content, tmp_path):
     _, info = store
     again = gen.generate(tmp_path / "again", PERSONS, seed=SEED)
@@ -106,7 +107,7 @@ def test_same_seed_gives_an_identical_store(store, content, tmp_path):
 def test_another_seed_gives_another_population(content, tmp_path):
     gen.generate(tmp_path / "other", 300, seed=SEED + 1)
     other = read_all(tmp_path / "other")
-    assert other["card"] != content["card"][:len(other["card"])]
+    assert other["card"] != content["card"][: len(other["card"])]
     assert other["history"] != content["history"][:300]
 
 
@@ -125,6 +126,7 @@ def test_summary_matches_the_store(store, content):
 
 # --- identifiers ---------------------------------------------------------------------------
 
+
 def test_catalogue_has_about_3000_insurers_with_valid_check_digits():
     import random
 
@@ -136,8 +138,11 @@ def test_catalogue_has_about_3000_insurers_with_valid_check_digits():
         assert identifiers.has_valid_check_digit(insurer.number), insurer
         assert identifiers.normalize_insurer_number(insurer.number) == insurer.number
     prefixes = {
-        insurers.KYOKAI: ("01",), insurers.SEAMEN: ("02",), insurers.UNION: ("06",),
-        insurers.MUTUAL_AID: ("31", "32", "33", "34"), insurers.LATE_ELDERLY: ("39",),
+        insurers.KYOKAI: ("01",),
+        insurers.SEAMEN: ("02",),
+        insurers.UNION: ("06",),
+        insurers.MUTUAL_AID: ("31", "32", "33", "34"),
+        insurers.LATE_ELDERLY: ("39",),
     }
     for scheme, members in cat.by_scheme.items():
         for insurer in members:
@@ -199,6 +204,7 @@ def test_identifier_forms_are_realistic(persons):
 
 # --- names -----------------------------------------------------------------------------------
 
+
 def test_non_jis_names_survive_byte_exactly(persons):
     pop = gen.Population(SEED)
     expected = {}
@@ -214,8 +220,7 @@ def test_non_jis_names_survive_byte_exactly(persons):
 
 def test_non_jis_name_comes_back_through_the_engine(store, persons, content):
     card_of = dict(content["card_of"])
-    link_id, (person, _) = next((i, v) for i, v in persons.items()
-                                if "𠮷" in v[0].name and link_key(i) in card_of)
+    link_id, (person, _) = next((i, v) for i, v in persons.items() if "𠮷" in v[0].name and link_key(i) in card_of)
     engine = PureEngine(store[0])
     try:
         raw = engine.check_by_card(card_of[link_key(link_id)], gen.R)
@@ -228,10 +233,28 @@ def test_non_jis_name_comes_back_through_the_engine(store, persons, content):
 
 # --- the population's domain rules -------------------------------------------------------------
 
+
 def test_each_feature_is_present(store, persons, content):
-    found = {k: 0 for k in ("dependent", "death", "public_assistance", "other", "job_change", "late_elderly_move",
-                            "dual", "elderly_recipient", "limit_amount", "specific_disease", "subsidy",
-                            "preschool", "seamen", "nhi_union", "short_term")}
+    found = {
+        k: 0
+        for k in (
+            "dependent",
+            "death",
+            "public_assistance",
+            "other",
+            "job_change",
+            "late_elderly_move",
+            "dual",
+            "elderly_recipient",
+            "limit_amount",
+            "specific_disease",
+            "subsidy",
+            "preschool",
+            "seamen",
+            "nhi_union",
+            "short_term",
+        )
+    }
     ratios = set()
     for _person, quals in persons.values():
         for q in quals:
@@ -250,12 +273,18 @@ def test_each_feature_is_present(store, persons, content):
             found["short_term"] += q.card_kind == pb.CARD_KIND_SHORT_TERM
         for a in quals:
             for b in quals:
-                if (a.loss_reason == pb.LOSS_REASON_OTHER_INSURANCE and 0 <= day(b.acquisition_date) - loss_day(a) <= 1
-                        and a.insurer_number[:2] in ("01", "06", "31", "32", "33", "34")
-                        and b.insurer_number[:2] in ("01", "06", "31", "32", "33", "34")):
+                if (
+                    a.loss_reason == pb.LOSS_REASON_OTHER_INSURANCE
+                    and 0 <= day(b.acquisition_date) - loss_day(a) <= 1
+                    and a.insurer_number[:2] in ("01", "06", "31", "32", "33", "34")
+                    and b.insurer_number[:2] in ("01", "06", "31", "32", "33", "34")
+                ):
                     found["job_change"] += 1
-                if (identifiers.is_late_elderly(b.insurer_number) and not identifiers.is_late_elderly(a.insurer_number)
-                        and loss_day(a) == day(b.acquisition_date)):
+                if (
+                    identifiers.is_late_elderly(b.insurer_number)
+                    and not identifiers.is_late_elderly(a.insurer_number)
+                    and loss_day(a) == day(b.acquisition_date)
+                ):
                     found["late_elderly_move"] += 1
         if sum(covers(q, gen.R) for q in quals) >= 2:
             found["dual"] += 1
@@ -329,16 +358,30 @@ def test_certificate_periods_fall_inside_the_qualification(persons):
     for _, quals in persons.values():
         for q in quals:
             start, end = day(q.acquisition_date), loss_day(q)
-            for cert in ([q.elderly_recipient] if q.HasField("elderly_recipient") else []) + \
-                        ([q.limit_amount] if q.HasField("limit_amount") else []) + list(q.subsidies):
+            for cert in (
+                ([q.elderly_recipient] if q.HasField("elderly_recipient") else [])
+                + ([q.limit_amount] if q.HasField("limit_amount") else [])
+                + list(q.subsidies)
+            ):
                 assert start <= day(cert.valid_from) <= day(cert.valid_until) < end
             if q.HasField("limit_amount"):
-                assert q.limit_amount.category in ("ア", "イ", "ウ", "エ", "オ", "現役並みⅠ", "現役並みⅡ", "区分Ⅰ", "区分Ⅱ")
+                assert q.limit_amount.category in (
+                    "ア",
+                    "イ",
+                    "ウ",
+                    "エ",
+                    "オ",
+                    "現役並みⅠ",
+                    "現役並みⅡ",
+                    "区分Ⅰ",
+                    "区分Ⅱ",
+                )
             for sd in q.specific_diseases:
                 assert sd.monthly_cap_yen in (10_000, 20_000)
 
 
 # --- gen.json samples through the engine -----------------------------------------------------
+
 
 def _answer(engine, kind: str, sample: dict, as_of: int) -> int:
     if kind == "card":
@@ -352,10 +395,21 @@ def _answer(engine, kind: str, sample: dict, as_of: int) -> int:
 def test_samples_answer_as_gen_json_claims(store):
     path, info = store
     samples = info["samples"]
-    assert {c["kind"] for c in samples["cards"]} >= {"valid", "dual_enrolled", "late_elderly", "deceased",
-                                                      "job_change_latest", "unknown_card"}
-    assert {n["kind"] for n in samples["numbers"]} >= {"valid_insured", "dependent", "lost_newer_exists",
-                                                        "late_elderly", "public_assistance"}
+    assert {c["kind"] for c in samples["cards"]} >= {
+        "valid",
+        "dual_enrolled",
+        "late_elderly",
+        "deceased",
+        "job_change_latest",
+        "unknown_card",
+    }
+    assert {n["kind"] for n in samples["numbers"]} >= {
+        "valid_insured",
+        "dependent",
+        "lost_newer_exists",
+        "late_elderly",
+        "public_assistance",
+    }
     as_of = dates.to_day(dt.date.fromisoformat(info["as_of"]))
     engine = PureEngine(path)
     try:
@@ -368,7 +422,8 @@ def test_samples_answer_as_gen_json_claims(store):
     finally:
         engine.close()
     expects = {c["kind"]: c["expect"] for c in samples["cards"]} | {
-        "n_" + n["kind"]: n["expect"] for n in samples["numbers"]}
+        "n_" + n["kind"]: n["expect"] for n in samples["numbers"]
+    }
     assert expects["dual_enrolled"] == "VALIDITY_MULTIPLE"
     assert expects["deceased"] == "VALIDITY_INVALID"
     assert expects["n_lost_newer_exists"] == "VALIDITY_INVALID_NEWER_EXISTS"
@@ -376,6 +431,7 @@ def test_samples_answer_as_gen_json_claims(store):
 
 
 # --- CLI ---------------------------------------------------------------------------------------
+
 
 def test_cli_generates_prints_and_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "cli"
@@ -414,15 +470,26 @@ def test_bulk_load_still_refuses_a_number_owned_by_two_persons(tmp_path, spill_r
     def person(name):
         return pb.Person(name=name, birth_date=dates.to_proto(dt.date(1970, 1, 1)))
 
-    shared = pb.Qualification(insurer_number="01130012", symbol="1", number="2", branch="00",
-                              acquisition_date=dates.to_proto(dt.date(2024, 1, 1)))
-    other = pb.Qualification(insurer_number="01130012", symbol="1", number="3", branch="00",
-                             acquisition_date=dates.to_proto(dt.date(2024, 1, 1)))
+    shared = pb.Qualification(
+        insurer_number="01130012",
+        symbol="1",
+        number="2",
+        branch="00",
+        acquisition_date=dates.to_proto(dt.date(2024, 1, 1)),
+    )
+    other = pb.Qualification(
+        insurer_number="01130012",
+        symbol="1",
+        number="3",
+        branch="00",
+        acquisition_date=dates.to_proto(dt.date(2024, 1, 1)),
+    )
     writer = Writer(tmp_path / "conflict")
     try:
         with pytest.raises(NumberConflict):
-            writer.bulk_load([(1, person("甲"), [shared, other], None), (2, person("乙"), [shared], None)],
-                             spill_rows=spill_rows)
+            writer.bulk_load(
+                [(1, person("甲"), [shared, other], None), (2, person("乙"), [shared], None)], spill_rows=spill_rows
+            )
     finally:
         writer.close()
 
@@ -436,8 +503,24 @@ def test_same_store_in_processes_with_different_hash_seeds(tmp_path):
 
     for hash_seed in ("1", "4242"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        subprocess.run([sys.executable, "-m", "onshi.cli", "gen", "--persons", "500", "--seed", "5",
-                        "--out", str(tmp_path / hash_seed)], check=True, env=env, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "onshi.cli",
+                "gen",
+                "--persons",
+                "500",
+                "--seed",
+                "5",
+                "--out",
+                str(tmp_path / hash_seed),
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
     assert read_all(tmp_path / "1") == read_all(tmp_path / "4242")
 
 

@@ -19,12 +19,22 @@ def test_accepted_ack_bytes_equal_upb(update_id):
 
 
 acks = st.builds(
-    pb.EnrollmentAck, update_id=update_ids,
-    outcome=st.sampled_from([pb.ENROLLMENT_OUTCOME_ACCEPTED, pb.ENROLLMENT_OUTCOME_REJECTED,
-                             pb.ENROLLMENT_OUTCOME_DUPLICATE, pb.ENROLLMENT_OUTCOME_QUARANTINED]),
-    quarantine_id=st.integers(0, 2**64 - 1), message=st.text(max_size=300),
-    field_violations=st.lists(st.builds(pb.FieldViolation, field=st.text(max_size=20),
-                                        description=st.text(max_size=50)), max_size=3))
+    pb.EnrollmentAck,
+    update_id=update_ids,
+    outcome=st.sampled_from(
+        [
+            pb.ENROLLMENT_OUTCOME_ACCEPTED,
+            pb.ENROLLMENT_OUTCOME_REJECTED,
+            pb.ENROLLMENT_OUTCOME_DUPLICATE,
+            pb.ENROLLMENT_OUTCOME_QUARANTINED,
+        ]
+    ),
+    quarantine_id=st.integers(0, 2**64 - 1),
+    message=st.text(max_size=300),
+    field_violations=st.lists(
+        st.builds(pb.FieldViolation, field=st.text(max_size=20), description=st.text(max_size=50)), max_size=3
+    ),
+)
 
 
 @given(st.lists(acks, max_size=20))

@@ -63,32 +63,51 @@ def load(group, *residents):
 def test_dependents_certificates_subsidies_and_name_change(group):
     head, child = s.resident(1), s.resident(2)
     load(group, head, child)
-    dep = s.acquisition("c1", s.KYOKAI, child, "D2", "2024-04-01", relationship=qpb.RELATIONSHIP_DEPENDENT,
-                        branch="01")
+    dep = s.acquisition("c1", s.KYOKAI, child, "D2", "2024-04-01", relationship=qpb.RELATIONSHIP_DEPENDENT, branch="01")
     dep_add = pb.EnrollmentUpdate()
     dep_add.CopyFrom(dep)
     dep_add.dependent_addition.qualification.CopyFrom(dep.acquisition.qualification)
     dep_add.dependent_addition.qualification.relationship = qpb.RELATIONSHIP_UNSPECIFIED
-    certs = pb.EnrollmentUpdate(update_id="c2", insurer_number=s.KYOKAI, resident_id=child.resident_id,
-                                person=s.person(child), certificates_change=pb.CertificatesChange(
-                                    insured_number=pb.InsuredNumber(symbol="K1", number="D2", branch="01"),
-                                    limit_amount=qpb.LimitAmountCertificate(category="エ", valid_from=s.date("2024-08-01")),
-                                    specific_diseases=[qpb.SpecificDiseaseCertificate(
-                                        disease=qpb.SPECIFIC_DISEASE_DIALYSIS, monthly_cap_yen=10000,
-                                        valid_from=s.date("2024-04-01"))]))
-    subsidy = qpb.PublicExpenseSubsidy(payer_number=s.with_check_digit("8113001"), recipient_number="7654321",
-                                       programme="子ども医療費助成", burden_ratio_percent=0,
-                                       valid_from=s.date("2024-04-01"))
-    subs = pb.EnrollmentUpdate(update_id="c3", insurer_number=s.KYOKAI, resident_id=child.resident_id,
-                               person=s.person(child), subsidies_change=pb.SubsidiesChange(
-                                   insured_number=pb.InsuredNumber(symbol="K1", number="D2", branch="01"),
-                                   subsidies=[subsidy]))
+    certs = pb.EnrollmentUpdate(
+        update_id="c2",
+        insurer_number=s.KYOKAI,
+        resident_id=child.resident_id,
+        person=s.person(child),
+        certificates_change=pb.CertificatesChange(
+            insured_number=pb.InsuredNumber(symbol="K1", number="D2", branch="01"),
+            limit_amount=qpb.LimitAmountCertificate(category="エ", valid_from=s.date("2024-08-01")),
+            specific_diseases=[
+                qpb.SpecificDiseaseCertificate(
+                    disease=qpb.SPECIFIC_DISEASE_DIALYSIS, monthly_cap_yen=10000, valid_from=s.date("2024-04-01")
+                )
+            ],
+        ),
+    )
+    subsidy = qpb.PublicExpenseSubsidy(
+        payer_number=s.with_check_digit("8113001"),
+        recipient_number="7654321",
+        programme="子ども医療費助成",
+        burden_ratio_percent=0,
+        valid_from=s.date("2024-04-01"),
+    )
+    subs = pb.EnrollmentUpdate(
+        update_id="c3",
+        insurer_number=s.KYOKAI,
+        resident_id=child.resident_id,
+        person=s.person(child),
+        subsidies_change=pb.SubsidiesChange(
+            insured_number=pb.InsuredNumber(symbol="K1", number="D2", branch="01"), subsidies=[subsidy]
+        ),
+    )
     acks = send(group, dep_add, certs, subs)
     assert [a.outcome for a in acks] == [ACCEPTED] * 3, acks
     person, (q,) = history(group, child)
     assert q.relationship == qpb.RELATIONSHIP_DEPENDENT
-    assert (q.limit_amount.category, q.specific_diseases[0].monthly_cap_yen, q.subsidies[0].programme) == \
-        ("エ", 10000, "子ども医療費助成")
+    assert (q.limit_amount.category, q.specific_diseases[0].monthly_cap_yen, q.subsidies[0].programme) == (
+        "エ",
+        10000,
+        "子ども医療費助成",
+    )
     # Certificates are the full current set: an empty change clears them.
     clear = pb.EnrollmentUpdate()
     clear.CopyFrom(certs)
@@ -96,10 +115,17 @@ def test_dependents_certificates_subsidies_and_name_change(group):
     clear.certificates_change.ClearField("limit_amount")
     del clear.certificates_change.specific_diseases[:]
     # A dependent removal of an insured person's number is refused; of the dependent, applied.
-    remove = pb.EnrollmentUpdate(update_id="c5", insurer_number=s.KYOKAI, resident_id=child.resident_id,
-                                 person=s.person(child), dependent_removal=pb.DependentRemoval(
-                                     insured_number=pb.InsuredNumber(symbol="K1", number="D2", branch="01"),
-                                     loss_date=s.date("2025-03-31"), loss_reason=qpb.LOSS_REASON_OTHER))
+    remove = pb.EnrollmentUpdate(
+        update_id="c5",
+        insurer_number=s.KYOKAI,
+        resident_id=child.resident_id,
+        person=s.person(child),
+        dependent_removal=pb.DependentRemoval(
+            insured_number=pb.InsuredNumber(symbol="K1", number="D2", branch="01"),
+            loss_date=s.date("2025-03-31"),
+            loss_reason=qpb.LOSS_REASON_OTHER,
+        ),
+    )
     acks = send(group, clear, remove)
     assert [a.outcome for a in acks] == [ACCEPTED, ACCEPTED]
     _, (q,) = history(group, child)
@@ -111,8 +137,13 @@ def test_dependents_certificates_subsidies_and_name_change(group):
     moved.name, moved.address = "新姓 花子", "大阪府大阪市北区1-1"
     load(group, moved)
     renamed = s.person(moved)
-    change = pb.EnrollmentUpdate(update_id="c6", insurer_number=s.KYOKAI, resident_id=child.resident_id,
-                                 person=renamed, basic_information_change=pb.BasicInformationChange())
+    change = pb.EnrollmentUpdate(
+        update_id="c6",
+        insurer_number=s.KYOKAI,
+        resident_id=child.resident_id,
+        person=renamed,
+        basic_information_change=pb.BasicInformationChange(),
+    )
     stale = pb.EnrollmentUpdate()
     stale.CopyFrom(change)
     stale.update_id = "c7"
@@ -126,10 +157,12 @@ def test_dependents_certificates_subsidies_and_name_change(group):
 def test_state_dependent_rejections_are_recorded_and_answer_duplicate(group):
     r = s.resident(5)
     load(group, r)
-    lost_twice = [s.acquisition("e1", s.EMPLOYEE, r, "E1", "2024-04-01"),
-                  s.loss("e2", s.EMPLOYEE, r, "E1", "2024-10-01"),
-                  s.loss("e3", s.EMPLOYEE, r, "E1", "2024-11-01"),
-                  s.loss("e4", s.EMPLOYEE, r, "E9", "2024-11-01")]
+    lost_twice = [
+        s.acquisition("e1", s.EMPLOYEE, r, "E1", "2024-04-01"),
+        s.loss("e2", s.EMPLOYEE, r, "E1", "2024-10-01"),
+        s.loss("e3", s.EMPLOYEE, r, "E1", "2024-11-01"),
+        s.loss("e4", s.EMPLOYEE, r, "E9", "2024-11-01"),
+    ]
     early = s.acquisition("e5", s.EMPLOYEE, r, "E5", "2024-04-01")
     early_loss = s.loss("e6", s.EMPLOYEE, r, "E5", "2024-04-01")  # not after the acquisition
     overlap = s.acquisition("e7", s.EMPLOYEE, r, "E5", "2024-05-01")  # already holds E5 then
@@ -142,16 +175,22 @@ def test_state_dependent_rejections_are_recorded_and_answer_duplicate(group):
     # The same insured number may be re-acquired after its loss.
     back = send(group, s.acquisition("e8", s.EMPLOYEE, r, "E1", "2025-01-01"))[0]
     assert back.outcome == ACCEPTED
-    assert sorted((q.number, q.HasField("loss_date")) for q in history(group, r)[1]) == \
-        [("E1", False), ("E1", True), ("E5", False)]
+    assert sorted((q.number, q.HasField("loss_date")) for q in history(group, r)[1]) == [
+        ("E1", False),
+        ("E1", True),
+        ("E5", False),
+    ]
 
 
 def test_idempotency_key_is_per_insurer(group):
     a, b = s.resident(6), s.resident(7)
     load(group, a, b)
-    acks = send(group, s.acquisition("same", s.EMPLOYEE, a, "S1", "2024-04-01"),
-                s.acquisition("same", s.KYOKAI, b, "S2", "2024-04-01"),
-                s.acquisition("same", s.KYOKAI, b, "S3", "2024-04-01"))
+    acks = send(
+        group,
+        s.acquisition("same", s.EMPLOYEE, a, "S1", "2024-04-01"),
+        s.acquisition("same", s.KYOKAI, b, "S2", "2024-04-01"),
+        s.acquisition("same", s.KYOKAI, b, "S3", "2024-04-01"),
+    )
     assert [a.outcome for a in acks] == [ACCEPTED, ACCEPTED, DUPLICATE]
 
 
@@ -260,7 +299,9 @@ def test_full_disk_raises_store_full_and_nothing_is_corrupted(tmp_path):
                 group.apply(lambda t, r=r: registry.put(t, r))
                 u = s.acquisition(f"f{i}", s.EMPLOYEE, r, f"F{i}", "2024-04-01")
                 checked = enrollment.check_update(u, ALL)
-                assert group.apply(lambda t, checked=checked: enrollment.apply_update(t, checked, 0.0)).outcome == ACCEPTED
+                assert (
+                    group.apply(lambda t, checked=checked: enrollment.apply_update(t, checked, 0.0)).outcome == ACCEPTED
+                )
                 accepted.append(r)
         assert len(accepted) > 10
         # Room again (the filler goes): the same writer carries on.
@@ -292,9 +333,15 @@ def test_bulk_loaded_people_take_updates_on_their_link(tmp_path):
 
     r = s.resident(9)
     person = s.person(r, written_differently=False)
-    q = qpb.Qualification(insurer_number=s.EMPLOYEE, symbol="K1", number="B9", branch="00",
-                          relationship=qpb.RELATIONSHIP_INSURED, acquisition_date=s.date("2020-04-01"),
-                          burden_ratio_percent=30)
+    q = qpb.Qualification(
+        insurer_number=s.EMPLOYEE,
+        symbol="K1",
+        number="B9",
+        branch="00",
+        relationship=qpb.RELATIONSHIP_INSURED,
+        acquisition_date=s.date("2020-04-01"),
+        burden_ratio_percent=30,
+    )
     writer = Writer(tmp_path / "store", map_size=1 << 22)
     try:
         writer.bulk_load([(42, person, [q], None)])
@@ -322,8 +369,9 @@ def test_discarding_a_quarantined_update_releases_the_ones_held_behind_it(group)
     acks = send(group, wrong, held_acq, held_ratio, other_insurer)
     assert [a.outcome for a in acks] == [QUARANTINED, QUARANTINED, QUARANTINED, ACCEPTED]
     assert [list(a.quarantine_reasons) for a in acks[1:3]] == [[pb.QUARANTINE_REASON_HELD_BEHIND]] * 2
-    request = pb.ResolveQuarantineRequest(quarantine_id=acks[0].quarantine_id, resolution=pb.RESOLUTION_DISCARD,
-                                          reason="registered for the wrong person")
+    request = pb.ResolveQuarantineRequest(
+        quarantine_id=acks[0].quarantine_id, resolution=pb.RESOLUTION_DISCARD, reason="registered for the wrong person"
+    )
     out = group.apply(lambda t: enrollment.resolve(t, request, frozenset({s.EMPLOYEE}), 0.0))
     assert out.ack.outcome == pb.ENROLLMENT_OUTCOME_DISCARDED
     assert [(a.update_id, a.outcome) for a in out.released] == [("h2", ACCEPTED), ("h3", ACCEPTED)]
@@ -332,8 +380,10 @@ def test_discarding_a_quarantined_update_releases_the_ones_held_behind_it(group)
     with group.read() as view:
         assert enrollment.list_quarantine(view, [s.EMPLOYEE], 0, 100) == []
     again = send(group, wrong, held_ratio)
-    assert [(a.outcome, a.first_outcome) for a in again] == [(DUPLICATE, pb.ENROLLMENT_OUTCOME_DISCARDED),
-                                                             (DUPLICATE, ACCEPTED)]
+    assert [(a.outcome, a.first_outcome) for a in again] == [
+        (DUPLICATE, pb.ENROLLMENT_OUTCOME_DISCARDED),
+        (DUPLICATE, ACCEPTED),
+    ]
 
 
 def test_a_loose_match_is_accepted_and_its_rule_kept_with_the_outcome(group):
@@ -341,20 +391,29 @@ def test_a_loose_match_is_accepted_and_its_rule_kept_with_the_outcome(group):
     The registry holds 髙 and 﨑, the insurer's JIS X 0208 system writes 高 and
     崎: accepted, and the ack (kept for re-sends) says which field matched by
     which rule, so the clerk can review it."""
-    r = pb.Resident(resident_id=s.resident_id(21), name="髙橋　﨑子", name_kana="タカハシ　サキコ",
-                    birth_date=s.date("1975-03-04"), sex=qpb.SEX_FEMALE, address="神奈川県茅ヶ崎市東海岸北一丁目2番3号")
+    r = pb.Resident(
+        resident_id=s.resident_id(21),
+        name="髙橋　﨑子",
+        name_kana="タカハシ　サキコ",
+        birth_date=s.date("1975-03-04"),
+        sex=qpb.SEX_FEMALE,
+        address="神奈川県茅ヶ崎市東海岸北一丁目2番3号",
+    )
     load(group, r)
     written = s.acquisition("l1", s.EMPLOYEE, r, "L1", "2024-04-01")
     written.person.name, written.person.address = "高橋 崎子", "神奈川県茅ケ崎市東海岸北1-2-3"
     plain = s.ratio_change("l2", s.EMPLOYEE, r, "L1", 20)
-    plain.person.CopyFrom(qpb.Person(name=r.name, name_kana=r.name_kana, sex=r.sex, birth_date=r.birth_date,
-                                     address=r.address))
+    plain.person.CopyFrom(
+        qpb.Person(name=r.name, name_kana=r.name_kana, sex=r.sex, birth_date=r.birth_date, address=r.address)
+    )
     acks = send(group, written, plain)
     assert [a.outcome for a in acks] == [ACCEPTED, ACCEPTED]
-    expected = [("person.name", [pb.MATCH_RULE_KANJI_SUBSTITUTE]),
-                ("person.address", [pb.MATCH_RULE_ADDRESS_BLOCK_NOTATION, pb.MATCH_RULE_ADDRESS_PLACE_NAME_KANA])]
+    expected = [
+        ("person.name", [pb.MATCH_RULE_KANJI_SUBSTITUTE]),
+        ("person.address", [pb.MATCH_RULE_ADDRESS_BLOCK_NOTATION, pb.MATCH_RULE_ADDRESS_PLACE_NAME_KANA]),
+    ]
     assert [(m.field, list(m.rules)) for m in acks[0].loose_matches] == expected
-    assert list(acks[1].loose_matches) == []          # as registered: nothing to review
+    assert list(acks[1].loose_matches) == []  # as registered: nothing to review
     (again,) = send(group, written)
     assert (again.outcome, again.first_outcome) == (DUPLICATE, ACCEPTED)
     assert [(m.field, list(m.rules)) for m in again.loose_matches] == expected
@@ -372,7 +431,7 @@ def test_quarantine_lists_the_current_registry_record_so_applying_with_it_succee
     moved.address = "大阪府大阪市北区梅田三丁目1番1号"
     load(group, r)
     held = s.acquisition("q1", s.EMPLOYEE, r, "Q1", "2024-04-01")
-    held.person.address = "大阪府大阪市北区梅田3-1-1"   # the insurer already has the new address
+    held.person.address = "大阪府大阪市北区梅田3-1-1"  # the insurer already has the new address
     (ack,) = send(group, held)
     assert (ack.outcome, list(ack.quarantine_reasons)) == (QUARANTINED, [pb.QUARANTINE_REASON_ADDRESS_MISMATCH])
     load(group, moved)
@@ -380,10 +439,17 @@ def test_quarantine_lists_the_current_registry_record_so_applying_with_it_succee
         (entry,) = enrollment.list_quarantine(view, [s.EMPLOYEE], 0, 100)
     assert entry.registry_record.address == moved.address
     record = entry.registry_record
-    corrected = qpb.Person(name=record.name, name_kana=record.name_kana, sex=record.sex,
-                           birth_date=record.birth_date, address=record.address, postcode=record.postcode)
-    request = pb.ResolveQuarantineRequest(quarantine_id=ack.quarantine_id, resolution=pb.RESOLUTION_APPLY,
-                                          corrected_person=corrected)
+    corrected = qpb.Person(
+        name=record.name,
+        name_kana=record.name_kana,
+        sex=record.sex,
+        birth_date=record.birth_date,
+        address=record.address,
+        postcode=record.postcode,
+    )
+    request = pb.ResolveQuarantineRequest(
+        quarantine_id=ack.quarantine_id, resolution=pb.RESOLUTION_APPLY, corrected_person=corrected
+    )
     out = group.apply(lambda t: enrollment.resolve(t, request, frozenset({s.EMPLOYEE}), 0.0))
     assert out.ack.outcome == ACCEPTED
     # Applying the update as sent also matches now (block notation): its ack says so.
@@ -400,4 +466,5 @@ def test_quarantine_lists_the_current_registry_record_so_applying_with_it_succee
     out = group.apply(lambda t: enrollment.resolve(t, request, frozenset({s.EMPLOYEE}), 0.0))
     assert out.ack.outcome == ACCEPTED
     assert [(m.field, list(m.rules)) for m in out.ack.loose_matches] == [
-        ("person.address", [pb.MATCH_RULE_ADDRESS_BLOCK_NOTATION])]
+        ("person.address", [pb.MATCH_RULE_ADDRESS_BLOCK_NOTATION])
+    ]

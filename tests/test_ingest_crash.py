@@ -47,8 +47,7 @@ def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_
     with grpc.insecure_channel(ingest.target) as channel:
         stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
         for i in range(0, RESIDENTS, 5000):
-            stub.PutResidents(pb.PutResidentsRequest(residents=[s.resident(j) for j in range(i, i + 5000)]),
-                              timeout=60)
+            stub.PutResidents(pb.PutResidentsRequest(residents=[s.resident(j) for j in range(i, i + 5000)]), timeout=60)
     updates = s.script(RESIDENTS, UPDATES)
     model = s.Model()
     for u in updates:
@@ -73,8 +72,9 @@ def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_
             if len(breaks) == 1:
                 accepted_before_kill.update(u for u, outs in acks.items() if outs[0][0] == ACCEPTED)
 
-    streamer = UpdateStreamer(ingest.target, s.INSURERS, window=2048, batch=batch, retries=20, retry_delay=0.2,
-                              on_break=on_break)
+    streamer = UpdateStreamer(
+        ingest.target, s.INSURERS, window=2048, batch=batch, retries=20, retry_delay=0.2, on_break=on_break
+    )
     failure: list[BaseException] = []
 
     def client():
@@ -120,7 +120,9 @@ def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_
             applied = dict(view.scan("applied"))
             assert len(applied) == UPDATES
             for u in updates:
-                stored = pb.EnrollmentAck.FromString(applied[u.insurer_number.encode() + b"\x1f" + u.update_id.encode()])
+                stored = pb.EnrollmentAck.FromString(
+                    applied[u.insurer_number.encode() + b"\x1f" + u.update_id.encode()]
+                )
                 assert stored.outcome == ACCEPTED
             # The store equals the model, person by person.
             for i in range(RESIDENTS):
@@ -128,8 +130,10 @@ def test_sigkill_mid_stream_resend_unacked_applies_each_update_exactly_once(tmp_
                 assert s.store_rows(view, enrollment.link_of_resident(view, rid)) == model.rows(rid), rid
     finally:
         writer.close()
-    print(f"killed after {acked_at_kill} acks, a commit's acks held back; "
-          f"{resent_duplicates} re-sent updates came back DUPLICATE")
+    print(
+        f"killed after {acked_at_kill} acks, a commit's acks held back; "
+        f"{resent_duplicates} re-sent updates came back DUPLICATE"
+    )
 
 
 def _wait_for_committed_beyond(data, acks, lock, timeout: float = 30.0) -> bool:

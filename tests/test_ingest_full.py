@@ -46,7 +46,9 @@ def test_full_store_answers_resource_exhausted_and_keeps_what_it_acked(full_stor
             stub = enrollment_pb2_grpc.EnrollmentServiceStub(channel)
             people = [s.resident(i) for i in range(10_000)]
             stub.PutResidents(pb.PutResidentsRequest(residents=people[:300]), timeout=30)
-            updates = (s.acquisition(f"u{i}", s.EMPLOYEE, r, f"N{i}", "2024-04-01") for i, r in enumerate(people[:3000]))
+            updates = (
+                s.acquisition(f"u{i}", s.EMPLOYEE, r, f"N{i}", "2024-04-01") for i, r in enumerate(people[:3000])
+            )
             with pytest.raises(grpc.RpcError) as err:
                 for ack in stub.StreamUpdates(updates, metadata=md, timeout=60):
                     assert ack.outcome in (pb.ENROLLMENT_OUTCOME_ACCEPTED, pb.ENROLLMENT_OUTCOME_QUARANTINED)
@@ -57,8 +59,10 @@ def test_full_store_answers_resource_exhausted_and_keeps_what_it_acked(full_stor
             assert len(accepted) > 10
             # Still serving: health and reads answer; a new write gets the same clear answer.
             health = health_pb2_grpc.HealthStub(channel)
-            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
-                health_pb2.HealthCheckResponse.SERVING
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
             stub.ListQuarantine(pb.ListQuarantineRequest(), metadata=md, timeout=5)
             with pytest.raises(grpc.RpcError) as again:
                 stub.PutResidents(pb.PutResidentsRequest(residents=people), timeout=30)  # > the whole cap
@@ -77,8 +81,11 @@ def test_full_store_answers_resource_exhausted_and_keeps_what_it_acked(full_stor
                 link = enrollment.link_of_resident(view, s.resident_id(i))
                 assert [q.number for _, q in view.history(link)] == [f"N{i}"]
                 assert view.link_of_number(s.key(s.EMPLOYEE, f"N{i}")) == link
-            applied = sum(1 for k, v in view.scan("applied")
-                          if pb.EnrollmentAck.FromString(v).outcome == pb.ENROLLMENT_OUTCOME_ACCEPTED)
+            applied = sum(
+                1
+                for k, v in view.scan("applied")
+                if pb.EnrollmentAck.FromString(v).outcome == pb.ENROLLMENT_OUTCOME_ACCEPTED
+            )
             assert applied >= len(accepted)  # acks of the last commit may have been lost with the stream
     finally:
         writer.close()

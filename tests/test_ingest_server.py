@@ -48,8 +48,12 @@ def servers(tmp_path_factory):
 def stubs(servers):
     ingest, serve = servers
     with grpc.insecure_channel(ingest.target) as a, grpc.insecure_channel(serve.target) as b:
-        yield (enrollment_pb2_grpc.EnrollmentServiceStub(a), enrollment_pb2_grpc.LinkServiceStub(a),
-               eligibility_pb2_grpc.EligibilityServiceStub(b), a)
+        yield (
+            enrollment_pb2_grpc.EnrollmentServiceStub(a),
+            enrollment_pb2_grpc.LinkServiceStub(a),
+            eligibility_pb2_grpc.EligibilityServiceStub(b),
+            a,
+        )
 
 
 def md(*insurers):
@@ -67,9 +71,12 @@ def stream(enrol, updates, insurers=s.INSURERS):
 
 
 def by_number(check, insurer, number, r, symbol="K1", branch="00", as_of=AS_OF):
-    return check.CheckByNumber(epb.CheckByNumberRequest(
-        insurer_number=insurer, symbol=symbol, number=number, branch=branch, birth_date=r.birth_date,
-        as_of=as_of), timeout=5)
+    return check.CheckByNumber(
+        epb.CheckByNumberRequest(
+            insurer_number=insurer, symbol=symbol, number=number, branch=branch, birth_date=r.birth_date, as_of=as_of
+        ),
+        timeout=5,
+    )
 
 
 def by_card(check, serial, as_of=AS_OF):
@@ -77,9 +84,17 @@ def by_card(check, serial, as_of=AS_OF):
 
 
 def link(linker, r, serial, insurer, number, person=None):
-    return linker.LinkCard(pb.LinkCardRequest(
-        card_serial=serial, resident_id=r.resident_id, person=person or s.person(r), insurer_number=insurer,
-        insured_number=pb.InsuredNumber(symbol="K1", number=number, branch="00"), consent=True), timeout=10)
+    return linker.LinkCard(
+        pb.LinkCardRequest(
+            card_serial=serial,
+            resident_id=r.resident_id,
+            person=person or s.person(r),
+            insurer_number=insurer,
+            insured_number=pb.InsuredNumber(symbol="K1", number=number, branch="00"),
+            consent=True,
+        ),
+        timeout=10,
+    )
 
 
 def test_stream_then_seen_by_number_and_card_and_duplicate_on_resend(stubs):
@@ -88,8 +103,10 @@ def test_stream_then_seen_by_number_and_card_and_duplicate_on_resend(stubs):
     number = f"A{r.resident_id[-5:]}"
     before = by_number(check, s.EMPLOYEE, number, r)
     assert before.validity == NO_RECORD
-    updates = [s.acquisition("a1", s.EMPLOYEE, r, number, "2024-04-01", ratio=30),
-               s.ratio_change("a2", s.EMPLOYEE, r, number, 20)]
+    updates = [
+        s.acquisition("a1", s.EMPLOYEE, r, number, "2024-04-01", ratio=30),
+        s.ratio_change("a2", s.EMPLOYEE, r, number, 20),
+    ]
     acks = stream(enrol, updates)
     assert [(a.update_id, a.outcome) for a in acks] == [("a1", ACCEPTED), ("a2", ACCEPTED)]
     # Seen at once by the running eligibility server: no restart, MVCC.
@@ -123,14 +140,28 @@ def test_loss_and_new_insurer_by_card_and_number_and_notice(stubs):
     assert len(mine) == 1
     assert (mine[0].new_insurer_number, mine[0].new_acquisition_date.year) == (s.EMPLOYEE, 2025)
     # Others do not see it; acknowledging closes it.
-    assert not [n for n in enrol.ListNotices(pb.ListNoticesRequest(), metadata=md(s.EMPLOYEE)).notices
-                if n.insured_number.number == old]
-    assert enrol.AcknowledgeNotices(pb.AcknowledgeNoticesRequest(notice_ids=[mine[0].notice_id]),
-                                    metadata=md(s.EMPLOYEE)).acknowledged == 0
-    assert enrol.AcknowledgeNotices(pb.AcknowledgeNoticesRequest(notice_ids=[mine[0].notice_id]),
-                                    metadata=md(s.NHI)).acknowledged == 1
-    assert not [n for n in enrol.ListNotices(pb.ListNoticesRequest(), metadata=md(s.NHI)).notices
-                if n.insured_number.number == old]
+    assert not [
+        n
+        for n in enrol.ListNotices(pb.ListNoticesRequest(), metadata=md(s.EMPLOYEE)).notices
+        if n.insured_number.number == old
+    ]
+    assert (
+        enrol.AcknowledgeNotices(
+            pb.AcknowledgeNoticesRequest(notice_ids=[mine[0].notice_id]), metadata=md(s.EMPLOYEE)
+        ).acknowledged
+        == 0
+    )
+    assert (
+        enrol.AcknowledgeNotices(
+            pb.AcknowledgeNoticesRequest(notice_ids=[mine[0].notice_id]), metadata=md(s.NHI)
+        ).acknowledged
+        == 1
+    )
+    assert not [
+        n
+        for n in enrol.ListNotices(pb.ListNoticesRequest(), metadata=md(s.NHI)).notices
+        if n.insured_number.number == old
+    ]
     assert by_card(check, serial).validity == epb.VALIDITY_MULTIPLE  # both open until the loss arrives
     ack = stream(enrol, [s.loss("b3", s.NHI, r, old, "2025-04-01")])[0]
     assert ack.outcome == ACCEPTED
@@ -156,8 +187,11 @@ def test_quarantined_on_mismatch_invisible_until_resolved(stubs, field):
         wrong.person.sex = qpb.SEX_MALE if r.sex == qpb.SEX_FEMALE else qpb.SEX_FEMALE
     later = s.ratio_change(f"q-{field}-later", s.KYOKAI, r, number, 10)
     first, held = stream(enrol, [wrong, later])
-    reason = {"name": pb.QUARANTINE_REASON_NAME_MISMATCH, "birth_date": pb.QUARANTINE_REASON_BIRTH_DATE_MISMATCH,
-              "sex": pb.QUARANTINE_REASON_SEX_MISMATCH}[field]
+    reason = {
+        "name": pb.QUARANTINE_REASON_NAME_MISMATCH,
+        "birth_date": pb.QUARANTINE_REASON_BIRTH_DATE_MISMATCH,
+        "sex": pb.QUARANTINE_REASON_SEX_MISMATCH,
+    }[field]
     assert (first.outcome, list(first.quarantine_reasons)) == (QUARANTINED, [reason])
     # A later update of the same person waits behind it instead of failing or jumping the queue.
     assert (held.outcome, list(held.quarantine_reasons)) == (QUARANTINED, [pb.QUARANTINE_REASON_HELD_BEHIND])
@@ -165,33 +199,48 @@ def test_quarantined_on_mismatch_invisible_until_resolved(stubs, field):
     listed = enrol.ListQuarantine(pb.ListQuarantineRequest(), metadata=md(s.KYOKAI)).updates
     entry = next(e for e in listed if e.quarantine_id == first.quarantine_id)
     assert entry.update.update_id == wrong.update_id and entry.registry_record.resident_id == r.resident_id
-    assert not [e for e in enrol.ListQuarantine(pb.ListQuarantineRequest(), metadata=md(s.EMPLOYEE)).updates
-                if e.quarantine_id == first.quarantine_id]
+    assert not [
+        e
+        for e in enrol.ListQuarantine(pb.ListQuarantineRequest(), metadata=md(s.EMPLOYEE)).updates
+        if e.quarantine_id == first.quarantine_id
+    ]
     # Another insurer may not resolve it; the held one may not jump ahead either.
     with pytest.raises(grpc.RpcError) as denied:
-        enrol.ResolveQuarantine(pb.ResolveQuarantineRequest(quarantine_id=first.quarantine_id,
-                                                            resolution=pb.RESOLUTION_APPLY), metadata=md(s.EMPLOYEE))
+        enrol.ResolveQuarantine(
+            pb.ResolveQuarantineRequest(quarantine_id=first.quarantine_id, resolution=pb.RESOLUTION_APPLY),
+            metadata=md(s.EMPLOYEE),
+        )
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.RpcError) as early:
-        enrol.ResolveQuarantine(pb.ResolveQuarantineRequest(quarantine_id=held.quarantine_id,
-                                                            resolution=pb.RESOLUTION_APPLY), metadata=md(s.KYOKAI))
+        enrol.ResolveQuarantine(
+            pb.ResolveQuarantineRequest(quarantine_id=held.quarantine_id, resolution=pb.RESOLUTION_APPLY),
+            metadata=md(s.KYOKAI),
+        )
     assert early.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     # Applying unchanged still does not match: stays quarantined.
-    still = enrol.ResolveQuarantine(pb.ResolveQuarantineRequest(
-        quarantine_id=first.quarantine_id, resolution=pb.RESOLUTION_APPLY), metadata=md(s.KYOKAI))
+    still = enrol.ResolveQuarantine(
+        pb.ResolveQuarantineRequest(quarantine_id=first.quarantine_id, resolution=pb.RESOLUTION_APPLY),
+        metadata=md(s.KYOKAI),
+    )
     assert still.ack.outcome == QUARANTINED and by_number(check, s.KYOKAI, number, r).validity == NO_RECORD
     # Corrected: applied, and the held update is released after it, in order.
-    done = enrol.ResolveQuarantine(pb.ResolveQuarantineRequest(
-        quarantine_id=first.quarantine_id, resolution=pb.RESOLUTION_APPLY, corrected_person=s.person(r)),
-        metadata=md(s.KYOKAI))
+    done = enrol.ResolveQuarantine(
+        pb.ResolveQuarantineRequest(
+            quarantine_id=first.quarantine_id, resolution=pb.RESOLUTION_APPLY, corrected_person=s.person(r)
+        ),
+        metadata=md(s.KYOKAI),
+    )
     assert done.ack.outcome == ACCEPTED
     assert [(a.update_id, a.outcome) for a in done.released] == [(later.update_id, ACCEPTED)]
     seen = by_number(check, s.KYOKAI, number, r)
     assert seen.validity == VALID and seen.qualifications[0].burden_ratio_percent == 10
     assert seen.qualifications[0].person.name == s.person(r).name
     # Resolved: gone from the list; a resend is a DUPLICATE of the final outcome.
-    assert not [e for e in enrol.ListQuarantine(pb.ListQuarantineRequest(), metadata=md(s.KYOKAI)).updates
-                if e.quarantine_id in (first.quarantine_id, held.quarantine_id)]
+    assert not [
+        e
+        for e in enrol.ListQuarantine(pb.ListQuarantineRequest(), metadata=md(s.KYOKAI)).updates
+        if e.quarantine_id in (first.quarantine_id, held.quarantine_id)
+    ]
     again = stream(enrol, [wrong])[0]
     assert (again.outcome, again.first_outcome) == (DUPLICATE, ACCEPTED)
 
@@ -202,13 +251,18 @@ def test_quarantine_discard_keeps_the_record_and_unknown_resident(stubs):
     ack = stream(enrol, [s.acquisition("d1", s.KYOKAI, stranger, "D1", "2024-10-01")])[0]
     assert list(ack.quarantine_reasons) == [pb.QUARANTINE_REASON_RESIDENT_UNKNOWN]
     with pytest.raises(grpc.RpcError) as no_reason:
-        enrol.ResolveQuarantine(pb.ResolveQuarantineRequest(quarantine_id=ack.quarantine_id,
-                                                            resolution=pb.RESOLUTION_DISCARD), metadata=md(s.KYOKAI))
+        enrol.ResolveQuarantine(
+            pb.ResolveQuarantineRequest(quarantine_id=ack.quarantine_id, resolution=pb.RESOLUTION_DISCARD),
+            metadata=md(s.KYOKAI),
+        )
     assert no_reason.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert ("reason", "required when discarding") in field_violations(no_reason.value)
-    out = enrol.ResolveQuarantine(pb.ResolveQuarantineRequest(
-        quarantine_id=ack.quarantine_id, resolution=pb.RESOLUTION_DISCARD, reason="not our member"),
-        metadata=md(s.KYOKAI))
+    out = enrol.ResolveQuarantine(
+        pb.ResolveQuarantineRequest(
+            quarantine_id=ack.quarantine_id, resolution=pb.RESOLUTION_DISCARD, reason="not our member"
+        ),
+        metadata=md(s.KYOKAI),
+    )
     assert out.ack.outcome == pb.ENROLLMENT_OUTCOME_DISCARDED
     again = stream(enrol, [s.acquisition("d1", s.KYOKAI, stranger, "D1", "2024-10-01")])[0]
     assert (again.outcome, again.first_outcome) == (DUPLICATE, pb.ENROLLMENT_OUTCOME_DISCARDED)
@@ -256,8 +310,13 @@ def test_reissued_card_replaces_the_old_serial(stubs):
     enrol, linker, check, _ = stubs
     (r, other) = new_residents(enrol, 2)
     number = f"L{r.resident_id[-5:]}"
-    stream(enrol, [s.acquisition("l1", s.EMPLOYEE, r, number, "2024-04-01"),
-                   s.acquisition("l2", s.EMPLOYEE, other, number + "X", "2024-04-01")])
+    stream(
+        enrol,
+        [
+            s.acquisition("l1", s.EMPLOYEE, r, number, "2024-04-01"),
+            s.acquisition("l2", s.EMPLOYEE, other, number + "X", "2024-04-01"),
+        ],
+    )
     old_serial, new_serial = f"A1{r.resident_id}", f"A2{r.resident_id}"
     first = link(linker, r, old_serial, s.EMPLOYEE, number)
     assert first.replaced_card_serial == ""
@@ -281,8 +340,16 @@ def test_reissued_card_replaces_the_old_serial(stubs):
         link(linker, other, new_serial, s.EMPLOYEE, number + "X")
     assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
     with pytest.raises(grpc.RpcError) as no_consent:
-        linker.LinkCard(pb.LinkCardRequest(card_serial="ZZ", resident_id=r.resident_id, person=s.person(r),
-                                           insurer_number=s.EMPLOYEE, consent=False), timeout=10)
+        linker.LinkCard(
+            pb.LinkCardRequest(
+                card_serial="ZZ",
+                resident_id=r.resident_id,
+                person=s.person(r),
+                insurer_number=s.EMPLOYEE,
+                consent=False,
+            ),
+            timeout=10,
+        )
     assert no_consent.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert {f for f, _ in field_violations(no_consent.value)} >= {"card_serial", "consent", "insured_number.number"}
     assert by_card(check, new_serial).validity == VALID
@@ -303,8 +370,10 @@ def test_health_and_reflection(stubs):
     _, _, _, channel = stubs
     health = health_pb2_grpc.HealthStub(channel)
     for name in ("", "onshi.v1.EnrollmentService", "onshi.v1.LinkService"):
-        assert health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status == \
-            health_pb2.HealthCheckResponse.SERVING
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -318,29 +387,77 @@ def test_ingest_file_csv_and_jsonl_with_summary(stubs, servers, tmp_path):
     ingest, _ = servers
     rs = [s.resident(next(_ids)) for _ in range(3)]
     reg = tmp_path / "registry.csv"
-    reg.write_text("resident_id,name,name_kana,birth_date,sex,address,postcode\n" + "".join(
-        f"{r.resident_id},{r.name},{r.name_kana},{r.birth_date.year:04d}-{r.birth_date.month:02d}-"
-        f"{r.birth_date.day:02d},{'M' if r.sex == 1 else 'F'},{r.address},{r.postcode}\n" for r in rs))
-    run = lambda *a: subprocess.run(s.onshi(*a, "--target", ingest.target, "--no-progress"),  # noqa: E731
-                                    capture_output=True, text=True, timeout=60, env=s._env())
+    reg.write_text(
+        "resident_id,name,name_kana,birth_date,sex,address,postcode\n"
+        + "".join(
+            f"{r.resident_id},{r.name},{r.name_kana},{r.birth_date.year:04d}-{r.birth_date.month:02d}-"
+            f"{r.birth_date.day:02d},{'M' if r.sex == 1 else 'F'},{r.address},{r.postcode}\n"
+            for r in rs
+        )
+    )
+
+    def run(*a):
+        return subprocess.run(
+            s.onshi(*a, "--target", ingest.target, "--no-progress"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=s._env(),
+        )
+
     out = run("ingest-file", str(reg), "--registry")
     assert out.returncode == 0, out.stderr
     assert "3 registry records stored" in out.stdout
+
     def birth(r):
         return f"{r.birth_date.year:04d}-{r.birth_date.month:02d}-{r.birth_date.day:02d}"
 
-    rows = [dict(update_id=f"f{r.resident_id}", insurer_number=s.EMPLOYEE, resident_id=r.resident_id,
-                 change="acquisition", name=s.person(r).name, name_kana=s.person(r).name_kana, birth_date=birth(r),
-                 sex=str(r.sex), address=s.person(r).address, symbol="K1", number=f"F{i}", branch="00",
-                 relationship="insured", insurer_name="テスト健保", card_kind="employee",
-                 acquisition_date="2024-04-01", burden_ratio="30", elderly_ratio="20", elderly_from="2024-08-01",
-                 subsidies='[{{"payerNumber": "{}", "recipientNumber": "1234567", "programme": "子ども医療", '
-                           '"burdenRatioPercent": 0, "validFrom": {{"year": 2024, "month": 4, "day": 1}}}}]'.format(with_check_digit("8113001")))
-            for i, r in enumerate(rs)]
-    rows.append(dict(update_id="fbad", insurer_number=s.EMPLOYEE, resident_id=rs[0].resident_id, change="loss",
-                     name=rs[0].name, name_kana=rs[0].name_kana, birth_date="1900-01-01", sex=str(rs[0].sex),
-                     address=rs[0].address, symbol="K1", number="F0", branch="00", loss_date="2025-01-01",
-                     loss_reason="01"))
+    rows = [
+        dict(
+            update_id=f"f{r.resident_id}",
+            insurer_number=s.EMPLOYEE,
+            resident_id=r.resident_id,
+            change="acquisition",
+            name=s.person(r).name,
+            name_kana=s.person(r).name_kana,
+            birth_date=birth(r),
+            sex=str(r.sex),
+            address=s.person(r).address,
+            symbol="K1",
+            number=f"F{i}",
+            branch="00",
+            relationship="insured",
+            insurer_name="テスト健保",
+            card_kind="employee",
+            acquisition_date="2024-04-01",
+            burden_ratio="30",
+            elderly_ratio="20",
+            elderly_from="2024-08-01",
+            subsidies='[{{"payerNumber": "{}", "recipientNumber": "1234567", "programme": "子ども医療", '
+            '"burdenRatioPercent": 0, "validFrom": {{"year": 2024, "month": 4, "day": 1}}}}]'.format(
+                with_check_digit("8113001")
+            ),
+        )
+        for i, r in enumerate(rs)
+    ]
+    rows.append(
+        dict(
+            update_id="fbad",
+            insurer_number=s.EMPLOYEE,
+            resident_id=rs[0].resident_id,
+            change="loss",
+            name=rs[0].name,
+            name_kana=rs[0].name_kana,
+            birth_date="1900-01-01",
+            sex=str(rs[0].sex),
+            address=rs[0].address,
+            symbol="K1",
+            number="F0",
+            branch="00",
+            loss_date="2025-01-01",
+            loss_reason="01",
+        )
+    )
     csv_file = tmp_path / "updates.csv"
     with open(csv_file, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
@@ -359,8 +476,7 @@ def test_ingest_file_csv_and_jsonl_with_summary(stubs, servers, tmp_path):
     from google.protobuf import json_format
 
     jl = tmp_path / "updates.jsonl"
-    jl.write_text(json_format.MessageToJson(s.ratio_change("j1", s.EMPLOYEE, rs[2], "F2", 10), indent=None)
-                  + "\n")
+    jl.write_text(json_format.MessageToJson(s.ratio_change("j1", s.EMPLOYEE, rs[2], "F2", 10), indent=None) + "\n")
     out = run("ingest-file", str(jl), "--report", str(tmp_path / "report.jsonl"))
     assert out.returncode == 0 and "accepted 1" in out.stdout, out.stderr
     assert by_number(check, s.EMPLOYEE, "F2", rs[2]).qualifications[0].burden_ratio_percent == 10
@@ -374,8 +490,9 @@ def test_ingest_file_csv_and_jsonl_with_summary(stubs, servers, tmp_path):
 
 
 def test_cli_help_lists_ingest_commands():
-    out = subprocess.run([sys.executable, "-m", "onshi.cli", "--help"], capture_output=True, text=True,
-                         env=s._env(), timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "onshi.cli", "--help"], capture_output=True, text=True, env=s._env(), timeout=30
+    )
     assert "ingest-serve" in out.stdout and "ingest-file" in out.stdout
 
 
@@ -396,8 +513,9 @@ def test_eligibility_server_follows_map_growth_without_restart(tmp_path, impl):
             stream(enrol, [s.acquisition("m0", s.EMPLOYEE, first, "M0", "2024-04-01")])
             assert by_number(check, s.EMPLOYEE, "M0", first).validity == VALID
             enrol.PutResidents(pb.PutResidentsRequest(residents=people[1:]), timeout=60)
-            acks = stream(enrol, [s.acquisition(f"m{i}", s.EMPLOYEE, r, f"M{i}", "2024-04-01")
-                                  for i, r in enumerate(people) if i])
+            acks = stream(
+                enrol, [s.acquisition(f"m{i}", s.EMPLOYEE, r, f"M{i}", "2024-04-01") for i, r in enumerate(people) if i]
+            )
             assert {a.outcome for a in acks} == {ACCEPTED}
             assert (data / "data.mdb").stat().st_size > 2 << 20  # grown past the first map
             last = people[-1]
@@ -438,7 +556,9 @@ def test_sigterm_lets_an_open_stream_finish_then_exits_cleanly(tmp_path):
                     ingest.proc.send_signal(signal.SIGTERM)
                     health = health_pb2_grpc.HealthStub(channel)
                     deadline = time.monotonic() + 20  # a loaded machine may take a while to run the handler
-                    while time.monotonic() < deadline:  # shutdown has begun: the service says so (or takes no new calls)
+                    while (
+                        time.monotonic() < deadline
+                    ):  # shutdown has begun: the service says so (or takes no new calls)
                         try:
                             status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
                         except grpc.RpcError as exc:
@@ -479,15 +599,18 @@ def test_batches_rpc_limits_and_quarantine_paging(stubs):
         u = s.acquisition(f"p{i}", s.NHI, r, f"P{i}", "2024-04-01")
         u.person.sex = 3 - r.sex
         wrong.append(u)
-    responses = enrol.StreamUpdateBatches(iter([pb.StreamUpdateBatchesRequest(updates=wrong)]),
-                                          metadata=md(s.NHI), timeout=30)
+    responses = enrol.StreamUpdateBatches(
+        iter([pb.StreamUpdateBatchesRequest(updates=wrong)]), metadata=md(s.NHI), timeout=30
+    )
     acks = [a for response in responses for a in response.acks]  # acks may span responses
     ids = [a.quarantine_id for a in acks]
     assert [a.outcome for a in acks] == [QUARANTINED] * 3 and ids == sorted(ids)
-    page1 = enrol.ListQuarantine(pb.ListQuarantineRequest(page_size=2, after_quarantine_id=ids[0] - 1),
-                                 metadata=md(s.NHI)).updates
-    page2 = enrol.ListQuarantine(pb.ListQuarantineRequest(page_size=2, after_quarantine_id=page1[-1].quarantine_id),
-                                 metadata=md(s.NHI)).updates
+    page1 = enrol.ListQuarantine(
+        pb.ListQuarantineRequest(page_size=2, after_quarantine_id=ids[0] - 1), metadata=md(s.NHI)
+    ).updates
+    page2 = enrol.ListQuarantine(
+        pb.ListQuarantineRequest(page_size=2, after_quarantine_id=page1[-1].quarantine_id), metadata=md(s.NHI)
+    ).updates
     assert [e.quarantine_id for e in page1] == ids[:2] and [e.quarantine_id for e in page2][:1] == ids[2:]
     with pytest.raises(grpc.RpcError) as denied:
         enrol.ListQuarantine(pb.ListQuarantineRequest(insurer_number=s.EMPLOYEE), metadata=md(s.NHI))
@@ -501,8 +624,14 @@ def test_variants_accepted_over_grpc_with_the_rule_named_and_quarantine_showing_
     update lists the registry record as it is after the person moved."""
     enrol, _, check, _ = stubs
     rid = next(_ids)
-    r = pb.Resident(resident_id=s.resident_id(rid), name="渡邊　髙志", name_kana="ワタナベ　タカシ",
-                    birth_date=s.date("1962-08-09"), sex=qpb.SEX_MALE, address="神奈川県茅ヶ崎市本村二丁目5番8号")
+    r = pb.Resident(
+        resident_id=s.resident_id(rid),
+        name="渡邊　髙志",
+        name_kana="ワタナベ　タカシ",
+        birth_date=s.date("1962-08-09"),
+        sex=qpb.SEX_MALE,
+        address="神奈川県茅ヶ崎市本村二丁目5番8号",
+    )
     enrol.PutResidents(pb.PutResidentsRequest(residents=[r]))
     u = s.acquisition(f"v{rid}", s.KYOKAI, r, f"V{rid}", "2024-10-01")
     u.person.name, u.person.name_kana, u.person.address = "渡辺 高志", "ﾜﾀﾅﾍﾞ ﾀｶｼ", "神奈川県茅ケ崎市本村2-5-8"
@@ -510,10 +639,12 @@ def test_variants_accepted_over_grpc_with_the_rule_named_and_quarantine_showing_
     rules = [(m.field, list(m.rules)) for m in ack.loose_matches]
     assert ack.outcome == ACCEPTED and rules == [
         ("person.name", [pb.MATCH_RULE_KANJI_SUBSTITUTE, pb.MATCH_RULE_KANJI_OLD_FORM]),
-        ("person.address", [pb.MATCH_RULE_ADDRESS_BLOCK_NOTATION, pb.MATCH_RULE_ADDRESS_PLACE_NAME_KANA])]
+        ("person.address", [pb.MATCH_RULE_ADDRESS_BLOCK_NOTATION, pb.MATCH_RULE_ADDRESS_PLACE_NAME_KANA]),
+    ]
     assert by_number(check, s.KYOKAI, f"V{rid}", r).validity == VALID
-    batch = enrol.StreamUpdateBatches(iter([pb.StreamUpdateBatchesRequest(updates=[u])]), metadata=md(s.KYOKAI),
-                                      timeout=30)
+    batch = enrol.StreamUpdateBatches(
+        iter([pb.StreamUpdateBatchesRequest(updates=[u])]), metadata=md(s.KYOKAI), timeout=30
+    )
     (again,) = [a for response in batch for a in response.acks]
     assert again.outcome == DUPLICATE and [(m.field, list(m.rules)) for m in again.loose_matches] == rules
     # Held for a stale address; the move reaches the registry; the list shows today's record.
@@ -529,8 +660,14 @@ def test_variants_accepted_over_grpc_with_the_rule_named_and_quarantine_showing_
     entry = next(e for e in listed if e.quarantine_id == first.quarantine_id)
     assert entry.registry_record.address == moved.address
     rec = entry.registry_record
-    done = enrol.ResolveQuarantine(pb.ResolveQuarantineRequest(
-        quarantine_id=first.quarantine_id, resolution=pb.RESOLUTION_APPLY, corrected_person=qpb.Person(
-            name=rec.name, name_kana=rec.name_kana, sex=rec.sex, birth_date=rec.birth_date, address=rec.address)),
-        metadata=md(s.KYOKAI))
+    done = enrol.ResolveQuarantine(
+        pb.ResolveQuarantineRequest(
+            quarantine_id=first.quarantine_id,
+            resolution=pb.RESOLUTION_APPLY,
+            corrected_person=qpb.Person(
+                name=rec.name, name_kana=rec.name_kana, sex=rec.sex, birth_date=rec.birth_date, address=rec.address
+            ),
+        ),
+        metadata=md(s.KYOKAI),
+    )
     assert done.ack.outcome == ACCEPTED

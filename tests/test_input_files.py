@@ -30,8 +30,14 @@ def store(tmp_path_factory):
 
 
 def run(*args, stdin=None, timeout=60):
-    return subprocess.run(s.onshi(*map(str, args)), capture_output=True, text=True, timeout=timeout, input=stdin,
-                          env={**s._env(), "ONSHI_PKI": ""})
+    return subprocess.run(
+        s.onshi(*map(str, args)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        env={**s._env(), "ONSHI_PKI": ""},
+    )
 
 
 def refused(out, *expected: str) -> str:
@@ -45,6 +51,7 @@ def refused(out, *expected: str) -> str:
 
 
 # --- text lines ---------------------------------------------------------------------------------
+
 
 def test_lines_are_bounded_decoded_and_numbered():
     lines = infile.TextLines(io.BytesIO(b"\xef\xbb\xbfa,b\r\nc,d\n" + b"x" * 20), "f.csv", max_line=16)
@@ -60,6 +67,7 @@ def test_lines_are_bounded_decoded_and_numbered():
 
 
 # --- onshi claims verify IN OUT ----------------------------------------------------------------------
+
 
 def test_claims_verify_reads_dev_zero_to_the_line_bound_and_stops(tmp_path, store):
     out = run("claims", "verify", "/dev/zero", tmp_path / "out.csv", "--data", store)
@@ -94,16 +102,24 @@ def test_claims_verify_bad_input_files(tmp_path, store, case):
 def test_claims_verify_bad_outputs_and_store(tmp_path, store):
     (tmp_path / "in.csv").write_text(CLAIMS + GOOD_CLAIM)
     (tmp_path / "outdir").mkdir()
-    refused(run("claims", "verify", tmp_path / "in.csv", tmp_path / "outdir", "--data", store),
-            "outdir: is a directory")
-    refused(run("claims", "verify", tmp_path / "in.csv", tmp_path / "no" / "out.csv", "--data", store),
-            "no/out.csv: No such file or directory")
-    refused(run("claims", "verify", tmp_path / "in.csv", tmp_path / "out.csv", "--data", tmp_path / "nostore"),
-            "onshi claims verify:", "nostore")
+    refused(
+        run("claims", "verify", tmp_path / "in.csv", tmp_path / "outdir", "--data", store), "outdir: is a directory"
+    )
+    refused(
+        run("claims", "verify", tmp_path / "in.csv", tmp_path / "no" / "out.csv", "--data", store),
+        "no/out.csv: No such file or directory",
+    )
+    refused(
+        run("claims", "verify", tmp_path / "in.csv", tmp_path / "out.csv", "--data", tmp_path / "nostore"),
+        "onshi claims verify:",
+        "nostore",
+    )
     # A bad row late in the file: exit 2 naming it, and no verdict file that looks whole.
     (tmp_path / "late.csv").write_text(CLAIMS + GOOD_CLAIM * 3 + "c9,,12,345,00,1960-05-01,2024-03-02\n")
-    refused(run("claims", "verify", tmp_path / "late.csv", tmp_path / "out.csv", "--data", store, "--batch", "1"),
-            "line 5: insurer_number")
+    refused(
+        run("claims", "verify", tmp_path / "late.csv", tmp_path / "out.csv", "--data", store, "--batch", "1"),
+        "line 5: insurer_number",
+    )
     assert not (tmp_path / "out.csv").exists()
     # The good file: written in full, and to a FIFO-like target (/dev/null) directly.
     ok = run("claims", "verify", tmp_path / "in.csv", tmp_path / "out.csv", "--data", store)
@@ -116,6 +132,7 @@ def test_claims_verify_bad_outputs_and_store(tmp_path, store):
 
 
 # --- onshi ingest-file -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", ["dev zero", "missing", "directory", "binary", "oversize field", "report dir"])
 def test_ingest_file_bad_input_files(tmp_path, case):
@@ -147,14 +164,29 @@ def test_ingest_file_bad_input_files(tmp_path, case):
 
 # --- other commands that take paths ----------------------------------------------------------------
 
+
 def test_other_commands_name_a_bad_path_in_one_line(tmp_path):
     (tmp_path / "afile").write_text("not a directory")
     refused(run("gen", "--out", tmp_path / "afile", "--persons", "10"), "afile is not a directory")
     refused(run("pki", "init", "--out", tmp_path / "afile"), "Not a directory")
     refused(run("pki", "card", "--pki", tmp_path / "nopki", "--serial", "10"), "No such file", "nopki")
-    refused(run("serve", "--data", tmp_path / "afile", "--pki", tmp_path / "nopki", "--port", "0"),
-            "No such file", "nopki")
+    refused(
+        run("serve", "--data", tmp_path / "afile", "--pki", tmp_path / "nopki", "--port", "0"), "No such file", "nopki"
+    )
     refused(run("ingest-serve", "--data", tmp_path / "afile", "--pki", pki_dir(), "--port", "0"), "afile")
     refused(run("check", "--card", "1002", "--pki", tmp_path / "nopki"), "not an `onshi pki init` directory")
-    refused(run("check", "--card", "1002", "--tls-cert", tmp_path / "no.pem", "--tls-key", tmp_path / "no.key",
-                "--tls-ca", tmp_path / "ca.pem"), "cannot read", "ca.pem")
+    refused(
+        run(
+            "check",
+            "--card",
+            "1002",
+            "--tls-cert",
+            tmp_path / "no.pem",
+            "--tls-key",
+            tmp_path / "no.key",
+            "--tls-ca",
+            tmp_path / "ca.pem",
+        ),
+        "cannot read",
+        "ca.pem",
+    )

@@ -81,9 +81,12 @@ def test_imports_point_down(path):
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(SRC)))
 def test_imports_inside_the_package_are_relative(path):
-    absolute = [f"{path.name}:{node.lineno}" for node in ast.walk(ast.parse(path.read_text()))
-                if (isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "onshi")
-                or (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "onshi" for a in node.names))]
+    absolute = [
+        f"{path.name}:{node.lineno}"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if (isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "onshi")
+        or (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "onshi" for a in node.names))
+    ]
     assert not absolute, f"absolute onshi imports: {absolute}"
 
 

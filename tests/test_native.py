@@ -32,8 +32,7 @@ from onshi.ext._engine import NativeEngine  # noqa: E402 - only once it is known
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Day numbers around every boundary of the patterns below.
-DAYS = (15999, 16000, 16999, 17000, 17999, 18000, 18199, 18200, 18499, 18500, 18999,
-        19000, 19999, 20000, 25000)
+DAYS = (15999, 16000, 16999, 17000, 17999, 18000, 18199, 18200, 18499, 18500, 18999, 19000, 19999, 20000, 25000)
 PATTERNS = 6
 
 
@@ -48,9 +47,14 @@ def insurer(scheme: str, i: int) -> str:
 def qual(ins: str, i: int, j: int, acq: int, loss: int | None, name_pad: int = 0) -> qpb.Qualification:
     late = identifiers.is_late_elderly(ins)
     q = qpb.Qualification(
-        insurer_number=ins, insurer_name="保険者" + "髙" * name_pad, symbol="" if late else f"記{i % 97}",
-        number=f"{i}-{j}", branch="" if late else f"{j % 3:02d}",
-        acquisition_date=dates.to_proto(dates.from_day(acq)), burden_ratio_percent=30)
+        insurer_number=ins,
+        insurer_name="保険者" + "髙" * name_pad,
+        symbol="" if late else f"記{i % 97}",
+        number=f"{i}-{j}",
+        branch="" if late else f"{j % 3:02d}",
+        acquisition_date=dates.to_proto(dates.from_day(acq)),
+        burden_ratio_percent=30,
+    )
     if loss is not None:
         q.loss_date.CopyFrom(dates.to_proto(dates.from_day(loss)))
         q.loss_reason = 3
@@ -60,22 +64,37 @@ def qual(ins: str, i: int, j: int, acq: int, loss: int | None, name_pad: int = 0
 def person(i: int, name_pad: int = 0) -> tuple[qpb.Person, list[qpb.Qualification]]:
     """Person i: one of the answer shapes of DOMAIN.md §3, by i % PATTERNS."""
     birth = 3000 + i * 7 % 12000
-    p = qpb.Person(name="𠮷田 太郎" + "葛\U000E0100" * name_pad, name_kana="ヨシダ タロウ", sex=1 + i % 2,
-                   birth_date=dates.to_proto(dates.from_day(birth)), address="東京都千代田区", postcode="100-0001")
+    p = qpb.Person(
+        name="𠮷田 太郎" + "葛\U000e0100" * name_pad,
+        name_kana="ヨシダ タロウ",
+        sex=1 + i % 2,
+        birth_date=dates.to_proto(dates.from_day(birth)),
+        address="東京都千代田区",
+        postcode="100-0001",
+    )
     shape = i % PATTERNS
-    if shape == 0:    # valid
+    if shape == 0:  # valid
         quals = [qual(insurer("01", i), i, 0, 18000, None, name_pad)]
     elif shape == 1:  # job change: the old number answers newer-exists
-        quals = [qual(insurer("06", i), i, 0, 17000, 18500, name_pad), qual(insurer("31", i), i, 1, 18500, None, name_pad)]
+        quals = [
+            qual(insurer("06", i), i, 0, 17000, 18500, name_pad),
+            qual(insurer("31", i), i, 1, 18500, None, name_pad),
+        ]
     elif shape == 2:  # dual enrollment: seamen + late elderly
-        quals = [qual(insurer("02", i), i, 0, 18000, None, name_pad), qual(insurer("39", i), i, 1, 18200, None, name_pad)]
+        quals = [
+            qual(insurer("02", i), i, 0, 18000, None, name_pad),
+            qual(insurer("39", i), i, 1, 18200, None, name_pad),
+        ]
     elif shape == 3:  # lost, nothing newer
         quals = [qual(insurer("01", i), i, 0, 16000, 19000, name_pad)]
     elif shape == 4:  # not begun yet
         quals = [qual(insurer("06", i), i, 0, 20000, None, name_pad)]
-    else:             # three in a row, the middle one overlapping the last
-        quals = [qual(insurer("32", i), i, 0, 16000, 17000, name_pad), qual(insurer("01", i), i, 1, 17000, 19000, name_pad),
-                 qual(insurer("39", i), i, 2, 18500, None, name_pad)]
+    else:  # three in a row, the middle one overlapping the last
+        quals = [
+            qual(insurer("32", i), i, 0, 16000, 17000, name_pad),
+            qual(insurer("01", i), i, 1, 17000, 19000, name_pad),
+            qual(insurer("39", i), i, 2, 18500, None, name_pad),
+        ]
     return p, quals
 
 
@@ -95,6 +114,7 @@ def write_person(writer: Writer, i: int, name_pad: int = 0) -> None:
         link = txn.new_link_id()
         txn.put_history(link, p, quals)
         txn.link_card(serial(i), link)
+
     writer.apply(change)
 
 
@@ -113,11 +133,26 @@ def rewrite_person(writer: Writer, i: int, name_pad: int) -> None:
     writer.apply(lambda txn: txn.put_history(i + 1, p, quals))
 
 
-def run_writer(path: str, first: int, count: int, *, map_size: int = 1 << 30, name_pad: int = 0,
-               rewrite: bool = False) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.test_native", path, str(first), str(count),
-                             str(map_size), str(name_pad), "rewrite" if rewrite else "add"], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def run_writer(
+    path: str, first: int, count: int, *, map_size: int = 1 << 30, name_pad: int = 0, rewrite: bool = False
+) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.test_native",
+            path,
+            str(first),
+            str(count),
+            str(map_size),
+            str(name_pad),
+            "rewrite" if rewrite else "add",
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +187,7 @@ def number_queries(n_persons: int) -> list[tuple[bytes, int]]:
 
 # --- answers -------------------------------------------------------------------
 
+
 def test_answers_equal_pure_single_and_batch(engines):
     native, pure = engines
     rng = random.Random(7)
@@ -177,8 +213,7 @@ def test_every_validity_is_exercised(engines):
     native, _ = engines
     seen = {r[1] for day in DAYS for r in native.check_by_number_batch(number_queries(12), day)}
     seen |= {r[1] for day in DAYS for r in native.check_by_card_batch(card_queries(12), day)}
-    assert seen == {history.VALID, history.INVALID, history.INVALID_NEWER_EXISTS, history.NO_RECORD,
-                    history.MULTIPLE}
+    assert seen == {history.VALID, history.INVALID, history.INVALID_NEWER_EXISTS, history.NO_RECORD, history.MULTIPLE}
 
 
 def test_answers_parse_as_check_responses(engines):
@@ -225,6 +260,7 @@ def test_raw_histories_equal_pure(engines):
 
 # --- lifetimes -------------------------------------------------------------------
 
+
 def test_results_outlive_many_calls_and_close(store):
     native = NativeEngine(store)
     first = [native.check_by_card(serial(i), 18600) for i in range(60)]
@@ -246,12 +282,14 @@ def test_use_after_close_raises(store):
     native.close()
     native.close()  # idempotent
     assert native.closed
-    for call in (lambda: native.check_by_card(serial(1), 18000),
-                 lambda: native.check_by_number(number_keys(1)[0], birth_day(1), 18000),
-                 lambda: native.check_by_card_batch([serial(1)], 18000),
-                 lambda: native.check_by_number_batch([(number_keys(1)[0], 0)], 18000),
-                 lambda: native.histories_by_number([b"x"]),
-                 lambda: native.history_by_link(1)):
+    for call in (
+        lambda: native.check_by_card(serial(1), 18000),
+        lambda: native.check_by_number(number_keys(1)[0], birth_day(1), 18000),
+        lambda: native.check_by_card_batch([serial(1)], 18000),
+        lambda: native.check_by_number_batch([(number_keys(1)[0], 0)], 18000),
+        lambda: native.histories_by_number([b"x"]),
+        lambda: native.history_by_link(1),
+    ):
         with pytest.raises(ValueError, match="closed"):
             call()
 
@@ -294,6 +332,7 @@ def test_closing_while_other_threads_check(store):
 
 # --- threads -----------------------------------------------------------------------
 
+
 def test_threads_get_the_same_answers_as_pure(engines):
     native, pure = engines
     cards = card_queries(120)
@@ -308,8 +347,11 @@ def test_threads_get_the_same_answers_as_pure(engines):
             day = rng.choice(DAYS)
             if rng.random() < 0.5:
                 keys = rng.sample(cards, 20)
-                got = native.check_by_card_batch(keys, day) if rng.random() < 0.5 else \
-                    [native.check_by_card(k, day) for k in keys]
+                got = (
+                    native.check_by_card_batch(keys, day)
+                    if rng.random() < 0.5
+                    else [native.check_by_card(k, day) for k in keys]
+                )
                 if got != [expected_cards[(k, day)] for k in keys]:
                     failures.append(f"cards day {day}")
             else:
@@ -327,6 +369,7 @@ def test_threads_get_the_same_answers_as_pure(engines):
 
 
 # --- a live writer process ---------------------------------------------------------
+
 
 def test_live_writer_commits_are_seen_by_the_next_check(tmp_path):
     path = str(tmp_path / "store")
@@ -419,8 +462,9 @@ def test_batches_stay_right_after_the_writer_moves_pages(tmp_path):
         for _ in range(3):  # enough walks to judge the directory and rebuild it
             after = native.check_by_card_batch(keys, 18600)
             assert after == [native.check_by_card(k, 18600) for k in keys]
-            assert native.check_by_number_batch(numbers, 18600) == \
-                [native.check_by_number(k, b, 18600) for k, b in numbers]
+            assert native.check_by_number_batch(numbers, 18600) == [
+                native.check_by_number(k, b, 18600) for k, b in numbers
+            ]
         assert after != before  # the longer names are there
     finally:
         native.close()
@@ -433,6 +477,7 @@ def test_batches_stay_right_after_the_writer_moves_pages(tmp_path):
 
 # --- corrupt records ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("damage", ["short", "version", "entries", "payload"])
 def test_corrupt_record_raises_and_engine_survives(tmp_path, damage):
     path = str(tmp_path / "store")
@@ -444,7 +489,7 @@ def test_corrupt_record_raises_and_engine_survives(tmp_path, damage):
         "short": good[:5],
         "version": b"\x07\x00" + good[2:],
         "entries": good[:2] + b"\xff\x00" + good[4:],  # 255 entries declared
-        "payload": good[:history.HEADER.size + 16] + (10**6).to_bytes(4, "little") + good[history.HEADER.size + 20:],
+        "payload": good[: history.HEADER.size + 16] + (10**6).to_bytes(4, "little") + good[history.HEADER.size + 20 :],
     }[damage]
     with lmdb.open(path, max_dbs=32) as env:
         db = env.open_db(b"history")
@@ -461,13 +506,13 @@ def test_corrupt_record_raises_and_engine_survives(tmp_path, damage):
         # the raw record is still handed out as stored (the claims parser judges it)
         assert native.history_by_link(1) == bad
         # the transaction went back to the pool: other persons still answer
-        assert epb.CheckResponse.FromString(native.check_by_card(serial(1), 18600)).validity == \
-            epb.VALIDITY_VALID
+        assert epb.CheckResponse.FromString(native.check_by_card(serial(1), 18600)).validity == epb.VALIDITY_VALID
     finally:
         native.close()
 
 
 # --- leaks -------------------------------------------------------------------------
+
 
 def _rss_kib() -> int:
     with open("/proc/self/statm") as f:

@@ -42,8 +42,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SANITIZED = os.environ.get("ONSHI_SANITIZED") == "1"
 # What a hostile argument may raise; anything else (SystemError, a crash) is a bug.
 ORDINARY = (TypeError, ValueError, IndexError, OverflowError, KeyError, RuntimeError, OSError, MemoryError)
-FUZZ = settings(max_examples=60 if SANITIZED else 200, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=60 if SANITIZED else 200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def ordinary(call, *args, **kwargs):
@@ -56,15 +59,24 @@ def ordinary(call, *args, **kwargs):
 
 # Arguments of the wrong kind, or of the right kind at its extremes.
 hostile = st.one_of(
-    st.none(), st.booleans(), st.sampled_from([0, -1, 1, 2**31, -2**31 - 1, 2**63, -2**63, 2**64, 10**30]),
-    st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8), st.binary(max_size=40),
-    st.lists(st.binary(max_size=8), max_size=3), st.tuples(st.binary(max_size=8), st.integers()),
-    st.builds(object), st.dictionaries(st.binary(max_size=3), st.binary(max_size=3), max_size=2))
-indices = st.one_of(st.integers(-2**63, 2**63 - 1), st.sampled_from([-1, 0, 1, 10**6, 2**62, -2**63]))
+    st.none(),
+    st.booleans(),
+    st.sampled_from([0, -1, 1, 2**31, -(2**31) - 1, 2**63, -(2**63), 2**64, 10**30]),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.binary(max_size=40),
+    st.lists(st.binary(max_size=8), max_size=3),
+    st.tuples(st.binary(max_size=8), st.integers()),
+    st.builds(object),
+    st.dictionaries(st.binary(max_size=3), st.binary(max_size=3), max_size=2),
+)
+indices = st.one_of(st.integers(-(2**63), 2**63 - 1), st.sampled_from([-1, 0, 1, 10**6, 2**62, -(2**63)]))
 
 
 def mutations(seed: bytes):
     """seed cut, extended, or with bytes overwritten: framing that lies about itself."""
+
     def mutate(args):
         cut, at, junk = args
         data = bytearray(seed[:cut] if cut < len(seed) else seed + junk)
@@ -72,10 +84,12 @@ def mutations(seed: bytes):
             if data:
                 data[(at + i) % len(data)] = b
         return bytes(data)
+
     return st.tuples(st.integers(0, len(seed) + 8), st.integers(0, 1 << 16), st.binary(max_size=12)).map(mutate)
 
 
 # --- engine ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
@@ -99,8 +113,13 @@ def test_close_during_a_remap_while_threads_check(tmp_path):
     LMDB a NULL environment: a segfault. Stores whose map the writer grows while
     four threads check, closed at once: bounded in iterations, in a subprocess so
     a crash is a failure, not the end of the run."""
-    done = subprocess.run([sys.executable, "-m", "tests.test_native_hostile", "close-race", str(tmp_path), "20"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.test_native_hostile", "close-race", str(tmp_path), "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, (done.returncode, done.stdout[-2000:], done.stderr[-3000:])
     words = done.stdout.split()
     assert words[:2] == ["ok", "20"], done.stdout
@@ -113,8 +132,13 @@ def close_race(root: str, iterations: int) -> None:
     for it in range(iterations):
         paths.append(os.path.join(root, f"s{it}"))
         write_persons(paths[-1], 0, 30, map_size=64 * 1024)
-    grower = subprocess.Popen([sys.executable, "-m", "tests.test_native_hostile", "grow"], cwd=ROOT,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    grower = subprocess.Popen(
+        [sys.executable, "-m", "tests.test_native_hostile", "grow"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     keys = [serial(i % 40) for i in range(20_000)]
     remapped = 0
     for path in paths:
@@ -156,6 +180,7 @@ def close_race(root: str, iterations: int) -> None:
 
 def grow_stores() -> None:
     from onshi.core.writer import Writer
+
     for line in sys.stdin:
         writer = Writer(line.strip(), map_size=64 * 1024)
         writer.apply(lambda txn: txn.put("meta", b"pad", b"x" * 300_000))  # several times the old map
@@ -182,11 +207,13 @@ def test_batch_keeps_the_keys_its_items_make_alive(engines):
     native, pure = engines
     queries = [(number_keys(i)[0], birth_day(i)) for i in range(40)]
     for day in (16000, 18600):
-        assert native.check_by_number_batch([FreshKey(k, b) for k, b in queries], day) == \
-            pure.check_by_number_batch(queries, day)
+        assert native.check_by_number_batch([FreshKey(k, b) for k, b in queries], day) == pure.check_by_number_batch(
+            queries, day
+        )
     fresh_cards = (bytes(bytearray(serial(i))) for i in range(40))  # a generator: nothing else holds them
-    assert native.check_by_card_batch(fresh_cards, 18600) == pure.check_by_card_batch([serial(i) for i in range(40)],
-                                                                                       18600)
+    assert native.check_by_card_batch(fresh_cards, 18600) == pure.check_by_card_batch(
+        [serial(i) for i in range(40)], 18600
+    )
 
 
 def test_the_engine_a_server_loads_has_every_technique_and_no_switch():
@@ -204,10 +231,15 @@ def test_an_engine_is_initialised_once(engines, store):
 
 
 @FUZZ
-@given(key=st.one_of(st.binary(max_size=64), hostile), day=st.one_of(indices, hostile),
-       birth=st.one_of(indices, hostile), link=st.one_of(indices, hostile),
-       batch=st.lists(st.one_of(st.binary(min_size=1, max_size=24), st.tuples(st.binary(max_size=24), indices),
-                                hostile), max_size=6))
+@given(
+    key=st.one_of(st.binary(max_size=64), hostile),
+    day=st.one_of(indices, hostile),
+    birth=st.one_of(indices, hostile),
+    link=st.one_of(indices, hostile),
+    batch=st.lists(
+        st.one_of(st.binary(min_size=1, max_size=24), st.tuples(st.binary(max_size=24), indices), hostile), max_size=6
+    ),
+)
 def test_engine_entry_points_take_hostile_arguments(engines, key, day, birth, link, batch):
     native, pure = engines
     answer = ordinary(native.check_by_card, key, day)
@@ -226,10 +258,19 @@ def test_engine_entry_points_take_hostile_arguments(engines, key, day, birth, li
 
 # --- claims pass -------------------------------------------------------------------
 
+
 def plain_claim(claim_id: str, number: str = "9") -> cpb.Claim:
     from tests.claims_helpers import FACILITY, KUMIAI
-    c = cpb.Claim(claim_id=claim_id, facility_code=FACILITY, insurer_number=KUMIAI, symbol="A", number=number,
-                  branch="1", points=12)
+
+    c = cpb.Claim(
+        claim_id=claim_id,
+        facility_code=FACILITY,
+        insurer_number=KUMIAI,
+        symbol="A",
+        number=number,
+        branch="1",
+        points=12,
+    )
     c.birth_date.CopyFrom(type(c.birth_date)(year=1980, month=6, day=6))
     c.first_visit_date.CopyFrom(type(c.birth_date)(year=2024, month=4, day=3))
     c.last_visit_date.CopyFrom(type(c.birth_date)(year=2024, month=4, day=9))
@@ -243,7 +284,7 @@ def request(*claims) -> bytes:
 def test_claim_indices_out_of_range_raise():
     """parse(b'', {}).days(10**6) read past the (empty) claim array: a segfault."""
     for batch in (_claims.parse(b"", {}), _claims.Batch(), _claims.parse(request(plain_claim("a")), {})):
-        for i in (len(batch), 10**6, -1, -2**63, 2**63 - 1):
+        for i in (len(batch), 10**6, -1, -(2**63), 2**63 - 1):
             with pytest.raises(IndexError):
                 batch.days(i)
     assert _claims.parse(request(plain_claim("a")), {}).days(0)[0] == (dt.date(1980, 6, 6) - dt.date(1970, 1, 1)).days
@@ -266,8 +307,10 @@ def test_settle_uses_the_keys_it_parsed_and_settles_afresh():
     assert batch.settle([None], tail.SerializeToString()) == []  # answered natively: nobody holds it
     assert batch.settle([None]) == [(0, 0)]  # now Python's to decide: the not-found answer is gone
     spliced = cpb.Verdict(claim_id="a", outcome=cpb.OUTCOME_UNRESOLVED).SerializeToString()
-    assert cpb.VerifyClaimsResponse.FromString(batch.response([(0, spliced)])).verdicts[0].outcome == \
-        cpb.OUTCOME_UNRESOLVED
+    assert (
+        cpb.VerifyClaimsResponse.FromString(batch.response([(0, spliced)])).verdicts[0].outcome
+        == cpb.OUTCOME_UNRESOLVED
+    )
     # not spliced: the response falls back to OK, and never to the stale tail (which
     # it used to size from None)
     assert cpb.VerifyClaimsResponse.FromString(batch.response([])).verdicts[0].outcome == cpb.OUTCOME_OK
@@ -312,17 +355,23 @@ def test_split_takes_any_share(share):
 
 
 @FUZZ
-@given(raw=st.one_of(st.binary(max_size=80), mutations(request(plain_claim("a"), plain_claim("b", "77")))),
-       symbols=st.one_of(st.dictionaries(st.binary(max_size=4), st.one_of(st.binary(max_size=90), hostile),
-                                          max_size=2), hostile),
-       facility=st.one_of(st.none(), st.binary(max_size=12), hostile), i=indices,
-       values=st.lists(st.one_of(st.none(), st.binary(max_size=40), hostile), max_size=4),
-       spliced=st.lists(st.one_of(st.tuples(indices, st.binary(max_size=20)), hostile), max_size=3),
-       recorded=st.lists(st.one_of(st.tuples(indices, st.binary(max_size=4), st.binary(max_size=4),
-                                             st.binary(max_size=4)), hostile), max_size=3),
-       parts=st.one_of(indices, hostile), share=st.one_of(st.floats(allow_nan=True), hostile))
-def test_claims_entry_points_take_hostile_arguments(raw, symbols, facility, i, values, spliced, recorded, parts,
-                                                     share):
+@given(
+    raw=st.one_of(st.binary(max_size=80), mutations(request(plain_claim("a"), plain_claim("b", "77")))),
+    symbols=st.one_of(
+        st.dictionaries(st.binary(max_size=4), st.one_of(st.binary(max_size=90), hostile), max_size=2), hostile
+    ),
+    facility=st.one_of(st.none(), st.binary(max_size=12), hostile),
+    i=indices,
+    values=st.lists(st.one_of(st.none(), st.binary(max_size=40), hostile), max_size=4),
+    spliced=st.lists(st.one_of(st.tuples(indices, st.binary(max_size=20)), hostile), max_size=3),
+    recorded=st.lists(
+        st.one_of(st.tuples(indices, st.binary(max_size=4), st.binary(max_size=4), st.binary(max_size=4)), hostile),
+        max_size=3,
+    ),
+    parts=st.one_of(indices, hostile),
+    share=st.one_of(st.floats(allow_nan=True), hostile),
+)
+def test_claims_entry_points_take_hostile_arguments(raw, symbols, facility, i, values, spliced, recorded, parts, share):
     batch = ordinary(_claims.parse, raw, symbols, facility)
     for b in (batch, _claims.Batch()):
         if b is None:
@@ -330,7 +379,7 @@ def test_claims_entry_points_take_hostile_arguments(raw, symbols, facility, i, v
         len(b), b.plain_indices(), b.other_indices()
         ordinary(b.days, i)
         ordinary(b.settle, values, facility)
-        ordinary(b.settle, values[:len(b.keys)], facility)
+        ordinary(b.settle, values[: len(b.keys)], facility)
         response = ordinary(b.response, spliced)
         if response is not None:
             cpb.VerifyClaimsResponse.FromString(response)
@@ -341,6 +390,7 @@ def test_claims_entry_points_take_hostile_arguments(raw, symbols, facility, i, v
 
 
 # --- the writer's record work --------------------------------------------------------
+
 
 class Swapping:
     """A day that, when converted, swaps the caller's next entry for one with a
@@ -361,26 +411,36 @@ def test_join_record_sizes_and_fills_from_the_same_entries():
     entries[0] = (Swapping(entries, 17000), *entries[0][1:])
     birth, views = _record.split_record(_record.join_record(100, entries))
     assert birth == 100 and [v[6] for v in views] == [b"\x12\x01x", b"\x12\x01z"]
-    for bad in ([(1, 2)], [(1, 2, 3, 4, 5, b"", b"x", 8)], [(1, 2, 3, 4, 5, b"", "text")], [None],
-                [[1, 2, 3, 4, 5, b"", b"x"]], [(2**40, 0, 0, 0, 0, b"", b"")], [(0, 0, -1, 0, 0, b"", b"")],
-                [(0, 0, 2**64, 0, 0, b"", b"")]):
+    for bad in (
+        [(1, 2)],
+        [(1, 2, 3, 4, 5, b"", b"x", 8)],
+        [(1, 2, 3, 4, 5, b"", "text")],
+        [None],
+        [[1, 2, 3, 4, 5, b"", b"x"]],
+        [(2**40, 0, 0, 0, 0, b"", b"")],
+        [(0, 0, -1, 0, 0, b"", b"")],
+        [(0, 0, 2**64, 0, 0, b"", b"")],
+    ):
         with pytest.raises((ValueError, TypeError, OverflowError)):
             _record.join_record(0, bad)
 
 
 def sample_record() -> bytes:
-    return _record.join_record(9000, [(18000, 19000, 5, 0, 0, b"ab", b"\x12\x0201"),
-                                     (19000, 2**31 - 1, 6, 0, 0, b"ab", b"")])
+    return _record.join_record(
+        9000, [(18000, 19000, 5, 0, 0, b"ab", b"\x12\x0201"), (19000, 2**31 - 1, 6, 0, 0, b"ab", b"")]
+    )
 
 
 entry = st.tuples(indices, indices, indices, indices, indices, st.binary(max_size=12), st.binary(max_size=20))
 
 
 @FUZZ
-@given(value=st.one_of(st.binary(max_size=80), mutations(sample_record()), hostile),
-       body=st.one_of(st.binary(max_size=40), mutations(b"\x12\x0201\x22\x01A\x2a\x019\x32\x0200"), hostile),
-       birth=st.one_of(indices, hostile),
-       entries=st.one_of(st.lists(st.one_of(entry, hostile), max_size=3), hostile))
+@given(
+    value=st.one_of(st.binary(max_size=80), mutations(sample_record()), hostile),
+    body=st.one_of(st.binary(max_size=40), mutations(b"\x12\x0201\x22\x01A\x2a\x019\x32\x0200"), hostile),
+    birth=st.one_of(indices, hostile),
+    entries=st.one_of(st.lists(st.one_of(entry, hostile), max_size=3), hostile),
+)
 def test_record_entry_points_take_hostile_arguments(value, body, birth, entries):
     split = ordinary(_record.split_record, value)
     assert split is None or isinstance(split[0], int)
@@ -394,10 +454,14 @@ def test_record_entry_points_take_hostile_arguments(value, body, birth, entries)
 
 # --- card proofs -----------------------------------------------------------------------
 
+
 def _der(tag: int, body: bytes) -> bytes:
     n = len(body)
-    size = bytes((n,)) if n < 0x80 else bytes((0x80 | (n.bit_length() + 7) // 8,)) + n.to_bytes(
-        (n.bit_length() + 7) // 8, "big")
+    size = (
+        bytes((n,))
+        if n < 0x80
+        else bytes((0x80 | (n.bit_length() + 7) // 8,)) + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    )
     return bytes((tag,)) + size + body
 
 
@@ -418,8 +482,9 @@ N = KEY.public_key().public_numbers().n
 
 
 def test_hand_made_spki_is_the_real_encoding():
-    assert spki(N, 65537) == KEY.public_key().public_bytes(serialization.Encoding.DER,
-                                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert spki(N, 65537) == KEY.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 @pytest.mark.parametrize("e", ["1", "0", "2", "4", "65536", "N - 1", "N", "N + 2", "-3", "-65537"])
@@ -434,6 +499,7 @@ def test_unusable_rsa_exponents_are_refused(e):
 def test_exponent_one_would_accept_the_expected_block_as_a_signature():
     """What the refusal above prevents, shown with the reference arithmetic."""
     import hashlib
+
     message = b"onshi/v1/card-proof\n1310000001\n1700000000\n00"
     k = (N.bit_length() + 7) // 8
     digest_info = bytes.fromhex("3031300d060960864801650304020105000420") + hashlib.sha256(message).digest()
@@ -444,9 +510,13 @@ def test_exponent_one_would_accept_the_expected_block_as_a_signature():
 
 
 def test_key_bytes_must_be_the_key_they_name():
-    for der in (spki(N, 65537) + b"\x00", spki(-N, 65537), spki(N, 65537)[:-1],
-                spki(N, 65537, _der(0x30, bytes.fromhex("06092a864886f70d01010a") + b"\x30\x00")),  # RSA-PSS
-                spki(N, 65537, _der(0x30, bytes.fromhex("06092a864886f70d010101")))):  # parameters absent
+    for der in (
+        spki(N, 65537) + b"\x00",
+        spki(-N, 65537),
+        spki(N, 65537)[:-1],
+        spki(N, 65537, _der(0x30, bytes.fromhex("06092a864886f70d01010a") + b"\x30\x00")),  # RSA-PSS
+        spki(N, 65537, _der(0x30, bytes.fromhex("06092a864886f70d010101"))),
+    ):  # parameters absent
         with pytest.raises(ValueError):
             _cardproof.RsaPublicKey(der)
     assert _cardproof.RsaPublicKey(spki(N, 3)) is not None
@@ -465,6 +535,7 @@ def test_a_damaged_replay_lock_refuses_the_proof():
     from onshi.server import trust_status
     from tests.test_trust_cardproof import verifier
     from tests.trust_helpers import FACILITY, proof_fields
+
     table = cardproof.SharedReplayCache(300, slots=64, kind="native")
     assert table.add(os.urandom(16), time.time())
     table._native._scribble_lock()
@@ -473,14 +544,22 @@ def test_a_damaged_replay_lock_refuses_the_proof():
     f = proof_fields("valid-1")
     ch = f["challenge"]
     with pytest.raises(cardproof.CardProofError) as info:
-        verifier(replays=table).verify(f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce,
-                                       f["card_signature"], FACILITY, purpose=cardproof.PURPOSE_CHECK_BY_CARD)
+        verifier(replays=table).verify(
+            f["card_certificate"],
+            ch.facility_code,
+            ch.timestamp_unix,
+            ch.nonce,
+            f["card_signature"],
+            FACILITY,
+            purpose=cardproof.PURPOSE_CHECK_BY_CARD,
+        )
     assert info.value.reason == "CARD_PROOF_UNAVAILABLE"
     assert trust_status.card_proof_status(info.value).code.name == "UNAVAILABLE"
 
 
 def jpki_ca() -> x509.Certificate:
     from tests.trust_helpers import pki_dir
+
     with open(os.path.join(pki_dir(), "jpki", "ca.pem"), "rb") as f:
         return x509.load_pem_x509_certificate(f.read())
 
@@ -488,17 +567,24 @@ def jpki_ca() -> x509.Certificate:
 def card_certificate(kind: str) -> tuple[bytes, object]:
     """A card certificate the test JPKI CA signs, whose key is not a PKCS#1 RSA key."""
     from tests.trust_helpers import pki_dir
+
     base = os.path.join(pki_dir(), "jpki")
     ca = jpki_ca()
     with open(os.path.join(base, "ca.key.pem"), "rb") as f:
         ca_key = serialization.load_pem_private_key(f.read(), None)
     key = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kind)]))
-            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(0x4242)
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kind)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(0x4242)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     der = cert.public_bytes(serialization.Encoding.DER)
     edits = {  # same lengths, so only the TBS is re-signed
         "rsa-pss": (bytes.fromhex("300d06092a864886f70d0101010500"), bytes.fromhex("300d06092a864886f70d01010a3000")),
@@ -509,8 +595,7 @@ def card_certificate(kind: str) -> tuple[bytes, object]:
         tbs = cert.tbs_certificate_bytes
         assert tbs.count(old) == 1
         edited = tbs.replace(old, new)
-        der = der.replace(tbs, edited).replace(cert.signature, ca_key.sign(edited, padding.PKCS1v15(),
-                                                                            hashes.SHA256()))
+        der = der.replace(tbs, edited).replace(cert.signature, ca_key.sign(edited, padding.PKCS1v15(), hashes.SHA256()))
     return der, key
 
 
@@ -522,6 +607,7 @@ def test_card_keys_that_are_not_pkcs1_rsa_are_card_proof_refusals(kind):
     from onshi.server import trust_status
     from tests.test_trust_cardproof import verifier
     from tests.trust_helpers import FACILITY
+
     der, key = card_certificate(kind)
     x509.load_der_x509_certificate(der).verify_directly_issued_by(jpki_ca())  # the chain is good
     now, nonce = int(time.time()), os.urandom(16)
@@ -534,13 +620,15 @@ def test_card_keys_that_are_not_pkcs1_rsa_are_card_proof_refusals(kind):
 
 
 @FUZZ
-@given(der=st.one_of(st.binary(max_size=80), mutations(spki(N, 65537)), hostile),
-       signature=st.one_of(st.binary(max_size=300), st.binary(min_size=256, max_size=256), hostile),
-       message=st.one_of(st.binary(max_size=40), hostile),
-       slots=st.one_of(st.integers(-5, 200), st.integers(2**60, 2**64 + 5), hostile),
-       probe=st.one_of(st.integers(-2, 70), hostile),
-       digest=st.one_of(st.binary(min_size=16, max_size=16), st.binary(max_size=40), hostile),
-       now=st.one_of(st.floats(allow_nan=True), hostile))
+@given(
+    der=st.one_of(st.binary(max_size=80), mutations(spki(N, 65537)), hostile),
+    signature=st.one_of(st.binary(max_size=300), st.binary(min_size=256, max_size=256), hostile),
+    message=st.one_of(st.binary(max_size=40), hostile),
+    slots=st.one_of(st.integers(-5, 200), st.integers(2**60, 2**64 + 5), hostile),
+    probe=st.one_of(st.integers(-2, 70), hostile),
+    digest=st.one_of(st.binary(min_size=16, max_size=16), st.binary(max_size=40), hostile),
+    now=st.one_of(st.floats(allow_nan=True), hostile),
+)
 def test_card_proof_entry_points_take_hostile_arguments(der, signature, message, slots, probe, digest, now):
     key = ordinary(_cardproof.RsaPublicKey, der)
     if key is not None:
@@ -555,11 +643,22 @@ def test_card_proof_entry_points_take_hostile_arguments(der, signature, message,
 
 # --- the access log's group commit ------------------------------------------------------
 
+
 def group_commit(tmp_path, **changes):
     fd = os.open(tmp_path / "segment", os.O_RDWR | os.O_CREAT, 0o600)
     head = os.open(tmp_path / "head", os.O_RDWR | os.O_CREAT, 0o600)
-    args = dict(fd=fd, head_fd=head, size=0, allocated=0, seq=1, total=0, last_hash=bytes(32), durable=False,
-                segment_bytes=1 << 20, preallocate=4096)
+    args = dict(
+        fd=fd,
+        head_fd=head,
+        size=0,
+        allocated=0,
+        seq=1,
+        total=0,
+        last_hash=bytes(32),
+        durable=False,
+        segment_bytes=1 << 20,
+        preallocate=4096,
+    )
     args.update(changes)
     return _auditlog.GroupCommit(*args.values())
 
@@ -567,8 +666,14 @@ def group_commit(tmp_path, **changes):
 def test_group_commit_refuses_what_would_make_it_spin_or_overrun(tmp_path):
     with pytest.raises(RuntimeError):  # not initialised: no zero buffer, fd 0
         _auditlog.GroupCommit.__new__(_auditlog.GroupCommit).append([b"x"])
-    for bad in (dict(preallocate=0), dict(preallocate=-1), dict(segment_bytes=0), dict(size=-1),
-                dict(size=10, allocated=5), dict(last_hash=b"short")):
+    for bad in (
+        dict(preallocate=0),
+        dict(preallocate=-1),
+        dict(segment_bytes=0),
+        dict(size=-1),
+        dict(size=10, allocated=5),
+        dict(last_hash=b"short"),
+    ):
         with pytest.raises(ValueError):  # preallocate 0: the zero-fill loop never advanced
             group_commit(tmp_path, **bad)
     core = group_commit(tmp_path)
@@ -589,16 +694,27 @@ def test_group_commit_refuses_what_would_make_it_spin_or_overrun(tmp_path):
 
 
 @FUZZ
-@given(bodies=st.one_of(st.lists(st.one_of(st.binary(max_size=64), hostile), max_size=4), hostile),
-       numbers=st.lists(st.one_of(indices, hostile), min_size=6, max_size=6),
-       last_hash=st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=40), hostile))
+@given(
+    bodies=st.one_of(st.lists(st.one_of(st.binary(max_size=64), hostile), max_size=4), hostile),
+    numbers=st.lists(st.one_of(indices, hostile), min_size=6, max_size=6),
+    last_hash=st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=40), hostile),
+)
 def test_group_commit_entry_points_take_hostile_arguments(tmp_path_factory, bodies, numbers, last_hash):
     tmp = tmp_path_factory.mktemp("gc")
     size, allocated, seq, total, segment_bytes, preallocate = numbers
     if isinstance(preallocate, int) and preallocate > 1 << 16:
         preallocate = 1 << 16  # a real buffer of that size is allocated
-    core = ordinary(group_commit, tmp, size=size, allocated=allocated, seq=seq, total=total,
-                    last_hash=last_hash, segment_bytes=segment_bytes, preallocate=preallocate)
+    core = ordinary(
+        group_commit,
+        tmp,
+        size=size,
+        allocated=allocated,
+        seq=seq,
+        total=total,
+        last_hash=last_hash,
+        segment_bytes=segment_bytes,
+        preallocate=preallocate,
+    )
     if core is None:
         core = group_commit(tmp)
     ordinary(core.append, bodies)
@@ -610,6 +726,7 @@ def test_group_commit_entry_points_take_hostile_arguments(tmp_path_factory, bodi
 
 # --- all of it under ASan/UBSan -------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.skipif(SANITIZED, reason="already the sanitized run")
 @pytest.mark.skipif(sanitized.available() is not None, reason=str(sanitized.available()))
@@ -619,11 +736,24 @@ def test_hostile_use_under_asan_and_ubsan(tmp_path):
     libasan preloaded: an overrun or undefined behaviour fails the run even where
     the normal build reads memory that happens to be mapped."""
     env = sanitized.sanitized_env(str(tmp_path / "tree"))
-    tests = ["tests/test_native_hostile.py", "tests/test_claims_native.py", "tests/test_record_native.py",
-             "tests/test_cardproof_native.py", "tests/test_audit_native.py",
-             "tests/test_native.py", "-k", "not leak"]
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    tests = [
+        "tests/test_native_hostile.py",
+        "tests/test_claims_native.py",
+        "tests/test_record_native.py",
+        "tests/test_cardproof_native.py",
+        "tests/test_audit_native.py",
+        "tests/test_native.py",
+        "-k",
+        "not leak",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert done.returncode == 0, (done.returncode, done.stdout[-4000:], done.stderr[-6000:])
     assert " passed" in done.stdout
 

@@ -31,8 +31,14 @@ days = st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2100, 12, 31))
 
 @st.composite
 def persons(draw) -> Q.Person:
-    return Q.Person(name=draw(text), name_kana=draw(text), sex=draw(st.sampled_from([0, 1, 2])),
-                    birth_date=dates.to_proto(draw(days)), address=draw(text), postcode=draw(text))
+    return Q.Person(
+        name=draw(text),
+        name_kana=draw(text),
+        sex=draw(st.sampled_from([0, 1, 2])),
+        birth_date=dates.to_proto(draw(days)),
+        address=draw(text),
+        postcode=draw(text),
+    )
 
 
 def _period(draw, start: dt.date, cert) -> None:
@@ -47,11 +53,17 @@ def qualifications(draw) -> Q.Qualification:
     insurer = draw(st.sampled_from([KYOKAI, UNION, NHI, LATE, "０" + KYOKAI[1:]]))
     acquired = draw(days)
     q = Q.Qualification(
-        insurer_number=insurer, insurer_name=draw(text), symbol=draw(st.sampled_from(["", "K1", "記号 1"])),
-        number=draw(st.sampled_from(["1", "N-2", "１２３", "9" * 20])), branch=draw(st.sampled_from(["00", "1", "０２"])),
-        relationship=draw(st.sampled_from([0, 1, 2])), acquisition_date=dates.to_proto(acquired),
-        burden_ratio_percent=draw(st.sampled_from([0, 10, 20, 30, 100])), preschool=draw(st.booleans()),
-        card_kind=draw(st.sampled_from([0, 1, 2])))
+        insurer_number=insurer,
+        insurer_name=draw(text),
+        symbol=draw(st.sampled_from(["", "K1", "記号 1"])),
+        number=draw(st.sampled_from(["1", "N-2", "１２３", "9" * 20])),
+        branch=draw(st.sampled_from(["00", "1", "０２"])),
+        relationship=draw(st.sampled_from([0, 1, 2])),
+        acquisition_date=dates.to_proto(acquired),
+        burden_ratio_percent=draw(st.sampled_from([0, 10, 20, 30, 100])),
+        preschool=draw(st.booleans()),
+        card_kind=draw(st.sampled_from([0, 1, 2])),
+    )
     if draw(st.booleans()):
         q.loss_date.CopyFrom(dates.to_proto(acquired + dt.timedelta(days=draw(st.integers(1, 20000)))))
         q.loss_reason = draw(st.sampled_from([0, 1, 2, 3, 4]))
@@ -62,10 +74,16 @@ def qualifications(draw) -> Q.Qualification:
         q.limit_amount.category = draw(st.sampled_from(["ア", "区分Ⅱ"]))
         _period(draw, acquired, q.limit_amount)
     for _ in range(draw(st.integers(0, 2))):
-        _period(draw, acquired, q.specific_diseases.add(disease=draw(st.sampled_from([1, 2, 3])), monthly_cap_yen=10000))
+        _period(
+            draw, acquired, q.specific_diseases.add(disease=draw(st.sampled_from([1, 2, 3])), monthly_cap_yen=10000)
+        )
     for _ in range(draw(st.integers(0, 2))):
-        sub = q.subsidies.add(payer_number=PAYER, recipient_number=draw(text),
-                              burden_ratio_percent=draw(st.integers(0, 30)), monthly_cap_yen=draw(st.integers(0, 10**9)))
+        sub = q.subsidies.add(
+            payer_number=PAYER,
+            recipient_number=draw(text),
+            burden_ratio_percent=draw(st.integers(0, 30)),
+            monthly_cap_yen=draw(st.integers(0, 10**9)),
+        )
         if draw(st.booleans()):
             _period(draw, acquired, sub)
     if draw(st.booleans()):  # callers may hand qualifications still carrying a person
@@ -87,8 +105,14 @@ def _valid(pairs) -> bool:
     """Numbers that parse, and no number held twice over the same days (the
     writer refuses that)."""
     try:
-        held = [(history.qualification_number_key(q), q.acquisition_date.SerializeToString(),
-                 q.loss_date.SerializeToString()) for _, q in pairs]
+        held = [
+            (
+                history.qualification_number_key(q),
+                q.acquisition_date.SerializeToString(),
+                q.loss_date.SerializeToString(),
+            )
+            for _, q in pairs
+        ]
     except identifiers.InvalidIdentifier:
         return False
     return len(set(held)) == len(held)
@@ -130,8 +154,10 @@ def test_rows_rebuilt_from_their_views_encode_to_the_same_record(h, data):
     value, _ = _record(birth, pairs)
     _, rows = history.decode_rows(value)
     keep = data.draw(st.lists(st.booleans(), min_size=len(rows), max_size=len(rows)))
-    mixed = [r if k else history.encode_row(history.dated(r), r.person, birth, r.number_key)
-             for r, k in zip(rows, keep, strict=True)]
+    mixed = [
+        r if k else history.encode_row(history.dated(r), r.person, birth, r.number_key)
+        for r, k in zip(rows, keep, strict=True)
+    ]
     assert mixed == rows
     assert history.compile_history(birth, mixed)[0] == value
 
@@ -162,7 +188,7 @@ def test_corrupt_records_raise_value_error(impl, h, cut, flip):
     if not _valid(pairs):
         return
     value, _ = _reference(birth, pairs)
-    broken = [value[:cut % max(len(value), 1)]]
+    broken = [value[: cut % max(len(value), 1)]]
     mutated = bytearray(value)
     mutated[flip[0] % len(value)] = flip[1]
     broken.append(bytes(mutated))
@@ -180,14 +206,17 @@ def _varint(n: int) -> bytes:
     return history.varint(n)
 
 
-@pytest.mark.parametrize("body", [
-    b"\x12\x01a\x08" + b"\xff" * 10 + b"\x01",        # an 11-byte varint: corrupt
-    b"\x12\x01a\x08" + b"\xff" * 9 + b"\x01",         # 10 bytes: the longest allowed
-    _varint(((1 << 32) + 2) << 3 | 2) + b"\x01z",       # field 2**32+2 is not field 2
-    b"\x12\x05ab",                                     # runs past the end
-    b"\x12\x02\xff\xfe",                                # not UTF-8
-    b"\x0b",                                           # wire type 3
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x12\x01a\x08" + b"\xff" * 10 + b"\x01",  # an 11-byte varint: corrupt
+        b"\x12\x01a\x08" + b"\xff" * 9 + b"\x01",  # 10 bytes: the longest allowed
+        _varint(((1 << 32) + 2) << 3 | 2) + b"\x01z",  # field 2**32+2 is not field 2
+        b"\x12\x05ab",  # runs past the end
+        b"\x12\x02\xff\xfe",  # not UTF-8
+        b"\x0b",  # wire type 3
+    ],
+)
 def test_number_fields_edge_cases_agree(impl, body):
     _, number_fields, _, _ = history.codec(impl)
     assert _outcome(number_fields, body) == _outcome(history.number_fields_pure, body)
@@ -231,7 +260,7 @@ def test_a_scripted_stream_leaves_canonical_records_that_match_the_model(impl, t
     updates = s.script(len(residents), 600, seed=3)
     model = s.Model()
     for i in range(0, len(updates), 50):
-        part = [enrollment.check_update(u, frozenset(s.INSURERS)) for u in updates[i:i + 50]]
+        part = [enrollment.check_update(u, frozenset(s.INSURERS)) for u in updates[i : i + 50]]
         acks = writer.apply(lambda t, part=part: [enrollment.apply_update(t, c, 0.0) for c in part])
         assert {a.outcome for a in acks} == {enrollment.ACCEPTED}
     for u in updates:

@@ -32,17 +32,32 @@ def relay_public():
 
 def open_as(stem: str, token: bytes):
     numbers = set(pki.INSURERS[stem])
-    return relay.open_token(token, relay_public_key=relay_public(), my_insurer_numbers=numbers,
-                            my_private_key=keys_of(stem))
+    return relay.open_token(
+        token, relay_public_key=relay_public(), my_insurer_numbers=numbers, my_private_key=keys_of(stem)
+    )
 
 
 @pytest.fixture(scope="module")
 def ingest(tmp_path_factory):
     base = tmp_path_factory.mktemp("relay")
     build_store(str(base / "store"))
-    proc = Proc(onshi("ingest-serve", "--data", str(base / "store"), "--port", "0", "--port-file",
-                      str(base / "port"), "--pki", pki_dir(), "--audit-dir", str(base / "audit")),
-                base / "port", base / "log")
+    proc = Proc(
+        onshi(
+            "ingest-serve",
+            "--data",
+            str(base / "store"),
+            "--port",
+            "0",
+            "--port-file",
+            str(base / "port"),
+            "--pki",
+            pki_dir(),
+            "--audit-dir",
+            str(base / "audit"),
+        ),
+        base / "port",
+        base / "log",
+    )
     yield proc, str(base / "audit")
     proc.stop()
 
@@ -84,16 +99,16 @@ def test_token_for_b_is_refused_by_a_third_insurer(ingest):
         open_as("insurer-c", token)
     # Even lying about its numbers, C's key cannot decrypt B's member number.
     with pytest.raises(relay.RelayTokenError, match="decrypted"):
-        relay.open_token(token, relay_public_key=relay_public(), my_insurer_numbers={INSURER_B},
-                         my_private_key=keys_of("insurer-c"))
+        relay.open_token(
+            token, relay_public_key=relay_public(), my_insurer_numbers={INSURER_B}, my_private_key=keys_of("insurer-c")
+        )
 
 
 def test_token_not_signed_by_the_relay_is_refused(ingest):
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     _proc, _ = ingest
-    forger = relay.TokenSealer(ed25519.Ed25519PrivateKey.generate(),
-                               relay.insurer_keys_from_pki(pki_dir()))
+    forger = relay.TokenSealer(ed25519.Ed25519PrivateKey.generate(), relay.insurer_keys_from_pki(pki_dir()))
     token = forger.seal(relay_pb2.MemberNumber(insurer_number=INSURER_B, number="200"), INSURER_A, "x")
     with pytest.raises(relay.RelayTokenError, match="signature"):
         open_as("insurer-b", token)
@@ -163,8 +178,10 @@ def published_messages(tmp_path):
     pool = descriptor_pool.DescriptorPool()
     for file in files.file:
         pool.Add(file)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"onshi.v1.{name}"))
-            for name in ("RelayToken", "RelayTokenPayload", "SealedMember")}
+    return {
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"onshi.v1.{name}"))
+        for name in ("RelayToken", "RelayTokenPayload", "SealedMember")
+    }
 
 
 def test_a_token_opens_with_the_published_parameters_alone(ingest, tmp_path):
@@ -204,8 +221,9 @@ def test_a_token_opens_with_the_published_parameters_alone(ingest, tmp_path):
     payload = messages["RelayTokenPayload"].FromString(wrapper.payload)
     assert payload.recipient_insurer_number in pki.INSURERS["insurer-b"]
     assert payload.issued_unix - skew <= time.time() <= payload.expires_unix
-    plain = my_key.decrypt(payload.sealed_member, padding.OAEP(
-        mgf=padding.MGF1(mgf_hash()), algorithm=oaep_hash(), label=label))
+    plain = my_key.decrypt(
+        payload.sealed_member, padding.OAEP(mgf=padding.MGF1(mgf_hash()), algorithm=oaep_hash(), label=label)
+    )
     sealed = messages["SealedMember"].FromString(plain)
     assert sealed.token_id == payload.token_id
     assert sealed.recipient_insurer_number == payload.recipient_insurer_number

@@ -41,6 +41,7 @@ def digest(path: Path) -> str:
 
 # --- refused before anything is done ------------------------------------------------------
 
+
 def test_a_directory_with_foreign_files_is_refused_and_left_alone(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -78,12 +79,19 @@ def test_a_file_as_data_directory_is_refused(tmp_path):
 
 # --- serving ---------------------------------------------------------------------------------------
 
+
 class Run:
     """scripts/run.sh in its own session, stdout read line by line."""
 
     def __init__(self, env: dict, *args: str):
-        self.proc = subprocess.Popen([str(RUN), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(RUN), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
 
     def banner_port(self, timeout: float = 240) -> int:
         deadline = time.monotonic() + timeout
@@ -112,8 +120,11 @@ def serving_now(port: int) -> int:
     """Health over mTLS without waiting for a connection: answers only if the
     server has bound and serves at this moment."""
     with grpc.secure_channel(f"127.0.0.1:{port}", client_credentials("operator")) as channel:
-        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10,
-                                                          wait_for_ready=False).status
+        return (
+            health_pb2_grpc.HealthStub(channel)
+            .Check(health_pb2.HealthCheckRequest(), timeout=10, wait_for_ready=False)
+            .status
+        )
 
 
 def free_port() -> int:
@@ -126,8 +137,9 @@ def free_port() -> int:
 @pytest.mark.timeout(400)
 def test_a_store_from_onshi_gen_is_served_untouched_on_the_port_passed_through(tmp_path):
     data = tmp_path / "mystore"
-    subprocess.run(onshi("gen", "--out", str(data), "--persons", "150"), env=_env(), check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        onshi("gen", "--out", str(data), "--persons", "150"), env=_env(), check=True, capture_output=True, timeout=120
+    )
     (data / "notes.txt").write_text("kept by the user")
     before = {name: digest(data / name) for name in ("data.mdb", "gen.json", "notes.txt")}
     port = free_port()

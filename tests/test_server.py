@@ -262,9 +262,7 @@ def channel(server):
 
 def raw_call(channel, method, request: bytes, metadata=None):
     """Bytes in, bytes out: what the server sends, before any parsing."""
-    call = channel.unary_unary(
-        f"/{SERVICE}/{method}", request_serializer=None, response_deserializer=None
-    )
+    call = channel.unary_unary(f"/{SERVICE}/{method}", request_serializer=None, response_deserializer=None)
     return call(request, timeout=5, metadata=metadata)
 
 
@@ -304,9 +302,7 @@ def test_card_answers_are_the_engines_bytes(channel, engine):
         for day in AS_OF:
             request = E.CheckByCardRequest(card_serial=serial, as_of=D(day)).SerializeToString()
             got = raw_call(channel, "CheckByCard", request)
-            assert got == engine.check_by_card(
-                identifiers.card_serial_key(serial), dates.to_day(day)
-            )
+            assert got == engine.check_by_card(identifiers.card_serial_key(serial), dates.to_day(day))
             seen.add(E.CheckResponse.FromString(got).validity)
     assert seen == {E.VALIDITY_VALID, E.VALIDITY_INVALID, E.VALIDITY_NO_RECORD, E.VALIDITY_MULTIPLE}
 
@@ -328,9 +324,7 @@ def test_number_answers_are_the_engines_bytes(channel, engine):
                     ).SerializeToString()
                     got = raw_call(channel, "CheckByNumber", request)
                     key = identifiers.number_key(q.insurer_number, q.symbol, q.number, q.branch)
-                    assert got == engine.check_by_number(
-                        key, dates.to_day(claimed), dates.to_day(day)
-                    )
+                    assert got == engine.check_by_number(key, dates.to_day(claimed), dates.to_day(day))
                     seen.add(E.CheckResponse.FromString(got).validity)
     # (MULTIPLE by number would need one number twice in one person's history)
     assert seen == {
@@ -351,9 +345,7 @@ def test_typed_lost_number_hides_the_newer_insurer(channel):
         birth_date=D(dt.date(1975, 1, 9)),
         as_of=D(dt.date(2023, 1, 1)),
     )
-    answer = E.CheckResponse.FromString(
-        raw_call(channel, "CheckByNumber", request.SerializeToString())
-    )
+    answer = E.CheckResponse.FromString(raw_call(channel, "CheckByNumber", request.SerializeToString()))
     assert answer.validity == E.VALIDITY_INVALID_NEWER_EXISTS
     assert [q.insurer_number for q in answer.qualifications] == [KYOKAI]
     assert NHI.encode() not in raw_call(channel, "CheckByNumber", request.SerializeToString())
@@ -368,9 +360,7 @@ def test_late_elderly_number_ignores_symbol_and_branch(channel):
         birth_date=D(dt.date(1948, 3, 3)),
         as_of=D(dt.date(2024, 1, 1)),
     )
-    answer = E.CheckResponse.FromString(
-        raw_call(channel, "CheckByNumber", request.SerializeToString())
-    )
+    answer = E.CheckResponse.FromString(raw_call(channel, "CheckByNumber", request.SerializeToString()))
     assert answer.validity == E.VALIDITY_VALID
     assert answer.qualifications[0].card_kind == Q.CARD_KIND_LATE_ELDERLY
 
@@ -385,9 +375,7 @@ def test_non_jis_name_and_ivs_arrive_byte_exact(channel):
 def test_absent_as_of_means_today_in_japan(channel, engine):
     key = identifiers.card_serial_key("B2")
     before = engine.check_by_card(key, dates.today_jst())
-    got = raw_call(
-        channel, "CheckByCard", E.CheckByCardRequest(card_serial="B2").SerializeToString()
-    )
+    got = raw_call(channel, "CheckByCard", E.CheckByCardRequest(card_serial="B2").SerializeToString())
     assert got in (before, engine.check_by_card(key, dates.today_jst()))  # midnight JST may pass
 
 
@@ -398,9 +386,7 @@ def test_stub_client_reads_the_answer(server):
         answer = client.check_by_card("c3", dt.date(2024, 1, 1))
         assert answer.validity == E.VALIDITY_MULTIPLE
         assert len(answer.qualifications) == 2
-        answer = client.check_by_number(
-            UNION, "12", "3456", "00", dt.date(1980, 5, 17), dt.date(2025, 1, 1)
-        )
+        answer = client.check_by_number(UNION, "12", "3456", "00", dt.date(1980, 5, 17), dt.date(2025, 1, 1))
         assert answer.validity == E.VALIDITY_VALID
         assert answer.qualifications[0].subsidies[0].payer_number == PAYER
 
@@ -419,9 +405,7 @@ def test_both_workers_serve(server):
     seen = set()
     for i in range(64):  # SO_REUSEPORT hashes each new connection onto a worker
         # A distinct channel argument stops grpc from sharing one subchannel.
-        with grpc.insecure_channel(
-            server.target, options=[("onshi.test.nonce", f"{i}-{time.time_ns()}")]
-        ) as ch:
+        with grpc.insecure_channel(server.target, options=[("onshi.test.nonce", f"{i}-{time.time_ns()}")]) as ch:
             seen.add(worker_pid(ch))
         if seen == server.pids:
             break
@@ -450,9 +434,7 @@ def test_reflection_lists_services(channel):
         descriptor_pb2.FileDescriptorProto.FromString(b)
         for b in described.file_descriptor_response.file_descriptor_proto
     ]
-    methods = {
-        m.name for f in files for s in f.service if s.name == "EligibilityService" for m in s.method
-    }
+    methods = {m.name for f in files for s in f.service if s.name == "EligibilityService" for m in s.method}
     assert methods == {"CheckByCard", "CheckByNumber"}
 
 
@@ -473,9 +455,7 @@ def number(**kw) -> bytes:
         birth_date=D(dt.date(1980, 5, 17)),
     )
     fields.update(kw)
-    return E.CheckByNumberRequest(
-        **{k: v for k, v in fields.items() if v is not None}
-    ).SerializeToString()
+    return E.CheckByNumberRequest(**{k: v for k, v in fields.items() if v is not None}).SerializeToString()
 
 
 def bad_date(y, m, d):
@@ -553,18 +533,14 @@ def test_oversize_request_is_refused_not_internal(channel):
 
 def test_server_still_answers_after_bad_input(channel, engine):
     got = raw_call(channel, "CheckByCard", card(as_of=D(dt.date(2024, 1, 1))))
-    assert got == engine.check_by_card(
-        identifiers.card_serial_key("A1"), dates.to_day(dt.date(2024, 1, 1))
-    )
+    assert got == engine.check_by_card(identifiers.card_serial_key("A1"), dates.to_day(dt.date(2024, 1, 1)))
 
 
 # --- onshi check --------------------------------------------------------------------
 
 
 def onshi(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "onshi.cli", *args], capture_output=True, text=True, timeout=30
-    )
+    return subprocess.run([sys.executable, "-m", "onshi.cli", *args], capture_output=True, text=True, timeout=30)
 
 
 def test_no_command_has_hidden_options():
@@ -637,9 +613,7 @@ def test_killed_worker_is_reported_and_replaced(store, impl):
         deadline = time.monotonic() + 15
         while new not in seen:
             assert time.monotonic() < deadline, f"replacement {new} never answered; saw {seen}"
-            with grpc.insecure_channel(
-                srv.target, options=[("onshi.test.nonce", str(time.time_ns()))]
-            ) as ch:
+            with grpc.insecure_channel(srv.target, options=[("onshi.test.nonce", str(time.time_ns()))]) as ch:
                 seen.add(worker_pid(ch))
         assert victim not in seen
     finally:
@@ -657,9 +631,7 @@ def test_sigterm_drains_in_flight_calls_and_exits_0(store, impl, engine):
         "8",  # every call inside a handler at once, none queued
         seams=("--check-delay-ms", str(delay * 1000)),
     )
-    channels = [
-        grpc.insecure_channel(srv.target, options=[("onshi.test.nonce", str(i))]) for i in range(8)
-    ]
+    channels = [grpc.insecure_channel(srv.target, options=[("onshi.test.nonce", str(i))]) for i in range(8)]
     watch_channel = srv.channel()
     try:
         statuses = []
@@ -682,9 +654,7 @@ def test_sigterm_drains_in_flight_calls_and_exits_0(store, impl, engine):
             assert time.monotonic() < deadline, "health Watch never answered"
             time.sleep(0.02)
         request = card(as_of=D(dt.date(2024, 1, 1)))
-        expected = engine.check_by_card(
-            identifiers.card_serial_key("A1"), dates.to_day(dt.date(2024, 1, 1))
-        )
+        expected = engine.check_by_card(identifiers.card_serial_key("A1"), dates.to_day(dt.date(2024, 1, 1)))
         with futures.ThreadPoolExecutor(len(channels)) as pool:
             calls = [pool.submit(raw_call, ch, "CheckByCard", request) for ch in channels]
             time.sleep(delay / 2)  # every call is now inside a handler
@@ -738,9 +708,7 @@ def test_serve_does_not_join_another_servers_port(server, store):
 def test_grace_shorter_than_a_call_still_stops_cleanly(store, impl):
     """A call outliving the grace is cut (CANCELLED/UNAVAILABLE to the client), and
     the worker waits for its handler to leave the engine before closing it."""
-    srv = ServerProcess(
-        store, impl, "--grace", "0.2", workers=1, seams=("--check-delay-ms", "1000")
-    )
+    srv = ServerProcess(store, impl, "--grace", "0.2", workers=1, seams=("--check-delay-ms", "1000"))
     with srv.channel() as ch, futures.ThreadPoolExecutor(1) as pool:
         call = pool.submit(raw_call, ch, "CheckByCard", card(as_of=D(dt.date(2024, 1, 1))))
         time.sleep(0.3)
@@ -838,9 +806,7 @@ def test_card_proof_and_audit_hooks_on_a_real_server(engine):
             assert answer.validity == E.VALIDITY_VALID
             assert list(answer.warnings) == [warning]
             assert got.startswith(
-                engine.check_by_card(
-                    identifiers.card_serial_key("A1"), dates.to_day(dt.date(2024, 1, 1))
-                )
+                engine.check_by_card(identifiers.card_serial_key("A1"), dates.to_day(dt.date(2024, 1, 1)))
             )
             assert audited == [("CheckByCard", got)]
             assert keys == [identifiers.card_serial_key("A1")]

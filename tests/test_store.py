@@ -16,7 +16,9 @@ SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
 
 # How code names a database: a py-lmdb open, the writer's handle dict, a
 # WriteTxn call, PersonDirectory's opener, the native engine's mdb_dbi_open.
-_USES = re.compile(r"""open_db\(\s*b"(\w+)"|dbs\["(\w+)"\]|\b(?:wtxn|t|writer)\.(?:get|put|delete|first|scan|_put_sorted)\(\s*"(\w+)"|\bdb\("(\w+)"\)|_open_db\(txn,\s*b"(\w+)\"""")
+_USES = re.compile(
+    r"""open_db\(\s*b"(\w+)"|dbs\["(\w+)"\]|\b(?:wtxn|t|writer)\.(?:get|put|delete|first|scan|_put_sorted)\(\s*"(\w+)"|\bdb\("(\w+)"\)|_open_db\(txn,\s*b"(\w+)\""""
+)
 
 
 def _named_databases(env) -> set[bytes]:

@@ -40,8 +40,10 @@ def _stub_params(fn: ast.FunctionDef) -> list[tuple[str, str, str]]:
     a = fn.args
     positional = a.posonlyargs + a.args
     defaults = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
-    out = [(p.arg, "POSITIONAL_ONLY" if i < len(a.posonlyargs) else "POSITIONAL_OR_KEYWORD", _default(d))
-           for i, (p, d) in enumerate(zip(positional, defaults, strict=True))]
+    out = [
+        (p.arg, "POSITIONAL_ONLY" if i < len(a.posonlyargs) else "POSITIONAL_OR_KEYWORD", _default(d))
+        for i, (p, d) in enumerate(zip(positional, defaults, strict=True))
+    ]
     if a.vararg:
         out.append((a.vararg.arg, "VAR_POSITIONAL", NO_DEFAULT))
     out += [(p.arg, "KEYWORD_ONLY", _default(d)) for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True)]
@@ -55,8 +57,9 @@ def _runtime_params(obj) -> list[tuple[str, str, str]] | None:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
         return None
-    return [(p.name, p.kind.name, NO_DEFAULT if p.default is p.empty else repr(p.default))
-            for p in sig.parameters.values()]
+    return [
+        (p.name, p.kind.name, NO_DEFAULT if p.default is p.empty else repr(p.default)) for p in sig.parameters.values()
+    ]
 
 
 def _source_constructor(pyx: str, cls: str) -> list[tuple[str, str, str]]:
@@ -74,8 +77,13 @@ def _source_constructor(pyx: str, cls: str) -> list[tuple[str, str, str]]:
         text, _, default = (s.strip() for s in part.partition("="))
         text = text.replace(" not None", "").strip()
         name = re.findall(r"\*{0,2}\w+", text)[-1]
-        kind = "VAR_POSITIONAL" if name.startswith("*") and not name.startswith("**") else \
-            "VAR_KEYWORD" if name.startswith("**") else "POSITIONAL_OR_KEYWORD"
+        kind = (
+            "VAR_POSITIONAL"
+            if name.startswith("*") and not name.startswith("**")
+            else "VAR_KEYWORD"
+            if name.startswith("**")
+            else "POSITIONAL_OR_KEYWORD"
+        )
         out.append((name.lstrip("*"), kind, repr(ast.literal_eval(default)) if default else NO_DEFAULT))
     return out
 
@@ -128,8 +136,10 @@ def test_the_stub_matches_the_built_module(name):
     runtime = {k: v for k, v in vars(module).items() if not isinstance(v, types.ModuleType)}
     problems: list[str] = []
     if _public(runtime) != _public(stub):
-        problems.append(f"public names: only built {sorted(_public(runtime) - _public(stub))}, "
-                        f"only in the stub {sorted(_public(stub) - _public(runtime))}")
+        problems.append(
+            f"public names: only built {sorted(_public(runtime) - _public(stub))}, "
+            f"only in the stub {sorted(_public(stub) - _public(runtime))}"
+        )
     for member, node in stub.items():
         if member not in runtime:
             problems.append(f"{member}: in the stub, not in the built module")
@@ -149,8 +159,10 @@ def _check_class(name: str, node: ast.ClassDef, cls: type, pyx: str, problems: l
     attributes = {m for m, n in stub.items() if not isinstance(n, ast.FunctionDef)}
     have = _public(stub) if extension_type else _public(stub) - attributes  # a Python class: attributes per instance
     if _public(declared) != have:
-        problems.append(f"{name}: only built {sorted(_public(declared) - have)}, "
-                        f"only in the stub {sorted(have - _public(declared))}")
+        problems.append(
+            f"{name}: only built {sorted(_public(declared) - have)}, "
+            f"only in the stub {sorted(have - _public(declared))}"
+        )
     for member, item in stub.items():
         if member == "__init__" and extension_type:
             want = _source_constructor(pyx, name)
@@ -162,16 +174,19 @@ def _check_class(name: str, node: ast.ClassDef, cls: type, pyx: str, problems: l
         if not hasattr(cls, member):
             problems.append(f"{name}.{member}: in the stub, not in the built class")
         elif isinstance(item, ast.FunctionDef) and not any(
-                isinstance(d, ast.Name) and d.id == "property" for d in item.decorator_list):
+            isinstance(d, ast.Name) and d.id == "property" for d in item.decorator_list
+        ):
             _check_function(f"{name}.{member}", item, vars(cls).get(member, getattr(cls, member)), problems)
 
 
 def test_a_stale_stub_is_caught():
     """The check itself: a stub with a parameter renamed and a name missing fails."""
     pyx = "cdef class T:\n    def __cinit__(self, bytes spki not None, int n=3):\n        pass\n"
-    assert _source_constructor(pyx, "T") == [("self", "POSITIONAL_OR_KEYWORD", NO_DEFAULT),
-                                             ("spki", "POSITIONAL_OR_KEYWORD", NO_DEFAULT),
-                                             ("n", "POSITIONAL_OR_KEYWORD", "3")]
+    assert _source_constructor(pyx, "T") == [
+        ("self", "POSITIONAL_OR_KEYWORD", NO_DEFAULT),
+        ("spki", "POSITIONAL_OR_KEYWORD", NO_DEFAULT),
+        ("n", "POSITIONAL_OR_KEYWORD", "3"),
+    ]
     fn = ast.parse("def split(raw: bytes, parts: int, share: float = -1.0): ...").body[0]
 
     def split(raw, parts, first_share=-1.0):

@@ -95,16 +95,11 @@ def test_lost_number_with_newer_qualification(capsys, server, pki_dir):
 def test_late_elderly_and_birth_mismatch(capsys, server, pki_dir):
     ok = check(capsys, server, pki_dir, *number_args(TAKAHASHI, 1))
     assert ok.returncode == 0 and LATE in ok.stdout
-    wrong_birth = check(
-        capsys, server, pki_dir, *number_args(TAKAHASHI, 1, birth="1948-03-04"), "--json"
-    )
+    wrong_birth = check(capsys, server, pki_dir, *number_args(TAKAHASHI, 1, birth="1948-03-04"), "--json")
     assert wrong_birth.returncode == 14
     doc = json.loads(wrong_birth.stdout)
     assert doc["outcome"] == "no_record" and doc["method"] == "number"
-    assert (
-        doc["next_steps"][0]["en"]
-        == "Check the typed insurer number, symbol, number, branch and birth date."
-    )
+    assert doc["next_steps"][0]["en"] == "Check the typed insurer number, symbol, number, branch and birth date."
 
 
 def test_bad_check_digit_is_input_rejected_with_the_field(capsys, server, pki_dir):
@@ -126,23 +121,16 @@ def test_bad_check_digit_is_input_rejected_with_the_field(capsys, server, pki_di
 
 
 def test_usage_errors_exit_2(capsys, server, pki_dir):
-    assert (
-        check(capsys, server, pki_dir, "--number", KYOKAI, "", "88", "00").returncode == 2
-    )  # no --birth
+    assert check(capsys, server, pki_dir, "--number", KYOKAI, "", "88", "00").returncode == 2  # no --birth
     assert check(capsys, server, pki_dir, *number_args(YOSHIDA, birth="1980-13-01")).returncode == 2
 
 
 def test_unreachable_server_by_number(capsys, server, pki_dir):
-    proc = check(
-        capsys, server, pki_dir, *number_args(YOSHIDA), "--json", target=f"127.0.0.1:{free_port()}"
-    )
+    proc = check(capsys, server, pki_dir, *number_args(YOSHIDA), "--json", target=f"127.0.0.1:{free_port()}")
     assert proc.returncode == 30
     doc = json.loads(proc.stdout)
     assert doc["outcome"] == "server_unreachable"
-    assert (
-        doc["next_steps"][0]["ja"]
-        == "【障害時の手順】資格確認ができないため、次の順に受け付けてください。"
-    )
+    assert doc["next_steps"][0]["ja"] == "【障害時の手順】資格確認ができないため、次の順に受け付けてください。"
 
 
 def test_certificate_from_another_ca_is_refused(capsys, server, pki_dir):

@@ -64,9 +64,7 @@ def insert(pcsc, pki_dir):
     pcsc.remove()
 
 
-def check_card(
-    pcsc, server, pki_dir, pin: str | None = PIN, *extra: str, target: str | None = None
-):
+def check_card(pcsc, server, pki_dir, pin: str | None = PIN, *extra: str, target: str | None = None):
     """`onshi terminal check --card` as a subprocess, the PIN on its stdin."""
     args = ["check", "--card", *terminal_args(target or server.target, pki_dir), *extra]
     return run_cli(args, pcsc.env, stdin="" if pin is None else pin + "\n")
@@ -129,9 +127,7 @@ def test_json_output_for_his(check_here, insert):
     proc = check_here(PIN, "--json")
     expect(proc, 0)
     doc = json.loads(proc.stdout)
-    assert (
-        doc["outcome"] == "valid" and doc["exit_code"] == 0 and doc["validity"] == "VALIDITY_VALID"
-    )
+    assert doc["outcome"] == "valid" and doc["exit_code"] == 0 and doc["validity"] == "VALIDITY_VALID"
     assert doc["card"]["serial"] == "1001"
     assert doc["qualifications"][0]["person"]["name"] == NON_JIS_NAME
     assert doc["next_steps"] == []
@@ -162,9 +158,7 @@ def test_three_wrong_pins_block_the_card(check_here, insert):
     third = check_here(WRONG)
     expect(third, 24)
     assert "【暗証番号がロックされています】 PIN blocked" in third.stdout
-    assert (
-        "市区町村窓口で再設定" in third.stdout and "reset at the municipal office" in third.stdout
-    )
+    assert "市区町村窓口で再設定" in third.stdout and "reset at the municipal office" in third.stdout
     blocked = check_here(PIN)  # even the right PIN: never asked
     expect(blocked, 24)
     assert "Enter the 4-digit PIN" not in blocked.stderr

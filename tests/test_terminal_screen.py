@@ -21,9 +21,7 @@ def response(validity, *people_quals, warnings=()):
     r = E.CheckResponse(validity=validity, warnings=list(warnings))
     for person, quals in people_quals:
         for q in quals:
-            q = type(q)(
-                person=person, **{f.name: v for f, v in q.ListFields() if f.name != "person"}
-            )
+            q = type(q)(person=person, **{f.name: v for f, v in q.ListFields() if f.name != "person"})
             r.qualifications.append(q)
     return r
 
@@ -42,18 +40,14 @@ def test_valid_screen_lists_everything_and_no_next_steps():
     )
     out = lines(result)
     assert "【資格有効】 Valid" in out
-    assert (
-        "確認方法 Method: マイナンバーカード My Number card   受診日 Visit date: 2026-11-21" in out
-    )
+    assert "確認方法 Method: マイナンバーカード My Number card   受診日 Visit date: 2026-11-21" in out
     assert f"氏名 Name: {NON_JIS_NAME}" in out  # U+20BB7 and the IVS survive: never ●
     assert all("●" not in line for line in out)
     assert "カナ Kana: ヨシダ カツコ" in out
     assert "性別 Sex: 女 female" in out
     assert "生年月日 Birth date: 1980-05-17" in out
     assert "住所 Address: 〒100-0001 東京都千代田区千代田1-1" in out
-    assert any(
-        line.startswith("保険者 Insurer: 0613001") and "保険者0613001" in line for line in out
-    )
+    assert any(line.startswith("保険者 Insurer: 0613001") and "保険者0613001" in line for line in out)
     assert "記号・番号・枝番 Symbol/Number/Branch: 12・3456・00" in out
     assert "本人・家族 Insured/Dependent: 本人 insured person" in out
     assert "証の種類 Card kind: 被保険者証（健康保険） employee insurance" in out
@@ -80,13 +74,9 @@ def test_invalid_screen_says_when_lost_and_what_to_do():
     assert "  The qualification was lost on 2024-04-01 (99 other)." in out
     assert "・マイナポータルの資格情報画面、または資格確認書・保険証の提示を求めてください。" in out
     assert any("My Number portal (マイナポータル)" in line for line in out)
-    assert (
-        "・提示できない場合は「被保険者資格申立書」に記入いただき、申し立てた負担割合で受け付けてください。"
-        in out
-    )
+    assert "・提示できない場合は「被保険者資格申立書」に記入いただき、申し立てた負担割合で受け付けてください。" in out
     assert any(
-        "self-declaration form (被保険者資格申立書)" in line and "burden ratio they declare" in line
-        for line in out
+        "self-declaration form (被保険者資格申立書)" in line and "burden ratio they declare" in line for line in out
     )
 
 
@@ -200,9 +190,7 @@ FAILURES = [
         "  The PIN is locked: the patient must have it reset at the municipal office.",
     ),
     (
-        Result(
-            Outcome.CERT_EXPIRED, "card", card_not_after=dt.datetime(2026, 1, 31, tzinfo=dt.UTC)
-        ),
+        Result(Outcome.CERT_EXPIRED, "card", card_not_after=dt.datetime(2026, 1, 31, tzinfo=dt.UTC)),
         25,
         "【電子証明書の有効期限切れ】 Card certificate expired",
         "・カードの電子証明書の有効期限が切れています（2026-01-31）。本人が市区町村窓口で更新する必要があります。",
@@ -272,9 +260,7 @@ FAILURES = [
 ]
 
 
-@pytest.mark.parametrize(
-    "result, code, title, first_ja, first_en", FAILURES, ids=[f[0].outcome.key for f in FAILURES]
-)
+@pytest.mark.parametrize("result, code, title, first_ja, first_en", FAILURES, ids=[f[0].outcome.key for f in FAILURES])
 def test_failure_screens_say_what_happened_and_what_next(result, code, title, first_ja, first_en):
     out = lines(result)
     assert title in out
@@ -289,21 +275,17 @@ def test_failure_screens_say_what_happened_and_what_next(result, code, title, fi
 
 
 def test_unreachable_screen_is_the_failure_mode_procedure():
-    out = lines(
-        Result(Outcome.SERVER_UNREACHABLE, "card", detail="UNAVAILABLE: connection refused")
-    )
+    out = lines(Result(Outcome.SERVER_UNREACHABLE, "card", detail="UNAVAILABLE: connection refused"))
     text = "\n".join(out)
     assert (
         "・1. マイナポータルの資格情報画面、または資格確認書・保険証の提示を求めてください。提示された負担割合で受け付けます。"
         in out
     )
     assert (
-        "・2. 提示できない場合は「被保険者資格申立書」に記入いただき、申し立てた負担割合で受け付けてください。"
-        in out
+        "・2. 提示できない場合は「被保険者資格申立書」に記入いただき、申し立てた負担割合で受け付けてください。" in out
     )
     assert (
-        "基本4情報（氏名・性別・生年月日・住所）" in text
-        and "basic 4 items (name, sex, birth date, address)" in text
+        "基本4情報（氏名・性別・生年月日・住所）" in text and "basic 4 items (name, sex, birth date, address)" in text
     )
     assert "請求前資格確認" in text and "pre-submission check" in text and "77777777" in text
     assert "詳細 Detail: UNAVAILABLE: connection refused" in out
@@ -339,10 +321,7 @@ def test_server_warnings_are_shown_in_both_languages():
         ],
     )
     out = lines(Result(Outcome.VALID, "card", r))
-    assert (
-        "⚠ 注意 カードの電子証明書の有効期限が近づいています。市区町村窓口での更新をご案内ください。"
-        in out
-    )
+    assert "⚠ 注意 カードの電子証明書の有効期限が近づいています。市区町村窓口での更新をご案内ください。" in out
     assert (
         "  Warning: The card certificate expires soon: ask the patient to renew it at the municipal office. "
         "(card certificate expires on 2027-01-05)"
@@ -352,13 +331,10 @@ def test_server_warnings_are_shown_in_both_languages():
 def test_terminal_warns_itself_when_the_card_certificate_expires_soon():
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=40)
     p, quals = YOSHIDA
-    result = Result(
-        Outcome.VALID, "card", response(E.VALIDITY_VALID, (p, quals)), card_not_after=soon
-    )
+    result = Result(Outcome.VALID, "card", response(E.VALIDITY_VALID, (p, quals)), card_not_after=soon)
     out = lines(result)
     assert any(
-        line.startswith("⚠ 注意 カードの電子証明書の有効期限が近づいています")
-        and soon.date().isoformat() in line
+        line.startswith("⚠ 注意 カードの電子証明書の有効期限が近づいています") and soon.date().isoformat() in line
         for line in out
     )
     later = Result(
@@ -373,11 +349,7 @@ def test_terminal_warns_itself_when_the_card_certificate_expires_soon():
 def test_json_keeps_the_name_as_registered():
     p, quals = YOSHIDA
     doc = json.loads(
-        screen.to_json(
-            Result(
-                Outcome.VALID, "card", response(E.VALIDITY_VALID, (p, quals)), card_serial="1001"
-            )
-        )
+        screen.to_json(Result(Outcome.VALID, "card", response(E.VALIDITY_VALID, (p, quals)), card_serial="1001"))
     )
     assert doc["qualifications"][0]["person"]["name"] == NON_JIS_NAME
     assert doc["validity"] == "VALIDITY_VALID" and doc["card"]["serial"] == "1001"
@@ -388,8 +360,13 @@ def test_preschool_shows_its_last_day():
     the child reaches six); the screen shows both, so staff know it ends."""
     from onshi.v1 import qualification_pb2 as Q
 
-    q = Q.Qualification(insurer_number="01130012", number="1", acquisition_date={"year": 2020, "month": 4, "day": 1},
-                        burden_ratio_percent=20, preschool=True,
-                        preschool_until={"year": 2026, "month": 3, "day": 31})
+    q = Q.Qualification(
+        insurer_number="01130012",
+        number="1",
+        acquisition_date={"year": 2020, "month": 4, "day": 1},
+        burden_ratio_percent=20,
+        preschool=True,
+        preschool_until={"year": 2026, "month": 3, "day": 31},
+    )
     lines = screen._qualification_lines(q)
     assert any("未就学児" in line and "2026-03-31" in line for line in lines), lines

@@ -110,9 +110,7 @@ TAKAHASHI = (
 SUZUKI = (
     person("鈴木 次郎", "スズキ ジロウ", dt.date(1990, 2, 28), Q.SEX_MALE),
     [
-        qual(
-            UNION, "56", "901", "02", dt.date(2019, 4, 1), dt.date(2024, 4, 1), Q.LOSS_REASON_OTHER
-        ),
+        qual(UNION, "56", "901", "02", dt.date(2019, 4, 1), dt.date(2024, 4, 1), Q.LOSS_REASON_OTHER),
     ],
 )
 # card serial (pki.CARDS) -> person. "valid-2" (1002) and "revoked" (1007) are
@@ -169,9 +167,7 @@ atexit.register(cleanup_shared)
 
 
 def card_files(pki_dir: str, name: str) -> tuple[str, str]:
-    return os.path.join(pki_dir, "cards", name + ".pem"), os.path.join(
-        pki_dir, "cards", name + ".key.pem"
-    )
+    return os.path.join(pki_dir, "cards", name + ".pem"), os.path.join(pki_dir, "cards", name + ".key.pem")
 
 
 # --- a real eligibility server ---------------------------------------------------------
@@ -318,9 +314,7 @@ class Pcsc:
         self.socket = SYSTEM_SOCKET
         why_direct = self._launch(["pcscd", "--foreground", "-c", self.conf_dir])
         if why_direct is not None:
-            raise PcscUnavailableHere(
-                f"pcscd cannot run here: private ({why}); system path ({why_direct})"
-            )
+            raise PcscUnavailableHere(f"pcscd cannot run here: private ({why}); system path ({why_direct})")
 
     def _launch(self, argv: list[str]) -> str | None:
         """Start pcscd; None once it serves, else why not."""
@@ -397,9 +391,7 @@ class Pcsc:
             while time.monotonic() < deadline:
                 rc, readers = s.SCardListReaders(ctx, [])
                 if rc == s.SCARD_S_SUCCESS and readers:
-                    rc, states = s.SCardGetStatusChange(
-                        ctx, 100, [(readers[0], s.SCARD_STATE_UNAWARE)]
-                    )
+                    rc, states = s.SCardGetStatusChange(ctx, 100, [(readers[0], s.SCARD_STATE_UNAWARE)])
                     if rc == s.SCARD_S_SUCCESS:
                         is_present = bool(states[0][1] & s.SCARD_STATE_PRESENT)
                         if is_present == present:
@@ -449,9 +441,7 @@ def terminal_args(server_target: str, pki_dir: str) -> list[str]:
     return ["--server", server_target, "--pki", pki_dir, "--facility", FACILITY, "--timeout", "5"]
 
 
-def run_cli(
-    args: list[str], env: dict, stdin: str = "", timeout: float = 30.0
-) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], env: dict, stdin: str = "", timeout: float = 30.0) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "onshi.cli", "terminal", *args],
         check=False,

@@ -125,8 +125,7 @@ def test_reset_forgets_the_verified_pin(card):
     select_ef(card, jpki.EF_AUTH_KEY)
     digest_info = jpki.digest_info_sha256(b"x")
     assert (
-        apdu(card, jpki.SIGN + bytes([len(digest_info)]) + digest_info + b"\x00")[1]
-        == jpki.SW_SECURITY_NOT_SATISFIED
+        apdu(card, jpki.SIGN + bytes([len(digest_info)]) + digest_info + b"\x00")[1] == jpki.SW_SECURITY_NOT_SATISFIED
     )
 
 

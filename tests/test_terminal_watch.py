@@ -109,13 +109,9 @@ def test_each_request_is_answered_once_with_its_outcome(server, pki_dir, dirs):
     put_request(req, "002-lost.json", number_request(SUZUKI))
     put_request(req, "003-newer.json", number_request(SATO, 0))
     put_request(req, "004-birth-mismatch.json", number_request(YOSHIDA, birth="1999-01-01"))
-    put_request(
-        req, "005-check-digit.json", {**number_request(YOSHIDA), "insurer_number": UNION[:-1] + "0"}
-    )
+    put_request(req, "005-check-digit.json", {**number_request(YOSHIDA), "insurer_number": UNION[:-1] + "0"})
     put_request(req, "006-garbage.json", "{not json")
-    put_request(
-        req, "007-no-birth.json", {"kind": "number", "insurer_number": KYOKAI, "number": "88"}
-    )
+    put_request(req, "007-no-birth.json", {"kind": "number", "insurer_number": KYOKAI, "number": "88"})
     put_request(req, ".hidden.json", number_request(YOSHIDA))  # a request still being written
     put_request(req, "notes.txt", "ignored")
     first = watcher(server, pki_dir, req, res, "--once")

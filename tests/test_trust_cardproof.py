@@ -37,8 +37,15 @@ ACCESS = cardproof.PURPOSE_LIST_MY_ACCESS
 def verify(v: CardVerifier, card: str, caller: str | None = FACILITY, *, for_purpose: str = CHECK, **kw):
     f = proof_fields(card, **kw)
     ch = f["challenge"]
-    return v.verify(f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce, f["card_signature"],
-                    caller, purpose=for_purpose)
+    return v.verify(
+        f["card_certificate"],
+        ch.facility_code,
+        ch.timestamp_unix,
+        ch.nonce,
+        f["card_signature"],
+        caller,
+        purpose=for_purpose,
+    )
 
 
 def reason(v, card, **kw) -> str:
@@ -49,10 +56,14 @@ def reason(v, card, **kw) -> str:
 
 def test_challenge_bytes_are_the_contract():
     """The signed bytes name the RPC the proof is for (eligibility.proto's comment)."""
-    assert cardproof.challenge_bytes(CHECK, "1310000001", 1700000000, bytes.fromhex("00ff10")) == \
-        b"onshi/v1/card-proof\n/onshi.v1.EligibilityService/CheckByCard\n1310000001\n1700000000\n00ff10"
-    assert cardproof.challenge_bytes(ACCESS, "1310000001", 1700000000, bytes.fromhex("00ff10")) == \
-        b"onshi/v1/card-proof\n/onshi.v1.AuditService/ListMyAccess\n1310000001\n1700000000\n00ff10"
+    assert (
+        cardproof.challenge_bytes(CHECK, "1310000001", 1700000000, bytes.fromhex("00ff10"))
+        == b"onshi/v1/card-proof\n/onshi.v1.EligibilityService/CheckByCard\n1310000001\n1700000000\n00ff10"
+    )
+    assert (
+        cardproof.challenge_bytes(ACCESS, "1310000001", 1700000000, bytes.fromhex("00ff10"))
+        == b"onshi/v1/card-proof\n/onshi.v1.AuditService/ListMyAccess\n1310000001\n1700000000\n00ff10"
+    )
     with pytest.raises(ValueError):
         cardproof.challenge_bytes("/onshi.v1.EligibilityService/CheckByNumber", "1310000001", 1, b"x" * 16)
 
@@ -92,12 +103,15 @@ def test_expiring_within_three_months_warns_in_checkresponse_field_3():
     assert "expires on" in answer.warnings[0].message
 
 
-@pytest.mark.parametrize("card,expected", [
-    ("expired", "CARD_CERTIFICATE_EXPIRED"),
-    ("not-yet-valid", "CARD_CERTIFICATE_NOT_YET_VALID"),
-    ("revoked", "CARD_CERTIFICATE_REVOKED"),
-    ("forged", "CARD_CERTIFICATE_UNTRUSTED"),
-])
+@pytest.mark.parametrize(
+    "card,expected",
+    [
+        ("expired", "CARD_CERTIFICATE_EXPIRED"),
+        ("not-yet-valid", "CARD_CERTIFICATE_NOT_YET_VALID"),
+        ("revoked", "CARD_CERTIFICATE_REVOKED"),
+        ("forged", "CARD_CERTIFICATE_UNTRUSTED"),
+    ],
+)
 def test_certificate_states_are_distinct(card, expected):
     assert reason(verifier(), card) == expected
 
@@ -134,8 +148,11 @@ def test_another_cards_key_cannot_sign():
     f = proof_fields("valid-1")
     _, other_key = card_files("valid-2")
     ch = f["challenge"]
-    sig = other_key.sign(cardproof.challenge_bytes(CHECK, ch.facility_code, ch.timestamp_unix, ch.nonce),
-                         padding.PKCS1v15(), hashes.SHA256())
+    sig = other_key.sign(
+        cardproof.challenge_bytes(CHECK, ch.facility_code, ch.timestamp_unix, ch.nonce),
+        padding.PKCS1v15(),
+        hashes.SHA256(),
+    )
     with pytest.raises(CardProofError) as info:
         v.verify(f["card_certificate"], ch.facility_code, ch.timestamp_unix, ch.nonce, sig, FACILITY, purpose=CHECK)
     assert info.value.reason == "CARD_SIGNATURE_INVALID"
@@ -173,12 +190,14 @@ def test_revocation_list_reload_and_signature(tmp_path):
     v = CardVerifier([jpki.cert], cardproof.RevocationList.from_file(crl_path, [jpki.cert]), clock=lambda: clock[0])
     verify(v, "valid-3")  # no list yet: nothing revoked
     from cryptography.hazmat.primitives import serialization
+
     crl = pki.make_crl(jpki, [serial_of("valid-3")]).public_bytes(serialization.Encoding.DER)
     assert cardproof.install_revocation_list(crl_path, crl, [jpki.cert]) == 1
     clock[0] += 2  # the file is looked at no more than once a second
     assert reason(v, "valid-3") == "CARD_CERTIFICATE_REVOKED"
-    rogue = pki.load_issued(os.path.join(pki_dir(), "rogue", "jpki-ca.pem"),
-                            os.path.join(pki_dir(), "rogue", "jpki-ca.key.pem"))
+    rogue = pki.load_issued(
+        os.path.join(pki_dir(), "rogue", "jpki-ca.pem"), os.path.join(pki_dir(), "rogue", "jpki-ca.key.pem")
+    )
     forged_crl = pki.make_crl(rogue, []).public_bytes(serialization.Encoding.DER)
     with pytest.raises(ValueError):
         cardproof.install_revocation_list(crl_path, forged_crl, [jpki.cert])
@@ -186,9 +205,21 @@ def test_revocation_list_reload_and_signature(tmp_path):
 
 def test_pki_layout_is_as_documented():
     base = pki_dir()
-    for rel in ("jpki/ca.pem", "jpki/crl.der", "cards/valid-1.der", "cards/valid-1.key.pem", "cards/index.json",
-                "onshi/ca.pem", "onshi/server.pem", "onshi/facility-1310000001.pem", "onshi/insurer-a.pem",
-                "onshi/review.pem", "onshi/operator.pem", "relay/signing.key.pem", "rogue/ca.pem"):
+    for rel in (
+        "jpki/ca.pem",
+        "jpki/crl.der",
+        "cards/valid-1.der",
+        "cards/valid-1.key.pem",
+        "cards/index.json",
+        "onshi/ca.pem",
+        "onshi/server.pem",
+        "onshi/facility-1310000001.pem",
+        "onshi/insurer-a.pem",
+        "onshi/review.pem",
+        "onshi/operator.pem",
+        "relay/signing.key.pem",
+        "rogue/ca.pem",
+    ):
         assert os.path.exists(os.path.join(base, rel)), rel
     with open(os.path.join(base, "cards", "expiring.pem"), "rb") as f:
         cert = x509.load_pem_x509_certificate(f.read())
@@ -247,14 +278,17 @@ def test_worker_dying_inside_the_replay_lock_does_not_block_the_others(impl):
 
 # --- the replay table in a file: every server of a deployment on a host -------------------
 
+
 def _open_in_another_process(path: str, kind: str, nonce: bytes, now: float) -> str:
     """Open the table file in an unrelated process (not a fork) and add `nonce`."""
     import subprocess
     import sys
 
-    code = ("import sys; from onshi.core import cardproof as c; "
-            f"t = c.SharedReplayCache(300, slots=4096, kind={kind!r}, path={path!r}); "
-            f"print('new' if t.add(bytes.fromhex({nonce.hex()!r}), {now!r}) else 'replay')")
+    code = (
+        "import sys; from onshi.core import cardproof as c; "
+        f"t = c.SharedReplayCache(300, slots=4096, kind={kind!r}, path={path!r}); "
+        f"print('new' if t.add(bytes.fromhex({nonce.hex()!r}), {now!r}) else 'replay')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()

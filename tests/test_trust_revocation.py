@@ -53,9 +53,12 @@ def on_both(servers, issued, ch=None) -> tuple[str, str]:
     b = ch[1] if ch else channel(ingest, issued)
     check = eligibility_pb2_grpc.EligibilityServiceStub(a)
     access = audit_pb2_grpc.AuditServiceStub(b)
-    return (outcome(lambda: check.CheckByCard(card_request("valid-3"), timeout=10)),
-            outcome(lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**access_proof_fields("valid-3")),
-                                                timeout=10)))
+    return (
+        outcome(lambda: check.CheckByCard(card_request("valid-3"), timeout=10)),
+        outcome(
+            lambda: access.ListMyAccess(audit_pb2.ListMyAccessRequest(**access_proof_fields("valid-3")), timeout=10)
+        ),
+    )
 
 
 def until(condition, timeout: float = 20.0):
@@ -75,10 +78,38 @@ def servers(tmp_path_factory):
     crl = base / "caller-crl.der"
     pki.revoke_callers(pki_dir(), [], str(crl))  # an empty list by the onshi CA
     common = ("--pki", pki_dir(), "--caller-crl", str(crl))
-    serve = Proc(onshi("serve", "--data", str(base / "store"), "--port", "0", "--workers", "2", "--engine", "pure",
-                       "--port-file", str(base / "serve.port"), *common), base / "serve.port", base / "serve.log")
-    ingest = Proc(onshi("ingest-serve", "--data", str(base / "store"), "--port", "0", "--port-file",
-                        str(base / "ingest.port"), *common), base / "ingest.port", base / "ingest.log")
+    serve = Proc(
+        onshi(
+            "serve",
+            "--data",
+            str(base / "store"),
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--engine",
+            "pure",
+            "--port-file",
+            str(base / "serve.port"),
+            *common,
+        ),
+        base / "serve.port",
+        base / "serve.log",
+    )
+    ingest = Proc(
+        onshi(
+            "ingest-serve",
+            "--data",
+            str(base / "store"),
+            "--port",
+            "0",
+            "--port-file",
+            str(base / "ingest.port"),
+            *common,
+        ),
+        base / "ingest.port",
+        base / "ingest.log",
+    )
     yield {"serve": serve, "ingest": ingest, "crl": str(crl), "base": base}
     serve.stop()
     ingest.stop()
@@ -87,14 +118,18 @@ def servers(tmp_path_factory):
 def test_a_revoked_facility_certificate_is_refused_on_both_servers_and_its_renewal_works(servers, tmp_path):
     ca = onshi_ca()
     stolen = pki.issue_client(ca, "facility", (FACILITY,))
-    renewal = pki.issue_client(ca, "facility", (FACILITY,))   # same facility and role, another serial
+    renewal = pki.issue_client(ca, "facility", (FACILITY,))  # same facility and role, another serial
     assert on_both(servers, stolen) == ("ok", "ok")
     assert on_both(servers, renewal) == ("ok", "ok")
     open_before = (channel(servers["serve"].port, stolen), channel(servers["ingest"].port, stolen))
     assert on_both(servers, stolen, open_before) == ("ok", "ok")
 
-    cli = subprocess.run(onshi("pki", "revoke", "--pki", pki_dir(), "--cert", save(tmp_path, "stolen", stolen),
-                               "--crl", servers["crl"]), capture_output=True, text=True, timeout=60)
+    cli = subprocess.run(
+        onshi("pki", "revoke", "--pki", pki_dir(), "--cert", save(tmp_path, "stolen", stolen), "--crl", servers["crl"]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert f"{stolen.cert.serial_number:x}" in cli.stdout
 
@@ -112,8 +147,11 @@ def test_every_caller_role_can_be_revoked(servers):
     from onshi.v1 import trust_pb2, trust_pb2_grpc
 
     ca = onshi_ca()
-    callers = [pki.issue_client(ca, "insurer", pki.INSURERS["insurer-a"]), pki.issue_client(ca, "review"),
-               pki.issue_client(ca, "operator")]
+    callers = [
+        pki.issue_client(ca, "insurer", pki.INSURERS["insurer-a"]),
+        pki.issue_client(ca, "review"),
+        pki.issue_client(ca, "operator"),
+    ]
 
     def status(issued) -> str:  # a call every role may make
         stub = trust_pb2_grpc.TrustServiceStub(channel(servers["ingest"].port, issued))
@@ -121,8 +159,7 @@ def test_every_caller_role_can_be_revoked(servers):
 
     assert [status(c) for c in callers] == ["ok"] * 3
     pki.revoke_callers(pki_dir(), [c.cert.serial_number for c in callers], servers["crl"])
-    assert until(lambda: [status(c) for c in callers] == ["UNAUTHENTICATED revoked"] * 3), \
-        [status(c) for c in callers]
+    assert until(lambda: [status(c) for c in callers] == ["UNAUTHENTICATED revoked"] * 3), [status(c) for c in callers]
 
 
 def test_sighup_reloads_the_list_at_once_without_stopping(servers):
@@ -144,7 +181,8 @@ def test_sighup_reloads_the_list_at_once_without_stopping(servers):
 
     before = os.stat(path)
     swapped = pki.make_crl(ca, sorted(kept | {second.cert.serial_number}), days=365).public_bytes(
-        serialization.Encoding.DER)
+        serialization.Encoding.DER
+    )
     assert len(swapped) == before.st_size
     tmp = path + ".swap"
     with open(tmp, "wb") as f:
@@ -167,9 +205,24 @@ def test_a_list_not_signed_by_the_onshi_ca_is_refused_at_start_and_ignored_later
     rogue = pki.load_issued(os.path.join(pki_dir(), "rogue", "ca.pem"), os.path.join(pki_dir(), "rogue", "ca.key.pem"))
     forged = tmp_path / "forged.der"
     pki.write_crl(str(forged), pki.make_crl(rogue, []))
-    proc = subprocess.run(onshi("serve", "--data", str(servers["base"] / "store"), "--port", "0", "--workers", "1",
-                                "--pki", pki_dir(), "--caller-crl", str(forged)),
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        onshi(
+            "serve",
+            "--data",
+            str(servers["base"] / "store"),
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--pki",
+            pki_dir(),
+            "--caller-crl",
+            str(forged),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert "caller revocation list" in proc.stderr and "not signed by the onshi CA" in proc.stderr
     assert proc.stderr.count("\n") <= 2, proc.stderr  # one clear line, no traceback
@@ -185,8 +238,7 @@ def test_a_list_not_signed_by_the_onshi_ca_is_refused_at_start_and_ignored_later
     os.kill(servers["ingest"].proc.pid, signal.SIGHUP)
     time.sleep(2.5)
     assert all(on_both(servers, revoked) == refused for _ in range(4))
-    pki.write_crl(servers["crl"], pki.make_crl(onshi_ca(), sorted(pki.crl_serials(good, [onshi_ca().cert])),
-                                               days=365))
+    pki.write_crl(servers["crl"], pki.make_crl(onshi_ca(), sorted(pki.crl_serials(good, [onshi_ca().cert])), days=365))
     assert "not reloaded, the previous one stays in force" in (servers["base"] / "ingest.log").read_text()
 
 
@@ -202,13 +254,27 @@ def test_certificates_without_their_serial_uri_are_refused_when_revocation_is_on
     ca = onshi_ca()
     key = pki.new_rsa_key()
     now = dt.datetime.now(dt.UTC)
-    old_style = pki.Issued((
-        x509.CertificateBuilder().subject_name(pki._name(FACILITY, ou="facility")).issuer_name(ca.cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.UniformResourceIdentifier(f"urn:onshi:facility:{FACILITY}"),
-            x509.UniformResourceIdentifier("urn:onshi:role:facility")]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca.key, hashes.SHA256())), key)
+    old_style = pki.Issued(
+        (
+            x509.CertificateBuilder()
+            .subject_name(pki._name(FACILITY, ou="facility"))
+            .issuer_name(ca.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.UniformResourceIdentifier(f"urn:onshi:facility:{FACILITY}"),
+                        x509.UniformResourceIdentifier("urn:onshi:role:facility"),
+                    ]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca.key, hashes.SHA256())
+        ),
+        key,
+    )
     assert on_both(servers, old_style) == ("UNAUTHENTICATED", "UNAUTHENTICATED")

@@ -27,9 +27,23 @@ from tests.trust_helpers import (
 def ingest(tmp_path_factory):
     base = tmp_path_factory.mktemp("roles")
     build_store(str(base / "store"))
-    proc = Proc(onshi("ingest-serve", "--data", str(base / "store"), "--port", "0", "--port-file",
-                      str(base / "port"), "--pki", pki_dir(), "--audit-dir", str(base / "audit")),
-                base / "port", base / "log")
+    proc = Proc(
+        onshi(
+            "ingest-serve",
+            "--data",
+            str(base / "store"),
+            "--port",
+            "0",
+            "--port-file",
+            str(base / "port"),
+            "--pki",
+            pki_dir(),
+            "--audit-dir",
+            str(base / "audit"),
+        ),
+        base / "port",
+        base / "log",
+    )
     yield proc.port
     proc.stop()
 
@@ -54,21 +68,32 @@ def test_insurer_reads_its_own_notices_only(ingest):
     req = enrollment_pb2.ListNoticesRequest
     assert code(lambda: enrollment(ingest, "insurer-a").ListNotices(req(), timeout=10)) is None
     assert code(lambda: enrollment(ingest, "insurer-a").ListNotices(req(insurer_number=INSURER_A), timeout=10)) is None
-    assert code(lambda: enrollment(ingest, "insurer-a").ListNotices(
-        req(insurer_number=INSURER_B), timeout=10)) == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        code(lambda: enrollment(ingest, "insurer-a").ListNotices(req(insurer_number=INSURER_B), timeout=10))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
     # Declaring another insurer's number in metadata does not widen the certificate.
-    assert code(lambda: enrollment(ingest, "insurer-a").ListNotices(
-        req(), timeout=10, metadata=(("x-onshi-insurer", INSURER_B),))) == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        code(
+            lambda: enrollment(ingest, "insurer-a").ListNotices(
+                req(), timeout=10, metadata=(("x-onshi-insurer", INSURER_B),)
+            )
+        )
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
     for stem in (facility_stem(), "review", "operator"):
-        assert code(lambda stem=stem: enrollment(ingest, stem).ListNotices(req(), timeout=10)) == \
-            grpc.StatusCode.PERMISSION_DENIED, stem
+        assert (
+            code(lambda stem=stem: enrollment(ingest, stem).ListNotices(req(), timeout=10))
+            == grpc.StatusCode.PERMISSION_DENIED
+        ), stem
 
 
 def test_registry_is_for_the_operator(ingest):
     req = enrollment_pb2.PutResidentsRequest()
     assert code(lambda: enrollment(ingest, "operator").PutResidents(req, timeout=10)) is None
-    assert code(lambda: enrollment(ingest, "insurer-a").PutResidents(req, timeout=10)) == \
-        grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        code(lambda: enrollment(ingest, "insurer-a").PutResidents(req, timeout=10)) == grpc.StatusCode.PERMISSION_DENIED
+    )
 
 
 def test_card_linking_is_the_portals_not_a_facilitys(ingest):
@@ -79,23 +104,37 @@ def test_card_linking_is_the_portals_not_a_facilitys(ingest):
     link = enrollment_pb2.LinkCardRequest(card_serial="ABCD", resident_id="10000000001", consent=True)
     notices = enrollment_pb2.ListLinkNoticesRequest(resident_id="10000000001")
     for stem in (facility_stem(), "insurer-a", "review"):
-        assert code(lambda stem=stem: links(secure_channel(ingest, stem)).LinkCard(link, timeout=10)) == \
-            grpc.StatusCode.PERMISSION_DENIED, stem
-        assert code(lambda stem=stem: links(secure_channel(ingest, stem)).ListLinkNotices(notices, timeout=10)) == \
-            grpc.StatusCode.PERMISSION_DENIED, stem
+        assert (
+            code(lambda stem=stem: links(secure_channel(ingest, stem)).LinkCard(link, timeout=10))
+            == grpc.StatusCode.PERMISSION_DENIED
+        ), stem
+        assert (
+            code(lambda stem=stem: links(secure_channel(ingest, stem)).ListLinkNotices(notices, timeout=10))
+            == grpc.StatusCode.PERMISSION_DENIED
+        ), stem
     assert code(lambda: links(secure_channel(ingest, "operator")).ListLinkNotices(notices, timeout=10)) is None
 
 
 def _claim(facility):
-    return claims_pb2.Claim(claim_id="c1", facility_code=facility, insurer_number=INSURER_A, symbol="A1",
-                            number="100", branch="00", birth_date={"year": 1970, "month": 1, "day": 2},
-                            first_visit_date={"year": 2024, "month": 4, "day": 2},
-                            last_visit_date={"year": 2024, "month": 4, "day": 2}, kind=1, points=100)
+    return claims_pb2.Claim(
+        claim_id="c1",
+        facility_code=facility,
+        insurer_number=INSURER_A,
+        symbol="A1",
+        number="100",
+        branch="00",
+        birth_date={"year": 1970, "month": 1, "day": 2},
+        first_visit_date={"year": 2024, "month": 4, "day": 2},
+        last_visit_date={"year": 2024, "month": 4, "day": 2},
+        kind=1,
+        points=100,
+    )
 
 
 def verify(port, stem, facility):
-    return list(claims(port, stem).VerifyClaims(iter([claims_pb2.VerifyClaimsRequest(claims=[_claim(facility)])]),
-                                                timeout=10))
+    return list(
+        claims(port, stem).VerifyClaims(iter([claims_pb2.VerifyClaimsRequest(claims=[_claim(facility)])]), timeout=10)
+    )
 
 
 def test_claims_review_body_and_facility_own_code(ingest):
@@ -103,11 +142,14 @@ def test_claims_review_body_and_facility_own_code(ingest):
     assert code(lambda: verify(ingest, facility_stem(), FACILITY)) is None
     assert code(lambda: verify(ingest, facility_stem(), OTHER_FACILITY)) == grpc.StatusCode.PERMISSION_DENIED
     assert code(lambda: verify(ingest, "insurer-a", FACILITY)) == grpc.StatusCode.PERMISSION_DENIED
-    apportion = claims_pb2.ApportionRequest(facility_code=FACILITY, first_month={"year": 2024, "month": 4},
-                                            last_month={"year": 2024, "month": 4})
+    apportion = claims_pb2.ApportionRequest(
+        facility_code=FACILITY, first_month={"year": 2024, "month": 4}, last_month={"year": 2024, "month": 4}
+    )
     assert code(lambda: claims(ingest, "review").Apportion(apportion, timeout=10)) is None
-    assert code(lambda: claims(ingest, facility_stem()).Apportion(apportion, timeout=10)) == \
-        grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        code(lambda: claims(ingest, facility_stem()).Apportion(apportion, timeout=10))
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
 
 
 def test_no_certificate_and_foreign_ca_never_reach_the_services(ingest):
@@ -120,8 +162,13 @@ def test_no_certificate_and_foreign_ca_never_reach_the_services(ingest):
 def test_insecure_dev_refuses_a_non_loopback_address(tmp_path):
     build_store(str(tmp_path / "store"))
     for cmd in ("serve", "ingest-serve"):
-        out = subprocess.run(onshi(cmd, "--data", str(tmp_path / "store"), "--host", "0.0.0.0", "--port", "0",
-                                   "--insecure-dev"), env=_env(), capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            onshi(cmd, "--data", str(tmp_path / "store"), "--host", "0.0.0.0", "--port", "0", "--insecure-dev"),
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode != 0 and "loopback" in out.stderr + out.stdout, cmd
 
 
@@ -129,17 +176,38 @@ def test_insecure_dev_warns_and_takes_roles_from_metadata(tmp_path):
     from onshi.v1 import eligibility_pb2, eligibility_pb2_grpc
 
     build_store(str(tmp_path / "store"))
-    proc = Proc(onshi("serve", "--data", str(tmp_path / "store"), "--port", "0", "--workers", "1",
-                      "--port-file", str(tmp_path / "port"), "--insecure-dev"), tmp_path / "port", tmp_path / "log")
+    proc = Proc(
+        onshi(
+            "serve",
+            "--data",
+            str(tmp_path / "store"),
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--port-file",
+            str(tmp_path / "port"),
+            "--insecure-dev",
+        ),
+        tmp_path / "port",
+        tmp_path / "log",
+    )
     try:
         assert "INSECURE DEV MODE" in (tmp_path / "log").read_text()
         s = eligibility_pb2_grpc.EligibilityServiceStub(grpc.insecure_channel(proc.target))
         bare = eligibility_pb2.CheckByCardRequest(card_serial="1002")
-        assert code(lambda: s.CheckByCard(bare, timeout=10, metadata=(("x-onshi-role", "nobody"),))) == \
-            grpc.StatusCode.UNAUTHENTICATED
-        assert code(lambda: s.CheckByCard(bare, timeout=10, metadata=(("x-onshi-role", "facility"),
-                                                                      ("x-onshi-facility", FACILITY)))) == \
-            grpc.StatusCode.PERMISSION_DENIED  # facilities prove the card even in a demo
+        assert (
+            code(lambda: s.CheckByCard(bare, timeout=10, metadata=(("x-onshi-role", "nobody"),)))
+            == grpc.StatusCode.UNAUTHENTICATED
+        )
+        assert (
+            code(
+                lambda: s.CheckByCard(
+                    bare, timeout=10, metadata=(("x-onshi-role", "facility"), ("x-onshi-facility", FACILITY))
+                )
+            )
+            == grpc.StatusCode.PERMISSION_DENIED
+        )  # facilities prove the card even in a demo
         assert s.CheckByCard(bare, timeout=10, metadata=(("x-onshi-role", "operator"),)).validity == 1
         assert s.CheckByCard(bare, timeout=10).validity == 1  # undeclared: no role checks (benchmarks, demos)
     finally:
@@ -155,8 +223,23 @@ def test_replay_to_another_worker_is_refused(tmp_path):
     from tests.trust_helpers import card_request
 
     build_store(str(tmp_path / "store"))
-    proc = Proc(onshi("serve", "--data", str(tmp_path / "store"), "--port", "0", "--workers", "2",
-                      "--port-file", str(tmp_path / "port"), "--pki", pki_dir()), tmp_path / "port", tmp_path / "log")
+    proc = Proc(
+        onshi(
+            "serve",
+            "--data",
+            str(tmp_path / "store"),
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--port-file",
+            str(tmp_path / "port"),
+            "--pki",
+            pki_dir(),
+        ),
+        tmp_path / "port",
+        tmp_path / "log",
+    )
     try:
         request = card_request("valid-2")
         first = secure_channel(proc.port, facility_stem())

@@ -43,8 +43,13 @@ def served(tmp_path_factory):
     verifier = CardVerifier.from_files([os.path.join(jpki, "ca.pem")], os.path.join(jpki, "crl.der"))
     log = audit.AuditLog(str(base / "audit"), "test")
     hooks = EligibilityTrust(verifier, log)
-    serving = app.create_server(engine, credentials=server_credentials(), interceptors=auth.interceptors(),
-                                card_proof=hooks.card_proof, audit=hooks.audit)
+    serving = app.create_server(
+        engine,
+        credentials=server_credentials(),
+        interceptors=auth.interceptors(),
+        card_proof=hooks.card_proof,
+        audit=hooks.audit,
+    )
     serving.server.start()
     yield serving.port, str(base / "audit")
     serving.server.stop(0).wait()
@@ -62,8 +67,9 @@ def code_of(call) -> grpc.StatusCode:
     return info.value
 
 
-NUMBER_REQUEST = epb.CheckByNumberRequest(insurer_number=INSURER_A, symbol="A1", number="100", branch="00",
-                                          birth_date={"year": 1970, "month": 1, "day": 2})
+NUMBER_REQUEST = epb.CheckByNumberRequest(
+    insurer_number=INSURER_A, symbol="A1", number="100", branch="00", birth_date={"year": 1970, "month": 1, "day": 2}
+)
 
 
 def test_facility_checks_by_card_proof(served):
@@ -81,12 +87,15 @@ def test_expiring_card_answers_with_warning(served):
     assert [w.code for w in answer.warnings] == [epb.WARNING_CODE_CARD_CERTIFICATE_EXPIRING]
 
 
-@pytest.mark.parametrize("card,code,reason", [
-    ("expired", grpc.StatusCode.FAILED_PRECONDITION, "CARD_CERTIFICATE_EXPIRED"),
-    ("revoked", grpc.StatusCode.FAILED_PRECONDITION, "CARD_CERTIFICATE_REVOKED"),
-    ("not-yet-valid", grpc.StatusCode.FAILED_PRECONDITION, "CARD_CERTIFICATE_NOT_YET_VALID"),
-    ("forged", grpc.StatusCode.UNAUTHENTICATED, "CARD_CERTIFICATE_UNTRUSTED"),
-])
+@pytest.mark.parametrize(
+    "card,code,reason",
+    [
+        ("expired", grpc.StatusCode.FAILED_PRECONDITION, "CARD_CERTIFICATE_EXPIRED"),
+        ("revoked", grpc.StatusCode.FAILED_PRECONDITION, "CARD_CERTIFICATE_REVOKED"),
+        ("not-yet-valid", grpc.StatusCode.FAILED_PRECONDITION, "CARD_CERTIFICATE_NOT_YET_VALID"),
+        ("forged", grpc.StatusCode.UNAUTHENTICATED, "CARD_CERTIFICATE_UNTRUSTED"),
+    ],
+)
 def test_card_certificate_refusals(served, card, code, reason):
     port, _ = served
     err = code_of(lambda: stub(port, facility_stem()).CheckByCard(card_request(card), timeout=5))
@@ -109,12 +118,15 @@ def test_bad_signature_stale_and_replay(served):
 
 def test_challenge_for_another_facility_is_denied(served):
     port, _ = served
-    err = code_of(lambda: stub(port, facility_stem()).CheckByCard(card_request("valid-3", OTHER_FACILITY),
-                                                                 timeout=5))
+    err = code_of(lambda: stub(port, facility_stem()).CheckByCard(card_request("valid-3", OTHER_FACILITY), timeout=5))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     # ...while that facility itself may.
-    assert stub(port, facility_stem(OTHER_FACILITY)).CheckByCard(
-        card_request("valid-3", OTHER_FACILITY), timeout=5).validity == epb.VALIDITY_VALID
+    assert (
+        stub(port, facility_stem(OTHER_FACILITY))
+        .CheckByCard(card_request("valid-3", OTHER_FACILITY), timeout=5)
+        .validity
+        == epb.VALIDITY_VALID
+    )
 
 
 def test_malformed_proof_is_invalid_argument(served):
@@ -177,11 +189,17 @@ def test_client_certificate_without_role_is_unauthenticated(served, tmp_path):
     ca = pki.load_issued(*(os.path.join(pki_dir(), "onshi", n) for n in ("ca.pem", "ca.key.pem")))
     key = pki.new_rsa_key()
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nobody")]))
-            .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(ca.key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nobody")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
     creds = grpc.ssl_channel_credentials(pki.pem(ca.cert), pki.key_pem(key), pki.pem(cert))
     s = eligibility_pb2_grpc.EligibilityServiceStub(grpc.secure_channel(f"127.0.0.1:{port}", creds))
     err = code_of(lambda: s.CheckByNumber(NUMBER_REQUEST, timeout=5))
@@ -247,8 +265,10 @@ def test_tls13_is_negotiated(served):
     ctx = ssl.create_default_context(cafile=ca)
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["h2"])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-            ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
         assert tls.version() == "TLSv1.3"
 
 

@@ -70,8 +70,14 @@ _started = time.time()
 
 def fire(environment, name: str, started: float, *, length: int = 0, exception: BaseException | None = None):
     environment.events.request.fire(
-        request_type="grpc", name=name, response_time=(time.perf_counter() - started) * 1000,
-        response_length=length, response=None, context={}, exception=exception)
+        request_type="grpc",
+        name=name,
+        response_time=(time.perf_counter() - started) * 1000,
+        response_length=length,
+        response=None,
+        context={},
+        exception=exception,
+    )
 
 
 @events.request.add_listener
@@ -100,8 +106,15 @@ def _dump(**_kwargs) -> None:
     if not where:
         return
     os.makedirs(where, exist_ok=True)
-    out = {"pid": os.getpid(), "started": _started, "ended": time.time(), "samples": _samples, "times": _times,
-           "failures": dict(_failures), "answers": dict(_answers)}
+    out = {
+        "pid": os.getpid(),
+        "started": _started,
+        "ended": time.time(),
+        "samples": _samples,
+        "times": _times,
+        "failures": dict(_failures),
+        "answers": dict(_answers),
+    }
     tmp = os.path.join(where, f".raw-{os.getpid()}.json")
     with open(tmp, "w") as f:
         json.dump(out, f)
@@ -216,8 +229,10 @@ def load_queries() -> dict:
 
         store = Path(os.environ.get("ONSHI_DATA") or ROOT / "var" / "demo")
         if not (store / "data.mdb").exists():
-            raise LocustError(f"no store at {store} to sample queries from: set ONSHI_DATA to the store the "
-                              "server serves, or ONSHI_BENCH_QUERIES to a queries JSON (bench/README.md)")
+            raise LocustError(
+                f"no store at {store} to sample queries from: set ONSHI_DATA to the store the "
+                "server serves, or ONSHI_BENCH_QUERIES to a queries JSON (bench/README.md)"
+            )
         queries = common.sample_queries(store, cache=False)
         where = str(store)
     if not queries.get("cards") or not queries.get("numbers"):
@@ -314,7 +329,7 @@ class GrpcUser(User):
     abstract = True
     stub_classes: tuple = ()
     target: str | None = None  # None: --host
-    identity = "operator"      # which client certificate of the PKI (onshi.client.connection.find_identity)
+    identity = "operator"  # which client certificate of the PKI (onshi.client.connection.find_identity)
 
     def __init__(self, environment):
         super().__init__(environment)
@@ -322,8 +337,9 @@ class GrpcUser(User):
         if not address:
             raise LocustError("no server address: pass --host HOST:PORT")
         self.address = address.removeprefix("grpc://").removeprefix("http://").removeprefix("https://")
-        channel = _shared_channel(self.address, self.identity) if CHANNELS else open_channel(self.address,
-                                                                                              self.identity)
+        channel = (
+            _shared_channel(self.address, self.identity) if CHANNELS else open_channel(self.address, self.identity)
+        )
         if INTERCEPT == "grpc":
             self.channel = grpc.intercept_channel(channel, LocustInterceptor(environment))
         else:
@@ -344,9 +360,14 @@ class GrpcUser(User):
         try:
             grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
-            fire(self.environment, "connect", started,
-                 exception=ConnectionError(f"no connection to {self.address} in {timeout:.0f} s "
-                                           f"({'mTLS' if self.secure else 'plaintext'})"))
+            fire(
+                self.environment,
+                "connect",
+                started,
+                exception=ConnectionError(
+                    f"no connection to {self.address} in {timeout:.0f} s ({'mTLS' if self.secure else 'plaintext'})"
+                ),
+            )
             raise StopUser() from None
 
     def on_stop(self):

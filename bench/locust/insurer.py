@@ -68,24 +68,36 @@ class Insurer(GrpcUser):
         self.residents = []
         for i in range(RESIDENTS):
             birth = dt.date(1950, 1, 1) + dt.timedelta(days=self.rng.randrange(25_000))
-            self.residents.append(enrollment_pb2.Resident(
-                resident_id=f"9{tag:05d}{i:05d}", name=f"負荷 試験{i}", name_kana=f"フカ シケン{i}",
-                birth_date=_date(birth), sex=1 + i % 2, address="東京都千代田区千代田１－１",
-                postcode="1000001"))
+            self.residents.append(
+                enrollment_pb2.Resident(
+                    resident_id=f"9{tag:05d}{i:05d}",
+                    name=f"負荷 試験{i}",
+                    name_kana=f"フカ シケン{i}",
+                    birth_date=_date(birth),
+                    sex=1 + i % 2,
+                    address="東京都千代田区千代田１－１",
+                    postcode="1000001",
+                )
+            )
         # The registry (the J-LIS stand-in) is the operator's to fill.
         operator = open_channel(self.address, "operator") if found else self._raw_channel
         registry = enrollment_pb2_grpc.EnrollmentServiceStub(operator)
         try:
             for start in range(0, RESIDENTS, 500):
-                registry.PutResidents(enrollment_pb2.PutResidentsRequest(residents=self.residents[start:start + 500]),
-                                      metadata=role("operator"), timeout=60)
+                registry.PutResidents(
+                    enrollment_pb2.PutResidentsRequest(residents=self.residents[start : start + 500]),
+                    metadata=role("operator"),
+                    timeout=60,
+                )
         finally:
             if operator is not self._raw_channel:
                 operator.close()
         self.enrolled = 0
         self.stream = None
-        self.outcomes = {v.number: v.name.removeprefix("ENROLLMENT_OUTCOME_")
-                         for v in enrollment_pb2.EnrollmentOutcome.DESCRIPTOR.values}
+        self.outcomes = {
+            v.number: v.name.removeprefix("ENROLLMENT_OUTCOME_")
+            for v in enrollment_pb2.EnrollmentOutcome.DESCRIPTOR.values
+        }
 
     def on_stop(self):
         if self.stream is not None:
@@ -93,8 +105,14 @@ class Insurer(GrpcUser):
         super().on_stop()
 
     def _person(self, r):
-        return self.qpb.Person(name=r.name, name_kana=r.name_kana, sex=r.sex, birth_date=r.birth_date,
-                               address=r.address, postcode=r.postcode)
+        return self.qpb.Person(
+            name=r.name,
+            name_kana=r.name_kana,
+            sex=r.sex,
+            birth_date=r.birth_date,
+            address=r.address,
+            postcode=r.postcode,
+        )
 
     def _number(self, i: int):
         return self.pb.InsuredNumber(symbol=self.symbol, number=f"{i + 1}", branch="00")
@@ -146,9 +164,15 @@ class Insurer(GrpcUser):
             note_answer("update", self.outcomes.get(a.outcome, str(a.outcome)))
         if bad:
             first = bad[0]
-            fire(self.environment, "StreamUpdates batch", started, exception=AssertionError(
-                f"{len(bad)} of {len(acks)} not ACCEPTED, e.g. {self.outcomes.get(first.outcome)} "
-                f"{first.message or list(first.field_violations)}"[:300]))
+            fire(
+                self.environment,
+                "StreamUpdates batch",
+                started,
+                exception=AssertionError(
+                    f"{len(bad)} of {len(acks)} not ACCEPTED, e.g. {self.outcomes.get(first.outcome)} "
+                    f"{first.message or list(first.field_violations)}"[:300]
+                ),
+            )
             return
         fire(self.environment, "StreamUpdates batch", started, length=len(acks))
 

@@ -78,9 +78,13 @@ class ReviewBody(GrpcUser):
         first = self.month_start + dt.timedelta(days=self.rng.randrange(20))
         last = first + dt.timedelta(days=self.rng.randrange(min(7, (self.month_end - first).days + 1)))
         claim = self.pb.Claim(
-            claim_id=f"{self.prefix}-{self.seq}", facility_code=FACILITY,
-            first_visit_date=_date(first), last_visit_date=_date(last),
-            kind=self.pb.CLAIM_KIND_MEDICAL, points=self.rng.randrange(100, 5000))
+            claim_id=f"{self.prefix}-{self.seq}",
+            facility_code=FACILITY,
+            first_visit_date=_date(first),
+            last_visit_date=_date(last),
+            kind=self.pb.CLAIM_KIND_MEDICAL,
+            points=self.rng.randrange(100, 5000),
+        )
         if self.rng.random() < UNKNOWN_SHARE:
             claim.insurer_number, claim.number = "77777777", "777777777"
             claim.birth_date.CopyFrom(_birth("1960-01-01"))
@@ -99,8 +103,10 @@ class ReviewBody(GrpcUser):
         greenlet beside it (mixed) and measure the client, not the service.
         Re-sending a claim ID re-verifies it and replaces its record."""
         if not hasattr(self, "_batches"):
-            self._batches = [self.pb.VerifyClaimsRequest(claims=[self._claim() for _ in range(BATCH)])
-                             .SerializeToString() for _ in range(PREBUILT)]
+            self._batches = [
+                self.pb.VerifyClaimsRequest(claims=[self._claim() for _ in range(BATCH)]).SerializeToString()
+                for _ in range(PREBUILT)
+            ]
             self._next = 0
         self._next += 1
         return self._batches[self._next % len(self._batches)]
@@ -114,8 +120,10 @@ class ReviewBody(GrpcUser):
         try:
             if self.stream is None:
                 method = self.channel.stream_stream(
-                    "/onshi.v1.ClaimService/VerifyClaims", request_serializer=None,
-                    response_deserializer=self.pb.VerifyClaimsResponse.FromString)
+                    "/onshi.v1.ClaimService/VerifyClaims",
+                    request_serializer=None,
+                    response_deserializer=self.pb.VerifyClaimsResponse.FromString,
+                )
                 self.stream = BatchStream(method, metadata=role("review"))
             answer = self.stream.round_trip(request)
         except Exception as exc:  # noqa: BLE001 - any failure is a failed request, then a new stream
@@ -123,8 +131,12 @@ class ReviewBody(GrpcUser):
             self.stream = None
             return
         if len(answer.verdicts) != BATCH:
-            fire(self.environment, "VerifyClaims batch", started,
-                 exception=AssertionError(f"{len(answer.verdicts)} verdicts for {BATCH} claims"))
+            fire(
+                self.environment,
+                "VerifyClaims batch",
+                started,
+                exception=AssertionError(f"{len(answer.verdicts)} verdicts for {BATCH} claims"),
+            )
             return
         fire(self.environment, "VerifyClaims batch", started, length=len(answer.verdicts))
         for verdict in answer.verdicts[:50]:  # a sample of the outcome mix

@@ -74,8 +74,9 @@ class Terminal(GrpcUser):
 
     def _by_card(self, serial: str, kind: str):
         try:
-            answer = self.stub.CheckByCard(eligibility_pb2.CheckByCardRequest(card_serial=serial),
-                                           metadata=self.metadata)
+            answer = self.stub.CheckByCard(
+                eligibility_pb2.CheckByCardRequest(card_serial=serial), metadata=self.metadata
+            )
         except grpc.RpcError:
             return  # already reported as a failure by the interceptor
         note_answer(kind, VALIDITY.get(answer.validity, str(answer.validity)))
@@ -83,9 +84,12 @@ class Terminal(GrpcUser):
     def _by_number(self, fields: list, kind: str):
         insurer, symbol, number, branch, birth = fields
         try:
-            answer = self.stub.CheckByNumber(eligibility_pb2.CheckByNumberRequest(
-                insurer_number=insurer, symbol=symbol, number=number, branch=branch,
-                birth_date=_date(birth)), metadata=self.metadata)
+            answer = self.stub.CheckByNumber(
+                eligibility_pb2.CheckByNumberRequest(
+                    insurer_number=insurer, symbol=symbol, number=number, branch=branch, birth_date=_date(birth)
+                ),
+                metadata=self.metadata,
+            )
         except grpc.RpcError:
             return
         note_answer(kind, VALIDITY.get(answer.validity, str(answer.validity)))

@@ -40,9 +40,15 @@ DateLike: TypeAlias = dt.date | date_pb2.Date | None
 # request or the caller was refused (bad input, role, certificate files).
 EXIT_NO_ANSWER = 1
 EXIT_REFUSED = 2
-_REFUSED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
-            grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION,
-            grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS}
+_REFUSED = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+}
 
 
 class ConnectError(Exception):
@@ -51,27 +57,51 @@ class ConnectError(Exception):
 
 # --- arguments --------------------------------------------------------------------------
 
-def add_arguments(parser, *, target_default: str = DEFAULT_TARGET, target_env: str | None = "ONSHI_TARGET",
-                  identity_help: str, target: bool = True) -> None:
+
+def add_arguments(
+    parser,
+    *,
+    target_default: str = DEFAULT_TARGET,
+    target_env: str | None = "ONSHI_TARGET",
+    identity_help: str,
+    target: bool = True,
+) -> None:
     """--target, --pki, --as, --tls-ca/--tls-cert/--tls-key and --timeout."""
     env = os.environ.get
     g = parser.add_argument_group("server and caller (mTLS)")
     if target:
-        g.add_argument("--target", default=env(target_env, target_default) if target_env else target_default,
-                       metavar="HOST:PORT",
-                       help=f"server address (default {target_default}" + (f", ${target_env})" if target_env else ")"))
-    g.add_argument("--pki", default=env("ONSHI_PKI"), metavar="DIR",
-                   help="an `onshi pki init` directory: call over mTLS with one of its client certificates "
-                        "(default $ONSHI_PKI; without it and without --tls-cert: plaintext, loopback only)")
-    g.add_argument("--as", dest="identity", metavar="CALLER",
-                   help="which client certificate of --pki: a role (operator, review), a role and its codes "
-                        "(insurer:NUMBER[,NUMBER], facility:CODE) or a file stem of DIR/onshi; " + identity_help)
+        g.add_argument(
+            "--target",
+            default=env(target_env, target_default) if target_env else target_default,
+            metavar="HOST:PORT",
+            help=f"server address (default {target_default}" + (f", ${target_env})" if target_env else ")"),
+        )
+    g.add_argument(
+        "--pki",
+        default=env("ONSHI_PKI"),
+        metavar="DIR",
+        help="an `onshi pki init` directory: call over mTLS with one of its client certificates "
+        "(default $ONSHI_PKI; without it and without --tls-cert: plaintext, loopback only)",
+    )
+    g.add_argument(
+        "--as",
+        dest="identity",
+        metavar="CALLER",
+        help="which client certificate of --pki: a role (operator, review), a role and its codes "
+        "(insurer:NUMBER[,NUMBER], facility:CODE) or a file stem of DIR/onshi; " + identity_help,
+    )
     g.add_argument("--tls-ca", default=env("ONSHI_TLS_CA"), metavar="PEM", help="CA of the server certificate")
-    g.add_argument("--tls-cert", default=env("ONSHI_TLS_CERT"), metavar="PEM",
-                   help="client certificate (overrides --pki/--as)")
+    g.add_argument(
+        "--tls-cert", default=env("ONSHI_TLS_CERT"), metavar="PEM", help="client certificate (overrides --pki/--as)"
+    )
     g.add_argument("--tls-key", default=env("ONSHI_TLS_KEY"), metavar="PEM", help="its private key")
-    g.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="S",
-                   help=f"seconds to connect and for each answer (default {DEFAULT_TIMEOUT:g})")
+    g.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"seconds to connect and for each answer (default {DEFAULT_TIMEOUT:g})",
+    )
 
 
 def _seconds(text: str) -> float:
@@ -87,6 +117,7 @@ def _seconds(text: str) -> float:
 
 
 # --- callers ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -120,8 +151,9 @@ def find_identity(pki_dir: str, wanted: str) -> Caller:
         return Caller(wanted, files=(ca, stem + ".pem", stem + ".key.pem"))
     role, codes = parse_identity(wanted)
     if role not in ROLES:
-        raise ConnectError(f"--as {wanted}: not a certificate in {base} nor one of "
-                           f"{', '.join(ROLES)} (optionally role:CODE[,CODE])")
+        raise ConnectError(
+            f"--as {wanted}: not a certificate in {base} nor one of {', '.join(ROLES)} (optionally role:CODE[,CODE])"
+        )
     found, have = [], []
     for path in sorted(glob.glob(os.path.join(base, "*.pem"))):
         name = os.path.basename(path)[:-4]
@@ -141,8 +173,12 @@ def find_identity(pki_dir: str, wanted: str) -> Caller:
     if not found:
         raise ConnectError(f"no client certificate for {wanted} in {base} (there: {', '.join(have) or 'none'})")
     _, name, label, held = min(found)  # the narrowest certificate that covers the codes
-    return Caller(f"{name} ({label})", role, tuple(sorted(held)),
-                  (ca, os.path.join(base, name + ".pem"), os.path.join(base, name + ".key.pem")))
+    return Caller(
+        f"{name} ({label})",
+        role,
+        tuple(sorted(held)),
+        (ca, os.path.join(base, name + ".pem"), os.path.join(base, name + ".key.pem")),
+    )
 
 
 def caller_of(args, default_identity: str) -> Caller:
@@ -165,6 +201,7 @@ def caller_of(args, default_identity: str) -> Caller:
 
 
 # --- the channel ------------------------------------------------------------------------------
+
 
 def is_loopback_target(target: str) -> bool:
     from ..core.callers import is_loopback
@@ -200,7 +237,8 @@ class Connection:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         answer = health_pb2_grpc.HealthStub(self.channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=self.timeout, wait_for_ready=wait, metadata=self.metadata)
+            health_pb2.HealthCheckRequest(), timeout=self.timeout, wait_for_ready=wait, metadata=self.metadata
+        )
         return answer.status
 
 
@@ -217,8 +255,11 @@ def read_credentials(files: tuple[str, str, str]) -> grpc.ChannelCredentials:
 
 
 def open_channel(target: str, credentials: grpc.ChannelCredentials | None, options=()) -> grpc.Channel:
-    return grpc.secure_channel(target, credentials, options=options) if credentials \
+    return (
+        grpc.secure_channel(target, credentials, options=options)
+        if credentials
         else grpc.insecure_channel(target, options=options)
+    )
 
 
 def connect(args, default_identity: str, *, target: str | None = None, options=()) -> Connection:
@@ -229,8 +270,10 @@ def connect(args, default_identity: str, *, target: str | None = None, options=(
     caller = caller_of(args, default_identity)
     if caller.files is None:
         if not is_loopback_target(target):
-            raise ConnectError(f"plaintext only to loopback, not {target}: give --pki DIR (or ONSHI_PKI) "
-                               "or --tls-ca/--tls-cert/--tls-key")
+            raise ConnectError(
+                f"plaintext only to loopback, not {target}: give --pki DIR (or ONSHI_PKI) "
+                "or --tls-ca/--tls-cert/--tls-key"
+            )
         metadata: tuple = ()
         if caller.role:  # an --insecure-dev server takes the role the caller declares
             metadata = ((callers.ROLE_KEY, caller.role),)
@@ -242,6 +285,7 @@ def connect(args, default_identity: str, *, target: str | None = None, options=(
 
 
 # --- why there was no answer ---------------------------------------------------------------------
+
 
 def accepts_tcp(target: str, timeout: float = 1.0) -> bool:
     host, _, port = target.rpartition(":")
@@ -264,8 +308,10 @@ def no_answer(exc: grpc.RpcError, target: str, *, secure: bool, timeout: float) 
         if not accepts_tcp(target):
             return f"cannot reach {target}: {details.rsplit(': ', 1)[-1]}"
         if secure:
-            return (f"{target} closed the connection while setting up TLS: a plaintext server, a server "
-                    "of another CA, or one that refuses this client certificate")
+            return (
+                f"{target} closed the connection while setting up TLS: a plaintext server, a server "
+                "of another CA, or one that refuses this client certificate"
+            )
         return f"{target} closed the connection: it may require mTLS (--pki DIR or ONSHI_PKI)"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"no answer from {target} within {timeout:g} s"
@@ -321,6 +367,7 @@ class AnswerWatch:
 
 # --- EligibilityService ------------------------------------------------------------------------
 
+
 def _date(d: DateLike) -> date_pb2.Date | None:
     # A google.type.Date passes as is, so a caller can send what a user typed
     # (even 2023-02-29) and let the server name the field at fault.
@@ -344,8 +391,9 @@ class EligibilityClient:
 
     @classmethod
     def over(cls, connection: Connection) -> EligibilityClient:
-        return cls(connection.target, channel=connection.channel, timeout=connection.timeout,
-                   metadata=connection.metadata)
+        return cls(
+            connection.target, channel=connection.channel, timeout=connection.timeout, metadata=connection.metadata
+        )
 
     def __enter__(self) -> EligibilityClient:
         return self
@@ -356,9 +404,7 @@ class EligibilityClient:
     def close(self) -> None:
         self.channel.close()
 
-    def check_by_card(
-        self, card_serial: str, as_of: DateLike = None
-    ) -> eligibility_pb2.CheckResponse:
+    def check_by_card(self, card_serial: str, as_of: DateLike = None) -> eligibility_pb2.CheckResponse:
         request = eligibility_pb2.CheckByCardRequest(card_serial=card_serial, as_of=_date(as_of))
         return self.stub.CheckByCard(request, timeout=self.timeout, metadata=self.metadata)
 

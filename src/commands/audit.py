@@ -52,8 +52,9 @@ def _cmd_verify(args) -> int:
         print(f"TAMPERED: {problem}")
     state = "OK" if report.ok else "FAILED"
     checked = " (MACs checked)" if key else ""
-    print(f"audit verify {state}{checked}: {report.streams} streams, {report.segments} segments, "
-          f"{report.records} records")
+    print(
+        f"audit verify {state}{checked}: {report.streams} streams, {report.segments} segments, {report.records} records"
+    )
     return 0 if report.ok else 1
 
 
@@ -81,8 +82,10 @@ def _cmd_keygen(args) -> int:
         return 2
     with os.fdopen(fd, "w") as f:
         f.write(os.urandom(KEY_BYTES).hex() + "\n")
-    print(f"audit key written to {args.out} (keep it off the log's disk; the servers and `onshi audit verify` "
-          f"need it; key id {key_id(load_key(args.out))})")
+    print(
+        f"audit key written to {args.out} (keep it off the log's disk; the servers and `onshi audit verify` "
+        f"need it; key id {key_id(load_key(args.out))})"
+    )
     return 0
 
 
@@ -151,8 +154,10 @@ def _cmd_show(args) -> int:
             for rec in found:
                 when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(rec.time_ns / 1e9))
                 flag = " EMERGENCY" if rec.emergency else ""
-                print(f"{when}Z {rec.actor} {rec.action} link={rec.link_id} {rec.subject} [{rec.items}] "
-                      f"purpose={rec.purpose}{flag}")
+                print(
+                    f"{when}Z {rec.actor} {rec.action} link={rec.link_id} {rec.subject} [{rec.items}] "
+                    f"purpose={rec.purpose}{flag}"
+                )
             if scan.error and not scan.torn:
                 print(f"onshi audit show: {path}: {scan.error} (run `onshi audit verify --dir {args.dir}`)")
                 return 2
@@ -162,12 +167,17 @@ def _cmd_show(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("audit", help="the access log: verify, anchor, compact, show, keygen, seal")
     sub = p.add_subparsers(dest="audit_command", required=True)
-    v = sub.add_parser("verify", help="check the hash chains, heads and manifest; exit 1 if anything was "
-                                      "edited, removed, inserted or deleted")
+    v = sub.add_parser(
+        "verify",
+        help="check the hash chains, heads and manifest; exit 1 if anything was edited, removed, inserted or deleted",
+    )
     v.add_argument("--dir", required=True)
     v.add_argument("--key", help="the audit key file: check the MACs of the heads and the manifest")
-    v.add_argument("--against", metavar="ANCHOR", help="an earlier `onshi audit anchor` output kept elsewhere: "
-                                                       "fail if the log no longer reaches it")
+    v.add_argument(
+        "--against",
+        metavar="ANCHOR",
+        help="an earlier `onshi audit anchor` output kept elsewhere: fail if the log no longer reaches it",
+    )
     v.set_defaults(func=_cmd_verify)
     a = sub.add_parser("anchor", help="verify, then print where every stream is now (JSON): keep it off the host")
     a.add_argument("--dir", required=True)
@@ -185,8 +195,11 @@ def register(subparsers) -> None:
     k = sub.add_parser("keygen", help="write a new audit key (64 hex digits) to a file that must not exist")
     k.add_argument("--out", required=True)
     k.set_defaults(func=_cmd_keygen)
-    e = sub.add_parser("seal", help="record every stream in a new manifest (a log from an older onshi), or key "
-                                    "an unkeyed log; servers stopped")
+    e = sub.add_parser(
+        "seal",
+        help="record every stream in a new manifest (a log from an older onshi), or key "
+        "an unkeyed log; servers stopped",
+    )
     e.add_argument("--dir", required=True)
     e.add_argument("--key")
     e.set_defaults(func=_cmd_seal)

@@ -39,11 +39,15 @@ def bench_dir() -> Path | None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="run a benchmark of bench/ (see bench/README.md)",
-                              description="Benchmarks (bench/README.md). Arguments after NAME go to "
-                                          "bench/NAME.py; try `onshi bench NAME --help`.")
-    p.add_argument("name", choices=sorted(BENCHMARKS), metavar="NAME",
-                   help="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()))
+    p = subparsers.add_parser(
+        "bench",
+        help="run a benchmark of bench/ (see bench/README.md)",
+        description="Benchmarks (bench/README.md). Arguments after NAME go to "
+        "bench/NAME.py; try `onshi bench NAME --help`.",
+    )
+    p.add_argument(
+        "name", choices=sorted(BENCHMARKS), metavar="NAME", help="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items())
+    )
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of bench/NAME.py")
     p.set_defaults(func=run)
 
@@ -51,8 +55,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     where = bench_dir()
     if where is None:
-        print("onshi bench: bench/ not found (benchmarks run from a checkout: pip install -e .)",
-              file=sys.stderr)
+        print("onshi bench: bench/ not found (benchmarks run from a checkout: pip install -e .)", file=sys.stderr)
         return 2
     sys.path.insert(0, str(where))
     spec = importlib.util.spec_from_file_location(f"onshi_bench_{args.name}", where / f"{args.name}.py")

@@ -68,8 +68,8 @@ def _bad_batch(violations: list[tuple[str, str]], lines: list[int]) -> BadRow:
     """A claims[i].field violation -> the CSV line at fault."""
     field, description = violations[0]
     if field.startswith("claims[") and "]" in field:
-        index = int(field[7:field.index("]")])
-        return BadRow(lines[index] if index < len(lines) else 0, field[field.index("]") + 2:], description)
+        index = int(field[7 : field.index("]")])
+        return BadRow(lines[index] if index < len(lines) else 0, field[field.index("]") + 2 :], description)
     return BadRow(lines[0] if lines else 0, field, description)
 
 
@@ -131,8 +131,7 @@ class _ClaimStream:
         from ..v1 import claims_pb2_grpc
 
         conn = self.connection
-        call = claims_pb2_grpc.ClaimServiceStub(conn.channel).VerifyClaims(self.requests(),
-                                                                                metadata=self.metadata)
+        call = claims_pb2_grpc.ClaimServiceStub(conn.channel).VerifyClaims(self.requests(), metadata=self.metadata)
         self.watch.start(call)
         try:
             for response in call:
@@ -164,11 +163,12 @@ def run_verify(args) -> int:
     conn = sink = None
     try:
         if args.target:
-
             try:
-                conn = connection.connect(args, f"facility:{args.facility}" if args.facility else "review",
-                                            options=(("grpc.max_receive_message_length", 64 << 20),
-                                                     ("grpc.max_send_message_length", 64 << 20)))
+                conn = connection.connect(
+                    args,
+                    f"facility:{args.facility}" if args.facility else "review",
+                    options=(("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)),
+                )
             except connection.ConnectError as exc:
                 print(f"onshi claims verify: {exc}", file=sys.stderr)
                 return EXIT_BAD_INPUT
@@ -219,8 +219,10 @@ def _verify(args, source, sink: Output, conn) -> int:
         print(f"onshi claims verify: {exc}", file=sys.stderr)
         return EXIT_NO_ANSWER
     except OSError as exc:  # the local store: missing, unreadable
-        print(f"onshi claims verify: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
-              file=sys.stderr)
+        print(
+            f"onshi claims verify: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     print(f"{done} claims verified")
     for name in ("OK", "REROUTE", "SPLIT", "RESOLVED_UNKNOWN", "UNRESOLVED", "RETURN"):
@@ -229,21 +231,32 @@ def _verify(args, source, sink: Output, conn) -> int:
 
 
 def register(subparsers) -> None:
-    claims = subparsers.add_parser("claims", help="claims (レセプト) verification for review staff",
-                                   description="Claim files against the qualification history (docs/CLAIMS.md).")
+    claims = subparsers.add_parser(
+        "claims",
+        help="claims (レセプト) verification for review staff",
+        description="Claim files against the qualification history (docs/CLAIMS.md).",
+    )
     sub = claims.add_subparsers(dest="claims_command", required=True, metavar="COMMAND")
-    verify = sub.add_parser("verify", help="verify a CSV of claims, write a CSV of verdicts",
-                            description="One verdict per claim (OK, REROUTE, SPLIT, RESOLVED_UNKNOWN, "
-                                        "UNRESOLVED, RETURN). Columns: docs/CLAIMS.md.")
+    verify = sub.add_parser(
+        "verify",
+        help="verify a CSV of claims, write a CSV of verdicts",
+        description="One verdict per claim (OK, REROUTE, SPLIT, RESOLVED_UNKNOWN, "
+        "UNRESOLVED, RETURN). Columns: docs/CLAIMS.md.",
+    )
     verify.add_argument("input", help="claims CSV (- for stdin)")
     verify.add_argument("output", help="verdicts CSV (- for stdout)")
     where = verify.add_mutually_exclusive_group()
-    where.add_argument("--data", default=os.environ.get("ONSHI_DATA"),
-                       help="local store directory, read-only; nothing recorded (default $ONSHI_DATA)")
+    where.add_argument(
+        "--data",
+        default=os.environ.get("ONSHI_DATA"),
+        help="local store directory, read-only; nothing recorded (default $ONSHI_DATA)",
+    )
     where.add_argument("--target", help="ClaimService address (onshi ingest-serve); verdicts are recorded")
     verify.add_argument("--facility", help="with --target: pre-submission check as this facility (not recorded)")
     verify.add_argument("--batch", type=int, default=BATCH, help=f"claims per batch (default {BATCH})")
-    verify.add_argument("--progress", action="store_true", help="draw the progress bar even if stderr is not a terminal")
+    verify.add_argument(
+        "--progress", action="store_true", help="draw the progress bar even if stderr is not a terminal"
+    )
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     connection.add_arguments(verify, target=False, identity_help="default review, or facility:CODE with --facility")
     verify.set_defaults(func=_run)

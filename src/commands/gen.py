@@ -10,8 +10,9 @@ from ..core.gen import examples, generate
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("gen", help="generate a deterministic synthetic population into a store",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "gen", help="generate a deterministic synthetic population into a store", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--persons", type=int, default=100_000, help="number of persons (default 100000)")
     p.add_argument("--out", required=True, help="store directory (must not hold a store yet)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
@@ -39,9 +40,13 @@ def _run(args) -> int:
         print(f"onshi gen: {args.out} already holds a store; choose an empty directory", file=sys.stderr)
         return 2
     info = generate(args.out, args.persons, args.seed, progress=args.progress or sys.stderr.isatty())
-    print(f"persons {info['persons']:,}  qualifications {info['qualifications']:,}  cards linked "
-          f"{info['cards_linked']:,}  insurers {info['insurers']:,}")
-    print(f"bytes on disk {info['bytes']:,} ({info['bytes_per_person']:,} per person)  "
-          f"{info['seconds']:,} s  {info['persons_per_second']:,} persons/s")
+    print(
+        f"persons {info['persons']:,}  qualifications {info['qualifications']:,}  cards linked "
+        f"{info['cards_linked']:,}  insurers {info['insurers']:,}"
+    )
+    print(
+        f"bytes on disk {info['bytes']:,} ({info['bytes_per_person']:,} per person)  "
+        f"{info['seconds']:,} s  {info['persons_per_second']:,} persons/s"
+    )
     print(examples(info))
     return 0

@@ -41,19 +41,27 @@ OUTCOME_NAMES = {
 
 def register(subparsers) -> None:
     serve = subparsers.add_parser(
-        "ingest-serve", help="run the ingest service (the store's single writer)",
+        "ingest-serve",
+        help="run the ingest service (the store's single writer)",
         description="EnrollmentService + LinkService (and claims, when built) over the store, "
-                    "group-committing every write. Eligibility servers see each commit at once.")
-    serve.add_argument("--data", default=os.environ.get("ONSHI_DATA"), required="ONSHI_DATA" not in os.environ,
-                       help="store directory (created if missing)")
+        "group-committing every write. Eligibility servers see each commit at once.",
+    )
+    serve.add_argument(
+        "--data",
+        default=os.environ.get("ONSHI_DATA"),
+        required="ONSHI_DATA" not in os.environ,
+        help="store directory (created if missing)",
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=50052, help="0 picks a free port (printed on stdout)")
     serve.add_argument("--port-file", help="write the bound port here once serving")
     serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight streams get on SIGTERM")
-    serve.add_argument("--max-map-size", type=int, default=None,
-                       help="largest map size in bytes the store may grow to (default 1 TiB)")
-    serve.add_argument("--map-size", type=int, default=None,
-                       help="initial map size in bytes (default 1 GiB; it doubles on demand)")
+    serve.add_argument(
+        "--max-map-size", type=int, default=None, help="largest map size in bytes the store may grow to (default 1 TiB)"
+    )
+    serve.add_argument(
+        "--map-size", type=int, default=None, help="initial map size in bytes (default 1 GiB; it doubles on demand)"
+    )
     from ..server import (
         trust_options,  # mTLS, access log, Trust/Audit/Relay services
     )
@@ -62,26 +70,41 @@ def register(subparsers) -> None:
     serve.set_defaults(func=_serve)
 
     ingest = subparsers.add_parser(
-        "ingest-file", help="stream an insurer's update file (CSV or JSON lines) to ingest-serve",
+        "ingest-file",
+        help="stream an insurer's update file (CSV or JSON lines) to ingest-serve",
         description="Send every row; re-send what had no ack if the stream breaks; print a summary. "
-                    "File columns: docs/INGEST.md.")
+        "File columns: docs/INGEST.md.",
+    )
     ingest.add_argument("file", help="updates (.csv, or .jsonl/.json: one EnrollmentUpdate per line); - for stdin")
     ingest.add_argument("--format", choices=("csv", "jsonl"), help="default: from the file name")
-    ingest.add_argument("--insurer", action="append",
-                        help="insurer number(s) the stream declares (default: every insurer in the file)")
-    ingest.add_argument("--registry", action="store_true",
-                        help="the file holds resident registry records (PutResidents), not updates")
-    ingest.add_argument("--report", help="write every non-accepted ack, and every accepted one that matched "
-                                          "the registry only loosely, here as JSON lines")
+    ingest.add_argument(
+        "--insurer", action="append", help="insurer number(s) the stream declares (default: every insurer in the file)"
+    )
+    ingest.add_argument(
+        "--registry", action="store_true", help="the file holds resident registry records (PutResidents), not updates"
+    )
+    ingest.add_argument(
+        "--report",
+        help="write every non-accepted ack, and every accepted one that matched "
+        "the registry only loosely, here as JSON lines",
+    )
     ingest.add_argument("--retries", type=int, default=5, help="reconnect attempts when the stream breaks")
-    ingest.add_argument("--batch", type=int, default=500,
-                        help="updates per message (StreamUpdateBatches); 1 sends one per message (StreamUpdates)")
+    ingest.add_argument(
+        "--batch",
+        type=int,
+        default=500,
+        help="updates per message (StreamUpdateBatches); 1 sends one per message (StreamUpdates)",
+    )
     ingest.add_argument("--no-progress", action="store_true")
     from ..client import connection
 
-    connection.add_arguments(ingest, target_default=DEFAULT_TARGET, target_env="ONSHI_INGEST_TARGET",
-                         identity_help="default: the insurer certificate covering the file's insurer numbers "
-                                       "(insurer:NUMBER,...), operator with --registry")
+    connection.add_arguments(
+        ingest,
+        target_default=DEFAULT_TARGET,
+        target_env="ONSHI_INGEST_TARGET",
+        identity_help="default: the insurer certificate covering the file's insurer numbers "
+        "(insurer:NUMBER,...), operator with --registry",
+    )
     ingest.set_defaults(func=_ingest_file)
 
 
@@ -89,12 +112,22 @@ def _serve(args) -> int:
     from ..server import trust_setup, writer_server
 
     credentials, interceptors, trust = trust_setup.ingest_trust(args, args.host)
-    return writer_server.serve(args.data, host=args.host, port=args.port, grace=args.grace,
-                           port_file=args.port_file, map_size=args.map_size, max_map_size=args.max_map_size,
-                           credentials=credentials, interceptors=interceptors, trust=trust)
+    return writer_server.serve(
+        args.data,
+        host=args.host,
+        port=args.port,
+        grace=args.grace,
+        port_file=args.port_file,
+        map_size=args.map_size,
+        max_map_size=args.max_map_size,
+        credentials=credentials,
+        interceptors=interceptors,
+        trust=trust,
+    )
 
 
 # --- the client -----------------------------------------------------------------------
+
 
 class UpdateStreamer:
     """Streams updates with at most `window` unacked, re-sending the unacked after a break.
@@ -104,12 +137,30 @@ class UpdateStreamer:
     order, so the oldest unacked update is always the one an ack answers.
     """
 
-    RETRYABLE = ("UNAVAILABLE", "CANCELLED", "UNKNOWN", "INTERNAL", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED",
-                 "ABORTED")
+    RETRYABLE = (
+        "UNAVAILABLE",
+        "CANCELLED",
+        "UNKNOWN",
+        "INTERNAL",
+        "DEADLINE_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+        "ABORTED",
+    )
 
-    def __init__(self, target: str, insurers: Iterable[str], *, window: int = 4096, batch: int = 1,
-                 retries: int = 5, retry_delay: float = 0.5, on_break: Callable[[Exception], None] | None = None,
-                 credentials=None, timeout: float | None = None, metadata: tuple = ()):
+    def __init__(
+        self,
+        target: str,
+        insurers: Iterable[str],
+        *,
+        window: int = 4096,
+        batch: int = 1,
+        retries: int = 5,
+        retry_delay: float = 0.5,
+        on_break: Callable[[Exception], None] | None = None,
+        credentials=None,
+        timeout: float | None = None,
+        metadata: tuple = (),
+    ):
         """timeout=None: wait for the server as long as it takes (each attempt
         waits for it to come up). With a timeout, the first connection must
         succeed at once, and a stream whose acks stop for `timeout` seconds is
@@ -126,8 +177,9 @@ class UpdateStreamer:
         self.timeout = timeout
         self.stalled = False  # the last break was acks stopping for `timeout` seconds
 
-    def run(self, updates: Iterable[pb.EnrollmentUpdate],
-            on_ack: Callable[[pb.EnrollmentUpdate, pb.EnrollmentAck], None]) -> None:
+    def run(
+        self, updates: Iterable[pb.EnrollmentUpdate], on_ack: Callable[[pb.EnrollmentUpdate, pb.EnrollmentAck], None]
+    ) -> None:
         import grpc
 
         from ..client.connection import AnswerWatch, open_channel
@@ -135,7 +187,7 @@ class UpdateStreamer:
 
         source = iter(updates)
         unacked: collections.deque[pb.EnrollmentUpdate] = collections.deque()  # sent, oldest first
-        resend: collections.deque[pb.EnrollmentUpdate] = collections.deque()   # to send before the source
+        resend: collections.deque[pb.EnrollmentUpdate] = collections.deque()  # to send before the source
         lock = threading.Lock()
         attempt = 0
         acked_once = False  # the server has answered this run: a later break is worth a retry
@@ -226,29 +278,85 @@ class UpdateStreamer:
 # --- file formats (docs/INGEST.md) ------------------------------------------------------
 
 CSV_COLUMNS = (
-    "update_id", "insurer_number", "resident_id", "change",
-    "name", "name_kana", "birth_date", "sex", "address", "postcode",
-    "symbol", "number", "branch", "relationship", "insurer_name", "card_kind",
-    "acquisition_date", "loss_date", "loss_reason", "burden_ratio", "preschool",
-    "elderly_ratio", "elderly_from", "elderly_until",
-    "limit_category", "limit_reduction", "limit_from", "limit_until",
-    "specific_diseases", "subsidies", "effective_date",
+    "update_id",
+    "insurer_number",
+    "resident_id",
+    "change",
+    "name",
+    "name_kana",
+    "birth_date",
+    "sex",
+    "address",
+    "postcode",
+    "symbol",
+    "number",
+    "branch",
+    "relationship",
+    "insurer_name",
+    "card_kind",
+    "acquisition_date",
+    "loss_date",
+    "loss_reason",
+    "burden_ratio",
+    "preschool",
+    "elderly_ratio",
+    "elderly_from",
+    "elderly_until",
+    "limit_category",
+    "limit_reduction",
+    "limit_from",
+    "limit_until",
+    "specific_diseases",
+    "subsidies",
+    "effective_date",
 )
 REGISTRY_COLUMNS = ("resident_id", "name", "name_kana", "birth_date", "sex", "address", "postcode")
-SEX = {"": qpb.SEX_UNSPECIFIED, "1": qpb.SEX_MALE, "m": qpb.SEX_MALE, "male": qpb.SEX_MALE, "男": qpb.SEX_MALE,
-       "2": qpb.SEX_FEMALE, "f": qpb.SEX_FEMALE, "female": qpb.SEX_FEMALE, "女": qpb.SEX_FEMALE}
-RELATIONSHIP = {"": qpb.RELATIONSHIP_UNSPECIFIED, "insured": qpb.RELATIONSHIP_INSURED,
-                "本人": qpb.RELATIONSHIP_INSURED, "1": qpb.RELATIONSHIP_INSURED,
-                "dependent": qpb.RELATIONSHIP_DEPENDENT, "家族": qpb.RELATIONSHIP_DEPENDENT,
-                "2": qpb.RELATIONSHIP_DEPENDENT}
+SEX = {
+    "": qpb.SEX_UNSPECIFIED,
+    "1": qpb.SEX_MALE,
+    "m": qpb.SEX_MALE,
+    "male": qpb.SEX_MALE,
+    "男": qpb.SEX_MALE,
+    "2": qpb.SEX_FEMALE,
+    "f": qpb.SEX_FEMALE,
+    "female": qpb.SEX_FEMALE,
+    "女": qpb.SEX_FEMALE,
+}
+RELATIONSHIP = {
+    "": qpb.RELATIONSHIP_UNSPECIFIED,
+    "insured": qpb.RELATIONSHIP_INSURED,
+    "本人": qpb.RELATIONSHIP_INSURED,
+    "1": qpb.RELATIONSHIP_INSURED,
+    "dependent": qpb.RELATIONSHIP_DEPENDENT,
+    "家族": qpb.RELATIONSHIP_DEPENDENT,
+    "2": qpb.RELATIONSHIP_DEPENDENT,
+}
 _DEATH, _ASSISTANCE = qpb.LOSS_REASON_DEATH, qpb.LOSS_REASON_PUBLIC_ASSISTANCE
 _OTHER_INSURANCE, _OTHER = qpb.LOSS_REASON_OTHER_INSURANCE, qpb.LOSS_REASON_OTHER
-LOSS_REASON = {"": qpb.LOSS_REASON_UNSPECIFIED, "01": _DEATH, "1": _DEATH, "death": _DEATH,
-               "02": _ASSISTANCE, "2": _ASSISTANCE, "public_assistance": _ASSISTANCE,
-               "03": _OTHER_INSURANCE, "3": _OTHER_INSURANCE, "other_insurance": _OTHER_INSURANCE,
-               "99": _OTHER, "other": _OTHER}
-CHANGES = ("acquisition", "loss", "dependent_addition", "dependent_removal", "burden_ratio_change",
-           "certificates_change", "subsidies_change", "basic_information_change")
+LOSS_REASON = {
+    "": qpb.LOSS_REASON_UNSPECIFIED,
+    "01": _DEATH,
+    "1": _DEATH,
+    "death": _DEATH,
+    "02": _ASSISTANCE,
+    "2": _ASSISTANCE,
+    "public_assistance": _ASSISTANCE,
+    "03": _OTHER_INSURANCE,
+    "3": _OTHER_INSURANCE,
+    "other_insurance": _OTHER_INSURANCE,
+    "99": _OTHER,
+    "other": _OTHER,
+}
+CHANGES = (
+    "acquisition",
+    "loss",
+    "dependent_addition",
+    "dependent_removal",
+    "burden_ratio_change",
+    "certificates_change",
+    "subsidies_change",
+    "basic_information_change",
+)
 
 
 class BadRow(ValueError):
@@ -315,8 +423,9 @@ def _json_list(text: str, message_type, field: str, line: int) -> list:
 
 def update_from_csv(row: dict, line: int) -> pb.EnrollmentUpdate:
     g = lambda name: (row.get(name) or "").strip()  # noqa: E731
-    update = pb.EnrollmentUpdate(update_id=g("update_id"), insurer_number=g("insurer_number"),
-                                 resident_id=g("resident_id"))
+    update = pb.EnrollmentUpdate(
+        update_id=g("update_id"), insurer_number=g("insurer_number"), resident_id=g("resident_id")
+    )
     p = update.person
     p.name, p.name_kana, p.address, p.postcode = g("name"), g("name_kana"), g("address"), g("postcode")
     p.sex = _lookup(SEX, g("sex"), "sex", line)
@@ -335,8 +444,9 @@ def update_from_csv(row: dict, line: int) -> pb.EnrollmentUpdate:
         _set_date(e, "valid_until", _date(g("elderly_until"), "elderly_until", line))
         elderly = e
     if g("limit_category") or g("limit_from"):
-        lim = qpb.LimitAmountCertificate(category=g("limit_category"),
-                                         standard_burden_reduction=g("limit_reduction").lower() in ("1", "true", "yes"))
+        lim = qpb.LimitAmountCertificate(
+            category=g("limit_category"), standard_burden_reduction=g("limit_reduction").lower() in ("1", "true", "yes")
+        )
         _set_date(lim, "valid_from", _date(g("limit_from"), "limit_from", line))
         _set_date(lim, "valid_until", _date(g("limit_until"), "limit_until", line))
         limit = lim
@@ -344,13 +454,20 @@ def update_from_csv(row: dict, line: int) -> pb.EnrollmentUpdate:
     subsidies = _json_list(g("subsidies"), qpb.PublicExpenseSubsidy, "subsidies", line)
     if change in ("acquisition", "dependent_addition"):
         q = qpb.Qualification(
-            insurer_name=g("insurer_name"), symbol=number.symbol, number=number.number, branch=number.branch,
+            insurer_name=g("insurer_name"),
+            symbol=number.symbol,
+            number=number.number,
+            branch=number.branch,
             relationship=_lookup(RELATIONSHIP, g("relationship"), "relationship", line),
             burden_ratio_percent=_int(g("burden_ratio"), "burden_ratio", line),
             preschool=g("preschool").lower() in ("1", "true", "yes"),
             # proto3 enums are open: a number the schema does not name is kept as sent
             card_kind=cast(qpb.CardKind, _enum(qpb.CardKind, g("card_kind"), "CARD_KIND_", "card_kind", line)),
-            specific_diseases=diseases, subsidies=subsidies, elderly_recipient=elderly, limit_amount=limit)
+            specific_diseases=diseases,
+            subsidies=subsidies,
+            elderly_recipient=elderly,
+            limit_amount=limit,
+        )
         _set_date(q, "acquisition_date", _date(g("acquisition_date"), "acquisition_date", line))
         getattr(update, change).qualification.CopyFrom(q)
     elif change in ("loss", "dependent_removal"):
@@ -381,8 +498,14 @@ def update_from_csv(row: dict, line: int) -> pb.EnrollmentUpdate:
 
 def resident_from_csv(row: dict, line: int) -> pb.Resident:
     g = lambda name: (row.get(name) or "").strip()  # noqa: E731
-    r = pb.Resident(resident_id=g("resident_id"), name=g("name"), name_kana=g("name_kana"),
-                    sex=_lookup(SEX, g("sex"), "sex", line), address=g("address"), postcode=g("postcode"))
+    r = pb.Resident(
+        resident_id=g("resident_id"),
+        name=g("name"),
+        name_kana=g("name_kana"),
+        sex=_lookup(SEX, g("sex"), "sex", line),
+        address=g("address"),
+        postcode=g("postcode"),
+    )
     _set_date(r, "birth_date", _date(g("birth_date"), "birth_date", line))
     return r
 
@@ -431,9 +554,13 @@ class Progress:
         width = 30
         filled = width * self.done // max(self.total, 1)
         rate = self.done / max(now - self.started, 1e-9)
-        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-              f"{rate:,.0f}/s  " + " ".join(f"{k} {v}" for k, v in sorted(self.counts.items())),
-              end="", file=self.out, flush=True)
+        print(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+            f"{rate:,.0f}/s  " + " ".join(f"{k} {v}" for k, v in sorted(self.counts.items())),
+            end="",
+            file=self.out,
+            flush=True,
+        )
 
     def finish(self) -> None:
         if self.enabled:
@@ -447,7 +574,9 @@ def _ingest_file(args) -> int:
     from ..client import connection
 
     fmt = args.format or ("csv" if args.file.lower().endswith(".csv") else "jsonl")
-    message_type, from_csv = (pb.Resident, resident_from_csv) if args.registry else (pb.EnrollmentUpdate, update_from_csv)
+    message_type, from_csv = (
+        (pb.Resident, resident_from_csv) if args.registry else (pb.EnrollmentUpdate, update_from_csv)
+    )
     # First pass: parse everything, so a malformed file sends nothing, and count rows for the bar.
     try:
         source = open_input(args.file)
@@ -460,8 +589,11 @@ def _ingest_file(args) -> int:
     except (BadRow, InputError) as exc:
         print(f"onshi ingest-file: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    insurers = args.insurer or sorted({u.insurer_number.strip() for u in rows if u.insurer_number.strip()}) \
-        if not args.registry else []
+    insurers = (
+        args.insurer or sorted({u.insurer_number.strip() for u in rows if u.insurer_number.strip()})
+        if not args.registry
+        else []
+    )
     if not args.registry and not insurers:
         print("onshi ingest-file: no insurer number in the file; pass --insurer", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -493,21 +625,33 @@ def _ingest_file(args) -> int:
                 print(f"\n{ack.update_id}: {name}: {ack.message}", file=sys.stderr)
 
         def on_break(exc):
-            print(f"\nonshi ingest-file: stream broke ({exc.code().name}); re-sending what had no ack",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\nonshi ingest-file: stream broke ({exc.code().name}); re-sending what had no ack",
+                file=sys.stderr,
+                flush=True,
+            )
 
         from ..server.auth import INSURER_KEY
 
-        streamer = UpdateStreamer(args.target, insurers, retries=args.retries, batch=args.batch, on_break=on_break,
-                                  credentials=connection.read_credentials(conn.caller.files)
-                                  if conn.caller.files is not None else None, timeout=args.timeout,
-                                  metadata=tuple(kv for kv in conn.metadata if kv[0] != INSURER_KEY))
+        streamer = UpdateStreamer(
+            args.target,
+            insurers,
+            retries=args.retries,
+            batch=args.batch,
+            on_break=on_break,
+            credentials=connection.read_credentials(conn.caller.files) if conn.caller.files is not None else None,
+            timeout=args.timeout,
+            metadata=tuple(kv for kv in conn.metadata if kv[0] != INSURER_KEY),
+        )
         try:
             streamer.run(rows, on_ack)
         except grpc.RpcError as exc:
             progress.finish()
-            line = (f"no ack from {args.target} within {args.timeout:g} s" if streamer.stalled
-                    else connection.no_answer(exc, args.target, secure=conn.secure, timeout=args.timeout))
+            line = (
+                f"no ack from {args.target} within {args.timeout:g} s"
+                if streamer.stalled
+                else connection.no_answer(exc, args.target, secure=conn.secure, timeout=args.timeout)
+            )
             print(f"onshi ingest-file: {line}", file=sys.stderr)
             _summary(progress)
             return connection.exit_code_of(exc) if not streamer.stalled else EXIT_NO_ANSWER
@@ -523,11 +667,17 @@ def _ingest_file(args) -> int:
 def _summary(progress: Progress) -> None:
     c = progress.counts
     elapsed = time.monotonic() - progress.started
-    print(f"{progress.done} of {progress.total} updates: accepted {c['accepted']}, duplicate {c['duplicate']}, "
-          f"rejected {c['rejected']}, quarantined {c['quarantined']} ({elapsed:.1f}s)", flush=True)
+    print(
+        f"{progress.done} of {progress.total} updates: accepted {c['accepted']}, duplicate {c['duplicate']}, "
+        f"rejected {c['rejected']}, quarantined {c['quarantined']} ({elapsed:.1f}s)",
+        flush=True,
+    )
     if progress.loose:
-        print(f"{progress.loose} matched the registry only by a loose rule (kanji variant, kana or "
-              f"address notation): their acks name the field and rule (--report)", flush=True)
+        print(
+            f"{progress.loose} matched the registry only by a loose rule (kanji variant, kana or "
+            f"address notation): their acks name the field and rule (--report)",
+            flush=True,
+        )
 
 
 def _send_registry(conn, residents: list, progress: Progress) -> int:
@@ -539,10 +689,9 @@ def _send_registry(conn, residents: list, progress: Progress) -> int:
 
     stub = enrollment_pb2_grpc.EnrollmentServiceStub(conn.channel)
     for i in range(0, len(residents), 1000):
-        page = residents[i:i + 1000]
+        page = residents[i : i + 1000]
         try:
-            stub.PutResidents(pb.PutResidentsRequest(residents=page), timeout=conn.timeout,
-                              metadata=conn.metadata)
+            stub.PutResidents(pb.PutResidentsRequest(residents=page), timeout=conn.timeout, metadata=conn.metadata)
         except grpc.RpcError as exc:
             progress.finish()
             line = connection.no_answer(exc, conn.target, secure=conn.secure, timeout=conn.timeout)

@@ -24,8 +24,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
         print(f"{args.out} already holds a test PKI (use --force to replace it)")
         return 1
     manifest = init(args.out)
-    print(f"test PKI written to {args.out}: {len(manifest['cards'])} cards, "
-          f"{len(manifest['clients'])} client certificates (TEST ONLY: never use in production)")
+    print(
+        f"test PKI written to {args.out}: {len(manifest['cards'])} cards, "
+        f"{len(manifest['clients'])} client certificates (TEST ONLY: never use in production)"
+    )
     return 0
 
 
@@ -64,8 +66,10 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"onshi pki revoke: {exc}")
         return 2
-    print(f"revoked {', '.join(format(s, 'x') for s in serials)}; {path} now lists {len(revoked)} "
-          "caller certificates (servers given it as --caller-crl reload it within a second, or on SIGHUP)")
+    print(
+        f"revoked {', '.join(format(s, 'x') for s in serials)}; {path} now lists {len(revoked)} "
+        "caller certificates (servers given it as --caller-crl reload it within a second, or on SIGHUP)"
+    )
     return 0
 
 

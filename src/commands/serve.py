@@ -66,9 +66,7 @@ def register(subparsers) -> None:
         help="store directory (from `onshi gen` or ingest)",
     )
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument(
-        "--port", type=_port, default=50051, help="0 picks a free port (printed on stdout)"
-    )
+    serve.add_argument("--port", type=_port, default=50051, help="0 picks a free port (printed on stdout)")
     serve.add_argument(
         "--workers",
         type=int,
@@ -79,8 +77,7 @@ def register(subparsers) -> None:
         "--engine",
         choices=("native", "pure"),
         default=None,
-        help="lookup engine only (default: $ONSHI_ENGINE, the switch of every native module, "
-             "else native when built)",
+        help="lookup engine only (default: $ONSHI_ENGINE, the switch of every native module, else native when built)",
     )
     serve.add_argument(
         "--threads",
@@ -88,9 +85,7 @@ def register(subparsers) -> None:
         default=None,
         help="handler threads per worker (default: 2, or 4 with an access log)",
     )
-    serve.add_argument(
-        "--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM"
-    )
+    serve.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on SIGTERM")
     serve.add_argument("--port-file", help="write the bound port here once every worker serves")
     from ..server import trust_options  # mTLS roles, card proof, access log
 
@@ -116,18 +111,21 @@ def register(subparsers) -> None:
     check.add_argument("--json", action="store_true", help="print the answer as JSON")
     from ..client import connection
 
-    connection.add_arguments(check, identity_help="default operator, the internal role allowed a bare card "
-                                              "serial (facilities must send a card proof: onshi terminal)")
+    connection.add_arguments(
+        check,
+        identity_help="default operator, the internal role allowed a bare card "
+        "serial (facilities must send a card proof: onshi terminal)",
+    )
     check.set_defaults(func=_check)
 
     health = subparsers.add_parser(
         "health",
         help="ask a server whether it serves (grpc.health.v1); exit 0 SERVING, 1 otherwise",
         description="For scripts that start a server and wait for it: exit 0 once it answers SERVING, "
-        "1 if it does not within --timeout (with --wait) or answers anything else.")
+        "1 if it does not within --timeout (with --wait) or answers anything else.",
+    )
     health.add_argument("--service", default="", help="a service name (default: the whole server)")
-    health.add_argument("--wait", action="store_true",
-                        help="wait up to --timeout for the server to come up and serve")
+    health.add_argument("--wait", action="store_true", help="wait up to --timeout for the server to come up and serve")
     connection.add_arguments(health, identity_help="default operator (any caller of the PKI may ask)")
     health.set_defaults(func=_health)
 
@@ -174,9 +172,15 @@ def _trusted_server(args, threads: int | None):
         trust = trust_setup.worker_trust(args, args.host, replays)
         if trust.log is not None:  # its appenders are the handler threads: a full batch goes at once
             trust.log.batch_target = threads or app.handler_threads(trust.log)
-        return app.create_server(engine, address=address, threads=threads, credentials=trust.credentials,
-                                 interceptors=trust.interceptors, card_proof=trust.hooks.card_proof,
-                                 audit=trust.hooks.audit if trust.log is not None else None)
+        return app.create_server(
+            engine,
+            address=address,
+            threads=threads,
+            credentials=trust.credentials,
+            interceptors=trust.interceptors,
+            card_proof=trust.hooks.card_proof,
+            audit=trust.hooks.audit if trust.log is not None else None,
+        )
 
     return build
 
@@ -227,11 +231,7 @@ def _check(args) -> int:
     if args.json:
         from google.protobuf import json_format
 
-        print(
-            json_format.MessageToJson(
-                response, preserving_proto_field_name=True, ensure_ascii=False
-            )
-        )
+        print(json_format.MessageToJson(response, preserving_proto_field_name=True, ensure_ascii=False))
     else:
         print(format_response(response))
     return 0 if response.validity == eligibility_pb2.VALIDITY_VALID else 10 + response.validity
@@ -250,9 +250,16 @@ def _health(args) -> int:
         return EXIT_BAD_INPUT
     with conn:
         try:
-            status = health_pb2_grpc.HealthStub(conn.channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout,
-                wait_for_ready=args.wait, metadata=conn.metadata).status
+            status = (
+                health_pb2_grpc.HealthStub(conn.channel)
+                .Check(
+                    health_pb2.HealthCheckRequest(service=args.service),
+                    timeout=args.timeout,
+                    wait_for_ready=args.wait,
+                    metadata=conn.metadata,
+                )
+                .status
+            )
         except grpc.RpcError as exc:
             line = connection.no_answer(exc, args.target, secure=conn.secure, timeout=args.timeout)
             print(f"onshi health: {line}", file=sys.stderr)
@@ -271,15 +278,11 @@ def _period(message) -> str:
 
 
 def format_response(response: eligibility_pb2.CheckResponse) -> str:
-    ja, en = VALIDITY_TEXT.get(
-        response.validity, ("?", eligibility_pb2.Validity.Name(response.validity))
-    )
+    ja, en = VALIDITY_TEXT.get(response.validity, ("?", eligibility_pb2.Validity.Name(response.validity)))
     lines = [f"{ja}  {en}"]
     for i, q in enumerate(response.qualifications, 1):
         p = q.person
-        lines.append(
-            f"[{i}] {p.name}（{p.name_kana}）  {SEX_TEXT.get(p.sex, '')}  生年月日 born {_d(p.birth_date)}"
-        )
+        lines.append(f"[{i}] {p.name}（{p.name_kana}）  {SEX_TEXT.get(p.sex, '')}  生年月日 born {_d(p.birth_date)}")
         if p.address or p.postcode:
             lines.append(f"    〒{p.postcode} {p.address}")
         lines.append(f"    保険者 insurer      {q.insurer_number} {q.insurer_name}")
@@ -290,24 +293,17 @@ def format_response(response: eligibility_pb2.CheckResponse) -> str:
         )
         lost = _d(q.loss_date) if q.HasField("loss_date") else "—"
         reason = f" ({LOSS_REASON_TEXT.get(q.loss_reason, q.loss_reason)})" if q.loss_reason else ""
+        lines.append(f"    資格取得 acquired   {_d(q.acquisition_date)}   資格喪失 lost {lost}{reason}")
         lines.append(
-            f"    資格取得 acquired   {_d(q.acquisition_date)}   資格喪失 lost {lost}{reason}"
-        )
-        lines.append(
-            f"    負担割合 burden     {q.burden_ratio_percent}%"
-            + ("   未就学 preschool" if q.preschool else "")
+            f"    負担割合 burden     {q.burden_ratio_percent}%" + ("   未就学 preschool" if q.preschool else "")
         )
         if q.HasField("elderly_recipient"):
             e = q.elderly_recipient
-            lines.append(
-                f"    高齢受給者証 elderly recipient  {e.burden_ratio_percent}%  {_period(e)}"
-            )
+            lines.append(f"    高齢受給者証 elderly recipient  {e.burden_ratio_percent}%  {_period(e)}")
         if q.HasField("limit_amount"):
             la = q.limit_amount
             reduction = "  標準負担額減額 reduced meal cost" if la.standard_burden_reduction else ""
-            lines.append(
-                f"    限度額適用 limit amount  区分 {la.category}{reduction}  {_period(la)}"
-            )
+            lines.append(f"    限度額適用 limit amount  区分 {la.category}{reduction}  {_period(la)}")
         for s in q.specific_diseases:
             lines.append(
                 f"    特定疾病 specific disease  {DISEASE_TEXT.get(s.disease, s.disease)}  "

@@ -18,9 +18,7 @@ EXIT_USAGE = 2
 def _server_arguments(p: argparse.ArgumentParser) -> None:
     env = os.environ.get
     g = p.add_argument_group("eligibility service (mTLS)")
-    g.add_argument(
-        "--server", default=env("ONSHI_SERVER", "127.0.0.1:50051"), help="host:port ($ONSHI_SERVER)"
-    )
+    g.add_argument("--server", default=env("ONSHI_SERVER", "127.0.0.1:50051"), help="host:port ($ONSHI_SERVER)")
     g.add_argument(
         "--pki",
         default=env("ONSHI_PKI"),
@@ -32,12 +30,8 @@ def _server_arguments(p: argparse.ArgumentParser) -> None:
         help="this facility's 10-digit code (医療機関コード) ($ONSHI_FACILITY); "
         "read from the client certificate when not given",
     )
-    g.add_argument(
-        "--tls-ca", default=env("ONSHI_TLS_CA"), help="CA of the server certificate (PEM)"
-    )
-    g.add_argument(
-        "--tls-cert", default=env("ONSHI_TLS_CERT"), help="this terminal's client certificate (PEM)"
-    )
+    g.add_argument("--tls-ca", default=env("ONSHI_TLS_CA"), help="CA of the server certificate (PEM)")
+    g.add_argument("--tls-cert", default=env("ONSHI_TLS_CERT"), help="this terminal's client certificate (PEM)")
     g.add_argument("--tls-key", default=env("ONSHI_TLS_KEY"), help="its private key (PEM)")
     g.add_argument(
         "--insecure-dev",
@@ -51,9 +45,7 @@ def _config(args):
     from ..terminal.client import ServerConfig
 
     if args.pki and args.facility and not args.tls_cert:
-        config = ServerConfig.from_pki(
-            args.pki, args.facility, target=args.server, timeout=args.timeout
-        )
+        config = ServerConfig.from_pki(args.pki, args.facility, target=args.server, timeout=args.timeout)
     else:
         config = ServerConfig(target=args.server, facility_code=args.facility, timeout=args.timeout)
     if args.pki and not args.tls_ca:
@@ -91,9 +83,7 @@ def register(subparsers) -> None:
         "terminal refused; 32 input rejected; 1 unexpected error; 2 usage.",
     )
     what = c.add_mutually_exclusive_group(required=True)
-    what.add_argument(
-        "--card", action="store_true", help="read the My Number card on the reader (asks the PIN)"
-    )
+    what.add_argument("--card", action="store_true", help="read the My Number card on the reader (asks the PIN)")
     what.add_argument(
         "--number",
         nargs=4,
@@ -106,9 +96,7 @@ def register(subparsers) -> None:
         "--reader",
         help="use the reader whose name contains this text (default: the first with a card)",
     )
-    c.add_argument(
-        "--json", action="store_true", help="print the result as JSON for receipt/HIS systems"
-    )
+    c.add_argument("--json", action="store_true", help="print the result as JSON for receipt/HIS systems")
     _server_arguments(c)
     c.set_defaults(func=_check)
 
@@ -149,6 +137,4 @@ def _check(args) -> int:
 def _watch(args) -> int:
     from ..terminal import watch
 
-    return watch.watch(
-        args.req_dir, args.res_dir, _config(args), once=args.once, interval=args.interval
-    )
+    return watch.watch(args.req_dir, args.res_dir, _config(args), once=args.once, interval=args.interval)

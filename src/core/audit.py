@@ -76,9 +76,9 @@ BODY_HEAD = struct.Struct("<BqQB")
 HASH_LEN = 32
 ZERO_HASH = b"\0" * HASH_LEN
 SEP = "\x1f"
-FLAG_EMERGENCY = 1      # system-failure-mode lookup by basic information (DOMAIN.md §5)
-FLAG_RELAY = 2          # relay access between insurers (DOMAIN.md §7)
-FLAG_SELF = 4           # the person reading their own log
+FLAG_EMERGENCY = 1  # system-failure-mode lookup by basic information (DOMAIN.md §5)
+FLAG_RELAY = 2  # relay access between insurers (DOMAIN.md §7)
+FLAG_SELF = 4  # the person reading their own log
 DEFAULT_RETENTION_DAYS = 5 * 365 + 1
 DEFAULT_SEGMENT_BYTES = 64 << 20
 DEFAULT_SYNC_INTERVAL_MS = 4.0  # at most one fdatasync per 4 ms per stream (see AuditLog, docs/TRUST.md)
@@ -96,6 +96,7 @@ MANIFEST_MAGIC = "onshi-audit-manifest 1"
 
 class Point(TypedDict):
     """Where a stream's chain is: its segment, records so far, chain value (hex)."""
+
     seq: int
     records: int
     hash: str
@@ -103,11 +104,13 @@ class Point(TypedDict):
 
 class Head(Point, total=False):
     """The head file (head_line): a Point, with its MAC when the log is keyed."""
+
     mac: str
 
 
 class ExternalAnchor(TypedDict):
     """What anchor_of gives and verify(against=) takes."""
+
     directory: str
     time_ns: int
     manifest_events: int
@@ -139,8 +142,9 @@ def key_id(key: bytes) -> str:
 
 
 def head_mac(key: bytes, stream: str, seq: int, records: int, hash_hex: str) -> str:
-    return hmac.new(key, HEAD_MAC_CONTEXT + f"{stream}\n{seq}\n{records}\n{hash_hex}".encode(),
-                    hashlib.sha256).hexdigest()
+    return hmac.new(
+        key, HEAD_MAC_CONTEXT + f"{stream}\n{seq}\n{records}\n{hash_hex}".encode(), hashlib.sha256
+    ).hexdigest()
 
 
 def head_line(stream: str, seq: int, records: int, last_hash: bytes, key: bytes | None = None) -> bytes:
@@ -153,15 +157,15 @@ def head_line(stream: str, seq: int, records: int, last_hash: bytes, key: bytes 
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    actor: str              # who: role:code (facility code, insurer number...)
-    action: str             # the RPC, e.g. CheckByCard
-    subject: str = ""       # whom, as presented: "card:<hex>" / "number:<key>" / "link:<id>"
-    link_id: int = 0        # whom, resolved (0 = not known at write time)
-    items: str = ""         # what was returned
-    purpose: str = ""       # why
-    request_id: str = ""    # card-proof nonce or x-request-id
+    actor: str  # who: role:code (facility code, insurer number...)
+    action: str  # the RPC, e.g. CheckByCard
+    subject: str = ""  # whom, as presented: "card:<hex>" / "number:<key>" / "link:<id>"
+    link_id: int = 0  # whom, resolved (0 = not known at write time)
+    items: str = ""  # what was returned
+    purpose: str = ""  # why
+    request_id: str = ""  # card-proof nonce or x-request-id
     flags: int = 0
-    time_ns: int = 0        # when (server clock); filled by append if 0
+    time_ns: int = 0  # when (server clock); filled by append if 0
 
     @property
     def emergency(self) -> bool:
@@ -176,8 +180,9 @@ def encode(rec: AuditRecord, time_ns: int | None = None) -> bytes:
     """The record's body; `time_ns` (when the record has none) is the server clock."""
     fields = SEP.join((rec.actor, rec.action, rec.subject, rec.items, rec.purpose, rec.request_id))
     if fields.count(SEP) != 5:  # a separator inside a field (rare): clean each
-        fields = SEP.join(_clean(f) for f in (rec.actor, rec.action, rec.subject, rec.items, rec.purpose,
-                                              rec.request_id))
+        fields = SEP.join(
+            _clean(f) for f in (rec.actor, rec.action, rec.subject, rec.items, rec.purpose, rec.request_id)
+        )
     body = BODY_HEAD.pack(VERSION, rec.time_ns or time_ns or 0, rec.link_id, rec.flags) + fields.encode()
     if len(body) > MAX_BODY:
         raise ValueError("audit record too large")
@@ -188,7 +193,7 @@ def decode(body: bytes) -> AuditRecord:
     version, time_ns, link_id, flags = BODY_HEAD.unpack_from(body, 0)
     if version != VERSION:
         raise ValueError(f"audit record version {version}")
-    parts = body[BODY_HEAD.size:].decode().split(SEP)
+    parts = body[BODY_HEAD.size :].decode().split(SEP)
     if len(parts) != 6:
         raise ValueError("audit record fields")
     actor, action, subject, items, purpose, request_id = parts
@@ -234,7 +239,7 @@ class _Batch:
 
     def __init__(self, lock: threading.Lock):
         self.records: list[bytes] = []  # encoded bodies
-        self.done = False     # written (and synced), or failed: see error
+        self.done = False  # written (and synced), or failed: see error
         self.error: BaseException | None = None
         self.cond = threading.Condition(lock)
 
@@ -249,10 +254,18 @@ class AuditLog:
 
     yield_before_batch = True
 
-    def __init__(self, directory: str, stream: str = "main", *, durable: bool = True,
-                 segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 clock: Callable[[], int] = time.time_ns, kind: str | None = None,
-                 sync_interval_ms: float = DEFAULT_SYNC_INTERVAL_MS, key: bytes | None = None):
+    def __init__(
+        self,
+        directory: str,
+        stream: str = "main",
+        *,
+        durable: bool = True,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        clock: Callable[[], int] = time.time_ns,
+        kind: str | None = None,
+        sync_interval_ms: float = DEFAULT_SYNC_INTERVAL_MS,
+        key: bytes | None = None,
+    ):
         """kind: the group commit in C (src/ext/_auditlog.pyx) or this module's,
         as `kind` or ONSHI_ENGINE says (twins.load)."""
         if not 0 <= sync_interval_ms <= MAX_SYNC_INTERVAL_MS:
@@ -299,7 +312,7 @@ class AuditLog:
         self._batches = 0
         self._records = 0
         self._filled_batches = 0  # closed full within the interval (batches_filled)
-        self._timed_batches = 0   # closed by the interval running out (batches_timed)
+        self._timed_batches = 0  # closed by the interval running out (batches_timed)
         # At most one fdatasync per interval: a batch's leader that comes sooner
         # waits out the rest while arrivals join its batch. Under load a sync
         # (the log's largest cost, docs/TRUST.md) then carries several records; a lone
@@ -312,9 +325,24 @@ class AuditLog:
         self._fill = threading.Condition(self._lock)  # a gathering leader waits here
         native = twins.load("_auditlog", kind)
         self._rotate_code = native.ROTATE if native is not None else None
-        self._core: GroupCommit | None = native.GroupCommit(
-            self.fd, self._head_fd, self.size, self.allocated, self.seq, self.total, self.last_hash, durable,
-            segment_bytes, PREALLOCATE, key or b"", stream.encode()) if native is not None else None
+        self._core: GroupCommit | None = (
+            native.GroupCommit(
+                self.fd,
+                self._head_fd,
+                self.size,
+                self.allocated,
+                self.seq,
+                self.total,
+                self.last_hash,
+                durable,
+                segment_bytes,
+                PREALLOCATE,
+                key or b"",
+                stream.encode(),
+            )
+            if native is not None
+            else None
+        )
         if self._core is not None:
             self._core.sync_interval_ns = self.sync_interval_ns
 
@@ -376,15 +404,23 @@ class AuditLog:
         # Continuing a stream rewrites its head: only over one that matches it.
         total = scan.records_before + scan.count
         problem = head_problem(head, self.stream, self.key)
-        if problem is None and head is not None and (
-                head["seq"] > seq or head["records"] > total
-                or (head["records"] == total and head["seq"] == seq and head["hash"] != scan.last_hash.hex())):
+        if (
+            problem is None
+            and head is not None
+            and (
+                head["seq"] > seq
+                or head["records"] > total
+                or (head["records"] == total and head["seq"] == seq and head["hash"] != scan.last_hash.hex())
+            )
+        ):
             problem = f"head says {head['records']} records, the stream holds {total} (records removed?)"
         if problem is None and head is None and total:
             problem = "head missing"
         if problem:
-            raise RuntimeError(f"audit stream {self.stream_dir}: {problem}; run `onshi audit verify` "
-                               "(the server does not write over it)")
+            raise RuntimeError(
+                f"audit stream {self.stream_dir}: {problem}; run `onshi audit verify` "
+                "(the server does not write over it)"
+            )
         self.seq = seq
         self.fd = os.open(path, os.O_WRONLY)
         # Whatever follows the last good record was never acknowledged: cut it,
@@ -557,8 +593,9 @@ class AuditLog:
         os.close(self.fd)
         self._start_segment(self.seq + 1, self.total, self.last_hash)
         self._write_head()  # the new (empty) segment's chain value: what verify compares
-        record_event(self.directory, "rotate", self.stream, self.seq, self.total, self.last_hash, self.key,
-                     self.clock())
+        record_event(
+            self.directory, "rotate", self.stream, self.seq, self.total, self.last_hash, self.key, self.clock()
+        )
 
     def _rotate_native(self, core: GroupCommit) -> None:
         """The native group commit made this caller the writer for a rotation."""
@@ -580,12 +617,18 @@ class AuditLog:
     def compact(self, retention_days: float = DEFAULT_RETENTION_DAYS, now_ns: int | None = None) -> int:
         """Drop sealed segments whose newest record is older than the retention,
         keep an anchor so the rest still verifies, and log the compaction."""
-        dropped = compact_stream(self.stream_dir, retention_days, now_ns or self.clock(), keep_seq=self.seq,
-                                 key=self.key)
+        dropped = compact_stream(
+            self.stream_dir, retention_days, now_ns or self.clock(), keep_seq=self.seq, key=self.key
+        )
         if dropped:
-            self.append(AuditRecord(actor="system", action="AuditCompact",
-                                    items=f"segments={dropped[0]}-{dropped[-1]}",
-                                    purpose=f"retention {retention_days:g} days"))
+            self.append(
+                AuditRecord(
+                    actor="system",
+                    action="AuditCompact",
+                    items=f"segments={dropped[0]}-{dropped[-1]}",
+                    purpose=f"retention {retention_days:g} days",
+                )
+            )
         return len(dropped)
 
     def close(self) -> None:
@@ -612,13 +655,15 @@ class AuditLog:
         os.close(self._head_fd)
         try:
             if self._failed is None:  # where the chain ended, for verify
-                record_event(self.directory, "close", self.stream, self.seq, self.total, self.last_hash, self.key,
-                             self.clock())
+                record_event(
+                    self.directory, "close", self.stream, self.seq, self.total, self.last_hash, self.key, self.clock()
+                )
         finally:
             self._lockfile.close()
 
 
 # --- reading and verifying ----------------------------------------------------
+
 
 @dataclass
 class SegmentScan:
@@ -630,12 +675,13 @@ class SegmentScan:
     good_end: int = 0
     last_time_ns: int = 0
     error: str | None = None
-    torn: bool = False          # the error is an incomplete last record only
+    torn: bool = False  # the error is an incomplete last record only
     hashes: dict[int, bytes] = field(default_factory=dict)  # records -> chain value (the wanted ones)
 
 
-def scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None,
-                  want: set[int] | frozenset[int] = frozenset()) -> SegmentScan:
+def scan_segment(
+    path: str, visit: Callable[[int, bytes], None] | None = None, want: set[int] | frozenset[int] = frozenset()
+) -> SegmentScan:
     """Check one segment's chain; `want`: record counts (from the stream's
     start) whose chain value to keep in scan.hashes."""
     with open(path, "rb") as f:
@@ -649,7 +695,7 @@ def scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None,
         scan.error = "not an onshi audit segment"
         return scan
     scan.seq, scan.records_before, scan.prev_hash = seq, before, prev
-    h = hashlib.sha256(data[:HEADER.size]).digest()
+    h = hashlib.sha256(data[: HEADER.size]).digest()
     pos = HEADER.size
     scan.good_end = pos
     scan.last_hash = h
@@ -671,9 +717,9 @@ def scan_segment(path: str, visit: Callable[[int, bytes], None] | None = None,
         if end > len(data):
             scan.error, scan.torn = f"torn record at byte {pos}", True
             return scan
-        body = data[pos + LEN.size:pos + LEN.size + n]
+        body = data[pos + LEN.size : pos + LEN.size + n]
         h = chain(h, body)
-        if h != data[end - HASH_LEN:end]:
+        if h != data[end - HASH_LEN : end]:
             scan.error = f"record {scan.count} at byte {pos}: hash chain broken (edited, removed or inserted)"
             return scan
         try:
@@ -700,8 +746,13 @@ def _head(stream_dir: str) -> Head | None:
         head = json.loads(raw) if raw else None
     except (OSError, ValueError):
         return None
-    if not (isinstance(head, dict) and isinstance(head.get("seq"), int) and isinstance(head.get("records"), int)
-            and isinstance(head.get("hash"), str) and isinstance(head.get("mac", ""), str)):
+    if not (
+        isinstance(head, dict)
+        and isinstance(head.get("seq"), int)
+        and isinstance(head.get("records"), int)
+        and isinstance(head.get("hash"), str)
+        and isinstance(head.get("mac", ""), str)
+    ):
         return None
     return cast(Head, head)  # its fields checked above
 
@@ -761,20 +812,31 @@ def _anchor_seq(stream_dir: str) -> int:
 
 # --- the manifest: which streams must exist, and where their chains passed ------------
 
+
 @dataclass(frozen=True)
 class StreamEvent:
     """One manifest line: `stream`'s chain value after `records` records is
     `hash`, in segment `seq` (the writer's state at that event)."""
-    event: str      # open | rotate | close | compact | adopt
+
+    event: str  # open | rotate | close | compact | adopt
     stream: str
     seq: int
     records: int
-    hash: str       # hex
+    hash: str  # hex
     time_ns: int = 0
 
     def line(self) -> str:
-        return json.dumps({"event": self.event, "stream": self.stream, "seq": self.seq, "records": self.records,
-                           "hash": self.hash, "time_ns": self.time_ns}, sort_keys=True)
+        return json.dumps(
+            {
+                "event": self.event,
+                "stream": self.stream,
+                "seq": self.seq,
+                "records": self.records,
+                "hash": self.hash,
+                "time_ns": self.time_ns,
+            },
+            sort_keys=True,
+        )
 
 
 @dataclass
@@ -783,8 +845,8 @@ class Manifest:
     events: list[StreamEvent] = field(default_factory=list)
     keyed: bool = False
     key_id: str = ""
-    problem: str | None = None     # does not parse or its seal does not verify
-    note: str | None = None        # sealed with a key, not checked without it
+    problem: str | None = None  # does not parse or its seal does not verify
+    note: str | None = None  # sealed with a key, not checked without it
 
 
 def _seal(body: bytes, key: bytes | None) -> str:
@@ -806,7 +868,7 @@ def load_manifest(directory: str, key: bytes | None = None) -> Manifest:
     if not data.startswith(MANIFEST_MAGIC.encode()) or cut < 0 or not data.endswith(b"\n"):
         m.problem = "manifest does not parse (not an onshi audit manifest, or cut short)"
         return m
-    body, seal = data[:cut + 1], data[cut + 1:].decode(errors="replace").strip()
+    body, seal = data[: cut + 1], data[cut + 1 :].decode(errors="replace").strip()
     lines = body.decode(errors="replace").splitlines()
     header = lines[0].split()
     m.key_id = header[2][4:] if len(header) == 3 and header[2].startswith("key=") else ""
@@ -832,8 +894,7 @@ def load_manifest(directory: str, key: bytes | None = None) -> Manifest:
 
 
 def _write_manifest(directory: str, events: list[StreamEvent], key: bytes | None) -> None:
-    body = (f"{MANIFEST_MAGIC} key={key_id(key) if key else '-'}\n"
-            + "".join(e.line() + "\n" for e in events)).encode()
+    body = (f"{MANIFEST_MAGIC} key={key_id(key) if key else '-'}\n" + "".join(e.line() + "\n" for e in events)).encode()
     _write_atomic(os.path.join(directory, MANIFEST), body + f"seal {_seal(body, key)}\n".encode())
     _fsync_dir(directory)
 
@@ -867,11 +928,13 @@ def _writable_manifest(directory: str, key: bytes | None) -> Manifest:
         if held:
             raise ManifestError(
                 f"{directory} holds access-log streams ({', '.join(held[:5])}) but no manifest (deleted, or "
-                "written by an older onshi): check it with `onshi audit verify` and adopt it with `onshi audit seal`")
+                "written by an older onshi): check it with `onshi audit verify` and adopt it with `onshi audit seal`"
+            )
         return m
     if m.problem:
-        raise ManifestError(f"{directory}/{MANIFEST}: {m.problem}; run `onshi audit verify` "
-                            "(the server does not write over it)")
+        raise ManifestError(
+            f"{directory}/{MANIFEST}: {m.problem}; run `onshi audit verify` (the server does not write over it)"
+        )
     if m.keyed and key is None:
         raise ManifestError(f"{directory} is sealed with an audit key: start the server with --audit-key")
     return m
@@ -884,8 +947,16 @@ def check_manifest(directory: str, key: bytes | None = None) -> None:
             _writable_manifest(directory, key)
 
 
-def record_event(directory: str, event: str, stream: str, seq: int, records: int, last_hash: bytes,
-                 key: bytes | None = None, time_ns: int | None = None) -> None:
+def record_event(
+    directory: str,
+    event: str,
+    stream: str,
+    seq: int,
+    records: int,
+    last_hash: bytes,
+    key: bytes | None = None,
+    time_ns: int | None = None,
+) -> None:
     """Append one event to the manifest (durable on return)."""
     with _manifest_locked(directory):
         m = _writable_manifest(directory, key)
@@ -910,8 +981,9 @@ class VerifyReport:
 def streams(directory: str) -> list[str]:
     if not os.path.isdir(directory):
         return []
-    return sorted(os.path.join(directory, d) for d in os.listdir(directory)
-                  if os.path.isdir(os.path.join(directory, d)))
+    return sorted(
+        os.path.join(directory, d) for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d))
+    )
 
 
 def verify(directory: str, key: bytes | None = None, against: ExternalAnchor | None = None) -> VerifyReport:
@@ -923,13 +995,16 @@ def verify(directory: str, key: bytes | None = None, against: ExternalAnchor | N
     on_disk = {os.path.basename(d): d for d in streams(directory)}
     m = load_manifest(directory, key)
     if not m.exists:
-        report.fail("manifest missing: streams cannot be checked for deletion (deleted?)" if on_disk
-                    else f"no access log at {directory} (no manifest, no streams)")
+        report.fail(
+            "manifest missing: streams cannot be checked for deletion (deleted?)"
+            if on_disk
+            else f"no access log at {directory} (no manifest, no streams)"
+        )
     elif m.problem:
         report.fail(f"{MANIFEST}: {m.problem}")
     if m.note:
         report.notes.append(m.note)
-    points: dict[str, list[tuple[int, int, str, str]]] = {}   # stream -> (seq, records, hash, what)
+    points: dict[str, list[tuple[int, int, str, str]]] = {}  # stream -> (seq, records, hash, what)
     compactions: dict[str, set[tuple[int, int, str]]] = {}
     for e in m.events:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.time_ns / 1e9))
@@ -943,8 +1018,16 @@ def verify(directory: str, key: bytes | None = None, against: ExternalAnchor | N
     for name in sorted(set(points) - set(on_disk)):
         report.fail(f"{name}: directory missing, but the {points[name][0][3]} names it (stream deleted)")
     for name, stream_dir in sorted(on_disk.items()):
-        _verify_stream(report, name, stream_dir, points.get(name, []), compactions.get(name, set()), key,
-                       registered=name in {e.stream for e in m.events} or not m.exists, keyed=m.keyed)
+        _verify_stream(
+            report,
+            name,
+            stream_dir,
+            points.get(name, []),
+            compactions.get(name, set()),
+            key,
+            registered=name in {e.stream for e in m.events} or not m.exists,
+            keyed=m.keyed,
+        )
     return report
 
 
@@ -952,13 +1035,22 @@ def _check_manifest_prefix(report: VerifyReport, m: Manifest, against: ExternalA
     count = against.get("manifest_events", 0)
     digest = hashlib.sha256("".join(e.line() + "\n" for e in m.events[:count]).encode()).hexdigest()
     if len(m.events) < count or digest != against.get("manifest_digest"):
-        report.fail(f"{MANIFEST}: does not continue the externally anchored one ({count} events then; "
-                    f"{len(m.events)} now): rewritten or rolled back")
+        report.fail(
+            f"{MANIFEST}: does not continue the externally anchored one ({count} events then; "
+            f"{len(m.events)} now): rewritten or rolled back"
+        )
 
 
-def _verify_stream(report: VerifyReport, name: str, stream_dir: str, points: list[tuple[int, int, str, str]],
-                   compactions: set[tuple[int, int, str]],
-                   key: bytes | None, registered: bool, keyed: bool) -> None:
+def _verify_stream(
+    report: VerifyReport,
+    name: str,
+    stream_dir: str,
+    points: list[tuple[int, int, str, str]],
+    compactions: set[tuple[int, int, str]],
+    key: bytes | None,
+    registered: bool,
+    keyed: bool,
+) -> None:
     report.streams += 1
     segs = segment_files(stream_dir)
     head = _head(stream_dir)
@@ -990,8 +1082,9 @@ def _verify_stream(report: VerifyReport, name: str, stream_dir: str, points: lis
         if scan.error:
             last = i == len(segs) - 1
             if last and _unacknowledged(scan, head):
-                report.notes.append(f"{where}: {scan.error} (after the last acknowledged record: "
-                                    "a crash mid-write; cut when reopened)")
+                report.notes.append(
+                    f"{where}: {scan.error} (after the last acknowledged record: a crash mid-write; cut when reopened)"
+                )
             else:
                 report.fail(f"{where}: {scan.error}")
         report.records += scan.count
@@ -1022,11 +1115,15 @@ def _verify_stream(report: VerifyReport, name: str, stream_dir: str, points: lis
         got = found.get((seq, records))
         if got is None:
             if seq > last_seq or (seq == last_seq and records > before):
-                report.fail(f"{name}: the {what} recorded {records} records (segment {seq}), the stream "
-                            f"holds {before} (records removed from the end)")
+                report.fail(
+                    f"{name}: the {what} recorded {records} records (segment {seq}), the stream "
+                    f"holds {before} (records removed from the end)"
+                )
             else:
-                report.fail(f"{name}: the {what} recorded segment {seq} at {records} records, "
-                            "which the stream does not pass through (rewritten)")
+                report.fail(
+                    f"{name}: the {what} recorded segment {seq} at {records} records, "
+                    "which the stream does not pass through (rewritten)"
+                )
         elif got.hex() != hash_hex:
             report.fail(f"{name}: chain differs from the {what} at record {records} (rewritten)")
 
@@ -1125,9 +1222,9 @@ def _record_at(data: bytes, pos: int) -> AuditRecord | None:
     end = pos + LEN.size + n + HASH_LEN
     if not n or end > len(data):
         return None
-    body = data[pos + LEN.size:pos + LEN.size + n]
-    prev = hashlib.sha256(data[:HEADER.size]).digest() if pos == HEADER.size else data[pos - HASH_LEN:pos]
-    if chain(prev, body) != data[end - HASH_LEN:end]:
+    body = data[pos + LEN.size : pos + LEN.size + n]
+    prev = hashlib.sha256(data[: HEADER.size]).digest() if pos == HEADER.size else data[pos - HASH_LEN : pos]
+    if chain(prev, body) != data[end - HASH_LEN : end]:
         return None
     return decode(body)
 
@@ -1184,8 +1281,9 @@ def read_about(directory: str, keys: set[str]) -> Iterator[AuditRecord]:
                     yield rec
 
 
-def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq: int | None = None,
-                   key: bytes | None = None) -> list[int]:
+def compact_stream(
+    stream_dir: str, retention_days: float, now_ns: int, keep_seq: int | None = None, key: bytes | None = None
+) -> list[int]:
     """Delete leading sealed segments older than the retention; record the
     compaction in the manifest and write the anchor first, so that a crash in
     between leaves a chain that still verifies."""
@@ -1204,10 +1302,20 @@ def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq
     if not drop:
         return []
     seq, _, scan = drop[-1]
-    record_event(os.path.dirname(os.path.abspath(stream_dir)), "compact", os.path.basename(stream_dir), seq,
-                 scan.records_before + scan.count, scan.last_hash, key, now_ns)
-    _write_atomic(os.path.join(stream_dir, "anchor"), json.dumps(
-        {"seq": seq, "records": scan.records_before + scan.count, "hash": scan.last_hash.hex()}).encode())
+    record_event(
+        os.path.dirname(os.path.abspath(stream_dir)),
+        "compact",
+        os.path.basename(stream_dir),
+        seq,
+        scan.records_before + scan.count,
+        scan.last_hash,
+        key,
+        now_ns,
+    )
+    _write_atomic(
+        os.path.join(stream_dir, "anchor"),
+        json.dumps({"seq": seq, "records": scan.records_before + scan.count, "hash": scan.last_hash.hex()}).encode(),
+    )
     _fsync_dir(stream_dir)
     for _, path, _ in drop:
         os.unlink(path)
@@ -1219,20 +1327,25 @@ def compact_stream(stream_dir: str, retention_days: float, now_ns: int, keep_seq
 
 # --- external anchors and adoption -------------------------------------------------
 
+
 def anchor_of(directory: str) -> ExternalAnchor:
     """Where every stream's chain is now (its head) and how far the manifest
     goes: keep it off the host (printed by `onshi audit anchor`); `verify(...,
     against=it)` later fails if the log no longer reaches it."""
     m = load_manifest(directory)
     out: ExternalAnchor = {
-           "directory": os.path.abspath(directory), "time_ns": time.time_ns(), "manifest_events": len(m.events),
-           "manifest_digest": hashlib.sha256("".join(e.line() + "\n" for e in m.events).encode()).hexdigest(),
-           "streams": {}}
+        "directory": os.path.abspath(directory),
+        "time_ns": time.time_ns(),
+        "manifest_events": len(m.events),
+        "manifest_digest": hashlib.sha256("".join(e.line() + "\n" for e in m.events).encode()).hexdigest(),
+        "streams": {},
+    }
     for stream_dir in streams(directory):
         head = _head(stream_dir)
         if head is not None:
-            out["streams"][os.path.basename(stream_dir)] = Point(seq=head["seq"], records=head["records"],
-                                                                 hash=head["hash"])
+            out["streams"][os.path.basename(stream_dir)] = Point(
+                seq=head["seq"], records=head["records"], hash=head["hash"]
+            )
     return out
 
 

@@ -67,31 +67,53 @@ WARNING_CODE_CARD_CERTIFICATE_REVOKED = 3
 
 # reason -> (grpc status name, what the clinic should do)
 REASONS = {
-    "CARD_CERTIFICATE_UNTRUSTED": ("UNAUTHENTICATED", (
-        "the card certificate was not issued by the JPKI CA; do not accept this card, use the insurance card number")),
-    "CARD_CERTIFICATE_EXPIRED": ("FAILED_PRECONDITION", (
-        "the card's certificate has expired: the person must renew it at the municipality; "
-        "check by insurance card number or portal screen")),
-    "CARD_CERTIFICATE_NOT_YET_VALID": ("FAILED_PRECONDITION", (
-        "the card's certificate is not valid yet; check by insurance card number")),
-    "CARD_CERTIFICATE_REVOKED": ("FAILED_PRECONDITION", (
-        "the card's certificate is revoked (lost, stolen or re-issued); "
-        "check by insurance card number or portal screen")),
+    "CARD_CERTIFICATE_UNTRUSTED": (
+        "UNAUTHENTICATED",
+        ("the card certificate was not issued by the JPKI CA; do not accept this card, use the insurance card number"),
+    ),
+    "CARD_CERTIFICATE_EXPIRED": (
+        "FAILED_PRECONDITION",
+        (
+            "the card's certificate has expired: the person must renew it at the municipality; "
+            "check by insurance card number or portal screen"
+        ),
+    ),
+    "CARD_CERTIFICATE_NOT_YET_VALID": (
+        "FAILED_PRECONDITION",
+        ("the card's certificate is not valid yet; check by insurance card number"),
+    ),
+    "CARD_CERTIFICATE_REVOKED": (
+        "FAILED_PRECONDITION",
+        (
+            "the card's certificate is revoked (lost, stolen or re-issued); "
+            "check by insurance card number or portal screen"
+        ),
+    ),
     "CARD_SIGNATURE_INVALID": ("UNAUTHENTICATED", "the card's signature does not verify; read the card again"),
-    "CARD_PROOF_STALE": ("UNAUTHENTICATED", (
-        "the challenge timestamp is too far from the server clock; check the terminal clock and read the card again")),
+    "CARD_PROOF_STALE": (
+        "UNAUTHENTICATED",
+        ("the challenge timestamp is too far from the server clock; check the terminal clock and read the card again"),
+    ),
     "CARD_PROOF_REPLAYED": ("UNAUTHENTICATED", "this challenge was already used; read the card again"),
-    "CARD_PROOF_CAPACITY": ("RESOURCE_EXHAUSTED", (
-        "the server cannot remember more card proofs right now; read the card again shortly")),
-    "CARD_PROOF_UNAVAILABLE": ("UNAVAILABLE", (
-        "the server cannot check card proofs for replay right now; check by insurance card number")),
-    "CARD_PROOF_FACILITY_MISMATCH": ("PERMISSION_DENIED", (
-        "the challenge names another facility code than this terminal's certificate")),
+    "CARD_PROOF_CAPACITY": (
+        "RESOURCE_EXHAUSTED",
+        ("the server cannot remember more card proofs right now; read the card again shortly"),
+    ),
+    "CARD_PROOF_UNAVAILABLE": (
+        "UNAVAILABLE",
+        ("the server cannot check card proofs for replay right now; check by insurance card number"),
+    ),
+    "CARD_PROOF_FACILITY_MISMATCH": (
+        "PERMISSION_DENIED",
+        ("the challenge names another facility code than this terminal's certificate"),
+    ),
 }
 # The eligibility.proto warning code that goes with a reason, for terminals that
 # show warnings rather than statuses.
-REASON_WARNING = {"CARD_CERTIFICATE_EXPIRED": WARNING_CODE_CARD_CERTIFICATE_EXPIRED,
-                  "CARD_CERTIFICATE_REVOKED": WARNING_CODE_CARD_CERTIFICATE_REVOKED}
+REASON_WARNING = {
+    "CARD_CERTIFICATE_EXPIRED": WARNING_CODE_CARD_CERTIFICATE_EXPIRED,
+    "CARD_CERTIFICATE_REVOKED": WARNING_CODE_CARD_CERTIFICATE_REVOKED,
+}
 
 
 class CardProofError(Exception):
@@ -116,15 +138,18 @@ def challenge_bytes(purpose: str, facility_code: str, timestamp_unix: int, nonce
     purpose (one of PURPOSES), the facility, the time and the nonce."""
     if purpose not in PURPOSES:
         raise ValueError(f"unknown card-proof purpose {purpose!r}")
-    return (CHALLENGE_PREFIX + purpose + "\n" + facility_code + "\n" + str(int(timestamp_unix)) + "\n"
-            + nonce.hex()).encode()
+    return (
+        CHALLENGE_PREFIX + purpose + "\n" + facility_code + "\n" + str(int(timestamp_unix)) + "\n" + nonce.hex()
+    ).encode()
 
 
-def sign_challenge(private_key: rsa.RSAPrivateKey, purpose: str, facility_code: str, timestamp_unix: int,
-                   nonce: bytes) -> bytes:
+def sign_challenge(
+    private_key: rsa.RSAPrivateKey, purpose: str, facility_code: str, timestamp_unix: int, nonce: bytes
+) -> bytes:
     """What the card does after PIN entry (tests, demos and the terminal simulator)."""
-    return private_key.sign(challenge_bytes(purpose, facility_code, timestamp_unix, nonce), padding.PKCS1v15(),
-                            hashes.SHA256())
+    return private_key.sign(
+        challenge_bytes(purpose, facility_code, timestamp_unix, nonce), padding.PKCS1v15(), hashes.SHA256()
+    )
 
 
 def signature_checker(key: rsa.RSAPublicKey, kind: str | None = None) -> Callable[[bytes, bytes], bool]:
@@ -146,6 +171,7 @@ def signature_checker(key: rsa.RSAPublicKey, kind: str | None = None) -> Callabl
         except InvalidSignature:
             return False
         return True
+
     return check
 
 
@@ -171,19 +197,21 @@ def warning_bytes(code: int, message: str) -> bytes:
 @dataclass(frozen=True, slots=True)
 class VerifiedCard:
     """A certificate whose chain verified; kept in the cache by DER hash."""
+
     serial: int
     serial_key: bytes
     not_before: float
     not_after: float
-    warn_from: float          # not_after minus 3 months
+    warn_from: float  # not_after minus 3 months
     public_key: rsa.RSAPublicKey
-    expiring_warning: bytes   # framed CheckResponse.warnings entry
+    expiring_warning: bytes  # framed CheckResponse.warnings entry
     signed_by_card: Callable[[bytes, bytes], bool]  # signature_checker(public_key)
 
 
 @dataclass(frozen=True, slots=True)
 class Proof:
     """A verified proof: the serial to look up and bytes to append to the answer."""
+
     card: VerifiedCard
     nonce: bytes
     warnings: bytes  # b"" or framed Warning(s)
@@ -201,8 +229,12 @@ class RevocationList:
     (which replaces the file atomically) takes effect without a restart.
     """
 
-    def __init__(self, serials: frozenset[int] = frozenset(), path: str | None = None,
-                 ca_certs: list[x509.Certificate] | None = None):
+    def __init__(
+        self,
+        serials: frozenset[int] = frozenset(),
+        path: str | None = None,
+        ca_certs: list[x509.Certificate] | None = None,
+    ):
         self.serials = serials
         self.path = path
         self.ca_certs = ca_certs or []
@@ -319,7 +351,7 @@ class SharedReplayCache:
     FILE_VERSION = 1
     LOCK_NATIVE, LOCK_RECORD = 1, 2
     TABLE_OFFSET = 4096  # page-aligned, so the table maps on its own
-    LOCK_AREA = 64       # as _cardproof.pyx's HEADER
+    LOCK_AREA = 64  # as _cardproof.pyx's HEADER
 
     def __init__(self, window: float, slots: int = 1 << 20, kind: str | None = None, path: str | None = None):
         """kind: native (a process-shared mutex, src/ext/_cardproof.pyx) or pure,
@@ -341,8 +373,11 @@ class SharedReplayCache:
         # check takes no fcntl() (each one releases the GIL: thread switches).
         self._native: NonceTable | None
         if ext is not None:
-            self._native = ext.NonceTable(slots, self.PROBE, self._file.fileno(), self.TABLE_OFFSET, init_lock) \
-                if self._file is not None else ext.NonceTable(slots, self.PROBE)
+            self._native = (
+                ext.NonceTable(slots, self.PROBE, self._file.fileno(), self.TABLE_OFFSET, init_lock)
+                if self._file is not None
+                else ext.NonceTable(slots, self.PROBE)
+            )
             return
         self._native = None
         if self._file is not None:
@@ -383,7 +418,8 @@ class SharedReplayCache:
                         f"{path} is in use by a server with another replay table "
                         f"({'native' if theirs and theirs[2] == self.LOCK_NATIVE else 'pure-Python'} lock, "
                         f"{theirs[3] if theirs else '?'} slots): start every server of this deployment the same way "
-                        "(the same ONSHI_ENGINE, the same table)")
+                        "(the same ONSHI_ENGINE, the same table)"
+                    )
                 return f, False
             if theirs is None or theirs[1:] != ours[1:]:
                 if theirs is not None and theirs[3:] != ours[3:]:
@@ -423,6 +459,7 @@ class SharedReplayCache:
                     yield
                 finally:
                     fcntl.lockf(self._lock_file, fcntl.LOCK_UN, 1, self._lock_at)
+
         return held()
 
     def add(self, nonce: bytes, now: float) -> bool:
@@ -462,10 +499,16 @@ class ReplayCacheFull(RuntimeError):
 
 
 class CardVerifier:
-    def __init__(self, ca_certs: list[x509.Certificate], revocations: RevocationList | None = None, *,
-                 freshness: float = FRESHNESS_SECONDS, clock: Callable[[], float] = time.time,
-                 cache_size: int = CERT_CACHE_SIZE,
-                 replays: ReplayCache | SharedReplayCache | None = None):
+    def __init__(
+        self,
+        ca_certs: list[x509.Certificate],
+        revocations: RevocationList | None = None,
+        *,
+        freshness: float = FRESHNESS_SECONDS,
+        clock: Callable[[], float] = time.time,
+        cache_size: int = CERT_CACHE_SIZE,
+        replays: ReplayCache | SharedReplayCache | None = None,
+    ):
         if not ca_certs:
             raise ValueError("at least one JPKI CA certificate is needed")
         self.ca_certs = list(ca_certs)
@@ -483,8 +526,11 @@ class CardVerifier:
         for p in ca_paths:
             with open(p, "rb") as f:
                 data = f.read()
-            cas.extend(x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
-                       else [x509.load_der_x509_certificate(data)])
+            cas.extend(
+                x509.load_pem_x509_certificates(data)
+                if b"-----BEGIN" in data
+                else [x509.load_der_x509_certificate(data)]
+            )
         revocations = RevocationList.from_file(crl_path, cas) if crl_path else None
         return cls(cas, revocations, **kwargs)
 
@@ -559,13 +605,23 @@ class CardVerifier:
             warn_from=warn_from.timestamp(),
             public_key=key,
             signed_by_card=signed_by_card,
-            expiring_warning=warning_bytes(WARNING_CODE_CARD_CERTIFICATE_EXPIRING,
-                                           f"card certificate expires on {jst}: renew at the municipality"),
+            expiring_warning=warning_bytes(
+                WARNING_CODE_CARD_CERTIFICATE_EXPIRING, f"card certificate expires on {jst}: renew at the municipality"
+            ),
         )
 
     # -- one proof ----------------------------------------------------------
-    def verify(self, certificate_der: bytes, facility_code: str, timestamp_unix: int, nonce: bytes,
-               signature: bytes, caller_facility: str | None, *, purpose: str) -> Proof:
+    def verify(
+        self,
+        certificate_der: bytes,
+        facility_code: str,
+        timestamp_unix: int,
+        nonce: bytes,
+        signature: bytes,
+        caller_facility: str | None,
+        *,
+        purpose: str,
+    ) -> Proof:
         """Verify a card proof for `purpose` (the RPC being served, one of
         PURPOSES); raises MalformedProof or CardProofError.
 
@@ -609,10 +665,22 @@ class CardVerifier:
             raise CardProofError("CARD_PROOF_REPLAYED")
         return Proof(card, nonce, card.expiring_warning if now >= card.warn_from else b"")
 
-    def verify_request(self, request: eligibility_pb2.CheckByCardRequest | audit_pb2.ListMyAccessRequest,
-                       caller_facility: str | None, *, purpose: str) -> Proof:
+    def verify_request(
+        self,
+        request: eligibility_pb2.CheckByCardRequest | audit_pb2.ListMyAccessRequest,
+        caller_facility: str | None,
+        *,
+        purpose: str,
+    ) -> Proof:
         """Verify the proof fields of a CheckByCardRequest (or any message with
         card_certificate, challenge, card_signature) for `purpose`."""
         ch = request.challenge
-        return self.verify(request.card_certificate, ch.facility_code, ch.timestamp_unix, ch.nonce,
-                           request.card_signature, caller_facility, purpose=purpose)
+        return self.verify(
+            request.card_certificate,
+            ch.facility_code,
+            ch.timestamp_unix,
+            ch.nonce,
+            request.card_signature,
+            caller_facility,
+            purpose=purpose,
+        )

@@ -78,7 +78,7 @@ def billed_covers(value: bytes, number_hash: int | None, birth_day: int, first_d
     if number_hash is None:
         return False
     # every view of a qualification carries its acquisition and loss days
-    for acq, loss, nhash, *_ in _ENTRY.iter_unpack(value[_HEADER.size:_HEADER.size + count * _ENTRY.size]):
+    for acq, loss, nhash, *_ in _ENTRY.iter_unpack(value[_HEADER.size : _HEADER.size + count * _ENTRY.size]):
         if nhash == number_hash and acq <= first_day and last_day < loss:
             return True
     return False
@@ -88,6 +88,7 @@ def billed_covers(value: bytes, number_hash: int | None, birth_day: int, first_d
 class Run:
     """Consecutive visit days paid by one qualification (the entry index of its
     first view, or BILLED)."""
+
     payer: int
     entry: int  # the view shown on first_day, whose numbers to bill (a billed one when payer == BILLED)
     first_day: int
@@ -105,8 +106,9 @@ class Decision:
     value: bytes | None = None  # the history the runs index into (set when there are runs)
 
 
-def payer_runs(entries: list[history.Entry], billed_hash: int | None,
-               visit_days: list[int]) -> tuple[list[Run], int | None]:
+def payer_runs(
+    entries: list[history.Entry], billed_hash: int | None, visit_days: list[int]
+) -> tuple[list[Run], int | None]:
     """Runs of payers over the (sorted) visit days; or ([], first uncovered day)."""
     runs: list[Run] = []
     first_view = _first_views(entries)
@@ -141,7 +143,10 @@ def _first_views(entries: list[history.Entry]) -> list[int]:
     for i, e in enumerate(entries):
         p = entries[out[-1]] if out else None
         same = p is not None and (p.acquisition_day, p.loss_day, p.number_hash) == (
-            e.acquisition_day, e.loss_day, e.number_hash)
+            e.acquisition_day,
+            e.loss_day,
+            e.number_hash,
+        )
         out.append(out[-1] if same else i)
     return out
 
@@ -150,32 +155,44 @@ def _view_on(entries: list[history.Entry], like: int, day: int) -> int:
     """The view of entry `like`'s qualification shown on `day` (else `like`)."""
     q = entries[like]
     for i, e in enumerate(entries):
-        if (e.acquisition_day, e.loss_day, e.number_hash) == (q.acquisition_day, q.loss_day, q.number_hash) \
-                and history.shown(e, day):
+        if (e.acquisition_day, e.loss_day, e.number_hash) == (
+            q.acquisition_day,
+            q.loss_day,
+            q.number_hash,
+        ) and history.shown(e, day):
             return i
     return like
 
 
-def decide(value: bytes, billed_hash: int, claimed_birth_day: int, visit_days: list[int], *,
-           public_expense: bool = False, high_cost: bool = False) -> Decision:
+def decide(
+    value: bytes,
+    billed_hash: int,
+    claimed_birth_day: int,
+    visit_days: list[int],
+    *,
+    public_expense: bool = False,
+    high_cost: bool = False,
+) -> Decision:
     """Verdict of a claim billed to a known number (value: its holder's history)."""
     birth_day, entries = history.parse_history(value)
     if birth_day != claimed_birth_day:
-        return Decision(RETURN, return_reason=BIRTH_DATE_MISMATCH,
-                        detail="the number's holder has another birth date")
+        return Decision(RETURN, return_reason=BIRTH_DATE_MISMATCH, detail="the number's holder has another birth date")
     runs, uncovered = payer_runs(entries, billed_hash, visit_days)
     if uncovered is not None:
-        return Decision(RETURN, return_reason=NO_QUALIFICATION,
-                        detail=f"no qualification on {_iso(uncovered)}")
+        return Decision(RETURN, return_reason=NO_QUALIFICATION, detail=f"no qualification on {_iso(uncovered)}")
     if all(r.payer == BILLED for r in runs):
         return Decision(OK)
     # Re-routing is impossible for 公費併用 and 高額療養費 claims (seed 004 §3(3)).
     if public_expense:
-        return Decision(RETURN, return_reason=PUBLIC_EXPENSE,
-                        detail="公費併用 claim billed to the wrong insurer cannot be re-routed")
+        return Decision(
+            RETURN,
+            return_reason=PUBLIC_EXPENSE,
+            detail="公費併用 claim billed to the wrong insurer cannot be re-routed",
+        )
     if high_cost:
-        return Decision(RETURN, return_reason=HIGH_COST,
-                        detail="高額療養費 claim billed to the wrong insurer cannot be re-routed")
+        return Decision(
+            RETURN, return_reason=HIGH_COST, detail="高額療養費 claim billed to the wrong insurer cannot be re-routed"
+        )
     outcome = REROUTE if len(runs) == 1 else SPLIT
     billed_entry = _billed_entry(entries, billed_hash, visit_days[0])
     flags = certificate_flags(entries, billed_entry, runs) if billed_entry is not None else []
@@ -203,6 +220,7 @@ def _billed_entry(entries: list[history.Entry], billed_hash: int, first_day: int
 
 # --- certificates -------------------------------------------------------------
 
+
 def _cert_valid(cert: Certificate, day: int) -> bool:
     if cert.HasField("valid_from") and dates.to_day(dates.from_proto(cert.valid_from)) > day:
         return False
@@ -210,8 +228,9 @@ def _cert_valid(cert: Certificate, day: int) -> bool:
     return not (cert.HasField("valid_until") and dates.to_day(dates.from_proto(cert.valid_until)) < day)
 
 
-def certificate_view(q: qualification_pb2.Qualification,
-                     day: int) -> tuple[tuple[str, bool] | None, int | None, frozenset[int], int]:
+def certificate_view(
+    q: qualification_pb2.Qualification, day: int
+) -> tuple[tuple[str, bool] | None, int | None, frozenset[int], int]:
     """What a claim's amount depends on, as valid on `day`."""
     limit = None
     if q.HasField("limit_amount") and _cert_valid(q.limit_amount, day):
@@ -223,8 +242,9 @@ def certificate_view(q: qualification_pb2.Qualification,
     return limit, elderly, diseases, q.burden_ratio_percent
 
 
-def certificate_flags(entries: list[history.Entry], billed_entry: int,
-                      runs: list[Run]) -> list[claims_pb2.CertificateFlag]:
+def certificate_flags(
+    entries: list[history.Entry], billed_entry: int, runs: list[Run]
+) -> list[claims_pb2.CertificateFlag]:
     flags: set[claims_pb2.CertificateFlag] = set()
     for run in runs:
         if run.payer == BILLED:
@@ -244,6 +264,7 @@ def certificate_flags(entries: list[history.Entry], billed_entry: int,
 
 
 # --- amounts --------------------------------------------------------------------
+
 
 def largest_remainder(total: int, weights: list[int]) -> list[int]:
     """Split `total` in proportion to `weights`; the parts sum exactly to `total`
@@ -324,10 +345,10 @@ def unpack_entries(value: bytes | memoryview) -> Iterator[tuple[bytes, bytes]]:
     unpack = _LEN.unpack_from
     while pos < end:
         (n,) = unpack(value, pos)
-        claim_id = value[pos + 4:pos + 4 + n]
+        claim_id = value[pos + 4 : pos + 4 + n]
         pos += 4 + n
         (n,) = unpack(value, pos)
-        yield claim_id, value[pos + 4:pos + 4 + n]
+        yield claim_id, value[pos + 4 : pos + 4 + n]
         pos += 4 + n
 
 
@@ -363,6 +384,7 @@ def _iso(day: int) -> str:
 
 # --- the batch path ---------------------------------------------------------------
 
+
 class ClaimError(ValueError):
     """A structurally malformed claim (the sender's bug, not the clinic's):
     (field, description) pairs with fields like claims[3].first_visit_date."""
@@ -380,20 +402,32 @@ _UNKNOWN = "不詳"  # insurer cache value of 77777777 / 77777779
 
 # Verifier._prepare's result: ("lookup", key, birth, first, last, days) |
 # ("unknown", birth, first, last, days, claim) | ("settled", Decision) | ("error", violations)
-_Prepared = (tuple[Literal["lookup"], bytes, int, int, int, tuple[int, ...]]
-             | tuple[Literal["unknown"], int, int, int, tuple[int, ...], claims_pb2.Claim]
-             | tuple[Literal["settled"], Decision] | tuple[Literal["error"], list[tuple[str, str]]])
+_Prepared = (
+    tuple[Literal["lookup"], bytes, int, int, int, tuple[int, ...]]
+    | tuple[Literal["unknown"], int, int, int, tuple[int, ...], claims_pb2.Claim]
+    | tuple[Literal["settled"], Decision]
+    | tuple[Literal["error"], list[tuple[str, str]]]
+)
 _Row = tuple[int, int, int, int, tuple[int, ...]]  # (claim index, birth, first, last, visit days) per key
 _UnknownClaim = tuple[int, int, int, int, tuple[int, ...], claims_pb2.Claim]  # (claim index, ..., claim)
 # verify_serialized's answer: ("ok", serialized response, ledger rows or None) |
 # ("denied", message) | ("invalid", violations)
-BatchResult = (tuple[Literal["ok"], bytes, list[tuple[bytes, bytes, bytes]] | None]
-               | tuple[Literal["denied"], str] | tuple[Literal["invalid"], list[tuple[str, str]]])
+BatchResult = (
+    tuple[Literal["ok"], bytes, list[tuple[bytes, bytes, bytes]] | None]
+    | tuple[Literal["denied"], str]
+    | tuple[Literal["invalid"], list[tuple[str, str]]]
+)
 
 
-def _file_prepared(i: int, prepared: _Prepared, keys: list[bytes], rows: list[_Row],
-                   unknown_claims: list[_UnknownClaim], settled: dict[int, Decision] | dict[int, Decision | None],
-                   errors: list[tuple[str, str]]) -> None:
+def _file_prepared(
+    i: int,
+    prepared: _Prepared,
+    keys: list[bytes],
+    rows: list[_Row],
+    unknown_claims: list[_UnknownClaim],
+    settled: dict[int, Decision] | dict[int, Decision | None],
+    errors: list[tuple[str, str]],
+) -> None:
     """Files claim i's `Verifier._prepare` result under its kind (both verify paths)."""
     if prepared[0] == "lookup":
         keys.append(prepared[1])
@@ -449,8 +483,9 @@ class Verifier:
     # The common claim (ASCII number of a known insurer, dates seen before, no
     # visit_days) is prepared inline from caches; anything else goes through
     # _prepare, which also fills the caches and reports malformed claims.
-    def verify(self, claims: Sequence[claims_pb2.Claim], base: int = 0, *,
-               facility: bool = False) -> claims_pb2.VerifyClaimsResponse:
+    def verify(
+        self, claims: Sequence[claims_pb2.Claim], base: int = 0, *, facility: bool = False
+    ) -> claims_pb2.VerifyClaimsResponse:
         """Verdicts for claims[i]; `base`: the index of claims[0] in the whole batch (for errors);
         `facility`: for a facility's pre-submission check (fill_verdict withholds other payers)."""
         n = len(claims)
@@ -477,13 +512,25 @@ class Verifier:
             last = days_of.get(pb)
             birth = days_of.get((bd.year << 64) | ((bd.month & 0xFFFFFFFF) << 32) | (bd.day & 0xFFFFFFFF))
             info = insurers.get(c.insurer_number)
-            if (first is not None and last is not None and birth is not None and type(info) is tuple
-                    and pa >> 32 == pb >> 32 and first <= last and not c.visit_days):
+            if (
+                first is not None
+                and last is not None
+                and birth is not None
+                and type(info) is tuple
+                and pa >> 32 == pb >> 32
+                and first <= last
+                and not c.visit_days
+            ):
                 number = c.number
                 # An ASCII number without spaces folds to itself (NFKC); symbols
                 # (often kanji: 本省1) repeat, so their folded form is cached.
-                if number and number.isascii() and number.isprintable() and " " not in number \
-                        and len(number) <= MAX_NUMBER:
+                if (
+                    number
+                    and number.isascii()
+                    and number.isprintable()
+                    and " " not in number
+                    and len(number) <= MAX_NUMBER
+                ):
                     symbol = symbols.get(c.symbol)  # cached only when its folded length is valid
                     if info[1] and symbol is not None:  # 後期高齢者: per-person number, no symbol/branch
                         keys.append(f"{info[0]}\x1f\x1f{number}\x1f".encode())
@@ -525,8 +572,9 @@ class Verifier:
                 fill_verdict(verdicts[i], d, claims[i].points, facility=facility)
         return resp
 
-    def verify_serialized(self, raw: bytes, facility: str | None = None, record: bool = False,
-                          base: int = 0) -> BatchResult:
+    def verify_serialized(
+        self, raw: bytes, facility: str | None = None, record: bool = False, base: int = 0
+    ) -> BatchResult:
         """One serialized VerifyClaimsRequest: ("ok", serialized response, ledger
         rows or None) | ("denied", message) | ("invalid", violations).
 
@@ -596,8 +644,9 @@ class Verifier:
             return ("ok", response, None)
         return ("ok", response, batch.ledger(recorded))
 
-    def _verify_serialized_python(self, claims: Sequence[claims_pb2.Claim], facility: str | None, record: bool,
-                                  base: int = 0) -> BatchResult:
+    def _verify_serialized_python(
+        self, claims: Sequence[claims_pb2.Claim], facility: str | None, record: bool, base: int = 0
+    ) -> BatchResult:
         if facility is not None:
             for i, c in enumerate(claims):
                 if c.facility_code != facility:
@@ -622,15 +671,13 @@ class Verifier:
         try:
             info = self._insurer(insurer)
         except identifiers.InvalidIdentifier as exc:
-            return ("settled", Decision(RETURN, return_reason=INVALID_NUMBER,
-                                        detail=f"{exc.field}: {exc.description}"))
+            return ("settled", Decision(RETURN, return_reason=INVALID_NUMBER, detail=f"{exc.field}: {exc.description}"))
         if info is _UNKNOWN:
             return ("unknown", birth, first, last, days, c)
         try:
             key = identifiers.number_key(insurer, c.symbol, c.number, c.branch)
         except identifiers.InvalidIdentifier as exc:
-            return ("settled", Decision(RETURN, return_reason=INVALID_NUMBER,
-                                        detail=f"{exc.field}: {exc.description}"))
+            return ("settled", Decision(RETURN, return_reason=INVALID_NUMBER, detail=f"{exc.field}: {exc.description}"))
         symbol = _fold(c.symbol)
         if len(symbol) <= identifiers.MAX_SYMBOL:
             if len(self._symbols) > _INSURER_CACHE_MAX:
@@ -640,16 +687,30 @@ class Verifier:
             self._symbol_bytes[c.symbol.encode()] = symbol.encode()
         return ("lookup", key, birth, first, last, days)
 
-    def _settle(self, value: bytes | None, key: bytes, birth: int, first: int, last: int, days: tuple[int, ...],
-                c: claims_pb2.Claim) -> Decision | None:
+    def _settle(
+        self,
+        value: bytes | None,
+        key: bytes,
+        birth: int,
+        first: int,
+        last: int,
+        days: tuple[int, ...],
+        c: claims_pb2.Claim,
+    ) -> Decision | None:
         """Beyond the single-qualification fast path: None when OK."""
         if value is None:
             return _number_not_found()
         nhash = self._number_hash(key)
         if billed_covers(value, nhash, birth, first, last):
             return None
-        return decide(value, nhash, birth, _visit_days(first, last, days),
-                      public_expense=bool(c.public_expense_numbers), high_cost=c.high_cost)
+        return decide(
+            value,
+            nhash,
+            birth,
+            _visit_days(first, last, days),
+            public_expense=bool(c.public_expense_numbers),
+            high_cost=c.high_cost,
+        )
 
     def _identify(self, c: claims_pb2.Claim, birth: int, first: int, last: int, days: tuple[int, ...]) -> Decision:
         if not c.HasField("declaration") or not c.declaration.name_kana or not c.declaration.sex:
@@ -657,8 +718,9 @@ class Verifier:
         if self.basic4_db is None:
             return Decision(UNRESOLVED, detail="store has no basic4 index")
         with self.env.begin() as txn:
-            link, value, why = unknown.identify(txn, self.basic4_db, self.engine.history_by_link,
-                                                birth, c.declaration, first, last)
+            link, value, why = unknown.identify(
+                txn, self.basic4_db, self.engine.history_by_link, birth, c.declaration, first, last
+            )
         if link is None or value is None:  # both or neither
             return Decision(UNRESOLVED, detail=why)
         return decide_identified(value, _visit_days(first, last, days))
@@ -729,8 +791,10 @@ class Verifier:
         return first, last, days
 
 
-WITHHELD = ("the claim goes to the insurer that covered the visit days, which the review body "
-            "re-routes it to (振替); a pre-submission check by number does not name it")
+WITHHELD = (
+    "the claim goes to the insurer that covered the visit days, which the review body "
+    "re-routes it to (振替); a pre-submission check by number does not name it"
+)
 
 
 def fill_verdict(v: claims_pb2.Verdict, d: Decision, points: int, *, facility: bool = False) -> None:
@@ -755,10 +819,16 @@ def fill_verdict(v: claims_pb2.Verdict, d: Decision, points: int, *, facility: b
                 v.detail = WITHHELD
                 continue
             q = history.unframe(entries[run.entry].payload)
-            v.segments.add(first_day=dates.to_proto(dates.from_day(run.first_day)),
-                           last_day=dates.to_proto(dates.from_day(run.last_day)),
-                           insurer_number=q.insurer_number, insurer_name=q.insurer_name,
-                           symbol=q.symbol, number=q.number, branch=q.branch, points=pts)
+            v.segments.add(
+                first_day=dates.to_proto(dates.from_day(run.first_day)),
+                last_day=dates.to_proto(dates.from_day(run.last_day)),
+                insurer_number=q.insurer_number,
+                insurer_name=q.insurer_name,
+                symbol=q.symbol,
+                number=q.number,
+                branch=q.branch,
+                points=pts,
+            )
 
 
 def ledger_row(c: claims_pb2.Claim, v: claims_pb2.Verdict, normalized: dict[str, str]) -> tuple[bytes, bytes, bytes]:
@@ -781,8 +851,9 @@ def ledger_row(c: claims_pb2.Claim, v: claims_pb2.Verdict, normalized: dict[str,
     return month_prefix(c.facility_code, a.year * 100 + a.month), c.claim_id.encode(), value
 
 
-def ledger_items(claims: Sequence[claims_pb2.Claim], response: claims_pb2.VerifyClaimsResponse,
-                 normalized: dict[str, str]) -> list[tuple[bytes, bytes, bytes]]:
+def ledger_items(
+    claims: Sequence[claims_pb2.Claim], response: claims_pb2.VerifyClaimsResponse, normalized: dict[str, str]
+) -> list[tuple[bytes, bytes, bytes]]:
     """Every claim's ledger row, in claim order (pack_ledger groups them)."""
     return [ledger_row(c, v, normalized) for c, v in zip(claims, response.verdicts, strict=True)]
 

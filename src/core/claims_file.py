@@ -22,20 +22,65 @@ EXIT_BAD_INPUT = 2
 EXIT_NO_ANSWER = 1
 BATCH = 5_000
 
-IN_COLUMNS = ("claim_id", "facility_code", "insurer_number", "symbol", "number", "branch", "birth_date",
-              "first_visit_date", "last_visit_date", "visit_days", "kind", "public_expense_numbers",
-              "high_cost", "points", "decl_name", "decl_name_kana", "decl_sex", "decl_address",
-              "decl_postcode", "decl_employer", "decl_insurer_name", "decl_insurer_number",
-              "decl_other_addresses")
+IN_COLUMNS = (
+    "claim_id",
+    "facility_code",
+    "insurer_number",
+    "symbol",
+    "number",
+    "branch",
+    "birth_date",
+    "first_visit_date",
+    "last_visit_date",
+    "visit_days",
+    "kind",
+    "public_expense_numbers",
+    "high_cost",
+    "points",
+    "decl_name",
+    "decl_name_kana",
+    "decl_sex",
+    "decl_address",
+    "decl_postcode",
+    "decl_employer",
+    "decl_insurer_name",
+    "decl_insurer_number",
+    "decl_other_addresses",
+)
 REQUIRED = ("claim_id", "insurer_number", "number", "birth_date", "first_visit_date")
-OUT_COLUMNS = ("claim_id", "outcome", "insurer_number", "symbol", "number", "branch", "segments",
-               "return_reason", "detail", "flags")
+OUT_COLUMNS = (
+    "claim_id",
+    "outcome",
+    "insurer_number",
+    "symbol",
+    "number",
+    "branch",
+    "segments",
+    "return_reason",
+    "detail",
+    "flags",
+)
 
-KINDS = {"": cpb.CLAIM_KIND_UNSPECIFIED, "medical": cpb.CLAIM_KIND_MEDICAL, "dental": cpb.CLAIM_KIND_DENTAL,
-         "pharmacy": cpb.CLAIM_KIND_PHARMACY, "医科": cpb.CLAIM_KIND_MEDICAL, "歯科": cpb.CLAIM_KIND_DENTAL,
-         "調剤": cpb.CLAIM_KIND_PHARMACY}
-SEXES = {"": qpb.SEX_UNSPECIFIED, "1": qpb.SEX_MALE, "2": qpb.SEX_FEMALE, "m": qpb.SEX_MALE, "f": qpb.SEX_FEMALE,
-         "male": qpb.SEX_MALE, "female": qpb.SEX_FEMALE, "男": qpb.SEX_MALE, "女": qpb.SEX_FEMALE}
+KINDS = {
+    "": cpb.CLAIM_KIND_UNSPECIFIED,
+    "medical": cpb.CLAIM_KIND_MEDICAL,
+    "dental": cpb.CLAIM_KIND_DENTAL,
+    "pharmacy": cpb.CLAIM_KIND_PHARMACY,
+    "医科": cpb.CLAIM_KIND_MEDICAL,
+    "歯科": cpb.CLAIM_KIND_DENTAL,
+    "調剤": cpb.CLAIM_KIND_PHARMACY,
+}
+SEXES = {
+    "": qpb.SEX_UNSPECIFIED,
+    "1": qpb.SEX_MALE,
+    "2": qpb.SEX_FEMALE,
+    "m": qpb.SEX_MALE,
+    "f": qpb.SEX_FEMALE,
+    "male": qpb.SEX_MALE,
+    "female": qpb.SEX_FEMALE,
+    "男": qpb.SEX_MALE,
+    "女": qpb.SEX_FEMALE,
+}
 TRUE = {"1", "true", "yes", "y"}
 
 
@@ -82,14 +127,26 @@ def parse_row(row: dict[str, str], line: int) -> cpb.Claim:
     except ValueError:
         raise BadRow(line, "points", "an integer") from None
     claim = cpb.Claim(
-        claim_id=row["claim_id"].strip(), facility_code=(row.get("facility_code") or "").strip(),
-        insurer_number=row["insurer_number"].strip(), symbol=(row.get("symbol") or "").strip(),
-        number=row["number"].strip(), branch=(row.get("branch") or "").strip(),
-        birth_date=_date(row, "birth_date", line), first_visit_date=first, last_visit_date=last,
-        visit_days=visit_days, kind=kind, public_expense_numbers=_split(row.get("public_expense_numbers")),
-        high_cost=(row.get("high_cost") or "").strip().lower() in TRUE, points=points)
-    decl = {k[5:]: (row.get(k) or "").strip() for k in IN_COLUMNS
-            if k.startswith("decl_") and k not in ("decl_sex", "decl_other_addresses")}
+        claim_id=row["claim_id"].strip(),
+        facility_code=(row.get("facility_code") or "").strip(),
+        insurer_number=row["insurer_number"].strip(),
+        symbol=(row.get("symbol") or "").strip(),
+        number=row["number"].strip(),
+        branch=(row.get("branch") or "").strip(),
+        birth_date=_date(row, "birth_date", line),
+        first_visit_date=first,
+        last_visit_date=last,
+        visit_days=visit_days,
+        kind=kind,
+        public_expense_numbers=_split(row.get("public_expense_numbers")),
+        high_cost=(row.get("high_cost") or "").strip().lower() in TRUE,
+        points=points,
+    )
+    decl = {
+        k[5:]: (row.get(k) or "").strip()
+        for k in IN_COLUMNS
+        if k.startswith("decl_") and k not in ("decl_sex", "decl_other_addresses")
+    }
     others = [a.strip() for a in (row.get("decl_other_addresses") or "").split("|") if a.strip()]
     sex = SEXES.get((row.get("decl_sex") or "").strip().lower())
     if sex is None:
@@ -124,9 +181,17 @@ def verdict_row(v: cpb.Verdict) -> list[str]:
     segments = ";".join(
         f"{s.insurer_number}/{s.symbol}/{s.number}/{s.branch} "
         f"{dates.from_proto(s.first_day).isoformat()}..{dates.from_proto(s.last_day).isoformat()} {s.points}"
-        for s in v.segments)
-    return [v.claim_id, outcome_name(v.outcome),
-            target.insurer_number if target else "", target.symbol if target else "",
-            target.number if target else "", target.branch if target else "", segments,
-            cpb.ReturnReason.Name(v.return_reason).removeprefix("RETURN_REASON_") if v.return_reason else "",
-            v.detail, ";".join(cpb.CertificateFlag.Name(f).removeprefix("CERTIFICATE_FLAG_") for f in v.flags)]
+        for s in v.segments
+    )
+    return [
+        v.claim_id,
+        outcome_name(v.outcome),
+        target.insurer_number if target else "",
+        target.symbol if target else "",
+        target.number if target else "",
+        target.branch if target else "",
+        segments,
+        cpb.ReturnReason.Name(v.return_reason).removeprefix("RETURN_REASON_") if v.return_reason else "",
+        v.detail,
+        ";".join(cpb.CertificateFlag.Name(f).removeprefix("CERTIFICATE_FLAG_") for f in v.flags),
+    ]

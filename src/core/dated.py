@@ -32,21 +32,38 @@ MIN_DAY = -(2**31)
 SCHOOL_AGE_RATIO = 30  # 義務教育就学後～70歳未満: 3割 (健康保険法 第74条)
 
 # What has a validity period (valid_from, valid_until): one kind at a time.
-_Cert = TypeVar("_Cert", qpb.ElderlyRecipientCertificate, qpb.LimitAmountCertificate,
-                qpb.SpecificDiseaseCertificate, qpb.PublicExpenseSubsidy)
-Certificate = (qpb.ElderlyRecipientCertificate | qpb.LimitAmountCertificate | qpb.SpecificDiseaseCertificate
-               | qpb.PublicExpenseSubsidy)
+_Cert = TypeVar(
+    "_Cert",
+    qpb.ElderlyRecipientCertificate,
+    qpb.LimitAmountCertificate,
+    qpb.SpecificDiseaseCertificate,
+    qpb.PublicExpenseSubsidy,
+)
+Certificate = (
+    qpb.ElderlyRecipientCertificate
+    | qpb.LimitAmountCertificate
+    | qpb.SpecificDiseaseCertificate
+    | qpb.PublicExpenseSubsidy
+)
 _Message = TypeVar("_Message", bound=Message)
 _Key = TypeVar("_Key", bound="SupportsRichComparison")
 
 # What changes with the day; everything else of a Qualification is static.
-_DATED_FIELDS = ("burden_ratio_percent", "preschool", "preschool_until", "elderly_recipient",
-                 "limit_amount", "specific_diseases", "subsidies")
+_DATED_FIELDS = (
+    "burden_ratio_percent",
+    "preschool",
+    "preschool_until",
+    "elderly_recipient",
+    "limit_amount",
+    "specific_diseases",
+    "subsidies",
+)
 
 
 @dataclass(slots=True)
 class Dated:
     """Everything the writer knows of one qualification."""
+
     qualification: qpb.Qualification  # the static fields (no person, no dated field)
     ratios: list[tuple[int, int]]  # (first day, percent), first days increasing
     preschool: bool = False
@@ -66,8 +83,14 @@ class Dated:
 
     def is_plain(self) -> bool:
         """Shows the same on every day: one view."""
-        return (len(self.ratios) == 1 and not self.preschool and not self.elderly and not self.limits
-                and not self.diseases and not self.subsidies)
+        return (
+            len(self.ratios) == 1
+            and not self.preschool
+            and not self.elderly
+            and not self.limits
+            and not self.diseases
+            and not self.subsidies
+        )
 
 
 def _static(q: qpb.Qualification) -> qpb.Qualification:
@@ -83,10 +106,14 @@ def of_qualification(q: qpb.Qualification) -> Dated:
     """A qualification as an insurer registers it: its ratio from acquisition on,
     its certificates and subsidies with their own validity periods."""
     return Dated(
-        _static(q), [(dates.proto_day(q.acquisition_date), q.burden_ratio_percent)], q.preschool,
+        _static(q),
+        [(dates.proto_day(q.acquisition_date), q.burden_ratio_percent)],
+        q.preschool,
         [_copy(q.elderly_recipient)] if q.HasField("elderly_recipient") else [],
         [_copy(q.limit_amount)] if q.HasField("limit_amount") else [],
-        [_copy(c) for c in q.specific_diseases], [_copy(s) for s in q.subsidies])
+        [_copy(c) for c in q.specific_diseases],
+        [_copy(s) for s in q.subsidies],
+    )
 
 
 def _copy(message: _Message) -> _Message:
@@ -96,6 +123,7 @@ def _copy(message: _Message) -> _Message:
 
 
 # --- validity of one certificate ------------------------------------------------
+
 
 def first_day(cert: Certificate) -> int:
     return dates.proto_day(cert.valid_from) if cert.HasField("valid_from") else MIN_DAY
@@ -125,6 +153,7 @@ def preschool_until(birth_day: int) -> int:
 
 
 # --- what is shown on a day --------------------------------------------------------
+
 
 def _rank(cert: Certificate) -> tuple[int, bytes]:
     """A later certificate supersedes; between two begun the same day, the
@@ -215,8 +244,13 @@ def dated_of(shown: list[tuple[int, qpb.Qualification]]) -> Dated:
     """The account `views` was cut from, given each view's first day and message
     (in order): views(dated_of(views(d))) == views(d)."""
     first_q = shown[0][1]
-    if len(shown) == 1 and not (first_q.preschool or first_q.HasField("elderly_recipient")
-                                or first_q.HasField("limit_amount") or first_q.specific_diseases or first_q.subsidies):
+    if len(shown) == 1 and not (
+        first_q.preschool
+        or first_q.HasField("elderly_recipient")
+        or first_q.HasField("limit_amount")
+        or first_q.specific_diseases
+        or first_q.subsidies
+    ):
         return Dated(_static(first_q), [(shown[0][0], first_q.burden_ratio_percent)])
     d = Dated(_static(first_q), [])
     seen: set[bytes] = set()
@@ -243,6 +277,7 @@ def dated_of(shown: list[tuple[int, qpb.Qualification]]) -> Dated:
 
 # --- insurers' changes ----------------------------------------------------------------
 
+
 def change_ratio(d: Dated, percent: int, from_day: int) -> None:
     """The ratio applies from `from_day` on (never before the acquisition)."""
     from_day = max(from_day, d.acquisition_day)
@@ -268,17 +303,22 @@ def _replace_kind(stored: list[_Cert], given: list[_Cert], default_start: int) -
     return _replace_from(stored, given, start)
 
 
-def _replace_keyed(stored: list[_Cert], given: list[_Cert], default_start: int,
-                   key: Callable[[_Cert], Hashable]) -> list[_Cert]:
+def _replace_keyed(
+    stored: list[_Cert], given: list[_Cert], default_start: int, key: Callable[[_Cert], Hashable]
+) -> list[_Cert]:
     out: list[_Cert] = []
     for k in dict.fromkeys([key(c) for c in stored] + [key(c) for c in given]):
         out += _replace_kind([c for c in stored if key(c) == k], [c for c in given if key(c) == k], default_start)
     return out
 
 
-def change_certificates(d: Dated, elderly: qpb.ElderlyRecipientCertificate | None,
-                        limit: qpb.LimitAmountCertificate | None,
-                        diseases: Iterable[qpb.SpecificDiseaseCertificate], default_start: int) -> None:
+def change_certificates(
+    d: Dated,
+    elderly: qpb.ElderlyRecipientCertificate | None,
+    limit: qpb.LimitAmountCertificate | None,
+    diseases: Iterable[qpb.SpecificDiseaseCertificate],
+    default_start: int,
+) -> None:
     """A certificates change: each kind it carries takes effect from its
     certificates' earliest valid_from; a kind it does not carry ends on
     `default_start` (its effective date, or the day it is applied)."""

@@ -44,8 +44,15 @@ def check_card(engine: Engine, card_serial: str, as_of: dt.date | None = None) -
     return engine.check_by_card(identifiers.card_serial_key(card_serial), day)
 
 
-def check_number(engine: Engine, insurer_number: str, symbol: str, number: str, branch: str,
-                 birth_date: dt.date, as_of: dt.date | None = None) -> bytes:
+def check_number(
+    engine: Engine,
+    insurer_number: str,
+    symbol: str,
+    number: str,
+    branch: str,
+    birth_date: dt.date,
+    as_of: dt.date | None = None,
+) -> bytes:
     day = dates.to_day(as_of) if as_of else dates.today_jst()
     key = identifiers.number_key(insurer_number, symbol, number, branch)
     return engine.check_by_number(key, dates.to_day(birth_date), day)

@@ -97,9 +97,11 @@ def bulk_load_residents(writer: Writer, residents: Iterable[tuple[int, pb.Reside
 
 # --- stateless validation ----------------------------------------------------
 
+
 @dataclass(slots=True)
 class Checked:
     """An update that passed stateless validation, with its normalised keys."""
+
     update: pb.EnrollmentUpdate
     insurer_number: str
     resident_id: str
@@ -137,8 +139,12 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
         v.append((exc.field, exc.description))
     else:
         if insurer not in insurers:
-            v.append(("insurer_number", "this stream may not write members of this insurer "
-                                        "(declared insurers: x-onshi-insurer metadata)"))
+            v.append(
+                (
+                    "insurer_number",
+                    "this stream may not write members of this insurer (declared insurers: x-onshi-insurer metadata)",
+                )
+            )
     resident_id = registry.normalize_resident_id(update.resident_id)
     if resident_id is None:
         v.append(("resident_id", f"must be {registry.RESIDENT_ID_LEN} digits"))
@@ -152,9 +158,14 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
     kind = update.WhichOneof("change") or ""
     number_key = b""
     if not kind:
-        v.append(("change", "one of acquisition, loss, dependent_addition, dependent_removal, "
-                            "burden_ratio_change, certificates_change, subsidies_change, "
-                            "basic_information_change is required"))
+        v.append(
+            (
+                "change",
+                "one of acquisition, loss, dependent_addition, dependent_removal, "
+                "burden_ratio_change, certificates_change, subsidies_change, "
+                "basic_information_change is required",
+            )
+        )
     elif kind in ADDING:
         q = getattr(update, kind).qualification
         prefix = _QUALIFICATION_PREFIX[kind]
@@ -189,17 +200,25 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
         number_key = _number_key(insurer, n.symbol, n.number, n.branch, _NUMBER_PREFIX[kind], v)
         if kind in ENDING:
             _check_date(change.loss_date, _LOSS_DATE[kind], v, required=True)
-            if change.loss_reason not in (qpb.LOSS_REASON_DEATH, qpb.LOSS_REASON_PUBLIC_ASSISTANCE,
-                                          qpb.LOSS_REASON_OTHER_INSURANCE, qpb.LOSS_REASON_OTHER):
+            if change.loss_reason not in (
+                qpb.LOSS_REASON_DEATH,
+                qpb.LOSS_REASON_PUBLIC_ASSISTANCE,
+                qpb.LOSS_REASON_OTHER_INSURANCE,
+                qpb.LOSS_REASON_OTHER,
+            ):
                 v.append((f"{kind}.loss_reason", "required: DEATH, PUBLIC_ASSISTANCE, OTHER_INSURANCE or OTHER"))
         elif kind == "burden_ratio_change":
             if change.burden_ratio_percent not in BURDEN_RATIOS:
                 v.append((f"{kind}.burden_ratio_percent", "must be 10, 20 or 30"))
             _check_date(change.effective_date, f"{kind}.effective_date", v)
         elif kind == "certificates_change":
-            _check_certificates(change.elderly_recipient if change.HasField("elderly_recipient") else None,
-                                change.limit_amount if change.HasField("limit_amount") else None,
-                                change.specific_diseases, kind, v)
+            _check_certificates(
+                change.elderly_recipient if change.HasField("elderly_recipient") else None,
+                change.limit_amount if change.HasField("limit_amount") else None,
+                change.specific_diseases,
+                kind,
+                v,
+            )
             _check_date(change.effective_date, f"{kind}.effective_date", v)
         elif kind == "subsidies_change":
             _check_subsidies(change.subsidies, f"{kind}.subsidies", v)
@@ -208,8 +227,16 @@ def check_update(update: pb.EnrollmentUpdate, insurers: frozenset[str]) -> Check
         _check_date(update.basic_information_change.effective_date, "basic_information_change.effective_date", v)
     if v:
         raise Invalid(v)
-    return Checked(update, insurer, resident_id or "", kind, number_key,
-                   insurer.encode() + SEP + update_id.encode(), person_bytes, update_id)
+    return Checked(
+        update,
+        insurer,
+        resident_id or "",
+        kind,
+        number_key,
+        insurer.encode() + SEP + update_id.encode(),
+        person_bytes,
+        update_id,
+    )
 
 
 _MAX_PERSON_VERDICTS = 1 << 16
@@ -233,8 +260,7 @@ def _insurer(text: str) -> str:
     return identifiers.normalize_insurer_number(text)
 
 
-def _number_key(insurer: str, symbol: str, number: str, branch: str, prefix: str,
-                v: list[tuple[str, str]]) -> bytes:
+def _number_key(insurer: str, symbol: str, number: str, branch: str, prefix: str, v: list[tuple[str, str]]) -> bytes:
     if not insurer:
         return b""
     try:
@@ -258,7 +284,10 @@ def _check_period(cert: dated.Certificate, prefix: str, v: list[tuple[str, str]]
     _check_date(cert.valid_from, f"{prefix}.valid_from", v, required=True)
     _check_date(cert.valid_until, f"{prefix}.valid_until", v)
     if cert.HasField("valid_until") and (cert.valid_until.year, cert.valid_until.month, cert.valid_until.day) < (
-            cert.valid_from.year, cert.valid_from.month, cert.valid_from.day):
+        cert.valid_from.year,
+        cert.valid_from.month,
+        cert.valid_from.day,
+    ):
         v.append((f"{prefix}.valid_until", "before valid_from"))
 
 
@@ -269,9 +298,13 @@ def _check_ratio(ratio: int, card_kind: int, field: str, v: list[tuple[str, str]
         v.append((field, "must be 10, 20 or 30 (100 for an eligibility certificate)"))
 
 
-def _check_certificates(elderly: qpb.ElderlyRecipientCertificate | None, limit: qpb.LimitAmountCertificate | None,
-                        diseases: Iterable[qpb.SpecificDiseaseCertificate], prefix: str,
-                        v: list[tuple[str, str]]) -> None:
+def _check_certificates(
+    elderly: qpb.ElderlyRecipientCertificate | None,
+    limit: qpb.LimitAmountCertificate | None,
+    diseases: Iterable[qpb.SpecificDiseaseCertificate],
+    prefix: str,
+    v: list[tuple[str, str]],
+) -> None:
     if elderly is not None:
         if elderly.burden_ratio_percent not in (10, 20, 30):
             v.append((f"{prefix}.elderly_recipient.burden_ratio_percent", "must be 10, 20 or 30"))
@@ -305,12 +338,16 @@ def _check_subsidies(subsidies: Iterable[qpb.PublicExpenseSubsidy], prefix: str,
 
 
 def rejected_ack(update_id: str, violations: list[tuple[str, str]]) -> pb.EnrollmentAck:
-    return pb.EnrollmentAck(update_id=update_id, outcome=REJECTED,
-                            field_violations=[pb.FieldViolation(field=f, description=d) for f, d in violations],
-                            message="; ".join(f"{f}: {d}" for f, d in violations))
+    return pb.EnrollmentAck(
+        update_id=update_id,
+        outcome=REJECTED,
+        field_violations=[pb.FieldViolation(field=f, description=d) for f, d in violations],
+        message="; ".join(f"{f}: {d}" for f, d in violations),
+    )
 
 
 # --- applying one update -------------------------------------------------------
+
 
 def apply_update(wtxn: WriteTxn, checked: Checked, now: float) -> pb.EnrollmentAck:
     """Steps 1-5 of the module docstring for one update; returns its ack."""
@@ -352,8 +389,7 @@ def accepted_ack_bytes(update_id: str) -> bytes:
 
 def frame_acks(acks: list[bytes]) -> bytes:
     """Serialized acks -> a serialized StreamUpdateBatchesResponse (field 1, repeated)."""
-    return b"".join([_ACK_FRAME[len(a)] + a if len(a) < 128 else b"\x0a" + history.varint(len(a)) + a
-                     for a in acks])
+    return b"".join([_ACK_FRAME[len(a)] + a if len(a) < 128 else b"\x0a" + history.varint(len(a)) + a for a in acks])
 
 
 _ACK_FRAME = [b"\x0a" + bytes((n,)) for n in range(128)]  # tag + one-byte length
@@ -380,29 +416,39 @@ class _Stored:
     def get(self) -> tuple[int | None, int | None, list[history.Row]]:
         if not self._read:
             self.link_id = link_of_resident(self.wtxn, self.resident_id)
-            self.birth_day, self.rows = (self.wtxn.history_rows(self.link_id) if self.link_id is not None
-                                         else (None, []))
+            self.birth_day, self.rows = self.wtxn.history_rows(self.link_id) if self.link_id is not None else (None, [])
             self._read = True
         return self.link_id, self.birth_day, self.rows
 
 
-def _registry_gate(wtxn: WriteTxn, checked: Checked, now: float,
-                   stored: _Stored | None = None) -> pb.EnrollmentAck | None:
+def _registry_gate(
+    wtxn: WriteTxn, checked: Checked, now: float, stored: _Stored | None = None
+) -> pb.EnrollmentAck | None:
     """QUARANTINED ack if the update may not apply yet, else None."""
     held = wtxn.first("quarantine_held", _held_prefix(checked))
     if held is not None:
         blocker = store.seq_of(held[0][-8:])
-        return quarantine(wtxn, checked.update, checked, [HELD_BEHIND],
-                          f"waits behind quarantined update {blocker} of the same resident", now)
+        return quarantine(
+            wtxn,
+            checked.update,
+            checked,
+            [HELD_BEHIND],
+            f"waits behind quarantined update {blocker} of the same resident",
+            now,
+        )
     reasons, message = gate_reasons(wtxn, checked, checked.update.person, checked.person_bytes or None, stored)
     if reasons:
         return quarantine(wtxn, checked.update, checked, reasons, message, now)
     return None
 
 
-def gate_reasons(wtxn: WriteTxn, checked: Checked, person: qpb.Person,
-                 person_bytes: bytes | None = None,
-                 stored: _Stored | None = None) -> tuple[list[pb.QuarantineReason], str]:
+def gate_reasons(
+    wtxn: WriteTxn,
+    checked: Checked,
+    person: qpb.Person,
+    person_bytes: bytes | None = None,
+    stored: _Stored | None = None,
+) -> tuple[list[pb.QuarantineReason], str]:
     """Why an update may not apply yet: a registration against the registry, a
     change of a registered qualification against that qualification."""
     if checked.kind in REGISTERING:
@@ -410,8 +456,9 @@ def gate_reasons(wtxn: WriteTxn, checked: Checked, person: qpb.Person,
     return qualification_reasons(stored or _Stored(wtxn, checked.resident_id), checked, person)
 
 
-def qualification_reasons(stored: _Stored, checked: Checked,
-                          person: qpb.Person) -> tuple[list[pb.QuarantineReason], str]:
+def qualification_reasons(
+    stored: _Stored, checked: Checked, person: qpb.Person
+) -> tuple[list[pb.QuarantineReason], str]:
     """A loss or an amendment names its qualification by resident and insured
     number; the facts that never change — birth date and sex — must be those
     registered with it (name and address may have moved on since). A number the
@@ -428,8 +475,10 @@ def qualification_reasons(stored: _Stored, checked: Checked,
         reasons.append(pb.QUARANTINE_REASON_SEX_MISMATCH)
     if not reasons:
         return [], ""
-    names = [pb.QuarantineReason.Name(r).removeprefix("QUARANTINE_REASON_").removesuffix("_MISMATCH").lower()
-             for r in reasons]
+    names = [
+        pb.QuarantineReason.Name(r).removeprefix("QUARANTINE_REASON_").removesuffix("_MISMATCH").lower()
+        for r in reasons
+    ]
     return reasons, "does not match the qualification it changes: " + ", ".join(names)
 
 
@@ -439,20 +488,25 @@ def _birth_and_sex(person_bytes: bytes) -> tuple[tuple[int, int, int], int]:
     return (p.birth_date.year, p.birth_date.month, p.birth_date.day), p.sex
 
 
-def registry_reasons(wtxn: WriteTxn, resident_id: str, person: qpb.Person,
-                     person_bytes: bytes | None = None) -> tuple[list[pb.QuarantineReason], str]:
+def registry_reasons(
+    wtxn: WriteTxn, resident_id: str, person: qpb.Person, person_bytes: bytes | None = None
+) -> tuple[list[pb.QuarantineReason], str]:
     raw = wtxn.get("registry", resident_id.encode())
     if raw is None:
         return [pb.QUARANTINE_REASON_RESIDENT_UNKNOWN], "resident ID not in the registry"
     reasons = registry.stored_mismatches(raw, person, person_bytes)
     if not reasons:
         return reasons, ""
-    names = [pb.QuarantineReason.Name(r).removeprefix("QUARANTINE_REASON_").removesuffix("_MISMATCH").lower() for r in reasons]
+    names = [
+        pb.QuarantineReason.Name(r).removeprefix("QUARANTINE_REASON_").removesuffix("_MISMATCH").lower()
+        for r in reasons
+    ]
     return reasons, "basic information does not match the registry: " + ", ".join(names)
 
 
-def loose_matches(wtxn: WriteTxn, resident_id: str, person: qpb.Person,
-                  person_bytes: bytes | None = None) -> list[pb.LooseMatch]:
+def loose_matches(
+    wtxn: WriteTxn, resident_id: str, person: qpb.Person, person_bytes: bytes | None = None
+) -> list[pb.LooseMatch]:
     """The fields that matched the resident's record only by a loose rule (none
     when the person does not match at all): kept in the ACCEPTED ack for the
     insurer's clerk. The verdict is the one registry_reasons just made (cached)."""
@@ -473,19 +527,29 @@ def _timestamp(now: float) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def quarantine(wtxn: WriteTxn, update: pb.EnrollmentUpdate, checked: Checked, reasons: list[pb.QuarantineReason],
-               message: str, now: float) -> pb.EnrollmentAck:
+def quarantine(
+    wtxn: WriteTxn,
+    update: pb.EnrollmentUpdate,
+    checked: Checked,
+    reasons: list[pb.QuarantineReason],
+    message: str,
+    now: float,
+) -> pb.EnrollmentAck:
     qid = wtxn.next_sequence(b"quarantine")
-    entry = pb.QuarantinedUpdate(quarantine_id=qid, update=update, reasons=reasons, message=message,
-                                 received_time=_timestamp(now))
+    entry = pb.QuarantinedUpdate(
+        quarantine_id=qid, update=update, reasons=reasons, message=message, received_time=_timestamp(now)
+    )
     record = registry.get(wtxn, checked.resident_id)
     if record is not None:
         entry.registry_record.CopyFrom(record)
     wtxn.put("quarantine", store.seq_key(qid), entry.SerializeToString(deterministic=True))
-    wtxn.put("quarantine_open", checked.insurer_number.encode() + SEP + store.seq_key(qid), checked.resident_id.encode())
+    wtxn.put(
+        "quarantine_open", checked.insurer_number.encode() + SEP + store.seq_key(qid), checked.resident_id.encode()
+    )
     wtxn.put("quarantine_held", _held_prefix(checked) + store.seq_key(qid), b"")
-    return pb.EnrollmentAck(update_id=update.update_id, outcome=QUARANTINED, quarantine_id=qid,
-                            quarantine_reasons=reasons, message=message)
+    return pb.EnrollmentAck(
+        update_id=update.update_id, outcome=QUARANTINED, quarantine_id=qid, quarantine_reasons=reasons, message=message
+    )
 
 
 def _own_numbers(checked: Checked) -> bytes:
@@ -521,8 +585,9 @@ def apply_day(now: float) -> int:
     return int((now + 9 * 3600) // 86400)
 
 
-def _effective(change: pb.BurdenRatioChange | pb.CertificatesChange | pb.SubsidiesChange
-               | pb.BasicInformationChange, now: float) -> int:
+def _effective(
+    change: pb.BurdenRatioChange | pb.CertificatesChange | pb.SubsidiesChange | pb.BasicInformationChange, now: float
+) -> int:
     return _day(change.effective_date) if change.HasField("effective_date") else apply_day(now)
 
 
@@ -560,8 +625,9 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float, stored: _Stored)
         new_acq = _day(source.acquisition_date)
         for row in rows:  # a row's loss day is NEVER while open
             if row.number_key == checked.number_key and row.loss_day > new_acq:
-                return reject(f"{prefix}.acquisition_date",
-                              "this person already holds this insured number on that date")
+                return reject(
+                    f"{prefix}.acquisition_date", "this person already holds this insured number on that date"
+                )
         if len(rows) >= history.MAX_QUALIFICATIONS:
             return reject(prefix, "too many qualifications for one person")
         q = qpb.Qualification()
@@ -577,12 +643,15 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float, stored: _Stored)
             if row.loss_day != dates.NEVER or row.number_key.startswith(own):
                 continue
             other = history.qualification(row)
-            notices.append(pb.InsurerNotice(
-                insurer_number=other.insurer_number,
-                insured_number=pb.InsuredNumber(symbol=other.symbol, number=other.number, branch=other.branch),
-                new_insurer_number=checked.insurer_number,
-                new_acquisition_date=source.acquisition_date,
-                created_time=_timestamp(now)))
+            notices.append(
+                pb.InsurerNotice(
+                    insurer_number=other.insurer_number,
+                    insured_number=pb.InsuredNumber(symbol=other.symbol, number=other.number, branch=other.branch),
+                    new_insurer_number=checked.insurer_number,
+                    new_acquisition_date=source.acquisition_date,
+                    created_time=_timestamp(now),
+                )
+            )
         timeline = persons.add(timeline or [], new_acq, person_bytes)
         birth_day = _day(update.person.birth_date) if birth_day is None else birth_day
         rows.append(history.encode_row(q, person_bytes, birth_day, checked.number_key))
@@ -625,9 +694,13 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float, stored: _Stored)
         elif kind == "burden_ratio_change":
             dated.change_ratio(changed, change.burden_ratio_percent, _effective(change, now))
         elif kind == "certificates_change":
-            dated.change_certificates(changed, change.elderly_recipient if change.HasField("elderly_recipient") else None,
-                                      change.limit_amount if change.HasField("limit_amount") else None,
-                                      change.specific_diseases, _effective(change, now))
+            dated.change_certificates(
+                changed,
+                change.elderly_recipient if change.HasField("elderly_recipient") else None,
+                change.limit_amount if change.HasField("limit_amount") else None,
+                change.specific_diseases,
+                _effective(change, now),
+            )
         elif kind == "subsidies_change":
             dated.change_subsidies(changed, change.subsidies, _effective(change, now))
         # the number and the person never change here
@@ -644,8 +717,9 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float, stored: _Stored)
         birth_day = _day(persons.person(current).birth_date)
         wtxn.put_persons(link_id, timeline, old=old_timeline or [])
     assert birth_day is not None  # an acquisition gives one; any other change needs rows, which have one
-    wtxn.put_rows(link_id, birth_day, rows, old_keys=old_keys,
-                  unowned=checked.number_key if kind in ADDING else None)  # its owner was checked above
+    wtxn.put_rows(
+        link_id, birth_day, rows, old_keys=old_keys, unowned=checked.number_key if kind in ADDING else None
+    )  # its owner was checked above
     for notice in notices:
         notice.notice_id = wtxn.next_sequence(b"notice")
         wtxn.put("notice", store.seq_key(notice.notice_id), notice.SerializeToString(deterministic=True))
@@ -654,6 +728,7 @@ def _apply_change(wtxn: WriteTxn, checked: Checked, now: float, stored: _Stored)
 
 
 # --- quarantine resolution ------------------------------------------------------
+
 
 class Refused(Exception):
     """A request the store state refuses; `code` is the gRPC status code name."""
@@ -678,8 +753,9 @@ def _close(wtxn: WriteTxn, entry: pb.QuarantinedUpdate, checked: Checked, ack: p
     wtxn.put("applied", checked.applied_key, ack.SerializeToString(deterministic=True))
 
 
-def _try_apply(wtxn: WriteTxn, entry: pb.QuarantinedUpdate, update: pb.EnrollmentUpdate,
-               now: float) -> pb.EnrollmentAck:
+def _try_apply(
+    wtxn: WriteTxn, entry: pb.QuarantinedUpdate, update: pb.EnrollmentUpdate, now: float
+) -> pb.EnrollmentAck:
     """Re-run the registry check and the change for a quarantined update."""
     checked = _checked_of(entry, update)
     reasons, message = gate_reasons(wtxn, checked, update.person)
@@ -693,8 +769,13 @@ def _try_apply(wtxn: WriteTxn, entry: pb.QuarantinedUpdate, update: pb.Enrollmen
         if record is not None:
             entry.registry_record.CopyFrom(record)
         wtxn.put("quarantine", store.seq_key(entry.quarantine_id), entry.SerializeToString(deterministic=True))
-        return pb.EnrollmentAck(update_id=update.update_id, outcome=QUARANTINED, quarantine_id=entry.quarantine_id,
-                                quarantine_reasons=reasons, message=message)
+        return pb.EnrollmentAck(
+            update_id=update.update_id,
+            outcome=QUARANTINED,
+            quarantine_id=entry.quarantine_id,
+            quarantine_reasons=reasons,
+            message=message,
+        )
     ack = apply_change(wtxn, checked, now)
     ack.quarantine_id = entry.quarantine_id
     if ack.outcome == ACCEPTED and checked.kind in REGISTERING:
@@ -703,8 +784,9 @@ def _try_apply(wtxn: WriteTxn, entry: pb.QuarantinedUpdate, update: pb.Enrollmen
     return ack
 
 
-def resolve(wtxn: WriteTxn, request: pb.ResolveQuarantineRequest, insurers: frozenset[str],
-            now: float) -> pb.ResolveQuarantineResponse:
+def resolve(
+    wtxn: WriteTxn, request: pb.ResolveQuarantineRequest, insurers: frozenset[str], now: float
+) -> pb.ResolveQuarantineResponse:
     raw = wtxn.get("quarantine", store.seq_key(request.quarantine_id))
     if raw is None:
         raise Refused("NOT_FOUND", f"no quarantined update {request.quarantine_id}")
@@ -716,12 +798,18 @@ def resolve(wtxn: WriteTxn, request: pb.ResolveQuarantineRequest, insurers: froz
         raise Refused("FAILED_PRECONDITION", f"quarantined update {entry.quarantine_id} is already resolved")
     first_held = next(wtxn.scan("quarantine_held", _held_prefix(checked)))
     if store.seq_of(first_held[0][-8:]) != entry.quarantine_id:
-        raise Refused("FAILED_PRECONDITION",
-                      f"resolve quarantined update {store.seq_of(first_held[0][-8:])} of this resident first")
+        raise Refused(
+            "FAILED_PRECONDITION",
+            f"resolve quarantined update {store.seq_of(first_held[0][-8:])} of this resident first",
+        )
     response = pb.ResolveQuarantineResponse()
     if request.resolution == pb.RESOLUTION_DISCARD:
-        ack = pb.EnrollmentAck(update_id=entry.update.update_id, outcome=DISCARDED,
-                               quarantine_id=entry.quarantine_id, message=request.reason.strip())
+        ack = pb.EnrollmentAck(
+            update_id=entry.update.update_id,
+            outcome=DISCARDED,
+            quarantine_id=entry.quarantine_id,
+            message=request.reason.strip(),
+        )
         _close(wtxn, entry, checked, ack)
     else:
         update = pb.EnrollmentUpdate()
@@ -750,8 +838,9 @@ def _indexed(wtxn: WriteTxn, db: str, key: bytes) -> bytes:
     return raw
 
 
-def _open_entries(wtxn: WriteTxn, index: str, db: str, message: type[_Entry], insurers: list[str],
-                  after: int) -> list[_Entry]:
+def _open_entries(
+    wtxn: WriteTxn, index: str, db: str, message: type[_Entry], insurers: list[str], after: int
+) -> list[_Entry]:
     """The insurers' open entries numbered after `after`, from index `index`
     (insurer SEP seq) into `db` (seq -> message); quarantine and notices alike."""
     out = []
@@ -779,6 +868,7 @@ def list_quarantine(wtxn: WriteTxn, insurers: list[str], after: int, limit: int)
 
 # --- notices to insurers ----------------------------------------------------------
 
+
 def list_notices(wtxn: WriteTxn, insurers: list[str], after: int, limit: int) -> list[pb.InsurerNotice]:
     out = _open_entries(wtxn, "notice_open", "notice", pb.InsurerNotice, insurers, after)
     out.sort(key=lambda n: n.notice_id)
@@ -794,12 +884,14 @@ def acknowledge_notices(wtxn: WriteTxn, notice_ids: list[int], insurers: frozens
             continue
         notice = pb.InsurerNotice.FromString(raw)
         if notice.insurer_number in insurers and wtxn.delete(
-                "notice_open", notice.insurer_number.encode() + SEP + store.seq_key(notice_id)):
+            "notice_open", notice.insurer_number.encode() + SEP + store.seq_key(notice_id)
+        ):
             done += 1
     return done
 
 
 # --- initial linking (初回紐づけ) ---------------------------------------------------
+
 
 def link_card(wtxn: WriteTxn, request: pb.LinkCardRequest, now: float) -> pb.LinkCardResponse:
     """Link a card serial to the person holding the insured number. Raises Refused."""
@@ -840,14 +932,25 @@ def link_card(wtxn: WriteTxn, request: pb.LinkCardRequest, now: float) -> pb.Lin
     replaced = wtxn.link_card(serial_key, link_id)
     notice_id = wtxn.next_sequence(b"link_notice")
     stamp = _timestamp(now)
-    notice = pb.LinkNotice(link_notice_id=notice_id, resident_id=resident_id,
-                           card_serial=identifiers.card_serial_text(serial_key),
-                           insurer_number=identifiers.normalize_insurer_number(request.insurer_number),
-                           insured_number=request.insured_number, linked_time=stamp, consent_time=stamp)
-    wtxn.put("link_notice", resident_id.encode() + SEP + store.seq_key(notice_id), notice.SerializeToString(deterministic=True))
-    return pb.LinkCardResponse(link_notice_id=notice_id,
-                               replaced_card_serial=identifiers.card_serial_text(replaced) if replaced else "",
-                               loose_matches=loose_matches(wtxn, resident_id, request.person))
+    notice = pb.LinkNotice(
+        link_notice_id=notice_id,
+        resident_id=resident_id,
+        card_serial=identifiers.card_serial_text(serial_key),
+        insurer_number=identifiers.normalize_insurer_number(request.insurer_number),
+        insured_number=request.insured_number,
+        linked_time=stamp,
+        consent_time=stamp,
+    )
+    wtxn.put(
+        "link_notice",
+        resident_id.encode() + SEP + store.seq_key(notice_id),
+        notice.SerializeToString(deterministic=True),
+    )
+    return pb.LinkCardResponse(
+        link_notice_id=notice_id,
+        replaced_card_serial=identifiers.card_serial_text(replaced) if replaced else "",
+        loose_matches=loose_matches(wtxn, resident_id, request.person),
+    )
 
 
 def list_link_notices(wtxn: WriteTxn, resident_id: str) -> list[pb.LinkNotice]:

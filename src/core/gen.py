@@ -72,41 +72,143 @@ DEPENDENT = pb.RELATIONSHIP_DEPENDENT
 # (kanji, kana, weight). Variants outside JIS X 0208: 髙 U+9AD9, 𠮷 U+20BB7 (outside
 # the BMP), 﨑 U+FA11, 濵 U+6FF5, 德 U+5FB7, and IVS sequences (base + U+E0100).
 SURNAMES = (
-    ("佐藤", "サトウ", 190), ("鈴木", "スズキ", 180), ("高橋", "タカハシ", 140), ("田中", "タナカ", 130),
-    ("伊藤", "イトウ", 110), ("渡辺", "ワタナベ", 110), ("山本", "ヤマモト", 110), ("中村", "ナカムラ", 105),
-    ("小林", "コバヤシ", 100), ("加藤", "カトウ", 90), ("吉田", "ヨシダ", 85), ("山田", "ヤマダ", 80),
-    ("佐々木", "ササキ", 70), ("山口", "ヤマグチ", 65), ("松本", "マツモト", 65), ("井上", "イノウエ", 60),
-    ("木村", "キムラ", 60), ("林", "ハヤシ", 55), ("斎藤", "サイトウ", 55), ("清水", "シミズ", 55),
-    ("山崎", "ヤマザキ", 50), ("森", "モリ", 50), ("池田", "イケダ", 50), ("橋本", "ハシモト", 50),
-    ("阿部", "アベ", 50), ("石川", "イシカワ", 45), ("山下", "ヤマシタ", 45), ("中島", "ナカジマ", 45),
-    ("石井", "イシイ", 40), ("小川", "オガワ", 40), ("前田", "マエダ", 40), ("岡田", "オカダ", 40),
-    ("長谷川", "ハセガワ", 40), ("藤田", "フジタ", 40), ("後藤", "ゴトウ", 40), ("近藤", "コンドウ", 40),
-    ("村上", "ムラカミ", 35), ("遠藤", "エンドウ", 35), ("青木", "アオキ", 35), ("坂本", "サカモト", 35),
-    ("斉藤", "サイトウ", 30), ("福田", "フクダ", 30), ("太田", "オオタ", 30), ("西村", "ニシムラ", 30),
-    ("藤井", "フジイ", 30), ("金子", "カネコ", 30), ("岡本", "オカモト", 30), ("藤原", "フジワラ", 30),
-    ("中野", "ナカノ", 25), ("三浦", "ミウラ", 25), ("原田", "ハラダ", 25), ("中川", "ナカガワ", 25),
-    ("松田", "マツダ", 25), ("竹内", "タケウチ", 25), ("小野", "オノ", 25), ("田村", "タムラ", 25),
-    ("渡邊", "ワタナベ", 15), ("渡邉", "ワタナベ", 15), ("齋藤", "サイトウ", 15), ("宮崎", "ミヤザキ", 20),
-    ("髙橋", "タカハシ", 12), ("𠮷田", "ヨシダ", 10), ("山﨑", "ヤマザキ", 10), ("濵田", "ハマダ", 6),
-    ("德永", "トクナガ", 5), ("葛\U000e0100西", "カサイ", 5), ("辻\U000e0100本", "ツジモト", 5), ("髙木", "タカギ", 6),
+    ("佐藤", "サトウ", 190),
+    ("鈴木", "スズキ", 180),
+    ("高橋", "タカハシ", 140),
+    ("田中", "タナカ", 130),
+    ("伊藤", "イトウ", 110),
+    ("渡辺", "ワタナベ", 110),
+    ("山本", "ヤマモト", 110),
+    ("中村", "ナカムラ", 105),
+    ("小林", "コバヤシ", 100),
+    ("加藤", "カトウ", 90),
+    ("吉田", "ヨシダ", 85),
+    ("山田", "ヤマダ", 80),
+    ("佐々木", "ササキ", 70),
+    ("山口", "ヤマグチ", 65),
+    ("松本", "マツモト", 65),
+    ("井上", "イノウエ", 60),
+    ("木村", "キムラ", 60),
+    ("林", "ハヤシ", 55),
+    ("斎藤", "サイトウ", 55),
+    ("清水", "シミズ", 55),
+    ("山崎", "ヤマザキ", 50),
+    ("森", "モリ", 50),
+    ("池田", "イケダ", 50),
+    ("橋本", "ハシモト", 50),
+    ("阿部", "アベ", 50),
+    ("石川", "イシカワ", 45),
+    ("山下", "ヤマシタ", 45),
+    ("中島", "ナカジマ", 45),
+    ("石井", "イシイ", 40),
+    ("小川", "オガワ", 40),
+    ("前田", "マエダ", 40),
+    ("岡田", "オカダ", 40),
+    ("長谷川", "ハセガワ", 40),
+    ("藤田", "フジタ", 40),
+    ("後藤", "ゴトウ", 40),
+    ("近藤", "コンドウ", 40),
+    ("村上", "ムラカミ", 35),
+    ("遠藤", "エンドウ", 35),
+    ("青木", "アオキ", 35),
+    ("坂本", "サカモト", 35),
+    ("斉藤", "サイトウ", 30),
+    ("福田", "フクダ", 30),
+    ("太田", "オオタ", 30),
+    ("西村", "ニシムラ", 30),
+    ("藤井", "フジイ", 30),
+    ("金子", "カネコ", 30),
+    ("岡本", "オカモト", 30),
+    ("藤原", "フジワラ", 30),
+    ("中野", "ナカノ", 25),
+    ("三浦", "ミウラ", 25),
+    ("原田", "ハラダ", 25),
+    ("中川", "ナカガワ", 25),
+    ("松田", "マツダ", 25),
+    ("竹内", "タケウチ", 25),
+    ("小野", "オノ", 25),
+    ("田村", "タムラ", 25),
+    ("渡邊", "ワタナベ", 15),
+    ("渡邉", "ワタナベ", 15),
+    ("齋藤", "サイトウ", 15),
+    ("宮崎", "ミヤザキ", 20),
+    ("髙橋", "タカハシ", 12),
+    ("𠮷田", "ヨシダ", 10),
+    ("山﨑", "ヤマザキ", 10),
+    ("濵田", "ハマダ", 6),
+    ("德永", "トクナガ", 5),
+    ("葛\U000e0100西", "カサイ", 5),
+    ("辻\U000e0100本", "ツジモト", 5),
+    ("髙木", "タカギ", 6),
     ("𠮷川", "ヨシカワ", 5),
 )
 # Given names by generation (born before 1975 / after), as registered then.
 MALE_NAMES = (
-    (("太郎", "タロウ"), ("一郎", "イチロウ"), ("浩", "ヒロシ"), ("誠", "マコト"), ("隆", "タカシ"),
-     ("健一", "ケンイチ"), ("修", "オサム"), ("茂", "シゲル"), ("清", "キヨシ"), ("勇", "イサム"),
-     ("博", "ヒロシ"), ("正雄", "マサオ"), ("和夫", "カズオ"), ("秀樹", "ヒデキ"), ("實", "ミノル")),
-    (("健太", "ケンタ"), ("翔太", "ショウタ"), ("大輔", "ダイスケ"), ("拓也", "タクヤ"), ("直樹", "ナオキ"),
-     ("蓮", "レン"), ("陽翔", "ハルト"), ("湊", "ミナト"), ("悠真", "ユウマ"), ("大翔", "ヒロト"),
-     ("祐介", "ユウスケ"), ("涼", "リョウ"), ("翼", "ツバサ"), ("颯", "ハヤテ")),
+    (
+        ("太郎", "タロウ"),
+        ("一郎", "イチロウ"),
+        ("浩", "ヒロシ"),
+        ("誠", "マコト"),
+        ("隆", "タカシ"),
+        ("健一", "ケンイチ"),
+        ("修", "オサム"),
+        ("茂", "シゲル"),
+        ("清", "キヨシ"),
+        ("勇", "イサム"),
+        ("博", "ヒロシ"),
+        ("正雄", "マサオ"),
+        ("和夫", "カズオ"),
+        ("秀樹", "ヒデキ"),
+        ("實", "ミノル"),
+    ),
+    (
+        ("健太", "ケンタ"),
+        ("翔太", "ショウタ"),
+        ("大輔", "ダイスケ"),
+        ("拓也", "タクヤ"),
+        ("直樹", "ナオキ"),
+        ("蓮", "レン"),
+        ("陽翔", "ハルト"),
+        ("湊", "ミナト"),
+        ("悠真", "ユウマ"),
+        ("大翔", "ヒロト"),
+        ("祐介", "ユウスケ"),
+        ("涼", "リョウ"),
+        ("翼", "ツバサ"),
+        ("颯", "ハヤテ"),
+    ),
 )
 FEMALE_NAMES = (
-    (("花子", "ハナコ"), ("陽子", "ヨウコ"), ("恵子", "ケイコ"), ("幸子", "サチコ"), ("和子", "カズコ"),
-     ("洋子", "ヨウコ"), ("裕子", "ユウコ"), ("真由美", "マユミ"), ("直美", "ナオミ"), ("久美子", "クミコ"),
-     ("節子", "セツコ"), ("千代", "チヨ"), ("ハル", "ハル"), ("トメ", "トメ")),
-    (("美穂", "ミホ"), ("愛", "アイ"), ("彩", "アヤ"), ("結衣", "ユイ"), ("陽菜", "ヒナ"), ("凛", "リン"),
-     ("葵", "アオイ"), ("芽依", "メイ"), ("さくら", "サクラ"), ("美咲", "ミサキ"), ("琴音", "コトネ"),
-     ("紬", "ツムギ")),
+    (
+        ("花子", "ハナコ"),
+        ("陽子", "ヨウコ"),
+        ("恵子", "ケイコ"),
+        ("幸子", "サチコ"),
+        ("和子", "カズコ"),
+        ("洋子", "ヨウコ"),
+        ("裕子", "ユウコ"),
+        ("真由美", "マユミ"),
+        ("直美", "ナオミ"),
+        ("久美子", "クミコ"),
+        ("節子", "セツコ"),
+        ("千代", "チヨ"),
+        ("ハル", "ハル"),
+        ("トメ", "トメ"),
+    ),
+    (
+        ("美穂", "ミホ"),
+        ("愛", "アイ"),
+        ("彩", "アヤ"),
+        ("結衣", "ユイ"),
+        ("陽菜", "ヒナ"),
+        ("凛", "リン"),
+        ("葵", "アオイ"),
+        ("芽依", "メイ"),
+        ("さくら", "サクラ"),
+        ("美咲", "ミサキ"),
+        ("琴音", "コトネ"),
+        ("紬", "ツムギ"),
+    ),
 )
 # Rarer given names outside JIS X 0208 (drawn with probability RARE_GIVEN).
 RARE_GIVEN = 0.004
@@ -135,6 +237,7 @@ SUBSIDIES: tuple[tuple[str, str, int, tuple[int, ...]], ...] = (
 @dataclass(slots=True)
 class Entry:
     """One qualification while it is being built (day numbers, not protobuf)."""
+
     insurer: ins.Insurer
     symbol: str
     number: str
@@ -182,6 +285,7 @@ class Summary:
 
 # --- date helpers ----------------------------------------------------------------
 
+
 def add_years(d: dt.date, years: int) -> dt.date:
     try:
         return d.replace(year=d.year + years)
@@ -221,6 +325,7 @@ def fiscal_end(day: int) -> int:
 
 # --- the generator ---------------------------------------------------------------
 
+
 class Population:
     def __init__(self, seed: int):
         self.rng = random.Random(seed)
@@ -250,10 +355,25 @@ class Population:
         self._next_household: dict[str, int] = {}
         self._dates: dict[int, date_pb2.Date] = {}
         self._payers: dict[tuple[str, int, str], str] = {}
-        self.counts = {k: 0 for k in ("dependents", "job_changes", "late_elderly_moves", "deaths",
-                                      "public_assistance", "other_losses", "dual_enrollment",
-                                      "elderly_recipient", "limit_amount", "specific_disease",
-                                      "subsidies", "preschool", "non_jis_names", "no_card")}
+        self.counts = {
+            k: 0
+            for k in (
+                "dependents",
+                "job_changes",
+                "late_elderly_moves",
+                "deaths",
+                "public_assistance",
+                "other_losses",
+                "dual_enrollment",
+                "elderly_recipient",
+                "limit_amount",
+                "specific_disease",
+                "subsidies",
+                "preschool",
+                "non_jis_names",
+                "no_card",
+            )
+        }
 
     # -- allocation of 記号/番号 ------------------------------------------------------
     def household_number(self, insurer: ins.Insurer) -> tuple[str, str]:
@@ -345,8 +465,11 @@ class Population:
         addr, postcode = self.address(muni)
         surname = self.surname()
         scenario = FIXED_SCENARIOS[index] if index < len(FIXED_SCENARIOS) else None
-        r = rng.random() if scenario is None else {"elderly": 0.05, "dual": 0.05, "death": 0.05,
-                                                    "nhi": 0.3, "assistance": 0.3}.get(scenario, 0.9)
+        r = (
+            rng.random()
+            if scenario is None
+            else {"elderly": 0.05, "dual": 0.05, "death": 0.05, "nhi": 0.3, "assistance": 0.3}.get(scenario, 0.9)
+        )
         if r < 0.2:
             members = self.elderly_household(surname, muni, scenario)
         elif r < 0.43:
@@ -355,8 +478,9 @@ class Population:
             members = self.employee_household(surname, muni, scenario)
         return members, muni, addr, postcode
 
-    def employee_household(self, surname: tuple[str, str], muni: ins.Municipality,
-                           scenario: str | None) -> list[Member]:
+    def employee_household(
+        self, surname: tuple[str, str], muni: ins.Municipality, scenario: str | None
+    ) -> list[Member]:
         rng = self.rng
         age = self.ri(22, 70) if scenario is None else 40
         if scenario is None and rng.random() < 0.03:
@@ -369,8 +493,9 @@ class Population:
         if 25 <= age <= 60:
             kids = self.pick((0, 0, 0, 0, 1, 1, 2, 2, 3)) if scenario is None else 2
             for _ in range(kids):
-                members.append(self.member(surname, self.pick((pb.SEX_MALE, pb.SEX_FEMALE)),
-                                           self.ri(0, min(23, age - 21))))
+                members.append(
+                    self.member(surname, self.pick((pb.SEX_MALE, pb.SEX_FEMALE)), self.ri(0, min(23, age - 21)))
+                )
         # The insured's periods of employment, newest first, then in date order.
         periods = self.career(head, self.employer(muni), muni, force_change=scenario == "job_change")
         for i, m in enumerate(members):
@@ -382,8 +507,9 @@ class Population:
                 if m is not head and p.insurer.scheme in (ins.NHI, ins.NHI_UNION):
                     continue  # a 国保 spell between jobs: dependents are not followed there (kept simple)
                 relationship = INSURED if m is head else DEPENDENT
-                m.entries.append(Entry(p.insurer, p.symbol, p.number, branch, relationship, acq,
-                                       p.loss, p.reason, p.card_kind))
+                m.entries.append(
+                    Entry(p.insurer, p.symbol, p.number, branch, relationship, acq, p.loss, p.reason, p.card_kind)
+                )
             if m is not head and m.entries:
                 self.counts["dependents"] += 1
         self.move_at_75(head, muni)
@@ -406,8 +532,9 @@ class Population:
             self.die(m, R - self.ri(1, 900))
         return members
 
-    def career(self, head: Member, employer: ins.Insurer, muni: ins.Municipality,
-               force_change: bool = False) -> list[Entry]:
+    def career(
+        self, head: Member, employer: ins.Insurer, muni: ins.Municipality, force_change: bool = False
+    ) -> list[Entry]:
         rng = self.rng
         start_min = birthday_day(head.birth, 22)
         start = max(start_min + 1, R - self.ri(1, 15 * 365))
@@ -429,8 +556,10 @@ class Population:
                 acq = loss - self.ri(30, 400)
                 if acq <= start_min:
                     break
-                periods.insert(0, Entry(muni.nhi, sym, num, "00", INSURED, acq, loss, OTHER_INSURANCE,
-                                        pb.CARD_KIND_NATIONAL_HEALTH))
+                periods.insert(
+                    0,
+                    Entry(muni.nhi, sym, num, "00", INSURED, acq, loss, OTHER_INSURANCE, pb.CARD_KIND_NATIONAL_HEALTH),
+                )
                 nxt = periods[0]
             loss = nxt.acq if r < 0.7 else nxt.acq - 1  # new acquisition the same or the next day
             acq = loss - self.ri(200, 8 * 365)
@@ -438,14 +567,25 @@ class Population:
                 break
             prev = self.employer(muni)
             sym, num = self.household_number(prev)
-            periods.insert(0, Entry(prev, sym, num, "00", INSURED, acq, loss, OTHER_INSURANCE,
-                                    pb.CARD_KIND_SEAMEN if prev.scheme == ins.SEAMEN else pb.CARD_KIND_EMPLOYEE))
+            periods.insert(
+                0,
+                Entry(
+                    prev,
+                    sym,
+                    num,
+                    "00",
+                    INSURED,
+                    acq,
+                    loss,
+                    OTHER_INSURANCE,
+                    pb.CARD_KIND_SEAMEN if prev.scheme == ins.SEAMEN else pb.CARD_KIND_EMPLOYEE,
+                ),
+            )
             changes += 1
             self.counts["job_changes"] += 1
         return periods
 
-    def nhi_household(self, surname: tuple[str, str], muni: ins.Municipality,
-                      scenario: str | None) -> list[Member]:
+    def nhi_household(self, surname: tuple[str, str], muni: ins.Municipality, scenario: str | None) -> list[Member]:
         rng = self.rng
         age = self.pick((self.ri(20, 65), self.ri(60, 75))) if scenario is None else 50
         sex = pb.SEX_MALE if rng.random() < 0.6 else pb.SEX_FEMALE
@@ -455,8 +595,9 @@ class Population:
             members.append(self.member(surname, _other_sex(sex), max(20, age + self.ri(-5, 6))))
         if 25 <= age <= 55 and rng.random() < 0.5:
             for _ in range(self.pick((1, 1, 2, 3))):
-                members.append(self.member(surname, self.pick((pb.SEX_MALE, pb.SEX_FEMALE)),
-                                           self.ri(0, min(20, age - 21))))
+                members.append(
+                    self.member(surname, self.pick((pb.SEX_MALE, pb.SEX_FEMALE)), self.ri(0, min(20, age - 21)))
+                )
         insurer = muni.nhi if rng.random() < 0.9 else self.pick(self.nhi_unions)
         sym, num = self.household_number(insurer)
         start = max(head.birth_day + 1, R - self.ri(1, 20 * 365))
@@ -469,9 +610,21 @@ class Population:
         elif r < 0.012:
             kind = pb.CARD_KIND_ELIGIBILITY_CERTIFICATE
         for i, m in enumerate(members):
-            m.entries.append(Entry(insurer, sym, num, f"{i:02d}", INSURED, max(start, m.birth_day), NEVER, NOT_LOST,
-                                   pb.CARD_KIND_STUDENT_SPECIAL if i and age_on(m.birth, R) in (19, 20, 21)
-                                   and rng.random() < 0.2 else kind))
+            m.entries.append(
+                Entry(
+                    insurer,
+                    sym,
+                    num,
+                    f"{i:02d}",
+                    INSURED,
+                    max(start, m.birth_day),
+                    NEVER,
+                    NOT_LOST,
+                    pb.CARD_KIND_STUDENT_SPECIAL
+                    if i and age_on(m.birth, R) in (19, 20, 21) and rng.random() < 0.2
+                    else kind,
+                )
+            )
         for m in members:
             self.move_at_75(m, muni)
         if rng.random() < 0.015 or scenario == "assistance":
@@ -486,8 +639,7 @@ class Population:
                 self.die(m, R - self.ri(1, 1500))
         return members
 
-    def elderly_household(self, surname: tuple[str, str], muni: ins.Municipality,
-                          scenario: str | None) -> list[Member]:
+    def elderly_household(self, surname: tuple[str, str], muni: ins.Municipality, scenario: str | None) -> list[Member]:
         rng = self.rng
         age = min(104, 75 + int(rng.expovariate(1 / 8))) if scenario is None else 80
         sex = pb.SEX_MALE if rng.random() < 0.45 else pb.SEX_FEMALE
@@ -504,13 +656,25 @@ class Population:
                 plan = self.seamen[0] if rng.random() < 0.3 else self.pick(self.mutual)
                 sym, num = self.household_number(plan)
                 kind = pb.CARD_KIND_SEAMEN if plan.scheme == ins.SEAMEN else pb.CARD_KIND_EMPLOYEE
-                m.entries.append(Entry(plan, sym, num, "00", INSURED, b65 - self.ri(1, 3000), NEVER, NOT_LOST,
-                                       kind, dual=True))
+                m.entries.append(
+                    Entry(plan, sym, num, "00", INSURED, b65 - self.ri(1, 3000), NEVER, NOT_LOST, kind, dual=True)
+                )
                 m.tags.add("dual")
             else:
                 sym, num = self.household_number(muni.nhi)
-                m.entries.append(Entry(muni.nhi, sym, num, "00", INSURED, b65 - self.ri(0, 2000), NEVER, NOT_LOST,
-                                       pb.CARD_KIND_NATIONAL_HEALTH))
+                m.entries.append(
+                    Entry(
+                        muni.nhi,
+                        sym,
+                        num,
+                        "00",
+                        INSURED,
+                        b65 - self.ri(0, 2000),
+                        NEVER,
+                        NOT_LOST,
+                        pb.CARD_KIND_NATIONAL_HEALTH,
+                    )
+                )
             if b75 > HORIZON_DAY:
                 continue
             self.move_at_75(m, muni)
@@ -523,8 +687,9 @@ class Population:
             return
         sym, num = self.household_number(muni.nhi)
         for i, m in enumerate(members):
-            m.entries.append(Entry(muni.nhi, sym, num, f"{i:02d}", INSURED, day, NEVER, NOT_LOST,
-                                   pb.CARD_KIND_NATIONAL_HEALTH))
+            m.entries.append(
+                Entry(muni.nhi, sym, num, f"{i:02d}", INSURED, day, NEVER, NOT_LOST, pb.CARD_KIND_NATIONAL_HEALTH)
+            )
 
     def move_at_75(self, m: Member, muni: ins.Municipality) -> None:
         """後期高齢者医療 begins on the 75th birthday; the previous qualification is
@@ -540,8 +705,9 @@ class Population:
         # A plan begun after 75 (an older spouse drawn as a dependent) never happened.
         m.entries = [e for e in m.entries if e.dual or e.acq < b75]
         sym, num = self.household_number(muni.late_elderly)
-        m.entries.append(Entry(muni.late_elderly, sym, num, "", INSURED, b75, NEVER, NOT_LOST,
-                               pb.CARD_KIND_LATE_ELDERLY))
+        m.entries.append(
+            Entry(muni.late_elderly, sym, num, "", INSURED, b75, NEVER, NOT_LOST, pb.CARD_KIND_LATE_ELDERLY)
+        )
         self.counts["late_elderly_moves"] += 1
         if any(e.dual and e.loss == NEVER for e in m.entries):
             self.counts["dual_enrollment"] += 1
@@ -579,8 +745,13 @@ class Population:
         disease = None
         if rng.random() < 0.004:
             r = rng.random()
-            disease = (pb.SPECIFIC_DISEASE_DIALYSIS if r < 0.9 else pb.SPECIFIC_DISEASE_HEMOPHILIA if r < 0.98
-                       else pb.SPECIFIC_DISEASE_HIV)
+            disease = (
+                pb.SPECIFIC_DISEASE_DIALYSIS
+                if r < 0.9
+                else pb.SPECIFIC_DISEASE_HEMOPHILIA
+                if r < 0.98
+                else pb.SPECIFIC_DISEASE_HIV
+            )
             # Dialysis patients under 70 with a high income (ア/イ) pay up to 20,000 yen a month.
             high_income = disease == pb.SPECIFIC_DISEASE_DIALYSIS and rng.random() < 0.2
         subsidy = None
@@ -619,16 +790,32 @@ class Population:
                 ratio = 30
             if e.loss == NEVER:
                 q = pb.Qualification(
-                    insurer_number=e.insurer.number, insurer_name=e.insurer.name, symbol=e.symbol,
-                    number=e.number, branch=e.branch, relationship=e.relationship,
-                    acquisition_date=self.date(e.acq), burden_ratio_percent=ratio,
-                    preschool=preschool, card_kind=e.card_kind)
+                    insurer_number=e.insurer.number,
+                    insurer_name=e.insurer.name,
+                    symbol=e.symbol,
+                    number=e.number,
+                    branch=e.branch,
+                    relationship=e.relationship,
+                    acquisition_date=self.date(e.acq),
+                    burden_ratio_percent=ratio,
+                    preschool=preschool,
+                    card_kind=e.card_kind,
+                )
             else:
                 q = pb.Qualification(
-                    insurer_number=e.insurer.number, insurer_name=e.insurer.name, symbol=e.symbol,
-                    number=e.number, branch=e.branch, relationship=e.relationship,
-                    acquisition_date=self.date(e.acq), loss_date=self.date(e.loss), loss_reason=e.reason,
-                    burden_ratio_percent=ratio, preschool=preschool, card_kind=e.card_kind)
+                    insurer_number=e.insurer.number,
+                    insurer_name=e.insurer.name,
+                    symbol=e.symbol,
+                    number=e.number,
+                    branch=e.branch,
+                    relationship=e.relationship,
+                    acquisition_date=self.date(e.acq),
+                    loss_date=self.date(e.loss),
+                    loss_reason=e.reason,
+                    burden_ratio_percent=ratio,
+                    preschool=preschool,
+                    card_kind=e.card_kind,
+                )
             if preschool:
                 self.counts["preschool"] += 1
             if not late and seventy:
@@ -654,15 +841,23 @@ class Population:
                     q.limit_amount.valid_until.CopyFrom(self.date(until))
                     self.counts["limit_amount"] += 1
             if disease is not None:
-                q.specific_diseases.add(disease=disease, monthly_cap_yen=20_000 if high_income and not seventy
-                                        else 10_000, valid_from=self.date(e.acq))
+                q.specific_diseases.add(
+                    disease=disease,
+                    monthly_cap_yen=20_000 if high_income and not seventy else 10_000,
+                    valid_from=self.date(e.acq),
+                )
                 self.counts["specific_disease"] += 1
             if subsidy is not None:
                 law, programme, sratio, _ = subsidy
-                q.subsidies.add(payer_number=self.payer_number(law, muni), recipient_number=recipient,
-                                programme=programme, burden_ratio_percent=sratio,
-                                monthly_cap_yen=cap,
-                                valid_from=self.date(e.acq), valid_until=self.date(min(fiscal_end(state), e.loss - 1)))
+                q.subsidies.add(
+                    payer_number=self.payer_number(law, muni),
+                    recipient_number=recipient,
+                    programme=programme,
+                    burden_ratio_percent=sratio,
+                    monthly_cap_yen=cap,
+                    valid_from=self.date(e.acq),
+                    valid_until=self.date(min(fiscal_end(state), e.loss - 1)),
+                )
                 self.counts["subsidies"] += 1
             out.append(q)
         return out
@@ -695,6 +890,7 @@ def cut(m: Member, day: int, reason: pb.LossReason) -> bool:
 
 # --- the naive model used for gen.json's expectations ----------------------------------
 
+
 def expected_by_card(entries: list[Entry], day: int) -> str:
     valid = [e for e in entries if e.acq <= day < e.loss]
     if valid:
@@ -716,8 +912,14 @@ class Samples:
     so the expected answers hold on any day from REFERENCE on."""
 
     CARD_KINDS = ("valid", "job_change_latest", "dual_enrolled", "late_elderly", "deceased")
-    NUMBER_KINDS = ("valid_insured", "dependent", "lost_newer_exists", "late_elderly", "public_assistance",
-                    "dual_enrolled_plan")
+    NUMBER_KINDS = (
+        "valid_insured",
+        "dependent",
+        "lost_newer_exists",
+        "late_elderly",
+        "public_assistance",
+        "dual_enrolled_plan",
+    )
 
     def __init__(self) -> None:
         self.cards: dict[str, dict[str, str]] = {}
@@ -752,8 +954,12 @@ class Samples:
                 kind = "valid_insured"
             elif e.loss == NEVER and e.relationship == DEPENDENT and e.branch == "01":
                 kind = "dependent"
-            elif e.loss != NEVER and e.reason == OTHER_INSURANCE and e.insurer.scheme in ins.EMPLOYEE_SCHEMES \
-                    and len(open_) == 1:
+            elif (
+                e.loss != NEVER
+                and e.reason == OTHER_INSURANCE
+                and e.insurer.scheme in ins.EMPLOYEE_SCHEMES
+                and len(open_) == 1
+            ):
                 kind = "lost_newer_exists"
             elif e.insurer.scheme == ins.LATE_ELDERLY and e.loss == NEVER and "dual" not in m.tags:
                 kind = "late_elderly"
@@ -762,9 +968,15 @@ class Samples:
             elif e.dual and e.loss == NEVER:
                 kind = "dual_enrolled_plan"
             if kind and kind not in self.numbers:
-                self.numbers[kind] = {"insurer_number": e.insurer.number, "symbol": e.symbol, "number": e.number,
-                                      "branch": e.branch, "birth_date": m.birth.isoformat(),
-                                      "expect": expected_by_number(es, e, R), "insurer_name": e.insurer.name}
+                self.numbers[kind] = {
+                    "insurer_number": e.insurer.number,
+                    "symbol": e.symbol,
+                    "number": e.number,
+                    "branch": e.branch,
+                    "birth_date": m.birth.isoformat(),
+                    "expect": expected_by_number(es, e, R),
+                    "insurer_name": e.insurer.name,
+                }
 
     def as_json(self) -> dict[str, list[dict[str, str]]]:
         cards = [{"kind": k, **self.cards[k]} for k in self.CARD_KINDS if k in self.cards]
@@ -779,8 +991,10 @@ UNKNOWN_CARD = "A5" * 18
 
 # --- driving the writer -----------------------------------------------------------------
 
-def persons_stream(pop: Population, persons: int, samples: Samples, summary: Summary,
-                   progress: ProgressBar | None = None) -> Iterator[PersonRow]:
+
+def persons_stream(
+    pop: Population, persons: int, samples: Samples, summary: Summary, progress: ProgressBar | None = None
+) -> Iterator[PersonRow]:
     """(link_id, Person, [Qualification], serial key | None) in link-ID order."""
     rng = pop.rng
     link_id = 0
@@ -810,8 +1024,14 @@ def persons_stream(pop: Population, persons: int, samples: Samples, summary: Sum
                 samples.offer(m, serial_text)
             if not NON_JIS.isdisjoint(m.name):
                 pop.counts["non_jis_names"] += 1
-            person = pb.Person(name=m.name, name_kana=m.kana, sex=m.sex, birth_date=pop.date(m.birth_day),
-                               address=addr, postcode=postcode)
+            person = pb.Person(
+                name=m.name,
+                name_kana=m.kana,
+                sex=m.sex,
+                birth_date=pop.date(m.birth_day),
+                address=addr,
+                postcode=postcode,
+            )
             quals = pop.qualifications(m, muni)
             summary.qualifications += len(quals)
             yield link_id, person, quals, serial_key
@@ -834,8 +1054,9 @@ class ProgressBar:
         frac = count / self.total if self.total else 1.0
         bar = "#" * int(frac * 30)
         eta = (self.total - count) / rate if rate else 0.0
-        self.stream.write(f"\rgen [{bar:<30}] {frac:4.0%} {count:,}/{self.total:,} persons "
-                          f"{rate:,.0f}/s ETA {eta:,.0f}s ")
+        self.stream.write(
+            f"\rgen [{bar:<30}] {frac:4.0%} {count:,}/{self.total:,} persons {rate:,.0f}/s ETA {eta:,.0f}s "
+        )
         if done:
             self.stream.write("\ngen: sorting and writing the number and card indexes...\n")
         self.stream.flush()
@@ -865,10 +1086,20 @@ def with_residents(writer: Writer, stream: Iterable[PersonRow], chunk: int = 100
 
     pending = []
     for link_id, person, quals, serial_key in stream:
-        pending.append((link_id, enrollment_pb2.Resident(
-            resident_id=resident_id(link_id), name=person.name, name_kana=person.name_kana,
-            birth_date=person.birth_date, sex=person.sex, address=person.address,
-            postcode=person.postcode)))
+        pending.append(
+            (
+                link_id,
+                enrollment_pb2.Resident(
+                    resident_id=resident_id(link_id),
+                    name=person.name,
+                    name_kana=person.name_kana,
+                    birth_date=person.birth_date,
+                    sex=person.sex,
+                    address=person.address,
+                    postcode=person.postcode,
+                ),
+            )
+        )
         if len(pending) >= chunk:
             bulk_load_residents(writer, pending)
             pending.clear()
@@ -876,8 +1107,9 @@ def with_residents(writer: Writer, stream: Iterable[PersonRow], chunk: int = 100
     bulk_load_residents(writer, pending)
 
 
-def generate(out: str | os.PathLike[str], persons: int, seed: int = 1, progress: bool = False,
-             spill_rows: int | None = None) -> dict[str, Any]:
+def generate(
+    out: str | os.PathLike[str], persons: int, seed: int = 1, progress: bool = False, spill_rows: int | None = None
+) -> dict[str, Any]:
     """Generate `persons` persons into an empty store at `out`; returns the summary
     (also written to out/gen.json). `spill_rows` overrides how many index rows the
     writer sorts in memory before spilling sorted runs to disk."""
@@ -934,8 +1166,10 @@ def examples(info: dict[str, Any]) -> str:
     for c in info.get("samples", {}).get("cards", []):
         lines.append(f"  onshi check --card {c['card_serial']}    # {c['kind']}: {c['expect']}")
     for n in info.get("samples", {}).get("numbers", []):
-        lines.append(f"  onshi check --number {n['insurer_number']} '{n['symbol']}' '{n['number']}' '{n['branch']}'"
-                     f" --birth {n['birth_date']}    # {n['kind']}: {n['expect']}")
+        lines.append(
+            f"  onshi check --number {n['insurer_number']} '{n['symbol']}' '{n['number']}' '{n['branch']}'"
+            f" --birth {n['birth_date']}    # {n['kind']}: {n['expect']}"
+        )
     return "\n".join(lines)
 
 

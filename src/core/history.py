@@ -112,6 +112,7 @@ class View(NamedTuple):
 
 class Row(NamedTuple):
     """One encoded qualification of a record, reusable while it is unchanged."""
+
     acquisition_day: int
     loss_day: int
     number_hash: int
@@ -147,7 +148,8 @@ def split_record_pure(value: bytes) -> tuple[int, list[tuple[int, int, int, int,
         raise ValueError("corrupt history record")
     out = []
     for acq, loss, nhash, off, length, first, end_day in ENTRY.iter_unpack(
-            value[HEADER.size:HEADER.size + count * ENTRY.size]):
+        value[HEADER.size : HEADER.size + count * ENTRY.size]
+    ):
         end = off + length
         if length == 0 or end > len(value) or value[off] != QUALIFICATION_TAG[0]:
             raise ValueError("corrupt history record")
@@ -157,7 +159,7 @@ def split_record_pure(value: bytes) -> tuple[int, list[tuple[int, int, int, int,
             size, at = read_varint(value, start + 1, end)
             if at + size > end:
                 raise ValueError("corrupt history record")
-            person = value[at:at + size]
+            person = value[at : at + size]
             start = at + size
         out.append((acq, loss, nhash, first, end_day, person, value[start:end]))
     return birth_day, out
@@ -178,7 +180,7 @@ def number_fields_pure(body: bytes) -> tuple[str, str, str, str]:
             if i + size > n:
                 raise ValueError("corrupt qualification")
             if field in found:
-                found[field] = body[i:i + size]
+                found[field] = body[i : i + size]
             i += size
         elif wire == 1:
             i += 8
@@ -209,10 +211,12 @@ def join_record_pure(birth_day: int, entries: list[tuple[int, int, int, int, int
 
 # (acquisition day, loss day, number hash, view first day, view end day, person field, body)
 RecordEntry = tuple[int, int, int, int, int, bytes, bytes]
-Codec = tuple[Callable[[bytes], tuple[int, list[RecordEntry]]],  # split_record
-              Callable[[bytes], tuple[str, str, str, str]],  # number_fields
-              Callable[[int, list[RecordEntry]], bytes],  # join_record
-              Callable[[bytes], int]]  # number_hash
+Codec = tuple[
+    Callable[[bytes], tuple[int, list[RecordEntry]]],  # split_record
+    Callable[[bytes], tuple[str, str, str, str]],  # number_fields
+    Callable[[int, list[RecordEntry]], bytes],  # join_record
+    Callable[[bytes], int],
+]  # number_hash
 
 
 def codec(kind: str | None = None) -> Codec:
@@ -268,8 +272,7 @@ def qualification(row: Row) -> qualification_pb2.Qualification:
 
 def dated(row: Row) -> dated_parts.Dated:
     """Everything the row's views show, to change and encode again."""
-    return dated_parts.dated_of([(v.first_day, qualification_pb2.Qualification.FromString(v.body))
-                                 for v in row.views])
+    return dated_parts.dated_of([(v.first_day, qualification_pb2.Qualification.FromString(v.body)) for v in row.views])
 
 
 def plain_qualification(row: Row) -> qualification_pb2.Qualification | None:
@@ -278,8 +281,13 @@ def plain_qualification(row: Row) -> qualification_pb2.Qualification | None:
     if len(row.views) != 1:
         return None
     q = qualification_pb2.Qualification.FromString(row.views[0].body)
-    if q.preschool or q.HasField("elderly_recipient") or q.HasField("limit_amount") \
-            or len(q.specific_diseases) or len(q.subsidies):
+    if (
+        q.preschool
+        or q.HasField("elderly_recipient")
+        or q.HasField("limit_amount")
+        or len(q.specific_diseases)
+        or len(q.subsidies)
+    ):
         return None
     return q
 
@@ -288,8 +296,12 @@ def person_of(row: Row) -> qualification_pb2.Person:
     return qualification_pb2.Person.FromString(row.person)
 
 
-def encode_row(q: dated_parts.Dated | qualification_pb2.Qualification, person: bytes, birth_day: int,
-               number_key: bytes | None = None) -> Row:
+def encode_row(
+    q: dated_parts.Dated | qualification_pb2.Qualification,
+    person: bytes,
+    birth_day: int,
+    number_key: bytes | None = None,
+) -> Row:
     """The Row of a qualification (a Qualification as registered, or its Dated
     account) with its own person (serialized, deterministic); `number_key`, if
     the caller has it, must be the qualification's (the writer knows it)."""
@@ -314,8 +326,13 @@ def encode_row(q: dated_parts.Dated | qualification_pb2.Qualification, person: b
 def _plain_body(q: qualification_pb2.Qualification) -> bytes | None:
     """The one view's body of a qualification without dated parts (what
     dated.views gives it, serialized once), else None."""
-    if q.preschool or q.HasField("elderly_recipient") or q.HasField("limit_amount") \
-            or len(q.specific_diseases) or len(q.subsidies):
+    if (
+        q.preschool
+        or q.HasField("elderly_recipient")
+        or q.HasField("limit_amount")
+        or len(q.specific_diseases)
+        or len(q.subsidies)
+    ):
         return None
     if q.HasField("person") or q.HasField("preschool_until"):
         out = qualification_pb2.Qualification()
@@ -355,9 +372,9 @@ def rows_of(person: qualification_pb2.Person, qualifications: list[qualification
     return [encode_row(q, person_bytes, birth_day) for q in qualifications]
 
 
-def compile_history_reference(persons: list[qualification_pb2.Person],
-                              qualifications: list[qualification_pb2.Qualification],
-                              birth_day: int) -> tuple[bytes, list[bytes]]:
+def compile_history_reference(
+    persons: list[qualification_pb2.Person], qualifications: list[qualification_pb2.Qualification], birth_day: int
+) -> tuple[bytes, list[bytes]]:
     """The record built the obvious way (each view a copy with its person set,
     serialized whole): the oracle `compile_history` is tested against.
     persons[i] is qualification i's own person."""
@@ -375,8 +392,16 @@ def compile_history_reference(persons: list[qualification_pb2.Person],
             shown_q = qualification_pb2.Qualification.FromString(body)
             shown_q.person.CopyFrom(person)
             payload = shown_q.SerializeToString(deterministic=True)
-            rows.append((acq, loss, identifiers.number_hash(key), first, end,
-                         QUALIFICATION_TAG + varint(len(payload)) + payload))
+            rows.append(
+                (
+                    acq,
+                    loss,
+                    identifiers.number_hash(key),
+                    first,
+                    end,
+                    QUALIFICATION_TAG + varint(len(payload)) + payload,
+                )
+            )
         keys.append(key)
     rows.sort(key=lambda r: r[:4])
     offset = HEADER.size + ENTRY.size * len(rows)
@@ -394,7 +419,7 @@ def parse_history(value: bytes | memoryview) -> tuple[int, list[Entry]]:
     entries = []
     for i in range(count):
         acq, loss, nhash, off, length, first, end = ENTRY.unpack_from(value, HEADER.size + i * ENTRY.size)
-        entries.append(Entry(acq, loss, nhash, bytes(value[off:off + length]), first, end))
+        entries.append(Entry(acq, loss, nhash, bytes(value[off : off + length]), first, end))
     return birth_day, entries
 
 
@@ -403,16 +428,16 @@ def unframe(payload: bytes) -> qualification_pb2.Qualification:
     return qualification_pb2.Qualification.FromString(payload[start:])
 
 
-def qualifications(value: bytes | memoryview) -> list[tuple[qualification_pb2.Person,
-                                                           qualification_pb2.Qualification]]:
+def qualifications(value: bytes | memoryview) -> list[tuple[qualification_pb2.Person, qualification_pb2.Qualification]]:
     """Each qualification with its own person, as its first view shows it (a
     reader's view: numbers, insurer, dates)."""
     _, rows = decode_rows(bytes(value))
     return [(person_of(r), qualification(r)) for r in rows]
 
 
-def qualifications_reference(value: bytes | memoryview) -> list[tuple[qualification_pb2.Person,
-                                                                     qualification_pb2.Qualification]]:
+def qualifications_reference(
+    value: bytes | memoryview,
+) -> list[tuple[qualification_pb2.Person, qualification_pb2.Qualification]]:
     """`qualifications` the obvious way (parse whole payloads, move the person out): its oracle."""
     _, entries = parse_history(value)
     out = []
@@ -436,6 +461,7 @@ def response(validity: int, payloads: Iterable[bytes] = ()) -> bytes:
 
 # --- the decision rules of DOMAIN.md §3, over headers only -----------------
 
+
 def choose_by_card(entries: list[Entry], day: int) -> tuple[int, list[int]]:
     """Card: every qualification covering `day`; else the latest begun, lost."""
     started = [i for i, e in enumerate(entries) if e.acquisition_day <= day and shown(e, day)]
@@ -449,13 +475,15 @@ def choose_by_card(entries: list[Entry], day: int) -> tuple[int, list[int]]:
     return INVALID, [started[-1]]
 
 
-def choose_by_number(entries: list[Entry], birth_day: int, number_hash: int,
-                     claimed_birth_day: int, day: int) -> tuple[int, list[int]]:
+def choose_by_number(
+    entries: list[Entry], birth_day: int, number_hash: int, claimed_birth_day: int, day: int
+) -> tuple[int, list[int]]:
     """Typed number: only the presented number's qualification is ever shown."""
     if birth_day != claimed_birth_day:
         return NO_RECORD, []
-    started = [i for i, e in enumerate(entries)
-               if e.number_hash == number_hash and e.acquisition_day <= day and shown(e, day)]
+    started = [
+        i for i, e in enumerate(entries) if e.number_hash == number_hash and e.acquisition_day <= day and shown(e, day)
+    ]
     valid = [i for i in started if day < entries[i].loss_day]
     if len(valid) == 1:
         return VALID, valid

@@ -63,15 +63,19 @@ class TextLines:
             self.line += 1
             self.position += len(raw)
             if len(raw) > self.max_line and not raw.endswith(b"\n"):
-                raise InputError(f"{self.name}: line {self.line} is longer than {self.max_line:,} bytes "
-                                 "(not a text file of records?)")
+                raise InputError(
+                    f"{self.name}: line {self.line} is longer than {self.max_line:,} bytes "
+                    "(not a text file of records?)"
+                )
             if self.line == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
+                raw = raw[len(codecs.BOM_UTF8) :]
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InputError(f"{self.name}: line {self.line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} "
-                                 f"at byte {exc.start + 1} of the line)") from None
+                raise InputError(
+                    f"{self.name}: line {self.line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} "
+                    f"at byte {exc.start + 1} of the line)"
+                ) from None
 
 
 def csv_records(reader: Iterator[_Record], lines: TextLines) -> Iterator[_Record]:

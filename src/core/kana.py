@@ -34,8 +34,19 @@ _SMALL_TO_LARGE = str.maketrans(
 )
 _OLD_KANA = str.maketrans("ヰヱヲヷヸヹヺ", "イエオバビベボ")
 # ヴ + vowel first, its vowel small or written large (ヴァ/ヴア), then a bare ヴ.
-_VU_PAIRS = (("ヴァ", "バ"), ("ヴア", "バ"), ("ヴィ", "ビ"), ("ヴイ", "ビ"), ("ヴェ", "ベ"), ("ヴエ", "ベ"),
-             ("ヴォ", "ボ"), ("ヴオ", "ボ"), ("ヴュ", "ビュ"), ("ヴユ", "ビユ"), ("ヴ", "ブ"))
+_VU_PAIRS = (
+    ("ヴァ", "バ"),
+    ("ヴア", "バ"),
+    ("ヴィ", "ビ"),
+    ("ヴイ", "ビ"),
+    ("ヴェ", "ベ"),
+    ("ヴエ", "ベ"),
+    ("ヴォ", "ボ"),
+    ("ヴオ", "ボ"),
+    ("ヴュ", "ビュ"),
+    ("ヴユ", "ビユ"),
+    ("ヴ", "ブ"),
+)
 
 SMALL_WRITTEN_LARGE = "small_kana_written_large"
 OLD_SPELLING = "kana_old_spelling"

@@ -45,7 +45,7 @@ def decode(value: bytes | memoryview | None) -> Timeline:
         i += _ENTRY.size
         if i + size > n:
             raise ValueError("corrupt person timeline")
-        out.append((first, value[i:i + size]))
+        out.append((first, value[i : i + size]))
         i += size
     return out
 

@@ -55,15 +55,18 @@ def role_and_codes(cert: x509.Certificate) -> tuple[set[str], frozenset[str]]:
     single role, its codes (urn:onshi:<role>:<code>). Checking them (one role,
     the codes a role needs) is the server's: onshi.server.auth."""
     try:
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
-            .get_values_for_type(x509.UniformResourceIdentifier)
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier
+        )
     except x509.ExtensionNotFound:
         uris = []
-    roles = {u[len(URN_PREFIX) + 5:] for u in uris if u.startswith(URN_PREFIX + "role:")}
+    roles = {u[len(URN_PREFIX) + 5 :] for u in uris if u.startswith(URN_PREFIX + "role:")}
     if len(roles) != 1:
         return roles, frozenset()
     prefix = f"{URN_PREFIX}{next(iter(roles))}:"
-    return roles, frozenset(u[len(prefix):] for u in uris if u.startswith(prefix))
+    return roles, frozenset(u[len(prefix) :] for u in uris if u.startswith(prefix))
+
+
 CALLER_CRL = os.path.join("onshi", "caller-crl.der")
 
 # Demo identities. Insurer numbers carry valid check digits (DOMAIN.md §2).
@@ -76,7 +79,7 @@ CARDS = {
     "valid-1": (0x1001, -365, 365 * 4, False),
     "valid-2": (0x1002, -365, 365 * 4, False),
     "valid-3": (0x1003, -365, 365 * 4, False),
-    "expiring": (0x1004, -365 * 4, 45, False),      # <= 3 months left: warning
+    "expiring": (0x1004, -365 * 4, 45, False),  # <= 3 months left: warning
     "expired": (0x1005, -365 * 5, -10, False),
     "not-yet-valid": (0x1006, 30, 365 * 5, False),
     "revoked": (0x1007, -365, 365 * 4, True),
@@ -97,6 +100,7 @@ class Client(TypedDict):
 
 class Manifest(TypedDict):
     """What init() wrote (manifest.json)."""
+
     cards: dict[str, dict[str, str]]  # card name -> serial, not_before, not_after, state
     clients: dict[str, Client]  # certificate stem -> its caller
     created: str
@@ -118,29 +122,44 @@ def _name(cn: str, ou: str | None = None, org: str = "onshi test") -> x509.Name:
     return x509.Name(attrs)
 
 
-def make_ca(common_name: str, org: str = "onshi test", *, key: rsa.RSAPrivateKey | None = None,
-            days: int = 3650) -> Issued:
+def make_ca(
+    common_name: str, org: str = "onshi test", *, key: rsa.RSAPrivateKey | None = None, days: int = 3650
+) -> Issued:
     key = key or new_rsa_key()
     name = _name(common_name, org=org)
     now = now_utc()
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     return Issued(cert, key)
 
 
-def issue_card(ca: Issued, serial: int, not_before: dt.datetime, not_after: dt.datetime,
-               key: rsa.RSAPrivateKey | None = None) -> Issued:
+def issue_card(
+    ca: Issued, serial: int, not_before: dt.datetime, not_after: dt.datetime, key: rsa.RSAPrivateKey | None = None
+) -> Issued:
     """A JPKI user-authentication certificate: no name or address, the serial is the key."""
     key = key or new_rsa_key()
     cert = (
@@ -149,11 +168,23 @@ def issue_card(ca: Issued, serial: int, not_before: dt.datetime, not_after: dt.d
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(serial)
-        .not_valid_before(not_before).not_valid_after(not_after)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
         .sign(ca.key, hashes.SHA256())
@@ -161,8 +192,15 @@ def issue_card(ca: Issued, serial: int, not_before: dt.datetime, not_after: dt.d
     return Issued(cert, key)
 
 
-def issue_client(ca: Issued, role: str, codes: tuple[str, ...] = (), *, days: int = 825,
-                 not_after: dt.datetime | None = None, serial: int | None = None) -> Issued:
+def issue_client(
+    ca: Issued,
+    role: str,
+    codes: tuple[str, ...] = (),
+    *,
+    days: int = 825,
+    not_after: dt.datetime | None = None,
+    serial: int | None = None,
+) -> Issued:
     """A caller certificate: role in OU, codes as SAN URIs (urn:onshi:<role>:<code>),
     its own serial as urn:onshi:cert:<hex>."""
     if role not in ROLES:
@@ -189,7 +227,9 @@ def issue_client(ca: Issued, role: str, codes: tuple[str, ...] = (), *, days: in
     return Issued(cert, key)
 
 
-def issue_server(ca: Issued, hosts: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1", "::1")) -> Issued:
+def issue_server(
+    ca: Issued, hosts: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1", "::1")
+) -> Issued:
     import ipaddress
 
     key = new_rsa_key()
@@ -201,7 +241,8 @@ def issue_server(ca: Issued, hosts: tuple[str, ...] = ("localhost",), ips: tuple
         .issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=825))
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=825))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -214,8 +255,7 @@ def crl_serials(data: bytes, ca_certs: list[x509.Certificate], what: str = "a co
     """The revoked serials of a CRL (DER or PEM); ValueError unless it parses
     and one of `ca_certs` issued and signed it."""
     try:
-        crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
-               else x509.load_der_x509_crl(data))
+        crl = x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_crl(data)
         if not any(crl.issuer == ca.subject and _signed_by(crl, ca) for ca in ca_certs):
             raise ValueError(f"revocation list is not signed by {what}")
         return frozenset(r.serial_number for r in crl)
@@ -225,8 +265,10 @@ def crl_serials(data: bytes, ca_certs: list[x509.Certificate], what: str = "a co
 
 def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
     key = ca.public_key()
-    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey,
-                            ed448.Ed448PublicKey, dsa.DSAPublicKey)):
+    if not isinstance(
+        key,
+        (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey, dsa.DSAPublicKey),
+    ):
         return False  # a key that cannot sign (X25519, X448, ML-KEM)
     return crl.is_signature_valid(key)
 
@@ -241,19 +283,22 @@ def make_crl(ca: Issued, revoked_serials: list[int], *, days: int = 7) -> x509.C
     )
     for serial in revoked_serials:
         builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - dt.timedelta(days=1)).build())
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - dt.timedelta(days=1)).build()
+        )
     return builder.sign(ca.key, hashes.SHA256())
 
 
 # --- files -----------------------------------------------------------------
+
 
 def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def key_pem(key: PrivateKeyTypes) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _write(path: str, data: bytes, private: bool = False) -> None:
@@ -296,10 +341,17 @@ def init(out: str) -> Manifest:
         save_issued(os.path.join(out, "cards"), name, card, der=True)
         if is_revoked:
             revoked.append(serial)
-        state = "revoked" if is_revoked else ("expired" if na < 0 else "not-yet-valid" if nb > 0
-                                             else "expiring" if na <= 92 else "valid")
-        index[name] = {"serial": format(serial, "X"), "not_before": (now + dt.timedelta(days=nb)).isoformat(),
-                       "not_after": (now + dt.timedelta(days=na)).isoformat(), "state": state}
+        state = (
+            "revoked"
+            if is_revoked
+            else ("expired" if na < 0 else "not-yet-valid" if nb > 0 else "expiring" if na <= 92 else "valid")
+        )
+        index[name] = {
+            "serial": format(serial, "X"),
+            "not_before": (now + dt.timedelta(days=nb)).isoformat(),
+            "not_after": (now + dt.timedelta(days=na)).isoformat(),
+            "state": state,
+        }
     crl = make_crl(jpki, revoked)
     _write(os.path.join(out, "jpki", "crl.der"), crl.public_bytes(serialization.Encoding.DER))
     _write(os.path.join(out, "jpki", "crl.pem"), crl.public_bytes(serialization.Encoding.PEM))
@@ -329,22 +381,23 @@ def init(out: str) -> Manifest:
 
     rogue = make_ca("onshi test CA")  # same name, other key
     save_issued(os.path.join(out, "rogue"), "ca", rogue)
-    save_issued(os.path.join(out, "rogue"), client_stem("facility", FACILITY_CODES[0]),
-          issue_client(rogue, "facility", (FACILITY_CODES[0],)))
+    save_issued(
+        os.path.join(out, "rogue"),
+        client_stem("facility", FACILITY_CODES[0]),
+        issue_client(rogue, "facility", (FACILITY_CODES[0],)),
+    )
 
     relay = ed25519.Ed25519PrivateKey.generate()
     _write(os.path.join(out, "relay", "signing.key.pem"), key_pem(relay), private=True)
-    _write(os.path.join(out, "relay", "signing.pub.pem"), relay.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    _write(
+        os.path.join(out, "relay", "signing.pub.pem"),
+        relay.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+    )
 
     manifest: Manifest = {"cards": index, "clients": clients, "created": now.isoformat()}
     _write(os.path.join(out, "cards", "index.json"), json.dumps(index, indent=2).encode())
     _write(os.path.join(out, "manifest.json"), json.dumps(manifest, indent=2).encode())
     return manifest
-
-
-
-
 
 
 def write_crl(path: str, crl: x509.CertificateRevocationList) -> None:

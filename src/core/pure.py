@@ -127,13 +127,15 @@ class PureEngine:
         validity, chosen = history.choose_by_card(entries, day)
         return history.response(validity, [entries[i].payload for i in chosen])
 
-    def _by_number(self, txn: lmdb.Transaction[bytes | memoryview], number_key: bytes, birth_day: int,
-                   day: int) -> bytes:
+    def _by_number(
+        self, txn: lmdb.Transaction[bytes | memoryview], number_key: bytes, birth_day: int, day: int
+    ) -> bytes:
         link = txn.get(number_key, db=self._number)
         value = txn.get(link, db=self._history) if link is not None else None
         if value is None:
             return _NO_RECORD
         person_birth, entries = history.parse_history(value)
         validity, chosen = history.choose_by_number(
-            entries, person_birth, identifiers.number_hash(number_key), birth_day, day)
+            entries, person_birth, identifiers.number_hash(number_key), birth_day, day
+        )
         return history.response(validity, [entries[i].payload for i in chosen])

@@ -61,8 +61,9 @@ _RULES = {
 @dataclass(frozen=True, slots=True)
 class Field:
     """How one text field of the basic information is compared."""
-    name: str                                     # as in a LooseMatch: "person.name"
-    reason: Reason                                # when it differs
+
+    name: str  # as in a LooseMatch: "person.name"
+    reason: Reason  # when it differs
     notation: Callable[[str], str]
     steps: tuple[tuple[Rule, Callable[[str], str]], ...]  # (MatchRule, fold), in order
 
@@ -84,11 +85,13 @@ class Field:
 def _rules_taken(steps: tuple[tuple[Rule, Callable[[str], str]], ...], a: str, b: str) -> tuple[Rule, ...]:
     """The steps without which a and b would not match; if no single step is
     needed (two could each do it), the first that does it alone."""
+
     def folded(text: str, skip: int) -> str:
         for i, (_, step) in enumerate(steps):
             if i != skip:
                 text = step(text)
         return text
+
     needed = tuple(rule for i, (rule, _) in enumerate(steps) if folded(a, i) != folded(b, i))
     if needed:
         return needed
@@ -99,12 +102,24 @@ def _rules_taken(steps: tuple[tuple[Rule, Callable[[str], str]], ...], a: str, b
 
 
 _KANJI_STEPS = tuple((_RULES[rule], step) for rule, step in kanji.LOOSE_FOLDS)
-NAME = Field("person.name", Reason.QUARANTINE_REASON_NAME_MISMATCH,
-             functools.lru_cache(maxsize=1 << 16)(kana.strip_notation), _KANJI_STEPS)
-KANA = Field("person.name_kana", Reason.QUARANTINE_REASON_KANA_MISMATCH, kana.notation,
-             tuple((_RULES[rule], step) for rule, step in kana.LOOSE_FOLDS))
-ADDRESS = Field("person.address", Reason.QUARANTINE_REASON_ADDRESS_MISMATCH, address.notation,
-                tuple((_RULES[rule], step) for rule, step in address.LOOSE_FOLDS) + _KANJI_STEPS)
+NAME = Field(
+    "person.name",
+    Reason.QUARANTINE_REASON_NAME_MISMATCH,
+    functools.lru_cache(maxsize=1 << 16)(kana.strip_notation),
+    _KANJI_STEPS,
+)
+KANA = Field(
+    "person.name_kana",
+    Reason.QUARANTINE_REASON_KANA_MISMATCH,
+    kana.notation,
+    tuple((_RULES[rule], step) for rule, step in kana.LOOSE_FOLDS),
+)
+ADDRESS = Field(
+    "person.address",
+    Reason.QUARANTINE_REASON_ADDRESS_MISMATCH,
+    address.notation,
+    tuple((_RULES[rule], step) for rule, step in address.LOOSE_FOLDS) + _KANJI_STEPS,
+)
 
 
 @functools.lru_cache(maxsize=1 << 16)  # names and towns repeat; the writer is one process
@@ -128,7 +143,8 @@ def normalize_address(text: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The registry match of one person against one record."""
-    reasons: tuple[Reason, ...]                      # per differing field
+
+    reasons: tuple[Reason, ...]  # per differing field
     loose: tuple[tuple[str, tuple[Rule, ...]], ...]  # (field, MatchRules) per loosely matched field
 
     def loose_matches(self) -> list[enrollment_pb2.LooseMatch]:
@@ -178,9 +194,13 @@ _verdicts: dict[tuple[bytes, bytes], Verdict] = {}  # keyed by content, so never
 def _matchable(r: Resident) -> _Matchable:
     """The record's fields as registered and at notation level (most insurers
     write a field exactly as registered: then no normalisation is needed)."""
-    return ((r.name, NAME.notation(r.name)), (r.name_kana, KANA.notation(r.name_kana)),
-            (r.birth_date.year, r.birth_date.month, r.birth_date.day), r.sex,
-            (r.address, ADDRESS.notation(r.address)))
+    return (
+        (r.name, NAME.notation(r.name)),
+        (r.name_kana, KANA.notation(r.name_kana)),
+        (r.birth_date.year, r.birth_date.month, r.birth_date.day),
+        r.sex,
+        (r.address, ADDRESS.notation(r.address)),
+    )
 
 
 @functools.lru_cache(maxsize=1 << 16)  # keyed by the stored bytes, so never stale
@@ -203,8 +223,13 @@ def _verdict(record: _Matchable, person: qualification_pb2.Person) -> Verdict:
     return Verdict(tuple(reasons), tuple(loose))
 
 
-def _compare(field: Field, registered: tuple[str, str], written: str, reasons: list[Reason],
-             loose: list[tuple[str, tuple[Rule, ...]]]) -> None:
+def _compare(
+    field: Field,
+    registered: tuple[str, str],
+    written: str,
+    reasons: list[Reason],
+    loose: list[tuple[str, tuple[Rule, ...]]],
+) -> None:
     raw, notation = registered
     if written == raw:  # as registered: nothing to normalise
         return
@@ -246,8 +271,13 @@ def resident_violations(resident: Resident, prefix: str = "residents") -> list[t
     out = []
     if normalize_resident_id(resident.resident_id) is None:
         out.append((f"{prefix}.resident_id", f"must be {RESIDENT_ID_LEN} digits"))
-    as_person = qualification_pb2.Person(name=resident.name, name_kana=resident.name_kana, sex=resident.sex,
-                                         birth_date=resident.birth_date, address=resident.address)
+    as_person = qualification_pb2.Person(
+        name=resident.name,
+        name_kana=resident.name_kana,
+        sex=resident.sex,
+        birth_date=resident.birth_date,
+        address=resident.address,
+    )
     return out + person_violations(as_person, prefix)
 
 

@@ -50,8 +50,13 @@ class RelayTokenError(ValueError):
 class TokenSealer:
     """The relay's side: seal to a recipient's key and sign."""
 
-    def __init__(self, signing_key: ed25519.Ed25519PrivateKey, recipient_keys: dict[str, rsa.RSAPublicKey],
-                 clock: Callable[[], float] = time.time, lifetime: int = TOKEN_LIFETIME) -> None:
+    def __init__(
+        self,
+        signing_key: ed25519.Ed25519PrivateKey,
+        recipient_keys: dict[str, rsa.RSAPublicKey],
+        clock: Callable[[], float] = time.time,
+        lifetime: int = TOKEN_LIFETIME,
+    ) -> None:
         self.signing_key = signing_key
         self.recipient_keys = recipient_keys
         self.clock = clock
@@ -66,20 +71,35 @@ class TokenSealer:
         if key is None:
             raise KeyError(f"no public key for insurer {recipient}")
         token_id = os.urandom(16)
-        sealed = key.encrypt(relay_pb2.SealedMember(member=member, token_id=token_id,
-                                                    recipient_insurer_number=recipient).SerializeToString(), _OAEP)
+        sealed = key.encrypt(
+            relay_pb2.SealedMember(
+                member=member, token_id=token_id, recipient_insurer_number=recipient
+            ).SerializeToString(),
+            _OAEP,
+        )
         now = int(self.clock())
         payload = relay_pb2.RelayTokenPayload(
-            recipient_insurer_number=recipient, requester_insurer_number=requester, sealed_member=sealed,
-            issued_unix=now, expires_unix=now + self.lifetime, token_id=token_id, legal_basis=legal_basis,
+            recipient_insurer_number=recipient,
+            requester_insurer_number=requester,
+            sealed_member=sealed,
+            issued_unix=now,
+            expires_unix=now + self.lifetime,
+            token_id=token_id,
+            legal_basis=legal_basis,
         ).SerializeToString()
-        return relay_pb2.RelayToken(payload=payload,
-                                    signature=self.signing_key.sign(SIGNING_PREFIX + payload)).SerializeToString()
+        return relay_pb2.RelayToken(
+            payload=payload, signature=self.signing_key.sign(SIGNING_PREFIX + payload)
+        ).SerializeToString()
 
 
-def open_token(token: bytes, *, relay_public_key: ed25519.Ed25519PublicKey, my_insurer_numbers: set[str] | frozenset[str],
-               my_private_key: rsa.RSAPrivateKey, now: float | None = None
-               ) -> tuple[MemberNumber, relay_pb2.RelayTokenPayload]:
+def open_token(
+    token: bytes,
+    *,
+    relay_public_key: ed25519.Ed25519PublicKey,
+    my_insurer_numbers: set[str] | frozenset[str],
+    my_private_key: rsa.RSAPrivateKey,
+    now: float | None = None,
+) -> tuple[MemberNumber, relay_pb2.RelayTokenPayload]:
     """The receiving insurer: verify the relay's signature, the recipient and the
     lifetime, then decrypt. Returns (member number, payload: requester, purpose...)."""
     try:
@@ -106,6 +126,7 @@ def open_token(token: bytes, *, relay_public_key: ed25519.Ed25519PublicKey, my_i
 
 
 # --- keys ------------------------------------------------------------------------
+
 
 def load_signing_key(path: str) -> ed25519.Ed25519PrivateKey:
     with open(path, "rb") as f:
@@ -150,6 +171,10 @@ def insurer_keys_from_certificates(paths: list[str]) -> dict[str, rsa.RSAPublicK
 
 def insurer_keys_from_pki(pki_dir: str) -> dict[str, rsa.RSAPublicKey]:
     base = os.path.join(pki_dir, "onshi")
-    return insurer_keys_from_certificates(sorted(
-        os.path.join(base, n) for n in os.listdir(base) if n.startswith("insurer") and n.endswith(".pem")
-        and not n.endswith(".key.pem")))
+    return insurer_keys_from_certificates(
+        sorted(
+            os.path.join(base, n)
+            for n in os.listdir(base)
+            if n.startswith("insurer") and n.endswith(".pem") and not n.endswith(".key.pem")
+        )
+    )

@@ -22,38 +22,54 @@ import lmdb
 class Database(NamedTuple):
     name: bytes
     keeper: str  # the module that writes it: writer, enrollment or claims
-    holds: str   # key -> value
+    holds: str  # key -> value
 
 
 DATABASES: tuple[Database, ...] = (
     # The lookup chain, opened by every Writer; engines read card, number and history.
     Database(b"card", "writer", "card serial key (20 bytes) -> link key"),
     Database(b"card_of", "writer", "link key -> card serial key (reverse, for re-issue)"),
-    Database(b"card_former", "writer", "link key + card serial key -> b'' (serials a re-issued card "
-                                       "replaced: the access log names a person by every card they presented)"),
+    Database(
+        b"card_former",
+        "writer",
+        "link key + card serial key -> b'' (serials a re-issued card "
+        "replaced: the access log names a person by every card they presented)",
+    ),
     Database(b"number", "writer", "number key (identifiers.number_key) -> link key"),
     Database(b"history", "writer", "link key -> history record (onshi.core.history)"),
     Database(b"person", "writer", "link key -> the person's basic information over time (onshi.core.persons)"),
-    Database(b"basic4", "writer", "birth day, sex, kana, link key, first day -> end day, address "
-                                  "(the 不詳 index, onshi.core.unknown)"),
-    Database(b"meta", "writer", "b'next_link_id' -> link key of the next link ID; "
-                                "b'seq:' + counter -> seq key of its last value (writer.next_sequence); "
-                                "b'claim_ledger_seq' -> seq key of the last ledger batch"),
+    Database(
+        b"basic4",
+        "writer",
+        "birth day, sex, kana, link key, first day -> end day, address (the 不詳 index, onshi.core.unknown)",
+    ),
+    Database(
+        b"meta",
+        "writer",
+        "b'next_link_id' -> link key of the next link ID; "
+        "b'seq:' + counter -> seq key of its last value (writer.next_sequence); "
+        "b'claim_ledger_seq' -> seq key of the last ledger batch",
+    ),
     # Insurers' updates (onshi.core.enrollment.open_dbs); keys use \x1f between parts.
     Database(b"registry", "enrollment", "resident ID -> Resident (onshi.core.registry)"),
     Database(b"resident_link", "enrollment", "resident ID -> link key (one link ID per resident)"),
     Database(b"applied", "enrollment", "insurer \\x1f update_id -> EnrollmentAck of the first outcome"),
     Database(b"quarantine", "enrollment", "quarantine ID (seq key) -> QuarantinedUpdate (kept after resolution)"),
     Database(b"quarantine_open", "enrollment", "insurer \\x1f quarantine ID -> resident ID (open entries)"),
-    Database(b"quarantine_held", "enrollment", "insurer \\x1f resident ID \\x1f quarantine ID -> b'' "
-                                               "(order per resident)"),
+    Database(
+        b"quarantine_held", "enrollment", "insurer \\x1f resident ID \\x1f quarantine ID -> b'' (order per resident)"
+    ),
     Database(b"quarantine_done", "enrollment", "quarantine ID -> EnrollmentAck of the resolution"),
     Database(b"notice", "enrollment", "notice ID (seq key) -> InsurerNotice"),
     Database(b"notice_open", "enrollment", "insurer \\x1f notice ID -> b''"),
     Database(b"link_notice", "enrollment", "resident ID \\x1f link notice ID -> LinkNotice"),
     # Claims (the writer process's ClaimService).
-    Database(b"claim_ledger", "claims", "facility \\x1f month (u32 BE) + batch seq key -> the batch's "
-                                        "ledger entries of that facility-month (onshi.core.claims)"),
+    Database(
+        b"claim_ledger",
+        "claims",
+        "facility \\x1f month (u32 BE) + batch seq key -> the batch's "
+        "ledger entries of that facility-month (onshi.core.claims)",
+    ),
 )
 BY_NAME = {d.name: d for d in DATABASES}
 

@@ -32,7 +32,7 @@ MODULES = ("_engine", "_record", "_claims", "_cardproof", "_auditlog")  # src/ex
 
 
 def kind(requested: str | None = None) -> str:
-    """"native", "pure", or "auto" when neither the caller nor ONSHI_ENGINE says."""
+    """ "native", "pure", or "auto" when neither the caller nor ONSHI_ENGINE says."""
     chosen = requested or os.environ.get(ENV) or "auto"
     if chosen not in ("auto", *KINDS):
         raise ValueError(f"{ENV} must be native or pure, not {chosen!r}")
@@ -50,10 +50,12 @@ def load(name: str, requested: str | None = None) -> ModuleType | None:
         return importlib.import_module(f"onshi.ext.{name}")
     except ImportError as exc:
         if chosen == NATIVE:
-            raise ImportError(f"{ENV}=native, but onshi.ext.{name} is not built "
-                              f"(scripts/setup.sh builds it): {exc}") from exc
-        warnings.warn(f"onshi.ext.{name} is not built; using its pure-Python twin (slower)",
-                      RuntimeWarning, stacklevel=2)
+            raise ImportError(
+                f"{ENV}=native, but onshi.ext.{name} is not built (scripts/setup.sh builds it): {exc}"
+            ) from exc
+        warnings.warn(
+            f"onshi.ext.{name} is not built; using its pure-Python twin (slower)", RuntimeWarning, stacklevel=2
+        )
         return None
 
 

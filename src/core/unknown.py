@@ -129,9 +129,18 @@ class Candidate:
     postcode: str
 
 
-def matching(txn: lmdb.Transaction[bytes | memoryview], db: lmdb._Database, birth_day: int, sex: int,
-             name_kana: str, addresses: list[str], postcode: str,
-             first_day: int, last_day: int, limit: int | None = None) -> list[Candidate]:
+def matching(
+    txn: lmdb.Transaction[bytes | memoryview],
+    db: lmdb._Database,
+    birth_day: int,
+    sex: int,
+    name_kana: str,
+    addresses: list[str],
+    postcode: str,
+    first_day: int,
+    last_day: int,
+    limit: int | None = None,
+) -> list[Candidate]:
     """Persons whose kana name, birth date and sex were theirs on some day of
     first_day..last_day, filtered by any of `addresses` (else the postcode)
     registered for them then; each person once."""
@@ -143,13 +152,13 @@ def matching(txn: lmdb.Transaction[bytes | memoryview], db: lmdb._Database, birt
     if cursor.set_range(prefix):
         for key, value in cursor:
             key, value = bytes(key), bytes(value)
-            if key[:len(prefix)] != prefix:
+            if key[: len(prefix)] != prefix:
                 break
-            first = _day_of(key[len(prefix) + 8:len(prefix) + 12])
+            first = _day_of(key[len(prefix) + 8 : len(prefix) + 12])
             end = _day_of(value[:4])
             if first <= last_day and first_day < end:
                 address, _, code = value[4:].decode().partition("\x1f")
-                found.append(Candidate(link_id_of(key[len(prefix):len(prefix) + 8]), address, code))
+                found.append(Candidate(link_id_of(key[len(prefix) : len(prefix) + 8]), address, code))
     declared = [a for a in dict.fromkeys(normalize_address(a) for a in addresses) if a]
     postcode = normalize_postcode(postcode)
     if declared:
@@ -162,21 +171,35 @@ def matching(txn: lmdb.Transaction[bytes | memoryview], db: lmdb._Database, birt
     return out[:limit] if limit is not None else out
 
 
-def candidates(txn: lmdb.Transaction[bytes | memoryview], db: lmdb._Database, birth_day: int,
-               declaration: claims_pb2.SelfDeclaration,
-               first_day: int, last_day: int) -> list[Candidate]:
+def candidates(
+    txn: lmdb.Transaction[bytes | memoryview],
+    db: lmdb._Database,
+    birth_day: int,
+    declaration: claims_pb2.SelfDeclaration,
+    first_day: int,
+    last_day: int,
+) -> list[Candidate]:
     """Persons the declaration may name: `matching` with its addresses."""
-    return matching(txn, db, birth_day, declaration.sex, declaration.name_kana,
-                    [declaration.address, *declaration.other_addresses], declaration.postcode,
-                    first_day, last_day)
+    return matching(
+        txn,
+        db,
+        birth_day,
+        declaration.sex,
+        declaration.name_kana,
+        [declaration.address, *declaration.other_addresses],
+        declaration.postcode,
+        first_day,
+        last_day,
+    )
 
 
 def _fold(text: str) -> str:
     return "".join(unicodedata.normalize("NFKC", text).split())
 
 
-def break_ties(histories: dict[int, bytes], declaration: claims_pb2.SelfDeclaration,
-               first_day: int, last_day: int) -> list[int]:
+def break_ties(
+    histories: dict[int, bytes], declaration: claims_pb2.SelfDeclaration, first_day: int, last_day: int
+) -> list[int]:
     """Narrow several candidates with the insurer/employer hints, each applied
     only if it leaves someone. The hints are compared with the qualifications
     covering some day of the visit period."""
@@ -204,15 +227,25 @@ def break_ties(histories: dict[int, bytes], declaration: claims_pb2.SelfDeclarat
 
 def _covering(value: bytes, first_day: int, last_day: int) -> list[qualification_pb2.Qualification]:
     _, entries = history.parse_history(value)
-    return [history.unframe(e.payload) for e in entries
-            if e.acquisition_day <= last_day and first_day < e.loss_day
-            and e.view_from <= last_day and first_day < e.view_until]
+    return [
+        history.unframe(e.payload)
+        for e in entries
+        if e.acquisition_day <= last_day
+        and first_day < e.loss_day
+        and e.view_from <= last_day
+        and first_day < e.view_until
+    ]
 
 
-def identify(txn: lmdb.Transaction[bytes | memoryview], basic4_db: lmdb._Database,
-             history_by_link: Callable[[int], bytes | None], birth_day: int,
-             declaration: claims_pb2.SelfDeclaration,
-             first_day: int, last_day: int) -> tuple[int | None, bytes | None, str]:
+def identify(
+    txn: lmdb.Transaction[bytes | memoryview],
+    basic4_db: lmdb._Database,
+    history_by_link: Callable[[int], bytes | None],
+    birth_day: int,
+    declaration: claims_pb2.SelfDeclaration,
+    first_day: int,
+    last_day: int,
+) -> tuple[int | None, bytes | None, str]:
     """(link ID, history) of the one person the declaration names, else
     (None, None, why)."""
     found = candidates(txn, basic4_db, birth_day, declaration, first_day, last_day)
@@ -232,4 +265,3 @@ def identify(txn: lmdb.Transaction[bytes | memoryview], basic4_db: lmdb._Databas
     if len(remaining) > 1:
         return None, None, f"{len(remaining)} persons match the declaration"
     return remaining[0], histories[remaining[0]], ""
-

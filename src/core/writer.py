@@ -94,8 +94,12 @@ class Writer:
             raise StoreFull(f"store map size would exceed {self.max_map_size} bytes")
         self.env.set_mapsize(size * 2)
 
-    def bulk_load(self, persons_iter: Iterable[tuple[int, Person, list[Qualification], bytes | None]],
-                  *, spill_rows: int = SPILL_ROWS) -> int:
+    def bulk_load(
+        self,
+        persons_iter: Iterable[tuple[int, Person, list[Qualification], bytes | None]],
+        *,
+        spill_rows: int = SPILL_ROWS,
+    ) -> int:
         """Load an empty store from persons sorted by link ID, using append mode.
 
         Random-order inserts collapse past tens of millions of keys; here history
@@ -164,7 +168,9 @@ class Writer:
     def _put_sorted(self, db: str, items: Iterable[tuple[bytes, bytes]], chunk: int = 200_000) -> None:
         rows = iter(items)
         while part := list(itertools.islice(rows, chunk)):
-            self.apply(lambda t: t.txn.cursor(db=self.dbs[db]).putmulti(part, dupdata=False, overwrite=True, append=True))
+            self.apply(
+                lambda t: t.txn.cursor(db=self.dbs[db]).putmulti(part, dupdata=False, overwrite=True, append=True)
+            )
 
 
 _RUN_ROW = struct.Struct("<HI")  # key length, value length
@@ -286,8 +292,15 @@ class WriteTxn:
         self.put_rows(link_id, dates.proto_day(person.birth_date), rows)
         self.put_persons(link_id, persons.add([], persons.MIN_DAY, person_bytes) if quals else [])
 
-    def put_rows(self, link_id: int, birth_day: int, rows: list[Row], *,
-                 old_keys: set[bytes] | None = None, unowned: bytes | None = None) -> None:
+    def put_rows(
+        self,
+        link_id: int,
+        birth_day: int,
+        rows: list[Row],
+        *,
+        old_keys: set[bytes] | None = None,
+        unowned: bytes | None = None,
+    ) -> None:
         """Replace a person's qualifications, re-indexing their numbers.
 
         `old_keys`: the number keys of the stored rows, when the caller has just
@@ -317,8 +330,7 @@ class WriteTxn:
         for key in new_keys - old_keys:
             self.txn.put(key, lk, db=self.dbs["number"])
 
-    def put_persons(self, link_id: int, timeline: Timeline,
-                    old: Timeline | None = None) -> None:
+    def put_persons(self, link_id: int, timeline: Timeline, old: Timeline | None = None) -> None:
         """Replace a person's basic information over time, keeping the 不詳 index
         (unknown.basic4_rows) in step. `old`: the stored timeline, if just read."""
         lk = link_key(link_id)

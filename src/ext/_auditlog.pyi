@@ -25,9 +25,21 @@ class GroupCommit:
     records: int
     batches_filled: int  # batches closed full within the interval
     batches_timed: int  # batches closed by the interval running out
-    def __init__(self, fd: int, head_fd: int, size: int, allocated: int, seq: int, total: int,
-                 last_hash: bytes, durable: bool, segment_bytes: int, preallocate: int,
-                 mac_key: bytes = b"", stream: bytes = b"") -> None: ...
+    def __init__(
+        self,
+        fd: int,
+        head_fd: int,
+        size: int,
+        allocated: int,
+        seq: int,
+        total: int,
+        last_hash: bytes,
+        durable: bool,
+        segment_bytes: int,
+        preallocate: int,
+        mac_key: bytes = b"",
+        stream: bytes = b"",
+    ) -> None: ...
     @property
     def last_hash(self) -> bytes: ...
     @property

@@ -21,6 +21,7 @@ ACCESS_LOG_UNAVAILABLE = "ACCESS_LOG_UNAVAILABLE"
 
 # --- whom a record is about ---------------------------------------------------------
 
+
 def _digest(key: bytes) -> str:
     return hashlib.blake2b(key, digest_size=12).hexdigest()
 
@@ -64,6 +65,7 @@ def describe_answer(response: bytes) -> str:
 
 # --- writing ------------------------------------------------------------------------
 
+
 def write_records(log: audit.AuditLog, records) -> None:
     """Append durably; a log that cannot write (disk full, I/O error: it is
     fail-stop, audit.AuditLog) refuses the call with UNAVAILABLE and reason
@@ -74,7 +76,8 @@ def write_records(log: audit.AuditLog, records) -> None:
         raise service_unavailable(
             ACCESS_LOG_UNAVAILABLE,
             f"the access log cannot be written ({exc}); no data is answered until an operator restores it",
-            advice="follow the outage procedure (portal or paper, self-declaration); retry later") from None
+            advice="follow the outage procedure (portal or paper, self-declaration); retry later",
+        ) from None
 
 
 async def log_async(log: audit.AuditLog | None, record: audit.AuditRecord) -> None:
@@ -110,18 +113,26 @@ def write_claims(log: audit.AuditLog, caller: auth.Caller | None, claims, verdic
     records = []
     for claim, verdict in zip(claims, verdicts, strict=True):
         try:
-            subject = number_subject(identifiers.number_key(claim.insurer_number, claim.symbol, claim.number,
-                                                            claim.branch))
+            subject = number_subject(
+                identifiers.number_key(claim.insurer_number, claim.symbol, claim.number, claim.branch)
+            )
         except identifiers.InvalidIdentifier:
             subject = "unknown-claim"
-        records.append(audit.AuditRecord(
-            actor=actor(caller), action="VerifyClaims", subject=subject,
-            items=f"claim={claim.claim_id[:40]} verdict={_outcome(verdict.outcome)}",
-            purpose=purpose, request_id=f"{claim.facility_code[:10]}/{claim.claim_id[:40]}"))
+        records.append(
+            audit.AuditRecord(
+                actor=actor(caller),
+                action="VerifyClaims",
+                subject=subject,
+                items=f"claim={claim.claim_id[:40]} verdict={_outcome(verdict.outcome)}",
+                purpose=purpose,
+                request_id=f"{claim.facility_code[:10]}/{claim.claim_id[:40]}",
+            )
+        )
     write_records(log, records)
 
 
 # --- EnrollmentService ---------------------------------------------------------------
+
 
 def update_subject(update) -> str:
     """Whom an enrollment update is about: the digest of its insured number."""
@@ -130,8 +141,9 @@ def update_subject(update) -> str:
     try:
         if msg is not None and hasattr(msg, "qualification") and msg.HasField("qualification"):
             q = msg.qualification
-            return number_subject(identifiers.number_key(q.insurer_number or update.insurer_number,
-                                                         q.symbol, q.number, q.branch))
+            return number_subject(
+                identifiers.number_key(q.insurer_number or update.insurer_number, q.symbol, q.number, q.branch)
+            )
         if msg is not None and hasattr(msg, "insured_number"):
             n = msg.insured_number
             return number_subject(identifiers.number_key(update.insurer_number, n.symbol, n.number, n.branch))
@@ -160,9 +172,15 @@ class EnrollmentAuditor:
             subject, change = self.pending.pop(ack.update_id, ("", "unknown"))
             if not subject:
                 continue
-            records.append(audit.AuditRecord(
-                actor=self.actor, action="EnrollmentUpdate", subject=subject,
-                items=f"{change} outcome={ack.outcome}", purpose="insurer registration (法定届出)",
-                request_id=ack.update_id[:64]))
+            records.append(
+                audit.AuditRecord(
+                    actor=self.actor,
+                    action="EnrollmentUpdate",
+                    subject=subject,
+                    items=f"{change} outcome={ack.outcome}",
+                    purpose="insurer registration (法定届出)",
+                    request_id=ack.update_id[:64],
+                )
+            )
         if records:
             await asyncio.get_running_loop().run_in_executor(None, write_records, self.log, records)

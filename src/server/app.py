@@ -216,9 +216,7 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def run_worker(
-    config: WorkerConfig, ready: Callable[[str], object], stop: threading.Event | None = None
-) -> int:
+def run_worker(config: WorkerConfig, ready: Callable[[str], object], stop: threading.Event | None = None) -> int:
     """Open the store, serve until SIGTERM/SIGINT, then stop gracefully:
     health NOT_SERVING first, then server.stop(grace) lets in-flight calls end."""
     from ..core.engine import open_engine
@@ -423,9 +421,7 @@ def _supervise(
             was_ready = ready.pop(pid, None) is not None
             if stopping:
                 if status != 0:
-                    print(
-                        f"onshi: worker {pid} {_describe(status)} while stopping", file=sys.stderr
-                    )
+                    print(f"onshi: worker {pid} {_describe(status)} while stopping", file=sys.stderr)
                     exit_code = 1
                 continue
             print(f"onshi: worker {pid} {_describe(status)}", file=sys.stderr, flush=True)
@@ -433,9 +429,7 @@ def _supervise(
             pool.deaths = [t for t in pool.deaths if now - t < 60.0] + [now]
             if not announced or not was_ready or len(pool.deaths) > max_restarts:
                 why = "before serving" if not was_ready else f"{len(pool.deaths)} times in 60 s"
-                print(
-                    f"onshi: giving up (worker died {why}); stopping", file=sys.stderr, flush=True
-                )
+                print(f"onshi: giving up (worker died {why}); stopping", file=sys.stderr, flush=True)
                 signals.append(signal.SIGTERM)
                 exit_code = 1
                 continue

@@ -29,8 +29,12 @@ from .person_directory import PersonDirectory
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
-ROLE_OF = {"facility": audit_pb2.ACCESSOR_ROLE_FACILITY, "insurer": audit_pb2.ACCESSOR_ROLE_INSURER,
-           "review": audit_pb2.ACCESSOR_ROLE_REVIEW_BODY, "operator": audit_pb2.ACCESSOR_ROLE_OPERATOR}
+ROLE_OF = {
+    "facility": audit_pb2.ACCESSOR_ROLE_FACILITY,
+    "insurer": audit_pb2.ACCESSOR_ROLE_INSURER,
+    "review": audit_pb2.ACCESSOR_ROLE_REVIEW_BODY,
+    "operator": audit_pb2.ACCESSOR_ROLE_OPERATOR,
+}
 
 
 def access_record(rec: audit.AuditRecord) -> audit_pb2.AccessRecord:
@@ -39,17 +43,21 @@ def access_record(rec: audit.AuditRecord) -> audit_pb2.AccessRecord:
     ts.FromNanoseconds(rec.time_ns)
     return audit_pb2.AccessRecord(
         time=ts,
-        accessor_role=audit_pb2.ACCESSOR_ROLE_RELAY if rec.flags & audit.FLAG_RELAY and role == "insurer"
+        accessor_role=audit_pb2.ACCESSOR_ROLE_RELAY
+        if rec.flags & audit.FLAG_RELAY and role == "insurer"
         else ROLE_OF.get(role, audit_pb2.ACCESSOR_ROLE_UNSPECIFIED),
         accessor_codes=[c for c in codes.split(",") if c],
-        action=rec.action, items=rec.items, purpose=rec.purpose, emergency=rec.emergency)
+        action=rec.action,
+        items=rec.items,
+        purpose=rec.purpose,
+        emergency=rec.emergency,
+    )
 
 
 def my_records(audit_dir: str, link_id: int, subjects: set[str], since_ns: int = 0) -> list[audit.AuditRecord]:
     """This person's records, newest first, without their own readings."""
     keys = set(subjects) | {f"link:{link_id}"}
-    found = [r for r in audit.read_about(audit_dir, keys)
-             if not r.flags & audit.FLAG_SELF and r.time_ns >= since_ns]
+    found = [r for r in audit.read_about(audit_dir, keys) if not r.flags & audit.FLAG_SELF and r.time_ns >= since_ns]
     found.sort(key=lambda r: r.time_ns, reverse=True)
     return found
 
@@ -73,8 +81,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 raise errors
             if self.trust.verifier is None:
                 raise auth.AuthError(grpc.StatusCode.FAILED_PRECONDITION, "card proof is not configured")
-            proof = self.trust.verifier.verify_request(request, caller.facility_code,
-                                                     purpose=cardproof.PURPOSE_LIST_MY_ACCESS)
+            proof = self.trust.verifier.verify_request(
+                request, caller.facility_code, purpose=cardproof.PURPOSE_LIST_MY_ACCESS
+            )
         except (CardProofError, MalformedProof, auth.AuthError, FieldErrors) as exc:
             await trust_status.abort_async(context, exc)
         link_id = self.directory.link_of_card(proof.serial_key)
@@ -82,13 +91,24 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if link_id is not None and self.trust.audit_dir:
             # Reading every stream's segments takes a while: off the event loop.
             records = await asyncio.get_running_loop().run_in_executor(
-                None, my_records, self.trust.audit_dir, link_id, self.directory.subjects(link_id), since)
-        await log_async(self.trust.log, audit.AuditRecord(
-            actor=caller.label, action="ListMyAccess", subject=card_subject(proof.serial_key),
-            link_id=link_id or 0, items=f"records={min(len(records), page)}", purpose="the person reads their log",
-            request_id=proof.nonce.hex(), flags=audit.FLAG_SELF))
-        return audit_pb2.ListMyAccessResponse(records=[access_record(r) for r in records[:page]],
-                                              truncated=len(records) > page)
+                None, my_records, self.trust.audit_dir, link_id, self.directory.subjects(link_id), since
+            )
+        await log_async(
+            self.trust.log,
+            audit.AuditRecord(
+                actor=caller.label,
+                action="ListMyAccess",
+                subject=card_subject(proof.serial_key),
+                link_id=link_id or 0,
+                items=f"records={min(len(records), page)}",
+                purpose="the person reads their log",
+                request_id=proof.nonce.hex(),
+                flags=audit.FLAG_SELF,
+            ),
+        )
+        return audit_pb2.ListMyAccessResponse(
+            records=[access_record(r) for r in records[:page]], truncated=len(records) > page
+        )
 
 
 def add_to_server(server, directory: PersonDirectory, trust) -> list[str]:

@@ -50,11 +50,11 @@ POLICY: dict[str, frozenset[str]] = {
     # card_proof hook enforces that facilities present a card proof.
     "/onshi.v1.EligibilityService/CheckByCard": frozenset({FACILITY, REVIEW, OPERATOR}),
     "/onshi.v1.EligibilityService/CheckByNumber": frozenset({FACILITY, REVIEW, OPERATOR}),
-    "/onshi.v1.ClaimService/VerifyClaims": frozenset({FACILITY, REVIEW}),   # facility: own code only
+    "/onshi.v1.ClaimService/VerifyClaims": frozenset({FACILITY, REVIEW}),  # facility: own code only
     "/onshi.v1.ClaimService/Apportion": frozenset({REVIEW}),
-    "/onshi.v1.EnrollmentService/StreamUpdates": frozenset({INSURER}),      # own insurer numbers only
+    "/onshi.v1.EnrollmentService/StreamUpdates": frozenset({INSURER}),  # own insurer numbers only
     "/onshi.v1.EnrollmentService/StreamUpdateBatches": frozenset({INSURER}),  # the same, many per message
-    "/onshi.v1.EnrollmentService/PutResidents": frozenset({OPERATOR}),      # the J-LIS stand-in
+    "/onshi.v1.EnrollmentService/PutResidents": frozenset({OPERATOR}),  # the J-LIS stand-in
     "/onshi.v1.EnrollmentService/ListQuarantine": frozenset({INSURER}),
     "/onshi.v1.EnrollmentService/ResolveQuarantine": frozenset({INSURER}),
     "/onshi.v1.EnrollmentService/ListNotices": frozenset({INSURER}),
@@ -64,7 +64,7 @@ POLICY: dict[str, frozenset[str]] = {
     # anyone whose number and details it holds, or list anyone's link notices.
     "/onshi.v1.LinkService/LinkCard": frozenset({OPERATOR}),
     "/onshi.v1.LinkService/ListLinkNotices": frozenset({OPERATOR}),
-    "/onshi.v1.AuditService/ListMyAccess": frozenset({FACILITY}),           # plus the person's card proof
+    "/onshi.v1.AuditService/ListMyAccess": frozenset({FACILITY}),  # plus the person's card proof
     "/onshi.v1.RelayService/FindInsurer": frozenset({INSURER}),
     "/onshi.v1.TrustService/SetSystemFailureMode": frozenset({OPERATOR}),
     "/onshi.v1.TrustService/GetSystemFailureMode": frozenset(ROLES),
@@ -78,7 +78,7 @@ DEV = "dev"  # --insecure-dev caller that declared no role
 @dataclass(frozen=True, slots=True)
 class Caller:
     role: str
-    codes: frozenset[str]       # facility codes or insurer numbers, per role
+    codes: frozenset[str]  # facility codes or insurer numbers, per role
     subject: str
     via_tls: bool = True
 
@@ -115,6 +115,7 @@ def denied(message: str) -> AuthError:
 
 
 # --- certificates -> callers -------------------------------------------------
+
 
 def caller_from_certificate(cert: x509.Certificate) -> Caller:
     """Role and codes from an onshi client certificate (already chain-verified by TLS)."""
@@ -163,8 +164,11 @@ class CallerRevocations:
             if strict:
                 raise
             if self._stamp is not None:  # say it once per bad version
-                print(f"onshi: caller revocation list {self.path} not reloaded, the previous one stays "
-                      f"in force: {exc}", file=sys.stderr, flush=True)
+                print(
+                    f"onshi: caller revocation list {self.path} not reloaded, the previous one stays in force: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             self._stamp = None
             return False
         self.serials, self._stamp = serials, stamp
@@ -176,13 +180,16 @@ class CallerRevocations:
         it a revoked certificate and its renewal could not be told apart)."""
         serial = cert.serial_number
         try:
-            uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
-                .get_values_for_type(x509.UniformResourceIdentifier)
+            uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+                x509.UniformResourceIdentifier
+            )
         except x509.ExtensionNotFound:
             uris = []
         if [u for u in uris if u.startswith(CERT_URN)] != [f"{CERT_URN}{serial:x}"]:
-            raise unauthenticated(f"client certificate {subject} does not name its serial as {CERT_URN}<hex>, "
-                                  "so it cannot be checked for revocation: have it reissued (onshi pki)")
+            raise unauthenticated(
+                f"client certificate {subject} does not name its serial as {CERT_URN}<hex>, "
+                "so it cannot be checked for revocation: have it reissued (onshi pki)"
+            )
         if serial in self.serials:
             raise unauthenticated(f"client certificate {subject} (serial {serial:x}) is revoked")
 
@@ -307,8 +314,13 @@ def caller_of(context) -> Caller:
             return _DEV_CALLER
         if role not in ROLES:
             raise unauthenticated(f"--insecure-dev: {ROLE_KEY} must be one of {', '.join(ROLES)}")
-        codes = _split(md.get(FACILITY_KEY)) if role == FACILITY else \
-            _split(md.get(INSURER_KEY)) if role == INSURER else set()
+        codes = (
+            _split(md.get(FACILITY_KEY))
+            if role == FACILITY
+            else _split(md.get(INSURER_KEY))
+            if role == INSURER
+            else set()
+        )
         return Caller(role, frozenset(codes), f"insecure-dev {role}", via_tls=False)
     raise unauthenticated("no client certificate (mTLS required)")
 
@@ -350,6 +362,7 @@ def caller_insurers(caller: Caller, context) -> frozenset[str]:
 
 # --- the interceptor -------------------------------------------------------------
 
+
 def _abort(context, exc: AuthError):
     context.abort(exc.code, exc.message)
 
@@ -378,10 +391,12 @@ def _guard(behavior, roles: frozenset[str] | None, response_streaming: bool = Fa
             except AuthError as exc:
                 _abort(context, exc)
             return behavior(request, context, send_response_callback)
+
         # grpc reads these attributes off the behaviour function itself
         guarded_callback.experimental_non_blocking = True  # type: ignore[attr-defined]
         guarded_callback.experimental_thread_pool = getattr(  # type: ignore[attr-defined]
-            behavior, "experimental_thread_pool", None)
+            behavior, "experimental_thread_pool", None
+        )
         return guarded_callback
 
     if response_streaming:
@@ -393,14 +408,17 @@ def _guard(behavior, roles: frozenset[str] | None, response_streaming: bool = Fa
                 yield from behavior(request, context)
             except AuthError as exc:
                 _abort(context, exc)
+
         return guarded_stream
 
     if getattr(behavior, "takes_caller", False):
+
         def guarded_with_caller(request, context):
             try:
                 return behavior(request, context, _allowed(context, roles))
             except AuthError as exc:
                 _abort(context, exc)
+
         return guarded_with_caller
 
     def guarded(request, context):
@@ -437,12 +455,21 @@ class RoleInterceptor(grpc.ServerInterceptor):
             roles = None
         else:
             roles = self.policy.get(method, frozenset())  # unknown method: nobody
-        kind = ("unary_unary" if handler.unary_unary else "unary_stream" if handler.unary_stream
-                else "stream_unary" if handler.stream_unary else "stream_stream")
+        kind = (
+            "unary_unary"
+            if handler.unary_unary
+            else "unary_stream"
+            if handler.unary_stream
+            else "stream_unary"
+            if handler.stream_unary
+            else "stream_stream"
+        )
         make = getattr(grpc, f"{kind}_rpc_method_handler")
-        return make(_guard(getattr(handler, kind), roles, kind.endswith("_stream")),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
+        return make(
+            _guard(getattr(handler, kind), roles, kind.endswith("_stream")),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
 
 def _aio_guard(behavior, roles: frozenset[str] | None, streaming: bool = False):
@@ -456,6 +483,7 @@ def _aio_guard(behavior, roles: frozenset[str] | None, streaming: bool = False):
             await context.abort(exc.code, exc.message)
 
     if inspect.isasyncgenfunction(behavior):
+
         async def guarded_gen(request, context):
             await check(context)
             try:
@@ -463,6 +491,7 @@ def _aio_guard(behavior, roles: frozenset[str] | None, streaming: bool = False):
                     yield item
             except AuthError as exc:
                 await context.abort(exc.code, exc.message)
+
         return guarded_gen
 
     if inspect.iscoroutinefunction(behavior):
@@ -476,6 +505,7 @@ def _aio_guard(behavior, roles: frozenset[str] | None, streaming: bool = False):
                 return await behavior(request, context)
             except AuthError as exc:
                 await context.abort(exc.code, exc.message)
+
         return guarded
 
     return _guard(behavior, roles, streaming)  # a sync handler on the migration thread pool
@@ -493,15 +523,25 @@ class AioRoleInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         roles = None if method.startswith(OPEN_PREFIXES) else self.policy.get(method, frozenset())
-        kind = ("unary_unary" if handler.unary_unary else "unary_stream" if handler.unary_stream
-                else "stream_unary" if handler.stream_unary else "stream_stream")
+        kind = (
+            "unary_unary"
+            if handler.unary_unary
+            else "unary_stream"
+            if handler.unary_stream
+            else "stream_unary"
+            if handler.stream_unary
+            else "stream_stream"
+        )
         make = getattr(grpc, f"{kind}_rpc_method_handler")
-        return make(_aio_guard(getattr(handler, kind), roles, kind.endswith("_stream")),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
+        return make(
+            _aio_guard(getattr(handler, kind), roles, kind.endswith("_stream")),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
 
 # --- credentials -------------------------------------------------------------
+
 
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
@@ -510,14 +550,17 @@ def _read(path: str) -> bytes:
 
 def server_credentials(cert: str, key: str, client_ca: str) -> grpc.ServerCredentials:
     """mTLS: present `cert`, require and verify a client certificate from `client_ca`."""
-    return grpc.ssl_server_credentials([(_read(key), _read(cert))], root_certificates=_read(client_ca),
-                                       require_client_auth=True)
+    return grpc.ssl_server_credentials(
+        [(_read(key), _read(cert))], root_certificates=_read(client_ca), require_client_auth=True
+    )
 
 
 def channel_credentials(ca: str, cert: str | None = None, key: str | None = None) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(root_certificates=_read(ca),
-                                        private_key=_read(key) if key else None,
-                                        certificate_chain=_read(cert) if cert else None)
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca),
+        private_key=_read(key) if key else None,
+        certificate_chain=_read(cert) if cert else None,
+    )
 
 
 def pki_paths(pki_dir: str, stem: str) -> tuple[str, str, str]:
@@ -531,10 +574,13 @@ def check_insecure_bind(host: str) -> None:
     if not is_loopback(host):
         raise SystemExit(f"onshi: --insecure-dev serves only on loopback (127.0.0.1 / ::1), not {host}")
     banner = "!" * 72
-    print(f"{banner}\n!! INSECURE DEV MODE: no TLS, no client certificates; callers declare their\n"
-          f"!! role in metadata ({ROLE_KEY}; none = no role checks). Local demos only.\n"
-          f"!! NEVER use with real data.\n{banner}",
-          file=sys.stderr, flush=True)
+    print(
+        f"{banner}\n!! INSECURE DEV MODE: no TLS, no client certificates; callers declare their\n"
+        f"!! role in metadata ({ROLE_KEY}; none = no role checks). Local demos only.\n"
+        f"!! NEVER use with real data.\n{banner}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def add_arguments(parser) -> None:
@@ -544,11 +590,14 @@ def add_arguments(parser) -> None:
     g.add_argument("--tls-key", help="server private key (PEM)")
     g.add_argument("--client-ca", help="CA that issues caller certificates (PEM)")
     g.add_argument("--pki", help="an `onshi pki init` directory: fills the three above")
-    g.add_argument("--caller-crl",
-                   help="revoked caller certificates: a CRL signed by the --client-ca (default with --pki: "
-                        f"PKI/{pki.CALLER_CRL} if present); reloaded when it changes and on SIGHUP")
-    g.add_argument("--insecure-dev", action="store_true",
-                   help="no TLS, roles declared in metadata; loopback only; demos only")
+    g.add_argument(
+        "--caller-crl",
+        help="revoked caller certificates: a CRL signed by the --client-ca (default with --pki: "
+        f"PKI/{pki.CALLER_CRL} if present); reloaded when it changes and on SIGHUP",
+    )
+    g.add_argument(
+        "--insecure-dev", action="store_true", help="no TLS, roles declared in metadata; loopback only; demos only"
+    )
 
 
 def credentials_from_args(args, host: str) -> grpc.ServerCredentials | None:
@@ -562,8 +611,10 @@ def credentials_from_args(args, host: str) -> grpc.ServerCredentials | None:
         ca_default, cert_default, key_default = pki_paths(args.pki, "server")
         cert, key, ca = cert or cert_default, key or key_default, ca or ca_default
     if not (cert and key and ca):
-        raise SystemExit("onshi: mTLS needs --tls-cert, --tls-key and --client-ca (or --pki DIR); "
-                         "--insecure-dev for a loopback-only demo")
+        raise SystemExit(
+            "onshi: mTLS needs --tls-cert, --tls-key and --client-ca (or --pki DIR); "
+            "--insecure-dev for a loopback-only demo"
+        )
     crl = caller_crl_path(args)
     if crl:
         try:

@@ -121,7 +121,9 @@ class Helpers:
             parts = split[0]
             counts = [b - a for (_, a), (_, b) in zip(parts, [*parts[1:], (b"", split[1])], strict=True)]
             sent: list[tuple[_Helper | None, bytes, int, int]] = []
-            for helper, (part, base), count in zip(list(taken), parts[1:], counts[1:], strict=False):  # a small batch may need fewer parts
+            for helper, (part, base), count in zip(
+                list(taken), parts[1:], counts[1:], strict=False
+            ):  # a small batch may need fewer parts
                 sent_to: _Helper | None = helper
                 try:
                     helper.conn.send_bytes(pickle.dumps((part, facility, record, base), protocol=5))

@@ -49,11 +49,12 @@ FACILITY_KEY = "x-onshi-facility"
 # Threads verifying batches (and waiting for their ledger commits), shared by
 # every stream; a stream has at most one batch on them at a time.
 VERIFY_THREADS = 8
-MIN_MONTH = 1_01        # year 1 month 1 .. year 9999 month 12, as YYYYMM
+MIN_MONTH = 1_01  # year 1 month 1 .. year 9999 month 12, as YYYYMM
 MAX_MONTH = 9999_12
 
 
 # --- who is calling ------------------------------------------------------------
+
 
 def caller_facility(caller: auth.Caller | None, context) -> str | None:
     """The facility code of a facility caller (pre-submission check), or None for
@@ -82,6 +83,7 @@ def engine_beside(writer):
 
 
 # --- the servicer ------------------------------------------------------------------
+
 
 class ClaimServicer:
     """VerifyClaims works on serialized batches (see add_to_server); Apportion on messages."""
@@ -118,8 +120,9 @@ class ClaimServicer:
                 try:
                     if recording is not None and recording.error is not None:
                         raise _unrecorded(recording.error)
-                    response = await loop.run_in_executor(self.pool, self._batch, raw, facility, recording,
-                                                          caller, ended)
+                    response = await loop.run_in_executor(
+                        self.pool, self._batch, raw, facility, recording, caller, ended
+                    )
                 finally:  # the verdicts before go out before this batch's answer or error status
                     if sending is not None:
                         sending, previous = None, sending
@@ -138,8 +141,14 @@ class ClaimServicer:
             if recording is not None:  # ended early (an abort, a cancelled call): record what was answered
                 recording.close()
 
-    def _batch(self, raw: bytes, facility: str | None, recording: _Recording | None,
-               caller: auth.Caller | None, ended: threading.Event) -> bytes:
+    def _batch(
+        self,
+        raw: bytes,
+        facility: str | None,
+        recording: _Recording | None,
+        caller: auth.Caller | None,
+        ended: threading.Event,
+    ) -> bytes:
         """On a pool thread: verify, queue the ledger rows, write the access log;
         the verdicts (or StatusError). Never touches the call."""
         result = self.helpers.verify(raw, facility, recording is not None)
@@ -157,8 +166,12 @@ class ClaimServicer:
             except Exception as exc:  # noqa: BLE001 - an earlier batch's commit failed
                 raise _unrecorded(exc) from None
         if self.log is not None:  # parsed again only when there is an access log
-            access_log.write_claims(self.log, caller, claims_pb2.VerifyClaimsRequest.FromString(raw).claims,
-                                    claims_pb2.VerifyClaimsResponse.FromString(response).verdicts)
+            access_log.write_claims(
+                self.log,
+                caller,
+                claims_pb2.VerifyClaimsRequest.FromString(raw).claims,
+                claims_pb2.VerifyClaimsResponse.FromString(response).verdicts,
+            )
         self.batches_verified += 1
         return response
 
@@ -180,13 +193,16 @@ class ClaimServicer:
             raise StatusError(bad_request_status(violations))
         loop = asyncio.get_running_loop()
         unresolved_points, unresolved_claims, paid = await loop.run_in_executor(
-            self.pool, self.totals, code, months[0], months[1])
+            self.pool, self.totals, code, months[0], months[1]
+        )
         if unresolved_points and not paid:
-            raise refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          "no recorded payments to this facility in the period to apportion by")
-        response = claims_pb2.ApportionResponse(unresolved_points=unresolved_points,
-                                                unresolved_claims=unresolved_claims,
-                                                paid_points=sum(paid.values()))
+            raise refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "no recorded payments to this facility in the period to apportion by",
+            )
+        response = claims_pb2.ApportionResponse(
+            unresolved_points=unresolved_points, unresolved_claims=unresolved_claims, paid_points=sum(paid.values())
+        )
         for insurer, paid_points, share in rules.apportion(unresolved_points, paid):
             response.shares.add(insurer_number=insurer, paid_points=paid_points, share_points=share)
         return response
@@ -205,7 +221,7 @@ class ClaimServicer:
                 for key, value in cursor:
                     if key >= stop:
                         break
-                    month = key[len(start) - 4:len(start)]
+                    month = key[len(start) - 4 : len(start)]
                     for claim_id, payers in rules.unpack_entries(value):
                         latest[month, claim_id] = payers
         unresolved_points = unresolved_claims = 0
@@ -222,9 +238,11 @@ class ClaimServicer:
 
 def _unrecorded(exc: BaseException) -> StatusError:
     if isinstance(exc, StoreFull):
-        return refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                       f"store full: the verdicts of this stream from the first unrecorded batch on were "
-                       f"not recorded; send them again ({exc})")
+        return refused(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"store full: the verdicts of this stream from the first unrecorded batch on were "
+            f"not recorded; send them again ({exc})",
+        )
     return refused(grpc.StatusCode.UNAVAILABLE, f"recording the verdicts failed; send them again ({exc})")
 
 
@@ -263,8 +281,7 @@ class _Recording:
             last = t.txn.get(rules.LEDGER_SEQ_KEY, db=meta)
             seq = store.seq_key(store.seq_of(last) + 1 if last else 1)
             t.txn.put(rules.LEDGER_SEQ_KEY, seq, db=meta)
-            t.txn.cursor(db=record_db).putmulti([(prefix + seq, entries) for prefix, entries in groups],
-                                                append=False)
+            t.txn.cursor(db=record_db).putmulti([(prefix + seq, entries) for prefix, entries in groups], append=False)
 
         if getattr(self.writer, "submit_many", None) is None:  # a bare Writer: record in line
             self.writer.apply(change)
@@ -309,11 +326,21 @@ def add_to_server(server: grpc.Server, writer, trust=None, engine=None) -> list[
     reflection). `onshi ingest-serve` loads this module; `trust` is its
     trust_setup.IngestTrust, or None."""
     servicer = ClaimServicer(writer, engine, trust.log if trust is not None else None)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {
-        "VerifyClaims": grpc.stream_stream_rpc_method_handler(
-            servicer.VerifyClaims, request_deserializer=None, response_serializer=None),
-        "Apportion": grpc.unary_unary_rpc_method_handler(
-            servicer.Apportion, request_deserializer=claims_pb2.ApportionRequest.FromString,
-            response_serializer=claims_pb2.ApportionResponse.SerializeToString),
-    }),))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE_NAME,
+                {
+                    "VerifyClaims": grpc.stream_stream_rpc_method_handler(
+                        servicer.VerifyClaims, request_deserializer=None, response_serializer=None
+                    ),
+                    "Apportion": grpc.unary_unary_rpc_method_handler(
+                        servicer.Apportion,
+                        request_deserializer=claims_pb2.ApportionRequest.FromString,
+                        response_serializer=claims_pb2.ApportionResponse.SerializeToString,
+                    ),
+                },
+            ),
+        )
+    )
     return [SERVICE_NAME]

@@ -70,9 +70,7 @@ class CardProof(Protocol):
 
 
 class Audit(Protocol):
-    def __call__(
-        self, context: Any, caller: Any, method: str, request: Any, key: bytes, response: bytes
-    ) -> None: ...
+    def __call__(self, context: Any, caller: Any, method: str, request: Any, key: bytes, response: bytes) -> None: ...
 
 
 def date_day(d, field: str, errors: FieldErrors) -> int | None:
@@ -149,9 +147,7 @@ class EligibilityAnswers:
                 raise errors
             serial_key, extra = self.card_proof(request, caller, context)
         elif _has_card_proof(request):
-            raise Rejected(
-                grpc.StatusCode.FAILED_PRECONDITION, "card proof verification not configured"
-            )
+            raise Rejected(grpc.StatusCode.FAILED_PRECONDITION, "card proof verification not configured")
         else:
             try:
                 serial_key = _card_serial_key(request.card_serial)
@@ -173,14 +169,10 @@ class EligibilityAnswers:
         try:
             request = CheckByNumberRequest.FromString(raw)
         except DecodeError as exc:
-            raise FieldErrors(
-                [("request", f"CheckByNumberRequest does not parse: {exc}")]
-            ) from None
+            raise FieldErrors([("request", f"CheckByNumberRequest does not parse: {exc}")]) from None
         errors = FieldErrors()
         try:
-            key = _number_key(
-                request.insurer_number, request.symbol, request.number, request.branch
-            )
+            key = _number_key(request.insurer_number, request.symbol, request.number, request.branch)
         except InvalidIdentifier as exc:
             errors.add(exc.field, exc.description)
         if request.HasField("birth_date"):
@@ -237,9 +229,7 @@ def _asyncio(answer: Callable[..., bytes]):
 
 def _unary(fn) -> grpc.RpcMethodHandler:
     # Bytes in, bytes out: no (de)serializer, see the module docstring.
-    return grpc.unary_unary_rpc_method_handler(
-        fn, request_deserializer=None, response_serializer=None
-    )
+    return grpc.unary_unary_rpc_method_handler(fn, request_deserializer=None, response_serializer=None)
 
 
 def build_eligibility_handlers(
@@ -256,7 +246,4 @@ def build_eligibility_handlers(
         "CheckByCard": adapt(answers.check_by_card),
         "CheckByNumber": adapt(answers.check_by_number),
     }
-    return grpc.method_handlers_generic_handler(
-        SERVICE_NAME, {n: _unary(f) for n, f in methods.items()}
-    )
-
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {n: _unary(f) for n, f in methods.items()})

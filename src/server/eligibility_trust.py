@@ -43,16 +43,19 @@ class EligibilityTrust:
                 caller = auth.caller_of(context)
             if request.card_certificate or request.card_signature or request.HasField("challenge"):
                 if self.verifier is None:
-                    raise refused(grpc.StatusCode.FAILED_PRECONDITION,
-                                  "card proof verification is not configured on this server")
+                    raise refused(
+                        grpc.StatusCode.FAILED_PRECONDITION, "card proof verification is not configured on this server"
+                    )
                 facility = caller.facility_code if caller.role == auth.FACILITY else None
                 if caller.role == auth.FACILITY and facility is None:
                     raise auth.denied("facility caller without a facility code")
                 proof = self.verifier.verify_request(request, facility, purpose=cardproof.PURPOSE_CHECK_BY_CARD)
                 return proof.serial_key, proof.warnings
             if caller.role not in self.TRUSTED_BARE_SERIAL:
-                raise auth.denied("a bare card_serial is accepted only from internal roles; "
-                                  "send the card proof (card_certificate, challenge, card_signature)")
+                raise auth.denied(
+                    "a bare card_serial is accepted only from internal roles; "
+                    "send the card proof (card_certificate, challenge, card_signature)"
+                )
             return identifiers.card_serial_key(request.card_serial), b""
         except trust_status.TRUST_ERRORS as exc:
             raise trust_status.refusal(exc) from None
@@ -79,7 +82,16 @@ class EligibilityTrust:
             request_id = request_id or request.challenge.nonce.hex()  # empty for a bare serial
         else:
             subject = number_subject(key)
-        write_records(self.log, (audit.AuditRecord(
-            actor=actor(caller), action=method, subject=subject,
-            items=describe_answer(response), purpose=purpose or DEFAULT_PURPOSE.get(method, method),
-            request_id=request_id),))
+        write_records(
+            self.log,
+            (
+                audit.AuditRecord(
+                    actor=actor(caller),
+                    action=method,
+                    subject=subject,
+                    items=describe_answer(response),
+                    purpose=purpose or DEFAULT_PURPOSE.get(method, method),
+                    request_id=request_id,
+                ),
+            ),
+        )

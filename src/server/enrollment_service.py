@@ -27,13 +27,13 @@ from .access_log import EnrollmentAuditor
 from .errors import bad_request_status
 
 INSURER_METADATA = "x-onshi-insurer"
-WINDOW = 8192           # updates in flight per stream before we stop reading (backpressure)
+WINDOW = 8192  # updates in flight per stream before we stop reading (backpressure)
 MAX_RESIDENTS_PER_CALL = 10_000
-MAX_BATCH = 10_000      # updates per StreamUpdateBatches message
-JOB_UPDATES = 256       # updates per committer job: per-job costs (queue, callback, wake-up) paid once per slice
+MAX_BATCH = 10_000  # updates per StreamUpdateBatches message
+JOB_UPDATES = 256  # updates per committer job: per-job costs (queue, callback, wake-up) paid once per slice
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
-LAST_ID = 2**64 - 1     # the largest uint64: quarantine and notice IDs are numbered below it
+LAST_ID = 2**64 - 1  # the largest uint64: quarantine and notice IDs are numbered below it
 
 
 class StreamAborted(Exception):
@@ -60,8 +60,9 @@ def caller_insurers(context) -> tuple[auth.Caller | None, frozenset[str]]:
         raise CallerRefused(exc.code, exc.message) from None
     values = [v for k, v in context.invocation_metadata() if k == INSURER_METADATA]
     if not values:
-        raise CallerRefused(grpc.StatusCode.UNAUTHENTICATED,
-                            f"declare the insurer number(s) in metadata {INSURER_METADATA}")
+        raise CallerRefused(
+            grpc.StatusCode.UNAUTHENTICATED, f"declare the insurer number(s) in metadata {INSURER_METADATA}"
+        )
     out = set()
     for part in ",".join(values).split(","):
         try:
@@ -147,8 +148,9 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
 
     async def PutResidents(self, request, context):
         if len(request.residents) > MAX_RESIDENTS_PER_CALL:
-            await context.abort_with_status(bad_request_status(
-                [("residents", f"at most {MAX_RESIDENTS_PER_CALL} per call")]))
+            await context.abort_with_status(
+                bad_request_status([("residents", f"at most {MAX_RESIDENTS_PER_CALL} per call")])
+            )
         v = []
         for i, r in enumerate(request.residents):
             v.extend(registry.resident_violations(r, f"residents[{i}]"))
@@ -196,8 +198,9 @@ class EnrollmentServicer(pb_grpc.EnrollmentServiceServicer):
         insurers = await self._insurers(context, request.insurer_number)
         if request.after_notice_id >= LAST_ID:
             return pb.ListNoticesResponse()
-        notices = await _read(self.group, enrollment.list_notices, insurers, request.after_notice_id,
-                              _page(request.page_size))
+        notices = await _read(
+            self.group, enrollment.list_notices, insurers, request.after_notice_id, _page(request.page_size)
+        )
         return pb.ListNoticesResponse(notices=notices)
 
     async def AcknowledgeNotices(self, request, context):
@@ -239,8 +242,8 @@ class _UpdateStream:
         self.messages_of = messages_of
         self.sink = _AckSink(asyncio.get_running_loop())
         self.room = asyncio.Event()  # set when acks went out: the reader may queue more
-        self.submitted = 0           # updates queued
-        self.sent = 0                # acks sent
+        self.submitted = 0  # updates queued
+        self.sent = 0  # acks sent
         # Set on the committer thread when one of this stream's writes failed (store
         # full): its later updates must not apply without it, so they fail too.
         self.aborted = False
@@ -286,10 +289,11 @@ class _UpdateStream:
                 updates = self.updates_of(request)
                 if self.auditor is not None:
                     self.auditor.note(updates)
-                slices = [updates[i:i + JOB_UPDATES] for i in range(0, len(updates), JOB_UPDATES)]
+                slices = [updates[i : i + JOB_UPDATES] for i in range(0, len(updates), JOB_UPDATES)]
                 self.submitted += len(updates)
-                self.group.submit_many([(self.job(part, now), self.done) for part in slices],
-                                       [len(part) for part in slices])
+                self.group.submit_many(
+                    [(self.job(part, now), self.done) for part in slices], [len(part) for part in slices]
+                )
         finally:
             self.sink.put(_END)  # after every job of this stream was queued
 
@@ -301,8 +305,9 @@ class _UpdateStream:
             try:
                 work.append(enrollment.check_update(update, self.insurers))
             except enrollment.Invalid as exc:  # no write, but its ack keeps its place in order
-                work.append(enrollment.rejected_ack(update.update_id, exc.violations)
-                            .SerializeToString(deterministic=True))
+                work.append(
+                    enrollment.rejected_ack(update.update_id, exc.violations).SerializeToString(deterministic=True)
+                )
         return functools.partial(self.write, work, now)
 
     def write(self, work: list, now: float, wtxn) -> list[bytes]:
@@ -328,9 +333,11 @@ async def _read(group, fn, *args):
     """fn(read view, *args) on a pool thread: a listing reads every open entry
     of the caller's insurers, which must not stall the event loop (and every
     other call of this process) however many there are."""
+
     def run():
         with group.read() as r:
             return fn(r, *args)
+
     return await asyncio.get_running_loop().run_in_executor(None, run)
 
 
@@ -341,7 +348,7 @@ def _single_acks(raw: list[bytes]) -> list[bytes]:
 def _batched_acks(raw: list[bytes]) -> list[bytes]:
     """One serialized StreamUpdateBatchesResponse per MAX_BATCH acks, the acks'
     bytes framed in one go (no ack message is built)."""
-    return [enrollment.frame_acks(raw[i:i + MAX_BATCH]) for i in range(0, len(raw), MAX_BATCH)]
+    return [enrollment.frame_acks(raw[i : i + MAX_BATCH]) for i in range(0, len(raw), MAX_BATCH)]
 
 
 def _batch_updates(request: pb.StreamUpdateBatchesRequest):
@@ -379,8 +386,14 @@ def add_to_server(server, group, trust=None) -> list[str]:
     enrollment.open_dbs(group)
     log = trust.log if trust is not None else None
     # The streams' acks leave as the committer serialized them.
-    handlers.sending_bytes(pb_grpc.add_EnrollmentServiceServicer_to_server, EnrollmentServicer(group, log), server,
-                           ("StreamUpdates", "StreamUpdateBatches"))
+    handlers.sending_bytes(
+        pb_grpc.add_EnrollmentServiceServicer_to_server,
+        EnrollmentServicer(group, log),
+        server,
+        ("StreamUpdates", "StreamUpdateBatches"),
+    )
     pb_grpc.add_LinkServiceServicer_to_server(LinkServicer(group), server)
-    return [pb.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
-            pb.DESCRIPTOR.services_by_name["LinkService"].full_name]
+    return [
+        pb.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
+        pb.DESCRIPTOR.services_by_name["LinkService"].full_name,
+    ]

@@ -23,10 +23,10 @@ from grpc_status import rpc_status
 
 from ..core.identifiers import InvalidIdentifier
 
-MAX_VIOLATIONS = 20          # field violations in one status (BadRequest details)
-MAX_VIOLATION_BYTES = 3000   # and their text, so the whole trailer stays far below 8 KiB
-MESSAGE_VIOLATIONS = 3       # of which the status message repeats
-MAX_DESCRIPTION = 200        # characters of one field path or description
+MAX_VIOLATIONS = 20  # field violations in one status (BadRequest details)
+MAX_VIOLATION_BYTES = 3000  # and their text, so the whole trailer stays far below 8 KiB
+MESSAGE_VIOLATIONS = 3  # of which the status message repeats
+MAX_DESCRIPTION = 200  # characters of one field path or description
 ERROR_DOMAIN = "onshi.v1"
 
 
@@ -65,7 +65,7 @@ def refused(code: grpc.StatusCode, message: str) -> StatusError:
 
 
 def _cut(text: str) -> str:
-    return text if len(text) <= MAX_DESCRIPTION else text[:MAX_DESCRIPTION - 1] + "…"
+    return text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 1] + "…"
 
 
 def capped(violations: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -86,14 +86,17 @@ def capped(violations: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def bad_request_status(violations: list[tuple[str, str]], message: str = "invalid request") -> grpc.Status:
     violations = capped(violations)
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.BadRequest(field_violations=[
-        error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations
-    ]))
+    detail.Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations
+            ]
+        )
+    )
     text = message + ": " + "; ".join(f"{f}: {d}" for f, d in violations[:MESSAGE_VIOLATIONS])
     if len(violations) > MESSAGE_VIOLATIONS:
         text += "; … (see the BadRequest details)"
-    return rpc_status.to_status(status_pb2.Status(
-        code=code_pb2.INVALID_ARGUMENT, message=text, details=[detail]))
+    return rpc_status.to_status(status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=text, details=[detail]))
 
 
 def service_unavailable(reason: str, message: str, **metadata: str) -> StatusError:
@@ -103,5 +106,6 @@ def service_unavailable(reason: str, message: str, **metadata: str) -> StatusErr
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
-    return StatusError(rpc_status.to_status(status_pb2.Status(
-        code=code_pb2.UNAVAILABLE, message=message, details=[detail])))
+    return StatusError(
+        rpc_status.to_status(status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message, details=[detail]))
+    )

@@ -50,23 +50,30 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         reason = request.reason.strip()
         if request.enabled and not reason:
             await trust_status.abort_async(context, FieldErrors([("reason", "required when enabling")]))
-        await log_async(self.trust.log, audit.AuditRecord(
-            actor=caller.label, action="SetSystemFailureMode", items=f"enabled={request.enabled}",
-            purpose=reason or "back to normal operation"))
+        await log_async(
+            self.trust.log,
+            audit.AuditRecord(
+                actor=caller.label,
+                action="SetSystemFailureMode",
+                items=f"enabled={request.enabled}",
+                purpose=reason or "back to normal operation",
+            ),
+        )
         self.trust.failure_mode = request.enabled
         self.trust.failure_reason = reason if request.enabled else ""
         return trust_pb2.SetSystemFailureModeResponse(enabled=self.trust.failure_mode)
 
     async def GetSystemFailureMode(self, request, context):
-        return trust_pb2.GetSystemFailureModeResponse(enabled=self.trust.failure_mode,
-                                                      reason=self.trust.failure_reason)
+        return trust_pb2.GetSystemFailureModeResponse(enabled=self.trust.failure_mode, reason=self.trust.failure_reason)
 
     async def LookupByBasicInfo(self, request, context) -> bytes:
         """A CheckResponse's bytes (registered without a response serializer)."""
         caller = auth.caller_of(context)
         if not self.trust.failure_mode:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                 "system failure mode is off: check by card or insurance-card number")
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "system failure mode is off: check by card or insurance-card number",
+            )
         errors = FieldErrors()
         if not request.name_kana.strip():
             errors.add("name_kana", "required")
@@ -81,22 +88,28 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         if errors.violations or birth_day is None or day is None:  # None only with a violation
             await trust_status.abort_async(context, errors)
         found = self._candidates(birth_day, request, day)
-        record = functools.partial(audit.AuditRecord, actor=caller.label, action="LookupByBasicInfo",
-                                   flags=audit.FLAG_EMERGENCY,
-                                   purpose=f"system failure mode: {self.trust.failure_reason}")
+        record = functools.partial(
+            audit.AuditRecord,
+            actor=caller.label,
+            action="LookupByBasicInfo",
+            flags=audit.FLAG_EMERGENCY,
+            purpose=f"system failure mode: {self.trust.failure_reason}",
+        )
         if len(found) != 1:
             await log_async(self.trust.log, record(subject="basic4", items=f"candidates={len(found)}"))
             if not found:
                 return history.response(history.NO_RECORD)
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                 f"{len(found)} persons match: add the kanji name or the full address, "
-                                 "or use the self-declaration form")
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{len(found)} persons match: add the kanji name or the full address, or use the self-declaration form",
+            )
         link_id, value = found[0]
         _, entries = history.parse_history(value)
         validity, chosen = history.choose_by_card(entries, day)
         response = history.response(validity, [entries[i].payload for i in chosen])
-        await log_async(self.trust.log, record(subject=link_subject(link_id), link_id=link_id,
-                                               items=describe_answer(response)))
+        await log_async(
+            self.trust.log, record(subject=link_subject(link_id), link_id=link_id, items=describe_answer(response))
+        )
         return response
 
     def _candidates(self, birth_day: int, request, day: int) -> list[tuple[int, bytes]]:
@@ -105,8 +118,18 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         if self.directory.basic4 is None:
             return []
         with self.directory.env.begin() as txn:
-            found = matching(txn, self.directory.basic4, birth_day, request.sex, request.name_kana,
-                             [request.address], "", day, day, limit=MAX_CANDIDATES)
+            found = matching(
+                txn,
+                self.directory.basic4,
+                birth_day,
+                request.sex,
+                request.name_kana,
+                [request.address],
+                "",
+                day,
+                day,
+                limit=MAX_CANDIDATES,
+            )
             out = []
             for c in found:
                 value = txn.get(link_key(c.link_id), db=self.directory.history)
@@ -127,13 +150,18 @@ class TrustServicer(trust_pb2_grpc.TrustServiceServicer):
         if self.trust.verifier is None or not self.trust.crl_path:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no JPKI CA / revocation list file configured")
         try:
-            count = cardproof.install_revocation_list(self.trust.crl_path, request.crl,
-                                                     self.trust.verifier.ca_certs)
+            count = cardproof.install_revocation_list(self.trust.crl_path, request.crl, self.trust.verifier.ca_certs)
         except ValueError as exc:
             await trust_status.abort_async(context, FieldErrors([("crl", str(exc))]))
-        await log_async(self.trust.log, audit.AuditRecord(
-            actor=caller.label, action="PutRevocationList", items=f"revoked={count}",
-            purpose="card certificate revocation list update"))
+        await log_async(
+            self.trust.log,
+            audit.AuditRecord(
+                actor=caller.label,
+                action="PutRevocationList",
+                items=f"revoked={count}",
+                purpose="card certificate revocation list update",
+            ),
+        )
         return trust_pb2.PutRevocationListResponse(revoked_count=count)
 
 
@@ -145,8 +173,12 @@ def add_to_server(server, group, trust=None) -> list[str]:
     if trust is None:
         return []
     directory = PersonDirectory(group.env, group.dbs)
-    handlers.sending_bytes(trust_pb2_grpc.add_TrustServiceServicer_to_server, TrustServicer(trust, directory),
-                           server, ("LookupByBasicInfo",))
+    handlers.sending_bytes(
+        trust_pb2_grpc.add_TrustServiceServicer_to_server,
+        TrustServicer(trust, directory),
+        server,
+        ("LookupByBasicInfo",),
+    )
     names = [SERVICE_NAME]
     names += audit_service.add_to_server(server, directory, trust)
     names += relay_service.add_to_server(server, directory, trust)

@@ -66,8 +66,11 @@ def long_texts(message, prefix: str = "") -> list[tuple[str, str]]:
         name = prefix + f.name
         if f.type == FieldDescriptor.TYPE_STRING:
             values = enumerate(value) if f.is_repeated else ((None, value),)
-            out += [(name if i is None else f"{name}[{i}]", f"at most {MAX_TEXT} characters")
-                    for i, v in values if len(v) > MAX_TEXT]
+            out += [
+                (name if i is None else f"{name}[{i}]", f"at most {MAX_TEXT} characters")
+                for i, v in values
+                if len(v) > MAX_TEXT
+            ]
         elif f.type == FieldDescriptor.TYPE_MESSAGE:
             if f.is_repeated:
                 for i, sub in enumerate(value):
@@ -138,8 +141,9 @@ class _Generic(grpc.GenericRpcHandler):
         return hit[1]
 
 
-def parsing(handler: grpc.RpcMethodHandler, *, asyncio: bool,
-            slots: threading.BoundedSemaphore | None = None) -> grpc.RpcMethodHandler:
+def parsing(
+    handler: grpc.RpcMethodHandler, *, asyncio: bool, slots: threading.BoundedSemaphore | None = None
+) -> grpc.RpcMethodHandler:
     """`handler` taking raw bytes: it parses them itself (INVALID_ARGUMENT when
     they do not parse) and answers a StatusError with its status."""
     kind = next(k for k in _KINDS if getattr(handler, k) is not None)
@@ -149,13 +153,15 @@ def parsing(handler: grpc.RpcMethodHandler, *, asyncio: bool,
     if asyncio:
         wrapped = _async(behavior, parse, name, handler.request_streaming)
     else:
-        wrapped = _threaded(behavior, parse, name, handler.request_streaming,
-                            slots if handler.request_streaming else None)
+        wrapped = _threaded(
+            behavior, parse, name, handler.request_streaming, slots if handler.request_streaming else None
+        )
     for attr in _PASSED_ON:
         if hasattr(behavior, attr):
             setattr(wrapped, attr, getattr(behavior, attr))
     return getattr(grpc, f"{kind}_rpc_method_handler")(
-        wrapped, request_deserializer=None, response_serializer=handler.response_serializer)
+        wrapped, request_deserializer=None, response_serializer=handler.response_serializer
+    )
 
 
 def sending_bytes(add_servicer, servicer, server, methods: tuple[str, ...]) -> None:
@@ -168,7 +174,8 @@ def sending_bytes(add_servicer, servicer, server, methods: tuple[str, ...]) -> N
         h = caught.methods[name]
         kind = next(k for k in _KINDS if getattr(h, k) is not None)
         caught.methods[name] = getattr(grpc, f"{kind}_rpc_method_handler")(
-            getattr(h, kind), request_deserializer=h.request_deserializer, response_serializer=None)
+            getattr(h, kind), request_deserializer=h.request_deserializer, response_serializer=None
+        )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(caught.service, caught.methods),))
     server.add_registered_method_handlers(caught.service, caught.methods)
 
@@ -190,6 +197,7 @@ def _message_name(parse) -> str:
 
 
 # --- the threaded server -------------------------------------------------------------
+
 
 def _threaded(behavior, parse, name: str, streaming: bool, slots):
     def abort(context, status: grpc.Status):
@@ -214,8 +222,9 @@ def _threaded(behavior, parse, name: str, streaming: bool, slots):
 
     def handler(raw, context, *args, **kwargs):
         if slots is not None and not slots.acquire(blocking=False):
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          "too many open request streams on this server process; retry later")
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "too many open request streams on this server process; retry later"
+            )
         done = slots.release if slots is not None else _nothing
         try:
             result = behavior(request_of(raw, context), context, *args, **kwargs)
@@ -248,6 +257,7 @@ def _threaded_stream(responses, context, done):
 
 # --- grpc.aio (`onshi ingest-serve`) ---------------------------------------------------
 
+
 def _async(behavior, parse, name: str, streaming: bool):
     async def abort(context, status: grpc.Status):
         await context.abort(status.code, status.details, status.trailing_metadata)
@@ -273,6 +283,7 @@ def _async(behavior, parse, name: str, streaming: bool):
             await abort(context, _refusal(exc, name))
 
     if inspect.isasyncgenfunction(behavior):
+
         async def stream_handler(raw, context):
             request = await request_of(raw, context)
             try:
@@ -280,16 +291,21 @@ def _async(behavior, parse, name: str, streaming: bool):
                     yield response
             except StatusError as exc:
                 await abort(context, exc.status)
+
         return stream_handler
 
     if inspect.iscoroutinefunction(behavior):
+
         async def handler(raw, context):
             request = await request_of(raw, context)
             try:
                 return await behavior(request, context)
             except StatusError as exc:
                 await abort(context, exc.status)
+
         return handler
 
-    raise TypeError(f"{behavior!r}: handlers on the grpc.aio server are coroutines or async generators "
-                    "(a sync handler runs on a pool thread that can outlive its call)")
+    raise TypeError(
+        f"{behavior!r}: handlers on the grpc.aio server are coroutines or async generators "
+        "(a sync handler runs on a pool thread that can outlive its call)"
+    )

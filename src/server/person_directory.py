@@ -79,7 +79,7 @@ class PersonDirectory:
                     for key in cursor.iternext(values=False):
                         if not key.startswith(lk):
                             break
-                        serials.append(key[len(lk):])
+                        serials.append(key[len(lk) :])
         out.update(card_subject(s) for s in serials if s)
         if value:
             for _, q in history.qualifications(value):

@@ -70,8 +70,9 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         for q in quals:
             if q.insurer_number in mine or not _covers(q, day):
                 continue
-            member = relay_pb2.MemberNumber(insurer_number=q.insurer_number, symbol=q.symbol,
-                                            number=q.number, branch=q.branch)
+            member = relay_pb2.MemberNumber(
+                insurer_number=q.insurer_number, symbol=q.symbol, number=q.number, branch=q.branch
+            )
             if not self.trust.sealer.can_seal_for(q.insurer_number):
                 skipped.append(q.insurer_number)  # no key: cannot answer without revealing the number
                 continue
@@ -80,14 +81,21 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         items = "insurers=" + ",".join(m.insurer_number for m in matches)
         if skipped:
             items += " no-key=" + ",".join(skipped)
-        await log_async(self.trust.log, audit.AuditRecord(
-            actor=caller.label, action="RelayFindInsurer", subject=link_subject(link_id),
-            link_id=link_id, items=items, purpose=legal_basis, flags=audit.FLAG_RELAY))
+        await log_async(
+            self.trust.log,
+            audit.AuditRecord(
+                actor=caller.label,
+                action="RelayFindInsurer",
+                subject=link_subject(link_id),
+                link_id=link_id,
+                items=items,
+                purpose=legal_basis,
+                flags=audit.FLAG_RELAY,
+            ),
+        )
         return relay_pb2.FindInsurerResponse(matches=matches)
 
 
 def add_to_server(server, directory: PersonDirectory, trust) -> list[str]:
     relay_pb2_grpc.add_RelayServiceServicer_to_server(RelayServicer(trust, directory), server)
     return [SERVICE_NAME]
-
-

@@ -39,8 +39,10 @@ def replay_table(args, create_dir: bool = False) -> cardproof.SharedReplayCache 
     try:
         return cardproof.SharedReplayCache(cardproof.FRESHNESS_SECONDS, path=path)
     except ValueError as exc:
-        trust_options.refuse(f"onshi: card-proof replay table: {exc} (--replay-table FILE puts it elsewhere; "
-                             "every server of the deployment needs the same one)")
+        trust_options.refuse(
+            f"onshi: card-proof replay table: {exc} (--replay-table FILE puts it elsewhere; "
+            "every server of the deployment needs the same one)"
+        )
 
 
 def card_verifier(args, replays=None) -> CardVerifier | None:
@@ -55,8 +57,9 @@ def open_access_log(args, stream: str) -> audit.AuditLog | None:
     if not args.audit_dir:
         return None
     try:
-        log = audit.AuditLog(args.audit_dir, stream, sync_interval_ms=args.audit_sync_interval_ms,
-                             key=trust_options.audit_key(args))
+        log = audit.AuditLog(
+            args.audit_dir, stream, sync_interval_ms=args.audit_sync_interval_ms, key=trust_options.audit_key(args)
+        )
     except (OSError, ValueError, RuntimeError) as exc:
         raise SystemExit(f"onshi: access log: {exc}") from None
     start_retention(log, args.audit_retention_days)
@@ -65,6 +68,7 @@ def open_access_log(args, stream: str) -> audit.AuditLog | None:
 
 def start_retention(log: audit.AuditLog, retention_days: float, every: float = 86400.0) -> threading.Thread:
     """Compact this process's stream now and then once a day (a daemon thread)."""
+
     def run() -> None:
         while True:
             try:
@@ -87,9 +91,11 @@ def _credentials(args, host: str) -> grpc.ServerCredentials | None:
 
 # --- `onshi serve` -----------------------------------------------------------------------
 
+
 @dataclass
 class WorkerTrust:
     """What one `onshi serve` worker serves with."""
+
     credentials: grpc.ServerCredentials | None
     interceptors: list
     hooks: EligibilityTrust
@@ -105,15 +111,17 @@ def worker_trust(args, host: str, replays) -> WorkerTrust:
 
 # --- `onshi ingest-serve` ----------------------------------------------------------------
 
+
 @dataclass
 class IngestTrust:
     """The trust layer of `onshi ingest-serve`, handed to its services."""
+
     verifier: CardVerifier | None = None
-    log: audit.AuditLog | None = None       # this process's own stream
-    audit_dir: str | None = None            # every stream, read by ListMyAccess
-    sealer: object | None = None            # relay.TokenSealer
+    log: audit.AuditLog | None = None  # this process's own stream
+    audit_dir: str | None = None  # every stream, read by ListMyAccess
+    sealer: object | None = None  # relay.TokenSealer
     crl_path: str | None = None
-    failure_mode: bool = False              # switched by TrustService.SetSystemFailureMode
+    failure_mode: bool = False  # switched by TrustService.SetSystemFailureMode
     failure_reason: str = ""
 
 
@@ -129,10 +137,19 @@ def ingest_trust(args, host: str) -> tuple[grpc.ServerCredentials | None, list, 
     sealer = None
     key_path = args.relay_key or (os.path.join(args.pki, "relay", "signing.key.pem") if args.pki else None)
     if key_path:
-        keys = (relay.insurer_keys_from_certificates(args.insurer_cert) if args.insurer_cert
-                else relay.insurer_keys_from_pki(args.pki) if args.pki else {})
+        keys = (
+            relay.insurer_keys_from_certificates(args.insurer_cert)
+            if args.insurer_cert
+            else relay.insurer_keys_from_pki(args.pki)
+            if args.pki
+            else {}
+        )
         sealer = relay.TokenSealer(relay.load_signing_key(key_path), keys)
-    trust = IngestTrust(verifier=card_verifier(args, replay_table(args, create_dir=True)),
-                        log=open_access_log(args, "ingest"), audit_dir=args.audit_dir, sealer=sealer,
-                        crl_path=trust_options.card_ca_files(args)[1])
+    trust = IngestTrust(
+        verifier=card_verifier(args, replay_table(args, create_dir=True)),
+        log=open_access_log(args, "ingest"),
+        audit_dir=args.audit_dir,
+        sealer=sealer,
+        crl_path=trust_options.card_ca_files(args)[1],
+    )
     return credentials, auth.interceptors(asyncio=True), trust

@@ -55,7 +55,7 @@ from . import claim_service, enrollment_service, failure_mode, handlers
 log = logging.getLogger("onshi.ingest")
 
 SERVICES = (enrollment_service, claim_service, failure_mode)
-MAX_BATCH = 8192        # writes per transaction (a job counts its weight); bounds one commit's latency
+MAX_BATCH = 8192  # writes per transaction (a job counts its weight); bounds one commit's latency
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # a PutResidents page of a few thousand records
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
@@ -80,7 +80,7 @@ class GroupWriter:
         self.commits = 0
         self.jobs = 0
         self.apply_seconds = 0.0  # in Writer.apply (successful batches): work + commit (fsync)
-        self.work_seconds = 0.0   # running the jobs inside transactions
+        self.work_seconds = 0.0  # running the jobs inside transactions
         self._thread = threading.Thread(target=self._run, name="onshi-committer", daemon=True)
         self._thread.start()
 
@@ -113,8 +113,7 @@ class GroupWriter:
             self._queue.append((fn, done, 1))
             self._cv.notify()
 
-    def submit_many(self, jobs: list[tuple[Callable[[WriteTxn], Any], Done]],
-                    weights: list[int] | None = None) -> None:
+    def submit_many(self, jobs: list[tuple[Callable[[WriteTxn], Any], Done]], weights: list[int] | None = None) -> None:
         """Queue several jobs at once (one lock, one wake-up), in order. `weights`:
         the writes each job makes (default 1; a slice of a stream's updates makes
         several), counted against max_batch so a commit's size stays bounded."""
@@ -271,6 +270,7 @@ class _ReadView:
 
 # --- assembly ----------------------------------------------------------------------
 
+
 def add_services(server, group: GroupWriter, trust=None) -> list[str]:
     names: list[str] = []
     for service in SERVICES:
@@ -281,16 +281,26 @@ def add_services(server, group: GroupWriter, trust=None) -> list[str]:
 class WriterServer:
     """The running process: writer, committer, aio server with health + reflection."""
 
-    def __init__(self, data: str, *, host: str = "127.0.0.1", port: int = 0, map_size: int | None = None,
-                 max_map_size: int | None = None,
-                 credentials: grpc.ServerCredentials | None = None, interceptors=(), trust=None):
+    def __init__(
+        self,
+        data: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        map_size: int | None = None,
+        max_map_size: int | None = None,
+        credentials: grpc.ServerCredentials | None = None,
+        interceptors=(),
+        trust=None,
+    ):
         kwargs = {"max_map_size": max_map_size} if max_map_size else {}
         if map_size:
             kwargs["map_size"] = map_size
         self.writer = Writer(data, **kwargs)
         self.group = GroupWriter(self.writer)
-        self.server = grpc.aio.server(interceptors=list(interceptors), options=(
-            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),))
+        self.server = grpc.aio.server(
+            interceptors=list(interceptors), options=(("grpc.max_receive_message_length", MAX_REQUEST_BYTES),)
+        )
         # Every handler here runs on the event loop and parses its own request
         # (onshi.server.handlers): a sync handler would run on a pool thread
         # that outlives its call when the caller cancels.
@@ -298,11 +308,16 @@ class WriterServer:
         self.service_names = add_services(services, self.group, trust)
         self.health = _Health()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_async.ReflectionServicer(
-            (*self.service_names, HEALTH_SERVICE, reflection.SERVICE_NAME)), services)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection_async.ReflectionServicer((*self.service_names, HEALTH_SERVICE, reflection.SERVICE_NAME)),
+            services,
+        )
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.port = (self.server.add_secure_port(address, credentials) if credentials is not None
-                     else self.server.add_insecure_port(address))
+        self.port = (
+            self.server.add_secure_port(address, credentials)
+            if credentials is not None
+            else self.server.add_insecure_port(address)
+        )
         if self.port == 0:
             raise OSError(f"could not bind {host}:{port}")
 
@@ -319,14 +334,32 @@ class WriterServer:
         self.writer.close()
 
 
-def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float = 5.0,
-          port_file: str | None = None, map_size: int | None = None, max_map_size: int | None = None,
-          credentials: grpc.ServerCredentials | None = None, interceptors=(), trust=None) -> int:
+def serve(
+    data: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 50052,
+    grace: float = 5.0,
+    port_file: str | None = None,
+    map_size: int | None = None,
+    max_map_size: int | None = None,
+    credentials: grpc.ServerCredentials | None = None,
+    interceptors=(),
+    trust=None,
+) -> int:
     logging.basicConfig(level=logging.INFO, format="onshi ingest: %(message)s")
 
     async def main() -> int:
-        server = WriterServer(data, host=host, port=port, map_size=map_size, max_map_size=max_map_size,
-                                  credentials=credentials, interceptors=interceptors, trust=trust)
+        server = WriterServer(
+            data,
+            host=host,
+            port=port,
+            map_size=map_size,
+            max_map_size=max_map_size,
+            credentials=credentials,
+            interceptors=interceptors,
+            trust=trust,
+        )
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -335,8 +368,7 @@ def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float
         from . import auth
 
         loop.add_signal_handler(signal.SIGHUP, auth.reload_caller_revocations)  # reload, not stop
-        print(f"onshi ingest-serve: listening on {host}:{server.port} "
-              f"({', '.join(server.service_names)})", flush=True)
+        print(f"onshi ingest-serve: listening on {host}:{server.port} ({', '.join(server.service_names)})", flush=True)
         if port_file:
             tmp = f"{port_file}.{os.getpid()}.tmp"
             with open(tmp, "w") as f:
@@ -346,9 +378,13 @@ def serve(data: str, *, host: str = "127.0.0.1", port: int = 50052, grace: float
         started = time.monotonic()
         await server.stop(grace)
         g = server.group
-        print(f"onshi ingest-serve: stopped ({g.jobs} writes in {g.commits} commits; "
-              f"{g.work_seconds:.2f}s running writes, {max(g.apply_seconds - g.work_seconds, 0):.2f}s committing; "
-              f"shutdown {time.monotonic() - started:.2f}s)", file=sys.stderr, flush=True)
+        print(
+            f"onshi ingest-serve: stopped ({g.jobs} writes in {g.commits} commits; "
+            f"{g.work_seconds:.2f}s running writes, {max(g.apply_seconds - g.work_seconds, 0):.2f}s committing; "
+            f"shutdown {time.monotonic() - started:.2f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
         return 0
 
     return asyncio.run(main())

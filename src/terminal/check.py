@@ -58,10 +58,7 @@ def _read_line_fd(fd: int) -> str:
 def prompt_pin(tries_left: int) -> str:
     """Ask for the PIN without echo. The prompt shows the tries left; the PIN
     itself is returned to the caller only and never printed or logged."""
-    prompt = (
-        f"暗証番号（4桁）を入力してください Enter the 4-digit PIN "
-        f"[残り{tries_left}回 {tries_left} tries left]: "
-    )
+    prompt = f"暗証番号（4桁）を入力してください Enter the 4-digit PIN [残り{tries_left}回 {tries_left} tries left]: "
     fd = os.environ.get(PIN_FD_ENV)
     if fd:
         sys.stderr.write(prompt + "\n")
@@ -113,9 +110,7 @@ def read_card_proof(
             try:
                 cert = x509.load_der_x509_certificate(der)
             except ValueError:
-                return Result(
-                    Outcome.CARD_REFUSED, "card", detail="the card's certificate does not parse"
-                )
+                return Result(Outcome.CARD_REFUSED, "card", detail="the card's certificate does not parse")
             info = _card_info(cert)
             current = dt.datetime.fromtimestamp(now(), dt.UTC)
             # An expired certificate cannot prove anything: say so before the
@@ -123,9 +118,7 @@ def read_card_proof(
             if current >= cert.not_valid_after_utc:
                 return Result(Outcome.CERT_EXPIRED, "card", **info)
             if current < cert.not_valid_before_utc:
-                return Result(
-                    Outcome.CARD_REFUSED, "card", detail="card certificate not valid yet", **info
-                )
+                return Result(Outcome.CARD_REFUSED, "card", detail="card certificate not valid yet", **info)
             tries = card.pin_tries_left()
             try:
                 pin = pin_source(tries)
@@ -213,16 +206,12 @@ def check_card(
     info = _card_info(proof.certificate)
     try:
         with _connection(config, conn) as c:
-            response = c.check_by_card(
-                proof.certificate_der, proof.challenge, proof.signature, as_of
-            )
+            response = c.check_by_card(proof.certificate_der, proof.challenge, proof.signature, as_of)
     except grpc.RpcError as exc:
         outcome, detail, violations = outcome_of_error(exc, config.target)
         return Result(outcome, "card", as_of=as_of, detail=detail, field_errors=violations, **info)
     except (ConfigError, OSError) as exc:
-        return Result(
-            Outcome.ERROR, "card", as_of=as_of, detail=f"terminal configuration: {exc}", **info
-        )
+        return Result(Outcome.ERROR, "card", as_of=as_of, detail=f"terminal configuration: {exc}", **info)
     return answer(response, "card", as_of=as_of, **info)
 
 

@@ -74,9 +74,7 @@ class ServerConfig:
             with open(self.cert, "rb") as f:
                 from_cert = facility_code_of(f.read())
             if from_cert and self.facility_code and from_cert != self.facility_code:
-                raise ConfigError(
-                    f"--facility {self.facility_code} is not the certificate's {from_cert}"
-                )
+                raise ConfigError(f"--facility {self.facility_code} is not the certificate's {from_cert}")
             if from_cert:
                 return from_cert
         if not self.facility_code:
@@ -170,9 +168,7 @@ CARD_REASON_OUTCOME = {
 }
 
 
-def outcome_of_error(
-    exc: grpc.RpcError, target: str | None = None
-) -> tuple[Outcome, str, list[tuple[str, str]]]:
+def outcome_of_error(exc: grpc.RpcError, target: str | None = None) -> tuple[Outcome, str, list[tuple[str, str]]]:
     """(outcome, detail, field violations) for a failed call.
 
     The desk needs to tell an outage (failure procedure) from a terminal the

@@ -50,6 +50,7 @@ def sw_pin_tries(sw: int) -> int | None:
 # DER prefix of DigestInfo { AlgorithmIdentifier sha256 NULL, OCTET STRING(32) }.
 SHA256_DIGEST_INFO_PREFIX = bytes.fromhex("3031300d060960864801650304020105000420")
 
+
 def digest_info_sha256(message: bytes) -> bytes:
     return SHA256_DIGEST_INFO_PREFIX + hashlib.sha256(message).digest()
 

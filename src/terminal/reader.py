@@ -228,6 +228,4 @@ class JpkiCard:
 
     def sign_digest_info(self, digest_info: bytes) -> bytes:
         self._select_ef(jpki.EF_AUTH_KEY, "SELECT EF 00 17")
-        return self._expect_ok(
-            "SIGN", jpki.SIGN + bytes([len(digest_info)]) + digest_info + b"\x00"
-        )
+        return self._expect_ok("SIGN", jpki.SIGN + bytes([len(digest_info)]) + digest_info + b"\x00")

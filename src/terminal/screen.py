@@ -235,11 +235,7 @@ def next_steps(result: Result) -> list[tuple[str, str]]:
     if o is Outcome.VALID:
         return steps
     if o is Outcome.INVALID:
-        q = (
-            result.response.qualifications[-1]
-            if result.response and result.response.qualifications
-            else None
-        )
+        q = result.response.qualifications[-1] if result.response and result.response.qualifications else None
         reason = q.loss_reason if q is not None else None
         if q is not None and q.HasField("loss_date"):
             reason_ja, reason_en = LOSS_REASON.get(q.loss_reason, ("", ""))
@@ -295,8 +291,7 @@ def next_steps(result: Result) -> list[tuple[str, str]]:
         else:
             steps.append(
                 (
-                    "このカードは保険資格に紐づいていません。マイナポータルでの登録（初回紐づけ）を"
-                    "ご案内ください。",
+                    "このカードは保険資格に紐づいていません。マイナポータルでの登録（初回紐づけ）をご案内ください。",
                     "This card is not linked to a qualification: the patient can "
                     "link it through the My Number portal (初回紐づけ).",
                 )
@@ -329,15 +324,12 @@ def next_steps(result: Result) -> list[tuple[str, str]]:
         steps.append(
             (
                 "読み取り中にカードが外れました。カードを置いたまま、もう一度確認してください。",
-                "The card left the reader while it was being read: place it again, keep it there, "
-                "and retry.",
+                "The card left the reader while it was being read: place it again, keep it there, and retry.",
             )
         )
         steps += [STEP_BY_NUMBER, STEP_PORTAL_OR_PAPER]
     elif o is Outcome.NOT_MY_NUMBER_CARD:
-        steps.append(
-            ("マイナンバーカードを置いてください。", "Place a My Number card on the reader.")
-        )
+        steps.append(("マイナンバーカードを置いてください。", "Place a My Number card on the reader."))
         steps += [STEP_BY_NUMBER, STEP_PORTAL_OR_PAPER]
     elif o is Outcome.PIN_INCORRECT:
         n = result.pin_tries_left
@@ -379,8 +371,7 @@ def next_steps(result: Result) -> list[tuple[str, str]]:
             steps.append(
                 (
                     "カードの電子証明書は失効しています。本人が市区町村窓口で再発行を受ける必要があります。",
-                    "The card's certificate is revoked: the patient must have it reissued at the "
-                    "municipal office.",
+                    "The card's certificate is revoked: the patient must have it reissued at the municipal office.",
                 )
             )
         steps += [STEP_BY_NUMBER, STEP_PORTAL_OR_PAPER, STEP_SELF_DECLARATION]
@@ -435,16 +426,13 @@ def next_steps(result: Result) -> list[tuple[str, str]]:
         steps.append(
             (
                 "この端末のクライアント証明書が受け付けられませんでした。システム管理者に連絡してください。",
-                "The server did not accept this terminal's client certificate or role: call the "
-                "system administrator.",
+                "The server did not accept this terminal's client certificate or role: call the system administrator.",
             )
         )
         steps += [STEP_PORTAL_OR_PAPER, STEP_SELF_DECLARATION]
     elif o is Outcome.INPUT_REJECTED:
         for name, why in result.field_errors:
-            steps.append(
-                (f"入力を確認してください: {name} — {why}", f"Check the input: {name} — {why}")
-            )
+            steps.append((f"入力を確認してください: {name} — {why}", f"Check the input: {name} — {why}"))
         if not result.field_errors:
             steps.append(("入力を確認してください。", "Check the input."))
     elif o is Outcome.REQUEST_INVALID:
@@ -503,9 +491,7 @@ def _qualification_lines(q: qualification_pb2.Qualification) -> list[str]:
     if p.address or p.postcode:
         lines.append(f"住所 Address: {'〒' + p.postcode + ' ' if p.postcode else ''}{p.address}")
     lines.append(f"保険者 Insurer: {q.insurer_number} {q.insurer_name}".rstrip())
-    lines.append(
-        f"記号・番号・枝番 Symbol/Number/Branch: {q.symbol or '—'}・{q.number}・{q.branch or '—'}"
-    )
+    lines.append(f"記号・番号・枝番 Symbol/Number/Branch: {q.symbol or '—'}・{q.number}・{q.branch or '—'}")
     if q.relationship in RELATIONSHIP:
         ja, en = RELATIONSHIP[q.relationship]
         lines.append(f"本人・家族 Insured/Dependent: {ja} {en}")
@@ -515,10 +501,7 @@ def _qualification_lines(q: qualification_pb2.Qualification) -> list[str]:
     lines.append(f"資格取得日 Acquired: {_date(q.acquisition_date)}")
     if q.HasField("loss_date"):
         reason = LOSS_REASON.get(q.loss_reason)
-        lines.append(
-            f"資格喪失日 Lost: {_date(q.loss_date)}"
-            + (f"（{reason[0]} / {reason[1]}）" if reason else "")
-        )
+        lines.append(f"資格喪失日 Lost: {_date(q.loss_date)}" + (f"（{reason[0]} / {reason[1]}）" if reason else ""))
     if q.burden_ratio_percent:
         ja, en = _ratio(q.burden_ratio_percent)
         lines.append(f"負担割合 Burden ratio: {ja} {en}")
@@ -531,11 +514,7 @@ def _qualification_lines(q: qualification_pb2.Qualification) -> list[str]:
         lines.append(f"高齢受給者証 Elderly recipient: {ja} {en} {_period(e)}".rstrip())
     if q.HasField("limit_amount"):
         la = q.limit_amount
-        name = (
-            "限度額適用・標準負担額減額認定証"
-            if la.standard_burden_reduction
-            else "限度額適用認定証"
-        )
+        name = "限度額適用・標準負担額減額認定証" if la.standard_burden_reduction else "限度額適用認定証"
         lines.append(f"{name} Limit-amount certificate: 区分 {la.category} {_period(la)}".rstrip())
     for sd in q.specific_diseases:
         ja, en = DISEASE.get(sd.disease, ("", ""))
@@ -559,11 +538,7 @@ RULE = "─" * 48
 
 def render_text(result: Result) -> str:
     o = result.outcome
-    method = (
-        ("マイナンバーカード", "My Number card")
-        if result.method == "card"
-        else ("保険証番号", "insurance number")
-    )
+    method = ("マイナンバーカード", "My Number card") if result.method == "card" else ("保険証番号", "insurance number")
     lines = [RULE, "資格確認結果 Eligibility check", f"【{o.ja}】 {o.en}"]
     meta = f"確認方法 Method: {method[0]} {method[1]}"
     if result.as_of:
@@ -609,12 +584,10 @@ def to_dict(result: Result) -> dict:
     if result.response is not None:
         doc["validity"] = eligibility_pb2.Validity.Name(result.response.validity)
         doc["qualifications"] = [
-            json_format.MessageToDict(q, preserving_proto_field_name=True)
-            for q in result.response.qualifications
+            json_format.MessageToDict(q, preserving_proto_field_name=True) for q in result.response.qualifications
         ]
     doc["warnings"] = [
-        {"code": eligibility_pb2.WarningCode.Name(code), "ja": ja, "en": en}
-        for code, ja, en in warnings(result)
+        {"code": eligibility_pb2.WarningCode.Name(code), "ja": ja, "en": en} for code, ja, en in warnings(result)
     ]
     doc["next_steps"] = [{"ja": ja, "en": en} for ja, en in next_steps(result)]
     if result.pin_tries_left is not None:

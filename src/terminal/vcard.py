@@ -159,9 +159,7 @@ class VirtualJpkiCard:
 
     def _verify(self, p1: int, p2: int, body: bytes) -> bytes:
         if self.current_ef != jpki.EF_AUTH_PIN or (p1, p2) != (0x00, 0x80):
-            return _sw(
-                jpki.SW_NO_CURRENT_EF if self.current_ef != jpki.EF_AUTH_PIN else jpki.SW_WRONG_P1P2
-            )
+            return _sw(jpki.SW_NO_CURRENT_EF if self.current_ef != jpki.EF_AUTH_PIN else jpki.SW_WRONG_P1P2)
         if self.tries_left <= 0:
             return _sw(jpki.SW_PIN_BLOCKED)
         if not body:  # no data: ask how many tries are left
@@ -288,19 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m onshi.terminal.vcard",
         description="Virtual JPKI card for vpcd (vsmartcard). TEST ONLY.",
     )
-    p.add_argument(
-        "--cert", required=True, help="card certificate (PEM or DER), e.g. from `onshi pki init`"
-    )
+    p.add_argument("--cert", required=True, help="card certificate (PEM or DER), e.g. from `onshi pki init`")
     p.add_argument("--key", required=True, help="card private key (PEM)")
     p.add_argument("--pin", required=True, help="4-digit user-authentication PIN")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument(
-        "--port", type=int, default=VPCD_PORT, help="vpcd port (default 35963, reader slot 0)"
-    )
+    p.add_argument("--port", type=int, default=VPCD_PORT, help="vpcd port (default 35963, reader slot 0)")
     p.add_argument("--tries-left", type=int, default=jpki.PIN_TRIES)
-    p.add_argument(
-        "--state", help="file keeping the PIN counter across restarts (like a real chip)"
-    )
+    p.add_argument("--state", help="file keeping the PIN counter across restarts (like a real chip)")
     p.add_argument("--connect-timeout", type=float, default=30.0)
     p.add_argument(
         "--aid",

@@ -43,11 +43,7 @@ MAX_REQUEST_BYTES = 64 * 1024  # a request is a few hundred bytes of JSON
 def pending(req_dir: str, res_dir: str) -> list[str]:
     """Request names without a result, in name order."""
     done = set(os.listdir(res_dir))
-    return sorted(
-        n
-        for n in os.listdir(req_dir)
-        if n.endswith(".json") and not n.startswith(".") and n not in done
-    )
+    return sorted(n for n in os.listdir(req_dir) if n.endswith(".json") and not n.startswith(".") and n not in done)
 
 
 def _fsync_dir(path: str) -> None:
