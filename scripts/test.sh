@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: set up (with the test, terminal, bench and cluster extras), check the stubs are fresh, run pytest.
+# The test command: set up (with the test, terminal, bench and cluster extras), check the stubs are fresh,
+# lint and type-check (scripts/check), run pytest. Arguments go to pytest (-m "not slow": the fast lane).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # terminal: pcscd + vpcd for the card E2E tests; bench: locust for the load smoke test;
@@ -13,4 +14,6 @@ if [ "$before" != "$after" ]; then
   echo "src/v1 was stale: regenerated from proto/ (commit the result)" >&2
   [ "${CI:-}" = "true" ] && exit 1
 fi
-exec .venv/bin/python -m pytest -q "$@"
+scripts/check
+# The slowest tests are listed at the end, so a test that grows slow is seen.
+exec .venv/bin/python -m pytest -q --durations=15 "$@"
