@@ -16,6 +16,7 @@ import stat
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 
 from ..client import connection
 from ..core.claims_file import (
@@ -105,8 +106,12 @@ class _ClaimStream:
     stream runs ends the requests; it is raised once the server has answered
     what was sent."""
 
-    def __init__(self, conn, batches, metadata):
-
+    def __init__(
+        self,
+        conn: connection.Connection,
+        batches: Iterator[tuple[list[cpb.Claim], list[int]]],
+        metadata: Iterable[tuple[str, str]],
+    ) -> None:
         self.connection = conn
         self.batches = batches
         self.metadata = conn.metadata + tuple(metadata)

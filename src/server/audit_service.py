@@ -68,7 +68,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self.trust = trust
         self.directory = directory
 
-    async def ListMyAccess(self, request, context):
+    async def ListMyAccess(
+        self, request: audit_pb2.ListMyAccessRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.ListMyAccessResponse:
         # Checked before the proof: a bad field must not spend the card's nonce.
         errors = FieldErrors()
         page = request.page_size or DEFAULT_PAGE
@@ -91,7 +93,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if link_id is not None and self.trust.audit_dir:
             # Reading every stream's segments takes a while: off the event loop.
             records = await asyncio.get_running_loop().run_in_executor(
-                None, my_records, self.trust.audit_dir, link_id, self.directory.subjects(link_id), since
+                None, my_records, self.trust.audit_dir, link_id, self.directory.subjects(link_id), since or 0
             )
         await log_async(
             self.trust.log,

@@ -33,6 +33,7 @@ import asyncio
 import threading
 from collections import defaultdict
 from concurrent import futures
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -43,6 +44,9 @@ from ..core.writer import StoreFull
 from ..v1 import claims_pb2
 from . import access_log, auth, claim_helpers
 from .errors import StatusError, bad_request_status, refused
+
+if TYPE_CHECKING:  # the writer process imports this module
+    from .writer_server import GroupWriter
 
 SERVICE_NAME = claims_pb2.DESCRIPTOR.services_by_name["ClaimService"].full_name
 FACILITY_KEY = "x-onshi-facility"
@@ -263,7 +267,7 @@ class _Recording:
     BATCHES_PER_COMMIT = 4
     MAX_UNRECORDED = 8
 
-    def __init__(self, writer, record_db):
+    def __init__(self, writer: GroupWriter, record_db: object) -> None:
         self.writer = writer
         self.record_db = record_db
         self.error: BaseException | None = None
