@@ -212,7 +212,7 @@ SMALL = {
     "ab_build": (["--persons", "2000", "--pairs", "1", "--rounds", "1"], None),
     "plot": ([], None),
 }
-SLOW = {"cost"}  # over 20 s even at small sizes (it paces its load for seconds per configuration)
+SLOW = {"cost", "engine"}  # over 20 s at small sizes: cost paces its load; engine builds its variants once
 
 
 def _param(name: str):
