@@ -128,10 +128,12 @@ def test_claim_review_is_in_the_persons_log(servers):
         points=100,
     )
     stub = claims_pb2_grpc.ClaimServiceStub(secure_channel(ingest, "review"))
-    list(stub.VerifyClaims(iter([claims_pb2.VerifyClaimsRequest(claims=[claim])]), timeout=10))
+    (answer,) = stub.VerifyClaims(iter([claims_pb2.VerifyClaimsRequest(claims=[claim])]), timeout=10)
     reviews = [r for r in my_access(ingest, "valid-1").records if r.action == "VerifyClaims"]
     assert len(reviews) == 1
     assert reviews[0].accessor_role == audit_pb2.ACCESSOR_ROLE_REVIEW_BODY and "rv-1" in reviews[0].items
+    # the record names the verdict the review body was sent
+    assert f"verdict={claims_pb2.Outcome.Name(answer.verdicts[0].outcome)}" in reviews[0].items
     assert not [r for r in my_access(ingest, "valid-2").records if r.action == "VerifyClaims"]
 
 

@@ -169,6 +169,9 @@ def compare(native, python, raw: bytes, facility, record: bool) -> tuple:
         assert got[2] == want[2]  # the same ledger rows, in claim order
     else:
         assert got[2] is None and want[2] is None
+    # each claim's outcome, as the access log records it, is the verdict's in the response
+    verdicts = cpb.VerifyClaimsResponse.FromString(got[1]).verdicts
+    assert got[3] == want[3] == bytes(v.outcome for v in verdicts)
     return got
 
 
@@ -199,7 +202,7 @@ def test_a_plain_batch_is_decided_natively(store):
     batch = _claims.parse(raw, {}, None)
     assert batch.keys == [f"{KUMIAI}\x1fA\x1f9\x1f01".encode()]
     native, python = verifiers(store)
-    _, response, items = compare(native, python, raw, None, True)
+    _, response, items, _ = compare(native, python, raw, None, True)
     assert cpb.VerifyClaimsResponse.FromString(response).verdicts[0].outcome == cpb.OUTCOME_OK
     assert items == [(f"{FACILITY}\x1f".encode() + (202404).to_bytes(4, "big"), b"c1", f"{KUMIAI}\x1f12".encode())]
 
@@ -248,5 +251,5 @@ def test_a_long_folded_symbol_is_keyed_natively_once_python_folded_it(store):
     compare(native, python, raw, None, True)
     (key,) = _claims.parse(raw, native._symbol_bytes, None).keys
     assert key == f"{KUMIAI}\x1f{symbol}\x1f{'8' * 20}\x1f99".encode() and len(key) == 113
-    _, response, _ = compare(native, python, raw, None, True)
+    _, response, _, _ = compare(native, python, raw, None, True)
     assert cpb.VerifyClaimsResponse.FromString(response).verdicts[0].outcome == cpb.OUTCOME_OK

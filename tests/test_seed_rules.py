@@ -426,9 +426,9 @@ def test_a_facility_pre_submission_check_does_not_name_the_newer_insurer(store):
             verifier = claims.Verifier(engine, env)
             for native in (verifier.native, None):
                 verifier.native = native
-                _, body, _ = verifier.verify_serialized(raw, "1310000001")
+                _, body, _, _ = verifier.verify_serialized(raw, "1310000001")
                 (facility,) = cpb.VerifyClaimsResponse.FromString(body).verdicts
-                _, body, _ = verifier.verify_serialized(raw, None)
+                _, body, _, _ = verifier.verify_serialized(raw, None)
                 (review,) = cpb.VerifyClaimsResponse.FromString(body).verdicts
                 assert facility.outcome == review.outcome == cpb.OUTCOME_REROUTE
                 assert not facility.segments and "B1" not in str(facility) and s.EMPLOYEE not in str(facility)

@@ -378,6 +378,9 @@ def _number_not_found() -> Decision:
     return Decision(RETURN, return_reason=NUMBER_NOT_FOUND, detail="no person holds the billed number")
 
 
+_NOT_FOUND_OUTCOME = _number_not_found().outcome
+
+
 def _iso(day: int) -> str:
     return dates.from_day(day).isoformat()
 
@@ -410,10 +413,12 @@ _Prepared = (
 )
 _Row = tuple[int, int, int, int, tuple[int, ...]]  # (claim index, birth, first, last, visit days) per key
 _UnknownClaim = tuple[int, int, int, int, tuple[int, ...], claims_pb2.Claim]  # (claim index, ..., claim)
-# verify_serialized's answer: ("ok", serialized response, ledger rows or None) |
-# ("denied", message) | ("invalid", violations)
+# verify_serialized's answer: ("ok", serialized response, ledger rows or None,
+# each claim's Outcome as one byte, in claim order) | ("denied", message) |
+# ("invalid", violations). The outcomes let the access log name each verdict
+# without parsing the response it was built into.
 BatchResult = (
-    tuple[Literal["ok"], bytes, list[tuple[bytes, bytes, bytes]] | None]
+    tuple[Literal["ok"], bytes, list[tuple[bytes, bytes, bytes]] | None, bytes]
     | tuple[Literal["denied"], str]
     | tuple[Literal["invalid"], list[tuple[str, str]]]
 )
@@ -576,7 +581,7 @@ class Verifier:
         self, raw: bytes, facility: str | None = None, record: bool = False, base: int = 0
     ) -> BatchResult:
         """One serialized VerifyClaimsRequest: ("ok", serialized response, ledger
-        rows or None) | ("denied", message) | ("invalid", violations).
+        rows or None, outcomes) | ("denied", message) | ("invalid", violations).
 
         `facility`: a pre-submission caller, who may send only its own claims;
         `record`: also return the ledger rows (ledger_row's, in claim order);
@@ -628,6 +633,13 @@ class Verifier:
             settled[i] = self._identify(c, birth, first, last, days)
         spliced: list[tuple[int, bytes]] = []
         recorded: list[tuple[int, bytes, bytes, bytes]] = []
+        # Each claim's outcome: OK as the native pass answered, RETURN where it
+        # answered a number nobody holds (plain_indices()[k] holds keys[k]), else
+        # the verdict Python spliced in below.
+        outcomes = bytearray([OK]) * len(claims)
+        for k, i in enumerate(batch.plain_indices()):
+            if values[k] is None:
+                outcomes[i] = _NOT_FOUND_OUTCOME
         for i in sorted(settled):
             d = settled[i]
             c = claims[i]
@@ -637,12 +649,13 @@ class Verifier:
                 v = claims_pb2.Verdict(claim_id=c.claim_id)
                 fill_verdict(v, d, c.points, facility=facility is not None)
                 spliced.append((i, v.SerializeToString()))
+                outcomes[i] = v.outcome
             if record:
                 recorded.append((i, *ledger_row(c, v, self._normalized)))
         response = batch.response(spliced)
         if not record:
-            return ("ok", response, None)
-        return ("ok", response, batch.ledger(recorded))
+            return ("ok", response, None, bytes(outcomes))
+        return ("ok", response, batch.ledger(recorded), bytes(outcomes))
 
     def _verify_serialized_python(
         self, claims: Sequence[claims_pb2.Claim], facility: str | None, record: bool, base: int = 0
@@ -656,7 +669,7 @@ class Verifier:
         except ClaimError as exc:
             return ("invalid", exc.violations)
         items = ledger_items(claims, response, self._normalized) if record else None
-        return ("ok", response.SerializeToString(), items)
+        return ("ok", response.SerializeToString(), items, bytes(v.outcome for v in response.verdicts))
 
     def _prepare(self, c: claims_pb2.Claim, i: int) -> _Prepared:
         """The general preparation of one claim: ("lookup", key, birth, first,

@@ -101,17 +101,19 @@ def _outcome(value: int):
     return _CLAIM_OUTCOMES.get(value, value)
 
 
-def write_claims(log: audit.AuditLog, caller: auth.Caller | None, claims, verdicts) -> None:
+def write_claims(log: audit.AuditLog, caller: auth.Caller | None, claims, outcomes: bytes) -> None:
     """One record per verified claim, durable before the verdicts are sent (one
     group commit for the batch). Who: `caller`, taken from the call when it
     began (None: not authenticated). Whom: the digest of the billed insured
-    number (a 不詳 claim names nobody yet: subject "unknown-claim")."""
+    number (a 不詳 claim names nobody yet: subject "unknown-claim"). What: each
+    claim's Outcome, one byte per claim as the Verifier returned them (the
+    response is not parsed again)."""
     if caller is not None:
         purpose = "pre-submission claim check" if caller.role == auth.FACILITY else "claim review (審査)"
     else:
         purpose = "claim review"
     records = []
-    for claim, verdict in zip(claims, verdicts, strict=True):
+    for claim, outcome in zip(claims, outcomes, strict=True):
         try:
             subject = number_subject(
                 identifiers.number_key(claim.insurer_number, claim.symbol, claim.number, claim.branch)
@@ -123,7 +125,7 @@ def write_claims(log: audit.AuditLog, caller: auth.Caller | None, claims, verdic
                 actor=actor(caller),
                 action="VerifyClaims",
                 subject=subject,
-                items=f"claim={claim.claim_id[:40]} verdict={_outcome(verdict.outcome)}",
+                items=f"claim={claim.claim_id[:40]} verdict={_outcome(outcome)}",
                 purpose=purpose,
                 request_id=f"{claim.facility_code[:10]}/{claim.claim_id[:40]}",
             )

@@ -186,14 +186,15 @@ def packed(result: tuple) -> tuple:
     helper sends a value per facility-month, not a tuple per claim)."""
     if result[0] != "ok" or result[2] is None:
         return result
-    return ("ok", result[1], rules.pack_ledger(result[2]))
+    return ("ok", result[1], rules.pack_ledger(result[2]), result[3])
 
 
 def combine(results: list[tuple]) -> tuple:
     """The parts' answers (in claim order) as the whole batch's: the first
     refusal wins (the facility check precedes verification), then every part's
-    violations in order, else the concatenated verdicts and ledger values (the
-    entries of one facility-month concatenate in part order, so claim order holds)."""
+    violations in order, else the concatenated verdicts, ledger values (the
+    entries of one facility-month concatenate in part order, so claim order
+    holds) and outcomes."""
     for result in results:
         if result[0] == "denied":
             return result
@@ -201,15 +202,16 @@ def combine(results: list[tuple]) -> tuple:
     if violations:
         return ("invalid", violations)
     response = b"".join(result[1] for result in results)
+    outcomes = b"".join(result[3] for result in results)
     if results[0][2] is None:
-        return ("ok", response, None)
+        return ("ok", response, None, outcomes)
     if len(results) == 1:
         return results[0]
     groups: dict[bytes, list[bytes]] = {}
     for result in results:
         for prefix, entries in result[2]:
             groups.setdefault(prefix, []).append(entries)
-    return ("ok", response, [(prefix, b"".join(groups[prefix])) for prefix in sorted(groups)])
+    return ("ok", response, [(prefix, b"".join(groups[prefix])) for prefix in sorted(groups)], outcomes)
 
 
 def _serve(conn, path: str) -> None:
