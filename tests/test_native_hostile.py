@@ -377,6 +377,7 @@ def test_claims_entry_points_take_hostile_arguments(raw, symbols, facility, i, v
         if b is None:
             continue
         len(b), b.plain_indices(), b.other_indices()
+        ordinary(b.plain_outcomes, i, i)
         ordinary(b.days, i)
         ordinary(b.settle, values, facility)
         ordinary(b.settle, values[: len(b.keys)], facility)

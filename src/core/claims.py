@@ -633,13 +633,8 @@ class Verifier:
             settled[i] = self._identify(c, birth, first, last, days)
         spliced: list[tuple[int, bytes]] = []
         recorded: list[tuple[int, bytes, bytes, bytes]] = []
-        # Each claim's outcome: OK as the native pass answered, RETURN where it
-        # answered a number nobody holds (plain_indices()[k] holds keys[k]), else
-        # the verdict Python spliced in below.
-        outcomes = bytearray([OK]) * len(claims)
-        for k, i in enumerate(batch.plain_indices()):
-            if values[k] is None:
-                outcomes[i] = _NOT_FOUND_OUTCOME
+        # each claim's outcome: as the native pass answered it, or Python's verdict below
+        outcomes = batch.plain_outcomes(OK, _NOT_FOUND_OUTCOME)
         for i in sorted(settled):
             d = settled[i]
             c = claims[i]

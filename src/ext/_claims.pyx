@@ -17,6 +17,7 @@ claim (a field repeated, an unexpected wire type) only makes the claim not plain
 a request whose framing is broken returns None and the caller uses Python.
 """
 
+from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -266,6 +267,18 @@ cdef class Batch:
     def other_indices(self):
         """Claim indices that are not plain (Python decides them)."""
         return [i for i in range(self.n) if self.claims[i].key_index < 0]
+
+    def plain_outcomes(self, unsigned char ok, unsigned char not_found):
+        """One byte per claim, as settle left them: `not_found` where this pass
+        answers a number nobody holds, `ok` for every other claim (the caller
+        overwrites those it decided). What the access log names as each verdict,
+        without parsing the response."""
+        cdef bytearray out = bytearray(self.n)
+        cdef char* p = PyByteArray_AS_STRING(out)
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            p[i] = <char>(not_found if self.claims[i].not_found else ok)
+        return out
 
     def days(self, Py_ssize_t i):
         """(birth, first, last) day numbers of a plain claim."""
