@@ -12,30 +12,22 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
-import subprocess
 import sys
 from types import ModuleType
 
 import common
 
+sys.path.insert(0, str(common.ROOT))  # tests.sanitized builds the native modules into build/
+from tests import sanitized
+
 TECHNIQUES = ("no-directories", "whole-page-prefetch", "memcmp-keys")  # setup.py VARIANTS
 
 
 def build(variant: str) -> str:
-    """Build (or bring up to date: setuptools rebuilds only what changed) the
-    engine without `variant`'s techniques; the path of its _engine module."""
-    lib = common.ROOT / "build" / f"variant-{variant}"
-    done = subprocess.run(
-        [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(lib), "--build-temp", str(lib) + "-tmp"],
-        cwd=common.ROOT,
-        env=dict(os.environ, ONSHI_ENGINE_VARIANT=variant),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if done.returncode:
-        raise RuntimeError(f"variant build {variant} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    (path,) = glob.glob(str(lib / "onshi" / "ext" / "_engine.*.so"))
+    """Build (or bring up to date) the engine without `variant`'s techniques;
+    the path of its _engine module."""
+    ext_dir = sanitized.build_ext(f"variant-{variant}", ONSHI_ENGINE_VARIANT=variant)
+    (path,) = glob.glob(os.path.join(ext_dir, "_engine.*.so"))
     return path
 
 

@@ -37,10 +37,12 @@ def available() -> str | None:
     return None
 
 
-def build() -> str:
-    """Build (or bring up to date) the sanitized extensions; returns their directory."""
-    lib = os.path.join(ROOT, "build", "asan-lib")
-    env = dict(os.environ, ONSHI_DEBUG_BUILD="1")
+def build_ext(name: str, **settings: str) -> str:
+    """Build (or bring up to date: setuptools rebuilds a module only when its
+    sources changed) the native extensions into build/NAME-lib with setup.py's
+    settings (environment variables); returns the directory of their modules.
+    The sanitized build here; bench/variants.py's engine variants too."""
+    lib = os.path.join(ROOT, "build", f"{name}-lib")
     done = subprocess.run(
         [
             sys.executable,
@@ -50,17 +52,22 @@ def build() -> str:
             "--build-lib",
             lib,
             "--build-temp",
-            os.path.join(ROOT, "build", "asan-tmp"),
+            os.path.join(ROOT, "build", f"{name}-tmp"),
         ],
         cwd=ROOT,
-        env=env,
+        env=dict(os.environ, **settings),
         capture_output=True,
         text=True,
         timeout=900,
     )
     if done.returncode:
-        raise RuntimeError(f"sanitized build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{name} build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return os.path.join(lib, "onshi", "ext")
+
+
+def build() -> str:
+    """Build (or bring up to date) the sanitized extensions; returns their directory."""
+    return build_ext("asan", ONSHI_DEBUG_BUILD="1")
 
 
 def package_tree(dest: str, ext_dir: str) -> str:
